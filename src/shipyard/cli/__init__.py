@@ -1,0 +1,61 @@
+"""The ``shipyard`` command.
+
+Each wing's commands live in a module of this package that exposes ``register(app)``; this file
+only assembles them and turns every :class:`~shipyard.errors.ShipyardError` into one clear line.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+
+import typer
+
+from shipyard import __version__
+from shipyard.cli.output import err_console
+from shipyard.errors import ShipyardError
+
+app = typer.Typer(
+    name="shipyard",
+    help="Take ML pipelines to production and keep them healthy there.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+# Modules whose register(app) adds commands, in the order --help lists them.
+COMMAND_MODULES = ["workspace"]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"shipyard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_version, is_eager=True
+    ),
+) -> None:
+    """Take ML pipelines to production and keep them healthy there.
+
+    Start with [bold]shipyard init[/], then [bold]shipyard run examples/pipelines/data.py[/].
+    """
+
+
+for _name in COMMAND_MODULES:
+    import_module(f"shipyard.cli.{_name}").register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except ShipyardError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(getattr(exc, "exit_code", 1))
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)

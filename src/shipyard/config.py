@@ -1,0 +1,156 @@
+"""One settings object, read from the environment and an optional ``shipyard.toml``.
+
+Precedence, highest first: keyword arguments, ``SHIPYARD_*`` environment variables (nested
+fields with ``__``, e.g. ``SHIPYARD_SERVING__PORT=8080``), the TOML file, defaults.
+The TOML file is ``$SHIPYARD_CONFIG`` if set, else ``./shipyard.toml`` if present.
+
+Example ``shipyard.toml``::
+
+    db_url = "postgresql+psycopg://shipyard@db.internal/shipyard"
+    artifact_root = "s3://ml-artifacts/shipyard"
+
+    [serving]
+    port = 8080
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from shipyard.errors import ConfigError
+
+
+class ServingSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    flush_interval_s: float = Field(5.0, gt=0)
+    request_log_sample_rate: float = Field(0.01, ge=0, le=1)
+    refresh_interval_s: float = Field(0.5, gt=0)
+
+
+class QuotaSettings(BaseModel):
+    default_pool: str = "local"
+    default_cap_fraction: float = Field(0.5, gt=0, le=1)
+    memory_margin: float = Field(0.10, ge=0)
+    lease_ttl_s: float = Field(30.0, gt=0)
+    experiment_headroom: float = Field(0.2, ge=0)
+
+
+class DaemonSettings(BaseModel):
+    tick_s: float = Field(1.0, gt=0)
+    leader_ttl_s: float = Field(15.0, gt=0)
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the TOML file, with an error that names the file and the problem."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        explicit = os.environ.get("SHIPYARD_CONFIG")
+        path = Path(explicit) if explicit else Path("shipyard.toml")
+        self.data: dict[str, Any] = {}
+        if explicit and not path.is_file():
+            raise ConfigError(f"SHIPYARD_CONFIG names {path}, which does not exist")
+        if path.is_file():
+            try:
+                self.data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+class Settings(BaseSettings):
+    """Where Shipyard keeps its state and how its processes find each other."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHIPYARD_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    home: Path = Path(".shipyard")
+    db_url: str | None = None
+    artifact_root: str | None = None
+    user: str | None = None
+    serving: ServingSettings = ServingSettings()
+    quota: QuotaSettings = QuotaSettings()
+    daemon: DaemonSettings = DaemonSettings()
+
+    @field_validator("db_url")
+    @classmethod
+    def _known_dialect(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    @property
+    def database_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{(self.home / 'shipyard.db').resolve()}"
+
+    @property
+    def artifact_url(self) -> str:
+        if self.artifact_root:
+            return self.artifact_root
+        return str((self.home / "artifacts").resolve())
+
+    @property
+    def logs_dir(self) -> Path:
+        return (self.home / "logs").resolve()
+
+    @property
+    def actor(self) -> str:
+        """Who is acting: ``SHIPYARD_USER``, else the OS user."""
+        if self.user:
+            return self.user
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):
+            return "unknown"
+
+    def ensure_home(self) -> Path:
+        """Create the home folder (and its logs folder) if missing; return it."""
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            self.logs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create SHIPYARD_HOME {self.home}: {exc}") from None
+        return self.home
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, turning any validation problem into one clear :class:`ConfigError`."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid Shipyard settings: {problems}") from None

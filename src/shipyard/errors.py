@@ -1,0 +1,124 @@
+"""Every error Shipyard raises on purpose.
+
+The CLI turns each into one clear line and a non-zero exit code; the HTTP faces turn each into
+one JSON error body. A traceback reaching a user is a bug.
+
+::
+
+    ShipyardError
+    ├── ConfigError(ValueError)            a broken setting, shipyard.toml or policy file
+    ├── NotFound(LookupError)              a run, pipeline, model, pool… that does not exist
+    ├── InvalidInput(ValueError)           a bad parameter, request body or data file
+    │   └── SchemaViolation                data that does not match its schema/signature
+    ├── StoreError(RuntimeError)           the metadata database is unreachable or too new
+    ├── ArtifactError(RuntimeError)
+    │   └── ArtifactTampered               content does not hash to its address
+    ├── PipelineError(RuntimeError)
+    │   ├── PipelineDefinitionError        a malformed DAG, a missing step input
+    │   └── StepFailed                     a step ended badly (exception, signal, exit code)
+    ├── QuotaError(RuntimeError)
+    │   └── QuotaExceeded                  a request that can never fit its pool
+    └── DeployError(RuntimeError)
+        └── ApprovalRequired               a transition that lacks the approvals its policy asks
+"""
+
+from __future__ import annotations
+
+
+class ShipyardError(Exception):
+    """Root of every error Shipyard raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(ShipyardError, ValueError):
+    """A setting, a configuration file or a policy file is broken."""
+
+
+class NotFound(ShipyardError, LookupError):
+    """A named thing (run, pipeline, model, pool, rollout…) does not exist."""
+
+    def __init__(self, kind: str, name: object, hint: str = "") -> None:
+        self.kind = kind
+        self.name = name
+        message = f"{kind} {name!r} not found"
+        super().__init__(f"{message}; {hint}" if hint else message)
+
+
+class InvalidInput(ShipyardError, ValueError):
+    """A parameter, request body or data file that cannot be used as given."""
+
+
+class SchemaViolation(InvalidInput):
+    """Data that does not match its schema or a model's signature."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class StoreError(ShipyardError, RuntimeError):
+    """The metadata database cannot be used (unreachable, or made by a newer Shipyard)."""
+
+
+class ArtifactError(ShipyardError, RuntimeError):
+    """An artifact cannot be written or read."""
+
+
+class ArtifactTampered(ArtifactError):
+    """An artifact's content no longer hashes to its address."""
+
+    def __init__(self, digest: str, actual: str, location: str) -> None:
+        self.digest = digest
+        self.actual = actual
+        self.location = location
+        super().__init__(
+            f"artifact {digest[:12]} at {location} is corrupted or tampered with: "
+            f"its content hashes to {actual[:12]}; refusing to use it"
+        )
+
+
+class PipelineError(ShipyardError, RuntimeError):
+    """A pipeline cannot be built or run."""
+
+
+class PipelineDefinitionError(PipelineError):
+    """A pipeline file or DAG is malformed."""
+
+
+class StepFailed(PipelineError):
+    """A step ended badly: an exception, a signal, a non-zero exit, a timeout or a quota kill."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        self.step = step
+        self.reason = reason
+        super().__init__(f"step {step!r} failed: {reason}")
+
+
+class QuotaError(ShipyardError, RuntimeError):
+    """Quota cannot be granted or managed as asked."""
+
+
+class QuotaExceeded(QuotaError):
+    """A request that can never fit: it asks more than the pool (or the pipeline's cap) holds."""
+
+    def __init__(
+        self, pool: str, resource: str, requested: float, available: float, why: str = ""
+    ) -> None:
+        self.pool = pool
+        self.resource = resource
+        self.requested = requested
+        self.available = available
+        tail = f" ({why})" if why else ""
+        super().__init__(
+            f"pool {pool!r} cannot ever grant {resource}={requested:g}: "
+            f"at most {available:g} is available{tail}"
+        )
+
+
+class DeployError(ShipyardError, RuntimeError):
+    """A deployment action cannot be carried out."""
+
+
+class ApprovalRequired(DeployError):
+    """A transition that lacks the approvals its policy demands."""

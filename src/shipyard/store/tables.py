@@ -1,0 +1,131 @@
+"""The foundation's tables: pipelines, runs, step runs, artifacts and lineage, metric points,
+findings and the audit log. Other wings define theirs in their own module of this package."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shipyard.store.base import Base, new_id
+
+
+class PipelineRecord(Base):
+    """A pipeline Shipyard has seen (registered on its first run)."""
+
+    __tablename__ = "pipelines"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    file: Mapped[str] = mapped_column(Text)
+    schedule: Mapped[str | None] = mapped_column(String(100))
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    pipeline: Mapped[str] = mapped_column(String(200), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    file: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    executor: Mapped[str] = mapped_column(String(20), default="local")
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+    exit_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class StepRun(Base):
+    __tablename__ = "step_runs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+    exit_reason: Mapped[str | None] = mapped_column(Text)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    peak_rss_bytes: Mapped[int | None] = mapped_column(Integer)
+    cpu_seconds: Mapped[float | None] = mapped_column(Float)
+    input_rows: Mapped[int | None] = mapped_column(Integer)
+    input_bytes: Mapped[int | None] = mapped_column(Integer)
+    resources: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    log_path: Mapped[str | None] = mapped_column(Text)
+    enforcement: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ArtifactRecord(Base):
+    """A content-addressed artifact: its sha256 is its name."""
+
+    __tablename__ = "artifacts"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    uri: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    media_type: Mapped[str] = mapped_column(String(50))
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Lineage(Base):
+    """One edge of lineage: a step run produced or consumed an artifact."""
+
+    __tablename__ = "lineage"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(ForeignKey("artifacts.digest"), index=True)
+    step_run_id: Mapped[str] = mapped_column(
+        ForeignKey("step_runs.id", ondelete="CASCADE"), index=True
+    )
+    direction: Mapped[str] = mapped_column(String(10))  # "produced" | "consumed"
+    name: Mapped[str] = mapped_column(String(200))
+
+
+class MetricPoint(Base):
+    """(name, labels, timestamp, value): the one time-series format of Shipyard."""
+
+    __tablename__ = "metric_points"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    labels_key: Mapped[str] = mapped_column(Text, default="")
+    ts: Mapped[float] = mapped_column(Float)
+    value: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_metric_points_name_ts", "name", "ts"),
+        Index("ix_metric_points_series", "name", "labels_key", "ts"),
+    )
+
+
+class Finding(Base):
+    """A monitor's verdict with its evidence."""
+
+    __tablename__ = "findings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    monitor: Mapped[str] = mapped_column(String(100), index=True)
+    subject: Mapped[str] = mapped_column(String(200), index=True)
+    run_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(20))  # ok | warning | alert | error
+    summary: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    ts: Mapped[float] = mapped_column(Float, index=True)
+
+
+class AuditEvent(Base):
+    """An immutable record of a decision: who did what to which thing, when, and why."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[float] = mapped_column(Float, index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(100))
+    subject_kind: Mapped[str] = mapped_column(String(50))
+    subject_id: Mapped[str] = mapped_column(String(200), index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
