@@ -1,4 +1,7 @@
-"""The metadata database: tables, transactions, migrations. Nothing above this package writes SQL."""
+"""The metadata database: tables, transactions, migrations.
+
+Nothing above this package writes SQL.
+"""
 
 from shipyard.store.base import Base, new_id
 from shipyard.store.db import Store

@@ -133,7 +133,7 @@ class Store:
 
     @contextmanager
     def _migration_lock(self) -> Iterator[None]:
-        """One migrator at a time: a file lock beside a SQLite file, an advisory lock on PostgreSQL."""
+        """One migrator at a time: a file lock beside SQLite, an advisory lock on PostgreSQL."""
         if self.dialect == "postgresql":
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT pg_advisory_lock(7243001)"))
