@@ -1,0 +1,79 @@
+"""The metadata store: migrations, transactions, and both backends."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import inspect, select, text
+
+from shipyard.errors import StoreError
+from shipyard.store import Store
+from shipyard.store.tables import AuditEvent, Run
+
+FOUNDATION_TABLES = {
+    "runs",
+    "step_runs",
+    "artifacts",
+    "lineage",
+    "metric_points",
+    "findings",
+    "audit_events",
+    "pipelines",
+}
+
+
+def test_fresh_database_is_migrated_on_open(store: Store) -> None:
+    tables = set(inspect(store.engine).get_table_names())
+    assert tables >= FOUNDATION_TABLES
+    assert "0001" in store.current_revisions()
+
+
+def test_reopening_an_existing_database_keeps_its_rows(db_url: str) -> None:
+    first = Store(db_url)
+    with first.session() as s:
+        s.add(
+            Run(
+                id="r1",
+                pipeline="p",
+                kind="data",
+                file="f.py",
+                status="succeeded",
+                created_at=time.time(),
+            )
+        )
+    first.dispose()
+    again = Store(db_url)
+    with again.session() as s:
+        assert s.get(Run, "r1") is not None
+    again.dispose()
+
+
+def test_a_database_from_a_newer_shipyard_is_refused(db_url: str) -> None:
+    s = Store(db_url)
+    with s.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'zz_future'"))
+    s.dispose()
+    with pytest.raises(StoreError, match="newer Shipyard"):
+        Store(db_url)
+
+
+def test_a_failed_transaction_changes_nothing(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.session() as s:
+        s.add(AuditEvent(ts=1.0, actor="a", action="approve", subject_kind="x", subject_id="1"))
+        s.flush()
+        raise RuntimeError("boom")
+    with store.session() as s:
+        assert s.scalars(select(AuditEvent)).all() == []
+
+
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    with s.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+
+
+def test_an_unreachable_postgres_gives_a_clear_error() -> None:
+    with pytest.raises(StoreError, match="cannot reach"):
+        Store("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
