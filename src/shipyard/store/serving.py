@@ -1,0 +1,72 @@
+"""The model server's tables: flushed telemetry windows, logged predictions, late labels.
+
+A window row is keyed by (worker, model, version, window start): a worker that flushes the same
+window twice (a retry after a lost reply) writes it once; a worker killed mid-window loses only
+that window, and a half-written window cannot exist because each flush is one transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shipyard.store.base import Base
+
+
+class ServingWindow(Base):
+    """What one worker saw for one model version during one window."""
+
+    __tablename__ = "serving_windows"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str] = mapped_column(String(100))
+    window_start: Mapped[float] = mapped_column(Float)
+    window_end: Mapped[float] = mapped_column(Float)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    data_errors: Mapped[int] = mapped_column(Integer, default=0)
+    latency_s: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    input_profile: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    prediction_profile: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (
+        UniqueConstraint("worker", "model", "version", "window_start", name="uq_serving_windows"),
+        Index("ix_serving_windows_model_end", "model", "window_end"),
+    )
+
+
+class PredictionRecord(Base):
+    """A served prediction, kept so that late labels can be joined to it by request id."""
+
+    __tablename__ = "serving_predictions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    ts: Mapped[float] = mapped_column(Float)
+    prediction: Mapped[list[Any]] = mapped_column(default=list)
+    confidence: Mapped[list[Any] | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        Index("ix_serving_predictions_request", "model", "request_id"),
+        Index("ix_serving_predictions_ts", "model", "ts"),
+    )
+
+
+class FeedbackRecord(Base):
+    """Ground truth that arrived after the prediction (``POST /v2/models/{m}/feedback``)."""
+
+    __tablename__ = "serving_feedback"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(200))
+    labels: Mapped[list[Any]] = mapped_column(default=list)
+    ts: Mapped[float] = mapped_column(Float)
+    note: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_serving_feedback_request", "model", "request_id"),)
