@@ -383,27 +383,29 @@ def verdict(
             interval must lie at or above the floor (Kayenta's rule for shifts).
     pass:   otherwise — no evidence that the canary is worse at this look.
     """
-    base = {
-        "metric": metric,
-        "test": result.test,
-        "statistic": result.statistic,
-        "p_value": result.p_value,
-        "alpha": alpha,
-        "effect": result.effect,
-        "effect_floor": effect_floor,
-        "ci_low": result.ci_low,
-        "ci_high": result.ci_high,
-        "n_canary": result.n_canary,
-        "n_stable": result.n_stable,
-    }
-    if min(result.n_canary, result.n_stable) < min_samples:
+
+    def out(outcome: Outcome, reason: str) -> MetricVerdict:
         return MetricVerdict(
-            outcome="extend",
-            reason=(
-                f"too little traffic: {result.n_canary} canary / {result.n_stable} stable "
-                f"samples, {min_samples} needed on each side"
-            ),
-            **base,
+            metric=metric,
+            outcome=outcome,
+            reason=reason,
+            test=result.test,
+            statistic=result.statistic,
+            p_value=result.p_value,
+            alpha=alpha,
+            effect=result.effect,
+            effect_floor=effect_floor,
+            ci_low=result.ci_low,
+            ci_high=result.ci_high,
+            n_canary=result.n_canary,
+            n_stable=result.n_stable,
+        )
+
+    if min(result.n_canary, result.n_stable) < min_samples:
+        return out(
+            "extend",
+            f"too little traffic: {result.n_canary} canary / {result.n_stable} stable "
+            f"samples, {min_samples} needed on each side",
         )
     effect_seen = result.ci_low if effect_from_ci else result.effect
     significant = result.p_value < alpha
@@ -413,12 +415,12 @@ def verdict(
             f"canary worse: p={result.p_value:.3g} < α={alpha:.3g} and effect "
             f"{effect_seen:.4g} ≥ floor {effect_floor:.4g}"
         )
-        return MetricVerdict(outcome="fail", reason=reason, **base)
+        return out("fail", reason)
     if significant:
         reason = f"significant (p={result.p_value:.3g}) but effect {effect_seen:.4g} below floor"
     else:
         reason = f"no evidence of harm: p={result.p_value:.3g} ≥ α={alpha:.3g}"
-    return MetricVerdict(outcome="pass", reason=reason, **base)
+    return out("pass", reason)
 
 
 def combine(verdicts: Sequence[MetricVerdict]) -> Outcome:
