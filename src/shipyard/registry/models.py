@@ -1,0 +1,348 @@
+"""The model registry: models, immutable versions, aliases with a full history.
+
+>>> reg = Registry.of(workspace)                                     # doctest: +SKIP
+>>> v = reg.register("churn", clf, training_data=X_train, alias="champion")  # doctest: +SKIP
+>>> reg.load("churn", alias="champion").predict(X)                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+from shipyard.clock import SYSTEM_CLOCK, Clock
+from shipyard.errors import InvalidInput, NotFound
+from shipyard.registry import flavors
+from shipyard.registry.signature import Signature
+from shipyard.store.registry import AliasEvent, ModelAlias, ModelVersion, RegisteredModel
+from shipyard.store.tables import AuditEvent
+
+if TYPE_CHECKING:
+    from shipyard.artifacts import ArtifactStore
+    from shipyard.store import Store
+    from shipyard.workspace import Workspace
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
+ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A registered model version, as read from the store."""
+
+    model: str
+    version: int
+    flavor: str
+    artifact_digest: str
+    signature: Signature
+    metrics: dict[str, Any]
+    tags: dict[str, Any]
+    lineage: dict[str, Any]
+    reference_profile: dict[str, Any] | None
+    run_id: str | None
+    created_at: float
+    created_by: str
+
+    @classmethod
+    def of(cls, row: ModelVersion) -> VersionInfo:
+        return cls(
+            row.model,
+            row.version,
+            row.flavor,
+            row.artifact_digest,
+            Signature.from_json(row.signature),
+            dict(row.metrics),
+            dict(row.tags),
+            dict(row.lineage),
+            row.reference_profile,
+            row.run_id,
+            row.created_at,
+            row.created_by,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "flavor": self.flavor,
+            "artifact_digest": self.artifact_digest,
+            "signature": self.signature.to_json(),
+            "metrics": self.metrics,
+            "tags": self.tags,
+            "lineage": self.lineage,
+            "has_reference_profile": self.reference_profile is not None,
+            "run_id": self.run_id,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+        }
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    model: str
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    actor: str
+    reason: str
+    ts: float
+
+
+def reference_profile_of(frame: Any) -> dict[str, Any] | None:
+    """The statistics wing's profile of the training data, or None where it is not installed."""
+    try:
+        stats = importlib.import_module("shipyard.stats")
+    except ImportError:
+        return None
+    if not hasattr(stats, "DatasetProfile"):
+        return None
+    profile: dict[str, Any] = stats.DatasetProfile.from_frame(frame).to_json()
+    return profile
+
+
+class Registry:
+    """Registers, reads, aliases and loads models. Every change is one transaction."""
+
+    def __init__(
+        self,
+        store: Store,
+        artifacts: ArtifactStore,
+        clock: Clock = SYSTEM_CLOCK,
+        actor: str = "",
+    ) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self.clock = clock
+        self.actor = actor
+
+    @classmethod
+    def of(cls, ws: Workspace) -> Registry:
+        return cls(ws.store, ws.artifacts, ws.clock, ws.actor)
+
+    # -- writing -------------------------------------------------------------------------------
+    def register(
+        self,
+        name: str,
+        model: Any,
+        *,
+        flavor: str | None = None,
+        signature: Signature | None = None,
+        training_data: Any = None,
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        data_digests: list[str] | None = None,
+        reference_profile: dict[str, Any] | None = None,
+        alias: str | None = None,
+        description: str = "",
+        artifact: tuple[bytes, str] | None = None,
+    ) -> VersionInfo:
+        """Store the model's bytes and record a new version (and move ``alias`` to it).
+
+        ``training_data`` (a DataFrame) gives the signature when none is given and the
+        reference profile that serving inputs are later compared with.
+        """
+        if not NAME.match(name):
+            raise InvalidInput(
+                f"model name {name!r}: use letters, digits, '_', '.', '-' (at most 200)"
+            )
+        flavor = flavor or flavors.guess_flavor(model)
+        if signature is None:
+            if training_data is None:
+                raise InvalidInput(
+                    f"model {name!r}: give a signature or the training data to infer it from"
+                )
+            signature = Signature.infer(training_data)
+        if reference_profile is None and training_data is not None:
+            reference_profile = reference_profile_of(training_data)
+        data, media_type = artifact if artifact is not None else flavors.dump(flavor, model)
+        now = self.clock.time()
+        with self.store.session(immediate=True) as s:
+            ref = self.artifacts.put_bytes(
+                data, media_type, {"model": name, "flavor": flavor}, session=s
+            )
+            if s.get(RegisteredModel, name) is None:
+                s.add(RegisteredModel(name=name, created_at=now, created_by=self.actor))
+                s.flush()
+            latest = s.scalar(
+                select(func.max(ModelVersion.version)).where(ModelVersion.model == name)
+            )
+            row = ModelVersion(
+                model=name,
+                version=(latest or 0) + 1,
+                flavor=flavor,
+                artifact_digest=ref.digest,
+                signature=signature.to_json(),
+                metrics=dict(metrics or {}),
+                tags=dict(tags or {}),
+                lineage={"run_id": run_id, "data": list(data_digests or [])},
+                reference_profile=reference_profile,
+                run_id=run_id,
+                description=description,
+                created_at=now,
+                created_by=self.actor,
+            )
+            s.add(row)
+            s.add(
+                AuditEvent(
+                    ts=now,
+                    actor=self.actor,
+                    action="model.register",
+                    subject_kind="model_version",
+                    subject_id=f"{name}/{row.version}",
+                    detail={"digest": ref.digest, "flavor": flavor},
+                )
+            )
+            s.flush()
+            if alias:
+                self._move_alias(s, name, alias, row.version, "registered")
+            return VersionInfo.of(row)
+
+    def set_alias(self, name: str, alias: str, version: int | None, reason: str = "") -> AliasMove:
+        """Point ``alias`` at ``version`` (None removes it); recorded with who, when, from, to."""
+        if not ALIAS.match(alias):
+            raise InvalidInput(f"alias {alias!r}: start with a letter; letters, digits, '_', '-'")
+        with self.store.session(immediate=True) as s:
+            if s.get(RegisteredModel, name) is None:
+                raise NotFound("model", name)
+            if version is not None and self._version_row(s, name, version) is None:
+                raise NotFound("model version", f"{name}/{version}")
+            return self._move_alias(s, name, alias, version, reason)
+
+    def _move_alias(
+        self, s: Any, name: str, alias: str, version: int | None, reason: str
+    ) -> AliasMove:
+        now = self.clock.time()
+        current = s.get(ModelAlias, (name, alias), with_for_update=True)
+        before = current.version if current is not None else None
+        if version is None:
+            if current is not None:
+                s.delete(current)
+        elif current is None:
+            s.add(
+                ModelAlias(
+                    model=name, alias=alias, version=version, updated_at=now, updated_by=self.actor
+                )
+            )
+        else:
+            current.version = version
+            current.updated_at = now
+            current.updated_by = self.actor
+        move = AliasMove(name, alias, before, version, self.actor, reason, now)
+        s.add(
+            AliasEvent(
+                model=name,
+                alias=alias,
+                from_version=before,
+                to_version=version,
+                actor=self.actor,
+                reason=reason,
+                ts=now,
+            )
+        )
+        s.add(
+            AuditEvent(
+                ts=now,
+                actor=self.actor,
+                action="model.alias",
+                subject_kind="model",
+                subject_id=name,
+                detail={"alias": alias, "from": before, "to": version, "reason": reason},
+            )
+        )
+        return move
+
+    # -- reading -------------------------------------------------------------------------------
+    @staticmethod
+    def _version_row(s: Any, name: str, version: int) -> ModelVersion | None:
+        row: ModelVersion | None = s.scalar(
+            select(ModelVersion).where(ModelVersion.model == name, ModelVersion.version == version)
+        )
+        return row
+
+    def models(self) -> list[dict[str, Any]]:
+        with self.store.session() as s:
+            models = s.scalars(select(RegisteredModel).order_by(RegisteredModel.name)).all()
+            out = []
+            for m in models:
+                latest = s.scalar(
+                    select(func.max(ModelVersion.version)).where(ModelVersion.model == m.name)
+                )
+                aliases = {
+                    a.alias: a.version
+                    for a in s.scalars(select(ModelAlias).where(ModelAlias.model == m.name))
+                }
+                out.append(
+                    {
+                        "name": m.name,
+                        "latest_version": latest,
+                        "aliases": aliases,
+                        "default_alias": m.default_alias,
+                        "created_at": m.created_at,
+                    }
+                )
+            return out
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        with self.store.session() as s:
+            if s.get(RegisteredModel, name) is None:
+                raise NotFound("model", name)
+            rows = s.scalars(
+                select(ModelVersion)
+                .where(ModelVersion.model == name)
+                .order_by(ModelVersion.version)
+            ).all()
+            return [VersionInfo.of(r) for r in rows]
+
+    def get(self, name: str, version: int | None = None, alias: str | None = None) -> VersionInfo:
+        """A version by number, by alias, or (neither) the one the default alias names."""
+        with self.store.session() as s:
+            model = s.get(RegisteredModel, name)
+            if model is None:
+                raise NotFound("model", name, "see `shipyard models list`")
+            if version is None:
+                alias = alias or model.default_alias
+                pointer = s.get(ModelAlias, (name, alias))
+                if pointer is None:
+                    raise NotFound(
+                        "alias", f"{name}@{alias}", "set it with `shipyard models alias`"
+                    )
+                version = pointer.version
+            row = self._version_row(s, name, version)
+            if row is None:
+                raise NotFound("model version", f"{name}/{version}")
+            return VersionInfo.of(row)
+
+    def aliases(self, name: str) -> dict[str, int]:
+        with self.store.session() as s:
+            return {
+                a.alias: a.version
+                for a in s.scalars(select(ModelAlias).where(ModelAlias.model == name))
+            }
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[AliasMove]:
+        with self.store.session() as s:
+            q = select(AliasEvent).where(AliasEvent.model == name)
+            if alias is not None:
+                q = q.where(AliasEvent.alias == alias)
+            return [
+                AliasMove(e.model, e.alias, e.from_version, e.to_version, e.actor, e.reason, e.ts)
+                for e in s.scalars(q.order_by(AliasEvent.ts, AliasEvent.id))
+            ]
+
+    def load(
+        self, name: str, version: int | None = None, alias: str | None = None
+    ) -> tuple[VersionInfo, flavors.Predictor]:
+        """The version and its predictor; the artifact's sha256 is verified before it is read."""
+        info = self.get(name, version, alias)
+        data = self.artifacts.get_bytes(info.artifact_digest)  # raises ArtifactTampered
+        return info, flavors.load(info.flavor, data)
+
+
+def register_model(ws: Workspace, name: str, model: Any, **kwargs: Any) -> VersionInfo:
+    """One call from a training step: ``register_model(ws, "churn", clf, training_data=X)``."""
+    return Registry.of(ws).register(name, model, **kwargs)
