@@ -1,0 +1,27 @@
+"""Quota: pools, leases and admission, enforcement, usage, planning, estimation, hardware advice."""
+
+from shipyard.quota.admission import (
+    Grant,
+    QuotaAdmission,
+    StepRequest,
+    check_feasible,
+    reclaim_expired,
+)
+from shipyard.quota.pools import Member, Pool, apply_pools, list_pools, load_pool, read_pool_file
+from shipyard.quota.resources import parse_amounts, parse_quantity
+
+__all__ = [
+    "Grant",
+    "Member",
+    "Pool",
+    "QuotaAdmission",
+    "StepRequest",
+    "apply_pools",
+    "check_feasible",
+    "list_pools",
+    "load_pool",
+    "parse_amounts",
+    "parse_quantity",
+    "read_pool_file",
+    "reclaim_expired",
+]

@@ -1,0 +1,380 @@
+"""Leases and admission: who gets capacity in a pool, in which order, without over-admission.
+
+Every request is a row of ``quota_leases`` — ``waiting`` in the queue, then ``held`` — so the
+queue and its order hold across processes. Each admission decision is one transaction that first
+takes the pool's lock (SQLite: ``BEGIN IMMEDIATE``, the database write lock; PostgreSQL:
+``SELECT … FOR UPDATE`` on the pool row), then reclaims expired leases, then admits what fits.
+Two processes therefore never decide on the same pool at once, which is what makes
+over-admission impossible.
+
+The scheduling pass (:func:`_admit_waiting`) admits waiting requests one at a time, each time in
+this order:
+
+1. higher ``priority`` first;
+2. then the pipeline with the lower *dominant resource share* — max over resources of
+   held_r / capacity_r, divided by the member's weight — as in Dominant Resource Fairness
+   (Ghodsi et al., "Dominant Resource Fairness: Fair Allocation of Multiple Resource Types",
+   NSDI 2011) and Kueue's fair sharing (kueue.sigs.k8s.io, "Fair Sharing": the lowest share is
+   admitted first, shares weighted by ``fairSharing.weight``);
+3. then the older request (``requested_at``), then the lease id (deterministic ties).
+
+A request is skipped (others may pass it) when it would take its pipeline over its **cap**, or
+over its guaranteed **share** while another pipeline waits for capacity within its own share
+(borrowing idle capacity above the share is allowed only while nobody else waits for theirs —
+so a borrower gives capacity back first, as its leases end). A request that is next in order
+but does not fit in the pool's free capacity stops the pass: nothing behind it jumps ahead, so
+big requests are not starved by small ones.
+
+A request that can never fit (more than the pool's capacity or its pipeline's cap) fails at once
+with :class:`~shipyard.errors.QuotaExceeded`. Leases carry a heartbeat and expire after
+``lease_ttl_s``; expired leases (and waiting rows whose waiter stopped polling) are reclaimed at
+every admission and by :func:`reclaim_expired`, which the daemon calls.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from shipyard.clock import SYSTEM_CLOCK, Clock
+from shipyard.errors import QuotaError, QuotaExceeded
+from shipyard.quota.pools import Pool, dominant_share, load_pool
+from shipyard.quota.resources import Amounts, add, first_excess, parse_amounts, subtract
+from shipyard.store import Store, new_id
+from shipyard.store.quota import QuotaEvent, QuotaLease, QuotaPool
+
+ACTIVE = ("held", "waiting")
+
+
+@dataclass(frozen=True)
+class StepRequest:
+    """What a step (or a whole run, with ``--reserve``) asks of a pool."""
+
+    pipeline: str
+    resources: Mapping[str, float | int | str]
+    pool: str | None = None
+    run_id: str = ""
+    step: str = ""
+    step_run_id: str = ""
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A held lease: the capacity is the holder's until it releases or stops heartbeating."""
+
+    lease_id: str
+    pool: str
+    pipeline: str
+    resources: Amounts
+    granted_at: float
+    expires_at: float
+    step: str = ""
+    run_id: str = ""
+    assigned: dict[str, list[int]] = field(default_factory=dict)
+
+
+def _amounts(raw: Mapping[str, object]) -> Amounts:
+    return {r: float(v) for r, v in raw.items()}  # type: ignore[arg-type]
+
+
+def _grant(row: QuotaLease) -> Grant:
+    assert row.granted_at is not None
+    return Grant(
+        row.id,
+        row.pool,
+        row.pipeline,
+        _amounts(row.resources),
+        row.granted_at,
+        row.expires_at,
+        row.step,
+        row.run_id,
+    )
+
+
+def check_feasible(pool: Pool, pipeline: str, resources: Amounts) -> None:
+    """Raise :class:`QuotaExceeded` if the request can never be admitted in this pool."""
+    if excess := first_excess(resources, pool.capacity):
+        raise QuotaExceeded(pool.name, excess[0], excess[1], excess[2], "pool capacity")
+    member = pool.member(pipeline)
+    if excess := first_excess(resources, member.cap):
+        raise QuotaExceeded(
+            pool.name, excess[0], excess[1], excess[2], f"cap of pipeline {pipeline!r}"
+        )
+
+
+def _event(s: Session, pool: str, lease_id: str, kind: str, now: float, held: Amounts) -> None:
+    s.add(QuotaEvent(pool=pool, lease_id=lease_id, kind=kind, ts=now, held_total=dict(held)))
+
+
+def _admit_waiting(
+    s: Session, pool: Pool, now: float, new: QuotaLease | None = None
+) -> list[QuotaLease]:
+    """The scheduling pass (see the module docstring). The pool must be locked by the caller.
+    Reclaims expired rows, admits what may be admitted, writes one event per change, and returns
+    the rows admitted. ``new`` is a request not yet in the table (the fast path of submit)."""
+    rows = list(
+        s.scalars(
+            select(QuotaLease)
+            .where(QuotaLease.pool == pool.name, QuotaLease.status.in_(ACTIVE))
+            .with_for_update()
+        )
+    )
+    held = [r for r in rows if r.status == "held"]
+    total: Amounts = {r: 0.0 for r in pool.capacity}
+    for r in held:
+        total = add(total, _amounts(r.resources))
+    for r in rows:
+        if r.expires_at < now:
+            was_held = r.status == "held"
+            r.status, r.ended_at, r.reason = "expired", now, "no heartbeat before expiry"
+            if was_held:
+                total = subtract(total, _amounts(r.resources))
+                _event(s, pool.name, r.id, "expired", now, total)
+    usage: dict[str, Amounts] = {}
+    for r in rows:
+        if r.status == "held":
+            usage[r.pipeline] = add(usage.get(r.pipeline, {}), _amounts(r.resources))
+    waiting = [r for r in rows if r.status == "waiting"]
+    if new is not None:
+        waiting.append(new)
+    admitted: list[QuotaLease] = []
+    while waiting:
+        candidates = []
+        for r in waiting:
+            member = pool.member(r.pipeline)
+            after = add(usage.get(r.pipeline, {}), _amounts(r.resources))
+            if first_excess(after, member.cap) is None:  # within its own cap: really waiting
+                key = (
+                    -r.priority,
+                    dominant_share(usage.get(r.pipeline, {}), pool.capacity, member.weight),
+                    r.requested_at,
+                    r.id,
+                )
+                candidates.append((key, r, after, member))
+        candidates.sort(key=lambda c: c[0])
+        # pipelines waiting for capacity they are guaranteed (within their share)
+        entitled = {c[1].pipeline for c in candidates if first_excess(c[2], c[3].share) is None}
+        chosen = None
+        for _key, r, after, member in candidates:
+            others_wait = bool(entitled - {r.pipeline})
+            if others_wait and first_excess(after, member.share) is not None:
+                continue  # borrowing above its share only while nobody else waits for theirs
+            if first_excess(add(total, _amounts(r.resources)), pool.capacity) is not None:
+                break  # the next in order does not fit: nothing behind it jumps ahead
+            chosen = (r, after)
+            break
+        if chosen is None:
+            break
+        r, after = chosen
+        waiting.remove(r)
+        r.status, r.granted_at = "held", now
+        r.heartbeat_at, r.expires_at = now, max(r.expires_at, now)
+        usage[r.pipeline] = after
+        total = add(total, _amounts(r.resources))
+        if r is new:
+            s.add(new)
+            s.flush()
+        _event(s, pool.name, r.id, "granted", now, total)
+        admitted.append(r)
+    if new is not None and new.status == "waiting":
+        s.add(new)
+    return admitted
+
+
+class QuotaAdmission:
+    """The :class:`Admission` a runner uses: ``acquire`` → ``heartbeat``… → ``release``.
+
+    >>> admission = QuotaAdmission(store, lease_ttl_s=30)          # doctest: +SKIP
+    >>> grant = admission.acquire(StepRequest("etl", {"cpu": 2, "memory": "4Gi"}, pool="shared"))
+    >>> admission.release(grant)
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        lease_ttl_s: float = 30.0,
+        default_pool: str = "local",
+        poll_interval_s: float = 0.05,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.lease_ttl_s = lease_ttl_s
+        self.default_pool = default_pool
+        self.poll_interval_s = poll_interval_s
+
+    def submit(self, request: StepRequest) -> str:
+        """Queue the request (admitting it at once when it may be); return its lease id.
+        Raises :class:`QuotaExceeded` at once for a request that can never fit."""
+        resources = parse_amounts(request.resources, what=f"step {request.step or '?'}")
+        pool_name = request.pool or self.default_pool
+        now = self.clock.time()
+        with self.store.session(immediate=True) as s:
+            pool = load_pool(s, pool_name, lock=True)
+            check_feasible(pool, request.pipeline, resources)
+            row = QuotaLease(
+                id=new_id(),
+                pool=pool.name,
+                pipeline=request.pipeline,
+                run_id=request.run_id,
+                step=request.step,
+                step_run_id=request.step_run_id,
+                resources=resources,
+                used={},
+                priority=request.priority,
+                status="waiting",
+                holder_pid=os.getpid(),
+                requested_at=now,
+                heartbeat_at=now,
+                expires_at=now + self.lease_ttl_s,
+            )
+            _admit_waiting(s, pool, now, new=row)
+            return row.id
+
+    def poll(self, lease_id: str) -> Grant | None:
+        """The grant if the request is admitted by now, else ``None`` (the waiting row's own
+        heartbeat is refreshed, so a waiter that stops polling leaves the queue)."""
+        now = self.clock.time()
+        with self.store.session(immediate=True) as s:
+            pool_name = s.scalar(select(QuotaLease.pool).where(QuotaLease.id == lease_id))
+            if pool_name is None:
+                raise QuotaError(f"lease {lease_id} does not exist")
+            pool = load_pool(s, pool_name, lock=True)
+            row = s.get(QuotaLease, lease_id)
+            assert row is not None
+            if row.status == "waiting" and row.expires_at >= now:
+                row.heartbeat_at, row.expires_at = now, now + self.lease_ttl_s
+            _admit_waiting(s, pool, now)
+            if row.status == "held":
+                return _grant(row)
+            if row.status != "waiting":
+                raise QuotaError(f"request {lease_id} left the queue: {row.status} ({row.reason})")
+            return None
+
+    def acquire(self, request: StepRequest, timeout_s: float | None = None) -> Grant:
+        """Wait until the request is admitted; raise :class:`QuotaError` after ``timeout_s``."""
+        lease_id = self.submit(request)
+        start = self.clock.monotonic()
+        while True:
+            grant = self.poll(lease_id)
+            if grant is not None:
+                return grant
+            if timeout_s is not None and self.clock.monotonic() - start >= timeout_s:
+                self.cancel(lease_id)
+                raise QuotaError(
+                    f"step {request.step!r} of {request.pipeline!r} waited {timeout_s:g}s "
+                    f"for pool {request.pool or self.default_pool!r} and gave up"
+                )
+            self.clock.sleep(self.poll_interval_s)
+
+    def heartbeat(self, grant: Grant, used: Mapping[str, float] | None = None) -> Grant:
+        """Extend the lease (and record measured usage); :class:`QuotaError` if it was reclaimed."""
+        now = self.clock.time()
+        values: dict[str, object] = {"heartbeat_at": now, "expires_at": now + self.lease_ttl_s}
+        if used is not None:
+            values["used"] = {r: float(v) for r, v in used.items()}
+        with self.store.session() as s:
+            result = s.execute(
+                update(QuotaLease)
+                .where(
+                    QuotaLease.id == grant.lease_id,
+                    QuotaLease.status == "held",
+                    QuotaLease.expires_at >= now,
+                )
+                .values(**values)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise QuotaError(
+                    f"lease {grant.lease_id} in pool {grant.pool!r} has expired; "
+                    "its capacity was reclaimed"
+                )
+        return Grant(
+            grant.lease_id,
+            grant.pool,
+            grant.pipeline,
+            grant.resources,
+            grant.granted_at,
+            now + self.lease_ttl_s,
+            grant.step,
+            grant.run_id,
+            grant.assigned,
+        )
+
+    def release(self, grant: Grant, reason: str = "released") -> None:
+        """Give the capacity back and admit whoever may go next. Idempotent."""
+        self._end(grant.lease_id, "released", reason)
+
+    def cancel(self, lease_id: str) -> None:
+        """Take a request out of the queue (or give its capacity back if already held)."""
+        self._end(lease_id, "cancelled", "cancelled by its requester")
+
+    def _end(self, lease_id: str, status: str, reason: str) -> None:
+        now = self.clock.time()
+        with self.store.session(immediate=True) as s:
+            pool_name = s.scalar(select(QuotaLease.pool).where(QuotaLease.id == lease_id))
+            if pool_name is None:
+                return
+            pool = load_pool(s, pool_name, lock=True)
+            row = s.get(QuotaLease, lease_id, with_for_update=True)
+            assert row is not None
+            if row.status in ACTIVE:
+                was_held = row.status == "held"
+                row.status, row.ended_at, row.reason = status, now, reason
+                if was_held:
+                    s.flush()
+                    _event(s, pool.name, row.id, status, now, held_total(s, pool))
+            _admit_waiting(s, pool, now)
+
+
+def held_total(s: Session, pool: Pool) -> Amounts:
+    """What the pool's held leases add up to, per resource of the pool (and any other)."""
+    rows = s.scalars(
+        select(QuotaLease.resources).where(
+            QuotaLease.pool == pool.name, QuotaLease.status == "held"
+        )
+    )
+    total: Amounts = {r: 0.0 for r in pool.capacity}
+    for resources in rows:
+        total = add(total, _amounts(resources))
+    return total
+
+
+def reclaim_expired(store: Store, clock: Clock = SYSTEM_CLOCK) -> list[str]:
+    """Expire every lease (and waiting request) past its expiry in every pool, admitting what
+    may go next. Returns the ids reclaimed. The daemon calls this every tick."""
+    now = clock.time()
+    with store.session() as s:
+        pools = list(
+            s.scalars(
+                select(QuotaLease.pool)
+                .where(QuotaLease.status.in_(ACTIVE), QuotaLease.expires_at < now)
+                .distinct()
+            )
+        )
+    reclaimed: list[str] = []
+    for name in pools:
+        with store.session(immediate=True) as s:
+            pool = load_pool(s, name, lock=True)
+            before = set(
+                s.scalars(
+                    select(QuotaLease.id).where(
+                        QuotaLease.pool == name,
+                        QuotaLease.status.in_(ACTIVE),
+                        QuotaLease.expires_at < now,
+                    )
+                )
+            )
+            _admit_waiting(s, pool, now)
+            reclaimed.extend(sorted(before))
+    return reclaimed
+
+
+def pool_exists(store: Store, name: str) -> bool:
+    with store.session() as s:
+        return s.get(QuotaPool, name) is not None

@@ -1,0 +1,247 @@
+"""Pool definitions: capacity per resource, dedicated or shared, members with share and cap.
+
+A pool file (``shipyard quota apply pools.yaml``)::
+
+    pools:
+      - name: shared
+        mode: shared                 # or: dedicated (then name its owner)
+        capacity: {cpu: 8, memory: 32Gi, gpu: 2}
+        default_cap_fraction: 0.5    # optional; else settings.quota.default_cap_fraction
+        members:
+          - pipeline: etl
+            share: 0.25              # a fraction of every resource, or {cpu: 2, memory: 8Gi}
+            cap: 0.5                 # same forms; default: default_cap_fraction of the pool
+            weight: 1                # fair-share weight (Kueue's fairSharing.weight)
+      - name: trainer
+        mode: dedicated
+        owner: train
+        capacity: {cpu: 4, memory: 16Gi}
+
+In a shared pool a pipeline that is not a member gets no guaranteed share (it only borrows idle
+capacity) and the default cap. A dedicated pool admits only its owner, up to the whole pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from shipyard.clock import SYSTEM_CLOCK, Clock
+from shipyard.errors import ConfigError, InvalidInput, NotFound, QuotaError
+from shipyard.quota.resources import EPSILON, Amounts, first_excess, parse_amounts
+from shipyard.store import Store
+from shipyard.store.quota import QuotaMember, QuotaPool
+
+Portion = float | dict[str, float | int | str]
+
+
+class MemberSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pipeline: str = Field(min_length=1, max_length=200)
+    share: Portion = 0.0
+    cap: Portion | None = None
+    weight: float = Field(1.0, gt=0)
+
+
+class PoolSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    mode: Literal["shared", "dedicated"] = "shared"
+    capacity: dict[str, float | int | str]
+    default_cap_fraction: float | None = Field(None, gt=0, le=1)
+    owner: str | None = None
+    members: list[MemberSpec] = []
+
+    @model_validator(mode="after")
+    def _dedicated_has_owner(self) -> PoolSpec:
+        if self.mode == "dedicated" and not self.owner:
+            raise ValueError("a dedicated pool names its owner pipeline (owner: …)")
+        if self.mode == "shared" and self.owner:
+            raise ValueError("owner is only for dedicated pools")
+        return self
+
+
+class PoolFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pools: list[PoolSpec]
+
+
+@dataclass(frozen=True)
+class Member:
+    pipeline: str
+    share: Amounts
+    cap: Amounts
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A pool as admission sees it: amounts are absolute (bytes, cores, devices)."""
+
+    name: str
+    mode: str
+    capacity: Amounts
+    default_cap_fraction: float
+    members: dict[str, Member] = field(default_factory=dict)
+
+    def member(self, pipeline: str) -> Member:
+        """The pipeline's terms here; a stranger in a shared pool borrows only, up to the
+        default cap; a stranger in a dedicated pool is refused."""
+        if pipeline in self.members:
+            return self.members[pipeline]
+        if self.mode == "dedicated":
+            owner = next(iter(self.members), "?")
+            raise QuotaError(
+                f"pool {self.name!r} is dedicated to pipeline {owner!r}; {pipeline!r} cannot use it"
+            )
+        cap = {r: v * self.default_cap_fraction for r, v in self.capacity.items()}
+        return Member(pipeline, {r: 0.0 for r in self.capacity}, cap)
+
+
+def _portion(raw: Portion | None, capacity: Amounts, what: str, default: float) -> Amounts:
+    if raw is None:
+        raw = default
+    if isinstance(raw, int | float):
+        if not 0 <= raw <= 1:
+            raise InvalidInput(f"{what}: a fraction must lie in [0, 1], got {raw}")
+        return {r: v * float(raw) for r, v in capacity.items()}
+    amounts = parse_amounts(raw, what=what)
+    if unknown := set(amounts) - set(capacity):
+        raise InvalidInput(f"{what}: the pool has no {', '.join(sorted(unknown))}")
+    return {r: amounts.get(r, 0.0) for r in capacity}
+
+
+def resolve(spec: PoolSpec, default_cap_fraction: float) -> Pool:
+    """Turn a validated spec into absolute amounts, checking share ≤ cap ≤ capacity and that
+    the guaranteed shares fit in the pool."""
+    capacity = parse_amounts(spec.capacity, what=f"pool {spec.name}: capacity")
+    if not capacity:
+        raise InvalidInput(f"pool {spec.name}: capacity names no resource")
+    fraction = spec.default_cap_fraction or default_cap_fraction
+    members: dict[str, Member] = {}
+    if spec.mode == "dedicated":
+        assert spec.owner is not None
+        members[spec.owner] = Member(spec.owner, dict(capacity), dict(capacity))
+    for m in spec.members:
+        if m.pipeline in members:
+            raise InvalidInput(f"pool {spec.name}: pipeline {m.pipeline!r} is listed twice")
+        what = f"pool {spec.name}: member {m.pipeline}"
+        share = _portion(m.share, capacity, f"{what}: share", 0.0)
+        cap = _portion(m.cap, capacity, f"{what}: cap", fraction)
+        cap = {r: max(cap[r], share[r]) if m.cap is None else cap[r] for r in capacity}
+        if excess := first_excess(share, cap):
+            raise InvalidInput(f"{what}: share of {excess[0]} ({excess[1]:g}) exceeds its cap")
+        members[m.pipeline] = Member(m.pipeline, share, cap, m.weight)
+    shares: Amounts = {}
+    for member in members.values():
+        for r, v in member.share.items():
+            shares[r] = shares.get(r, 0.0) + v
+    if spec.mode == "shared" and (excess := first_excess(shares, capacity)):
+        raise InvalidInput(
+            f"pool {spec.name}: guaranteed shares of {excess[0]} add up to {excess[1]:g}, "
+            f"more than the capacity {excess[2]:g}"
+        )
+    return Pool(spec.name, spec.mode, capacity, fraction, members)
+
+
+def read_pool_file(path: Path, default_cap_fraction: float) -> list[Pool]:
+    """Read and validate a pool YAML file; any problem is one :class:`ConfigError`."""
+    try:
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    try:
+        parsed = PoolFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None
+    names = [p.name for p in parsed.pools]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: a pool name appears twice")
+    try:
+        return [resolve(p, default_cap_fraction) for p in parsed.pools]
+    except InvalidInput as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def apply_pools(store: Store, pools: list[Pool], clock: Clock = SYSTEM_CLOCK) -> None:
+    """Create or replace these pools (and their members) in one transaction. Held leases stay;
+    a smaller capacity only delays new admissions."""
+    now = clock.time()
+    with store.session(immediate=True) as s:
+        for pool in pools:
+            row = s.execute(
+                select(QuotaPool).where(QuotaPool.name == pool.name).with_for_update()
+            ).scalar_one_or_none()
+            if row is None:
+                row = QuotaPool(name=pool.name, generation=0)
+                s.add(row)
+            row.mode = pool.mode
+            row.capacity = dict(pool.capacity)
+            row.default_cap_fraction = pool.default_cap_fraction
+            row.updated_at = now
+            row.generation = (row.generation or 0) + 1
+            s.flush()
+            s.execute(delete(QuotaMember).where(QuotaMember.pool == pool.name))
+            for m in pool.members.values():
+                s.add(
+                    QuotaMember(
+                        pool=pool.name,
+                        pipeline=m.pipeline,
+                        share=dict(m.share),
+                        cap=dict(m.cap),
+                        weight=m.weight,
+                    )
+                )
+
+
+def pool_from_rows(row: QuotaPool, members: list[QuotaMember]) -> Pool:
+    return Pool(
+        row.name,
+        row.mode,
+        {r: float(v) for r, v in row.capacity.items()},
+        row.default_cap_fraction,
+        {
+            m.pipeline: Member(
+                m.pipeline,
+                {r: float(v) for r, v in m.share.items()},
+                {r: float(v) for r, v in m.cap.items()},
+                m.weight,
+            )
+            for m in members
+        },
+    )
+
+
+def load_pool(session: Session, name: str, *, lock: bool = False) -> Pool:
+    """Read a pool; with ``lock`` take its row lock (PostgreSQL ``FOR UPDATE``) first."""
+    query = select(QuotaPool).where(QuotaPool.name == name)
+    row = session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
+    if row is None:
+        raise NotFound("pool", name, "declare it with `shipyard quota apply pools.yaml`")
+    members = list(session.scalars(select(QuotaMember).where(QuotaMember.pool == name)))
+    return pool_from_rows(row, members)
+
+
+def list_pools(store: Store) -> list[Pool]:
+    with store.session() as s:
+        names = list(s.scalars(select(QuotaPool.name).order_by(QuotaPool.name)))
+        return [load_pool(s, n) for n in names]
+
+
+def dominant_share(usage: Amounts, capacity: Amounts, weight: float = 1.0) -> float:
+    """Dominant resource share (DRF): max over resources of usage_r / capacity_r, divided by
+    the fair-share weight. Ghodsi et al., "Dominant Resource Fairness: Fair Allocation of
+    Multiple Resource Types", NSDI 2011; Kueue's fair sharing divides by the weight likewise."""
+    ratios = [usage.get(r, 0.0) / c for r, c in capacity.items() if c > EPSILON]
+    return max(ratios, default=0.0) / weight
