@@ -1,0 +1,193 @@
+"""The default rule for every monitor of the mission's table.
+
+Each rule selects series by name and groups by their labels (``pipeline``, ``model``,
+``dataset``, ``column``…), so one rule covers every pipeline and deployment as soon as it writes
+the series: a new pipeline or deployment gets its alerts without any step of its own.
+Users change a default (``defaults: {DataDrift: {threshold: 0.3}}``) or switch it off
+(``defaults: {ModelOutage: false}``) in ``alerting.yaml``.
+
+Thresholds: PSI above 0.2 is the customary "significant shift" (Yurdakul, *Statistical
+properties of population stability index*, 2018); burn rates are the SRE workbook's (ch. 5).
+"""
+
+from __future__ import annotations
+
+from shipyard.alerting.matchers import Matcher
+from shipyard.alerting.rules import PAGE_WINDOWS, TICKET_WINDOWS, Rule
+
+
+def _notes(summary: str, description: str, runbook: str) -> dict[str, str]:
+    return {
+        "summary": summary,
+        "description": description,
+        "runbook_url": f"https://shipyard.dev/runbooks/{runbook}",
+    }
+
+
+def default_rules() -> list[Rule]:
+    """One rule per monitor (serving, data, training, validation, every model in service)."""
+    return [
+        Rule(
+            "DataDrift",
+            "threshold",
+            "shipyard_drift_score",
+            threshold=0.2,
+            lookback_s=86400,
+            severity="ticket",
+            annotations=_notes(
+                "Drift in {{ $labels.pipeline }} {{ $labels.dataset }}.{{ $labels.column }}",
+                "Drift score {{ $value }} (features, labels or test sets vs their reference).",
+                "data-drift",
+            ),
+        ),
+        Rule(
+            "PredictionDrift",
+            "threshold",
+            "shipyard_prediction_drift_score",
+            threshold=0.2,
+            lookback_s=86400,
+            severity="ticket",
+            annotations=_notes(
+                "Predictions of {{ $labels.model }} drifted",
+                "Prediction drift score {{ $value }} against the training predictions.",
+                "prediction-drift",
+            ),
+        ),
+        Rule(
+            "DataQuality",
+            "threshold",
+            "shipyard_data_problem_fraction",
+            threshold=0.05,
+            lookback_s=86400,
+            severity="ticket",
+            annotations=_notes(
+                "Missing or corrupted values in {{ $labels.pipeline }}.{{ $labels.column }}",
+                "{{ $value }} of the values are missing, of the wrong type or out of range.",
+                "data-quality",
+            ),
+        ),
+        Rule(
+            "QuotaUsageHigh",
+            "threshold",
+            "shipyard_quota_used_fraction",
+            threshold=0.9,
+            for_s=600,
+            lookback_s=600,
+            severity="ticket",
+            annotations=_notes(
+                "Pool {{ $labels.pool }} {{ $labels.resource }} is {{ $value }} used",
+                "Usage stayed above 90 % of the pool for 10 minutes.",
+                "quota-usage",
+            ),
+        ),
+        Rule(
+            "QuotaExhaustionSoon",
+            "forecast",
+            "shipyard_quota_used_fraction",
+            threshold=1.0,
+            horizon_s=4 * 3600,
+            lookback_s=3600,
+            for_s=300,
+            severity="page",
+            annotations=_notes(
+                "Pool {{ $labels.pool }} {{ $labels.resource }} runs out within 4 h",
+                "At the last hour's rate the pool is exhausted in {{ $value }} s.",
+                "quota-exhaustion",
+            ),
+        ),
+        Rule(
+            "TrainingFailed",
+            "threshold",
+            "shipyard_run_failed",
+            threshold=0,
+            matchers=(Matcher("kind", "training"),),
+            lookback_s=3600,
+            severity="ticket",
+            annotations=_notes(
+                "Training pipeline {{ $labels.pipeline }} failed",
+                "A training run ended badly; see `shipyard runs show`.",
+                "training-failed",
+            ),
+        ),
+        Rule(
+            "TrainingSlow",
+            "threshold",
+            "shipyard_training_duration_ratio",
+            threshold=2.0,
+            lookback_s=86400,
+            severity="ticket",
+            annotations=_notes(
+                "Training of {{ $labels.pipeline }} took {{ $value }}× its usual time",
+                "Duration relative to the median of similar past runs.",
+                "training-slow",
+            ),
+        ),
+        Rule(
+            "ModelQualityDrop",
+            "threshold",
+            "shipyard_model_quality_drop",
+            threshold=0.05,
+            lookback_s=86400,
+            severity="ticket",
+            annotations=_notes(
+                "Quality of {{ $labels.model }} dropped by {{ $value }}",
+                "Measured on late labels, or estimated before they arrive.",
+                "model-quality",
+            ),
+        ),
+        Rule(
+            "ServingLatencyHigh",
+            "threshold",
+            "shipyard_serving_latency_p99_seconds",
+            threshold=0.5,
+            for_s=300,
+            lookback_s=120,
+            severity="ticket",
+            annotations=_notes(
+                "p99 latency of {{ $labels.model }} is {{ $value }} s",
+                "The 99th percentile stayed above 500 ms for 5 minutes.",
+                "serving-latency",
+            ),
+        ),
+        Rule(
+            "ModelOutage",
+            "absence",
+            "shipyard_serving_up",
+            lookback_s=120,
+            for_s=60,
+            severity="page",
+            annotations=_notes(
+                "No model server reported for 2 minutes",
+                "Every model server writes shipyard_serving_up while it answers.",
+                "model-outage",
+            ),
+        ),
+        Rule(
+            "ErrorBudgetBurn",
+            "burn_rate",
+            "shipyard_serving_requests_total",
+            error_metric="shipyard_serving_errors_total",
+            objective=0.999,
+            windows=PAGE_WINDOWS,
+            severity="page",
+            annotations=_notes(
+                "{{ $labels.model }} burns its error budget {{ $value }}× too fast",
+                "99.9 % SLO over 30 days; 2 % of the budget gone in 1 h or 5 % in 6 h.",
+                "error-budget",
+            ),
+        ),
+        Rule(
+            "ErrorBudgetBurn",
+            "burn_rate",
+            "shipyard_serving_requests_total",
+            error_metric="shipyard_serving_errors_total",
+            objective=0.999,
+            windows=TICKET_WINDOWS,
+            severity="ticket",
+            annotations=_notes(
+                "{{ $labels.model }} burns its error budget",
+                "99.9 % SLO over 30 days; 10 % of the budget gone in 3 days.",
+                "error-budget",
+            ),
+        ),
+    ]

@@ -1,0 +1,103 @@
+"""The alert state machine, persisted: inactive → pending → firing → resolved.
+
+Prometheus' semantics (``rules/alerting.go``): a new hit is *pending* from ``active_at``; it
+becomes *firing* once ``now − active_at ≥ for`` (at once when ``for`` is 0); a pending alert whose
+condition clears is dropped (inactive); a firing one is *resolved* when its condition has been
+false for ``keep_firing_for``. A resolved alert is kept 15 minutes (Prometheus re-sends
+resolutions that long), then deleted. Fingerprint = hash of the alert's labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shipyard.alerting.rules import Rule, evaluate_rule
+from shipyard.store.alerting import AlertRecord
+
+RESOLVED_RETENTION_S = 15 * 60
+
+
+@dataclass(frozen=True)
+class Transition:
+    fingerprint: str
+    rule: str
+    labels: dict[str, str]
+    old: str
+    new: str
+    at: float
+
+
+def rule_key(rule: Rule) -> str:
+    return f"{rule.name}/{rule.severity}"
+
+
+def apply_rules(session: Session, rules: Iterable[Rule], now: float) -> list[Transition]:
+    """Evaluate every enabled rule at ``now`` and move its alerts; returns what changed."""
+    changes: list[Transition] = []
+    by_key = {rule_key(r): r for r in rules if r.enabled}
+    existing: dict[str, dict[str, AlertRecord]] = {}
+    for row in session.scalars(select(AlertRecord)):
+        existing.setdefault(row.rule, {})[row.fingerprint] = row
+
+    def move(record: AlertRecord, new: str) -> None:
+        changes.append(
+            Transition(record.fingerprint, record.rule, dict(record.labels), record.state, new, now)
+        )
+        record.state = new
+
+    for key, rule in by_key.items():
+        mine = existing.pop(key, {})
+        hits = {hit.fingerprint: hit for hit in evaluate_rule(session, rule, now)}
+        for fp, hit in hits.items():
+            record = mine.pop(fp, None)
+            if record is None:
+                record = AlertRecord(
+                    fingerprint=fp,
+                    rule=key,
+                    labels=hit.labels,
+                    state="inactive",
+                    active_at=now,
+                    last_true_at=now,
+                )
+                session.add(record)
+            if record.state in ("inactive", "resolved"):
+                move(record, "pending")
+                record.active_at = now
+                record.fired_at = None
+                record.resolved_at = None
+            record.last_true_at = now
+            record.value = hit.value
+            record.labels = hit.labels
+            record.annotations = rule.render_annotations(hit.labels, hit.value)
+            if record.state == "pending" and now - record.active_at >= rule.for_s:
+                move(record, "firing")
+                record.fired_at = now
+        for record in mine.values():
+            _condition_false(session, record, rule.keep_firing_for_s, now, move)
+    for orphans in existing.values():  # rules removed or switched off: their alerts end
+        for record in orphans.values():
+            _condition_false(session, record, 0.0, now, move)
+    return changes
+
+
+def _condition_false(
+    session: Session,
+    record: AlertRecord,
+    keep_firing_for_s: float,
+    now: float,
+    move: Callable[[AlertRecord, str], None],
+) -> None:
+    if record.state == "pending":
+        move(record, "inactive")
+        session.delete(record)
+    elif record.state == "firing":
+        if now - record.last_true_at < keep_firing_for_s:
+            return
+        move(record, "resolved")
+        record.resolved_at = now
+    elif record.state == "resolved" and now - (record.resolved_at or now) > RESOLVED_RETENTION_S:
+        session.delete(record)

@@ -1,0 +1,59 @@
+"""``shipyard daemon [--once]``: the control loop, with ``/metrics`` on a port."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from shipyard.alerting.config import load_config
+from shipyard.alerting.exposition import MetricsServer
+from shipyard.cli.output import console, open_workspace
+from shipyard.daemon import Daemon, DaemonContext, run_until_signalled, subprocess_launcher
+
+
+def daemon(
+    once: bool = typer.Option(False, "--once", help="Run every task once, then exit."),
+    metrics_port: int = typer.Option(
+        -1, "--metrics-port", help="Serve /metrics on this port (0: any free one; -1: off)."
+    ),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host"),
+    tick: float = typer.Option(0.0, "--tick", help="Seconds between ticks (default: settings)."),
+    config: Path | None = typer.Option(None, "--config", help="alerting.yaml to use."),
+) -> None:
+    """Run the control loop: schedules, monitors, alert rules, notifications, lease reclaim."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    ws = open_workspace()
+    cfg = load_config(ws.settings.home, config)
+    context = DaemonContext(
+        ws, cfg, ws.clock, subprocess_launcher(ws.settings.logs_dir), ws.settings.logs_dir
+    )
+    loop = Daemon(
+        context,
+        tick_s=tick if tick > 0 else ws.settings.daemon.tick_s,
+        leader_ttl_s=ws.settings.daemon.leader_ttl_s,
+    )
+    if once:
+        ran = loop.tick()
+        console.print(f"leader: {loop.is_leader}; ran: {', '.join(ran) or 'nothing'}")
+        return
+    server = None
+    if metrics_port >= 0:
+        try:
+            server = MetricsServer(ws.store, metrics_host, metrics_port).start()
+        except OSError as exc:
+            console.print(f"[red]error:[/] cannot serve /metrics on {metrics_port}: {exc}")
+            raise typer.Exit(1) from None
+        console.print(f"/metrics on http://{metrics_host}:{server.port}/metrics", soft_wrap=True)
+    console.print(f"daemon {loop.holder} started (tick {loop.tick_s:g}s)")
+    try:
+        run_until_signalled(loop)
+    finally:
+        if server is not None:
+            server.stop()
+    console.print("daemon stopped")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(daemon)
