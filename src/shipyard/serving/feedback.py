@@ -1,0 +1,73 @@
+"""Late labels: ``POST /v2/models/{m}/feedback`` records ground truth by request id.
+
+Body: ``{"request_ids": [...], "labels": [...]}`` (one label, or one list of labels per request
+for multi-row requests) or ``{"feedback": [{"request_id": ..., "label": ...}, ...]}``. The labels
+are joined later to the predictions logged under the same request ids
+(:func:`shipyard.monitoring.serving.check_quality`). Feedback is not on the prediction path, so
+it is written at once, in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from shipyard.clock import Clock
+from shipyard.errors import InvalidInput, NotFound
+from shipyard.store.registry import RegisteredModel
+from shipyard.store.serving import FeedbackRecord
+
+if TYPE_CHECKING:
+    from shipyard.store import Store
+
+MAX_FEEDBACK_ITEMS = 100_000
+
+
+def parse_feedback(body: bytes) -> list[tuple[str, list[Any]]]:
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"feedback is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput("feedback must be an object with request_ids and labels")
+    if "feedback" in doc:
+        items = doc["feedback"]
+        if not isinstance(items, list) or not all(
+            isinstance(i, dict) and "request_id" in i and "label" in i for i in items
+        ):
+            raise InvalidInput("'feedback' must be a list of {request_id, label} objects")
+        pairs = [(i["request_id"], i["label"]) for i in items]
+    else:
+        ids, labels = doc.get("request_ids"), doc.get("labels")
+        if not isinstance(ids, list) or not isinstance(labels, list):
+            raise InvalidInput("feedback needs 'request_ids' and 'labels' lists")
+        if len(ids) != len(labels):
+            raise InvalidInput(f"{len(ids)} request_ids but {len(labels)} labels")
+        pairs = list(zip(ids, labels, strict=True))
+    if not pairs:
+        raise InvalidInput("feedback holds no labels")
+    if len(pairs) > MAX_FEEDBACK_ITEMS:
+        raise InvalidInput(f"at most {MAX_FEEDBACK_ITEMS} labels per call")
+    out = []
+    for rid, label in pairs:
+        if not isinstance(rid, str) or not rid or len(rid) > 100:
+            raise InvalidInput(f"request id {rid!r} must be a non-empty string (≤ 100 chars)")
+        values = label if isinstance(label, list) else [label]
+        if not all(isinstance(v, int | float | str | bool) for v in values):
+            raise InvalidInput(f"labels of {rid!r} must be numbers or strings")
+        out.append((rid, values))
+    return out
+
+
+def record_feedback(store: Store, model: str, body: bytes, clock: Clock) -> int:
+    """Validate and store the labels; returns how many requests got labels."""
+    pairs = parse_feedback(body)
+    now = clock.time()
+    with store.session() as s:
+        if s.get(RegisteredModel, model) is None:
+            raise NotFound("model", model)
+        s.add_all(
+            FeedbackRecord(request_id=rid, model=model, labels=labels, ts=now)
+            for rid, labels in pairs
+        )
+    return len(pairs)

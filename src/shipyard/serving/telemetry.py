@@ -1,0 +1,393 @@
+"""Serving telemetry that costs the request path only a few list appends.
+
+Each worker folds every request into an in-memory :class:`Window` per (model, version): counts,
+a latency histogram, the validated inputs and the predictions. A background thread swaps the
+windows every ``flush_interval_s`` and writes each one to the store in **one transaction**
+(window row, its logged predictions, its sampled raw requests as a Parquet artifact), so a worker
+killed at any moment loses at most the window it was filling and never leaves half a window.
+Profiles of inputs and predictions (the statistics wing's mergeable ``DatasetProfile``) are built
+in that thread, not on the request path.
+
+Prometheus metrics (``/metrics``) are kept per app in their own ``CollectorRegistry``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import importlib
+import io
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from shipyard.clock import SYSTEM_CLOCK, Clock
+from shipyard.errors import ShipyardError
+from shipyard.store.serving import PredictionRecord, ServingWindow
+
+if TYPE_CHECKING:
+    from shipyard.artifacts import ArtifactStore
+    from shipyard.store import Store
+
+log = logging.getLogger("shipyard.serving")
+
+LATENCY_BUCKETS_S = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+MAX_ROWS_PER_WINDOW = 50_000
+MAX_PENDING_WINDOWS = 20
+REQUEST_LOG_MEDIA_TYPE = "application/vnd.apache.parquet"
+
+
+@dataclass
+class Window:
+    """What one worker saw for one model version since the last flush."""
+
+    start: float
+    columns: tuple[str, ...]
+    requests: int = 0
+    rows: int = 0
+    errors: int = 0
+    data_errors: int = 0
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    latency_sum_s: float = 0.0
+    inputs: list[np.ndarray[Any, Any]] = field(default_factory=list)
+    predictions: list[tuple[str, float, np.ndarray[Any, Any], np.ndarray[Any, Any] | None]] = field(
+        default_factory=list
+    )
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def observe_latency(self, seconds: float) -> None:
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.latency_sum_s += seconds
+
+
+def latency_json(window: Window) -> dict[str, Any]:
+    return {
+        "buckets_s": list(LATENCY_BUCKETS_S),
+        "counts": list(window.latency_counts),
+        "sum_s": window.latency_sum_s,
+    }
+
+
+def _summary(values: np.ndarray[Any, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if values.dtype.kind not in "fiub":
+        return out
+    for j, name in enumerate(names):
+        col = values[:, j].astype(np.float64)
+        ok = col[np.isfinite(col)]
+        out[name] = {
+            "count": int(col.size),
+            "missing": int(col.size - ok.size),
+            "mean": float(ok.mean()) if ok.size else None,
+            "std": float(ok.std()) if ok.size else None,
+            "min": float(ok.min()) if ok.size else None,
+            "max": float(ok.max()) if ok.size else None,
+        }
+    return out
+
+
+def _profile(frame_values: np.ndarray[Any, Any], names: list[str]) -> dict[str, Any] | None:
+    """The statistics wing's profile, when that wing is installed."""
+    try:
+        stats = importlib.import_module("shipyard.stats")
+    except ImportError:
+        return None
+    if not hasattr(stats, "DatasetProfile"):
+        return None
+    import pandas as pd
+
+    try:
+        frame = pd.DataFrame(frame_values, columns=names)
+        profile: dict[str, Any] = stats.DatasetProfile.from_frame(frame).to_json()
+    except Exception as exc:  # a profile is telemetry: never let it stop a flush
+        log.warning("cannot profile a serving window: %s", exc)
+        return None
+    return profile
+
+
+class Telemetry:
+    """Windows, Prometheus metrics and the background flush of one worker."""
+
+    def __init__(
+        self,
+        store: Store | None,
+        artifacts: ArtifactStore | None,
+        *,
+        enabled: bool = True,
+        flush_interval_s: float = 5.0,
+        sample_rate: float = 0.01,
+        clock: Clock = SYSTEM_CLOCK,
+        worker: str | None = None,
+    ) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self.enabled = enabled and store is not None
+        self.flush_interval_s = flush_interval_s
+        self.sample_rate = sample_rate
+        self.clock = clock
+        self.worker = worker or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._lock = threading.Lock()
+        self._windows: dict[tuple[str, int], Window] = {}
+        self._pending: list[tuple[str, int, Window, float]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._random = random.Random()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests_total = Counter(
+            "shipyard_serving_requests",
+            "Inference requests answered, by model, version and HTTP status.",
+            ["model", "version", "code"],
+            registry=self.registry,
+        )
+        self.errors_total = Counter(
+            "shipyard_serving_errors",
+            "Failed inference requests, by kind (data: bad input; model: the model raised).",
+            ["model", "version", "kind"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "shipyard_serving_request_duration_seconds",
+            "Time from a parsed request to its encoded answer.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    # -- the request path ----------------------------------------------------------------------
+    def _window(self, model: str, version: int, columns: tuple[str, ...]) -> Window:
+        key = (model, version)
+        w = self._windows.get(key)
+        if w is None:
+            w = self._windows[key] = Window(self.clock.time(), columns)
+        return w
+
+    def _prom(self, model: str, version: int) -> tuple[Any, Any]:
+        key = (model, version)
+        got = self._children.get(key)
+        if got is None:
+            v = str(version)
+            got = (self.requests_total.labels(model, v, "200"), self.duration.labels(model, v))
+            self._children[key] = got
+        return got
+
+    def ok(
+        self,
+        model: str,
+        version: int,
+        columns: tuple[str, ...],
+        x: np.ndarray[Any, Any],
+        predictions: np.ndarray[Any, Any],
+        proba: np.ndarray[Any, Any] | None,
+        latency_s: float,
+        request_id: str,
+    ) -> None:
+        counter, hist = self._prom(model, version)
+        counter.inc()
+        hist.observe(latency_s)
+        if not self.enabled:
+            return
+        with self._lock:
+            w = self._window(model, version, columns)
+            w.requests += 1
+            w.rows += len(x)
+            w.observe_latency(latency_s)
+            if w.rows <= MAX_ROWS_PER_WINDOW:
+                w.inputs.append(x)
+                w.predictions.append((request_id, self.clock.time(), predictions, proba))
+            if self.sample_rate and self._random.random() < self.sample_rate:
+                w.samples.append(
+                    {
+                        "request_id": request_id,
+                        "ts": self.clock.time(),
+                        "status": 200,
+                        "request": json.dumps(x.tolist(), default=str),
+                        "response": json.dumps(predictions.tolist(), default=str),
+                    }
+                )
+
+    def error(
+        self,
+        model: str,
+        version: int,
+        columns: tuple[str, ...],
+        kind: str,
+        status: int,
+        latency_s: float,
+        request_id: str,
+        message: str,
+    ) -> None:
+        v = str(version)
+        self.requests_total.labels(model, v, str(status)).inc()
+        self.errors_total.labels(model, v, kind).inc()
+        if not self.enabled:
+            return
+        with self._lock:
+            w = self._window(model, version, columns)
+            w.requests += 1
+            w.observe_latency(latency_s)
+            if kind == "data":
+                w.data_errors += 1
+            else:
+                w.errors += 1
+            if len(w.samples) < 1000:  # failures are always worth a sample, within reason
+                w.samples.append(
+                    {
+                        "request_id": request_id,
+                        "ts": self.clock.time(),
+                        "status": status,
+                        "request": "",
+                        "response": message,
+                    }
+                )
+
+    # -- the background flush ------------------------------------------------------------------
+    def swap(self) -> list[tuple[str, int, Window, float]]:
+        """Take the current windows (ending now) out of the request path's reach."""
+        now = self.clock.time()
+        with self._lock:
+            taken, self._windows = self._windows, {}
+        return [(m, v, w, now) for (m, v), w in taken.items()]
+
+    def flush(self) -> int:
+        """Write every finished window; returns how many were written."""
+        if not self.enabled or self.store is None:
+            return 0
+        todo = self._pending + self.swap()
+        self._pending = []
+        written = 0
+        for i, item in enumerate(todo):
+            try:
+                self._write(*item)
+                written += 1
+            except IntegrityError:
+                written += 1  # already there: a retry of a flush whose reply was lost
+            except (SQLAlchemyError, ShipyardError, OSError) as exc:
+                log.warning("serving window flush failed, will retry: %s", exc)
+                self._pending = todo[i:][-MAX_PENDING_WINDOWS:]
+                break
+        return written
+
+    def _write(self, model: str, version: int, w: Window, end: float) -> None:
+        assert self.store is not None
+        names = list(w.columns)
+        x = np.concatenate(w.inputs) if w.inputs else np.empty((0, len(names)))
+        preds = (
+            np.concatenate(
+                [np.asarray(p).reshape(len(p), -1)[:, 0] for _, _, p, _ in w.predictions]
+            )
+            if w.predictions
+            else np.empty(0)
+        )
+        summary: dict[str, Any] = {"inputs": _summary(x, w.columns) if len(x) else {}}
+        if preds.size and preds.dtype.kind in "fiub":
+            values, counts = np.unique(preds, return_counts=True)
+            summary["predictions"] = (
+                {str(v): int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
+                if values.size <= 50
+                else {"mean": float(preds.mean())}
+            )
+        input_profile = _profile(x, names) if len(x) else None
+        prediction_profile = _profile(preds.reshape(-1, 1), ["prediction"]) if preds.size else None
+        with self.store.session() as s:
+            s.add(
+                ServingWindow(
+                    model=model,
+                    version=version,
+                    worker=self.worker,
+                    window_start=w.start,
+                    window_end=end,
+                    requests=w.requests,
+                    rows=w.rows,
+                    errors=w.errors,
+                    data_errors=w.data_errors,
+                    latency_s=latency_json(w),
+                    input_profile=input_profile,
+                    prediction_profile=prediction_profile,
+                    summary=summary,
+                )
+            )
+            if w.predictions:
+                s.execute(
+                    insert(PredictionRecord),
+                    [
+                        {
+                            "request_id": rid,
+                            "model": model,
+                            "version": version,
+                            "ts": ts,
+                            "prediction": np.asarray(p).tolist(),
+                            "confidence": None if pr is None else np.asarray(pr).tolist(),
+                        }
+                        for rid, ts, p, pr in w.predictions
+                    ],
+                )
+            if w.samples and self.artifacts is not None:
+                self.artifacts.put_bytes(
+                    _parquet(w.samples, model, version),
+                    REQUEST_LOG_MEDIA_TYPE,
+                    {
+                        "kind": "serving_request_log",
+                        "model": model,
+                        "version": version,
+                        "window_start": w.start,
+                        "rows": len(w.samples),
+                    },
+                    session=s,
+                )
+
+    def start(self) -> None:
+        if not self.enabled or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="shipyard-flush", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.flush_interval_s):
+            try:
+                self.flush()
+            except Exception as exc:  # never let telemetry take the worker down
+                log.error("serving telemetry flush crashed: %s", exc)
+
+    def stop(self) -> None:
+        """Stop the thread and write what is left (a clean shutdown loses nothing)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        try:
+            self.flush()
+        except Exception as exc:
+            log.error("final serving telemetry flush failed: %s", exc)
+
+
+def _parquet(samples: list[dict[str, Any]], model: str, version: int) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "request_id": [r["request_id"] for r in samples],
+            "ts": [r["ts"] for r in samples],
+            "model": [model] * len(samples),
+            "version": [version] * len(samples),
+            "status": [r["status"] for r in samples],
+            "request": [r["request"] for r in samples],
+            "response": [r["response"] for r in samples],
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()

@@ -1,0 +1,99 @@
+"""A real Uvicorn server on 127.0.0.1 serving models registered in a real workspace."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import uvicorn
+from sklearn.linear_model import LogisticRegression
+
+from shipyard.registry import Registry, Signature
+from shipyard.serving import ServingApp, build_app
+from shipyard.workspace import Workspace
+
+COLUMNS = ["a", "b", "c"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def training_frame(seed: int = 0, n: int = 300) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = pd.DataFrame(rng.normal(size=(n, 3)), columns=COLUMNS)
+    y = (x["a"] + 0.5 * x["b"] > 0).astype(int).to_numpy()
+    return x, y
+
+
+def fit_classifier(seed: int = 0) -> tuple[LogisticRegression, pd.DataFrame]:
+    x, y = training_frame(seed)
+    return LogisticRegression().fit(x.to_numpy(), y), x
+
+
+def explode(x: np.ndarray) -> np.ndarray:
+    """A python-flavor model that raises on negative first features."""
+    if (x[:, 0] < 0).any():
+        raise RuntimeError("negative input blew the model up")
+    return x[:, 0] * 2
+
+
+EXPLODE_SIGNATURE = Signature.from_json({"inputs": [{"name": c} for c in COLUMNS]})
+
+
+@dataclass
+class Running:
+    url: str
+    app: ServingApp
+    ws: Workspace
+    registry: Registry
+    server: uvicorn.Server
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10)
+
+
+def start(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", http="httptools",
+        lifespan="on", ws="none", access_log=False,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    return server, thread
+
+
+@pytest.fixture
+def served(workspace: Workspace) -> Iterator[Running]:
+    registry = Registry.of(workspace)
+    clf, x = fit_classifier()
+    registry.register("iris", clf, training_data=x, alias="champion", metrics={"acc": 0.9})
+    registry.register(
+        "boom", explode, flavor="python", signature=EXPLODE_SIGNATURE, alias="champion"
+    )
+    app = build_app(workspace, flush_interval_s=0.2, refresh_interval_s=0.1, sample_rate=1.0)
+    port = free_port()
+    server, thread = start(app, port)
+    try:
+        yield Running(f"http://127.0.0.1:{port}", app, workspace, registry, server)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        workspace.store.dispose()
