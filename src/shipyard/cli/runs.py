@@ -1,0 +1,250 @@
+"""``shipyard run``, ``shipyard runs list|show|logs`` and ``shipyard pipelines list``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from shipyard.cli.output import (
+    console,
+    duration,
+    fail,
+    human_bytes,
+    open_workspace,
+    print_json,
+    when,
+)
+from shipyard.errors import ShipyardError
+
+STATUS_STYLE = {
+    "pending": "dim",
+    "running": "cyan",
+    "retrying": "yellow",
+    "succeeded": "green",
+    "failed": "bold red",
+    "cancelled": "magenta",
+}
+
+runs_app = typer.Typer(help="Inspect pipeline runs.", no_args_is_help=True)
+pipelines_app = typer.Typer(help="Inspect pipelines.", no_args_is_help=True)
+
+
+def _styled(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, '')}]{status}[/]"
+
+
+def _progress_table(title: str, views: dict[str, Any]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("step", "state", "attempt", "elapsed"):
+        table.add_column(column)
+    for view in views.values():
+        table.add_row(
+            view.name, _styled(view.status), str(view.attempt or "-"), duration(view.elapsed_s)
+        )
+    return table
+
+
+def run(
+    target: str = typer.Argument(..., metavar="FILE[:PIPELINE]", help="Pipeline file and name."),
+    param: list[str] = typer.Option([], "--param", "-p", help="A parameter, NAME=VALUE."),
+    executor: str = typer.Option("local", "--executor", help="Where steps run: local."),
+    as_json: bool = typer.Option(False, "--json", help="Print the finished run as JSON."),
+) -> None:
+    """Run a pipeline, showing each step's state live; exit 1 if it fails, 130 if cancelled."""
+    from shipyard.pipelines.loader import load_pipeline
+    from shipyard.pipelines.params import parse_params
+    from shipyard.pipelines.records import get_run
+    from shipyard.pipelines.runner import Runner
+
+    try:
+        if executor != "local":
+            fail(f"unknown executor {executor!r}; available: local")
+        file, pipeline = load_pipeline(target)
+        params = parse_params(pipeline.build_fn, param)
+        pipeline.build(params)  # a malformed DAG fails here, before anything is recorded
+        ws = open_workspace()
+        title = f"{pipeline.name} ({pipeline.kind.value})"
+        if as_json:
+            result = Runner(ws).run(file, pipeline, params)
+        else:
+            with Live(console=console, refresh_per_second=8, transient=False) as live:
+
+                def show(views: dict[str, Any]) -> None:
+                    live.update(_progress_table(title, views))
+
+                result = Runner(ws, on_change=show).run(file, pipeline, params)
+        if as_json:
+            print_json(get_run(ws.store, result.run_id))
+        else:
+            line = f"run [bold]{result.run_id}[/] {_styled(result.status)}"
+            console.print(line + (f": {result.exit_reason}" if result.exit_reason else ""))
+    except ShipyardError as exc:
+        fail(str(exc), getattr(exc, "exit_code", 1))
+    if result.status == "cancelled":
+        raise typer.Exit(130)
+    if result.status != "succeeded":
+        raise typer.Exit(1)
+
+
+@runs_app.command("list")
+def runs_list(
+    pipeline: str | None = typer.Option(None, "--pipeline", help="Only this pipeline's runs."),
+    limit: int = typer.Option(20, "--limit", min=1, help="How many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List runs, newest first."""
+    from shipyard.pipelines.records import list_runs
+
+    try:
+        rows = list_runs(open_workspace().store, pipeline, limit)
+    except ShipyardError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(rows)
+        return
+    table = Table()
+    for column in ("run", "pipeline", "kind", "status", "started", "duration", "reason"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["pipeline"],
+            r["kind"],
+            _styled(r["status"]),
+            when(r["started_at"]),
+            duration(r["duration_s"]),
+            r["exit_reason"] or "",
+        )
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id (or a unique prefix)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show a run: its steps, their usage, exit reasons and artifacts."""
+    from shipyard.pipelines.records import get_run
+
+    try:
+        info = get_run(open_workspace().store, run_id)
+    except ShipyardError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(info)
+        return
+    console.print(
+        f"run [bold]{info['id']}[/]  {info['pipeline']} ({info['kind']})  "
+        f"{_styled(info['status'])}  {duration(info['duration_s'])}"
+    )
+    console.print(f"params: {json.dumps(info['params'])}")
+    if info["exit_reason"]:
+        console.print(f"reason: {info['exit_reason']}")
+    table = Table()
+    for column in ("step", "status", "try", "duration", "peak RSS", "CPU s", "input", "reason"):
+        table.add_column(column)
+    for st in info["steps"]:
+        cpu = st["cpu_seconds"]
+        rows = st["input_rows"]
+        table.add_row(
+            st["step"],
+            _styled(st["status"]),
+            str(st["attempt"]),
+            duration(st["duration_s"]),
+            human_bytes(st["peak_rss_bytes"]),
+            f"{cpu:.2f}" if cpu is not None else "-",
+            f"{rows} rows, {human_bytes(st['input_bytes'])}" if rows else "-",
+            st["exit_reason"] or "",
+        )
+    console.print(table)
+
+
+def _render(line: dict[str, Any], prefix: str) -> str:
+    if line.get("stream") == "output":
+        return f"{prefix}{line['message']}"
+    extra = {
+        k: v
+        for k, v in line.items()
+        if k not in ("ts", "level", "run_id", "pipeline", "step", "message")
+    }
+    tail = " " + " ".join(f"{k}={v}" for k, v in extra.items()) if extra else ""
+    return (
+        f"{prefix}{when(line.get('ts'))} {line.get('level', '').upper():7} {line['message']}{tail}"
+    )
+
+
+@runs_app.command("logs")
+def runs_logs(
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id (or a unique prefix)."),
+    step_name: str | None = typer.Option(None, "--step", help="Only this step's log."),
+    follow_: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """Print a run's step logs (stdout, stderr and structured lines)."""
+    from shipyard.pipelines import logs
+    from shipyard.pipelines.records import FINAL, get_run
+
+    try:
+        ws = open_workspace()
+        info = get_run(ws.store, run_id)
+        steps = info["steps"]
+        if step_name is not None:
+            steps = [st for st in steps if st["step"] == step_name]
+            if not steps:
+                known = ", ".join(st["step"] for st in info["steps"])
+                fail(f"run {info['id']} has no step {step_name!r}; its steps: {known}")
+        paths = [Path(st["log_path"]) for st in steps if st["log_path"]]
+        names = {Path(st["log_path"]): st["step"] for st in steps if st["log_path"]}
+
+        def finished() -> bool:
+            if not follow_:
+                return True
+            return get_run(ws.store, info["id"])["status"] in FINAL
+
+        for path, line in logs.follow(paths, finished):
+            if as_json:
+                print(json.dumps({"step": names[path], **line}, default=str), flush=True)
+            else:
+                prefix = f"[{names[path]}] " if len(paths) > 1 else ""
+                console.print(_render(line, prefix), markup=False, highlight=False)
+    except ShipyardError as exc:
+        fail(str(exc))
+
+
+@pipelines_app.command("list")
+def pipelines_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the pipelines that have run here, with their latest run."""
+    from shipyard.pipelines.records import list_pipelines
+
+    try:
+        rows = list_pipelines(open_workspace().store)
+    except ShipyardError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(rows)
+        return
+    table = Table()
+    for column in ("pipeline", "kind", "steps", "schedule", "last run", "status", "file"):
+        table.add_column(column)
+    for p in rows:
+        table.add_row(
+            p["name"],
+            p["kind"],
+            str(p["steps"]),
+            p["schedule"] or "-",
+            p["last_run"] or "-",
+            _styled(p["last_status"]) if p["last_status"] else "-",
+            p["file"],
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(run)
+    app.add_typer(runs_app, name="runs")
+    app.add_typer(pipelines_app, name="pipelines")

@@ -1,0 +1,154 @@
+"""The code that runs inside a step's own process.
+
+It makes the process the leader of a new process group (so the runner can end the step and
+everything it started with one ``killpg``), points stdout/stderr at the step's log file,
+applies the limits the enforcer chose, loads the inputs, calls the step, writes the outputs as
+artifacts with their lineage in one transaction, and leaves a result file (written atomically)
+that tells the runner how it went.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import resource
+import sys
+import traceback
+from typing import Any
+
+from shipyard.pipelines import context
+from shipyard.pipelines.executor import ProcessLimits, StepTask
+from shipyard.pipelines.graph import OutputRef
+from shipyard.pipelines.logs import log
+
+
+def _write_result(path: str, result: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(result, fh)
+    os.replace(tmp, path)
+
+
+def _usage() -> dict[str, Any]:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        # ru_maxrss is in KiB on Linux (getrusage(2)).
+        "peak_rss_bytes": max(me.ru_maxrss, kids.ru_maxrss) * 1024,
+        "cpu_seconds": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+    }
+
+
+def _apply(limits: ProcessLimits) -> None:
+    os.environ.update(limits.env)
+    if limits.cpu_affinity:
+        os.sched_setaffinity(0, limits.cpu_affinity)
+    if limits.memory_limit_bytes:
+        resource.setrlimit(
+            resource.RLIMIT_AS, (limits.memory_limit_bytes, limits.memory_limit_bytes)
+        )
+
+
+def _redirect_output(log_path: str) -> None:
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "wb", closefd=False), line_buffering=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "wb", closefd=False), line_buffering=True)
+
+
+def _resolve(value: Any, loaded: dict[str, Any]) -> Any:
+    if isinstance(value, OutputRef):
+        return loaded[f"{value.node}:{value.output}"]
+    if isinstance(value, list):
+        return [_resolve(v, loaded) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_resolve(v, loaded) for v in value)
+    if isinstance(value, dict):
+        return {k: _resolve(v, loaded) for k, v in value.items()}
+    return value
+
+
+def _split_outputs(task: StepTask, value: Any) -> dict[str, Any]:
+    if len(task.outputs) == 1:
+        return {task.outputs[0]: value}
+    if isinstance(value, dict) and set(value) == set(task.outputs):
+        return dict(value)
+    if isinstance(value, tuple | list) and len(value) == len(task.outputs):
+        return dict(zip(task.outputs, value, strict=True))
+    raise TypeError(
+        f"step declares outputs {list(task.outputs)} but returned a {type(value).__name__}"
+    )
+
+
+def step_main(task: StepTask, limits: ProcessLimits) -> None:
+    """Entry point of a step process (``multiprocessing`` target)."""
+    os.setsid()
+    _redirect_output(task.log_path)
+    log.bind(
+        sys.stderr, run_id=task.run_id, pipeline=task.pipeline, step=task.node, attempt=task.attempt
+    )
+    try:
+        os.chdir(task.settings["cwd"])
+        os.environ.clear()
+        os.environ.update(task.settings["env"])
+        _apply(limits)
+        _run(task)
+    except Exception as exc:
+        traceback.print_exc()
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error("step raised", reason=reason)
+        _write_result(task.result_path, {"ok": False, "reason": reason, **_usage()})
+        sys.stderr.flush()
+        sys.exit(1)
+
+
+def _run(task: StepTask) -> None:
+    from shipyard.artifacts import ArtifactStore, record_lineage
+    from shipyard.pipelines.loader import find_step
+    from shipyard.store import Store
+
+    store = Store(task.settings["database_url"], migrate=False)
+    artifacts = ArtifactStore(task.settings["artifact_url"], store)
+    ctx = context.StepContext(
+        store, artifacts, task.run_id, task.pipeline, task.node, task.step_run_id, task.attempt
+    )
+    context.set_current(ctx)
+    try:
+        step = find_step(task.file, task.step_function)
+        loaded: dict[str, Any] = {}
+        input_rows = input_bytes = 0
+        for key, ref in task.inputs.items():
+            loaded[key] = artifacts.get_object(ref["digest"], ref["media_type"])
+            input_rows += int(ref.get("rows") or 0)
+            input_bytes += int(ref["size_bytes"])
+        kwargs = {k: _resolve(v, loaded) for k, v in task.arguments.items()}
+        if task.inputs:
+            with store.session() as s:
+                for key, inp in task.inputs.items():
+                    record_lineage(s, inp["digest"], task.step_run_id, "consumed", key)
+        value = step.fn(**kwargs)
+        named = _split_outputs(task, value)
+        outputs: dict[str, dict[str, Any]] = {}
+        with store.session() as s:
+            for name, obj in named.items():
+                art = artifacts.put_object(obj, {"step": task.node, "run_id": task.run_id}, s)
+                record_lineage(s, art.digest, task.step_run_id, "produced", name)
+                rows = len(obj) if hasattr(obj, "columns") else None
+                outputs[name] = {**art.to_json(), "rows": rows}
+        sys.stdout.flush()
+        _write_result(
+            task.result_path,
+            {
+                "ok": True,
+                "outputs": outputs,
+                "input_rows": input_rows + ctx.consumed_rows,
+                "input_bytes": input_bytes + ctx.consumed_bytes,
+                **_usage(),
+            },
+        )
+    finally:
+        context.set_current(None)
+        store.dispose()

@@ -1,0 +1,212 @@
+"""The seams between the runner, the place a step runs, and quota.
+
+Three small interfaces, so that a Ray executor is one more :class:`Executor` and the quota wing
+plugs its admission and enforcement in without touching the runner:
+
+* :class:`Admission` — *may this step run now?* ``acquire(request) -> Grant`` blocks until the
+  resources are granted, or raises :class:`~shipyard.errors.QuotaExceeded` for a request that can
+  never fit (the step then fails with that message). The runner calls ``heartbeat(grant)`` while
+  the step runs (at most every :data:`HEARTBEAT_INTERVAL_S`) and ``release(grant)`` when the
+  attempt ends, whatever the outcome. It acquires once per attempt, so a step waiting out its
+  retry backoff holds nothing. :class:`LocalAdmission` (the default) admits by this machine's
+  CPU count and memory, in-process. The runner calls ``acquire`` from a thread of its own per
+  step; when the run is cancelled meanwhile, a grant that still arrives is released at once.
+* :class:`Enforcer` — *within what limits?* ``prepare(request, grant) -> ProcessLimits``:
+  environment variables (``OMP_NUM_THREADS``…), a CPU affinity list and a memory limit that
+  the step process applies to itself before the step's code runs, plus a ``watchdog`` the runner
+  calls with every usage sample; a watchdog that returns a reason gets the step killed with that
+  reason. :class:`NoEnforcement` (the default) sets nothing.
+* :class:`Executor` — *where does it run?* ``start(task, limits) -> StepHandle``; the handle
+  answers ``wait(timeout_s)``, ``sample()`` (usage of the whole process tree) and
+  ``kill(grace_s)``. :class:`~shipyard.pipelines.local.LocalExecutor` runs each attempt in its
+  own OS process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psutil
+
+from shipyard.errors import QuotaExceeded
+
+HEARTBEAT_INTERVAL_S = 5.0
+
+
+@dataclass(frozen=True)
+class StepRequest:
+    """What one step attempt asks for, and who asks."""
+
+    pipeline: str
+    run_id: str
+    step: str
+    step_run_id: str
+    resources: dict[str, float]
+    pool: str | None = None
+    priority: int = 0
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Resources granted to one step attempt; ``lease_id`` names it in the granting system."""
+
+    request: StepRequest
+    lease_id: str
+    granted: dict[str, float]
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UsageSample:
+    """One measurement of a step's process tree."""
+
+    rss_bytes: int
+    cpu_seconds: float
+    processes: int
+
+
+@dataclass(frozen=True)
+class ProcessLimits:
+    """Limits a step process applies to itself before running the step's code."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    cpu_affinity: list[int] | None = None
+    memory_limit_bytes: int | None = None
+    watchdog: Callable[[UsageSample], str | None] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "cpu_affinity": self.cpu_affinity,
+            "memory_limit_bytes": self.memory_limit_bytes,
+            "watchdog": self.watchdog is not None,
+        }
+
+
+class Admission(Protocol):
+    def acquire(self, request: StepRequest) -> Grant: ...
+
+    def heartbeat(self, grant: Grant) -> None: ...
+
+    def release(self, grant: Grant) -> None: ...
+
+
+class Enforcer(Protocol):
+    def prepare(self, request: StepRequest, grant: Grant) -> ProcessLimits: ...
+
+
+class NoEnforcement:
+    """Sets no limit; quota's enforcer replaces it."""
+
+    def prepare(self, request: StepRequest, grant: Grant) -> ProcessLimits:
+        return ProcessLimits()
+
+
+class LocalAdmission:
+    """Admits steps while the sum of granted cpu (cores) and memory (bytes) fits this machine.
+
+    Other resources (gpu, accelerators) are admitted against ``capacity`` when given there, and
+    refused when a step declares some that this machine does not have.
+    """
+
+    def __init__(self, capacity: dict[str, float] | None = None) -> None:
+        self.capacity = capacity or {
+            "cpu": float(os.cpu_count() or 1),
+            "memory": float(psutil.virtual_memory().total),
+        }
+        self._used: dict[str, float] = {}
+        self._cond = threading.Condition()
+        self._next = 0
+
+    def _fits(self, wanted: dict[str, float]) -> bool:
+        return all(
+            self._used.get(k, 0.0) + v <= self.capacity.get(k, 0.0) + 1e-9
+            for k, v in wanted.items()
+        )
+
+    def acquire(self, request: StepRequest) -> Grant:
+        wanted = {k: v for k, v in request.resources.items() if v > 0}
+        for name, amount in wanted.items():
+            if amount > self.capacity.get(name, 0.0) + 1e-9:
+                raise QuotaExceeded(
+                    "local", name, amount, self.capacity.get(name, 0.0), "this machine's total"
+                )
+        with self._cond:
+            while not self._fits(wanted):
+                self._cond.wait()
+            for k, v in wanted.items():
+                self._used[k] = self._used.get(k, 0.0) + v
+            self._next += 1
+            return Grant(request, f"local-{self._next}", wanted)
+
+    def heartbeat(self, grant: Grant) -> None:
+        return None
+
+    def release(self, grant: Grant) -> None:
+        with self._cond:
+            for k, v in grant.granted.items():
+                self._used[k] = max(0.0, self._used.get(k, 0.0) - v)
+            self._cond.notify_all()
+
+
+@dataclass(frozen=True)
+class StepTask:
+    """Everything a step process needs, picklable: where the step is and where things go."""
+
+    file: str
+    pipeline: str
+    kind: str
+    run_id: str
+    node: str
+    step_function: str
+    step_run_id: str
+    attempt: int
+    arguments: dict[str, Any]
+    inputs: dict[str, dict[str, Any]]
+    outputs: tuple[str, ...]
+    settings: dict[str, Any]
+    log_path: str
+    result_path: str
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """How an attempt ended: ``ok``, else the reason (``"ValueError: boom"``,
+    ``"killed by signal SIGABRT"``, ``"exited with code 3"``) and the exit code."""
+
+    ok: bool
+    reason: str | None
+    exit_code: int | None
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    peak_rss_bytes: int | None = None
+    cpu_seconds: float | None = None
+    input_rows: int | None = None
+    input_bytes: int | None = None
+
+
+class StepHandle(Protocol):
+    @property
+    def pid(self) -> int | None: ...
+
+    def wait(self, timeout_s: float) -> StepOutcome | None:
+        """The outcome once the attempt ended, else ``None`` after ``timeout_s``."""
+        ...
+
+    def sample(self) -> UsageSample | None: ...
+
+    def kill(self, grace_s: float) -> None:
+        """End the attempt's whole process tree: SIGTERM, then SIGKILL after ``grace_s``."""
+        ...
+
+
+class Executor(Protocol):
+    name: str
+
+    def start(self, task: StepTask, limits: ProcessLimits) -> StepHandle: ...
+
+    def close(self) -> None: ...

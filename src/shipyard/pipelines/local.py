@@ -1,0 +1,201 @@
+"""The local executor: every step attempt in its own OS process, started from a warm forkserver.
+
+Why a forkserver: per-step process isolation is required (quota limits and kills a step's
+process group), but starting a fresh interpreter per step costs ~1 s once pandas, pyarrow and
+scikit-learn are imported. ``multiprocessing``'s forkserver imports them once (see
+:data:`PRELOAD`) in a small server process; each step is a ``fork()`` of that server — a new
+process with its own pid, process group, memory and limits, ready in milliseconds with the heavy
+imports already done. Unlike ``fork`` from the runner itself, the server holds no threads, locks
+or database connections, so forking it is safe. A process pool that reuses workers would be
+faster still, but would lose the isolation (a step's leaked state, rlimits and affinity would
+outlive it) — so each attempt gets a fresh process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import signal
+import threading
+from multiprocessing import forkserver, popen_forkserver, spawn
+from multiprocessing.context import ForkServerContext, ForkServerProcess
+from typing import Any
+
+import psutil
+
+from shipyard.pipelines.child import step_main
+from shipyard.pipelines.executor import ProcessLimits, StepOutcome, StepTask, UsageSample
+
+PRELOAD = [
+    "shipyard.pipelines.child",
+    "shipyard.pipelines.loader",
+    "shipyard.store",
+    "shipyard.artifacts",
+    "numpy",
+    "pandas",
+    "pyarrow.parquet",
+    "joblib",
+    "sklearn.base",
+    "sklearn.linear_model",
+    "sklearn.ensemble",
+    "sklearn.model_selection",
+    "sklearn.metrics",
+]
+
+
+def _context() -> ForkServerContext:
+    ctx = multiprocessing.get_context("forkserver")
+    assert isinstance(ctx, ForkServerContext)
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+def _kill_group(pid: int, sig: signal.Signals) -> bool:
+    try:
+        os.killpg(pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+_LAUNCH_LOCK = threading.Lock()
+
+
+class _Popen(popen_forkserver.Popen):
+    """Starts a forkserver child *without* re-importing the runner's ``__main__`` in it.
+
+    ``multiprocessing`` makes each child import the parent's main script (so that functions
+    defined there can be unpickled). A step needs none of it — its code comes from the pipeline
+    file — and importing the CLI or a test runner in every step would cost more than the fork.
+    """
+
+    def _launch(self, process_obj: Any) -> None:
+        original = spawn.get_preparation_data
+
+        def without_main(name: str) -> dict[str, Any]:
+            data = original(name)
+            data.pop("init_main_from_path", None)
+            data.pop("init_main_from_name", None)
+            return data
+
+        with _LAUNCH_LOCK:
+            spawn.get_preparation_data = without_main  # type: ignore[assignment]
+            try:
+                super()._launch(process_obj)
+            finally:
+                spawn.get_preparation_data = original
+
+
+class _StepProcess(ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> _Popen:  # type: ignore[override]
+        return _Popen(process_obj)
+
+
+class LocalStepHandle:
+    """One running step attempt: a process that leads its own process group."""
+
+    def __init__(self, process: Any, task: StepTask) -> None:
+        self._process = process
+        self._task = task
+        self._peak_rss_bytes = 0
+        self._cpu_seconds = 0.0
+        try:
+            self._ps: psutil.Process | None = psutil.Process(process.pid)
+        except psutil.NoSuchProcess:
+            self._ps = None
+
+    @property
+    def pid(self) -> int | None:
+        pid: int | None = self._process.pid
+        return pid
+
+    def wait(self, timeout_s: float) -> StepOutcome | None:
+        self._process.join(timeout_s)
+        if self._process.exitcode is None:
+            return None
+        _kill_group(self._process.pid, signal.SIGKILL)  # leave no orphaned grandchildren
+        return self._outcome(self._process.exitcode)
+
+    def sample(self) -> UsageSample | None:
+        if self._ps is None:
+            return None
+        try:
+            tree = [self._ps, *self._ps.children(recursive=True)]
+            rss = cpu = 0.0
+            for proc in tree:
+                with proc.oneshot():
+                    rss += proc.memory_info().rss
+                    times = proc.cpu_times()
+                    cpu += times.user + times.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return None
+        self._peak_rss_bytes = max(self._peak_rss_bytes, int(rss))
+        self._cpu_seconds = max(self._cpu_seconds, cpu)
+        return UsageSample(int(rss), cpu, len(tree))
+
+    def kill(self, grace_s: float) -> None:
+        pid = self._process.pid
+        if not _kill_group(pid, signal.SIGTERM):
+            self._process.terminate()  # not yet its own group leader
+        self._process.join(grace_s)
+        _kill_group(pid, signal.SIGKILL)
+        if self._process.exitcode is None:
+            self._process.kill()
+        self._process.join()
+
+    def _outcome(self, exitcode: int) -> StepOutcome:
+        result: dict[str, Any] = {}
+        try:
+            with open(self._task.result_path, encoding="utf-8") as fh:
+                result = json.load(fh)
+        except (OSError, ValueError):
+            pass
+        peak = max(self._peak_rss_bytes, int(result.get("peak_rss_bytes") or 0)) or None
+        cpu_seconds = result.get("cpu_seconds", self._cpu_seconds or None)
+        cpu = float(cpu_seconds) if cpu_seconds is not None else None
+        if exitcode == 0 and result.get("ok"):
+            return StepOutcome(
+                True,
+                None,
+                0,
+                result["outputs"],
+                input_rows=result.get("input_rows"),
+                input_bytes=result.get("input_bytes"),
+                peak_rss_bytes=peak,
+                cpu_seconds=cpu,
+            )
+        if result.get("ok") is False:
+            reason = str(result["reason"])
+        elif exitcode < 0:
+            reason = f"killed by signal {signal.Signals(-exitcode).name}"
+        elif exitcode > 0:
+            reason = f"exited with code {exitcode}"
+        else:
+            reason = "exited without a result"
+        return StepOutcome(False, reason, exitcode, {}, peak, cpu)
+
+
+class LocalExecutor:
+    """Runs each step attempt as a fresh process forked from a warm forkserver."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self._ctx = _context()
+        # Start (and preload) the server now, so that a step's time and timeout do not
+        # include the one-off imports.
+        forkserver.ensure_running()
+
+    def start(self, task: StepTask, limits: ProcessLimits) -> LocalStepHandle:
+        child_limits = dataclasses.replace(limits, watchdog=None)
+        process = _StepProcess(
+            target=step_main, args=(task, child_limits), name=f"shipyard-step-{task.node}"
+        )
+        process.start()
+        return LocalStepHandle(process, task)
+
+    def close(self) -> None:
+        return None

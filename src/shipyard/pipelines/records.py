@@ -1,0 +1,244 @@
+"""Run and step-run records: every state change is written in its own transaction before it
+takes effect, and the read side used by ``shipyard runs``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from shipyard.clock import Clock
+from shipyard.errors import InvalidInput, NotFound
+from shipyard.pipelines.dsl import Pipeline
+from shipyard.pipelines.graph import Graph
+from shipyard.pipelines.logs import step_log_path
+from shipyard.store import Store
+from shipyard.store.tables import ArtifactRecord, Lineage, PipelineRecord, Run, StepRun
+
+STEP_STATUSES = ("pending", "running", "retrying", "succeeded", "failed", "cancelled")
+RUN_STATUSES = ("running", "succeeded", "failed", "cancelled")
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class NewRun:
+    run_id: str
+    step_run_ids: dict[str, str]
+    log_paths: dict[str, str]
+
+
+def create_run(
+    store: Store,
+    clock: Clock,
+    pipeline: Pipeline,
+    file: Path,
+    graph: Graph,
+    params: dict[str, Any],
+    *,
+    executor: str,
+    actor: str,
+    logs_dir: Path,
+    tags: dict[str, Any] | None = None,
+) -> NewRun:
+    """Register the pipeline, and the run with all its steps ``pending``, in one transaction."""
+    from shipyard.store.base import new_id
+
+    now = clock.time()
+    run_id = new_id()
+    step_ids = {node: new_id() for node in graph.nodes}
+    logs = {node: str(step_log_path(logs_dir, run_id, node)) for node in graph.nodes}
+    (logs_dir / run_id).mkdir(parents=True, exist_ok=True)
+    spec = {"steps": graph.to_json(), "params": _jsonable(params)}
+    with store.session(immediate=True) as s:
+        record = s.get(PipelineRecord, pipeline.name)
+        if record is None:
+            record = PipelineRecord(name=pipeline.name)
+            s.add(record)
+        record.kind = pipeline.kind.value
+        record.file = str(file)
+        record.schedule = pipeline.schedule
+        record.spec = spec
+        record.updated_at = now
+        s.add(
+            Run(
+                id=run_id,
+                pipeline=pipeline.name,
+                kind=pipeline.kind.value,
+                file=str(file),
+                status="running",
+                params=_jsonable(params),
+                tags=tags or {},
+                executor=executor,
+                created_by=actor,
+                created_at=now,
+                started_at=now,
+            )
+        )
+        s.flush()
+        for node_name, node in graph.nodes.items():
+            s.add(
+                StepRun(
+                    id=step_ids[node_name],
+                    run_id=run_id,
+                    step=node_name,
+                    status="pending",
+                    attempt=0,
+                    resources=node.step.resources.amounts(),
+                    log_path=logs[node_name],
+                )
+            )
+    return NewRun(run_id, step_ids, logs)
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v if isinstance(v, int | float | bool | str | None) else str(v)
+        for k, v in params.items()
+    }
+
+
+def update_step(store: Store, step_run_id: str, **fields: Any) -> None:
+    with store.session() as s:
+        row = s.get(StepRun, step_run_id)
+        if row is None:
+            raise NotFound("step run", step_run_id)
+        for key, value in fields.items():
+            setattr(row, key, value)
+
+
+def finish_run(store: Store, run_id: str, status: str, reason: str | None, ended_at: float) -> None:
+    """End the run; steps that never finished become ``cancelled`` in the same transaction."""
+    with store.session(immediate=True) as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise NotFound("run", run_id)
+        run.status = status
+        run.exit_reason = reason
+        run.ended_at = ended_at
+        for step in s.scalars(select(StepRun).where(StepRun.run_id == run_id)):
+            if step.status not in FINAL:
+                step.status = "cancelled"
+                step.exit_reason = step.exit_reason or "cancelled: the run ended first"
+                if step.started_at is not None and step.ended_at is None:
+                    step.ended_at = ended_at
+
+
+# -- reading ---------------------------------------------------------------------------------
+def resolve_run_id(store: Store, run_id: str) -> str:
+    """A run id, given in full or as an unambiguous prefix."""
+    if not run_id or not all(c in "0123456789abcdef" for c in run_id.lower()):
+        raise InvalidInput(f"{run_id!r} is not a run id (hexadecimal, e.g. 3f2a9c01b7de)")
+    with store.session() as s:
+        found = list(s.scalars(select(Run.id).where(Run.id.startswith(run_id.lower())).limit(3)))
+    if not found:
+        raise NotFound("run", run_id, "see `shipyard runs list`")
+    if len(found) > 1:
+        raise InvalidInput(f"run id prefix {run_id!r} is ambiguous ({', '.join(found)}, …)")
+    return found[0]
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "pipeline": run.pipeline,
+        "kind": run.kind,
+        "status": run.status,
+        "params": run.params,
+        "executor": run.executor,
+        "created_by": run.created_by,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "duration_s": (run.ended_at - run.started_at) if run.ended_at and run.started_at else None,
+        "exit_reason": run.exit_reason,
+    }
+
+
+def list_runs(store: Store, pipeline: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    query = select(Run).order_by(Run.created_at.desc()).limit(limit)
+    if pipeline:
+        query = query.where(Run.pipeline == pipeline)
+    with store.session() as s:
+        return [run_summary(r) for r in s.scalars(query)]
+
+
+def step_summary(step: StepRun) -> dict[str, Any]:
+    return {
+        "id": step.id,
+        "step": step.step,
+        "status": step.status,
+        "attempt": step.attempt,
+        "started_at": step.started_at,
+        "ended_at": step.ended_at,
+        "duration_s": (step.ended_at - step.started_at)
+        if step.ended_at and step.started_at
+        else None,
+        "exit_reason": step.exit_reason,
+        "exit_code": step.exit_code,
+        "pid": step.pid,
+        "peak_rss_bytes": step.peak_rss_bytes,
+        "cpu_seconds": step.cpu_seconds,
+        "input_rows": step.input_rows,
+        "input_bytes": step.input_bytes,
+        "resources": step.resources,
+        "enforcement": step.enforcement,
+        "log_path": step.log_path,
+    }
+
+
+def get_run(store: Store, run_id: str) -> dict[str, Any]:
+    """A run with its steps (in DAG order) and each step's lineage."""
+    full_id = resolve_run_id(store, run_id)
+    with store.session() as s:
+        run = s.get(Run, full_id)
+        assert run is not None
+        steps = list(s.scalars(select(StepRun).where(StepRun.run_id == full_id)))
+        record = s.get(PipelineRecord, run.pipeline)
+        order = list((record.spec or {}).get("steps", {})) if record else []
+        steps.sort(key=lambda st: order.index(st.step) if st.step in order else len(order))
+        edges = s.execute(
+            select(Lineage, ArtifactRecord)
+            .join(ArtifactRecord, ArtifactRecord.digest == Lineage.digest)
+            .where(Lineage.step_run_id.in_([st.id for st in steps]))
+        ).all()
+        out = run_summary(run)
+        out["steps"] = []
+        for st in steps:
+            summary = step_summary(st)
+            summary["lineage"] = [
+                {
+                    "direction": lin.direction,
+                    "name": lin.name,
+                    "digest": art.digest,
+                    "media_type": art.media_type,
+                    "size_bytes": art.size_bytes,
+                }
+                for lin, art in edges
+                if lin.step_run_id == st.id
+            ]
+            out["steps"].append(summary)
+    return out
+
+
+def list_pipelines(store: Store) -> list[dict[str, Any]]:
+    """Pipelines seen so far, with their latest run."""
+    with store.session() as s:
+        out = []
+        for p in s.scalars(select(PipelineRecord).order_by(PipelineRecord.name)):
+            last = s.scalars(
+                select(Run).where(Run.pipeline == p.name).order_by(Run.created_at.desc()).limit(1)
+            ).first()
+            out.append(
+                {
+                    "name": p.name,
+                    "kind": p.kind,
+                    "file": p.file,
+                    "schedule": p.schedule,
+                    "steps": len((p.spec or {}).get("steps", {})),
+                    "last_run": last.id if last else None,
+                    "last_status": last.status if last else None,
+                    "last_started_at": last.started_at if last else None,
+                }
+            )
+    return out

@@ -1,0 +1,416 @@
+"""The runner: builds the DAG, admits and starts steps, watches them, records everything.
+
+Scheduling: a step starts once all its inputs' steps succeeded; each started step is driven by a
+thread of its own (``_drive``) through admission (:class:`~.executor.Admission`), limits
+(:class:`~.executor.Enforcer`), the executor, retries with exponential backoff and its timeout.
+Independent steps therefore run in parallel as far as admission allows (by default: the sum of
+declared cpu ≤ this machine's CPUs). The first step that fails for good cancels the rest: steps
+running are killed (SIGTERM, then SIGKILL, to the process group) and recorded ``cancelled``,
+steps not started become ``cancelled``, and the run ends ``failed``. SIGINT or SIGTERM to the
+runner cancels the same way and ends the run ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shipyard.errors import QuotaExceeded
+from shipyard.pipelines import records
+from shipyard.pipelines.dsl import Pipeline
+from shipyard.pipelines.executor import (
+    HEARTBEAT_INTERVAL_S,
+    Admission,
+    Enforcer,
+    Executor,
+    LocalAdmission,
+    NoEnforcement,
+    ProcessLimits,
+    StepHandle,
+    StepOutcome,
+    StepRequest,
+    StepTask,
+)
+from shipyard.pipelines.graph import Graph, Node, refs_in
+from shipyard.pipelines.logs import append
+from shipyard.workspace import Workspace
+
+
+@dataclass
+class StepView:
+    """What the runner knows of one step right now (for live progress)."""
+
+    name: str
+    status: str = "pending"
+    attempt: int = 0
+    started_monotonic: float | None = None
+    ended_monotonic: float | None = None
+    reason: str | None = None
+
+    @property
+    def elapsed_s(self) -> float | None:
+        if self.started_monotonic is None:
+            return None
+        return (self.ended_monotonic or time.monotonic()) - self.started_monotonic
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    exit_reason: str | None
+    steps: dict[str, StepView] = field(default_factory=dict)
+
+
+class _Cancel(Exception):
+    pass
+
+
+class Runner:
+    """Runs pipelines in a workspace.
+
+    ``executor`` defaults to :class:`~.local.LocalExecutor`, ``admission`` to
+    :class:`~.executor.LocalAdmission`, ``enforcer`` to :class:`~.executor.NoEnforcement`.
+    ``on_change(views)`` is called from the calling thread whenever a step changes state and at
+    least every ``tick_s`` while the run goes.
+    """
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        executor: Executor | None = None,
+        admission: Admission | None = None,
+        enforcer: Enforcer | None = None,
+        *,
+        pool: str | None = None,
+        priority: int = 0,
+        kill_grace_s: float = 3.0,
+        sample_interval_s: float = 0.1,
+        tick_s: float = 0.25,
+        on_change: Callable[[dict[str, StepView]], None] | None = None,
+    ) -> None:
+        if executor is None:
+            from shipyard.pipelines.local import LocalExecutor
+
+            executor = LocalExecutor()
+        self.workspace = workspace
+        self.executor = executor
+        self.admission: Admission = admission or LocalAdmission()
+        self.enforcer: Enforcer = enforcer or NoEnforcement()
+        self.pool = pool
+        self.priority = priority
+        self.kill_grace_s = kill_grace_s
+        self.sample_interval_s = sample_interval_s
+        self.tick_s = tick_s
+        self.on_change = on_change
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(
+        self,
+        file: str | Path,
+        pipeline: Pipeline,
+        params: Mapping[str, Any] | None = None,
+        tags: dict[str, Any] | None = None,
+    ) -> RunResult:
+        params = dict(params or {})
+        graph = pipeline.build(params)
+        full_params = {
+            name: p.default for name, p in pipeline.parameters.items() if p.default is not p.empty
+        } | params
+        ws = self.workspace
+        new = records.create_run(
+            ws.store,
+            ws.clock,
+            pipeline,
+            Path(file).resolve(),
+            graph,
+            full_params,
+            executor=self.executor.name,
+            actor=ws.actor,
+            logs_dir=ws.settings.logs_dir,
+            tags=tags,
+        )
+        return _Run(self, Path(file).resolve(), pipeline, graph, new).go()
+
+
+class _Run:
+    """The state of one run while it goes."""
+
+    def __init__(
+        self, runner: Runner, file: Path, pipeline: Pipeline, graph: Graph, new: records.NewRun
+    ) -> None:
+        self.r = runner
+        self.ws = runner.workspace
+        self.file = file
+        self.pipeline = pipeline
+        self.graph = graph
+        self.new = new
+        self.views = {name: StepView(name) for name in graph.nodes}
+        self.outputs: dict[str, dict[str, dict[str, Any]]] = {}
+        self.cancel = threading.Event()
+        self.cancel_reason: str | None = None
+        self.failure: str | None = None
+        self.done: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.lock = threading.Lock()
+        self.settings = {
+            "database_url": self.ws.settings.database_url,
+            "artifact_url": self.ws.settings.artifact_url,
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+        }
+
+    def _context(self, node: str) -> dict[str, Any]:
+        return {"run_id": self.new.run_id, "pipeline": self.pipeline.name, "step": node}
+
+    def _notify(self) -> None:
+        if self.r.on_change is not None:
+            self.r.on_change(self.views)
+
+    def go(self) -> RunResult:
+        handlers = self._install_signal_handlers()
+        started: set[str] = set()
+        running = 0
+        interrupted = False
+        try:
+            while True:
+                try:
+                    if not self.cancel.is_set():
+                        for name, node in self.graph.nodes.items():
+                            if name not in started and all(
+                                self.views[u].status == "succeeded" for u in node.upstream
+                            ):
+                                started.add(name)
+                                running += 1
+                                threading.Thread(
+                                    target=self._drive, args=(node,), daemon=True
+                                ).start()
+                    if running == 0:
+                        break
+                    self._notify()
+                    try:
+                        name, status = self.done.get(timeout=self.r.tick_s)
+                    except queue.Empty:
+                        continue
+                    running -= 1
+                    if status == "failed" and not self.cancel.is_set():
+                        self.failure = f"step {name!r} failed: {self.views[name].reason}"
+                        self.cancel_reason = f"cancelled: step {name!r} failed"
+                        self.cancel.set()
+                except (KeyboardInterrupt, _Cancel):
+                    interrupted = True
+                    self.cancel_reason = "cancelled by the user"
+                    self.cancel.set()
+                    signal.signal(signal.SIGINT, signal.SIG_IGN) if handlers else None
+        finally:
+            self._restore_signal_handlers(handlers)
+        if self.failure:
+            status, reason = "failed", self.failure
+        elif interrupted:
+            status, reason = "cancelled", "cancelled by the user (SIGINT/SIGTERM)"
+        else:
+            status, reason = "succeeded", None
+        records.finish_run(self.ws.store, self.new.run_id, status, reason, self.ws.clock.time())
+        for view in self.views.values():
+            if view.status in ("pending", "running", "retrying"):
+                view.status = "cancelled"
+        self._notify()
+        return RunResult(self.new.run_id, status, reason, self.views)
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_term(signum: int, frame: Any) -> None:
+            raise _Cancel()
+
+        old: dict[int, Any] = {signal.SIGINT: signal.getsignal(signal.SIGINT)}
+        old[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        return old
+
+    def _restore_signal_handlers(self, handlers: dict[int, Any]) -> None:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+    # -- one step --------------------------------------------------------------------------
+    def _set(self, node: str, **fields: Any) -> None:
+        records.update_step(self.ws.store, self.new.step_run_ids[node], **fields)
+
+    def _finish(self, node: str, status: str, reason: str | None) -> None:
+        view = self.views[node]
+        view.status = status
+        view.reason = reason
+        view.ended_monotonic = time.monotonic()
+        self.done.put((node, status))
+
+    def _drive(self, node: Node) -> None:
+        name = node.name
+        try:
+            status, reason = self._attempts(node)
+        except Exception as exc:  # a bug or a store outage must not hang the run
+            status, reason = "failed", f"runner error: {type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):
+                self._set(name, status=status, exit_reason=reason, ended_at=self.ws.clock.time())
+        self._finish(name, status, reason)
+
+    def _attempts(self, node: Node) -> tuple[str, str | None]:
+        name, step = node.name, node.step
+        log_path = self.new.log_paths[name]
+        ctx = self._context(name)
+        for attempt in range(1, step.retries + 2):
+            if self.cancel.is_set():
+                return self._cancelled(name)
+            request = StepRequest(
+                pipeline=self.pipeline.name,
+                run_id=self.new.run_id,
+                step=name,
+                step_run_id=self.new.step_run_ids[name],
+                resources=step.resources.amounts(),
+                pool=self.r.pool,
+                priority=self.r.priority,
+                attempt=attempt,
+            )
+            try:
+                grant = self.r.admission.acquire(request)
+            except QuotaExceeded as exc:
+                self._set(
+                    name, status="failed", exit_reason=str(exc), ended_at=self.ws.clock.time()
+                )
+                append(log_path, "error", "not admitted", ctx, reason=str(exc))
+                return "failed", str(exc)
+            try:
+                if self.cancel.is_set():
+                    return self._cancelled(name)
+                outcome, cancelled = self._attempt(node, attempt, request, grant)
+            finally:
+                self.r.admission.release(grant)
+            usage = {
+                "exit_code": outcome.exit_code,
+                "peak_rss_bytes": outcome.peak_rss_bytes,
+                "cpu_seconds": outcome.cpu_seconds,
+                "ended_at": self.ws.clock.time(),
+            }
+            if outcome.ok:
+                self.outputs[name] = outcome.outputs
+                self._set(
+                    name,
+                    status="succeeded",
+                    exit_reason=None,
+                    input_rows=outcome.input_rows,
+                    input_bytes=outcome.input_bytes,
+                    **usage,
+                )
+                append(log_path, "info", "step succeeded", ctx, attempt=attempt)
+                return "succeeded", None
+            if cancelled:
+                reason = self.cancel_reason or "cancelled"
+                self._set(name, status="cancelled", exit_reason=reason, **usage)
+                append(log_path, "warning", "step cancelled", ctx, attempt=attempt)
+                return "cancelled", reason
+            append(log_path, "error", "attempt failed", ctx, attempt=attempt, reason=outcome.reason)
+            if attempt <= step.retries:
+                backoff_s = step.retry_backoff_s * 2 ** (attempt - 1)
+                self.views[name].status = "retrying"
+                self._set(name, status="retrying", exit_reason=outcome.reason, **usage)
+                append(log_path, "info", "retrying", ctx, backoff_s=backoff_s)
+                if self.cancel.wait(backoff_s):
+                    return self._cancelled(name)
+                continue
+            self._set(name, status="failed", exit_reason=outcome.reason, **usage)
+            return "failed", outcome.reason
+        raise AssertionError("unreachable")
+
+    def _cancelled(self, name: str) -> tuple[str, str | None]:
+        reason = self.cancel_reason or "cancelled"
+        self._set(name, status="cancelled", exit_reason=reason)
+        return "cancelled", reason
+
+    def _task(self, node: Node, attempt: int) -> StepTask:
+        inputs: dict[str, dict[str, Any]] = {}
+        for ref in refs_in(node.arguments):
+            inputs[f"{ref.node}:{ref.output}"] = self.outputs[ref.node][ref.output]
+        run_dir = Path(self.new.log_paths[node.name]).parent
+        return StepTask(
+            file=str(self.file),
+            pipeline=self.pipeline.name,
+            kind=self.pipeline.kind.value,
+            run_id=self.new.run_id,
+            node=node.name,
+            step_function=node.step.name,
+            step_run_id=self.new.step_run_ids[node.name],
+            attempt=attempt,
+            arguments=node.arguments,
+            inputs=inputs,
+            outputs=node.step.outputs,
+            settings=self.settings,
+            log_path=self.new.log_paths[node.name],
+            result_path=str(run_dir / f".{node.name}.{attempt}.result.json"),
+        )
+
+    def _attempt(
+        self, node: Node, attempt: int, request: StepRequest, grant: Any
+    ) -> tuple[StepOutcome, bool]:
+        """Start one attempt and watch it; ``(outcome, cancelled)``."""
+        name = node.name
+        limits = self.r.enforcer.prepare(request, grant)
+        task = self._task(node, attempt)
+        view = self.views[name]
+        # Written before the process starts: a crash of the runner leaves "running", never a
+        # step that runs unrecorded.
+        self._set(
+            name,
+            status="running",
+            attempt=attempt,
+            started_at=self.ws.clock.time(),
+            ended_at=None,
+            enforcement={**limits.to_json(), "lease_id": grant.lease_id},
+        )
+        view.status, view.attempt = "running", attempt
+        if view.started_monotonic is None:
+            view.started_monotonic = time.monotonic()
+        append(task.log_path, "info", "attempt started", self._context(name), attempt=attempt)
+        handle = self.r.executor.start(task, limits)
+        self._set(name, pid=handle.pid)
+        return self._watch(handle, node, grant, limits)
+
+    def _watch(
+        self, handle: StepHandle, node: Node, grant: Any, limits: ProcessLimits
+    ) -> tuple[StepOutcome, bool]:
+        timeout_s = node.step.timeout_s
+        begun = last_beat = time.monotonic()
+        interval = 0.002
+        while True:
+            outcome = handle.wait(interval)
+            if outcome is not None:
+                return outcome, False
+            interval = min(interval * 2, self.r.sample_interval_s)
+            sample = handle.sample()
+            now = time.monotonic()
+            reason: str | None = None
+            if limits.watchdog is not None and sample is not None:
+                reason = limits.watchdog(sample)
+            if reason is None and timeout_s is not None and now - begun > timeout_s:
+                reason = f"timed out after {timeout_s:g}s"
+            if reason is not None:
+                handle.kill(self.r.kill_grace_s)
+                ended = handle.wait(0) or StepOutcome(False, reason, None)
+                return StepOutcome(
+                    False, reason, ended.exit_code, {}, ended.peak_rss_bytes, ended.cpu_seconds
+                ), False
+            if self.cancel.is_set():
+                handle.kill(self.r.kill_grace_s)
+                ended = handle.wait(0) or StepOutcome(False, "cancelled", None)
+                return StepOutcome(
+                    False, "cancelled", ended.exit_code, {}, ended.peak_rss_bytes, ended.cpu_seconds
+                ), True
+            if now - last_beat >= HEARTBEAT_INTERVAL_S:
+                self.r.admission.heartbeat(grant)
+                last_beat = now
