@@ -19,6 +19,7 @@ from shipyard.stats import (
     psi,
     wasserstein,
     wasserstein_normalised,
+    wasserstein_weighted,
 )
 
 TOL = 1e-9
@@ -63,7 +64,9 @@ class TestPublishedNumbers:
         assert psi(golden["cat_ref"], golden["cat_cur"]) == pytest.approx(0.06751183889, abs=1e-10)
 
     def test_jensen_shannon_natural_log_matches_evidently(self, golden: dict) -> None:
-        assert jensen_shannon(*_sturges(golden), base=np.e) == pytest.approx(0.1323087458, abs=1e-10)
+        assert jensen_shannon(*_sturges(golden), base=np.e) == pytest.approx(
+            0.1323087458, abs=1e-10
+        )
         cats = jensen_shannon(golden["cat_ref"], golden["cat_cur"], base=np.e)
         assert cats == pytest.approx(0.09137648975, abs=1e-10)
 
@@ -71,7 +74,9 @@ class TestPublishedNumbers:
         d = jensen_shannon(golden["cat_ref"], golden["cat_cur"], base=2)
         assert d == pytest.approx(0.1097543495, abs=1e-10)
         assert d**2 == pytest.approx(0.01204601723, abs=1e-11)
-        assert jensen_shannon(*_doane_with_leftover(golden)) == pytest.approx(0.1609330179, abs=1e-10)
+        assert jensen_shannon(*_doane_with_leftover(golden)) == pytest.approx(
+            0.1609330179, abs=1e-10
+        )
 
     def test_hellinger_matches_nannyml_on_reference_doane_bins(self, golden: dict) -> None:
         assert hellinger(*_doane_with_leftover(golden)) == pytest.approx(0.13654788, abs=1e-8)
@@ -106,6 +111,13 @@ class TestAgainstScipy:
         a, b = rng.gamma(2, 1, 3000), rng.normal(2, 1.5, 2000)
         assert wasserstein(a, b) == pytest.approx(sstats.wasserstein_distance(a, b), abs=TOL)
 
+    def test_weighted_wasserstein_equals_scipy(self, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        u, v = rng.normal(0, 1, 30), rng.normal(1, 2, 25)
+        wu, wv = rng.integers(0, 50, 30), rng.random(25)
+        expected = sstats.wasserstein_distance(u, v, wu, wv)
+        assert wasserstein_weighted(u, wu, v, wv) == pytest.approx(expected, abs=TOL)
+
     def test_ks_statistic_and_p_equal_scipy(self, seed: int) -> None:
         rng = np.random.default_rng(seed)
         a, b = rng.normal(0, 1, 700), rng.normal(0.1, 1, 900)
@@ -119,7 +131,9 @@ class TestAgainstScipy:
         a, b = rng.integers(0, 30, 5000), rng.integers(2, 32, 4000)
         support = np.arange(0, 33)
         ra, rb = (np.bincount(x, minlength=support.size) for x in (a, b))
-        assert ks_binned(ra, rb).statistic == pytest.approx(sstats.ks_2samp(a, b).statistic, abs=TOL)
+        assert ks_binned(ra, rb).statistic == pytest.approx(
+            sstats.ks_2samp(a, b).statistic, abs=TOL
+        )
 
     def test_jensen_shannon_equals_scipy(self, seed: int) -> None:
         rng = np.random.default_rng(seed)

@@ -8,7 +8,13 @@ import pytest
 from scipy import stats as sstats
 
 from shipyard.errors import InvalidInput
-from shipyard.stats import DatasetProfile, DriftConfig, adjust_p_values, compare, wasserstein_normalised
+from shipyard.stats import (
+    DatasetProfile,
+    DriftConfig,
+    adjust_p_values,
+    compare,
+    wasserstein_normalised,
+)
 
 N = 200_000
 CATS = np.array(list("abcdefgh"), dtype=object)
@@ -92,7 +98,9 @@ class TestNullsAndCategories:
         ref = DatasetProfile.from_frame(pd.DataFrame({"x": rng.normal(0, 1, 20_000)}))
         x = rng.normal(0, 1, 20_000)
         x[rng.random(20_000) < 0.4] = np.nan
-        col = compare(ref, DatasetProfile.from_frame(pd.DataFrame({"x": x}), reference=ref)).columns[0]
+        col = compare(
+            ref, DatasetProfile.from_frame(pd.DataFrame({"x": x}), reference=ref)
+        ).columns[0]
         assert col.drifted
         assert col.missing_ref == 0 and col.missing_cur == pytest.approx(0.4, abs=0.02)
         assert col.effect < 0.05
@@ -127,7 +135,9 @@ class TestNullsAndCategories:
     def test_report_serialises_without_nan(self, reference: DatasetProfile) -> None:
         import json
 
-        current = DatasetProfile.from_frame(_batch(np.random.default_rng(17), 5000), reference=reference)
+        current = DatasetProfile.from_frame(
+            _batch(np.random.default_rng(17), 5000), reference=reference
+        )
         text = json.dumps(compare(reference, current).to_json(), allow_nan=False)
         assert '"drifted_columns": []' in text
 

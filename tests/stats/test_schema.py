@@ -75,8 +75,12 @@ class TestValidate:
         ok = reference.assign(city=["Oslo", None, "Rome", "Rome"])
         assert validate(ok, schema) == []
         too_many = reference.assign(city=[None, None, "Rome", "Rome"])
-        assert _kinds(validate(too_many, schema)) == {("city", "nulls_above_expectation"): (2, None)}
+        assert _kinds(validate(too_many, schema)) == {
+            ("city", "nulls_above_expectation"): (2, None)
+        }
 
-    def test_numbers_in_a_text_category_column_are_wrong_type(self, reference: pd.DataFrame) -> None:
+    def test_numbers_in_a_text_category_column_are_wrong_type(
+        self, reference: pd.DataFrame
+    ) -> None:
         found = _kinds(validate(reference.assign(city=[1, 2, 3, 4]), infer_schema(reference)))
         assert found == {("city", "wrong_type"): (4, 1)}

@@ -14,6 +14,7 @@ from shipyard.stats.divergence import (
     psi,
     wasserstein,
     wasserstein_normalised,
+    wasserstein_weighted,
 )
 from shipyard.stats.drift import ColumnDrift, DriftConfig, DriftReport, adjust_p_values, compare
 from shipyard.stats.profile import ColumnProfile, DatasetProfile
@@ -43,4 +44,5 @@ __all__ = [
     "validate",
     "wasserstein",
     "wasserstein_normalised",
+    "wasserstein_weighted",
 ]

@@ -67,7 +67,7 @@ class ColumnProfile:
     string in a numeric column); ``infinite`` ±inf. Everything else describes the *valid*
     values: for numbers mean/variance (Chan et al. 1979 pairwise update, exact under merge),
     min/max, a histogram on ``edges`` (bin i holds edges[i-1] ≤ x < edges[i], outer bins open)
-    and a KLL quantile sketch (Karnin, Lang, Liberty 2016, Apache DataSketches); for categories
+    with each bin's sum of values (so the mean within a bin is known), and a KLL quantile sketch (Karnin, Lang, Liberty 2016, Apache DataSketches); for categories
     exact frequencies up to a cap, then the top values and an ``other`` mass, plus an HLL
     distinct-count sketch.
     """
@@ -86,6 +86,7 @@ class ColumnProfile:
     maximum: float = -math.inf
     edges: list[float] | None = None
     histogram: list[int] = field(default_factory=list)
+    bin_sums: list[float] = field(default_factory=list)
     sketch: Any = None
     # categorical
     frequencies: dict[str, int] = field(default_factory=dict)
@@ -116,7 +117,7 @@ class ColumnProfile:
         """Distinct valid categories: exact until the cap, then the HLL estimate."""
         if not self.capped:
             return len(self.frequencies)
-        return int(round(self.hll.get_estimate()))
+        return round(self.hll.get_estimate())
 
     def quantiles(self, ranks: np.ndarray) -> np.ndarray:
         """Approximate quantiles of the valid values at normalised ranks in [0, 1]."""
@@ -130,6 +131,7 @@ class ColumnProfile:
         if kind == "numeric":
             col.edges = list(edges) if edges is not None else None
             col.histogram = [0] * (len(edges) + 1) if edges is not None else []
+            col.bin_sums = [0.0] * len(col.histogram)
             col.sketch = datasketches.kll_doubles_sketch(KLL_K)
         else:
             col.hll = datasketches.hll_sketch(HLL_LG_K)
@@ -163,10 +165,12 @@ class ColumnProfile:
             if self.edges is None:
                 self.edges = []
                 self.histogram = [0]
+                self.bin_sums = [0.0]
             return
         if self.edges is None:
             self.edges = np.unique(np.quantile(x, EDGE_RANKS, method="lower")).tolist()
             self.histogram = [0] * (len(self.edges) + 1)
+            self.bin_sums = [0.0] * len(self.histogram)
         n_b = x.size
         mean_b = float(x.mean())
         m2_b = float(np.sum((x - mean_b) ** 2))
@@ -174,6 +178,8 @@ class ColumnProfile:
         bins = np.searchsorted(np.asarray(self.edges), x, side="right")
         counts = np.bincount(bins, minlength=len(self.edges) + 1)
         self.histogram = (np.asarray(self.histogram, dtype=np.int64) + counts).tolist()
+        sums = np.bincount(bins, weights=x, minlength=len(self.edges) + 1)
+        self.bin_sums = (np.asarray(self.bin_sums) + sums).tolist()
         # the sketch's binding only takes writeable arrays (pandas hands out read-only views)
         self.sketch.update(x if x.flags.writeable else x.copy())
 
@@ -227,6 +233,7 @@ class ColumnProfile:
             if out.edges is None or (out.valid == 0 and not any(out.histogram)):
                 out.edges = list(other.edges or [])
                 out.histogram = [0] * (len(out.edges) + 1)
+                out.bin_sums = [0.0] * len(out.histogram)
             if other.edges is not None and other.edges != out.edges and other.valid:
                 raise InvalidInput(
                     f"cannot merge column {self.name!r}: histogram edges differ; profile both "
@@ -237,6 +244,7 @@ class ColumnProfile:
                     other.valid, other.mean, other.m2, other.minimum, other.maximum
                 )
                 out.histogram = [a + b for a, b in zip(out.histogram, other.histogram, strict=True)]
+                out.bin_sums = [a + b for a, b in zip(out.bin_sums, other.bin_sums, strict=True)]
                 out.sketch.merge(other.sketch)
         else:
             out.other += other.other
@@ -265,6 +273,7 @@ class ColumnProfile:
                 max=_float(self.maximum),
                 edges=self.edges,
                 histogram=self.histogram,
+                bin_sums=self.bin_sums,
                 kll=base64.b64encode(self.sketch.serialize()).decode("ascii"),
             )
         else:
@@ -298,9 +307,10 @@ class ColumnProfile:
                 col.maximum = -math.inf if d["max"] is None else float(d["max"])
                 col.edges = None if d["edges"] is None else [float(e) for e in d["edges"]]
                 col.histogram = [int(h) for h in d["histogram"]]
-                col.sketch = datasketches.kll_doubles_sketch.deserialize(
-                    base64.b64decode(d["kll"])
-                )
+                col.bin_sums = [float(v) for v in d["bin_sums"]]
+                if len(col.bin_sums) != len(col.histogram):
+                    raise InvalidInput(f"column {name!r}: bin_sums and histogram differ in length")
+                col.sketch = datasketches.kll_doubles_sketch.deserialize(base64.b64decode(d["kll"]))
             else:
                 col.frequencies = {str(k): int(v) for k, v in d["frequencies"].items()}
                 col.other = int(d["other"])

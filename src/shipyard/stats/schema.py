@@ -7,7 +7,8 @@ example value, in the spirit of TFDV's anomalies (``validate_statistics``).
 
 >>> import pandas as pd
 >>> schema = infer_schema(pd.DataFrame({"age": [30, 40], "city": ["Oslo", "Rome"]}))
->>> [(a.column, a.kind, a.rows) for a in validate(pd.DataFrame({"age": [50], "city": ["Paris"]}), schema)]
+>>> batch = pd.DataFrame({"age": [50], "city": ["Paris"]})
+>>> [(a.column, a.kind, a.rows) for a in validate(batch, schema)]
 [('age', 'out_of_range', 1), ('city', 'unseen_category', 1)]
 """
 
@@ -191,7 +192,9 @@ def _validate_column(series: pd.Series, col: ColumnSchema) -> list[Anomaly]:
         wrong = np.isnan(values) & ~null
         if wrong.any():
             out.append(
-                Anomaly(col.name, "wrong_type", int(wrong.sum()), _first(series, wrong), "not a number")
+                Anomaly(
+                    col.name, "wrong_type", int(wrong.sum()), _first(series, wrong), "not a number"
+                )
             )
         inf = np.isinf(values)
         if inf.any() and not col.allow_infinite:
@@ -211,15 +214,24 @@ def _validate_column(series: pd.Series, col: ColumnSchema) -> list[Anomaly]:
                 )
             )
     else:
-        if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(
-            series.dtype
-        ) and col.domain is not None and not _domain_is_numeric(col.domain):
+        if (
+            pd.api.types.is_numeric_dtype(series.dtype)
+            and not pd.api.types.is_bool_dtype(series.dtype)
+            and col.domain is not None
+            and not _domain_is_numeric(col.domain)
+        ):
             wrong = ~null
         else:
             wrong = np.zeros(len(series), dtype=bool)
         if wrong.any():
             out.append(
-                Anomaly(col.name, "wrong_type", int(wrong.sum()), _first(series, wrong), "not a category label")
+                Anomaly(
+                    col.name,
+                    "wrong_type",
+                    int(wrong.sum()),
+                    _first(series, wrong),
+                    "not a category label",
+                )
             )
         if col.domain is not None:
             text = series.astype(str).to_numpy()
@@ -238,4 +250,6 @@ def _validate_column(series: pd.Series, col: ColumnSchema) -> list[Anomaly]:
 
 
 def _domain_is_numeric(domain: tuple[str, ...]) -> bool:
-    return bool(len(domain)) and bool(pd.to_numeric(pd.Series(domain), errors="coerce").notna().all())
+    return bool(len(domain)) and bool(
+        pd.to_numeric(pd.Series(domain), errors="coerce").notna().all()
+    )
