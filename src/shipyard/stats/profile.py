@@ -67,9 +67,9 @@ class ColumnProfile:
     string in a numeric column); ``infinite`` ±inf. Everything else describes the *valid*
     values: for numbers mean/variance (Chan et al. 1979 pairwise update, exact under merge),
     min/max, a histogram on ``edges`` (bin i holds edges[i-1] ≤ x < edges[i], outer bins open)
-    with each bin's sum of values (so the mean within a bin is known), and a KLL quantile sketch (Karnin, Lang, Liberty 2016, Apache DataSketches); for categories
-    exact frequencies up to a cap, then the top values and an ``other`` mass, plus an HLL
-    distinct-count sketch.
+    with each bin's sum of values (so the mean within a bin is known), and a KLL quantile
+    sketch (Karnin, Lang, Liberty 2016, Apache DataSketches); for categories exact frequencies
+    up to a cap, then the top values and an ``other`` mass, plus an HLL distinct-count sketch.
     """
 
     name: str
