@@ -1,0 +1,92 @@
+"""Several worker processes: each flushes its own windows; killing one loses at most a window."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from sqlalchemy import func, select
+
+from serving.conftest import fit_classifier, free_port
+from shipyard.registry import Registry
+from shipyard.store.serving import PredictionRecord, ServingWindow
+from shipyard.workspace import Workspace
+
+ONE_ROW = {"instances": [[0.5, 0.5, 0.5]]}
+
+
+def _send(url: str, n: int) -> int:
+    ok = 0
+    for _ in range(n):
+        # a fresh connection each time, so that the kernel spreads them over the workers
+        r = httpx.post(f"{url}/models/iris/invocations", json=ONE_ROW, timeout=10)
+        ok += r.status_code == 200
+    return ok
+
+
+def _totals(ws: Workspace) -> tuple[int, int, dict[str, int]]:
+    with ws.store.session() as s:
+        requests = s.scalar(select(func.sum(ServingWindow.requests))) or 0
+        predictions = s.scalar(select(func.count(PredictionRecord.id))) or 0
+        per_worker = dict(
+            s.execute(
+                select(ServingWindow.worker, func.sum(ServingWindow.requests)).group_by(
+                    ServingWindow.worker
+                )
+            ).all()
+        )
+    return int(requests), int(predictions), {k: int(v) for k, v in per_worker.items()}
+
+
+@pytest.mark.slow
+def test_flush_survives_a_killed_worker(workspace: Workspace, tmp_path: Path) -> None:
+    clf, x = fit_classifier()
+    Registry.of(workspace).register("iris", clf, training_data=x, alias="champion")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "SHIPYARD_SERVING__FLUSH_INTERVAL_S": "0.3",
+        "SHIPYARD_SERVING__REQUEST_LOG_SAMPLE_RATE": "0",
+    }
+    code = f"from shipyard.serving.server import run; run('127.0.0.1', {port}, workers=2)"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
+            time.sleep(0.1)
+        assert _send(url, 60) == 60
+        time.sleep(1.5)
+        requests, predictions, _ = _totals(workspace)
+        assert requests == predictions == 60
+
+        workers = [
+            c for c in psutil.Process(proc.pid).children()
+            if "resource_tracker" not in " ".join(c.cmdline())
+        ]  # fmt: skip
+        assert len(workers) == 2
+        assert _send(url, 40) == 40
+        workers[0].send_signal(signal.SIGKILL)  # mid-window: its last window is lost
+        time.sleep(1.0)
+        assert _send(url, 10) == 10, "the other worker (or a restarted one) keeps serving"
+    finally:
+        proc.send_signal(signal.SIGTERM)  # a clean shutdown flushes what is left
+        proc.wait(timeout=30)
+
+    requests, predictions, per_worker = _totals(workspace)
+    assert 70 <= requests <= 110
+    assert requests == predictions, "every window was written whole, with its predictions"
+    assert len(per_worker) >= 2
