@@ -22,7 +22,7 @@ DEFAULT_INHIBIT_RULES = (
     InhibitRule(
         (Matcher("severity", "page"),),
         (Matcher("severity", "ticket"),),
-        ("alertname", "pipeline", "model", "pool", "resource"),
+        ("alertname", "pipeline", "model", "dataset", "column", "pool", "resource"),
     ),
 )
 
