@@ -89,7 +89,7 @@ CASES: list[tuple[str, str, Any, dict[str, str], int, str]] = [
         {},
         400,
         "unknown output",
-    ),  # fmt: skip
+    ),
     (
         "mlflow two formats",
         "/models/iris/invocations",
@@ -97,7 +97,7 @@ CASES: list[tuple[str, str, Any, dict[str, str], int, str]] = [
         {},
         400,
         "exactly one",
-    ),  # fmt: skip
+    ),
     (
         "mlflow string value",
         "/models/iris/invocations",
@@ -105,7 +105,7 @@ CASES: list[tuple[str, str, Any, dict[str, str], int, str]] = [
         {},
         400,
         "'b'",
-    ),  # fmt: skip
+    ),
     (
         "mlflow missing column",
         "/models/iris/invocations",
@@ -113,7 +113,7 @@ CASES: list[tuple[str, str, Any, dict[str, str], int, str]] = [
         {},
         400,
         "'c'",
-    ),  # fmt: skip
+    ),
     (
         "mlflow ragged rows",
         "/models/iris/invocations",
@@ -121,7 +121,7 @@ CASES: list[tuple[str, str, Any, dict[str, str], int, str]] = [
         {},
         400,
         "row 1",
-    ),  # fmt: skip
+    ),
     (
         "mlflow null",
         "/models/iris/invocations",
@@ -129,7 +129,7 @@ CASES: list[tuple[str, str, Any, dict[str, str], int, str]] = [
         {},
         400,
         "missing value",
-    ),  # fmt: skip
+    ),
     (
         "csv not a number",
         "/models/iris/invocations",
@@ -137,7 +137,7 @@ CASES: list[tuple[str, str, Any, dict[str, str], int, str]] = [
         {"content-type": "text/csv"},
         400,
         "'b'",
-    ),  # fmt: skip
+    ),
     (
         "unsupported media",
         "/models/iris/invocations",
@@ -145,7 +145,7 @@ CASES: list[tuple[str, str, Any, dict[str, str], int, str]] = [
         {"content-type": "application/xml"},
         415,
         "application/xml",
-    ),  # fmt: skip
+    ),
 ]
 
 
@@ -196,7 +196,7 @@ def test_model_that_raises_gives_500_with_request_id(served: Running) -> None:
             "/v2/models/boom/infer",
             json={
                 "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [-1, 0, 0]}]
-            },  # fmt: skip
+            },
             headers={"x-request-id": "req-boom"},
         )
         assert r.status_code == 500
