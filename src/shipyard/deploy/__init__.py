@@ -1,0 +1,45 @@
+"""Safe deployment: policies and approvals, the validation gate, the rollout state machine,
+sticky canary routing, canary analysis, rollback with diagnosis, runbooks."""
+
+from shipyard.deploy.policy import DEFAULT_POLICY, Policy, load_policy, parse_policy, set_policy
+from shipyard.deploy.rollout import (
+    Engine,
+    RolloutView,
+    abort,
+    approve,
+    get_rollout,
+    pause,
+    promote,
+    resume,
+    rollback,
+    rollouts_of,
+    start_rollout,
+)
+from shipyard.deploy.routing import bucket, choose_version, in_canary, routing_key
+from shipyard.deploy.traffic import LiveSplit, live_split, live_splits
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "Engine",
+    "LiveSplit",
+    "Policy",
+    "RolloutView",
+    "abort",
+    "approve",
+    "bucket",
+    "choose_version",
+    "get_rollout",
+    "in_canary",
+    "live_split",
+    "live_splits",
+    "load_policy",
+    "parse_policy",
+    "pause",
+    "promote",
+    "resume",
+    "rollback",
+    "rollouts_of",
+    "routing_key",
+    "set_policy",
+    "start_rollout",
+]

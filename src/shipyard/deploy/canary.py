@@ -1,0 +1,232 @@
+"""Canary analysis: the canary and the stable version judged over the same windows.
+
+:func:`judge_arms` applies the policy to two :class:`ArmData` (pure: the benchmark calls it on
+simulated traces); :class:`ServingAnalyzer` fills them from what the model servers flushed —
+``serving_windows`` rows (request and error counts, latency histograms) and the logged
+predictions — and is what the control loop calls at each look.
+
+Per metric (kernels in :mod:`shipyard.stats.canary`):
+
+- ``error_rate``: exact Poisson-rate test on (errors + data errors) / requests; floor in
+  absolute rate (0.005 = half a percentage point).
+- ``latency``: Mann–Whitney U; fails only if the whole Hodges–Lehmann interval of the shift lies
+  at or above ``threshold`` × the stable median (Kayenta's rule).
+- ``latency_spread``: Brown–Forsythe; floor on the ratio of mean absolute deviations.
+- ``prediction_shift``: KS on numeric predictions, chi-square on classes (≤ 20 distinct
+  values); floor on D or Cramér's V.
+
+Latency comes from the servers' histograms: each request counts as its bucket's upper bound
+(the overflow bucket as twice the last bound), so tests see tied values, which the rank tests'
+tie corrections handle; shifts are resolved to the bucket grid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import select
+
+from shipyard.deploy.policy import MetricRule, Policy
+from shipyard.stats.canary import (
+    MetricVerdict,
+    TestResult,
+    alpha_at_look,
+    chi_square_test,
+    ks_test,
+    latency_shift_test,
+    rate_test,
+    spread_test,
+    verdict,
+)
+from shipyard.store import Store
+from shipyard.store.serving import PredictionRecord, ServingWindow
+
+MAX_CLASSES = 20
+MAX_PREDICTIONS = 20_000
+
+
+@dataclass
+class ArmData:
+    """What one version did over the analysed interval."""
+
+    requests: int = 0
+    errors: int = 0
+    latencies_ms: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    predictions: list[Any] = field(default_factory=list)
+
+
+def _no_data(rule: MetricRule, alpha: float, floor: float, n_c: int, n_s: int) -> MetricVerdict:
+    required = rule.required
+    return MetricVerdict(
+        metric=rule.name,
+        outcome="extend" if required else "pass",
+        reason=(
+            f"no data: {n_c} canary / {n_s} stable observations"
+            + ("" if required else " (optional metric, not judged)")
+        ),
+        test="none",
+        statistic=math.nan,
+        p_value=math.nan,
+        alpha=alpha,
+        effect=math.nan,
+        effect_floor=floor,
+        ci_low=math.nan,
+        ci_high=math.nan,
+        n_canary=n_c,
+        n_stable=n_s,
+    )
+
+
+def _predictions_test(canary: list[Any], stable: list[Any]) -> TestResult:
+    values = set(map(str, canary)) | set(map(str, stable))
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in canary + stable)
+    if numeric and len(values) > MAX_CLASSES:
+        return ks_test(np.asarray(canary, dtype=np.float64), np.asarray(stable, dtype=np.float64))
+    classes = sorted(values)
+    c = [sum(1 for v in canary if str(v) == k) for k in classes]
+    s = [sum(1 for v in stable if str(v) == k) for k in classes]
+    return chi_square_test(c, s)
+
+
+def judge_arms(
+    canary: ArmData, stable: ArmData, policy: Policy, step_index: int, look: int
+) -> list[MetricVerdict]:
+    """Every metric of the policy's analysis at this look of this step."""
+    step = policy.canary.steps[step_index]
+    max_looks = step.max_looks(policy.canary.interval_s)
+    alpha = alpha_at_look(look, max_looks, policy.alpha_per_test(), policy.analysis.spending)
+    conf = policy.analysis.confidence
+    out: list[MetricVerdict] = []
+    for rule in policy.analysis.metrics:
+        floor = rule.floor
+        if rule.name == "error_rate":
+            if canary.requests == 0 or stable.requests == 0:
+                out.append(_no_data(rule, alpha, floor, canary.requests, stable.requests))
+                continue
+            result = rate_test(canary.errors, canary.requests, stable.errors, stable.requests, conf)
+            out.append(
+                verdict(
+                    rule.name, result, alpha=alpha, effect_floor=floor, min_samples=step.min_samples
+                )
+            )
+        elif rule.name in ("latency", "latency_spread"):
+            n_c, n_s = canary.latencies_ms.size, stable.latencies_ms.size
+            if n_c < 2 or n_s < 2:
+                out.append(_no_data(rule, alpha, floor, n_c, n_s))
+                continue
+            if rule.name == "latency":
+                result = latency_shift_test(canary.latencies_ms, stable.latencies_ms, conf)
+                floor_ms = floor * max(result.extra["median_stable"], 0.0)
+                out.append(
+                    verdict(
+                        rule.name,
+                        result,
+                        alpha=alpha,
+                        effect_floor=floor_ms,
+                        min_samples=step.min_samples,
+                        effect_from_ci=True,
+                    )
+                )
+            else:
+                result = spread_test(canary.latencies_ms, stable.latencies_ms)
+                out.append(
+                    verdict(
+                        rule.name,
+                        result,
+                        alpha=alpha,
+                        effect_floor=floor,
+                        min_samples=step.min_samples,
+                    )
+                )
+        else:  # prediction_shift
+            n_c, n_s = len(canary.predictions), len(stable.predictions)
+            if n_c < 2 or n_s < 2:
+                out.append(_no_data(rule, alpha, floor, n_c, n_s))
+                continue
+            result = _predictions_test(canary.predictions, stable.predictions)
+            out.append(
+                verdict(
+                    rule.name, result, alpha=alpha, effect_floor=floor, min_samples=step.min_samples
+                )
+            )
+    return out
+
+
+# -- reading what the servers flushed ---------------------------------------------------------
+
+
+def latencies_from_histogram(latency_json: dict[str, Any]) -> NDArray[np.float64]:
+    """One value (ms) per request: its bucket's upper bound; the overflow bucket 2 × the last."""
+    bounds = [float(b) for b in latency_json.get("buckets_s", [])]
+    counts = [int(c) for c in latency_json.get("counts", [])]
+    if not bounds or len(counts) != len(bounds) + 1:
+        return np.empty(0)
+    values_ms = np.asarray([*bounds, 2 * bounds[-1]]) * 1000.0
+    return np.repeat(values_ms, counts)
+
+
+def _first_value(prediction: Any) -> Any:
+    while isinstance(prediction, list) and prediction:
+        prediction = prediction[0]
+    return prediction
+
+
+def arm_from_store(store: Store, model: str, version: int, start: float, end: float) -> ArmData:
+    """Sum the flushed windows of ``version`` that ended inside [start, end]."""
+    with store.session() as s:
+        windows = list(
+            s.scalars(
+                select(ServingWindow).where(
+                    ServingWindow.model == model,
+                    ServingWindow.version == version,
+                    ServingWindow.window_end > start,
+                    ServingWindow.window_end <= end,
+                )
+            )
+        )
+        preds = list(
+            s.scalars(
+                select(PredictionRecord.prediction)
+                .where(
+                    PredictionRecord.model == model,
+                    PredictionRecord.version == version,
+                    PredictionRecord.ts > start,
+                    PredictionRecord.ts <= end,
+                )
+                .order_by(PredictionRecord.ts.desc())
+                .limit(MAX_PREDICTIONS)
+            )
+        )
+    lat = [latencies_from_histogram(w.latency_s) for w in windows]
+    return ArmData(
+        requests=sum(w.requests for w in windows),
+        errors=sum(w.errors + w.data_errors for w in windows),
+        latencies_ms=np.concatenate(lat) if lat else np.empty(0),
+        predictions=[_first_value(p) for p in preds],
+    )
+
+
+@dataclass
+class ServingAnalyzer:
+    """The control loop's analyzer: both arms from the store, judged by the policy."""
+
+    store: Store
+
+    def __call__(
+        self,
+        model: str,
+        canary: int,
+        stable: int,
+        start: float,
+        end: float,
+        policy: Policy,
+        step_index: int,
+        look: int,
+    ) -> list[MetricVerdict]:
+        c = arm_from_store(self.store, model, canary, start, end)
+        s = arm_from_store(self.store, model, stable, start, end)
+        return judge_arms(c, s, policy, step_index, look)

@@ -1,0 +1,169 @@
+"""What went wrong with a failed canary, stored with the rollout so a person can see why.
+
+The report holds: the failed metrics with their evidence (statistic, p, effect, interval,
+sample sizes, reason); the input features whose distribution on the canary drifted from the
+version's training data (the statistics wing's :func:`shipyard.stats.compare` on the merged
+serving-window input profiles); and example failing requests from the servers' sampled
+request log. The report is written in the same transaction that rolls the canary back.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shipyard.artifacts import ArtifactStore
+from shipyard.errors import ShipyardError
+from shipyard.registry import Registry
+from shipyard.stats.canary import MetricVerdict
+from shipyard.store.deploy import Diagnosis, RolloutRecord
+from shipyard.store.serving import ServingWindow
+from shipyard.store.tables import ArtifactRecord
+
+log = logging.getLogger("shipyard.deploy")
+
+MAX_EXAMPLES = 5
+
+
+def _merged_inputs(s: Session, model: str, version: int, start: float, end: float) -> Any:
+    from shipyard.stats import DatasetProfile
+
+    merged: DatasetProfile | None = None
+    for w in s.scalars(
+        select(ServingWindow).where(
+            ServingWindow.model == model,
+            ServingWindow.version == version,
+            ServingWindow.window_end > start,
+            ServingWindow.window_end <= end,
+        )
+    ):
+        if not w.input_profile:
+            continue
+        p = DatasetProfile.from_json(w.input_profile)
+        merged = p if merged is None else merged.merge(p)
+    return merged
+
+
+def _training_profile(registry: Registry | None, model: str, version: int) -> dict[str, Any] | None:
+    if registry is None:
+        return None
+    try:
+        return registry.get(model, version).reference_profile
+    except ShipyardError:
+        return None
+
+
+def drifting_inputs(
+    s: Session, r: RolloutRecord, start: float, end: float, registry: Registry | None = None
+) -> dict[str, Any]:
+    """Canary inputs against the version's training profile (else the stable version's inputs)."""
+    try:
+        from shipyard.stats import DatasetProfile, compare
+    except ImportError:  # the statistics wing is not installed
+        return {"available": False, "why": "no profile kernels"}
+    current = _merged_inputs(s, r.model, r.version, start, end)
+    if current is None:
+        return {"available": False, "why": "no input profiles were flushed for the canary"}
+    reference, against = None, ""
+    training = _training_profile(registry, r.model, r.version)
+    if training:
+        reference, against = DatasetProfile.from_json(training), "training data"
+    elif r.stable_version is not None:
+        reference = _merged_inputs(s, r.model, r.stable_version, start, end)
+        against = f"stable version {r.stable_version}"
+    if reference is None:
+        return {"available": False, "why": "nothing to compare the canary's inputs with"}
+    try:
+        report = compare(reference, current)
+    except Exception as exc:  # a diagnosis must never stop a rollback
+        return {"available": False, "why": f"drift comparison failed: {exc}"}
+    return {
+        "available": True,
+        "against": against,
+        "drifted_columns": report.drifted_columns,
+        "columns": [c.to_json() for c in report.columns if c.drifted],
+    }
+
+
+def failing_examples(
+    s: Session, artifacts: ArtifactStore | None, r: RolloutRecord, start: float
+) -> list[dict[str, Any]]:
+    """Up to five sampled requests the canary answered with an error, newest first."""
+    if artifacts is None:
+        return []
+    import pyarrow.parquet as pq
+
+    examples: list[dict[str, Any]] = []
+    rows = s.scalars(
+        select(ArtifactRecord)
+        .where(ArtifactRecord.created_at >= start - 60)
+        .order_by(ArtifactRecord.created_at.desc())
+    )
+    for rec in rows:
+        meta = rec.meta or {}
+        if meta.get("kind") != "serving_request_log" or meta.get("model") != r.model:
+            continue
+        if int(meta.get("version", -1)) != r.version:
+            continue
+        try:
+            table = pq.read_table(io.BytesIO(artifacts.get_bytes(rec.digest)))
+        except Exception as exc:
+            log.warning("cannot read request log %s: %s", rec.digest[:12], exc)
+            continue
+        for row in table.to_pylist():
+            if int(row.get("status", 200)) >= 400:
+                examples.append(
+                    {k: row.get(k) for k in ("request_id", "ts", "status", "request", "response")}
+                )
+                if len(examples) >= MAX_EXAMPLES:
+                    return examples
+    return examples
+
+
+@dataclass
+class Diagnoser:
+    """The failure hook of the rollout engine: builds and stores the report."""
+
+    artifacts: ArtifactStore | None = None
+    registry: Registry | None = None
+
+    def __call__(
+        self, s: Session, r: RolloutRecord, verdicts: Sequence[MetricVerdict], now: float
+    ) -> dict[str, Any]:
+        start = r.step_started_at or r.created_at
+        failed = [v.to_dict() for v in verdicts if v.outcome == "fail"]
+        drift = drifting_inputs(s, r, start, now, self.registry)
+        examples = failing_examples(s, self.artifacts, r, start)
+        report: dict[str, Any] = {
+            "model": r.model,
+            "version": r.version,
+            "stable_version": r.stable_version,
+            "step": r.step_index,
+            "window": [start, now],
+            "failed_metrics": failed,
+            "all_metrics": [v.to_dict() for v in verdicts],
+            "drifting_inputs": drift,
+            "failing_requests": examples,
+        }
+        row = Diagnosis(rollout_id=r.id, model=r.model, version=r.version, report=report, ts=now)
+        s.add(row)
+        s.flush()
+        return {
+            "diagnosis_id": row.id,
+            "failed": [f["metric"] for f in failed],
+            "drifted_columns": drift.get("drifted_columns", []),
+            "failing_requests": len(examples),
+        }
+
+
+def diagnosis_of(s: Session, rollout_id: str) -> dict[str, Any] | None:
+    row = s.scalar(
+        select(Diagnosis).where(Diagnosis.rollout_id == rollout_id).order_by(Diagnosis.id.desc())
+    )
+    return dict(row.report) if row is not None else None

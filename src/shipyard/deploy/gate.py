@@ -1,0 +1,171 @@
+"""The validation gate: a version is blessed only if it meets the policy's absolute thresholds
+and does not regress against the serving version on the same evaluation data.
+
+Both versions predict the same rows; each metric is computed with scikit-learn; a metric in
+``no_regression`` may be worse than the serving version's by at most ``tolerance`` (absolute).
+The result and every number behind it are stored (``gate_results``) and audited, and
+:func:`shipyard.deploy.rollout.start_rollout` refuses a version whose gate failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn import metrics as skm
+
+from shipyard.clock import SYSTEM_CLOCK, Clock
+from shipyard.deploy import traffic
+from shipyard.deploy.policy import Gate, load_policy
+from shipyard.deploy.rollout import record_gate
+from shipyard.errors import InvalidInput, NotFound
+from shipyard.registry import Predictor, Registry, VersionInfo
+
+LOWER_IS_BETTER = {"rmse", "mae", "log_loss"}
+
+
+def _rmse(y: Any, p: Any) -> float:
+    return float(np.sqrt(skm.mean_squared_error(y, p)))
+
+
+PREDICTION_METRICS: dict[str, Callable[[Any, Any], float]] = {
+    "accuracy": lambda y, p: float(skm.accuracy_score(y, p)),
+    "f1": lambda y, p: float(skm.f1_score(y, p, average="macro")),
+    "precision": lambda y, p: float(skm.precision_score(y, p, average="macro", zero_division=0)),
+    "recall": lambda y, p: float(skm.recall_score(y, p, average="macro", zero_division=0)),
+    "rmse": _rmse,
+    "mae": lambda y, p: float(skm.mean_absolute_error(y, p)),
+    "r2": lambda y, p: float(skm.r2_score(y, p)),
+}
+PROBA_METRICS = {"roc_auc", "log_loss"}
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    model: str
+    version: int
+    passed: bool
+    reasons: list[str]
+    metrics: dict[str, float]
+    serving_version: int | None = None
+    serving_metrics: dict[str, float] = field(default_factory=dict)
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "reasons": self.reasons,
+            "metrics": self.metrics,
+            "serving_version": self.serving_version,
+            "serving_metrics": self.serving_metrics,
+        }
+
+
+def _array(info: VersionInfo, x: Any) -> np.ndarray[Any, Any]:
+    if hasattr(x, "columns"):
+        missing = [c for c in info.signature.names if c not in x.columns]
+        if missing:
+            raise InvalidInput(f"evaluation data lacks columns {missing} of {info.model}")
+        return np.asarray(x[list(info.signature.names)])
+    return np.asarray(x)
+
+
+def score(
+    predictor: Predictor, x: np.ndarray[Any, Any], y: Any, names: set[str]
+) -> dict[str, float]:
+    """Each named metric of the predictor on (x, y)."""
+    out: dict[str, float] = {}
+    preds = predictor.predict(x)
+    for name in sorted(names):
+        if name in PREDICTION_METRICS:
+            out[name] = PREDICTION_METRICS[name](y, preds)
+        elif name in PROBA_METRICS:
+            proba = predictor.predict_proba(x)
+            if proba is None:
+                raise InvalidInput(f"metric {name} needs a model with predict_proba")
+            if name == "roc_auc":
+                out[name] = float(
+                    skm.roc_auc_score(
+                        y, proba[:, 1] if proba.shape[1] == 2 else proba, multi_class="ovr"
+                    )
+                )
+            else:
+                out[name] = float(skm.log_loss(y, proba, labels=predictor.classes))
+        else:
+            known = sorted({*PREDICTION_METRICS, *PROBA_METRICS})
+            raise InvalidInput(f"unknown gate metric {name!r}; use one of {known}")
+    return out
+
+
+def judge(
+    gate: Gate,
+    metrics: dict[str, float],
+    serving: dict[str, float] | None,
+) -> tuple[bool, list[str]]:
+    """Apply thresholds and the no-regression rule; the reasons say what failed (or passed)."""
+    reasons: list[str] = []
+    for name, bound in gate.minimum.items():
+        if metrics[name] < bound:
+            reasons.append(f"{name} {metrics[name]:.4g} < minimum {bound:g}")
+    for name, bound in gate.maximum.items():
+        if metrics[name] > bound:
+            reasons.append(f"{name} {metrics[name]:.4g} > maximum {bound:g}")
+    if serving is not None:
+        for name in gate.no_regression:
+            new, old = metrics[name], serving[name]
+            worse = (new - old) if name in LOWER_IS_BETTER else (old - new)
+            if worse > gate.tolerance:
+                reasons.append(
+                    f"{name} regressed: {new:.4g} vs serving {old:.4g} "
+                    f"(tolerance {gate.tolerance:g})"
+                )
+    passed = not reasons
+    if passed:
+        reasons.append("meets every threshold and does not regress against the serving version")
+    return passed, reasons
+
+
+def validate_version(
+    registry: Registry,
+    model: str,
+    version: int,
+    x: Any,
+    y: Any,
+    *,
+    actor: str,
+    gate: Gate | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> GateOutcome:
+    """Evaluate ``version`` (and the serving version) on (x, y); record and return the result."""
+    store = registry.store
+    gate = gate or load_policy(store, model).gate
+    names = {*gate.minimum, *gate.maximum, *gate.no_regression}
+    info, predictor = registry.load(model, version=version)
+    if len(np.asarray(y)) == 0:
+        raise InvalidInput("the evaluation data is empty")
+    metrics = score(predictor, _array(info, x), y, names)
+    with store.session() as s:
+        serving_version = traffic.production_version(s, model)
+    if serving_version is None:
+        try:
+            serving_version = registry.get(model).version
+        except NotFound:
+            serving_version = None
+    serving_metrics: dict[str, float] | None = None
+    if serving_version is not None and serving_version != version:
+        s_info, s_pred = registry.load(model, version=serving_version)
+        serving_metrics = score(s_pred, _array(s_info, x), y, set(gate.no_regression))
+    passed, reasons = judge(gate, metrics, serving_metrics)
+    outcome = GateOutcome(
+        model,
+        version,
+        passed,
+        reasons,
+        metrics,
+        serving_version if serving_metrics is not None else None,
+        serving_metrics or {},
+    )
+    with store.session(immediate=True) as s:
+        record_gate(s, model, version, passed, outcome.evidence(), actor, clock.time())
+    return outcome

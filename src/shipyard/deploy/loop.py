@@ -1,0 +1,69 @@
+"""The deployment task of the control loop: advance every rollout one step, and keep the
+registry's default alias on the production version (what model servers without a split read).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from shipyard.clock import Clock
+from shipyard.deploy import traffic
+from shipyard.deploy.canary import ServingAnalyzer
+from shipyard.deploy.diagnosis import Diagnoser
+from shipyard.deploy.rollout import Advance, Engine
+from shipyard.deploy.staging import RegistrySmokeCheck
+from shipyard.errors import ShipyardError
+from shipyard.registry import Registry
+from shipyard.store.deploy import ProductionRecord
+from shipyard.workspace import Workspace
+
+log = logging.getLogger("shipyard.deploy")
+
+
+def engine_for(workspace: Workspace, clock: Clock | None = None) -> Engine:
+    clock = clock or workspace.clock
+    registry = Registry(workspace.store, workspace.artifacts, clock, "shipyard-daemon")
+    return Engine(
+        store=workspace.store,
+        clock=clock,
+        smoke=RegistrySmokeCheck(registry),
+        analyzer=ServingAnalyzer(workspace.store),
+        on_failure=Diagnoser(workspace.artifacts, registry),
+    )
+
+
+def sync_aliases(workspace: Workspace, clock: Clock | None = None) -> list[dict[str, Any]]:
+    """Point each model's default alias at its production version where they differ."""
+    registry = Registry(
+        workspace.store, workspace.artifacts, clock or workspace.clock, "shipyard-deploy"
+    )
+    moved = []
+    with workspace.store.session() as s:
+        models = {r.model for r in s.query(ProductionRecord.model).distinct()}
+        production = {m: traffic.production_version(s, m) for m in models}
+    for model, version in production.items():
+        if version is None:
+            continue
+        try:
+            current = registry.get(model).version
+        except ShipyardError:
+            current = None
+        if current != version:
+            try:
+                default = next(
+                    (m["default_alias"] for m in registry.models() if m["name"] == model),
+                    "champion",
+                )
+                registry.set_alias(model, default, version, reason="deploy: production version")
+                moved.append({"model": model, "from": current, "to": version})
+            except ShipyardError as exc:
+                log.warning("cannot move the alias of %s to %s: %s", model, version, exc)
+    return moved
+
+
+def advance_rollouts(workspace: Workspace, clock: Clock | None = None) -> list[Advance]:
+    """One pass: every active rollout moves on if it can; the aliases follow production."""
+    done = engine_for(workspace, clock).advance_all()
+    sync_aliases(workspace, clock)
+    return done

@@ -1,0 +1,331 @@
+"""A model's deployment policy: who must approve, where it goes, how the canary is judged, what
+happens when it fails, how to roll back. YAML written by people, validated here with errors that
+name the field; sensible defaults when a model has no policy.
+
+Example (every field optional)::
+
+    roles:
+      approver: [alice, bob]
+    approvals:
+      start:   {count: 1, roles: [approver], four_eyes: true}
+      speedup: {count: 2, roles: [approver], four_eyes: true}
+    environments: [staging, canary, production]
+    staging: {smoke: true, sample_rows: 5, max_latency_ms: 500}
+    canary:
+      interval_s: 60
+      steps:
+        - {weight_pct: 10, min_duration_s: 300, min_samples: 200}
+        - {weight_pct: 50, min_duration_s: 300, min_samples: 500}
+    analysis:
+      alpha: 0.01
+      on_no_data: extend
+      metrics:
+        - {name: error_rate, threshold: 0.005}
+        - {name: latency, threshold: 0.10}
+        - {name: latency_spread, threshold: 1.25}
+        - {name: prediction_shift, threshold: 0.10}
+    on_failure: [rollback, notify]
+    rollback: {to: previous}
+    gate: {required: true, minimum: {accuracy: 0.8}, no_regression: [accuracy], tolerance: 0.01}
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shipyard.clock import SYSTEM_CLOCK, Clock
+from shipyard.errors import ConfigError
+from shipyard.store import Store
+from shipyard.store.deploy import DeployPolicyRecord
+from shipyard.store.tables import AuditEvent
+
+MetricName = Literal["error_rate", "latency", "latency_spread", "prediction_shift"]
+
+METRIC_DEFAULTS: dict[str, dict[str, Any]] = {
+    # threshold = the effect floor a failing metric must reach (see stats.canary.verdict)
+    "error_rate": {"direction": "increase", "threshold": 0.005},  # +0.5 percentage points
+    "latency": {"direction": "increase", "threshold": 0.10},  # HL shift ≥ 10 % of stable median
+    "latency_spread": {"direction": "increase", "threshold": 1.25},  # MAD ratio ≥ 1.25
+    "prediction_shift": {"direction": "any", "threshold": 0.10},  # KS D (or Cramér's V) ≥ 0.1
+}
+ALLOWED_DIRECTIONS = {
+    "error_rate": {"increase"},
+    "latency": {"increase"},
+    "latency_spread": {"increase"},
+    "prediction_shift": {"any"},
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApprovalRule(_Strict):
+    """How many distinct people must approve, from which roles (empty: anyone), four-eyes or not."""
+
+    count: int = Field(1, ge=0, le=20)
+    roles: list[str] = Field(default_factory=list)
+    four_eyes: bool = True
+
+
+class Approvals(_Strict):
+    start: ApprovalRule = ApprovalRule()
+    speedup: ApprovalRule = ApprovalRule()
+
+
+class Staging(_Strict):
+    smoke: bool = True
+    sample_rows: int = Field(5, ge=1, le=10_000)
+    max_latency_ms: float = Field(1000.0, gt=0)
+
+
+class CanaryStep(_Strict):
+    weight_pct: float = Field(gt=0, lt=100)
+    min_duration_s: float = Field(300.0, ge=0)
+    min_samples: int = Field(200, ge=0)
+    max_duration_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _max_after_min(self) -> CanaryStep:
+        if self.max_duration_s is not None and self.max_duration_s < self.min_duration_s:
+            raise ValueError("max_duration_s must be ≥ min_duration_s")
+        return self
+
+    def max_duration(self, interval_s: float) -> float:
+        """How long the step may extend for lack of data: 3 × its minimum unless set."""
+        if self.max_duration_s is not None:
+            return self.max_duration_s
+        return max(3 * self.min_duration_s, self.min_duration_s + interval_s)
+
+    def max_looks(self, interval_s: float) -> int:
+        return max(1, math.ceil(self.max_duration(interval_s) / interval_s))
+
+
+def _default_steps() -> list[CanaryStep]:
+    return [
+        CanaryStep(weight_pct=10, min_duration_s=300, min_samples=200),
+        CanaryStep(weight_pct=50, min_duration_s=300, min_samples=500),
+    ]
+
+
+class Canary(_Strict):
+    interval_s: float = Field(60.0, gt=0)
+    steps: list[CanaryStep] = Field(default_factory=_default_steps)
+
+    @field_validator("steps")
+    @classmethod
+    def _growing(cls, steps: list[CanaryStep]) -> list[CanaryStep]:
+        weights = [s.weight_pct for s in steps]
+        if weights != sorted(set(weights)):
+            raise ValueError(f"step weights must strictly grow, got {weights}")
+        return steps
+
+
+class MetricRule(_Strict):
+    name: MetricName
+    direction: str | None = None
+    threshold: float | None = Field(None, ge=0)
+    required: bool = True
+
+    @model_validator(mode="after")
+    def _direction_fits(self) -> MetricRule:
+        allowed = ALLOWED_DIRECTIONS[self.name]
+        if self.direction is not None and self.direction not in allowed:
+            raise ValueError(
+                f"metric {self.name} can only be judged in direction {sorted(allowed)}, "
+                f"not {self.direction!r}"
+            )
+        return self
+
+    @property
+    def floor(self) -> float:
+        if self.threshold is not None:
+            return self.threshold
+        return float(METRIC_DEFAULTS[self.name]["threshold"])
+
+
+def _default_metrics() -> list[MetricRule]:
+    return [MetricRule.model_validate({"name": name}) for name in METRIC_DEFAULTS]
+
+
+class Analysis(_Strict):
+    alpha: float = Field(0.01, gt=0, lt=0.5)
+    spending: Literal["pocock", "obrien_fleming"] = "pocock"
+    confidence: float = Field(0.98, gt=0.5, lt=1)
+    on_no_data: Literal["fail", "pause", "extend"] = "extend"
+    metrics: list[MetricRule] = Field(default_factory=_default_metrics)
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique(cls, metrics: list[MetricRule]) -> list[MetricRule]:
+        names = [m.name for m in metrics]
+        if len(names) != len(set(names)):
+            raise ValueError(f"each metric may appear once, got {names}")
+        return metrics
+
+
+class Gate(_Strict):
+    """The validation gate: absolute thresholds, and no regression against the serving version.
+
+    ``minimum``/``maximum`` map a metric (accuracy, f1, roc_auc, rmse, mae…) to its bound;
+    ``no_regression`` lists the metrics that may not get worse than the serving version's on
+    the same evaluation data by more than ``tolerance`` (absolute).
+    """
+
+    required: bool = False
+    minimum: dict[str, float] = Field(default_factory=dict)
+    maximum: dict[str, float] = Field(default_factory=dict)
+    no_regression: list[str] = Field(default_factory=lambda: ["accuracy"])
+    tolerance: float = Field(0.0, ge=0)
+
+
+class Rollback(_Strict):
+    to: Literal["previous"] = "previous"
+    notify: bool = True
+
+
+FailureAction = Literal["rollback", "notify", "pause"]
+Environment = Literal["staging", "canary", "production"]
+ENVIRONMENTS: tuple[Environment, ...] = ("staging", "canary", "production")
+DEFAULT_ON_FAILURE: tuple[FailureAction, ...] = ("rollback", "notify")
+
+
+class Policy(_Strict):
+    """The whole policy of one model."""
+
+    roles: dict[str, list[str]] = Field(default_factory=dict)
+    approvals: Approvals = Approvals()
+    environments: list[Environment] = Field(default_factory=lambda: list(ENVIRONMENTS))
+    staging: Staging = Staging()
+    canary: Canary = Canary()
+    analysis: Analysis = Analysis()
+    on_failure: list[FailureAction] = Field(default_factory=lambda: list(DEFAULT_ON_FAILURE))
+    rollback: Rollback = Rollback()
+    gate: Gate = Gate()
+
+    @field_validator("environments")
+    @classmethod
+    def _order(cls, envs: list[str]) -> list[str]:
+        order = ["staging", "canary", "production"]
+        if "production" not in envs:
+            raise ValueError("environments must end with production")
+        if envs != [e for e in order if e in envs]:
+            raise ValueError(f"environments go in the order staging → canary → production: {envs}")
+        return envs
+
+    @field_validator("on_failure")
+    @classmethod
+    def _consistent(cls, actions: list[str]) -> list[str]:
+        if "rollback" in actions and "pause" in actions:
+            raise ValueError("on_failure cannot both roll back and pause")
+        if not actions:
+            raise ValueError("on_failure needs at least one action")
+        return actions
+
+    @model_validator(mode="after")
+    def _roles_exist(self) -> Policy:
+        for purpose in ("start", "speedup"):
+            rule: ApprovalRule = getattr(self.approvals, purpose)
+            missing = [r for r in rule.roles if r not in self.roles]
+            if missing:
+                raise ValueError(
+                    f"approvals.{purpose} names roles {missing} that `roles` does not define"
+                )
+            if rule.roles and rule.count > len({m for r in rule.roles for m in self.roles[r]}):
+                raise ValueError(
+                    f"approvals.{purpose} asks {rule.count} approvers but its roles have fewer "
+                    "members"
+                )
+        return self
+
+    # -- what the rest of deploy asks ----------------------------------------------------------
+    def roles_of(self, user: str) -> list[str]:
+        return sorted(role for role, members in self.roles.items() if user in members)
+
+    def uses_canary(self) -> bool:
+        return "canary" in self.environments and bool(self.canary.steps)
+
+    def alpha_per_test(self) -> float:
+        """The family budget split evenly (Bonferroni) over steps × metrics."""
+        tests = max(1, len(self.canary.steps)) * max(1, len(self.analysis.metrics))
+        return self.analysis.alpha / tests
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+DEFAULT_POLICY = Policy()
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def parse_policy(text: str, source: str = "policy") -> Policy:
+    """Read a YAML policy; a :class:`ConfigError` that names the field when it is wrong."""
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must be a mapping of fields, got {type(data).__name__}")
+    data.pop("model", None)
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_location(e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"{source} is invalid: {problems}") from None
+
+
+def policy_from_dict(data: dict[str, Any]) -> Policy:
+    """A policy stored as JSON on a rollout (a snapshot taken when it started)."""
+    return Policy.model_validate(data)
+
+
+def load_policy(store: Store, model: str) -> Policy:
+    """The model's stored policy, or the defaults when it has none."""
+    with store.session() as s:
+        row = s.get(DeployPolicyRecord, model)
+        text = row.text if row is not None else None
+    if text is None:
+        return DEFAULT_POLICY
+    return parse_policy(text, f"the stored policy of {model}")
+
+
+def policy_text(store: Store, model: str) -> str | None:
+    with store.session() as s:
+        row = s.get(DeployPolicyRecord, model)
+        return row.text if row is not None else None
+
+
+def set_policy(
+    store: Store, model: str, text: str, *, actor: str, clock: Clock = SYSTEM_CLOCK
+) -> Policy:
+    """Validate and store a model's policy; a broken file changes nothing."""
+    policy = parse_policy(text, f"policy for {model}")
+    now = clock.time()
+    with store.session(immediate=True) as s:
+        row = s.get(DeployPolicyRecord, model, with_for_update=True)
+        if row is None:
+            s.add(DeployPolicyRecord(model=model, text=text, updated_at=now, updated_by=actor))
+        else:
+            row.text, row.updated_at, row.updated_by = text, now, actor
+        s.add(
+            AuditEvent(
+                ts=now,
+                actor=actor,
+                action="policy.set",
+                subject_kind="model",
+                subject_id=model,
+                detail={"policy": policy.model_dump(mode="json")},
+            )
+        )
+    return policy
