@@ -1,0 +1,291 @@
+"""Drift detection: Shipyard against Evidently (DataDriftPreset), profiling against whylogs.
+
+Run from the repository root with the project's virtualenv::
+
+    .venv/bin/python benchmarks/drift.py    # 200k × (20 numeric + 5 categorical), 1M × 20
+    .venv/bin/python benchmarks/drift.py --sizes 200k
+
+Evidently 0.7.x does not import with pandas 3 and whylogs pins pandas < 3 too, so each runs in
+its own virtualenv under benchmarks/.venvs/ (created on first use), as a subprocess reading the
+same Parquet files. Every measured job runs in a fresh process that reports its wall time and
+its peak resident memory (sampled every 2 ms during the timed section, plus the data it loaded
+before the clock started). Goals (issue 3): ≥ 30× faster than Evidently with the reference
+profile precomputed, ≥ 10× when profiling both sides, peak extra memory ≤ 1.5× the current
+frame's size.
+
+This file is also the worker: ``drift.py --job NAME ...`` runs one measurement and prints JSON.
+It imports only the standard library at module level, so the peers' virtualenvs can run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+VENVS = HERE / ".venvs"
+RESULTS = HERE / "results"
+PEERS = {
+    "evidently": ["evidently==0.7.23", "pandas<3", "pyarrow"],
+    "whylogs": ["whylogs==1.6.4", "pandas<3", "pyarrow"],
+}
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRss:
+    """Samples this process's resident set size every 2 ms while active."""
+
+    def __init__(self) -> None:
+        self.peak = self.now()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def now() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.now())
+            time.sleep(0.002)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.now())
+
+
+# ---------------------------------------------------------------- workers (one per process)
+
+
+def _job(name: str, ref_path: str, cur_path: str, extra: str) -> dict[str, Any]:
+    import pandas as pd
+
+    cur = pd.read_parquet(cur_path)
+    ref = pd.read_parquet(ref_path) if name in ("evidently", "shipyard-both") else None
+    frame_bytes = int(cur.memory_usage(deep=True).sum())
+    ref_text = Path(extra).read_text() if name == "shipyard-precomputed" else ""
+    drifted: list[str] = []
+    if name.startswith("evidently"):
+        from evidently import Report
+        from evidently.presets import DataDriftPreset
+    if name == "whylogs-profile":
+        import whylogs as why
+    if name.startswith("shipyard"):
+        from shipyard.stats import DatasetProfile, compare
+    rss_before = PeakRss.now()
+    with PeakRss() as rss:
+        t0 = time.perf_counter()
+        if name == "evidently":
+            snapshot = Report([DataDriftPreset()]).run(cur, ref)
+            for m in snapshot.dict()["metrics"]:
+                cfg = m["config"]
+                if cfg["type"].endswith("ValueDrift"):
+                    p_value_test = "p_value" in cfg["method"]
+                    hit = (
+                        m["value"] < cfg["threshold"]
+                        if p_value_test
+                        else m["value"] >= cfg["threshold"]
+                    )
+                    if hit:
+                        drifted.append(cfg["column"])
+        elif name == "shipyard-precomputed":
+            reference = DatasetProfile.from_json(json.loads(ref_text))
+            report = compare(reference, DatasetProfile.from_frame(cur, reference=reference))
+            drifted = report.drifted_columns
+        elif name == "shipyard-both":
+            reference = DatasetProfile.from_frame(ref)
+            report = compare(reference, DatasetProfile.from_frame(cur, reference=reference))
+            drifted = report.drifted_columns
+        elif name == "shipyard-profile":
+            DatasetProfile.from_frame(cur)
+        elif name == "whylogs-profile":
+            why.log(pandas=cur)
+        else:
+            raise SystemExit(f"unknown job {name}")
+        wall_s = time.perf_counter() - t0
+    return {
+        "job": name,
+        "wall_s": wall_s,
+        "peak_rss_bytes": rss.peak,
+        "extra_rss_bytes": rss.peak - rss_before,
+        "frame_bytes": frame_bytes,
+        "rows": len(cur),
+        "drifted": sorted(drifted),
+    }
+
+
+# ---------------------------------------------------------------- driver
+
+
+def _peer_python(peer: str) -> Path | None:
+    venv = VENVS / peer
+    python = venv / "bin" / "python"
+    if python.exists():
+        return python
+    print(f"creating {venv} for {peer} ({' '.join(PEERS[peer])}) …", flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEERS[peer]], check=True)
+    except subprocess.CalledProcessError as exc:
+        print(f"  could not install {peer}: {exc}")
+        return None
+    return python
+
+
+def _make_data(rows: int, categorical: int, seed: int = 0) -> tuple[Path, Path]:
+    import numpy as np
+    import pandas as pd
+
+    RESULTS.mkdir(exist_ok=True)
+    tag = f"{rows}x{20 + categorical}"
+    ref_path, cur_path = RESULTS / f"ref_{tag}.parquet", RESULTS / f"cur_{tag}.parquet"
+    if ref_path.exists() and cur_path.exists():
+        return ref_path, cur_path
+    rng = np.random.default_rng(seed)
+
+    def frame(current: bool) -> pd.DataFrame:
+        cols: dict[str, Any] = {}
+        for i in range(20):
+            kind = i % 4
+            if kind == 0:
+                x = rng.normal(10, 2, rows)
+            elif kind == 1:
+                x = rng.gamma(2, 3, rows)
+            elif kind == 2:
+                x = rng.lognormal(0, 1, rows)
+            else:
+                x = rng.poisson(4, rows).astype(np.float64)
+            if current and i == 0:
+                x = x + 0.2 * 2  # a 0.2σ mean shift: real drift
+            if current and i == 4:
+                x = x + 0.02 * 2  # a 0.02σ shift: significant at this n, not worth an alarm
+            if current and i == 8:
+                x = x.copy()
+                x[rng.random(rows) < 0.4] = np.nan  # the column goes 40 % null
+            cols[f"num_{i}"] = x
+        labels = np.array([f"v{j}" for j in range(12)], dtype=object)
+        base = np.linspace(2, 1, 12)
+        base /= base.sum()
+        for j in range(categorical):
+            p = base
+            if current and j == 0:
+                p = base[::-1]  # the category mix turns over
+            cols[f"cat_{j}"] = rng.choice(labels, rows, p=p)
+        return pd.DataFrame(cols)
+
+    frame(False).to_parquet(ref_path)
+    frame(True).to_parquet(cur_path)
+    return ref_path, cur_path
+
+
+def _run(
+    python: Path | str, job: str, ref: Path, cur: Path, extra: str = ""
+) -> dict[str, Any] | None:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    args = [str(python), str(Path(__file__).resolve()), "--job", job, str(ref), str(cur), extra]
+    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1800)
+    if out.returncode != 0:
+        print(f"  {job} failed: {out.stderr.strip().splitlines()[-1:]}")
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="200k,1m", help="comma list of 200k, 1m")
+    parser.add_argument("--skip-evidently", action="store_true")
+    parser.add_argument("--skip-whylogs", action="store_true")
+    parser.add_argument("--job", nargs=4, metavar=("NAME", "REF", "CUR", "EXTRA"))
+    args = parser.parse_args()
+    if args.job:
+        print(json.dumps(_job(*args.job)))
+        return
+    cases = {"200k": (200_000, 5), "1m": (1_000_000, 0)}
+    evidently = None if args.skip_evidently else _peer_python("evidently")
+    whylogs = None if args.skip_whylogs else _peer_python("whylogs")
+    for size in args.sizes.split(","):
+        rows, cats = cases[size]
+        ref, cur = _make_data(rows, cats)
+        print(f"\n## {rows:,} rows × 20 numeric + {cats} categorical")
+        profile_json = RESULTS / f"ref_{rows}x{20 + cats}.profile.json"
+        _write_profile(ref, profile_json)
+        results = {
+            "shipyard, reference profile precomputed": _run(
+                sys.executable, "shipyard-precomputed", ref, cur, str(profile_json)
+            ),
+            "shipyard, profiling both sides": _run(sys.executable, "shipyard-both", ref, cur),
+        }
+        if evidently:
+            results["evidently 0.7.23 DataDriftPreset"] = _run(evidently, "evidently", ref, cur)
+        _print_drift_table(results)
+        prof = {"shipyard profile": _run(sys.executable, "shipyard-profile", ref, cur)}
+        if whylogs:
+            prof["whylogs 1.6 why.log"] = _run(whylogs, "whylogs-profile", ref, cur)
+        _print_profile_table(prof)
+
+
+def _write_profile(ref: Path, out: Path) -> None:
+    import pandas as pd
+
+    from shipyard.stats import DatasetProfile
+
+    out.write_text(json.dumps(DatasetProfile.from_frame(pd.read_parquet(ref)).to_json()))
+
+
+def _print_drift_table(results: dict[str, dict[str, Any] | None]) -> None:
+    peer = results.get("evidently 0.7.23 DataDriftPreset")
+    print(
+        f"{'tool':42} {'wall':>8} {'speed-up':>9} {'peak RSS':>10} {'extra RSS':>10} "
+        f"{'/frame':>7}  flags"
+    )
+    for name, r in results.items():
+        if r is None:
+            print(f"{name:42} failed")
+            continue
+        speedup = f"{peer['wall_s'] / r['wall_s']:.1f}×" if peer else "-"
+        print(
+            f"{name:42} {r['wall_s']:7.2f}s {speedup:>9} {_mib(r['peak_rss_bytes']):>10} "
+            f"{_mib(r['extra_rss_bytes']):>10} {r['extra_rss_bytes'] / r['frame_bytes']:6.2f}×  "
+            f"{', '.join(r['drifted']) or '-'}"
+        )
+    ours = results.get("shipyard, reference profile precomputed")
+    if peer and ours:
+        print(f"current frame: {_mib(ours['frame_bytes'])}")
+        only_ours = sorted(set(ours["drifted"]) - set(peer["drifted"]))
+        only_peer = sorted(set(peer["drifted"]) - set(ours["drifted"]))
+        print(
+            f"flagged only by shipyard: {only_ours or '-'}; only by evidently: {only_peer or '-'}"
+        )
+
+
+def _print_profile_table(results: dict[str, dict[str, Any] | None]) -> None:
+    print(f"\n{'profiling':42} {'wall':>8} {'rows/s':>12} {'extra RSS':>10}")
+    for name, r in results.items():
+        if r is None:
+            print(f"{name:42} failed")
+            continue
+        print(
+            f"{name:42} {r['wall_s']:7.2f}s {r['rows'] / r['wall_s']:12,.0f} "
+            f"{_mib(r['extra_rss_bytes']):>10}"
+        )
+
+
+if __name__ == "__main__":
+    main()
