@@ -68,10 +68,21 @@ class CollectingReceiver:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with outer.lock:
                     answer = outer.script.pop(0) if outer.script else 200
-                if answer == "hang":
+                if answer == "hang":  # hold the request, then drop it unanswered
+                    with outer.lock:
+                        outer.received.append(
+                            Received(
+                                self.path,
+                                dict(self.headers),
+                                json.loads(raw or b"null"),
+                                0,
+                                time.monotonic(),
+                            )
+                        )
                     outer.arrived.set()
                     outer.release.wait(30)
-                    answer = 200
+                    self.close_connection = True
+                    return
                 status = int(answer)
                 with outer.lock:
                     outer.received.append(

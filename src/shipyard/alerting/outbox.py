@@ -4,7 +4,8 @@ A notification is written in the same transaction as the decision that made it
 (:func:`shipyard.alerting.grouping.dispatch`). Delivery then:
 
 1. claims due rows in a short transaction (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two
-   senders never take the same row; a claim expires after ``CLAIM_S``);
+   senders never take the same row; a claim expires ``CLAIM_MARGIN_S`` after the receiver's
+   timeout);
 2. sends each outside any transaction, with its idempotency key in the ``Idempotency-Key`` header;
 3. records the outcome: delivered; failed for good (4xx: not retried, reason kept); or
    retried after ``min(BACKOFF_BASE_S × 2^(attempts−1), BACKOFF_MAX_S)`` — exponential backoff
@@ -30,7 +31,7 @@ from shipyard.store.alerting import NotificationRecord
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 300.0
 GIVE_UP_AFTER_S = 24 * 3600.0
-CLAIM_S = 60.0
+CLAIM_MARGIN_S = 5.0
 
 Sender = Callable[[Receiver, Mapping[str, Any], str], Delivery]
 
@@ -76,7 +77,8 @@ def deliver_due(
             )
         )
         for row in rows:
-            row.claimed_until = now + CLAIM_S
+            receiver = receivers.get(row.receiver)
+            row.claimed_until = now + (receiver.timeout_s if receiver else 0.0) + CLAIM_MARGIN_S
         claimed = [(r.id, r.receiver, dict(r.payload), r.idempotency_key) for r in rows]
     outcomes = []
     for notification_id, name, payload, key in claimed:

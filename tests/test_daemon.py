@@ -1,0 +1,205 @@
+"""The control loop: pluggable periodic tasks, one leader among many daemons, cron schedules
+that neither lose a missed run nor start a running one twice, clean shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from shipyard.alerting.config import build_config
+from shipyard.clock import FakeClock
+from shipyard.daemon import (
+    Daemon,
+    DaemonContext,
+    PeriodicTask,
+    acquire_leadership,
+    periodic_task,
+    registered_tasks,
+    start_scheduled_runs,
+)
+from shipyard.store import Store
+from shipyard.store.alerting import LeaderLease, ScheduleState
+from shipyard.store.tables import PipelineRecord, Run
+from shipyard.workspace import Workspace
+
+T0 = 1_700_000_100.0  # 2023-11-14 22:15:00 UTC, on a 5-minute boundary
+DAEMON_MAIN = (
+    "import typer\n"
+    "from shipyard.cli.daemon import register\n"
+    "app = typer.Typer()\n"
+    "@app.callback()\n"
+    "def root() -> None: ...\n"
+    "register(app)\n"
+    "app()\n"
+)
+
+
+def _context(ws: Workspace, clock: FakeClock, launched: list[str]) -> DaemonContext:
+    def launch(pipeline: PipelineRecord) -> str:
+        launched.append(pipeline.name)
+        return f"run-{len(launched)}"
+
+    cfg = build_config({}, home=ws.settings.home)
+    return DaemonContext(ws, cfg, clock, launch, ws.settings.logs_dir)
+
+
+class TestTasks:
+    def test_a_registered_task_runs_at_its_interval(self, workspace: Workspace) -> None:
+        calls: list[float] = []
+        clock = FakeClock(T0)
+
+        @periodic_task("test.counter", interval_s=10)
+        def _count(ctx: DaemonContext) -> None:
+            calls.append(ctx.clock.time())
+
+        assert "test.counter" in [t.name for t in registered_tasks()]
+        task = next(t for t in registered_tasks() if t.name == "test.counter")
+        loop = Daemon(_context(workspace, clock, []), tasks=[task])
+        for _ in range(25):
+            loop.tick()
+            clock.advance(1)
+        assert [c - T0 for c in calls] == [0, 10, 20]
+
+    def test_a_failing_task_does_not_stop_the_others(self, workspace: Workspace) -> None:
+        ran: list[str] = []
+
+        def boom(ctx: DaemonContext) -> None:
+            raise RuntimeError("boom")
+
+        tasks = [PeriodicTask("boom", 1, boom), PeriodicTask("ok", 1, lambda c: ran.append("ok"))]
+        loop = Daemon(_context(workspace, FakeClock(T0), []), tasks=tasks)
+        assert loop.tick() == ["boom", "ok"]
+        assert ran == ["ok"]
+
+
+class TestLeadership:
+    def test_only_the_leader_acts_and_another_takes_over_after_expiry(self, store: Store) -> None:
+        assert acquire_leadership(store, "a", 15, T0)
+        assert not acquire_leadership(store, "b", 15, T0 + 1)
+        assert acquire_leadership(store, "a", 15, T0 + 10)  # renewal
+        assert not acquire_leadership(store, "b", 15, T0 + 24)
+        assert acquire_leadership(store, "b", 15, T0 + 25)  # a stopped renewing
+        with store.session() as s:
+            assert s.get(LeaderLease, "daemon").holder == "b"  # type: ignore[union-attr]
+
+    def test_two_daemons_one_store_only_one_runs_leader_tasks(
+        self, db_url: str, tmp_path: Path
+    ) -> None:
+        ws = Workspace.open(home=tmp_path / "home", db_url=db_url)
+        clock = FakeClock(T0)
+        ran: list[str] = []
+        task = PeriodicTask("work", 1, lambda ctx: ran.append(ctx.workspace.settings.user or ""))
+        first = Daemon(_context(ws, clock, []), tasks=[task], holder="first")
+        second = Daemon(_context(ws, clock, []), tasks=[task], holder="second")
+        for _ in range(5):
+            first.tick()
+            second.tick()
+            clock.advance(1)
+        assert (first.is_leader, second.is_leader) == (True, False)
+        assert len(ran) == 5
+        first.stop()
+        first.run()  # returns at once, giving the lease up
+        second.tick()
+        assert second.is_leader
+        ws.store.dispose()
+
+
+def _pipeline(ws: Workspace, schedule: str = "*/5 * * * *") -> None:
+    with ws.store.session() as s:
+        s.add(
+            PipelineRecord(
+                name="nightly", kind="data", file="p.py", schedule=schedule, spec={}, updated_at=T0
+            )
+        )
+
+
+class TestSchedule:
+    def test_missed_slots_after_downtime_start_one_run(self, workspace: Workspace) -> None:
+        clock = FakeClock(T0 + 1)
+        launched: list[str] = []
+        ctx = _context(workspace, clock, launched)
+        _pipeline(workspace)
+        assert start_scheduled_runs(ctx) == []  # first sight: remember the slot
+        clock.advance(299)
+        assert start_scheduled_runs(ctx) == []
+        clock.advance(1)  # the next slot
+        assert start_scheduled_runs(ctx) == ["nightly"]
+        assert start_scheduled_runs(ctx) == []
+        clock.advance(3600)  # twelve slots missed while down
+        assert start_scheduled_runs(ctx) == ["nightly"]
+        assert start_scheduled_runs(ctx) == []
+        assert launched == ["nightly", "nightly"]
+        with workspace.store.session() as s:
+            state = s.get(ScheduleState, "nightly")
+            assert state is not None and state.last_run_id == "run-2"
+
+    def test_a_run_still_going_is_not_started_twice(self, workspace: Workspace) -> None:
+        clock = FakeClock(T0 + 1)
+        launched: list[str] = []
+        ctx = _context(workspace, clock, launched)
+        _pipeline(workspace)
+        start_scheduled_runs(ctx)
+        with workspace.store.session() as s:
+            s.add(
+                Run(
+                    id="r1",
+                    pipeline="nightly",
+                    kind="data",
+                    file="p.py",
+                    status="running",
+                    created_at=T0,
+                )
+            )
+        clock.advance(300)
+        assert start_scheduled_runs(ctx) == []
+        with workspace.store.session() as s:
+            state = s.get(ScheduleState, "nightly")
+            assert state is not None and state.last_outcome == "skipped: run r1 still going"
+        assert launched == []
+
+    def test_a_launch_interrupted_by_a_crash_happens_after_restart(
+        self, workspace: Workspace
+    ) -> None:
+        clock = FakeClock(T0 + 1)
+        _pipeline(workspace)
+        with workspace.store.session() as s:  # what a daemon killed mid-launch leaves behind
+            s.add(ScheduleState(pipeline="nightly", last_slot_at=T0, last_outcome="launching"))
+        launched: list[str] = []
+        assert start_scheduled_runs(_context(workspace, clock, launched)) == ["nightly"]
+        assert start_scheduled_runs(_context(workspace, clock, launched)) == []
+
+    def test_a_bad_cron_expression_is_skipped(self, workspace: Workspace) -> None:
+        _pipeline(workspace, schedule="every tuesday")
+        assert start_scheduled_runs(_context(workspace, FakeClock(T0), [])) == []
+
+
+def test_sigterm_stops_cleanly_and_gives_the_lease_up(workspace: Workspace) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DAEMON_MAIN, "daemon", "--tick", "0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=os.environ.copy(),
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with workspace.store.session() as s:
+                if s.scalars(select(LeaderLease)).first() is not None:
+                    break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out.decode()
+    assert b"daemon stopped" in out
+    with workspace.store.session() as s:
+        lease = s.scalars(select(LeaderLease)).one()
+    assert lease.expires_at <= time.time()
