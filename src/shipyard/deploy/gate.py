@@ -122,7 +122,11 @@ def judge(
                 )
     passed = not reasons
     if passed:
-        reasons.append("meets every threshold and does not regress against the serving version")
+        reasons.append(
+            "meets every threshold and does not regress against the serving version"
+            if serving is not None
+            else "meets every threshold (no serving version to compare with)"
+        )
     return passed, reasons
 
 

@@ -1,0 +1,86 @@
+"""Canary analysis: the policy applied to two arms, and arms read from flushed windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shipyard.deploy.canary import ArmData, arm_from_store, judge_arms, latencies_from_histogram
+from shipyard.deploy.policy import parse_policy
+from shipyard.store import Store
+
+from conftest import TEST_POLICY, histogram, write_window
+
+POLICY = parse_policy(TEST_POLICY)
+
+
+def arm(rng: np.random.Generator, n: int, *, error: float = 0.01, median_ms: float = 20.0,
+        sigma: float = 0.4, positive: float = 0.3) -> ArmData:
+    lat_s = rng.lognormal(np.log(median_ms / 1000), sigma, n)
+    return ArmData(
+        requests=n,
+        errors=int(rng.binomial(n, error)),
+        latencies_ms=latencies_from_histogram(histogram(lat_s)),
+        predictions=rng.binomial(1, positive, n).tolist(),
+    )
+
+
+def outcome(verdicts: list, metric: str) -> str:  # type: ignore[type-arg]
+    return next(v.outcome for v in verdicts if v.metric == metric)
+
+
+def test_same_behaviour_passes_every_metric() -> None:
+    rng = np.random.default_rng(10)
+    verdicts = judge_arms(arm(rng, 900), arm(rng, 8100), POLICY, 0, 3)
+    assert [v.outcome for v in verdicts] == ["pass"] * 4
+
+
+def test_more_errors_fail_the_error_rate_only() -> None:
+    rng = np.random.default_rng(11)
+    verdicts = judge_arms(arm(rng, 900, error=0.05), arm(rng, 8100), POLICY, 0, 3)
+    assert outcome(verdicts, "error_rate") == "fail"
+    assert outcome(verdicts, "latency") == "pass"
+
+
+def test_slower_canary_fails_latency_with_the_shift_interval_above_the_floor() -> None:
+    rng = np.random.default_rng(12)
+    verdicts = judge_arms(arm(rng, 900, median_ms=60), arm(rng, 8100), POLICY, 0, 3)
+    lat = next(v for v in verdicts if v.metric == "latency")
+    assert lat.outcome == "fail"
+    assert lat.ci_low >= lat.effect_floor > 0
+
+
+def test_wider_latency_with_the_same_median_fails_the_spread_check() -> None:
+    rng = np.random.default_rng(13)
+    verdicts = judge_arms(arm(rng, 900, sigma=1.2), arm(rng, 8100), POLICY, 0, 3)
+    assert outcome(verdicts, "latency_spread") == "fail"
+
+
+def test_shifted_predictions_fail_even_when_errors_and_latency_do_not() -> None:
+    rng = np.random.default_rng(14)
+    verdicts = judge_arms(arm(rng, 900, positive=0.5), arm(rng, 8100), POLICY, 0, 3)
+    assert outcome(verdicts, "prediction_shift") == "fail"
+    assert outcome(verdicts, "error_rate") == outcome(verdicts, "latency") == "pass"
+
+
+def test_no_traffic_on_the_canary_extends() -> None:
+    rng = np.random.default_rng(15)
+    verdicts = judge_arms(ArmData(), arm(rng, 8100), POLICY, 0, 1)
+    assert {v.outcome for v in verdicts} == {"extend"}
+    assert "no data" in verdicts[0].reason
+
+
+def test_histogram_becomes_one_value_per_request_at_its_bucket_bound() -> None:
+    values = latencies_from_histogram({"buckets_s": [0.01, 0.1], "counts": [2, 1, 3]})
+    assert values.tolist() == pytest.approx([10.0, 10.0, 100.0, 200.0, 200.0, 200.0])
+    assert latencies_from_histogram({}).size == 0
+
+
+def test_arm_sums_the_windows_that_ended_in_the_interval(store: Store) -> None:
+    rng = np.random.default_rng(16)
+    write_window(store, "m", 2, 0.0, 60.0, requests=100, error_rate=0.0, rng=rng)
+    write_window(store, "m", 2, 60.0, 120.0, requests=50, error_rate=1.0, rng=rng, worker="w2")
+    write_window(store, "m", 2, 120.0, 180.0, requests=70, error_rate=0.0, rng=rng)
+    got = arm_from_store(store, "m", 2, 0.0, 120.0)
+    assert (got.requests, got.errors, got.latencies_ms.size) == (150, 50, 150)
+    assert len(got.predictions) == 100  # errored requests have no prediction
