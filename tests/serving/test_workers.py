@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 import subprocess
@@ -22,12 +24,15 @@ from shipyard.workspace import Workspace
 ONE_ROW = {"instances": [[0.5, 0.5, 0.5]]}
 
 
-def _send(url: str, n: int) -> int:
+def _send(port: int, n: int) -> int:
     ok = 0
+    body = json.dumps(ONE_ROW)
     for _ in range(n):
         # a fresh connection each time, so that the kernel spreads them over the workers
-        r = httpx.post(f"{url}/models/iris/invocations", json=ONE_ROW, timeout=10)
-        ok += r.status_code == 200
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/models/iris/invocations", body, {"content-type": "application/json"})
+        ok += conn.getresponse().status == 200
+        conn.close()
     return ok
 
 
@@ -68,7 +73,7 @@ def test_flush_survives_a_killed_worker(workspace: Workspace, tmp_path: Path) ->
                 pass
             assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
             time.sleep(0.1)
-        assert _send(url, 60) == 60
+        assert _send(port, 60) == 60
         time.sleep(1.5)
         requests, predictions, _ = _totals(workspace)
         assert requests == predictions == 60
@@ -78,10 +83,10 @@ def test_flush_survives_a_killed_worker(workspace: Workspace, tmp_path: Path) ->
             if "resource_tracker" not in " ".join(c.cmdline())
         ]  # fmt: skip
         assert len(workers) == 2
-        assert _send(url, 40) == 40
+        assert _send(port, 40) == 40
         workers[0].send_signal(signal.SIGKILL)  # mid-window: its last window is lost
         time.sleep(1.0)
-        assert _send(url, 10) == 10, "the other worker (or a restarted one) keeps serving"
+        assert _send(port, 10) == 10, "the other worker (or a restarted one) keeps serving"
     finally:
         proc.send_signal(signal.SIGTERM)  # a clean shutdown flushes what is left
         proc.wait(timeout=30)
