@@ -152,6 +152,13 @@ class TestMultipleTesting:
         # sorted 0.01, 0.02, 0.03 → ×3, ×2, ×1 → 0.03, 0.04, 0.04 (running max)
         assert adjust_p_values([0.03, 0.01, 0.02], "holm") == pytest.approx([0.04, 0.03, 0.04])
 
+    def test_empty_profiles_are_rejected(self) -> None:
+        ref = DatasetProfile.from_frame(pd.DataFrame({"x": [1.0, 2.0]}))
+        with pytest.raises(InvalidInput, match="no rows"):
+            compare(ref, DatasetProfile.empty_like(ref))
+        with pytest.raises(InvalidInput, match="reference profile is empty"):
+            compare(DatasetProfile(), ref)
+
     def test_bad_config_is_rejected(self) -> None:
         with pytest.raises(InvalidInput, match="alpha"):
             DriftConfig(alpha=0)

@@ -147,6 +147,10 @@ def compare(
 ) -> DriftReport:
     """Test every reference column for drift in the current profile."""
     config = config or DriftConfig()
+    if reference.rows == 0 or not reference.columns:
+        raise InvalidInput("the reference profile is empty: nothing to compare against")
+    if current.rows == 0:
+        raise InvalidInput("the current profile has no rows")
     results: list[ColumnDrift] = []
     for name, ref in reference.columns.items():
         cur = current.columns.get(name)
