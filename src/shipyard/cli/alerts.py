@@ -226,11 +226,15 @@ def test(receiver: str, config: Path | None = CONFIG_OPTION) -> None:
     if result.ok:
         console.print(
             f"[green]✓[/] {receiver} ({target.type}) accepted it in {took_ms:.0f} ms: "
-            f"{result.detail}"
+            f"{result.detail}",
+            soft_wrap=True,
         )
         return
     again = "would be retried" if result.retry else "would not be retried"
-    console.print(f"[red]✗[/] {receiver} ({target.type}) refused it: {result.detail} ({again})")
+    console.print(
+        f"[red]✗[/] {receiver} ({target.type}) refused it: {result.detail} ({again})",
+        soft_wrap=True,
+    )
     raise typer.Exit(1)
 
 
