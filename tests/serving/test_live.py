@@ -85,6 +85,11 @@ def test_windows_predictions_and_sampled_request_log_reach_the_store(served: Run
         window = s.scalars(select(ServingWindow)).first()
     assert ids == {f"q{i}" for i in range(20)}
     assert window is not None and sum(window.latency_s["counts"]) == window.requests
+    assert window.input_profile is not None and window.prediction_profile is not None
+    ref = served.registry.get("iris").reference_profile
+    assert ref is not None
+    edges = ref["columns"]["a"]["edges"]
+    assert window.input_profile["columns"]["a"]["edges"] == edges, "binned on the reference"
     request_logs = [a for a in logs if a.meta.get("kind") == "serving_request_log"]
     assert request_logs, "sample rate 1.0 logs every request"
     table = pq.read_table(request_logs[0].uri)

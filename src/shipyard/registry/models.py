@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -92,15 +91,31 @@ class AliasMove:
     ts: float
 
 
-def reference_profile_of(frame: Any) -> dict[str, Any] | None:
-    """The statistics wing's profile of the training data, or None where it is not installed."""
-    try:
-        stats = importlib.import_module("shipyard.stats")
-    except ImportError:
+PREDICTION_COLUMN = "__prediction__"
+
+
+def reference_profile_of(frame: Any, model: Any = None) -> dict[str, Any] | None:
+    """The profile of the training data and, when the model can predict, of its predictions.
+
+    The predictions become the column :data:`PREDICTION_COLUMN`: serving windows bin their own
+    predictions on its edges, so that prediction drift is comparable across windows and workers.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from shipyard.stats import DatasetProfile
+
+    if not isinstance(frame, pd.DataFrame):
         return None
-    if not hasattr(stats, "DatasetProfile"):
-        return None
-    profile: dict[str, Any] = stats.DatasetProfile.from_frame(frame).to_json()
+    data = frame.copy()
+    predict = getattr(model, "predict", None) or (model if callable(model) else None)
+    if predict is not None:
+        features = frame if hasattr(model, "feature_names_in_") else frame.to_numpy()
+        try:
+            data[PREDICTION_COLUMN] = np.asarray(predict(features)).reshape(len(frame), -1)[:, 0]
+        except Exception:  # a model that cannot predict its own training data: inputs only
+            data = frame
+    profile: dict[str, Any] = DatasetProfile.from_frame(data).to_json()
     return profile
 
 
@@ -158,7 +173,7 @@ class Registry:
                 )
             signature = Signature.infer(training_data)
         if reference_profile is None and training_data is not None:
-            reference_profile = reference_profile_of(training_data)
+            reference_profile = reference_profile_of(training_data, model)
         data, media_type = artifact if artifact is not None else flavors.dump(flavor, model)
         now = self.clock.time()
         with self.store.session(immediate=True) as s:

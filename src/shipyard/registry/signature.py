@@ -131,7 +131,7 @@ class Signature:
                 and arr.shape[1] == width
                 and arr.dtype.kind in "fiu"
             ):
-                return self._check_numeric(arr.astype(np.float64, copy=False))
+                return self.check_numeric(arr.astype(np.float64, copy=False))
         return self._slow_rows(rows)
 
     def columns_to_array(self, columns: dict[str, Any]) -> np.ndarray[Any, Any]:
@@ -205,7 +205,7 @@ class Signature:
             records.append({c: row[j] for c, j in index.items()})
         return self.records_to_array(records)
 
-    def _check_numeric(self, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    def check_numeric(self, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         bad = ~np.isfinite(arr)
         if bad.any():
             row, col = (int(v) for v in np.argwhere(bad)[0])
@@ -240,7 +240,7 @@ class Signature:
                 )
             out.append([_check_value(spec, v, i) for spec, v in zip(self.inputs, row, strict=True)])
         if self.numeric:
-            return self._check_numeric(np.asarray(out, dtype=np.float64))
+            return self.check_numeric(np.asarray(out, dtype=np.float64))
         return np.asarray(out, dtype=object)
 
 

@@ -300,13 +300,13 @@ class ServingApp:
         started: float,
         want_proba: bool = False,
     ) -> tuple[Any, np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
-        names = loaded.info.signature.names
+        info = loaded.info
         try:
             parsed = parse()
         except InvalidInput as exc:
             status = 415 if isinstance(exc, protocol_mlflow.UnsupportedMediaType) else 400
             self.telemetry.error(
-                loaded.model, loaded.version, names, "data", status,
+                info, "data", status,
                 time.perf_counter() - started, rid, str(exc),
             )  # fmt: skip
             raise HTTPError(status, str(exc)) from None
@@ -315,12 +315,12 @@ class ServingApp:
             predictions, proba = self._predict(loaded, x, rid, want_proba)
         except HTTPError as exc:
             self.telemetry.error(
-                loaded.model, loaded.version, names, "model", 500,
+                info, "model", 500,
                 time.perf_counter() - started, rid, exc.message,
             )  # fmt: skip
             raise
         self.telemetry.ok(
-            loaded.model, loaded.version, names, x, predictions, proba,
+            info, x, predictions, proba,
             time.perf_counter() - started, rid,
         )  # fmt: skip
         return parsed, predictions, proba

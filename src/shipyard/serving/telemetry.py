@@ -14,7 +14,6 @@ Prometheus metrics (``/metrics``) are kept per app in their own ``CollectorRegis
 from __future__ import annotations
 
 import bisect
-import importlib
 import io
 import json
 import logging
@@ -33,6 +32,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import ShipyardError
+from shipyard.registry import PREDICTION_COLUMN, VersionInfo
 from shipyard.store.serving import PredictionRecord, ServingWindow
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ class Window:
 
     start: float
     columns: tuple[str, ...]
+    reference: dict[str, Any] | None = None
     requests: int = 0
     rows: int = 0
     errors: int = 0
@@ -98,23 +99,45 @@ def _summary(values: np.ndarray[Any, Any], names: tuple[str, ...]) -> dict[str, 
     return out
 
 
-def _profile(frame_values: np.ndarray[Any, Any], names: list[str]) -> dict[str, Any] | None:
-    """The statistics wing's profile, when that wing is installed."""
-    try:
-        stats = importlib.import_module("shipyard.stats")
-    except ImportError:
-        return None
-    if not hasattr(stats, "DatasetProfile"):
-        return None
+def _profiles(
+    x: np.ndarray[Any, Any], preds: np.ndarray[Any, Any], w: Window
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Input and prediction profiles, binned on the version's reference profile when it has one.
+
+    Binning on the same edges is what lets windows from several workers and several flushes
+    merge into one profile (see :meth:`shipyard.stats.DatasetProfile.merge`).
+    """
     import pandas as pd
 
+    from shipyard.stats import DatasetProfile
+
+    names = list(w.columns)
+    ref = DatasetProfile.from_json(w.reference) if w.reference else None
     try:
-        frame = pd.DataFrame(frame_values, columns=names)
-        profile: dict[str, Any] = stats.DatasetProfile.from_frame(frame).to_json()
+        inputs = None
+        if len(x):
+            ref_inputs = (
+                DatasetProfile({n: ref.columns[n] for n in names if n in ref.columns}, ref.rows)
+                if ref is not None
+                else None
+            )
+            inputs = DatasetProfile.from_frame(
+                pd.DataFrame(x, columns=names), reference=ref_inputs
+            ).to_json()
+        predictions = None
+        if preds.size:
+            ref_preds = (
+                DatasetProfile({PREDICTION_COLUMN: ref.columns[PREDICTION_COLUMN]}, ref.rows)
+                if ref is not None and PREDICTION_COLUMN in ref.columns
+                else None
+            )
+            predictions = DatasetProfile.from_frame(
+                pd.DataFrame({PREDICTION_COLUMN: preds}), reference=ref_preds
+            ).to_json()
     except Exception as exc:  # a profile is telemetry: never let it stop a flush
         log.warning("cannot profile a serving window: %s", exc)
-        return None
-    return profile
+        return None, None
+    return inputs, predictions
 
 
 class Telemetry:
@@ -167,11 +190,12 @@ class Telemetry:
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     # -- the request path ----------------------------------------------------------------------
-    def _window(self, model: str, version: int, columns: tuple[str, ...]) -> Window:
-        key = (model, version)
+    def _window(self, info: VersionInfo) -> Window:
+        key = (info.model, info.version)
         w = self._windows.get(key)
         if w is None:
-            w = self._windows[key] = Window(self.clock.time(), columns)
+            w = Window(self.clock.time(), info.signature.names, info.reference_profile)
+            self._windows[key] = w
         return w
 
     def _prom(self, model: str, version: int) -> tuple[Any, Any]:
@@ -185,22 +209,20 @@ class Telemetry:
 
     def ok(
         self,
-        model: str,
-        version: int,
-        columns: tuple[str, ...],
+        info: VersionInfo,
         x: np.ndarray[Any, Any],
         predictions: np.ndarray[Any, Any],
         proba: np.ndarray[Any, Any] | None,
         latency_s: float,
         request_id: str,
     ) -> None:
-        counter, hist = self._prom(model, version)
+        counter, hist = self._prom(info.model, info.version)
         counter.inc()
         hist.observe(latency_s)
         if not self.enabled:
             return
         with self._lock:
-            w = self._window(model, version, columns)
+            w = self._window(info)
             w.requests += 1
             w.rows += len(x)
             w.observe_latency(latency_s)
@@ -220,22 +242,20 @@ class Telemetry:
 
     def error(
         self,
-        model: str,
-        version: int,
-        columns: tuple[str, ...],
+        info: VersionInfo,
         kind: str,
         status: int,
         latency_s: float,
         request_id: str,
         message: str,
     ) -> None:
-        v = str(version)
-        self.requests_total.labels(model, v, str(status)).inc()
-        self.errors_total.labels(model, v, kind).inc()
+        v = str(info.version)
+        self.requests_total.labels(info.model, v, str(status)).inc()
+        self.errors_total.labels(info.model, v, kind).inc()
         if not self.enabled:
             return
         with self._lock:
-            w = self._window(model, version, columns)
+            w = self._window(info)
             w.requests += 1
             w.observe_latency(latency_s)
             if kind == "data":
@@ -282,8 +302,7 @@ class Telemetry:
 
     def _write(self, model: str, version: int, w: Window, end: float) -> None:
         assert self.store is not None
-        names = list(w.columns)
-        x = np.concatenate(w.inputs) if w.inputs else np.empty((0, len(names)))
+        x = np.concatenate(w.inputs) if w.inputs else np.empty((0, len(w.columns)))
         preds = (
             np.concatenate(
                 [np.asarray(p).reshape(len(p), -1)[:, 0] for _, _, p, _ in w.predictions]
@@ -299,8 +318,7 @@ class Telemetry:
                 if values.size <= 50
                 else {"mean": float(preds.mean())}
             )
-        input_profile = _profile(x, names) if len(x) else None
-        prediction_profile = _profile(preds.reshape(-1, 1), ["prediction"]) if preds.size else None
+        input_profile, prediction_profile = _profiles(x, preds, w)
         with self.store.session() as s:
             s.add(
                 ServingWindow(
