@@ -5,17 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import TEST_POLICY, histogram, write_window
 from shipyard.deploy.canary import ArmData, arm_from_store, judge_arms, latencies_from_histogram
 from shipyard.deploy.policy import parse_policy
 from shipyard.store import Store
 
-from conftest import TEST_POLICY, histogram, write_window
-
 POLICY = parse_policy(TEST_POLICY)
 
 
-def arm(rng: np.random.Generator, n: int, *, error: float = 0.01, median_ms: float = 20.0,
-        sigma: float = 0.4, positive: float = 0.3) -> ArmData:
+def arm(
+    rng: np.random.Generator,
+    n: int,
+    *,
+    error: float = 0.01,
+    median_ms: float = 20.0,
+    sigma: float = 0.4,
+    positive: float = 0.3,
+) -> ArmData:
     lat_s = rng.lognormal(np.log(median_ms / 1000), sigma, n)
     return ArmData(
         requests=n,

@@ -8,6 +8,7 @@ import pytest
 from sklearn.dummy import DummyClassifier
 from sqlalchemy import select
 
+from conftest import training_frame
 from shipyard.clock import FakeClock
 from shipyard.deploy.gate import validate_version
 from shipyard.deploy.policy import Gate
@@ -17,8 +18,6 @@ from shipyard.registry import Registry
 from shipyard.store.deploy import GateResult
 from shipyard.store.tables import AuditEvent
 from shipyard.workspace import Workspace
-
-from conftest import training_frame
 
 
 def test_a_better_version_passes_and_its_evidence_is_recorded(
@@ -30,7 +29,9 @@ def test_a_better_version_passes_and_its_evidence_is_recorded(
     out = validate_version(models, "churn", 2, x, y, actor="ci", gate=gate, clock=clock)
     assert out.passed, out.reasons
     assert out.serving_version == 1  # the registry's champion while nothing is in production
-    expected = float((models.load("churn", version=2)[1].predict(x[["a", "b"]].to_numpy()) == y).mean())
+    expected = float(
+        (models.load("churn", version=2)[1].predict(x[["a", "b"]].to_numpy()) == y).mean()
+    )
     assert out.metrics["accuracy"] == pytest.approx(expected)
     with dws.store.session() as s:
         row = s.scalar(select(GateResult).where(GateResult.version == 2))
@@ -45,7 +46,9 @@ def test_a_regressing_version_fails_and_cannot_be_deployed(
     x, y = training_frame(seed=8)
     models.set_alias("churn", "champion", 1)
     constant = DummyClassifier(strategy="most_frequent").fit(x, y)
-    worse = Registry(dws.store, dws.artifacts, clock, "erin").register("churn", constant, training_data=x)
+    worse = Registry(dws.store, dws.artifacts, clock, "erin").register(
+        "churn", constant, training_data=x
+    )
     gate = Gate(minimum={"accuracy": 0.3}, no_regression=["accuracy"], tolerance=0.01)
     out = validate_version(models, "churn", worse.version, x, y, actor="ci", gate=gate, clock=clock)
     assert not out.passed

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import TEST_POLICY
 from shipyard.deploy.policy import DEFAULT_POLICY, load_policy, parse_policy, set_policy
 from shipyard.errors import ConfigError
 from shipyard.store import Store
-
-from conftest import TEST_POLICY
 
 
 def test_a_model_without_policy_gets_safe_defaults(store: Store) -> None:
@@ -18,7 +17,10 @@ def test_a_model_without_policy_gets_safe_defaults(store: Store) -> None:
     assert policy.environments == ["staging", "canary", "production"]
     assert [s.weight_pct for s in policy.canary.steps] == [10, 50]
     assert {m.name for m in policy.analysis.metrics} == {
-        "error_rate", "latency", "latency_spread", "prediction_shift",
+        "error_rate",
+        "latency",
+        "latency_spread",
+        "prediction_shift",
     }
     assert policy.on_failure == ["rollback", "notify"]
 

@@ -33,7 +33,10 @@ def test_every_process_puts_a_key_in_the_same_bucket() -> None:
     )
     for seed in ("1", "2"):
         out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
             env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
         ).stdout.strip()
         assert out == ",".join(str(bucket(f"user:{i}")) for i in range(200))
