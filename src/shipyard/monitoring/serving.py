@@ -1,0 +1,540 @@
+"""The monitors of a model in service (DESIGN.md's table, "serving" and "every model in service").
+
+Each check reads the windows that the model server flushed (``serving_windows``), the logged
+predictions and late labels, and returns a :class:`Check`; :meth:`ServingMonitor.run` writes
+every check as a ``Finding`` and its numbers as ``MetricPoint`` rows, in one transaction.
+
+- **input skew**: serving inputs against the training data's reference profile.
+- **prediction drift**: predictions of recent windows against the version's first windows.
+- **data-type problems**: the share of requests refused for bad input.
+- **latency**: p50/p95/p99 from the merged latency histograms.
+- **quality** from late labels joined to logged predictions by request id: accuracy, F1 and AUC
+  (classifiers) or MAE and RMSE (regressors).
+- **estimated quality** before labels arrive: confidence-based performance estimation (CBPE).
+- **outage**: a synthetic probe of the server and the absence of traffic that was expected.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import numpy as np
+from sqlalchemy import select
+
+from shipyard.clock import SYSTEM_CLOCK, Clock
+from shipyard.errors import InvalidInput, NotFound
+from shipyard.registry import PREDICTION_COLUMN, Registry, VersionInfo
+from shipyard.stats import DatasetProfile, DriftConfig, compare
+from shipyard.store.serving import FeedbackRecord, PredictionRecord, ServingWindow
+from shipyard.store.tables import Finding, MetricPoint
+
+if TYPE_CHECKING:
+    from shipyard.store import Store
+
+OK, WARNING, ALERT, ERROR = "ok", "warning", "alert", "error"
+
+
+@dataclass
+class Check:
+    """One monitor's verdict on one model version, with its evidence and metric points."""
+
+    monitor: str
+    model: str
+    version: int | None
+    status: str
+    summary: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    metrics: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServingMonitorConfig:
+    period_s: float = 300.0
+    """How far back "recent" reaches."""
+    baseline_windows: int = 5
+    """How many of a version's first windows form the baseline for prediction drift."""
+    max_data_error_share: float = 0.01
+    p99_budget_s: float = 0.1
+    min_rows: int = 30
+    """Fewer rows than this and a statistical check answers "not enough data" (status ok)."""
+    quality_tolerance: float = 0.05
+    """An alert when a quality metric falls this far below the one registered with the model."""
+    max_calibration_error: float = 0.1
+    probe_timeout_s: float = 2.0
+    drift: DriftConfig = field(default_factory=DriftConfig)
+
+
+def histogram_quantile(q: float, buckets_s: list[float], counts: list[int]) -> float | None:
+    """The q-quantile of a bucketed latency histogram, interpolated linearly inside its bucket.
+
+    This is Prometheus' ``histogram_quantile`` rule (prometheus.io/docs/prometheus/latest/
+    querying/functions/#histogram_quantile): find the bucket where the cumulative count passes
+    ``q·N`` and interpolate between its bounds; the open last bucket answers its lower bound.
+    """
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    cumulative = 0
+    for i, c in enumerate(counts):
+        if cumulative + c >= rank and c > 0:
+            if i == len(buckets_s):
+                return buckets_s[-1]
+            lower = buckets_s[i - 1] if i > 0 else 0.0
+            return lower + (buckets_s[i] - lower) * (rank - cumulative) / c
+        cumulative += c
+    return buckets_s[-1]
+
+
+def cbpe(proba: np.ndarray[Any, Any], classes: list[Any]) -> dict[str, float]:
+    """Confidence-based performance estimation of a classifier without labels.
+
+    If the predicted probabilities are calibrated (P(y = ŷ | p) = p_ŷ), each row contributes
+    its probability of being right to an *expected* confusion matrix. For a binary classifier
+    with positive-class probability p and prediction ŷ = [p ≥ ½]: E[TP] = Σ_{ŷ=1} p,
+    E[FP] = Σ_{ŷ=1} (1−p), E[FN] = Σ_{ŷ=0} p, E[TN] = Σ_{ŷ=0} (1−p); expected accuracy is
+    mean(max_k p_k) for any number of classes; expected F1 = 2·TP / (2·TP + FP + FN).
+
+    Assumptions (checked by :meth:`ServingMonitor.estimated_quality` where labels exist):
+    calibrated probabilities, and no concept drift (P(y|x) unchanged since calibration).
+    Reference: NannyML, "Confidence-based Performance Estimation (CBPE)",
+    nannyml.readthedocs.io/en/stable/how_it_works/performance_estimation.html.
+    """
+    if proba.ndim != 2 or proba.shape[1] != len(classes) or proba.shape[0] == 0:
+        raise InvalidInput("cbpe needs an (n, classes) probability array")
+    out = {"expected_accuracy": float(proba.max(axis=1).mean())}
+    if len(classes) == 2:
+        p = proba[:, 1]
+        yhat = p >= 0.5
+        tp, fp = float(p[yhat].sum()), float((1 - p[yhat]).sum())
+        fn = float(p[~yhat].sum())
+        out["expected_f1"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 0.0
+    return out
+
+
+def expected_calibration_error(
+    proba_positive: np.ndarray[Any, Any], labels: np.ndarray[Any, Any], bins: int = 10
+) -> float:
+    """ECE = Σ_b (n_b/N)·|mean(y)_b − mean(p)_b| over equal-width probability bins
+    (Naeini, Cooper & Hauskrecht, AAAI 2015; Guo et al., ICML 2017, eq. 3)."""
+    idx = np.minimum((proba_positive * bins).astype(int), bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            ece += sel.mean() * abs(labels[sel].mean() - proba_positive[sel].mean())
+    return float(ece)
+
+
+def _labels_key(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+class ServingMonitor:
+    """Runs the serving monitors for the live version of a model and records what they find."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        clock: Clock = SYSTEM_CLOCK,
+        config: ServingMonitorConfig | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+        self.config = config or ServingMonitorConfig()
+
+    # -- reading -------------------------------------------------------------------------------
+    def _windows(self, model: str, version: int | None, since: float) -> list[ServingWindow]:
+        with self.store.session() as s:
+            q = select(ServingWindow).where(
+                ServingWindow.model == model, ServingWindow.window_end >= since
+            )
+            if version is not None:
+                q = q.where(ServingWindow.version == version)
+            return list(s.scalars(q.order_by(ServingWindow.window_end)))
+
+    def _first_windows(self, model: str, version: int, n: int) -> list[ServingWindow]:
+        with self.store.session() as s:
+            q = (
+                select(ServingWindow)
+                .where(ServingWindow.model == model, ServingWindow.version == version)
+                .order_by(ServingWindow.window_start)
+                .limit(n)
+            )
+            return list(s.scalars(q))
+
+    @staticmethod
+    def _merged(profiles: list[dict[str, Any] | None]) -> tuple[DatasetProfile | None, int]:
+        merged, skipped = None, 0
+        for p in profiles:
+            if not p:
+                continue
+            try:
+                prof = DatasetProfile.from_json(p)
+                merged = prof if merged is None else merged.merge(prof)
+            except InvalidInput:
+                skipped += 1  # binned on other edges (a version without a reference profile)
+        return merged, skipped
+
+    def _since(self) -> float:
+        return self.clock.time() - self.config.period_s
+
+    # -- the checks ----------------------------------------------------------------------------
+    def input_skew(self, info: VersionInfo) -> Check:
+        name = "serving.input_skew"
+        if not info.reference_profile:
+            return Check(name, info.model, info.version, OK, "no reference profile registered")
+        windows = self._windows(info.model, info.version, self._since())
+        current, skipped = self._merged([w.input_profile for w in windows])
+        if current is None or current.rows < self.config.min_rows:
+            rows = 0 if current is None else current.rows
+            return Check(name, info.model, info.version, OK, f"not enough data ({rows} rows)")
+        ref = DatasetProfile.from_json(info.reference_profile)
+        ref = DatasetProfile(
+            {k: v for k, v in ref.columns.items() if k != PREDICTION_COLUMN}, ref.rows
+        )
+        report = compare(ref, current, self.config.drift)
+        metrics = [
+            (
+                "shipyard_drift_score",
+                {"model": info.model, "version": str(info.version), "column": c.column},
+                float(c.effect),
+            )
+            for c in report.columns
+        ]
+        drifted = report.drifted_columns
+        status = ALERT if report.drifted else WARNING if drifted else OK
+        summary = (
+            f"serving inputs of {info.model} v{info.version} drifted from the training data in "
+            f"{drifted}"
+            if drifted
+            else "serving inputs match the training data"
+        )
+        evidence = {**report.to_json(), "rows": current.rows, "windows_skipped": skipped}
+        return Check(name, info.model, info.version, status, summary, evidence, metrics)
+
+    def prediction_drift(self, info: VersionInfo) -> Check:
+        name = "serving.prediction_drift"
+        base_rows = self._first_windows(info.model, info.version, self.config.baseline_windows)
+        base_ids = {w.id for w in base_rows}
+        recent = [
+            w
+            for w in self._windows(info.model, info.version, self._since())
+            if w.id not in base_ids
+        ]
+        baseline, _ = self._merged([w.prediction_profile for w in base_rows])
+        current, _ = self._merged([w.prediction_profile for w in recent])
+        if (
+            baseline is None
+            or current is None
+            or min(baseline.rows, current.rows) < self.config.min_rows
+        ):
+            return Check(name, info.model, info.version, OK, "not enough data for a baseline")
+        report = compare(baseline, current, self.config.drift)
+        col = report.columns[0]
+        metrics = [
+            (
+                "shipyard_prediction_drift_score",
+                {"model": info.model, "version": str(info.version)},
+                float(col.effect),
+            )
+        ]
+        status = ALERT if col.drifted else OK
+        summary = (
+            f"predictions of {info.model} v{info.version} drifted from its first windows "
+            f"({col.effect_name} {col.effect:.3g}, p={col.p_value:.3g})"
+            if col.drifted
+            else "predictions are stable against the baseline"
+        )
+        return Check(name, info.model, info.version, status, summary, report.to_json(), metrics)
+
+    def data_type_problems(self, info: VersionInfo) -> Check:
+        windows = self._windows(info.model, info.version, self._since())
+        requests = sum(w.requests for w in windows)
+        bad = sum(w.data_errors for w in windows)
+        share = bad / requests if requests else 0.0
+        labels = {"model": info.model, "version": str(info.version)}
+        status = ALERT if requests and share > self.config.max_data_error_share else OK
+        summary = f"{bad} of {requests} requests had bad input ({share:.1%})"
+        return Check(
+            "serving.data_type_problems",
+            info.model,
+            info.version,
+            status,
+            summary,
+            {"requests": requests, "data_errors": bad, "share": share},
+            [
+                ("shipyard_serving_data_errors_total", labels, float(bad)),
+                ("shipyard_serving_errors_total", labels, float(sum(w.errors for w in windows))),
+            ],
+        )
+
+    def latency(self, info: VersionInfo) -> Check:
+        windows = self._windows(info.model, info.version, self._since())
+        if not windows:
+            return Check("serving.latency", info.model, info.version, OK, "no traffic")
+        buckets = windows[0].latency_s["buckets_s"]
+        counts = np.sum([w.latency_s["counts"] for w in windows], axis=0).tolist()
+        quantiles = {q: histogram_quantile(q, buckets, counts) for q in (0.5, 0.95, 0.99)}
+        labels = {"model": info.model, "version": str(info.version)}
+        metrics = [
+            ("shipyard_serving_request_duration_seconds", {**labels, "quantile": str(q)}, v)
+            for q, v in quantiles.items()
+            if v is not None
+        ]
+        p99 = quantiles[0.99] or 0.0
+        status = ALERT if p99 > self.config.p99_budget_s else OK
+        summary = (
+            f"p50 {1000 * (quantiles[0.5] or 0):.2f} ms, p99 {1000 * p99:.2f} ms "
+            f"(budget {1000 * self.config.p99_budget_s:.0f} ms)"
+        )
+        evidence = {
+            "quantiles_s": {str(q): v for q, v in quantiles.items()},
+            "requests": sum(counts),
+        }
+        return Check(
+            "serving.latency", info.model, info.version, status, summary, evidence, metrics
+        )
+
+    def _joined(self, info: VersionInfo) -> list[tuple[list[Any], list[Any] | None, list[Any]]]:
+        with self.store.session() as s:
+            rows = s.execute(
+                select(
+                    PredictionRecord.prediction, PredictionRecord.confidence, FeedbackRecord.labels
+                )
+                .join(
+                    FeedbackRecord,
+                    (FeedbackRecord.model == PredictionRecord.model)
+                    & (FeedbackRecord.request_id == PredictionRecord.request_id),
+                )
+                .where(
+                    PredictionRecord.model == info.model,
+                    PredictionRecord.version == info.version,
+                    PredictionRecord.ts >= self._since(),
+                )
+            ).all()
+        return [(list(p), c, list(y)) for p, c, y in rows]
+
+    def quality(self, info: VersionInfo) -> Check:
+        """Quality from late labels joined to the logged predictions by request id."""
+        from sklearn import metrics as skm
+
+        name = "serving.quality"
+        pairs = self._joined(info)
+        y_pred: list[Any] = []
+        y_true: list[Any] = []
+        scores: list[float] = []
+        for pred, conf, labels in pairs:
+            if len(pred) != len(labels):
+                continue  # a label list that does not match the request's rows
+            y_pred += pred
+            y_true += labels
+            if conf is not None and len(conf) == len(pred) and all(len(c) == 2 for c in conf):
+                scores += [c[1] for c in conf]
+        if len(y_true) < self.config.min_rows:
+            return Check(name, info.model, info.version, OK, f"{len(y_true)} labelled rows so far")
+        series = {"model": info.model, "version": str(info.version)}
+        classification = all(
+            isinstance(v, str | bool) or float(v).is_integer() for v in y_pred + y_true
+        )
+        values: dict[str, float] = {}
+        if classification:
+            yt, yp = np.asarray(y_true), np.asarray(y_pred)
+            values["accuracy"] = float(skm.accuracy_score(yt, yp))
+            average = "binary" if len(set(y_true) | set(y_pred)) <= 2 else "macro"
+            pos = max(set(y_true) | set(y_pred)) if average == "binary" else 1
+            values["f1"] = float(
+                skm.f1_score(yt, yp, average=average, pos_label=pos, zero_division=0)
+            )
+            if len(scores) == len(y_true) and len(set(y_true)) == 2:
+                values["auc"] = float(skm.roc_auc_score(yt, scores))
+        else:
+            yt, yp = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+            values["mae"] = float(np.mean(np.abs(yt - yp)))
+            values["rmse"] = float(math.sqrt(np.mean((yt - yp) ** 2)))
+        worse = [
+            k
+            for k, v in values.items()
+            if k in info.metrics
+            and k not in ("mae", "rmse")
+            and v < float(info.metrics[k]) - self.config.quality_tolerance
+        ]
+        worse += [
+            k
+            for k, v in values.items()
+            if k in info.metrics and k in ("mae", "rmse") and v > float(info.metrics[k]) * 1.2
+        ]
+        status = ALERT if worse else OK
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in values.items())
+        summary = f"{len(y_true)} labelled rows: {shown}" + (
+            f"; worse than registered: {worse}" if worse else ""
+        )
+        metrics = [(f"shipyard_model_{k}", series, v) for k, v in values.items()]
+        evidence = {"rows": len(y_true), "metrics": values, "registered": info.metrics}
+        return Check(name, info.model, info.version, status, summary, evidence, metrics)
+
+    def estimated_quality(self, info: VersionInfo, classes: list[Any] | None = None) -> Check:
+        """CBPE on the (sampled) predicted probabilities of the recent period."""
+        name = "serving.estimated_quality"
+        with self.store.session() as s:
+            rows = s.execute(
+                select(PredictionRecord.request_id, PredictionRecord.confidence).where(
+                    PredictionRecord.model == info.model,
+                    PredictionRecord.version == info.version,
+                    PredictionRecord.ts >= self._since(),
+                    PredictionRecord.confidence.is_not(None),
+                )
+            ).all()
+        proba_rows = [r for _, conf in rows if conf for r in conf]
+        if len(proba_rows) < self.config.min_rows:
+            return Check(name, info.model, info.version, OK, "not enough probabilities logged")
+        proba = np.asarray(proba_rows, dtype=float)
+        k = proba.shape[1]
+        estimate = cbpe(proba, classes or list(range(k)))
+        evidence: dict[str, Any] = {
+            "rows": len(proba),
+            "estimate": estimate,
+            "assumptions": "calibrated probabilities; no concept drift (P(y|x) unchanged)",
+        }
+        status = OK
+        notes = []
+        if k == 2:
+            ece = self._calibration(info)
+            if ece is not None:
+                evidence["calibration_error"] = ece
+                if ece > self.config.max_calibration_error:
+                    status = WARNING
+                    notes.append(
+                        f"probabilities look miscalibrated (ECE {ece:.3f}); estimate unreliable"
+                    )
+        registered = info.metrics.get("accuracy")
+        if registered is not None and estimate["expected_accuracy"] < float(registered) - (
+            self.config.quality_tolerance
+        ):
+            status = ALERT
+            notes.append(f"below the registered accuracy {float(registered):.3f}")
+        labels = {"model": info.model, "version": str(info.version)}
+        metrics = [(f"shipyard_model_estimated_{k2[9:]}", labels, v) for k2, v in estimate.items()]
+        summary = f"estimated accuracy {estimate['expected_accuracy']:.3f} from {len(proba)} rows"
+        if notes:
+            summary += "; " + "; ".join(notes)
+        return Check(name, info.model, info.version, status, summary, evidence, metrics)
+
+    def _calibration(self, info: VersionInfo) -> float | None:
+        p, y = [], []
+        for _pred, conf, labels in self._joined(info):
+            if conf is None or len(conf) != len(labels):
+                continue
+            for c, label in zip(conf, labels, strict=True):
+                p.append(c[1])
+                y.append(float(label))
+        if len(p) < self.config.min_rows:
+            return None
+        return expected_calibration_error(np.asarray(p), np.asarray(y))
+
+    def outage(self, model: str, url: str | None = None, expect_traffic: bool = True) -> Check:
+        """A synthetic probe (when given the server's URL) plus the absence of expected traffic."""
+        name = "serving.outage"
+        evidence: dict[str, Any] = {}
+        problems = []
+        labels = {"model": model}
+        metrics: list[tuple[str, dict[str, str], float]] = []
+        if url is not None:
+            up, why, seconds = self._probe(url, model)
+            evidence["probe"] = {"up": up, "detail": why, "seconds": seconds}
+            metrics.append(("shipyard_serving_probe_up", labels, 1.0 if up else 0.0))
+            if not up:
+                problems.append(f"probe failed: {why}")
+        now = self.clock.time()
+        recent = self._windows(model, None, now - self.config.period_s)
+        before = self._windows(model, None, now - 12 * self.config.period_s)
+        recent_requests = sum(w.requests for w in recent)
+        earlier = sum(w.requests for w in before if w.window_end < now - self.config.period_s)
+        evidence["traffic"] = {"recent": recent_requests, "earlier": earlier}
+        metrics.append(("shipyard_serving_recent_requests", labels, float(recent_requests)))
+        if expect_traffic and recent_requests == 0 and earlier > 0:
+            problems.append(
+                f"no traffic in the last {self.config.period_s:.0f} s "
+                f"after {earlier} requests before"
+            )
+        status = ALERT if problems else OK
+        summary = "; ".join(problems) if problems else "answering"
+        return Check(name, model, None, status, summary, evidence, metrics)
+
+    def _probe(self, url: str, model: str) -> tuple[bool, str, float]:
+        started = self.clock.monotonic()
+        try:
+            with httpx.Client(base_url=url, timeout=self.config.probe_timeout_s) as c:
+                r = c.get(f"/v2/models/{model}/ready")
+            elapsed = self.clock.monotonic() - started
+            if r.status_code != 200:
+                return False, f"HTTP {r.status_code}: {r.text[:200]}", elapsed
+            return True, "ready", elapsed
+        except httpx.HTTPError as exc:
+            return False, f"{type(exc).__name__}: {exc}", self.clock.monotonic() - started
+
+    # -- running and recording -----------------------------------------------------------------
+    def checks(self, model: str, url: str | None = None) -> list[Check]:
+        try:
+            info = self.registry.get(model)
+        except NotFound:
+            return [self.outage(model, url)]
+        return [
+            self.input_skew(info),
+            self.prediction_drift(info),
+            self.data_type_problems(info),
+            self.latency(info),
+            self.quality(info),
+            self.estimated_quality(info),
+            self.outage(model, url),
+        ]
+
+    def run(self, model: str, url: str | None = None) -> list[Check]:
+        """Every check for the model's live version, recorded in one transaction."""
+        checks = self.checks(model, url)
+        self.record(checks)
+        return checks
+
+    def record(self, checks: list[Check]) -> None:
+        now = self.clock.time()
+        with self.store.session() as s:
+            for c in checks:
+                subject = c.model if c.version is None else f"{c.model}/{c.version}"
+                s.add(
+                    Finding(
+                        monitor=c.monitor,
+                        subject=subject,
+                        status=c.status,
+                        summary=c.summary,
+                        evidence=_jsonable(c.evidence),
+                        labels={"model": c.model, "version": c.version},
+                        ts=now,
+                    )
+                )
+                for metric, labels, value in c.metrics:
+                    s.add(
+                        MetricPoint(
+                            name=metric,
+                            labels=labels,
+                            labels_key=_labels_key(labels),
+                            ts=now,
+                            value=float(value),
+                        )
+                    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    return value
