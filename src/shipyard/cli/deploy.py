@@ -1,0 +1,299 @@
+"""``shipyard deploy``, ``approve``, ``rollout status|pause|resume|promote|abort``, ``rollback``,
+``deployments history|set-policy|policy`` and ``runbook``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from shipyard.cli.output import console, open_workspace, print_json, when
+from shipyard.deploy import rollout as ro
+from shipyard.deploy import traffic
+from shipyard.deploy.diagnosis import diagnosis_of
+from shipyard.deploy.policy import load_policy, policy_text, set_policy
+from shipyard.deploy.runbook import render_runbook
+from shipyard.errors import InvalidInput, NotFound
+from shipyard.registry import Registry
+from shipyard.workspace import Workspace
+
+rollout_app = typer.Typer(help="Follow and steer one rollout.", no_args_is_help=True)
+deployments_app = typer.Typer(help="Deployment history and policies.", no_args_is_help=True)
+AS_OPTION = typer.Option(None, "--as", help="Who does this (default: SHIPYARD_USER).")
+JSON_OPTION = typer.Option(False, "--json", help="Machine output.")
+
+
+def _actor(ws: Workspace, given: str | None) -> str:
+    return given or ws.actor
+
+
+def _show(view: ro.RolloutView, as_json: bool, ws: Workspace | None = None) -> None:
+    if as_json:
+        data: dict[str, Any] = view.to_json()
+        if ws is not None:
+            with ws.store.session() as s:
+                data["diagnosis"] = diagnosis_of(s, view.id)
+        print_json(data)
+        return
+    stable = view.stable_version if view.stable_version is not None else "-"
+    console.print(
+        f"rollout [bold]{view.id}[/]: {view.model} version {view.version} "
+        f"(stable {stable}) — [bold]{view.state}[/]"
+    )
+    if view.state in (ro.CANARY, ro.PAUSED):
+        console.print(f"  step {view.step_index + 1}, canary weight {view.weight_pct:g} %")
+    console.print(f"  why: {view.reason or '-'}   updated {when(view.updated_at)}")
+    if view.approvals:
+        got = ", ".join(f"{a['actor']} ({a['purpose']})" for a in view.approvals)
+        console.print(f"  approvals: {got}")
+
+
+@rollout_app.command("status")
+def status(rollout_id: str, as_json: bool = JSON_OPTION) -> None:
+    """State, approvals, each look's verdict per metric, and the diagnosis if it failed."""
+    ws = open_workspace()
+    view = ro.get_rollout(ws.store, rollout_id)
+    if as_json:
+        _show(view, True, ws)
+        return
+    _show(view, False)
+    if view.verdicts:
+        table = Table(
+            "step",
+            "look",
+            "outcome",
+            "metric",
+            "result",
+            "p",
+            "α",
+            "effect",
+            "CI",
+            "n canary/stable",
+            "reason",
+        )
+        for v in view.verdicts[-3:]:
+            for m in v["metrics"] or [{"metric": "-", "outcome": v["outcome"]}]:
+                table.add_row(
+                    str(v["step"] + 1),
+                    str(v["look"]),
+                    v["outcome"],
+                    m.get("metric", "-"),
+                    m.get("outcome", "-"),
+                    _num(m.get("p_value")),
+                    _num(m.get("alpha")),
+                    _num(m.get("effect")),
+                    f"[{_num(m.get('ci_low'))}, {_num(m.get('ci_high'))}]",
+                    f"{m.get('n_canary', '-')}/{m.get('n_stable', '-')}",
+                    m.get("reason", ""),
+                )
+        console.print(table)
+    with ws.store.session() as s:
+        diag = diagnosis_of(s, view.id)
+    if diag:
+        console.print("[bold red]diagnosis[/]")
+        for f in diag["failed_metrics"]:
+            console.print(f"  failed {f['metric']}: {f['reason']}")
+        drift = diag["drifting_inputs"]
+        cols = drift.get("drifted_columns") if drift.get("available") else None
+        console.print(
+            f"  drifting inputs vs {drift.get('against')}: {', '.join(cols) or 'none'}"
+            if cols is not None
+            else f"  drifting inputs: unknown ({drift.get('why')})"
+        )
+        for ex in diag["failing_requests"]:
+            console.print(f"  failing request {ex['request_id']}: {ex['status']} {ex['response']}")
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+@rollout_app.command("pause")
+def pause_cmd(
+    rollout_id: str, actor: str | None = AS_OPTION, reason: str = typer.Option("", "--reason")
+) -> None:
+    """Hold a rollout where it is; traffic stays as it is."""
+    ws = open_workspace()
+    _show(ro.pause(ws.store, rollout_id, actor=_actor(ws, actor), reason=reason), False)
+
+
+@rollout_app.command("resume")
+def resume_cmd(rollout_id: str, actor: str | None = AS_OPTION) -> None:
+    """Continue a paused rollout."""
+    ws = open_workspace()
+    _show(ro.resume(ws.store, rollout_id, actor=_actor(ws, actor)), False)
+
+
+@rollout_app.command("promote")
+def promote_cmd(rollout_id: str, actor: str | None = AS_OPTION) -> None:
+    """Skip the rest of the current canary step (needs the policy's speed-up approvals)."""
+    ws = open_workspace()
+    _show(ro.promote(ws.store, rollout_id, actor=_actor(ws, actor)), False)
+
+
+@rollout_app.command("abort")
+def abort_cmd(
+    rollout_id: str, actor: str | None = AS_OPTION, reason: str = typer.Option("", "--reason")
+) -> None:
+    """Stop a rollout now: traffic back to the stable version."""
+    ws = open_workspace()
+    _show(ro.abort(ws.store, rollout_id, actor=_actor(ws, actor), reason=reason), False)
+
+
+def deploy(
+    model: str,
+    version: int = typer.Option(..., "--version", "-v", help="The version to deploy."),
+    actor: str | None = AS_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Start a rollout of MODEL's VERSION under the model's policy (approvals → staging →
+    canary steps → production)."""
+    ws = open_workspace()
+    info = Registry.of(ws).get(model, version)
+    view = ro.start_rollout(
+        ws.store, model, version, actor=_actor(ws, actor), author=info.created_by or None
+    )
+    _show(view, as_json)
+    if not as_json and view.state == ro.WAITING:
+        need = load_policy(ws.store, model).approvals.start
+        console.print(
+            f"  waiting for {need.count} approval(s): `shipyard approve {view.id} --as USER`"
+        )
+
+
+def approve(
+    rollout_id: str,
+    actor: str | None = AS_OPTION,
+    purpose: str = typer.Option("start", "--for", help="start or speedup."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Approve a rollout, to start it or to speed it up."""
+    ws = open_workspace()
+    _show(ro.approve(ws.store, rollout_id, actor=_actor(ws, actor), purpose=purpose), as_json)
+
+
+def rollback(
+    model: str,
+    to_version: int | None = typer.Option(None, "--to-version", help="Default: the previous one."),
+    actor: str | None = AS_OPTION,
+    reason: str = typer.Option("", "--reason"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Put the previous (or the named) version of MODEL back in production, at once."""
+    ws = open_workspace()
+    registry = Registry.of(ws)
+
+    def exists(name: str, v: int) -> bool:
+        try:
+            registry.get(name, v)
+        except NotFound:
+            return False
+        return True
+
+    result = ro.rollback(
+        ws.store,
+        model,
+        actor=_actor(ws, actor),
+        to_version=to_version,
+        reason=reason,
+        version_exists=exists,
+    )
+    if as_json:
+        print_json(result)
+        return
+    console.print(
+        f"[green]✓[/] {model}: production {result['from']} → {result['to']}"
+        + (f" (rollout {result['rollout']} rolled back)" if result["rollout"] else "")
+    )
+
+
+@deployments_app.command("history")
+def history(model: str, as_json: bool = JSON_OPTION) -> None:
+    """Which version was in production when, and every rollout of MODEL."""
+    ws = open_workspace()
+    spans = traffic.production_history(ws.store, model)
+    rollouts = ro.rollouts_of(ws.store, model)
+    if as_json:
+        print_json(
+            {
+                "production": [
+                    {
+                        "version": p.version,
+                        "since": p.since,
+                        "until": p.until,
+                        "via": p.via,
+                        "rollout": p.rollout_id,
+                        "actor": p.actor,
+                        "reason": p.reason,
+                    }
+                    for p in spans
+                ],
+                "rollouts": [r.to_json() for r in rollouts],
+            }
+        )
+        return
+    if not spans and not rollouts:
+        console.print(f"no deployments of {model}")
+        return
+    table = Table("version", "since", "until", "via", "by", "why", title="production")
+    for p in spans:
+        table.add_row(
+            str(p.version),
+            when(p.since),
+            when(p.until) if p.until else "now",
+            p.via,
+            p.actor,
+            p.reason,
+        )
+    console.print(table)
+    table = Table("rollout", "version", "state", "started", "by", "why", title="rollouts")
+    for r in rollouts:
+        table.add_row(r.id, str(r.version), r.state, when(r.created_at), r.created_by, r.reason)
+    console.print(table)
+
+
+@deployments_app.command("set-policy")
+def set_policy_cmd(model: str, file: Path, actor: str | None = AS_OPTION) -> None:
+    """Validate FILE (YAML) and make it MODEL's deployment policy."""
+    if not file.is_file():
+        raise InvalidInput(f"{file} does not exist")
+    ws = open_workspace()
+    set_policy(ws.store, model, file.read_text(encoding="utf-8"), actor=_actor(ws, actor))
+    console.print(f"[green]✓[/] policy of {model} set from {file}")
+
+
+@deployments_app.command("policy")
+def show_policy(model: str) -> None:
+    """MODEL's policy with every default filled in."""
+    ws = open_workspace()
+    typer.echo(load_policy(ws.store, model).to_yaml(), nl=False)
+
+
+def runbook(
+    model: str,
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file."),
+) -> None:
+    """MODEL's runbook as Markdown, rendered from its policy, with the exact commands."""
+    ws = open_workspace()
+    text = render_runbook(
+        model, load_policy(ws.store, model), has_policy=policy_text(ws.store, model) is not None
+    )
+    if output is None:
+        typer.echo(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {output}: {exc.strerror}") from None
+    console.print(f"[green]✓[/] runbook of {model} written to {output}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(deploy)
+    app.command()(approve)
+    app.command()(rollback)
+    app.command()(runbook)
+    app.add_typer(rollout_app, name="rollout")
+    app.add_typer(deployments_app, name="deployments")

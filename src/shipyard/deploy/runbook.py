@@ -1,0 +1,176 @@
+"""The runbook of a model, rendered from its policy: the document and the behaviour are the same
+object, so they cannot drift apart. Every command in it is a real ``shipyard`` command."""
+
+from __future__ import annotations
+
+from shipyard.deploy.policy import ApprovalRule, Policy
+
+SPENDING_NAMES = {"pocock": "Pocock-type", "obrien_fleming": "O'Brien–Fleming-type"}
+METRIC_TEXT = {
+    "error_rate": (
+        "error rate (exact Poisson-rate test)",
+        "canary error rate − stable error rate ≥ {t:.2%} (absolute)",
+    ),
+    "latency": (
+        "latency (Mann–Whitney U + Hodges–Lehmann shift)",
+        "the whole {c:.0%} interval of the shift ≥ {t:.0%} of the stable median",
+    ),
+    "latency_spread": (
+        "latency spread (Brown–Forsythe)",
+        "canary's mean absolute deviation ≥ {t:g} × stable's",
+    ),
+    "prediction_shift": (
+        "prediction distribution (KS, or chi-square for classes)",
+        "KS D (or Cramér's V) ≥ {t:g}",
+    ),
+}
+
+
+def _who(rule: ApprovalRule, policy: Policy) -> str:
+    if rule.count == 0:
+        return "no approval is needed"
+    if rule.roles:
+        members = sorted({m for r in rule.roles for m in policy.roles[r]})
+        whom = f"members of {', '.join(rule.roles)} ({', '.join(members)})"
+    else:
+        whom = "anyone"
+    eyes = "; the author of the version may not approve it" if rule.four_eyes else ""
+    return f"{rule.count} distinct approver(s) among {whom}{eyes}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"
+
+
+def render_runbook(model: str, policy: Policy, *, has_policy: bool = True) -> str:
+    """Markdown: approvals, how and where it is deployed, what happens on failure, rollback."""
+    a = policy.analysis
+    lines = [
+        f"# Runbook: deploying `{model}`",
+        "",
+        (
+            "Generated from the model's deployment policy; change the policy, not this page."
+            if has_policy
+            else "This model has no deployment policy: these are Shipyard's defaults. "
+            f"Set one with `shipyard deployments set-policy {model} policy.yaml`."
+        ),
+        "",
+        "## 1. Approvals",
+        "",
+        f"- **To start** a rollout: {_who(policy.approvals.start, policy)}.",
+        f"- **To speed up** (promote past a canary step early): "
+        f"{_who(policy.approvals.speedup, policy)}.",
+        "",
+        "```sh",
+        "shipyard approve ROLLOUT --as USER                 # approve the start",
+        "shipyard approve ROLLOUT --as USER --for speedup   # approve an early promotion",
+        "```",
+        "",
+        "## 2. How it is deployed",
+        "",
+        "```sh",
+        f"shipyard deploy {model} --version V",
+        "shipyard rollout status ROLLOUT",
+        "```",
+        "",
+        f"Environments, in order: {' → '.join(policy.environments)}.",
+        "",
+    ]
+    if "staging" in policy.environments:
+        st = policy.staging
+        lines += [
+            "### Staging",
+            "",
+            (
+                f"Smoke check: the version loads (sha256 verified), answers {st.sample_rows} "
+                f"sample rows, each within {st.max_latency_ms:g} ms. "
+                "A failed smoke check ends the rollout as `failed`; no traffic moved."
+                if st.smoke
+                else "No smoke check."
+            ),
+            "",
+        ]
+    if policy.uses_canary():
+        c = policy.canary
+        lines += [
+            "### Canary (sticky: a user keeps one version; users only move stable → canary)",
+            "",
+            "| step | traffic to the new version | at least | at least samples | at most |",
+            "|---|---|---|---|---|",
+        ]
+        for i, step in enumerate(c.steps):
+            lines.append(
+                f"| {i + 1} | {step.weight_pct:g} % | {_duration(step.min_duration_s)} | "
+                f"{step.min_samples} per version | {_duration(step.max_duration(c.interval_s))} |"
+            )
+        lines += [
+            "| — | 100 % (production) | | | |",
+            "",
+            f"Analysis every {_duration(c.interval_s)} on the canary and the stable version "
+            "over the same window. A metric fails only when its test rejects **and** the "
+            "effect reaches its floor:",
+            "",
+            "| metric | fails when |",
+            "|---|---|",
+        ]
+        for m in a.metrics:
+            title, rule = METRIC_TEXT[m.name]
+            lines.append(f"| {title} | {rule.format(t=m.floor, c=a.confidence)} |")
+        lines += [
+            "",
+            f"False-rollback budget: α = {a.alpha:g} per rollout, split over steps × metrics "
+            f"(α = {policy.alpha_per_test():.2g} each) and spent over the looks of a step with "
+            f"the {SPENDING_NAMES[a.spending]} spending function, so looking every interval "
+            "does not inflate false rollbacks.",
+            "",
+            f"Too little traffic: **{a.on_no_data}**"
+            + (
+                " (the step is extended until it has enough, and paused at its maximum)."
+                if a.on_no_data == "extend"
+                else "."
+            ),
+            "",
+            "```sh",
+            "shipyard rollout pause ROLLOUT     # hold where it is",
+            "shipyard rollout resume ROLLOUT",
+            "shipyard rollout promote ROLLOUT   # skip the rest of this step (speed-up approvals)",
+            "```",
+            "",
+        ]
+    lines += [
+        "## 3. When a deployment fails",
+        "",
+        "On a failed canary: "
+        + ", ".join(
+            {
+                "rollback": "all traffic returns to the stable version",
+                "notify": "an alert fires (`shipyard_rollout_failed`)",
+                "pause": "the rollout pauses with the canary's traffic as it is",
+            }[x]
+            for x in policy.on_failure
+        )
+        + "; a diagnosis (failed metrics with their evidence, drifting input features, "
+        "example failing requests) is stored with the rollout.",
+        "",
+        "```sh",
+        "shipyard rollout status ROLLOUT    # verdicts, evidence and the diagnosis",
+        "shipyard rollout abort ROLLOUT     # stop now: traffic back to stable",
+        "```",
+        "",
+        "## 4. How to roll back",
+        "",
+        "One command, also after a rollout completed; model servers pick the change up within "
+        "their refresh interval (0.5 s by default):",
+        "",
+        "```sh",
+        f"shipyard rollback {model}                  # to the previous production version",
+        f"shipyard rollback {model} --to-version V   # to a named version",
+        f"shipyard deployments history {model}       # what was in production when",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""The deploy commands as a user types them (in-process Typer runner on the real workspace)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from sklearn.linear_model import LogisticRegression
+from typer.testing import CliRunner
+
+from conftest import TEST_POLICY, training_frame
+from shipyard.cli.deploy import register
+from shipyard.deploy.loop import advance_rollouts
+from shipyard.errors import ConfigError, DeployError, NotFound
+from shipyard.registry import Registry
+from shipyard.workspace import Workspace
+
+app = typer.Typer()
+register(app)
+runner = CliRunner()
+
+
+def run(*args: str) -> str:
+    result = runner.invoke(app, list(args), catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    ws = Workspace.open()
+    x, y = training_frame()
+    for author in ("carol", "dave"):
+        Registry(ws.store, ws.artifacts, actor=author).register(
+            "churn", LogisticRegression().fit(x, y), training_data=x
+        )
+    (tmp_path / "policy.yaml").write_text(TEST_POLICY)
+    return ws
+
+
+def test_deploy_approve_status_history_and_rollback(ws: Workspace, tmp_path: Path) -> None:
+    run("deployments", "set-policy", "churn", str(tmp_path / "policy.yaml"))
+    out = json.loads(run("deploy", "churn", "--version", "1", "--json"))
+    rid = out["id"]
+    assert out["state"] == "waiting_for_approvals" and out["author"] == "carol"
+    with pytest.raises(DeployError, match="four-eyes"):
+        run("approve", rid, "--as", "carol")
+    assert "staging" in run("approve", rid, "--as", "alice")
+    advance_rollouts(ws)
+    status = json.loads(run("rollout", "status", rid, "--json"))
+    assert status["state"] == "production"
+    assert "production" in run("rollout", "status", rid)
+
+    rid2 = json.loads(run("deploy", "churn", "--version", "2", "--json"))["id"]
+    run("approve", rid2, "--as", "bob")
+    advance_rollouts(ws)
+    assert "canary weight 10" in run("rollout", "status", rid2)
+    assert "paused" in run("rollout", "pause", rid2, "--as", "alice")
+    assert "canary" in run("rollout", "resume", rid2, "--as", "alice")
+    with pytest.raises(DeployError, match="speed-up approval"):
+        run("rollout", "promote", rid2)
+    out = run("rollback", "churn", "--as", "alice")
+    assert "production 1 → 1" in out and rid2 in out
+    hist = json.loads(run("deployments", "history", "churn", "--json"))
+    assert [p["via"] for p in hist["production"]] == ["rollout", "rollback"]
+    assert [r["state"] for r in hist["rollouts"]] == ["production", "rolled_back"]
+    assert "rollback" in run("deployments", "history", "churn")
+
+
+def test_bad_input_is_a_clear_error(ws: Workspace, tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match="churn/9"):
+        run("deploy", "churn", "--version", "9")
+    with pytest.raises(NotFound, match="rollout 'nope'"):
+        run("rollout", "status", "nope")
+    (tmp_path / "bad.yaml").write_text("canary: {steps: [{weight_pct: 0}]}")
+    with pytest.raises(ConfigError, match="weight_pct"):
+        run("deployments", "set-policy", "churn", str(tmp_path / "bad.yaml"))
+
+
+def test_runbook_renders_the_policy_with_exact_commands(ws: Workspace, tmp_path: Path) -> None:
+    default = run("runbook", "churn")
+    assert "no deployment policy" in default
+    run("deployments", "set-policy", "churn", str(tmp_path / "policy.yaml"))
+    text = run("runbook", "churn")
+    assert "members of approver (alice, bob)" in text
+    assert "author of the version may not approve" in text
+    assert "| 1 | 10 % | 2 min | 100 per version | 6 min |" in text
+    assert "shipyard rollback churn --to-version V" in text
+    assert "shipyard deploy churn --version V" in text
+    run("runbook", "churn", "-o", str(tmp_path / "RUNBOOK.md"))
+    assert (tmp_path / "RUNBOOK.md").read_text().rstrip() == text.rstrip()
+
+
+def test_errors_reach_the_user_as_one_line_from_a_real_process(ws: Workspace) -> None:
+    code = (
+        "import sys; from shipyard.cli import app, main; from shipyard.cli.deploy import register;"
+        "register(app); sys.argv = ['shipyard', 'rollback', 'churn']; main()"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert "no earlier production version" in out.stderr
+    assert np.isfinite(1.0)
