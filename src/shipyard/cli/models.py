@@ -1,0 +1,169 @@
+"""``shipyard models list|show|register|import-mlflow|alias``: the model registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from shipyard.cli.output import console, open_workspace, print_json, when
+from shipyard.errors import InvalidInput
+from shipyard.registry import Registry, Signature, import_mlflow
+from shipyard.registry import flavors as fl
+
+models_app = typer.Typer(help="Models, versions and aliases.", no_args_is_help=True)
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise InvalidInput(f"{what} {item!r}: write it as key=value")
+        k, v = item.split("=", 1)
+        out[k] = v
+    return out
+
+
+def _read_frame(path: Path) -> Any:
+    import pandas as pd
+
+    if not path.is_file():
+        raise InvalidInput(f"training data {path} does not exist")
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except (ValueError, OSError) as exc:
+        raise InvalidInput(f"cannot read {path}: {exc}") from None
+
+
+@models_app.command("list")
+def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Every registered model, its latest version and its aliases."""
+    rows = Registry.of(open_workspace()).models()
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("model", "latest", "aliases", "created")
+    for m in rows:
+        aliases = ", ".join(f"{a}→v{v}" for a, v in sorted(m["aliases"].items()))
+        table.add_row(m["name"], str(m["latest_version"]), aliases or "-", when(m["created_at"]))
+    console.print(table)
+
+
+@models_app.command()
+def show(
+    name: str,
+    version: int = typer.Option(None, "--version", "-v", help="A version number."),
+    alias: str = typer.Option(None, "--alias", "-a", help="An alias (default: the default one)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """One version: flavor, artifact, signature, metrics, lineage, and the alias history."""
+    registry = Registry.of(open_workspace())
+    if version is None and alias is None:
+        versions = registry.versions(name)
+        if not versions:
+            raise InvalidInput(f"model {name!r} has no versions")
+        aliases = registry.aliases(name)
+        info = registry.get(name, version=aliases.get("champion", versions[-1].version))
+    else:
+        info = registry.get(name, version, alias)
+    moves = registry.alias_history(name)
+    history = [
+        {"alias": h.alias, "from": h.from_version, "to": h.to_version, "actor": h.actor,
+         "reason": h.reason, "ts": h.ts}
+        for h in moves
+    ]  # fmt: skip
+    if as_json:
+        print_json({**info.to_json(), "aliases": registry.aliases(name), "alias_history": history})
+        return
+    console.print(f"[bold]{info.model}[/] v{info.version}  ({info.flavor})")
+    console.print(f"  artifact  sha256:{info.artifact_digest}")
+    console.print(f"  created   {when(info.created_at)} by {info.created_by or '-'}")
+    cols = ", ".join(f"{c.name}:{c.type}" for c in info.signature.inputs)
+    console.print(f"  inputs    {cols}")
+    console.print(f"  metrics   {json.dumps(info.metrics)}")
+    console.print(f"  lineage   {json.dumps(info.lineage)}")
+    console.print(f"  reference {'yes' if info.reference_profile else 'no'}")
+    for m in moves:
+        console.print(
+            f"  {when(m.ts)}  {m.alias}: {m.from_version} → {m.to_version}  by {m.actor}"
+            + (f"  ({m.reason})" if m.reason else "")
+        )
+
+
+@models_app.command("register")
+def register_version(
+    name: str,
+    path: Path = typer.Argument(..., help="A .skops, .joblib/.pkl or .onnx file."),
+    training_data: Path = typer.Option(
+        None, "--training-data", help="CSV/Parquet: signature and reference profile."
+    ),
+    signature: Path = typer.Option(None, "--signature", help="A signature JSON file."),
+    alias: str = typer.Option(None, "--alias", help="Point this alias at the new version."),
+    metric: list[str] = typer.Option([], "--metric", help="key=value, repeatable."),
+    tag: list[str] = typer.Option([], "--tag", help="key=value, repeatable."),
+) -> None:
+    """Register a model file as a new version."""
+    if not path.is_file():
+        raise InvalidInput(f"{path} does not exist")
+    metrics = {k: float(v) for k, v in _pairs(metric, "metric").items()}
+    frame = _read_frame(training_data) if training_data else None
+    sig = None
+    if signature is not None:
+        try:
+            sig = Signature.from_json(json.loads(signature.read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InvalidInput(f"cannot read signature {signature}: {exc}") from None
+    data = path.read_bytes()
+    if path.suffix == ".skops":
+        model, flavor, artifact = fl.load_skops(data), "sklearn", (data, fl.SKOPS)
+    elif path.suffix == ".onnx":
+        model, flavor, artifact = data, "onnx", (data, fl.ONNX)
+    elif path.suffix in (".joblib", ".pkl", ".pickle"):
+        import joblib
+
+        model = joblib.load(path)  # registering a pickle is trusting it
+        flavor, artifact = fl.guess_flavor(model), None
+    else:
+        raise InvalidInput(f"{path}: use a .skops, .joblib, .pkl or .onnx file")
+    info = Registry.of(open_workspace()).register(
+        name, model, flavor=flavor, signature=sig, training_data=frame, metrics=metrics,
+        tags=_pairs(tag, "tag"), alias=alias, artifact=artifact,
+    )  # fmt: skip
+    console.print(f"[green]✓[/] registered {info.model} v{info.version} ({info.flavor})")
+
+
+@models_app.command("import-mlflow")
+def import_mlflow_cmd(
+    folder: Path,
+    name: str = typer.Option(..., "--name", help="The registered model's name."),
+    alias: str = typer.Option(None, "--alias", help="Point this alias at the new version."),
+) -> None:
+    """Import an MLflow model folder (sklearn flavor) without needing MLflow."""
+    info = import_mlflow(Registry.of(open_workspace()), folder, name, alias)
+    console.print(f"[green]✓[/] imported {folder} as {info.model} v{info.version}")
+
+
+@models_app.command()
+def alias(
+    name: str,
+    alias_name: str = typer.Argument(..., metavar="ALIAS"),
+    version: int = typer.Argument(None, help="The version; leave out with --delete."),
+    delete: bool = typer.Option(False, "--delete", help="Remove the alias."),
+    reason: str = typer.Option("", "--reason", help="Why (kept in the history)."),
+) -> None:
+    """Move an alias (e.g. champion) to a version; the move is kept in the history."""
+    if version is None and not delete:
+        raise InvalidInput("give a version, or --delete to remove the alias")
+    move = Registry.of(open_workspace()).set_alias(
+        name, alias_name, None if delete else version, reason
+    )
+    console.print(f"[green]✓[/] {name}@{alias_name}: {move.from_version} → {move.to_version}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")
