@@ -43,9 +43,10 @@ def test_every_process_puts_a_key_in_the_same_bucket() -> None:
 
 
 def test_user_header_wins_over_request_id_and_is_case_insensitive() -> None:
-    assert routing_key({"X-Shipyard-User": "ann"}, "req-1") == "user:ann"
+    assert routing_key({"X-User-Id": "ann"}, "req-1") == "user:ann"
+    assert routing_key({"x-user-id": "ann", "X-Shipyard-Routing-Key": "k"}, "r") == "user:k"
     assert routing_key({}, "req-1") == "request:req-1"
-    assert routing_key({"x-shipyard-user": ""}, "req-2") == "request:req-2"
+    assert routing_key({"x-user-id": ""}, "req-2") == "request:req-2"
 
 
 def test_choose_version_sends_a_user_to_one_version_for_the_whole_step() -> None:

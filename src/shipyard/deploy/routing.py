@@ -13,8 +13,9 @@ import hashlib
 from collections.abc import Mapping
 
 BUCKETS = 10_000
-USER_HEADER = "x-shipyard-user"
-"""The request header that carries the routing key; without it the request id is used."""
+ROUTING_HEADERS = ("x-shipyard-routing-key", "x-user-id")
+"""Request headers that carry the routing key, first match wins (the model server's names);
+without one the request id is used, which is sticky per request only."""
 
 
 def bucket(key: str) -> int:
@@ -29,10 +30,12 @@ def in_canary(key: str, canary_weight_pct: float) -> bool:
 
 
 def routing_key(headers: Mapping[str, str], request_id: str) -> str:
-    """The user id header when the caller sends one (sticky per user), else the request id."""
-    for name, value in headers.items():
-        if name.lower() == USER_HEADER and value:
-            return f"user:{value}"
+    """The routing-key or user-id header when the caller sends one (sticky per user), else the
+    request id."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    for name in ROUTING_HEADERS:
+        if lowered.get(name):
+            return f"user:{lowered[name]}"
     return f"request:{request_id}"
 
 

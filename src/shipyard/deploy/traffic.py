@@ -66,7 +66,12 @@ def live_split(store: Store, model: str) -> LiveSplit | None:
 def live_splits(store: Store) -> dict[str, LiveSplit]:
     """Every model's split, in one read (what a model server refreshes)."""
     with store.session() as s:
-        rows = list(s.scalars(select(TrafficSplit)))
+        return live_splits_in(s)
+
+
+def live_splits_in(s: Session) -> dict[str, LiveSplit]:
+    """:func:`live_splits` inside the caller's session (the model server's refresh)."""
+    rows = list(s.scalars(select(TrafficSplit)))
     by_model: dict[str, list[TrafficSplit]] = {}
     for r in rows:
         by_model.setdefault(r.model, []).append(r)
