@@ -245,12 +245,12 @@ def _monitors(ctx: DaemonContext) -> object:
     return fn(ctx.store, ctx.clock) if fn else None
 
 
-@periodic_task("alerts.evaluate", interval_s=1)
+@periodic_task("alerts.evaluate", interval_s=0)  # every tick
 def _alerts(ctx: DaemonContext) -> object:
     return evaluate(ctx.store, ctx.alerting, ctx.clock.time())
 
 
-@periodic_task("notifications.deliver", interval_s=1)
+@periodic_task("notifications.deliver", interval_s=0)  # every tick
 def _deliver(ctx: DaemonContext) -> object:
     return deliver_due(ctx.store, ctx.alerting.receivers, ctx.clock)
 
