@@ -126,13 +126,13 @@ def _run(task: StepTask) -> None:
             input_bytes += int(ref["size_bytes"])
         kwargs = {k: _resolve(v, loaded) for k, v in task.arguments.items()}
         if task.inputs:
-            with store.session() as s:
+            with store.session(immediate=True) as s:
                 for key, inp in task.inputs.items():
                     record_lineage(s, inp["digest"], task.step_run_id, "consumed", key)
         value = step.fn(**kwargs)
         named = _split_outputs(task, value)
         outputs: dict[str, dict[str, Any]] = {}
-        with store.session() as s:
+        with store.session(immediate=True) as s:
             for name, obj in named.items():
                 art = artifacts.put_object(obj, {"step": task.node, "run_id": task.run_id}, s)
                 record_lineage(s, art.digest, task.step_run_id, "produced", name)

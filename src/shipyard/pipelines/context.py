@@ -62,7 +62,7 @@ def latest_output(pipeline: str, step: str, name: str | None = None) -> Any:
 
         ws = Workspace.open()
         store, artifacts = ws.store, ws.artifacts
-    with store.session() as s:
+    with store.session(immediate=ctx is not None) as s:
         producer = s.execute(
             select(StepRun.id, Run.id)
             .join(Run, Run.id == StepRun.run_id)

@@ -81,16 +81,16 @@ class _Popen(popen_forkserver.Popen):
             return data
 
         with _LAUNCH_LOCK:
-            spawn.get_preparation_data = without_main  # type: ignore[assignment]
+            spawn.get_preparation_data = without_main
             try:
-                super()._launch(process_obj)
+                super()._launch(process_obj)  # type: ignore[misc]
             finally:
                 spawn.get_preparation_data = original
 
 
 class _StepProcess(ForkServerProcess):
     @staticmethod
-    def _Popen(process_obj: Any) -> _Popen:  # type: ignore[override]
+    def _Popen(process_obj: Any) -> _Popen:
         return _Popen(process_obj)
 
 

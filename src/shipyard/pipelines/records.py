@@ -100,7 +100,7 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def update_step(store: Store, step_run_id: str, **fields: Any) -> None:
-    with store.session() as s:
+    with store.session(immediate=True) as s:
         row = s.get(StepRun, step_run_id)
         if row is None:
             raise NotFound("step run", step_run_id)
