@@ -82,6 +82,17 @@ class TestProfileEstimates:
         assert d <= exact + 1e-12
         assert d == pytest.approx(exact, abs=0.01)
 
+    def test_the_same_data_always_give_the_same_report(self) -> None:
+        # KLL compactions are random; the verdict and its numbers must not depend on them
+        rng = np.random.default_rng(19)
+        ref_df = pd.DataFrame({"x": rng.normal(0, 1, 30_000)})
+        cur_df = pd.DataFrame({"x": rng.normal(0.05, 1, 30_000)})
+        reports = []
+        for _ in range(3):
+            ref = DatasetProfile.from_frame(ref_df)
+            reports.append(compare(ref, DatasetProfile.from_frame(cur_df, reference=ref)).to_json())
+        assert reports[0] == reports[1] == reports[2]
+
     def test_current_on_other_edges_is_rebinned_from_its_sketch(self) -> None:
         rng = np.random.default_rng(13)
         ref = DatasetProfile.from_frame(pd.DataFrame({"x": rng.normal(0, 1, 20_000)}))
