@@ -3,6 +3,7 @@ Ctrl-C on a real ``run`` process."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -193,13 +194,11 @@ def test_ctrl_c_cancels_the_run_and_leaves_no_step_process(
     pids = [int(str(s["pid"])) for s in running]
     assert all(psutil.pid_exists(p) for p in pids)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err.decode()
     info = get_run(workspace.store, run_id)
     assert info["status"] == "cancelled"
     assert [s["status"] for s in info["steps"]] == ["cancelled"] * 3
     for pid in pids:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            pass

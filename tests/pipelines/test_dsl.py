@@ -34,7 +34,7 @@ class TestResources:
         assert r.amounts() == {"cpu": 0.5, "memory": 4 * 2**30, "gpu": 0.0, "tpu-v5e": 2.0}
 
     def test_bad_memory_is_a_clear_error(self) -> None:
-        with pytest.raises(InvalidInput, match="resources.memory"):
+        with pytest.raises(InvalidInput, match=r"resources\.memory"):
             Resources(memory="lots")
 
 
@@ -109,7 +109,7 @@ class TestParams:
 
 class TestLoader:
     def test_missing_file_is_not_found(self) -> None:
-        with pytest.raises(NotFound, match="nope.py"):
+        with pytest.raises(NotFound, match=r"nope\.py"):
             load_pipeline("nope.py")
 
     def test_file_with_two_pipelines_needs_a_name(self, tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ class TestLoader:
             "from shipyard.pipelines import Pipeline\n"
             "a = Pipeline('a', kind='data')\nb = Pipeline('b', kind='serving')\n"
         )
-        with pytest.raises(PipelineDefinitionError, match="two.py:NAME"):
+        with pytest.raises(PipelineDefinitionError, match=r"two\.py:NAME"):
             load_pipeline(str(f))
         assert load_pipeline(f"{f}:b")[1].kind.value == "serving"
 
