@@ -69,7 +69,7 @@ def test_rules_lists_defaults_with_promql() -> None:
     code, out = shipyard("alerts", "rules", "--json")
     assert code == 0
     rules = {r["name"]: r for r in json.loads(out)}
-    assert rules["ModelOutage"]["promql"] == "absent_over_time(shipyard_serving_up[2m])"
+    assert rules["ModelOutage"]["promql"] == "shipyard_serving_probe_up < 1"
     assert rules["DataDrift"]["origin"] == "default"
 
 
