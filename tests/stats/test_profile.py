@@ -109,6 +109,14 @@ class TestCounting:
         assert (o.missing, o.type_violations, o.valid) == (1, 2, 2)
         assert f.missing_share == pytest.approx(3 / 5)
 
+    def test_numbers_in_a_column_of_labels_are_type_violations(self) -> None:
+        frame = pd.DataFrame({"c": pd.Series(["a", 3, "b", None, 4.5, "a"], dtype=object)})
+        c = DatasetProfile.from_frame(frame).columns["c"]
+        assert c.kind == "categorical"
+        assert (c.missing, c.type_violations) == (1, 2)
+        assert c.frequencies == {"a": 2, "b": 1}
+        assert c.invalid == 3
+
     def test_moments_equal_numpy(self) -> None:
         x = np.random.default_rng(6).lognormal(3, 1, 10_000) + 1e6
         col = DatasetProfile.from_frame(pd.DataFrame({"x": x})).columns["x"]

@@ -64,12 +64,13 @@ class ColumnProfile:
     """The summary of one column. Numeric fields are unused for categorical columns and back.
 
     ``missing`` counts nulls and NaN; ``type_violations`` values not of the column's kind (a
-    string in a numeric column); ``infinite`` ±inf. Everything else describes the *valid*
-    values: for numbers mean/variance (Chan et al. 1979 pairwise update, exact under merge),
-    min/max, a histogram on ``edges`` (bin i holds edges[i-1] ≤ x < edges[i], outer bins open)
-    with each bin's sum of values (so the mean within a bin is known), and a KLL quantile
-    sketch (Karnin, Lang, Liberty 2016, Apache DataSketches); for categories exact frequencies
-    up to a cap, then the top values and an ``other`` mass, plus an HLL distinct-count sketch.
+    string in a numeric column, a number in an object column of labels); ``infinite`` ±inf.
+    Everything else describes the *valid* values. Numbers: mean and variance (Chan et al. 1979
+    pairwise update, exact under merge), min, max, a histogram on ``edges`` (bin i holds
+    edges[i-1] ≤ x < edges[i]; the outer bins are open) with each bin's sum of values, and a
+    KLL quantile sketch (Karnin, Lang, Liberty 2016; Apache DataSketches). Categories: exact
+    frequencies up to a cap, then the top values and an ``other`` mass, and an HLL sketch of
+    the distinct count.
     """
 
     name: str
@@ -198,8 +199,12 @@ class ColumnProfile:
         null = series.isna()
         self.missing += int(null.sum())
         present = series[~null]
-        if present.dtype != object and not isinstance(present.dtype, pd.StringDtype):
-            present = present.astype(str)
+        if present.dtype == object:
+            # a number (or any non-label object) in a column of labels is a type violation
+            is_label = present.map(lambda v: isinstance(v, (str, bytes, bool))).to_numpy(bool)
+            if not is_label.all():
+                self.type_violations += int((~is_label).sum())
+                present = present[is_label]
         counts = present.astype(str).value_counts(sort=False)
         for value in counts.index:
             self.hll.update(value)
