@@ -78,6 +78,8 @@ def run(
                     live.update(_progress_table(title, views))
 
                 result = Runner(ws, on_change=show).run(file, pipeline, params)
+            if not console.is_terminal:
+                console.print()
         if as_json:
             print_json(get_run(ws.store, result.run_id))
         else:

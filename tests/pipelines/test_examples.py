@@ -1,0 +1,41 @@
+"""The demo's pipelines run end to end: data → training → validation, linked by lineage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shipyard.pipelines import Runner
+from shipyard.pipelines.loader import load_pipeline
+from shipyard.pipelines.records import get_run
+from shipyard.workspace import Workspace
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "pipelines"
+
+
+def run(ws: Workspace, name: str, params: dict[str, object] | None = None) -> dict[str, object]:
+    file, pipeline = load_pipeline(str(EXAMPLES / f"{name}.py"))
+    result = Runner(ws).run(file, pipeline, params)
+    return get_run(ws.store, result.run_id)
+
+
+def test_data_training_validation_chain(workspace: Workspace) -> None:
+    data = run(workspace, "data")
+    assert data["status"] == "succeeded", data["exit_reason"]
+    split = next(s for s in data["steps"] if s["step"] == "split")  # type: ignore[attr-defined]
+    outputs = {e["name"]: e for e in split["lineage"] if e["direction"] == "produced"}
+    assert set(outputs) == {"train", "test"}
+    assert outputs["train"]["media_type"] == "application/vnd.apache.parquet"
+
+    training = run(workspace, "training", {"C": 0.5})
+    assert training["status"] == "succeeded", training["exit_reason"]
+    first = training["steps"][0]  # type: ignore[index]
+    assert first["input_rows"] == 1347  # 75% of the 1,797 digits
+    assert [e["digest"] for e in first["lineage"] if e["direction"] == "consumed"] == [
+        outputs["train"]["digest"]
+    ]
+
+    validation = run(workspace, "validation", {"min_accuracy": 0.9})
+    assert validation["status"] == "succeeded", validation["exit_reason"]
+    failing = run(workspace, "validation", {"min_accuracy": 0.9999})
+    assert failing["status"] == "failed"
+    assert "is below 0.9999" in str(failing["exit_reason"])
