@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from shipyard.clock import FakeClock
 from shipyard.errors import NotFound, QuotaError, QuotaExceeded
-from shipyard.quota.admission import QuotaAdmission, StepRequest, reclaim_expired
+from shipyard.quota.admission import LeaseManager, LeaseRequest, reclaim_expired
 from shipyard.quota.pools import MemberSpec, PoolSpec, apply_pools, resolve
 from shipyard.store import Store
 from shipyard.store.quota import QuotaEvent, QuotaLease
@@ -33,8 +33,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def admission(store: Store, clock: FakeClock) -> Iterator[QuotaAdmission]:
-    yield QuotaAdmission(store, clock=clock, lease_ttl_s=30, default_pool="shared")
+def admission(store: Store, clock: FakeClock) -> Iterator[LeaseManager]:
+    yield LeaseManager(store, clock=clock, lease_ttl_s=30, default_pool="shared")
 
 
 def held(store: Store, pipeline: str | None = None) -> list[QuotaLease]:
@@ -45,13 +45,13 @@ def held(store: Store, pipeline: str | None = None) -> list[QuotaLease]:
         return list(s.scalars(q))
 
 
-def step(pipeline: str, cpu: float, memory_gib: float = 1, **kw: object) -> StepRequest:
-    return StepRequest(pipeline, {"cpu": cpu, "memory": f"{memory_gib}Gi"}, **kw)  # type: ignore[arg-type]
+def step(pipeline: str, cpu: float, memory_gib: float = 1, **kw: object) -> LeaseRequest:
+    return LeaseRequest(pipeline, {"cpu": cpu, "memory": f"{memory_gib}Gi"}, **kw)  # type: ignore[arg-type]
 
 
 class TestSharedPool:
     def test_heavy_pipeline_cannot_starve_the_others(
-        self, store: Store, admission: QuotaAdmission
+        self, store: Store, admission: LeaseManager
     ) -> None:
         """One pipeline submits 50 heavy steps first; the two others still get their share."""
         shared_pool(store, heavy=(1 / 3, 0.5), etl=(1 / 3, 0.5), train=(1 / 3, 0.5))
@@ -70,7 +70,7 @@ class TestSharedPool:
         assert sum(r.resources["cpu"] for r in held(store)) == 12
 
     def test_cap_holds_even_when_pool_is_idle(
-        self, store: Store, admission: QuotaAdmission
+        self, store: Store, admission: LeaseManager
     ) -> None:
         shared_pool(store, heavy=(0.25, 0.5))
         for i in range(10):
@@ -78,7 +78,7 @@ class TestSharedPool:
         assert sum(r.resources["cpu"] for r in held(store, "heavy")) == 6  # cap = 50 % of 12
 
     def test_borrows_idle_capacity_and_gives_it_back_when_others_wait(
-        self, store: Store, admission: QuotaAdmission
+        self, store: Store, admission: LeaseManager
     ) -> None:
         shared_pool(store, a=(0.25, 1.0), b=(0.75, 1.0))
         a_leases = [admission.submit(step("a", 1, 1, step=f"a{i}")) for i in range(12)]
@@ -94,7 +94,7 @@ class TestSharedPool:
             admission.release(admission.poll(lease))  # type: ignore[arg-type]
         assert admission.poll(a_more) is not None  # back within share: admitted
 
-    def test_higher_priority_goes_first(self, store: Store, admission: QuotaAdmission) -> None:
+    def test_higher_priority_goes_first(self, store: Store, admission: LeaseManager) -> None:
         shared_pool(store, a=(0.5, 1.0), b=(0.5, 1.0))
         first = admission.submit(step("a", 12, 1))
         low = admission.submit(step("a", 6, 1, priority=0))
@@ -104,7 +104,7 @@ class TestSharedPool:
         assert admission.poll(low) is not None  # both fit after the big one left
 
     def test_ties_break_by_dominant_share_then_age(
-        self, store: Store, admission: QuotaAdmission, clock: FakeClock
+        self, store: Store, admission: LeaseManager, clock: FakeClock
     ) -> None:
         shared_pool(store, a=(0.5, 1.0), b=(0.5, 1.0))
         blocker = admission.submit(step("a", 12, 1))
@@ -116,7 +116,7 @@ class TestSharedPool:
         # equal priority, equal (zero) dominant share → the older request goes first
         assert admission.poll(a_req) is not None and admission.poll(b_req) is None
 
-    def test_least_served_pipeline_first(self, store: Store, admission: QuotaAdmission) -> None:
+    def test_least_served_pipeline_first(self, store: Store, admission: LeaseManager) -> None:
         shared_pool(store, a=(0.5, 1.0), b=(0.5, 1.0))
         a_hold = admission.submit(step("a", 4, 1))
         blocker = admission.submit(step("b", 8, 1))
@@ -129,7 +129,7 @@ class TestSharedPool:
 
 class TestInfeasible:
     def test_more_than_the_pool_fails_at_once(
-        self, store: Store, admission: QuotaAdmission
+        self, store: Store, admission: LeaseManager
     ) -> None:
         shared_pool(store, a=(0.5, 1.0))
         with pytest.raises(QuotaExceeded) as info:
@@ -138,33 +138,33 @@ class TestInfeasible:
         assert (info.value.requested, info.value.available) == (13, 12)
         assert not held(store)
 
-    def test_more_than_the_cap_fails_at_once(self, store: Store, admission: QuotaAdmission) -> None:
+    def test_more_than_the_cap_fails_at_once(self, store: Store, admission: LeaseManager) -> None:
         shared_pool(store, a=(0.25, 0.5))
         with pytest.raises(QuotaExceeded, match="cap of pipeline 'a'"):
             admission.acquire(step("a", 1, 30))
 
-    def test_unknown_resource_fails_at_once(self, store: Store, admission: QuotaAdmission) -> None:
+    def test_unknown_resource_fails_at_once(self, store: Store, admission: LeaseManager) -> None:
         shared_pool(store, a=(0.5, 1.0))
         with pytest.raises(QuotaExceeded, match="a100"):
-            admission.acquire(StepRequest("a", {"a100": 1}))
+            admission.acquire(LeaseRequest("a", {"a100": 1}))
 
-    def test_unknown_pool_is_not_found(self, store: Store, admission: QuotaAdmission) -> None:
+    def test_unknown_pool_is_not_found(self, store: Store, admission: LeaseManager) -> None:
         with pytest.raises(NotFound, match="pool 'nowhere'"):
-            admission.acquire(StepRequest("a", {"cpu": 1}, pool="nowhere"))
+            admission.acquire(LeaseRequest("a", {"cpu": 1}, pool="nowhere"))
 
     def test_dedicated_pool_refuses_strangers(
-        self, store: Store, admission: QuotaAdmission
+        self, store: Store, admission: LeaseManager
     ) -> None:
         spec = PoolSpec(name="own", mode="dedicated", owner="train", capacity={"cpu": 4})
         apply_pools(store, [resolve(spec, 0.5)])
-        assert admission.acquire(StepRequest("train", {"cpu": 4}, pool="own"))
+        assert admission.acquire(LeaseRequest("train", {"cpu": 4}, pool="own"))
         with pytest.raises(QuotaError, match="dedicated to pipeline 'train'"):
-            admission.acquire(StepRequest("etl", {"cpu": 1}, pool="own"))
+            admission.acquire(LeaseRequest("etl", {"cpu": 1}, pool="own"))
 
 
 class TestLeases:
     def test_expired_lease_is_reclaimed_and_next_admitted(
-        self, store: Store, admission: QuotaAdmission, clock: FakeClock
+        self, store: Store, admission: LeaseManager, clock: FakeClock
     ) -> None:
         shared_pool(store, a=(0.5, 1.0), b=(0.5, 1.0))
         grant = admission.acquire(step("a", 12, 1))
@@ -182,7 +182,7 @@ class TestLeases:
             admission.heartbeat(grant)
 
     def test_acquire_times_out_and_leaves_the_queue(
-        self, store: Store, admission: QuotaAdmission
+        self, store: Store, admission: LeaseManager
     ) -> None:
         shared_pool(store, a=(0.5, 1.0))
         admission.acquire(step("a", 12, 1))
@@ -194,7 +194,7 @@ class TestLeases:
         assert statuses == ["cancelled", "held"]
 
     def test_every_grant_and_release_is_an_event_with_the_total(
-        self, store: Store, admission: QuotaAdmission
+        self, store: Store, admission: LeaseManager
     ) -> None:
         shared_pool(store, a=(0.5, 1.0))
         g1 = admission.acquire(step("a", 2, 1))

@@ -1,9 +1,10 @@
 """Quota: pools, leases and admission, enforcement, usage, planning, estimation, hardware advice."""
 
 from shipyard.quota.admission import (
-    Grant,
+    Lease,
+    LeaseManager,
+    LeaseRequest,
     QuotaAdmission,
-    StepRequest,
     check_feasible,
     reclaim_expired,
 )
@@ -11,11 +12,12 @@ from shipyard.quota.pools import Member, Pool, apply_pools, list_pools, load_poo
 from shipyard.quota.resources import parse_amounts, parse_quantity
 
 __all__ = [
-    "Grant",
+    "Lease",
+    "LeaseManager",
+    "LeaseRequest",
     "Member",
     "Pool",
     "QuotaAdmission",
-    "StepRequest",
     "apply_pools",
     "check_feasible",
     "list_pools",

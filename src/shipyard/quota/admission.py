@@ -33,15 +33,22 @@ every admission and by :func:`reclaim_expired`, which the daemon calls.
 
 from __future__ import annotations
 
+import fcntl
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Self
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
-from shipyard.errors import QuotaError, QuotaExceeded
+from shipyard.config import Settings
+from shipyard.errors import QuotaError, QuotaExceeded, StoreError
+from shipyard.pipelines.executor import Grant, StepRequest
 from shipyard.quota.pools import Pool, dominant_share, load_pool
 from shipyard.quota.resources import Amounts, add, first_excess, parse_amounts, subtract
 from shipyard.store import Store, new_id
@@ -51,7 +58,7 @@ ACTIVE = ("held", "waiting")
 
 
 @dataclass(frozen=True)
-class StepRequest:
+class LeaseRequest:
     """What a step (or a whole run, with ``--reserve``) asks of a pool."""
 
     pipeline: str
@@ -64,7 +71,7 @@ class StepRequest:
 
 
 @dataclass(frozen=True)
-class Grant:
+class Lease:
     """A held lease: the capacity is the holder's until it releases or stops heartbeating."""
 
     lease_id: str
@@ -82,9 +89,9 @@ def _amounts(raw: Mapping[str, object]) -> Amounts:
     return {r: float(v) for r, v in raw.items()}  # type: ignore[arg-type]
 
 
-def _grant(row: QuotaLease) -> Grant:
+def _lease(row: QuotaLease) -> Lease:
     assert row.granted_at is not None
-    return Grant(
+    return Lease(
         row.id,
         row.pool,
         row.pipeline,
@@ -112,11 +119,16 @@ def _event(s: Session, pool: str, lease_id: str, kind: str, now: float, held: Am
 
 
 def _admit_waiting(
-    s: Session, pool: Pool, now: float, new: QuotaLease | None = None
+    s: Session,
+    pool: Pool,
+    now: float,
+    new: QuotaLease | None = None,
+    end: tuple[str, str, str] | None = None,
 ) -> list[QuotaLease]:
     """The scheduling pass (see the module docstring). The pool must be locked by the caller.
-    Reclaims expired rows, admits what may be admitted, writes one event per change, and returns
-    the rows admitted. ``new`` is a request not yet in the table (the fast path of submit)."""
+    Ends the lease ``end`` = (id, status, reason) if given, reclaims expired rows, admits what
+    may be admitted, writes one event per change, and returns the rows admitted. ``new`` is a
+    request not yet in the table (the fast path of submit)."""
     rows = list(
         s.scalars(
             select(QuotaLease)
@@ -128,6 +140,13 @@ def _admit_waiting(
     total: Amounts = {r: 0.0 for r in pool.capacity}
     for r in held:
         total = add(total, _amounts(r.resources))
+    for r in rows:
+        if end is not None and r.id == end[0]:
+            was_held = r.status == "held"
+            r.status, r.ended_at, r.reason = end[1], now, end[2]
+            if was_held:
+                total = subtract(total, _amounts(r.resources))
+                _event(s, pool.name, r.id, end[1], now, total)
     for r in rows:
         if r.expires_at < now:
             was_held = r.status == "held"
@@ -178,7 +197,6 @@ def _admit_waiting(
         total = add(total, _amounts(r.resources))
         if r is new:
             s.add(new)
-            s.flush()
         _event(s, pool.name, r.id, "granted", now, total)
         admitted.append(r)
     if new is not None and new.status == "waiting":
@@ -186,11 +204,11 @@ def _admit_waiting(
     return admitted
 
 
-class QuotaAdmission:
+class LeaseManager:
     """The :class:`Admission` a runner uses: ``acquire`` → ``heartbeat``… → ``release``.
 
-    >>> admission = QuotaAdmission(store, lease_ttl_s=30)          # doctest: +SKIP
-    >>> grant = admission.acquire(StepRequest("etl", {"cpu": 2, "memory": "4Gi"}, pool="shared"))
+    >>> admission = LeaseManager(store, lease_ttl_s=30)          # doctest: +SKIP
+    >>> grant = admission.acquire(LeaseRequest("etl", {"cpu": 2, "memory": "4Gi"}, pool="shared"))
     >>> admission.release(grant)
     """
 
@@ -208,14 +226,62 @@ class QuotaAdmission:
         self.lease_ttl_s = lease_ttl_s
         self.default_pool = default_pool
         self.poll_interval_s = poll_interval_s
+        self._lock_fd: int | None = None
+        self._conn: Connection | None = None
+        database = store.engine.url.database
+        if store.dialect == "sqlite" and database and database != ":memory:":
+            self._lock_path: str | None = f"{database}.quota-lock"
+        else:
+            self._lock_path = None
 
-    def submit(self, request: StepRequest) -> str:
+    @contextmanager
+    def _decide(self) -> Iterator[Session]:
+        """One admission transaction. On SQLite a file lock queues the deciders in the kernel
+        before ``BEGIN IMMEDIATE``: SQLite's own busy handler polls with sleeps of up to 100 ms,
+        which leaves the write lock idle between deciders; ``flock`` hands it over at once."""
+        if self._lock_path is None:
+            with self.store.session(immediate=True) as s:
+                yield s
+            return
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        if self._conn is None:
+            # one connection kept for this manager: the store opens one per transaction, and
+            # closing the last connection to a WAL database checkpoints it (an fsync) each time
+            self._conn = self.store.engine.connect().execution_options(sqlite_begin="IMMEDIATE")
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            with Session(self._conn, expire_on_commit=False) as s:
+                try:
+                    with s.begin():
+                        yield s
+                finally:
+                    if self._conn.in_transaction():
+                        self._conn.rollback()
+        except OperationalError as exc:
+            raise StoreError(f"metadata database error: {exc.orig}") from exc
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close the connection and lock file this manager keeps (SQLite only)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def submit(self, request: LeaseRequest) -> str:
         """Queue the request (admitting it at once when it may be); return its lease id.
         Raises :class:`QuotaExceeded` at once for a request that can never fit."""
+        return self._submit(request)[0]
+
+    def _submit(self, request: LeaseRequest) -> tuple[str, Lease | None]:
         resources = parse_amounts(request.resources, what=f"step {request.step or '?'}")
         pool_name = request.pool or self.default_pool
         now = self.clock.time()
-        with self.store.session(immediate=True) as s:
+        with self._decide() as s:
             pool = load_pool(s, pool_name, lock=True)
             check_feasible(pool, request.pipeline, resources)
             row = QuotaLease(
@@ -235,13 +301,13 @@ class QuotaAdmission:
                 expires_at=now + self.lease_ttl_s,
             )
             _admit_waiting(s, pool, now, new=row)
-            return row.id
+            return row.id, (_lease(row) if row.status == "held" else None)
 
-    def poll(self, lease_id: str) -> Grant | None:
+    def poll(self, lease_id: str) -> Lease | None:
         """The grant if the request is admitted by now, else ``None`` (the waiting row's own
         heartbeat is refreshed, so a waiter that stops polling leaves the queue)."""
         now = self.clock.time()
-        with self.store.session(immediate=True) as s:
+        with self._decide() as s:
             pool_name = s.scalar(select(QuotaLease.pool).where(QuotaLease.id == lease_id))
             if pool_name is None:
                 raise QuotaError(f"lease {lease_id} does not exist")
@@ -252,17 +318,16 @@ class QuotaAdmission:
                 row.heartbeat_at, row.expires_at = now, now + self.lease_ttl_s
             _admit_waiting(s, pool, now)
             if row.status == "held":
-                return _grant(row)
+                return _lease(row)
             if row.status != "waiting":
                 raise QuotaError(f"request {lease_id} left the queue: {row.status} ({row.reason})")
             return None
 
-    def acquire(self, request: StepRequest, timeout_s: float | None = None) -> Grant:
+    def acquire(self, request: LeaseRequest, timeout_s: float | None = None) -> Lease:
         """Wait until the request is admitted; raise :class:`QuotaError` after ``timeout_s``."""
-        lease_id = self.submit(request)
+        lease_id, grant = self._submit(request)
         start = self.clock.monotonic()
         while True:
-            grant = self.poll(lease_id)
             if grant is not None:
                 return grant
             if timeout_s is not None and self.clock.monotonic() - start >= timeout_s:
@@ -272,8 +337,9 @@ class QuotaAdmission:
                     f"for pool {request.pool or self.default_pool!r} and gave up"
                 )
             self.clock.sleep(self.poll_interval_s)
+            grant = self.poll(lease_id)
 
-    def heartbeat(self, grant: Grant, used: Mapping[str, float] | None = None) -> Grant:
+    def heartbeat(self, grant: Lease, used: Mapping[str, float] | None = None) -> Lease:
         """Extend the lease (and record measured usage); :class:`QuotaError` if it was reclaimed."""
         now = self.clock.time()
         values: dict[str, object] = {"heartbeat_at": now, "expires_at": now + self.lease_ttl_s}
@@ -294,7 +360,7 @@ class QuotaAdmission:
                     f"lease {grant.lease_id} in pool {grant.pool!r} has expired; "
                     "its capacity was reclaimed"
                 )
-        return Grant(
+        return Lease(
             grant.lease_id,
             grant.pool,
             grant.pipeline,
@@ -306,30 +372,23 @@ class QuotaAdmission:
             grant.assigned,
         )
 
-    def release(self, grant: Grant, reason: str = "released") -> None:
+    def release(self, grant: Lease, reason: str = "released") -> None:
         """Give the capacity back and admit whoever may go next. Idempotent."""
-        self._end(grant.lease_id, "released", reason)
+        self._end(grant.lease_id, grant.pool, "released", reason)
 
     def cancel(self, lease_id: str) -> None:
         """Take a request out of the queue (or give its capacity back if already held)."""
-        self._end(lease_id, "cancelled", "cancelled by its requester")
+        self._end(lease_id, None, "cancelled", "cancelled by its requester")
 
-    def _end(self, lease_id: str, status: str, reason: str) -> None:
+    def _end(self, lease_id: str, pool_name: str | None, status: str, reason: str) -> None:
         now = self.clock.time()
-        with self.store.session(immediate=True) as s:
-            pool_name = s.scalar(select(QuotaLease.pool).where(QuotaLease.id == lease_id))
+        with self._decide() as s:
             if pool_name is None:
-                return
+                pool_name = s.scalar(select(QuotaLease.pool).where(QuotaLease.id == lease_id))
+                if pool_name is None:
+                    return
             pool = load_pool(s, pool_name, lock=True)
-            row = s.get(QuotaLease, lease_id, with_for_update=True)
-            assert row is not None
-            if row.status in ACTIVE:
-                was_held = row.status == "held"
-                row.status, row.ended_at, row.reason = status, now, reason
-                if was_held:
-                    s.flush()
-                    _event(s, pool.name, row.id, status, now, held_total(s, pool))
-            _admit_waiting(s, pool, now)
+            _admit_waiting(s, pool, now, end=(lease_id, status, reason))
 
 
 def held_total(s: Session, pool: Pool) -> Amounts:
@@ -378,3 +437,60 @@ def reclaim_expired(store: Store, clock: Clock = SYSTEM_CLOCK) -> list[str]:
 def pool_exists(store: Store, name: str) -> bool:
     with store.session() as s:
         return s.get(QuotaPool, name) is not None
+
+
+class QuotaAdmission:
+    """The pipelines runner's :class:`~shipyard.pipelines.executor.Admission`, backed by pools.
+
+    Each step attempt takes a lease in ``request.pool`` (else ``settings.quota.default_pool``);
+    the grant's ``detail`` names the pool, the lease and its expiry.
+    """
+
+    def __init__(self, leases: LeaseManager, timeout_s: float | None = None) -> None:
+        self.leases = leases
+        self.timeout_s = timeout_s
+        self._held: dict[str, Lease] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_workspace(cls, store: Store, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Self:
+        return cls(
+            LeaseManager(
+                store,
+                clock=clock,
+                lease_ttl_s=settings.quota.lease_ttl_s,
+                default_pool=settings.quota.default_pool,
+            )
+        )
+
+    def acquire(self, request: StepRequest) -> Grant:
+        lease = self.leases.acquire(
+            LeaseRequest(
+                request.pipeline,
+                request.resources,
+                pool=request.pool,
+                run_id=request.run_id,
+                step=request.step,
+                step_run_id=request.step_run_id,
+                priority=request.priority,
+            ),
+            timeout_s=self.timeout_s,
+        )
+        with self._lock:
+            self._held[lease.lease_id] = lease
+        detail = {"pool": lease.pool, "expires_at": lease.expires_at, "assigned": lease.assigned}
+        return Grant(request, lease.lease_id, dict(lease.resources), detail)
+
+    def heartbeat(self, grant: Grant) -> None:
+        with self._lock:
+            lease = self._held.get(grant.lease_id)
+        if lease is not None:
+            renewed = self.leases.heartbeat(lease)
+            with self._lock:
+                self._held[grant.lease_id] = renewed
+
+    def release(self, grant: Grant) -> None:
+        with self._lock:
+            lease = self._held.pop(grant.lease_id, None)
+        if lease is not None:
+            self.leases.release(lease)

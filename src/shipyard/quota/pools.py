@@ -23,6 +23,7 @@ capacity) and the default cap. A dedicated pool admits only its owner, up to the
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -223,14 +224,31 @@ def pool_from_rows(row: QuotaPool, members: list[QuotaMember]) -> Pool:
     )
 
 
+_CACHE: dict[tuple[str, str, int, float], Pool] = {}
+_CACHE_LOCK = threading.Lock()
+
+
 def load_pool(session: Session, name: str, *, lock: bool = False) -> Pool:
-    """Read a pool; with ``lock`` take its row lock (PostgreSQL ``FOR UPDATE``) first."""
+    """Read a pool; with ``lock`` take its row lock (PostgreSQL ``FOR UPDATE``) first.
+
+    The definition is cached per (database, pool, generation, updated_at): every
+    :func:`apply_pools` bumps the generation, so a hit only saves reading the members."""
     query = select(QuotaPool).where(QuotaPool.name == name)
     row = session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
     if row is None:
         raise NotFound("pool", name, "declare it with `shipyard quota apply pools.yaml`")
+    key = (str(session.get_bind().engine.url), name, row.generation, row.updated_at)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
     members = list(session.scalars(select(QuotaMember).where(QuotaMember.pool == name)))
-    return pool_from_rows(row, members)
+    pool = pool_from_rows(row, members)
+    with _CACHE_LOCK:
+        if len(_CACHE) > 256:
+            _CACHE.clear()
+        _CACHE[key] = pool
+    return pool
 
 
 def list_pools(store: Store) -> list[Pool]:
