@@ -160,3 +160,40 @@ def test_log_receiver_appends_json_lines(sqlite_store: Store, tmp_path: Path) ->
     assert outcome.status == "delivered"
     lines = (tmp_path / "logs" / "alerts.log").read_text().splitlines()
     assert len(lines) == 1 and '"alertname": "Drift"' in lines[0]
+
+
+def test_two_senders_at_once_send_each_notification_once(
+    store: Store, webhook: CollectingReceiver, tmp_path: Path
+) -> None:
+    import threading
+
+    cfg = _config(tmp_path, webhook.url)
+    with store.session() as s:
+        s.add_all(
+            NotificationRecord(
+                idempotency_key=f"key-{i}",
+                receiver="hook",
+                group_key=f"g{i}",
+                payload={"alerts": []},
+                status="pending",
+                attempts=0,
+                created_at=T0,
+                next_attempt_at=T0,
+            )
+            for i in range(20)
+        )
+    clock = FakeClock(T0)
+    start = threading.Barrier(2)
+
+    def sender() -> None:
+        start.wait()
+        deliver_due(store, cfg.receivers, clock, limit=5)
+        deliver_due(store, cfg.receivers, clock, limit=5)
+
+    threads = [threading.Thread(target=sender) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    keys = [r.headers["Idempotency-Key"] for r in webhook.received]
+    assert len(keys) == 20 and len(set(keys)) == 20
