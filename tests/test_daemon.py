@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from sqlalchemy import select
@@ -25,7 +26,7 @@ from shipyard.daemon import (
 )
 from shipyard.store import Store
 from shipyard.store.alerting import LeaderLease, ScheduleState
-from shipyard.store.tables import PipelineRecord, Run
+from shipyard.store.tables import MetricPoint, PipelineRecord, Run
 from shipyard.workspace import Workspace
 
 T0 = 1_700_000_100.0  # 2023-11-14 22:15:00 UTC, on a 5-minute boundary
@@ -180,13 +181,32 @@ class TestSchedule:
 
 
 def test_sigterm_stops_cleanly_and_gives_the_lease_up(workspace: Workspace) -> None:
+    with workspace.store.session() as s:
+        s.add(
+            MetricPoint(
+                name="shipyard_drift_score",
+                labels={"column": "age"},
+                labels_key="column=age",
+                ts=time.time(),
+                value=0.25,
+            )
+        )
     proc = subprocess.Popen(
-        [sys.executable, "-c", DAEMON_MAIN, "daemon", "--tick", "0.1"],
+        [sys.executable, "-c", DAEMON_MAIN, "daemon", "--tick", "0.1", "--metrics-port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env=os.environ.copy(),
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
     )
     try:
+        assert proc.stdout is not None
+        url = ""
+        while not url:
+            line = proc.stdout.readline().decode()
+            assert line, "the daemon exited before serving /metrics"
+            if line.startswith("/metrics on "):
+                url = line.split()[-1]
+        with urllib.request.urlopen(url, timeout=5) as response:
+            scraped = response.read().decode()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with workspace.store.session() as s:
@@ -198,6 +218,7 @@ def test_sigterm_stops_cleanly_and_gives_the_lease_up(workspace: Workspace) -> N
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert 'shipyard_drift_score{column="age"} 0.25' in scraped
     assert proc.returncode == 0, out.decode()
     assert b"daemon stopped" in out
     with workspace.store.session() as s:
