@@ -1,7 +1,7 @@
 """A separate process that hammers one pool: ``python admission_worker.py URL ATTEMPTS SEED``.
 
-Each attempt submits a request, polls it once more if it had to wait, then releases it when held or leaves the
-queue when not. Prints the number of grants it got.
+Each attempt submits a request, polls it once more if it had to wait, then releases it when
+held or leaves the queue when not. Prints the number of grants it got.
 """
 
 from __future__ import annotations

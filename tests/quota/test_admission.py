@@ -69,9 +69,7 @@ class TestSharedPool:
         assert sum(r.resources["cpu"] for r in held(store, "heavy")) == 4
         assert sum(r.resources["cpu"] for r in held(store)) == 12
 
-    def test_cap_holds_even_when_pool_is_idle(
-        self, store: Store, admission: LeaseManager
-    ) -> None:
+    def test_cap_holds_even_when_pool_is_idle(self, store: Store, admission: LeaseManager) -> None:
         shared_pool(store, heavy=(0.25, 0.5))
         for i in range(10):
             admission.submit(step("heavy", 1, 1, step=f"s{i}"))
@@ -128,9 +126,7 @@ class TestSharedPool:
 
 
 class TestInfeasible:
-    def test_more_than_the_pool_fails_at_once(
-        self, store: Store, admission: LeaseManager
-    ) -> None:
+    def test_more_than_the_pool_fails_at_once(self, store: Store, admission: LeaseManager) -> None:
         shared_pool(store, a=(0.5, 1.0))
         with pytest.raises(QuotaExceeded) as info:
             admission.acquire(step("a", 13, 1))
@@ -152,9 +148,7 @@ class TestInfeasible:
         with pytest.raises(NotFound, match="pool 'nowhere'"):
             admission.acquire(LeaseRequest("a", {"cpu": 1}, pool="nowhere"))
 
-    def test_dedicated_pool_refuses_strangers(
-        self, store: Store, admission: LeaseManager
-    ) -> None:
+    def test_dedicated_pool_refuses_strangers(self, store: Store, admission: LeaseManager) -> None:
         spec = PoolSpec(name="own", mode="dedicated", owner="train", capacity={"cpu": 4})
         apply_pools(store, [resolve(spec, 0.5)])
         assert admission.acquire(LeaseRequest("train", {"cpu": 4}, pool="own"))

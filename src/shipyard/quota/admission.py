@@ -314,7 +314,7 @@ class LeaseManager:
             pool = load_pool(s, pool_name, lock=True)
             row = s.get(QuotaLease, lease_id)
             assert row is not None
-            if row.status == "waiting" and row.expires_at >= now:
+            if row.status == "waiting":  # the waiter is alive: it is polling
                 row.heartbeat_at, row.expires_at = now, now + self.lease_ttl_s
             _admit_waiting(s, pool, now)
             if row.status == "held":
