@@ -47,7 +47,7 @@ def cgroup_v2_writable(root: Path = CGROUP_ROOT) -> bool:
     if not controllers.is_file() or "memory" not in controllers.read_text().split():
         return False
     try:
-        own = Path(open("/proc/self/cgroup").read().strip().split("::", 1)[1])
+        own = Path(Path("/proc/self/cgroup").read_text().strip().split("::", 1)[1])
     except (OSError, IndexError):
         return False
     return os.access(root / own.relative_to("/"), os.W_OK)
@@ -181,5 +181,3 @@ def apply_in_child(limits: ProcessLimits) -> None:
     environment is passed when the process starts.)"""
     if limits.cpu_affinity:
         os.sched_setaffinity(0, limits.cpu_affinity)
-
-
