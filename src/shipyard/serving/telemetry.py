@@ -23,11 +23,11 @@ import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
@@ -47,6 +47,7 @@ LATENCY_BUCKETS_S = (
 MAX_ROWS_PER_WINDOW = 50_000
 MAX_PENDING_WINDOWS = 20
 REQUEST_LOG_MEDIA_TYPE = "application/vnd.apache.parquet"
+PREDICTIONS = cast(Table, PredictionRecord.__table__)  # Core insert: no ORM bookkeeping per row
 
 
 @dataclass
@@ -54,6 +55,8 @@ class Window:
     """What one worker saw for one model version since the last flush."""
 
     start: float
+    model: str
+    version: int
     columns: tuple[str, ...]
     reference: dict[str, Any] | None = None
     requests: int = 0
@@ -194,7 +197,13 @@ class Telemetry:
         key = (info.model, info.version)
         w = self._windows.get(key)
         if w is None:
-            w = Window(self.clock.time(), info.signature.names, info.reference_profile)
+            w = Window(
+                self.clock.time(),
+                info.model,
+                info.version,
+                info.signature.names,
+                info.reference_profile,
+            )
             self._windows[key] = w
         return w
 
@@ -338,20 +347,7 @@ class Telemetry:
                 )
             )
             if w.predictions:
-                s.execute(
-                    insert(PredictionRecord),
-                    [
-                        {
-                            "request_id": rid,
-                            "model": model,
-                            "version": version,
-                            "ts": ts,
-                            "prediction": np.asarray(p).tolist(),
-                            "confidence": None if pr is None else np.asarray(pr).tolist(),
-                        }
-                        for rid, ts, p, pr in w.predictions
-                    ],
-                )
+                s.execute(insert(PREDICTIONS), _prediction_rows(w, preds))
             if w.samples and self.artifacts is not None:
                 self.artifacts.put_bytes(
                     _parquet(w.samples, model, version),
@@ -369,6 +365,10 @@ class Telemetry:
     def start(self) -> None:
         if not self.enabled or self._thread is not None:
             return
+        import pyarrow.parquet  # noqa: F401 - import the flush's dependencies now, not mid-traffic
+
+        import shipyard.stats  # noqa: F401
+
         self._thread = threading.Thread(target=self._loop, name="shipyard-flush", daemon=True)
         self._thread.start()
 
@@ -389,6 +389,26 @@ class Telemetry:
             self.flush()
         except Exception as exc:
             log.error("final serving telemetry flush failed: %s", exc)
+
+
+def _prediction_rows(w: Window, flat: np.ndarray[Any, Any]) -> list[dict[str, Any]]:
+    """One row per request, built from one ``tolist`` of all the window's predictions."""
+    values = flat.tolist()
+    rows, offset = [], 0
+    for rid, ts, p, pr in w.predictions:
+        n = len(p)
+        rows.append(
+            {
+                "request_id": rid,
+                "model": w.model,
+                "version": w.version,
+                "ts": ts,
+                "prediction": values[offset : offset + n],
+                "confidence": None if pr is None else pr.tolist(),
+            }
+        )
+        offset += n
+    return rows
 
 
 def _parquet(samples: list[dict[str, Any]], model: str, version: int) -> bytes:

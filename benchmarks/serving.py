@@ -1,0 +1,242 @@
+"""Serving throughput and latency: Shipyard's model server against `mlflow models serve`.
+
+The same scikit-learn model (trained and saved by MLflow in its own virtualenv, then imported into
+Shipyard with ``import_mlflow``) behind both servers; the same closed-loop load generator (one
+process per client, a keep-alive ``http.client`` connection each, one-row ``dataframe_split``
+requests, a request sent as soon as the previous answer arrived); 1 and 4 concurrent clients.
+Shipyard runs with monitoring on (windows, profiles, prediction log, 1 % request log) and off.
+
+Goal (issue 5): ≥ 4× MLflow's throughput at a lower p99, monitoring costing ≤ 10 % throughput.
+
+    .venv/bin/python benchmarks/serving.py [--seconds 5] [--workers 1]
+
+MLflow gets its own virtualenv under benchmarks/.venvs/mlflow (created on first run; its pins
+clash with ours). MLServer is not run: see the note printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+MLFLOW_VENV = HERE / ".venvs" / "mlflow"
+TRAIN = """
+import sys, numpy as np, mlflow.sklearn
+from mlflow.models import infer_signature
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+rng = np.random.default_rng(0)
+x = pd.DataFrame(rng.normal(size=(1000, 4)), columns=["f0", "f1", "f2", "f3"])
+y = (x["f0"] + x["f1"] > 0).astype(int)
+clf = LogisticRegression().fit(x.to_numpy(), y)
+mlflow.sklearn.save_model(clf, sys.argv[1], signature=infer_signature(x, clf.predict(x.to_numpy())))
+"""
+BODY = json.dumps({"dataframe_split": {"columns": ["f0", "f1", "f2", "f3"],
+                                       "data": [[0.1, -0.2, 0.3, 0.05]]}}).encode()  # fmt: skip
+
+
+def ensure_mlflow_venv() -> Path:
+    python = MLFLOW_VENV / "bin" / "python"
+    if not python.exists():
+        print("creating the MLflow virtualenv (a few minutes, once)…", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(MLFLOW_VENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "mlflow==3.17.*", "scikit-learn",
+             "skops"],
+            check=True,
+        )  # fmt: skip
+    return python
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_ready(port: int, path: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server on port {port} did not become ready")
+
+
+def _client(port: int, path: str, seconds: float, start_at: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"content-type": "application/json"}
+    latencies: list[float] = []
+    errors = 0
+    while time.time() < start_at:
+        time.sleep(0.001)
+    end = start_at + seconds
+    while True:
+        t0 = time.perf_counter()
+        if time.time() >= end:
+            break
+        conn.request("POST", path, BODY, headers)
+        r = conn.getresponse()
+        r.read()
+        latencies.append(time.perf_counter() - t0)
+        errors += r.status != 200
+    out.put((latencies, errors))
+
+
+def load(port: int, path: str, clients: int, seconds: float) -> dict[str, float]:
+    ctx = mp.get_context("fork")
+    out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    # one warm-up second, not measured
+    warm = ctx.Process(target=_client, args=(port, path, 1.0, time.time(), out))
+    warm.start()
+    out.get()
+    warm.join()
+    start_at = time.time() + 0.5
+    procs = [
+        ctx.Process(target=_client, args=(port, path, seconds, start_at, out))
+        for _ in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    lat = np.concatenate([np.asarray(r[0]) for r in results])
+    return {
+        "rps": len(lat) / seconds,
+        "p50_ms": float(np.percentile(lat, 50) * 1000),
+        "p99_ms": float(np.percentile(lat, 99) * 1000),
+        "errors": float(sum(r[1] for r in results)),
+    }
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=1, help="Shipyard worker processes")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    args = parser.parse_args()
+
+    load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    mlflow_python = ensure_mlflow_venv()
+    work = Path(tempfile.mkdtemp(prefix="shipyard-bench-"))
+    model_dir = work / "model"
+    subprocess.run([str(mlflow_python), "-c", TRAIN, str(model_dir)], check=True)
+
+    env = {**os.environ, "SHIPYARD_HOME": str(work / "home")}
+    env = {k: v for k, v in env.items() if not k.startswith("SHIPYARD_") or k == "SHIPYARD_HOME"}
+    subprocess.run(
+        [sys.executable, "-c",
+         "from shipyard.workspace import Workspace; from shipyard.registry import Registry, "
+         f"import_mlflow; import_mlflow(Registry.of(Workspace.open()), '{model_dir}', 'bench', "
+         "alias='champion')"],
+        check=True, env=env, cwd=work,
+    )  # fmt: skip
+
+    servers = {
+        "mlflow models serve": (
+            [str(MLFLOW_VENV / "bin" / "mlflow"), "models", "serve", "-m", str(model_dir),
+             "--env-manager", "local", "-h", "127.0.0.1", "-p", "{port}"],
+            "/ping", "/invocations",
+        ),
+        "shipyard (monitoring on)": (
+            [sys.executable, "-c", "from shipyard.serving.server import run; "
+             f"run('127.0.0.1', {{port}}, {args.workers}, default_model='bench')"],
+            "/ping", "/invocations",
+        ),
+        "shipyard (monitoring off)": (
+            [sys.executable, "-c", "from shipyard.serving.server import run; "
+             f"run('127.0.0.1', {{port}}, {args.workers}, default_model='bench', "
+             "monitoring=False)"],
+            "/ping", "/invocations",
+        ),
+    }  # fmt: skip
+    procs: dict[str, tuple[subprocess.Popen[bytes], int, str]] = {}
+    try:
+        for name, (cmd, ready, path) in servers.items():
+            port = free_port()
+            argv = [c.replace("{port}", str(port)) for c in cmd]
+            mlflow_env = {**env, "PATH": f"{MLFLOW_VENV / 'bin'}:{env.get('PATH', '')}"}
+            proc = subprocess.Popen(
+                argv,
+                env=mlflow_env if name.startswith("mlflow") else env,
+                cwd=work,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            procs[name] = (proc, port, path)
+            wait_ready(port, ready)
+        # Rounds interleave the servers, so that load from elsewhere on the machine hits all
+        # of them alike; each figure is the median over the rounds.
+        runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+        for round_no in range(args.rounds):
+            for clients in args.clients:
+                for name, (_, port, path) in procs.items():
+                    runs.setdefault((name, clients), []).append(
+                        load(port, path, clients, args.seconds)
+                    )
+            print(f"  round {round_no + 1}/{args.rounds} done", flush=True)
+    finally:
+        for proc, _, _ in procs.values():
+            stop(proc)
+    rows = [
+        (name, clients, {k: float(np.median([r[k] for r in rs])) for k in rs[0]})
+        for (name, clients), rs in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+    ]
+
+    print(f"\none-row dataframe_split requests, median of {args.rounds} interleaved runs of "
+          f"{args.seconds:.0f} s, {os.cpu_count()} cores (load average before: {load_before}), "
+          f"shipyard workers={args.workers}\n")  # fmt: skip
+    print(f"{'server':28} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    base = {c: r for n, c, r in rows if n.startswith("mlflow")}
+    for name, clients, r in rows:
+        print(f"{name:28} {clients:>7} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+              f"{r['errors']:>7.0f}")  # fmt: skip
+    print()
+    on = {c: r for n, c, r in rows if n == "shipyard (monitoring on)"}
+    off = {c: r for n, c, r in rows if n == "shipyard (monitoring off)"}
+    for clients in args.clients:
+        m, s, o = base[clients], on[clients], off[clients]
+        print(
+            f"{clients} client(s): shipyard/mlflow throughput ×{s['rps'] / m['rps']:.2f} "
+            f"(goal ≥ 4), p99 {s['p99_ms']:.2f} vs {m['p99_ms']:.2f} ms (goal: lower); "
+            f"monitoring cost {100 * (1 - s['rps'] / o['rps']):.1f} % (goal ≤ 10 %)"
+        )
+    print("\nMLServer: not run (its 1.7.1 workers crash with uvloop 0.23 here, "
+          "and it answers default tritonclient calls with 422; "
+          "see shared/reference/dependencies.md).")  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
