@@ -37,20 +37,20 @@ def outcome(verdicts: list, metric: str) -> str:  # type: ignore[type-arg]
 
 def test_same_behaviour_passes_every_metric() -> None:
     rng = np.random.default_rng(10)
-    verdicts = judge_arms(arm(rng, 900), arm(rng, 8100), POLICY, 0, 3)
+    verdicts = judge_arms(arm(rng, 900), arm(rng, 8100), POLICY, 0, 2)
     assert [v.outcome for v in verdicts] == ["pass"] * 4
 
 
 def test_more_errors_fail_the_error_rate_only() -> None:
     rng = np.random.default_rng(11)
-    verdicts = judge_arms(arm(rng, 900, error=0.05), arm(rng, 8100), POLICY, 0, 3)
+    verdicts = judge_arms(arm(rng, 900, error=0.05), arm(rng, 8100), POLICY, 0, 2)
     assert outcome(verdicts, "error_rate") == "fail"
     assert outcome(verdicts, "latency") == "pass"
 
 
 def test_slower_canary_fails_latency_with_the_shift_interval_above_the_floor() -> None:
     rng = np.random.default_rng(12)
-    verdicts = judge_arms(arm(rng, 900, median_ms=60), arm(rng, 8100), POLICY, 0, 3)
+    verdicts = judge_arms(arm(rng, 900, median_ms=60), arm(rng, 8100), POLICY, 0, 2)
     lat = next(v for v in verdicts if v.metric == "latency")
     assert lat.outcome == "fail"
     assert lat.ci_low >= lat.effect_floor > 0
@@ -58,13 +58,13 @@ def test_slower_canary_fails_latency_with_the_shift_interval_above_the_floor() -
 
 def test_wider_latency_with_the_same_median_fails_the_spread_check() -> None:
     rng = np.random.default_rng(13)
-    verdicts = judge_arms(arm(rng, 900, sigma=1.2), arm(rng, 8100), POLICY, 0, 3)
+    verdicts = judge_arms(arm(rng, 900, sigma=1.2), arm(rng, 8100), POLICY, 0, 2)
     assert outcome(verdicts, "latency_spread") == "fail"
 
 
 def test_shifted_predictions_fail_even_when_errors_and_latency_do_not() -> None:
     rng = np.random.default_rng(14)
-    verdicts = judge_arms(arm(rng, 900, positive=0.5), arm(rng, 8100), POLICY, 0, 3)
+    verdicts = judge_arms(arm(rng, 900, positive=0.5), arm(rng, 8100), POLICY, 0, 2)
     assert outcome(verdicts, "prediction_shift") == "fail"
     assert outcome(verdicts, "error_rate") == outcome(verdicts, "latency") == "pass"
 

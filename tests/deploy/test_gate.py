@@ -76,3 +76,15 @@ def test_unknown_metric_and_empty_data_are_clear_errors(
         validate_version(models, "churn", 2, x.iloc[:0], np.empty(0), actor="ci")
     with pytest.raises(InvalidInput, match="lacks columns"):
         validate_version(models, "churn", 2, pd.DataFrame({"a": [1.0]}), np.array([1]), actor="ci")
+
+
+def test_a_blessed_version_starts_its_rollout_by_itself(
+    dws: Workspace, models: Registry, clock: FakeClock
+) -> None:
+    """The automated path: register → validate → deploy; the rollout still waits for approval."""
+    from shipyard.deploy import validate_and_deploy
+
+    x, y = training_frame(seed=3)
+    outcome, view = validate_and_deploy(models, "churn", 2, x, y, actor="pipeline", clock=clock)
+    assert outcome.passed and view is not None
+    assert view.state == "waiting_for_approvals" and view.author == "dave"

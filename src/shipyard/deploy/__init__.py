@@ -1,6 +1,8 @@
 """Safe deployment: policies and approvals, the validation gate, the rollout state machine,
 sticky canary routing, canary analysis, rollback with diagnosis, runbooks."""
 
+from shipyard.deploy.gate import GateOutcome, validate_and_deploy, validate_version
+from shipyard.deploy.loop import advance_rollouts
 from shipyard.deploy.policy import DEFAULT_POLICY, Policy, load_policy, parse_policy, set_policy
 from shipyard.deploy.rollout import (
     Engine,
@@ -21,10 +23,12 @@ from shipyard.deploy.traffic import LiveSplit, live_split, live_splits
 __all__ = [
     "DEFAULT_POLICY",
     "Engine",
+    "GateOutcome",
     "LiveSplit",
     "Policy",
     "RolloutView",
     "abort",
+    "advance_rollouts",
     "approve",
     "bucket",
     "choose_version",
@@ -42,4 +46,6 @@ __all__ = [
     "routing_key",
     "set_policy",
     "start_rollout",
+    "validate_and_deploy",
+    "validate_version",
 ]

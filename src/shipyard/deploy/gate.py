@@ -19,7 +19,7 @@ from sklearn import metrics as skm
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.deploy import traffic
 from shipyard.deploy.policy import Gate, load_policy
-from shipyard.deploy.rollout import record_gate
+from shipyard.deploy.rollout import RolloutView, record_gate, start_rollout
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.registry import Predictor, Registry, VersionInfo
 
@@ -173,3 +173,23 @@ def validate_version(
     with store.session(immediate=True) as s:
         record_gate(s, model, version, passed, outcome.evidence(), actor, clock.time())
     return outcome
+
+
+def validate_and_deploy(
+    registry: Registry,
+    model: str,
+    version: int,
+    x: Any,
+    y: Any,
+    *,
+    actor: str,
+    clock: Clock = SYSTEM_CLOCK,
+) -> tuple[GateOutcome, RolloutView | None]:
+    """The automated path at the end of a training pipeline: validate, and if blessed start the
+    rollout (which still waits for the approvals the policy demands)."""
+    outcome = validate_version(registry, model, version, x, y, actor=actor, clock=clock)
+    if not outcome.passed:
+        return outcome, None
+    author = registry.get(model, version).created_by or None
+    view = start_rollout(registry.store, model, version, actor=actor, author=author, clock=clock)
+    return outcome, view

@@ -102,7 +102,13 @@ class CanaryStep(_Strict):
         return max(3 * self.min_duration_s, self.min_duration_s + interval_s)
 
     def max_looks(self, interval_s: float) -> int:
-        return max(1, math.ceil(self.max_duration(interval_s) / interval_s))
+        """The judged looks a step can take: one per interval until ``min_duration_s``.
+
+        Intervals with too little data are not judged (no alpha is spent on them), and the
+        step ends at its first passing look once ``min_duration_s`` has passed, so a step
+        never takes more judged looks than this; the alpha-spending fractions are k / this.
+        """
+        return max(1, math.ceil(self.min_duration_s / interval_s))
 
 
 def _default_steps() -> list[CanaryStep]:
@@ -113,7 +119,7 @@ def _default_steps() -> list[CanaryStep]:
 
 
 class Canary(_Strict):
-    interval_s: float = Field(60.0, gt=0)
+    interval_s: float = Field(120.0, gt=0)
     steps: list[CanaryStep] = Field(default_factory=_default_steps)
 
     @field_validator("steps")
