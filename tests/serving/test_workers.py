@@ -74,17 +74,17 @@ def test_flush_survives_a_killed_worker(workspace: Workspace, tmp_path: Path) ->
             assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
             time.sleep(0.1)
         assert _send(port, 60) == 60
-        time.sleep(1.5)
-        requests, predictions, _ = _totals(workspace)
+        deadline = time.monotonic() + 10
+        while _totals(workspace)[0] < 60 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        requests, predictions, per_worker = _totals(workspace)
         assert requests == predictions == 60
 
-        workers = [
-            c for c in psutil.Process(proc.pid).children()
-            if "resource_tracker" not in " ".join(c.cmdline())
-        ]  # fmt: skip
-        assert len(workers) == 2
+        busiest = max(per_worker, key=per_worker.__getitem__)
+        victim = psutil.Process(int(busiest.split("-")[-2]))  # worker ids are host-pid-nonce
+        assert victim.ppid() == proc.pid
         assert _send(port, 40) == 40
-        workers[0].send_signal(signal.SIGKILL)  # mid-window: its last window is lost
+        victim.send_signal(signal.SIGKILL)  # mid-window: its last window is lost
         time.sleep(1.0)
         assert _send(port, 10) == 10, "the other worker (or a restarted one) keeps serving"
     finally:
@@ -94,4 +94,4 @@ def test_flush_survives_a_killed_worker(workspace: Workspace, tmp_path: Path) ->
     requests, predictions, per_worker = _totals(workspace)
     assert 70 <= requests <= 110
     assert requests == predictions, "every window was written whole, with its predictions"
-    assert len(per_worker) >= 2
+    assert set(per_worker) - {busiest}, "another worker served after the kill"
