@@ -71,7 +71,7 @@ def test_windows_predictions_and_sampled_request_log_reach_the_store(served: Run
     with served.client() as c:
         for i in range(20):
             c.post("/models/iris/invocations", json=ONE_ROW, headers={"x-request-id": f"q{i}"})
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         with served.ws.store.session() as s:
             requests = s.scalar(select(func.sum(ServingWindow.requests))) or 0

@@ -53,7 +53,7 @@ class TestKernels:
 
 
 def _wait_flushed(served: Running, requests: int) -> None:
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         with served.ws.store.session() as s:
             if (s.scalar(select(func.sum(ServingWindow.requests))) or 0) >= requests:
