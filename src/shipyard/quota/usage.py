@@ -1,0 +1,120 @@
+"""Quota usage as metric series: reserved vs used, usage rate and time to exhaustion.
+
+:func:`record_usage` (called by the daemon every tick, or by ``shipyard quota status``) writes
+:class:`~shipyard.store.tables.MetricPoint` rows with Prometheus-style names:
+
+==============================================  ===========================================
+``shipyard_quota_capacity{pool,resource}``      what the pool holds
+``shipyard_quota_reserved{pool,resource,pipeline}``  held by the pipeline's leases
+``shipyard_quota_used{pool,resource,pipeline}``      measured by its steps (heartbeats)
+``shipyard_quota_waiting{pool,pipeline}``            requests in the queue
+``shipyard_quota_usage_rate{pool,resource}``         d(reserved)/dt, units per second
+``shipyard_quota_time_to_exhaustion_seconds{pool,resource}``  (capacity − reserved) / rate
+==============================================  ===========================================
+
+The rate is the least-squares slope of the pool's total reservation over the last
+``window_s`` (the burn rate); time to exhaustion is written only while that rate is positive
+(a pool being drained is not about to run out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+
+from shipyard.clock import SYSTEM_CLOCK, Clock
+from shipyard.quota.pools import list_pools
+from shipyard.store import Store
+from shipyard.store.quota import QuotaLease
+from shipyard.store.tables import MetricPoint
+
+RESERVED = "shipyard_quota_reserved"
+USED = "shipyard_quota_used"
+CAPACITY = "shipyard_quota_capacity"
+WAITING = "shipyard_quota_waiting"
+RATE = "shipyard_quota_usage_rate"
+POOL_RESERVED = "shipyard_quota_pool_reserved"
+TIME_TO_EXHAUSTION = "shipyard_quota_time_to_exhaustion_seconds"
+
+
+def labels_key(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+@dataclass(frozen=True)
+class Exhaustion:
+    pool: str
+    resource: str
+    reserved: float
+    capacity: float
+    rate_per_s: float
+    seconds: float | None
+
+
+def burn_rate(times: list[float], values: list[float]) -> float:
+    """Least-squares slope of values over times (units per second); 0 under two points."""
+    if len(times) < 2 or max(times) - min(times) <= 0:
+        return 0.0
+    slope, _ = np.polyfit(np.asarray(times) - times[0], np.asarray(values), 1)
+    return float(slope)
+
+
+def record_usage(
+    store: Store, clock: Clock = SYSTEM_CLOCK, window_s: float = 900.0
+) -> list[Exhaustion]:
+    """Write one sample of every series above; return each pool/resource's exhaustion outlook."""
+    now = clock.time()
+    pools = list_pools(store)
+    outlook: list[Exhaustion] = []
+    with store.session() as s:
+        leases = list(
+            s.scalars(select(QuotaLease).where(QuotaLease.status.in_(("held", "waiting"))))
+        )
+        points: list[MetricPoint] = []
+
+        def point(name: str, labels: dict[str, str], value: float) -> None:
+            points.append(
+                MetricPoint(
+                    name=name, labels=labels, labels_key=labels_key(labels), ts=now, value=value
+                )
+            )
+
+        for pool in pools:
+            mine = [lease for lease in leases if lease.pool == pool.name]
+            pipelines = sorted({lease.pipeline for lease in mine} | set(pool.members))
+            for pipeline in pipelines:
+                held = [x for x in mine if x.pipeline == pipeline and x.status == "held"]
+                waiting = sum(1 for x in mine if x.pipeline == pipeline and x.status == "waiting")
+                point(WAITING, {"pool": pool.name, "pipeline": pipeline}, waiting)
+                for resource in pool.capacity:
+                    labels = {"pool": pool.name, "resource": resource, "pipeline": pipeline}
+                    point(RESERVED, labels, sum(float(x.resources.get(resource, 0)) for x in held))
+                    point(USED, labels, sum(float(x.used.get(resource, 0)) for x in held))
+            for resource, capacity in pool.capacity.items():
+                labels = {"pool": pool.name, "resource": resource}
+                reserved = sum(
+                    float(x.resources.get(resource, 0)) for x in mine if x.status == "held"
+                )
+                point(CAPACITY, labels, capacity)
+                point(POOL_RESERVED, labels, reserved)
+                history = s.execute(
+                    select(MetricPoint.ts, MetricPoint.value).where(
+                        MetricPoint.name == POOL_RESERVED,
+                        MetricPoint.labels_key == labels_key(labels),
+                        MetricPoint.ts >= now - window_s,
+                    )
+                ).all()
+                times = [float(t) for t, _ in history] + [now]
+                values = [float(v) for _, v in history] + [reserved]
+                rate = burn_rate(times, values)
+                point(RATE, labels, rate)
+                seconds = max(capacity - reserved, 0.0) / rate if rate > 0 else None
+                if seconds is not None:
+                    point(TIME_TO_EXHAUSTION, labels, seconds)
+                outlook.append(
+                    Exhaustion(pool.name, resource, reserved, capacity, rate, seconds)
+                )
+        s.add_all(points)
+    return outlook

@@ -1,0 +1,45 @@
+"""Usage series: reserved vs used per pipeline, burn rate and time to exhaustion."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from shipyard.clock import FakeClock
+from shipyard.quota.admission import LeaseManager, LeaseRequest
+from shipyard.quota.pools import MemberSpec, PoolSpec, apply_pools, resolve
+from shipyard.quota.usage import RESERVED, TIME_TO_EXHAUSTION, USED, burn_rate, record_usage
+from shipyard.store import Store
+from shipyard.store.tables import MetricPoint
+
+
+def test_reserved_used_and_time_to_exhaustion(store: Store) -> None:
+    clock = FakeClock()
+    spec = PoolSpec(
+        name="p", capacity={"cpu": 10}, members=[MemberSpec(pipeline="etl", share=1.0, cap=1.0)]
+    )
+    apply_pools(store, [resolve(spec, 0.5)])
+    leases = LeaseManager(store, clock=clock, default_pool="p", lease_ttl_s=3600)
+    for minute in range(4):  # one more CPU reserved every minute
+        lease = leases.acquire(LeaseRequest("etl", {"cpu": 1}))
+        leases.heartbeat(lease, used={"cpu": 0.5})
+        outlook = record_usage(store, clock)
+        clock.advance(60)
+    (cpu,) = outlook
+    assert cpu.reserved == 4 and cpu.rate_per_s == pytest.approx(1 / 60)
+    assert cpu.seconds == pytest.approx(6 * 60)  # 6 CPUs left at 1 per minute
+    with store.session() as s:
+        last = {
+            p.name: p
+            for p in s.scalars(select(MetricPoint).order_by(MetricPoint.ts, MetricPoint.id))
+            if p.labels.get("pipeline") in (None, "etl")
+        }
+    assert last[RESERVED].value == 4 and last[RESERVED].labels["pipeline"] == "etl"
+    assert last[USED].value == 2.0
+    assert last[TIME_TO_EXHAUSTION].value == pytest.approx(360)
+    leases.close()
+
+
+def test_burn_rate_is_the_least_squares_slope() -> None:
+    assert burn_rate([0, 1, 2, 3], [1, 3, 5, 7]) == pytest.approx(2)
+    assert burn_rate([5], [1]) == 0
