@@ -20,7 +20,7 @@ def test_reserved_used_and_time_to_exhaustion(store: Store) -> None:
     )
     apply_pools(store, [resolve(spec, 0.5)])
     leases = LeaseManager(store, clock=clock, default_pool="p", lease_ttl_s=3600)
-    for minute in range(4):  # one more CPU reserved every minute
+    for _minute in range(4):  # one more CPU reserved every minute
         lease = leases.acquire(LeaseRequest("etl", {"cpu": 1}))
         leases.heartbeat(lease, used={"cpu": 0.5})
         outlook = record_usage(store, clock)
