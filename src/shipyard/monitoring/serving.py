@@ -328,14 +328,14 @@ class ServingMonitor:
         pairs = self._joined(info)
         y_pred: list[Any] = []
         y_true: list[Any] = []
-        scores: list[float] = []
+        scored: list[tuple[Any, float]] = []  # probabilities are logged for a sample of requests
         for pred, conf, labels in pairs:
             if len(pred) != len(labels):
                 continue  # a label list that does not match the request's rows
             y_pred += pred
             y_true += labels
             if conf is not None and len(conf) == len(pred) and all(len(c) == 2 for c in conf):
-                scores += [c[1] for c in conf]
+                scored += [(y, c[1]) for y, c in zip(labels, conf, strict=True)]
         if len(y_true) < self.config.min_rows:
             return Check(name, info.model, info.version, OK, f"{len(y_true)} labelled rows so far")
         series = {"model": info.model, "version": str(info.version)}
@@ -351,8 +351,10 @@ class ServingMonitor:
             values["f1"] = float(
                 skm.f1_score(yt, yp, average=average, pos_label=pos, zero_division=0)
             )
-            if len(scores) == len(y_true) and len(set(y_true)) == 2:
-                values["auc"] = float(skm.roc_auc_score(yt, scores))
+            if len(scored) >= self.config.min_rows and len({y for y, _ in scored}) == 2:
+                values["auc"] = float(
+                    skm.roc_auc_score([y for y, _ in scored], [p for _, p in scored])
+                )
         else:
             yt, yp = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
             values["mae"] = float(np.mean(np.abs(yt - yp)))

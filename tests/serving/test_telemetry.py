@@ -1,0 +1,60 @@
+"""Telemetry windows on both backends: one transaction per window, retries write nothing twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from serving.conftest import fit_classifier
+from shipyard.clock import FakeClock
+from shipyard.registry import Registry
+from shipyard.serving.telemetry import Telemetry
+from shipyard.store.serving import PredictionRecord, ServingWindow
+from shipyard.workspace import Workspace
+
+
+def test_windows_flush_once_even_when_written_twice(db_url: str, tmp_path: Path) -> None:
+    ws = Workspace.open(home=tmp_path / "home", db_url=db_url)
+    try:
+        clf, x = fit_classifier()
+        info = Registry.of(ws).register("m", clf, training_data=x, alias="champion")
+        clock = FakeClock()
+        telemetry = Telemetry(ws.store, ws.artifacts, sample_rate=0.5, clock=clock)
+        rows = x.to_numpy()[:40]
+        for i, row in enumerate(rows):
+            telemetry.ok(info, row[None, :], clf.predict(row[None, :]), None, 0.002, f"r{i}")
+        telemetry.error(info, "data", 400, 0.001, "bad", "column 'a': not a number")
+        clock.advance(5)
+        taken = telemetry.swap()
+        assert len(taken) == 1
+        telemetry._pending = taken + taken  # the same window twice, as after a lost reply
+        assert telemetry.flush() == 2
+        with ws.store.session() as s:
+            windows = s.scalars(select(ServingWindow)).all()
+            logged = s.scalar(select(func.count(PredictionRecord.id)))
+        assert len(windows) == 1 and logged == 40
+        w = windows[0]
+        assert (w.requests, w.rows, w.data_errors) == (41, 40, 1)
+        assert w.window_end - w.window_start == 5
+        assert w.summary["inputs"]["a"]["mean"] == pytest.approx(np.mean(rows[:, 0]))
+        assert w.input_profile is not None and w.input_profile["rows"] == 40
+    finally:
+        ws.store.dispose()
+
+
+def test_disabled_telemetry_writes_nothing_but_counts_metrics(workspace: Workspace) -> None:
+    clf, x = fit_classifier()
+    info = Registry.of(workspace).register("m", clf, training_data=x, alias="champion")
+    telemetry = Telemetry(workspace.store, workspace.artifacts, enabled=False)
+    row = x.to_numpy()[:1]
+    telemetry.ok(info, row, clf.predict(row), None, 0.001, "r")
+    assert telemetry.flush() == 0
+    with workspace.store.session() as s:
+        assert s.scalar(select(func.count(ServingWindow.id))) == 0
+    value = telemetry.registry.get_sample_value(
+        "shipyard_serving_requests_total", {"model": "m", "version": "1", "code": "200"}
+    )
+    assert value == 1.0
