@@ -113,8 +113,6 @@ def record_usage(
                 seconds = max(capacity - reserved, 0.0) / rate if rate > 0 else None
                 if seconds is not None:
                     point(TIME_TO_EXHAUSTION, labels, seconds)
-                outlook.append(
-                    Exhaustion(pool.name, resource, reserved, capacity, rate, seconds)
-                )
+                outlook.append(Exhaustion(pool.name, resource, reserved, capacity, rate, seconds))
         s.add_all(points)
     return outlook
