@@ -145,7 +145,8 @@ def plan_from_store(
     reservations) and plan the week."""
     pools = list_pools(store)
     with store.session() as s:
-        records = list(s.scalars(select(PipelineRecord).where(PipelineRecord.schedule.is_not(None))))
+        scheduled = select(PipelineRecord).where(PipelineRecord.schedule.is_not(None))
+        records = list(s.scalars(scheduled))
         reservations: dict[str, dict[str, float]] = {}
         for r in s.scalars(select(QuotaReservation)):
             pool_res = reservations.setdefault(r.pool, {})
@@ -165,8 +166,6 @@ def plan_from_store(
         demands.append(
             ScheduledDemand(rec.name, pool, rec.schedule, est.peak, est.duration_s, basis)
         )
-    plan = plan_week(
-        pools, demands, reservations, headroom_fraction=headroom_fraction, start=start
-    )
+    plan = plan_week(pools, demands, reservations, headroom_fraction=headroom_fraction, start=start)
     plan.notes = notes + plan.notes
     return plan
