@@ -6,6 +6,10 @@ injection would cost as much again (see ``benchmarks/serving.py``). The model ru
 loop thread — no thread hop — so a worker serves one prediction at a time; run several workers
 (``--workers N``) to use several cores.
 
+Class probabilities, which confidence-based performance estimation needs, are computed for a
+deterministic share of requests (``proba_sample_rate``, default 5 %) — not for every one, since
+``predict_proba`` costs about as much as ``predict`` — and always when a client asks for them.
+
 Every answer carries ``X-Request-Id`` (the client's, or a new one); every model answer carries
 ``X-Shipyard-Model`` and ``X-Shipyard-Model-Version``. Nothing a client sends can crash a worker:
 bad input is a 4xx naming the field, a model that raises is a 500 with the request id.
@@ -66,7 +70,7 @@ class ServingApp:
         telemetry: Telemetry,
         *,
         default_model: str | None = None,
-        proba_sample_rate: float = 0.1,
+        proba_sample_rate: float = 0.05,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.live = live
@@ -277,7 +281,7 @@ class ServingApp:
         try:
             predictions = predictor.predict(x)
             proba = None
-            if predictor.proba_fn is not None:
+            if predictor.proba_fn is not None and (want_proba or self.telemetry.enabled):
                 self._proba_tick += self.proba_sample_rate
                 if want_proba or self._proba_tick >= 1.0:
                     self._proba_tick = 0.0 if self._proba_tick >= 1.0 else self._proba_tick
