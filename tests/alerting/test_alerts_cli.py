@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import typer
+from alerting_testkit import CollectingReceiver
 from typer.testing import CliRunner
 
-from conftest import CollectingReceiver
 from shipyard.cli import alerts
 from shipyard.errors import ShipyardError
 

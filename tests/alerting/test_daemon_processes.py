@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import yaml
+from alerting_testkit import CollectingReceiver, write_point
 from sqlalchemy import select
 
-from conftest import CollectingReceiver, write_point
 from shipyard.alerting.defaults import default_rules
 from shipyard.store import Store
 from shipyard.store.alerting import AlertRecord, LeaderLease, NotificationRecord

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alerting_testkit import write_point
 from sqlalchemy import select
 
-from conftest import write_point
 from shipyard.alerting.config import load_config
 from shipyard.alerting.cycle import evaluate
 from shipyard.store import Store

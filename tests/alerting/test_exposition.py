@@ -7,9 +7,9 @@ import urllib.error
 import urllib.request
 
 import pytest
+from alerting_testkit import write_point
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import write_point
 from shipyard.alerting.exposition import MetricsServer
 from shipyard.store import Store
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alerting_testkit import write_point
 from sqlalchemy import select
 
-from conftest import write_point
 from shipyard.alerting.config import AlertingConfig, build_config
 from shipyard.alerting.cycle import evaluate
 from shipyard.alerting.grouping import Route, routes_for

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from alerting_testkit import CollectingReceiver, write_point
 from sqlalchemy import select
 
-from conftest import CollectingReceiver, write_point
 from shipyard.alerting.config import AlertingConfig, build_config
 from shipyard.alerting.cycle import evaluate
 from shipyard.alerting.defaults import default_rules

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from alerting_testkit import CollectingReceiver, write_point
 
-from conftest import CollectingReceiver, write_point
 from shipyard.alerting.config import build_config
 from shipyard.alerting.cycle import evaluate
 from shipyard.alerting.defaults import default_rules

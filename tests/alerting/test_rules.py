@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 
 import pytest
+from alerting_testkit import write_point, write_points
 from scipy import stats
 
-from conftest import write_point, write_points
 from shipyard.alerting.matchers import Matcher
 from shipyard.alerting.rules import (
     PAGE_WINDOWS,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from alerting_testkit import write_point
 from sqlalchemy import select
 
-from conftest import write_point
 from shipyard.alerting.rules import Rule
 from shipyard.alerting.state import RESOLVED_RETENTION_S, Transition, apply_rules
 from shipyard.clock import FakeClock

@@ -1,0 +1,135 @@
+"""What the alerting tests share: metric points in a real store, and a real HTTP receiver.
+
+A module of its own (not conftest) so that its name is unique across the test tree.
+
+:class:`CollectingReceiver` is a stdlib HTTP server on 127.0.0.1 that records every request and
+answers from a script: ``[500, 500, 500]`` then 200; ``"hang"`` holds the connection open;
+:meth:`CollectingReceiver.stop` takes it down (connections refused) and ``start`` brings it
+back on the same port.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from shipyard.store import Store
+from shipyard.store.tables import MetricPoint
+
+
+def labels_key(labels: dict[str, Any]) -> str:
+    return ",".join(f"{k}={labels[k]}" for k in sorted(labels))
+
+
+def write_point(store: Store, name: str, labels: dict[str, Any], ts: float, value: float) -> None:
+    with store.session() as session:
+        session.add(
+            MetricPoint(name=name, labels=labels, labels_key=labels_key(labels), ts=ts, value=value)
+        )
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: Any
+    status: int
+    at: float
+
+
+class CollectingReceiver:
+    def __init__(self) -> None:
+        self.script: list[int | str] = []
+        self.received: list[Received] = []
+        self.lock = threading.Lock()
+        self.port = 0
+        self.server: ThreadingHTTPServer | None = None
+        self.release = threading.Event()
+        self.arrived = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    @property
+    def delivered(self) -> list[Received]:
+        return [r for r in self.received if 200 <= r.status < 300]
+
+    def start(self) -> CollectingReceiver:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with outer.lock:
+                    answer = outer.script.pop(0) if outer.script else 200
+                if answer == "hang":  # hold the request, then drop it unanswered
+                    with outer.lock:
+                        outer.received.append(
+                            Received(
+                                self.path,
+                                dict(self.headers),
+                                json.loads(raw or b"null"),
+                                0,
+                                time.monotonic(),
+                            )
+                        )
+                    outer.arrived.set()
+                    outer.release.wait(30)
+                    self.close_connection = True
+                    return
+                status = int(answer)
+                with outer.lock:
+                    outer.received.append(
+                        Received(
+                            self.path,
+                            dict(self.headers),
+                            json.loads(raw or b"null"),
+                            status,
+                            time.monotonic(),
+                        )
+                    )
+                    outer.arrived.set()
+                body = b'{"status": "ok"}' if status < 300 else b'{"error": "scripted"}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.release.set()
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def wait_for(self, count: int, timeout_s: float = 10.0) -> list[Received]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if len(self.delivered) >= count:
+                return self.delivered
+            time.sleep(0.02)
+        raise AssertionError(f"expected {count} deliveries, got {len(self.delivered)}")
+
+
+def write_points(store: Store, points: list[tuple[str, dict[str, Any], float, float]]) -> None:
+    """Many (name, labels, ts, value) points in one transaction."""
+    with store.session() as session:
+        session.add_all(
+            MetricPoint(name=n, labels=lab, labels_key=labels_key(lab), ts=t, value=v)
+            for n, lab, t, v in points
+        )
