@@ -3,6 +3,7 @@ that neither lose a missed run nor start a running one twice, clean shutdown on 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from shipyard.alerting.config import build_config
@@ -77,6 +79,22 @@ class TestTasks:
         loop = Daemon(_context(workspace, FakeClock(T0), []), tasks=tasks)
         assert loop.tick() == ["boom", "ok"]
         assert ran == ["ok"]
+
+    def test_every_built_in_task_runs_cleanly_on_a_fresh_workspace(
+        self, workspace: Workspace, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        loop = Daemon(_context(workspace, FakeClock(T0), []))
+        with caplog.at_level(logging.ERROR, logger="shipyard.daemon"):
+            ran = loop.tick()
+        assert set(ran) >= {
+            "pipelines.schedule",
+            "monitors.evaluate",
+            "alerts.evaluate",
+            "notifications.deliver",
+            "rollouts.advance",
+            "quota.reclaim",
+        }
+        assert [r.getMessage() for r in caplog.records] == []
 
 
 class TestLeadership:

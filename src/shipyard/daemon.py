@@ -8,7 +8,8 @@ a function of the :class:`DaemonContext`), e.g. the deployment wing's rollout ad
         advance_rollouts(ctx.store, ctx.clock)
 
 Built in: ``pipelines.schedule`` (cron), ``monitors.evaluate``, ``alerts.evaluate``,
-``notifications.deliver``, ``quota.reclaim``.
+``notifications.deliver``, ``rollouts.advance`` (``shipyard.deploy.loop.advance_rollouts``),
+``quota.reclaim``; the other wings' functions are imported lazily, when they exist.
 
 **One actor.** Several daemons may run against one database; each tick, a daemon renews (or
 takes, once expired) the row ``leader_leases['daemon']`` in a transaction with a row lock, and
@@ -253,6 +254,12 @@ def _alerts(ctx: DaemonContext) -> object:
 @periodic_task("notifications.deliver", interval_s=0)  # every tick
 def _deliver(ctx: DaemonContext) -> object:
     return deliver_due(ctx.store, ctx.alerting.receivers, ctx.clock)
+
+
+@periodic_task("rollouts.advance", interval_s=5)
+def _rollouts(ctx: DaemonContext) -> object:
+    fn = _optional("shipyard.deploy.loop", "advance_rollouts")
+    return fn(ctx.workspace, ctx.clock) if fn else None
 
 
 @periodic_task("quota.reclaim", interval_s=5)
