@@ -74,6 +74,8 @@ SCENARIOS: dict[str, Behaviour] = {
     "+2 pp errors": Behaviour(error=0.03),
     "prediction shift only": Behaviour(pred_a=2.6),
     "latency spread x2, same median": Behaviour(latency_sigma=0.8),
+    # Beta(0.8, 2) has Beta(2, 5)'s mean (2/7) and twice its spread: the mean does not move
+    "prediction spread, same mean": Behaviour(pred_a=0.8, pred_b=2.0),
 }
 SPARSE = ("sparse errors vs error-free stable", Behaviour(error=0.005), Behaviour(error=0.0))
 
@@ -360,6 +362,7 @@ def main() -> None:
         ("prediction shift only", "detected within 3 intervals", 3, ""),
         ("prediction shift only", "detected in the rollout", None, "detected"),
         ("latency spread x2, same median", "detected in the rollout", None, ""),
+        ("prediction spread, same mean", "detected within 3 intervals", 3, ""),
         (SPARSE[0], "detected in the rollout", None, ""),
     ]
     for name, measure, within, goal in rows:

@@ -90,3 +90,48 @@ def test_arm_sums_the_windows_that_ended_in_the_interval(store: Store) -> None:
     got = arm_from_store(store, "m", 2, 0.0, 120.0)
     assert (got.requests, got.errors, got.latencies_ms.size) == (150, 50, 150)
     assert len(got.predictions) == 100  # errored requests have no prediction
+
+
+def _labelled(
+    store: Store, version: int, n: int, wrong_share: float, rng: np.random.Generator
+) -> None:
+    from shipyard.store.serving import FeedbackRecord, PredictionRecord
+
+    with store.session() as s:
+        for i in range(n):
+            rid = f"v{version}-{i}"
+            pred = int(rng.integers(0, 2))
+            label = 1 - pred if rng.random() < wrong_share else pred
+            s.add(
+                PredictionRecord(
+                    request_id=rid,
+                    model="m",
+                    version=version,
+                    ts=10.0 + i * 1e-3,
+                    prediction=[pred],
+                )
+            )
+            s.add(FeedbackRecord(request_id=rid, model="m", labels=[label], ts=500.0))
+
+
+def test_quality_on_late_labels_fails_a_canary_that_is_wrong_more_often(store: Store) -> None:
+    rng = np.random.default_rng(17)
+    _labelled(store, 2, 300, 0.25, rng)
+    _labelled(store, 1, 900, 0.10, rng)
+    c, s = arm_from_store(store, "m", 2, 0.0, 60.0), arm_from_store(store, "m", 1, 0.0, 60.0)
+    assert (c.labelled, s.labelled) == (300, 900)
+    assert c.wrong / c.labelled == pytest.approx(0.25, abs=0.06)
+    policy = parse_policy(TEST_POLICY + "  metrics: [{name: quality}]\n")
+    [v] = judge_arms(c, s, policy, 0, 2)
+    assert v.metric == "quality" and v.outcome == "fail"
+    assert v.effect == pytest.approx(c.wrong / c.labelled - s.wrong / s.labelled)
+
+
+def test_quality_without_labels_is_not_judged_unless_required() -> None:
+    rng = np.random.default_rng(18)
+    optional = parse_policy(TEST_POLICY + "  metrics: [{name: quality}]\n")
+    [v] = judge_arms(arm(rng, 900), arm(rng, 8100), optional, 0, 2)
+    assert v.outcome == "pass" and "not judged" in v.reason
+    required = parse_policy(TEST_POLICY + "  metrics: [{name: quality, required: true}]\n")
+    [v] = judge_arms(arm(rng, 900), arm(rng, 8100), required, 0, 2)
+    assert v.outcome == "extend"

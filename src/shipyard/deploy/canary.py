@@ -14,6 +14,8 @@ Per metric (kernels in :mod:`shipyard.stats.canary`):
 - ``latency_spread``: Brown–Forsythe; floor on the ratio of mean absolute deviations.
 - ``prediction_shift``: KS on numeric predictions, chi-square on classes (≤ 20 distinct
   values); floor on D or Cramér's V.
+- ``quality`` (opt-in): share of wrong predictions among those whose late label arrived
+  (``POST …/feedback``), the same exact rate test; floor in absolute share.
 
 Latency comes from the servers' histograms: each request counts as its bucket's upper bound
 (the overflow bucket as twice the last bound), so tests see tied values, which the rank tests'
@@ -43,10 +45,13 @@ from shipyard.stats.canary import (
     verdict,
 )
 from shipyard.store import Store
-from shipyard.store.serving import PredictionRecord, ServingWindow
+from shipyard.store.serving import FeedbackRecord, PredictionRecord, ServingWindow
 
 MAX_CLASSES = 20
 MAX_PREDICTIONS = 20_000
+LABELLED_MIN = 30
+"""Late labels are scarce: quality is judged from 30 labelled predictions per side (or the
+step's ``min_samples`` if smaller)."""
 
 
 @dataclass
@@ -57,10 +62,12 @@ class ArmData:
     errors: int = 0
     latencies_ms: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
     predictions: list[Any] = field(default_factory=list)
+    labelled: int = 0
+    wrong: int = 0
 
 
 def _no_data(rule: MetricRule, alpha: float, floor: float, n_c: int, n_s: int) -> MetricVerdict:
-    required = rule.required
+    required = rule.is_required
     return MetricVerdict(
         metric=rule.name,
         outcome="extend" if required else "pass",
@@ -142,6 +149,20 @@ def judge_arms(
                         min_samples=step.min_samples,
                     )
                 )
+        elif rule.name == "quality":
+            if canary.labelled == 0 or stable.labelled == 0:
+                out.append(_no_data(rule, alpha, floor, canary.labelled, stable.labelled))
+                continue
+            result = rate_test(canary.wrong, canary.labelled, stable.wrong, stable.labelled, conf)
+            out.append(
+                verdict(
+                    rule.name,
+                    result,
+                    alpha=alpha,
+                    effect_floor=floor,
+                    min_samples=min(step.min_samples, LABELLED_MIN),
+                )
+            )
         else:  # prediction_shift
             n_c, n_s = len(canary.predictions), len(stable.predictions)
             if n_c < 2 or n_s < 2:
@@ -175,6 +196,12 @@ def _first_value(prediction: Any) -> Any:
     return prediction
 
 
+def _same(prediction: Any, label: Any) -> bool:
+    if isinstance(prediction, int | float) and isinstance(label, int | float):
+        return float(prediction) == float(label)
+    return str(prediction) == str(label)
+
+
 def arm_from_store(store: Store, model: str, version: int, start: float, end: float) -> ArmData:
     """Sum the flushed windows of ``version`` that ended inside [start, end]."""
     with store.session() as s:
@@ -201,12 +228,30 @@ def arm_from_store(store: Store, model: str, version: int, start: float, end: fl
                 .limit(MAX_PREDICTIONS)
             )
         )
+        labelled = s.execute(
+            select(PredictionRecord.prediction, FeedbackRecord.labels)
+            .join(
+                FeedbackRecord,
+                (FeedbackRecord.model == PredictionRecord.model)
+                & (FeedbackRecord.request_id == PredictionRecord.request_id),
+            )
+            .where(
+                PredictionRecord.model == model,
+                PredictionRecord.version == version,
+                PredictionRecord.ts > start,
+                PredictionRecord.ts <= end,
+            )
+            .limit(MAX_PREDICTIONS)
+        ).all()
     lat = [latencies_from_histogram(w.latency_s) for w in windows]
+    wrong = sum(not _same(_first_value(p), _first_value(y)) for p, y in labelled)
     return ArmData(
         requests=sum(w.requests for w in windows),
         errors=sum(w.errors + w.data_errors for w in windows),
         latencies_ms=np.concatenate(lat) if lat else np.empty(0),
         predictions=[_first_value(p) for p in preds],
+        labelled=len(labelled),
+        wrong=wrong,
     )
 
 

@@ -43,7 +43,7 @@ from shipyard.store import Store
 from shipyard.store.deploy import DeployPolicyRecord
 from shipyard.store.tables import AuditEvent
 
-MetricName = Literal["error_rate", "latency", "latency_spread", "prediction_shift"]
+MetricName = Literal["error_rate", "latency", "latency_spread", "prediction_shift", "quality"]
 
 METRIC_DEFAULTS: dict[str, dict[str, Any]] = {
     # threshold = the effect floor a failing metric must reach (see stats.canary.verdict)
@@ -51,12 +51,17 @@ METRIC_DEFAULTS: dict[str, dict[str, Any]] = {
     "latency": {"direction": "increase", "threshold": 0.10},  # HL shift ≥ 10 % of stable median
     "latency_spread": {"direction": "increase", "threshold": 1.25},  # MAD ratio ≥ 1.25
     "prediction_shift": {"direction": "any", "threshold": 0.10},  # KS D (or Cramér's V) ≥ 0.1
+    # share of wrong predictions among those whose late label arrived: ≥ 2 points worse
+    "quality": {"direction": "decrease", "threshold": 0.02},
 }
+DEFAULT_METRICS = ("error_rate", "latency", "latency_spread", "prediction_shift")
+"""Judged when a policy names no metrics; ``quality`` is opt-in (labels arrive late, if ever)."""
 ALLOWED_DIRECTIONS = {
     "error_rate": {"increase"},
     "latency": {"increase"},
     "latency_spread": {"increase"},
     "prediction_shift": {"any"},
+    "quality": {"decrease"},
 }
 
 
@@ -135,7 +140,7 @@ class MetricRule(_Strict):
     name: MetricName
     direction: str | None = None
     threshold: float | None = Field(None, ge=0)
-    required: bool = True
+    required: bool | None = None
 
     @model_validator(mode="after")
     def _direction_fits(self) -> MetricRule:
@@ -148,6 +153,12 @@ class MetricRule(_Strict):
         return self
 
     @property
+    def is_required(self) -> bool:
+        """Whether missing data holds the step (extend/pause/fail); quality is optional unless
+        the policy says otherwise, since labels may never arrive within a step."""
+        return self.required if self.required is not None else self.name != "quality"
+
+    @property
     def floor(self) -> float:
         if self.threshold is not None:
             return self.threshold
@@ -155,7 +166,7 @@ class MetricRule(_Strict):
 
 
 def _default_metrics() -> list[MetricRule]:
-    return [MetricRule.model_validate({"name": name}) for name in METRIC_DEFAULTS]
+    return [MetricRule.model_validate({"name": name}) for name in DEFAULT_METRICS]
 
 
 class Analysis(_Strict):

@@ -23,6 +23,10 @@ METRIC_TEXT = {
         "prediction distribution (KS, or chi-square for classes)",
         "KS D (or Cramér's V) ≥ {t:g}",
     ),
+    "quality": (
+        "quality on late labels (exact rate test on wrong predictions)",
+        "canary's share of wrong predictions − stable's ≥ {t:.0%}",
+    ),
 }
 
 
