@@ -11,6 +11,7 @@ from typing import Any
 
 import psutil
 import typer
+from rich.markup import escape
 from sqlalchemy import select
 
 from shipyard.cli.output import console, duration, open_workspace, print_json, when
@@ -343,6 +344,9 @@ def plan(as_json: bool = typer.Option(False, "--json")) -> None:
         console.print(f"  experiment headroom   {format_amount(r, x.headroom)}")
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
+    if not result.lines:
+        console.print("no pools declared: `shipyard quota apply pools.yaml` first")
+        raise typer.Exit(1)
     verdict = "enough quota for every pipeline" if result.fits else "NOT enough quota"
     console.print(f"verdict: [bold]{verdict}[/]")
     if not result.fits:
@@ -408,14 +412,20 @@ def hardware_advise(
         )
     console.print("[bold]by time[/]")
     for o in options:
-        cost = f"${o.cost_per_run:.4f}/run" if o.cost_per_run is not None else "no price"
+        cost = f"${o.cost_per_run:.3g}/run" if o.cost_per_run is not None else "no price"
         fit = "" if o.fits_memory else " [red](model does not fit)[/]"
         console.print(
-            f"  {o.name:<28} {duration(o.seconds):>8}  {cost:<14} [{o.provenance}] {o.detail}{fit}"
+            f"  {o.name:<28} {_seconds(o.seconds):>9}  {cost:<14} "
+            f"{escape(f'[{o.provenance}]')} {escape(o.detail)}{fit}"
         )
     console.print("[bold]by cost per run[/]")
     for o in by_cost(options)[:5]:
-        console.print(f"  {o.name:<28} ${o.cost_per_run:.4f}  [{o.provenance}]")
+        fit = "" if o.fits_memory else " (model does not fit)"
+        console.print(f"  {o.name:<28} ${o.cost_per_run:.3g}  {escape(f'[{o.provenance}]')}{fit}")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3g}s" if value < 60 else duration(value)
 
 
 def register(app: typer.Typer) -> None:
