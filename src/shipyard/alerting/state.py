@@ -9,13 +9,13 @@ resolutions that long), then deleted. Fingerprint = hash of the alert's labels.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shipyard.alerting.rules import Rule, evaluate_rule
+from shipyard.alerting.rules import Hit, Rule, evaluate_rule
 from shipyard.store.alerting import AlertRecord
 
 RESOLVED_RETENTION_S = 15 * 60
@@ -35,8 +35,19 @@ def rule_key(rule: Rule) -> str:
     return f"{rule.name}/{rule.severity}"
 
 
-def apply_rules(session: Session, rules: Iterable[Rule], now: float) -> list[Transition]:
-    """Evaluate every enabled rule at ``now`` and move its alerts; returns what changed."""
+def evaluate_all(session: Session, rules: Iterable[Rule], now: float) -> dict[str, list[Hit]]:
+    """Every enabled rule's hits at ``now``, by rule key (reads only)."""
+    return {rule_key(r): evaluate_rule(session, r, now) for r in rules if r.enabled}
+
+
+def apply_rules(
+    session: Session,
+    rules: Iterable[Rule],
+    now: float,
+    hits_by_rule: Mapping[str, list[Hit]] | None = None,
+) -> list[Transition]:
+    """Move every enabled rule's alerts to where its hits at ``now`` put them (evaluating the
+    rules here unless ``hits_by_rule`` already holds their hits); returns what changed."""
     changes: list[Transition] = []
     by_key = {rule_key(r): r for r in rules if r.enabled}
     existing: dict[str, dict[str, AlertRecord]] = {}
@@ -51,7 +62,12 @@ def apply_rules(session: Session, rules: Iterable[Rule], now: float) -> list[Tra
 
     for key, rule in by_key.items():
         mine = existing.pop(key, {})
-        hits = {hit.fingerprint: hit for hit in evaluate_rule(session, rule, now)}
+        found = (
+            hits_by_rule[key]
+            if hits_by_rule is not None and key in hits_by_rule
+            else evaluate_rule(session, rule, now)
+        )
+        hits = {hit.fingerprint: hit for hit in found}
         for fp, hit in hits.items():
             record = mine.pop(fp, None)
             if record is None:
