@@ -1,44 +1,18 @@
-"""Deploy fixtures: a workspace on each backend with a real registry holding two real models,
-and helpers that write serving windows the way the model server flushes them."""
+"""Deploy fixtures: a workspace on each backend with a real registry holding two real models."""
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
+from deploy_testkit import T0, TEST_POLICY, training_frame
 from sklearn.linear_model import LogisticRegression
-from sqlalchemy import insert
 
 from shipyard.clock import FakeClock
-from shipyard.deploy.policy import parse_policy, set_policy
+from shipyard.deploy.policy import set_policy
 from shipyard.registry import Registry
-from shipyard.serving.telemetry import LATENCY_BUCKETS_S
-from shipyard.store import Store
-from shipyard.store.serving import PredictionRecord, ServingWindow
 from shipyard.workspace import Workspace
-
-T0 = 1_700_000_000.0
-
-TEST_POLICY = """
-roles:
-  approver: [alice, bob]
-approvals:
-  start: {count: 1, roles: [approver]}
-  speedup: {count: 2, roles: [approver]}
-staging: {smoke: true, sample_rows: 3, max_latency_ms: 5000}
-canary:
-  interval_s: 60
-  steps:
-    - {weight_pct: 10, min_duration_s: 120, min_samples: 100}
-    - {weight_pct: 50, min_duration_s: 120, min_samples: 100}
-analysis:
-  alpha: 0.01
-  on_no_data: extend
-"""
 
 
 @pytest.fixture
@@ -54,13 +28,6 @@ def dws(db_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[Workspace]:
     ws.store.dispose()
 
 
-def training_frame(seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
-    y = (x["a"] + 0.5 * x["b"] > 0).astype(int).to_numpy()
-    return x, y
-
-
 @pytest.fixture
 def models(dws: Workspace) -> Registry:
     """Model 'churn': version 1 by carol, version 2 by dave (both real fitted classifiers)."""
@@ -70,70 +37,3 @@ def models(dws: Workspace) -> Registry:
         reg.register("churn", LogisticRegression(C=c).fit(x, y), training_data=x)
     set_policy(dws.store, "churn", TEST_POLICY, actor="admin", clock=dws.clock)
     return Registry(dws.store, dws.artifacts, dws.clock, "tester")
-
-
-def histogram(latencies_s: np.ndarray) -> dict[str, object]:
-    counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
-    for v in latencies_s:
-        counts[bisect.bisect_left(LATENCY_BUCKETS_S, float(v))] += 1
-    return {
-        "buckets_s": list(LATENCY_BUCKETS_S),
-        "counts": counts,
-        "sum_s": float(np.sum(latencies_s)),
-    }
-
-
-def write_window(
-    store: Store,
-    model: str,
-    version: int,
-    start: float,
-    end: float,
-    *,
-    requests: int,
-    error_rate: float,
-    rng: np.random.Generator,
-    latency_median_s: float = 0.02,
-    prediction_mean: float = 0.3,
-    worker: str = "w1",
-) -> None:
-    """One flushed window, drawn the way a server would see it (binomial errors, lognormal
-    latency, Bernoulli predictions)."""
-    errors = int(rng.binomial(requests, error_rate))
-    lat = rng.lognormal(np.log(latency_median_s), 0.4, requests)
-    preds = rng.binomial(1, prediction_mean, requests - errors)
-    with store.session() as s:
-        s.add(
-            ServingWindow(
-                model=model,
-                version=version,
-                worker=worker,
-                window_start=start,
-                window_end=end,
-                requests=requests,
-                rows=requests,
-                errors=errors,
-                data_errors=0,
-                latency_s=histogram(lat),
-                summary={},
-            )
-        )
-        ts = np.linspace(start, end, max(len(preds), 1), endpoint=False) + 1e-3
-        if len(preds):
-            s.execute(
-                insert(PredictionRecord),
-                [
-                    {
-                        "request_id": f"{worker}-{version}-{start}-{i}",
-                        "model": model,
-                        "version": version,
-                        "ts": float(ts[i]),
-                        "prediction": [int(p)],
-                    }
-                    for i, p in enumerate(preds)
-                ],
-            )
-
-
-def test_policy_parses() -> None:
-    assert parse_policy(TEST_POLICY).approvals.speedup.count == 2

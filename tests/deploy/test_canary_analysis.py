@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from deploy_testkit import TEST_POLICY, histogram, write_window
 
-from conftest import TEST_POLICY, histogram, write_window
 from shipyard.deploy.canary import ArmData, arm_from_store, judge_arms, latencies_from_histogram
 from shipyard.deploy.policy import parse_policy
 from shipyard.store import Store

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
+from deploy_testkit import TEST_POLICY, training_frame
 from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
-from conftest import TEST_POLICY, training_frame
 from shipyard.cli.deploy import register
 from shipyard.deploy.loop import advance_rollouts
 from shipyard.errors import ConfigError, DeployError, NotFound

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from deploy_testkit import training_frame
 from sqlalchemy import select
 
-from conftest import training_frame
 from shipyard.deploy import traffic
 from shipyard.deploy.loop import advance_rollouts
 from shipyard.deploy.policy import set_policy

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from deploy_testkit import training_frame
 from sklearn.dummy import DummyClassifier
 from sqlalchemy import select
 
-from conftest import training_frame
 from shipyard.clock import FakeClock
 from shipyard.deploy.gate import validate_version
 from shipyard.deploy.policy import Gate

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from deploy_testkit import TEST_POLICY
 
-from conftest import TEST_POLICY
 from shipyard.deploy.policy import DEFAULT_POLICY, load_policy, parse_policy, set_policy
 from shipyard.errors import ConfigError
 from shipyard.store import Store

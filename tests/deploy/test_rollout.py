@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from deploy_testkit import TEST_POLICY, write_window
 from sqlalchemy import select
 
-from conftest import TEST_POLICY, write_window
 from shipyard.clock import FakeClock
 from shipyard.deploy import traffic
 from shipyard.deploy.loop import advance_rollouts, engine_for
