@@ -33,7 +33,9 @@ def upgrade() -> None:
         sa.Column("prediction_profile", sa.JSON(), nullable=True),
         sa.Column("summary", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_serving_windows")),
-        sa.UniqueConstraint("worker", "model", "version", "window_start", name="uq_serving_windows"),
+        sa.UniqueConstraint(
+            "worker", "model", "version", "window_start", name="uq_serving_windows"
+        ),
     )
     op.create_index(
         "ix_serving_windows_model_end", "serving_windows", ["model", "window_end"], unique=False
