@@ -13,6 +13,7 @@ from shipyard.cli.output import console, open_workspace, print_json, when
 from shipyard.deploy import rollout as ro
 from shipyard.deploy import traffic
 from shipyard.deploy.diagnosis import diagnosis_of
+from shipyard.deploy.loop import sync_aliases
 from shipyard.deploy.policy import load_policy, policy_text, set_policy
 from shipyard.deploy.runbook import render_runbook
 from shipyard.errors import InvalidInput, NotFound
@@ -200,6 +201,7 @@ def rollback(
         reason=reason,
         version_exists=exists,
     )
+    sync_aliases(ws)  # model servers that route by the default alias follow within 0.5 s
     if as_json:
         print_json(result)
         return

@@ -806,11 +806,12 @@ class Engine:
         if self.on_failure is not None:
             evidence["diagnosis"] = self.on_failure(s, r, verdicts, now)
         if "notify" in policy.on_failure or policy.rollback.notify:
+            labels = {"model": r.model, "version": str(r.version), "rollout": r.id}
             s.add(
                 MetricPoint(
                     name=ROLLOUT_FAILED_METRIC,
-                    labels={"model": r.model, "version": str(r.version), "rollout": r.id},
-                    labels_key=f"model={r.model},rollout={r.id},version={r.version}",
+                    labels=labels,
+                    labels_key=",".join(f"{k}={v}" for k, v in sorted(labels.items())),
                     ts=now,
                     value=1.0,
                 )
