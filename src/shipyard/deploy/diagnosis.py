@@ -50,13 +50,17 @@ def _merged_inputs(s: Session, model: str, version: int, start: float, end: floa
     return merged
 
 
-def _training_profile(registry: Registry | None, model: str, version: int) -> dict[str, Any] | None:
+def _training_profile(
+    registry: Registry | None, model: str, version: int
+) -> tuple[dict[str, Any] | None, tuple[str, ...] | None]:
+    """The version's training profile and its input column names (the signature's)."""
     if registry is None:
-        return None
+        return None, None
     try:
-        return registry.get(model, version).reference_profile
+        info = registry.get(model, version)
     except ShipyardError:
-        return None
+        return None, None
+    return info.reference_profile, info.signature.names
 
 
 def drifting_inputs(
@@ -71,7 +75,7 @@ def drifting_inputs(
     if current is None:
         return {"available": False, "why": "no input profiles were flushed for the canary"}
     reference, against = None, ""
-    training = _training_profile(registry, r.model, r.version)
+    training, input_names = _training_profile(registry, r.model, r.version)
     if training:
         reference, against = DatasetProfile.from_json(training), "training data"
     elif r.stable_version is not None:
@@ -79,6 +83,15 @@ def drifting_inputs(
         against = f"stable version {r.stable_version}"
     if reference is None:
         return {"available": False, "why": "nothing to compare the canary's inputs with"}
+    # only the inputs: a training profile also holds the model's predictions as a column
+    keep = set(input_names) if input_names else set(current.columns)
+    reference = DatasetProfile(
+        {k: v for k, v in reference.columns.items() if k in keep and k in current.columns},
+        reference.rows,
+    )
+    current = DatasetProfile(
+        {k: v for k, v in current.columns.items() if k in reference.columns}, current.rows
+    )
     try:
         report = compare(reference, current)
     except Exception as exc:  # a diagnosis must never stop a rollback
