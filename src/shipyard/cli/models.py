@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from shipyard.cli.output import console, open_workspace, print_json, when
-from shipyard.errors import InvalidInput
+from shipyard.errors import InvalidInput, NotFound
 from shipyard.registry import Registry, Signature, import_mlflow
 from shipyard.registry import flavors as fl
 
@@ -67,8 +67,10 @@ def show(
         versions = registry.versions(name)
         if not versions:
             raise InvalidInput(f"model {name!r} has no versions")
-        aliases = registry.aliases(name)
-        info = registry.get(name, version=aliases.get("champion", versions[-1].version))
+        try:
+            info = registry.get(name)  # the version the default alias names
+        except NotFound:
+            info = versions[-1]
     else:
         info = registry.get(name, version, alias)
     moves = registry.alias_history(name)
