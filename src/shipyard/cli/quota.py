@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from shipyard.cli.output import console, duration, open_workspace, print_json, when
 from shipyard.errors import InvalidInput, NotFound
+from shipyard.quota.admission import reclaim_expired
 from shipyard.quota.estimate import estimate_pipeline, measure_latency, serving_replicas
 from shipyard.quota.hardware import Workload, advise, by_cost, load_catalogue, measure_cpu
 from shipyard.quota.plan import plan_from_store
@@ -152,6 +153,15 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
             since = when(min(x.requested_at for x in rows))
             verb = "holds" if state == "held" else "waits for"
             console.print(f"    {pipeline} {verb} {amounts} ({len(rows)} leases, since {since})")
+
+
+@quota_app.command("reclaim")
+def reclaim() -> None:
+    """Expire leases whose holders stopped heartbeating (the daemon does this every tick)."""
+    ws = open_workspace()
+    gone = reclaim_expired(ws.store, ws.clock)
+    listed = f": {', '.join(gone)}" if gone else ""
+    console.print(f"reclaimed {len(gone)} expired lease(s){listed}")
 
 
 @quota_app.command("estimate")

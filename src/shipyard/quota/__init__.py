@@ -8,6 +8,7 @@ from shipyard.quota.admission import (
     check_feasible,
     reclaim_expired,
 )
+from shipyard.quota.enforce import MemoryWatchdog, QuotaEnforcer
 from shipyard.quota.pools import Member, Pool, apply_pools, list_pools, load_pool, read_pool_file
 from shipyard.quota.resources import parse_amounts, parse_quantity
 
@@ -16,8 +17,10 @@ __all__ = [
     "LeaseManager",
     "LeaseRequest",
     "Member",
+    "MemoryWatchdog",
     "Pool",
     "QuotaAdmission",
+    "QuotaEnforcer",
     "apply_pools",
     "check_feasible",
     "list_pools",
