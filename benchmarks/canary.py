@@ -248,8 +248,9 @@ def rollback_speed(trials: int) -> list[float]:
     from shipyard.clock import SYSTEM_CLOCK
     from shipyard.deploy import traffic
     from shipyard.deploy.canary import ServingAnalyzer
+    from shipyard.deploy.engine import Engine, SmokeResult
     from shipyard.deploy.policy import parse_policy, set_policy
-    from shipyard.deploy.rollout import ROLLED_BACK, Engine, SmokeResult, start_rollout
+    from shipyard.deploy.rollout import ROLLED_BACK, start_rollout
     from shipyard.deploy.routing import choose_version
     from shipyard.store import Store
     from shipyard.store.serving import ServingWindow
@@ -340,7 +341,8 @@ def production_rollback_on_a_real_server(trials: int) -> list[float]:
 
     from shipyard.deploy.loop import advance_rollouts, sync_aliases
     from shipyard.deploy.policy import set_policy
-    from shipyard.deploy.rollout import rollback, start_rollout
+    from shipyard.deploy.rollback import rollback
+    from shipyard.deploy.rollout import start_rollout
     from shipyard.registry import Registry
     from shipyard.serving.server import build_app
     from shipyard.workspace import Workspace

@@ -16,7 +16,8 @@ from sklearn.linear_model import LogisticRegression
 
 from shipyard.deploy.loop import advance_rollouts, sync_aliases
 from shipyard.deploy.policy import set_policy
-from shipyard.deploy.rollout import PRODUCTION, get_rollout, rollback, start_rollout
+from shipyard.deploy.rollback import rollback
+from shipyard.deploy.rollout import PRODUCTION, get_rollout, start_rollout
 from shipyard.registry import Registry
 from shipyard.serving.server import build_app
 from shipyard.workspace import Workspace

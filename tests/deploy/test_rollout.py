@@ -11,7 +11,8 @@ from sqlalchemy import select
 from shipyard.clock import FakeClock
 from shipyard.deploy import traffic
 from shipyard.deploy.loop import advance_rollouts, engine_for
-from shipyard.deploy.policy import policy_from_dict, set_policy
+from shipyard.deploy.policy import set_policy
+from shipyard.deploy.rollback import rollback
 from shipyard.deploy.rollout import (
     CANARY,
     FAILED,
@@ -28,7 +29,6 @@ from shipyard.deploy.rollout import (
     pause,
     promote,
     resume,
-    rollback,
     start_rollout,
 )
 from shipyard.errors import ApprovalRequired, DeployError
@@ -365,7 +365,7 @@ class TestNoDoubleActions:
         rid = start_v2_canary(dws, models, clock)
         serve_interval(dws, clock, rng)
         a, b = engine_for(dws, clock), engine_for(dws, clock)
-        seen = a._snapshot(rid)
+        seen = a.snapshot(rid)
         assert b.advance(rid) is not None  # b judges the interval first
-        assert a._canary(seen, policy_from_dict(seen.policy)) is None
+        assert a.decide(seen) is None  # a's decision was made on what b already changed
         assert len(get_rollout(dws.store, rid).verdicts) == 1

@@ -15,6 +15,7 @@ from shipyard.deploy import traffic
 from shipyard.deploy.diagnosis import diagnosis_of
 from shipyard.deploy.loop import sync_aliases
 from shipyard.deploy.policy import load_policy, policy_text, set_policy
+from shipyard.deploy.rollback import rollback as rollback_production
 from shipyard.deploy.runbook import render_runbook
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.registry import Registry
@@ -193,7 +194,7 @@ def rollback(
             return False
         return True
 
-    result = ro.rollback(
+    result = rollback_production(
         ws.store,
         model,
         actor=_actor(ws, actor),

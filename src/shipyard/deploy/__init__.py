@@ -1,11 +1,12 @@
 """Safe deployment: policies and approvals, the validation gate, the rollout state machine,
 sticky canary routing, canary analysis, rollback with diagnosis, runbooks."""
 
+from shipyard.deploy.engine import Engine
 from shipyard.deploy.gate import GateOutcome, validate_and_deploy, validate_version
 from shipyard.deploy.loop import advance_rollouts
 from shipyard.deploy.policy import DEFAULT_POLICY, Policy, load_policy, parse_policy, set_policy
+from shipyard.deploy.rollback import rollback
 from shipyard.deploy.rollout import (
-    Engine,
     RolloutView,
     abort,
     approve,
@@ -13,7 +14,6 @@ from shipyard.deploy.rollout import (
     pause,
     promote,
     resume,
-    rollback,
     rollouts_of,
     start_rollout,
 )

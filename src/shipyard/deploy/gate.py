@@ -15,13 +15,16 @@ from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
+from sqlalchemy.orm import Session
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.deploy import traffic
 from shipyard.deploy.policy import Gate, load_policy
-from shipyard.deploy.rollout import RolloutView, record_gate, start_rollout
+from shipyard.deploy.rollout import RolloutView, start_rollout
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.registry import Predictor, Registry, VersionInfo
+from shipyard.store.deploy import GateResult
+from shipyard.store.tables import AuditEvent
 
 LOWER_IS_BETTER = {"rmse", "mae", "log_loss"}
 
@@ -128,6 +131,32 @@ def judge(
             else "meets every threshold (no serving version to compare with)"
         )
     return passed, reasons
+
+
+def record_gate(
+    s: Session,
+    model: str,
+    version: int,
+    passed: bool,
+    evidence: dict[str, Any],
+    actor: str,
+    now: float,
+) -> None:
+    s.add(
+        GateResult(
+            model=model, version=version, passed=int(passed), evidence=evidence, ts=now, actor=actor
+        )
+    )
+    s.add(
+        AuditEvent(
+            ts=now,
+            actor=actor,
+            action="gate.passed" if passed else "gate.failed",
+            subject_kind="model_version",
+            subject_id=f"{model}/{version}",
+            detail=evidence,
+        )
+    )
 
 
 def validate_version(

@@ -11,7 +11,7 @@ from shipyard.clock import Clock
 from shipyard.deploy import traffic
 from shipyard.deploy.canary import ServingAnalyzer
 from shipyard.deploy.diagnosis import Diagnoser
-from shipyard.deploy.rollout import Advance, Engine
+from shipyard.deploy.engine import Advance, Engine
 from shipyard.deploy.staging import RegistrySmokeCheck
 from shipyard.errors import ShipyardError
 from shipyard.registry import Registry

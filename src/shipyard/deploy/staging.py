@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from shipyard.deploy.engine import SmokeResult
 from shipyard.deploy.policy import Policy
-from shipyard.deploy.rollout import SmokeResult
 from shipyard.errors import ShipyardError
 from shipyard.registry import Registry, VersionInfo
 

@@ -1,0 +1,324 @@
+"""The automated half of the rollout state machine: what the control loop does at each pass.
+
+:class:`Engine` moves a rollout that waits for nothing but time or evidence: approvals complete
+→ staging (smoke check) → first canary step → a look every interval → next step →
+production; a failing look rolls back (or pauses) with a diagnosis and an alert series.
+Its three seams — the smoke check, the analyzer and the failure hook — are filled by
+:func:`shipyard.deploy.loop.engine_for` with the real registry, serving windows and diagnoser.
+
+Slow work runs outside the transaction; the decision commits only if the rollout is still in
+the state, step and look that the slow work saw (row lock, re-read), so two daemons — or a
+daemon restarted after a SIGKILL — never apply a decision twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shipyard.clock import Clock
+from shipyard.deploy.policy import Policy, policy_from_dict
+from shipyard.deploy.rollout import (
+    CANARY,
+    FAILED,
+    PAUSED,
+    PRODUCTION,
+    ROLLED_BACK,
+    ROLLOUT_FAILED_METRIC,
+    STAGING,
+    WAITING,
+    audit,
+    enter_step,
+    locked,
+    move_to,
+    next_step,
+    start_approved,
+    to_production,
+    traffic_back,
+)
+from shipyard.errors import NotFound
+from shipyard.stats.canary import MetricVerdict, combine
+from shipyard.store import Store
+from shipyard.store.deploy import RolloutRecord, RolloutVerdict
+from shipyard.store.tables import MetricPoint
+
+# -- seams ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    passed: bool
+    evidence: dict[str, Any]
+
+
+SmokeCheck = Callable[[str, int, Policy], SmokeResult]
+"""(model, version, policy) → did the version load, answer a sample and meet the latency?"""
+
+
+class Analyzer(Protocol):
+    def __call__(
+        self,
+        model: str,
+        canary: int,
+        stable: int,
+        start: float,
+        end: float,
+        policy: Policy,
+        step_index: int,
+        look: int,
+        /,
+    ) -> list[MetricVerdict]: ...
+
+
+class FailureHook(Protocol):
+    """Called inside the failing transition's transaction (e.g. to store a diagnosis)."""
+
+    def __call__(
+        self, s: Session, r: RolloutRecord, verdicts: Sequence[MetricVerdict], now: float, /
+    ) -> dict[str, Any]: ...
+
+
+# -- the control loop -------------------------------------------------------------------------
+
+
+@dataclass
+class Advance:
+    """What one pass of the control loop did to one rollout."""
+
+    rollout_id: str
+    action: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Engine:
+    """Advances rollouts; the smoke check, the analyzer and the failure hook are seams."""
+
+    store: Store
+    clock: Clock
+    smoke: SmokeCheck
+    analyzer: Analyzer
+    on_failure: FailureHook | None = None
+    actor: str = "shipyard-daemon"
+
+    def advance_all(self) -> list[Advance]:
+        with self.store.session() as s:
+            ids = list(
+                s.scalars(
+                    select(RolloutRecord.id)
+                    .where(RolloutRecord.state.in_((WAITING, STAGING, CANARY)))
+                    .order_by(RolloutRecord.created_at)
+                )
+            )
+        done: list[Advance] = []
+        for rid in ids:
+            step = self.advance(rid)
+            if step is not None:
+                done.append(step)
+        return done
+
+    def snapshot(self, rollout_id: str) -> RolloutRecord:
+        """The rollout as stored now, detached: what a decision is based on."""
+        with self.store.session() as s:
+            r = s.get(RolloutRecord, rollout_id)
+            if r is None:
+                raise NotFound("rollout", rollout_id)
+            s.expunge(r)
+            return r
+
+    def advance(self, rollout_id: str) -> Advance | None:
+        """Move one rollout on if it can; None when there is nothing to do yet."""
+        return self.decide(self.snapshot(rollout_id))
+
+    def decide(self, seen: RolloutRecord) -> Advance | None:
+        """Decide from ``seen`` and commit only if the rollout has not moved since."""
+        policy = policy_from_dict(seen.policy)
+        if seen.state == WAITING:
+            return self._waiting(seen, policy)
+        if seen.state == STAGING:
+            return self._staging(seen, policy)
+        if seen.state == CANARY:
+            return self._canary(seen, policy)
+        return None
+
+    def _unchanged(self, s: Session, seen: RolloutRecord) -> RolloutRecord | None:
+        r = locked(s, seen.id)
+        same = (r.state, r.step_index, r.looks, r.last_look_at) == (
+            seen.state,
+            seen.step_index,
+            seen.looks,
+            seen.last_look_at,
+        )
+        return r if same else None
+
+    def _waiting(self, seen: RolloutRecord, policy: Policy) -> Advance | None:
+        now = self.clock.time()
+        with self.store.session(immediate=True) as s:
+            r = self._unchanged(s, seen)
+            if r is None or not start_approved(s, r, policy):
+                return None
+            move_to(s, r, STAGING, now, self.actor, "approvals complete")
+            return Advance(r.id, STAGING)
+
+    def _staging(self, seen: RolloutRecord, policy: Policy) -> Advance | None:
+        evidence: dict[str, Any] = {"smoke": "not configured"}
+        passed = True
+        if "staging" in policy.environments and policy.staging.smoke:
+            try:
+                result = self.smoke(seen.model, seen.version, policy)
+            except Exception as exc:  # a smoke check that crashes is a failed smoke check
+                result = SmokeResult(False, {"error": f"{type(exc).__name__}: {exc}"})
+            passed, evidence = result.passed, result.evidence
+        now = self.clock.time()
+        with self.store.session(immediate=True) as s:
+            r = self._unchanged(s, seen)
+            if r is None:
+                return None
+            if not passed:
+                move_to(s, r, FAILED, now, self.actor, "staging smoke check failed", smoke=evidence)
+                return Advance(r.id, FAILED, evidence)
+            audit(
+                s,
+                r,
+                now,
+                self.actor,
+                "rollout.staging.passed",
+                "smoke check passed",
+                smoke=evidence,
+            )
+            if policy.uses_canary() and r.stable_version is not None:
+                enter_step(s, r, policy, 0, now)
+                move_to(
+                    s,
+                    r,
+                    CANARY,
+                    now,
+                    self.actor,
+                    "staging passed; first canary step",
+                    step=0,
+                    weight_pct=policy.canary.steps[0].weight_pct,
+                )
+                return Advance(r.id, CANARY, {"step": 0})
+            why = (
+                "staging passed; no stable version to compare a canary with"
+                if r.stable_version is None
+                else "staging passed; the policy has no canary"
+            )
+            to_production(s, r, now, self.actor, why)
+            return Advance(r.id, PRODUCTION)
+
+    def _canary(self, seen: RolloutRecord, policy: Policy) -> Advance | None:
+        now = self.clock.time()
+        interval = policy.canary.interval_s
+        started = seen.step_started_at or seen.updated_at
+        if now - (seen.last_look_at or started) < interval:
+            return None
+        step = policy.canary.steps[seen.step_index]
+        elapsed = now - started
+        look = seen.looks + 1
+        verdicts: list[MetricVerdict] = []
+        if policy.analysis.metrics and seen.stable_version is not None:
+            verdicts = self.analyzer(
+                seen.model,
+                seen.version,
+                seen.stable_version,
+                started,
+                now,
+                policy,
+                seen.step_index,
+                look,
+            )
+        outcome = combine(verdicts) if verdicts else "pass"
+        with self.store.session(immediate=True) as s:
+            r = self._unchanged(s, seen)
+            if r is None:
+                return None
+            r.last_look_at = now
+            if outcome != "extend":
+                r.looks = look
+            s.add(
+                RolloutVerdict(
+                    rollout_id=r.id,
+                    step_index=r.step_index,
+                    look=look,
+                    outcome=outcome,
+                    window_start=started,
+                    window_end=now,
+                    metrics=[v.to_dict() for v in verdicts],
+                    ts=now,
+                )
+            )
+            failed = [v.to_dict() for v in verdicts if v.outcome == "fail"]
+            if outcome == "fail":
+                return self._fail(s, r, policy, verdicts, now, failed)
+            if outcome == "extend":
+                action = policy.analysis.on_no_data
+                short = [v.metric for v in verdicts if v.outcome == "extend"]
+                if action == "fail":
+                    return self._fail(s, r, policy, verdicts, now, [], no_data=short)
+                if action == "pause" or elapsed >= step.max_duration(interval):
+                    r.paused_from = CANARY
+                    move_to(
+                        s,
+                        r,
+                        PAUSED,
+                        now,
+                        self.actor,
+                        f"too little data for {short} after {elapsed:.0f}s",
+                        no_data=short,
+                    )
+                    return Advance(r.id, PAUSED, {"no_data": short})
+                audit(s, r, now, self.actor, "rollout.extend", f"too little data for {short}")
+                return Advance(r.id, "extend", {"no_data": short})
+            if elapsed >= step.min_duration_s:
+                next_step(
+                    s,
+                    r,
+                    policy,
+                    now,
+                    self.actor,
+                    f"step {r.step_index} passed {look} look(s) over {elapsed:.0f}s",
+                )
+                return Advance(r.id, r.state, {"step": r.step_index})
+            return Advance(r.id, "look", {"look": look})
+
+    def _fail(
+        self,
+        s: Session,
+        r: RolloutRecord,
+        policy: Policy,
+        verdicts: Sequence[MetricVerdict],
+        now: float,
+        failed: list[dict[str, Any]],
+        no_data: list[str] | None = None,
+    ) -> Advance:
+        why = (
+            "canary failed: " + ", ".join(f["metric"] for f in failed)
+            if failed
+            else f"no data for {no_data} and the policy fails on no data"
+        )
+        evidence: dict[str, Any] = {"failed_metrics": failed, "no_data": no_data or []}
+        if self.on_failure is not None:
+            evidence["diagnosis"] = self.on_failure(s, r, verdicts, now)
+        if "notify" in policy.on_failure or policy.rollback.notify:
+            labels = {"model": r.model, "version": str(r.version), "rollout": r.id}
+            s.add(
+                MetricPoint(
+                    name=ROLLOUT_FAILED_METRIC,
+                    labels=labels,
+                    labels_key=",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+                    ts=now,
+                    value=1.0,
+                )
+            )
+        if "pause" in policy.on_failure:
+            r.paused_from = CANARY
+            move_to(s, r, PAUSED, now, self.actor, why, **evidence)
+            return Advance(r.id, PAUSED, evidence)
+        traffic_back(s, r, now)
+        move_to(s, r, ROLLED_BACK, now, self.actor, why, **evidence)
+        return Advance(r.id, ROLLED_BACK, evidence)
