@@ -70,3 +70,71 @@ def test_serving_with_a_given_latency(cli: typer.Typer, workspace: Workspace) ->
         cli, "quota", "serving", "churn", "--qps", "200", "--latency-ms", "25", "--concurrency", "2"
     )
     assert "6 replicas" in out and "cpu=6" in out
+
+
+def test_serving_measures_a_registered_model(cli: typer.Typer, workspace: Workspace) -> None:
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from shipyard.registry.models import register_model
+
+    frame = pd.DataFrame({"a": np.arange(20.0), "b": np.arange(20.0) % 3})
+    model = LogisticRegression().fit(frame.to_numpy(), np.arange(20) % 2)
+    register_model(workspace, "churn", model, training_data=frame, alias="champion")
+    out = run(cli, "quota", "serving", "churn@champion", "--qps", "50", "--seconds", "0.2")
+    assert "churn v1 measured here" in out and "replicas" in out
+
+
+def test_plan_from_pipelines_history_and_reservations(
+    cli: typer.Typer, workspace: Workspace, tmp_path: Path
+) -> None:
+    from shipyard.store.tables import PipelineRecord, Run, StepRun
+
+    (tmp_path / "pools.yaml").write_text(POOLS)
+    run(cli, "quota", "apply", str(tmp_path / "pools.yaml"))
+    with workspace.store.session() as s:
+        for name in ("etl", "train"):
+            s.add(
+                PipelineRecord(
+                    name=name,
+                    kind="data",
+                    file=f"{name}.py",
+                    schedule="0 2 * * *",
+                    spec={"pool": "shared"},
+                    updated_at=0.0,
+                )
+            )
+            r = Run(pipeline=name, kind="data", file="x.py", status="succeeded", created_at=0.0)
+            s.add(r)
+            s.flush()
+            s.add(
+                StepRun(
+                    run_id=r.id,
+                    step="only",
+                    status="succeeded",
+                    started_at=0.0,
+                    ended_at=3600.0,
+                    peak_rss_bytes=2 * 1024**3,
+                    cpu_seconds=3000.0,
+                )
+            )
+    result = CliRunner().invoke(cli, ["quota", "plan"], catch_exceptions=False)
+    assert "scheduled peak" in result.output and "etl, train" in result.output
+    assert result.exit_code == 0, result.output
+    run(
+        cli,
+        "quota",
+        "serving",
+        "m",
+        "--qps",
+        "1000",
+        "--latency-ms",
+        "50",
+        "--reserve",
+        "shared",
+        "--cpu-per-replica",
+        "1",
+    )
+    result = CliRunner().invoke(cli, ["quota", "plan"], catch_exceptions=False)
+    assert result.exit_code == 1 and "NOT enough quota" in result.output

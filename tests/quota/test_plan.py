@@ -45,3 +45,9 @@ def test_back_to_back_runs_do_not_collide() -> None:
 def test_bad_cron_is_a_clear_error() -> None:
     with pytest.raises(InvalidInput, match="cron"):
         firings("every day", MONDAY, MONDAY + 1)
+
+
+def test_runs_without_a_recorded_duration_still_end() -> None:
+    demands = [ScheduledDemand("a", "p", "0 2 * * *", {"cpu": 6}, 0.0)]
+    plan = plan_week([POOL], demands, {}, headroom_fraction=0.0, start=MONDAY)
+    assert plan.lines[0].scheduled_peak == 6  # not 7 × 6: each firing ends

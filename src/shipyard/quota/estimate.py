@@ -122,7 +122,11 @@ def estimate_pipeline(
     for step, runs in sorted(by_step.items()):
         mem = [float(r.peak_rss_bytes or 0) for r in runs]
         cpu = [float(r.cpu_seconds or 0.0) for r in runs]
-        dur = [float((r.ended_at or 0) - (r.started_at or 0)) for r in runs if r.started_at]
+        dur = [
+            r.ended_at - r.started_at
+            for r in runs
+            if r.started_at is not None and r.ended_at is not None
+        ]
         sizes = [float(r.input_rows or 0) for r in runs]
         mem_model = fit_power_law(sizes, mem)
         cpu_model = fit_power_law(sizes, cpu)
@@ -142,11 +146,12 @@ def estimate_pipeline(
             step, len(runs), memory, cpu_s, duration, cores, mem_model, cpu_model
         )
     peak = _concurrent_peak(rows, estimates)
-    durations = [
-        max((r.ended_at or 0) for r, rid in rows if rid == run_id)
-        - min((r.started_at or math.inf) for r, rid in rows if rid == run_id)
-        for run_id in {rid for _, rid in rows}
-    ]
+    spans: dict[str, list[float]] = {}
+    for r, rid in rows:
+        if r.started_at is not None and r.ended_at is not None:
+            span = spans.setdefault(rid, [math.inf, -math.inf])
+            span[0], span[1] = min(span[0], r.started_at), max(span[1], r.ended_at)
+    durations = [b - a for a, b in spans.values()]
     if like:
         notes.append(f"no history of its own: based on the similar pipeline {like!r}")
     return PipelineEstimate(

@@ -25,6 +25,7 @@ from shipyard.store.quota import QuotaReservation
 from shipyard.store.tables import PipelineRecord
 
 WEEK_S = 7 * 24 * 3600.0
+MIN_RUN_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ def plan_week(
         intervals: list[tuple[float, float, ScheduledDemand]] = []
         for d in demands:
             if d.pool == pool.name:
-                intervals += [(t, t + d.duration_s, d) for t in firings(d.schedule, start, end)]
+                length = max(d.duration_s, MIN_RUN_S)  # a run with no recorded time still runs
+                intervals += [(t, t + length, d) for t in firings(d.schedule, start, end)]
         reserved = reservations.get(pool.name, {})
         for resource, capacity in sorted(pool.capacity.items()):
             edges = sorted(
