@@ -38,6 +38,7 @@ def run_file(workspace: Workspace) -> Callable[..., RunResult]:
 
     def run(target: str | Path, params: dict[str, object] | None = None, **kw: object) -> RunResult:
         file, pipeline = load_pipeline(str(target))
-        return Runner(workspace, **kw).run(file, pipeline, params)  # type: ignore[arg-type]
+        with Runner(workspace, **kw) as runner:  # type: ignore[arg-type]
+            return runner.run(file, pipeline, params)
 
     return run

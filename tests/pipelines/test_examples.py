@@ -14,7 +14,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "pipelines"
 
 def run(ws: Workspace, name: str, params: dict[str, object] | None = None) -> dict[str, object]:
     file, pipeline = load_pipeline(str(EXAMPLES / f"{name}.py"))
-    result = Runner(ws).run(file, pipeline, params)
+    with Runner(ws) as runner:
+        result = runner.run(file, pipeline, params)
     return get_run(ws.store, result.run_id)
 
 

@@ -331,7 +331,8 @@ def test_run_records_on_postgresql(pg_workspace: Workspace, pipeline_file: Write
     )
     file, pipeline = load_pipeline(str(f))
     try:
-        result = Runner(pg_workspace).run(file, pipeline)
+        with Runner(pg_workspace) as runner:
+            result = runner.run(file, pipeline)
         info = get_run(pg_workspace.store, result.run_id[:6])
     finally:
         pg_workspace.store.dispose()

@@ -70,14 +70,16 @@ def run(
         ws = open_workspace()
         title = f"{pipeline.name} ({pipeline.kind.value})"
         if as_json:
-            result = Runner(ws).run(file, pipeline, params)
+            with Runner(ws) as runner:
+                result = runner.run(file, pipeline, params)
         else:
             with Live(console=console, refresh_per_second=8, transient=False) as live:
 
                 def show(views: dict[str, Any]) -> None:
                     live.update(_progress_table(title, views))
 
-                result = Runner(ws, on_change=show).run(file, pipeline, params)
+                with Runner(ws, on_change=show) as runner:
+                    result = runner.run(file, pipeline, params)
             if not console.is_terminal:
                 console.print()
         if as_json:

@@ -9,12 +9,14 @@ that tells the runner how it went.
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import os
 import resource
 import sys
 import traceback
+from collections import OrderedDict
 from typing import Any
 
 from shipyard.pipelines import context
@@ -83,9 +85,26 @@ def _split_outputs(task: StepTask, value: Any) -> dict[str, Any]:
     )
 
 
+def idle_main(conn: Any) -> None:
+    """A warm step process: lead a new process group, wait for one task, run it, exit.
+
+    It never runs a second task, so every step attempt still has a process of its own.
+    """
+    os.setsid()
+    try:
+        message = conn.recv()
+    except (EOFError, OSError):
+        return  # the runner went away before giving it work
+    finally:
+        conn.close()
+    if message is not None:
+        step_main(*message)
+
+
 def step_main(task: StepTask, limits: ProcessLimits) -> None:
     """Entry point of a step process (``multiprocessing`` target)."""
-    os.setsid()
+    if os.getsid(0) != os.getpid():
+        os.setsid()
     _redirect_output(task.log_path)
     log.bind(
         sys.stderr, run_id=task.run_id, pipeline=task.pipeline, step=task.node, attempt=task.attempt
@@ -106,14 +125,18 @@ def step_main(task: StepTask, limits: ProcessLimits) -> None:
 
 
 def _run(task: StepTask) -> None:
-    from shipyard.artifacts import ArtifactStore, record_lineage
+    from shipyard.artifacts import ArtifactStore, encode
     from shipyard.pipelines.loader import find_step
-    from shipyard.store import Store
 
-    store = Store(task.settings["database_url"], migrate=False)
-    artifacts = ArtifactStore(task.settings["artifact_url"], store)
+    artifacts = ArtifactStore(task.settings["artifact_url"])
     ctx = context.StepContext(
-        store, artifacts, task.run_id, task.pipeline, task.node, task.step_run_id, task.attempt
+        task.settings["database_url"],
+        artifacts,
+        task.run_id,
+        task.pipeline,
+        task.node,
+        task.step_run_id,
+        task.attempt,
     )
     context.set_current(ctx)
     try:
@@ -122,28 +145,23 @@ def _run(task: StepTask) -> None:
         input_rows = input_bytes = 0
         for key, ref in task.inputs.items():
             loaded[key] = artifacts.get_object(ref["digest"], ref["media_type"])
-            input_rows += int(ref.get("rows") or 0)
+            input_rows += int(ref.get("meta", {}).get("rows") or 0)
             input_bytes += int(ref["size_bytes"])
-        kwargs = {k: _resolve(v, loaded) for k, v in task.arguments.items()}
-        if task.inputs:
-            with store.session(immediate=True) as s:
-                for key, inp in task.inputs.items():
-                    record_lineage(s, inp["digest"], task.step_run_id, "consumed", key)
-        value = step.fn(**kwargs)
-        named = _split_outputs(task, value)
+        resolved = {k: _resolve(v, loaded) for k, v in task.arguments.items()}
+        bound = inspect.BoundArguments(step.signature, OrderedDict(resolved))
+        value = step.fn(*bound.args, **bound.kwargs)
         outputs: dict[str, dict[str, Any]] = {}
-        with store.session(immediate=True) as s:
-            for name, obj in named.items():
-                art = artifacts.put_object(obj, {"step": task.node, "run_id": task.run_id}, s)
-                record_lineage(s, art.digest, task.step_run_id, "produced", name)
-                rows = len(obj) if hasattr(obj, "columns") else None
-                outputs[name] = {**art.to_json(), "rows": rows}
+        for name, obj in _split_outputs(task, value).items():
+            data, media_type, meta = encode(obj)
+            art = artifacts.put_bytes(data, media_type)
+            outputs[name] = {**art.to_json(), "meta": {**meta, "step": task.node}}
         sys.stdout.flush()
         _write_result(
             task.result_path,
             {
                 "ok": True,
                 "outputs": outputs,
+                "consumed": ctx.consumed,
                 "input_rows": input_rows + ctx.consumed_rows,
                 "input_bytes": input_bytes + ctx.consumed_bytes,
                 **_usage(),
@@ -151,4 +169,5 @@ def _run(task: StepTask) -> None:
         )
     finally:
         context.set_current(None)
-        store.dispose()
+        if "store" in vars(ctx):
+            ctx.store.dispose()

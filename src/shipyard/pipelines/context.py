@@ -8,11 +8,12 @@ lineage of the current step run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import select
 
-from shipyard.artifacts import ArtifactStore, record_lineage
+from shipyard.artifacts import ArtifactStore
 from shipyard.errors import NotFound
 from shipyard.store import Store
 from shipyard.store.tables import ArtifactRecord, Lineage, Run, StepRun
@@ -20,9 +21,13 @@ from shipyard.store.tables import ArtifactRecord, Lineage, Run, StepRun
 
 @dataclass
 class StepContext:
-    """The step run this process executes (set by the step process before the step's code)."""
+    """The step run this process executes (set by the step process before the step's code).
 
-    store: Store
+    Reads of other runs' outputs are collected in ``consumed`` and reported to the runner,
+    which records them as lineage in the transaction that marks the step succeeded.
+    """
+
+    database_url: str
     artifacts: ArtifactStore
     run_id: str
     pipeline: str
@@ -31,7 +36,12 @@ class StepContext:
     attempt: int
     consumed_rows: int = 0
     consumed_bytes: int = 0
-    consumed: list[str] = field(default_factory=list)
+    consumed: list[dict[str, str]] = field(default_factory=list)
+
+    @cached_property
+    def store(self) -> Store:
+        """Opened on first use: most steps never touch the metadata database."""
+        return Store(self.database_url, migrate=False)
 
 
 _current: StepContext | None = None
@@ -51,7 +61,7 @@ def latest_output(pipeline: str, step: str, name: str | None = None) -> Any:
     """The object that ``step`` of the latest succeeded run of ``pipeline`` produced.
 
     ``name`` picks one of the step's outputs (needed only when it has several). Inside a step,
-    the read is recorded as ``consumed`` lineage of the current step run; outside, the
+    the read becomes ``consumed`` lineage of the current step run; outside, the
     workspace of the current settings is used.
     """
     ctx = _current
@@ -62,7 +72,7 @@ def latest_output(pipeline: str, step: str, name: str | None = None) -> Any:
 
         ws = Workspace.open()
         store, artifacts = ws.store, ws.artifacts
-    with store.session(immediate=ctx is not None) as s:
+    with store.session() as s:
         producer = s.execute(
             select(StepRun.id, Run.id)
             .join(Run, Run.id == StepRun.run_id)
@@ -89,13 +99,9 @@ def latest_output(pipeline: str, step: str, name: str | None = None) -> Any:
                 f"run {producer[1]} produced: {', '.join(sorted(outputs)) or 'nothing'}",
             )
         record = outputs[name]
-        if ctx is not None:
-            record_lineage(
-                s, record.digest, ctx.step_run_id, "consumed", f"{pipeline}/{step}/{name}"
-            )
     value = artifacts.get_object(record.digest, record.media_type)
     if ctx is not None:
-        ctx.consumed.append(record.digest)
+        ctx.consumed.append({"digest": record.digest, "name": f"{pipeline}/{step}/{name}"})
         ctx.consumed_bytes += record.size_bytes
         ctx.consumed_rows += int(record.meta.get("rows", 0) or 0)
     return value

@@ -187,6 +187,7 @@ class StepOutcome:
     cpu_seconds: float | None = None
     input_rows: int | None = None
     input_bytes: int | None = None
+    consumed: list[dict[str, str]] = field(default_factory=list)
 
 
 class StepHandle(Protocol):

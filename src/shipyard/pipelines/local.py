@@ -13,19 +13,21 @@ outlive it) — so each attempt gets a fresh process.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import multiprocessing
 import os
 import signal
 import threading
+import weakref
 from multiprocessing import forkserver, popen_forkserver, spawn
 from multiprocessing.context import ForkServerContext, ForkServerProcess
 from typing import Any
 
 import psutil
 
-from shipyard.pipelines.child import step_main
+from shipyard.pipelines.child import idle_main
 from shipyard.pipelines.executor import ProcessLimits, StepOutcome, StepTask, UsageSample
 
 PRELOAD = [
@@ -164,6 +166,7 @@ class LocalStepHandle:
                 result["outputs"],
                 input_rows=result.get("input_rows"),
                 input_bytes=result.get("input_bytes"),
+                consumed=result.get("consumed", []),
                 peak_rss_bytes=peak,
                 cpu_seconds=cpu,
             )
@@ -178,24 +181,91 @@ class LocalStepHandle:
         return StepOutcome(False, reason, exitcode, {}, peak, cpu)
 
 
+class _Warm:
+    """A started step process waiting for its one task, and the pipe that will carry it."""
+
+    def __init__(self) -> None:
+        receive, self.send = multiprocessing.Pipe(duplex=False)
+        self.process = _StepProcess(target=idle_main, args=(receive,), name="shipyard-step")
+        self.process.start()
+        receive.close()
+
+
+_OPEN: weakref.WeakSet[LocalExecutor] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Let warm processes go before ``multiprocessing`` joins its children at exit (atexit
+    runs handlers last-registered first, and this module is imported after it)."""
+    for executor in list(_OPEN):
+        executor.close()
+
+
 class LocalExecutor:
-    """Runs each step attempt as a fresh process forked from a warm forkserver."""
+    """Runs each step attempt in a fresh process of its own, forked from a warm forkserver.
+
+    ``warm`` processes are kept started ahead of need (a background thread replaces each one
+    taken), so that a step does not wait for the fork; each serves exactly one attempt.
+    """
 
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, warm: int = 2) -> None:
         self._ctx = _context()
         # Start (and preload) the server now, so that a step's time and timeout do not
         # include the one-off imports.
         forkserver.ensure_running()
+        self._warm_target = warm
+        self._idle: list[_Warm] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._filler = threading.Thread(target=self._fill, daemon=True, name="shipyard-warm")
+        self._filler.start()
+        _OPEN.add(self)
+
+    def _fill(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and len(self._idle) >= self._warm_target:
+                    self._cond.wait()
+                if self._closed:
+                    return
+            try:
+                warm = _Warm()
+            except OSError:
+                return
+            with self._cond:
+                if self._closed:
+                    warm.send.close()
+                    return
+                self._idle.append(warm)
+
+    def _take(self) -> _Warm:
+        with self._cond:
+            while self._idle:
+                warm = self._idle.pop(0)
+                self._cond.notify_all()
+                if warm.process.is_alive():
+                    return warm
+                warm.send.close()
+        return _Warm()
 
     def start(self, task: StepTask, limits: ProcessLimits) -> LocalStepHandle:
         child_limits = dataclasses.replace(limits, watchdog=None)
-        process = _StepProcess(
-            target=step_main, args=(task, child_limits), name=f"shipyard-step-{task.node}"
-        )
-        process.start()
-        return LocalStepHandle(process, task)
+        warm = self._take()
+        try:
+            warm.send.send((task, child_limits))
+        finally:
+            warm.send.close()
+        return LocalStepHandle(warm.process, task)
 
     def close(self) -> None:
-        return None
+        """End the warm processes (each exits when its pipe closes)."""
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._cond.notify_all()
+        for warm in idle:
+            warm.send.close()
+            warm.process.join(1.0)

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from shipyard.artifacts import record_lineage
 from shipyard.clock import Clock
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.pipelines.dsl import Pipeline
@@ -104,6 +105,42 @@ def update_step(store: Store, step_run_id: str, **fields: Any) -> None:
         row = s.get(StepRun, step_run_id)
         if row is None:
             raise NotFound("step run", step_run_id)
+        for key, value in fields.items():
+            setattr(row, key, value)
+
+
+def record_success(
+    store: Store,
+    clock: Clock,
+    step_run_id: str,
+    outputs: dict[str, dict[str, Any]],
+    consumed: list[dict[str, str]],
+    **fields: Any,
+) -> None:
+    """In one transaction: the step's output artifacts, its lineage (``consumed`` entries are
+    ``{"digest", "name"}``), and its status ``succeeded`` with ``fields``."""
+    now = clock.time()
+    with store.session(immediate=True) as s:
+        for name, out in outputs.items():
+            if s.get(ArtifactRecord, out["digest"]) is None:
+                s.add(
+                    ArtifactRecord(
+                        digest=out["digest"],
+                        uri=out["uri"],
+                        size_bytes=out["size_bytes"],
+                        media_type=out["media_type"],
+                        meta=out.get("meta", {}),
+                        created_at=now,
+                    )
+                )
+                s.flush()
+            record_lineage(s, out["digest"], step_run_id, "produced", name)
+        for edge in consumed:
+            record_lineage(s, edge["digest"], step_run_id, "consumed", edge["name"])
+        row = s.get(StepRun, step_run_id)
+        if row is None:
+            raise NotFound("step run", step_run_id)
+        row.status = "succeeded"
         for key, value in fields.items():
             setattr(row, key, value)
 

@@ -112,6 +112,16 @@ class Runner:
         self.tick_s = tick_s
         self.on_change = on_change
 
+    def close(self) -> None:
+        """Release the executor (its warm processes)."""
+        self.executor.close()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- the run ---------------------------------------------------------------------------
     def run(
         self,
@@ -299,15 +309,24 @@ class _Run:
                 "ended_at": self.ws.clock.time(),
             }
             if outcome.ok:
-                self.outputs[name] = outcome.outputs
-                self._set(
-                    name,
-                    status="succeeded",
+                inputs = [
+                    {"digest": self.outputs[ref.node][ref.output]["digest"], "name": key}
+                    for key, ref in {
+                        f"{r.node}:{r.output}": r for r in refs_in(node.arguments)
+                    }.items()
+                ]
+                records.record_success(
+                    self.ws.store,
+                    self.ws.clock,
+                    self.new.step_run_ids[name],
+                    outcome.outputs,
+                    inputs + outcome.consumed,
                     exit_reason=None,
                     input_rows=outcome.input_rows,
                     input_bytes=outcome.input_bytes,
                     **usage,
                 )
+                self.outputs[name] = outcome.outputs
                 append(log_path, "info", "step succeeded", ctx, attempt=attempt)
                 return "succeeded", None
             if cancelled:
