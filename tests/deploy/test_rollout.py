@@ -117,6 +117,10 @@ class TestFirstDeployment:
         smoke = audit_trail(dws.store, r.id)[3].detail["smoke"]
         assert smoke["loads"] and smoke["answers"] and smoke["rows"] == 3
         assert models.get("churn").version == 1  # the default alias follows production
+        clock.advance(5)
+        models.set_alias("churn", "champion", 2, reason="by hand")
+        advance_rollouts(dws, clock)
+        assert models.get("churn").version == 2  # a later move by hand is not overridden
 
 
 class TestApprovals:

@@ -34,31 +34,33 @@ def engine_for(workspace: Workspace, clock: Clock | None = None) -> Engine:
 
 
 def sync_aliases(workspace: Workspace, clock: Clock | None = None) -> list[dict[str, Any]]:
-    """Point each model's default alias at its production version where they differ."""
+    """Point each deployed model's default alias at its production version.
+
+    Only when production changed after the alias last moved: a person who moves the alias by
+    hand afterwards (``shipyard models alias``) is not overridden every pass.
+    """
     registry = Registry(
         workspace.store, workspace.artifacts, clock or workspace.clock, "shipyard-deploy"
     )
     moved = []
     with workspace.store.session() as s:
         models = {r.model for r in s.query(ProductionRecord.model).distinct()}
-        production = {m: traffic.production_version(s, m) for m in models}
-    for model, version in production.items():
-        if version is None:
+        production = {m: traffic.production_span(s, m) for m in models}
+    defaults = {m["name"]: m["default_alias"] for m in registry.models()}
+    for model, span in production.items():
+        if span is None or model not in defaults:
+            continue
+        version, since = span
+        alias = defaults[model]
+        history = registry.alias_history(model, alias)
+        if history and (history[-1].to_version == version or history[-1].ts > since):
             continue
         try:
-            current = registry.get(model).version
-        except ShipyardError:
-            current = None
-        if current != version:
-            try:
-                default = next(
-                    (m["default_alias"] for m in registry.models() if m["name"] == model),
-                    "champion",
-                )
-                registry.set_alias(model, default, version, reason="deploy: production version")
-                moved.append({"model": model, "from": current, "to": version})
-            except ShipyardError as exc:
-                log.warning("cannot move the alias of %s to %s: %s", model, version, exc)
+            registry.set_alias(model, alias, version, reason="deploy: production version")
+        except ShipyardError as exc:
+            log.warning("cannot move the alias of %s to %s: %s", model, version, exc)
+            continue
+        moved.append({"model": model, "alias": alias, "to": version})
     return moved
 
 

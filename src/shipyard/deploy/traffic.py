@@ -128,6 +128,16 @@ def production_version(s: Session, model: str) -> int | None:
     return row.version if row else None
 
 
+def production_span(s: Session, model: str) -> tuple[int, float] | None:
+    """The production version and since when it has served, if any."""
+    row = s.scalar(
+        select(ProductionRecord)
+        .where(ProductionRecord.model == model, ProductionRecord.until.is_(None))
+        .order_by(ProductionRecord.since.desc(), ProductionRecord.id.desc())
+    )
+    return (row.version, row.since) if row else None
+
+
 def previous_production_version(s: Session, model: str) -> int | None:
     """The version that was in production before the current one."""
     current = production_version(s, model)
