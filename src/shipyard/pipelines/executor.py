@@ -16,10 +16,12 @@ plugs its admission and enforcement in without touching the runner:
   the step process applies to itself before the step's code runs, plus a ``watchdog`` the runner
   calls with every usage sample; a watchdog that returns a reason gets the step killed with that
   reason. :class:`NoEnforcement` (the default) sets nothing.
-* :class:`Executor` — *where does it run?* ``start(task, limits) -> StepHandle``; the handle
-  answers ``wait(timeout_s)``, ``sample()`` (usage of the whole process tree) and
-  ``kill(grace_s)``. :class:`~shipyard.pipelines.local.LocalExecutor` runs each attempt in its
-  own OS process.
+* :class:`Executor` — *where does it run?* ``start(task, limits, on_launch) -> StepHandle``;
+  the executor calls ``on_launch(pid)`` right before the step's code is handed over (the runner
+  records the attempt as running there); the handle answers ``wait(timeout_s)``, ``sample()``
+  (usage of the whole process tree) and ``kill(grace_s)``.
+  :class:`~shipyard.pipelines.local.LocalExecutor` runs each attempt in its own OS process; a
+  Ray executor would submit a task per attempt and map ``kill`` to ``ray.cancel(force=True)``.
 """
 
 from __future__ import annotations
@@ -208,6 +210,12 @@ class StepHandle(Protocol):
 class Executor(Protocol):
     name: str
 
-    def start(self, task: StepTask, limits: ProcessLimits) -> StepHandle: ...
+    def start(
+        self, task: StepTask, limits: ProcessLimits, on_launch: Callable[[int | None], None]
+    ) -> StepHandle:
+        """Launch the attempt. ``on_launch(pid)`` (``None`` where there is no local process)
+        must be called just before the step's code is handed over: the runner records the
+        attempt as running there, so that nothing runs unrecorded."""
+        ...
 
     def close(self) -> None: ...

@@ -21,6 +21,7 @@ import os
 import signal
 import threading
 import weakref
+from collections.abc import Callable
 from multiprocessing import forkserver, popen_forkserver, spawn
 from multiprocessing.context import ForkServerContext, ForkServerProcess
 from typing import Any
@@ -251,10 +252,13 @@ class LocalExecutor:
                 warm.send.close()
         return _Warm()
 
-    def start(self, task: StepTask, limits: ProcessLimits) -> LocalStepHandle:
+    def start(
+        self, task: StepTask, limits: ProcessLimits, on_launch: Callable[[int | None], None]
+    ) -> LocalStepHandle:
         child_limits = dataclasses.replace(limits, watchdog=None)
         warm = self._take()
         try:
+            on_launch(warm.process.pid)
             warm.send.send((task, child_limits))
         finally:
             warm.send.close()

@@ -382,22 +382,25 @@ class _Run:
         limits = self.r.enforcer.prepare(request, grant)
         task = self._task(node, attempt)
         view = self.views[name]
-        # Written before the process starts: a crash of the runner leaves "running", never a
-        # step that runs unrecorded.
-        self._set(
-            name,
-            status="running",
-            attempt=attempt,
-            started_at=self.ws.clock.time(),
-            ended_at=None,
-            enforcement={**limits.to_json(), "lease_id": grant.lease_id},
-        )
-        view.status, view.attempt = "running", attempt
-        if view.started_monotonic is None:
-            view.started_monotonic = time.monotonic()
-        append(task.log_path, "info", "attempt started", self._context(name), attempt=attempt)
-        handle = self.r.executor.start(task, limits)
-        self._set(name, pid=handle.pid)
+
+        def on_launch(pid: int | None) -> None:
+            # Written before the step's code gets its task: a crash of the runner leaves
+            # "running", never a step that runs unrecorded.
+            self._set(
+                name,
+                status="running",
+                attempt=attempt,
+                pid=pid,
+                started_at=self.ws.clock.time(),
+                ended_at=None,
+                enforcement={**limits.to_json(), "lease_id": grant.lease_id},
+            )
+            view.status, view.attempt = "running", attempt
+            if view.started_monotonic is None:
+                view.started_monotonic = time.monotonic()
+            append(task.log_path, "info", "attempt started", self._context(name), attempt=attempt)
+
+        handle = self.r.executor.start(task, limits, on_launch)
         return self._watch(handle, node, grant, limits)
 
     def _watch(
