@@ -98,6 +98,26 @@ class TestRunCommand:
         assert json.loads(out)[0]["name"] == "counting"
         assert json.loads(out)[0]["schedule"] == "0 3 * * *"
 
+    def test_follow_on_a_finished_run_prints_every_step_and_ends(
+        self, app: typer.Typer, pipeline_file: Callable[..., Path]
+    ) -> None:
+        f = pipeline_file(SIMPLE)
+        invoke(app, "run", str(f))
+        run_id = json.loads(invoke(app, "runs", "list", "--json")[1])[0]["id"]
+        code, out, _ = invoke(app, "runs", "logs", run_id, "--follow")
+        assert code == 0
+        assert "[make]" in out and "[count]" in out and "making" in out
+
+    def test_logs_of_an_unknown_step_lists_the_steps(
+        self, app: typer.Typer, pipeline_file: Callable[..., Path]
+    ) -> None:
+        f = pipeline_file(SIMPLE)
+        invoke(app, "run", str(f))
+        run_id = json.loads(invoke(app, "runs", "list", "--json")[1])[0]["id"]
+        code, _, err = invoke(app, "runs", "logs", run_id, "--step", "nope")
+        assert code == 1
+        assert "its steps: make, count" in err
+
     @pytest.mark.parametrize(
         ("args", "message"),
         [
