@@ -373,3 +373,24 @@ class TestNoDoubleActions:
         assert b.advance(rid) is not None  # b judges the interval first
         assert a.decide(seen) is None  # a's decision was made on what b already changed
         assert len(get_rollout(dws.store, rid).verdicts) == 1
+
+
+def test_two_simultaneous_deploys_of_one_model_start_one_rollout(
+    dws: Workspace, models: Registry, clock: FakeClock
+) -> None:
+    import threading
+
+    results: list[str] = []
+
+    def deploy(version: int) -> None:
+        try:
+            results.append(start_rollout(dws.store, "churn", version, actor="x", clock=clock).id)
+        except DeployError as exc:
+            results.append(f"refused: {exc}")
+
+    threads = [threading.Thread(target=deploy, args=(v,)) for v in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(not r.startswith("refused") for r in results) == 1, results

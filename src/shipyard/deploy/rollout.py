@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
@@ -274,6 +274,10 @@ def start_rollout(
     policy = policy or load_policy(store, model)
     now = clock.time()
     with store.session(immediate=True) as s:
+        if (
+            store.dialect == "postgresql"
+        ):  # one starter per model at a time (SQLite: BEGIN IMMEDIATE)
+            s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:m))"), {"m": f"rollout:{model}"})
         active = s.scalar(
             select(RolloutRecord)
             .where(RolloutRecord.model == model, RolloutRecord.state.in_(ACTIVE))
