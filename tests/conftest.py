@@ -73,6 +73,8 @@ def workspace(tmp_path: Path) -> Workspace:
 
 
 @pytest.fixture
-def pg_workspace(postgres_url: str, tmp_path: Path) -> Workspace:
+def pg_workspace(postgres_url: str, tmp_path: Path) -> Iterator[Workspace]:
     """A workspace whose metadata lives in PostgreSQL."""
-    return Workspace.open(home=tmp_path / "home", db_url=postgres_url)
+    ws = Workspace.open(home=tmp_path / "home", db_url=postgres_url)
+    yield ws
+    ws.store.dispose()

@@ -5,11 +5,21 @@ from __future__ import annotations
 import time
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 
 from shipyard.errors import StoreError
 from shipyard.store import Store
+from shipyard.store.db import MIGRATIONS
 from shipyard.store.tables import AuditEvent, Run
+
+
+def script_heads() -> set[str]:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return set(ScriptDirectory.from_config(config).get_heads())
+
 
 FOUNDATION_TABLES = {
     "runs",
@@ -26,7 +36,7 @@ FOUNDATION_TABLES = {
 def test_fresh_database_is_migrated_on_open(store: Store) -> None:
     tables = set(inspect(store.engine).get_table_names())
     assert tables >= FOUNDATION_TABLES
-    assert "0001" in store.current_revisions()
+    assert store.current_revisions() == script_heads()
 
 
 def test_reopening_an_existing_database_keeps_its_rows(db_url: str) -> None:
@@ -49,10 +59,32 @@ def test_reopening_an_existing_database_keeps_its_rows(db_url: str) -> None:
     again.dispose()
 
 
+def test_the_migrations_have_one_head() -> None:
+    assert len(script_heads()) == 1
+
+
+def test_a_database_migrated_to_an_older_revision_is_upgraded(db_url: str) -> None:
+    from alembic import command
+
+    from shipyard.store.db import _alembic_config
+
+    s = Store(db_url, migrate=False)
+    with s.engine.begin() as conn:
+        cfg = _alembic_config(db_url)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    assert s.current_revisions() == {"0001"}
+    s.migrate()
+    assert s.current_revisions() == script_heads()
+    assert "quota_leases" in set(inspect(s.engine).get_table_names())
+    s.dispose()
+
+
 def test_a_database_from_a_newer_shipyard_is_refused(db_url: str) -> None:
     s = Store(db_url)
     with s.engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = 'zz_future'"))
+        conn.execute(text("DELETE FROM alembic_version"))
+        conn.execute(text("INSERT INTO alembic_version (version_num) VALUES ('zz_future')"))
     s.dispose()
     with pytest.raises(StoreError, match="newer Shipyard"):
         Store(db_url)

@@ -25,7 +25,17 @@ app = typer.Typer(
 )
 
 # Modules whose register(app) adds commands, in the order --help lists them.
-COMMAND_MODULES = ["workspace"]
+COMMAND_MODULES = [
+    "workspace",
+    "runs",
+    "stats",
+    "quota",
+    "models",
+    "serve",
+    "deploy",
+    "alerts",
+    "daemon",
+]
 
 
 def _version(value: bool) -> None:
