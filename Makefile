@@ -2,36 +2,42 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= dev
+# `make test` needs the dev tools and Ray (the Ray executor's tests start a local cluster).
+TEST_EXTRAS ?= dev,ray
 
-.PHONY: demo test lint types unit bench clean venv
+.PHONY: demo test lint types unit bench clean
 
-$(BIN)/.installed-$(EXTRAS): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing Shipyard and its dependencies into $(VENV) (first time: a minute or two)…"
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q -U pip
-	@$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+
+$(BIN)/.installed-base: pyproject.toml | $(BIN)/python
+	@echo "installing Shipyard into $(VENV) (first time: a minute or two)…"
+	@$(BIN)/python -m pip install -q -e .
 	@touch $@
 
-venv: $(BIN)/.installed-$(EXTRAS)
+$(BIN)/.installed-test: pyproject.toml | $(BIN)/python
+	@echo "installing Shipyard with [$(TEST_EXTRAS)] into $(VENV) (first time: a few minutes)…"
+	@$(BIN)/python -m pip install -q -e '.[$(TEST_EXTRAS)]'
+	@touch $@ $(BIN)/.installed-base
 
-demo: venv
-	@PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
+demo: $(BIN)/.installed-base
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python examples/demo.py
 
-lint: venv
+lint: $(BIN)/.installed-test
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 
-types: venv
+types: $(BIN)/.installed-test
 	$(BIN)/mypy
 
-unit: venv
+unit: $(BIN)/.installed-test
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: lint types unit
 
-bench: venv
-	$(BIN)/python benchmarks/run_all.py
+bench: $(BIN)/.installed-test
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .shipyard .pytest_cache .mypy_cache .ruff_cache
