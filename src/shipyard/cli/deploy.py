@@ -280,9 +280,12 @@ def runbook(
 ) -> None:
     """MODEL's runbook as Markdown, rendered from its policy, with the exact commands."""
     ws = open_workspace()
-    text = render_runbook(
-        model, load_policy(ws.store, model), has_policy=policy_text(ws.store, model) is not None
-    )
+    has_policy = policy_text(ws.store, model) is not None
+    if not has_policy and not any(m["name"] == model for m in Registry.of(ws).models()):
+        raise NotFound(
+            "model", model, "register it (`shipyard models list`) or give it a policy first"
+        )
+    text = render_runbook(model, load_policy(ws.store, model), has_policy=has_policy)
     if output is None:
         typer.echo(text)
         return

@@ -9,7 +9,9 @@ from shipyard.cli.output import console, open_workspace
 
 def serve(
     host: str = typer.Option(None, "--host", help="Address to listen on (default: settings)."),
-    port: int = typer.Option(None, "--port", help="Port (default: settings, 8000)."),
+    port: int = typer.Option(
+        None, "--port", min=0, max=65535, help="Port (default: settings, 8000)."
+    ),
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="Worker processes."),
     model: str = typer.Option(None, "--model", help="The model /invocations answers for."),
     no_monitoring: bool = typer.Option(
