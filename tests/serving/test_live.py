@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -10,9 +11,10 @@ import pyarrow.parquet as pq
 from sqlalchemy import func, select
 
 from serving.conftest import Running, fit_classifier, free_port, start
+from shipyard.deploy.routing import choose_version
 from shipyard.registry import Registry
 from shipyard.serving import build_app
-from shipyard.serving.live import LiveModels, Loaded, pick
+from shipyard.serving.live import LiveModels, LiveVersion, Loaded, pick, route_of
 from shipyard.store.serving import PredictionRecord, ServingWindow
 from shipyard.store.tables import ArtifactRecord
 from shipyard.workspace import Workspace
@@ -110,8 +112,19 @@ def test_sticky_split_sends_a_key_to_the_same_version_and_respects_weights(
 ) -> None:
     live: LiveModels = served.app.live
     one = live.routes["iris"].candidates[0]
-    other = Loaded(one.info, one.predictor)
-    hits = [pick([one, other], [0.8, 0.2], f"user-{i}") is one for i in range(4000)]
-    assert 0.77 < np.mean(hits) < 0.83
-    assert all(pick([one, other], [0.5, 0.5], "u7") is pick([one, other], [0.5, 0.5], "u7")
-               for _ in range(10))  # fmt: skip
+    canary = Loaded(dataclasses.replace(one.info, version=99), one.predictor)
+    route = route_of([(one, LiveVersion(1, 0.8)), (canary, LiveVersion(99, 0.2, canary=True))])
+    hits = [pick(route, f"user:{i}") is canary for i in range(4000)]
+    assert 0.17 < np.mean(hits) < 0.23
+    assert all(pick(route, "user:u7") is pick(route, "user:u7") for _ in range(10))
+    expected = [choose_version(f"user:{i}", {1: 80.0, 99: 20.0}, 99) == 99 for i in range(4000)]
+    assert hits == expected  # deploy's rule, so every replica agrees
+
+
+def test_routing_key_is_the_one_deploy_computes() -> None:
+    from shipyard.deploy.routing import routing_key as deploy_key
+    from shipyard.serving.live import routing_key
+
+    for headers in ({"X-User-Id": "ann"}, {"x-shipyard-routing-key": "k", "x-user-id": "ann"}, {}):
+        raw = {k.lower().encode(): v.encode() for k, v in headers.items()}
+        assert routing_key(raw, "r1") == deploy_key(headers, "r1")

@@ -33,7 +33,7 @@ from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import InvalidInput, ShipyardError
 from shipyard.serving import protocol_mlflow, protocol_v2
 from shipyard.serving.feedback import record_feedback
-from shipyard.serving.live import LiveModels, Loaded
+from shipyard.serving.live import LiveModels, Loaded, routing_key
 from shipyard.serving.telemetry import Telemetry
 
 log = logging.getLogger("shipyard.serving")
@@ -217,10 +217,7 @@ class ServingApp:
             if loaded is None:
                 raise HTTPError(404, f"version {version} of model {model!r} is not live here")
             return loaded
-        key = (
-            headers.get(b"x-shipyard-routing-key") or headers.get(b"x-user-id") or rid.encode()
-        ).decode("latin-1")
-        loaded = self.live.route(model, key)
+        loaded = self.live.route(model, routing_key(headers, rid))
         if loaded is None:
             why = self.live.failure(model)
             raise HTTPError(

@@ -1,22 +1,29 @@
 """Which model versions are live, loaded in memory, and kept in step with the store.
 
 :func:`live_versions` is the one place that answers "which versions of model m serve traffic,
-with which weight". Today that is the version its default alias (``champion`` unless the model
-says otherwise) points to, weight 1. The deployment wing adds traffic splits here — a sticky
-canary routes by a stable hash of a routing key (:func:`pick`) — without touching the server.
+with which weight". A model that deploy manages has a live traffic split
+(:func:`shipyard.deploy.traffic.live_splits_in`): its stable version and, during a rollout, its
+canary with the canary's weight. Any other model is served by the version its default alias
+(``champion`` unless the model says otherwise) points to. While a model has a split, the split
+decides: move its production version with ``shipyard rollback`` or a rollout, not by hand.
+
+Routing is deploy's sticky canary rule (:func:`shipyard.deploy.routing.choose_version`): a
+sha256 bucket of the routing key below the canary's weight goes to the canary. It is a pure
+function of the key and the split, so every worker and every replica sends a user to the same
+version, and raising the canary's weight only moves users from stable to canary.
 
 :class:`LiveModels` polls the store every ``refresh_interval_s`` in a background thread, loads
 versions that became live (verifying their sha256 first) and swaps the routing table in one
-assignment, so requests never wait on the store and an alias move is served within about one
-refresh interval.
+assignment, so requests never wait on the store and a split or alias change is served within
+about one refresh interval.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -31,11 +38,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shipyard.serving")
 
+ROUTING_HEADERS = (b"x-shipyard-routing-key", b"x-user-id")
+"""The headers that carry a routing key, first match wins (the names of
+:data:`shipyard.deploy.routing.ROUTING_HEADERS`, as ASGI's lower-case bytes)."""
+
 
 @dataclass(frozen=True)
 class LiveVersion:
+    """One live version: its share of the traffic (0–1) and whether it is a rollout's canary."""
+
     version: int
     weight: float
+    canary: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,35 +69,74 @@ class Loaded:
 
 
 def live_versions(session: Session) -> dict[str, list[LiveVersion]]:
-    """Every served model and its live versions with their traffic weights (summing to 1)."""
+    """Every served model and its live versions with their traffic weights (summing to 1).
+
+    A model with a deploy traffic split is served by the split; any other by its default alias.
+    """
+    from shipyard.deploy.traffic import live_splits_in  # deploy imports serving: import late
+
+    out: dict[str, list[LiveVersion]] = {}
+    for model, split in live_splits_in(session).items():
+        total = sum(split.weights.values())
+        if total > 0:
+            out[model] = [
+                LiveVersion(version, pct / total, version == split.canary)
+                for version, pct in sorted(split.weights.items())
+            ]
     rows = session.execute(
         select(ModelAlias.model, ModelAlias.version)
         .join(RegisteredModel, RegisteredModel.name == ModelAlias.model)
         .where(ModelAlias.alias == RegisteredModel.default_alias)
     ).all()
-    return {model: [LiveVersion(version, 1.0)] for model, version in rows}
+    for model, version in rows:
+        out.setdefault(model, [LiveVersion(version, 1.0)])
+    return out
 
 
-def pick(candidates: list[Loaded], weights: list[float], routing_key: str) -> Loaded:
-    """The version that serves ``routing_key``: a stable hash into the cumulative weights.
-
-    The same key always lands on the same version while the weights stay the same (sticky).
-    """
-    if len(candidates) == 1:
-        return candidates[0]
-    bucket = int.from_bytes(hashlib.blake2b(routing_key.encode(), digest_size=8).digest()) / 2**64
-    total, acc = sum(weights), 0.0
-    for loaded, weight in zip(candidates, weights, strict=True):
-        acc += weight / total
-        if bucket < acc:
-            return loaded
-    return candidates[-1]
+def routing_key(headers: Mapping[bytes, bytes], request_id: str) -> str:
+    """The key a request is routed by: the caller's routing-key or user-id header (sticky per
+    user), else the request id — the same string :func:`shipyard.deploy.routing.routing_key`
+    makes, so deploy and serving agree on who is in the canary."""
+    for name in ROUTING_HEADERS:
+        value = headers.get(name)
+        if value:
+            return f"user:{value.decode('latin-1')}"
+    return f"request:{request_id}"
 
 
 @dataclass(frozen=True)
 class Route:
+    """One model's loaded live versions and the split (version → percent) that routes them."""
+
     candidates: list[Loaded]
     weights: list[float]
+    canary: int | None = None
+    split_pct: dict[int, float] = field(default_factory=dict)
+    by_version: dict[int, Loaded] = field(default_factory=dict)
+    choose: Callable[[str, Mapping[int, float], int | None], int] | None = None
+
+
+def route_of(live: list[tuple[Loaded, LiveVersion]]) -> Route:
+    """The route over the versions that loaded (a canary that failed to load gets no traffic)."""
+    from shipyard.deploy.routing import choose_version
+
+    candidates = [loaded for loaded, _ in live]
+    canary = next((lv.version for _, lv in live if lv.canary), None)
+    return Route(
+        candidates=candidates,
+        weights=[lv.weight for _, lv in live],
+        canary=canary,
+        split_pct={lv.version: 100.0 * lv.weight for _, lv in live},
+        by_version={loaded.version: loaded for loaded in candidates},
+        choose=choose_version,
+    )
+
+
+def pick(route: Route, key: str) -> Loaded:
+    """The version that serves ``key``: deploy's sticky rule over the route's split."""
+    if len(route.candidates) == 1 or route.choose is None:
+        return route.candidates[0]
+    return route.by_version[route.choose(key, route.split_pct, route.canary)]
 
 
 class LiveModels:
@@ -105,14 +158,13 @@ class LiveModels:
             wanted = live_versions(s)
         routes: dict[str, Route] = {}
         for model, live in wanted.items():
-            loaded, weights = [], []
+            loaded = []
             for lv in live:
                 got = self._load(model, lv.version)
                 if got is not None:
-                    loaded.append(got)
-                    weights.append(lv.weight)
+                    loaded.append((got, lv))
             if loaded:
-                routes[model] = Route(loaded, weights)
+                routes[model] = route_of(loaded)
         keep = {(m, x.version) for m, r in routes.items() for x in r.candidates}
         self._cache = {k: v for k, v in self._cache.items() if k in keep}
         self.routes = routes
@@ -143,7 +195,7 @@ class LiveModels:
         route = self.routes.get(model)
         if route is None:
             return None
-        return pick(route.candidates, route.weights, routing_key)
+        return pick(route, routing_key)
 
     def version(self, model: str, version: int) -> Loaded | None:
         route = self.routes.get(model)
