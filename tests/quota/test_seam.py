@@ -17,7 +17,7 @@ from shipyard.store import Store
 def test_store_creates_the_quota_tables(store: Store) -> None:
     tables = set(inspect(store.engine).get_table_names())
     assert {"quota_pools", "quota_members", "quota_leases", "quota_events"} <= tables
-    assert "0002_quota" in store.current_revisions()
+    assert "0002_quota" in store.applied_revisions()
     indexes = {i["name"] for i in inspect(store.engine).get_indexes("quota_leases")}
     assert "ix_quota_leases_pool_status" in indexes
 

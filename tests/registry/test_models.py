@@ -15,7 +15,7 @@ from shipyard.store import Store
 def test_store_creates_registry_tables(store: Store) -> None:
     names = set(inspect(store.engine).get_table_names())
     assert {"registered_models", "model_versions", "model_aliases", "model_alias_events"} <= names
-    assert "0003_registry" in store.current_revisions()
+    assert "0003_registry" in store.applied_revisions()
 
 
 class TestRegister:

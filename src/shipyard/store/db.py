@@ -112,6 +112,12 @@ class Store:
         with self.engine.connect() as conn:
             return set(MigrationContext.configure(conn).get_current_heads())
 
+    def applied_revisions(self) -> set[str]:
+        """Every migration applied to this database: its heads and all their ancestors."""
+        script = ScriptDirectory.from_config(_alembic_config(self.url))
+        heads = tuple(self.current_revisions())
+        return {rev.revision for rev in script.iterate_revisions(heads, "base") if rev is not None}
+
     def migrate(self) -> None:
         """Bring the schema to the newest revision this Shipyard knows; refuse a newer one."""
         cfg = _alembic_config(self.url)
