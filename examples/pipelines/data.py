@@ -1,6 +1,8 @@
 """The demo's data pipeline: scikit-learn's bundled handwritten-digits set (1,797 images of
 8×8 pixels, 10 classes; UCI "Optical Recognition of Handwritten Digits", test part), checked and
-split into train/test Parquet artifacts.
+split into train/test Parquet artifacts. The training split is published to monitoring as the
+reference of the ``digits`` data set: batches scored later (``batch.py``) and the test set
+(``validation.py``) are compared with it.
 
     shipyard run examples/pipelines/data.py --param test_fraction=0.25
 """
@@ -11,6 +13,7 @@ import pandas as pd
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from shipyard.monitoring import observe
 from shipyard.pipelines import Pipeline, Resources, log, step
 
 
@@ -42,7 +45,9 @@ def split(
         frame, test_size=test_fraction, random_state=seed, stratify=frame["target"]
     )
     log.info("split", train_rows=len(train), test_rows=len(test), checked_rows=summary["rows"])
-    return train.reset_index(drop=True), test.reset_index(drop=True)
+    train, test = train.reset_index(drop=True), test.reset_index(drop=True)
+    observe("digits", train, role="reference", label="target")
+    return train, test
 
 
 pipeline = Pipeline("digits-data", kind="data", schedule="0 2 * * *")

@@ -1,5 +1,6 @@
 """The demo's validation pipeline: the latest trained model on the held-out ``test`` split, and
-a gate that fails the run when accuracy is below the threshold.
+a gate that fails the run when accuracy is below the threshold. The test set is published to
+monitoring and compared with the training set (the data pipeline's ``digits`` reference).
 
     shipyard run examples/pipelines/validation.py --param min_accuracy=0.9
 """
@@ -10,6 +11,7 @@ from typing import Any
 
 from sklearn.metrics import accuracy_score, f1_score
 
+from shipyard.monitoring import observe
 from shipyard.pipelines import Pipeline, Resources, latest_output, log, step
 
 
@@ -17,6 +19,7 @@ from shipyard.pipelines import Pipeline, Resources, latest_output, log, step
 def evaluate() -> dict[str, float]:
     model: Any = latest_output("digits-training", "fit")
     test = latest_output("digits-data", "split", "test")
+    observe("digits", test, role="current", label="target", reference_pipeline="digits-data")
     predicted = model.predict(test.drop(columns="target"))
     metrics = {
         "accuracy": float(accuracy_score(test["target"], predicted)),

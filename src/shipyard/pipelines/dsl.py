@@ -28,10 +28,13 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import InvalidInput, PipelineDefinitionError
 from shipyard.pipelines.graph import Graph, Node, OutputRef
+
+if TYPE_CHECKING:
+    from shipyard.monitoring.config import MonitorSet
 
 
 class PipelineKind(StrEnum):
@@ -171,7 +174,12 @@ def step(
 
 
 class Pipeline:
-    """A named pipeline of one kind; decorate its build function with the instance."""
+    """A named pipeline of one kind; decorate its build function with the instance.
+
+    ``monitors`` changes the monitors its kind gets by default (DESIGN.md's table):
+    ``{"label_drift": False}`` switches one off, ``{"training_time": {"factor": 3}}`` sets one,
+    ``{"data_problems": True}`` adds one; see :mod:`shipyard.monitoring.config`.
+    """
 
     def __init__(
         self,
@@ -179,6 +187,7 @@ class Pipeline:
         kind: str = "data",
         schedule: str | None = None,
         build: Callable[..., Any] | None = None,
+        monitors: Mapping[str, Any] | None = None,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", name):
             raise PipelineDefinitionError(
@@ -201,6 +210,12 @@ class Pipeline:
         self.name = name
         self.schedule = schedule
         self.build_fn = build
+        from shipyard.monitoring.config import resolve_monitors  # light: no stats, no store
+
+        try:
+            self.monitors: MonitorSet = resolve_monitors(self.kind.value, monitors)
+        except PipelineDefinitionError as exc:
+            raise PipelineDefinitionError(f"pipeline {name!r}: {exc}") from None
 
     def __call__(self, fn: Callable[..., Any]) -> Pipeline:
         self.build_fn = fn

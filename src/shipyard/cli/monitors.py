@@ -1,0 +1,101 @@
+"""``shipyard monitors``: each pipeline's monitors and their last verdicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from shipyard.cli.output import console, fail_on, open_workspace, print_json, when
+from shipyard.errors import ShipyardError
+
+monitors_app = typer.Typer(
+    help="The monitors of data, training and validation pipelines.", no_args_is_help=True
+)
+
+STYLE = {"ok": "green", "warning": "yellow", "alert": "bold red", "error": "red"}
+
+
+def _styled(status: str | None) -> str:
+    if status is None:
+        return "-"
+    return f"[{STYLE.get(status, 'white')}]{status}[/]"
+
+
+def _options(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "-"
+
+
+@monitors_app.command("list")
+def list_monitors(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Every pipeline's monitors, on or off, and the last result of each."""
+    from shipyard.monitoring.findings import overview
+
+    try:
+        rows = overview(open_workspace().store)
+    except ShipyardError as exc:
+        fail_on(exc)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no pipelines yet: run one with `shipyard run FILE`")
+        return
+    table = Table()
+    for column in ("pipeline", "kind", "monitor", "on", "status", "when", "last result"):
+        table.add_column(column, overflow="fold")
+    for p in rows:
+        for m in p["monitors"]:
+            latest = m["last"][0] if m["last"] else None
+            table.add_row(
+                p["pipeline"],
+                p["kind"],
+                m["monitor"],
+                "yes" if m["enabled"] else "off",
+                _styled(m["status"]),
+                when(latest["ts"]) if latest else "-",
+                latest["summary"] if latest else "-",
+            )
+        if not p["monitors"]:
+            table.add_row(p["pipeline"], p["kind"], "-", "-", "-", "-", "no monitors")
+    console.print(table)
+
+
+@monitors_app.command("show")
+def show(
+    pipeline: str = typer.Argument(..., help="The pipeline's name."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """One pipeline's monitors with their options and the last result per data set."""
+    from shipyard.monitoring.findings import overview
+
+    try:
+        rows = overview(open_workspace().store, pipeline)
+    except ShipyardError as exc:
+        fail_on(exc)
+    if as_json:
+        print_json(rows[0])
+        return
+    p = rows[0]
+    console.print(f"[bold]{p['pipeline']}[/] ({p['kind']} pipeline)")
+    table = Table()
+    for column in ("monitor", "on", "options", "subject", "status", "when", "result"):
+        table.add_column(column, overflow="fold")
+    for m in p["monitors"]:
+        results = m["last"] or [None]
+        for r in results:
+            table.add_row(
+                m["monitor"],
+                "yes" if m["enabled"] else "off",
+                _options(m["options"]),
+                r["subject"] if r else "-",
+                _styled(r["status"]) if r else "-",
+                when(r["ts"]) if r else "-",
+                r["summary"] if r else "no result yet",
+            )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(monitors_app, name="monitors")

@@ -1,0 +1,168 @@
+"""The monitors of data pipelines (DESIGN.md's table, "data"): drift of feature values, drift of
+label values, and data-type problems (missing or corrupted values).
+
+Each takes the reference and current profiles (or the current frame and the reference's
+schema) and returns a :class:`PipelineCheck`. The statistics are :func:`shipyard.stats.compare`'s:
+a column drifts only when its change is significant after the Benjamini–Hochberg correction
+across the tested columns *and* larger than an effect-size floor (see docs/statistics.md).
+
+Metric points: ``shipyard_drift_score{pipeline,dataset,column}`` (the column's effect size:
+Wasserstein-1 / σ_ref for numbers, Jensen–Shannon distance base 2 for categories),
+``shipyard_dataset_drift_share{pipeline,dataset}`` (share of drifted feature columns) and
+``shipyard_data_problem_fraction{pipeline,dataset,column}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shipyard.monitoring.config import MonitorSpec
+from shipyard.monitoring.findings import ALERT, OK, WARNING, PipelineCheck
+from shipyard.stats import Anomaly, DatasetProfile, Schema, compare, validate
+
+PROBLEM_KINDS = ("missing_column", "wrong_type", "nulls_above_expectation", "nan_or_inf")
+"""Anomalies that are data-type problems: values missing (above what the reference had),
+of the wrong type, or ±inf/NaN. Out-of-range values and unseen categories are evidence but
+not counted: they are what drift monitors judge."""
+
+SHORT = {"wasserstein_normalised": "W1/σ", "jensen_shannon": "JS"}
+
+
+def _subset(profile: DatasetProfile, columns: list[str]) -> DatasetProfile:
+    return DatasetProfile(
+        {c: profile.columns[c] for c in columns if c in profile.columns}, profile.rows
+    )
+
+
+def drift_check(
+    monitor: str,
+    spec: MonitorSpec,
+    pipeline: str,
+    dataset: str,
+    reference: DatasetProfile,
+    current: DatasetProfile,
+    columns: list[str],
+    what: str,
+) -> PipelineCheck:
+    """Compare ``columns`` of the current profile with the reference's: one check, a drift score
+    per column and the drifted share of the data set."""
+    ref = _subset(reference, columns)
+    if not ref.columns:
+        return PipelineCheck(monitor, pipeline, OK, f"no {what} column to compare", dataset)
+    report = compare(ref, _subset(current, columns), spec.drift_config())
+    base = {"pipeline": pipeline, "dataset": dataset}
+    metrics = [
+        ("shipyard_drift_score", {**base, "column": c.column}, float(c.effect))
+        for c in report.columns
+    ]
+    metrics.append(("shipyard_dataset_drift_share", base, float(report.share_drifted)))
+    drifted = report.drifted_columns
+    if report.drifted:
+        status = ALERT
+    elif drifted:
+        status = WARNING
+    else:
+        status = OK
+    if drifted:
+        top = sorted((c for c in report.columns if c.drifted), key=lambda c: c.effect, reverse=True)
+        named = ", ".join(
+            f"{c.column} ({SHORT.get(c.effect_name, c.effect_name)} {c.effect:.2f})"
+            for c in top[:10]
+        )
+        more = f" and {len(top) - 10} more" if len(top) > 10 else ""
+        summary = (
+            f"{what} of {dataset}: {len(top)} of {len(report.columns)} column(s) drifted: "
+            f"{named}{more}"
+        )
+    else:
+        summary = f"{what} of {dataset}: no drift in {len(report.columns)} column(s)"
+    evidence = {
+        **report.to_json(),
+        "reference_rows": reference.rows,
+        "current_rows": current.rows,
+    }
+    return PipelineCheck(monitor, pipeline, status, summary, dataset, None, evidence, metrics)
+
+
+def feature_drift(
+    spec: MonitorSpec,
+    pipeline: str,
+    dataset: str,
+    reference: DatasetProfile,
+    current: DatasetProfile,
+    label: str | None,
+) -> PipelineCheck:
+    """Drift of every feature column (all reference columns but the label)."""
+    columns = [c for c in reference.columns if c != label]
+    return drift_check(
+        "feature_drift", spec, pipeline, dataset, reference, current, columns, "features"
+    )
+
+
+def label_drift(
+    spec: MonitorSpec,
+    pipeline: str,
+    dataset: str,
+    reference: DatasetProfile,
+    current: DatasetProfile,
+    label: str | None,
+) -> PipelineCheck:
+    """Drift of the label column's distribution (prior shift)."""
+    if label is None:
+        return PipelineCheck(
+            "label_drift",
+            pipeline,
+            OK,
+            f"{dataset} has no label column (observe(label=…))",
+            dataset,
+        )
+    if label not in reference.columns:
+        return PipelineCheck(
+            "label_drift", pipeline, OK, f"the reference of {dataset} has no {label!r}", dataset
+        )
+    return drift_check(
+        "label_drift", spec, pipeline, dataset, reference, current, [label], "labels"
+    )
+
+
+def data_problems(
+    spec: MonitorSpec, pipeline: str, dataset: str, frame: Any, schema: Schema
+) -> PipelineCheck:
+    """Share of each column's rows with a data-type problem, against the reference's schema.
+
+    fraction(column) = min(1, Σ rows of the column's problem anomalies / rows of the batch),
+    written for every schema column (0 when clean) so that an alert also resolves.
+    """
+    anomalies = validate(frame, schema)
+    rows = max(len(frame), 1)
+    per_column: dict[str, int] = dict.fromkeys(schema.columns, 0)
+    problems: list[Anomaly] = [a for a in anomalies if a.kind in PROBLEM_KINDS]
+    for a in problems:
+        per_column[a.column] = per_column.get(a.column, 0) + a.rows
+    fractions = {c: min(1.0, n / rows) for c, n in per_column.items()}
+    base = {"pipeline": pipeline, "dataset": dataset}
+    metrics = [
+        ("shipyard_data_problem_fraction", {**base, "column": c}, f) for c, f in fractions.items()
+    ]
+    limit = float(spec.options.get("max_fraction", 0.05))
+    bad = sorted((c for c, f in fractions.items() if f > limit), key=lambda c: -fractions[c])
+    if bad:
+        named = ", ".join(f"{c} ({fractions[c]:.1%})" for c in bad[:10])
+        kinds = sorted({a.kind for a in problems if a.column in bad})
+        status = ALERT
+        summary = f"{dataset}: missing or corrupted values in {named} ({', '.join(kinds)})"
+    elif problems:
+        status = WARNING
+        summary = f"{dataset}: a few problem values, all columns within {limit:.0%}"
+    else:
+        status = OK
+        summary = f"{dataset}: no missing or corrupted values beyond the reference's"
+    evidence = {
+        "rows": len(frame),
+        "max_fraction": limit,
+        "fractions": {c: f for c, f in fractions.items() if f > 0},
+        "anomalies": [a.to_json() for a in anomalies],
+    }
+    return PipelineCheck(
+        "data_problems", pipeline, status, summary, dataset, None, evidence, metrics
+    )
