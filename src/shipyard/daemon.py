@@ -268,6 +268,13 @@ def _reclaim(ctx: DaemonContext) -> object:
     return fn(ctx.store, ctx.clock) if fn else None
 
 
+@periodic_task("quota.usage", interval_s=5)
+def _quota_usage(ctx: DaemonContext) -> object:
+    """Reserved vs used, usage rate and time to exhaustion per pool (quota's usage series)."""
+    fn = _optional("shipyard.quota.usage", "record_usage")
+    return fn(ctx.store, ctx.clock) if fn else None
+
+
 # -- the loop -------------------------------------------------------------------------------
 
 

@@ -43,13 +43,15 @@ def _usage() -> dict[str, Any]:
 
 
 def _apply(limits: ProcessLimits) -> None:
+    """The enforcer's environment, then quota's own in-process step (CPU affinity).
+
+    The memory limit is not an ``RLIMIT_AS``: address space is not memory (numpy, pyarrow and
+    BLAS reserve gigabytes they never touch), so the runner's watchdog (or a cgroup) enforces it
+    on the RSS of the whole process tree instead."""
+    from shipyard.quota.enforce import apply_in_child
+
     os.environ.update(limits.env)
-    if limits.cpu_affinity:
-        os.sched_setaffinity(0, limits.cpu_affinity)
-    if limits.memory_limit_bytes:
-        resource.setrlimit(
-            resource.RLIMIT_AS, (limits.memory_limit_bytes, limits.memory_limit_bytes)
-        )
+    apply_in_child(limits)
 
 
 def _redirect_output(log_path: str) -> None:

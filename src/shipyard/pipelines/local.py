@@ -97,12 +97,28 @@ class _StepProcess(ForkServerProcess):
         return _Popen(process_obj)
 
 
-class LocalStepHandle:
-    """One running step attempt: a process that leads its own process group."""
+def rss_bytes(pid: int) -> int:
+    """Resident memory of one process (0 once it is gone)."""
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0
 
-    def __init__(self, process: Any, task: StepTask) -> None:
+
+class LocalStepHandle:
+    """One running step attempt: a process that leads its own process group.
+
+    :meth:`sample` reports the tree's RSS *above* ``baseline_rss_bytes``, the warm process's
+    RSS before it got its task: a forked child counts the pages it shares with the forkserver
+    (the preloaded interpreter, ~150 MiB with pandas and scikit-learn) as its own, and a step
+    that declared 64Mi must not be killed for memory it did not allocate. The recorded peak
+    (``peak_rss_bytes``) stays the full RSS.
+    """
+
+    def __init__(self, process: Any, task: StepTask, baseline_rss_bytes: int = 0) -> None:
         self._process = process
         self._task = task
+        self._baseline_rss_bytes = baseline_rss_bytes
         self._peak_rss_bytes = 0
         self._cpu_seconds = 0.0
         try:
@@ -137,7 +153,7 @@ class LocalStepHandle:
             return None
         self._peak_rss_bytes = max(self._peak_rss_bytes, int(rss))
         self._cpu_seconds = max(self._cpu_seconds, cpu)
-        return UsageSample(int(rss), cpu, len(tree))
+        return UsageSample(max(int(rss) - self._baseline_rss_bytes, 0), cpu, len(tree))
 
     def kill(self, grace_s: float) -> None:
         pid = self._process.pid
@@ -257,12 +273,13 @@ class LocalExecutor:
     ) -> LocalStepHandle:
         child_limits = dataclasses.replace(limits, watchdog=None)
         warm = self._take()
+        baseline = rss_bytes(warm.process.pid) if warm.process.pid else 0
         try:
             on_launch(warm.process.pid)
             warm.send.send((task, child_limits))
         finally:
             warm.send.close()
-        return LocalStepHandle(warm.process, task)
+        return LocalStepHandle(warm.process, task, baseline)
 
     def close(self) -> None:
         """End the warm processes (each exits when its pipe closes)."""

@@ -8,11 +8,20 @@ declared cpu ≤ this machine's CPUs). The first step that fails for good cancel
 running are killed (SIGTERM, then SIGKILL, to the process group) and recorded ``cancelled``,
 steps not started become ``cancelled``, and the run ends ``failed``. SIGINT or SIGTERM to the
 runner cancels the same way and ends the run ``cancelled``.
+
+Quota: with a pool (``pool=``, ``Pipeline(pool=…)``, the pool recorded for the pipeline, or
+``settings.quota.default_pool`` once declared — see :mod:`.reservation`), steps are admitted by
+:class:`~shipyard.quota.admission.QuotaAdmission` (a lease per attempt in the shared store) and
+limited by :class:`~shipyard.quota.enforce.QuotaEnforcer`; with ``reserve=True`` one lease holds
+the DAG's peak demand from before the first step to the end. When the run ends,
+``shipyard.monitoring.on_run_finished(workspace, run_id)`` is called if it exists; it can never
+fail the run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import signal
@@ -23,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shipyard.errors import QuotaExceeded
-from shipyard.pipelines import records
+from shipyard.errors import InvalidInput, QuotaError
+from shipyard.pipelines import records, reservation
 from shipyard.pipelines.dsl import Pipeline
 from shipyard.pipelines.executor import (
     HEARTBEAT_INTERVAL_S,
@@ -42,6 +51,8 @@ from shipyard.pipelines.executor import (
 from shipyard.pipelines.graph import Graph, Node, refs_in
 from shipyard.pipelines.logs import append
 from shipyard.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -77,8 +88,10 @@ class _Cancel(Exception):
 class Runner:
     """Runs pipelines in a workspace.
 
-    ``executor`` defaults to :class:`~.local.LocalExecutor`, ``admission`` to
-    :class:`~.executor.LocalAdmission`, ``enforcer`` to :class:`~.executor.NoEnforcement`.
+    ``executor`` defaults to :class:`~.local.LocalExecutor`. ``admission`` and ``enforcer``, when
+    not given, follow the run's pool: quota's admission and enforcer in a pool, else
+    :class:`~.executor.LocalAdmission` and :class:`~.executor.NoEnforcement`. ``reserve`` takes
+    one lease for the DAG's peak demand before the first step (it needs a pool).
     ``on_change(views)`` is called from the calling thread whenever a step changes state and at
     least every ``tick_s`` while the run goes.
     """
@@ -92,6 +105,7 @@ class Runner:
         *,
         pool: str | None = None,
         priority: int = 0,
+        reserve: bool = False,
         kill_grace_s: float = 3.0,
         sample_interval_s: float = 0.1,
         tick_s: float = 0.25,
@@ -103,10 +117,12 @@ class Runner:
             executor = LocalExecutor()
         self.workspace = workspace
         self.executor = executor
-        self.admission: Admission = admission or LocalAdmission()
-        self.enforcer: Enforcer = enforcer or NoEnforcement()
+        self.admission: Admission | None = admission
+        self.enforcer: Enforcer | None = enforcer
+        self._local = LocalAdmission()
         self.pool = pool
         self.priority = priority
+        self.reserve = reserve
         self.kill_grace_s = kill_grace_s
         self.sample_interval_s = sample_interval_s
         self.tick_s = tick_s
@@ -136,6 +152,11 @@ class Runner:
             name: p.default for name, p in pipeline.parameters.items() if p.default is not p.empty
         } | params
         ws = self.workspace
+        pool = self.pool if self.admission is not None else None
+        if self.admission is None:
+            pool = reservation.resolve_pool(ws, pipeline, self.pool)
+        if self.reserve and pool is None:
+            raise InvalidInput("--reserve needs a pool: name one with --pool")
         new = records.create_run(
             ws.store,
             ws.clock,
@@ -148,16 +169,54 @@ class Runner:
             logs_dir=ws.settings.logs_dir,
             tags=tags,
         )
-        return _Run(self, Path(file).resolve(), pipeline, graph, new).go()
+        if pool is not None:
+            reservation.record_pool(ws, pipeline.name, pool)
+        run = _Run(self, Path(file).resolve(), pipeline, graph, new, pool)
+        try:
+            return run.go()
+        finally:
+            run.close()
+
+    def _quota(self, pool: str | None) -> tuple[Admission, Enforcer, Any]:
+        """Admission and enforcer for a run in ``pool``, and the lease manager to close after."""
+        if self.admission is not None:
+            return self.admission, self.enforcer or NoEnforcement(), None
+        if pool is None:
+            return self._local, self.enforcer or NoEnforcement(), None
+        from shipyard.quota.admission import QuotaAdmission
+        from shipyard.quota.enforce import QuotaEnforcer
+
+        ws = self.workspace
+        quota = QuotaAdmission.for_workspace(ws.store, ws.settings, ws.clock)
+        enforcer = self.enforcer or QuotaEnforcer(ws.settings.quota.memory_margin)
+        return quota, enforcer, quota.leases
 
 
 class _Run:
     """The state of one run while it goes."""
 
     def __init__(
-        self, runner: Runner, file: Path, pipeline: Pipeline, graph: Graph, new: records.NewRun
+        self,
+        runner: Runner,
+        file: Path,
+        pipeline: Pipeline,
+        graph: Graph,
+        new: records.NewRun,
+        pool: str | None,
     ) -> None:
         self.r = runner
+        self.pool = pool
+        self.admission, self.enforcer, self.leases = runner._quota(pool)
+        self.reservation: reservation.ReservedAdmission | None = None
+        if runner.reserve and self.leases is not None and pool is not None:
+            self.reservation = reservation.ReservedAdmission(
+                self.leases,
+                pool,
+                pipeline.name,
+                new.run_id,
+                reservation.peak_demand(graph),
+                runner.priority,
+            )
         self.ws = runner.workspace
         self.file = file
         self.pipeline = pipeline
@@ -184,12 +243,59 @@ class _Run:
         if self.r.on_change is not None:
             self.r.on_change(self.views)
 
+    def close(self) -> None:
+        if self.reservation is not None:
+            with contextlib.suppress(Exception):
+                self.reservation.close()
+        if self.leases is not None:
+            self.leases.close()
+
+    def _reserve(self) -> None:
+        """Take the run's reservation (``--reserve``); when it can never fit, the run fails."""
+        if self.reservation is None:
+            return
+        try:
+            lease = self.reservation.open()
+        except QuotaError as exc:
+            self.failure = f"not admitted: {exc}"
+            self.cancel_reason = "cancelled: the run was not admitted"
+            self.cancel.set()
+            return
+        self.admission = self.reservation
+        for name in self.graph.nodes:
+            append(
+                self.new.log_paths[name],
+                "info",
+                "run reserved its peak demand",
+                self._context(name),
+                pool=lease.pool,
+                lease_id=lease.lease_id,
+                resources=lease.resources,
+            )
+
+    def _finished_hook(self) -> None:
+        """``shipyard.monitoring.on_run_finished`` if it exists; never fails the run."""
+        try:
+            from shipyard import monitoring
+
+            hook = getattr(monitoring, "on_run_finished", None)
+            if callable(hook):
+                hook(self.ws, self.new.run_id)
+        except Exception:
+            log.exception("monitoring hook failed for run %s", self.new.run_id)
+
     def go(self) -> RunResult:
         handlers = self._install_signal_handlers()
         started: set[str] = set()
         running = 0
         interrupted = False
         try:
+            try:
+                self._reserve()
+            except (KeyboardInterrupt, _Cancel):
+                interrupted = True
+                self.cancel_reason = "cancelled by the user"
+                self.cancel.set()
             while True:
                 try:
                     if not self.cancel.is_set():
@@ -227,7 +333,10 @@ class _Run:
             status, reason = "cancelled", "cancelled by the user (SIGINT/SIGTERM)"
         else:
             status, reason = "succeeded", None
+        if self.reservation is not None:
+            self.reservation.close()
         records.finish_run(self.ws.store, self.new.run_id, status, reason, self.ws.clock.time())
+        self._finished_hook()
         for view in self.views.values():
             if view.status in ("pending", "running", "retrying"):
                 view.status = "cancelled"
@@ -284,13 +393,13 @@ class _Run:
                 step=name,
                 step_run_id=self.new.step_run_ids[name],
                 resources=step.resources.amounts(),
-                pool=self.r.pool,
+                pool=self.pool,
                 priority=self.r.priority,
                 attempt=attempt,
             )
             try:
-                grant = self.r.admission.acquire(request)
-            except QuotaExceeded as exc:
+                grant = self.admission.acquire(request)
+            except QuotaError as exc:
                 self._set(
                     name, status="failed", exit_reason=str(exc), ended_at=self.ws.clock.time()
                 )
@@ -301,7 +410,7 @@ class _Run:
                     return self._cancelled(name)
                 outcome, cancelled = self._attempt(node, attempt, request, grant)
             finally:
-                self.r.admission.release(grant)
+                self.admission.release(grant)
             usage = {
                 "exit_code": outcome.exit_code,
                 "peak_rss_bytes": outcome.peak_rss_bytes,
@@ -379,7 +488,7 @@ class _Run:
     ) -> tuple[StepOutcome, bool]:
         """Start one attempt and watch it; ``(outcome, cancelled)``."""
         name = node.name
-        limits = self.r.enforcer.prepare(request, grant)
+        limits = self.enforcer.prepare(request, grant)
         task = self._task(node, attempt)
         view = self.views[name]
 
@@ -434,5 +543,14 @@ class _Run:
                     False, "cancelled", ended.exit_code, {}, ended.peak_rss_bytes, ended.cpu_seconds
                 ), True
             if now - last_beat >= HEARTBEAT_INTERVAL_S:
-                self.r.admission.heartbeat(grant)
+                try:
+                    self.admission.heartbeat(grant)
+                except QuotaError as exc:  # reclaimed: the step goes on; the record shows why
+                    append(
+                        self.new.log_paths[node.name],
+                        "warning",
+                        "lease heartbeat failed",
+                        self._context(node.name),
+                        reason=str(exc),
+                    )
                 last_beat = now

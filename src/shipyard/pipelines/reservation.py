@@ -1,0 +1,169 @@
+"""How a run meets quota: which pool it runs in, and (``--reserve``) one lease for its peak.
+
+**Pool.** The first of: the pool named on the command line (``--pool``); ``Pipeline(pool=…)``;
+the pool recorded for the pipeline by an earlier run (``PipelineRecord.spec["pool"]``, which
+``shipyard quota plan`` reads); ``settings.quota.default_pool`` when a pool of that name has been
+declared. With none, the run is admitted by this machine's size
+(:class:`~shipyard.pipelines.executor.LocalAdmission`), as before quota existed.
+
+**Peak demand** (:func:`peak_demand`). Each step gets a *level*: 0 without inputs, else one more
+than the highest level of the steps it reads. The peak is, per resource, the maximum over levels
+of the sum of the level's declared amounts. It covers every single step (so a reserved run can
+never be refused half-way) and every set of steps that become ready together. It is not the
+maximum-weight antichain of the DAG (a long chain running beside a short branch can overlap
+steps of different levels); instead of reserving that larger bound, the run's steps are admitted
+*inside* the reservation (:class:`ReservedAdmission`): they wait only for each other, never for
+the pool, and the run never holds more than it reserved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from shipyard.pipelines.executor import HEARTBEAT_INTERVAL_S, Grant, LocalAdmission, StepRequest
+from shipyard.pipelines.graph import Graph
+
+if TYPE_CHECKING:
+    from shipyard.pipelines.dsl import Pipeline
+    from shipyard.quota.admission import Lease, LeaseManager
+    from shipyard.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def step_levels(graph: Graph) -> dict[str, int]:
+    """Level of every node: 0 for a source, else 1 + the highest level of its inputs."""
+    levels: dict[str, int] = {}
+    for name in graph.topological():
+        node = graph.nodes[name]
+        levels[name] = 1 + max((levels[u] for u in node.upstream), default=-1)
+    return levels
+
+
+def peak_demand(graph: Graph) -> dict[str, float]:
+    """Per resource, the max over DAG levels of the level's summed declared amounts (see the
+    module docstring). Resources declared as 0 everywhere are left out."""
+    by_level: dict[int, dict[str, float]] = {}
+    for name, level in step_levels(graph).items():
+        total = by_level.setdefault(level, {})
+        for resource, amount in graph.nodes[name].step.resources.amounts().items():
+            total[resource] = total.get(resource, 0.0) + amount
+    peak: dict[str, float] = {}
+    for total in by_level.values():
+        for resource, amount in total.items():
+            peak[resource] = max(peak.get(resource, 0.0), amount)
+    return {r: v for r, v in peak.items() if v > 0}
+
+
+def resolve_pool(ws: Workspace, pipeline: Pipeline, explicit: str | None) -> str | None:
+    """The pool this run uses (see the module docstring), checked to exist; ``None`` for none.
+
+    Raises :class:`~shipyard.errors.NotFound` when a pool is named but not declared."""
+    from shipyard.quota.admission import pool_exists
+    from shipyard.store.tables import PipelineRecord
+
+    named = explicit or getattr(pipeline, "pool", None)
+    if named is None:
+        with ws.store.session() as s:
+            record = s.get(PipelineRecord, pipeline.name)
+            spec = dict(record.spec or {}) if record is not None else {}
+        named = spec.get("pool")
+    if named is not None:
+        if not pool_exists(ws.store, str(named)):
+            from shipyard.errors import NotFound
+
+            raise NotFound("pool", str(named), "declare it with `shipyard quota apply pools.yaml`")
+        return str(named)
+    default = ws.settings.quota.default_pool
+    return default if pool_exists(ws.store, default) else None
+
+
+def record_pool(ws: Workspace, pipeline: str, pool: str) -> None:
+    """Write ``PipelineRecord.spec["pool"]`` (``shipyard quota plan`` plans the pipeline there)."""
+    from shipyard.store.tables import PipelineRecord
+
+    with ws.store.session(immediate=True) as s:
+        record = s.get(PipelineRecord, pipeline)
+        if record is not None:
+            record.spec = {**(record.spec or {}), "pool": pool}
+
+
+class ReservedAdmission:
+    """Admission of a run's steps inside one lease that holds the run's peak demand.
+
+    :meth:`open` takes the lease (blocking until the pool grants it, or raising
+    :class:`~shipyard.errors.QuotaExceeded` at once when it can never fit); a thread heartbeats
+    it while the run goes; :meth:`close` gives it back. Steps are admitted in-process against
+    the reserved amounts; their grants name the run's lease and pool.
+    """
+
+    def __init__(
+        self,
+        leases: LeaseManager,
+        pool: str,
+        pipeline: str,
+        run_id: str,
+        demand: dict[str, float],
+        priority: int = 0,
+    ) -> None:
+        self.leases = leases
+        self.pool = pool
+        self.pipeline = pipeline
+        self.run_id = run_id
+        self.demand = demand
+        self.priority = priority
+        self.lease: Lease | None = None
+        self._inner = LocalAdmission(dict(demand))
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def open(self) -> Lease:
+        from shipyard.quota.admission import LeaseRequest
+
+        self.lease = self.leases.acquire(
+            LeaseRequest(
+                self.pipeline,
+                self.demand,
+                pool=self.pool,
+                run_id=self.run_id,
+                step="(run reservation)",
+                priority=self.priority,
+            )
+        )
+        self._beat = threading.Thread(target=self._heartbeats, daemon=True, name="reservation")
+        self._beat.start()
+        return self.lease
+
+    def _heartbeats(self) -> None:
+        while not self._stop.wait(HEARTBEAT_INTERVAL_S):
+            lease = self.lease
+            if lease is None:
+                return
+            try:
+                self.lease = self.leases.heartbeat(lease)
+            except Exception as exc:  # the run goes on; the daemon's reclaim shows the loss
+                log.warning("reservation %s: heartbeat failed: %s", lease.lease_id, exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+        if self.lease is not None:
+            self.leases.release(self.lease)
+            self.lease = None
+
+    def acquire(self, request: StepRequest) -> Grant:
+        inner = self._inner.acquire(request)
+        lease_id = self.lease.lease_id if self.lease is not None else inner.lease_id
+        detail: dict[str, Any] = {"pool": self.pool, "reservation": lease_id}
+        return Grant(request, lease_id, inner.granted, detail | {"local": inner.lease_id})
+
+    def heartbeat(self, grant: Grant) -> None:
+        return None
+
+    def release(self, grant: Grant) -> None:
+        with contextlib.suppress(Exception):
+            self._inner.release(grant)
