@@ -1,0 +1,712 @@
+"""The Shipyard tour (``make demo``): the product's main job, from data to a safe rollback.
+
+Every stage runs the real ``shipyard`` commands (printed before they run, with their key
+output) against a fresh home folder, ``.shipyard/demo``, so the tour is repeatable:
+
+1. setup — the workspace, a shared quota pool, the control loop (``shipyard daemon``);
+2. pipelines — data → training → validation in the shared pool; runs, quota status, an estimate;
+3. drift — an i.i.d. batch passes, a covariate-shifted batch is caught;
+4. serving — the model registered, deployed, served; good, bad and drifted traffic; monitors;
+5. alerting — drift, quota and latency alerts in the log receiver;
+6. safe deployment — policy, runbook, four-eyes approval, canary, promotion; a worse model
+   caught by its canary and rolled back with a diagnosis; a one-command rollback;
+7. summary — where to look next.
+
+It exits non-zero, naming the stage, when a stage fails. Ctrl-C stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+EXAMPLES = Path(__file__).resolve().parent
+ROOT = EXAMPLES.parent
+HOME = ROOT / ".shipyard" / "demo"
+MODEL = "digits"
+AUTHOR, APPROVER = "bob", "alice"
+sys.path.insert(0, str(EXAMPLES))
+
+from traffic import Load, send_bad_requests, send_rows  # noqa: E402
+
+BOLD, DIM, GREEN, RED, YELLOW, RESET = (
+    ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[33m", "\033[0m")
+    if sys.stdout.isatty()
+    else ("",) * 6
+)
+
+
+class StageFailed(Exception):
+    """A stage of the tour did not do what it must; the message says what."""
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def note(text: str) -> None:
+    say(f"  {DIM}{text}{RESET}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+class Tour:
+    """The tour's environment, its background processes, and the commands it runs."""
+
+    def __init__(self) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+        self.env.update(
+            SHIPYARD_HOME=str(HOME),
+            SHIPYARD_USER=AUTHOR,
+            # short windows, so the tour sees its traffic in the store within seconds
+            SHIPYARD_SERVING__FLUSH_INTERVAL_S="1",
+            SHIPYARD_SERVING__REQUEST_LOG_SAMPLE_RATE="0.25",
+            SHIPYARD_DAEMON__TICK_S="0.5",
+            # routes every alert to a local log file (read by the daemon and `shipyard alerts`)
+            SHIPYARD_ALERTING_CONFIG=str(EXAMPLES / "alerting.yaml"),
+            PYTHONWARNINGS="ignore",
+            COLUMNS="120",
+        )
+        self.background: list[tuple[str, subprocess.Popen[bytes], Any]] = []
+        self.started = time.monotonic()
+        self.stage_times: list[tuple[str, float, str]] = []
+        self.serve_url = ""
+        self.data = HOME / "demo-data"
+
+    # -- commands ------------------------------------------------------------------------------
+    def shipyard(
+        self,
+        *args: str,
+        expect: int | tuple[int, ...] = 0,
+        show: int | None = 40,
+        keep: Callable[[str], bool] | None = None,
+    ) -> str:
+        """Run ``shipyard ARGS`` as a user would, print it and its output (the first ``show``
+        lines, or those ``keep`` selects); fail the stage on an unexpected exit code."""
+        say(f"\n{BOLD}$ shipyard {shlex.join(args)}{RESET}")
+        done = subprocess.run(
+            [sys.executable, "-m", "shipyard", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        out = (done.stdout + done.stderr).rstrip()
+        lines = out.splitlines()
+        if keep is not None:
+            lines = [line for line in lines if keep(line)]
+        shown = lines if show is None else lines[:show]
+        for line in shown:
+            say(f"  {line}")
+        if show is not None and len(lines) > show:
+            note(f"… {len(lines) - show} more lines")
+        wanted = (expect,) if isinstance(expect, int) else expect
+        if done.returncode not in wanted:
+            if keep is not None or (show is not None and len(lines) > show):
+                for line in out.splitlines()[-15:]:
+                    say(f"  {RED}{line}{RESET}")
+            raise StageFailed(
+                f"`shipyard {shlex.join(args)}` exited {done.returncode}, expected {expect}"
+            )
+        return done.stdout
+
+    def start(self, name: str, *args: str, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
+        """Start ``shipyard ARGS`` in the background; its output goes to a log in the home."""
+        log_path = HOME / "logs" / f"demo-{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        say(f"\n{BOLD}$ shipyard {shlex.join(args)} &{RESET}   {DIM}(log: {rel(log_path)}){RESET}")
+        fh = log_path.open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shipyard", *args],
+            cwd=cwd,
+            env=self.env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.background.append((name, proc, fh))
+        return proc
+
+    def stop_all(self) -> None:
+        """SIGTERM every background process (their clean shutdown), SIGKILL what lingers."""
+        for name, proc, fh in reversed(self.background):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    say(f"  {YELLOW}{name} did not stop within 10 s; killing it{RESET}")
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=5)
+            fh.close()
+        self.background.clear()
+
+    def alive(self, name: str) -> None:
+        for n, proc, _ in self.background:
+            if n == name and proc.poll() is not None:
+                raise StageFailed(
+                    f"`shipyard {name}` exited {proc.returncode}; see "
+                    f"{rel(HOME / 'logs' / f'demo-{name}.log')}"
+                )
+
+    # -- stages --------------------------------------------------------------------------------
+    @contextmanager
+    def stage(self, number: int, title: str) -> Iterator[None]:
+        say(f"\n{BOLD}{'━' * 100}\n {number}. {title}\n{'━' * 100}{RESET}")
+        began = time.monotonic()
+        try:
+            yield
+        except StageFailed as exc:
+            self.stage_times.append((title, time.monotonic() - began, "failed"))
+            raise StageFailed(f"stage {number} ({title}) failed: {exc}") from None
+        self.stage_times.append((title, time.monotonic() - began, "ok"))
+
+    def wait_for(self, what: str, check: Callable[[], bool], timeout_s: float) -> float:
+        began = time.monotonic()
+        while time.monotonic() - began < timeout_s:
+            if check():
+                return time.monotonic() - began
+            time.sleep(0.25)
+        raise StageFailed(f"{what}: not within {timeout_s:.0f} s")
+
+
+# -- the stages --------------------------------------------------------------------------------
+def setup(t: Tour) -> None:
+    shutil.rmtree(HOME, ignore_errors=True)
+    note(f"SHIPYARD_HOME={rel(HOME)} (fresh), SHIPYARD_USER={AUTHOR} (the ML engineer)")
+    t.shipyard("init")
+    t.shipyard("quota", "apply", "examples/pools.yaml")
+    t.shipyard("quota", "pools")
+    note("the control loop runs for the whole tour: alert rules, notifications, rollouts, leases")
+    note("SHIPYARD_ALERTING_CONFIG=examples/alerting.yaml: alerts go to a local log receiver")
+    t.start("daemon", "daemon")
+    time.sleep(1.0)
+    t.alive("daemon")
+
+
+def pipelines(t: Tour) -> None:
+    step_lines = _run_lines
+    t.shipyard("run", "examples/pipelines/data.py", "--pool", "demo", keep=step_lines)
+    training_holding_the_pool(t)
+    t.shipyard(
+        "run",
+        "examples/pipelines/validation.py",
+        "--pool",
+        "demo",
+        "--param",
+        "min_accuracy=0.9",
+        keep=step_lines,
+    )
+    t.shipyard("runs", "list")
+    t.shipyard("quota", "status")
+    t.shipyard("quota", "estimate", "digits-training")
+
+
+def training_holding_the_pool(t: Tour) -> None:
+    """The training run reserves its DAG's peak (fit asks for 2 CPUs: the whole shared pool)
+    up front; ``shipyard quota status`` while it runs shows who holds what."""
+    args = ("run", "examples/pipelines/training.py", "--pool", "demo", "--reserve")
+    say(f"\n{BOLD}$ shipyard {shlex.join(args)} &{RESET}")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "shipyard", *args],
+        cwd=ROOT,
+        env=t.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    status = ""
+    try:
+        began = time.monotonic()
+        while run.poll() is None and time.monotonic() - began < 120:
+            done = subprocess.run(
+                [sys.executable, "-m", "shipyard", "quota", "status"],
+                cwd=ROOT,
+                env=t.env,
+                capture_output=True,
+                text=True,
+            )
+            if "digits-training" in done.stdout and run.poll() is None:
+                status = done.stdout
+                break
+            time.sleep(0.2)
+        out, _ = run.communicate(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    for line in filter(_run_lines, out.splitlines()):
+        say(f"  {line}")
+    if run.returncode != 0:
+        raise StageFailed(f"`shipyard {shlex.join(args)}` exited {run.returncode}")
+    if status:
+        say(
+            f"\n{BOLD}$ shipyard quota status{RESET}   "
+            f"{DIM}(while the training run held its lease){RESET}"
+        )
+        for line in status.rstrip().splitlines():
+            say(f"  {line}")
+    else:
+        say(f"  {YELLOW}(skipped: the run ended before `quota status` saw its lease){RESET}")
+
+
+def _run_lines(line: str) -> bool:
+    """The run's summary lines, not every live-progress frame."""
+    return not line.startswith(("⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏")) and bool(
+        line.strip()
+    )
+
+
+def export_data(t: Tour) -> dict[str, Any]:
+    """The data pipeline's latest splits and the trained model, read through the public API
+    (``shipyard.pipelines.latest_output``) into files a user could hand to the CLI."""
+    os.environ.update({k: v for k, v in t.env.items() if k.startswith("SHIPYARD_")})
+    from shipyard.pipelines import latest_output
+
+    t.data.mkdir(parents=True, exist_ok=True)
+    train = latest_output("digits-data", "split", "train")
+    test = latest_output("digits-data", "split", "test")
+    train.to_parquet(t.data / "train.parquet")
+    test.to_parquet(t.data / "test.parquet")
+    return {"train": train, "test": test}
+
+
+def shifted(frame: Any) -> Any:
+    """A covariate shift made by selecting on a real feature: only images with ink in the
+    centre-left of the 8×8 grid (``pixel_4_2`` > 8), as if an upstream scanner cropped
+    differently. Fours, sixes and zeros dominate; the pixel distributions move with them."""
+    return frame[frame["pixel_4_2"] > 8].reset_index(drop=True)
+
+
+def drift(t: Tour, data: dict[str, Any]) -> None:
+    test = data["test"]
+    shifted(test).to_parquet(t.data / "shifted.parquet")
+    note(f"reference: the training split ({len(data['train'])} rows)")
+    note(f"i.i.d. batch: the held-out test split ({len(test)} rows)")
+    note(f"shifted batch: test rows with pixel_4_2 > 8 ({len(shifted(test))} rows)")
+    ref = rel(t.data / "train.parquet")
+    note("the gate: a data set drifts when ≥ 20 % of its columns drift (default 50 %)")
+    t.shipyard(
+        "drift",
+        ref,
+        rel(t.data / "test.parquet"),
+        "--drift-share",
+        "0.2",
+        "--fail-on-drift",
+        keep=_drift_lines(6),
+        show=None,
+    )
+    t.shipyard(
+        "drift",
+        ref,
+        rel(t.data / "shifted.parquet"),
+        "--drift-share",
+        "0.2",
+        "--fail-on-drift",
+        "--html",
+        rel(t.data / "drift.html"),
+        expect=3,
+        keep=_drift_lines(6),
+        show=None,
+    )
+    note(f"exit code 3 = drift (for CI gates); report: {rel(t.data / 'drift.html')}")
+    if _has_command(t, "monitors"):
+        t.shipyard("monitors", "list", show=25)
+
+
+def _drift_lines(rows: int) -> Callable[[str], bool]:
+    """The table's header, its first ``rows`` drifted columns and the verdict."""
+    shown: list[str] = []
+
+    def keep(line: str) -> bool:
+        if "columns drifted" in line or line.startswith(("┏", "┃ column")):
+            return True
+        if "DRIFT" in line and len(shown) < rows:
+            shown.append(line)
+            return True
+        return False
+
+    return keep
+
+
+def _has_command(t: Tour, name: str) -> bool:
+    done = subprocess.run(
+        [sys.executable, "-m", "shipyard", name, "--help"],
+        env=t.env,
+        capture_output=True,
+        cwd=ROOT,
+    )
+    return done.returncode == 0
+
+
+def register_version(t: Tour, data: dict[str, Any], label: str) -> int:
+    """The training pipeline's latest model as a new registry version (with its training data,
+    for the signature and the reference profile drift is judged against)."""
+    import joblib
+
+    from shipyard.pipelines import latest_output
+
+    model = latest_output("digits-training", "fit")
+    test = data["test"]
+    accuracy = float(model.score(test.drop(columns="target"), test["target"]))
+    path = t.data / f"model-{label}.joblib"
+    joblib.dump(model, path)
+    features = t.data / "train-features.parquet"
+    data["train"].drop(columns="target").to_parquet(features)
+    out = t.shipyard(
+        "models",
+        "register",
+        MODEL,
+        rel(path),
+        "--training-data",
+        rel(features),
+        "--metric",
+        f"accuracy={accuracy:.4f}",
+        "--tag",
+        f"trained={label}",
+    )
+    version = int(out.rsplit(" v", 1)[1].split()[0])
+    return version
+
+
+def rollout_id(out: str) -> str:
+    for line in out.splitlines():
+        if line.startswith("rollout "):
+            return line.split()[1].rstrip(":")
+    raise StageFailed(f"no rollout id in: {out[:200]}")
+
+
+def rollout_state(t: Tour, rid: str) -> dict[str, Any]:
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-m", "shipyard", "rollout", "status", rid, "--json"],
+        env=t.env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    if done.returncode != 0:
+        raise StageFailed(f"`shipyard rollout status {rid}` failed: {done.stderr.strip()}")
+    state: dict[str, Any] = json.loads(done.stdout)
+    return state
+
+
+def follow_rollout(t: Tour, rid: str, until: set[str], timeout_s: float) -> dict[str, Any]:
+    """Print each state change of the rollout until it reaches one of ``until``."""
+    began, seen = time.monotonic(), ""
+    while time.monotonic() - began < timeout_s:
+        t.alive("daemon")
+        view = rollout_state(t, rid)
+        where = f"{view['state']}" + (
+            f" (step {view['step_index'] + 1}, canary {view['weight_pct']:g} %)"
+            if view["state"] == "canary"
+            else ""
+        )
+        if where != seen:
+            say(f"  {time.monotonic() - began:5.1f} s  {where}  — {view.get('reason') or ''}")
+            seen = where
+        if view["state"] in until:
+            return view
+        time.sleep(0.5)
+    raise StageFailed(f"rollout {rid} did not reach {sorted(until)} within {timeout_s:.0f} s")
+
+
+def serving(t: Tour, data: dict[str, Any]) -> None:
+    v1 = register_version(t, data, "first")
+    t.shipyard("models", "list")
+    t.shipyard("deployments", "set-policy", MODEL, "examples/policy.yaml")
+    out = t.shipyard("deploy", MODEL, "--version", str(v1))
+    rid = rollout_id(out)
+    t.shipyard("approve", rid, "--as", APPROVER)
+    note("first deployment: staging smoke checks, then production (no stable version to compare)")
+    follow_rollout(t, rid, {"production", "failed", "rolled_back"}, 60)
+    port = free_port()
+    t.start("serve", "serve", "--port", str(port), "--model", MODEL)
+    t.serve_url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        t.alive("serve")
+        try:
+            return httpx.get(f"{t.serve_url}/v2/models/{MODEL}/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    took = t.wait_for("the model server to serve digits", ready, 60)
+    note(f"serving {MODEL} at {t.serve_url} (ready after {took:.1f} s)")
+    test = data["test"].drop(columns="target")
+    good = send_rows(t.serve_url, MODEL, test, user_prefix="good")
+    say(f"  good rows:      {good.line()}")
+    bad = send_bad_requests(t.serve_url, MODEL, test.iloc[:1])
+    say(f"  bad requests:   {bad.line()}")
+    show_bad_answer(t, test.iloc[:1])
+    drifted = shifted(data["test"]).drop(columns="target")
+    seg = send_rows(t.serve_url, MODEL, drifted, user_prefix="scanner-b")
+    seg = send_rows(t.serve_url, MODEL, drifted, user_prefix="scanner-b", stats=seg)
+    say(f"  drifted segment:{seg.line()}")
+    heavy = send_rows(
+        t.serve_url, MODEL, pd_concat(test, 30), batch_rows=len(test), user_prefix="etl"
+    )
+    slowest = max(heavy.latencies_s, default=0.0)
+    say(f"  batch client:   {heavy.line()}; {len(test)} rows each, slowest {1000 * slowest:.0f} ms")
+    note("waiting 2 s for the server to flush its windows to the store…")
+    time.sleep(2.0)
+    run_monitors(t)
+
+
+def pd_concat(frame: Any, times: int) -> Any:
+    import pandas as pd
+
+    return pd.concat([frame] * times, ignore_index=True)
+
+
+def show_bad_answer(t: Tour, row: Any) -> None:
+    body = {"dataframe_split": {"columns": list(row.columns)[1:], "data": [list(row.iloc[0])[1:]]}}
+    r = httpx.post(f"{t.serve_url}/models/{MODEL}/invocations", json=body, timeout=5)
+    say(f"  e.g. a missing column → HTTP {r.status_code}: {r.text[:150]}")
+
+
+def run_monitors(t: Tour) -> None:
+    """The serving monitors. No CLI runs them yet, so the tour calls their Python API."""
+    if _has_command(t, "monitors") and _has_subcommand(t, "monitors", "run"):
+        t.shipyard("monitors", "run", "--model", MODEL, "--url", t.serve_url, show=30)
+        return
+    say(
+        f"\n{BOLD}>>> ServingMonitor(ws.store, Registry.of(ws)).run({MODEL!r}, {t.serve_url!r})"
+        f"{RESET}   {DIM}(Python API: no CLI runs serving monitors yet){RESET}"
+    )
+    from shipyard.monitoring.serving import ServingMonitor
+    from shipyard.registry import Registry
+    from shipyard.workspace import Workspace
+
+    ws = Workspace.open()
+    checks = ServingMonitor(ws.store, Registry.of(ws)).run(MODEL, t.serve_url)
+    colour = {"ok": GREEN, "warning": YELLOW, "alert": RED, "error": RED}
+    for c in checks:
+        say(f"  {colour.get(c.status, '')}{c.status:>7}{RESET}  {c.monitor:<28} {c.summary}")
+
+
+def _has_subcommand(t: Tour, group: str, name: str) -> bool:
+    done = subprocess.run(
+        [sys.executable, "-m", "shipyard", group, name, "--help"],
+        env=t.env,
+        capture_output=True,
+        cwd=ROOT,
+    )
+    return done.returncode == 0
+
+
+def alerting(t: Tour) -> None:
+    log = HOME / "logs" / "demo-alerts.log"
+    wanted = ("DataDrift", "ServingLatencyHigh", "QuotaPoolFull")
+
+    def delivered() -> bool:
+        t.alive("daemon")
+        text = log.read_text(encoding="utf-8") if log.exists() else ""
+        return all(name in text for name in wanted[:2])
+
+    try:
+        took = t.wait_for("drift and latency alerts in the log receiver", delivered, 20)
+        note(f"alerts delivered {took:.1f} s after the monitors ran")
+    except StageFailed as exc:
+        say(f"  {YELLOW}(not all alerts arrived: {exc}){RESET}")
+    t.shipyard("alerts", "list", show=30)
+    t.shipyard("alerts", "receivers")
+    say(f"\n{BOLD}$ tail {rel(log)}{RESET}   {DIM}(the local log receiver, one line each){RESET}")
+    lines = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+    for line in lines[-12:]:
+        say(f"  {_notification(line)}")
+    text = "\n".join(lines)
+    missing = [name for name in wanted if name not in text]
+    for name in missing:
+        say(f"  {YELLOW}(skipped: no {name} notification reached the log receiver){RESET}")
+    if "DataDrift" not in text:
+        raise StageFailed("the drift alert did not reach the log receiver")
+
+
+def _notification(line: str) -> str:
+    """One Alertmanager-format (webhook v4) notification as a short line."""
+    import json
+
+    try:
+        doc = json.loads(line)
+        alerts = [
+            f"{a['status']} {a['labels'].get('alertname')} "
+            + ",".join(f"{k}={v}" for k, v in sorted(a["labels"].items()) if k != "alertname")
+            for a in doc["alerts"]
+        ]
+    except (ValueError, KeyError, TypeError):
+        return line[:200]
+    return f"[{doc.get('status')}] " + "; ".join(alerts)[:200]
+
+
+def deployment(t: Tour, data: dict[str, Any]) -> None:
+    test = data["test"].drop(columns="target")
+    say(f"\n{BOLD}$ shipyard runbook {MODEL} | head -25{RESET}")
+    runbook = t.shipyard("runbook", MODEL, show=0)
+    for line in runbook.splitlines()[:25]:
+        say(f"  {line}")
+
+    note("a better model: retrained with C=0.5, validated")
+    t.shipyard(
+        "run",
+        "examples/pipelines/training.py",
+        "--pool",
+        "demo",
+        "--param",
+        "C=0.5",
+        keep=_run_lines,
+        show=6,
+    )
+    t.shipyard(
+        "run",
+        "examples/pipelines/validation.py",
+        "--pool",
+        "demo",
+        "--param",
+        "min_accuracy=0.9",
+        keep=_run_lines,
+        show=6,
+    )
+    v2 = register_version(t, data, "C=0.5")
+    with Load(t.serve_url, MODEL, test, rate_per_s=40) as load:
+        good = canary(t, v2, load, expect="production")
+        say(f"  traffic during the rollout: {load.stats.line()}")
+    if good["state"] != "production":
+        raise StageFailed(f"the good model ended {good['state']}: {good.get('reason')}")
+
+    note("a worse model: regularised 10⁵× harder (C=0.00001); its predictions collapse")
+    t.shipyard(
+        "run",
+        "examples/pipelines/training.py",
+        "--pool",
+        "demo",
+        "--param",
+        "C=0.00001",
+        keep=_run_lines,
+        show=6,
+    )
+    note("the team's validation gate is loose (min_accuracy=0.5): the canary is the next defence")
+    t.shipyard(
+        "run",
+        "examples/pipelines/validation.py",
+        "--pool",
+        "demo",
+        "--param",
+        "min_accuracy=0.5",
+        keep=_run_lines,
+        show=6,
+    )
+    v3 = register_version(t, data, "C=0.00001")
+    with Load(t.serve_url, MODEL, test, rate_per_s=40) as load:
+        bad = canary(t, v3, load, expect="rolled_back")
+        say(f"  traffic during the rollout: {load.stats.line()}")
+    t.shipyard("rollout", "status", bad["id"], show=40)
+    if bad["state"] not in ("rolled_back", "failed"):
+        raise StageFailed(f"the worse model was not caught: {bad['state']} ({bad.get('reason')})")
+
+    note("and a one-command rollback of production, e.g. after a bad night:")
+    t.shipyard("rollback", MODEL, "--as", APPROVER, "--reason", "demo: back to the first model")
+    time.sleep(1.5)
+    answered = send_rows(t.serve_url, MODEL, test.iloc[:50], user_prefix="after-rollback")
+    say(f"  traffic after the rollback: {answered.line()}")
+    t.shipyard("deployments", "history", MODEL, show=30)
+
+
+def canary(t: Tour, version: int, load: Load, expect: str) -> dict[str, Any]:
+    out = t.shipyard("deploy", MODEL, "--version", str(version))
+    rid = rollout_id(out)
+    note(f"four-eyes: {AUTHOR} registered v{version}, so {AUTHOR} may not approve it")
+    t.shipyard("approve", rid, "--as", AUTHOR, expect=(1, 2))
+    t.shipyard("approve", rid, "--as", APPROVER)
+    view = follow_rollout(t, rid, {"production", "rolled_back", "failed"}, 120)
+    counts = load.stats.by_version
+    say(f"  answered so far by version: {dict(sorted(counts.items()))}")
+    if expect == "production" and view["state"] == "production":
+        t.shipyard("rollout", "status", rid, show=12)
+    return view
+
+
+def summary(t: Tour) -> None:
+    total = time.monotonic() - t.started
+    for title, seconds, outcome in t.stage_times:
+        mark = f"{GREEN}✓{RESET}" if outcome == "ok" else f"{RED}✗{RESET}"
+        say(f"  {mark} {title:<48} {seconds:6.1f} s")
+    say(f"  the whole tour: {total:.0f} s")
+    say(
+        f"""
+  Where to look:
+    home folder       {rel(HOME)}   (SQLite metadata, artifacts, logs)
+    step logs         {rel(HOME / "logs")}/RUN/STEP.log     (`shipyard runs logs RUN`)
+    alerts            {rel(HOME / "logs" / "demo-alerts.log")}
+    drift report      {rel(t.data / "drift.html")}
+  Explore (export SHIPYARD_HOME={rel(HOME)} first):
+    shipyard runs list · shipyard runs show RUN · shipyard quota status · shipyard quota plan
+    shipyard models show {MODEL} · shipyard deployments history {MODEL} · shipyard runbook {MODEL}
+    shipyard alerts list · shipyard alerts rules · shipyard serve   (then POST /invocations)"""
+    )
+
+
+def main() -> int:
+    t = Tour()
+    stopping: list[int] = []
+
+    def on_term(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        with t.stage(1, "setup: workspace, shared quota pool, control loop"):
+            setup(t)
+        with t.stage(2, "pipelines: data → training → validation in the shared pool"):
+            pipelines(t)
+            data = export_data(t)
+        with t.stage(3, "drift: an i.i.d. batch passes, a shifted batch is caught"):
+            drift(t, data)
+        with t.stage(4, "registry and serving: deploy, traffic, serving monitors"):
+            serving(t, data)
+        with t.stage(5, "alerting: drift, quota and latency alerts"):
+            alerting(t)
+        with t.stage(6, "safe deployment: canary, promotion, automatic and manual rollback"):
+            deployment(t, data)
+        with t.stage(7, "summary"):
+            summary(t)
+    except StageFailed as exc:
+        say(f"\n{RED}{BOLD}demo failed — {exc}{RESET}")
+        say(f"  logs: {rel(HOME / 'logs')}")
+        return 1
+    except KeyboardInterrupt:
+        say(f"\n{YELLOW}demo interrupted; stopping the background processes…{RESET}")
+        return 130
+    finally:
+        t.stop_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
