@@ -8,6 +8,10 @@ killed at any moment loses at most the window it was filling and never leaves ha
 Profiles of inputs and predictions (the statistics wing's mergeable ``DatasetProfile``) are built
 in that thread, not on the request path.
 
+The same transaction adds the window's counts to the cumulative ``shipyard_serving_requests_total``
+and ``shipyard_serving_errors_total`` series that the error-budget alert rules read
+(:mod:`shipyard.serving.counters`).
+
 Prometheus metrics (``/metrics``) are kept per app in their own ``CollectorRegistry``.
 """
 
@@ -33,6 +37,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import ShipyardError
 from shipyard.registry import PREDICTION_COLUMN, VersionInfo
+from shipyard.serving.counters import add_window_counts
 from shipyard.store.serving import PredictionRecord, ServingWindow
 
 if TYPE_CHECKING:
@@ -328,7 +333,7 @@ class Telemetry:
                 else {"mean": float(preds.mean())}
             )
         input_profile, prediction_profile = _profiles(x, preds, w)
-        with self.store.session() as s:
+        with self.store.session(immediate=True) as s:
             s.add(
                 ServingWindow(
                     model=model,
@@ -361,6 +366,10 @@ class Telemetry:
                     },
                     session=s,
                 )
+            add_window_counts(
+                s, self.store.dialect, model, version,
+                requests=w.requests, errors=w.errors, start=w.start, end=end,
+            )  # fmt: skip
 
     def start(self) -> None:
         if not self.enabled or self._thread is not None:

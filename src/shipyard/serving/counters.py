@@ -1,0 +1,93 @@
+"""The serving counters in the store: cumulative requests and errors per model version.
+
+Every flushed window adds its counts to two series with one label set, ``{model, version}``:
+
+- ``shipyard_serving_requests_total`` — requests answered (any status);
+- ``shipyard_serving_errors_total`` — requests the server failed (HTTP 5xx: the model raised).
+  Bad input (4xx) is the client's error and does not spend the availability budget; it is
+  counted in the windows' ``data_errors`` and judged by the data-type monitor.
+
+These are what the default ``ErrorBudgetBurn`` rules read (:mod:`shipyard.alerting.rules`:
+``Δerrors / Δrequests`` over a window, series matched by identical labels). The rule evaluates
+each series on its own, so the series are cumulative over *all* workers and replicas, not per
+worker: each flush adds its window to the newest point of the series, inside the window's own
+transaction and under a lock per series (``BEGIN IMMEDIATE`` on SQLite, an advisory transaction
+lock on PostgreSQL), so the values only grow and no flush is counted twice or lost. A series'
+first point is a zero at the start of its first window, so the first window's counts count
+(a counter is created at 0, as in Prometheus).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from shipyard.store.tables import MetricPoint
+
+REQUESTS_TOTAL = "shipyard_serving_requests_total"
+ERRORS_TOTAL = "shipyard_serving_errors_total"
+
+
+def counter_labels(model: str, version: int) -> dict[str, str]:
+    return {"model": model, "version": str(version)}
+
+
+def labels_key(labels: dict[str, str]) -> str:
+    """The canonical key of a label set, as every writer of metric points makes it."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def add_window_counts(
+    s: Session,
+    dialect: str,
+    model: str,
+    version: int,
+    *,
+    requests: int,
+    errors: int,
+    start: float,
+    end: float,
+) -> tuple[float, float]:
+    """Add one window's counts to the version's counters inside the caller's transaction.
+
+    Returns the new (requests_total, errors_total).
+    """
+    labels = counter_labels(model, version)
+    key = labels_key(labels)
+    if dialect == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"serving:{key}"})
+    totals = []
+    for name, delta in ((REQUESTS_TOTAL, requests), (ERRORS_TOTAL, errors)):
+        last = s.execute(
+            select(MetricPoint.ts, MetricPoint.value)
+            .where(MetricPoint.name == name, MetricPoint.labels_key == key)
+            .order_by(MetricPoint.ts.desc(), MetricPoint.id.desc())
+            .limit(1)
+        ).first()
+        if last is None:
+            s.add(MetricPoint(name=name, labels=labels, labels_key=key, ts=start, value=0.0))
+            last_ts, base = start, 0.0
+        else:
+            last_ts, base = float(last[0]), float(last[1])
+        total = base + delta
+        # a window that ended before the newest point (another worker's) still lands after it
+        s.add(
+            MetricPoint(name=name, labels=labels, labels_key=key, ts=max(end, last_ts), value=total)
+        )
+        totals.append(total)
+    return totals[0], totals[1]
+
+
+def counter_totals(s: Session, model: str, version: int) -> tuple[float, float]:
+    """The version's (requests_total, errors_total) now; zeros if it never served."""
+    key = labels_key(counter_labels(model, version))
+    out = []
+    for name in (REQUESTS_TOTAL, ERRORS_TOTAL):
+        value = s.scalar(
+            select(MetricPoint.value)
+            .where(MetricPoint.name == name, MetricPoint.labels_key == key)
+            .order_by(MetricPoint.ts.desc(), MetricPoint.id.desc())
+            .limit(1)
+        )
+        out.append(float(value) if value is not None else 0.0)
+    return out[0], out[1]
