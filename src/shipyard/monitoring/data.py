@@ -43,9 +43,10 @@ def drift_check(
     current: DatasetProfile,
     columns: list[str],
     what: str,
+    share_metric: bool = True,
 ) -> PipelineCheck:
     """Compare ``columns`` of the current profile with the reference's: one check, a drift score
-    per column and the drifted share of the data set."""
+    per column and (``share_metric``) the drifted share of the data set."""
     ref = _subset(reference, columns)
     if not ref.columns:
         return PipelineCheck(monitor, pipeline, OK, f"no {what} column to compare", dataset)
@@ -55,7 +56,8 @@ def drift_check(
         ("shipyard_drift_score", {**base, "column": c.column}, float(c.effect))
         for c in report.columns
     ]
-    metrics.append(("shipyard_dataset_drift_share", base, float(report.share_drifted)))
+    if share_metric:  # one series per data set: the features' share, not the label's
+        metrics.append(("shipyard_dataset_drift_share", base, float(report.share_drifted)))
     drifted = report.drifted_columns
     if report.drifted:
         status = ALERT
@@ -121,7 +123,7 @@ def label_drift(
             "label_drift", pipeline, OK, f"the reference of {dataset} has no {label!r}", dataset
         )
     return drift_check(
-        "label_drift", spec, pipeline, dataset, reference, current, [label], "labels"
+        "label_drift", spec, pipeline, dataset, reference, current, [label], "labels", False
     )
 
 

@@ -1,0 +1,41 @@
+"""Fixtures for the pipeline monitors: the digits data split as the demo splits it, and a
+workspace on a fake clock on either backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from shipyard.clock import FakeClock
+from shipyard.workspace import Workspace
+
+
+@pytest.fixture(scope="session")
+def digits_split() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The demo's split: 1,347 training and 450 test images, stratified, seed 0."""
+    frame = load_digits(as_frame=True).frame
+    train, test = train_test_split(frame, test_size=0.25, random_state=0, stratify=frame["target"])
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def ws(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
+    """A workspace on a fake clock: SQLite, then PostgreSQL."""
+    clock = FakeClock()
+    if request.param == "sqlite":
+        yield Workspace.open(clock=clock, home=tmp_path / "home")
+        return
+    url = request.getfixturevalue("postgres_url")
+    w = Workspace.open(clock=clock, home=tmp_path / "home", db_url=url)
+    yield w
+    w.store.dispose()
+
+
+@pytest.fixture
+def sqlite_ws(tmp_path: Path) -> Workspace:
+    return Workspace.open(clock=FakeClock(), home=tmp_path / "home")
