@@ -1,12 +1,16 @@
-"""The demo's pipelines run end to end: data → training → validation, linked by lineage."""
+"""The demo's pipelines run end to end: data → training → validation, linked by lineage, and
+the scoring batch whose covariate shift the data monitors catch."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import select
+
 from shipyard.pipelines import Runner
 from shipyard.pipelines.loader import load_pipeline
 from shipyard.pipelines.records import get_run
+from shipyard.store.tables import Finding
 from shipyard.workspace import Workspace
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "pipelines"
@@ -40,3 +44,25 @@ def test_data_training_validation_chain(workspace: Workspace) -> None:
     failing = run(workspace, "validation", {"min_accuracy": 0.9999})
     assert failing["status"] == "failed"
     assert "is below 0.9999" in str(failing["exit_reason"])
+
+    with workspace.store.session() as s:
+        test_set = s.scalars(select(Finding).where(Finding.monitor == "test_set_drift")).all()
+    assert [f.status for f in test_set] == ["ok", "ok"]  # the held-out split is i.i.d.
+
+    def verdicts(run_id: str) -> dict[str, Finding]:
+        with workspace.store.session() as s:
+            found = s.scalars(select(Finding).where(Finding.run_id == run_id)).all()
+            return {f.monitor: f for f in found}
+
+    iid = run(workspace, "batch")
+    assert iid["status"] == "succeeded", iid["exit_reason"]
+    assert {m: f.status for m, f in verdicts(str(iid["id"])).items()} == {
+        "feature_drift": "ok",
+        "label_drift": "ok",
+        "data_problems": "ok",
+    }
+    shifted = run(workspace, "batch", {"shift": True})
+    found = verdicts(str(shifted["id"]))
+    assert found["feature_drift"].status != "ok" and found["label_drift"].status != "ok"
+    assert "pixel_2_3" in found["feature_drift"].summary  # a central pixel: the selected region
+    assert found["data_problems"].status == "ok"
