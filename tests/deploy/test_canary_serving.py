@@ -1,6 +1,7 @@
 """A rollout's traffic split served by a real model server on loopback: the sticky canary sends
 the share of distinct users its weight says, always the same users, raising the weight only
-moves users from stable to canary, and an abort returns everyone to stable within 2 s."""
+moves users from stable to canary, and an abort returns everyone to stable within 2 s. A canary
+that fails on what the server saw is rolled back and pages (the default CanaryFailed rule)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,33 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
+import numpy as np
 import pytest
 import uvicorn
 from deploy_testkit import training_frame
 from sklearn.linear_model import LogisticRegression
+from sqlalchemy import select
 
+from shipyard.alerting.config import build_config
+from shipyard.alerting.cycle import evaluate
+from shipyard.clock import FakeClock
 from shipyard.deploy.loop import advance_rollouts
 from shipyard.deploy.policy import set_policy
-from shipyard.deploy.rollout import CANARY, PRODUCTION, abort, get_rollout, promote, start_rollout
+from shipyard.deploy.rollout import (
+    CANARY,
+    PRODUCTION,
+    ROLLED_BACK,
+    abort,
+    get_rollout,
+    promote,
+    start_rollout,
+)
 from shipyard.deploy.routing import choose_version, routing_key
 from shipyard.deploy.traffic import live_split
 from shipyard.registry import Registry
 from shipyard.serving.server import build_app
+from shipyard.serving.telemetry import Telemetry
+from shipyard.store.alerting import AlertRecord
 from shipyard.workspace import Workspace
 
 POLICY = """
@@ -164,3 +180,45 @@ def test_abort_returns_all_traffic_to_stable_within_two_seconds(served: Served) 
         time.sleep(0.01)
     assert last_canary - committed <= 2.0
     assert set(served.versions(USERS[:300]).values()) == {1}
+
+
+def test_a_canary_failing_on_served_traffic_pages_with_its_rollout_in_the_runbook_hint(
+    dws: Workspace, clock: FakeClock
+) -> None:
+    """Serving telemetry → canary analysis → rollback → shipyard_rollout_failed → CanaryFailed."""
+    x, y = training_frame()
+    for author in ("carol", "dave"):
+        Registry(dws.store, dws.artifacts, clock, author).register(
+            "churn", LogisticRegression().fit(x, y), training_data=x
+        )
+    set_policy(dws.store, "churn", POLICY, actor="admin", clock=clock)
+    start_rollout(dws.store, "churn", 1, actor="carol", clock=clock)
+    advance_rollouts(dws, clock)
+    rid = start_rollout(dws.store, "churn", 2, actor="dave", clock=clock).id
+    clock.advance(1)
+    advance_rollouts(dws, clock)
+    assert get_rollout(dws.store, rid).state == CANARY
+    registry = Registry.of(dws)
+    stable, canary = registry.get("churn", 1), registry.get("churn", 2)
+    telemetry = Telemetry(dws.store, None, sample_rate=0, clock=clock, worker="w1")
+    rows = x.to_numpy()
+    for i in range(2000):  # the canary fails one request in five, the stable one none
+        row = rows[i % len(rows)][None, :]
+        if i % 10 == 0:
+            if i % 50 == 0:
+                telemetry.error(canary, "model", 500, 0.01, f"c{i}", "ValueError: boom")
+            else:
+                telemetry.ok(canary, row, np.array([1]), None, 0.01, f"c{i}")
+        else:
+            telemetry.ok(stable, row, np.array([1]), None, 0.01, f"s{i}")
+    clock.advance(61)
+    assert telemetry.flush() == 2
+    advance_rollouts(dws, clock)
+    assert get_rollout(dws.store, rid).state == ROLLED_BACK
+    result = evaluate(dws.store, build_config({}, home=dws.settings.home), clock.time())
+    fired = [t for t in result.transitions if t.rule == "CanaryFailed/page" and t.new == "firing"]
+    assert len(fired) == 1
+    assert fired[0].labels | {"model": "churn", "version": "2", "rollout": rid} == fired[0].labels
+    with dws.store.session() as s:
+        alert = s.scalars(select(AlertRecord).where(AlertRecord.rule == "CanaryFailed/page")).one()
+        assert alert.annotations["runbook"] == f"shipyard rollout status {rid}"

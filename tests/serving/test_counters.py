@@ -15,7 +15,12 @@ from shipyard.alerting.config import build_config
 from shipyard.alerting.cycle import evaluate
 from shipyard.clock import FakeClock
 from shipyard.registry import Registry
-from shipyard.serving.counters import ERRORS_TOTAL, REQUESTS_TOTAL, counter_totals
+from shipyard.serving.counters import (
+    DATA_ERRORS_TOTAL,
+    ERRORS_TOTAL,
+    REQUESTS_TOTAL,
+    counter_totals,
+)
 from shipyard.serving.telemetry import Telemetry
 from shipyard.store.tables import MetricPoint
 from shipyard.workspace import Workspace
@@ -43,7 +48,7 @@ def test_workers_flushing_at_once_grow_one_series_per_version(db_url: str, tmp_p
         ]
         row = x.to_numpy()[:1]
         pred = clf.predict(row)
-        sent = {"requests": 0, "errors": 0}
+        sent = {"requests": 0, "errors": 0, "data_errors": 0}
 
         def work(t: Telemetry, n: int) -> None:
             for flush in range(4):
@@ -63,8 +68,10 @@ def test_workers_flushing_at_once_grow_one_series_per_version(db_url: str, tmp_p
         for i in range(3):
             sent["requests"] += 4 * (5 + i + 2)
             sent["errors"] += 4
+            sent["data_errors"] += 4
         requests, errors = _series(ws, REQUESTS_TOTAL), _series(ws, ERRORS_TOTAL)
-        for points in (requests, errors):
+        data_errors = _series(ws, DATA_ERRORS_TOTAL)
+        for points in (requests, errors, data_errors):
             values = [p.value for p in points]
             assert values[0] == 0.0  # created at zero, so the first window counts
             assert values == sorted(values)  # never a drop, which a rule would read as a reset
@@ -72,15 +79,22 @@ def test_workers_flushing_at_once_grow_one_series_per_version(db_url: str, tmp_p
             assert {p.labels_key for p in points} == {"model=m,version=1"}
         assert requests[-1].value == sent["requests"] == 3 * 4 * 7 + 12
         assert errors[-1].value == sent["errors"]  # 5xx only: bad input is the client's error
+        assert data_errors[-1].value == sent["data_errors"]
         assert requests[0].labels == errors[0].labels == {"model": "m", "version": "1"}
         with ws.store.session() as s:
-            assert counter_totals(s, "m", 1) == (sent["requests"], sent["errors"])
-            assert counter_totals(s, "m", 2) == (0.0, 0.0)
+            assert counter_totals(s, "m", 1) == (
+                sent["requests"],
+                sent["errors"],
+                sent["data_errors"],
+            )
+            assert counter_totals(s, "m", 2) == (0.0, 0.0, 0.0)
     finally:
         ws.store.dispose()
 
 
-def _alerts_after(served: Running, ok: int, bad: int) -> set[tuple[str, str, str]]:
+def _alerts_after(
+    served: Running, ok: int, bad: int, garbled: int = 0
+) -> set[tuple[str, str, str]]:
     with served.client() as c:
         for i in range(ok):
             assert c.post("/models/boom/invocations", json={"instances": [[1.0, i, 0]]}).is_success
@@ -88,10 +102,13 @@ def _alerts_after(served: Running, ok: int, bad: int) -> set[tuple[str, str, str
         for i in range(bad):
             r = c.post("/models/boom/invocations", json={"instances": [[-1.0, i, 0]]})
             assert r.status_code == 500
+        for i in range(garbled):
+            r = c.post("/models/boom/invocations", json={"instances": [["oops", i, 0]]})
+            assert r.status_code == 400
     deadline = time.monotonic() + 10
     while True:
         with served.ws.store.session() as s:  # a new transaction each time: a fresh snapshot
-            if counter_totals(s, "boom", 1)[0] >= ok + bad:
+            if counter_totals(s, "boom", 1)[0] >= ok + bad + garbled:
                 break
         assert time.monotonic() < deadline, "the windows were not flushed"
         time.sleep(0.05)
@@ -112,3 +129,9 @@ def test_healthy_traffic_does_not_burn_the_budget(served: Running) -> None:
     assert not any(rule.startswith("ErrorBudgetBurn") for rule, _, _ in fired)
     with httpx.Client(base_url=served.url) as c:
         assert c.get("/ping").status_code == 200
+
+
+def test_a_share_of_bad_input_opens_a_ticket_but_spends_no_error_budget(served: Running) -> None:
+    fired = _alerts_after(served, ok=150, bad=0, garbled=30)
+    assert ("ServingBadInput/ticket", "boom", "firing") in fired
+    assert not any(rule.startswith("ErrorBudgetBurn") for rule, _, _ in fired)

@@ -8,12 +8,31 @@ Users change a default (``defaults: {DataDrift: {threshold: 0.3}}``) or switch i
 
 Thresholds: PSI above 0.2 is the customary "significant shift" (Yurdakul, *Statistical
 properties of population stability index*, 2018); burn rates are the SRE workbook's (ch. 5).
+
+Which writer feeds which rule (the series must exist under exactly these names and labels):
+
+- DataDrift: ``shipyard_drift_score`` — monitoring (data, validation and serving monitors);
+- PredictionDrift: ``shipyard_prediction_drift_score`` — monitoring.serving;
+- DataQuality: ``shipyard_data_problem_fraction`` — monitoring.data;
+- QuotaUsageHigh, QuotaExhaustionSoon: ``shipyard_quota_used_fraction{pool,resource}`` — quota;
+- TrainingFailed, TrainingSlow: ``shipyard_run_failed{kind,pipeline}``,
+  ``shipyard_training_duration_ratio{pipeline}`` — monitoring.training;
+- ModelQualityDrop: ``shipyard_model_quality_drop`` — monitoring.serving;
+- ServingLatencyHigh, ModelOutage: ``shipyard_serving_request_duration_seconds{quantile}``,
+  ``shipyard_serving_probe_up`` — monitoring.serving;
+- ErrorBudgetBurn, ServingBadInput: the cumulative ``shipyard_serving_requests_total``,
+  ``…_errors_total`` and ``…_data_errors_total{model,version}`` — the model server's flushes
+  (:mod:`shipyard.serving.counters`);
+- CanaryFailed: ``shipyard_rollout_failed{model,version,rollout}`` — deploy's engine.
 """
 
 from __future__ import annotations
 
 from shipyard.alerting.matchers import Matcher
-from shipyard.alerting.rules import PAGE_WINDOWS, TICKET_WINDOWS, Rule
+from shipyard.alerting.rules import PAGE_WINDOWS, TICKET_WINDOWS, BurnWindow, Rule
+
+BAD_INPUT_SHARE = 0.05
+"""Share of serving requests with bad input (HTTP 4xx from validation) that opens a ticket."""
 
 
 def _notes(summary: str, description: str, runbook: str) -> dict[str, str]:
@@ -164,6 +183,39 @@ def default_rules() -> list[Rule]:
                 "The synthetic probe of the model server failed for a minute.",
                 "model-outage",
             ),
+        ),
+        Rule(
+            "ServingBadInput",
+            "burn_rate",
+            "shipyard_serving_requests_total",
+            error_metric="shipyard_serving_data_errors_total",
+            objective=1 - BAD_INPUT_SHARE,
+            windows=(BurnWindow(3600, 300, 1.0),),
+            severity="ticket",
+            annotations=_notes(
+                "Requests to {{ $labels.model }} v{{ $labels.version }} carry bad input",
+                "More than 5 % of the requests over the last hour and the last 5 minutes had "
+                "missing, corrupted or wrongly typed values ({{ $value }}× the 5 % allowance).",
+                "serving-bad-input",
+            ),
+        ),
+        Rule(
+            "CanaryFailed",
+            "threshold",
+            "shipyard_rollout_failed",
+            threshold=0,
+            lookback_s=3600,
+            severity="page",
+            annotations={
+                **_notes(
+                    "Canary of {{ $labels.model }} v{{ $labels.version }} failed",
+                    "Canary analysis failed rollout {{ $labels.rollout }}; traffic went back to "
+                    "the stable version (or the rollout paused, as its policy says). "
+                    "See the diagnosis: `shipyard rollout status {{ $labels.rollout }}`.",
+                    "canary-failed",
+                ),
+                "runbook": "shipyard rollout status {{ $labels.rollout }}",
+            },
         ),
         Rule(
             "ErrorBudgetBurn",

@@ -368,7 +368,8 @@ class Telemetry:
                 )
             add_window_counts(
                 s, self.store.dialect, model, version,
-                requests=w.requests, errors=w.errors, start=w.start, end=end,
+                requests=w.requests, errors=w.errors, data_errors=w.data_errors,
+                start=w.start, end=end,
             )  # fmt: skip
 
     def start(self) -> None:
