@@ -1,7 +1,21 @@
-"""Statistics kernels: profiles, drift tests and schemas. Pure: no I/O, no clock, no store."""
+"""Statistics kernels: profiles, drift tests, schemas and the canary judge. Pure: no I/O, no
+clock, no store. (The canary judge's own ``TestResult`` stays in :mod:`shipyard.stats.canary`:
+the name here is the drift tests'.)"""
 
 from __future__ import annotations
 
+from shipyard.stats.canary import (
+    MetricVerdict,
+    alpha_at_look,
+    alpha_spent,
+    chi_square_test,
+    combine,
+    ks_test,
+    latency_shift_test,
+    rate_test,
+    spread_test,
+    verdict,
+)
 from shipyard.stats.divergence import (
     TestResult,
     chi_square,
@@ -28,20 +42,30 @@ __all__ = [
     "DatasetProfile",
     "DriftConfig",
     "DriftReport",
+    "MetricVerdict",
     "Schema",
     "TestResult",
     "adjust_p_values",
+    "alpha_at_look",
+    "alpha_spent",
     "chi_square",
     "chi_square_goodness_of_fit",
+    "chi_square_test",
+    "combine",
     "compare",
     "hellinger",
     "infer_schema",
     "jensen_shannon",
     "ks_2samp",
     "ks_binned",
+    "ks_test",
     "l_infinity",
+    "latency_shift_test",
     "psi",
+    "rate_test",
+    "spread_test",
     "validate",
+    "verdict",
     "wasserstein",
     "wasserstein_normalised",
     "wasserstein_weighted",
