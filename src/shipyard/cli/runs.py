@@ -52,7 +52,15 @@ def _progress_table(title: str, views: dict[str, Any]) -> Table:
 def run(
     target: str = typer.Argument(..., metavar="FILE[:PIPELINE]", help="Pipeline file and name."),
     param: list[str] = typer.Option([], "--param", "-p", help="A parameter, NAME=VALUE."),
-    executor: str = typer.Option("local", "--executor", help="Where steps run: local."),
+    executor: str = typer.Option("local", "--executor", help="Where steps run: local or ray."),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster to join (ray:// or host:port); default: local Ray."
+    ),
+    pool: str | None = typer.Option(None, "--pool", help="Quota pool the steps run in."),
+    reserve: bool = typer.Option(
+        False, "--reserve", help="Reserve the DAG's peak demand in the pool before starting."
+    ),
+    priority: int = typer.Option(0, "--priority", help="Admission priority (higher first)."),
     as_json: bool = typer.Option(False, "--json", help="Print the finished run as JSON."),
 ) -> None:
     """Run a pipeline, showing each step's state live; exit 1 if it fails, 130 if cancelled."""
@@ -62,15 +70,22 @@ def run(
     from shipyard.pipelines.runner import Runner
 
     try:
-        if executor != "local":
-            fail(f"unknown executor {executor!r}; available: local")
+        if executor not in ("local", "ray"):
+            fail(f"unknown executor {executor!r}; available: local, ray")
+        if address is not None and executor != "ray":
+            fail("--address is for --executor ray")
         file, pipeline = load_pipeline(target)
         params = parse_params(pipeline.build_fn, param)
         pipeline.build(params)  # a malformed DAG fails here, before anything is recorded
         ws = open_workspace()
         title = f"{pipeline.name} ({pipeline.kind.value})"
+        options: dict[str, Any] = {"pool": pool, "reserve": reserve, "priority": priority}
+        if executor == "ray":
+            from shipyard.pipelines.ray_executor import RayExecutor
+
+            options["executor"] = RayExecutor(address=address)
         if as_json:
-            with Runner(ws) as runner:
+            with Runner(ws, **options) as runner:
                 result = runner.run(file, pipeline, params)
         else:
             with Live(console=console, refresh_per_second=8, transient=False) as live:
@@ -78,7 +93,7 @@ def run(
                 def show(views: dict[str, Any]) -> None:
                     live.update(_progress_table(title, views))
 
-                with Runner(ws, on_change=show) as runner:
+                with Runner(ws, on_change=show, **options) as runner:
                     result = runner.run(file, pipeline, params)
             if not console.is_terminal:
                 console.print()

@@ -126,7 +126,40 @@ def step_main(task: StepTask, limits: ProcessLimits) -> None:
         sys.exit(1)
 
 
-def _run(task: StepTask) -> None:
+def worker_main(task: StepTask, limits: ProcessLimits) -> dict[str, Any]:
+    """Run the step in a process someone else owns (a Ray worker that serves this one task) and
+    return the result instead of exiting with it.
+
+    Unlike :func:`step_main` it keeps the worker's session and environment (the cluster's, which
+    a remote node needs), adding the runner's ``SHIPYARD_*`` variables and the enforcer's; it
+    moves to the runner's folder only where that folder exists. Output still goes to the step's
+    log. The result is also written to ``task.result_path`` where that folder exists."""
+    _redirect_output(task.log_path)
+    log.bind(
+        sys.stderr, run_id=task.run_id, pipeline=task.pipeline, step=task.node, attempt=task.attempt
+    )
+    result: dict[str, Any]
+    try:
+        if os.path.isdir(task.settings["cwd"]):
+            os.chdir(task.settings["cwd"])
+        os.environ.update(
+            {k: v for k, v in task.settings["env"].items() if k.startswith("SHIPYARD_")}
+        )
+        _apply(limits)
+        result = _run(task)
+    except Exception as exc:
+        traceback.print_exc()
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error("step raised", reason=reason)
+        result = {"ok": False, "reason": reason, **_usage()}
+        if os.path.isdir(os.path.dirname(task.result_path) or "."):
+            _write_result(task.result_path, result)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return result
+
+
+def _run(task: StepTask) -> dict[str, Any]:
     from shipyard.artifacts import ArtifactStore, encode
     from shipyard.pipelines.loader import find_step
 
@@ -158,17 +191,17 @@ def _run(task: StepTask) -> None:
             art = artifacts.put_bytes(data, media_type)
             outputs[name] = {**art.to_json(), "meta": {**meta, "step": task.node}}
         sys.stdout.flush()
-        _write_result(
-            task.result_path,
-            {
-                "ok": True,
-                "outputs": outputs,
-                "consumed": ctx.consumed,
-                "input_rows": input_rows + ctx.consumed_rows,
-                "input_bytes": input_bytes + ctx.consumed_bytes,
-                **_usage(),
-            },
-        )
+        result = {
+            "ok": True,
+            "outputs": outputs,
+            "consumed": ctx.consumed,
+            "input_rows": input_rows + ctx.consumed_rows,
+            "input_bytes": input_bytes + ctx.consumed_bytes,
+            **_usage(),
+        }
+        if os.path.isdir(os.path.dirname(task.result_path) or "."):
+            _write_result(task.result_path, result)
+        return result
     finally:
         context.set_current(None)
         if "store" in vars(ctx):

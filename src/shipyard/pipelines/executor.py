@@ -20,8 +20,9 @@ plugs its admission and enforcement in without touching the runner:
   the executor calls ``on_launch(pid)`` right before the step's code is handed over (the runner
   records the attempt as running there); the handle answers ``wait(timeout_s)``, ``sample()``
   (usage of the whole process tree) and ``kill(grace_s)``.
-  :class:`~shipyard.pipelines.local.LocalExecutor` runs each attempt in its own OS process; a
-  Ray executor would submit a task per attempt and map ``kill`` to ``ray.cancel(force=True)``.
+  :class:`~shipyard.pipelines.local.LocalExecutor` runs each attempt in its own OS process;
+  :class:`~shipyard.pipelines.ray_executor.RayExecutor` submits a Ray task per attempt (with the
+  step's declared ``resources``) and maps ``kill`` to ``ray.cancel(force=True)``.
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ class StepTask:
     settings: dict[str, Any]
     log_path: str
     result_path: str
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -481,6 +481,7 @@ class _Run:
             settings=self.settings,
             log_path=self.new.log_paths[node.name],
             result_path=str(run_dir / f".{node.name}.{attempt}.result.json"),
+            resources=node.step.resources.amounts(),
         )
 
     def _attempt(
