@@ -1,9 +1,9 @@
 """Canary analysis: the canary and the stable version judged over the same windows.
 
 :func:`judge_arms` applies the policy to two :class:`ArmData` (pure: the benchmark calls it on
-simulated traces); :class:`ServingAnalyzer` fills them from what the model servers flushed —
-``serving_windows`` rows (request and error counts, latency histograms) and the logged
-predictions — and is what the control loop calls at each look.
+simulated traces); :class:`ServingAnalyzer` fills them from what the model servers flushed
+(:mod:`shipyard.serving.records`: request and error counts, latency histograms, the logged
+predictions) — and is what the control loop calls at each look.
 
 Per metric (kernels in :mod:`shipyard.stats.canary`):
 
@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import select
 
 from shipyard.deploy.policy import MetricRule, Policy
+from shipyard.serving import records as serving_records
 from shipyard.stats.canary import (
     MetricVerdict,
     TestResult,
@@ -45,7 +45,6 @@ from shipyard.stats.canary import (
     verdict,
 )
 from shipyard.store import Store
-from shipyard.store.serving import FeedbackRecord, PredictionRecord, ServingWindow
 
 MAX_CLASSES = 20
 MAX_PREDICTIONS = 20_000
@@ -203,51 +202,18 @@ def _same(prediction: Any, label: Any) -> bool:
 
 
 def arm_from_store(store: Store, model: str, version: int, start: float, end: float) -> ArmData:
-    """Sum the flushed windows of ``version`` that ended inside [start, end]."""
+    """Sum the flushed windows of ``version`` that ended inside (start, end]."""
     with store.session() as s:
-        windows = list(
-            s.scalars(
-                select(ServingWindow).where(
-                    ServingWindow.model == model,
-                    ServingWindow.version == version,
-                    ServingWindow.window_end > start,
-                    ServingWindow.window_end <= end,
-                )
-            )
+        flushed = serving_records.windows(s, model, version, start, end)
+        preds = serving_records.predictions(s, model, version, start, end, MAX_PREDICTIONS)
+        labelled = serving_records.labelled_predictions(
+            s, model, version, start, end, MAX_PREDICTIONS
         )
-        preds = list(
-            s.scalars(
-                select(PredictionRecord.prediction)
-                .where(
-                    PredictionRecord.model == model,
-                    PredictionRecord.version == version,
-                    PredictionRecord.ts > start,
-                    PredictionRecord.ts <= end,
-                )
-                .order_by(PredictionRecord.ts.desc())
-                .limit(MAX_PREDICTIONS)
-            )
-        )
-        labelled = s.execute(
-            select(PredictionRecord.prediction, FeedbackRecord.labels)
-            .join(
-                FeedbackRecord,
-                (FeedbackRecord.model == PredictionRecord.model)
-                & (FeedbackRecord.request_id == PredictionRecord.request_id),
-            )
-            .where(
-                PredictionRecord.model == model,
-                PredictionRecord.version == version,
-                PredictionRecord.ts > start,
-                PredictionRecord.ts <= end,
-            )
-            .limit(MAX_PREDICTIONS)
-        ).all()
-    lat = [latencies_from_histogram(w.latency_s) for w in windows]
+    lat = [latencies_from_histogram(w.latency_s) for w in flushed]
     wrong = sum(not _same(_first_value(p), _first_value(y)) for p, y in labelled)
     return ArmData(
-        requests=sum(w.requests for w in windows),
-        errors=sum(w.errors + w.data_errors for w in windows),
+        requests=sum(w.requests for w in flushed),
+        errors=sum(w.errors + w.data_errors for w in flushed),
         latencies_ms=np.concatenate(lat) if lat else np.empty(0),
         predictions=[_first_value(p) for p in preds],
         labelled=len(labelled),

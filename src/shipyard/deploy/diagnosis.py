@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 from shipyard.artifacts import ArtifactStore
 from shipyard.errors import ShipyardError
 from shipyard.registry import Registry
+from shipyard.serving import records as serving_records
 from shipyard.stats.canary import MetricVerdict
 from shipyard.store.deploy import Diagnosis, RolloutRecord
-from shipyard.store.serving import ServingWindow
 from shipyard.store.tables import ArtifactRecord
 
 log = logging.getLogger("shipyard.deploy")
@@ -35,14 +35,7 @@ def _merged_inputs(s: Session, model: str, version: int, start: float, end: floa
     from shipyard.stats import DatasetProfile
 
     merged: DatasetProfile | None = None
-    for w in s.scalars(
-        select(ServingWindow).where(
-            ServingWindow.model == model,
-            ServingWindow.version == version,
-            ServingWindow.window_end > start,
-            ServingWindow.window_end <= end,
-        )
-    ):
+    for w in serving_records.windows(s, model, version, start, end):
         if not w.input_profile:
             continue
         p = DatasetProfile.from_json(w.input_profile)
