@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "workspace",
     "runs",
     "stats",
+    "monitors",
     "quota",
     "models",
     "serve",
