@@ -51,6 +51,7 @@ class TestFeatureDrift:
         assert max(drifted, key=lambda c: scores[c]) in feature.summary
         assert set(scores) == {c for c in train.columns}
         assert all(scores[c] >= 0.05 for c in drifted)
+        assert all(v == 0 for c, v in scores.items() if c not in {*drifted, "target"})
         share = points(ws, "shipyard_dataset_drift_share")
         assert share["dataset=digits,pipeline=digits-data"] == pytest.approx(len(drifted) / 64)
 
@@ -68,6 +69,18 @@ class TestFeatureDrift:
             findings = s.scalars(select(Finding)).all()
             assert {f.subject for f in findings} == {"digits-data/digits"}
             assert {f.status for f in findings} == {"ok"}
+
+    def test_chance_effects_of_a_small_iid_batch_do_not_reach_the_drift_score(
+        self, sqlite_ws: Workspace, digits_split: Split
+    ) -> None:
+        train, test = digits_split
+        observe = publisher(sqlite_ws)
+        observe("digits-data", "digits", train, role="reference", label="target")
+        seen = observe("digits-data", "digits", test.sample(137, random_state=0), label="target")
+        feature = next(c for c in seen.checks if c.monitor == "feature_drift")
+        effects = [c["effect"] for c in feature.evidence["columns"]]
+        assert feature.status == "ok" and max(effects) > 0.2  # the default DataDrift threshold
+        assert set(points(sqlite_ws, "shipyard_drift_score").values()) == {0.0}
 
     def test_a_batch_before_any_reference_gets_a_warning_not_a_verdict(
         self, sqlite_ws: Workspace, digits_split: Split

@@ -6,8 +6,9 @@ schema) and returns a :class:`PipelineCheck`. The statistics are :func:`shipyard
 a column drifts only when its change is significant after the Benjamini–Hochberg correction
 across the tested columns *and* larger than an effect-size floor (see docs/statistics.md).
 
-Metric points: ``shipyard_drift_score{pipeline,dataset,column}`` (the column's effect size:
-Wasserstein-1 / σ_ref for numbers, Jensen–Shannon distance base 2 for categories),
+Metric points: ``shipyard_drift_score{pipeline,dataset,column}`` (the effect size of a column
+that drifted — Wasserstein-1 / σ_ref for numbers, Jensen–Shannon distance base 2 for
+categories — and 0 for one that did not; see :func:`drift_score`),
 ``shipyard_dataset_drift_share{pipeline,dataset}`` (share of drifted feature columns) and
 ``shipyard_data_problem_fraction{pipeline,dataset,column}``.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 from shipyard.monitoring.config import MonitorSpec
 from shipyard.monitoring.findings import ALERT, OK, WARNING, PipelineCheck
-from shipyard.stats import Anomaly, DatasetProfile, Schema, compare, validate
+from shipyard.stats import Anomaly, ColumnDrift, DatasetProfile, Schema, compare, validate
 
 PROBLEM_KINDS = ("missing_column", "wrong_type", "nulls_above_expectation", "nan_or_inf")
 """Anomalies that are data-type problems: values missing (above what the reference had),
@@ -32,6 +33,18 @@ def _subset(profile: DatasetProfile, columns: list[str]) -> DatasetProfile:
     return DatasetProfile(
         {c: profile.columns[c] for c in columns if c in profile.columns}, profile.rows
     )
+
+
+def drift_score(column: ColumnDrift) -> float:
+    """The column's effect size when it drifted, else 0.
+
+    The effect alone cries wolf: on a batch of a hundred rows W1/σ_ref is 0.2 by chance, and a
+    column that is constant in the reference has an unbounded one. Only a change that is also
+    significant (BH-adjusted p < α) counts, so an alert rule on this series (the default
+    ``DataDrift``: > 0.2) fires on real drift only. The raw effect and p-value stay in the
+    finding's evidence.
+    """
+    return float(column.effect) if column.drifted else 0.0
 
 
 def drift_check(
@@ -53,7 +66,7 @@ def drift_check(
     report = compare(ref, _subset(current, columns), spec.drift_config())
     base = {"pipeline": pipeline, "dataset": dataset}
     metrics = [
-        ("shipyard_drift_score", {**base, "column": c.column}, float(c.effect))
+        ("shipyard_drift_score", {**base, "column": c.column}, drift_score(c))
         for c in report.columns
     ]
     if share_metric:  # one series per data set: the features' share, not the label's
