@@ -7,12 +7,15 @@ import json
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import typer
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from shipyard.cli import monitors as monitors_cli
+from shipyard.errors import InvalidInput, NotFound
+from shipyard.monitoring import observe
 from shipyard.pipelines import Runner
 from shipyard.pipelines.loader import load_pipeline
 from shipyard.store.monitoring import MonitorProfile, MonitorSettings
@@ -164,3 +167,26 @@ def test_the_runner_judges_training_runs_and_the_cli_lists_them(
     code, out = cli("monitors", "show", "nope")
     assert code == 1 and "pipeline 'nope' not found" in out
     assert "Traceback" not in out
+
+
+class TestOutsideAStep:
+    def test_a_script_names_the_pipeline_and_gets_its_stored_settings(
+        self, workspace: Workspace, pipelines: Path
+    ) -> None:
+        run(workspace, pipelines, "ingest-reference")
+        run(workspace, pipelines, "ingest")
+        frame = pd.DataFrame({"x": [0.1, 0.2] * 50, "y": [0.0, 1.0] * 50, "label": [0, 1] * 50})
+        seen = observe("events", frame, pipeline="ingest")
+        # the runner kept ingest's settings: label drift off, reference from ingest-reference
+        assert [c.monitor for c in seen.checks] == ["feature_drift", "data_problems"]
+        assert seen.reference_id is not None
+        assert all(c.run_id is None for c in seen.checks)
+
+    def test_without_a_pipeline_or_with_an_unknown_one_it_is_refused(
+        self, workspace: Workspace
+    ) -> None:
+        frame = pd.DataFrame({"x": [1.0]})
+        with pytest.raises(InvalidInput, match="needs pipeline=NAME"):
+            observe("events", frame)
+        with pytest.raises(NotFound, match="pipeline 'nope' not found"):
+            observe("events", frame, pipeline="nope")
