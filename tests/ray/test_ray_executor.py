@@ -266,3 +266,45 @@ def test_distributed_profile_of_20_parquet_files_equals_one_process(
     local = profile_parquet_files(paths, reference=reference, executor="local")
     assert local.to_json()["rows"] == spread.rows
     assert local.columns["x"].histogram == spread.columns["x"].histogram
+
+
+def test_reused_ray_workers_keep_each_step_in_its_own_log_and_folder(
+    ray_cluster: Any, workspace: Workspace, tmp_path: Path
+) -> None:
+    from shipyard.pipelines.ray_executor import RayExecutor
+
+    target = write(
+        tmp_path,
+        "chatty",
+        """
+        @step(resources=Resources(cpu=1))
+        def first() -> int:
+            print("said by first", os.getpid())
+            os.environ["LEAKED"] = "1"
+            return 20
+
+        @step(resources=Resources(cpu=1))
+        def second(x: int) -> int:
+            print("said by second", os.getpid(), os.environ.get("LEAKED"))
+            return x + 1
+
+        pipeline = Pipeline("chatty", kind="data")
+
+        @pipeline
+        def build():
+            second(first())
+        """,
+    )
+    result = run(workspace, target, executor=RayExecutor(reuse_workers=True))
+    assert result.status == "succeeded", result.exit_reason
+    steps = {st["step"]: st for st in get_run(workspace.store, result.run_id)["steps"]}
+    first_log = Path(steps["first"]["log_path"]).read_text()
+    second_log = Path(steps["second"]["log_path"]).read_text()
+    assert "said by first" in first_log and "said by second" not in first_log
+    assert (
+        "said by second" in second_log
+        and second_log.split("said by second")[1].split()[1] == "None"
+    )
+    (digest,) = [e["digest"] for e in steps["second"]["lineage"] if e["direction"] == "produced"]
+    assert workspace.artifacts.get_object(digest, "application/json") == 21
+    assert steps["second"]["cpu_seconds"] is not None and steps["second"]["cpu_seconds"] < 5

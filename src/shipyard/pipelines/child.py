@@ -32,7 +32,7 @@ def _write_result(path: str, result: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _usage() -> dict[str, Any]:
+def process_usage() -> dict[str, Any]:
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
@@ -121,7 +121,7 @@ def step_main(task: StepTask, limits: ProcessLimits) -> None:
         traceback.print_exc()
         reason = f"{type(exc).__name__}: {exc}"
         log.error("step raised", reason=reason)
-        _write_result(task.result_path, {"ok": False, "reason": reason, **_usage()})
+        _write_result(task.result_path, {"ok": False, "reason": reason, **process_usage()})
         sys.stderr.flush()
         sys.exit(1)
 
@@ -151,7 +151,7 @@ def worker_main(task: StepTask, limits: ProcessLimits) -> dict[str, Any]:
         traceback.print_exc()
         reason = f"{type(exc).__name__}: {exc}"
         log.error("step raised", reason=reason)
-        result = {"ok": False, "reason": reason, **_usage()}
+        result = {"ok": False, "reason": reason, **process_usage()}
         if os.path.isdir(os.path.dirname(task.result_path) or "."):
             _write_result(task.result_path, result)
     sys.stdout.flush()
@@ -197,7 +197,7 @@ def _run(task: StepTask) -> dict[str, Any]:
             "consumed": ctx.consumed,
             "input_rows": input_rows + ctx.consumed_rows,
             "input_bytes": input_bytes + ctx.consumed_bytes,
-            **_usage(),
+            **process_usage(),
         }
         if os.path.isdir(os.path.dirname(task.result_path) or "."):
             _write_result(task.result_path, result)

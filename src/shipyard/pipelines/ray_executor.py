@@ -19,10 +19,14 @@ the step itself to the shared artifact store — an fsspec URL the cluster can r
 Ray's object store), the result (outputs, usage, reason) comes back as the task's return value
 and the runner records it exactly as it records a local attempt.
 
-Isolation: the remote function has ``max_calls=1``, so each attempt gets a Ray worker process of
-its own that exits afterwards (a step's imports, environment and affinity never leak into the
-next one), at the price of a worker start per step (see ``benchmarks/ray_executor.py``). Ray has
-no retries here (``max_retries=0``): Shipyard retries, under its own admission.
+Isolation: by default the remote function has ``max_calls=1``, so each attempt gets a Ray worker
+process of its own that exits afterwards (a step's imports, environment and memory never leak
+into the next one, and its peak RSS and CPU time are its own), at the price of a worker start
+and the imports per step — about 2.5 s on 2 cores (``benchmarks/ray_executor.py``).
+``reuse_workers=True`` lets Ray reuse warm workers (tens of ms per step): the task puts back what
+the step changed in the process and reports its own share of CPU time; its peak RSS is then
+known only when it rose above the worker's earlier peak (else the runner's samples stand in).
+Ray has no retries here (``max_retries=0``): Shipyard retries, under its own admission.
 
 Placement: before submitting, the attempt is checked against every alive node's total resources
 (``ray.nodes()``). An attempt that no node can hold fails at once with a clear reason, since Ray
@@ -42,6 +46,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,15 +101,41 @@ def unplaceable(resources: dict[str, float], nodes: list[dict[str, Any]]) -> str
     return f"no single Ray node has all of {asks} at once"
 
 
-def _run_step(task: StepTask, limits: ProcessLimits) -> dict[str, Any]:
-    """The Ray task: report where it runs, then run the step like a local step process."""
-    from shipyard.pipelines.child import worker_main
+def _run_step(task: StepTask, limits: ProcessLimits, reuse: bool = False) -> dict[str, Any]:
+    """The Ray task: report where it runs, then run the step like a local step process.
+
+    With ``reuse`` the worker serves further tasks afterwards, so what the step changed in the
+    process (output descriptors, folder, environment, the pipeline module) is put back, and the
+    usage is this task's share of the worker's counters (peak RSS only when it rose)."""
+    from shipyard.pipelines.child import process_usage, worker_main
 
     me = psutil.Process()
     where = {"pid": os.getpid(), "rss_bytes": me.memory_info().rss, "node": os.uname().nodename}
     with contextlib.suppress(OSError):
         Path(_where_path(task)).write_text(json.dumps(where), encoding="utf-8")
-    return worker_main(task, limits)
+    if not reuse:
+        return worker_main(task, limits)
+    from shipyard.pipelines.loader import module_name
+
+    before = process_usage()
+    fds, streams = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
+    cwd, env = os.getcwd(), dict(os.environ)
+    try:
+        result = worker_main(task, limits)
+    finally:
+        sys.stdout, sys.stderr = streams
+        for fd, target in zip(fds, (1, 2), strict=True):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        sys.modules.pop(module_name(Path(task.file).expanduser().resolve()), None)
+    after = process_usage()
+    result["cpu_seconds"] = after["cpu_seconds"] - before["cpu_seconds"]
+    rose = after["peak_rss_bytes"] > before["peak_rss_bytes"]
+    result["peak_rss_bytes"] = after["peak_rss_bytes"] if rose else None
+    return result
 
 
 def _where_path(task: StepTask) -> str:
@@ -240,7 +271,9 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, **init_kwargs: Any) -> None:
+    def __init__(
+        self, address: str | None = None, *, reuse_workers: bool = False, **init_kwargs: Any
+    ) -> None:
         ray = import_ray()
         self._ray = ray
         self._owns = False
@@ -253,7 +286,11 @@ class RayExecutor:
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise ConfigError(f"cannot connect to Ray at {address or 'local'}: {exc}") from None
             self._owns = True
-        self._remote = ray.remote(max_calls=1, max_retries=0, retry_exceptions=False)(_run_step)
+        self.reuse_workers = reuse_workers
+        options: dict[str, Any] = {"max_retries": 0, "retry_exceptions": False}
+        if not reuse_workers:
+            options["max_calls"] = 1
+        self._remote = ray.remote(**options)(_run_step)
 
     def start(
         self, task: StepTask, limits: ProcessLimits, on_launch: Callable[[int | None], None]
@@ -264,7 +301,8 @@ class RayExecutor:
         env = {k: v for k, v in limits.env.items() if k != "CUDA_VISIBLE_DEVICES"}
         remote_limits = dataclasses.replace(limits, env=env, cpu_affinity=None, watchdog=None)
         on_launch(None)
-        ref = self._remote.options(**ray_options(task.resources)).remote(task, remote_limits)
+        options = ray_options(task.resources)
+        ref = self._remote.options(**options).remote(task, remote_limits, self.reuse_workers)
         return RayStepHandle(self._ray, ref, task)
 
     def close(self) -> None:
