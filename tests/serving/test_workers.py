@@ -1,4 +1,5 @@
-"""Several worker processes: each flushes its own windows; killing one loses at most a window."""
+"""Several worker processes: each flushes its own windows; killing one loses at most a window;
+``/metrics`` on any worker counts the requests of all of them."""
 
 from __future__ import annotations
 
@@ -95,3 +96,61 @@ def test_flush_survives_a_killed_worker(workspace: Workspace, tmp_path: Path) ->
     assert 70 <= requests <= 110
     assert requests == predictions, "every window was written whole, with its predictions"
     assert set(per_worker) - {busiest}, "another worker served after the kill"
+
+
+def _metric(text: str, sample: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.mark.slow
+def test_metrics_of_any_worker_count_every_workers_requests(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    clf, x = fit_classifier()
+    Registry.of(workspace).register("iris", clf, training_data=x, alias="champion")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {
+        **os.environ,
+        "TMPDIR": str(scratch),
+        "SHIPYARD_SERVING__FLUSH_INTERVAL_S": "0.3",
+        "SHIPYARD_SERVING__REQUEST_LOG_SAMPLE_RATE": "0",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    code = f"from shipyard.serving.server import run; run('127.0.0.1', {port}, workers=2)"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path)
+    sample = 'shipyard_serving_requests_total{code="200",model="iris",version="1"}'
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
+            time.sleep(0.1)
+        sent = 0
+        while len(_totals(workspace)[2]) < 2:  # until both workers have served
+            assert time.monotonic() < deadline + 30, "one worker got every connection"
+            sent += _send(port, 20)
+            time.sleep(0.5)  # a flush
+        assert next(p.name for p in scratch.iterdir()).startswith("shipyard-metrics-")
+        seen = []
+        for _ in range(6):  # fresh connections: the scrapes land on either worker
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/metrics")
+            seen.append(_metric(conn.getresponse().read().decode(), sample))
+            conn.close()
+        assert seen == [float(sent)] * 6
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert list(scratch.iterdir()) == [], "the server removes its metrics folder"
+    _, _, per_worker = _totals(workspace)
+    assert sum(per_worker.values()) == sent

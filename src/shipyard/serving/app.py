@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from shipyard import __version__
 from shipyard.clock import SYSTEM_CLOCK, Clock
@@ -189,7 +189,7 @@ class ServingApp:
             if parts == ["metrics"]:
                 return (
                     200,
-                    generate_latest(self.telemetry.registry),
+                    self.telemetry.exposition(),
                     [(b"content-type", CONTENT_TYPE_LATEST.encode())],
                 )
         raise HTTPError(404, f"no route for {method} {path}", "ENDPOINT_NOT_FOUND")

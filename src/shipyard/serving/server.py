@@ -4,18 +4,25 @@
 own loaded models, windows and flush thread) through :func:`create_app`, the factory Uvicorn
 imports. Options reach the workers through the ``SHIPYARD_SERVE_OPTIONS`` environment variable
 (JSON), the way every worker process sees the same configuration.
+
+With several workers, ``/metrics`` on any of them shows the counters of all of them:
+:func:`run` turns on prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, a
+temporary folder that the server creates and removes; the user's own folder if they set one),
+in which every worker writes its samples to memory-mapped files and the exposition sums them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from typing import Any
 
 from shipyard.registry import Registry
 from shipyard.serving.app import ServingApp
 from shipyard.serving.live import LiveModels
-from shipyard.serving.telemetry import Telemetry
+from shipyard.serving.telemetry import MULTIPROC_ENV, Telemetry
 from shipyard.workspace import Workspace
 
 OPTIONS_ENV = "SHIPYARD_SERVE_OPTIONS"
@@ -60,10 +67,23 @@ def run(
     log_level: str = "warning",
 ) -> None:
     """Serve until interrupted."""
-    import uvicorn
-
     os.environ[OPTIONS_ENV] = json.dumps({"default_model": default_model, "monitoring": monitoring})
     Workspace.open()  # fail here, in one clear line, if the workspace cannot be opened
+    own_dir = None
+    if workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        # read by prometheus-client when a (spawned) worker imports it
+        own_dir = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="shipyard-metrics-")
+    try:
+        _serve(host, port, workers, log_level)
+    finally:
+        if own_dir is not None:
+            os.environ.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _serve(host: str, port: int, workers: int, log_level: str) -> None:
+    import uvicorn
+
     uvicorn.run(
         "shipyard.serving.server:create_app",
         factory=True,

@@ -12,7 +12,8 @@ The same transaction adds the window's counts to the cumulative ``shipyard_servi
 and ``shipyard_serving_errors_total`` series that the error-budget alert rules read
 (:mod:`shipyard.serving.counters`).
 
-Prometheus metrics (``/metrics``) are kept per app in their own ``CollectorRegistry``.
+Prometheus metrics (``/metrics``) are kept per app in their own ``CollectorRegistry``; under
+``shipyard serve --workers N`` prometheus-client's multiprocess mode sums every worker's.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Table, insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -49,6 +51,7 @@ log = logging.getLogger("shipyard.serving")
 LATENCY_BUCKETS_S = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MAX_ROWS_PER_WINDOW = 50_000
 MAX_PENDING_WINDOWS = 20
 REQUEST_LOG_MEDIA_TYPE = "application/vnd.apache.parquet"
@@ -196,6 +199,17 @@ class Telemetry:
             registry=self.registry,
         )
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        # prometheus-client picks its value class from the environment when it is imported
+        multiprocess = values.ValueClass is not values.MutexValue
+        self._multiprocess_dir = os.environ.get(MULTIPROC_ENV) if multiprocess else None
+
+    def exposition(self) -> bytes:
+        """``/metrics``: this worker's metrics, or every worker's in multiprocess mode."""
+        if self._multiprocess_dir is None:
+            return bytes(generate_latest(self.registry))
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self._multiprocess_dir)
+        return bytes(generate_latest(merged))
 
     # -- the request path ----------------------------------------------------------------------
     def _window(self, info: VersionInfo) -> Window:
