@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from shipyard.monitoring.config import resolve_monitors
-from shipyard.monitoring.observe import Observation, publish
+from shipyard.monitoring.observation import Observation, publish
 from shipyard.workspace import Workspace
 
 Publish = Callable[..., Observation]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from monitoring_testkit import central_ink, publisher
 from sqlalchemy import func, select
@@ -100,6 +101,23 @@ class TestFeatureDrift:
         assert seen.reference_id == ref.profile_id
         assert "label_drift" in [c.monitor for c in seen.checks]  # label taken from the reference
         assert all(c.evidence["reference"]["pipeline"] == "digits-data" for c in seen.checks)
+
+    def test_an_arrow_reference_and_a_batch_without_labels_yet_are_judged(
+        self, sqlite_ws: Workspace, digits_split: Split
+    ) -> None:
+        train, test = digits_split
+        observe = publisher(sqlite_ws)
+        observe("p", "digits", pa.Table.from_pandas(train), role="reference", label="target")
+        seen = observe("p", "digits", test.drop(columns="target"))  # scoring data: no labels
+        verdicts = {c.monitor: (c.status, c.summary) for c in seen.checks}
+        assert verdicts == {
+            "feature_drift": ("ok", "features of digits: no drift in 64 column(s)"),
+            "label_drift": ("ok", "digits has no labels yet (scoring data)"),
+            "data_problems": (
+                "ok",
+                "digits: no missing or corrupted values beyond the reference's",
+            ),
+        }
 
 
 class TestLabelDrift:

@@ -65,3 +65,23 @@ class TestDefinition:
         with pytest.raises(PipelineDefinitionError, match="pipeline 'p'") as err:
             Pipeline("p", kind="training", monitors=monitors)
         assert message in str(err.value)
+
+
+class TestPublicNames:
+    def test_observe_stays_the_function_after_its_module_is_imported(self) -> None:
+        """Regression: a module named observe.py replaced the function on the package."""
+        import shipyard.monitoring.observation  # noqa: F401 - the import that used to shadow it
+        from shipyard.monitoring import evaluate_monitors, observe, on_run_finished
+
+        assert [f.__name__ for f in (observe, evaluate_monitors, on_run_finished)] == [
+            "observe",
+            "evaluate_monitors",
+            "on_run_finished",
+        ]
+
+    def test_every_public_name_resolves(self) -> None:
+        import shipyard.monitoring as monitoring
+
+        assert all(getattr(monitoring, name) is not None for name in monitoring.__all__)
+        with pytest.raises(AttributeError):
+            _ = monitoring.no_such_name

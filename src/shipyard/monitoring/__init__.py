@@ -6,7 +6,9 @@
 - models in service: :class:`ServingMonitor`.
 
 Names are imported on first use, so that the DSL (which reads the monitors' configuration) and
-the runner (which calls :func:`on_run_finished`) do not pay for the statistics kernels.
+the runner (which calls :func:`on_run_finished`) do not pay for the statistics kernels. No
+module is named like a function it exports (``observe`` lives in ``observation.py``): importing
+such a module would replace the function with the module on this package.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
     from shipyard.monitoring.config import MonitorSet, MonitorSpec, resolve_monitors
     from shipyard.monitoring.evaluate import evaluate_monitors, on_run_finished
     from shipyard.monitoring.findings import PipelineCheck
-    from shipyard.monitoring.observe import Observation, observe
+    from shipyard.monitoring.observation import Observation, observe
     from shipyard.monitoring.serving import (
         Check,
         ServingMonitor,
@@ -32,7 +34,7 @@ _WHERE = {
     "Check": "serving",
     "MonitorSet": "config",
     "MonitorSpec": "config",
-    "Observation": "observe",
+    "Observation": "observation",
     "PipelineCheck": "findings",
     "ServingMonitor": "serving",
     "ServingMonitorConfig": "serving",
@@ -40,7 +42,7 @@ _WHERE = {
     "evaluate_monitors": "evaluate",
     "expected_calibration_error": "serving",
     "histogram_quantile": "serving",
-    "observe": "observe",
+    "observe": "observation",
     "on_run_finished": "evaluate",
     "resolve_monitors": "config",
 }

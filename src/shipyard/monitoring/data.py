@@ -135,19 +135,32 @@ def label_drift(
         return PipelineCheck(
             "label_drift", pipeline, OK, f"the reference of {dataset} has no {label!r}", dataset
         )
+    labels = current.columns.get(label)
+    if labels is None or labels.missing >= labels.count:
+        return PipelineCheck(
+            "label_drift", pipeline, OK, f"{dataset} has no labels yet (scoring data)", dataset
+        )
     return drift_check(
         "label_drift", spec, pipeline, dataset, reference, current, [label], "labels", False
     )
 
 
 def data_problems(
-    spec: MonitorSpec, pipeline: str, dataset: str, frame: Any, schema: Schema
+    spec: MonitorSpec,
+    pipeline: str,
+    dataset: str,
+    frame: Any,
+    schema: Schema,
+    label: str | None = None,
 ) -> PipelineCheck:
     """Share of each column's rows with a data-type problem, against the reference's schema.
 
     fraction(column) = min(1, Σ rows of the column's problem anomalies / rows of the batch),
-    written for every schema column (0 when clean) so that an alert also resolves.
+    written for every schema column (0 when clean) so that an alert also resolves. A batch
+    without its label column is scoring data whose labels come later, not a broken batch.
     """
+    if label is not None and label not in [str(c) for c in frame.columns]:
+        schema = Schema({n: c for n, c in schema.columns.items() if n != label})
     anomalies = validate(frame, schema)
     rows = max(len(frame), 1)
     per_column: dict[str, int] = dict.fromkeys(schema.columns, 0)

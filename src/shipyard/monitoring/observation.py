@@ -212,12 +212,14 @@ def publish(
                 json.loads(artifacts.get_bytes(reference_row.profile_digest))
             )
             profile = DatasetProfile.from_frame(frame, reference=reference)
-            label = label or reference_row.label
+            if label is None and reference_row.label is not None:
+                label = reference_row.label  # the reference knows which column the label is
+                frame = _label_as_category(frame, label)
             checks = _judge(
                 monitors, pipeline, dataset, frame, reference, profile, label, reference_row.schema
             )
-            checks = [_with_run(c, run_id) for c in checks]
             for c in checks:
+                c.run_id = run_id
                 c.evidence["reference"] = {
                     "pipeline": reference_row.pipeline,
                     "run_id": reference_row.run_id,
@@ -262,7 +264,7 @@ def _label_as_category(frame: Any, label: str | None) -> Any:
     target) stay numeric."""
     import pandas as pd
 
-    if label is None or not isinstance(frame, pd.DataFrame):
+    if label is None or not isinstance(frame, pd.DataFrame) or label not in frame.columns:
         return frame
     column = frame[label]
     if pd.api.types.is_float_dtype(column.dtype):
@@ -273,11 +275,6 @@ def _label_as_category(frame: Any, label: str | None) -> Any:
 def _dataset_monitors(monitors: MonitorSet) -> list[str]:
     order = ("feature_drift", "label_drift", "test_set_drift", "data_problems")
     return [name for name in order if monitors.enabled(name)]
-
-
-def _with_run(check: PipelineCheck, run_id: str | None) -> PipelineCheck:
-    check.run_id = run_id
-    return check
 
 
 def _judge(
@@ -302,7 +299,7 @@ def _judge(
         elif name == "data_problems":
             if schema:
                 checks.append(
-                    data_problems(spec, pipeline, dataset, frame, Schema.from_json(schema))
+                    data_problems(spec, pipeline, dataset, frame, Schema.from_json(schema), label)
                 )
             else:
                 checks.append(
