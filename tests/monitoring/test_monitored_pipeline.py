@@ -105,9 +105,18 @@ def cli(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend_ws(request: pytest.FixtureRequest) -> Workspace:
+    """The SQLite workspace, then one whose metadata lives in PostgreSQL."""
+    name = "workspace" if request.param == "sqlite" else "pg_workspace"
+    ws: Workspace = request.getfixturevalue(name)
+    return ws
+
+
 def test_observe_in_steps_records_profiles_findings_and_metrics(
-    workspace: Workspace, pipelines: Path
+    backend_ws: Workspace, pipelines: Path
 ) -> None:
+    workspace = backend_ws
     run(workspace, pipelines, "ingest-reference")
     run_id = run(workspace, pipelines, "ingest", {"shift": 0.5})
     with workspace.store.session() as s:
