@@ -101,7 +101,7 @@ def send_bad_requests(url: str, model: str, good_row: pd.DataFrame) -> TrafficSt
     wrong = good_row.astype(object)
     wrong.iloc[0, 3] = "twelve"
     with httpx.Client(base_url=url, timeout=10.0) as client:
-        for i in range(4):
+        for i in range(15):
             _post(client, model, _body(missing), stats, f"bad-{i}")
             _post(client, model, _body(wrong), stats, f"bad-{i}")
             _post(client, model, b'{"dataframe_split": {"columns": [', stats, f"bad-{i}")
