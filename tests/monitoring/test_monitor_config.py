@@ -85,3 +85,12 @@ class TestPublicNames:
         assert all(getattr(monitoring, name) is not None for name in monitoring.__all__)
         with pytest.raises(AttributeError):
             _ = monitoring.no_such_name
+
+
+def test_the_docstring_examples_run() -> None:
+    import doctest
+
+    import shipyard.monitoring.config as config
+
+    result = doctest.testmod(config)
+    assert result.attempted >= 2 and result.failed == 0

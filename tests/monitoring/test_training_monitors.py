@@ -3,6 +3,8 @@ run exactly once (runner hook or daemon)."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import select, text
 
@@ -169,3 +171,23 @@ class TestJudgedOnce:
         with sqlite_ws.store.session() as s:  # a database that lost the table
             s.execute(text("DROP TABLE monitored_runs"))
         assert on_run_finished(sqlite_ws, run_id) is None
+
+    def test_runner_and_daemon_at_the_same_moment_judge_a_run_once(self, ws: Workspace) -> None:
+        run_ids = [add_run(ws, 10.0, "failed") for _ in range(5)]
+        barrier = threading.Barrier(2)
+        results: list[list[object]] = [[], []]
+
+        def judge(slot: int) -> None:
+            barrier.wait()
+            for run_id in run_ids:
+                results[slot].append(judge_run(ws.store, ws.clock, run_id))
+
+        threads = [threading.Thread(target=judge, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        judged = [a if a is not None else b for a, b in zip(*results, strict=True)]
+        assert all(j is not None for j in judged)
+        assert [(a is None) != (b is None) for a, b in zip(*results, strict=True)] == [True] * 5
+        assert len(series(ws, "shipyard_run_failed")) == 5
