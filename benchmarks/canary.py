@@ -28,8 +28,9 @@ Run from the repository root::
    25 requests/s each by :func:`shipyard.deploy.routing.choose_version`; the rollout engine
    judges a canary whose flushed windows show 10 % errors and rolls it back. Measured: time
    from the committed failing verdict to the last request any replica sent to the canary.
-   (The model server in ``shipyard.serving`` does not read deploy's split yet; the replicas
-   here do what its refresh loop does.)
+   The same on the real model server: ``shipyard.serving`` under Uvicorn on 127.0.0.1
+   (refresh 0.5 s) serves the canary to 10 % of users (``x-user-id``); the engine rolls it back;
+   measured: time from the committed verdict to the last answer a canary user got from it.
 3. **Production rollback on a real model server.** ``shipyard.serving`` under Uvicorn on
    127.0.0.1 (refresh 0.5 s) serves the production version; ``rollback`` (what the one
    command runs) commits and points the default alias back; measured: time from the commit to
@@ -407,6 +408,121 @@ def production_rollback_on_a_real_server(trials: int) -> list[float]:
     return out
 
 
+def canary_rollback_on_a_real_server(trials: int) -> list[float]:
+    """The control loop rolls back a failing canary that a real model server (Uvicorn on
+    127.0.0.1, refresh 0.5 s) serves to 10 % of users: seconds from the committed verdict to
+    the last answer any canary user got from the canary."""
+    import httpx
+    import pandas as pd
+    import uvicorn
+    from sklearn.linear_model import LogisticRegression
+
+    from shipyard.clock import SYSTEM_CLOCK
+    from shipyard.deploy import traffic
+    from shipyard.deploy.canary import ServingAnalyzer
+    from shipyard.deploy.engine import Engine, SmokeResult
+    from shipyard.deploy.policy import parse_policy, set_policy
+    from shipyard.deploy.rollout import ROLLED_BACK, start_rollout
+    from shipyard.deploy.routing import choose_version
+    from shipyard.registry import Registry
+    from shipyard.serving.server import build_app
+    from shipyard.store.serving import ServingWindow
+    from shipyard.workspace import Workspace
+
+    policy_text = """
+approvals: {start: {count: 0}}
+staging: {smoke: false}
+canary:
+  interval_s: 1
+  steps: [{weight_pct: 10, min_duration_s: 30, min_samples: 50}]
+analysis: {metrics: [{name: error_rate}]}
+"""
+    rng = np.random.default_rng(1)
+    xs = rng.normal(size=(300, 2))
+    frame = pd.DataFrame(xs, columns=["a", "b"])
+    ys = (xs[:, 0] > 0).astype(int)
+    body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": xs[:1].tolist()}]}
+    users = [f"u{i}" for i in range(300)]
+    canary_users = [u for u in users if choose_version(f"user:{u}", {1: 90.0, 2: 10.0}, 2) == 2][
+        :10
+    ]
+    out: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Workspace.open(home=Path(tmp) / "home")
+        reg = Registry(ws.store, ws.artifacts, actor="bench")
+        app = build_app(ws, monitoring=False, refresh_interval_s=0.5)
+        with socket_port() as port:
+            pass
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.02)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+
+            def served(model: str, user: str) -> int:
+                r = c.post(f"/v2/models/{model}/infer", json=body, headers={"x-user-id": user})
+                return int(r.headers.get("x-shipyard-model-version", "0"))
+
+            for trial in range(trials):
+                model = f"m{trial}"
+                for _ in range(2):
+                    reg.register(model, LogisticRegression().fit(frame, ys), training_data=frame)
+                set_policy(ws.store, model, policy_text, actor="bench")
+                with ws.store.session() as s:
+                    traffic.put_in_production(
+                        s, model, 1, now=time.time(), via="initial", actor="bench", reason=""
+                    )
+                engine = Engine(
+                    ws.store,
+                    SYSTEM_CLOCK,
+                    smoke=lambda m, v, p: SmokeResult(True, {}),
+                    analyzer=ServingAnalyzer(ws.store),
+                )
+                policy = parse_policy(policy_text)
+                rid = start_rollout(ws.store, model, 2, actor="bench", policy=policy).id
+                engine.advance(rid)  # staging → canary 10 %
+                deadline = time.monotonic() + 5
+                while served(model, canary_users[0]) != 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(rng.random() * 0.5)  # the verdict lands anywhere in a refresh period
+                now = time.time()
+                with ws.store.session() as s:
+                    for version, req, err in ((2, 100, 10), (1, 900, 9)):
+                        s.add(
+                            ServingWindow(
+                                model=model,
+                                version=version,
+                                worker="bench",
+                                window_start=now - 1,
+                                window_end=now,
+                                requests=req,
+                                errors=err,
+                                latency_s={},
+                            )
+                        )
+                while True:
+                    step = engine.advance(rid)
+                    if step is not None and step.action == ROLLED_BACK:
+                        verdict_at = time.monotonic()
+                        break
+                    time.sleep(0.05)
+                last_canary = verdict_at
+                i = 0
+                while time.monotonic() - verdict_at < 2.5:
+                    if served(model, canary_users[i % len(canary_users)]) == 2:
+                        last_canary = time.monotonic()
+                    i += 1
+                    time.sleep(0.005)
+                out.append(last_canary - verdict_at)
+        server.should_exit = True
+        thread.join(timeout=10)
+        ws.store.dispose()
+    return out
+
+
 @contextmanager
 def socket_port() -> Iterator[int]:
     import socket
@@ -472,6 +588,15 @@ def main() -> None:
     print(
         f"  failing verdict → last request served by the canary: median {np.median(deltas):.2f} s, "
         f"max {max(deltas):.2f} s (goal ≤ 2 s)"
+    )
+    served = canary_rollback_on_a_real_server(args.rollback_trials)
+    print(
+        f"\nCanary rollback on a real model server ({len(served)} trials, Uvicorn on 127.0.0.1, "
+        "refresh 0.5 s, canary at 10 % of users):"
+    )
+    print(
+        f"  failing verdict → last answer from the canary: median {np.median(served):.2f} s, "
+        f"max {max(served):.2f} s (goal ≤ 2 s)"
     )
     moved = production_rollback_on_a_real_server(args.rollback_trials)
     print(
