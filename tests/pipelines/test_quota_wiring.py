@@ -248,3 +248,43 @@ def test_the_daemon_records_quota_usage_series(workspace: Workspace) -> None:
     with workspace.store.session() as s:
         names = set(s.scalars(select(MetricPoint.name)))
     assert {"shipyard_quota_capacity", "shipyard_quota_usage_rate"} <= names
+
+
+def test_parallel_steps_share_a_pool_without_exceeding_it(
+    workspace: Workspace, pipeline_file: WriteFile
+) -> None:
+    """Regression: the step threads once shared one lease manager's SQLite connection."""
+    declare(workspace, "shared", cpu=2, memory="1Gi")
+    target = pipeline_file(
+        """
+        @step(resources=Resources(cpu="500m"))
+        def src() -> int:
+            return 1
+
+        @step(resources=Resources(cpu=1))
+        def work(x: int, i: int) -> int:
+            time.sleep(0.05)
+            return x + i
+
+        pipeline = Pipeline("wide", kind="data")
+
+        @pipeline
+        def build():
+            s = src()
+            for i in range(8):
+                work(s, i)
+        """
+    )
+    result = run(workspace, target, pool="shared")
+    assert result.status == "succeeded", result.exit_reason
+    rows = leases(workspace, result.run_id)
+    assert len(rows) == 9 and {r.status for r in rows} == {"released"}
+    edges: list[tuple[float, int, float]] = []
+    for r in rows:
+        assert r.granted_at is not None and r.ended_at is not None
+        edges += [(r.granted_at, 1, r.resources["cpu"]), (r.ended_at, 0, -r.resources["cpu"])]
+    held = peak = 0.0
+    for _, _, delta in sorted(edges):  # at equal times a release (0) comes before a grant
+        held += delta
+        peak = max(peak, held)
+    assert 1.0 < peak <= 2.0

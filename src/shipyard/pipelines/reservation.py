@@ -167,3 +167,49 @@ class ReservedAdmission:
     def release(self, grant: Grant) -> None:
         with contextlib.suppress(Exception):
             self._inner.release(grant)
+
+
+class PerAttemptQuota:
+    """Quota admission for a run's step threads: one
+    :class:`~shipyard.quota.admission.QuotaAdmission` per attempt, closed when it is released.
+
+    A :class:`~shipyard.quota.admission.LeaseManager` keeps one SQLite connection and one
+    ``flock`` descriptor for its admission transactions; threads sharing it would run two
+    transactions on one connection (``cannot start a transaction within a transaction``) and
+    would not exclude each other (``flock`` belongs to the open file, not the thread). One per
+    attempt gives each step thread its own connection and lock file description, so the
+    attempts queue on the lock like separate processes do.
+    """
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self._by_lease: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, request: StepRequest) -> Grant:
+        from shipyard.quota.admission import QuotaAdmission
+
+        quota = QuotaAdmission.for_workspace(self.ws.store, self.ws.settings, self.ws.clock)
+        try:
+            grant = quota.acquire(request)
+        except BaseException:
+            quota.leases.close()
+            raise
+        with self._lock:
+            self._by_lease[grant.lease_id] = quota
+        return grant
+
+    def heartbeat(self, grant: Grant) -> None:
+        with self._lock:
+            quota = self._by_lease.get(grant.lease_id)
+        if quota is not None:
+            quota.heartbeat(grant)
+
+    def release(self, grant: Grant) -> None:
+        with self._lock:
+            quota = self._by_lease.pop(grant.lease_id, None)
+        if quota is not None:
+            try:
+                quota.release(grant)
+            finally:
+                quota.leases.close()

@@ -178,18 +178,27 @@ class Runner:
             run.close()
 
     def _quota(self, pool: str | None) -> tuple[Admission, Enforcer, Any]:
-        """Admission and enforcer for a run in ``pool``, and the lease manager to close after."""
+        """Admission and enforcer for a run in ``pool``, and (with ``reserve``) the lease manager
+        that holds the run's reservation, to close after the run."""
         if self.admission is not None:
             return self.admission, self.enforcer or NoEnforcement(), None
         if pool is None:
             return self._local, self.enforcer or NoEnforcement(), None
-        from shipyard.quota.admission import QuotaAdmission
+        from shipyard.quota.admission import LeaseManager
         from shipyard.quota.enforce import QuotaEnforcer
 
         ws = self.workspace
-        quota = QuotaAdmission.for_workspace(ws.store, ws.settings, ws.clock)
         enforcer = self.enforcer or QuotaEnforcer(ws.settings.quota.memory_margin)
-        return quota, enforcer, quota.leases
+        leases = None
+        if self.reserve:
+            quota = ws.settings.quota
+            leases = LeaseManager(
+                ws.store,
+                clock=ws.clock,
+                lease_ttl_s=quota.lease_ttl_s,
+                default_pool=quota.default_pool,
+            )
+        return reservation.PerAttemptQuota(ws), enforcer, leases
 
 
 class _Run:
