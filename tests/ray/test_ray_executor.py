@@ -94,6 +94,40 @@ def test_without_ray_the_executor_says_how_to_install_it(
         RayExecutor()
 
 
+def test_the_cli_says_how_to_install_ray_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from shipyard.cli import runs
+
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    runs.register(app)
+    target = write(
+        tmp_path,
+        "tiny",
+        """
+        @step()
+        def one() -> int:
+            return 1
+
+        pipeline = Pipeline("tiny", kind="data")
+
+        @pipeline
+        def build():
+            one()
+        """,
+    )
+    monkeypatch.setitem(sys.modules, "ray", None)
+    out = CliRunner().invoke(app, ["run", str(target), "--executor", "ray"])
+    assert out.exit_code == 1
+    assert "pip install 'shipyard[ray]'" in out.output and "Traceback" not in out.output
+    misuse = CliRunner().invoke(app, ["run", str(target), "--address", "ray-head:6379"])
+    assert misuse.exit_code == 1 and "--address is for --executor ray" in misuse.output
+
+
 def test_the_demo_gives_the_same_results_on_ray_as_locally(
     ray_cluster: Any, tmp_path: Path
 ) -> None:

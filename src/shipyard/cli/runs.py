@@ -8,11 +8,13 @@ from typing import Any
 
 import typer
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from shipyard.cli.output import (
     console,
     duration,
+    err_console,
     fail,
     human_bytes,
     open_workspace,
@@ -83,7 +85,11 @@ def run(
         if executor == "ray":
             from shipyard.pipelines.ray_executor import RayExecutor
 
-            options["executor"] = RayExecutor(address=address)
+            try:
+                options["executor"] = RayExecutor(address=address)
+            except ShipyardError as exc:  # printed escaped: "shipyard[ray]" is not markup
+                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+                raise typer.Exit(1) from None
         if as_json:
             with Runner(ws, **options) as runner:
                 result = runner.run(file, pipeline, params)
