@@ -60,6 +60,21 @@ def note(text: str) -> None:
     say(f"  {DIM}{text}{RESET}")
 
 
+def stop_group(proc: subprocess.Popen[Any], how: signal.Signals) -> bool:
+    """Ask a process we started (the leader of its own session) to stop with ``how``; after
+    10 s, SIGKILL its whole process group. True when it stopped by itself."""
+    if proc.poll() is not None:
+        return True
+    proc.send_signal(how)
+    try:
+        proc.wait(timeout=10)
+        return True
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -107,15 +122,8 @@ class Tour:
         """Run ``shipyard ARGS`` as a user would, print it and its output (the first ``show``
         lines, or those ``keep`` selects); fail the stage on an unexpected exit code."""
         say(f"\n{BOLD}$ shipyard {shlex.join(args)}{RESET}")
-        done = subprocess.run(
-            [sys.executable, "-m", "shipyard", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        out = (done.stdout + done.stderr).rstrip()
+        stdout, stderr, returncode = self.foreground(args)
+        out = (stdout + stderr).rstrip()
         lines = out.splitlines()
         if keep is not None:
             lines = [line for line in lines if keep(line)]
@@ -125,14 +133,33 @@ class Tour:
         if show is not None and len(lines) > show:
             note(f"… {len(lines) - show} more lines")
         wanted = (expect,) if isinstance(expect, int) else expect
-        if done.returncode not in wanted:
+        if returncode not in wanted:
             if keep is not None or (show is not None and len(lines) > show):
                 for line in out.splitlines()[-15:]:
                     say(f"  {RED}{line}{RESET}")
             raise StageFailed(
-                f"`shipyard {shlex.join(args)}` exited {done.returncode}, expected {expect}"
+                f"`shipyard {shlex.join(args)}` exited {returncode}, expected {expect}"
             )
-        return done.stdout
+        return stdout
+
+    def foreground(self, args: tuple[str, ...]) -> tuple[str, str, int]:
+        """Run one command to its end; when the tour is interrupted, interrupt it the way
+        Ctrl-C would (a pipeline run then cancels its steps cleanly), then kill what is left."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shipyard", *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            stdout, stderr = proc.communicate(timeout=300)
+        except BaseException:
+            stop_group(proc, signal.SIGINT)
+            raise
+        return stdout, stderr, proc.returncode
 
     def start(self, name: str, *args: str, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
         """Start ``shipyard ARGS`` in the background; its output goes to a log in the home."""
@@ -154,14 +181,8 @@ class Tour:
     def stop_all(self) -> None:
         """SIGTERM every background process (their clean shutdown), SIGKILL what lingers."""
         for name, proc, fh in reversed(self.background):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    say(f"  {YELLOW}{name} did not stop within 10 s; killing it{RESET}")
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=5)
+            if not stop_group(proc, signal.SIGTERM):
+                say(f"  {YELLOW}{name} did not stop within 10 s; killed it{RESET}")
             fh.close()
         self.background.clear()
 
@@ -237,6 +258,7 @@ def training_holding_the_pool(t: Tour) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
     status = ""
     try:
@@ -255,9 +277,7 @@ def training_holding_the_pool(t: Tour) -> None:
             time.sleep(0.2)
         out, _ = run.communicate(timeout=300)
     finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
+        stop_group(run, signal.SIGINT)
     for line in filter(_run_lines, out.splitlines()):
         say(f"  {line}")
     if run.returncode != 0:
@@ -659,13 +679,12 @@ def summary(t: Tour) -> None:
 
 def main() -> int:
     t = Tour()
-    stopping: list[int] = []
 
     def on_term(signum: int, _frame: object) -> None:
-        stopping.append(signum)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with it ignored
     try:
         with t.stage(1, "setup: workspace, shared quota pool, control loop"):
             setup(t)
