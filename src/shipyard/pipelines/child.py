@@ -133,7 +133,9 @@ def worker_main(task: StepTask, limits: ProcessLimits) -> dict[str, Any]:
     Unlike :func:`step_main` it keeps the worker's session and environment (the cluster's, which
     a remote node needs), adding the runner's ``SHIPYARD_*`` variables and the enforcer's; it
     moves to the runner's folder only where that folder exists. Output still goes to the step's
-    log. The result is also written to ``task.result_path`` where that folder exists."""
+    log (its folder is made on a node that lacks it: the log then stays on that node). The
+    result is also written to ``task.result_path``."""
+    os.makedirs(os.path.dirname(task.log_path) or ".", exist_ok=True)
     _redirect_output(task.log_path)
     log.bind(
         sys.stderr, run_id=task.run_id, pipeline=task.pipeline, step=task.node, attempt=task.attempt
