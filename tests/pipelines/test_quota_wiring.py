@@ -223,12 +223,13 @@ def test_the_cli_runs_in_a_pool_with_a_reservation(
     runs.register(app)
     declare(workspace, "shared", cpu=2, memory="1Gi")
     target = pipeline_file(DIAMOND)
-    out = CliRunner().invoke(app, ["run", str(target), "--pool", "shared", "--reserve", "--json"])
+    args = ["run", str(target), "--pool", "shared", "--reserve", "--priority", "7", "--json"]
+    out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     info = json.loads(out.output)
     assert info["status"] == "succeeded"
     (lease,) = leases(workspace, info["id"])
-    assert lease.priority == 0 and lease.step == "(run reservation)"
+    assert lease.priority == 7 and lease.step == "(run reservation)"
     fresh = pipeline_file(DIAMOND.replace('"diamond"', '"fresh"'), "fresh")  # no recorded pool
     bad = CliRunner().invoke(app, ["run", str(fresh), "--reserve"])
     assert bad.exit_code == 1 and "--reserve needs a pool" in bad.output
