@@ -322,23 +322,22 @@ def export_data(t: Tour) -> dict[str, Any]:
 def drift(t: Tour, data: dict[str, Any]) -> None:
     note("the data pipeline published the training split as the `digits` reference;")
     note("a scoring pipeline draws a batch of new digits and publishes it to monitoring")
-    t.shipyard("run", "examples/pipelines/batch.py", "--pool", "demo", keep=_run_lines)
+    iid = t.shipyard("run", "examples/pipelines/batch.py", "--pool", "demo", keep=_run_brief)
+    show_verdicts(t, iid)
     note("now a batch selected on a real feature: images with heavy ink in the centre")
-    t.shipyard(
+    shift = t.shipyard(
         "run",
         "examples/pipelines/batch.py",
         "--pool",
         "demo",
         "--param",
         "shift=true",
-        keep=_run_lines,
+        keep=_run_brief,
     )
     if has_command("monitors"):
-        t.shipyard("monitors", "list", show=30)
+        t.shipyard("monitors", "show", "digits-batch", show=30)
     else:
-        say(
-            f"  {YELLOW}(skipped: `shipyard monitors list` is not registered in the CLI yet){RESET}"
-        )
+        show_verdicts(t, shift)
     from shipyard.pipelines import latest_output
 
     batch = latest_output("digits-batch", "draw")
@@ -362,6 +361,19 @@ def drift(t: Tour, data: dict[str, Any]) -> None:
         "exit code 3 = the data set drifted (≥ 20 % of columns; default 50 %), for CI gates; "
         f"report: {rel(t.data / 'drift.html')}"
     )
+
+
+def show_verdicts(t: Tour, run_output: str) -> None:
+    """The monitors' verdicts on a published batch, from the run's step log."""
+    ids = [line.split()[1] for line in run_output.splitlines() if line.startswith("run ")]
+    if not ids:
+        raise StageFailed(f"no run id in: {run_output[-200:]}")
+    run = ids[-1]
+
+    def verdict(line: str) -> bool:
+        return "monitor=" in line or not line.startswith(("20", " "))
+
+    t.shipyard("runs", "logs", run, "--step", "monitor", keep=verdict, show=8)
 
 
 def _drift_lines(rows: int) -> Callable[[str], bool]:
