@@ -22,8 +22,8 @@ and the runner records it exactly as it records a local attempt.
 Isolation: by default the remote function has ``max_calls=1``, so each attempt gets a Ray worker
 process of its own that exits afterwards (a step's imports, environment and memory never leak
 into the next one, and its peak RSS and CPU time are its own), at the price of a worker start
-and the imports per step — about 2.5 s on 2 cores (``benchmarks/ray_executor.py``).
-``reuse_workers=True`` lets Ray reuse warm workers (tens of ms per step): the task puts back what
+and the imports per step — 1.4–2.5 s per step on 2 cores (``benchmarks/ray_executor.py``).
+``reuse_workers=True`` lets Ray reuse warm workers (≈ 19 ms per step): the task puts back what
 the step changed in the process and reports its own share of CPU time; its peak RSS is then
 known only when it rose above the worker's earlier peak (else the runner's samples stand in).
 Ray has no retries here (``max_retries=0``): Shipyard retries, under its own admission.
