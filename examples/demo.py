@@ -17,6 +17,7 @@ It exits non-zero, naming the stage, when a stage fails. Ctrl-C stops it cleanly
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
@@ -81,6 +82,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@functools.cache
+def workspace() -> Any:
+    """The tour's workspace, opened once in this process (for the Python API calls)."""
+    from shipyard.workspace import Workspace
+
+    return Workspace.open()
+
+
 def rel(path: Path) -> str:
     try:
         return str(path.relative_to(ROOT))
@@ -105,6 +114,10 @@ class Tour:
             PYTHONWARNINGS="ignore",
             COLUMNS="150",
         )
+        # this process reads the same workspace through the Python API
+        for key in [k for k in os.environ if k.startswith("SHIPYARD_")]:
+            del os.environ[key]
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("SHIPYARD_")})
         self.background: list[tuple[str, subprocess.Popen[bytes], Any]] = []
         self.started = time.monotonic()
         self.stage_times: list[tuple[str, float, str]] = []
@@ -308,7 +321,6 @@ def _run_lines(line: str) -> bool:
 def export_data(t: Tour) -> dict[str, Any]:
     """The data pipeline's latest splits and the trained model, read through the public API
     (``shipyard.pipelines.latest_output``) into files a user could hand to the CLI."""
-    os.environ.update({k: v for k, v in t.env.items() if k.startswith("SHIPYARD_")})
     from shipyard.pipelines import latest_output
 
     t.data.mkdir(parents=True, exist_ok=True)
@@ -439,9 +451,8 @@ def rollout_state(rid: str) -> dict[str, Any]:
     """The rollout as ``shipyard rollout status --json`` shows it, read in-process (a CLI
     start costs seconds of CPU that the model server and the daemon need)."""
     from shipyard.deploy.rollout import get_rollout
-    from shipyard.workspace import Workspace
 
-    view: dict[str, Any] = get_rollout(Workspace.open().store, rid).to_json()
+    view: dict[str, Any] = get_rollout(workspace().store, rid).to_json()
     return view
 
 
@@ -527,9 +538,8 @@ def run_monitors(t: Tour) -> None:
     )
     from shipyard.monitoring.serving import ServingMonitor
     from shipyard.registry import Registry
-    from shipyard.workspace import Workspace
 
-    ws = Workspace.open()
+    ws = workspace()
     checks = ServingMonitor(ws.store, Registry.of(ws)).run(MODEL, t.serve_url)
     colour = {"ok": GREEN, "warning": YELLOW, "alert": RED, "error": RED}
     for c in checks:
