@@ -543,7 +543,8 @@ def run_monitors(t: Tour) -> None:
     checks = ServingMonitor(ws.store, Registry.of(ws)).run(MODEL, t.serve_url)
     colour = {"ok": GREEN, "warning": YELLOW, "alert": RED, "error": RED}
     for c in checks:
-        say(f"  {colour.get(c.status, '')}{c.status:>7}{RESET}  {c.monitor:<28} {c.summary}")
+        summary = c.summary if len(c.summary) <= 110 else c.summary[:107] + "…"
+        say(f"  {colour.get(c.status, '')}{c.status:>7}{RESET}  {c.monitor:<28} {summary}")
 
 
 def alerting(t: Tour) -> None:
