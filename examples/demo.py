@@ -526,7 +526,7 @@ def serving(t: Tour, data: dict[str, Any]) -> None:
     note("a batch client from the same scanner: the shifted images, 1,600 rows a request")
     big = pd_concat(drifted, 1600 // len(drifted) + 1).iloc[:1600]
     heavy = TrafficStats()
-    for _ in range(16):
+    for _ in range(24):
         send_rows(t.serve_url, MODEL, big, batch_rows=len(big), user_prefix="batch", stats=heavy)
     slowest = max(heavy.latencies_s, default=0.0)
     say(f"  batch client:    {heavy.line()}; slowest {1000 * slowest:.0f} ms")
