@@ -126,7 +126,7 @@ class TestRunCommand:
             (["run", "FILE", "--param", "n=many"], "parameter 'n' expects int, got 'many'"),
             (["run", "FILE", "--param", "fast=maybe"], "parameter 'fast' expects bool"),
             (["run", "FILE", "--param", "m=1"], "known parameters: n, fast"),
-            (["run", "FILE", "--executor", "ray"], "unknown executor 'ray'"),
+            (["run", "FILE", "--executor", "nomad"], "unknown executor 'nomad'"),
             (["runs", "show", "abc123"], "run 'abc123' not found"),
             (["runs", "show", "zz"], "is not a run id"),
         ],

@@ -10,6 +10,7 @@ import sys
 from importlib import import_module
 
 import typer
+from rich.markup import escape
 
 from shipyard import __version__
 from shipyard.cli.output import err_console
@@ -65,7 +66,7 @@ def main() -> None:
     try:
         app()
     except ShipyardError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")

@@ -269,8 +269,14 @@ class ServingMonitor:
             summary,
             {"requests": requests, "data_errors": bad, "share": share},
             [
-                ("shipyard_serving_data_errors_total", labels, float(bad)),
-                ("shipyard_serving_errors_total", labels, float(sum(w.errors for w in windows))),
+                # Shares over the monitor's lookback; the cumulative *_total counters that the
+                # error-budget rules read are the server's own (serving/counters.py).
+                ("shipyard_serving_data_error_share", labels, share),
+                (
+                    "shipyard_serving_error_share",
+                    labels,
+                    float(sum(w.errors for w in windows)) / requests if requests else 0.0,
+                ),
             ],
         )
 

@@ -68,7 +68,7 @@ def record_usage(
     now = clock.time()
     pools = list_pools(store)
     outlook: list[Exhaustion] = []
-    with store.session() as s:
+    with store.session(immediate=True) as s:
         leases = list(
             s.scalars(select(QuotaLease).where(QuotaLease.status.in_(("held", "waiting"))))
         )
