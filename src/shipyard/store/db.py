@@ -22,7 +22,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 from shipyard.errors import StoreError
 
@@ -39,10 +38,13 @@ def _alembic_config(url: str) -> Config:
 
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        # A file database keeps a pool of open connections: closing the last connection to a
+        # WAL database checkpoints it, which made every short transaction pay for a checkpoint.
+        pooling: dict[str, Any] = {} if ":memory:" in url else {"pool_size": 8, "max_overflow": 16}
         engine = create_engine(
             url,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
-            poolclass=NullPool if ":memory:" not in url else None,
+            **pooling,
         )
 
         @event.listens_for(engine, "connect")
