@@ -548,20 +548,8 @@ def show_bad_answer(t: Tour, row: Any) -> None:
 
 
 def run_monitors(t: Tour) -> None:
-    """The serving monitors. No CLI runs them yet, so the tour calls their Python API."""
-    say(
-        f"\n{BOLD}>>> ServingMonitor(ws.store, Registry.of(ws)).run({MODEL!r}, {t.serve_url!r})"
-        f"{RESET}   {DIM}(Python API: no CLI runs serving monitors yet){RESET}"
-    )
-    from shipyard.monitoring.serving import ServingMonitor
-    from shipyard.registry import Registry
-
-    ws = workspace()
-    checks = ServingMonitor(ws.store, Registry.of(ws)).run(MODEL, t.serve_url)
-    colour = {"ok": GREEN, "warning": YELLOW, "alert": RED, "error": RED}
-    for c in checks:
-        summary = c.summary if len(c.summary) <= 110 else c.summary[:107] + "…"
-        say(f"  {colour.get(c.status, '')}{c.status:>7}{RESET}  {c.monitor:<28} {summary}")
+    """The serving monitors: skew, prediction drift, data-type problems, latency, outage."""
+    t.shipyard("monitors", "serving", MODEL, "--url", t.serve_url, show=40)
 
 
 def alerting(t: Tour) -> None:

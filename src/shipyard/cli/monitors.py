@@ -8,10 +8,10 @@ import typer
 from rich.table import Table
 
 from shipyard.cli.output import console, fail_on, open_workspace, print_json, when
-from shipyard.errors import ShipyardError
+from shipyard.errors import NotFound, ShipyardError
 
 monitors_app = typer.Typer(
-    help="The monitors of data, training and validation pipelines.", no_args_is_help=True
+    help="The monitors of data, training, validation and serving pipelines.", no_args_is_help=True
 )
 
 STYLE = {"ok": "green", "warning": "yellow", "alert": "bold red", "error": "red"}
@@ -94,6 +94,50 @@ def show(
                 when(r["ts"]) if r else "-",
                 r["summary"] if r else "no result yet",
             )
+    console.print(table)
+
+
+@monitors_app.command("serving")
+def serving_monitors(
+    model: str = typer.Argument(..., help="The served model to check."),
+    url: str = typer.Option(
+        None, "--url", help="The model server to probe (e.g. http://127.0.0.1:8000) for outage."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Run the serving monitors of MODEL's live version now and record their findings.
+
+    Skew of inputs against the training reference, drift of predictions, data-type problems,
+    latency, quality from late labels (and estimated before they arrive), and outage (with --url).
+    """
+    from shipyard.monitoring.serving import ServingMonitor
+    from shipyard.registry import Registry
+
+    try:
+        ws = open_workspace()
+        registry = Registry.of(ws)
+        if not any(m["name"] == model for m in registry.models()):
+            raise NotFound("model", model, "see `shipyard models list`")
+        checks = ServingMonitor(ws.store, registry).run(model, url)
+    except ShipyardError as exc:
+        fail_on(exc)
+    if as_json:
+        print_json(
+            [
+                {
+                    "monitor": c.monitor,
+                    "model": c.model,
+                    "version": c.version,
+                    "status": c.status,
+                    "summary": c.summary,
+                }
+                for c in checks
+            ]
+        )
+        return
+    table = Table("monitor", "version", "status", "summary", title=f"serving monitors of {model}")
+    for c in checks:
+        table.add_row(c.monitor, str(c.version or "-"), _styled(c.status), c.summary)
     console.print(table)
 
 
