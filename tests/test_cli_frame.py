@@ -43,3 +43,9 @@ def test_an_unknown_command_suggests_help() -> None:
     out = shipyard("inti")
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
+
+
+def test_empty_listings_say_what_to_do_and_json_stays_a_list() -> None:
+    assert "no pipelines yet" in shipyard("pipelines", "list").stdout
+    assert "no runs yet" in shipyard("runs", "list").stdout
+    assert shipyard("runs", "list", "--json").stdout.strip() == "[]"

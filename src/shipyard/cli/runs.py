@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,14 +130,11 @@ def runs_list(
         rows = list_runs(open_workspace().store, pipeline, limit)
     except ShipyardError as exc:
         fail(str(exc))
-    if as_json:
-        print_json(rows)
-        return
-    table = Table()
-    for column in ("run", "pipeline", "kind", "status", "started", "duration", "reason"):
-        table.add_column(column)
-    for r in rows:
-        table.add_row(
+    _print_listing(
+        rows,
+        as_json,
+        ("run", "pipeline", "kind", "status", "started", "duration", "reason"),
+        lambda r: (
             r["id"],
             r["pipeline"],
             r["kind"],
@@ -144,8 +142,9 @@ def runs_list(
             when(r["started_at"]),
             duration(r["duration_s"]),
             r["exit_reason"] or "",
-        )
-    console.print(table)
+        ),
+        empty="no runs yet: start one with `shipyard run FILE`",
+    )
 
 
 @runs_app.command("show")
@@ -250,14 +249,11 @@ def pipelines_list(as_json: bool = typer.Option(False, "--json", help="Print JSO
         rows = list_pipelines(open_workspace().store)
     except ShipyardError as exc:
         fail(str(exc))
-    if as_json:
-        print_json(rows)
-        return
-    table = Table()
-    for column in ("pipeline", "kind", "steps", "schedule", "last run", "status", "file"):
-        table.add_column(column)
-    for p in rows:
-        table.add_row(
+    _print_listing(
+        rows,
+        as_json,
+        ("pipeline", "kind", "steps", "schedule", "last run", "status", "file"),
+        lambda p: (
             p["name"],
             p["kind"],
             str(p["steps"]),
@@ -265,7 +261,28 @@ def pipelines_list(as_json: bool = typer.Option(False, "--json", help="Print JSO
             p["last_run"] or "-",
             _styled(p["last_status"]) if p["last_status"] else "-",
             p["file"],
-        )
+        ),
+        empty="no pipelines yet: a pipeline appears here after its first `shipyard run`",
+    )
+
+
+def _print_listing(
+    rows: list[dict[str, Any]],
+    as_json: bool,
+    columns: tuple[str, ...],
+    cells: Callable[[dict[str, Any]], tuple[str, ...]],
+    empty: str,
+) -> None:
+    """A listing as JSON (always a list, even empty) or as a table (or one line when empty)."""
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print(empty)
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*cells(row))
     console.print(table)
 
 
