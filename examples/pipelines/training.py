@@ -2,9 +2,22 @@
 ``train`` split (read with :func:`shipyard.pipelines.latest_output`, recorded as lineage).
 
     shipyard run examples/pipelines/training.py --param C=0.5
+
+With ``--param deploy=true`` it ends with the automated path: ``register → validate → deploy``.
+The fitted model becomes a new version of ``digits`` (lineage: this run and the data it read),
+the validation gate of the model's policy judges it on the held-out ``test`` split against the
+version in production, and a blessed version starts its rollout by itself (which still waits
+for the approvals the policy demands). A version the gate refuses fails the run, with why.
+
+``pixel_scale`` divides every pixel by that number before training and validation: a feature
+refactor done in the training code only (``pixel_scale=16`` puts pixels in [0, 1]). The model
+validates well on equally scaled test data, but the model server still receives raw pixels:
+training/serving skew, which only the canary can catch.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
@@ -12,6 +25,14 @@ from sklearn.pipeline import Pipeline as SkPipeline
 from sklearn.preprocessing import StandardScaler
 
 from shipyard.pipelines import Pipeline, Resources, latest_output, log, step
+
+MODEL = "digits"
+
+
+def _features(frame: pd.DataFrame, pixel_scale: float) -> pd.DataFrame:
+    """The features as this version of the training code prepares them."""
+    x = frame.drop(columns="target")
+    return x / pixel_scale if pixel_scale != 1.0 else x
 
 
 @step(resources=Resources(cpu=1, memory="512Mi"))
@@ -22,27 +43,69 @@ def training_data() -> pd.DataFrame:
 
 
 @step(resources=Resources(cpu=2, memory="1Gi"), timeout_s=600)
-def fit(train: pd.DataFrame, C: float, max_iter: int) -> SkPipeline:
+def fit(train: pd.DataFrame, C: float, max_iter: int, pixel_scale: float) -> SkPipeline:
     """StandardScaler → LogisticRegression (lbfgs, multinomial)."""
     model = SkPipeline(
         [("scale", StandardScaler()), ("clf", LogisticRegression(C=C, max_iter=max_iter))]
     )
-    model.fit(train.drop(columns="target"), train["target"])
+    model.fit(_features(train, pixel_scale), train["target"])
     return model
 
 
 @step(resources=Resources(cpu=1, memory="512Mi"))
-def training_score(model: SkPipeline, train: pd.DataFrame) -> dict[str, float]:
-    accuracy = float(model.score(train.drop(columns="target"), train["target"]))
+def training_score(model: SkPipeline, train: pd.DataFrame, pixel_scale: float) -> dict[str, float]:
+    accuracy = float(model.score(_features(train, pixel_scale), train["target"]))
     log.info("fitted", train_accuracy=accuracy)
     return {"train_accuracy": accuracy}
+
+
+@step(resources=Resources(cpu=1, memory="512Mi"))
+def register(
+    model: SkPipeline, train: pd.DataFrame, score: dict[str, float], C: float, pixel_scale: float
+) -> int:
+    """One call: the model, its signature and reference profile (from the training features),
+    its metrics, and its lineage (this run, the data split it read)."""
+    from shipyard.registry import register_model
+
+    info = register_model(
+        MODEL,
+        model,
+        training_data=_features(train, pixel_scale),
+        metrics=score,
+        tags={"C": C, "pixel_scale": pixel_scale},
+    )
+    log.info("registered", model=MODEL, version=info.version)
+    return info.version
+
+
+@step(resources=Resources(cpu=1, memory="512Mi"))
+def validate_and_deploy(version: int, pixel_scale: float) -> dict[str, Any]:
+    """The policy's gate on the held-out split; a blessed version starts its rollout."""
+    from shipyard import deploy
+    from shipyard.registry import Registry
+
+    test: pd.DataFrame = latest_output("digits-data", "split", "test")
+    outcome, rollout = deploy.validate_and_deploy(
+        Registry.here(), MODEL, version, _features(test, pixel_scale), test["target"]
+    )
+    log.info("gate", passed=outcome.passed, reasons="; ".join(outcome.reasons))
+    if not outcome.passed:
+        raise ValueError(f"{MODEL} v{version} is not blessed: {'; '.join(outcome.reasons)}")
+    assert rollout is not None
+    log.info("rollout started", rollout=rollout.id, state=rollout.state)
+    return {"version": version, "rollout": rollout.id, "state": rollout.state, **outcome.metrics}
 
 
 pipeline = Pipeline("digits-training", kind="training", schedule="0 3 * * *")
 
 
 @pipeline
-def build(C: float = 1.0, max_iter: int = 2000) -> None:
+def build(
+    C: float = 1.0, max_iter: int = 2000, pixel_scale: float = 1.0, deploy: bool = False
+) -> None:
     train = training_data()
-    model = fit(train, C=C, max_iter=max_iter)
-    training_score(model, train)
+    model = fit(train, C=C, max_iter=max_iter, pixel_scale=pixel_scale)
+    score = training_score(model, train, pixel_scale=pixel_scale)
+    if deploy:
+        version = register(model, train, score, C=C, pixel_scale=pixel_scale)
+        validate_and_deploy(version, pixel_scale=pixel_scale)

@@ -66,3 +66,34 @@ def test_data_training_validation_chain(workspace: Workspace) -> None:
     assert found["feature_drift"].status != "ok" and found["label_drift"].status != "ok"
     assert "pixel_2_3" in found["feature_drift"].summary  # a central pixel: the selected region
     assert found["data_problems"].status == "ok"
+
+
+def test_training_ends_with_register_validate_deploy(workspace: Workspace) -> None:
+    """The automated path: a blessed version starts its rollout (waiting for approval); a
+    version the gate refuses fails the run and starts nothing."""
+    from shipyard.deploy import rollouts_of, set_policy
+    from shipyard.registry import Registry
+
+    set_policy(
+        workspace.store,
+        "digits",
+        "gate: {required: true, minimum: {accuracy: 0.9}, no_regression: [accuracy]}\n",
+        actor="ops",
+    )
+    data = run(workspace, "data")
+    split = next(s for s in data["steps"] if s["step"] == "split")  # type: ignore[attr-defined]
+    train = next(e for e in split["lineage"] if e["name"] == "train")
+
+    trained = run(workspace, "training", {"deploy": True})
+    assert trained["status"] == "succeeded", trained["exit_reason"]
+    info = Registry.of(workspace).get("digits", 1)
+    assert info.run_id == trained["id"] and info.lineage["data"] == [train["digest"]]
+    assert info.created_by == trained["created_by"] == workspace.actor
+    assert info.tags["step"] == "register" and info.reference_profile is not None
+    (rollout,) = rollouts_of(workspace.store, "digits")
+    assert (rollout.version, rollout.state) == (1, "waiting_for_approvals")
+
+    refused = run(workspace, "training", {"C": 0.00001, "deploy": True})
+    assert refused["status"] == "failed"
+    assert "digits v2 is not blessed: accuracy" in str(refused["exit_reason"])
+    assert [r.version for r in rollouts_of(workspace.store, "digits")] == [1]

@@ -81,7 +81,7 @@ def test_serving_measures_a_registered_model(cli: typer.Typer, workspace: Worksp
 
     frame = pd.DataFrame({"a": np.arange(20.0), "b": np.arange(20.0) % 3})
     model = LogisticRegression().fit(frame.to_numpy(), np.arange(20) % 2)
-    register_model(workspace, "churn", model, training_data=frame, alias="champion")
+    register_model("churn", model, ws=workspace, training_data=frame, alias="champion")
     out = run(cli, "quota", "serving", "churn@champion", "--qps", "50", "--seconds", "0.2")
     assert "churn v1 measured here" in out and "replicas" in out
 

@@ -1,4 +1,4 @@
-"""``shipyard models list|show|register|import-mlflow|alias``: the model registry."""
+"""``shipyard models list|show|register|validate|import-mlflow|alias``: the model registry."""
 
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def _read_frame(path: Path) -> Any:
+def _read_frame(path: Path, what: str = "training data") -> Any:
     import pandas as pd
 
     if not path.is_file():
-        raise InvalidInput(f"training data {path} does not exist")
+        raise InvalidInput(f"{what} {path} does not exist")
     try:
         if path.suffix == ".parquet":
             return pd.read_parquet(path)
@@ -85,16 +85,40 @@ def show(
     console.print(f"[bold]{info.model}[/] v{info.version}  ({info.flavor})")
     console.print(f"  artifact  sha256:{info.artifact_digest}")
     console.print(f"  created   {when(info.created_at)} by {info.created_by or '-'}")
-    cols = ", ".join(f"{c.name}:{c.type}" for c in info.signature.inputs)
-    console.print(f"  inputs    {cols}")
+    inputs = info.signature.inputs
+    cols = ", ".join(f"{c.name}:{c.type}" for c in inputs[:6])
+    more = f", … ({len(inputs)} columns; --json lists them)" if len(inputs) > 6 else ""
+    console.print(f"  inputs    {cols}{more}")
     console.print(f"  metrics   {json.dumps(info.metrics)}")
-    console.print(f"  lineage   {json.dumps(info.lineage)}")
+    if info.tags:
+        console.print(f"  tags      {json.dumps(info.tags)}")
+    data = ", ".join(d[:12] for d in info.lineage.get("data") or []) or "-"
+    console.print(f"  lineage   run {info.lineage.get('run_id') or '-'}, data {data}")
     console.print(f"  reference {'yes' if info.reference_profile else 'no'}")
+    gate = _gate_result(registry, name, info.version)
+    if gate is not None:
+        verdict = "[green]blessed[/]" if gate.passed else "[red]not blessed[/]"
+        reasons = "; ".join(gate.evidence.get("reasons") or [])
+        console.print(f"  gate      {verdict} {when(gate.ts)} by {gate.actor}: {reasons}")
     for m in moves:
         console.print(
             f"  {when(m.ts)}  {m.alias}: {m.from_version} → {m.to_version}  by {m.actor}"
             + (f"  ({m.reason})" if m.reason else "")
         )
+
+
+def _gate_result(registry: Registry, name: str, version: int) -> Any:
+    """The version's latest validation gate result, if it was validated."""
+    from sqlalchemy import select
+
+    from shipyard.store.deploy import GateResult
+
+    with registry.store.session() as s:
+        q = select(GateResult).where(GateResult.model == name, GateResult.version == version)
+        row = s.scalars(q.order_by(GateResult.ts.desc(), GateResult.id.desc()).limit(1)).first()
+        if row is not None:
+            s.expunge(row)
+        return row
 
 
 @models_app.command("register")
@@ -137,6 +161,49 @@ def register_version(
         tags=_pairs(tag, "tag"), alias=alias, artifact=artifact,
     )  # fmt: skip
     console.print(f"[green]✓[/] registered {info.model} v{info.version} ({info.flavor})")
+
+
+@models_app.command("validate")
+def validate(
+    name: str,
+    data: Path = typer.Argument(..., help="CSV/Parquet evaluation data, features and label."),
+    version: int = typer.Option(..., "--version", "-v", help="The version to validate."),
+    label: str = typer.Option(..., "--label", help="The label column of DATA."),
+    deploy: bool = typer.Option(
+        False, "--deploy", help="When blessed, start its rollout (it still waits for approvals)."
+    ),
+    actor: str | None = typer.Option(None, "--as", help="Who does this (default: SHIPYARD_USER)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Run the validation gate of NAME's policy on VERSION: its absolute thresholds, and no
+    regression against the serving version on the same DATA. The result is kept on the version;
+    a failed gate blocks `shipyard deploy`. Exit code 3 when the version is not blessed."""
+    from shipyard.deploy.gate import validate_and_deploy, validate_version
+
+    frame = _read_frame(data, "evaluation data")
+    if label not in frame.columns:
+        raise InvalidInput(f"{data} has no column {label!r} (columns: {', '.join(frame.columns)})")
+    ws = open_workspace()
+    registry = Registry.of(ws)
+    x, y = frame.drop(columns=label), frame[label]
+    if deploy:
+        outcome, view = validate_and_deploy(registry, name, version, x, y, actor=actor)
+    else:
+        outcome, view = validate_version(registry, name, version, x, y, actor=actor), None
+    if as_json:
+        print_json({**outcome.evidence(), "rollout": view.to_json() if view else None})
+    else:
+        mark = "[green]✓ blessed[/]" if outcome.passed else "[red]✗ not blessed[/]"
+        console.print(f"{mark} {name} v{version}: " + "; ".join(outcome.reasons))
+        serving = outcome.serving_version
+        for metric, value in sorted(outcome.metrics.items()):
+            was = outcome.serving_metrics.get(metric)
+            versus = f"   (serving v{serving}: {was:.4f})" if was is not None else ""
+            console.print(f"  {metric:<10} {value:.4f}{versus}")
+        if view is not None:
+            console.print(f"rollout {view.id}: {view.state} — `shipyard rollout status {view.id}`")
+    if not outcome.passed:
+        raise typer.Exit(3)
 
 
 @models_app.command("import-mlflow")

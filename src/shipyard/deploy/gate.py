@@ -166,11 +166,15 @@ def validate_version(
     x: Any,
     y: Any,
     *,
-    actor: str,
+    actor: str | None = None,
     gate: Gate | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> GateOutcome:
-    """Evaluate ``version`` (and the serving version) on (x, y); record and return the result."""
+    """Evaluate ``version`` (and the serving version) on (x, y); record and return the result.
+
+    ``actor`` defaults to the registry's (inside a pipeline step: the user who started the run).
+    """
+    actor = actor or registry.actor
     store = registry.store
     gate = gate or load_policy(store, model).gate
     names = {*gate.minimum, *gate.maximum, *gate.no_regression}
@@ -211,11 +215,15 @@ def validate_and_deploy(
     x: Any,
     y: Any,
     *,
-    actor: str,
+    actor: str | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> tuple[GateOutcome, RolloutView | None]:
     """The automated path at the end of a training pipeline: validate, and if blessed start the
-    rollout (which still waits for the approvals the policy demands)."""
+    rollout (which still waits for the approvals the policy demands).
+
+    From a step: ``validate_and_deploy(Registry.here(), "churn", v.version, x_test, y_test)``.
+    """
+    actor = actor or registry.actor
     outcome = validate_version(registry, model, version, x, y, actor=actor, clock=clock)
     if not outcome.passed:
         return outcome, None

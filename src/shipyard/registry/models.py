@@ -15,10 +15,11 @@ from sqlalchemy import func, select
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import InvalidInput, NotFound
+from shipyard.pipelines import context
 from shipyard.registry import flavors
 from shipyard.registry.signature import Signature
 from shipyard.store.registry import AliasEvent, ModelAlias, ModelVersion, RegisteredModel
-from shipyard.store.tables import AuditEvent
+from shipyard.store.tables import AuditEvent, Lineage, Run, StepRun
 
 if TYPE_CHECKING:
     from shipyard.artifacts import ArtifactStore
@@ -137,6 +138,22 @@ class Registry:
     @classmethod
     def of(cls, ws: Workspace) -> Registry:
         return cls(ws.store, ws.artifacts, ws.clock, ws.actor)
+
+    @classmethod
+    def here(cls, ws: Workspace | None = None) -> Registry:
+        """The registry of ``ws``; inside a running step, the step's workspace, acting as the
+        user who started the run; elsewhere, the workspace of the current settings."""
+        if ws is not None:
+            return cls.of(ws)
+        ctx = context.current()
+        if ctx is None:
+            from shipyard.workspace import Workspace
+
+            return cls.of(Workspace.open())
+        with ctx.store.session() as s:
+            run = s.get(Run, ctx.run_id)
+            actor = run.created_by if run is not None else ""
+        return cls(ctx.store, ctx.artifacts, SYSTEM_CLOCK, actor)
 
     # -- writing -------------------------------------------------------------------------------
     def register(
@@ -358,6 +375,40 @@ class Registry:
         return info, flavors.load(info.flavor, data)
 
 
-def register_model(ws: Workspace, name: str, model: Any, **kwargs: Any) -> VersionInfo:
-    """One call from a training step: ``register_model(ws, "churn", clf, training_data=X)``."""
-    return Registry.of(ws).register(name, model, **kwargs)
+def register_model(
+    name: str, model: Any, *, ws: Workspace | None = None, **kwargs: Any
+) -> VersionInfo:
+    """One call from a training step: ``register_model("churn", clf, training_data=X)``.
+
+    Inside a step the version's lineage is filled in: the run that trained it, the data
+    artifacts that run has read so far (its ``consumed`` lineage, e.g. the data pipeline's
+    split), the pipeline and step as tags, and the run's author as the version's author (so
+    four-eyes approval knows who may not approve it). ``kwargs`` are :meth:`Registry.register`'s.
+    """
+    registry = Registry.here(ws)
+    ctx = context.current() if ws is None else None
+    if ctx is not None:
+        kwargs.setdefault("run_id", ctx.run_id)
+        if "data_digests" not in kwargs:
+            kwargs["data_digests"] = _consumed_by_run(registry.store, ctx)
+        kwargs["tags"] = {"pipeline": ctx.pipeline, "step": ctx.step, **(kwargs.get("tags") or {})}
+    return registry.register(name, model, **kwargs)
+
+
+def _consumed_by_run(store: Store, ctx: context.StepContext) -> list[str]:
+    """Digests of the artifacts from outside the run that its steps have read, in order.
+
+    A step's input from an earlier step of the same run is recorded as consumed under the
+    name ``STEP:OUTPUT``; that is the run's own data, not where its data came from.
+    """
+    with store.session() as s:
+        rows = s.execute(
+            select(Lineage.digest, Lineage.name, StepRun.step)
+            .join(StepRun, StepRun.id == Lineage.step_run_id)
+            .where(StepRun.run_id == ctx.run_id, Lineage.direction == "consumed")
+            .order_by(Lineage.id)
+        ).all()
+        steps = set(s.scalars(select(StepRun.step).where(StepRun.run_id == ctx.run_id)))
+    read = [digest for digest, name, _ in rows if name.split(":", 1)[0] not in steps]
+    digests = [*read, *(c["digest"] for c in ctx.consumed)]
+    return list(dict.fromkeys(digests))
