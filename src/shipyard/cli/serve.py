@@ -10,26 +10,59 @@ from shipyard.cli.output import console, open_workspace
 def serve(
     host: str = typer.Option(None, "--host", help="Address to listen on (default: settings)."),
     port: int = typer.Option(
-        None, "--port", min=0, max=65535, help="Port (default: settings, 8000)."
+        None, "--port", min=0, max=65535, help="Port (default: settings, 8000; 0: a free one)."
     ),
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="Worker processes."),
     model: str = typer.Option(None, "--model", help="The model /invocations answers for."),
     no_monitoring: bool = typer.Option(
         False, "--no-monitoring", help="Serve without windows, profiles or request logs."
     ),
+    pool: str = typer.Option(
+        None, "--pool", help="Run on a lease in this quota pool (refused if it cannot fit)."
+    ),
+    cpu: float = typer.Option(
+        None, "--cpu", min=0.001, help="CPUs to ask of --pool (default: 1 per worker)."
+    ),
+    memory: str = typer.Option(
+        None, "--memory", help="Memory to ask of --pool, e.g. 1Gi (default: 512Mi per worker)."
+    ),
+    wait: float = typer.Option(
+        60.0, "--wait", min=0, help="Seconds to wait for --pool to have room before giving up."
+    ),
     log_level: str = typer.Option("warning", "--log-level", help="Uvicorn's log level."),
 ) -> None:
     """Serve every model whose default alias points at a version (OIP V2 and MLflow scoring).
 
-    Alias moves are picked up within a second, without a restart.
+    Alias moves are picked up within a second, without a restart. With --pool the server holds
+    a quota lease while it runs, reports its measured CPU and memory on it, and releases it
+    when stopped.
     """
-    from shipyard.serving.server import run
+    from shipyard.errors import InvalidInput
+    from shipyard.quota import parse_amounts
+    from shipyard.serving.server import free_port, run
 
     settings = open_workspace().settings
     host = host or settings.serving.host
     port = settings.serving.port if port is None else port
-    console.print(f"serving on http://{host}:{port} with {workers} worker(s)")
-    run(host, port, workers, default_model=model, monitoring=not no_monitoring, log_level=log_level)
+    if pool is None and (cpu is not None or memory is not None):
+        raise InvalidInput("--cpu and --memory size the lease of --pool: give --pool too")
+    if memory is not None:
+        parse_amounts({"memory": memory}, what="--memory")  # a bad size fails before anything
+    if port == 0:
+        port = free_port(host)
+    run(
+        host,
+        port,
+        workers,
+        default_model=model,
+        monitoring=not no_monitoring,
+        log_level=log_level,
+        pool=pool,
+        cpu=cpu,
+        memory=memory,
+        wait_s=wait,
+        announce=lambda line: console.print(line, soft_wrap=True),
+    )
 
 
 def register(app: typer.Typer) -> None:

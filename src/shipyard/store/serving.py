@@ -1,4 +1,5 @@
-"""The model server's tables: flushed telemetry windows, logged predictions, late labels.
+"""The model server's tables: flushed telemetry windows, logged predictions, late labels, and
+the running server instances (where each answers, what it serves, the lease it holds).
 
 A window row is keyed by (worker, model, version, window start): a worker that flushes the same
 window twice (a retry after a lost reply) writes it once; a worker killed mid-window loses only
@@ -12,7 +13,7 @@ from typing import Any
 from sqlalchemy import Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shipyard.store.base import Base
+from shipyard.store.base import Base, new_id
 
 
 class ServingWindow(Base):
@@ -70,3 +71,30 @@ class FeedbackRecord(Base):
     note: Mapped[str] = mapped_column(Text, default="")
 
     __table_args__ = (Index("ix_serving_feedback_request", "model", "request_id"),)
+
+
+class ServingInstance(Base):
+    """A running ``shipyard serve`` process: where it answers, what it serves, and the quota
+    lease it holds (if it was started with ``--pool``).
+
+    Written by the server's main process when it starts, its ``heartbeat_at`` renewed with the
+    lease, ``stopped_at`` set on a clean shutdown. An instance whose heartbeat is older than
+    its ``ttl_s`` is gone (SIGKILL, a lost machine): the control loop no longer probes it, and
+    its lease expires the same way.
+    """
+
+    __tablename__ = "serving_instances"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    url: Mapped[str] = mapped_column(String(300))
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    workers: Mapped[int] = mapped_column(Integer, default=1)
+    models: Mapped[list[Any]] = mapped_column(default=list)
+    pool: Mapped[str | None] = mapped_column(String(100), default=None)
+    lease_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+    ttl_s: Mapped[float] = mapped_column(Float)
+    stopped_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+    __table_args__ = (Index("ix_serving_instances_heartbeat", "stopped_at", "heartbeat_at"),)
