@@ -7,7 +7,8 @@ a function of the :class:`DaemonContext`), e.g. the deployment wing's rollout ad
     def _advance(ctx: DaemonContext) -> None:
         advance_rollouts(ctx.store, ctx.clock)
 
-Built in: ``pipelines.schedule`` (cron), ``monitors.evaluate``, ``alerts.evaluate``,
+Built in: ``pipelines.schedule`` (cron), ``monitors.evaluate``, ``monitors.serving`` (the
+serving monitors of every live model, probing the running model servers), ``alerts.evaluate``,
 ``notifications.deliver``, ``rollouts.advance`` (``shipyard.deploy.loop.advance_rollouts``),
 ``quota.reclaim``; the other wings' functions are imported lazily, when they exist.
 
@@ -244,6 +245,15 @@ def _schedule(ctx: DaemonContext) -> object:
 def _monitors(ctx: DaemonContext) -> object:
     fn = _optional("shipyard.monitoring", "evaluate_monitors")
     return fn(ctx.store, ctx.clock) if fn else None
+
+
+@periodic_task("monitors.serving", interval_s=30)
+def _serving_monitors(ctx: DaemonContext) -> object:
+    """The serving monitors of every live model, probing the running model servers."""
+    from shipyard.monitoring.serving import monitor_live_models
+    from shipyard.registry import Registry
+
+    return monitor_live_models(ctx.store, Registry.of(ctx.workspace), ctx.clock)
 
 
 @periodic_task("alerts.evaluate", interval_s=0)  # every tick

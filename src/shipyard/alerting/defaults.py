@@ -17,9 +17,15 @@ Which writer feeds which rule (the series must exist under exactly these names a
 - QuotaUsageHigh, QuotaExhaustionSoon: ``shipyard_quota_used_fraction{pool,resource}`` — quota;
 - TrainingFailed, TrainingSlow: ``shipyard_run_failed{kind,pipeline}``,
   ``shipyard_training_duration_ratio{pipeline}`` — monitoring.training;
-- ModelQualityDrop: ``shipyard_model_quality_drop`` — monitoring.serving;
+- ModelQualityDrop: ``shipyard_model_quality_drop{model,version,metric,source}`` (registered
+  minus measured or estimated, positive = worse) — monitoring.serving;
 - ServingLatencyHigh, ModelOutage: ``shipyard_serving_request_duration_seconds{quantile}``,
-  ``shipyard_serving_probe_up`` — monitoring.serving;
+  ``shipyard_serving_probe_up`` — monitoring.serving (run by the daemon's ``monitors.serving``
+  for every live model; 0 also when a live model has no running server);
+- ModelTrafficStopped: ``shipyard_serving_recent_requests{model}`` — monitoring.serving's outage
+  check, written only while traffic is expected (the model had requests within a day);
+- ServingQuotaHigh: ``shipyard_serving_quota_used_fraction{model,pool,resource}`` —
+  monitoring.serving's quota check, from the leases that ``shipyard serve --pool`` holds;
 - ErrorBudgetBurn, ServingBadInput: the cumulative ``shipyard_serving_requests_total``,
   ``…_errors_total`` and ``…_data_errors_total{model,version}`` — the model server's flushes
   (:mod:`shipyard.serving.counters`);
@@ -182,6 +188,38 @@ def default_rules() -> list[Rule]:
                 "{{ $labels.model }} stopped answering",
                 "The synthetic probe of the model server failed for a minute.",
                 "model-outage",
+            ),
+        ),
+        Rule(
+            "ModelTrafficStopped",
+            "threshold",
+            "shipyard_serving_recent_requests",
+            op="<",
+            threshold=1,
+            for_s=600,
+            lookback_s=600,
+            severity="page",
+            annotations=_notes(
+                "{{ $labels.model }} gets no traffic",
+                "No request reached any server of the model for 10 minutes (on top of the "
+                "monitor's 5-minute lookback), after traffic in the day before.",
+                "model-traffic-stopped",
+            ),
+        ),
+        Rule(
+            "ServingQuotaHigh",
+            "threshold",
+            "shipyard_serving_quota_used_fraction",
+            threshold=0.9,
+            for_s=600,
+            lookback_s=600,
+            severity="ticket",
+            annotations=_notes(
+                "A server of {{ $labels.model }} uses {{ $value }} of its {{ $labels.resource }} "
+                "lease in {{ $labels.pool }}",
+                "Measured usage stayed above 90 % of what the serving lease grants for 10 "
+                "minutes: give `shipyard serve` more (--cpu, --memory) or add a replica.",
+                "serving-quota",
             ),
         ),
         Rule(

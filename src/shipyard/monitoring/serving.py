@@ -11,18 +11,26 @@ every check as a ``Finding`` and its numbers as ``MetricPoint`` rows, in one tra
 - **quality** from late labels joined to logged predictions by request id: accuracy, F1 and AUC
   (classifiers) or MAE and RMSE (regressors).
 - **estimated quality** before labels arrive: confidence-based performance estimation (CBPE).
-- **outage**: a synthetic probe of the server and the absence of traffic that was expected.
+- **outage**: a synthetic probe of the server(s) and the absence of traffic that was expected.
+- **quota**: what each live server of the model uses of the quota lease it holds.
+
+The quality checks also write ``shipyard_model_quality_drop{model,version,metric,source}``:
+the registered metric minus the measured (``source="labels"``) or estimated
+(``source="estimated"``) one, so that a positive value is always worse (measured minus
+registered for the lower-is-better ``mae`` and ``rmse``) — the series ``ModelQualityDrop`` reads.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import InvalidInput, NotFound
@@ -34,7 +42,12 @@ from shipyard.store.tables import Finding, MetricPoint
 if TYPE_CHECKING:
     from shipyard.store import Store
 
+log = logging.getLogger("shipyard.monitoring")
+
 OK, WARNING, ALERT, ERROR = "ok", "warning", "alert", "error"
+LOWER_IS_BETTER = ("mae", "rmse")
+QUALITY_DROP = "shipyard_model_quality_drop"
+QUOTA_USED_FRACTION = "shipyard_serving_quota_used_fraction"
 
 
 @dataclass
@@ -64,6 +77,10 @@ class ServingMonitorConfig:
     """An alert when a quality metric falls this far below the one registered with the model."""
     max_calibration_error: float = 0.1
     probe_timeout_s: float = 2.0
+    traffic_history_s: float = 86400.0
+    """Requests in this span before the recent period make traffic *expected* now."""
+    max_quota_fraction: float = 0.9
+    """A warning when a server uses more than this share of a resource its lease grants."""
     drift: DriftConfig = field(default_factory=DriftConfig)
 
 
@@ -127,6 +144,30 @@ def expected_calibration_error(
         if sel.any():
             ece += sel.mean() * abs(labels[sel].mean() - proba_positive[sel].mean())
     return float(ece)
+
+
+def quality_drop(metric: str, registered: float, measured: float) -> float:
+    """How much worse ``measured`` is than ``registered``: positive = worse, for any metric."""
+    if metric in LOWER_IS_BETTER:
+        return measured - registered
+    return registered - measured
+
+
+def _drop_metrics(
+    info: VersionInfo, values: dict[str, float], source: str
+) -> list[tuple[str, dict[str, str], float]]:
+    out = []
+    for metric, value in values.items():
+        registered = info.metrics.get(metric)
+        if isinstance(registered, int | float) and not isinstance(registered, bool):
+            labels = {
+                "model": info.model,
+                "version": str(info.version),
+                "metric": metric,
+                "source": source,
+            }
+            out.append((QUALITY_DROP, labels, quality_drop(metric, float(registered), value)))
+    return out
 
 
 def _labels_key(labels: dict[str, str]) -> str:
@@ -383,6 +424,7 @@ class ServingMonitor:
             f"; worse than registered: {worse}" if worse else ""
         )
         metrics = [(f"shipyard_model_{k}", series, v) for k, v in values.items()]
+        metrics += _drop_metrics(info, values, "labels")
         evidence = {"rows": len(y_true), "metrics": values, "registered": info.metrics}
         return Check(name, info.model, info.version, status, summary, evidence, metrics)
 
@@ -428,6 +470,7 @@ class ServingMonitor:
             notes.append(f"below the registered accuracy {float(registered):.3f}")
         labels = {"model": info.model, "version": str(info.version)}
         metrics = [(f"shipyard_model_estimated_{k2[9:]}", labels, v) for k2, v in estimate.items()]
+        metrics += _drop_metrics(info, {k2[9:]: v for k2, v in estimate.items()}, "estimated")
         summary = f"estimated accuracy {estimate['expected_accuracy']:.3f} from {len(proba)} rows"
         if notes:
             summary += "; " + "; ".join(notes)
@@ -445,26 +488,50 @@ class ServingMonitor:
             return None
         return expected_calibration_error(np.asarray(p), np.asarray(y))
 
-    def outage(self, model: str, url: str | None = None, expect_traffic: bool = True) -> Check:
-        """A synthetic probe (when given the server's URL) plus the absence of expected traffic."""
+    def outage(
+        self,
+        model: str,
+        url: str | Sequence[str] | None = None,
+        expect_traffic: bool = True,
+        *,
+        expect_server: bool = False,
+    ) -> Check:
+        """A synthetic probe of the server(s) at ``url`` plus the absence of expected traffic.
+
+        ``shipyard_serving_probe_up`` is 1 when any server answers ready for the model (a load
+        balancer in front of them still gets answers), 0 when none does — and 0 when
+        ``expect_server`` (the model is live) but no server is running to probe.
+        ``shipyard_serving_recent_requests`` is written while traffic is expected (requests
+        within ``traffic_history_s``), so that a model that never had traffic alerts nothing.
+        """
         name = "serving.outage"
         evidence: dict[str, Any] = {}
         problems = []
         labels = {"model": model}
         metrics: list[tuple[str, dict[str, str], float]] = []
-        if url is not None:
-            up, why, seconds = self._probe(url, model)
-            evidence["probe"] = {"up": up, "detail": why, "seconds": seconds}
-            metrics.append(("shipyard_serving_probe_up", labels, 1.0 if up else 0.0))
-            if not up:
-                problems.append(f"probe failed: {why}")
+        urls = [url] if isinstance(url, str) else list(url or [])
+        if urls:
+            probes = []
+            for u in urls:
+                up, why, seconds = self._probe(u, model)
+                probes.append({"url": u, "up": up, "detail": why, "seconds": seconds})
+            answering = [p for p in probes if p["up"]]
+            evidence["probe"] = (answering or probes)[0]
+            evidence["probes"] = probes
+            metrics.append(("shipyard_serving_probe_up", labels, 1.0 if answering else 0.0))
+            if not answering:
+                problems.append("probe failed: " + "; ".join(str(p["detail"]) for p in probes))
+        elif expect_server:
+            evidence["probe"] = {"up": False, "detail": "no running model server serves it"}
+            metrics.append(("shipyard_serving_probe_up", labels, 0.0))
+            problems.append("live, but no running model server serves it")
         now = self.clock.time()
-        recent = self._windows(model, None, now - self.config.period_s)
-        before = self._windows(model, None, now - 12 * self.config.period_s)
-        recent_requests = sum(w.requests for w in recent)
-        earlier = sum(w.requests for w in before if w.window_end < now - self.config.period_s)
+        since = now - self.config.period_s
+        recent_requests = self._requests(model, since, now)
+        earlier = self._requests(model, now - self.config.traffic_history_s, since)
         evidence["traffic"] = {"recent": recent_requests, "earlier": earlier}
-        metrics.append(("shipyard_serving_recent_requests", labels, float(recent_requests)))
+        if recent_requests or earlier:
+            metrics.append(("shipyard_serving_recent_requests", labels, float(recent_requests)))
         if expect_traffic and recent_requests == 0 and earlier > 0:
             problems.append(
                 f"no traffic in the last {self.config.period_s:.0f} s "
@@ -473,6 +540,67 @@ class ServingMonitor:
         status = ALERT if problems else OK
         summary = "; ".join(problems) if problems else "answering"
         return Check(name, model, None, status, summary, evidence, metrics)
+
+    def _requests(self, model: str, since: float, until: float) -> int:
+        """Requests in the windows of ``model`` that ended in ``[since, until]``."""
+        with self.store.session() as s:
+            total = s.scalar(
+                select(func.coalesce(func.sum(ServingWindow.requests), 0)).where(
+                    ServingWindow.model == model,
+                    ServingWindow.window_end >= since,
+                    ServingWindow.window_end <= until,
+                )
+            )
+        return int(total or 0)
+
+    def quota(self, model: str) -> Check:
+        """Each live server's measured use of the quota lease it holds, per resource.
+
+        ``shipyard_serving_quota_used_fraction{model,pool,resource}`` = used / granted, the
+        largest over the model's servers in that pool (the one closest to its grant)."""
+        from shipyard.serving.instances import instance_leases
+
+        name = "serving.quota"
+        leases = [
+            x for x in instance_leases(self.store, self.clock.time(), model) if x.status == "held"
+        ]
+        if not leases:
+            return Check(name, model, None, OK, "no running server of it holds a quota lease")
+        worst: dict[tuple[str, str], float] = {}
+        servers = []
+        for lease in leases:
+            fractions = {
+                r: lease.used[r] / granted
+                for r, granted in lease.granted.items()
+                if granted > 0 and r in lease.used
+            }
+            servers.append(
+                {
+                    "url": lease.instance.url,
+                    "pool": lease.pool,
+                    "lease": lease.instance.lease_id,
+                    "granted": lease.granted,
+                    "used": lease.used,
+                    "fraction": fractions,
+                }
+            )
+            for r, f in fractions.items():
+                worst[(lease.pool, r)] = max(f, worst.get((lease.pool, r), 0.0))
+        metrics = [
+            (QUOTA_USED_FRACTION, {"model": model, "pool": pool, "resource": r}, f)
+            for (pool, r), f in sorted(worst.items())
+        ]
+        high = {f"{pool}/{r}": f for (pool, r), f in worst.items() if f > self.max_fraction}
+        status = ALERT if any(f > 1 for f in high.values()) else WARNING if high else OK
+        shown = ", ".join(f"{r} {f:.0%}" for (_, r), f in sorted(worst.items()))
+        summary = f"{len(leases)} server(s) use {shown or 'nothing measured yet'} of their lease"
+        if high:
+            summary += f"; above {self.max_fraction:.0%}: {sorted(high)}"
+        return Check(name, model, None, status, summary, {"servers": servers}, metrics)
+
+    @property
+    def max_fraction(self) -> float:
+        return self.config.max_quota_fraction
 
     def _probe(self, url: str, model: str) -> tuple[bool, str, float]:
         started = self.clock.monotonic()
@@ -487,11 +615,13 @@ class ServingMonitor:
             return False, f"{type(exc).__name__}: {exc}", self.clock.monotonic() - started
 
     # -- running and recording -----------------------------------------------------------------
-    def checks(self, model: str, url: str | None = None) -> list[Check]:
+    def checks(
+        self, model: str, url: str | Sequence[str] | None = None, *, expect_server: bool = False
+    ) -> list[Check]:
         try:
             info = self.registry.get(model)
         except NotFound:
-            return [self.outage(model, url)]
+            return [self.outage(model, url, expect_server=expect_server)]
         return [
             self.input_skew(info),
             self.prediction_drift(info),
@@ -499,12 +629,18 @@ class ServingMonitor:
             self.latency(info),
             self.quality(info),
             self.estimated_quality(info),
-            self.outage(model, url),
+            self.outage(model, url, expect_server=expect_server),
+            self.quota(model),
         ]
 
-    def run(self, model: str, url: str | None = None) -> list[Check]:
-        """Every check for the model's live version, recorded in one transaction."""
-        checks = self.checks(model, url)
+    def run(
+        self, model: str, url: str | Sequence[str] | None = None, *, expect_server: bool = False
+    ) -> list[Check]:
+        """Every check for the model's live version, recorded in one transaction.
+
+        ``url``: the server (or servers) to probe; ``expect_server``: the model is live, so
+        no server to probe is an outage (the control loop's ``monitors.serving`` task)."""
+        checks = self.checks(model, url, expect_server=expect_server)
         self.record(checks)
         return checks
 
@@ -534,6 +670,32 @@ class ServingMonitor:
                             value=float(value),
                         )
                     )
+
+
+def monitor_live_models(
+    store: Store,
+    registry: Registry,
+    clock: Clock = SYSTEM_CLOCK,
+    config: ServingMonitorConfig | None = None,
+) -> dict[str, list[Check]]:
+    """Run the serving monitors of every live model, probing every running model server.
+
+    Live: a default alias or a deploy traffic split (:func:`shipyard.serving.live_versions`).
+    Every ``shipyard serve`` serves every live model, so each running server is probed for
+    each; a live model with no running server is an outage (``probe_up`` 0). One model's
+    failure is logged and does not stop the others.
+    """
+    from shipyard.serving.instances import live_instances, live_model_names
+
+    monitor = ServingMonitor(store, registry, clock, config)
+    urls = [i.url for i in live_instances(store, clock.time())]
+    out: dict[str, list[Check]] = {}
+    for model in live_model_names(store):
+        try:
+            out[model] = monitor.run(model, urls, expect_server=True)
+        except Exception:
+            log.exception("serving monitors of %s failed", model)
+    return out
 
 
 def _jsonable(value: Any) -> Any:
