@@ -1,5 +1,6 @@
 """The control loop: pluggable periodic tasks, one leader among many daemons, cron schedules
-that neither lose a missed run nor start a running one twice, clean shutdown on SIGTERM."""
+that neither lose a missed run nor start a running one twice, serving monitors that page when a
+live model's server stops answering, clean shutdown on SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
 from sqlalchemy import select
 
 from shipyard.alerting.config import build_config
@@ -26,9 +31,11 @@ from shipyard.daemon import (
     registered_tasks,
     start_scheduled_runs,
 )
+from shipyard.registry import Registry
+from shipyard.serving.instances import heartbeat_instance, live_instances, register_instance
 from shipyard.store import Store
-from shipyard.store.alerting import LeaderLease, ScheduleState
-from shipyard.store.tables import MetricPoint, PipelineRecord, Run
+from shipyard.store.alerting import AlertRecord, LeaderLease, ScheduleState
+from shipyard.store.tables import Finding, MetricPoint, PipelineRecord, Run
 from shipyard.workspace import Workspace
 
 T0 = 1_700_000_100.0  # 2023-11-14 22:15:00 UTC, on a 5-minute boundary
@@ -196,6 +203,70 @@ class TestSchedule:
     def test_a_bad_cron_expression_is_skipped(self, workspace: Workspace) -> None:
         _pipeline(workspace, schedule="every tuesday")
         assert start_scheduled_runs(_context(workspace, FakeClock(T0), [])) == []
+
+
+class TestServingMonitors:
+    """``monitors.serving`` probes every running model server for every live model."""
+
+    @pytest.fixture
+    def ws(self, db_url: str, tmp_path: Path) -> Iterator[Workspace]:
+        workspace = Workspace.open(home=tmp_path / "home", db_url=db_url)
+        x = pd.DataFrame(np.random.default_rng(0).normal(size=(60, 2)), columns=["a", "b"])
+        model = LogisticRegression().fit(x.to_numpy(), x["a"] > 0)
+        Registry.of(workspace).register("churn", model, training_data=x, alias="champion")
+        yield workspace
+        workspace.store.dispose()
+
+    def _outage(self, ws: Workspace) -> list[AlertRecord]:
+        with ws.store.session() as s:
+            return [
+                a
+                for a in s.scalars(select(AlertRecord).where(AlertRecord.state == "firing"))
+                if a.labels["alertname"] == "ModelOutage"
+            ]
+
+    def test_a_live_model_whose_server_stopped_answering_pages_model_outage(
+        self, ws: Workspace
+    ) -> None:
+        clock = FakeClock(T0)
+        tasks = [t for t in registered_tasks() if t.name in ("monitors.serving", "alerts.evaluate")]
+        loop = Daemon(_context(ws, clock, []), tasks=tasks)
+        dead = register_instance(
+            ws.store, url="http://127.0.0.1:9", host="127.0.0.1", workers=1, ttl_s=90,
+            now=clock.time(), models=["churn"],
+        )  # fmt: skip
+        for _ in range(3):  # 0, 30, 60 s: pending, then firing after `for: 1m`
+            heartbeat_instance(ws.store, dead, clock.time())
+            loop.tick()
+            clock.advance(30)
+        (alert,) = self._outage(ws)
+        assert alert.labels["model"] == "churn" and alert.labels["severity"] == "page"
+        with ws.store.session() as s:
+            finding = s.scalars(
+                select(Finding)
+                .where(Finding.monitor == "serving.outage")
+                .order_by(Finding.id.desc())
+            ).first()
+        assert finding is not None and "probe failed" in finding.summary
+
+    def test_a_live_model_with_no_running_server_pages_model_outage(self, ws: Workspace) -> None:
+        clock = FakeClock(T0)
+        tasks = [t for t in registered_tasks() if t.name in ("monitors.serving", "alerts.evaluate")]
+        loop = Daemon(_context(ws, clock, []), tasks=tasks)
+        gone = register_instance(  # killed long ago: its heartbeat is past its ttl
+            ws.store, url="http://127.0.0.1:9", host="127.0.0.1", workers=1, ttl_s=30,
+            now=clock.time() - 600, models=["churn"],
+        )  # fmt: skip
+        assert gone and live_instances(ws.store, clock.time()) == []
+        for _ in range(3):
+            loop.tick()
+            clock.advance(30)
+        assert len(self._outage(ws)) == 1
+        with ws.store.session() as s:
+            summary = s.scalars(
+                select(Finding.summary).where(Finding.monitor == "serving.outage")
+            ).first()
+        assert summary == "live, but no running model server serves it"
 
 
 def test_sigterm_stops_cleanly_and_gives_the_lease_up(workspace: Workspace) -> None:
