@@ -188,3 +188,17 @@ def test_process_usage_counts_the_cpu_of_the_whole_process_tree() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_migration_creates_the_instances_table_the_model_describes(ws: Workspace) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    import shipyard.store.schema  # noqa: F401 - every table module, so the metadata is complete
+    from shipyard.store import Base
+
+    with ws.store.engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diffs = compare_metadata(ctx, Base.metadata)
+    assert [d for d in diffs if "serving_instances" in str(d)] == []
+    assert "0009_serving_instances" in ws.store.applied_revisions()
