@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 
 import typer
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from shipyard.cli import monitors
+from shipyard.serving.instances import register_instance
+from shipyard.store.tables import MetricPoint
 
 from .conftest import Running
 
@@ -38,3 +42,20 @@ def test_an_unknown_model_is_one_clear_line(served: Running) -> None:
     result = CliRunner().invoke(_app(), ["monitors", "serving", "nope"])
     assert result.exit_code == 1
     assert "model 'nope' not found" in result.output
+
+
+def test_without_url_the_running_servers_are_probed(served: Running) -> None:
+    register_instance(
+        served.ws.store, url=served.url, host="127.0.0.1", workers=1, ttl_s=30,
+        now=time.time(), models=["iris"],
+    )  # fmt: skip
+    result = CliRunner().invoke(_app(), ["monitors", "serving", "iris", "--json"])
+    assert result.exit_code == 0, result.output
+    checks = {c["monitor"]: c for c in json.loads(result.output)}
+    assert checks["serving.outage"]["status"] == "ok"
+    with served.ws.store.session() as s:
+        up = s.scalars(
+            select(MetricPoint.value).where(MetricPoint.name == "shipyard_serving_probe_up")
+        ).all()
+    assert up == [1.0]
+    assert checks["serving.quota"]["summary"] == "no running server of it holds a quota lease"

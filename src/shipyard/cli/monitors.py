@@ -101,24 +101,30 @@ def show(
 def serving_monitors(
     model: str = typer.Argument(..., help="The served model to check."),
     url: str = typer.Option(
-        None, "--url", help="The model server to probe (e.g. http://127.0.0.1:8000) for outage."
+        None,
+        "--url",
+        help="The model server to probe (e.g. http://127.0.0.1:8000) for outage "
+        "(default: every running `shipyard serve`).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Run the serving monitors of MODEL's live version now and record their findings.
 
     Skew of inputs against the training reference, drift of predictions, data-type problems,
-    latency, quality from late labels (and estimated before they arrive), and outage (with --url).
+    latency, quality from late labels (and estimated before they arrive), outage (a probe of
+    --url, else of every running model server), and the servers' use of their quota leases.
     """
     from shipyard.monitoring.serving import ServingMonitor
     from shipyard.registry import Registry
+    from shipyard.serving.instances import live_instances
 
     try:
         ws = open_workspace()
         registry = Registry.of(ws)
         if not any(m["name"] == model for m in registry.models()):
             raise NotFound("model", model, "see `shipyard models list`")
-        checks = ServingMonitor(ws.store, registry).run(model, url)
+        urls = [url] if url else [i.url for i in live_instances(ws.store, ws.clock.time())]
+        checks = ServingMonitor(ws.store, registry).run(model, urls)
     except ShipyardError as exc:
         fail_on(exc)
     if as_json:
