@@ -173,3 +173,17 @@ def test_serving_quota_and_quality_drop_alerts_fire_and_resolve(
     assert seen[0] == {"ModelQualityDrop"}  # no `for`: at once
     assert "ServingQuotaHigh" not in seen[9] and "ServingQuotaHigh" in seen[10]
     assert seen[15] == set()
+
+
+def test_the_docs_list_every_default_rule_with_its_series_and_severity() -> None:
+    doc = Path(__file__).parents[2] / "docs" / "alerting.md"
+    section = doc.read_text().split("### Default rules")[1].split("\n\n**")[0]
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in section.splitlines()
+        if line.startswith("| ") and not line.startswith("| rule")
+    ]
+    listed = [(row[0], row[1], row[-1]) for row in rows]
+    assert listed == [(r.name, r.kind, r.severity) for r in default_rules()]
+    for row, rule in zip(rows, default_rules(), strict=True):
+        assert f"`{rule.metric}" in row[2] or row[2] == "same", rule.name
