@@ -1,5 +1,6 @@
 """The diagnosis of a failed canary: failed metrics, drifting input features against the
-version's training data, and failing requests from the sampled request log."""
+version's training data, failing requests from the sampled request log, and where the canary's
+answers differ from the stable version's."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def _request_log(ws: Workspace, version: int, start: float) -> None:
          "status": 500, "request": "[[9.0, 9.0]]", "response": "ValueError: boom"}
         for i in range(7)
     ] + [{"request_id": "ok-1", "ts": start, "model": "churn", "version": version, "status": 200,
-          "request": "[[0.1, 0.2]]", "response": "[1]"}]  # fmt: skip
+          "request": "[[2.0, 1.0], [-3.0, -3.0]]", "response": "[1, 1]"}]  # fmt: skip
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows), buf)
     ws.artifacts.put_bytes(
@@ -81,3 +82,7 @@ def test_failed_canary_diagnosis_names_metrics_drifted_inputs_and_failing_reques
     examples = report["failing_requests"]
     assert len(examples) == 5 and {e["status"] for e in examples} == {500}
     assert examples[0]["response"] == "ValueError: boom"
+    # the stable version re-run on the canary's answered rows: it says 0 where the canary said 1
+    replay = report["disagreements"]
+    assert replay["available"] and (replay["rows"], replay["disagree"]) == (2, 1)
+    assert replay["examples"] == [{"request_id": "ok-1", "row": 1, "canary": 1, "stable": 0}]

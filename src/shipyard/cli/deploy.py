@@ -97,15 +97,42 @@ def status(rollout_id: str, as_json: bool = JSON_OPTION) -> None:
         console.print("[bold red]diagnosis[/]")
         for f in diag["failed_metrics"]:
             console.print(f"  failed {f['metric']}: {f['reason']}")
-        drift = diag["drifting_inputs"]
-        cols = drift.get("drifted_columns") if drift.get("available") else None
-        console.print(
-            f"  drifting inputs vs {drift.get('against')}: {', '.join(cols) or 'none'}"
-            if cols is not None
-            else f"  drifting inputs: unknown ({drift.get('why')})"
-        )
+        _print_drifting_inputs(diag["drifting_inputs"])
         for ex in diag["failing_requests"]:
             console.print(f"  failing request {ex['request_id']}: {ex['status']} {ex['response']}")
+        replay = diag.get("disagreements") or {}
+        if replay.get("available"):
+            console.print(
+                f"  answers vs stable v{replay['stable_version']}: {replay['disagree']} of "
+                f"{replay['rows']} sampled canary rows differ ({100 * replay['share']:.0f} %)"
+            )
+            for ex in replay["examples"]:
+                console.print(
+                    f"    request {ex['request_id']} row {ex['row']}: canary {ex['canary']}, "
+                    f"stable {ex['stable']}"
+                )
+
+
+def _print_drifting_inputs(drift: dict[str, Any], top: int = 8) -> None:
+    """The drifted input columns, strongest first, at most ``top`` by name."""
+    if not drift.get("available"):
+        console.print(f"  drifting inputs: unknown ({drift.get('why')})")
+        return
+    columns = sorted(drift.get("columns") or [], key=lambda c: -(c.get("effect") or 0.0))
+    if not columns:
+        console.print(f"  drifting inputs vs {drift.get('against')}: none")
+        return
+    named = ", ".join(
+        f"{c['column']} ({c.get('effect_name', 'effect')} {c['effect']:.2g})"
+        if c.get("effect") is not None
+        else c["column"]
+        for c in columns[:top]
+    )
+    more = f" and {len(columns) - top} more" if len(columns) > top else ""
+    console.print(
+        f"  drifting inputs vs {drift.get('against')}: {len(columns)} column(s), "
+        f"strongest first: {named}{more}"
+    )
 
 
 def _num(v: Any) -> str:

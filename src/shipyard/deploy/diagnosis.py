@@ -3,18 +3,23 @@
 The report holds: the failed metrics with their evidence (statistic, p, effect, interval,
 sample sizes, reason); the input features whose distribution on the canary drifted from the
 version's training data (the statistics wing's :func:`shipyard.stats.compare` on the merged
-serving-window input profiles); and example failing requests from the servers' sampled
-request log. The report is written in the same transaction that rolls the canary back.
+serving-window input profiles); example failing requests from the servers' sampled
+request log; and, when the canary answered without errors but differently, the requests where
+it disagrees with the stable version (the stable model re-run on the canary's sampled inputs).
+The report is written in the same transaction that rolls the canary back, so every part of it
+is bounded (a few log files, a few hundred rows) and none of it can stop the rollback.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -29,6 +34,8 @@ from shipyard.store.tables import ArtifactRecord
 log = logging.getLogger("shipyard.deploy")
 
 MAX_EXAMPLES = 5
+MAX_LOG_FILES = 20
+MAX_REPLAYED_ROWS = 500
 
 
 def _merged_inputs(s: Session, model: str, version: int, start: float, end: float) -> Any:
@@ -97,39 +104,112 @@ def drifting_inputs(
     }
 
 
-def failing_examples(
-    s: Session, artifacts: ArtifactStore | None, r: RolloutRecord, start: float
-) -> list[dict[str, Any]]:
-    """Up to five sampled requests the canary answered with an error, newest first."""
-    if artifacts is None:
-        return []
+def _sampled_rows(
+    s: Session, artifacts: ArtifactStore, r: RolloutRecord, start: float
+) -> Iterator[dict[str, Any]]:
+    """The canary version's sampled request-log rows since ``start``, newest file first."""
     import pyarrow.parquet as pq
 
-    examples: list[dict[str, Any]] = []
     rows = s.scalars(
         select(ArtifactRecord)
         .where(ArtifactRecord.created_at >= start - 60)
         .order_by(ArtifactRecord.created_at.desc())
     )
+    files = 0
     for rec in rows:
         meta = rec.meta or {}
         if meta.get("kind") != "serving_request_log" or meta.get("model") != r.model:
             continue
         if int(meta.get("version", -1)) != r.version:
             continue
+        files += 1
+        if files > MAX_LOG_FILES:
+            return
         try:
             table = pq.read_table(io.BytesIO(artifacts.get_bytes(rec.digest)))
         except Exception as exc:
             log.warning("cannot read request log %s: %s", rec.digest[:12], exc)
             continue
-        for row in table.to_pylist():
-            if int(row.get("status", 200)) >= 400:
-                examples.append(
-                    {k: row.get(k) for k in ("request_id", "ts", "status", "request", "response")}
-                )
-                if len(examples) >= MAX_EXAMPLES:
-                    return examples
+        yield from table.to_pylist()
+
+
+def failing_examples(
+    s: Session, artifacts: ArtifactStore | None, r: RolloutRecord, start: float
+) -> list[dict[str, Any]]:
+    """Up to five sampled requests the canary answered with an error, newest first."""
+    if artifacts is None:
+        return []
+    examples: list[dict[str, Any]] = []
+    for row in _sampled_rows(s, artifacts, r, start):
+        if int(row.get("status", 200)) >= 400:
+            examples.append(
+                {k: row.get(k) for k in ("request_id", "ts", "status", "request", "response")}
+            )
+            if len(examples) >= MAX_EXAMPLES:
+                break
     return examples
+
+
+def disagreements(
+    s: Session,
+    artifacts: ArtifactStore | None,
+    registry: Registry | None,
+    r: RolloutRecord,
+    start: float,
+) -> dict[str, Any]:
+    """The stable version re-run on the canary's sampled, answered inputs: how often and where
+    the two versions disagree (a canary can fail on its predictions without a single error)."""
+    if artifacts is None or registry is None or r.stable_version is None:
+        return {"available": False, "why": "no stable version or no request log to replay"}
+    try:
+        _, stable = registry.load(r.model, version=r.stable_version)
+        checked = differ = 0
+        examples: list[dict[str, Any]] = []
+        for row in _sampled_rows(s, artifacts, r, start):
+            if int(row.get("status", 200)) != 200 or not row.get("request"):
+                continue
+            x = np.asarray(json.loads(row["request"]), dtype=float)
+            canary = np.asarray(json.loads(row["response"])).reshape(len(x), -1)[:, 0]
+            baseline = np.asarray(stable.predict(x)).reshape(len(x), -1)[:, 0]
+            for i in range(len(x)):
+                checked += 1
+                if _same(canary[i], baseline[i]):
+                    continue
+                differ += 1
+                if len(examples) < MAX_EXAMPLES:
+                    examples.append(
+                        {
+                            "request_id": row.get("request_id"),
+                            "row": i,
+                            "canary": _plain(canary[i]),
+                            "stable": _plain(baseline[i]),
+                        }
+                    )
+            if checked >= MAX_REPLAYED_ROWS:
+                break
+    except Exception as exc:  # a diagnosis must never stop a rollback
+        return {"available": False, "why": f"replay on the stable version failed: {exc}"}
+    if checked == 0:
+        return {"available": False, "why": "no answered canary request was sampled"}
+    return {
+        "available": True,
+        "stable_version": r.stable_version,
+        "rows": checked,
+        "disagree": differ,
+        "share": differ / checked,
+        "examples": examples,
+    }
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(np.isclose(float(a), float(b), rtol=1e-6, atol=1e-9))
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
 
 
 @dataclass
@@ -146,6 +226,7 @@ class Diagnoser:
         failed = [v.to_dict() for v in verdicts if v.outcome == "fail"]
         drift = drifting_inputs(s, r, start, now, self.registry)
         examples = failing_examples(s, self.artifacts, r, start)
+        replay = disagreements(s, self.artifacts, self.registry, r, start)
         report: dict[str, Any] = {
             "model": r.model,
             "version": r.version,
@@ -156,6 +237,7 @@ class Diagnoser:
             "all_metrics": [v.to_dict() for v in verdicts],
             "drifting_inputs": drift,
             "failing_requests": examples,
+            "disagreements": replay,
         }
         row = Diagnosis(rollout_id=r.id, model=r.model, version=r.version, report=report, ts=now)
         s.add(row)
