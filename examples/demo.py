@@ -496,7 +496,18 @@ def follow_rollout(t: Tour, rid: str, until: set[str], timeout_s: float) -> dict
 def serving(t: Tour, data: dict[str, Any]) -> None:
     v1 = register_version(t, data, "first")
     t.shipyard("deployments", "set-policy", MODEL, "examples/policy.yaml")
-    out = t.shipyard("deploy", MODEL, "--version", str(v1))
+    note("the policy demands a validation gate: accuracy ≥ 0.9 on held-out data, no regression")
+    out = t.shipyard(
+        "models",
+        "validate",
+        MODEL,
+        rel(t.data / "test.parquet"),
+        "--version",
+        str(v1),
+        "--label",
+        "target",
+        "--deploy",
+    )
     rid = rollout_id(out)
     t.shipyard("approve", rid, "--as", APPROVER)
     note("first deployment: staging smoke checks, then production (no stable version to compare)")
@@ -599,49 +610,21 @@ def deployment(t: Tour, data: dict[str, Any]) -> None:
     test = data["test"].drop(columns="target")
     t.shipyard("runbook", MODEL, show=22)
 
-    note("a better model: retrained with C=0.5, validated")
-    t.shipyard(
-        "run",
-        "examples/pipelines/training.py",
-        "--pool",
-        "demo",
-        "--param",
-        "C=0.5",
-        keep=_run_brief,
-        show=None,
-    )
-    t.shipyard(
-        "run",
-        "examples/pipelines/validation.py",
-        "--pool",
-        "demo",
-        "--param",
-        "min_accuracy=0.9",
-        keep=_run_brief,
-        show=None,
-    )
-    v2 = register_version(t, data, "C=0.5")
+    note("a better model, the automated way: the training pipeline ends with")
+    note("register → validate → deploy; the blessed version's rollout waits for approval")
+    v2, rid2 = train_and_deploy(t, "C=0.5")
     with Load(t.serve_url, MODEL, test, rate_per_s=40) as load:
-        good = canary(t, v2, load, expect="production")
+        good = canary(t, v2, rid2, load, expect="production")
         say(f"  traffic during the rollout: {load.stats.line()}")
     if good["state"] != "production":
         raise StageFailed(f"the good model ended {good['state']}: {good.get('reason')}")
 
-    note("a worse model: regularised 10⁵× harder (C=0.00001); its predictions collapse")
-    t.shipyard(
-        "run",
-        "examples/pipelines/training.py",
-        "--pool",
-        "demo",
-        "--param",
-        "C=0.00001",
-        keep=_run_brief,
-        show=None,
-    )
-    note("it goes out without a validation run: the canary is the last line of defence")
-    v3 = register_version(t, data, "C=0.00001")
+    note("a worse model: a refactor of the training code flips pixels to 16 − value (dark ink")
+    note("on light paper) in training and validation only; clients still send raw pixels")
+    v3, rid3 = train_and_deploy(t, "C=0.5", "invert=true")
+    note(f"v{v3} passed its gate on equally flipped test data: only the canary sees the skew")
     with Load(t.serve_url, MODEL, test, rate_per_s=40) as load:
-        bad = canary(t, v3, load, expect="rolled_back")
+        bad = canary(t, v3, rid3, load, expect="rolled_back")
         say(f"  traffic during the rollout: {load.stats.line()}")
     t.shipyard("rollout", "status", bad["id"], show=None)
     new_alerts(t)
@@ -656,9 +639,26 @@ def deployment(t: Tour, data: dict[str, Any]) -> None:
     t.shipyard("deployments", "history", MODEL, show=30)
 
 
-def canary(t: Tour, version: int, load: Load, expect: str) -> dict[str, Any]:
-    out = t.shipyard("deploy", MODEL, "--version", str(version))
-    rid = rollout_id(out)
+def train_and_deploy(t: Tour, *params: str) -> tuple[int, str]:
+    """Run the training pipeline with its automated path; the new version and its rollout."""
+    from shipyard.deploy.rollout import rollouts_of
+
+    args = [arg for p in (*params, "deploy=true") for arg in ("--param", p)]
+    t.shipyard(
+        "run", "examples/pipelines/training.py", "--pool", "demo", *args, keep=_run_brief, show=None
+    )
+    latest = rollouts_of(workspace().store, MODEL)[-1]
+    t.shipyard("models", "show", MODEL, "--version", str(latest.version), keep=_model_brief)
+    return latest.version, latest.id
+
+
+def _model_brief(line: str) -> bool:
+    """The lines of `models show` that the automated path filled in."""
+    return line.startswith((f"{MODEL} v", "  metrics", "  tags", "  lineage", "  gate"))
+
+
+def canary(t: Tour, version: int, rid: str, load: Load, expect: str) -> dict[str, Any]:
+    t.shipyard("rollout", "status", rid, show=4)
     if expect == "production":
         note(f"four-eyes: {AUTHOR} registered v{version}, so {AUTHOR} may not approve it")
         t.shipyard("approve", rid, "--as", AUTHOR, expect=(1, 2))

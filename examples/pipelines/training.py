@@ -9,10 +9,10 @@ the validation gate of the model's policy judges it on the held-out ``test`` spl
 version in production, and a blessed version starts its rollout by itself (which still waits
 for the approvals the policy demands). A version the gate refuses fails the run, with why.
 
-``pixel_scale`` divides every pixel by that number before training and validation: a feature
-refactor done in the training code only (``pixel_scale=16`` puts pixels in [0, 1]). The model
-validates well on equally scaled test data, but the model server still receives raw pixels:
-training/serving skew, which only the canary can catch.
+``invert=true`` flips every pixel to ``16 − value`` (dark ink on a light background) before
+training and validation: a feature refactor done in the training code only. The model validates
+as well as ever on equally flipped test data, but clients still send raw pixels: the
+training/serving skew that only the canary, watching live traffic, can catch.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from shipyard.pipelines import Pipeline, Resources, latest_output, log, step
 MODEL = "digits"
 
 
-def _features(frame: pd.DataFrame, pixel_scale: float) -> pd.DataFrame:
+def _features(frame: pd.DataFrame, invert: bool) -> pd.DataFrame:
     """The features as this version of the training code prepares them."""
     x = frame.drop(columns="target")
-    return x / pixel_scale if pixel_scale != 1.0 else x
+    return 16.0 - x if invert else x
 
 
 @step(resources=Resources(cpu=1, memory="512Mi"))
@@ -43,25 +43,25 @@ def training_data() -> pd.DataFrame:
 
 
 @step(resources=Resources(cpu=2, memory="1Gi"), timeout_s=600)
-def fit(train: pd.DataFrame, C: float, max_iter: int, pixel_scale: float) -> SkPipeline:
+def fit(train: pd.DataFrame, C: float, max_iter: int, invert: bool) -> SkPipeline:
     """StandardScaler → LogisticRegression (lbfgs, multinomial)."""
     model = SkPipeline(
         [("scale", StandardScaler()), ("clf", LogisticRegression(C=C, max_iter=max_iter))]
     )
-    model.fit(_features(train, pixel_scale), train["target"])
+    model.fit(_features(train, invert), train["target"])
     return model
 
 
 @step(resources=Resources(cpu=1, memory="512Mi"))
-def training_score(model: SkPipeline, train: pd.DataFrame, pixel_scale: float) -> dict[str, float]:
-    accuracy = float(model.score(_features(train, pixel_scale), train["target"]))
+def training_score(model: SkPipeline, train: pd.DataFrame, invert: bool) -> dict[str, float]:
+    accuracy = float(model.score(_features(train, invert), train["target"]))
     log.info("fitted", train_accuracy=accuracy)
     return {"train_accuracy": accuracy}
 
 
 @step(resources=Resources(cpu=1, memory="512Mi"))
 def register(
-    model: SkPipeline, train: pd.DataFrame, score: dict[str, float], C: float, pixel_scale: float
+    model: SkPipeline, train: pd.DataFrame, score: dict[str, float], C: float, invert: bool
 ) -> int:
     """One call: the model, its signature and reference profile (from the training features),
     its metrics, and its lineage (this run, the data split it read)."""
@@ -70,23 +70,23 @@ def register(
     info = register_model(
         MODEL,
         model,
-        training_data=_features(train, pixel_scale),
+        training_data=_features(train, invert),
         metrics=score,
-        tags={"C": C, "pixel_scale": pixel_scale},
+        tags={"C": C, "invert": invert},
     )
     log.info("registered", model=MODEL, version=info.version)
     return info.version
 
 
 @step(resources=Resources(cpu=1, memory="512Mi"))
-def validate_and_deploy(version: int, pixel_scale: float) -> dict[str, Any]:
+def validate_and_deploy(version: int, invert: bool) -> dict[str, Any]:
     """The policy's gate on the held-out split; a blessed version starts its rollout."""
     from shipyard import deploy
     from shipyard.registry import Registry
 
     test: pd.DataFrame = latest_output("digits-data", "split", "test")
     outcome, rollout = deploy.validate_and_deploy(
-        Registry.here(), MODEL, version, _features(test, pixel_scale), test["target"]
+        Registry.here(), MODEL, version, _features(test, invert), test["target"]
     )
     log.info("gate", passed=outcome.passed, reasons="; ".join(outcome.reasons))
     if not outcome.passed:
@@ -100,12 +100,10 @@ pipeline = Pipeline("digits-training", kind="training", schedule="0 3 * * *")
 
 
 @pipeline
-def build(
-    C: float = 1.0, max_iter: int = 2000, pixel_scale: float = 1.0, deploy: bool = False
-) -> None:
+def build(C: float = 1.0, max_iter: int = 2000, invert: bool = False, deploy: bool = False) -> None:
     train = training_data()
-    model = fit(train, C=C, max_iter=max_iter, pixel_scale=pixel_scale)
-    score = training_score(model, train, pixel_scale=pixel_scale)
+    model = fit(train, C=C, max_iter=max_iter, invert=invert)
+    score = training_score(model, train, invert=invert)
     if deploy:
-        version = register(model, train, score, C=C, pixel_scale=pixel_scale)
-        validate_and_deploy(version, pixel_scale=pixel_scale)
+        version = register(model, train, score, C=C, invert=invert)
+        validate_and_deploy(version, invert=invert)
