@@ -160,6 +160,7 @@ class TestApprovals:
         approve(dws.store, rid, actor="bob", purpose="speedup", clock=clock)
         view = promote(dws.store, rid, actor="bob", clock=clock)
         assert (view.state, view.step_index, view.weight_pct) == (CANARY, 1, 50.0)
+        assert "promoted" in view.reason  # the reason follows the step, not the first entry
         with pytest.raises(ApprovalRequired):  # the approvals were used up by that promotion
             promote(dws.store, rid, actor="bob", clock=clock)
 

@@ -281,7 +281,7 @@ class Engine:
                     policy,
                     now,
                     self.actor,
-                    f"step {r.step_index} passed {look} look(s) over {elapsed:.0f}s",
+                    f"step {r.step_index + 1} passed {look} look(s) over {elapsed:.0f}s",
                 )
                 return Advance(r.id, r.state, {"step": r.step_index})
             return Advance(r.id, "look", {"look": look})

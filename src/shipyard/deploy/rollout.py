@@ -456,6 +456,7 @@ def next_step(
             step=nxt,
             weight_pct=policy.canary.steps[nxt].weight_pct,
         )
+        r.reason = why
         r.updated_at = now
     else:
         to_production(s, r, now, actor, why)
