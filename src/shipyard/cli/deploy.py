@@ -13,7 +13,6 @@ from shipyard.cli.output import console, open_workspace, print_json, when
 from shipyard.deploy import rollout as ro
 from shipyard.deploy import traffic
 from shipyard.deploy.diagnosis import diagnosis_of
-from shipyard.deploy.loop import sync_aliases
 from shipyard.deploy.policy import load_policy, policy_text, set_policy
 from shipyard.deploy.rollback import rollback as rollback_production
 from shipyard.deploy.runbook import render_runbook
@@ -229,6 +228,8 @@ def rollback(
         reason=reason,
         version_exists=exists,
     )
+    from shipyard.deploy.loop import sync_aliases  # the control loop's modules load scipy
+
     sync_aliases(ws)  # model servers that route by the default alias follow within 0.5 s
     if as_json:
         print_json(result)

@@ -10,24 +10,19 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import typer
 from rich.table import Table
 
+from shipyard import stats  # its kernels (scipy, pandas) load when a command runs
 from shipyard.cli.output import console, fail_on, print_json
 from shipyard.errors import InvalidInput, NotFound, ShipyardError
-from shipyard.stats import (
-    ColumnDrift,
-    DatasetProfile,
-    DriftConfig,
-    DriftReport,
-    Schema,
-    compare,
-    infer_schema,
-    validate,
-)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from shipyard.stats import ColumnDrift, DatasetProfile, DriftReport
 
 DRIFT_EXIT_CODE = 3
 SHORT_NAMES = {"wasserstein_normalised": "W1/σ", "jensen_shannon": "JS₂"}
@@ -38,6 +33,8 @@ schema_app = typer.Typer(
 
 
 def _read_frame(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     if not path.exists():
         raise NotFound("file", str(path))
     suffix = path.suffix.lower()
@@ -64,8 +61,8 @@ def _read_json(path: Path) -> Any:
 
 def _reference_profile(path: Path) -> DatasetProfile:
     if path.suffix.lower() == ".json":
-        return DatasetProfile.from_json(_read_json(path))
-    return DatasetProfile.from_frame(_read_frame(path))
+        return stats.DatasetProfile.from_json(_read_json(path))
+    return stats.DatasetProfile.from_frame(_read_frame(path))
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -130,10 +127,10 @@ def drift(
 ) -> None:
     """Compare CURRENT with REFERENCE column by column and say what drifted."""
     try:
-        config = DriftConfig(alpha=alpha, dataset_drift_share=drift_share)
+        config = stats.DriftConfig(alpha=alpha, dataset_drift_share=drift_share)
         ref = _reference_profile(reference)
-        cur = DatasetProfile.from_frame(_read_frame(current), reference=ref)
-        report = compare(ref, cur, config)
+        cur = stats.DatasetProfile.from_frame(_read_frame(current), reference=ref)
+        report = stats.compare(ref, cur, config)
         if html_file is not None:
             try:
                 html_file.write_text(
@@ -165,7 +162,7 @@ def profile(
 ) -> None:
     """Profile DATA in one pass and store the profile (it can stand in for a drift reference)."""
     try:
-        prof = DatasetProfile.from_frame(_read_frame(data))
+        prof = stats.DatasetProfile.from_frame(_read_frame(data))
         _write_json(out, prof.to_json())
     except ShipyardError as exc:
         fail_on(exc)
@@ -179,7 +176,7 @@ def schema_infer(
 ) -> None:
     """Infer kinds, nullability, ranges and category domains from DATA."""
     try:
-        schema = infer_schema(_read_frame(data))
+        schema = stats.infer_schema(_read_frame(data))
         _write_json(out, schema.to_json())
     except ShipyardError as exc:
         fail_on(exc)
@@ -199,8 +196,8 @@ def schema_validate(
 ) -> None:
     """List every anomaly of DATA against the schema."""
     try:
-        schema = Schema.from_json(_read_json(schema_file))
-        anomalies = validate(_read_frame(data), schema)
+        schema = stats.Schema.from_json(_read_json(schema_file))
+        anomalies = stats.validate(_read_frame(data), schema)
     except ShipyardError as exc:
         fail_on(exc)
     if as_json:

@@ -1,9 +1,10 @@
 """Safe deployment: policies and approvals, the validation gate, the rollout state machine,
 sticky canary routing, canary analysis, rollback with diagnosis, runbooks."""
 
-from shipyard.deploy.engine import Engine
-from shipyard.deploy.gate import GateOutcome, validate_and_deploy, validate_version
-from shipyard.deploy.loop import advance_rollouts
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from shipyard.deploy.policy import DEFAULT_POLICY, Policy, load_policy, parse_policy, set_policy
 from shipyard.deploy.rollback import rollback
 from shipyard.deploy.rollout import (
@@ -19,6 +20,22 @@ from shipyard.deploy.rollout import (
 )
 from shipyard.deploy.routing import bucket, choose_version, in_canary, routing_key
 from shipyard.deploy.traffic import LiveSplit, live_split, live_splits
+from shipyard.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from shipyard.deploy.engine import Engine
+    from shipyard.deploy.gate import GateOutcome, validate_and_deploy, validate_version
+    from shipyard.deploy.loop import advance_rollouts
+
+# the canary judge (scipy) and the validation gate (scikit-learn) load on first use
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "engine": ("Engine",),
+        "gate": ("GateOutcome", "validate_and_deploy", "validate_version"),
+        "loop": ("advance_rollouts",),
+    },
+)
 
 __all__ = [
     "DEFAULT_POLICY",

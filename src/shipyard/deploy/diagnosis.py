@@ -17,7 +17,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import select
@@ -27,9 +27,11 @@ from shipyard.artifacts import ArtifactStore
 from shipyard.errors import ShipyardError
 from shipyard.registry import Registry
 from shipyard.serving import records as serving_records
-from shipyard.stats.canary import MetricVerdict
 from shipyard.store.deploy import Diagnosis, RolloutRecord
 from shipyard.store.tables import ArtifactRecord
+
+if TYPE_CHECKING:
+    from shipyard.stats.canary import MetricVerdict
 
 log = logging.getLogger("shipyard.deploy")
 

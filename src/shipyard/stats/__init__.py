@@ -4,35 +4,73 @@ the name here is the drift tests'.)"""
 
 from __future__ import annotations
 
-from shipyard.stats.canary import (
-    MetricVerdict,
-    alpha_at_look,
-    alpha_spent,
-    chi_square_test,
-    combine,
-    ks_test,
-    latency_shift_test,
-    rate_test,
-    spread_test,
-    verdict,
-)
-from shipyard.stats.divergence import (
-    TestResult,
-    chi_square,
-    chi_square_goodness_of_fit,
-    hellinger,
-    jensen_shannon,
-    ks_2samp,
-    ks_binned,
-    l_infinity,
-    psi,
-    wasserstein,
-    wasserstein_normalised,
-    wasserstein_weighted,
-)
-from shipyard.stats.drift import ColumnDrift, DriftConfig, DriftReport, adjust_p_values, compare
-from shipyard.stats.profile import ColumnProfile, DatasetProfile
-from shipyard.stats.schema import Anomaly, ColumnSchema, Schema, infer_schema, validate
+from typing import TYPE_CHECKING
+
+from shipyard.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from shipyard.stats.canary import (
+        MetricVerdict,
+        alpha_at_look,
+        alpha_spent,
+        chi_square_test,
+        combine,
+        ks_test,
+        latency_shift_test,
+        rate_test,
+        spread_test,
+        verdict,
+    )
+    from shipyard.stats.divergence import (
+        TestResult,
+        chi_square,
+        chi_square_goodness_of_fit,
+        hellinger,
+        jensen_shannon,
+        ks_2samp,
+        ks_binned,
+        l_infinity,
+        psi,
+        wasserstein,
+        wasserstein_normalised,
+        wasserstein_weighted,
+    )
+    from shipyard.stats.drift import ColumnDrift, DriftConfig, DriftReport, adjust_p_values, compare
+    from shipyard.stats.profile import ColumnProfile, DatasetProfile
+    from shipyard.stats.schema import Anomaly, ColumnSchema, Schema, infer_schema, validate
+
+_MODULES = {
+    "canary": (
+        "MetricVerdict",
+        "alpha_at_look",
+        "alpha_spent",
+        "chi_square_test",
+        "combine",
+        "ks_test",
+        "latency_shift_test",
+        "rate_test",
+        "spread_test",
+        "verdict",
+    ),
+    "divergence": (
+        "TestResult",
+        "chi_square",
+        "chi_square_goodness_of_fit",
+        "hellinger",
+        "jensen_shannon",
+        "ks_2samp",
+        "ks_binned",
+        "l_infinity",
+        "psi",
+        "wasserstein",
+        "wasserstein_normalised",
+        "wasserstein_weighted",
+    ),
+    "drift": ("ColumnDrift", "DriftConfig", "DriftReport", "adjust_p_values", "compare"),
+    "profile": ("ColumnProfile", "DatasetProfile"),
+    "schema": ("Anomaly", "ColumnSchema", "Schema", "infer_schema", "validate"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _MODULES)
 
 __all__ = [
     "Anomaly",
