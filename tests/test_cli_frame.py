@@ -49,3 +49,29 @@ def test_empty_listings_say_what_to_do_and_json_stays_a_list() -> None:
     assert "no pipelines yet" in shipyard("pipelines", "list").stdout
     assert "no runs yet" in shipyard("runs", "list").stdout
     assert shipyard("runs", "list", "--json").stdout.strip() == "[]"
+
+
+def test_help_paragraphs_are_reflowed_but_examples_keep_their_lines() -> None:
+    from shipyard.cli import reflow
+
+    doc = """First line
+    goes on.
+
+    Second paragraph wraps
+    here and here.
+
+    Example:
+        shipyard run x.py
+        shipyard runs list
+    """
+    assert reflow(doc) == (
+        "First line goes on.\n\nSecond paragraph wraps here and here.\n\n"
+        "Example:\n    shipyard run x.py\n    shipyard runs list"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "shipyard", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    ).stdout
+    assert "With --pool the server holds a quota lease while it runs" in out

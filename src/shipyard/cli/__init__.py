@@ -6,6 +6,8 @@ only assembles them and turns every :class:`~shipyard.errors.ShipyardError` into
 
 from __future__ import annotations
 
+import inspect
+import re
 import sys
 from importlib import import_module
 
@@ -58,8 +60,32 @@ def _root(
     """
 
 
+def reflow(doc: str) -> str:
+    """A docstring's paragraphs as single lines (Typer keeps the line breaks of every paragraph
+    but the first, so a help text wrapped at 100 columns in the source came out ragged); an
+    indented line (an example, a list) keeps its break."""
+    out = []
+    for paragraph in inspect.cleandoc(doc).split("\n\n"):
+        lines = paragraph.splitlines()
+        if any(re.match(r"\s|[-*•] |\$ ", line) for line in lines[1:]):
+            out.append(paragraph)
+        else:
+            out.append(" ".join(line.strip() for line in lines))
+    return "\n\n".join(out)
+
+
+def _reflow_all(typer_app: typer.Typer) -> None:
+    for command in typer_app.registered_commands:
+        if command.callback is not None and command.callback.__doc__ and command.help is None:
+            command.help = reflow(command.callback.__doc__)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_all(group.typer_instance)
+
+
 for _name in COMMAND_MODULES:
     import_module(f"shipyard.cli.{_name}").register(app)
+_reflow_all(app)
 
 
 def main() -> None:
