@@ -1,28 +1,64 @@
-"""Canary analysis: false rollbacks, detection power and rollback speed, against a Kayenta-style
-Mann–Whitney-only judge on the same traces.
+"""Canary analysis judged on traces served by real model servers: false rollbacks, detection
+power and rollback speed, against a Kayenta-style Mann–Whitney-only judge on the same traces.
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/canary.py                  # 200 rollouts per scenario
-    .venv/bin/python benchmarks/canary.py --rollouts 50    # quicker
+    .venv/bin/python benchmarks/canary.py                  # the numbers below
+    .venv/bin/python benchmarks/canary.py --quick          # a short check (about a minute)
 
-1. **Judging (simulated traces).** 50 requests/s to the model; a rollout follows the default
-   policy's plan (steps of 10 % and 50 % of traffic, an analysis every 120 s, at least 5 minutes
-   per step; ``--interval 60`` shows the cost of judging every minute) and is judged by
-   :func:`shipyard.deploy.canary.judge_arms` exactly as the control loop does it (same looks,
-   same extension rule, same alpha spending). Each interval
-   draws, per version: binomial errors, lognormal latencies folded into the model server's
-   latency histogram buckets (what the servers flush), and Beta-distributed prediction scores.
-   The traces are simulated, not served: 200 rollouts × 10 minutes of traffic per scenario
-   would take 33 hours of loopback serving; the judge sees the same numbers either way.
-   Scenarios: A/A (same behaviour: every rollback is false), +2 pp errors (1 % → 3 %), a
-   prediction shift with identical errors and latency, a latency-spread rise with the same
-   median (spinnaker #6278), and sparse errors against an error-free stable (kayenta #426).
+1. **Judging, on served traces.** What is served and what is resampled:
+
+   *Served (recorded).* ``shipyard.serving`` runs under Uvicorn on 127.0.0.1 in its own
+   process, from a temporary workspace (SQLite, local artifacts). Six models are live at once,
+   one per scenario, each with a stable version (v1) and a canary (v2) put live by the rollout
+   engine under a one-step policy at 50 % (so both arms fill at the same pace; a request's
+   behaviour does not depend on the weight). The versions are real models: a
+   scikit-learn ``LogisticRegression`` fitted on a generated tabular problem, registered with
+   the Python flavor inside :class:`canary_models.ScoringModel` (score = P(y = 1), failures and
+   delays chosen by a hash of the row, so they are properties of the model, not of the load):
+
+   - A/A: the stable artifact registered twice (same bytes, same digest); both fail 1 % of rows;
+   - +2 pp errors: the canary fails the stable's 1 % of rows and 2 % more (1 % → 3 %);
+   - prediction shift only: the canary adds 0.25 to the decision function (same failing rows,
+     same latency);
+   - latency spread ×2, same median: both sleep a lognormal extra per row, median 1 ms,
+     σ 0.4 (stable) and 0.8 (canary) (spinnaker #6278);
+   - prediction spread, same mean: the canary's decision function × 1.5 (the scores spread,
+     their mean barely moves, since they are near-symmetric around 0.5);
+   - sparse errors vs an error-free stable: the canary fails 0.5 % of rows (kayenta #426).
+
+   One closed-loop client (httpx, keep-alive) sends one fresh row per request to a random
+   model with a random ``x-user-id`` (the server routes it by the sticky hash) and records,
+   per request, which version answered (``X-Shipyard-Model-Version``), the HTTP status, the
+   score returned and the latency it saw. The server records, per request, the latency it
+   measured itself — what :mod:`shipyard.serving.telemetry` folds into the latency histogram
+   it flushes — by a subclass of its ``Telemetry`` that notes each request before the real
+   one folds it in. The judges use the **server's** latency (the judge reads the flushed
+   histograms; Kayenta reads the same server's Prometheus histogram, whose sum/count gives a
+   sub-window's mean); the client's is printed beside it. After the recording, the windows
+   the server flushed to the store are read back with the control loop's own reader
+   (:func:`shipyard.deploy.canary.arm_from_store`) and checked against the per-request
+   records: the same requests, errors and latency histogram per version.
+
+   *Resampled (replayed).* 200 rollouts × 12 minutes of 50 req/s per scenario cannot be
+   served in real time (2.7 days on loopback), so each rollout draws requests with replacement
+   (a seeded bootstrap) from its scenario's recorded pools, per arm: Poisson(50 req/s × the
+   interval) requests per analysis interval, split binomially by the step's weight, each
+   assigned to a random 10 s sub-window. The plan is the default policy's (steps of 10 % and
+   50 % of traffic, an analysis every 120 s, at least 5 minutes per step; ``--interval 60``
+   shows the cost of judging every minute), judged by
+   :func:`shipyard.deploy.canary.judge_arms` exactly as the control loop does it (the step's
+   cumulative data, latency as the histogram bucket's upper bound, predictions of the answered
+   requests, the same looks, extension rule and alpha spending). What resampling loses: time
+   order (a slow minute on the machine is spread over the rollout instead of hitting one
+   interval of both arms) and the finite pool (the recorded pools' own chance difference is
+   shared by every rollout; the pools' rates are printed so it can be read).
    Peer: a Kayenta-style judge (NetflixACAJudge as documented in
-   /work/shared/reference/canary-and-quota.md): per metric, Mann–Whitney U with a 98 %
-   Hodges–Lehmann interval over 10-second sub-window values (error rate, mean latency, mean
-   prediction), "high" when the whole interval lies above zero and the mean ratio ≥ 1.1,
-   score = 100 × passed / metrics, fail below 75, any failing interval ends the canary.
+   /work/shared/reference/canary-and-quota.md) on the same resampled requests: per metric,
+   Mann–Whitney U with a 98 % Hodges–Lehmann interval over 10-second sub-window values (error
+   rate, mean latency, mean score), "high" when the whole interval lies above zero and the mean
+   ratio ≥ 1.1, score = 100 × passed / metrics, fail below 75, any failing interval ends the
+   canary.
 2. **Rollback speed (real store, real control loop).** Two replica threads each refresh the
    live split from a SQLite store every 0.5 s (the model server's refresh interval) and route
    25 requests/s each by :func:`shipyard.deploy.routing.choose_version`; the rollout engine
@@ -35,70 +71,477 @@ Run from the repository root::
    127.0.0.1 (refresh 0.5 s) serves the production version; ``rollback`` (what the one
    command runs) commits and points the default alias back; measured: time from the commit to
    the last answer any request got from the rolled-back version.
+
+RUNTIME
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import math
+import multiprocessing
 import random
 import sys
 import tempfile
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from canary_models import ScoringModel  # benchmarks/, sys.path[0]: the pickles' module
 from scipy import stats as sps
 
 from shipyard.deploy.canary import ArmData, judge_arms
 from shipyard.deploy.policy import DEFAULT_POLICY, Policy
-from shipyard.serving.telemetry import LATENCY_BUCKETS_S
+from shipyard.serving.telemetry import LATENCY_BUCKETS_S, Telemetry
+
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Event
+
 
 RATE_RPS = 50.0
-INTERVAL_S = 60.0
 SUBWINDOW_S = 10.0
 BOUNDS_MS = np.asarray([*LATENCY_BUCKETS_S, 2 * LATENCY_BUCKETS_S[-1]]) * 1000.0
+FEATURES = 8
+RECORD_WEIGHT_PCT = 50.0
+AA_POOLED = "A/A, the two versions' requests pooled"
+DEFAULT_RECORD_REQUESTS = 150_000
+
+Seen = tuple[str, int, int, int, float, float, int]
+"""What the client saw: request id, scenario, X-Shipyard-Model-Version (0 when the answer has
+none), HTTP status, latency, score (NaN for an error), the version its user routes to."""
+Noted = tuple[str, str, int, int, float, float]
+"""What the server noted: request id, model, version, HTTP status, latency, score."""
+
+
+# -- the served scenarios ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Behaviour:
-    error: float = 0.01
-    latency_median_ms: float = 20.0
-    latency_sigma: float = 0.4
-    pred_a: float = 2.0
-    pred_b: float = 5.0
+class Scenario:
+    """One model on the server: its stable and canary behaviour, and its share of the recording."""
+
+    name: str
+    model: str
+    stable: dict[str, float]
+    canary: dict[str, float] | None  # None: the stable artifact registered again (A/A)
+    share: float
 
 
-STABLE = Behaviour()
-SCENARIOS: dict[str, Behaviour] = {
-    "A/A (same model)": Behaviour(),
-    "+2 pp errors": Behaviour(error=0.03),
-    "prediction shift only": Behaviour(pred_a=2.6),
-    "latency spread x2, same median": Behaviour(latency_sigma=0.8),
-    # Beta(0.8, 2) has Beta(2, 5)'s mean (2/7) and twice its spread: the mean does not move
-    "prediction spread, same mean": Behaviour(pred_a=0.8, pred_b=2.0),
-}
-SPARSE = ("sparse errors vs error-free stable", Behaviour(error=0.005), Behaviour(error=0.0))
+BASE = {"fail_share": 0.01}
+SLOW = {"delay_median_s": 0.001}
+SCENARIOS = (
+    Scenario("A/A (same artifact)", "aa", BASE, None, 0.40),
+    Scenario("+2 pp errors", "errors", BASE, {"fail_share": 0.03}, 0.14),
+    Scenario("prediction shift only", "shift", BASE, {**BASE, "bias": 0.55}, 0.10),
+    Scenario(
+        "latency spread x2, same median",
+        "spread",
+        {**BASE, **SLOW, "delay_sigma": 0.4},
+        {**BASE, **SLOW, "delay_sigma": 0.8},
+        0.10,
+    ),
+    Scenario("prediction spread, same mean", "sharp", BASE, {**BASE, "sharpness": 1.75}, 0.10),
+    Scenario("sparse errors vs error-free stable", "sparse", {}, {"fail_share": 0.005}, 0.16),
+)
 
 
-def _draw(rng: np.random.Generator, b: Behaviour, n: int, subwindows: int) -> dict[str, np.ndarray]:
-    errors = rng.random(n) < b.error
-    lat_s = rng.lognormal(math.log(b.latency_median_ms / 1000.0), b.latency_sigma, n)
-    bucket = np.searchsorted(np.asarray(LATENCY_BUCKETS_S), lat_s, side="left")
-    preds = rng.beta(b.pred_a, b.pred_b, n)
-    sub = rng.integers(0, subwindows, n)
+def fit_classifier(seed: int, rows: int) -> tuple[Any, np.ndarray, np.ndarray]:
+    """A logistic regression on a generated tabular problem; returns it and the unseen rows."""
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = make_classification(
+        n_samples=5_000 + rows,
+        n_features=FEATURES,
+        n_informative=5,
+        n_redundant=1,
+        class_sep=0.8,
+        flip_y=0.03,
+        random_state=seed,
+    )
+    clf = LogisticRegression().fit(x[:5_000], y[:5_000])
+    return clf, x[:5_000], x[5_000:]
+
+
+class RecordingTelemetry(Telemetry):
+    """The server's own telemetry, noting per request what it is about to fold in.
+
+    ``latency_s`` is the one the server measured (parsed request → answer), the value the real
+    :meth:`Telemetry.ok` / :meth:`Telemetry.error` put into the flushed latency histogram.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.noted: list[Noted] = []
+
+    def ok(
+        self,
+        info: Any,
+        x: np.ndarray,
+        predictions: np.ndarray,
+        proba: np.ndarray | None,
+        latency_s: float,
+        request_id: str,
+    ) -> None:
+        score = float(np.asarray(predictions).ravel()[0])
+        self.noted.append((request_id, info.model, info.version, 200, latency_s, score))
+        super().ok(info, x, predictions, proba, latency_s, request_id)
+
+    def error(
+        self,
+        info: Any,
+        kind: str,
+        status: int,
+        latency_s: float,
+        request_id: str,
+        message: str,
+    ) -> None:
+        self.noted.append((request_id, info.model, info.version, status, latency_s, math.nan))
+        super().error(info, kind, status, latency_s, request_id, message)
+
+
+def serve_and_note(home: str, port: int, ready: Event, stop: Event, out: str) -> None:
+    """The model server process: ``shipyard.serving`` as ``build_app`` assembles it (with the
+    workspace's flush and refresh settings), under Uvicorn on 127.0.0.1 until ``stop``; then
+    the per-request notes go to ``out`` (JSON)."""
+    import uvicorn
+
+    from shipyard.registry import Registry
+    from shipyard.serving.app import ServingApp
+    from shipyard.serving.live import LiveModels
+    from shipyard.workspace import Workspace
+
+    # a failing row logs a warning per request; thousands of them would bury the tables
+    logging.getLogger("shipyard.serving").addHandler(logging.NullHandler())
+    logging.getLogger("shipyard.serving").propagate = False
+    ws = Workspace.open(home=Path(home))
+    cfg = ws.settings.serving
+    telemetry = RecordingTelemetry(
+        ws.store,
+        ws.artifacts,
+        flush_interval_s=cfg.flush_interval_s,
+        sample_rate=cfg.request_log_sample_rate,
+        clock=ws.clock,
+    )
+    app = ServingApp(LiveModels(Registry.of(ws), cfg.refresh_interval_s), telemetry, clock=ws.clock)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, http="httptools", lifespan="on",
+        log_level="warning", access_log=False,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.02)
+    ready.set()
+    stop.wait()
+    server.should_exit = True
+    thread.join(timeout=30)  # the app's shutdown flushes the last windows
+    Path(out).write_text(json.dumps(telemetry.noted))
+    ws.store.dispose()
+
+
+@dataclass
+class Pool:
+    """The recorded requests of one version: what the server measured and what the client saw."""
+
+    errors: np.ndarray  # bool: HTTP status ≥ 500
+    latency_s: np.ndarray  # as the server measured it
+    client_latency_s: np.ndarray  # as the client saw it (request sent → answer read)
+    scores: np.ndarray  # the score answered; NaN for errors
+
+    @property
+    def size(self) -> int:
+        return int(self.errors.size)
+
+
+@dataclass
+class Recording:
+    pools: dict[str, tuple[Pool, Pool]]  # scenario → (canary, stable)
+    seconds: float
+    requests: int
+    checks: list[str] = field(default_factory=list)
+
+
+def save_recording(recording: Recording, path: Path) -> None:
+    arrays: dict[str, Any] = {}
+    for k, sc in enumerate(SCENARIOS):
+        for arm, pool in zip(("canary", "stable"), recording.pools[sc.name], strict=True):
+            for name in ("errors", "latency_s", "client_latency_s", "scores"):
+                arrays[f"{k}:{arm}:{name}"] = getattr(pool, name)
+    meta = {
+        "seconds": recording.seconds,
+        "requests": recording.requests,
+        "checks": recording.checks,
+    }
+    np.savez_compressed(path, meta=np.asarray(json.dumps(meta)), **arrays)
+
+
+def load_recording(path: Path) -> Recording:
+    with np.load(path) as f:
+        meta = json.loads(str(f["meta"]))
+        pools = {
+            sc.name: (
+                Pool(
+                    *(
+                        f[f"{k}:canary:{n}"]
+                        for n in ("errors", "latency_s", "client_latency_s", "scores")
+                    )
+                ),
+                Pool(
+                    *(
+                        f[f"{k}:stable:{n}"]
+                        for n in ("errors", "latency_s", "client_latency_s", "scores")
+                    )
+                ),
+            )
+            for k, sc in enumerate(SCENARIOS)
+        }
+    return Recording(
+        pools, meta["seconds"], meta["requests"], [*meta["checks"], f"replayed from {path}"]
+    )
+
+
+def _register_scenarios(ws: Any, clf: Any, train: np.ndarray) -> None:
+    import pandas as pd
+
+    from shipyard.clock import SYSTEM_CLOCK
+    from shipyard.deploy import traffic
+    from shipyard.deploy.canary import ServingAnalyzer
+    from shipyard.deploy.engine import Engine, SmokeResult
+    from shipyard.deploy.policy import parse_policy, set_policy
+    from shipyard.deploy.rollout import start_rollout
+    from shipyard.registry import Registry
+    from shipyard.registry.models import reference_profile_of
+
+    frame = pd.DataFrame(train, columns=[f"x{i}" for i in range(FEATURES)])
+    reference = reference_profile_of(frame, ScoringModel(clf))
+    reg = Registry(ws.store, ws.artifacts, actor="bench")
+    policy_text = (
+        "approvals: {start: {count: 0}}\nstaging: {smoke: false}\n"
+        f"canary: {{interval_s: 3600, steps: [{{weight_pct: {RECORD_WEIGHT_PCT:g}, "
+        "min_duration_s: 86400}]}\n"
+    )
+    engine = Engine(
+        ws.store,
+        SYSTEM_CLOCK,
+        smoke=lambda m, v, p: SmokeResult(True, {}),
+        analyzer=ServingAnalyzer(ws.store),
+    )
+    for sc in SCENARIOS:
+        stable = reg.register(
+            sc.model, ScoringModel(clf, **sc.stable), training_data=frame,
+            reference_profile=reference,
+        )  # fmt: skip
+        canary = reg.register(
+            sc.model,
+            ScoringModel(clf, **(sc.canary if sc.canary is not None else sc.stable)),
+            training_data=frame,
+            reference_profile=reference,
+        )
+        if sc.canary is None and canary.artifact_digest != stable.artifact_digest:
+            raise RuntimeError("the A/A versions should be one artifact")
+        set_policy(ws.store, sc.model, policy_text, actor="bench")
+        with ws.store.session() as s:
+            traffic.put_in_production(
+                s, sc.model, stable.version, now=time.time(), via="initial", actor="bench",
+                reason="",
+            )  # fmt: skip
+        rid = start_rollout(
+            ws.store, sc.model, canary.version, actor="bench", policy=parse_policy(policy_text)
+        ).id
+        for _ in range(5):
+            split = traffic.live_split(ws.store, sc.model)
+            if split is not None and split.canary == canary.version:
+                break
+            engine.advance(rid)
+        else:
+            raise RuntimeError(f"{sc.model}: the canary did not go live")
+
+
+def record(total_requests: int, seed: int) -> Recording:
+    """Serve every scenario's two versions and record ``total_requests`` requests."""
+    import httpx
+
+    from shipyard.workspace import Workspace
+
+    clf, train, rows = fit_classifier(seed, total_requests)
+    rng = np.random.default_rng(seed)
+    shares = np.asarray([sc.share for sc in SCENARIOS])
+    which = rng.choice(len(SCENARIOS), size=total_requests, p=shares / shares.sum())
+    users = rng.integers(0, 10**9, size=total_requests)
+    ctx = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        ws = Workspace.open(home=home)
+        _register_scenarios(ws, clf, train)
+        notes_path = str(Path(tmp) / "notes.json")
+        with socket_port() as port:
+            pass
+        ready, stop = ctx.Event(), ctx.Event()
+        proc = ctx.Process(target=serve_and_note, args=(str(home), port, ready, stop, notes_path))
+        proc.start()
+        if not ready.wait(60):
+            proc.kill()
+            raise RuntimeError("the model server did not start")
+        seen: list[Seen] = []
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                seconds = _send(client, rows, which, users, seen)
+        finally:
+            stop.set()
+            proc.join(60)
+            if proc.is_alive():
+                proc.kill()
+        noted: dict[str, Noted] = {
+            n[0]: (n[0], n[1], n[2], n[3], n[4], n[5])
+            for n in json.loads(Path(notes_path).read_text())
+        }
+        recording = _pools(seen, noted, seconds)
+        recording.checks.append(_check_flushed(ws, recording, seen, noted))
+        ws.store.dispose()
+    return recording
+
+
+def _send(
+    client: Any, rows: np.ndarray, which: np.ndarray, users: np.ndarray, seen: list[Seen]
+) -> float:
+    """Wait until every version answers, then send one request per row; returns the seconds."""
+    from shipyard.deploy.routing import choose_version
+
+    for sc in SCENARIOS:
+        deadline = time.monotonic() + 30
+        got: set[str] = set()
+        while got != {"1", "2"} and time.monotonic() < deadline:
+            r = client.post(
+                f"/v2/models/{sc.model}/infer",
+                json=_body(rows[0]),
+                headers={"x-user-id": uuid.uuid4().hex},
+            )
+            if "x-shipyard-model-version" in r.headers:  # an error answer names no version
+                got.add(r.headers["x-shipyard-model-version"])
+            time.sleep(0.01)
+        if got != {"1", "2"}:
+            raise RuntimeError(f"{sc.model}: both versions should answer, got {got}")
+    split = {1: 100 - RECORD_WEIGHT_PCT, 2: RECORD_WEIGHT_PCT}
+    started = time.perf_counter()
+    for i, row in enumerate(rows):
+        sc = SCENARIOS[which[i]]
+        rid, user = f"r{i}", f"u{users[i]}"
+        t0 = time.perf_counter()
+        r = client.post(
+            f"/v2/models/{sc.model}/infer",
+            json=_body(row),
+            headers={"x-user-id": user, "x-request-id": rid},
+        )
+        waited = time.perf_counter() - t0
+        score = float(r.json()["outputs"][0]["data"][0]) if r.status_code == 200 else math.nan
+        version = int(r.headers.get("x-shipyard-model-version", 0))
+        routed = choose_version(f"user:{user}", split, 2)
+        seen.append((rid, int(which[i]), version, r.status_code, waited, score, routed))
+    return time.perf_counter() - started
+
+
+def _body(row: np.ndarray) -> dict[str, Any]:
     return {
-        "errors": errors,
-        "lat_ms": BOUNDS_MS[bucket],
-        "raw_lat_ms": lat_s * 1000,
-        "preds": preds,
-        "sub": sub,
+        "inputs": [
+            {"name": "x", "shape": [1, FEATURES], "datatype": "FP64", "data": [row.tolist()]}
+        ]
+    }
+
+
+def _pools(seen: list[Seen], noted: dict[str, Noted], seconds: float) -> Recording:
+    """Each request in its version's pool, the version being the one the server noted; the
+    client's header (when the answer has one) and the sticky routing rule must agree with it."""
+    by_arm: dict[tuple[int, int], list[tuple[Seen, Noted]]] = {}
+    unnamed = 0
+    for s in seen:
+        n = noted[s[0]]
+        sc = SCENARIOS[s[1]]
+        if n[1] != sc.model or n[3] != s[3] or s[6] != n[2] or s[2] not in (0, n[2]):
+            raise RuntimeError(f"request {s[0]}: the client saw {s}, the server noted {n}")
+        unnamed += s[2] == 0
+        by_arm.setdefault((s[1], n[2]), []).append((s, n))
+    pools: dict[str, tuple[Pool, Pool]] = {}
+    for k, sc in enumerate(SCENARIOS):
+        arms = []
+        for version in (2, 1):
+            pairs = by_arm.get((k, version), [])
+            arms.append(
+                Pool(
+                    errors=np.asarray([s[3] >= 500 for s, _ in pairs], dtype=bool),
+                    latency_s=np.asarray([n[4] for _, n in pairs]),
+                    client_latency_s=np.asarray([s[4] for s, _ in pairs]),
+                    scores=np.asarray([s[5] for s, _ in pairs]),
+                )
+            )
+        pools[sc.name] = (arms[0], arms[1])
+    checks = [
+        "every request was answered by the version its x-user-id routes to (sticky sha256 rule), "
+        f"as the server noted it; {unnamed} error answers carried no X-Shipyard-Model-Version"
+    ]
+    return Recording(pools, seconds, len(seen), checks)
+
+
+def _check_flushed(
+    ws: Any,
+    recording: Recording,
+    seen: list[Seen],
+    noted: dict[str, Noted],
+) -> str:
+    """The windows the server flushed, read as the control loop reads them, hold the same
+    requests, errors and latency histogram as the per-request records."""
+    from shipyard.deploy.canary import arm_from_store
+
+    warmup = {n[0] for n in noted.values()} - {s[0] for s in seen}
+    for sc in SCENARIOS:
+        canary, stable = recording.pools[sc.name]
+        for version, pool in ((2, canary), (1, stable)):
+            arm = arm_from_store(ws.store, sc.model, version, 0.0, time.time() + 3600)
+            extra = [noted[r] for r in warmup if noted[r][1] == sc.model and noted[r][2] == version]
+            lat = np.concatenate([pool.latency_s, np.asarray([n[4] for n in extra])])
+            expected = np.sort(BOUNDS_MS[np.searchsorted(LATENCY_BUCKETS_S, lat, side="left")])
+            errors = int(pool.errors.sum()) + sum(n[3] >= 500 for n in extra)
+            if (
+                arm.requests != pool.size + len(extra)
+                or arm.errors != errors
+                or not np.array_equal(np.sort(arm.latencies_ms), expected)
+            ):
+                raise RuntimeError(
+                    f"{sc.model} v{version}: the flushed windows ({arm.requests} requests, "
+                    f"{arm.errors} errors) differ from the records ({pool.size + len(extra)}, "
+                    f"{errors})"
+                )
+    return (
+        "the windows the server flushed (read by the control loop's arm_from_store) hold the "
+        "same requests, errors and latency histogram per version as the per-request records"
+    )
+
+
+# -- replay: the rollouts, judged by both judges -----------------------------------------------
+
+
+def _draw(rng: np.random.Generator, pool: Pool, n: int, subwindows: int) -> dict[str, np.ndarray]:
+    """``n`` requests drawn with replacement from ``pool``, in both judges' shapes."""
+    idx = rng.integers(0, pool.size, n)
+    lat_s = pool.latency_s[idx]
+    bucket = np.searchsorted(np.asarray(LATENCY_BUCKETS_S), lat_s, side="left")
+    return {
+        "errors": pool.errors[idx],
+        "lat_ms": BOUNDS_MS[bucket],  # what the flushed histogram says: the bucket's bound
+        "raw_lat_ms": lat_s * 1000,  # what a Prometheus sum/count says: the exact mean
+        "preds": pool.scores[idx],
+        "sub": rng.integers(0, subwindows, n),
     }
 
 
@@ -167,6 +610,7 @@ def kayenta_fails(canary: Arm, stable: Arm) -> bool:
 class Outcome:
     ours_failed_at: int | None  # analysis interval (1-based, whole rollout) of the rollback
     kayenta_failed_at: int | None
+    ours_failed_on: tuple[str, ...] = ()  # the metrics that failed Shipyard's verdict
 
 
 def policy_with_interval(interval_s: float) -> Policy:
@@ -179,8 +623,17 @@ def total_intervals(policy: Policy) -> int:
     return sum(s.max_looks(policy.canary.interval_s) for s in policy.canary.steps)
 
 
-def simulate(args: tuple[int, Behaviour, Behaviour, float]) -> Outcome:
-    seed, canary_b, stable_b, interval_s = args
+_POOLS: dict[str, tuple[Pool, Pool]] = {}
+
+
+def _set_pools(pools: dict[str, tuple[Pool, Pool]]) -> None:
+    _POOLS.update(pools)
+
+
+def replay(args: tuple[int, str, float]) -> Outcome:
+    """One rollout of the policy's plan on requests resampled from the scenario's pools."""
+    seed, scenario, interval_s = args
+    canary_pool, stable_pool = _POOLS[scenario]
     rng = np.random.default_rng(seed)
     policy = policy_with_interval(interval_s)
     max_intervals = total_intervals(policy)
@@ -188,6 +641,7 @@ def simulate(args: tuple[int, Behaviour, Behaviour, float]) -> Outcome:
     subwindows = int(interval / SUBWINDOW_S)
     ours: int | None = None
     kayenta: int | None = None
+    failed_on: tuple[str, ...] = ()
     t = 0
     for index, step in enumerate(policy.canary.steps):
         c, s = Arm(), Arm()
@@ -197,8 +651,8 @@ def simulate(args: tuple[int, Behaviour, Behaviour, float]) -> Outcome:
             elapsed += interval
             n = rng.poisson(RATE_RPS * interval)
             n_c = int(rng.binomial(n, step.weight_pct / 100))
-            c.add(_draw(rng, canary_b, n_c, subwindows), subwindows)
-            s.add(_draw(rng, stable_b, n - n_c, subwindows), subwindows)
+            c.add(_draw(rng, canary_pool, n_c, subwindows), subwindows)
+            s.add(_draw(rng, stable_pool, n - n_c, subwindows), subwindows)
             if ours is None:
                 verdicts = judge_arms(c.data(), s.data(), policy, index, looks + 1)
                 outcome = (
@@ -208,30 +662,42 @@ def simulate(args: tuple[int, Behaviour, Behaviour, float]) -> Outcome:
                 )
                 if outcome == "fail":
                     ours = t
+                    failed_on = tuple(v.metric for v in verdicts if v.outcome == "fail")
                 elif outcome != "extend":
                     looks += 1
             if kayenta is None and kayenta_fails(c, s):
                 kayenta = t
-            if ours is not None and kayenta is not None:
-                return Outcome(ours, kayenta)
-            if t >= max_intervals:
-                return Outcome(ours, kayenta)
+            if (ours is not None and kayenta is not None) or t >= max_intervals:
+                return Outcome(ours, kayenta, failed_on)
             if elapsed >= step.min_duration_s:
                 break
-    return Outcome(ours, kayenta)
+    return Outcome(ours, kayenta, failed_on)
+
+
+def pooled_aa(recording: Recording) -> tuple[Pool, Pool]:
+    """Both A/A versions' requests in one pool that both arms draw from.
+
+    The two versions are one artifact, so which of them served a request is exchangeable
+    (a permutation null): this replays the judge on the served requests without the chance
+    difference between the two recorded pools, which every rollout of the per-version replay
+    shares and which resampling more requests than were recorded magnifies.
+    """
+    canary, stable = recording.pools[SCENARIOS[0].name]
+    merged = Pool(
+        *(
+            np.concatenate([getattr(canary, f), getattr(stable, f)])
+            for f in ("errors", "latency_s", "client_latency_s", "scores")
+        )
+    )
+    return merged, merged
 
 
 def run_scenario(
-    name: str,
-    canary_b: Behaviour,
-    stable_b: Behaviour,
-    rollouts: int,
-    interval_s: float,
-    pool: ProcessPoolExecutor,
-) -> tuple[str, list[Outcome]]:
+    name: str, rollouts: int, interval_s: float, pool: ProcessPoolExecutor
+) -> list[Outcome]:
     base = zlib.crc32(name.encode())
-    jobs = [(base + 1000 * i, canary_b, stable_b, interval_s) for i in range(rollouts)]
-    return name, list(pool.map(simulate, jobs, chunksize=4))
+    jobs = [(base + 1000 * i, name, interval_s) for i in range(rollouts)]
+    return list(pool.map(replay, jobs, chunksize=4))
 
 
 def rate(outcomes: list[Outcome], who: str, within: int | None = None) -> float:
@@ -240,6 +706,13 @@ def rate(outcomes: list[Outcome], who: str, within: int | None = None) -> float:
         at = o.ours_failed_at if who == "ours" else o.kayenta_failed_at
         hits += at is not None and (within is None or at <= within)
     return hits / len(outcomes)
+
+
+def median_interval(outcomes: list[Outcome], who: str) -> float:
+    """The median interval of the rollback among the rollouts rolled back (NaN if none)."""
+    at = [o.ours_failed_at if who == "ours" else o.kayenta_failed_at for o in outcomes]
+    hit = [a for a in at if a is not None]
+    return float(np.median(hit)) if hit else math.nan
 
 
 # -- rollback speed ---------------------------------------------------------------------------
@@ -532,9 +1005,96 @@ def socket_port() -> Iterator[int]:
         yield int(s.getsockname()[1])
 
 
+def _describe(recording: Recording) -> None:
+    print(
+        f"\nRecorded {recording.requests} requests in {recording.seconds:.0f} s "
+        f"({recording.requests / recording.seconds:.0f} req/s, one closed-loop client) from "
+        "shipyard.serving under Uvicorn on 127.0.0.1; canary weight "
+        f"{RECORD_WEIGHT_PCT:g} % by x-user-id while recording"
+    )
+    for check in recording.checks:
+        print(f"  checked: {check}")
+    header = (
+        f"{'scenario':38} {'arm':7} {'requests':>8} {'errors':>7} "
+        f"{'server p50/p90/p99 ms':>22} {'client p50 ms':>13} {'mean score':>10} {'KS D':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, (canary, stable) in recording.pools.items():
+        ok_c = canary.scores[~canary.errors]
+        ok_s = stable.scores[~stable.errors]
+        d = float(sps.ks_2samp(ok_c, ok_s).statistic) if ok_c.size and ok_s.size else math.nan
+        for arm, p in (("canary", canary), ("stable", stable)):
+            q = np.percentile(p.latency_s * 1000, [50, 90, 99])
+            ok = p.scores[~p.errors]
+            print(
+                f"{name if arm == 'canary' else '':38} {arm:7} {p.size:>8} "
+                f"{p.errors.mean():>7.2%} {q[0]:>8.2f}/{q[1]:.2f}/{q[2]:.2f} "
+                f"{np.median(p.client_latency_s) * 1000:>13.2f} "
+                f"{ok.mean() if ok.size else math.nan:>10.3f} "
+                f"{(f'{d:.3f}' if arm == 'canary' else ''):>6}"
+            )
+
+
+SHORT = {
+    "error_rate": "errors",
+    "latency": "latency",
+    "latency_spread": "spread",
+    "prediction_shift": "predictions",
+}
+
+
+def _failed_on(outcomes: list[Outcome]) -> str:
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        for m in o.ours_failed_on:
+            counts[SHORT.get(m, m)] = counts.get(SHORT.get(m, m), 0) + 1
+    return ", ".join(f"{m} {n}" for m, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _judging_table(results: dict[str, list[Outcome]], rollouts: int, policy: Policy) -> None:
+    goals = {
+        SCENARIOS[0].name: "≤ 1 %",
+        AA_POOLED: "≤ 1 %",
+        "+2 pp errors": "≥ 95 % ≤3",
+        "prediction shift only": "detected",
+    }
+    print(
+        f"\nJudging on resampled served traces: {rollouts} rollouts per scenario, "
+        f"{RATE_RPS:g} req/s, steps {[s.weight_pct for s in policy.canary.steps]} %, analysis "
+        f"every {policy.canary.interval_s:g} s, {total_intervals(policy)} intervals per "
+        f"rollout, α = {policy.analysis.alpha:g} per rollout"
+    )
+    print(
+        "rolled back within 3 intervals (≤3) / in the whole rollout (all); median interval of "
+        "the rollback (med); the metrics that failed Shipyard's verdicts (rollouts)"
+    )
+    header = (
+        f"{'scenario':38} {'Shipyard ≤3':>11} {'all':>6} {'med':>4}  "
+        f"{'Kayenta ≤3':>10} {'all':>6} {'med':>4}  {'goal':10} Shipyard failed on"
+    )
+    print(header)
+    print("-" * (len(header) + 12))
+    for name, o in results.items():
+        cells = []
+        for who, width in (("ours", 11), ("kayenta", 10)):
+            med = median_interval(o, who)
+            cells.append(
+                f"{rate(o, who, 3):>{width}.1%} {rate(o, who):>6.1%} "
+                f"{'—' if math.isnan(med) else f'{med:g}':>4}"
+            )
+        print(f"{name:38} {cells[0]}  {cells[1]}  {goals.get(name, ''):10} {_failed_on(o)}")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--rollouts", type=int, default=200)
+    parser.add_argument(
+        "--record-requests",
+        type=int,
+        default=DEFAULT_RECORD_REQUESTS,
+        help="requests to serve and record, over all scenarios",
+    )
     parser.add_argument("--rollback-trials", type=int, default=10)
     parser.add_argument(
         "--interval",
@@ -542,44 +1102,44 @@ def main() -> None:
         default=DEFAULT_POLICY.canary.interval_s,
         help="analysis interval in seconds (default: the default policy's)",
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short check: 20 rollouts, 20 000 recorded requests, 3 rollback trials",
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--save-recording", type=Path, help="write the recorded pools to this .npz file"
+    )
+    parser.add_argument(
+        "--replay", type=Path, help="judge a recording saved by --save-recording (no serving)"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.rollouts, args.record_requests, args.rollback_trials = 20, 20_000, 3
+    for flag in ("rollouts", "record_requests", "rollback_trials"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.interval <= 0:
+        parser.error("--interval must be positive")
     policy = policy_with_interval(args.interval)
+    t_start = time.perf_counter()
+
+    if args.replay is not None:
+        recording = load_recording(args.replay)
+    else:
+        recording = record(args.record_requests, args.seed)
+    if args.save_recording is not None:
+        save_recording(recording, args.save_recording)
+    _describe(recording)
     t0 = time.perf_counter()
     results: dict[str, list[Outcome]] = {}
-    with ProcessPoolExecutor(max_workers=2) as pool:
-        for name, beh in SCENARIOS.items():
-            results[name] = run_scenario(name, beh, STABLE, args.rollouts, args.interval, pool)[1]
-        results[SPARSE[0]] = run_scenario(
-            SPARSE[0], SPARSE[1], SPARSE[2], args.rollouts, args.interval, pool
-        )[1]
-    sim_s = time.perf_counter() - t0
-
-    print(
-        f"\nCanary judging on simulated traces: {args.rollouts} rollouts per scenario, "
-        f"{RATE_RPS:g} req/s, steps {[s.weight_pct for s in policy.canary.steps]} %, "
-        f"analysis every {args.interval:g} s, {total_intervals(policy)} intervals per rollout, "
-        f"α = {policy.analysis.alpha:g} per rollout ({sim_s:.0f} s to simulate)\n"
-    )
-    header = f"{'scenario':36} {'measure':34} {'Shipyard':>9} {'Kayenta-style':>14} {'goal':>10}"
-    print(header)
-    print("-" * len(header))
-    rows = [
-        ("A/A (same model)", "false rollbacks, whole rollout", None, "≤ 1 %"),
-        ("+2 pp errors", "detected within 3 intervals", 3, "≥ 95 %"),
-        ("+2 pp errors", "detected in the rollout", None, ""),
-        ("prediction shift only", "detected within 3 intervals", 3, ""),
-        ("prediction shift only", "detected in the rollout", None, "detected"),
-        ("latency spread x2, same median", "detected in the rollout", None, ""),
-        ("prediction spread, same mean", "detected within 3 intervals", 3, ""),
-        (SPARSE[0], "detected in the rollout", None, ""),
-    ]
-    for name, measure, within, goal in rows:
-        o = results[name]
-        print(
-            f"{name:36} {measure:34} {rate(o, 'ours', within):>8.1%} "
-            f"{rate(o, 'kayenta', within):>14.1%} {goal:>10}"
-        )
-
+    pools = {**recording.pools, AA_POOLED: pooled_aa(recording)}
+    with ProcessPoolExecutor(max_workers=2, initializer=_set_pools, initargs=(pools,)) as pool:
+        for name in [SCENARIOS[0].name, AA_POOLED, *(sc.name for sc in SCENARIOS[1:])]:
+            results[name] = run_scenario(name, args.rollouts, args.interval, pool)
+    _judging_table(results, args.rollouts, policy)
+    print(f"({time.perf_counter() - t0:.0f} s to replay and judge)")
     deltas = rollback_speed(args.rollback_trials)
     print(
         f"\nRollback speed ({args.rollback_trials} trials, 2 replicas × 25 req/s, "
@@ -607,6 +1167,7 @@ def main() -> None:
         f"  committed rollback → last answer from the old version: median "
         f"{np.median(moved):.2f} s, max {max(moved):.2f} s (goal ≤ 2 s)"
     )
+    print(f"\n{time.perf_counter() - t_start:.0f} s in all")
     sys.stdout.flush()
 
 
