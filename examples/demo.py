@@ -10,7 +10,8 @@ output) against a fresh home folder, ``.shipyard/demo``, so the tour is repeatab
 5. alerting — drift, quota and latency alerts in the log receiver;
 6. safe deployment — policy, runbook, four-eyes approval, canary, promotion; a worse model
    caught by its canary and rolled back with a diagnosis; a one-command rollback;
-7. summary — where to look next.
+7. alerts resolve — the next batch is i.i.d. again, latency is back under its objective;
+8. summary — where to look next.
 
 It exits non-zero, naming the stage, when a stage fails. Ctrl-C stops it cleanly.
 """
@@ -513,7 +514,11 @@ def serving(t: Tour, data: dict[str, Any]) -> None:
     note("first deployment: staging smoke checks, then production (no stable version to compare)")
     follow_rollout(t, rid, {"production", "failed", "rolled_back"}, 60)
     port = free_port()
-    t.start("serve", "serve", "--port", str(port), "--model", MODEL)
+    note("the model server runs on quota too: a lease in the `serving` pool while it serves")
+    t.start(
+        "serve", "serve", "--port", str(port), "--model", MODEL,
+        "--pool", "serving", "--cpu", "0.5", "--memory", "512Mi",
+    )  # fmt: skip
     t.serve_url = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
@@ -544,6 +549,7 @@ def serving(t: Tour, data: dict[str, Any]) -> None:
     note("waiting 2 s for the server to flush its windows to the store…")
     time.sleep(2.0)
     run_monitors(t)
+    t.shipyard("quota", "status", show=12)
 
 
 def pd_concat(frame: Any, times: int) -> Any:
@@ -685,6 +691,27 @@ def _read(path: Path) -> str:
     return path.read_text(encoding="utf-8") if path.exists() else ""
 
 
+def resolving(t: Tour) -> None:
+    """The next scoring batch is i.i.d. again and the server's p99 is back under its objective:
+    the drift and latency alerts resolve, and the receiver is told."""
+    log = HOME / "logs" / "demo-alerts.log"
+    t.shipyard("run", "examples/pipelines/batch.py", "--pool", "demo", keep=_run_brief)
+    note("the daemon re-evaluates the rules every tick and the serving monitors every 30 s")
+    wanted = ("resolved DatasetDrift", "resolved ServingLatencyHigh")
+
+    def resolved() -> bool:
+        t.alive("daemon")
+        text = "\n".join(_notification(line) for line in _read(log).splitlines())
+        return all(w in text for w in wanted)
+
+    try:
+        took = t.wait_for("the drift and latency alerts to resolve", resolved, 45)
+        note(f"resolved and delivered within {took:.1f} s")
+    except StageFailed as exc:
+        say(f"  {YELLOW}({exc}){RESET}")
+    t.shipyard("alerts", "list", "--state", "resolved", show=12)
+
+
 def summary(t: Tour) -> None:
     total = time.monotonic() - t.started
     for title, seconds, outcome in t.stage_times:
@@ -727,7 +754,9 @@ def main() -> int:
             alerting(t)
         with t.stage(6, "safe deployment: canary, promotion, automatic and manual rollback"):
             deployment(t, data)
-        with t.stage(7, "summary"):
+        with t.stage(7, "alerts resolve: the next batch is i.i.d., latency is back"):
+            resolving(t)
+        with t.stage(8, "summary"):
             summary(t)
     except StageFailed as exc:
         say(f"\n{RED}{BOLD}demo failed — {exc}{RESET}")

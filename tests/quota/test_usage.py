@@ -37,6 +37,26 @@ def test_reserved_used_and_time_to_exhaustion(store: Store) -> None:
     assert last[RESERVED].value == 4 and last[RESERVED].labels["pipeline"] == "etl"
     assert last[USED].value == 2.0
     assert last[TIME_TO_EXHAUSTION].value == pytest.approx(360)
+
+    # after the peak, one lease given back: the window's slope is still positive, but a pool
+    # below its peak is not about to run out
+    leases.release(lease)
+    (cpu,) = record_usage(store, clock)
+    assert cpu.reserved == 3 and cpu.rate_per_s > 0 and cpu.seconds is None
+    leases.close()
+
+
+def test_one_lease_taken_is_a_step_not_a_trend(store: Store) -> None:
+    clock = FakeClock()
+    spec = PoolSpec(name="p", capacity={"cpu": 10}, members=[MemberSpec(pipeline="etl")])
+    apply_pools(store, [resolve(spec, 0.5)])
+    leases = LeaseManager(store, clock=clock, default_pool="p", lease_ttl_s=3600)
+    for minute in range(4):
+        if minute == 1:
+            leases.acquire(LeaseRequest("etl", {"cpu": 4}))
+        (cpu,) = record_usage(store, clock)
+        clock.advance(60)
+    assert cpu.reserved == 4 and cpu.rate_per_s > 0 and cpu.seconds is None
     leases.close()
 
 

@@ -152,7 +152,8 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
             amounts = ", ".join(f"{r}={format_amount(r, v)}" for r, v in sorted(total.items()))
             since = when(min(x.requested_at for x in rows))
             verb = "holds" if state == "held" else "waits for"
-            console.print(f"    {pipeline} {verb} {amounts} ({len(rows)} leases, since {since})")
+            count = f"{len(rows)} lease" + ("s" if len(rows) != 1 else "")
+            console.print(f"    {pipeline} {verb} {amounts} ({count}, since {since})")
 
 
 @quota_app.command("reclaim")

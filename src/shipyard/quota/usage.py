@@ -13,12 +13,15 @@
 ==============================================  ===========================================
 
 The rate is the least-squares slope of the pool's total reservation over the last
-``window_s`` (the burn rate); time to exhaustion is written only while that rate is positive
-(a pool being drained is not about to run out).
+``window_s`` (the burn rate); time to exhaustion is written only while that rate is positive and
+the reservation has risen at least three times in the window and stands at its highest (one lease
+taken is a step, not a trend; a pool being drained, or back down after a peak, is not about to
+run out, whatever the slope of the window says).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +40,8 @@ WAITING = "shipyard_quota_waiting"
 RATE = "shipyard_quota_usage_rate"
 POOL_RESERVED = "shipyard_quota_pool_reserved"
 TIME_TO_EXHAUSTION = "shipyard_quota_time_to_exhaustion_seconds"
+MIN_RISES = 3
+"""Increases of the reservation within the window before a time to exhaustion is forecast."""
 
 
 def labels_key(labels: dict[str, str]) -> str:
@@ -110,7 +115,11 @@ def record_usage(
                 values = [float(v) for _, v in history] + [reserved]
                 rate = burn_rate(times, values)
                 point(RATE, labels, rate)
-                seconds = max(capacity - reserved, 0.0) / rate if rate > 0 else None
+                # a trend, rising to a new high: one lease taken is a step, not a trend, and
+                # below the window's peak a positive slope is the past
+                rises = sum(1 for a, b in itertools.pairwise(values) if b > a)
+                rising = rate > 0 and reserved >= max(values) and rises >= MIN_RISES
+                seconds = max(capacity - reserved, 0.0) / rate if rising else None
                 if seconds is not None:
                     point(TIME_TO_EXHAUSTION, labels, seconds)
                 outlook.append(Exhaustion(pool.name, resource, reserved, capacity, rate, seconds))
