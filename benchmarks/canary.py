@@ -3,56 +3,68 @@ power and rollback speed, against a Kayenta-style Mann–Whitney-only judge on t
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/canary.py                  # the numbers below
-    .venv/bin/python benchmarks/canary.py --quick          # a short check (about a minute)
+    .venv/bin/python benchmarks/canary.py            # the default run (RUNTIME)
+    .venv/bin/python benchmarks/canary.py --quick    # a short check: 20 000 requests, 20 rollouts
 
-1. **Judging, on served traces.** What is served and what is resampled:
+1. **Judging, on served traces.** What is served, and what is resampled:
 
-   *Served (recorded).* ``shipyard.serving`` runs under Uvicorn on 127.0.0.1 in its own
-   process, from a temporary workspace (SQLite, local artifacts). Six models are live at once,
-   one per scenario, each with a stable version (v1) and a canary (v2) put live by the rollout
-   engine under a one-step policy at 50 % (so both arms fill at the same pace; a request's
-   behaviour does not depend on the weight). The versions are real models: a
-   scikit-learn ``LogisticRegression`` fitted on a generated tabular problem, registered with
-   the Python flavor inside :class:`canary_models.ScoringModel` (score = P(y = 1), failures and
-   delays chosen by a hash of the row, so they are properties of the model, not of the load):
+   *Served and recorded.* ``shipyard.serving`` runs under Uvicorn on 127.0.0.1 in its own
+   process, assembled as ``build_app`` does it, from a temporary workspace (SQLite, local
+   artifacts, the default flush and refresh intervals). Six models are live at once, one per
+   scenario, each with a stable version (v1) and a canary (v2) that the rollout engine put live
+   under a one-step policy at 50 % (so both arms fill at the same pace: what one request does
+   does not depend on the weight). The versions are real models: a scikit-learn
+   ``LogisticRegression`` fitted on a generated tabular problem, registered with the Python
+   flavor inside :class:`canary_models.ScoringModel`, which answers the score P(y = 1) and
+   fails or sleeps according to a hash of the row, so that a bad version is bad by its own
+   doing, not by the load generator's:
 
-   - A/A: the stable artifact registered twice (same bytes, same digest); both fail 1 % of rows;
+   - A/A: the stable artifact registered twice (the same bytes, the same digest); both fail
+     1 % of rows;
    - +2 pp errors: the canary fails the stable's 1 % of rows and 2 % more (1 % → 3 %);
-   - prediction shift only: the canary adds 0.25 to the decision function (same failing rows,
-     same latency);
+   - prediction shift only: the canary adds 0.55 to the decision function (KS D ≈ 0.14
+     against the stable's scores, like the simulated Beta(2, 5) → Beta(2.6, 5) it replaces);
+     the same failing rows, the same latency;
    - latency spread ×2, same median: both sleep a lognormal extra per row, median 1 ms,
      σ 0.4 (stable) and 0.8 (canary) (spinnaker #6278);
-   - prediction spread, same mean: the canary's decision function × 1.5 (the scores spread,
-     their mean barely moves, since they are near-symmetric around 0.5);
-   - sparse errors vs an error-free stable: the canary fails 0.5 % of rows (kayenta #426).
+   - prediction spread, same mean: the canary's decision function × 1.75 (D ≈ 0.15; the scores
+     spread, their mean stays near 0.5 because they are near-symmetric around it);
+   - sparse errors against an error-free stable: the canary fails 0.5 % of rows (kayenta #426).
 
    One closed-loop client (httpx, keep-alive) sends one fresh row per request to a random
-   model with a random ``x-user-id`` (the server routes it by the sticky hash) and records,
-   per request, which version answered (``X-Shipyard-Model-Version``), the HTTP status, the
-   score returned and the latency it saw. The server records, per request, the latency it
-   measured itself — what :mod:`shipyard.serving.telemetry` folds into the latency histogram
-   it flushes — by a subclass of its ``Telemetry`` that notes each request before the real
-   one folds it in. The judges use the **server's** latency (the judge reads the flushed
-   histograms; Kayenta reads the same server's Prometheus histogram, whose sum/count gives a
-   sub-window's mean); the client's is printed beside it. After the recording, the windows
-   the server flushed to the store are read back with the control loop's own reader
-   (:func:`shipyard.deploy.canary.arm_from_store`) and checked against the per-request
-   records: the same requests, errors and latency histogram per version.
+   scenario's model (A/A gets 40 % of them: it is the scenario whose goal is strictest) with a
+   random ``x-user-id``, and records per request which version answered
+   (``X-Shipyard-Model-Version``), the HTTP status, the score returned and the latency it saw.
+   The server notes per request the latency it measured itself — the value
+   :mod:`shipyard.serving.telemetry` folds into the latency histogram it flushes — through a
+   subclass of its ``Telemetry`` that notes each request and then hands it to the real one.
+   Both judges use the **server's** latency (the judge reads the flushed histograms; Kayenta
+   reads the same server's Prometheus histogram, whose sum/count is a sub-window's exact
+   mean); the client's is printed beside it. The recording is checked: every request was
+   answered by the version its user routes to; and the windows the server flushed, read back
+   by the control loop's own reader (:func:`shipyard.deploy.canary.arm_from_store`), hold the
+   same requests, errors and latency histogram per version as the per-request records.
 
-   *Resampled (replayed).* 200 rollouts × 12 minutes of 50 req/s per scenario cannot be
-   served in real time (2.7 days on loopback), so each rollout draws requests with replacement
-   (a seeded bootstrap) from its scenario's recorded pools, per arm: Poisson(50 req/s × the
-   interval) requests per analysis interval, split binomially by the step's weight, each
-   assigned to a random 10 s sub-window. The plan is the default policy's (steps of 10 % and
-   50 % of traffic, an analysis every 120 s, at least 5 minutes per step; ``--interval 60``
-   shows the cost of judging every minute), judged by
-   :func:`shipyard.deploy.canary.judge_arms` exactly as the control loop does it (the step's
-   cumulative data, latency as the histogram bucket's upper bound, predictions of the answered
-   requests, the same looks, extension rule and alpha spending). What resampling loses: time
-   order (a slow minute on the machine is spread over the rollout instead of hitting one
-   interval of both arms) and the finite pool (the recorded pools' own chance difference is
-   shared by every rollout; the pools' rates are printed so it can be read).
+   *Resampled.* 200 rollouts × 12 minutes of 50 req/s per scenario cannot be served in real
+   time (about 3 days on loopback), so each rollout draws requests with replacement (a seeded
+   bootstrap) from its scenario's recorded pool, per arm: Poisson(50 req/s × the interval)
+   requests per analysis interval, split binomially by the step's weight, each in a random
+   10 s sub-window. The plan is the default policy's (steps of 10 % and 50 % of traffic, an
+   analysis every 120 s, at least 5 minutes per step; ``--interval 60`` shows the cost of
+   judging every minute), judged by :func:`shipyard.deploy.canary.judge_arms` exactly as the
+   control loop does it (each step's cumulative data, a latency as its histogram bucket's
+   upper bound, the scores of answered requests, the same looks, extension rule and alpha
+   spending). What resampling loses: the time order (a slow second of the machine is spread
+   over a rollout instead of hitting one interval of both arms), and independence from the
+   recording: the chance difference between the two recorded pools is shared by every rollout,
+   and a rollout that draws more requests than a pool holds (up to 16 200 per arm in the
+   first step) magnifies it. That matters for A/A, where the rare slow requests (a few per
+   thousand outside the 0.5 ms bucket) decide the latency-spread test, so A/A is replayed
+   twice: from each version's own pool, and from the two versions' requests pooled — valid
+   because they are one artifact (a permutation null), and the estimate of the false rollback
+   rate free of the recording's chance difference. ``--save-recording`` / ``--replay`` keep a
+   recording and judge it again without serving.
+
    Peer: a Kayenta-style judge (NetflixACAJudge as documented in
    /work/shared/reference/canary-and-quota.md) on the same resampled requests: per metric,
    Mann–Whitney U with a 98 % Hodges–Lehmann interval over 10-second sub-window values (error
@@ -72,7 +84,7 @@ Run from the repository root::
    command runs) commits and points the default alias back; measured: time from the commit to
    the last answer any request got from the rolled-back version.
 
-RUNTIME
+RESULTS
 """
 
 from __future__ import annotations
@@ -1087,15 +1099,21 @@ def _judging_table(results: dict[str, list[Outcome]], rollouts: int, policy: Pol
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--rollouts", type=int, default=200)
+    parser = argparse.ArgumentParser(
+        description=" ".join((__doc__ or "").split("\n\n")[0].split()),
+    )
+    parser.add_argument(
+        "--rollouts", type=int, default=200, help="replayed rollouts per scenario (200)"
+    )
     parser.add_argument(
         "--record-requests",
         type=int,
         default=DEFAULT_RECORD_REQUESTS,
-        help="requests to serve and record, over all scenarios",
+        help=f"requests to serve and record, over all scenarios ({DEFAULT_RECORD_REQUESTS})",
     )
-    parser.add_argument("--rollback-trials", type=int, default=10)
+    parser.add_argument(
+        "--rollback-trials", type=int, default=10, help="trials of each rollback timing (10)"
+    )
     parser.add_argument(
         "--interval",
         type=float,
@@ -1107,7 +1125,9 @@ def main() -> None:
         action="store_true",
         help="a short check: 20 rollouts, 20 000 recorded requests, 3 rollback trials",
     )
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--seed", type=int, default=7, help="seed of the data, the users and the rows (7)"
+    )
     parser.add_argument(
         "--save-recording", type=Path, help="write the recorded pools to this .npz file"
     )
@@ -1126,7 +1146,10 @@ def main() -> None:
     t_start = time.perf_counter()
 
     if args.replay is not None:
-        recording = load_recording(args.replay)
+        try:
+            recording = load_recording(args.replay)
+        except (OSError, KeyError, ValueError) as exc:
+            parser.error(f"cannot replay {args.replay}: {exc}")
     else:
         recording = record(args.record_requests, args.seed)
     if args.save_recording is not None:
