@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +29,23 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def first_answer(proc: subprocess.Popen[bytes], port: int, timeout_s: float = 30) -> httpx.Response:
+    """The first answer of a ``shipyard serve`` subprocess to a one-row scoring request,
+    retried while it starts; fails with its stderr if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return httpx.post(
+                f"http://127.0.0.1:{port}/invocations",
+                json={"instances": [[0.1, 0.2, 0.3]]},
+                timeout=2,
+            )
+        except httpx.TransportError:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "shipyard serve did not start"
+            time.sleep(0.2)
 
 
 def training_frame(seed: int = 0, n: int = 300) -> tuple[pd.DataFrame, np.ndarray]:

@@ -6,12 +6,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
-from serving.conftest import fit_classifier, free_port
+from serving.conftest import first_answer, fit_classifier, free_port
 from shipyard.registry import Registry
 from shipyard.workspace import Workspace
 
@@ -35,19 +32,7 @@ def test_serve_command_serves_the_champion_until_terminated(
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                r = httpx.post(
-                    f"http://127.0.0.1:{port}/invocations",
-                    json={"instances": [[0.1, 0.2, 0.3]]},
-                    timeout=2,
-                )
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline, "shipyard serve did not start"
-                time.sleep(0.2)
+        r = first_answer(proc, port)
         assert r.status_code == 200
         assert r.json() == {"predictions": clf.predict([[0.1, 0.2, 0.3]]).tolist()}
     finally:

@@ -12,12 +12,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 from sqlalchemy import select
 
-from serving.conftest import fit_classifier, free_port
+from serving.conftest import first_answer, fit_classifier, free_port
 from shipyard.clock import FakeClock
 from shipyard.quota import LeaseManager
 from shipyard.quota.pools import PoolSpec, apply_pools, resolve
@@ -74,19 +73,7 @@ def test_serve_holds_a_lease_with_measured_usage_and_releases_it_on_sigterm(
     port = free_port()
     proc = _serve(tmp_path, "--port", str(port), "--pool", "serving", "--memory", "1Gi")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                r = httpx.post(
-                    f"http://127.0.0.1:{port}/invocations",
-                    json={"instances": [[0.1, 0.2, 0.3]]},
-                    timeout=2,
-                )
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline, "shipyard serve did not start"
-                time.sleep(0.2)
+        r = first_answer(proc, port)
         assert r.status_code == 200
         # a heartbeat (every ttl/3 = 1 s) has reported what the server's processes use
         deadline = time.monotonic() + 10
