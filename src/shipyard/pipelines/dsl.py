@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from shipyard.errors import InvalidInput, PipelineDefinitionError
+from shipyard.errors import PipelineDefinitionError
 from shipyard.pipelines.graph import Graph, Node, OutputRef
+from shipyard.quota.resources import parse_quantity
 
 if TYPE_CHECKING:
     from shipyard.monitoring.config import MonitorSet
@@ -44,26 +45,10 @@ class PipelineKind(StrEnum):
     SERVING = "serving"
 
 
-# Kubernetes quantity suffixes (k8s.io/apimachinery resource.Quantity): binary Ki..Ti are powers
-# of 1024, decimal k..T powers of 1000, m is 1/1000.
-_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9}
-_SUFFIX |= {"T": 1e12, "m": 1e-3, "": 1}
-_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|k|M|G|T|m|)\s*$")
-
-
 def quantity(value: object, what: str) -> float:
-    """``"4Gi"`` → 4294967296.0, ``"500m"`` → 0.5, ``2`` → 2.0; :class:`InvalidInput` otherwise."""
-    if isinstance(value, bool):
-        raise InvalidInput(f"{what}: {value!r} is not a quantity")
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str) and (match := _QUANTITY.match(value)):
-        number = float(match.group(1)) * _SUFFIX[match.group(2)]
-    else:
-        raise InvalidInput(f"{what}: {value!r} is not a quantity (examples: 2, 500m, 4Gi)")
-    if number < 0 or number != number:
-        raise InvalidInput(f"{what}: {value!r} must be ≥ 0")
-    return number
+    """``"4Gi"`` → 4294967296.0, ``"500m"`` → 0.5, ``2`` → 2.0 (Kubernetes' notation, one parser
+    for the DSL and the quota pools: :func:`shipyard.quota.resources.parse_quantity`)."""
+    return parse_quantity(value, what=what)
 
 
 @dataclass(frozen=True)
