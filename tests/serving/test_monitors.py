@@ -131,6 +131,10 @@ def test_monitors_see_skew_data_problems_latency_and_record_findings(served: Run
     skew = monitor.input_skew(served.registry.get("iris"))
     assert skew.status in ("warning", "alert")
     assert "a" in skew.evidence["drifted_columns"] and "b" not in skew.evidence["drifted_columns"]
+    # the drift score series is the data monitors': the effect of a drifted column, else 0
+    score = {labels["column"]: value for _, labels, value in skew.metrics}
+    effect = {c["column"]: c["effect"] for c in skew.evidence["columns"]}
+    assert score["a"] == effect["a"] > 0.2 and score["b"] == 0.0
     with served.ws.store.session() as s:
         monitors = set(s.scalars(select(Finding.monitor)))
         names = set(s.scalars(select(MetricPoint.name)))

@@ -34,6 +34,7 @@ from sqlalchemy import func, select
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import InvalidInput, NotFound
+from shipyard.monitoring.data import drift_score
 from shipyard.registry import PREDICTION_COLUMN, Registry, VersionInfo
 from shipyard.stats import DatasetProfile, DriftConfig, compare
 from shipyard.store.serving import FeedbackRecord, PredictionRecord, ServingWindow
@@ -244,7 +245,7 @@ class ServingMonitor:
             (
                 "shipyard_drift_score",
                 {"model": info.model, "version": str(info.version), "column": c.column},
-                float(c.effect),
+                drift_score(c),  # the same series as the data monitors': 0 unless it drifted
             )
             for c in report.columns
         ]
