@@ -18,11 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from shipyard.store import Store
-from shipyard.store.tables import MetricPoint
-
-
-def labels_key(labels: dict[str, Any]) -> str:
-    return ",".join(f"{k}={labels[k]}" for k in sorted(labels))
+from shipyard.store.tables import MetricPoint, labels_key
 
 
 def write_point(store: Store, name: str, labels: dict[str, Any], ts: float, value: float) -> None:

@@ -44,7 +44,7 @@ from shipyard.errors import NotFound
 from shipyard.stats.canary import MetricVerdict, combine
 from shipyard.store import Store
 from shipyard.store.deploy import RolloutRecord, RolloutVerdict
-from shipyard.store.tables import MetricPoint
+from shipyard.store.tables import MetricPoint, labels_key
 
 # -- seams ------------------------------------------------------------------------------------
 
@@ -310,7 +310,7 @@ class Engine:
                 MetricPoint(
                     name=ROLLOUT_FAILED_METRIC,
                     labels=labels,
-                    labels_key=",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+                    labels_key=labels_key(labels),
                     ts=now,
                     value=1.0,
                 )

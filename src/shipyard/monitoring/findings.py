@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from shipyard.errors import NotFound
 from shipyard.monitoring.config import DATASET_MONITORS, RUN_MONITORS
 from shipyard.store import Store
-from shipyard.store.tables import Finding, MetricPoint
+from shipyard.store.tables import Finding, MetricPoint, labels_key
 
 OK, WARNING, ALERT = "ok", "warning", "alert"
 
@@ -54,11 +54,6 @@ class PipelineCheck:
             "summary": self.summary,
             "metrics": [{"name": n, "labels": lb, "value": v} for n, lb, v in self.metrics],
         }
-
-
-def labels_key(labels: dict[str, str]) -> str:
-    """The series key the alerting wing groups by: ``k=v`` pairs sorted by key."""
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def add_checks(session: Session, checks: list[PipelineCheck], ts: float) -> None:

@@ -38,7 +38,7 @@ from shipyard.monitoring.data import drift_score
 from shipyard.registry import PREDICTION_COLUMN, Registry, VersionInfo
 from shipyard.stats import DatasetProfile, DriftConfig, compare
 from shipyard.store.serving import FeedbackRecord, PredictionRecord, ServingWindow
-from shipyard.store.tables import Finding, MetricPoint
+from shipyard.store.tables import Finding, MetricPoint, labels_key
 
 if TYPE_CHECKING:
     from shipyard.store import Store
@@ -169,10 +169,6 @@ def _drop_metrics(
             }
             out.append((QUALITY_DROP, labels, quality_drop(metric, float(registered), value)))
     return out
-
-
-def _labels_key(labels: dict[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 class ServingMonitor:
@@ -666,7 +662,7 @@ class ServingMonitor:
                         MetricPoint(
                             name=metric,
                             labels=labels,
-                            labels_key=_labels_key(labels),
+                            labels_key=labels_key(labels),
                             ts=now,
                             value=float(value),
                         )

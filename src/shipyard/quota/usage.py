@@ -31,7 +31,7 @@ from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.quota.pools import list_pools
 from shipyard.store import Store
 from shipyard.store.quota import QuotaLease
-from shipyard.store.tables import MetricPoint
+from shipyard.store.tables import MetricPoint, labels_key
 
 RESERVED = "shipyard_quota_reserved"
 USED = "shipyard_quota_used"
@@ -42,10 +42,6 @@ POOL_RESERVED = "shipyard_quota_pool_reserved"
 TIME_TO_EXHAUSTION = "shipyard_quota_time_to_exhaustion_seconds"
 MIN_RISES = 3
 """Increases of the reservation within the window before a time to exhaustion is forecast."""
-
-
-def labels_key(labels: dict[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from shipyard.store.tables import MetricPoint
+from shipyard.store.tables import MetricPoint, labels_key
 
 REQUESTS_TOTAL = "shipyard_serving_requests_total"
 ERRORS_TOTAL = "shipyard_serving_errors_total"
@@ -33,11 +33,6 @@ COUNTERS = (REQUESTS_TOTAL, ERRORS_TOTAL, DATA_ERRORS_TOTAL)
 
 def counter_labels(model: str, version: int) -> dict[str, str]:
     return {"model": model, "version": str(version)}
-
-
-def labels_key(labels: dict[str, str]) -> str:
-    """The canonical key of a label set, as every writer of metric points makes it."""
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def add_window_counts(

@@ -3,6 +3,7 @@ findings and the audit log. Other wings define theirs in their own module of thi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
@@ -84,6 +85,12 @@ class Lineage(Base):
     )
     direction: Mapped[str] = mapped_column(String(10))  # "produced" | "consumed"
     name: Mapped[str] = mapped_column(String(200))
+
+
+def labels_key(labels: Mapping[str, Any]) -> str:
+    """The canonical key of a label set, ``k=v`` pairs sorted by key: what every writer stores
+    in ``MetricPoint.labels_key`` and what rules group series by."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 class MetricPoint(Base):
