@@ -62,8 +62,9 @@ Run from the repository root::
    thousand outside the 0.5 ms bucket) decide the latency-spread test, so A/A is replayed
    twice: from each version's own pool, and from the two versions' requests pooled — valid
    because they are one artifact (a permutation null), and the estimate of the false rollback
-   rate free of the recording's chance difference. ``--save-recording`` / ``--replay`` keep a
-   recording and judge it again without serving.
+   rate free of the recording's chance difference. Each A/A row replays 1000 rollouts
+   (``--aa-rollouts``), with a 95 % interval: with 200, a 1 % rate cannot be told from 2 %.
+   ``--save-recording`` / ``--replay`` keep a recording and judge it again without serving.
 
    Peer: a Kayenta-style judge (NetflixACAJudge as documented in
    /work/shared/reference/canary-and-quota.md) on the same resampled requests: per metric,
@@ -1064,7 +1065,15 @@ def _failed_on(outcomes: list[Outcome]) -> str:
     return ", ".join(f"{m} {n}" for m, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def _judging_table(results: dict[str, list[Outcome]], rollouts: int, policy: Policy) -> None:
+def wilson(hits: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion (Wilson 1927, JASA 22:209–212)."""
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _judging_table(results: dict[str, list[Outcome]], policy: Policy) -> None:
     goals = {
         SCENARIOS[0].name: "≤ 1 %",
         AA_POOLED: "≤ 1 %",
@@ -1072,7 +1081,15 @@ def _judging_table(results: dict[str, list[Outcome]], rollouts: int, policy: Pol
         "prediction shift only": "detected",
     }
     print(
-        f"\nJudging on resampled served traces: {rollouts} rollouts per scenario, "
+        "\nJudging on resampled served traces: "
+        + ", ".join(
+            f"{n} rollouts per {k}"
+            for n, k in (
+                (len(results[SCENARIOS[0].name]), "A/A row"),
+                (len(results[SCENARIOS[1].name]), "other scenario"),
+            )
+        )
+        + ", "
         f"{RATE_RPS:g} req/s, steps {[s.weight_pct for s in policy.canary.steps]} %, analysis "
         f"every {policy.canary.interval_s:g} s, {total_intervals(policy)} intervals per "
         f"rollout, α = {policy.analysis.alpha:g} per rollout"
@@ -1096,6 +1113,17 @@ def _judging_table(results: dict[str, list[Outcome]], rollouts: int, policy: Pol
                 f"{'—' if math.isnan(med) else f'{med:g}':>4}"
             )
         print(f"{name:38} {cells[0]}  {cells[1]}  {goals.get(name, ''):10} {_failed_on(o)}")
+    for name in (SCENARIOS[0].name, AA_POOLED):
+        o = results[name]
+        line = []
+        for who, label in (("ours", "Shipyard"), ("kayenta", "Kayenta-style")):
+            hits = sum(
+                (o_.ours_failed_at if who == "ours" else o_.kayenta_failed_at) is not None
+                for o_ in o
+            )
+            lo, hi = wilson(hits, len(o))
+            line.append(f"{label} {hits / len(o):.1%} [{lo:.1%}, {hi:.1%}]")
+        print(f"false rollbacks, {name}, 95 % interval: " + "; ".join(line))
 
 
 def main() -> None:
@@ -1104,6 +1132,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--rollouts", type=int, default=200, help="replayed rollouts per scenario (200)"
+    )
+    parser.add_argument(
+        "--aa-rollouts",
+        type=int,
+        default=1000,
+        help="replayed rollouts of each A/A row (1000: 200 cannot tell 1 %% from 2 %%)",
     )
     parser.add_argument(
         "--record-requests",
@@ -1136,8 +1170,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.quick:
-        args.rollouts, args.record_requests, args.rollback_trials = 20, 20_000, 3
-    for flag in ("rollouts", "record_requests", "rollback_trials"):
+        args.rollouts, args.aa_rollouts = 20, 20
+        args.record_requests, args.rollback_trials = 20_000, 3
+    for flag in ("rollouts", "aa_rollouts", "record_requests", "rollback_trials"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     if args.interval <= 0:
@@ -1160,8 +1195,9 @@ def main() -> None:
     pools = {**recording.pools, AA_POOLED: pooled_aa(recording)}
     with ProcessPoolExecutor(max_workers=2, initializer=_set_pools, initargs=(pools,)) as pool:
         for name in [SCENARIOS[0].name, AA_POOLED, *(sc.name for sc in SCENARIOS[1:])]:
-            results[name] = run_scenario(name, args.rollouts, args.interval, pool)
-    _judging_table(results, args.rollouts, policy)
+            n = args.aa_rollouts if name in (SCENARIOS[0].name, AA_POOLED) else args.rollouts
+            results[name] = run_scenario(name, n, args.interval, pool)
+    _judging_table(results, policy)
     print(f"({time.perf_counter() - t0:.0f} s to replay and judge)")
     deltas = rollback_speed(args.rollback_trials)
     print(
