@@ -13,12 +13,8 @@ from sqlalchemy import func, select
 
 from serving.conftest import Running, fit_classifier, training_frame
 from shipyard.clock import FakeClock
-from shipyard.monitoring import (
-    ServingMonitor,
-    cbpe,
-    expected_calibration_error,
-    histogram_quantile,
-)
+from shipyard.monitoring import ServingMonitor
+from shipyard.stats import cbpe, expected_calibration_error, histogram_quantile
 from shipyard.store.serving import FeedbackRecord, ServingWindow
 from shipyard.store.tables import Finding, MetricPoint
 

@@ -13,49 +13,27 @@ such a module would replace the function with the module on this package.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from shipyard.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from shipyard.monitoring.config import MonitorSet, MonitorSpec, resolve_monitors
     from shipyard.monitoring.evaluate import evaluate_monitors, on_run_finished
     from shipyard.monitoring.findings import PipelineCheck
     from shipyard.monitoring.observation import Observation, observe
-    from shipyard.monitoring.serving import (
-        Check,
-        ServingMonitor,
-        ServingMonitorConfig,
-        cbpe,
-        expected_calibration_error,
-        histogram_quantile,
-    )
+    from shipyard.monitoring.serving import Check, ServingMonitor, ServingMonitorConfig
 
-_WHERE = {
-    "Check": "serving",
-    "MonitorSet": "config",
-    "MonitorSpec": "config",
-    "Observation": "observation",
-    "PipelineCheck": "findings",
-    "ServingMonitor": "serving",
-    "ServingMonitorConfig": "serving",
-    "cbpe": "serving",
-    "evaluate_monitors": "evaluate",
-    "expected_calibration_error": "serving",
-    "histogram_quantile": "serving",
-    "observe": "observation",
-    "on_run_finished": "evaluate",
-    "resolve_monitors": "config",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'shipyard.monitoring' has no attribute {name!r}")
-    value = getattr(import_module(f"shipyard.monitoring.{module}"), name)
-    globals()[name] = value
-    return value
-
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "config": ("MonitorSet", "MonitorSpec", "resolve_monitors"),
+        "evaluate": ("evaluate_monitors", "on_run_finished"),
+        "findings": ("PipelineCheck",),
+        "observation": ("Observation", "observe"),
+        "serving": ("Check", "ServingMonitor", "ServingMonitorConfig"),
+    },
+)
 
 __all__ = [
     "Check",
@@ -65,10 +43,7 @@ __all__ = [
     "PipelineCheck",
     "ServingMonitor",
     "ServingMonitorConfig",
-    "cbpe",
     "evaluate_monitors",
-    "expected_calibration_error",
-    "histogram_quantile",
     "observe",
     "on_run_finished",
     "resolve_monitors",

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         wasserstein_weighted,
     )
     from shipyard.stats.drift import ColumnDrift, DriftConfig, DriftReport, adjust_p_values, compare
+    from shipyard.stats.performance import cbpe, expected_calibration_error, histogram_quantile
     from shipyard.stats.profile import ColumnProfile, DatasetProfile
     from shipyard.stats.schema import Anomaly, ColumnSchema, Schema, infer_schema, validate
 
@@ -67,6 +68,7 @@ _MODULES = {
         "wasserstein_weighted",
     ),
     "drift": ("ColumnDrift", "DriftConfig", "DriftReport", "adjust_p_values", "compare"),
+    "performance": ("cbpe", "expected_calibration_error", "histogram_quantile"),
     "profile": ("ColumnProfile", "DatasetProfile"),
     "schema": ("Anomaly", "ColumnSchema", "Schema", "infer_schema", "validate"),
 }
@@ -86,12 +88,15 @@ __all__ = [
     "adjust_p_values",
     "alpha_at_look",
     "alpha_spent",
+    "cbpe",
     "chi_square",
     "chi_square_goodness_of_fit",
     "chi_square_test",
     "combine",
     "compare",
+    "expected_calibration_error",
     "hellinger",
+    "histogram_quantile",
     "infer_schema",
     "jensen_shannon",
     "ks_2samp",
