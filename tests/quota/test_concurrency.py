@@ -67,3 +67,36 @@ def test_eight_processes_never_over_admit(store: Store) -> None:
             peak[resource] = max(peak[resource], in_use)
     assert not held
     assert peak["memory"] == CAPACITY["memory"]  # the pool was really contended
+
+
+def test_one_manager_shared_by_threads_never_over_admits(store: Store) -> None:
+    """Threads of one process sharing a LeaseManager (a server's heartbeat thread and its
+    requests): its one SQLite connection and file lock go to one thread at a time."""
+    import threading
+
+    from shipyard.quota.admission import LeaseManager, LeaseRequest
+
+    apply_pools(store, [resolve(PoolSpec(name="t", capacity={"cpu": 2}), 1.0)])
+    leases = LeaseManager(store, default_pool="t", lease_ttl_s=60, poll_interval_s=0.001)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(40):
+                grant = leases.acquire(LeaseRequest("p", {"cpu": 1}), timeout_s=30)
+                leases.heartbeat(grant, used={"cpu": 0.5})
+                leases.release(grant)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    leases.close()
+    assert errors == []
+    with store.session() as s:
+        events = list(s.scalars(select(QuotaEvent).order_by(QuotaEvent.id)))
+    assert sum(1 for e in events if e.kind == "granted") == 160
+    assert max(e.held_total.get("cpu", 0.0) for e in events) <= 2.0 + 1e-9

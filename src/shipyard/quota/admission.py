@@ -210,6 +210,9 @@ class LeaseManager:
     >>> admission = LeaseManager(store, lease_ttl_s=30)          # doctest: +SKIP
     >>> grant = admission.acquire(LeaseRequest("etl", {"cpu": 2, "memory": "4Gi"}, pool="shared"))
     >>> admission.release(grant)
+
+    One manager may be shared by threads (a server's heartbeat thread, a runner's steps): on
+    SQLite its one connection and file lock are taken by one thread at a time.
     """
 
     def __init__(
@@ -228,6 +231,8 @@ class LeaseManager:
         self.poll_interval_s = poll_interval_s
         self._lock_fd: int | None = None
         self._conn: Connection | None = None
+        # flock is per open file: threads sharing the descriptor would all pass it
+        self._threads = threading.Lock()
         database = store.engine.url.database
         if store.dialect == "sqlite" and database and database != ":memory:":
             self._lock_path: str | None = f"{database}.quota-lock"
@@ -243,34 +248,37 @@ class LeaseManager:
             with self.store.session(immediate=True) as s:
                 yield s
             return
-        if self._lock_fd is None:
-            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        if self._conn is None:
-            # one connection kept for this manager: the store opens one per transaction, and
-            # closing the last connection to a WAL database checkpoints it (an fsync) each time
-            self._conn = self.store.engine.connect().execution_options(sqlite_begin="IMMEDIATE")
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            with Session(self._conn, expire_on_commit=False) as s:
-                try:
-                    with s.begin():
-                        yield s
-                finally:
-                    if self._conn.in_transaction():
-                        self._conn.rollback()
-        except OperationalError as exc:
-            raise StoreError(f"metadata database error: {exc.orig}") from exc
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        with self._threads:
+            if self._lock_fd is None:
+                self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            if self._conn is None:
+                # one connection kept for this manager: the store opens one per transaction,
+                # and closing the last connection to a WAL database checkpoints it (an fsync)
+                self._conn = self.store.engine.connect().execution_options(sqlite_begin="IMMEDIATE")
+            conn = self._conn
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                with Session(conn, expire_on_commit=False) as s:
+                    try:
+                        with s.begin():
+                            yield s
+                    finally:
+                        if conn.in_transaction():
+                            conn.rollback()
+            except OperationalError as exc:
+                raise StoreError(f"metadata database error: {exc.orig}") from exc
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Close the connection and lock file this manager keeps (SQLite only)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        with self._threads:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     def submit(self, request: LeaseRequest) -> str:
         """Queue the request (admitting it at once when it may be); return its lease id.
