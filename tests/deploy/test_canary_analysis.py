@@ -62,6 +62,20 @@ def test_wider_latency_with_the_same_median_fails_the_spread_check() -> None:
     assert outcome(verdicts, "latency_spread") == "fail"
 
 
+def test_two_stalls_of_a_millisecond_model_are_not_a_wider_spread() -> None:
+    """Answers in under 1 ms all land in one bucket; two 25 ms stalls (a flush, a GC pause)
+    make the MAD ratio infinite and Brown–Forsythe significant, but the spread is wider by
+    0.05 ms: below 10 % of the stable median, so not a regression anyone would roll back for."""
+    stalled = np.full(900, 1.0)
+    stalled[:2] = 25.0
+    canary = ArmData(requests=900, latencies_ms=stalled, predictions=[0, 1] * 450)
+    stable = ArmData(requests=8100, latencies_ms=np.full(8100, 1.0), predictions=[0, 1] * 4050)
+    verdicts = judge_arms(canary, stable, POLICY, 0, 2)
+    spread = next(v for v in verdicts if v.metric == "latency_spread")
+    assert spread.p_value < spread.alpha and spread.effect > 1.25  # the ratio test alone fails
+    assert spread.outcome == "pass" and "below 10% of the stable median" in spread.reason
+
+
 def test_shifted_predictions_fail_even_when_errors_and_latency_do_not() -> None:
     rng = np.random.default_rng(14)
     verdicts = judge_arms(arm(rng, 900, positive=0.5), arm(rng, 8100), POLICY, 0, 2)

@@ -203,6 +203,9 @@ def test_model_that_raises_gives_500_with_request_id(served: Running) -> None:
         assert "req-boom" in r.json()["error"] and "blew the model up" in r.json()["error"]
         r = c.post("/models/boom/invocations", json={"instances": [[-1, 0, 0]]})
         assert r.status_code == 500 and r.headers["x-request-id"] in r.json()["message"]
+        assert r.headers["x-shipyard-model-version"] == "1"  # which version failed
+        bad = c.post("/models/boom/invocations", json={"instances": [["x", 0, 0]]})
+        assert bad.status_code == 400 and bad.headers["x-shipyard-model-version"] == "1"
         fine = c.post("/models/boom/invocations", json={"instances": [[2, 0, 0]]})
         assert fine.json() == {"predictions": [4.0]}
         assert 'kind="model",model="boom"' in c.get("/metrics").text

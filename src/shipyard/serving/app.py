@@ -47,10 +47,13 @@ JSON_TYPE = b"application/json"
 
 
 class HTTPError(Exception):
+    """An error answer; ``headers`` go out with it (the version that refused or failed)."""
+
     def __init__(self, status: int, message: str, mlflow_code: str = "BAD_REQUEST") -> None:
         self.status = status
         self.message = message
         self.mlflow_code = mlflow_code
+        self.headers: list[tuple[bytes, bytes]] = []
         super().__init__(message)
 
 
@@ -162,8 +165,9 @@ class ServingApp:
     @staticmethod
     def _error(path: str, exc: HTTPError) -> Answer:
         if path.endswith("invocations"):
-            return _json(exc.status, {"error_code": exc.mlflow_code, "message": exc.message})
-        return _json(exc.status, {"error": exc.message})
+            doc = {"error_code": exc.mlflow_code, "message": exc.message}
+            return _json(exc.status, doc, exc.headers)
+        return _json(exc.status, {"error": exc.message}, exc.headers)
 
     # -- routing -------------------------------------------------------------------------------
     async def _dispatch(
@@ -310,7 +314,9 @@ class ServingApp:
                 info, "data", status,
                 time.perf_counter() - started, rid, str(exc),
             )  # fmt: skip
-            raise HTTPError(status, str(exc)) from None
+            refused = HTTPError(status, str(exc))
+            refused.headers = _version_headers(loaded)
+            raise refused from None
         x = parsed.x if isinstance(parsed, protocol_v2.V2Request) else parsed
         try:
             predictions, proba = self._predict(loaded, x, rid, want_proba)
@@ -319,6 +325,7 @@ class ServingApp:
                 info, "model", 500,
                 time.perf_counter() - started, rid, exc.message,
             )  # fmt: skip
+            exc.headers = _version_headers(loaded)  # which version failed: a canary's, say
             raise
         self.telemetry.ok(
             info, x, predictions, proba,
