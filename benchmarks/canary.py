@@ -3,7 +3,7 @@ power and rollback speed, against a Kayenta-style Mann–Whitney-only judge on t
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/canary.py            # the default run: about 6.5 minutes
+    .venv/bin/python benchmarks/canary.py            # the default run: about 6 minutes
     .venv/bin/python benchmarks/canary.py --quick    # a short check: 20 000 requests, 20 rollouts
 
 1. **Judging, on served traces.** What is served, and what is resampled:
@@ -85,37 +85,38 @@ Run from the repository root::
    command runs) commits and points the default alias back; measured: time from the commit to
    the last answer any request got from the rolled-back version.
 
-Measured (default run, 2-core shared machine, 6 min 20 s in all: 170 s of serving 150 000
-requests at 882 req/s, 98 s of replay, the rest rollback timings). Served pools per arm: A/A
-about 30 000, the others 7 400–12 000; server latency p50 0.22 ms (the latency scenario 1.37
-ms), the client's p50 0.86 ms. Rolled back, Shipyard / Kayenta-style, within 3 intervals and
-in the whole rollout (1000 rollouts per A/A row, 200 per other scenario):
+Measured (default run, 2-core machine, 6 min 10 s in all: 158 s of serving 150 000 requests at
+950 req/s, 100 s of replay, the rest rollback timings). Served pools per arm: A/A about 30 000,
+the others 7 400–12 000; server latency p50 0.21 ms (the latency scenario 1.35 ms), the
+client's p50 0.83 ms. Rolled back, Shipyard / Kayenta-style, within 3 intervals and in the
+whole rollout (1000 rollouts per A/A row, 200 per other scenario):
 
 =====================================  =============  =============  =====================
 scenario                               Shipyard       Kayenta-style  goal
 =====================================  =============  =============  =====================
-A/A, each version's own requests       1.3 / 1.5 %    0.3 / 4.1 %    ≤ 1 % (missed)
-A/A, both versions' requests pooled    1.2 / 1.4 %    0.3 / 2.6 %    ≤ 1 % (missed)
+A/A, each version's own requests       0.2 / 0.4 %    0.3 / 4.1 %    ≤ 1 % (met)
+A/A, both versions' requests pooled    0.1 / 0.3 %    0.3 / 2.6 %    ≤ 1 % (met)
 +2 pp errors                           99.5 / 100 %   96.5 / 100 %   ≥ 95 % within 3 (met)
 prediction shift only                  100 / 100 %    100 / 100 %    detected (met)
 latency spread ×2, same median         100 / 100 %    100 / 100 %
 prediction spread, same mean           100 / 100 %    0.5 / 44.5 %
-sparse errors vs error-free stable     33.0 / 51.5 %  0 / 47.5 %
+sparse errors vs error-free stable     32.5 / 51.0 %  0 / 47.5 %
 =====================================  =============  =============  =====================
 
-Shipyard's false A/A rollbacks (95 % interval 0.9–2.5 %) come from the latency-spread test
-(11 of 15) and the error rate (4): the model answers in 0.22 ms, so 99.6 % of requests fall in
-the first histogram bucket (≤ 0.5 ms) and a single 10–25 ms stall among a step's 600 canary
-requests makes Brown–Forsythe significant with a MAD ratio far above its 1.25 floor (MADs of
-0.01–0.05 ms). Replaying the same recording with an absolute floor on the MAD difference (10 %
-of the stable median) or with histogram buckets at 0.1 and 0.25 ms gave 0 and 1 false
-rollbacks in 600 pooled A/A rollouts, and still caught the latency-spread canary in 100 of 100
-within 3 intervals (a change to the judge, not made here). Kayenta-style's late rollbacks in
-"prediction spread, same mean" come from its error-rate metric (the recorded pools' 1.08 % vs
-0.77 %; it has no absolute floor), not from the scores, whose means are equal. Sparse errors:
-the canary's pool failed 0.40 % of rows (0.5 % designed), against a 0.5 pp floor.
-Verdict → last canary answer: median 0.23 s, max 0.46 s on the real model server (≤ 2 s, met;
-0.35 s at most with the two replica threads); production rollback → last answer from the old
+False A/A rollbacks, 95 % Wilson intervals: Shipyard 0.4 % [0.2, 1.0] and 0.3 % [0.1, 0.9],
+Kayenta-style 4.1 % [3.0, 5.5] and 2.6 % [1.8, 3.8]; Shipyard's remaining ones are all the
+error-rate test's. The first served run found 1.4–1.5 % [0.9, 2.5]: 11 of its 15 false
+rollbacks came from the latency-spread test, because the model answers in 0.22 ms, 99.6 % of
+requests fall in the first histogram bucket (≤ 0.5 ms), and one 10–25 ms stall among a step's
+600 canary requests made Brown–Forsythe significant with a MAD ratio far above its 1.25 floor
+(MADs of 0.01–0.05 ms). The judge now also asks the spread to be wider by 10 % of the stable
+median in time (``deploy.canary._spread_matters``), which still catches the latency-spread
+canary in every rollout within 3 intervals. Kayenta-style's late rollbacks in "prediction
+spread, same mean" come from its error-rate metric (the recorded pools' 1.08 % vs 0.77 %; it
+has no absolute floor), not from the scores, whose means are equal. Sparse errors: the
+canary's pool failed 0.40 % of rows (0.5 % designed), against a 0.5 pp floor.
+Verdict → last canary answer: median 0.22 s, max 0.45 s on the real model server (≤ 2 s, met;
+0.18 s at most with the two replica threads); production rollback → last answer from the old
 version: median 0.22 s, max 0.39 s.
 """
 
