@@ -43,3 +43,40 @@ def test_every_series_is_exposed_with_its_newest_value(store: Store) -> None:
     assert samples[("shipyard_drift_score", frozenset({("column", 'we"ird\\')}))] == 0.2
     assert samples[("shipyard_quota_used", frozenset({("pool", "gpu")}))] == 3
     assert not any(name.startswith("not") for name, _ in samples)
+
+
+def test_a_scraper_that_hangs_up_early_gets_no_traceback_and_the_next_one_an_answer(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Prometheus gives up on a scrape at its timeout; the write then hits a closed socket.
+    The body here (20,000 series, ~1.5 MB) is larger than loopback's socket buffers, so the
+    write fails for certain once the client has reset the connection."""
+    import socket
+    import struct
+    import time
+
+    from shipyard.store.tables import MetricPoint, labels_key
+
+    with store.session() as s:
+        s.add_all(
+            MetricPoint(
+                name="shipyard_serving_requests_total",
+                labels=(lab := {"model": f"m{i}", "version": "1", "pad": "x" * 20}),
+                labels_key=labels_key(lab),
+                ts=T0,
+                value=float(i),
+            )
+            for i in range(20_000)
+        )
+    server = MetricsServer(store).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.recv(1)  # the answer has started
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        time.sleep(1.0)  # the handler meets the reset connection
+        samples = _scrape(f"http://127.0.0.1:{server.port}/metrics")
+    finally:
+        server.stop()
+    assert len(samples) == 20_000
+    assert "Traceback" not in capsys.readouterr().err

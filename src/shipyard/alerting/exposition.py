@@ -8,6 +8,7 @@ exposed as ``ALERTS{alertname, alertstate, …}`` like Prometheus does.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ from sqlalchemy import func, select
 from shipyard.store import Store
 from shipyard.store.alerting import AlertRecord
 from shipyard.store.tables import MetricPoint
+
+log = logging.getLogger("shipyard.alerting")
 
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -95,11 +98,15 @@ class MetricsServer:
                 except Exception as exc:  # a scrape must never kill the daemon
                     self.send_error(500, f"cannot read the store: {type(exc).__name__}")
                     return
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    # the scraper gave up (its scrape timeout) before the body was sent
+                    log.info("a /metrics client hung up before its answer was sent")
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
