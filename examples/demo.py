@@ -6,10 +6,12 @@ output) against a fresh home folder, ``.shipyard/demo``, so the tour is repeatab
 1. setup — the workspace, a shared quota pool, the control loop (``shipyard daemon``);
 2. pipelines — data → training → validation in the shared pool; runs, quota status, an estimate;
 3. drift — an i.i.d. batch passes, a covariate-shifted batch is caught;
-4. serving — the model registered, deployed, served; good, bad and drifted traffic; monitors;
+4. serving — the model registered, validated by the policy's gate, deployed, served on its own
+   quota lease; good, bad and drifted traffic; the serving monitors;
 5. alerting — drift, quota and latency alerts in the log receiver;
-6. safe deployment — policy, runbook, four-eyes approval, canary, promotion; a worse model
-   caught by its canary and rolled back with a diagnosis; a one-command rollback;
+6. safe deployment — runbook; a better model through the training pipeline's automated path
+   (register → validate → deploy), four-eyes approval, canary, promotion; a skewed model that
+   passes its gate caught by its canary and rolled back with a diagnosis; a one-command rollback;
 7. alerts resolve — the next batch is i.i.d. again, latency is back under its objective;
 8. summary — where to look next.
 
