@@ -107,7 +107,7 @@ def test_serve_holds_a_lease_with_measured_usage_and_releases_it_on_sigterm(
     [
         (["--pool", "serving", "--cpu", "8"], "pool 'serving'"),
         (["--pool", "nowhere"], "pool 'nowhere' not found"),
-        (["--pool", "serving", "--memory", "lots"], "'lots' is not a quantity"),
+        (["--pool", "serving", "--memory", "lots"], "--memory: 'lots' is not a quantity"),
     ],
 )
 def test_serve_refuses_in_one_line_when_the_pool_cannot_grant_it(

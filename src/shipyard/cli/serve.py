@@ -38,7 +38,7 @@ def serve(
     when stopped.
     """
     from shipyard.errors import InvalidInput
-    from shipyard.quota import parse_amounts
+    from shipyard.quota import parse_quantity
     from shipyard.serving.server import free_port, run
 
     settings = open_workspace().settings
@@ -47,7 +47,7 @@ def serve(
     if pool is None and (cpu is not None or memory is not None):
         raise InvalidInput("--cpu and --memory size the lease of --pool: give --pool too")
     if memory is not None:
-        parse_amounts({"memory": memory}, what="--memory")  # a bad size fails before anything
+        parse_quantity(memory, what="--memory")  # a bad size fails before anything
     if port == 0:
         port = free_port(host)
     run(
