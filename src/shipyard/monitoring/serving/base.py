@@ -1,0 +1,125 @@
+"""What every serving check shares: the verdict type, the settings, and reading the windows
+the model servers flushed."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import select
+
+from shipyard.clock import SYSTEM_CLOCK, Clock
+from shipyard.errors import InvalidInput
+from shipyard.registry import Registry
+from shipyard.stats import DatasetProfile, DriftConfig
+from shipyard.store.serving import ServingWindow
+
+if TYPE_CHECKING:
+    from shipyard.store import Store
+
+log = logging.getLogger("shipyard.monitoring")
+
+OK, WARNING, ALERT = "ok", "warning", "alert"
+LOWER_IS_BETTER = ("mae", "rmse")
+QUALITY_DROP = "shipyard_model_quality_drop"
+QUOTA_USED_FRACTION = "shipyard_serving_quota_used_fraction"
+
+
+@dataclass
+class Check:
+    """One monitor's verdict on one model version, with its evidence and metric points."""
+
+    monitor: str
+    model: str
+    version: int | None
+    status: str
+    summary: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    metrics: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServingMonitorConfig:
+    period_s: float = 300.0
+    """How far back "recent" reaches."""
+    baseline_windows: int = 5
+    """How many of a version's first windows form the baseline for prediction drift."""
+    max_data_error_share: float = 0.01
+    p99_budget_s: float = 0.1
+    min_rows: int = 30
+    """Fewer rows than this and a statistical check answers "not enough data" (status ok)."""
+    quality_tolerance: float = 0.05
+    """An alert when a quality metric falls this far below the one registered with the model."""
+    max_calibration_error: float = 0.1
+    probe_timeout_s: float = 2.0
+    traffic_history_s: float = 86400.0
+    """Requests in this span before the recent period make traffic *expected* now."""
+    max_quota_fraction: float = 0.9
+    """A warning when a server uses more than this share of a resource its lease grants."""
+    drift: DriftConfig = field(default_factory=DriftConfig)
+
+
+class ServingReader:
+    """Reads what the model servers flushed for a model: its windows, merged profiles."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        clock: Clock = SYSTEM_CLOCK,
+        config: ServingMonitorConfig | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+        self.config = config or ServingMonitorConfig()
+
+    def _windows(self, model: str, version: int | None, since: float) -> list[ServingWindow]:
+        with self.store.session() as s:
+            q = select(ServingWindow).where(
+                ServingWindow.model == model, ServingWindow.window_end >= since
+            )
+            if version is not None:
+                q = q.where(ServingWindow.version == version)
+            return list(s.scalars(q.order_by(ServingWindow.window_end)))
+
+    def _first_windows(self, model: str, version: int, n: int) -> list[ServingWindow]:
+        with self.store.session() as s:
+            q = (
+                select(ServingWindow)
+                .where(ServingWindow.model == model, ServingWindow.version == version)
+                .order_by(ServingWindow.window_start)
+                .limit(n)
+            )
+            return list(s.scalars(q))
+
+    @staticmethod
+    def _merged(profiles: list[dict[str, Any] | None]) -> tuple[DatasetProfile | None, int]:
+        merged, skipped = None, 0
+        for p in profiles:
+            if not p:
+                continue
+            try:
+                prof = DatasetProfile.from_json(p)
+                merged = prof if merged is None else merged.merge(prof)
+            except InvalidInput:
+                skipped += 1  # binned on other edges (a version without a reference profile)
+        return merged, skipped
+
+    def _since(self) -> float:
+        return self.clock.time() - self.config.period_s
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    return value
