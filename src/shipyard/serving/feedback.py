@@ -3,8 +3,8 @@
 Body: ``{"request_ids": [...], "labels": [...]}`` (one label, or one list of labels per request
 for multi-row requests) or ``{"feedback": [{"request_id": ..., "label": ...}, ...]}``. The labels
 are joined later to the predictions logged under the same request ids
-(:meth:`shipyard.monitoring.serving.ServingMonitor.quality`). Feedback is not on the prediction path, so
-it is written at once, in one transaction.
+(:meth:`shipyard.monitoring.serving.ServingMonitor.quality`). Feedback is not on the prediction
+path, so it is written at once, in one transaction.
 """
 
 from __future__ import annotations

@@ -1,0 +1,432 @@
+"""Driving one run: each ready step on a thread of its own through admission, limits, the
+executor, retries with exponential backoff and its timeout; the first step that fails for
+good cancels the rest; SIGINT or SIGTERM cancel the run. :class:`~.runner.Runner` starts a
+:class:`RunDriver` per run (see its module docstring for the rules)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shipyard.errors import QuotaError
+from shipyard.pipelines import records, reservation
+from shipyard.pipelines.dsl import Pipeline
+from shipyard.pipelines.executor import (
+    HEARTBEAT_INTERVAL_S,
+    ProcessLimits,
+    StepHandle,
+    StepOutcome,
+    StepRequest,
+    StepTask,
+)
+from shipyard.pipelines.graph import Graph, Node, refs_in
+from shipyard.pipelines.logs import append
+
+if TYPE_CHECKING:
+    from shipyard.pipelines.runner import Runner
+
+log = logging.getLogger("shipyard.pipelines.runner")
+
+
+@dataclass
+class StepView:
+    """What the runner knows of one step right now (for live progress)."""
+
+    name: str
+    status: str = "pending"
+    attempt: int = 0
+    started_monotonic: float | None = None
+    ended_monotonic: float | None = None
+    reason: str | None = None
+
+    @property
+    def elapsed_s(self) -> float | None:
+        if self.started_monotonic is None:
+            return None
+        return (self.ended_monotonic or time.monotonic()) - self.started_monotonic
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    exit_reason: str | None
+    steps: dict[str, StepView] = field(default_factory=dict)
+
+
+class _Cancel(Exception):
+    pass
+
+
+class RunDriver:
+    """The state of one run while it goes: which steps are ready, each step's attempts (admission,
+    limits, the executor, retries with backoff, the timeout), cancellation, and the records."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        file: Path,
+        pipeline: Pipeline,
+        graph: Graph,
+        new: records.NewRun,
+        pool: str | None,
+    ) -> None:
+        self.r = runner
+        self.pool = pool
+        self.admission, self.enforcer, self.leases = runner._quota(pool)
+        self.reservation: reservation.ReservedAdmission | None = None
+        if runner.reserve and self.leases is not None and pool is not None:
+            self.reservation = reservation.ReservedAdmission(
+                self.leases,
+                pool,
+                pipeline.name,
+                new.run_id,
+                reservation.peak_demand(graph),
+                runner.priority,
+            )
+        self.ws = runner.workspace
+        self.file = file
+        self.pipeline = pipeline
+        self.graph = graph
+        self.new = new
+        self.views = {name: StepView(name) for name in graph.nodes}
+        self.outputs: dict[str, dict[str, dict[str, Any]]] = {}
+        self.cancel = threading.Event()
+        self.cancel_reason: str | None = None
+        self.failure: str | None = None
+        self.done: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.lock = threading.Lock()
+        self.settings = {
+            "database_url": self.ws.settings.database_url,
+            "artifact_url": self.ws.settings.artifact_url,
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+        }
+
+    def _context(self, node: str) -> dict[str, Any]:
+        return {"run_id": self.new.run_id, "pipeline": self.pipeline.name, "step": node}
+
+    def _notify(self) -> None:
+        if self.r.on_change is not None:
+            self.r.on_change(self.views)
+
+    def close(self) -> None:
+        if self.reservation is not None:
+            with contextlib.suppress(Exception):
+                self.reservation.close()
+        if self.leases is not None:
+            self.leases.close()
+
+    def _reserve(self) -> None:
+        """Take the run's reservation (``--reserve``); when it can never fit, the run fails."""
+        if self.reservation is None:
+            return
+        try:
+            lease = self.reservation.open()
+        except QuotaError as exc:
+            self.failure = f"not admitted: {exc}"
+            self.cancel_reason = "cancelled: the run was not admitted"
+            self.cancel.set()
+            return
+        self.admission = self.reservation
+        for name in self.graph.nodes:
+            append(
+                self.new.log_paths[name],
+                "info",
+                "run reserved its peak demand",
+                self._context(name),
+                pool=lease.pool,
+                lease_id=lease.lease_id,
+                resources=lease.resources,
+            )
+
+    def _finished_hook(self) -> None:
+        """``shipyard.monitoring.on_run_finished`` if it exists; never fails the run."""
+        try:
+            from shipyard import monitoring
+
+            hook = getattr(monitoring, "on_run_finished", None)
+            if callable(hook):
+                hook(self.ws, self.new.run_id)
+        except Exception:
+            log.exception("monitoring hook failed for run %s", self.new.run_id)
+
+    def go(self) -> RunResult:
+        handlers = self._install_signal_handlers()
+        started: set[str] = set()
+        running = 0
+        interrupted = False
+        try:
+            try:
+                self._reserve()
+            except (KeyboardInterrupt, _Cancel):
+                interrupted = True
+                self.cancel_reason = "cancelled by the user"
+                self.cancel.set()
+            while True:
+                try:
+                    if not self.cancel.is_set():
+                        for name, node in self.graph.nodes.items():
+                            if name not in started and all(
+                                self.views[u].status == "succeeded" for u in node.upstream
+                            ):
+                                started.add(name)
+                                running += 1
+                                threading.Thread(
+                                    target=self._drive, args=(node,), daemon=True
+                                ).start()
+                    if running == 0:
+                        break
+                    self._notify()
+                    try:
+                        name, status = self.done.get(timeout=self.r.tick_s)
+                    except queue.Empty:
+                        continue
+                    running -= 1
+                    if status == "failed" and not self.cancel.is_set():
+                        self.failure = f"step {name!r} failed: {self.views[name].reason}"
+                        self.cancel_reason = f"cancelled: step {name!r} failed"
+                        self.cancel.set()
+                except (KeyboardInterrupt, _Cancel):
+                    interrupted = True
+                    self.cancel_reason = "cancelled by the user"
+                    self.cancel.set()
+                    signal.signal(signal.SIGINT, signal.SIG_IGN) if handlers else None
+        finally:
+            self._restore_signal_handlers(handlers)
+        if self.failure:
+            status, reason = "failed", self.failure
+        elif interrupted:
+            status, reason = "cancelled", "cancelled by the user (SIGINT/SIGTERM)"
+        else:
+            status, reason = "succeeded", None
+        if self.reservation is not None:
+            self.reservation.close()
+        records.finish_run(self.ws.store, self.new.run_id, status, reason, self.ws.clock.time())
+        self._finished_hook()
+        for view in self.views.values():
+            if view.status in ("pending", "running", "retrying"):
+                view.status = "cancelled"
+        self._notify()
+        return RunResult(self.new.run_id, status, reason, self.views)
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_term(signum: int, frame: Any) -> None:
+            raise _Cancel()
+
+        old: dict[int, Any] = {signal.SIGINT: signal.getsignal(signal.SIGINT)}
+        old[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        return old
+
+    def _restore_signal_handlers(self, handlers: dict[int, Any]) -> None:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+    # -- one step --------------------------------------------------------------------------
+    def _set(self, node: str, **fields: Any) -> None:
+        records.update_step(self.ws.store, self.new.step_run_ids[node], **fields)
+
+    def _finish(self, node: str, status: str, reason: str | None) -> None:
+        view = self.views[node]
+        view.status = status
+        view.reason = reason
+        view.ended_monotonic = time.monotonic()
+        self.done.put((node, status))
+
+    def _drive(self, node: Node) -> None:
+        name = node.name
+        try:
+            status, reason = self._attempts(node)
+        except Exception as exc:  # a bug or a store outage must not hang the run
+            status, reason = "failed", f"runner error: {type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):
+                self._set(name, status=status, exit_reason=reason, ended_at=self.ws.clock.time())
+        self._finish(name, status, reason)
+
+    def _attempts(self, node: Node) -> tuple[str, str | None]:
+        name, step = node.name, node.step
+        log_path = self.new.log_paths[name]
+        ctx = self._context(name)
+        for attempt in range(1, step.retries + 2):
+            if self.cancel.is_set():
+                return self._cancelled(name)
+            request = StepRequest(
+                pipeline=self.pipeline.name,
+                run_id=self.new.run_id,
+                step=name,
+                step_run_id=self.new.step_run_ids[name],
+                resources=step.resources.amounts(),
+                pool=self.pool,
+                priority=self.r.priority,
+                attempt=attempt,
+            )
+            try:
+                grant = self.admission.acquire(request)
+            except QuotaError as exc:
+                self._set(
+                    name, status="failed", exit_reason=str(exc), ended_at=self.ws.clock.time()
+                )
+                append(log_path, "error", "not admitted", ctx, reason=str(exc))
+                return "failed", str(exc)
+            try:
+                if self.cancel.is_set():
+                    return self._cancelled(name)
+                outcome, cancelled = self._attempt(node, attempt, request, grant)
+            finally:
+                self.admission.release(grant)
+            usage = {
+                "exit_code": outcome.exit_code,
+                "peak_rss_bytes": outcome.peak_rss_bytes,
+                "cpu_seconds": outcome.cpu_seconds,
+                "ended_at": self.ws.clock.time(),
+            }
+            if outcome.ok:
+                inputs = [
+                    {"digest": self.outputs[ref.node][ref.output]["digest"], "name": key}
+                    for key, ref in {
+                        f"{r.node}:{r.output}": r for r in refs_in(node.arguments)
+                    }.items()
+                ]
+                records.record_success(
+                    self.ws.store,
+                    self.ws.clock,
+                    self.new.step_run_ids[name],
+                    outcome.outputs,
+                    inputs + outcome.consumed,
+                    exit_reason=None,
+                    input_rows=outcome.input_rows,
+                    input_bytes=outcome.input_bytes,
+                    **usage,
+                )
+                self.outputs[name] = outcome.outputs
+                append(log_path, "info", "step succeeded", ctx, attempt=attempt)
+                return "succeeded", None
+            if cancelled:
+                reason = self.cancel_reason or "cancelled"
+                self._set(name, status="cancelled", exit_reason=reason, **usage)
+                append(log_path, "warning", "step cancelled", ctx, attempt=attempt)
+                return "cancelled", reason
+            append(log_path, "error", "attempt failed", ctx, attempt=attempt, reason=outcome.reason)
+            if attempt <= step.retries:
+                backoff_s = step.retry_backoff_s * 2 ** (attempt - 1)
+                self.views[name].status = "retrying"
+                self._set(name, status="retrying", exit_reason=outcome.reason, **usage)
+                append(log_path, "info", "retrying", ctx, backoff_s=backoff_s)
+                if self.cancel.wait(backoff_s):
+                    return self._cancelled(name)
+                continue
+            self._set(name, status="failed", exit_reason=outcome.reason, **usage)
+            return "failed", outcome.reason
+        raise AssertionError("unreachable")
+
+    def _cancelled(self, name: str) -> tuple[str, str | None]:
+        reason = self.cancel_reason or "cancelled"
+        self._set(name, status="cancelled", exit_reason=reason)
+        return "cancelled", reason
+
+    def _task(self, node: Node, attempt: int) -> StepTask:
+        inputs: dict[str, dict[str, Any]] = {}
+        for ref in refs_in(node.arguments):
+            inputs[f"{ref.node}:{ref.output}"] = self.outputs[ref.node][ref.output]
+        run_dir = Path(self.new.log_paths[node.name]).parent
+        return StepTask(
+            file=str(self.file),
+            pipeline=self.pipeline.name,
+            kind=self.pipeline.kind.value,
+            run_id=self.new.run_id,
+            node=node.name,
+            step_function=node.step.name,
+            step_run_id=self.new.step_run_ids[node.name],
+            attempt=attempt,
+            arguments=node.arguments,
+            inputs=inputs,
+            outputs=node.step.outputs,
+            settings=self.settings,
+            log_path=self.new.log_paths[node.name],
+            result_path=str(run_dir / f".{node.name}.{attempt}.result.json"),
+            resources=node.step.resources.amounts(),
+        )
+
+    def _attempt(
+        self, node: Node, attempt: int, request: StepRequest, grant: Any
+    ) -> tuple[StepOutcome, bool]:
+        """Start one attempt and watch it; ``(outcome, cancelled)``."""
+        name = node.name
+        limits = self.enforcer.prepare(request, grant)
+        task = self._task(node, attempt)
+        view = self.views[name]
+
+        def on_launch(pid: int | None) -> None:
+            # Written before the step's code gets its task: a crash of the runner leaves
+            # "running", never a step that runs unrecorded.
+            self._set(
+                name,
+                status="running",
+                attempt=attempt,
+                pid=pid,
+                started_at=self.ws.clock.time(),
+                ended_at=None,
+                enforcement={**limits.to_json(), "lease_id": grant.lease_id},
+            )
+            view.status, view.attempt = "running", attempt
+            if view.started_monotonic is None:
+                view.started_monotonic = time.monotonic()
+            append(task.log_path, "info", "attempt started", self._context(name), attempt=attempt)
+
+        handle = self.r.executor.start(task, limits, on_launch)
+        return self._watch(handle, node, grant, limits)
+
+    def _watch(
+        self, handle: StepHandle, node: Node, grant: Any, limits: ProcessLimits
+    ) -> tuple[StepOutcome, bool]:
+        timeout_s = node.step.timeout_s
+        begun = last_beat = time.monotonic()
+        interval = 0.002
+        while True:
+            outcome = handle.wait(interval)
+            if outcome is not None:
+                return outcome, False
+            interval = min(interval * 2, self.r.sample_interval_s)
+            sample = handle.sample()
+            now = time.monotonic()
+            reason: str | None = None
+            if limits.watchdog is not None and sample is not None:
+                reason = limits.watchdog(sample)
+            if reason is None and timeout_s is not None and now - begun > timeout_s:
+                reason = f"timed out after {timeout_s:g}s"
+            if reason is not None:
+                handle.kill(self.r.kill_grace_s)
+                ended = handle.wait(0) or StepOutcome(False, reason, None)
+                return StepOutcome(
+                    False, reason, ended.exit_code, {}, ended.peak_rss_bytes, ended.cpu_seconds
+                ), False
+            if self.cancel.is_set():
+                handle.kill(self.r.kill_grace_s)
+                ended = handle.wait(0) or StepOutcome(False, "cancelled", None)
+                return StepOutcome(
+                    False, "cancelled", ended.exit_code, {}, ended.peak_rss_bytes, ended.cpu_seconds
+                ), True
+            if now - last_beat >= HEARTBEAT_INTERVAL_S:
+                try:
+                    self.admission.heartbeat(grant)
+                except QuotaError as exc:  # reclaimed: the step goes on; the record shows why
+                    append(
+                        self.new.log_paths[node.name],
+                        "warning",
+                        "lease heartbeat failed",
+                        self._context(node.name),
+                        reason=str(exc),
+                    )
+                last_beat = now
