@@ -763,6 +763,27 @@ def median_interval(outcomes: list[Outcome], who: str) -> float:
 # -- rollback speed ---------------------------------------------------------------------------
 
 
+def flush_failing_canary(store: Any, model: str, now: float) -> None:
+    """One second of flushed windows in which the canary (v2) fails 10 % of its requests and
+    the stable (v1) 1 %: what makes the engine's next look fail and roll back."""
+    from shipyard.store.serving import ServingWindow
+
+    with store.session() as s:
+        for version, requests, errors in ((2, 100, 10), (1, 900, 9)):
+            s.add(
+                ServingWindow(
+                    model=model,
+                    version=version,
+                    worker="bench",
+                    window_start=now - 1,
+                    window_end=now,
+                    requests=requests,
+                    errors=errors,
+                    latency_s={},
+                )
+            )
+
+
 def rollback_speed(trials: int) -> list[float]:
     from shipyard.clock import SYSTEM_CLOCK
     from shipyard.deploy import traffic
@@ -772,7 +793,6 @@ def rollback_speed(trials: int) -> list[float]:
     from shipyard.deploy.rollout import ROLLED_BACK, start_rollout
     from shipyard.deploy.routing import choose_version
     from shipyard.store import Store
-    from shipyard.store.serving import ServingWindow
 
     policy_text = """
 approvals: {start: {count: 0}}
@@ -820,20 +840,7 @@ analysis: {metrics: [{name: error_rate}]}
                 th.start()
             time.sleep(1.0 + random.random() * 0.5)
             now = time.time()
-            with store.session() as s:
-                for version, req, err in ((2, 100, 10), (1, 900, 9)):
-                    s.add(
-                        ServingWindow(
-                            model=model,
-                            version=version,
-                            worker="w",
-                            window_start=now - 1,
-                            window_end=now,
-                            requests=req,
-                            errors=err,
-                            latency_s={},
-                        )
-                    )
+            flush_failing_canary(store, model, now)
             while True:
                 step = engine.advance(rid)
                 if step is not None and step.action == ROLLED_BACK:
@@ -944,7 +951,6 @@ def canary_rollback_on_a_real_server(trials: int) -> list[float]:
     from shipyard.deploy.routing import choose_version
     from shipyard.registry import Registry
     from shipyard.serving.server import build_app
-    from shipyard.store.serving import ServingWindow
     from shipyard.workspace import Workspace
 
     policy_text = """
@@ -1007,20 +1013,7 @@ analysis: {metrics: [{name: error_rate}]}
                     time.sleep(0.05)
                 time.sleep(rng.random() * 0.5)  # the verdict lands anywhere in a refresh period
                 now = time.time()
-                with ws.store.session() as s:
-                    for version, req, err in ((2, 100, 10), (1, 900, 9)):
-                        s.add(
-                            ServingWindow(
-                                model=model,
-                                version=version,
-                                worker="bench",
-                                window_start=now - 1,
-                                window_end=now,
-                                requests=req,
-                                errors=err,
-                                latency_s={},
-                            )
-                        )
+                flush_failing_canary(ws.store, model, now)
                 while True:
                     step = engine.advance(rid)
                     if step is not None and step.action == ROLLED_BACK:
