@@ -175,3 +175,18 @@ class TestMultipleTesting:
             DriftConfig(alpha=0)
         with pytest.raises(InvalidInput, match="correction"):
             DriftConfig(correction="bonferroni")  # type: ignore[arg-type]
+
+
+def test_drifted_summary_names_the_strongest_first_and_counts_the_rest() -> None:
+    rng = np.random.default_rng(3)
+    ref = pd.DataFrame({f"c{i}": rng.normal(size=2000) for i in range(12)})
+    cur = pd.DataFrame({f"c{i}": rng.normal(loc=0.1 * i, size=2000) for i in range(12)})
+    reference = DatasetProfile.from_frame(ref)
+    report = compare(reference, DatasetProfile.from_frame(cur, reference=reference))
+    summary = report.drifted_summary(top=3)
+    drifted = sorted((c for c in report.columns if c.drifted), key=lambda c: -c.effect)
+    assert len(drifted) >= 5 and drifted[0].column == "c11"
+    assert summary.startswith(f"{len(drifted)} of 12 column(s) drifted: c11 (W1/σ ")
+    assert summary.endswith(f" and {len(drifted) - 3} more")
+    same = compare(reference, DatasetProfile.from_frame(ref, reference=reference))
+    assert same.drifted_summary() == "no drift in 12 column(s)"

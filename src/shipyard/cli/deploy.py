@@ -9,8 +9,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from shipyard import stats
 from shipyard.cli.output import console, open_workspace, print_json, when
-from shipyard.cli.stats import SHORT_NAMES
 from shipyard.deploy import rollout as ro
 from shipyard.deploy import traffic
 from shipyard.deploy.diagnosis import diagnosis_of
@@ -123,7 +123,7 @@ def _print_drifting_inputs(drift: dict[str, Any], top: int = 8) -> None:
         console.print(f"  drifting inputs vs {drift.get('against')}: none")
         return
     named = ", ".join(
-        f"{c['column']} ({SHORT_NAMES.get(c.get('effect_name'), c.get('effect_name'))} "
+        f"{c['column']} ({stats.SHORT_NAMES.get(c.get('effect_name'), c.get('effect_name'))} "
         f"{c['effect']:.2g})"
         if c.get("effect") is not None
         else c["column"]

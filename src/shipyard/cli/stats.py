@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from shipyard.stats import ColumnDrift, DatasetProfile, DriftReport
 
 DRIFT_EXIT_CODE = 3
-SHORT_NAMES = {"wasserstein_normalised": "W1/σ", "jensen_shannon": "JS₂"}
 
 schema_app = typer.Typer(
     help="Infer a schema from data, or validate data against one.", no_args_is_help=True
@@ -98,7 +97,7 @@ def _drift_table(report: DriftReport) -> Table:
             c.test,
             _fmt(c.statistic),
             _fmt(c.p_value),
-            f"{SHORT_NAMES.get(c.effect_name, c.effect_name)} {_fmt(c.effect)}",
+            f"{stats.SHORT_NAMES.get(c.effect_name, c.effect_name)} {_fmt(c.effect)}",
             _fmt(c.threshold),
             verdict,
             f"{c.missing_ref:.1%} → {c.missing_cur:.1%}",

@@ -26,8 +26,6 @@ PROBLEM_KINDS = ("missing_column", "wrong_type", "nulls_above_expectation", "nan
 of the wrong type, or ±inf/NaN. Out-of-range values and unseen categories are evidence but
 not counted: they are what drift monitors judge."""
 
-SHORT = {"wasserstein_normalised": "W1/σ", "jensen_shannon": "JS"}
-
 
 def _subset(profile: DatasetProfile, columns: list[str]) -> DatasetProfile:
     return DatasetProfile(
@@ -78,19 +76,7 @@ def drift_check(
         status = WARNING
     else:
         status = OK
-    if drifted:
-        top = sorted((c for c in report.columns if c.drifted), key=lambda c: c.effect, reverse=True)
-        named = ", ".join(
-            f"{c.column} ({SHORT.get(c.effect_name, c.effect_name)} {c.effect:.2f})"
-            for c in top[:10]
-        )
-        more = f" and {len(top) - 10} more" if len(top) > 10 else ""
-        summary = (
-            f"{what} of {dataset}: {len(top)} of {len(report.columns)} column(s) drifted: "
-            f"{named}{more}"
-        )
-    else:
-        summary = f"{what} of {dataset}: no drift in {len(report.columns)} column(s)"
+    summary = f"{what} of {dataset}: {report.drifted_summary()}"
     evidence = {
         **report.to_json(),
         "reference_rows": reference.rows,

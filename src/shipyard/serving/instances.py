@@ -327,11 +327,13 @@ class InstanceKeeper:
         )
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        wait_s = min(1.0, self.interval_s)  # a first measurement soon after the start
+        while not self._stop.wait(wait_s):
             try:
                 self.beat()
             except Exception as exc:  # the store may be away for a while: keep serving
                 log.warning("serving heartbeat failed: %s", exc)
+            wait_s = self.interval_s
 
     def stop(self) -> None:
         """Stop the thread, mark the instance stopped and release the lease (idempotent)."""

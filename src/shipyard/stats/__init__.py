@@ -35,7 +35,14 @@ if TYPE_CHECKING:
         wasserstein_normalised,
         wasserstein_weighted,
     )
-    from shipyard.stats.drift import ColumnDrift, DriftConfig, DriftReport, adjust_p_values, compare
+    from shipyard.stats.drift import (
+        SHORT_NAMES,
+        ColumnDrift,
+        DriftConfig,
+        DriftReport,
+        adjust_p_values,
+        compare,
+    )
     from shipyard.stats.performance import cbpe, expected_calibration_error, histogram_quantile
     from shipyard.stats.profile import ColumnProfile, DatasetProfile
     from shipyard.stats.schema import Anomaly, ColumnSchema, Schema, infer_schema, validate
@@ -67,7 +74,14 @@ _MODULES = {
         "wasserstein_normalised",
         "wasserstein_weighted",
     ),
-    "drift": ("ColumnDrift", "DriftConfig", "DriftReport", "adjust_p_values", "compare"),
+    "drift": (
+        "SHORT_NAMES",
+        "ColumnDrift",
+        "DriftConfig",
+        "DriftReport",
+        "adjust_p_values",
+        "compare",
+    ),
     "performance": ("cbpe", "expected_calibration_error", "histogram_quantile"),
     "profile": ("ColumnProfile", "DatasetProfile"),
     "schema": ("Anomaly", "ColumnSchema", "Schema", "infer_schema", "validate"),
@@ -75,6 +89,7 @@ _MODULES = {
 __getattr__, __dir__ = lazy_exports(__name__, _MODULES)
 
 __all__ = [
+    "SHORT_NAMES",
     "Anomaly",
     "ColumnDrift",
     "ColumnProfile",

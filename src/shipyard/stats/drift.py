@@ -30,6 +30,8 @@ from shipyard.stats.profile import ColumnProfile, DatasetProfile
 
 Correction = Literal["bh", "holm", "none"]
 QUANTILE_RANKS = (np.arange(1000) + 0.5) / 1000
+SHORT_NAMES = {"wasserstein_normalised": "W1/σ", "jensen_shannon": "JS₂"}
+"""How reports name the effect sizes: W1/σ_ref (numbers), Jensen–Shannon distance base 2."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,19 @@ class DriftReport:
     @property
     def drifted_columns(self) -> list[str]:
         return [c.column for c in self.columns if c.drifted]
+
+    def drifted_summary(self, top: int = 10) -> str:
+        """``"24 of 64 column(s) drifted: pixel_2_3 (W1/σ 0.68), … and 14 more"``, strongest
+        first; ``"no drift in 64 column(s)"`` when none did."""
+        drifted = sorted((c for c in self.columns if c.drifted), key=lambda c: -c.effect)
+        if not drifted:
+            return f"no drift in {len(self.columns)} column(s)"
+        named = ", ".join(
+            f"{c.column} ({SHORT_NAMES.get(c.effect_name, c.effect_name)} {c.effect:.2f})"
+            for c in drifted[:top]
+        )
+        more = f" and {len(drifted) - top} more" if len(drifted) > top else ""
+        return f"{len(drifted)} of {len(self.columns)} column(s) drifted: {named}{more}"
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -60,10 +60,8 @@ class ServingMonitor(QualityChecks, OperationsChecks):
         drifted = report.drifted_columns
         status = ALERT if report.drifted else WARNING if drifted else OK
         summary = (
-            f"serving inputs of {info.model} v{info.version} drifted from the training data in "
-            f"{drifted}"
-            if drifted
-            else "serving inputs match the training data"
+            f"serving inputs of {info.model} v{info.version} against the training data: "
+            f"{report.drifted_summary()}"
         )
         evidence = {**report.to_json(), "rows": current.rows, "windows_skipped": skipped}
         return Check(name, info.model, info.version, status, summary, evidence, metrics)
