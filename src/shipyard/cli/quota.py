@@ -203,7 +203,8 @@ def estimate(
         )
         return
     console.print(
-        f"[bold]{pipeline}[/]: based on {est.runs} succeeded runs of [bold]{est.based_on}[/], "
+        f"[bold]{pipeline}[/]: based on {est.runs} succeeded run{'s' if est.runs != 1 else ''} "
+        f"of [bold]{est.based_on}[/], "
         f"p90 + {margin:.0%} margin" + (f", scaled to {input_rows:,} rows" if input_rows else "")
     )
     for e in est.steps:
