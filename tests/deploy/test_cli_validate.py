@@ -63,6 +63,9 @@ def test_a_good_version_is_blessed_and_can_start_its_rollout(ws: Workspace, tmp_
     doc = json.loads(out)
     assert code == 0 and doc["passed"] and doc["metrics"]["accuracy"] > 0.9
     assert doc["rollout"]["state"] == "waiting_for_approvals"
+    assert "waiting for 1 approval(s) of approver to start" in doc["rollout"]["reason"]
+    shown = invoke("models", "show", "churn", "-v", "1")[1]
+    assert "gate      blessed" in shown and "on held-out data: accuracy 0.9" in shown
     assert [r.version for r in rollouts_of(ws.store, "churn")] == [1]
 
 

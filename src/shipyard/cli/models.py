@@ -100,6 +100,18 @@ def show(
         verdict = "[green]blessed[/]" if gate.passed else "[red]not blessed[/]"
         reasons = "; ".join(gate.evidence.get("reasons") or [])
         console.print(f"  gate      {verdict} {when(gate.ts)} by {gate.actor}: {reasons}")
+        serving = gate.evidence.get("serving_metrics") or {}
+        numbers = ", ".join(
+            f"{k} {v:.4f}"
+            + (
+                f" (v{gate.evidence.get('serving_version')}: {serving[k]:.4f})"
+                if k in serving
+                else ""
+            )
+            for k, v in sorted((gate.evidence.get("metrics") or {}).items())
+        )
+        if numbers:
+            console.print(f"            on held-out data: {numbers}")
     for m in moves:
         console.print(
             f"  {when(m.ts)}  {m.alias}: {m.from_version} → {m.to_version}  by {m.actor}"

@@ -311,6 +311,7 @@ def start_rollout(
             stable_version=stable,
             author=author or actor,
             state=WAITING,
+            reason=_waiting_reason(policy, actor),
             policy=policy.model_dump(mode="json"),
             created_by=actor,
             created_at=now,
@@ -331,6 +332,12 @@ def start_rollout(
         if policy.approvals.start.count == 0:
             move_to(s, r, STAGING, now, actor, "the policy asks no approval to start")
         return _view(s, r)
+
+
+def _waiting_reason(policy: Policy, actor: str) -> str:
+    need = policy.approvals.start
+    roles = f" of {', '.join(need.roles)}" if need.roles else ""
+    return f"started by {actor}; waiting for {need.count} approval(s){roles} to start"
 
 
 def approve(
