@@ -46,6 +46,13 @@ def test_file_is_found_in_the_home(tmp_path: Path) -> None:
     assert cfg.route.receiver == "hook" and cfg.source.endswith("alerting.yaml")
 
 
+def test_a_per_series_absence_rule_in_yaml(tmp_path: Path) -> None:
+    rule = {"name": "Silent", "kind": "absence", "metric": "up", "lookback": "10m"}
+    cfg = build_config({"rules": [{**rule, "seen_within": "1d"}]}, home=tmp_path)
+    silent = next(r for r in cfg.rules if r.name == "Silent")
+    assert (silent.lookback_s, silent.seen_within_s) == (600, 86400)
+
+
 @pytest.mark.parametrize(
     ("data", "error"),
     [
@@ -54,6 +61,7 @@ def test_file_is_found_in_the_home(tmp_path: Path) -> None:
         ({"rules": [{"name": "bad name", "metric": "m"}]}, "rules.0.name"),
         ({"rules": [{"name": "X", "metric": "m", "matchers": ["team"]}]}, "bad matcher 'team'"),
         ({"rules": [{"name": "X", "metric": "m", "kind": "burn_rate"}]}, "needs error_metric"),
+        ({"rules": [{"name": "X", "metric": "m", "seen_within": "1d"}]}, "seen_within is for"),
         ({"receivers": [{"name": "h", "type": "webhook"}]}, "needs a url"),
         ({"receivers": [{"name": "h", "type": "webhook", "url": "ftp://x"}]}, "http://"),
         ({"receivers": [{"name": "h", "type": "pager"}]}, "receivers.0.type"),

@@ -24,6 +24,9 @@ def test_each_kind_becomes_its_promql() -> None:
     assert promql(Rule("B", "absence", "up", m, lookback_s=120)) == (
         'absent_over_time(up{model="churn"}[2m])'
     )
+    assert promql(Rule("B2", "absence", "up", lookback_s=600, seen_within_s=86400)) == (
+        "max_over_time(up[1d]) unless max_over_time(up[10m])"
+    )
     assert promql(Rule("C", "forecast", "used", threshold=1, horizon_s=3600, lookback_s=1800)) == (
         "predict_linear(used[30m], 3600) >= 1"
     )
@@ -66,9 +69,11 @@ def test_rule_file_keeps_for_labels_and_annotations(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 def test_promtool_accepts_the_export(tmp_path: Path) -> None:
     path = tmp_path / "rules.yml"
-    path.write_text(prometheus_rule_file(default_rules()))
+    silent = Rule("Silent", "absence", "up", lookback_s=600, seen_within_s=86400)
+    rules = [*default_rules(), silent]
+    path.write_text(prometheus_rule_file(rules))
     done = subprocess.run(
         ["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"SUCCESS: {len(default_rules())} rules found" in done.stdout
+    assert f"SUCCESS: {len(rules)} rules found" in done.stdout

@@ -108,6 +108,27 @@ class TestAbsence:
         with store.session() as s:
             assert len(evaluate_rule(s, rule, T0 + 1)) == 1
 
+    def test_per_series_each_series_that_stopped_is_its_own_alert(self, store: Store) -> None:
+        """seen_within: a timeline where model b stops reporting at T0+120 and a goes on."""
+        rule = Rule("Silent", "absence", "up", lookback_s=120, seen_within_s=3600)
+        for t in range(0, 4000, 60):
+            write_point(store, "up", {"model": "a"}, T0 + t, 1)
+            if t <= 120:
+                write_point(store, "up", {"model": "b"}, T0 + t, 1)
+        with store.session() as s:
+            assert evaluate_rule(s, rule, T0 + 200) == []  # b's last point is 80 s old
+            (hit,) = evaluate_rule(s, rule, T0 + 250)
+            assert hit.labels == {"model": "b", "alertname": "Silent", "severity": "warning"}
+            assert hit.value == 130  # seconds since b's last point
+            # an hour later b is forgotten (it was retired, not broken); c never existed
+            assert evaluate_rule(s, rule, T0 + 120 + 3601) == []
+
+    def test_seen_within_is_only_for_absence_and_longer_than_the_lookback(self) -> None:
+        with pytest.raises(InvalidInput, match="seen_within"):
+            Rule("X", "threshold", "up", seen_within_s=3600)
+        with pytest.raises(InvalidInput, match="seen_within"):
+            Rule("X", "absence", "up", lookback_s=600, seen_within_s=600)
+
 
 class TestCounters:
     def test_increase_counts_a_reset_as_growth_from_zero(self) -> None:

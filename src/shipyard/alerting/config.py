@@ -85,6 +85,7 @@ class RuleModel(_Edge):
     objective: float = Field(0.999, gt=0, lt=1)
     windows: list[WindowModel] | Literal["page", "ticket"] = "page"
     horizon: Duration = "1h"
+    seen_within: Duration | None = None
     severity: str = "warning"
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
@@ -173,6 +174,7 @@ def _rule(model: RuleModel) -> Rule:
         objective=model.objective,
         windows=windows if model.kind == "burn_rate" else (),
         horizon_s=parse_duration(model.horizon),
+        seen_within_s=None if model.seen_within is None else parse_duration(model.seen_within),
         severity=model.severity,
         labels=model.labels,
         annotations=model.annotations,

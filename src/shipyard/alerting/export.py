@@ -5,7 +5,8 @@ from Shipyard's ``/metrics``:
 
 * threshold → the newest value, ``m{…} > t``
   (Prometheus' lookback delta plays the part of ``lookback``);
-* absence → ``absent_over_time(m{…}[lookback])``;
+* absence → ``absent_over_time(m{…}[lookback])``; per series (``seen_within``):
+  ``max_over_time(m{…}[seen_within]) unless max_over_time(m{…}[lookback])``;
 * burn rate → per window pair ``(rate(errors[long]) / rate(total[long]) > f·(1−o)) and
   (rate(errors[short]) / rate(total[short]) > f·(1−o))``, pairs joined by ``or``;
 * forecast → ``predict_linear(m{…}[lookback], horizon) >= bound``.
@@ -32,9 +33,11 @@ def promql(rule: Rule) -> str:
     if rule.kind == "threshold":
         return f"{_selector(rule.metric, rule)} {rule.op} {rule.threshold:g}"
     if rule.kind == "absence":
-        return (
-            f"absent_over_time({_selector(rule.metric, rule)}[{format_duration(rule.lookback_s)}])"
-        )
+        selector, lookback = _selector(rule.metric, rule), format_duration(rule.lookback_s)
+        if rule.seen_within_s is not None:
+            seen = format_duration(rule.seen_within_s)
+            return f"max_over_time({selector}[{seen}]) unless max_over_time({selector}[{lookback}])"
+        return f"absent_over_time({selector}[{lookback}])"
     if rule.kind == "forecast":
         window = format_duration(rule.lookback_s)
         return (

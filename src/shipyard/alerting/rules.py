@@ -5,7 +5,11 @@ Four kinds, each answering "which label sets are in trouble right now?":
 * ``threshold`` — the newest point of each series within ``lookback_s`` compared with a number
   (PromQL ``metric{…} > 0.2``).
 * ``absence`` — no point of the selected series for ``lookback_s`` (PromQL
-  ``absent_over_time(metric{…}[5m])``): a model that stopped answering.
+  ``absent_over_time(metric{…}[5m])``): a model that stopped answering. With ``seen_within_s``
+  the rule is per series: each series that had points in the last ``seen_within_s`` but none
+  in the last ``lookback_s`` is an alert with its own labels (PromQL ``max_over_time(m[1d])
+  unless max_over_time(m[10m])``), so one rule watches every model, pool or pipeline that
+  stops reporting, and a series that never existed alerts nothing.
 * ``burn_rate`` — multi-window, multi-burn-rate SLO alerts (Google SRE workbook, ch. 5
   "Alerting on SLOs", table 5-8): the error ratio ``Δerrors / Δrequests`` over a long and a
   short window, divided by the error budget ``1 − objective``; a pair fires when *both* windows
@@ -107,6 +111,7 @@ class Rule:
     objective: float = 0.999
     windows: tuple[BurnWindow, ...] = ()
     horizon_s: float = 3600.0
+    seen_within_s: float | None = None
     severity: str = "warning"
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
@@ -115,6 +120,12 @@ class Rule:
     def __post_init__(self) -> None:
         if self.op not in OPERATORS:
             raise InvalidInput(f"rule {self.name}: unknown operator {self.op!r}")
+        if self.seen_within_s is not None and (
+            self.kind != "absence" or self.seen_within_s <= self.lookback_s
+        ):
+            raise InvalidInput(
+                f"rule {self.name}: seen_within is for absence rules, longer than the lookback"
+            )
         if self.kind == "burn_rate":
             if not self.error_metric or not self.windows:
                 raise InvalidInput(f"rule {self.name}: burn_rate needs error_metric and windows")
@@ -236,7 +247,17 @@ def evaluate_rule(session: Session, rule: Rule, now: float) -> list[Hit]:
                 hits.append(Hit(rule.alert_labels(series.labels), value))
         return hits
     if rule.kind == "absence":
-        if load_series(session, rule.metric, now - rule.lookback_s, now, rule.matchers):
+        recent = load_series(session, rule.metric, now - rule.lookback_s, now, rule.matchers)
+        if rule.seen_within_s is not None:
+            before = load_series(
+                session, rule.metric, now - rule.seen_within_s, now - rule.lookback_s, rule.matchers
+            )
+            return [
+                Hit(rule.alert_labels(series.labels), now - series.ts[-1])
+                for key, series in before.items()
+                if key not in recent
+            ]
+        if recent:
             return []
         equal = {m.name: m.value for m in rule.matchers if m.is_equal and not m.is_regex}
         return [Hit(rule.alert_labels(equal), 1.0)]
