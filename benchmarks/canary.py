@@ -862,7 +862,6 @@ def production_rollback_on_a_real_server(trials: int) -> list[float]:
     the committed rollback to the first answer from the previous version, and no answer from
     the rolled-back version after it."""
     import httpx
-    import uvicorn
     from sklearn.linear_model import LogisticRegression
 
     from shipyard.deploy.loop import advance_rollouts, sync_aliases
@@ -895,15 +894,7 @@ def production_rollback_on_a_real_server(trials: int) -> list[float]:
             start_rollout(ws.store, "churn", v, actor="bench")
             advance_rollouts(ws)
         app = build_app(ws, monitoring=False, refresh_interval_s=0.5)
-        with socket_port() as port:
-            pass
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.02)
+        server, thread, port = start_in_a_thread(app)
         body = {
             "inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": xs[:1].tolist()}]
         }
@@ -939,7 +930,6 @@ def canary_rollback_on_a_real_server(trials: int) -> list[float]:
     the last answer any canary user got from the canary."""
     import httpx
     import pandas as pd
-    import uvicorn
     from sklearn.linear_model import LogisticRegression
 
     from shipyard.clock import SYSTEM_CLOCK
@@ -975,15 +965,7 @@ analysis: {metrics: [{name: error_rate}]}
         ws = Workspace.open(home=Path(tmp) / "home")
         reg = Registry(ws.store, ws.artifacts, actor="bench")
         app = build_app(ws, monitoring=False, refresh_interval_s=0.5)
-        with socket_port() as port:
-            pass
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.02)
+        server, thread, port = start_in_a_thread(app)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
 
             def served(model: str, user: str) -> int:
@@ -1032,6 +1014,22 @@ analysis: {metrics: [{name: error_rate}]}
         thread.join(timeout=10)
         ws.store.dispose()
     return out
+
+
+def start_in_a_thread(app: Any) -> tuple[Any, threading.Thread, int]:
+    """``app`` under Uvicorn on a free port of 127.0.0.1, in a daemon thread, once it listens."""
+    import uvicorn
+
+    with socket_port() as port:
+        pass
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    return server, thread, port
 
 
 @contextmanager
