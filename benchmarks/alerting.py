@@ -46,7 +46,7 @@ from shipyard.alerting.export import prometheus_rule_file
 from shipyard.alerting.exposition import MetricsServer
 from shipyard.alerting.rules import evaluate_rule
 from shipyard.store import Store
-from shipyard.store.tables import MetricPoint, labels_key
+from shipyard.store.tables import MetricPoint
 
 DAEMON_MAIN = (
     "import typer\nfrom shipyard.cli.daemon import register\napp = typer.Typer()\n"
@@ -94,7 +94,7 @@ class Receiver:
 
 
 def _point(name: str, labels: dict[str, str], ts: float, value: float) -> MetricPoint:
-    return MetricPoint(name=name, labels=labels, labels_key=labels_key(labels), ts=ts, value=value)
+    return MetricPoint.of(name, labels, ts, value)
 
 
 def _free_port() -> int:

@@ -271,15 +271,7 @@ class TestServingMonitors:
 
 def test_sigterm_stops_cleanly_and_gives_the_lease_up(workspace: Workspace) -> None:
     with workspace.store.session() as s:
-        s.add(
-            MetricPoint(
-                name="shipyard_drift_score",
-                labels={"column": "age"},
-                labels_key="column=age",
-                ts=time.time(),
-                value=0.25,
-            )
-        )
+        s.add(MetricPoint.of("shipyard_drift_score", {"column": "age"}, time.time(), 0.25))
     proc = subprocess.Popen(
         [sys.executable, "-c", DAEMON_MAIN, "daemon", "--tick", "0.1", "--metrics-port", "0"],
         stdout=subprocess.PIPE,

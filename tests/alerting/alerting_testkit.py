@@ -18,14 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from shipyard.store import Store
-from shipyard.store.tables import MetricPoint, labels_key
+from shipyard.store.tables import MetricPoint
 
 
 def write_point(store: Store, name: str, labels: dict[str, Any], ts: float, value: float) -> None:
     with store.session() as session:
-        session.add(
-            MetricPoint(name=name, labels=labels, labels_key=labels_key(labels), ts=ts, value=value)
-        )
+        session.add(MetricPoint.of(name, labels, ts, value))
 
 
 @dataclass
@@ -125,7 +123,4 @@ class CollectingReceiver:
 def write_points(store: Store, points: list[tuple[str, dict[str, Any], float, float]]) -> None:
     """Many (name, labels, ts, value) points in one transaction."""
     with store.session() as session:
-        session.add_all(
-            MetricPoint(name=n, labels=lab, labels_key=labels_key(lab), ts=t, value=v)
-            for n, lab, t, v in points
-        )
+        session.add_all(MetricPoint.of(n, lab, t, v) for n, lab, t, v in points)

@@ -55,16 +55,15 @@ def test_a_scraper_that_hangs_up_early_gets_no_traceback_and_the_next_one_an_ans
     import struct
     import time
 
-    from shipyard.store.tables import MetricPoint, labels_key
+    from shipyard.store.tables import MetricPoint
 
     with store.session() as s:
         s.add_all(
-            MetricPoint(
-                name="shipyard_serving_requests_total",
-                labels=(lab := {"model": f"m{i}", "version": "1", "pad": "x" * 20}),
-                labels_key=labels_key(lab),
-                ts=T0,
-                value=float(i),
+            MetricPoint.of(
+                "shipyard_serving_requests_total",
+                {"model": f"m{i}", "version": "1", "pad": "x" * 20},
+                T0,
+                i,
             )
             for i in range(20_000)
         )

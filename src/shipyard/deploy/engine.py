@@ -44,7 +44,7 @@ from shipyard.errors import NotFound
 from shipyard.stats.canary import MetricVerdict, combine
 from shipyard.store import Store
 from shipyard.store.deploy import RolloutRecord, RolloutVerdict
-from shipyard.store.tables import MetricPoint, labels_key
+from shipyard.store.tables import MetricPoint
 
 # -- seams ------------------------------------------------------------------------------------
 
@@ -306,15 +306,7 @@ class Engine:
             evidence["diagnosis"] = self.on_failure(s, r, verdicts, now)
         if "notify" in policy.on_failure or policy.rollback.notify:
             labels = {"model": r.model, "version": str(r.version), "rollout": r.id}
-            s.add(
-                MetricPoint(
-                    name=ROLLOUT_FAILED_METRIC,
-                    labels=labels,
-                    labels_key=labels_key(labels),
-                    ts=now,
-                    value=1.0,
-                )
-            )
+            s.add(MetricPoint.of(ROLLOUT_FAILED_METRIC, labels, now, 1.0))
         if "pause" in policy.on_failure:
             r.paused_from = CANARY
             move_to(s, r, PAUSED, now, self.actor, why, **evidence)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from shipyard.errors import NotFound
 from shipyard.monitoring.config import DATASET_MONITORS, RUN_MONITORS
 from shipyard.store import Store
-from shipyard.store.tables import Finding, MetricPoint, labels_key
+from shipyard.store.tables import Finding, MetricPoint
 
 OK, WARNING, ALERT = "ok", "warning", "alert"
 
@@ -76,15 +76,7 @@ def add_checks(session: Session, checks: list[PipelineCheck], ts: float) -> None
             )
         )
         for name, metric_labels, value in c.metrics:
-            session.add(
-                MetricPoint(
-                    name=name,
-                    labels=metric_labels,
-                    labels_key=labels_key(metric_labels),
-                    ts=ts,
-                    value=float(value),
-                )
-            )
+            session.add(MetricPoint.of(name, metric_labels, ts, value))
 
 
 def last_findings(store: Store, pipeline: str) -> dict[str, list[dict[str, Any]]]:

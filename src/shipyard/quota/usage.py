@@ -76,11 +76,7 @@ def record_usage(
         points: list[MetricPoint] = []
 
         def point(name: str, labels: dict[str, str], value: float) -> None:
-            points.append(
-                MetricPoint(
-                    name=name, labels=labels, labels_key=labels_key(labels), ts=now, value=value
-                )
-            )
+            points.append(MetricPoint.of(name, labels, now, value))
 
         for pool in pools:
             mine = [lease for lease in leases if lease.pool == pool.name]

@@ -64,15 +64,13 @@ def add_window_counts(
             .limit(1)
         ).first()
         if last is None:
-            s.add(MetricPoint(name=name, labels=labels, labels_key=key, ts=start, value=0.0))
+            s.add(MetricPoint.of(name, labels, start, 0.0))
             last_ts, base = start, 0.0
         else:
             last_ts, base = float(last[0]), float(last[1])
         total = base + delta
         # a window that ended before the newest point (another worker's) still lands after it
-        s.add(
-            MetricPoint(name=name, labels=labels, labels_key=key, ts=max(end, last_ts), value=total)
-        )
+        s.add(MetricPoint.of(name, labels, max(end, last_ts), total))
         totals.append(total)
     return totals[0], totals[1], totals[2]
 

@@ -104,6 +104,13 @@ class MetricPoint(Base):
     ts: Mapped[float] = mapped_column(Float)
     value: Mapped[float] = mapped_column(Float)
 
+    @classmethod
+    def of(cls, name: str, labels: Mapping[str, Any], ts: float, value: float) -> MetricPoint:
+        """A point with its ``labels_key`` derived from its labels (the only way to build one)."""
+        return cls(
+            name=name, labels=dict(labels), labels_key=labels_key(labels), ts=ts, value=float(value)
+        )
+
     __table_args__ = (
         Index("ix_metric_points_name_ts", "name", "ts"),
         Index("ix_metric_points_series", "name", "labels_key", "ts"),

@@ -4,11 +4,9 @@ the model servers flushed."""
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from sqlalchemy import select
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
@@ -111,15 +109,3 @@ class ServingReader:
 
     def _since(self) -> float:
         return self.clock.time() - self.config.period_s
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, np.generic):
-        return jsonable(value.item())
-    return value

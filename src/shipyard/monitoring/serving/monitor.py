@@ -12,13 +12,13 @@ import numpy as np
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import NotFound
 from shipyard.monitoring.data import drift_score
+from shipyard.monitoring.findings import jsonable
 from shipyard.monitoring.serving.base import (
     ALERT,
     OK,
     WARNING,
     Check,
     ServingMonitorConfig,
-    jsonable,
     log,
 )
 from shipyard.monitoring.serving.operations import OperationsChecks
@@ -26,7 +26,7 @@ from shipyard.monitoring.serving.quality import QualityChecks
 from shipyard.registry import PREDICTION_COLUMN, Registry, VersionInfo
 from shipyard.stats import DatasetProfile, compare
 from shipyard.stats.performance import histogram_quantile
-from shipyard.store.tables import Finding, MetricPoint, labels_key
+from shipyard.store.tables import Finding, MetricPoint
 
 if TYPE_CHECKING:
     from shipyard.store import Store
@@ -201,15 +201,7 @@ class ServingMonitor(QualityChecks, OperationsChecks):
                     )
                 )
                 for metric, labels, value in c.metrics:
-                    s.add(
-                        MetricPoint(
-                            name=metric,
-                            labels=labels,
-                            labels_key=labels_key(labels),
-                            ts=now,
-                            value=float(value),
-                        )
-                    )
+                    s.add(MetricPoint.of(metric, labels, now, value))
 
 
 def monitor_live_models(
