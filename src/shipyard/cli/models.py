@@ -11,8 +11,14 @@ from rich.table import Table
 
 from shipyard.cli.output import console, open_workspace, print_json, when
 from shipyard.errors import InvalidInput, NotFound
-from shipyard.registry import Registry, Signature, import_mlflow
-from shipyard.registry import flavors as fl
+from shipyard.registry import (
+    TRUST_FLAG,
+    Registry,
+    Signature,
+    VersionInfo,
+    import_mlflow,
+    read_model_file,
+)
 
 models_app = typer.Typer(help="Models, versions and aliases.", no_args_is_help=True)
 
@@ -95,6 +101,12 @@ def show(
     data = ", ".join(d[:12] for d in info.lineage.get("data") or []) or "-"
     console.print(f"  lineage   run {info.lineage.get('run_id') or '-'}, data {data}")
     console.print(f"  reference {'yes' if info.reference_profile else 'no'}")
+    trust = info.lineage.get("trust")
+    if trust:
+        console.print(
+            f"  [yellow]trust[/]     pickle {trust['source']} (sha256:{trust['sha256'][:12]}) "
+            f"loaded under {trust['flag']} by {trust['by'] or '-'} {when(trust['at'])}"
+        )
     gate = _gate_result(registry, name, info.version)
     if gate is not None:
         verdict = "[green]blessed[/]" if gate.passed else "[red]not blessed[/]"
@@ -133,10 +145,19 @@ def _gate_result(registry: Registry, name: str, version: int) -> Any:
         return row
 
 
+TRUST_HELP = (
+    "Load a pickle (.pkl/.joblib, or an MLflow pickle/cloudpickle model) although loading it "
+    "runs any code it carries. Only for files you made yourself; recorded on the version and "
+    "in the audit log. Without it pickles are refused: register a .skops file instead."
+)
+
+
 @models_app.command("register")
 def register_version(
     name: str,
-    path: Path = typer.Argument(..., help="A .skops, .joblib/.pkl or .onnx file."),
+    path: Path = typer.Argument(
+        ..., help="A .skops or .onnx file (a pickle only with the trust flag)."
+    ),
     training_data: Path = typer.Option(
         None, "--training-data", help="CSV/Parquet: signature and reference profile."
     ),
@@ -144,6 +165,7 @@ def register_version(
     alias: str = typer.Option(None, "--alias", help="Point this alias at the new version."),
     metric: list[str] = typer.Option([], "--metric", help="key=value, repeatable."),
     tag: list[str] = typer.Option([], "--tag", help="key=value, repeatable."),
+    trust_pickle: bool = typer.Option(False, TRUST_FLAG, help=TRUST_HELP),
 ) -> None:
     """Register a model file as a new version."""
     if not path.is_file():
@@ -156,23 +178,22 @@ def register_version(
             sig = Signature.from_json(json.loads(signature.read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise InvalidInput(f"cannot read signature {signature}: {exc}") from None
-    data = path.read_bytes()
-    if path.suffix == ".skops":
-        model, flavor, artifact = fl.load_skops(data), "sklearn", (data, fl.SKOPS)
-    elif path.suffix == ".onnx":
-        model, flavor, artifact = data, "onnx", (data, fl.ONNX)
-    elif path.suffix in (".joblib", ".pkl", ".pickle"):
-        import joblib
-
-        model = joblib.load(path)  # registering a pickle is trusting it
-        flavor, artifact = fl.guess_flavor(model), None
-    else:
-        raise InvalidInput(f"{path}: use a .skops, .joblib, .pkl or .onnx file")
+    file = read_model_file(path, trust_pickle=trust_pickle)
     info = Registry.of(open_workspace()).register(
-        name, model, flavor=flavor, signature=sig, training_data=frame, metrics=metrics,
-        tags=_pairs(tag, "tag"), alias=alias, artifact=artifact,
+        name, file.model, flavor=file.flavor, signature=sig, training_data=frame, metrics=metrics,
+        tags=_pairs(tag, "tag"), alias=alias, artifact=file.artifact, trust=file.trust,
     )  # fmt: skip
     console.print(f"[green]✓[/] registered {info.model} v{info.version} ({info.flavor})")
+    _say_trusted(info)
+
+
+def _say_trusted(info: VersionInfo) -> None:
+    trust = info.lineage.get("trust")
+    if trust:
+        console.print(
+            f"[yellow]![/] {trust['source']} was unpickled under {trust['flag']} by "
+            f"{trust['by'] or '-'}; recorded on v{info.version} and in the audit log"
+        )
 
 
 @models_app.command("validate")
@@ -223,10 +244,16 @@ def import_mlflow_cmd(
     folder: Path,
     name: str = typer.Option(..., "--name", help="The registered model's name."),
     alias: str = typer.Option(None, "--alias", help="Point this alias at the new version."),
+    trust_pickle: bool = typer.Option(False, TRUST_FLAG, help=TRUST_HELP),
 ) -> None:
-    """Import an MLflow model folder (sklearn flavor) without needing MLflow."""
-    info = import_mlflow(Registry.of(open_workspace()), folder, name, alias)
-    console.print(f"[green]✓[/] imported {folder} as {info.model} v{info.version}")
+    """Import an MLflow model folder (sklearn flavor) without needing MLflow.
+
+    A skops model is imported as it is; a pickled one only with the trust flag, and it is then
+    re-saved as skops. Files the folder names must stay inside it."""
+    registry = Registry.of(open_workspace())
+    info = import_mlflow(registry, folder, name, alias, trust_pickle=trust_pickle)
+    console.print(f"[green]✓[/] imported {folder} as {info.model} v{info.version} ({info.flavor})")
+    _say_trusted(info)
 
 
 @models_app.command()
