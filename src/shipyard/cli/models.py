@@ -19,6 +19,7 @@ from shipyard.registry import (
     import_mlflow,
     read_model_file,
 )
+from shipyard.serving.live import LiveState, live_state, live_states, move_alias
 
 models_app = typer.Typer(help="Models, versions and aliases.", no_args_is_help=True)
 
@@ -48,16 +49,27 @@ def _read_frame(path: Path, what: str = "training data") -> Any:
 
 @models_app.command("list")
 def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Every registered model, its latest version and its aliases."""
-    rows = Registry.of(open_workspace()).models()
+    """Every registered model, its latest version, its aliases and what serves it now."""
+    registry = Registry.of(open_workspace())
+    rows = registry.models()
+    with registry.store.session() as s:
+        live = live_states(s)
     if as_json:
-        print_json(rows)
+        print_json([{**m, "live": _live_json(live.get(m["name"]))} for m in rows])
         return
-    table = Table("model", "latest", "aliases", "created")
+    table = Table("model", "latest", "aliases", "serving", "created")
     for m in rows:
         aliases = ", ".join(f"{a}→v{v}" for a, v in sorted(m["aliases"].items()))
-        table.add_row(m["name"], str(m["latest_version"]), aliases or "-", when(m["created_at"]))
+        state = live.get(m["name"])
+        serving = state.describe() if state is not None else "-"
+        table.add_row(
+            m["name"], str(m["latest_version"]), aliases or "-", serving, when(m["created_at"])
+        )
     console.print(table)
+
+
+def _live_json(state: LiveState | None) -> dict[str, Any] | None:
+    return state.to_json() if state is not None else None
 
 
 @models_app.command()
@@ -85,10 +97,15 @@ def show(
          "reason": h.reason, "ts": h.ts}
         for h in moves
     ]  # fmt: skip
+    live = live_state(registry.store, name)
     if as_json:
-        print_json({**info.to_json(), "aliases": registry.aliases(name), "alias_history": history})
+        print_json(
+            {**info.to_json(), "aliases": registry.aliases(name), "alias_history": history,
+             "live": _live_json(live)}
+        )  # fmt: skip
         return
     console.print(f"[bold]{info.model}[/] v{info.version}  ({info.flavor})")
+    console.print(f"  serving   {live.describe() if live else 'nothing'}", soft_wrap=True)
     console.print(f"  artifact  sha256:{info.artifact_digest}")
     console.print(f"  created   {when(info.created_at)} by {info.created_by or '-'}")
     inputs = info.signature.inputs
@@ -264,13 +281,18 @@ def alias(
     delete: bool = typer.Option(False, "--delete", help="Remove the alias."),
     reason: str = typer.Option("", "--reason", help="Why (kept in the history)."),
 ) -> None:
-    """Move an alias (e.g. champion) to a version; the move is kept in the history."""
+    """Move an alias (e.g. champion) to a version; the move is kept in the history.
+
+    The default alias decides what a model server serves only while deploy has no traffic split
+    for the model: once a version was deployed, `shipyard deploy` and `shipyard rollback` decide,
+    and moving the default alias elsewhere is refused (it would change nothing)."""
     if version is None and not delete:
         raise InvalidInput("give a version, or --delete to remove the alias")
-    move = Registry.of(open_workspace()).set_alias(
-        name, alias_name, None if delete else version, reason
+    move, live = move_alias(
+        Registry.of(open_workspace()), name, alias_name, None if delete else version, reason
     )
     console.print(f"[green]✓[/] {name}@{alias_name}: {move.from_version} → {move.to_version}")
+    console.print(f"  serving: {live.describe() if live else 'nothing'}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -23,6 +23,8 @@ from shipyard.store.registry import AliasEvent, ModelAlias, ModelVersion, Regist
 from shipyard.store.tables import AuditEvent, Lineage, Run, StepRun
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from shipyard.artifacts import ArtifactStore
     from shipyard.store import Store
     from shipyard.workspace import Workspace
@@ -289,15 +291,25 @@ class Registry:
         return out
 
     def set_alias(self, name: str, alias: str, version: int | None, reason: str = "") -> AliasMove:
-        """Point ``alias`` at ``version`` (None removes it); recorded with who, when, from, to."""
+        """Point ``alias`` at ``version`` (None removes it); recorded with who, when, from, to.
+
+        This moves the alias whatever serves the model; the ``models alias`` command goes through
+        :func:`shipyard.serving.live.move_alias`, which first checks that the move takes effect.
+        """
+        with self.store.session(immediate=True) as s:
+            return self.set_alias_in(s, name, alias, version, reason)
+
+    def set_alias_in(
+        self, s: Session, name: str, alias: str, version: int | None, reason: str = ""
+    ) -> AliasMove:
+        """:meth:`set_alias` inside the caller's transaction (which checks what it must first)."""
         if not ALIAS.match(alias):
             raise InvalidInput(f"alias {alias!r}: start with a letter; letters, digits, '_', '-'")
-        with self.store.session(immediate=True) as s:
-            if s.get(RegisteredModel, name) is None:
-                raise NotFound("model", name)
-            if version is not None and self._version_row(s, name, version) is None:
-                raise NotFound("model version", f"{name}/{version}")
-            return self._move_alias(s, name, alias, version, reason)
+        if s.get(RegisteredModel, name) is None:
+            raise NotFound("model", name)
+        if version is not None and self._version_row(s, name, version) is None:
+            raise NotFound("model version", f"{name}/{version}")
+        return self._move_alias(s, name, alias, version, reason)
 
     def _move_alias(
         self, s: Any, name: str, alias: str, version: int | None, reason: str
