@@ -217,6 +217,18 @@ class TestMlflowFolders:
             import_mlflow(registry, other, "evil")
         assert registry.models() == []
 
+    def test_a_symlink_loop_or_a_nul_in_a_name_is_one_clear_error(
+        self, registry: Registry, tmp_path: Path
+    ) -> None:
+        folder = mlflow_folder(tmp_path / "m", "model.skops", "skops", None)
+        (folder / "model.skops").symlink_to(folder / "model.skops")
+        with pytest.raises(UnsafeModelFile, match="Symlink loop"):
+            import_mlflow(registry, folder, "loop")
+        nul = mlflow_folder(tmp_path / "n", "model\x00.skops", "skops", None)
+        with pytest.raises(UnsafeModelFile, match="cannot resolve"):
+            import_mlflow(registry, nul, "nul")
+        assert registry.models() == []
+
     def test_a_symlink_inside_the_folder_is_followed(
         self, registry: Registry, fitted: LogisticRegression, tmp_path: Path
     ) -> None:

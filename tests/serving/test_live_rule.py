@@ -14,20 +14,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
 from serving.conftest import fit_classifier, free_port, start
+from shipyard.artifacts import ArtifactStore
 from shipyard.cli import app
 from shipyard.deploy.loop import advance_rollouts
 from shipyard.deploy.policy import set_policy
 from shipyard.deploy.rollout import PRODUCTION, get_rollout, start_rollout
 from shipyard.deploy.traffic import write_split
+from shipyard.errors import NotFound
 from shipyard.registry import Registry
 from shipyard.serving import build_app
-from shipyard.serving.live import ServedBySplit, live_state, live_states
+from shipyard.serving.live import ServedBySplit, live_state, live_states, move_alias
+from shipyard.store import Store
 from shipyard.workspace import Workspace
 
 NO_APPROVALS = "approvals: {start: {count: 0}}\ncanary: {interval_s: 1, steps: []}\n"
@@ -156,3 +160,28 @@ def test_a_canary_split_is_reported_with_its_weights_as_the_server_routes_it(
             (1, 0.75, False),
             (2, 0.25, True),
         ]
+
+
+def test_move_alias_checks_and_moves_in_one_transaction_on_both_backends(
+    store: Store, tmp_path: Path
+) -> None:
+    registry = Registry(store, ArtifactStore(str(tmp_path / "art"), store), actor="erin")
+    clf, x = fit_classifier()
+    for _ in range(3):
+        registry.register("m", clf, training_data=x)
+    move, live = move_alias(registry, "m", "champion", 2, "first")
+    assert (move.from_version, move.to_version) == (None, 2)
+    assert live is not None and live.describe() == "v2 100% by alias champion"
+    with store.session(immediate=True) as s:
+        write_split(s, "m", stable=3, canary=None, canary_weight_pct=0.0, rollout_id=None,
+                    now=1.0)  # fmt: skip
+    with pytest.raises(ServedBySplit, match="shipyard deploy m --version 1"):
+        move_alias(registry, "m", "champion", 1)
+    move, live = move_alias(registry, "m", "champion", 3, "follow the split")
+    assert live is not None and (live.decided_by, live.sole_version) == ("split", 3)
+    with pytest.raises(NotFound):
+        move_alias(registry, "nope", "champion", 1)
+    assert [(m.from_version, m.to_version) for m in registry.alias_history("m")] == [
+        (None, 2),
+        (2, 3),
+    ]

@@ -64,8 +64,11 @@ class ModelFile:
 
 def inside(folder: Path, name: str) -> Path:
     """``folder/name`` with symlinks resolved, refused unless it stays inside ``folder``."""
-    root = Path(folder).resolve()
-    target = (root / name).resolve()
+    try:
+        root = Path(folder).resolve()
+        target = (root / name).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL in the name
+        raise UnsafeModelFile(f"{folder}: cannot resolve {name!r}: {exc}", folder) from None
     if not target.is_relative_to(root):
         raise UnsafeModelFile(
             f"{folder}: {name!r} resolves to {target}, outside the model folder; refusing it",
