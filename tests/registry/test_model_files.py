@@ -8,7 +8,12 @@ named outside the folder, or reached through a symlink that leaves it.
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -19,6 +24,8 @@ import pytest
 import skops.io as sio
 import typer
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -32,6 +39,7 @@ from shipyard.pipelines.loader import load_pipeline
 from shipyard.pipelines.records import get_run
 from shipyard.registry import TRUST_FLAG, Registry, Signature, UnsafeModelFile, import_mlflow
 from shipyard.registry import flavors as fl
+from shipyard.registry.model_files import inside
 from shipyard.store.registry import ModelVersion
 from shipyard.store.tables import AuditEvent
 from shipyard.workspace import Workspace
@@ -350,3 +358,46 @@ def test_models_registered_inside_a_pipeline_step_load_without_any_flag(
     neg, negate = registry.load("neg")
     assert neg.lineage["pickle"] == "object" and "trust" not in neg.lineage
     assert negate.predict(np.array([[2.0]])).tolist() == [[-2.0]]
+
+
+SEGMENTS = st.sampled_from(["..", ".", "a", "b", "in", "out", "", "/"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(parts=st.lists(SEGMENTS, min_size=1, max_size=6))
+def test_inside_returns_a_path_in_the_folder_or_refuses(parts: list[str]) -> None:
+    """Whatever a folder names (``..``, absolute paths, symlinks in and out), :func:`inside`
+    gives a path under the folder or refuses; it never hands out one outside."""
+    root = Path(tempfile.mkdtemp())
+    try:
+        folder = root / "model"
+        (folder / "a").mkdir(parents=True)
+        (root / "out").mkdir()
+        (folder / "b").symlink_to(root / "out")  # leaves the folder
+        (folder / "in").symlink_to(folder / "a")  # stays inside
+        name = "/".join(parts)
+        try:
+            got = inside(folder, name)
+        except UnsafeModelFile:
+            escaped = (folder.resolve() / name).resolve()
+            assert not escaped.is_relative_to(folder.resolve())
+        else:
+            assert got.is_relative_to(folder.resolve())
+    finally:
+        shutil.rmtree(root)
+
+
+def test_the_command_refuses_a_pickle_in_one_line(
+    fitted: LogisticRegression, tmp_path: Path
+) -> None:
+    """As a user runs it: exit code 1, one line on stderr, no traceback, nothing ran."""
+    marker = tmp_path / "marker"
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps(hostile_model(fitted, marker)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "shipyard", "models", "register", "e", str(tmp_path / "evil.pkl")],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "80"},
+    )  # fmt: skip
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert TRUST_FLAG in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not marker.exists()
