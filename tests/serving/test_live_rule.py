@@ -122,6 +122,8 @@ def test_after_a_deployment_other_aliases_move_and_the_output_names_what_serves(
     assert isinstance(r.exception, ServedBySplit) and "go back with" in str(r.exception)
     listed = json.loads(runner.invoke(app, ["models", "list", "--json"]).output)
     assert listed[0]["live"]["description"] == f"v1 100% by the traffic split of rollout {rid}"
+    table = runner.invoke(app, ["models", "list"], env={"COLUMNS": "200"}).output
+    assert f"v1 (split {rid})" in table
     with httpx.Client(base_url=server, timeout=5) as c:
         assert served(c) == ("1", ["1"])
 
@@ -148,6 +150,7 @@ def test_a_canary_split_is_reported_with_its_weights_as_the_server_routes_it(
     state = live_state(workspace.store, "cancer")
     assert state is not None
     assert state.describe() == "v1 75%, v2 25% (canary) by deploy's traffic split"
+    assert state.brief() == "v1 75%, v2 25% (split)"
     with httpx.Client(base_url=server, timeout=5) as c:
         deadline = time.monotonic() + 5
         while sorted(c.get("/v2/models/cancer").json()["versions"]) != ["1", "2"]:

@@ -61,7 +61,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     for m in rows:
         aliases = ", ".join(f"{a}→v{v}" for a, v in sorted(m["aliases"].items()))
         state = live.get(m["name"])
-        serving = state.describe() if state is not None else "-"
+        serving = state.brief() if state is not None else "-"
         table.add_row(
             m["name"], str(m["latest_version"]), aliases or "-", serving, when(m["created_at"])
         )

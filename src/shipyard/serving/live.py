@@ -107,6 +107,16 @@ class LiveState:
         )
         return f"{shares} by {self.decider}"
 
+    def brief(self) -> str:
+        """``v1 (split r-1)``, ``v1 75%, v2 25% (split)``, ``v2 (alias champion)``: for tables."""
+        if len(self.versions) == 1:
+            shares = f"v{self.versions[0].version}"
+        else:
+            shares = ", ".join(f"v{v.version} {100 * v.weight:.4g}%" for v in self.versions)
+        if self.decided_by == "alias":
+            return f"{shares} (alias {self.alias})"
+        return f"{shares} (split {self.rollout_id})" if self.rollout_id else f"{shares} (split)"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "model": self.model,
