@@ -401,3 +401,21 @@ def test_the_command_refuses_a_pickle_in_one_line(
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert TRUST_FLAG in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "trusted"),
+    [
+        ("sklearn.tree._tree.Tree", True),
+        ("scipy.sparse._csr.csr_matrix", True),
+        ("numpy.ndarray", True),
+        ("builtins.eval", False),  # a function, and not a trusted library's
+        ("numpy.load", False),  # a trusted library's function: a model could call it
+        ("os.system", False),
+        ("numpy.distutils.nothing", False),  # a module that cannot be imported
+        ("sklearn..x", False),
+        ("sklearn.", False),
+    ],
+)
+def test_skops_trusts_only_classes_of_trusted_libraries(name: str, trusted: bool) -> None:
+    assert fl.trusted_skops_type(name) is trusted
