@@ -329,18 +329,20 @@ def _print_whole_process(
             walls[name].append(wall)
             cpus[name].append(cpu)
     medians = {name: statistics.median(w) for name, w in walls.items()}
-    peer = medians.get("evidently DataDriftPreset (whole process)")
+    cpu = {name: statistics.median(c) for name, c in cpus.items()}
+    peer_name = "evidently DataDriftPreset (whole process)"
+    peer = medians.get(peer_name)
     print(
         f"\n{'whole process (median of ' + str(runs) + ')':42} {'wall':>8} {'speed-up':>9} "
-        f"{'CPU':>8} {'outside compute':>16}"
+        f"{'CPU':>8} {'speed-up':>9} {'outside compute':>16}"
     )
     for name, (_, in_process) in sides.items():
         wall = medians[name]
         speedup = f"{peer / wall:.1f}×" if peer else "-"
+        cpu_speedup = f"{cpu[peer_name] / cpu[name]:.1f}×" if peer else "-"
         outside = f"{wall - in_process['wall_s']:.2f}s" if in_process else "-"
         print(
-            f"{name:42} {wall:7.2f}s {speedup:>9} {statistics.median(cpus[name]):7.2f}s "
-            f"{outside:>16}"
+            f"{name:42} {wall:7.2f}s {speedup:>9} {cpu[name]:7.2f}s {cpu_speedup:>9} {outside:>16}"
         )
     if not peer:
         print("(no Evidently virtualenv: its side of the row runs once benchmarks/.venvs/evidently")
