@@ -21,6 +21,7 @@ from sqlalchemy import select
 from serving.conftest import first_answer, fit_classifier, free_port
 from shipyard.metrics import CATALOGUE_LIST, MetricSpec
 from shipyard.registry import Registry
+from shipyard.serving.telemetry import Telemetry
 from shipyard.store.tables import MetricPoint
 from shipyard.workspace import Workspace
 
@@ -131,6 +132,27 @@ def _families(page: str) -> dict[str, str]:
 @pytest.mark.parametrize("which", ["model server", "daemon"])
 def test_promtool_accepts_the_page(pages: tuple[str, str], which: str) -> None:
     page = pages[0] if which == "model server" else pages[1]
+    out = subprocess.run(
+        ["promtool", "check", "metrics"], input=page, capture_output=True, text=True, timeout=60
+    )
+    assert (out.returncode, out.stdout + out.stderr) == (0, "")
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool not installed (apt-get install prometheus; .ci/run does it)",
+)
+def test_promtool_accepts_a_single_workers_page(workspace: Workspace) -> None:
+    """Without --workers the page comes from the worker's own registry (``_created`` samples
+    and all), not from prometheus-client's multiprocess files."""
+    clf, x = fit_classifier()
+    info = Registry.of(workspace).register("iris", clf, training_data=x, alias="champion")
+    telemetry = Telemetry(workspace.store, workspace.artifacts, enabled=False)
+    row = x.to_numpy()[:1]
+    telemetry.ok(info, row, clf.predict(row), None, 0.003, "ok")
+    telemetry.error(info, "data", 400, 0.001, "bad", "missing column")
+    page = telemetry.exposition().decode()
+    assert "shipyard_http_request_errors_total" in page and "_created" in page
     out = subprocess.run(
         ["promtool", "check", "metrics"], input=page, capture_output=True, text=True, timeout=60
     )
