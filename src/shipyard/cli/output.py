@@ -5,20 +5,24 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from shipyard.errors import ShipyardError
-from shipyard.workspace import Workspace
+
+if TYPE_CHECKING:
+    from shipyard.workspace import Workspace
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
 def open_workspace() -> Workspace:
+    from shipyard.workspace import Workspace  # the store's libraries, for commands that use it
+
     return Workspace.open()
 
 
