@@ -27,10 +27,9 @@ from shipyard.daemon import (
     DaemonContext,
     PeriodicTask,
     acquire_leadership,
-    periodic_task,
-    registered_tasks,
     start_scheduled_runs,
 )
+from shipyard.daemon.tasks import builtin_tasks
 from shipyard.registry import Registry
 from shipyard.serving.instances import heartbeat_instance, live_instances, register_instance
 from shipyard.store import Store
@@ -60,16 +59,14 @@ def _context(ws: Workspace, clock: FakeClock, launched: list[str]) -> DaemonCont
 
 
 class TestTasks:
-    def test_a_registered_task_runs_at_its_interval(self, workspace: Workspace) -> None:
+    def test_a_task_runs_at_its_interval(self, workspace: Workspace) -> None:
         calls: list[float] = []
         clock = FakeClock(T0)
 
-        @periodic_task("test.counter", interval_s=10)
         def _count(ctx: DaemonContext) -> None:
             calls.append(ctx.clock.time())
 
-        assert "test.counter" in [t.name for t in registered_tasks()]
-        task = next(t for t in registered_tasks() if t.name == "test.counter")
+        task = PeriodicTask("test.counter", 10, _count)
         loop = Daemon(_context(workspace, clock, []), tasks=[task])
         for _ in range(25):
             loop.tick()
@@ -229,7 +226,7 @@ class TestServingMonitors:
         self, ws: Workspace
     ) -> None:
         clock = FakeClock(T0)
-        tasks = [t for t in registered_tasks() if t.name in ("monitors.serving", "alerts.evaluate")]
+        tasks = [t for t in builtin_tasks() if t.name in ("monitors.serving", "alerts.evaluate")]
         loop = Daemon(_context(ws, clock, []), tasks=tasks)
         dead = register_instance(
             ws.store, url="http://127.0.0.1:9", host="127.0.0.1", workers=1, ttl_s=90,
@@ -251,7 +248,7 @@ class TestServingMonitors:
 
     def test_a_live_model_with_no_running_server_pages_model_outage(self, ws: Workspace) -> None:
         clock = FakeClock(T0)
-        tasks = [t for t in registered_tasks() if t.name in ("monitors.serving", "alerts.evaluate")]
+        tasks = [t for t in builtin_tasks() if t.name in ("monitors.serving", "alerts.evaluate")]
         loop = Daemon(_context(ws, clock, []), tasks=tasks)
         gone = register_instance(  # killed long ago: its heartbeat is past its ttl
             ws.store, url="http://127.0.0.1:9", host="127.0.0.1", workers=1, ttl_s=30,
