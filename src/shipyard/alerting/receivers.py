@@ -34,7 +34,7 @@ import httpx
 
 ReceiverType = Literal["webhook", "slack", "email", "alertmanager", "log"]
 RETRYABLE_HTTP = {408, 425, 429}
-DEADLINE_GRACE_S = 1.0
+DEADLINE_GRACE_S = 0.5
 _CLIENT: httpx.Client | None = None
 
 
