@@ -11,6 +11,7 @@ from rich.table import Table
 
 from shipyard import stats
 from shipyard.cli.output import console, open_workspace, print_json, when
+from shipyard.daemon import no_daemon_note
 from shipyard.deploy import rollout as ro
 from shipyard.deploy import traffic
 from shipyard.deploy.diagnosis import diagnosis_of
@@ -111,6 +112,7 @@ def status(rollout_id: str, as_json: bool = JSON_OPTION) -> None:
                     f"    request {ex['request_id']} row {ex['row']}: canary {ex['canary']}, "
                     f"stable {ex['stable']}"
                 )
+    _say_if_no_daemon(ws, view)
 
 
 def _print_drifting_inputs(drift: dict[str, Any], top: int = 8) -> None:
@@ -153,7 +155,9 @@ def pause_cmd(
 def resume_cmd(rollout_id: str, actor: str | None = AS_OPTION) -> None:
     """Continue a paused rollout."""
     ws = open_workspace()
-    _show(ro.resume(ws.store, rollout_id, actor=_actor(ws, actor)), False)
+    view = ro.resume(ws.store, rollout_id, actor=_actor(ws, actor))
+    _show(view, False)
+    _say_if_no_daemon(ws, view)
 
 
 @rollout_app.command("promote")
@@ -191,6 +195,8 @@ def deploy(
         console.print(
             f"  waiting for {need.count} approval(s): `shipyard approve {view.id} --as USER`"
         )
+    if not as_json:
+        _say_if_no_daemon(ws, view)
 
 
 def approve(
@@ -201,7 +207,10 @@ def approve(
 ) -> None:
     """Approve a rollout, to start it or to speed it up."""
     ws = open_workspace()
-    _show(ro.approve(ws.store, rollout_id, actor=_actor(ws, actor), purpose=purpose), as_json)
+    view = ro.approve(ws.store, rollout_id, actor=_actor(ws, actor), purpose=purpose)
+    _show(view, as_json)
+    if not as_json:
+        _say_if_no_daemon(ws, view)
 
 
 def rollback(
@@ -324,6 +333,15 @@ def runbook(
     except OSError as exc:
         raise InvalidInput(f"cannot write {output}: {exc.strerror}") from None
     console.print(f"[green]✓[/] runbook of {model} written to {output}")
+
+
+def _say_if_no_daemon(ws: Workspace, view: ro.RolloutView) -> None:
+    """A rollout that waits for the control loop says so when no daemon leads."""
+    if view.state not in (ro.WAITING, ro.STAGING, ro.CANARY):
+        return
+    note = no_daemon_note(ws.store, ws.clock.time())
+    if note:
+        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

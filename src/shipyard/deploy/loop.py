@@ -29,7 +29,7 @@ def engine_for(workspace: Workspace, clock: Clock | None = None) -> Engine:
         clock=clock,
         smoke=RegistrySmokeCheck(registry),
         analyzer=ServingAnalyzer(workspace.store),
-        on_failure=Diagnoser(workspace.artifacts, registry),
+        diagnosis=Diagnoser(workspace.store, workspace.artifacts, registry),
     )
 
 
