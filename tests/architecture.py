@@ -338,6 +338,22 @@ def read_imports(source: Path = SOURCE, package: str = PACKAGE) -> list[Import]:
     return found
 
 
+def unresolved_imports(source: Path = SOURCE, package: str = PACKAGE) -> list[str]:
+    """``file:line call`` of each ``import_module`` / ``__import__`` whose name is not a literal
+    (``import_module(f"shipyard.cli.{name}")``): the graph cannot follow them."""
+    out = []
+    for path in find_modules(source, package).values():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call) or not node.args or _literal_import(node):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if name in ("import_module", "__import__"):
+                where = f"{path.relative_to(source).as_posix()}:{node.lineno}"
+                out.append(f"{where} {ast.unparse(node)}")
+    return sorted(out)
+
+
 # -- the rules -------------------------------------------------------------------------------
 
 
@@ -525,7 +541,7 @@ def graph_of(imports: Iterable[Import], whens: set[str], by_wing: bool) -> dict[
 # -- the command -----------------------------------------------------------------------------
 
 
-def report(imports: Sequence[Import], out: list[str]) -> None:
+def report(imports: Sequence[Import], out: list[str], source: Path = SOURCE) -> None:
     found = violations(imports)
     statements = [e for e in imports if not e.by_attribute]
     cross = [e for e in statements if wing_of(e.importer).name != wing_of(e.target).name]
@@ -546,8 +562,8 @@ def report(imports: Sequence[Import], out: list[str]) -> None:
     for when in ("module", "function"):
         edges = [v for v in found if v.edge.when == when]
         out.append(
-            f"violating imports at {when} level: {len(edges)} statements' edges, "
-            f"{len({v.key for v in edges})} module -> module edges"
+            f"violating imports (back edges) at {when} level: {len(edges)} (statement, module) "
+            f"pairs, {len({v.key for v in edges})} module -> module edges"
         )
     for label, whens in (("running", {"module", "function"}), ("module-level", {"module"})):
         for by_wing in (True, False):
@@ -558,6 +574,9 @@ def report(imports: Sequence[Import], out: list[str]) -> None:
                 f"import cycles among {kind} ({label} imports): {len(cycles)} (sizes {sizes})"
             )
             out.extend(f"  {' <-> '.join(c)}" for c in cycles)
+    unresolved = unresolved_imports(source)
+    out.append(f"imports by a computed name, not followed: {len(unresolved)}")
+    out.extend(f"  {line}" for line in unresolved)
     out.append("")
     out.append("violations (file:line  importer -> imported  when  rule):")
     for v in sorted(found, key=lambda v: (v.edge.path, v.edge.line, v.edge.target)):
@@ -586,7 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(text, end="")
         return 0
     out: list[str] = []
-    report(imports, out)
+    report(imports, out, args.source)
     print("\n".join(out))
     return 0
 

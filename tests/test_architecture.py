@@ -237,6 +237,26 @@ def test_every_form_of_import_is_read_with_when_it_runs(tmp_path: Path) -> None:
     }
 
 
+def test_an_import_by_a_computed_name_is_listed_as_not_followed(tmp_path: Path) -> None:
+    src = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "plugins.py": """\
+                import importlib
+
+
+                def load(name):
+                    importlib.import_module("shipyard.plugins")
+                    return importlib.import_module(f"shipyard.{name}")
+                """,
+        },
+    )
+    assert arch.unresolved_imports(src) == [
+        "shipyard/plugins.py:6 importlib.import_module(f'shipyard.{name}')"
+    ]
+
+
 # -- the rules -------------------------------------------------------------------------------
 
 
@@ -346,5 +366,6 @@ def test_the_command_prints_counts_cycles_and_each_violation(
     out = capsys.readouterr().out
     assert "import cycles among wings (running imports):" in out
     assert "import cycles among modules (module-level imports):" in out
+    assert "violating imports (back edges) at function level:" in out
     for v in arch.violations(arch.read_imports()):
         assert f"{v.edge.where}  {v.edge.importer} -> {v.edge.target}" in out
