@@ -98,7 +98,6 @@ def _prefixes() -> list[tuple[str, Wing]]:
 
 
 _PREFIXES = _prefixes()
-_WINGS = {wing.name: wing for wing in FLOORS}
 
 
 def wing_of(module: str) -> Wing:

@@ -41,6 +41,14 @@ def test_every_module_of_shipyard_has_a_floor() -> None:
         arch.wing_of(module)  # KeyError names the module and where to give it a floor
 
 
+def test_a_new_top_level_module_has_no_floor_until_it_is_given_one() -> None:
+    with pytest.raises(KeyError, match=r"shipyard\.quantities has no floor"):
+        arch.wing_of("shipyard.quantities")
+    assert arch.wing_of("shipyard.metrics").name == "base"
+    assert arch.wing_of("shipyard.serving.app").name == "serving-http"
+    assert arch.wing_of("shipyard.serving.live").name == "serving"
+
+
 def test_no_new_import_breaks_the_floors_and_every_allowlisted_one_still_exists() -> None:
     found = arch.violations(arch.read_imports())
     allowed = arch.parse_allowlist(arch.ALLOWLIST.read_text(encoding="utf-8"))
