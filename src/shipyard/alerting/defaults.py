@@ -17,7 +17,7 @@ each is a store series of the metric catalogue, :mod:`shipyard.metrics`, which
 - PredictionDrift: ``shipyard_prediction_drift_score`` — monitoring.serving;
 - DataQuality: ``shipyard_data_problem_fraction`` — monitoring.data;
 - QuotaUsageHigh, QuotaExhaustionSoon: ``shipyard_quota_used_fraction{pool,resource}`` — quota
-  (not written yet: the catalogue test marks the gap);
+  (``quota.usage.record_usage``: the leases' reservation ÷ capacity);
 - TrainingFailed, TrainingSlow: ``shipyard_run_failed{kind,pipeline}``,
   ``shipyard_training_duration_ratio{pipeline}`` — monitoring.training;
 - ModelQualityDrop: ``shipyard_model_quality_drop{model,version,metric,source}`` (registered
