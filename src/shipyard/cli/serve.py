@@ -1,10 +1,12 @@
-"""``shipyard serve``: the model server."""
+"""``shipyard serve``: the model server; ``shipyard serving instances``: the servers on record."""
 
 from __future__ import annotations
 
 import typer
 
-from shipyard.cli.output import console, open_workspace
+from shipyard.cli.output import console, open_workspace, print_json, when
+
+serving_app = typer.Typer(help="The model servers on record.", no_args_is_help=True)
 
 
 def serve(
@@ -35,7 +37,8 @@ def serve(
 
     Alias moves are picked up within a second, without a restart. With --pool the server holds
     a quota lease while it runs, reports its measured CPU and memory on it, and releases it
-    when stopped.
+    when stopped. Worker processes end with the server; a server that was killed is found and
+    marked stopped by the next one that starts (see `shipyard serving instances`).
     """
     from shipyard.errors import InvalidInput
     from shipyard.quota import parse_quantity
@@ -65,5 +68,66 @@ def serve(
     )
 
 
+@serving_app.command("instances")
+def instances(
+    include_stopped: bool = typer.Option(
+        False, "--all", help="Show stopped servers too, with why each stopped."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The model servers on record: live ones, stale ones (killed, or silent past their ttl:
+    the next `shipyard serve` marks them stopped) and, with --all, stopped ones."""
+    from shipyard.serving.instances import list_instances
+
+    ws = open_workspace()
+    records = list_instances(ws.store, ws.clock.time(), include_stopped=include_stopped)
+    if as_json:
+        print_json(
+            [
+                {
+                    "id": r.id,
+                    "url": r.url,
+                    "state": r.state,
+                    "why": r.why or r.stop_reason,
+                    "machine": r.machine,
+                    "pid": r.pid,
+                    "workers": r.workers,
+                    "models": r.models,
+                    "pool": r.pool,
+                    "lease_id": r.lease_id,
+                    "lease_status": r.lease_status,
+                    "started_at": r.started_at,
+                    "heartbeat_at": r.heartbeat_at,
+                    "stopped_at": r.stopped_at,
+                }
+                for r in records
+            ]
+        )
+        return
+    if not records:
+        console.print(
+            "no model servers on record"
+            if include_stopped
+            else "no model servers running (--all shows stopped ones)"
+        )
+        return
+    for r in records:
+        colour = {"live": "green", "stale": "yellow"}.get(r.state, "dim")
+        lease = f", lease {r.lease_id} in {r.pool} ({r.lease_status})" if r.lease_id else ""
+        console.print(
+            f"[{colour}]{r.state}[/] {r.url}  pid {r.pid} on {r.machine}, {r.workers} worker(s), "
+            f"since {when(r.started_at)}{lease}",
+            soft_wrap=True,
+        )
+        if r.state != "live":
+            stopped = f"stopped {when(r.stopped_at)}: " if r.stopped_at is not None else ""
+            console.print(
+                f"    {stopped}{r.why or r.stop_reason or 'clean shutdown'}", soft_wrap=True
+            )
+        if r.models:
+            console.print(f"    serves {', '.join(r.models)}", soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(serve)
+    app.add_typer(serving_app, name="serving")

@@ -16,10 +16,19 @@ start when the pool cannot grant it; a background thread heartbeats the lease wi
 usage of the server's processes; a clean stop (SIGTERM, Ctrl-C) releases it. With or without a
 pool, the server records where it answers and what it serves (``serving_instances``), so that
 the control loop can probe it.
+
+Before any of that, :func:`run` makes sure it can listen (:func:`check_port` binds the address
+the way Uvicorn will): a port in use fails in one line, with no lease asked and no record
+written. Then it closes the records of servers that died without closing their own
+(:func:`~shipyard.serving.instances.reap_stale_instances`) and says which. Each worker of a
+multi-worker server ends with its supervisor (:mod:`shipyard.serving.supervision`): it learns
+the supervisor's pid and its instance id from ``SHIPYARD_SERVE_SUPERVISOR`` and
+``SHIPYARD_SERVE_INSTANCE``.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -30,13 +39,25 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from shipyard.errors import InvalidInput
+from shipyard.quota import LeaseManager
 from shipyard.registry import Registry
 from shipyard.serving.app import ServingApp
+from shipyard.serving.instances import (
+    InstanceKeeper,
+    InstanceRecord,
+    close_instance,
+    reap_stale_instances,
+    serving_request,
+)
 from shipyard.serving.live import LiveModels
+from shipyard.serving.supervision import ParentWatch
 from shipyard.serving.telemetry import MULTIPROC_ENV, Telemetry
 from shipyard.workspace import Workspace
 
 OPTIONS_ENV = "SHIPYARD_SERVE_OPTIONS"
+SUPERVISOR_ENV = "SHIPYARD_SERVE_SUPERVISOR"
+INSTANCE_ENV = "SHIPYARD_SERVE_INSTANCE"
 
 
 def build_app(
@@ -65,7 +86,32 @@ def build_app(
 def create_app() -> ServingApp:
     """The factory Uvicorn calls in each worker."""
     options: dict[str, Any] = json.loads(os.environ.get(OPTIONS_ENV, "{}"))
-    return build_app(Workspace.open(), **options)
+    ws = Workspace.open()
+    app = build_app(ws, **options)
+    watch_supervisor(ws)
+    return app
+
+
+def watch_supervisor(ws: Workspace) -> ParentWatch | None:
+    """In a worker process of a multi-worker server: end with the supervisor, closing the
+    server's record and releasing its lease if the supervisor could not (see the module doc).
+    ``None`` in the supervisor itself (one worker: Uvicorn serves in the main process)."""
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if not supervisor or int(supervisor) == os.getpid():
+        return None
+    instance_id = os.environ.get(INSTANCE_ENV)
+
+    def close() -> None:
+        if instance_id:
+            close_instance(
+                ws.store,
+                instance_id,
+                reason=f"its supervisor (pid {supervisor}) died; closed by worker {os.getpid()}",
+                clock=ws.clock,
+                lease_ttl_s=ws.settings.quota.lease_ttl_s,
+            )
+
+    return ParentWatch(int(supervisor), close).start()
 
 
 class _Stopped(Exception):
@@ -88,21 +134,28 @@ def run(
 ) -> None:
     """Serve until interrupted; with ``pool``, on a lease in that pool (see the module doc).
 
-    Raises :class:`~shipyard.errors.QuotaError` or ``NotFound`` before listening when the pool
-    cannot grant the lease (infeasible, missing, or still full after ``wait_s``)."""
-    from shipyard.quota import LeaseManager
-    from shipyard.serving.instances import InstanceKeeper, serving_request
-
+    Raises :class:`~shipyard.errors.InvalidInput` when it cannot listen on ``host:port`` (in
+    use, privileged, no such address), and :class:`~shipyard.errors.QuotaError` or
+    ``NotFound`` when the pool cannot grant the lease (infeasible, missing, or still full after
+    ``wait_s``): both before listening, leaving nothing behind."""
     os.environ[OPTIONS_ENV] = json.dumps({"default_model": default_model, "monitoring": monitoring})
     ws = Workspace.open()  # fail here, in one clear line, if the workspace cannot be opened
+    check_port(host, port)
+    url = f"http://{advertised_host(host)}:{port}"
     ttl_s = ws.settings.quota.lease_ttl_s
+    stale = reap_stale_instances(
+        ws.store, clock=ws.clock, lease_ttl_s=ttl_s, by=f"the server starting at {url}"
+    )
+    if announce is not None:
+        for record in stale:
+            announce(describe_stale(record))
     leases, request = None, None
     if pool is not None:
         request = serving_request(host, port, pool, workers, cpu, memory)
         leases = LeaseManager(ws.store, clock=ws.clock, lease_ttl_s=ttl_s)
     keeper = InstanceKeeper(
         ws.store,
-        url=f"http://{advertised_host(host)}:{port}",
+        url=url,
         host=host,
         workers=workers,
         ttl_s=ttl_s,
@@ -120,7 +173,11 @@ def run(
     # released, so the handler it finds ends run() cleanly instead.
     previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        keeper.start()
+        keeper.start(progress=announce)
+        assert keeper.instance_id is not None
+        # read by the spawned workers (watch_supervisor)
+        os.environ[SUPERVISOR_ENV] = str(os.getpid())
+        os.environ[INSTANCE_ENV] = keeper.instance_id
         if announce is not None:
             on = f" on lease {keeper.lease.lease_id} in pool {pool}" if keeper.lease else ""
             announce(f"serving on http://{host}:{port} with {workers} worker(s){on}")
@@ -130,6 +187,8 @@ def run(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        os.environ.pop(SUPERVISOR_ENV, None)
+        os.environ.pop(INSTANCE_ENV, None)
         keeper.stop()
         if own_dir is not None:
             os.environ.pop(MULTIPROC_ENV, None)
@@ -145,6 +204,42 @@ def advertised_host(host: str) -> str:
     if host in ("0.0.0.0", "::", ""):
         return socket.gethostname()
     return f"[{host}]" if ":" in host else host
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise :class:`~shipyard.errors.InvalidInput` in one line naming the address if a server
+    could not listen on it now: bind it as Uvicorn will (``SO_REUSEADDR``), then let it go."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise InvalidInput(_cannot_listen(host, port, exc)) from None
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"port {port} on {host} is already in use (another server?): stop it, or choose "
+            "another port with --port (0: any free one)"
+        )
+    if exc.errno == errno.EACCES:
+        return f"port {port} on {host} needs privileges to listen on: choose one above 1023"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {host}: it is not an address of this machine (--host)"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
+def describe_stale(record: InstanceRecord) -> str:
+    """One line for a stale server record that was just closed."""
+    lease = ""
+    if record.lease_id:
+        lease = f"; its lease {record.lease_id} in pool {record.pool} is {record.lease_status}"
+    return (
+        f"found a server that did not stop cleanly and marked it stopped: {record.url} "
+        f"(pid {record.pid} on {record.machine}): {record.stop_reason}{lease}"
+    )
 
 
 def free_port(host: str) -> int:

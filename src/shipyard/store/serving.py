@@ -80,7 +80,9 @@ class ServingInstance(Base):
     Written by the server's main process when it starts, its ``heartbeat_at`` renewed with the
     lease, ``stopped_at`` set on a clean shutdown. An instance whose heartbeat is older than
     its ``ttl_s`` is gone (SIGKILL, a lost machine): the control loop no longer probes it, and
-    its lease expires the same way.
+    its lease expires the same way. ``machine`` (the host name the process runs on) lets a
+    process on the same machine see that ``pid`` is gone; ``stop_reason`` says who closed the
+    record and why when it was not a clean shutdown.
     """
 
     __tablename__ = "serving_instances"
@@ -96,5 +98,7 @@ class ServingInstance(Base):
     heartbeat_at: Mapped[float] = mapped_column(Float)
     ttl_s: Mapped[float] = mapped_column(Float)
     stopped_at: Mapped[float | None] = mapped_column(Float, default=None)
+    machine: Mapped[str | None] = mapped_column(String(200), default=None)
+    stop_reason: Mapped[str | None] = mapped_column(String(200), default=None)
 
     __table_args__ = (Index("ix_serving_instances_heartbeat", "stopped_at", "heartbeat_at"),)

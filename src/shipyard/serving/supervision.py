@@ -1,0 +1,98 @@
+"""A worker process that ends with its supervisor.
+
+``shipyard serve --workers N`` runs N Uvicorn worker processes that share the listening socket
+of their supervisor, the process that holds the server's quota lease and record. When the
+supervisor is killed (SIGKILL, the OOM killer) nothing tells the workers: they would go on
+answering with nobody heartbeating the lease, so the pool would count their capacity as free.
+Each worker therefore watches its parent (:class:`ParentWatch`):
+
+* on Linux it asks the kernel for a signal when its parent dies (``prctl(PR_SET_PDEATHSIG)``,
+  see prctl(2)), which wakes the watch at once;
+* a thread compares ``os.getppid()`` with the supervisor's pid every ``poll_s`` (this covers a
+  parent that died before the ``prctl``, and systems without it).
+
+When the parent is gone the watch runs ``on_orphaned`` (the worker closes the server's record
+and releases its lease), then sends its own process SIGTERM: Uvicorn's graceful shutdown stops
+accepting, finishes the requests in flight and lets the app flush its last window. A worker
+that still runs ``grace_s`` later is ended with ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+log = logging.getLogger("shipyard.serving")
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+WAKE_SIGNAL = signal.SIGUSR1
+
+
+def set_parent_death_signal(signum: int) -> bool:
+    """Ask the kernel to send ``signum`` to this process when its parent dies (Linux only).
+    Returns whether it was set. The kernel clears it on fork, so each worker sets its own."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class ParentWatch:
+    """Ends this process soon after the process ``parent_pid`` (its parent) is gone."""
+
+    def __init__(
+        self,
+        parent_pid: int,
+        on_orphaned: Callable[[], object],
+        *,
+        poll_s: float = 0.5,
+        grace_s: float = 10.0,
+    ) -> None:
+        self.parent_pid = parent_pid
+        self.on_orphaned = on_orphaned
+        self.poll_s = poll_s
+        self.grace_s = grace_s
+        self.kernel_signal = False
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ParentWatch:
+        """Arm the kernel's signal (from the main thread only: Python runs signal handlers
+        there) and start the watch thread."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(WAKE_SIGNAL, self._woken)
+            self.kernel_signal = set_parent_death_signal(WAKE_SIGNAL)
+        self._thread = threading.Thread(
+            target=self._watch, name="shipyard-serve-parent-watch", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def orphaned(self) -> bool:
+        return os.getppid() != self.parent_pid
+
+    def _woken(self, _signum: int, _frame: FrameType | None) -> None:
+        self._wake.set()
+
+    def _watch(self) -> None:
+        while not self.orphaned():
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+        log.warning("the server's supervisor (pid %d) is gone: stopping worker", self.parent_pid)
+        try:
+            self.on_orphaned()
+        except Exception as exc:  # the store may be away: ending the worker matters more
+            log.error("could not close the server's record: %s", exc)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(self.grace_s)
+        os._exit(1)

@@ -1,0 +1,183 @@
+"""A killed ``shipyard serve`` leaves nothing serving: its workers end with it, its record and
+lease follow, and the next server finds and reports what a killed one left behind (issue #20,
+item 5). Real server processes on real sockets, killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from sqlalchemy import select
+
+from serving.conftest import first_answer, fit_classifier, free_port
+from serving.processes import START_S, shipyard, shipyard_serve
+from shipyard.quota.pools import PoolSpec, apply_pools, resolve
+from shipyard.registry import Registry
+from shipyard.serving.instances import list_instances, reap_stale_instances, this_machine
+from shipyard.store.quota import QuotaLease
+from shipyard.store.serving import ServingInstance
+from shipyard.workspace import Workspace
+
+DEADLINE_S = 90.0
+
+
+@pytest.fixture
+def ws(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    """A workspace with a model to serve and a pool to serve it on; leases live a minute, so
+    that a lease ended within a test was released, not left to expire."""
+    monkeypatch.setenv("SHIPYARD_QUOTA__LEASE_TTL_S", "60")
+    clf, x = fit_classifier()
+    Registry.of(workspace).register("iris", clf, training_data=x, alias="champion")
+    apply_pools(
+        workspace.store,
+        [resolve(PoolSpec(name="serving", capacity={"cpu": 4, "memory": "4Gi"}), 1.0)],
+    )
+    return workspace
+
+
+def _until(condition: Callable[[], Any], what: str, timeout_s: float = DEADLINE_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (found := condition()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+    return found
+
+
+def _workers(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """The Uvicorn worker processes of a server (spawned by multiprocessing)."""
+    return [
+        p
+        for p in psutil.Process(proc.pid).children()
+        if "spawn_main" in " ".join(p.cmdline()) and "resource_tracker" not in p.cmdline()[-1]
+    ]
+
+
+def _gone(p: psutil.Process) -> bool:
+    try:
+        return p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _instances(ws: Workspace) -> list[ServingInstance]:
+    with ws.store.session() as s:
+        return list(s.scalars(select(ServingInstance).order_by(ServingInstance.started_at)))
+
+
+def _lease(ws: Workspace, lease_id: str | None) -> QuotaLease:
+    with ws.store.session() as s:
+        row = s.get(QuotaLease, lease_id)
+        assert row is not None
+        return row
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> tuple[str, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    return out.decode(), err.decode()
+
+
+@pytest.mark.slow
+def test_workers_end_with_a_killed_supervisor_and_close_its_record_and_lease(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    port = free_port()
+    proc = shipyard_serve(tmp_path, "--port", str(port), "--workers", "2", "--pool", "serving")
+    everything: list[psutil.Process] = []
+    try:
+        assert first_answer(proc, port, START_S).status_code == 200
+        workers = _until(lambda: len(_workers(proc)) == 2 and _workers(proc), "two workers")
+        everything = psutil.Process(proc.pid).children(recursive=True)
+        (instance,) = _instances(ws)
+        assert instance.stopped_at is None and instance.machine == this_machine()
+        assert _lease(ws, instance.lease_id).status == "held"
+        assert [r.state for r in list_instances(ws.store, time.time())] == ["live"]
+        assert reap_stale_instances(ws.store) == [], "a live server is left alone"
+
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+        _until(lambda: all(_gone(p) for p in workers), "the workers outlived their supervisor")
+        _until(lambda: not _answers(port), f"port {port} still answers")
+        _until(lambda: all(_gone(p) for p in everything), "a process of the server lives on")
+    finally:
+        _stop(proc)
+        for p in everything:  # a failed test leaves nothing running either
+            if not _gone(p):
+                p.kill()
+    (instance,) = _instances(ws)
+    assert instance.stopped_at is not None
+    assert f"its supervisor (pid {proc.pid}) died" in (instance.stop_reason or "")
+    lease = _lease(ws, instance.lease_id)
+    assert lease.status == "released", "released by a worker, well before the 60 s ttl"
+    assert f"supervisor (pid {proc.pid}) died" in (lease.reason or "")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "workers", [1, 2], ids=["one process killed", "supervisor and workers killed at once"]
+)
+def test_the_next_server_reports_and_closes_the_record_of_a_killed_one(
+    ws: Workspace, tmp_path: Path, workers: int
+) -> None:
+    port = free_port()
+    killed = shipyard_serve(
+        tmp_path, "--port", str(port), "--workers", str(workers), "--pool", "serving", session=True
+    )
+    try:
+        assert first_answer(killed, port, START_S).status_code == 200
+        if workers > 1:
+            _until(lambda: len(_workers(killed)) == workers, "all workers")
+        os.killpg(killed.pid, signal.SIGKILL)  # nothing of it can close the record
+        killed.wait(timeout=10)
+        _until(lambda: not _answers(port), f"port {port} still answers")
+    finally:
+        _stop(killed)
+
+    (listed,) = json.loads(shipyard(tmp_path, "serving", "instances", "--json"))
+    assert listed["state"] == "stale" and listed["pid"] == killed.pid
+    assert listed["why"] == f"process {killed.pid} on {this_machine()} is gone"
+    assert listed["lease_status"] == "held", "nobody released it yet"
+    assert "stale" in shipyard(tmp_path, "serving", "instances")
+
+    restarted = shipyard_serve(tmp_path, "--port", str(port))  # the same address: it is free again
+    try:
+        assert first_answer(restarted, port, START_S).status_code == 200
+    finally:
+        out, err = _stop(restarted)
+    assert "Traceback" not in err
+    reported, serving = out.strip().splitlines()[:2]
+    assert reported.startswith("found a server that did not stop cleanly and marked it stopped")
+    assert f"http://127.0.0.1:{port} (pid {killed.pid} on {this_machine()})" in reported
+    assert f"its lease {listed['lease_id']} in pool serving is released" in reported
+    assert serving.startswith(f"serving on http://127.0.0.1:{port}")
+
+    old, new = _instances(ws)
+    assert old.id == listed["id"] and old.stopped_at is not None
+    assert old.stop_reason == (
+        f"process {killed.pid} on {this_machine()} is gone; "
+        f"closed by the server starting at http://127.0.0.1:{port}"
+    )
+    assert _lease(ws, old.lease_id).status == "released"
+    assert new.stopped_at is not None and new.stop_reason is None, "a clean stop"
+    shown = shipyard(tmp_path, "serving", "instances", "--all")
+    assert f"stopped http://127.0.0.1:{port}  pid {killed.pid}" in shown
+    assert shipyard(tmp_path, "serving", "instances").startswith("no model servers running")
