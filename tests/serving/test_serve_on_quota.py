@@ -4,7 +4,6 @@ instance record the control loop probes."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,8 +16,9 @@ import pytest
 from sqlalchemy import select
 
 from serving.conftest import first_answer, fit_classifier, free_port
+from serving.processes import START_S, shipyard_serve
 from shipyard.clock import FakeClock
-from shipyard.quota import LeaseManager
+from shipyard.quota import LeaseManager, LeaseRequest
 from shipyard.quota.pools import PoolSpec, apply_pools, resolve
 from shipyard.registry import Registry
 from shipyard.serving.instances import (
@@ -50,16 +50,6 @@ def ws(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     workspace.store.dispose()
 
 
-def _serve(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "shipyard", "serve", *args],
-        cwd=tmp_path,
-        env=dict(os.environ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
 def _leases(ws: Workspace) -> list[QuotaLease]:
     with ws.store.session() as s:
         return list(s.scalars(select(QuotaLease)))
@@ -71,9 +61,9 @@ def test_serve_holds_a_lease_with_measured_usage_and_releases_it_on_sigterm(
     clf, x = fit_classifier()
     Registry.of(ws).register("iris", clf, training_data=x, alias="champion")
     port = free_port()
-    proc = _serve(tmp_path, "--port", str(port), "--pool", "serving", "--memory", "1Gi")
+    proc = shipyard_serve(tmp_path, "--port", str(port), "--pool", "serving", "--memory", "1Gi")
     try:
-        r = first_answer(proc, port)
+        r = first_answer(proc, port, START_S)
         assert r.status_code == 200
         # a heartbeat (every ttl/3 = 1 s) has reported what the server's processes use
         deadline = time.monotonic() + 10
@@ -105,7 +95,12 @@ def test_serve_holds_a_lease_with_measured_usage_and_releases_it_on_sigterm(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--pool", "serving", "--cpu", "8"], "pool 'serving'"),
+        (
+            ["--pool", "serving", "--cpu", "8"],
+            "pool 'serving' cannot ever grant cpu=8: at most 4 is available (pool capacity); "
+            "a server may hold at most cpu=4, memory=4.0Gi there: ask for less with "
+            "--cpu/--memory",
+        ),
         (["--pool", "nowhere"], "pool 'nowhere' not found"),
         (["--pool", "serving", "--memory", "lots"], "--memory: 'lots' is not a quantity"),
     ],
@@ -113,13 +108,43 @@ def test_serve_holds_a_lease_with_measured_usage_and_releases_it_on_sigterm(
 def test_serve_refuses_in_one_line_when_the_pool_cannot_grant_it(
     ws: Workspace, tmp_path: Path, args: list[str], message: str
 ) -> None:
-    proc = _serve(tmp_path, "--port", str(free_port()), *args)
+    proc = shipyard_serve(tmp_path, "--port", str(free_port()), *args)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode != 0
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err.decode()
     assert b"serving on" not in out
     assert _leases(ws) == []
+    with ws.store.session() as s:
+        assert list(s.scalars(select(ServingInstance))) == []
+
+
+def test_serve_says_it_waits_for_a_full_pool_and_names_who_holds_it(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    blocker = LeaseManager(ws.store, lease_ttl_s=60)
+    held = blocker.acquire(LeaseRequest("batch-scoring", {"cpu": 4}, pool="serving"))
+    try:
+        proc = shipyard_serve(
+            tmp_path, "--port", str(free_port()), "--pool", "serving", "--wait", "2"
+        )
+        out, err = proc.communicate(timeout=60)
+    finally:
+        blocker.release(held)
+        blocker.close()
+    assert proc.returncode == 1
+    assert out.decode().splitlines()[0] == (
+        "waiting for room in pool 'serving' for cpu=1, memory=512.0Mi "
+        "(0s of at most 2s; held by batch-scoring)"
+    )
+    (line,) = err.decode().strip().splitlines()
+    assert line == (
+        "error: pool 'serving' had no room for cpu=1, memory=512.0Mi within 2s (held by "
+        "batch-scoring); try again later, wait longer with --wait, or ask for less with "
+        "--cpu/--memory"
+    )
+    (request,) = [x for x in _leases(ws) if x.pipeline.startswith("serve:")]
+    assert request.status == "cancelled", "it left the queue"
     with ws.store.session() as s:
         assert list(s.scalars(select(ServingInstance))) == []
 
@@ -157,24 +182,25 @@ def test_a_killed_server_leaves_its_lease_to_expire_and_its_record_to_lapse(
 
 
 def test_process_usage_counts_the_cpu_of_the_whole_process_tree() -> None:
-    """A child that spins for 0.6 s shows as about one core over that time."""
-    usage = ProcessUsage()
+    """A child that spins for 0.6 CPU seconds adds them to the tree's cores × seconds (its own
+    start-up on top): measured against the sample interval, so a loaded machine that stretches
+    the wall time does not change the answer."""
+    at: list[float] = []
+    usage = ProcessUsage(clock=lambda: at.append(time.monotonic()) or at[-1])
     usage.sample()
     child = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            SPIN + "time.sleep(5)",
-        ]
+        [sys.executable, "-c", SPIN + "print('spun', flush=True)\ntime.sleep(30)"],
+        stdout=subprocess.PIPE,
     )
     try:
-        time.sleep(1.2)
+        assert child.stdout is not None and child.stdout.readline() == b"spun\n"
         got = usage.sample()
-        assert got["cpu"] == pytest.approx(0.6 / 1.2, abs=0.2)
+        cpu_s = got["cpu"] * (at[1] - at[0])
+        assert 0.55 <= cpu_s <= 1.5
         assert got["memory"] >= psutil.Process().memory_info().rss
     finally:
         child.kill()
-        child.wait()
+        child.communicate()
 
 
 def test_the_migration_creates_the_instances_table_the_model_describes(ws: Workspace) -> None:
@@ -188,4 +214,6 @@ def test_the_migration_creates_the_instances_table_the_model_describes(ws: Works
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         diffs = compare_metadata(ctx, Base.metadata)
     assert [d for d in diffs if "serving_instances" in str(d)] == []
-    assert "0009_serving_instances" in ws.store.applied_revisions()
+    assert {"0009_serving_instances", "0012_serving_instance_machine"} <= (
+        ws.store.applied_revisions()
+    )
