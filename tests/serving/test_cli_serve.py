@@ -16,8 +16,10 @@ from sqlalchemy import select
 
 from serving.conftest import first_answer, fit_classifier, free_port
 from serving.processes import START_S, shipyard_serve
+from shipyard.errors import InvalidInput
 from shipyard.quota import LeaseManager, LeaseRequest, apply_pools, read_pool_file
 from shipyard.registry import Registry
+from shipyard.serving.server import check_port
 from shipyard.store.quota import QuotaLease
 from shipyard.store.serving import ServingInstance
 from shipyard.workspace import Workspace
@@ -141,3 +143,15 @@ def test_serve_on_a_port_in_use_fails_at_once_naming_the_port(
         assert list(s.scalars(select(ServingInstance))) == []
         leases = sorted(x.pipeline for x in s.scalars(select(QuotaLease)))
     assert leases == (["batch-a", "batch-b"] if pool else [])
+
+
+def test_check_port_names_the_address_it_cannot_listen_on() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(InvalidInput, match=f"^port {port} on 127.0.0.1 is already in use"):
+            check_port("127.0.0.1", port)
+    check_port("127.0.0.1", port)  # free again
+    with pytest.raises(InvalidInput, match=r"^cannot listen on 192\.0\.2\.1: it is not an address"):
+        check_port("192.0.2.1", port)  # TEST-NET-1 (RFC 5737): never this machine's

@@ -25,7 +25,9 @@ from shipyard.serving.instances import (
     InstanceKeeper,
     ProcessUsage,
     instance_leases,
+    list_instances,
     live_instances,
+    reap_stale_instances,
     serving_request,
 )
 from shipyard.store.quota import QuotaLease
@@ -179,6 +181,48 @@ def test_a_killed_server_leaves_its_lease_to_expire_and_its_record_to_lapse(
     assert reclaim_expired(ws.store, clock) == [lease.id]
     keeper.stop()  # releasing an expired lease changes nothing
     assert _leases(ws)[0].status == "expired"
+
+
+def test_a_silent_server_is_closed_as_stale_but_keeps_its_lease_and_a_heartbeat_reopens_it(
+    ws: Workspace,
+) -> None:
+    """A record silent past its ttl whose process cannot be seen (it may be on another machine,
+    with its store away for a while) is closed by the next server, but its lease is left to
+    quota's expiry, and the server's next heartbeat reopens the record."""
+    clock = FakeClock(time.time())  # a real epoch: the process' start time is compared with it
+    keeper = InstanceKeeper(
+        ws.store,
+        url="http://127.0.0.1:1",
+        host="127.0.0.1",
+        workers=1,
+        ttl_s=3,
+        leases=LeaseManager(ws.store, clock=clock, lease_ttl_s=30),
+        request=serving_request("127.0.0.1", 1, "serving", 1),
+        clock=clock,
+        models=lambda: ["iris"],
+    )
+    keeper.start()
+    keeper._stop.set()
+    try:
+        clock.advance(10)
+        (stale,) = list_instances(ws.store, clock.time())
+        assert (stale.state, stale.why, stale.process_gone) == (
+            "stale",
+            "no heartbeat for 10s",
+            False,
+        )
+        (closed,) = reap_stale_instances(ws.store, clock=clock, lease_ttl_s=30, by="a test")
+        assert closed.state == "stopped" and closed.lease_status == "held"
+        assert closed.stop_reason == "no heartbeat for 10s; closed by a test"
+        assert live_instances(ws.store, clock.time()) == []
+        keeper.beat()
+        (again,) = list_instances(ws.store, clock.time())
+        assert again.state == "live" and again.stop_reason is None
+        assert [i.id for i in live_instances(ws.store, clock.time())] == [again.id]
+    finally:
+        keeper.stop()
+    (ended,) = list_instances(ws.store, clock.time(), include_stopped=True)
+    assert ended.state == "stopped" and ended.lease_status == "released"
 
 
 def test_process_usage_counts_the_cpu_of_the_whole_process_tree() -> None:

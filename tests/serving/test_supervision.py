@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,30 @@ from shipyard.store.serving import ServingInstance
 from shipyard.workspace import Workspace
 
 DEADLINE_S = 90.0
+
+# A parent that starts a watched child, prints the child's pid and waits to be killed; the
+# child prints whether the kernel's parent-death signal is armed, then idles like a server.
+PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", *sys.argv[1:]])
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+CHILD = """
+import os, sys, threading, time
+from shipyard.serving.supervision import ParentWatch
+out, where = sys.argv[1], sys.argv[2]
+watch = ParentWatch(os.getppid(), lambda: open(out, "w").write("closed"), poll_s=0.1)
+if where == "main":
+    watch.start()
+else:  # a thread cannot set signal handlers: no kernel signal, the poll alone
+    helper = threading.Thread(target=watch.start)
+    helper.start()
+    helper.join()
+print(watch.kernel_signal, flush=True)
+while True:
+    time.sleep(0.1)
+"""
 
 
 @pytest.fixture
@@ -93,6 +118,33 @@ def _stop(proc: subprocess.Popen[bytes]) -> tuple[str, str]:
         proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     return out.decode(), err.decode()
+
+
+@pytest.mark.parametrize(
+    ("where", "kernel_signal"),
+    [("main", sys.platform.startswith("linux")), ("thread", False)],
+    ids=["parent-death signal and poll", "poll alone"],
+)
+def test_a_watched_process_closes_up_and_ends_when_its_parent_is_killed(
+    tmp_path: Path, where: str, kernel_signal: bool
+) -> None:
+    out = tmp_path / "orphaned"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, CHILD, str(out), where], stdout=subprocess.PIPE
+    )
+    assert parent.stdout is not None
+    child = psutil.Process(int(parent.stdout.readline()))
+    try:
+        assert parent.stdout.readline().decode().strip() == str(kernel_signal)
+        assert not out.exists()
+        parent.kill()
+        parent.wait()
+        _until(lambda: _gone(child), "the child outlived its parent")
+        assert out.read_text() == "closed", "it closed up before it ended"
+    finally:
+        if not _gone(child):
+            child.kill()
+        parent.stdout.close()
 
 
 @pytest.mark.slow
