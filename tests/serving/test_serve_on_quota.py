@@ -151,22 +151,27 @@ def test_serve_says_it_waits_for_a_full_pool_and_names_who_holds_it(
         assert list(s.scalars(select(ServingInstance))) == []
 
 
-def test_a_killed_server_leaves_its_lease_to_expire_and_its_record_to_lapse(
-    ws: Workspace,
-) -> None:
-    """What SIGKILL leaves behind, on a fake clock: no heartbeat, so both lapse after the ttl."""
-    clock = FakeClock(1_700_000_000.0)
-    keeper = InstanceKeeper(
+def _keeper(ws: Workspace, clock: FakeClock, lease_ttl_s: float) -> InstanceKeeper:
+    """The keeper of a server at port 1 whose record lives 3 s, on a lease in 'serving'."""
+    return InstanceKeeper(
         ws.store,
         url="http://127.0.0.1:1",
         host="127.0.0.1",
         workers=1,
         ttl_s=3,
-        leases=LeaseManager(ws.store, clock=clock, lease_ttl_s=3),
+        leases=LeaseManager(ws.store, clock=clock, lease_ttl_s=lease_ttl_s),
         request=serving_request("127.0.0.1", 1, "serving", 1),
         clock=clock,
         models=lambda: ["iris"],
     )
+
+
+def test_a_killed_server_leaves_its_lease_to_expire_and_its_record_to_lapse(
+    ws: Workspace,
+) -> None:
+    """What SIGKILL leaves behind, on a fake clock: no heartbeat, so both lapse after the ttl."""
+    clock = FakeClock(1_700_000_000.0)
+    keeper = _keeper(ws, clock, lease_ttl_s=3)
     keeper.start()
     keeper._stop.set()  # the thread stops beating, as if the process were gone
     assert [i.url for i in live_instances(ws.store, clock.time(), "iris")] == ["http://127.0.0.1:1"]
@@ -190,17 +195,7 @@ def test_a_silent_server_is_closed_as_stale_but_keeps_its_lease_and_a_heartbeat_
     with its store away for a while) is closed by the next server, but its lease is left to
     quota's expiry, and the server's next heartbeat reopens the record."""
     clock = FakeClock(time.time())  # a real epoch: the process' start time is compared with it
-    keeper = InstanceKeeper(
-        ws.store,
-        url="http://127.0.0.1:1",
-        host="127.0.0.1",
-        workers=1,
-        ttl_s=3,
-        leases=LeaseManager(ws.store, clock=clock, lease_ttl_s=30),
-        request=serving_request("127.0.0.1", 1, "serving", 1),
-        clock=clock,
-        models=lambda: ["iris"],
-    )
+    keeper = _keeper(ws, clock, lease_ttl_s=30)
     keeper.start()
     keeper._stop.set()
     try:
