@@ -1,4 +1,5 @@
-"""``shipyard serve`` as a real process (the frame lists it in COMMAND_MODULES)."""
+"""``shipyard serve`` as a real process: it serves, it fails fast on a port in use, and the README's
+serve commands run on the README's pools file."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from serving.conftest import first_answer, fit_classifier, free_port
-from serving.processes import START_S, shipyard_serve
+from serving.processes import SERVE_COMMANDS, START_S, shipyard_serve
 from shipyard.errors import InvalidInput
 from shipyard.quota import LeaseManager, LeaseRequest, apply_pools, read_pool_file
 from shipyard.registry import Registry
@@ -27,11 +28,6 @@ from shipyard.workspace import Workspace
 ROOT = Path(__file__).resolve().parents[2]
 MiB = 1024**2
 
-LAUNCH = (
-    "import typer; from shipyard.cli import serve; app = typer.Typer(); "
-    "app.callback()(lambda: None); serve.register(app); app()"
-)
-
 
 def test_serve_command_serves_the_champion_until_terminated(
     workspace: Workspace, tmp_path: Path
@@ -40,7 +36,7 @@ def test_serve_command_serves_the_champion_until_terminated(
     Registry.of(workspace).register("iris", clf, training_data=x, alias="champion")
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", LAUNCH, "serve", "--port", str(port), "--model", "iris"],
+        [sys.executable, "-c", SERVE_COMMANDS, "serve", "--port", str(port), "--model", "iris"],
         cwd=tmp_path,
         env=dict(os.environ),
         stdout=subprocess.PIPE,

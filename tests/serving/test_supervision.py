@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from serving.conftest import first_answer, fit_classifier, free_port
-from serving.processes import START_S, shipyard, shipyard_serve
+from serving.processes import START_S, serve_commands, shipyard_serve
 from shipyard.quota.pools import PoolSpec, apply_pools, resolve
 from shipyard.registry import Registry
 from shipyard.serving.instances import list_instances, reap_stale_instances, this_machine
@@ -204,11 +204,11 @@ def test_the_next_server_reports_and_closes_the_record_of_a_killed_one(
     finally:
         _stop(killed)
 
-    (listed,) = json.loads(shipyard(tmp_path, "serving", "instances", "--json"))
+    (listed,) = json.loads(serve_commands(tmp_path, "serving", "instances", "--json"))
     assert listed["state"] == "stale" and listed["pid"] == killed.pid
     assert listed["why"] == f"process {killed.pid} on {this_machine()} is gone"
     assert listed["lease_status"] == "held", "nobody released it yet"
-    assert "stale" in shipyard(tmp_path, "serving", "instances")
+    assert "stale" in serve_commands(tmp_path, "serving", "instances")
 
     restarted = shipyard_serve(tmp_path, "--port", str(port))  # the same address: it is free again
     try:
@@ -230,6 +230,6 @@ def test_the_next_server_reports_and_closes_the_record_of_a_killed_one(
     )
     assert _lease(ws, old.lease_id).status == "released"
     assert new.stopped_at is not None and new.stop_reason is None, "a clean stop"
-    shown = shipyard(tmp_path, "serving", "instances", "--all")
+    shown = serve_commands(tmp_path, "serving", "instances", "--all")
     assert f"stopped http://127.0.0.1:{port}  pid {killed.pid}" in shown
-    assert shipyard(tmp_path, "serving", "instances").startswith("no model servers running")
+    assert serve_commands(tmp_path, "serving", "instances").startswith("no model servers running")

@@ -1,7 +1,7 @@
 """serving instances: the machine a server runs on, and why its record was closed
 
 Revision ID: 0012_serving_instance_machine
-Revises: 0009_serving_instances
+Revises: 0010_daemon_config
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012_serving_instance_machine"
-down_revision = "0009_serving_instances"
+down_revision = "0010_daemon_config"
 branch_labels = None
 depends_on = None
 
