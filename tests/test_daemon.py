@@ -32,7 +32,13 @@ from shipyard.daemon import (
 )
 from shipyard.daemon.tasks import builtin_tasks
 from shipyard.registry import Registry
-from shipyard.serving.instances import heartbeat_instance, live_instances, register_instance
+from shipyard.serving.instances import (
+    heartbeat_instance,
+    list_instances,
+    live_instances,
+    register_instance,
+    this_machine,
+)
 from shipyard.store import Store
 from shipyard.store.alerting import AlertRecord, LeaderLease, ScheduleState
 from shipyard.store.tables import Finding, MetricPoint, PipelineRecord, Run
@@ -128,6 +134,31 @@ class TestTasks:
             "quota.reclaim",
         }
         assert [r.getMessage() for r in caplog.records] == []
+
+    def test_the_daemon_closes_the_record_of_a_server_whose_process_is_gone(
+        self, workspace: Workspace
+    ) -> None:
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()  # a pid that no longer runs, as a SIGKILLed server leaves behind
+        clock = FakeClock(T0)
+        instance = register_instance(
+            workspace.store,
+            url="http://127.0.0.1:1",
+            host="127.0.0.1",
+            workers=1,
+            ttl_s=30,
+            now=clock.time(),
+            models=[],
+            pid=gone.pid,
+        )
+        Daemon(_context(workspace, clock, [])).tick()
+        (record,) = list_instances(
+            workspace.store, clock.time(), include_stopped=True, ids=[instance]
+        )
+        assert record.state == "stopped"
+        assert record.stop_reason == (
+            f"process {gone.pid} on {this_machine()} is gone; closed by the daemon"
+        )
 
 
 class TestLeadership:

@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "serve",
         "Serve every model whose default alias points at a version (OIP V2 and MLflow scoring).",
     ),
+    "serving": ("serve", "The model servers on record."),
     "deploy": (
         "deploy",
         "Start a rollout of MODEL's VERSION under the model's policy (approvals → staging → "
@@ -57,7 +58,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "daemon": (
         "daemon",
-        "Run the control loop: schedules, monitors, alert rules, notifications, lease reclaim.",
+        "Run the control loop: schedules, monitors, alert rules, notifications, rollouts, lease "
+        "reclaim.",
     ),
     "runs": ("runs", "Inspect pipeline runs."),
     "pipelines": ("runs", "Inspect pipelines."),

@@ -26,7 +26,9 @@ def daemon(
     config: Path | None = typer.Option(None, "--config", help="alerting.yaml to use."),
 ) -> None:
     """Run the control loop: schedules, monitors, alert rules, notifications, rollouts, lease
-    reclaim. Commands such as `shipyard alerts rules` show the configuration it loaded."""
+    reclaim.
+
+    Commands such as `shipyard alerts rules` show the configuration it loaded."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)

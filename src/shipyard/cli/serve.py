@@ -35,10 +35,12 @@ def serve(
 ) -> None:
     """Serve every model whose default alias points at a version (OIP V2 and MLflow scoring).
 
-    Alias moves are picked up within a second, without a restart. With --pool the server holds
-    a quota lease while it runs, reports its measured CPU and memory on it, and releases it
-    when stopped. Worker processes end with the server; a server that was killed is found and
-    marked stopped by the next one that starts (see `shipyard serving instances`).
+    Changes to what serves a model (its default alias, or deploy's traffic split once it was
+    deployed: `shipyard models list` says which) are picked up within a second, without a
+    restart. With --pool the server holds a quota lease while it runs, reports its measured
+    CPU and memory on it, and releases it when stopped. Worker processes end with the server;
+    a server that was killed is found and marked stopped by the next one that starts, or by
+    the daemon (see `shipyard serving instances`).
     """
     from shipyard.errors import InvalidInput
     from shipyard.quota import parse_quantity

@@ -25,6 +25,7 @@ from shipyard.monitoring.serving.monitor import monitor_live_models
 from shipyard.quota.admission import reclaim_expired
 from shipyard.quota.usage import record_usage
 from shipyard.registry import Registry
+from shipyard.serving.instances import reap_stale_instances
 
 log = logging.getLogger("shipyard.daemon")
 
@@ -71,6 +72,17 @@ def _quota_usage(ctx: DaemonContext) -> object:
     return record_usage(ctx.store, ctx.clock)
 
 
+def _reap_servers(ctx: DaemonContext) -> object:
+    """Close the records of model servers that died without closing them (and release their
+    leases when their process is provably gone), even when no new server starts to do it."""
+    return reap_stale_instances(
+        ctx.store,
+        clock=ctx.clock,
+        lease_ttl_s=ctx.workspace.settings.quota.lease_ttl_s,
+        by="the daemon",
+    )
+
+
 def builtin_tasks() -> list[PeriodicTask]:
     """Every task a ``shipyard daemon`` runs, with its interval in seconds (0: every tick)."""
     return [
@@ -82,4 +94,5 @@ def builtin_tasks() -> list[PeriodicTask]:
         PeriodicTask("rollouts.advance", 5, _rollouts, lane=ROLLOUTS),
         PeriodicTask("quota.reclaim", 5, _reclaim, lane=CONTROL),
         PeriodicTask("quota.usage", 5, _quota_usage, lane=CONTROL),
+        PeriodicTask("serving.reap", 30, _reap_servers, lane=CONTROL),
     ]
