@@ -106,7 +106,7 @@ def test_serve_holds_a_lease_with_measured_usage_and_releases_it_on_sigterm(
     ("args", "message"),
     [
         (["--pool", "serving", "--cpu", "8"], "pool 'serving'"),
-        (["--pool", "nowhere"], "pool 'nowhere' not found"),
+        (["--pool", "nowhere"], "no pool named 'nowhere'"),
         (["--pool", "serving", "--memory", "lots"], "--memory: 'lots' is not a quantity"),
     ],
 )

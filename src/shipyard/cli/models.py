@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from shipyard.cli.output import console, open_workspace, print_json, when
+from shipyard.cli.output import console, open_workspace, print_json, require, table, when
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.registry import Registry, Signature, import_mlflow
 from shipyard.registry import flavors as fl
@@ -43,15 +42,15 @@ def _read_frame(path: Path, what: str = "training data") -> Any:
 @models_app.command("list")
 def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every registered model, its latest version and its aliases."""
-    rows = Registry.of(open_workspace()).models()
+    rows = Registry.of(open_workspace(create=False)).models()
     if as_json:
         print_json(rows)
         return
-    table = Table("model", "latest", "aliases", "created")
+    models = table("model", "latest", "aliases", "created")
     for m in rows:
         aliases = ", ".join(f"{a}→v{v}" for a, v in sorted(m["aliases"].items()))
-        table.add_row(m["name"], str(m["latest_version"]), aliases or "-", when(m["created_at"]))
-    console.print(table)
+        models.add_row(m["name"], str(m["latest_version"]), aliases or "-", when(m["created_at"]))
+    console.print(models)
 
 
 @models_app.command()
@@ -62,7 +61,9 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """One version: flavor, artifact, signature, metrics, lineage, and the alias history."""
-    registry = Registry.of(open_workspace())
+    ws = open_workspace(create=False)
+    require(ws, "model", name)
+    registry = Registry.of(ws)
     if version is None and alias is None:
         versions = registry.versions(name)
         if not versions:
@@ -192,10 +193,11 @@ def validate(
     a failed gate blocks `shipyard deploy`. Exit code 3 when the version is not blessed."""
     from shipyard.deploy.gate import validate_and_deploy, validate_version
 
+    ws = open_workspace(create=False)
+    require(ws, "model", name)
     frame = _read_frame(data, "evaluation data")
     if label not in frame.columns:
         raise InvalidInput(f"{data} has no column {label!r} (columns: {', '.join(frame.columns)})")
-    ws = open_workspace()
     registry = Registry.of(ws)
     x, y = frame.drop(columns=label), frame[label]
     if deploy:

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from sqlalchemy import select
 
-from shipyard.cli.output import console, duration, open_workspace, print_json, when
+from shipyard.cli.output import console, duration, open_workspace, print_json, require, when
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.quota.admission import reclaim_expired
 from shipyard.quota.estimate import estimate_pipeline, measure_latency, serving_replicas
@@ -53,7 +53,7 @@ def apply(file: Path = typer.Argument(..., help="A pools YAML file.")) -> None:
 @quota_app.command("pools")
 def pools(as_json: bool = typer.Option(False, "--json")) -> None:
     """List the pools with their members' shares and caps."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
     found = list_pools(ws.store)
     if as_json:
         print_json(
@@ -86,7 +86,7 @@ def pools(as_json: bool = typer.Option(False, "--json")) -> None:
 @quota_app.command("status")
 def status(as_json: bool = typer.Option(False, "--json")) -> None:
     """Each pool with a bar per resource, who holds what, who waits (and records usage)."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
     outlook = {(o.pool, o.resource): o for o in record_usage(ws.store, ws.clock)}
     with ws.store.session() as s:
         leases = list(
@@ -159,7 +159,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
 @quota_app.command("reclaim")
 def reclaim() -> None:
     """Expire leases whose holders stopped heartbeating (the daemon does this every tick)."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
     gone = reclaim_expired(ws.store, ws.clock)
     listed = f": {', '.join(gone)}" if gone else ""
     console.print(f"reclaimed {len(gone)} expired lease(s){listed}")
@@ -174,7 +174,8 @@ def estimate(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Per-step p90 memory and CPU from run history, scaled to the input, and the peak."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
+    require(ws, "pipeline", like if like is not None else pipeline)  # a new one may borrow
     est = estimate_pipeline(ws.store, pipeline, input_rows=input_rows, like=like, margin=margin)
     if as_json:
         print_json(
@@ -202,10 +203,18 @@ def estimate(
             }
         )
         return
+    scaled = sum(e.memory_model is not None for e in est.steps)
+    if not input_rows:
+        size = ""
+    elif scaled == len(est.steps):
+        size = f", scaled to {input_rows:,} rows"
+    elif scaled == 0:
+        size = f"; not scaled to {input_rows:,} rows: no step has runs of 3 distinct input sizes"
+    else:
+        size = f"; {scaled} of {len(est.steps)} steps scaled to {input_rows:,} rows"
     console.print(
         f"[bold]{pipeline}[/]: based on {est.runs} succeeded run{'s' if est.runs != 1 else ''} "
-        f"of [bold]{est.based_on}[/], "
-        f"p90 + {margin:.0%} margin" + (f", scaled to {input_rows:,} rows" if input_rows else "")
+        f"of [bold]{est.based_on}[/], p90 + {margin:.0%} margin{size}"
     )
     for e in est.steps:
         model = ""
@@ -243,7 +252,10 @@ def serving(
     seconds: float = typer.Option(2.0, "--seconds", help="Load-test length."),
 ) -> None:
     """Replicas by Little's law from a measured latency, N+1 and experiment headroom."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
+    if latency_ms is None:
+        require(ws, "model", model.partition("@")[0])
+    require(ws, "pool", reserve)
     per_replica = parse_amounts({"cpu": cpu, "memory": memory}, what="per replica")
     basis = ""
     if latency_ms is None:
@@ -277,8 +289,6 @@ def serving(
     if reserve:
         now = ws.clock.time()
         with ws.store.session() as s:
-            if s.get(QuotaPool, reserve) is None:
-                raise NotFound("pool", reserve)
             s.merge(
                 QuotaReservation(
                     pool=reserve,
@@ -311,7 +321,7 @@ def _measure_model(ws: Any, model: str, seconds: float) -> tuple[float, str]:
 @quota_app.command("plan")
 def plan(as_json: bool = typer.Option(False, "--json")) -> None:
     """Is there enough quota to run all scheduled pipelines over the coming week?"""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
     result = plan_from_store(
         ws.store,
         headroom_fraction=ws.settings.quota.experiment_headroom,
@@ -375,12 +385,12 @@ def hardware_advise(
     price: float | None = typer.Option(None, "--local-price", help="This machine, USD/hour."),
 ) -> None:
     """Cheaper or faster hardware for a step: measured here, roofline-modelled elsewhere."""
-    ws = open_workspace()
     measured = measure_cpu()
     basis = "FLOPs given with --flops"
     if flops is None:
         if not target or ":" not in target:
             raise InvalidInput("give FILE:STEP (with run history) or --flops")
+        ws = open_workspace(create=False)
         file, step = target.rsplit(":", 1)
         with ws.store.session() as s:
             from shipyard.store.tables import Run

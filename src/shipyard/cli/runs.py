@@ -10,9 +10,9 @@ from typing import Any
 import typer
 from rich.live import Live
 from rich.markup import escape
-from rich.table import Table
 
 from shipyard.cli.output import (
+    FittedTable,
     console,
     duration,
     err_console,
@@ -20,9 +20,11 @@ from shipyard.cli.output import (
     human_bytes,
     open_workspace,
     print_json,
+    require,
+    table,
     when,
 )
-from shipyard.errors import ShipyardError
+from shipyard.errors import NotFound, ShipyardError
 
 STATUS_STYLE = {
     "pending": "dim",
@@ -41,15 +43,13 @@ def _styled(status: str) -> str:
     return f"[{STATUS_STYLE.get(status, '')}]{status}[/]"
 
 
-def _progress_table(title: str, views: dict[str, Any]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("step", "state", "attempt", "elapsed"):
-        table.add_column(column)
+def _progress_table(title: str, views: dict[str, Any]) -> FittedTable:
+    progress = table("step", "state", "attempt", "elapsed", title=title)
     for view in views.values():
-        table.add_row(
+        progress.add_row(
             view.name, _styled(view.status), str(view.attempt or "-"), duration(view.elapsed_s)
         )
-    return table
+    return progress
 
 
 def run(
@@ -81,6 +81,7 @@ def run(
         params = parse_params(pipeline.build_fn, param)
         pipeline.build(params)  # a malformed DAG fails here, before anything is recorded
         ws = open_workspace()
+        require(ws, "pool", pool)
         title = f"{pipeline.name} ({pipeline.kind.value})"
         options: dict[str, Any] = {"pool": pool, "reserve": reserve, "priority": priority}
         if executor == "ray":
@@ -127,7 +128,9 @@ def runs_list(
     from shipyard.pipelines.records import list_runs
 
     try:
-        rows = list_runs(open_workspace().store, pipeline, limit)
+        ws = open_workspace(create=False)
+        require(ws, "pipeline", pipeline)
+        rows = list_runs(ws.store, pipeline, limit)
     except ShipyardError as exc:
         fail(str(exc))
     _print_listing(
@@ -156,7 +159,7 @@ def runs_show(
     from shipyard.pipelines.records import get_run
 
     try:
-        info = get_run(open_workspace().store, run_id)
+        info = get_run(open_workspace(create=False).store, run_id)
     except ShipyardError as exc:
         fail(str(exc))
     if as_json:
@@ -169,13 +172,13 @@ def runs_show(
     console.print(f"params: {json.dumps(info['params'])}")
     if info["exit_reason"]:
         console.print(f"reason: {info['exit_reason']}")
-    table = Table()
-    for column in ("step", "status", "try", "duration", "peak RSS", "CPU s", "input", "reason"):
-        table.add_column(column)
+    steps = table(
+        "step", "status", "try", "duration", "peak RSS", "CPU s", "input", "reason", free={"reason"}
+    )
     for st in info["steps"]:
         cpu = st["cpu_seconds"]
         rows = st["input_rows"]
-        table.add_row(
+        steps.add_row(
             st["step"],
             _styled(st["status"]),
             str(st["attempt"]),
@@ -185,7 +188,7 @@ def runs_show(
             f"{rows} rows, {human_bytes(st['input_bytes'])}" if rows else "-",
             st["exit_reason"] or "",
         )
-    console.print(table)
+    console.print(steps)
 
 
 def _render(line: dict[str, Any], prefix: str) -> str:
@@ -214,14 +217,15 @@ def runs_logs(
     from shipyard.pipelines.records import FINAL, get_run
 
     try:
-        ws = open_workspace()
+        ws = open_workspace(create=False)
         info = get_run(ws.store, run_id)
         steps = info["steps"]
         if step_name is not None:
             steps = [st for st in steps if st["step"] == step_name]
             if not steps:
-                known = ", ".join(st["step"] for st in info["steps"])
-                fail(f"run {info['id']} has no step {step_name!r}; its steps: {known}")
+                known = [st["step"] for st in info["steps"]]
+                hint = f"its steps: {', '.join(known)}"
+                raise NotFound("step", step_name, hint, candidates=known)
         paths = [Path(st["log_path"]) for st in steps if st["log_path"]]
         names = {Path(st["log_path"]): st["step"] for st in steps if st["log_path"]}
 
@@ -235,7 +239,7 @@ def runs_logs(
                 print(json.dumps({"step": names[path], **line}, default=str), flush=True)
             else:
                 prefix = f"[{names[path]}] " if len(paths) > 1 else ""
-                console.print(_render(line, prefix), markup=False, highlight=False)
+                console.print(_render(line, prefix), markup=False, soft_wrap=True)
     except ShipyardError as exc:
         fail(str(exc))
 
@@ -246,7 +250,7 @@ def pipelines_list(as_json: bool = typer.Option(False, "--json", help="Print JSO
     from shipyard.pipelines.records import list_pipelines
 
     try:
-        rows = list_pipelines(open_workspace().store)
+        rows = list_pipelines(open_workspace(create=False).store)
     except ShipyardError as exc:
         fail(str(exc))
     _print_listing(
@@ -280,10 +284,10 @@ def _print_listing(
     if not rows:
         console.print(empty)
         return
-    table = Table(*columns)
+    listing = table(*columns, free={"reason", "file"})
     for row in rows:
-        table.add_row(*cells(row))
-    console.print(table)
+        listing.add_row(*cells(row))
+    console.print(listing)
 
 
 def register(app: typer.Typer) -> None:

@@ -240,7 +240,7 @@ class Registry:
             raise InvalidInput(f"alias {alias!r}: start with a letter; letters, digits, '_', '-'")
         with self.store.session(immediate=True) as s:
             if s.get(RegisteredModel, name) is None:
-                raise NotFound("model", name)
+                raise NotFound("model", name, candidates=s.scalars(select(RegisteredModel.name)))
             if version is not None and self._version_row(s, name, version) is None:
                 raise NotFound("model version", f"{name}/{version}")
             return self._move_alias(s, name, alias, version, reason)
