@@ -16,7 +16,7 @@ from shipyard.alerting.receivers import send
 from shipyard.alerting.rules import format_duration, parse_duration
 from shipyard.alerting.silences import all_silences, create_silence, expire_silence
 from shipyard.alerting.state import rule_key
-from shipyard.cli.output import console, open_workspace, print_json, table, when
+from shipyard.cli.output import console, flag, open_workspace, print_json, table, when
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.store.alerting import AlertRecord
 from shipyard.workspace import Workspace
@@ -32,7 +32,7 @@ def _config(ws: Workspace, path: Path | None) -> AlertingConfig:
 @alerts_app.command("list")
 def list_alerts(
     state: str = typer.Option("", help="Only this state: pending, firing or resolved."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """Alerts that are pending, firing or recently resolved."""
     if state and state not in ("pending", "firing", "resolved"):
@@ -75,7 +75,7 @@ def list_alerts(
 
 @alerts_app.command("rules")
 def rules(
-    config: Path | None = CONFIG_OPTION, as_json: bool = typer.Option(False, "--json")
+    config: Path | None = CONFIG_OPTION, as_json: bool = flag("--json", help="Print JSON.")
 ) -> None:
     """The rules in force (defaults and alerting.yaml), with their PromQL equivalent."""
     cfg = _config(open_workspace(create=False), config)
@@ -132,7 +132,7 @@ def silence(
 
 
 @alerts_app.command("silences")
-def silences(as_json: bool = typer.Option(False, "--json")) -> None:
+def silences(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Every silence, active or not."""
     ws = open_workspace(create=False)
     with ws.store.session() as session:
@@ -168,7 +168,9 @@ def silences(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @alerts_app.command("unsilence")
-def unsilence(silence_id: str) -> None:
+def unsilence(
+    silence_id: str = typer.Argument(..., help="The silence's id (`shipyard alerts silences`)."),
+) -> None:
     """End a silence now."""
     ws = open_workspace(create=False)
     with ws.store.session(immediate=True) as session:
@@ -188,7 +190,10 @@ def receivers(config: Path | None = CONFIG_OPTION) -> None:
 
 
 @alerts_app.command("test")
-def test(receiver: str, config: Path | None = CONFIG_OPTION) -> None:
+def test(
+    receiver: str = typer.Argument(..., help="A receiver of the configuration."),
+    config: Path | None = CONFIG_OPTION,
+) -> None:
     """Send a test notification to RECEIVER now and say what happened."""
     ws = open_workspace(create=False)
     cfg = _config(ws, config)

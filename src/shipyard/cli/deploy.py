@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from shipyard import stats
-from shipyard.cli.output import console, open_workspace, print_json, require, table, when
+from shipyard.cli.output import console, flag, open_workspace, print_json, require, table, when
 from shipyard.deploy import rollout as ro
 from shipyard.deploy import traffic
 from shipyard.deploy.diagnosis import diagnosis_of
@@ -23,7 +23,10 @@ from shipyard.workspace import Workspace
 rollout_app = typer.Typer(help="Follow and steer one rollout.", no_args_is_help=True)
 deployments_app = typer.Typer(help="Deployment history and policies.", no_args_is_help=True)
 AS_OPTION = typer.Option(None, "--as", help="Who does this (default: SHIPYARD_USER).")
-JSON_OPTION = typer.Option(False, "--json", help="Machine output.")
+JSON_OPTION = flag("--json", help="Machine output.")
+MODEL_ARG = typer.Argument(..., help="The registered model's name.")
+ROLLOUT_ARG = typer.Argument(..., help="The rollout's id (`shipyard deployments history MODEL`).")
+REASON_OPTION = typer.Option("", "--reason", help="Why (kept in the audit trail).")
 
 
 def _actor(ws: Workspace, given: str | None) -> str:
@@ -52,7 +55,7 @@ def _show(view: ro.RolloutView, as_json: bool, ws: Workspace | None = None) -> N
 
 
 @rollout_app.command("status")
-def status(rollout_id: str, as_json: bool = JSON_OPTION) -> None:
+def status(rollout_id: str = ROLLOUT_ARG, as_json: bool = JSON_OPTION) -> None:
     """State, approvals, each look's verdict per metric, and the diagnosis if it failed."""
     ws = open_workspace(create=False)
     require(ws, "rollout", rollout_id)
@@ -143,7 +146,9 @@ def _num(v: Any) -> str:
 
 @rollout_app.command("pause")
 def pause_cmd(
-    rollout_id: str, actor: str | None = AS_OPTION, reason: str = typer.Option("", "--reason")
+    rollout_id: str = ROLLOUT_ARG,
+    actor: str | None = AS_OPTION,
+    reason: str = REASON_OPTION,
 ) -> None:
     """Hold a rollout where it is; traffic stays as it is."""
     ws = open_workspace(create=False)
@@ -152,7 +157,7 @@ def pause_cmd(
 
 
 @rollout_app.command("resume")
-def resume_cmd(rollout_id: str, actor: str | None = AS_OPTION) -> None:
+def resume_cmd(rollout_id: str = ROLLOUT_ARG, actor: str | None = AS_OPTION) -> None:
     """Continue a paused rollout."""
     ws = open_workspace(create=False)
     require(ws, "rollout", rollout_id)
@@ -160,7 +165,7 @@ def resume_cmd(rollout_id: str, actor: str | None = AS_OPTION) -> None:
 
 
 @rollout_app.command("promote")
-def promote_cmd(rollout_id: str, actor: str | None = AS_OPTION) -> None:
+def promote_cmd(rollout_id: str = ROLLOUT_ARG, actor: str | None = AS_OPTION) -> None:
     """Skip the rest of the current canary step (needs the policy's speed-up approvals)."""
     ws = open_workspace(create=False)
     require(ws, "rollout", rollout_id)
@@ -169,7 +174,9 @@ def promote_cmd(rollout_id: str, actor: str | None = AS_OPTION) -> None:
 
 @rollout_app.command("abort")
 def abort_cmd(
-    rollout_id: str, actor: str | None = AS_OPTION, reason: str = typer.Option("", "--reason")
+    rollout_id: str = ROLLOUT_ARG,
+    actor: str | None = AS_OPTION,
+    reason: str = REASON_OPTION,
 ) -> None:
     """Stop a rollout now: traffic back to the stable version."""
     ws = open_workspace(create=False)
@@ -178,7 +185,7 @@ def abort_cmd(
 
 
 def deploy(
-    model: str,
+    model: str = MODEL_ARG,
     version: int = typer.Option(..., "--version", "-v", help="The version to deploy."),
     actor: str | None = AS_OPTION,
     as_json: bool = JSON_OPTION,
@@ -200,7 +207,7 @@ def deploy(
 
 
 def approve(
-    rollout_id: str,
+    rollout_id: str = ROLLOUT_ARG,
     actor: str | None = AS_OPTION,
     purpose: str = typer.Option("start", "--for", help="start or speedup."),
     as_json: bool = JSON_OPTION,
@@ -212,10 +219,10 @@ def approve(
 
 
 def rollback(
-    model: str,
+    model: str = MODEL_ARG,
     to_version: int | None = typer.Option(None, "--to-version", help="Default: the previous one."),
     actor: str | None = AS_OPTION,
-    reason: str = typer.Option("", "--reason"),
+    reason: str = REASON_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Put the previous (or the named) version of MODEL back in production, at once."""
@@ -250,7 +257,7 @@ def rollback(
 
 
 @deployments_app.command("history")
-def history(model: str, as_json: bool = JSON_OPTION) -> None:
+def history(model: str = MODEL_ARG, as_json: bool = JSON_OPTION) -> None:
     """Which version was in production when, and every rollout of MODEL."""
     ws = open_workspace(create=False)
     require(ws, "model", model)
@@ -300,7 +307,11 @@ def history(model: str, as_json: bool = JSON_OPTION) -> None:
 
 
 @deployments_app.command("set-policy")
-def set_policy_cmd(model: str, file: Path, actor: str | None = AS_OPTION) -> None:
+def set_policy_cmd(
+    model: str = MODEL_ARG,
+    file: Path = typer.Argument(..., help="The policy, a YAML file."),
+    actor: str | None = AS_OPTION,
+) -> None:
     """Validate FILE (YAML) and make it MODEL's deployment policy."""
     if not file.is_file():
         raise InvalidInput(f"{file} does not exist")
@@ -310,7 +321,7 @@ def set_policy_cmd(model: str, file: Path, actor: str | None = AS_OPTION) -> Non
 
 
 @deployments_app.command("policy")
-def show_policy(model: str) -> None:
+def show_policy(model: str = MODEL_ARG) -> None:
     """MODEL's policy with every default filled in."""
     ws = open_workspace(create=False)
     if policy_text(ws.store, model) is None:
@@ -319,7 +330,7 @@ def show_policy(model: str) -> None:
 
 
 def runbook(
-    model: str,
+    model: str = MODEL_ARG,
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file."),
 ) -> None:
     """MODEL's runbook as Markdown, rendered from its policy, with the exact commands."""

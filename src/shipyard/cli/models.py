@@ -8,12 +8,13 @@ from typing import Any
 
 import typer
 
-from shipyard.cli.output import console, open_workspace, print_json, require, table, when
+from shipyard.cli.output import console, flag, open_workspace, print_json, require, table, when
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.registry import Registry, Signature, import_mlflow
 from shipyard.registry import flavors as fl
 
 models_app = typer.Typer(help="Models, versions and aliases.", no_args_is_help=True)
+NAME_ARG = typer.Argument(..., help="The model's name.")
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -40,7 +41,7 @@ def _read_frame(path: Path, what: str = "training data") -> Any:
 
 
 @models_app.command("list")
-def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def list_models(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Every registered model, its latest version and its aliases."""
     rows = Registry.of(open_workspace(create=False)).models()
     if as_json:
@@ -55,10 +56,10 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON."
 
 @models_app.command()
 def show(
-    name: str,
+    name: str = NAME_ARG,
     version: int = typer.Option(None, "--version", "-v", help="A version number."),
     alias: str = typer.Option(None, "--alias", "-a", help="An alias (default: the default one)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """One version: flavor, artifact, signature, metrics, lineage, and the alias history."""
     ws = open_workspace(create=False)
@@ -136,7 +137,7 @@ def _gate_result(registry: Registry, name: str, version: int) -> Any:
 
 @models_app.command("register")
 def register_version(
-    name: str,
+    name: str = NAME_ARG,
     path: Path = typer.Argument(..., help="A .skops, .joblib/.pkl or .onnx file."),
     training_data: Path = typer.Option(
         None, "--training-data", help="CSV/Parquet: signature and reference profile."
@@ -178,15 +179,15 @@ def register_version(
 
 @models_app.command("validate")
 def validate(
-    name: str,
+    name: str = NAME_ARG,
     data: Path = typer.Argument(..., help="CSV/Parquet evaluation data, features and label."),
     version: int = typer.Option(..., "--version", "-v", help="The version to validate."),
     label: str = typer.Option(..., "--label", help="The label column of DATA."),
-    deploy: bool = typer.Option(
-        False, "--deploy", help="When blessed, start its rollout (it still waits for approvals)."
+    deploy: bool = flag(
+        "--deploy", help="When blessed, start its rollout (it still waits for approvals)."
     ),
     actor: str | None = typer.Option(None, "--as", help="Who does this (default: SHIPYARD_USER)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """Run the validation gate of NAME's policy on VERSION: its absolute thresholds, and no
     regression against the serving version on the same DATA. The result is kept on the version;
@@ -222,7 +223,7 @@ def validate(
 
 @models_app.command("import-mlflow")
 def import_mlflow_cmd(
-    folder: Path,
+    folder: Path = typer.Argument(..., help="The MLflow model folder (with its MLmodel file)."),
     name: str = typer.Option(..., "--name", help="The registered model's name."),
     alias: str = typer.Option(None, "--alias", help="Point this alias at the new version."),
 ) -> None:
@@ -233,10 +234,10 @@ def import_mlflow_cmd(
 
 @models_app.command()
 def alias(
-    name: str,
-    alias_name: str = typer.Argument(..., metavar="ALIAS"),
+    name: str = NAME_ARG,
+    alias_name: str = typer.Argument(..., metavar="ALIAS", help="The alias, e.g. champion."),
     version: int = typer.Argument(None, help="The version; leave out with --delete."),
-    delete: bool = typer.Option(False, "--delete", help="Remove the alias."),
+    delete: bool = flag("--delete", help="Remove the alias."),
     reason: str = typer.Option("", "--reason", help="Why (kept in the history)."),
 ) -> None:
     """Move an alias (e.g. champion) to a version; the move is kept in the history."""

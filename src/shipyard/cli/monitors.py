@@ -6,7 +6,16 @@ from typing import Any
 
 import typer
 
-from shipyard.cli.output import console, fail_on, open_workspace, print_json, require, table, when
+from shipyard.cli.output import (
+    console,
+    fail_on,
+    flag,
+    open_workspace,
+    print_json,
+    require,
+    table,
+    when,
+)
 from shipyard.errors import ShipyardError
 
 monitors_app = typer.Typer(
@@ -27,7 +36,7 @@ def _options(options: dict[str, Any]) -> str:
 
 
 @monitors_app.command("list")
-def list_monitors(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def list_monitors(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Every pipeline's monitors, on or off, and the last result of each."""
     from shipyard.monitoring.findings import overview
 
@@ -64,7 +73,7 @@ def list_monitors(as_json: bool = typer.Option(False, "--json", help="Print JSON
 @monitors_app.command("show")
 def show(
     pipeline: str = typer.Argument(..., help="The pipeline's name."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """One pipeline's monitors with their options and the last result per data set."""
     from shipyard.monitoring.findings import overview
@@ -107,7 +116,7 @@ def serving_monitors(
         help="The model server to probe (e.g. http://127.0.0.1:8000) for outage "
         "(default: every running `shipyard serve`).",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """Run the serving monitors of MODEL's live version now and record their findings.
 

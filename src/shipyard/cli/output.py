@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import typer
+from rich import box
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.markup import escape
 from rich.table import Table
@@ -28,6 +29,8 @@ from shipyard.workspace import Workspace
 # Width of a piped console when COLUMNS does not set one: wide enough that no table of ours
 # has to fold (Rich cannot leave a table's width open).
 PIPED_WIDTH = 4096
+# A column of free text is not cut narrower than this (then it is drawn wider).
+ELLIPSIS_MIN = 8
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -57,35 +60,48 @@ class FittedTable(Table):
 
     def __init__(self, *headers: str, free: Collection[str] = (), **kwargs: Any) -> None:
         kwargs.setdefault("title_justify", "left")
+        # a rule under the header and none around the cells: the most width for the cells,
+        # and lines that grep and CI logs read as plain columns
+        kwargs.setdefault("box", box.SIMPLE_HEAD)
+        kwargs.setdefault("show_edge", False)
+        kwargs.setdefault("pad_edge", False)
+        kwargs.setdefault("padding", (0, 1, 0, 0))  # with the blank separator: two spaces
         super().__init__(**kwargs)
         for header in headers:
             self.add_column(header, overflow="ellipsis" if header in free else "fold")
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        saved = [column.width for column in self.columns]
+        saved = [column.width for column in self.columns], self.padding
         try:
             options = self._fit(console, options)
             yield from super().__rich_console__(console, options)
         finally:
-            for column, width in zip(self.columns, saved, strict=True):
+            for column, width in zip(self.columns, saved[0], strict=True):
                 column.width = width
+            self.padding = saved[1]
 
     def _fit(self, console: Console, options: ConsoleOptions) -> ConsoleOptions:
+        """Set each column's width for ``options``; the options to render with."""
         if not self.columns:
             return options
         available = options.max_width - self._extra_width
-        ranges = [self._measure_column(console, options, c) for c in self.columns]
+        unbounded = options.update_width(PIPED_WIDTH)  # Rich clamps a measure to the width
+        ranges = [self._measure_column(console, unbounded, c) for c in self.columns]
         longest = [r.maximum for r in ranges]
         if sum(longest) <= available:
             return options
         # _measure_column's minimum is the longest word of any cell, plus padding
         words = [r.minimum for r in ranges]
         if sum(words) > available:
-            shrinkable = [c.overflow == "ellipsis" for c in self.columns]
             floor = [
-                min(w, 8 + self._get_padding_width(i)) if s else w
-                for i, (w, s) in enumerate(zip(words, shrinkable, strict=True))
+                min(w, ELLIPSIS_MIN + self._get_padding_width(i))
+                if column.overflow == "ellipsis"
+                else w
+                for i, (w, column) in enumerate(zip(words, self.columns, strict=True))
             ]
+            if sum(floor) > available and any(self.padding):
+                self.padding = 0  # one blank between columns rather than a broken word
+                return self._fit(console, options)
             if sum(floor) > available:
                 if not console.soft_wrap:
                     return options
@@ -136,6 +152,12 @@ def table(*headers: str, title: str | None = None, free: Collection[str] = ()) -
     """The table every command prints: columns ``headers``; ``free`` names the columns of free
     text (summaries, reasons) that may be cut with an ellipsis when the console is narrow."""
     return FittedTable(*headers, title=title, free=free)
+
+
+def flag(*names: str, help: str) -> Any:
+    """A boolean option that is off unless given. Its help shows no ``<bool>``: a flag takes
+    no value."""
+    return typer.Option(False, *names, help=help, metavar="")
 
 
 def open_workspace(create: bool = True) -> Workspace:

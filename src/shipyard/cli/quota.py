@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from sqlalchemy import select
 
-from shipyard.cli.output import console, duration, open_workspace, print_json, require, when
+from shipyard.cli.output import console, duration, flag, open_workspace, print_json, require, when
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.quota.admission import reclaim_expired
 from shipyard.quota.estimate import estimate_pipeline, measure_latency, serving_replicas
@@ -51,7 +51,7 @@ def apply(file: Path = typer.Argument(..., help="A pools YAML file.")) -> None:
 
 
 @quota_app.command("pools")
-def pools(as_json: bool = typer.Option(False, "--json")) -> None:
+def pools(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """List the pools with their members' shares and caps."""
     ws = open_workspace(create=False)
     found = list_pools(ws.store)
@@ -84,7 +84,7 @@ def pools(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @quota_app.command("status")
-def status(as_json: bool = typer.Option(False, "--json")) -> None:
+def status(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Each pool with a bar per resource, who holds what, who waits (and records usage)."""
     ws = open_workspace(create=False)
     outlook = {(o.pool, o.resource): o for o in record_usage(ws.store, ws.clock)}
@@ -167,11 +167,11 @@ def reclaim() -> None:
 
 @quota_app.command("estimate")
 def estimate(
-    pipeline: str,
+    pipeline: str = typer.Argument(..., help="The pipeline to estimate."),
     input_rows: int | None = typer.Option(None, "--input-rows", help="Scale to this input size."),
     like: str | None = typer.Option(None, "--like", help="Use a similar pipeline's history."),
     margin: float = typer.Option(0.2, "--margin", min=0, help="Safety margin on the p90."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """Per-step p90 memory and CPU from run history, scaled to the input, and the peak."""
     ws = open_workspace(create=False)
@@ -244,10 +244,14 @@ def serving(
     latency_ms: float | None = typer.Option(
         None, "--latency-ms", help="Use this latency instead of measuring the model."
     ),
-    concurrency: int = typer.Option(1, "--concurrency", min=1),
-    utilisation: float = typer.Option(0.7, "--utilisation", min=0.01, max=1.0),
-    cpu: float = typer.Option(1.0, "--cpu-per-replica"),
-    memory: str = typer.Option("1Gi", "--memory-per-replica"),
+    concurrency: int = typer.Option(
+        1, "--concurrency", min=1, help="Requests one replica serves at once."
+    ),
+    utilisation: float = typer.Option(
+        0.7, "--utilisation", min=0.01, max=1.0, help="Target busy share of each replica."
+    ),
+    cpu: float = typer.Option(1.0, "--cpu-per-replica", help="CPUs of one replica."),
+    memory: str = typer.Option("1Gi", "--memory-per-replica", help="Memory of one replica."),
     reserve: str | None = typer.Option(None, "--reserve", help="Record it in this pool."),
     seconds: float = typer.Option(2.0, "--seconds", help="Load-test length."),
 ) -> None:
@@ -319,7 +323,7 @@ def _measure_model(ws: Any, model: str, seconds: float) -> tuple[float, str]:
 
 
 @quota_app.command("plan")
-def plan(as_json: bool = typer.Option(False, "--json")) -> None:
+def plan(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Is there enough quota to run all scheduled pipelines over the coming week?"""
     ws = open_workspace(create=False)
     result = plan_from_store(
@@ -381,7 +385,7 @@ def hardware_advise(
     flops: float | None = typer.Option(None, "--flops", help="FLOPs per run."),
     bytes_moved: float = typer.Option(0.0, "--bytes", help="Bytes moved per run."),
     parameters: float = typer.Option(0.0, "--params", help="Model parameters."),
-    inference: bool = typer.Option(False, "--inference", help="Size for inference, not training."),
+    inference: bool = flag("--inference", help="Size for inference, not training."),
     price: float | None = typer.Option(None, "--local-price", help="This machine, USD/hour."),
 ) -> None:
     """Cheaper or faster hardware for a step: measured here, roofline-modelled elsewhere."""

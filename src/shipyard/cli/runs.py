@@ -17,6 +17,7 @@ from shipyard.cli.output import (
     duration,
     err_console,
     fail,
+    flag,
     human_bytes,
     open_workspace,
     print_json,
@@ -60,11 +61,11 @@ def run(
         None, "--address", help="Ray cluster to join (ray:// or host:port); default: local Ray."
     ),
     pool: str | None = typer.Option(None, "--pool", help="Quota pool the steps run in."),
-    reserve: bool = typer.Option(
-        False, "--reserve", help="Reserve the DAG's peak demand in the pool before starting."
+    reserve: bool = flag(
+        "--reserve", help="Reserve the DAG's peak demand in the pool before starting."
     ),
     priority: int = typer.Option(0, "--priority", help="Admission priority (higher first)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the finished run as JSON."),
+    as_json: bool = flag("--json", help="Print the finished run as JSON."),
 ) -> None:
     """Run a pipeline, showing each step's state live; exit 1 if it fails, 130 if cancelled."""
     from shipyard.pipelines.loader import load_pipeline
@@ -122,7 +123,7 @@ def run(
 def runs_list(
     pipeline: str | None = typer.Option(None, "--pipeline", help="Only this pipeline's runs."),
     limit: int = typer.Option(20, "--limit", min=1, help="How many, newest first."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """List runs, newest first."""
     from shipyard.pipelines.records import list_runs
@@ -153,7 +154,7 @@ def runs_list(
 @runs_app.command("show")
 def runs_show(
     run_id: str = typer.Argument(..., metavar="RUN", help="Run id (or a unique prefix)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """Show a run: its steps, their usage, exit reasons and artifacts."""
     from shipyard.pipelines.records import get_run
@@ -209,8 +210,8 @@ def _render(line: dict[str, Any], prefix: str) -> str:
 def runs_logs(
     run_id: str = typer.Argument(..., metavar="RUN", help="Run id (or a unique prefix)."),
     step_name: str | None = typer.Option(None, "--step", help="Only this step's log."),
-    follow_: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    follow_: bool = flag("--follow", "-f", help="Keep printing until the run ends."),
+    as_json: bool = flag("--json", help="One JSON object per line."),
 ) -> None:
     """Print a run's step logs (stdout, stderr and structured lines)."""
     from shipyard.pipelines import logs
@@ -245,7 +246,7 @@ def runs_logs(
 
 
 @pipelines_app.command("list")
-def pipelines_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def pipelines_list(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """List the pipelines that have run here, with their latest run."""
     from shipyard.pipelines.records import list_pipelines
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from shipyard import stats  # its kernels (scipy, pandas) load when a command runs
-from shipyard.cli.output import FittedTable, console, fail_on, print_json, table
+from shipyard.cli.output import FittedTable, console, fail_on, flag, print_json, table
 from shipyard.errors import InvalidInput, NotFound, ShipyardError
 
 if TYPE_CHECKING:
@@ -108,12 +108,12 @@ def drift(
         ..., help="Reference data (CSV/Parquet) or a stored profile (.json)."
     ),
     current: Path = typer.Argument(..., help="Current data (CSV/Parquet)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    as_json: bool = flag("--json", help="Print the report as JSON."),
     html_file: Path | None = typer.Option(
         None, "--html", help="Also write a self-contained HTML report."
     ),
-    fail_on_drift: bool = typer.Option(
-        False, "--fail-on-drift", help=f"Exit with {DRIFT_EXIT_CODE} when the data set drifts."
+    fail_on_drift: bool = flag(
+        "--fail-on-drift", help=f"Exit with {DRIFT_EXIT_CODE} when the data set drifts."
     ),
     alpha: float = typer.Option(
         0.05, help="Significance level after the correction across columns."
@@ -186,9 +186,9 @@ def schema_validate(
     schema_file: Path = typer.Option(
         ..., "--schema", help="Schema JSON from `shipyard schema infer`."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the anomalies as JSON."),
-    fail_on_anomaly: bool = typer.Option(
-        False, "--fail-on-anomaly", help=f"Exit with {DRIFT_EXIT_CODE} when any anomaly is found."
+    as_json: bool = flag("--json", help="Print the anomalies as JSON."),
+    fail_on_anomaly: bool = flag(
+        "--fail-on-anomaly", help=f"Exit with {DRIFT_EXIT_CODE} when any anomaly is found."
     ),
 ) -> None:
     """List every anomaly of DATA against the schema."""
