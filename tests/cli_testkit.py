@@ -17,10 +17,14 @@ WIDTH = 80
 
 
 def shipyard(
-    *args: str, cwd: Path | None = None, timeout: float = 120, columns: int | None = WIDTH
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = 120,
+    columns: int | None = WIDTH,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``shipyard ARGS`` in a child process, stdout and stderr piped."""
-    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    """``shipyard ARGS`` in a child process, stdout and stderr piped; ``env`` adds variables."""
+    env = {**{k: v for k, v in os.environ.items() if k != "COLUMNS"}, **(env or {})}
     if columns is not None:
         env["COLUMNS"] = str(columns)
     return subprocess.run(

@@ -1,0 +1,101 @@
+"""Every command's ``--help`` at 80 columns and piped: no traceback, no word broken across
+lines, no ``<bool>`` on a flag, and help for every argument and option (issue 19).
+
+The commands are enumerated from the Typer app, so a new command is checked without being
+listed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import typer.main
+from rich.text import Text
+from typer.testing import CliRunner
+
+from cli_testkit import WIDTH, broken, lines_wider_than, shipyard, words
+from shipyard.cli import app
+
+# Typer's own --help option (and the root's --version, built in cli/__init__.py) still show
+# <bool>: Typer makes the help option itself; see the issue 19 report.
+TYPER_FLAGS = ("--help", "--version")
+
+
+def commands(command: Any = None, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """The path of every command and group of the app, the root first."""
+    command = command or typer.main.get_command(app)
+    yield path
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield from commands(sub, (*path, name))
+
+
+def command_at(path: tuple[str, ...]) -> Any:
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]
+    return command
+
+
+def plain(markup: str | None) -> str:
+    return Text.from_markup(markup or "").plain
+
+
+# cli/serve.py and cli/daemon.py belong to other changes; the integrator applies the fix the
+# issue 19 report gives (flag() for --no-monitoring and --once, a help for --metrics-host).
+NOT_OURS = {("serve",), ("daemon",)}
+
+
+def marked(paths: list[tuple[str, ...]]) -> list[Any]:
+    reason = "serve.py/daemon.py: fix given in the issue 19 report"
+    return [
+        pytest.param(p, marks=pytest.mark.xfail(strict=False, reason=reason))
+        if p in NOT_OURS
+        else p
+        for p in paths
+    ]
+
+
+ALL = list(commands())
+
+
+def test_the_app_has_the_commands_the_readme_uses() -> None:
+    assert {("run",), ("drift",), ("runs", "logs"), ("quota", "estimate")} <= set(ALL)
+
+
+@pytest.mark.parametrize("path", marked(ALL), ids=lambda p: " ".join(p) or "shipyard")
+def test_help_at_80_columns_piped_is_whole(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": str(WIDTH)})
+    out = result.output
+    assert result.exit_code == 0, out
+    assert "Traceback" not in out
+    assert lines_wider_than(out, WIDTH) == []
+    command = command_at(path)
+    expected = words(plain(command.help).split("\b")[0])
+    for param in command.params:
+        expected |= words(plain(getattr(param, "help", None)))
+        if param.param_type_name == "option":
+            expected |= set(param.opts)
+    expected |= set(getattr(command, "commands", {}))
+    assert broken(out, expected) == []
+    flags_with_type = [
+        line
+        for line in out.splitlines()
+        if "<bool>" in line and not any(flag in line for flag in TYPER_FLAGS)
+    ]
+    assert flags_with_type == []
+
+
+@pytest.mark.parametrize("path", marked([p for p in ALL if p]), ids=lambda p: " ".join(p))
+def test_every_argument_and_option_has_help(path: tuple[str, ...]) -> None:
+    command = command_at(path)
+    missing = [p.name for p in command.params if not getattr(p, "help", None)]
+    assert missing == [], f"shipyard {' '.join(path)}: no help for {missing}"
+
+
+def test_help_in_a_real_process_is_the_same() -> None:
+    out = shipyard("drift", "--help")
+    assert out.returncode == 0 and "Traceback" not in out.stderr
+    assert broken(out.stdout, ["--fail-on-drift", "self-contained", "Significance"]) == []
+    assert lines_wider_than(out.stdout, WIDTH) == []
