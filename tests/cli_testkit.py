@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 WIDTH = 80
 
@@ -51,3 +52,28 @@ def broken(output: str, expected: Iterable[str]) -> list[str]:
 
 def lines_wider_than(output: str, width: int) -> list[str]:
     return [line for line in output.splitlines() if len(line) > width]
+
+
+def command_tree() -> dict[tuple[str, ...], Any]:
+    """Every command and group of the ``shipyard`` app by its path, the root as ``()``.
+
+    A top-level command is resolved as running it would (a lazy app imports its module then).
+    """
+    import typer
+    import typer.main
+
+    from shipyard.cli import app
+
+    root = typer.main.get_command(app)
+    ctx = typer.Context(root, info_name="shipyard")
+    for name in list(getattr(root, "commands", {})):
+        root.resolve_command(ctx, [name])  # type: ignore[attr-defined]
+    found: dict[tuple[str, ...], Any] = {}
+
+    def walk(command: Any, path: tuple[str, ...]) -> None:
+        found[path] = command
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            walk(sub, (*path, name))
+
+    walk(root, ())
+    return found

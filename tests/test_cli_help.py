@@ -7,15 +7,13 @@ listed here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import typer.main
 from rich.text import Text
 from typer.testing import CliRunner
 
-from cli_testkit import WIDTH, broken, lines_wider_than, shipyard, words
+from cli_testkit import WIDTH, broken, command_tree, lines_wider_than, shipyard, words
 from shipyard.cli import app
 
 # Typer's own --help option (and the root's --version, built in cli/__init__.py) still show
@@ -23,19 +21,11 @@ from shipyard.cli import app
 TYPER_FLAGS = ("--help", "--version")
 
 
-def commands(command: Any = None, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    """The path of every command and group of the app, the root first."""
-    command = command or typer.main.get_command(app)
-    yield path
-    for name, sub in sorted(getattr(command, "commands", {}).items()):
-        yield from commands(sub, (*path, name))
+TREE = command_tree()
 
 
 def command_at(path: tuple[str, ...]) -> Any:
-    command = typer.main.get_command(app)
-    for name in path:
-        command = command.commands[name]
-    return command
+    return TREE[path]
 
 
 def plain(markup: str | None) -> str:
@@ -57,7 +47,7 @@ def marked(paths: list[tuple[str, ...]]) -> list[Any]:
     ]
 
 
-ALL = list(commands())
+ALL = list(TREE)
 
 
 def test_the_app_has_the_commands_the_readme_uses() -> None:

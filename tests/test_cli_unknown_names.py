@@ -17,10 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import typer.main
 
-from cli_testkit import shipyard
-from shipyard.cli import app
+from cli_testkit import command_tree, shipyard
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -71,15 +69,9 @@ def known(ws_dir: Path) -> dict[str, str]:
 
 
 def cases() -> Iterator[Any]:
-    root = typer.main.get_command(app)
-
-    def walk(command: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
-        for name, sub in sorted(getattr(command, "commands", {}).items()):
-            yield from walk(sub, (*path, name))
-        if not hasattr(command, "commands"):
-            yield path, command
-
-    for path, command in walk(root, ()):
+    for path, command in command_tree().items():
+        if hasattr(command, "commands"):
+            continue
         for param in command.params:
             key = (*path, param.name)
             if param.name not in NAMES or key in NOT_LOOKUPS or getattr(param, "is_flag", False):
@@ -94,9 +86,7 @@ def cases() -> Iterator[Any]:
 
 def argv(path: tuple[str, ...], under_test: str, ws_dir: Path) -> list[str]:
     """The command line: the misspelt name for ``under_test``, valid values elsewhere."""
-    command: Any = typer.main.get_command(app)
-    for name in path:
-        command = command.commands[name]
+    command = command_tree()[path]
     fill = known(ws_dir)
     args: list[str] = list(path)
     for param in command.params:
