@@ -238,7 +238,10 @@ def estimate(
 
 @quota_app.command("serving")
 def serving(
-    model: str = typer.Argument(..., help="A registered model (name, or name@alias)."),
+    model: str = typer.Argument(
+        ...,
+        help="A model, or MODEL@ALIAS (default: its default alias, else its newest version).",
+    ),
     qps: float = typer.Option(..., "--qps", help="Predicted peak queries per second."),
     p99_ms: float | None = typer.Option(None, "--p99-ms", help="Latency target, ms."),
     latency_ms: float | None = typer.Option(
@@ -311,7 +314,14 @@ def _measure_model(ws: Any, model: str, seconds: float) -> tuple[float, str]:
     except ImportError:
         raise InvalidInput("no model registry here: give --latency-ms") from None
     name, _, alias = model.partition("@")
-    info, predictor = registry.Registry.of(ws).load(name, alias=alias or None)
+    models = registry.Registry.of(ws)
+    try:
+        info, predictor = models.load(name, alias=alias or None)
+    except NotFound:
+        if alias:
+            raise
+        # no default alias yet (a first rollout waiting for approvals): the newest version
+        info, predictor = models.load(name, version=models.versions(name)[-1].version)
     import numpy as np
 
     sample = np.zeros((1, len(info.signature.inputs)))
