@@ -335,7 +335,8 @@ class Registry:
         with self.store.session() as s:
             model = s.get(RegisteredModel, name)
             if model is None:
-                raise NotFound("model", name, "see `shipyard models list`")
+                known = s.scalars(select(RegisteredModel.name))
+                raise NotFound("model", name, "see `shipyard models list`", candidates=known)
             if version is None:
                 alias = alias or model.default_alias
                 pointer = s.get(ModelAlias, (name, alias))
