@@ -13,6 +13,12 @@ before the clock started). Goals (issue 3): ≥ 30× faster than Evidently with 
 profile precomputed, ≥ 10× when profiling both sides, peak extra memory ≤ 1.5× the current
 frame's size.
 
+``--whole-process N`` adds the row a user meets (issue 12): ``shipyard drift REF CUR`` on the two
+Parquet files as a whole process (imports, reading, profiling both sides, the report) against
+Evidently's job as a whole process in its virtualenv, interleaved, median of N each, with each
+side's wall time outside its compute (interpreter start, imports, reading) next to it. Goal:
+≥ 10× Evidently. Without Evidently's virtualenv the row shows Shipyard's side alone.
+
 This file is also the worker: ``drift.py --job NAME ...`` runs one measurement and prints JSON.
 It imports only the standard library at module level, so the peers' virtualenvs can run it.
 """
@@ -209,15 +215,24 @@ def _mib(n: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="200k,1m", help="comma list of 200k, 1m")
+    parser.add_argument(
+        "--sizes", default="200k,1m", help="comma list of 20k (a quick check), 200k, 1m"
+    )
     parser.add_argument("--skip-evidently", action="store_true")
     parser.add_argument("--skip-whylogs", action="store_true")
+    parser.add_argument(
+        "--whole-process",
+        type=int,
+        default=3,
+        metavar="N",
+        help="runs of the whole-process row (0: skip it)",
+    )
     parser.add_argument("--job", nargs=4, metavar=("NAME", "REF", "CUR", "EXTRA"))
     args = parser.parse_args()
     if args.job:
         print(json.dumps(_job(*args.job)))
         return
-    cases = {"200k": (200_000, 5), "1m": (1_000_000, 0)}
+    cases = {"20k": (20_000, 5), "200k": (200_000, 5), "1m": (1_000_000, 0)}
     evidently = None if args.skip_evidently else _peer_python("evidently")
     whylogs = None if args.skip_whylogs else _peer_python("whylogs")
     for size in args.sizes.split(","):
@@ -235,6 +250,8 @@ def main() -> None:
         if evidently:
             results["evidently 0.7.23 DataDriftPreset"] = _run(evidently, "evidently", ref, cur)
         _print_drift_table(results)
+        if args.whole_process:
+            _print_whole_process(results, evidently, ref, cur, args.whole_process)
         prof = {"shipyard profile": _run(sys.executable, "shipyard-profile", ref, cur)}
         if whylogs:
             prof["whylogs 1.6 why.log"] = _run(whylogs, "whylogs-profile", ref, cur)
@@ -273,6 +290,63 @@ def _print_drift_table(results: dict[str, dict[str, Any] | None]) -> None:
         print(
             f"flagged only by shipyard: {only_ours or '-'}; only by evidently: {only_peer or '-'}"
         )
+
+
+def _print_whole_process(
+    results: dict[str, dict[str, Any] | None],
+    evidently: Path | None,
+    ref: Path,
+    cur: Path,
+    runs: int,
+) -> None:
+    """The CLI on the two files vs Evidently's job, each a whole process, interleaved."""
+    import statistics
+
+    from cli_start import run_once  # benchmarks/ is on sys.path when this file runs
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")},
+        "PYTHONPATH": str(HERE.parent / "src"),
+        "PYTHONWARNINGS": "ignore",
+    }
+    sides: dict[str, tuple[list[str], dict[str, Any] | None]] = {
+        "shipyard drift REF CUR (CLI process)": (
+            [sys.executable, "-m", "shipyard", "drift", str(ref), str(cur), "--json"],
+            results.get("shipyard, profiling both sides"),
+        ),
+    }
+    if evidently:
+        sides["evidently DataDriftPreset (whole process)"] = (
+            [str(evidently), str(Path(__file__).resolve()), "--job", "evidently", str(ref),
+             str(cur), ""],
+            results.get("evidently 0.7.23 DataDriftPreset"),
+        )  # fmt: skip
+    walls: dict[str, list[float]] = {name: [] for name in sides}
+    cpus: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(runs):
+        for name, (argv, _) in sides.items():
+            wall, cpu = run_once(argv, env, HERE.parent)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    medians = {name: statistics.median(w) for name, w in walls.items()}
+    cpu = {name: statistics.median(c) for name, c in cpus.items()}
+    peer_name = "evidently DataDriftPreset (whole process)"
+    peer = medians.get(peer_name)
+    print(
+        f"\n{'whole process (median of ' + str(runs) + ')':42} {'wall':>8} {'speed-up':>9} "
+        f"{'CPU':>8} {'speed-up':>9} {'outside compute':>16}"
+    )
+    for name, (_, in_process) in sides.items():
+        wall = medians[name]
+        speedup = f"{peer / wall:.1f}×" if peer else "-"
+        cpu_speedup = f"{cpu[peer_name] / cpu[name]:.1f}×" if peer else "-"
+        outside = f"{wall - in_process['wall_s']:.2f}s" if in_process else "-"
+        print(
+            f"{name:42} {wall:7.2f}s {speedup:>9} {cpu[name]:7.2f}s {cpu_speedup:>9} {outside:>16}"
+        )
+    if not peer:
+        print("(no Evidently virtualenv: its side of the row runs once benchmarks/.venvs/evidently")
+        print(" can be created; goal ≥ 10× Evidently)")
 
 
 def _print_profile_table(results: dict[str, dict[str, Any] | None]) -> None:

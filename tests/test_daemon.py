@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,16 +22,15 @@ from sklearn.linear_model import LogisticRegression
 from sqlalchemy import select
 
 from shipyard.alerting.config import build_config
-from shipyard.clock import FakeClock
+from shipyard.clock import SYSTEM_CLOCK, Clock, FakeClock
 from shipyard.daemon import (
     Daemon,
     DaemonContext,
     PeriodicTask,
     acquire_leadership,
-    periodic_task,
-    registered_tasks,
     start_scheduled_runs,
 )
+from shipyard.daemon.tasks import builtin_tasks
 from shipyard.registry import Registry
 from shipyard.serving.instances import heartbeat_instance, live_instances, register_instance
 from shipyard.store import Store
@@ -50,7 +50,7 @@ DAEMON_MAIN = (
 )
 
 
-def _context(ws: Workspace, clock: FakeClock, launched: list[str]) -> DaemonContext:
+def _context(ws: Workspace, clock: Clock, launched: list[str]) -> DaemonContext:
     def launch(pipeline: PipelineRecord) -> str:
         launched.append(pipeline.name)
         return f"run-{len(launched)}"
@@ -60,16 +60,14 @@ def _context(ws: Workspace, clock: FakeClock, launched: list[str]) -> DaemonCont
 
 
 class TestTasks:
-    def test_a_registered_task_runs_at_its_interval(self, workspace: Workspace) -> None:
+    def test_a_task_runs_at_its_interval(self, workspace: Workspace) -> None:
         calls: list[float] = []
         clock = FakeClock(T0)
 
-        @periodic_task("test.counter", interval_s=10)
         def _count(ctx: DaemonContext) -> None:
             calls.append(ctx.clock.time())
 
-        assert "test.counter" in [t.name for t in registered_tasks()]
-        task = next(t for t in registered_tasks() if t.name == "test.counter")
+        task = PeriodicTask("test.counter", 10, _count)
         loop = Daemon(_context(workspace, clock, []), tasks=[task])
         for _ in range(25):
             loop.tick()
@@ -86,6 +84,34 @@ class TestTasks:
         loop = Daemon(_context(workspace, FakeClock(T0), []), tasks=tasks)
         assert loop.tick() == ["boom", "ok"]
         assert ran == ["ok"]
+
+    def test_a_task_logs_when_it_starts_failing_and_when_it_recovers_not_every_tick(
+        self, workspace: Workspace, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        broken = [True]
+
+        def flaky(ctx: DaemonContext) -> None:
+            if broken[0]:
+                raise RuntimeError("database away")
+
+        loop = Daemon(_context(workspace, FakeClock(T0), []), tasks=[PeriodicTask("f", 0, flaky)])
+        with caplog.at_level(logging.INFO, logger="shipyard.daemon"):
+            for _ in range(5):
+                loop.tick()
+            broken[0] = False
+            for _ in range(5):
+                loop.tick()
+        lines = [r.getMessage() for r in caplog.records if "task f" in r.getMessage()]
+        assert lines == ["task f failed", "task f works again"]
+
+    def test_a_broken_import_stops_the_daemon_at_start(
+        self, workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Not a daemon that runs without rollouts: the import error reaches the operator."""
+        monkeypatch.delitem(sys.modules, "shipyard.daemon.tasks", raising=False)
+        monkeypatch.setitem(sys.modules, "shipyard.deploy.loop", None)  # import fails
+        with pytest.raises(ImportError, match=r"shipyard\.deploy\.loop"):
+            Daemon(_context(workspace, FakeClock(T0), []))
 
     def test_every_built_in_task_runs_cleanly_on_a_fresh_workspace(
         self, workspace: Workspace, caplog: pytest.LogCaptureFixture
@@ -113,6 +139,34 @@ class TestLeadership:
         assert acquire_leadership(store, "b", 15, T0 + 25)  # a stopped renewing
         with store.session() as s:
             assert s.get(LeaderLease, "daemon").holder == "b"  # type: ignore[union-attr]
+
+    def test_the_lease_is_renewed_while_a_task_runs_longer_than_it(
+        self, workspace: Workspace
+    ) -> None:
+        release = threading.Event()
+        started = threading.Event()
+
+        def long_task(ctx: DaemonContext) -> None:
+            started.set()
+            release.wait(20)
+
+        ctx = _context(workspace, SYSTEM_CLOCK, [])
+        leader = Daemon(ctx, leader_ttl_s=1.5, tasks=[PeriodicTask("long", 60, long_task)])
+        other = Daemon(_context(workspace, SYSTEM_CLOCK, []), leader_ttl_s=1.5, tasks=[])
+        runner = threading.Thread(target=leader.run)
+        runner.start()
+        try:
+            assert started.wait(10)
+            deadline = time.monotonic() + 4.5  # three lease lifetimes inside one task
+            while time.monotonic() < deadline:
+                assert not other.renew(), "the lease lapsed while its holder was busy"
+                time.sleep(0.1)
+            assert leader.is_leader
+        finally:
+            release.set()
+            leader.stop()
+            runner.join(10)
+        assert other.renew()  # given up on a clean stop
 
     def test_two_daemons_one_store_only_one_runs_leader_tasks(
         self, db_url: str, tmp_path: Path
@@ -226,10 +280,11 @@ class TestServingMonitors:
             ]
 
     def test_a_live_model_whose_server_stopped_answering_pages_model_outage(
-        self, ws: Workspace
+        self, ws: Workspace, caplog: pytest.LogCaptureFixture
     ) -> None:
+        caplog.set_level(logging.INFO, logger="shipyard.daemon")
         clock = FakeClock(T0)
-        tasks = [t for t in registered_tasks() if t.name in ("monitors.serving", "alerts.evaluate")]
+        tasks = [t for t in builtin_tasks() if t.name in ("monitors.serving", "alerts.evaluate")]
         loop = Daemon(_context(ws, clock, []), tasks=tasks)
         dead = register_instance(
             ws.store, url="http://127.0.0.1:9", host="127.0.0.1", workers=1, ttl_s=90,
@@ -241,6 +296,8 @@ class TestServingMonitors:
             clock.advance(30)
         (alert,) = self._outage(ws)
         assert alert.labels["model"] == "churn" and alert.labels["severity"] == "page"
+        said = [r.getMessage() for r in caplog.records if r.name == "shipyard.daemon"]
+        assert len([m for m in said if m.startswith("model churn:")]) == 1  # a change, not 3
         with ws.store.session() as s:
             finding = s.scalars(
                 select(Finding)
@@ -251,7 +308,7 @@ class TestServingMonitors:
 
     def test_a_live_model_with_no_running_server_pages_model_outage(self, ws: Workspace) -> None:
         clock = FakeClock(T0)
-        tasks = [t for t in registered_tasks() if t.name in ("monitors.serving", "alerts.evaluate")]
+        tasks = [t for t in builtin_tasks() if t.name in ("monitors.serving", "alerts.evaluate")]
         loop = Daemon(_context(ws, clock, []), tasks=tasks)
         gone = register_instance(  # killed long ago: its heartbeat is past its ttl
             ws.store, url="http://127.0.0.1:9", host="127.0.0.1", workers=1, ttl_s=30,

@@ -4,6 +4,7 @@ A module of its own (not conftest) so that its name is unique across the test tr
 
 :class:`CollectingReceiver` is a stdlib HTTP server on 127.0.0.1 that records every request and
 answers from a script: ``[500, 500, 500]`` then 200; ``"hang"`` holds the connection open;
+``"trickle"`` answers one header byte every 0.2 s for 10 s (no single read ever times out);
 :meth:`CollectingReceiver.stop` takes it down (connections refused) and ``start`` brings it
 back on the same port.
 """
@@ -61,6 +62,21 @@ class CollectingReceiver:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with outer.lock:
                     answer = outer.script.pop(0) if outer.script else 200
+                if answer == "trickle":
+                    with outer.lock:
+                        outer.received.append(
+                            Received(self.path, dict(self.headers), None, 0, time.monotonic())
+                        )
+                    try:
+                        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 50:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            if outer.release.wait(0.2):
+                                break
+                    except OSError:  # the client gave up and closed the connection
+                        pass
+                    self.close_connection = True
+                    return
                 if answer == "hang":  # hold the request, then drop it unanswered
                     with outer.lock:
                         outer.received.append(

@@ -11,7 +11,7 @@ import typer
 from alerting_testkit import CollectingReceiver
 from typer.testing import CliRunner
 
-from shipyard.cli import alerts
+from shipyard.cli import alerts, daemon
 from shipyard.errors import ShipyardError
 from shipyard.workspace import Workspace
 
@@ -23,6 +23,7 @@ def _root() -> None: ...
 
 
 alerts.register(app)
+daemon.register(app)
 
 
 @pytest.fixture(autouse=True)
@@ -105,3 +106,31 @@ def test_export_writes_a_rule_file(tmp_path: Path) -> None:
 
 def test_list_shows_no_alerts_on_a_fresh_workspace() -> None:
     assert shipyard("alerts", "list") == (0, "no alerts\n")
+
+
+def test_rules_and_receivers_show_what_the_running_daemon_loaded(
+    tmp_path: Path, webhook: CollectingReceiver
+) -> None:
+    """A daemon started with --config elsewhere than the home: the commands follow it."""
+    code, out = shipyard("alerts", "receivers")
+    assert code == 0 and "config: defaults (no daemon has recorded" in out
+    elsewhere = tmp_path / "examples" / "alerting.yaml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(
+        f"receivers: [{{name: team-hook, type: webhook, url: '{webhook.url}'}}]\n"
+        "rules: [{name: FeatureDrift, metric: drift, threshold: 0.3}]\n"
+    )
+    code, out = shipyard("daemon", "--once", "--config", str(elsewhere))
+    assert code == 0 and "leader: True" in out, out
+
+    code, out = shipyard("alerts", "rules", "--json")
+    rules = {r["name"]: r for r in json.loads(out)}
+    assert rules["FeatureDrift"]["origin"] == str(elsewhere)
+    code, out = shipyard("alerts", "receivers")
+    assert "team-hook" in out and webhook.url in out
+    assert f"config: {elsewhere}, as loaded by daemon" in out and "(running)" in out
+    code, out = shipyard("alerts", "rules")
+    assert "FeatureDrift" in out and f"config: {elsewhere}" in out
+    # a file given on the command line still wins
+    code, out = shipyard("alerts", "receivers", "--config", str(tmp_path / "none.yaml"))
+    assert code == 1 and "cannot read" in out

@@ -5,7 +5,10 @@ The clock is fake (so backoff is a timeline); the HTTP, the database and the pay
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alerting_testkit import CollectingReceiver, write_point
@@ -15,6 +18,7 @@ from shipyard.alerting.config import AlertingConfig, build_config
 from shipyard.alerting.cycle import evaluate
 from shipyard.alerting.defaults import default_rules
 from shipyard.alerting.outbox import GIVE_UP_AFTER_S, backoff_s, deliver_due
+from shipyard.alerting.receivers import DEADLINE_GRACE_S, Delivery, Receiver
 from shipyard.clock import FakeClock
 from shipyard.store import Store
 from shipyard.store.alerting import NotificationRecord
@@ -197,3 +201,99 @@ def test_two_senders_at_once_send_each_notification_once(
         t.join(timeout=30)
     keys = [r.headers["Idempotency-Key"] for r in webhook.received]
     assert len(keys) == 20 and len(set(keys)) == 20
+
+
+def _rows(store: Store, receivers: list[str], count: int) -> None:
+    with store.session() as s:
+        s.add_all(
+            NotificationRecord(
+                idempotency_key=f"{name}-{i}", receiver=name, group_key=f"{name}{i}",
+                payload={"alerts": []}, status="pending", attempts=0, created_at=T0 + i,
+                next_attempt_at=T0,
+            )
+            for name in receivers
+            for i in range(count)
+        )  # fmt: skip
+
+
+def _two_receivers(tmp_path: Path, slow_url: str, fast_url: str) -> AlertingConfig:
+    return build_config(
+        {
+            "route": {"receiver": "slow"},
+            "receivers": [
+                {"name": "slow", "type": "webhook", "url": slow_url, "timeout": "2s"},
+                {"name": "fast", "type": "webhook", "url": fast_url, "timeout": "2s"},
+            ],
+        },
+        home=tmp_path,
+    )
+
+
+def test_a_hung_receiver_delays_neither_another_receiver_nor_its_own_other_rows(
+    sqlite_store: Store, webhook: CollectingReceiver, tmp_path: Path
+) -> None:
+    fast = CollectingReceiver().start()
+    try:
+        cfg = _two_receivers(tmp_path, webhook.url, fast.url)
+        webhook.script = ["hang"]
+        _rows(sqlite_store, ["slow", "fast"], 3)
+        clock = FakeClock(T0)
+        started = time.monotonic()
+        outcomes = deliver_due(sqlite_store, cfg.receivers, clock)
+        took = time.monotonic() - started
+        # the slow receiver: one attempt, timed out, its two other rows wait for the retry
+        slow = [o for o in outcomes if o.receiver == "slow"]
+        assert [(o.status, o.attempts) for o in slow] == [("pending", 1)]
+        assert len(webhook.received) == 1 and took < 2 + 0.5 + 2  # one timeout, not three
+        assert [o.status for o in outcomes if o.receiver == "fast"] == ["delivered"] * 3
+        assert fast.delivered and max(r.at for r in fast.delivered) - started < 1.5
+        with sqlite_store.session() as s:
+            waiting = s.scalars(
+                select(NotificationRecord).where(NotificationRecord.receiver == "slow")
+            ).all()
+        assert {(r.next_attempt_at, r.claimed_by) for r in waiting} == {(T0 + 1, None)}
+        webhook.release.set()
+        clock.advance(1)
+        assert [o.status for o in deliver_due(sqlite_store, cfg.receivers, clock)] == [
+            "delivered"
+        ] * 3
+    finally:
+        fast.stop()
+
+
+def test_an_attempt_ends_within_its_deadline_even_if_every_read_gets_a_byte(
+    sqlite_store: Store, webhook: CollectingReceiver, tmp_path: Path
+) -> None:
+    cfg = _config(tmp_path, webhook.url)  # timeout 1 s
+    webhook.script = ["trickle"]
+    _fire(sqlite_store, cfg, FakeClock(T0))
+    started = time.monotonic()
+    [outcome] = deliver_due(sqlite_store, cfg.receivers, FakeClock(T0))
+    assert time.monotonic() - started < 1 + DEADLINE_GRACE_S + 0.5
+    assert outcome.status == "pending" and "no answer within 1s" in outcome.detail
+
+
+def test_the_send_window_shortens_the_deadline_and_a_closed_window_sends_nothing(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    cfg = _config(tmp_path, "http://127.0.0.1:9/hook", receiver_type="webhook")
+    _rows(sqlite_store, ["hook"], 2)
+    clock = FakeClock(T0)
+    deadlines: list[float] = []
+
+    def sender(receiver: Receiver, payload: Mapping[str, Any], key: str) -> Delivery:
+        deadlines.append(receiver.timeout_s)
+        return Delivery(True, False, "ok")
+
+    assert (
+        deliver_due(sqlite_store, cfg.receivers, clock, sender=sender, send_window=lambda: 0.8)
+        == []
+    )
+    with sqlite_store.session() as s:  # released at once: another sender need not wait
+        assert set(s.scalars(select(NotificationRecord.claimed_until))) == {None}
+    window = 1.2  # the lease left: the 1 s timeout is cut to end within it
+    outcomes = deliver_due(
+        sqlite_store, cfg.receivers, clock, sender=sender, send_window=lambda: window
+    )
+    assert [o.status for o in outcomes] == ["delivered", "delivered"]
+    assert deadlines == [pytest.approx(window - DEADLINE_GRACE_S)] * 2

@@ -19,6 +19,7 @@ MINE = {
         tables.SilenceRecord,
         tables.LeaderLease,
         tables.ScheduleState,
+        tables.DaemonConfigRecord,
     )
 }
 

@@ -55,6 +55,8 @@ def _spawn(home: Path, db_url: str) -> subprocess.Popen[str]:
         "SHIPYARD_DB_URL": db_url,
         "SHIPYARD_USER": "daemon",
     }
+    if "PYTHONPATH" in os.environ:  # the code under test, not whatever shipyard is installed
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return subprocess.Popen(
         [sys.executable, "-c", DAEMON],
         env=env,

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from shipyard.clock import FakeClock
 from shipyard.deploy import traffic
+from shipyard.deploy.diagnosis import Diagnoser
 from shipyard.deploy.loop import advance_rollouts, engine_for
 from shipyard.deploy.policy import set_policy
 from shipyard.deploy.rollback import rollback
@@ -29,10 +30,12 @@ from shipyard.deploy.rollout import (
     pause,
     promote,
     resume,
+    rollouts_of,
     start_rollout,
 )
 from shipyard.errors import ApprovalRequired, DeployError
 from shipyard.registry import Registry
+from shipyard.store import Store
 from shipyard.store.deploy import Diagnosis
 from shipyard.store.tables import MetricPoint
 from shipyard.workspace import Workspace
@@ -395,3 +398,78 @@ def test_two_simultaneous_deploys_of_one_model_start_one_rollout(
     for t in threads:
         t.join()
     assert sum(not r.startswith("refused") for r in results) == 1, results
+
+
+class Crash(BaseException):
+    """A daemon dying at one exact point (nothing after it runs, nothing catches it)."""
+
+
+class TestRevertBeforeDiagnosis:
+    """A failing canary loses its traffic in its own transaction; the slow diagnosis follows."""
+
+    def _fail_canary(
+        self, ws: Workspace, models: Registry, clock: FakeClock, diagnosis: Diagnoser
+    ) -> str:
+        rng = np.random.default_rng(2)
+        put_v1_in_production(ws, models, clock)
+        rid = start_v2_canary(ws, models, clock)
+        engine = engine_for(ws, clock)
+        engine.diagnosis = diagnosis
+        for _ in range(3):
+            serve_interval(ws, clock, rng, canary_error=0.08)
+            engine.advance_all()
+            if get_rollout(ws.store, rid).state != CANARY:
+                break
+        return rid
+
+    def _report(self, ws: Workspace, rid: str) -> dict[str, object]:
+        with ws.store.session() as s:
+            row = s.scalars(select(Diagnosis).where(Diagnosis.rollout_id == rid)).one()
+            return dict(row.report)
+
+    def test_the_canary_traffic_is_reverted_and_committed_before_the_diagnosis_runs(
+        self, dws: Workspace, models: Registry, clock: FakeClock
+    ) -> None:
+        other = Store(dws.store.url)  # another connection: it sees only what was committed
+        seen: list[tuple[object, ...]] = []
+
+        class Watching(Diagnoser):
+            def complete(self, diagnosis_id: int) -> dict[str, object] | None:
+                with other.session() as s:
+                    status = s.get(Diagnosis, diagnosis_id).report["status"]  # type: ignore[union-attr]
+                split = traffic.live_split(other, "churn")
+                seen.append((split.weights if split else None, status))
+                return super().complete(diagnosis_id)
+
+        try:
+            rid = self._fail_canary(dws, models, clock, Watching(dws.store, dws.artifacts, models))
+            assert get_rollout(other, rid).state == ROLLED_BACK
+        finally:
+            other.dispose()
+        assert seen == [({1: 100.0}, "pending")]
+        report = self._report(dws, rid)
+        assert report["status"] == "complete"
+        assert report["failed_metrics"][0]["metric"] == "error_rate"  # type: ignore[index]
+        assert report["drifting_inputs"]["why"] != "the diagnosis is still running"  # type: ignore[index]
+
+    def test_a_crash_between_revert_and_diagnosis_is_diagnosed_on_the_next_pass(
+        self, dws: Workspace, models: Registry, clock: FakeClock
+    ) -> None:
+        class Dying(Diagnoser):
+            def complete(self, diagnosis_id: int) -> dict[str, object] | None:
+                raise Crash
+
+        with pytest.raises(Crash):
+            self._fail_canary(dws, models, clock, Dying(dws.store, dws.artifacts, models))
+        [rid] = [r.id for r in rollouts_of(dws.store, "churn") if r.version == 2]
+        assert get_rollout(dws.store, rid).state == ROLLED_BACK
+        assert traffic.live_split(dws.store, "churn").weights == {1: 100.0}  # type: ignore[union-attr]
+        assert self._report(dws, rid)["status"] == "pending"
+
+        advance_rollouts(dws, clock)  # the next daemon's first pass
+        report = self._report(dws, rid)
+        assert report["status"] == "complete"
+        assert report["failed_metrics"][0]["metric"] == "error_rate"  # type: ignore[index]
+        assert report["disagreements"]["why"] != "the diagnosis is still running"  # type: ignore[index]
+        advance_rollouts(dws, clock)
+        assert self._report(dws, rid) == report  # completed once

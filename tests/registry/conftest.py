@@ -1,13 +1,19 @@
+"""A registry on both backends, a fitted classifier, the models command, MLflow folders."""
+
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import typer
+import yaml
 from sklearn.linear_model import LogisticRegression
 
 from shipyard.artifacts import ArtifactStore
+from shipyard.cli import models
 from shipyard.clock import FakeClock
 from shipyard.registry import Registry
 from shipyard.store import Store
@@ -30,3 +36,33 @@ def fitted(iris_like: tuple[pd.DataFrame, np.ndarray]) -> LogisticRegression:
 @pytest.fixture
 def registry(store: Store, tmp_path: Path) -> Registry:
     return Registry(store, ArtifactStore(str(tmp_path / "art"), store), FakeClock(), "alice")
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    """``shipyard models …`` alone (the frame adds it to COMMAND_MODULES)."""
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    models.register(app)
+    return app
+
+
+SIGNATURE = json.dumps([{"type": "double", "name": n, "required": True} for n in ("a", "b", "c")])
+
+
+def mlflow_folder(folder: Path, filename: str, fmt: str, model_bytes: bytes | None) -> Path:
+    """An MLflow model folder as MLflow 3 writes it, by hand: ``MLmodel`` naming ``filename``."""
+    folder.mkdir()
+    if model_bytes is not None:
+        (folder / filename).write_bytes(model_bytes)
+    mlmodel = {
+        "artifact_path": "model",
+        "flavors": {
+            "python_function": {"loader_module": "mlflow.sklearn", "model_path": filename},
+            "sklearn": {"pickled_model": filename, "serialization_format": fmt},
+        },
+        "run_id": "abc123",
+        "signature": {"inputs": SIGNATURE, "outputs": None},
+    }
+    (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    return folder

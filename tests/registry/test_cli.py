@@ -7,22 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 import skops.io as sio
 import typer
 from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
-from shipyard.cli import models
 from shipyard.errors import InvalidInput, NotFound
-
-
-@pytest.fixture
-def app() -> typer.Typer:
-    app = typer.Typer()
-    app.callback()(lambda: None)
-    models.register(app)
-    return app
 
 
 def test_register_list_show_alias_roundtrip(app: typer.Typer, tmp_path: Path) -> None:

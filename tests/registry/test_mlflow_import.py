@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 
@@ -13,30 +12,15 @@ import skops.io as sio
 import yaml
 from sklearn.linear_model import LogisticRegression
 
+from registry.conftest import mlflow_folder
 from shipyard.errors import InvalidInput
 from shipyard.registry import Registry, import_mlflow
 
-SIGNATURE = json.dumps([{"type": "double", "name": n, "required": True} for n in ("a", "b", "c")])
-
 
 def write_folder(folder: Path, model: LogisticRegression, fmt: str) -> Path:
-    folder.mkdir()
     filename = "model.skops" if fmt == "skops" else "model.pkl"
-    if fmt == "skops":
-        (folder / filename).write_bytes(sio.dumps(model))
-    else:
-        (folder / filename).write_bytes(pickle.dumps(model))
-    mlmodel = {
-        "artifact_path": "model",
-        "flavors": {
-            "python_function": {"loader_module": "mlflow.sklearn", "model_path": filename},
-            "sklearn": {"pickled_model": filename, "serialization_format": fmt},
-        },
-        "run_id": "abc123",
-        "signature": {"inputs": SIGNATURE, "outputs": None},
-    }
-    (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
-    return folder
+    data = sio.dumps(model) if fmt == "skops" else pickle.dumps(model)
+    return mlflow_folder(folder, filename, fmt, data)
 
 
 @pytest.mark.parametrize("fmt", ["skops", "pickle", "cloudpickle"])
@@ -48,7 +32,11 @@ def test_import_mlflow_folder_in_each_format(
     fmt: str,
 ) -> None:
     folder = write_folder(tmp_path / "m", fitted, fmt)
-    info = import_mlflow(registry, folder, "imported", alias="champion")
+    # a pickled model is loaded only under the trust flag (issue #20); the test wrote it itself
+    info = import_mlflow(
+        registry, folder, "imported", alias="champion", trust_pickle=fmt != "skops"
+    )
+    assert info.flavor == "sklearn" and ("trust" in info.lineage) == (fmt != "skops")
     assert info.signature.names == ("a", "b", "c")
     assert info.tags["mlflow_run_id"] == "abc123"
     _, predictor = registry.load("imported")

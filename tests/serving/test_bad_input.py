@@ -179,7 +179,7 @@ def test_bad_inputs_are_counted_as_data_type_problems(served: Running) -> None:
             c.post("/models/iris/invocations", json={"instances": [[1, "x", 3]]})
         c.post("/v2/models/iris/infer", json=GOOD_V2)
         metrics = c.get("/metrics").text
-    assert 'shipyard_serving_errors_total{kind="data",model="iris",version="1"} 3.0' in metrics
+    assert 'shipyard_http_request_errors_total{kind="data",model="iris",version="1"} 3.0' in metrics
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         with served.ws.store.session() as s:

@@ -103,8 +103,8 @@ def test_metrics_are_prometheus_text(served: Running) -> None:
     with served.client() as c:
         c.post("/models/iris/invocations", json=ONE_ROW)
         text = c.get("/metrics").text
-    assert 'shipyard_serving_requests_total{code="200",model="iris",version="1"} 1.0' in text
-    assert 'shipyard_serving_request_duration_seconds_bucket{le="0.005",model="iris"' in text
+    assert 'shipyard_http_requests_total{code="200",model="iris",version="1"} 1.0' in text
+    assert 'shipyard_http_request_duration_seconds_bucket{le="0.005",model="iris"' in text
 
 
 def test_sticky_split_sends_a_key_to_the_same_version_and_respects_weights(

@@ -55,6 +55,6 @@ def test_disabled_telemetry_writes_nothing_but_counts_metrics(workspace: Workspa
     with workspace.store.session() as s:
         assert s.scalar(select(func.count(ServingWindow.id))) == 0
     value = telemetry.registry.get_sample_value(
-        "shipyard_serving_requests_total", {"model": "m", "version": "1", "code": "200"}
+        "shipyard_http_requests_total", {"model": "m", "version": "1", "code": "200"}
     )
     assert value == 1.0

@@ -124,7 +124,7 @@ def test_metrics_of_any_worker_count_every_workers_requests(
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     code = f"from shipyard.serving.server import run; run('127.0.0.1', {port}, workers=2)"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path)
-    sample = 'shipyard_serving_requests_total{code="200",model="iris",version="1"}'
+    sample = 'shipyard_http_requests_total{code="200",model="iris",version="1"}'
     try:
         deadline = time.monotonic() + 30
         while True:

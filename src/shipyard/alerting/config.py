@@ -28,8 +28,8 @@ Where it is read from: an explicit path, else ``$SHIPYARD_ALERTING_CONFIG``, els
     rules:
       - name: HighLatency
         kind: threshold
-        metric: shipyard_serving_latency_p99_seconds
-        matchers: ['model="churn"']
+        metric: shipyard_serving_request_duration_seconds
+        matchers: ['model="churn"', 'quantile="0.99"']
         op: ">"
         threshold: 0.25
         for: 1m

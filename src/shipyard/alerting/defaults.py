@@ -9,12 +9,15 @@ Users change a default (``defaults: {DataDrift: {threshold: 0.3}}``) or switch i
 Thresholds: PSI above 0.2 is the customary "significant shift" (Yurdakul, *Statistical
 properties of population stability index*, 2018); burn rates are the SRE workbook's (ch. 5).
 
-Which writer feeds which rule (the series must exist under exactly these names and labels):
+Which writer feeds which rule (the series must exist under exactly these names and labels;
+each is a store series of the metric catalogue, :mod:`shipyard.metrics`, which
+``tests/test_metric_catalogue.py`` checks every rule against):
 
 - DataDrift: ``shipyard_drift_score`` — monitoring (data, validation and serving monitors);
 - PredictionDrift: ``shipyard_prediction_drift_score`` — monitoring.serving;
 - DataQuality: ``shipyard_data_problem_fraction`` — monitoring.data;
-- QuotaUsageHigh, QuotaExhaustionSoon: ``shipyard_quota_used_fraction{pool,resource}`` — quota;
+- QuotaUsageHigh, QuotaExhaustionSoon: ``shipyard_quota_used_fraction{pool,resource}`` — quota
+  (``quota.usage.record_usage``: the leases' reservation ÷ capacity);
 - TrainingFailed, TrainingSlow: ``shipyard_run_failed{kind,pipeline}``,
   ``shipyard_training_duration_ratio{pipeline}`` — monitoring.training;
 - ModelQualityDrop: ``shipyard_model_quality_drop{model,version,metric,source}`` (registered

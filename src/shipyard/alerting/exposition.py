@@ -1,9 +1,13 @@
 """``/metrics``: every series' newest point from the store, in Prometheus' text format.
 
-The text is produced by ``prometheus_client`` (a custom collector over the store), so escaping
-and format follow its implementation. Points are exposed without timestamps: Prometheus stamps
-them at scrape time (an old explicit timestamp would be rejected as out of bounds). Alerts are
-exposed as ``ALERTS{alertname, alertstate, …}`` like Prometheus does.
+Each family gets its type and help from the metric catalogue (:mod:`shipyard.metrics`):
+counters as counters, the serving monitors' latency quantiles as a summary, the rest as gauges,
+so ``promtool check metrics`` accepts the page; a series under a name of the user's own is
+exposed untyped. The text is produced by ``prometheus_client`` (a custom collector over the
+store), so escaping and format follow its implementation. Points are exposed without
+timestamps: Prometheus stamps them at scrape time (an old explicit timestamp would be rejected
+as out of bounds). Alerts are exposed as ``ALERTS{alertname, alertstate, …}`` like Prometheus
+does.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from shipyard.metrics import spec
 from shipyard.store import Store
 from shipyard.store.alerting import AlertRecord
 from shipyard.store.tables import MetricPoint
@@ -51,6 +56,16 @@ def latest_points(store: Store) -> list[tuple[str, dict[str, Any], float]]:
         return [(name, dict(labels or {}), value) for name, labels, value in rows]
 
 
+def _family(name: str) -> Metric:
+    """An empty family for ``name``, typed and described as the catalogue says."""
+    known = spec(name)
+    if known is None:
+        return Metric(name, f"Shipyard series {name}", "untyped")
+    # prometheus-client names a counter family without its _total; its samples keep it
+    family_name = name.removesuffix("_total") if known.type == "counter" else name
+    return Metric(family_name, known.help, known.type)
+
+
 class StoreCollector(Collector):
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -62,10 +77,10 @@ class StoreCollector(Collector):
                 continue
             family = families.get(name)
             if family is None:
-                family = families[name] = Metric(name, f"Shipyard series {name}", "untyped")
+                family = families[name] = _family(name)
             clean = {k: str(v) for k, v in labels.items() if _LABEL.match(k)}
             family.add_sample(name, clean, value)
-        alerts = Metric("ALERTS", "Shipyard alerts that are pending or firing", "untyped")
+        alerts = _family("ALERTS")
         with self.store.session() as session:
             for record in session.scalars(
                 select(AlertRecord).where(AlertRecord.state.in_(("pending", "firing")))

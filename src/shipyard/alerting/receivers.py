@@ -10,12 +10,20 @@ cannot help), or failed for now (HTTP 5xx, 408, 429, a timeout, a refused connec
 * ``email`` — plain-text mail over SMTP (``smtplib``).
 * ``alertmanager`` — ``POST /api/v2/alerts`` of a Prometheus Alertmanager.
 * ``log`` — one JSON line per notification appended to a local file.
+
+**A deadline on every attempt.** The receiver's ``timeout_s`` bounds each network operation
+(httpx's and smtplib's timeouts are per operation, so a receiver that trickles bytes could
+stretch them); :func:`send` also bounds the whole attempt: it runs in a thread of its own and is
+answered "no answer within …" (retried) once ``timeout_s + DEADLINE_GRACE_S`` has passed. The
+abandoned attempt ends at its next per-operation timeout; should it still reach the receiver,
+the retry carries the same idempotency key (at-least-once).
 """
 
 from __future__ import annotations
 
 import json
 import smtplib
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -26,6 +34,7 @@ import httpx
 
 ReceiverType = Literal["webhook", "slack", "email", "alertmanager", "log"]
 RETRYABLE_HTTP = {408, 425, 429}
+DEADLINE_GRACE_S = 0.5
 _CLIENT: httpx.Client | None = None
 
 
@@ -66,7 +75,25 @@ class Receiver:
 
 
 def send(receiver: Receiver, payload: Mapping[str, Any], idempotency_key: str) -> Delivery:
-    """One delivery attempt; never raises for a receiver's failure."""
+    """One delivery attempt, over within ``receiver.timeout_s + DEADLINE_GRACE_S``; never raises
+    for a receiver's failure."""
+    answers: list[Delivery] = []
+
+    def attempt() -> None:
+        try:
+            answers.append(_attempt(receiver, payload, idempotency_key))
+        except Exception as exc:  # a bug in a receiver's body must not kill the sender
+            answers.append(Delivery(False, True, f"{type(exc).__name__}: {exc}"))
+
+    worker = threading.Thread(target=attempt, name=f"send-{receiver.name}", daemon=True)
+    worker.start()
+    worker.join(receiver.timeout_s + DEADLINE_GRACE_S)
+    if answers:
+        return answers[0]
+    return Delivery(False, True, f"timed out: no answer within {receiver.timeout_s:g}s")
+
+
+def _attempt(receiver: Receiver, payload: Mapping[str, Any], idempotency_key: str) -> Delivery:
     if receiver.type == "log":
         return _to_log(receiver, payload)
     if receiver.type == "email":

@@ -1,7 +1,11 @@
 """The ``shipyard`` command.
 
-Each wing's commands live in a module of this package that exposes ``register(app)``; this file
-only assembles them and turns every :class:`~shipyard.errors.ShipyardError` into one clear line.
+Each wing's commands live in a module of this package that exposes ``register(app)``. This file
+does not import those modules: :data:`COMMANDS` names, for every top-level command, the module
+that registers it and its one-line help, so ``shipyard --help`` lists everything while loading
+nothing but Typer, and ``shipyard drift`` loads ``cli/stats.py`` and what it imports, not the
+model server or the rollout engine. ``tests/test_cli_lazy.py`` checks the table against the
+modules. Every :class:`~shipyard.errors.ShipyardError` becomes one clear line.
 """
 
 from __future__ import annotations
@@ -10,36 +14,113 @@ import inspect
 import re
 import sys
 from importlib import import_module
+from typing import Any
 
 import typer
-from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from shipyard import __version__
-from shipyard.cli.output import err_console
 from shipyard.errors import ShipyardError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module in shipyard.cli that registers it, its help's first line), in --help order
+    "init": (
+        "workspace",
+        "Create the workspace (SHIPYARD_HOME, default ./.shipyard) and its metadata database.",
+    ),
+    "run": (
+        "runs",
+        "Run a pipeline, showing each step's state live; exit 1 if it fails, 130 if cancelled.",
+    ),
+    "drift": ("stats", "Compare CURRENT with REFERENCE column by column and say what drifted."),
+    "profile": (
+        "stats",
+        "Profile DATA in one pass and store the profile (it can stand in for a drift reference).",
+    ),
+    "serve": (
+        "serve",
+        "Serve every model whose default alias points at a version (OIP V2 and MLflow scoring).",
+    ),
+    "deploy": (
+        "deploy",
+        "Start a rollout of MODEL's VERSION under the model's policy (approvals → staging → "
+        "canary steps → production).",
+    ),
+    "approve": ("deploy", "Approve a rollout, to start it or to speed it up."),
+    "rollback": (
+        "deploy",
+        "Put the previous (or the named) version of MODEL back in production, at once.",
+    ),
+    "runbook": (
+        "deploy",
+        "MODEL's runbook as Markdown, rendered from its policy, with the exact commands.",
+    ),
+    "daemon": (
+        "daemon",
+        "Run the control loop: schedules, monitors, alert rules, notifications, lease reclaim.",
+    ),
+    "runs": ("runs", "Inspect pipeline runs."),
+    "pipelines": ("runs", "Inspect pipelines."),
+    "schema": ("stats", "Infer a schema from data, or validate data against one."),
+    "monitors": ("monitors", "The monitors of data, training, validation and serving pipelines."),
+    "quota": ("quota", "Quota pools, leases, plans and estimates."),
+    "hardware": ("quota", "Hardware advice from measurements and a cited model."),
+    "models": ("models", "Models, versions and aliases."),
+    "rollout": ("deploy", "Follow and steer one rollout."),
+    "deployments": ("deploy", "Deployment history and policies."),
+    "alerts": ("alerts", "Alerts, their rules, silences and receivers."),
+}
+
+
+class _Unloaded(TyperCommand):
+    """Stands in for a command in the listing until the command is resolved."""
+
+    def __init__(self, name: str, module: str, short_help: str) -> None:
+        super().__init__(name=name, help=short_help, short_help=short_help)
+        self.module = module
+
+
+class LazyGroup(TyperGroup):
+    """A Typer group that imports a command's module only when the command is resolved.
+
+    The listing (``--help``, suggestions for a misspelt command) reads :data:`COMMANDS`;
+    resolving a name replaces the placeholders with everything its module registers.
+    Commands registered on :data:`app` the eager way (``register(app)``) keep working.
+    """
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        eager = dict(self.commands)
+        commands = dict.fromkeys(COMMANDS, None) | eager
+        for name, (module, short_help) in COMMANDS.items():
+            if commands[name] is None:
+                commands[name] = _Unloaded(name, module, short_help)
+        self.commands = {name: c for name, c in commands.items() if c is not None}
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[Any, Any, list[str]]:
+        placeholder = self.commands.get(args[0]) if args else None
+        if isinstance(placeholder, _Unloaded):
+            self._load(placeholder.module)
+        return super().resolve_command(ctx, args)
+
+    def _load(self, module: str) -> None:
+        sub = typer.Typer(rich_markup_mode="rich")
+        import_module(f"shipyard.cli.{module}").register(sub)
+        _reflow_all(sub)
+        for name, command in typer.main.get_group(sub).commands.items():
+            if isinstance(self.commands.get(name), _Unloaded | None):
+                self.commands[name] = command
+
 
 app = typer.Typer(
     name="shipyard",
+    cls=LazyGroup,
     help="Take ML pipelines to production and keep them healthy there.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-
-# Modules whose register(app) adds commands, in the order --help lists them.
-COMMAND_MODULES = [
-    "workspace",
-    "runs",
-    "stats",
-    "monitors",
-    "quota",
-    "models",
-    "serve",
-    "deploy",
-    "alerts",
-    "daemon",
-]
 
 
 def _version(value: bool) -> None:
@@ -83,17 +164,19 @@ def _reflow_all(typer_app: typer.Typer) -> None:
             _reflow_all(group.typer_instance)
 
 
-for _name in COMMAND_MODULES:
-    import_module(f"shipyard.cli.{_name}").register(app)
-_reflow_all(app)
-
-
 def main() -> None:
     try:
+        _reflow_all(app)  # commands registered on app itself (register(app))
         app()
     except ShipyardError as exc:
+        from rich.markup import escape
+
+        from shipyard.cli.output import err_console
+
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
+        from shipyard.cli.output import err_console
+
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)

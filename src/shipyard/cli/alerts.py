@@ -6,9 +6,11 @@ import time
 from pathlib import Path
 
 import typer
+import yaml
+from rich.markup import escape
 from sqlalchemy import select
 
-from shipyard.alerting.config import AlertingConfig, load_config
+from shipyard.alerting.config import AlertingConfig, build_config, load_config
 from shipyard.alerting.export import prometheus_rule_file, promql
 from shipyard.alerting.grouping import rfc3339
 from shipyard.alerting.matchers import parse_matchers
@@ -17,7 +19,8 @@ from shipyard.alerting.rules import format_duration, parse_duration
 from shipyard.alerting.silences import all_silences, create_silence, expire_silence
 from shipyard.alerting.state import rule_key
 from shipyard.cli.output import console, flag, open_workspace, print_json, table, when
-from shipyard.errors import InvalidInput, NotFound
+from shipyard.daemon import ALERTING_CONFIG, current_leader, recorded_config
+from shipyard.errors import ConfigError, InvalidInput, NotFound
 from shipyard.store.alerting import AlertRecord
 from shipyard.workspace import Workspace
 
@@ -26,7 +29,37 @@ CONFIG_OPTION = typer.Option(None, "--config", help="alerting.yaml to use.")
 
 
 def _config(ws: Workspace, path: Path | None) -> AlertingConfig:
-    return load_config(ws.settings.home, path)
+    return _config_and_origin(ws, path)[0]
+
+
+def _config_and_origin(ws: Workspace, path: Path | None) -> tuple[AlertingConfig, str]:
+    """The configuration to show, and a line saying where it comes from: the file given, else
+    the one the daemon recorded when it took the leader lease, else what a daemon started here
+    now would load."""
+    home = ws.settings.home
+    if path is not None:
+        return load_config(home, path), f"config: {path}"
+    recorded = recorded_config(ws.store, ALERTING_CONFIG)
+    if recorded is None:
+        cfg = load_config(home)
+        return cfg, (
+            f"config: {cfg.source} (no daemon has recorded the configuration it runs with; "
+            "this is what `shipyard daemon` would load here)"
+        )
+    try:
+        data = yaml.safe_load(recorded.text) if recorded.text else {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"the daemon's recorded {recorded.source} is not valid YAML: {exc}"
+        ) from None
+    cfg = build_config(data, home=home, source=recorded.source)
+    leader = current_leader(ws.store, ws.clock.time())
+    state = (
+        "running"
+        if leader is not None and leader.holder == recorded.holder
+        else f"not running now; recorded {when(recorded.recorded_at)}"
+    )
+    return cfg, f"config: {recorded.source}, as loaded by daemon {recorded.holder} ({state})"
 
 
 @alerts_app.command("list")
@@ -77,8 +110,9 @@ def list_alerts(
 def rules(
     config: Path | None = CONFIG_OPTION, as_json: bool = flag("--json", help="Print JSON.")
 ) -> None:
-    """The rules in force (defaults and alerting.yaml), with their PromQL equivalent."""
-    cfg = _config(open_workspace(create=False), config)
+    """The rules in force (defaults and alerting.yaml) as the running daemon loaded them, with
+    their PromQL equivalent."""
+    cfg, origin = _config_and_origin(open_workspace(create=False), config)
     if as_json:
         print_json(
             [
@@ -106,6 +140,7 @@ def rules(
             cfg.rule_origin.get(rule_key(r), ""),
         )
     console.print(in_force)
+    console.print(escape(origin), soft_wrap=True)
 
 
 @alerts_app.command("silence")
@@ -180,13 +215,13 @@ def unsilence(
 
 @alerts_app.command("receivers")
 def receivers(config: Path | None = CONFIG_OPTION) -> None:
-    """The configured receivers and where they deliver."""
-    cfg = _config(open_workspace(create=False), config)
+    """The receivers the running daemon delivers to, and where they deliver."""
+    cfg, origin = _config_and_origin(open_workspace(create=False), config)
     configured = table("receiver", "type", "destination", free={"destination"})
     for r in cfg.receivers.values():
         configured.add_row(r.name, r.type, r.describe())
     console.print(configured)
-    console.print(f"config: {cfg.source}")
+    console.print(escape(origin), soft_wrap=True)
 
 
 @alerts_app.command("test")

@@ -11,6 +11,9 @@ from shipyard.alerting.config import load_config
 from shipyard.alerting.exposition import MetricsServer
 from shipyard.cli.output import console, open_workspace
 from shipyard.daemon import Daemon, DaemonContext, run_until_signalled, subprocess_launcher
+from shipyard.errors import ConfigError
+
+QUIET_LOGGERS = ("httpx", "httpcore")  # a line per probe and per delivery: the loop logs changes
 
 
 def daemon(
@@ -22,12 +25,26 @@ def daemon(
     tick: float = typer.Option(0.0, "--tick", help="Seconds between ticks (default: settings)."),
     config: Path | None = typer.Option(None, "--config", help="alerting.yaml to use."),
 ) -> None:
-    """Run the control loop: schedules, monitors, alert rules, notifications, lease reclaim."""
+    """Run the control loop: schedules, monitors, alert rules, notifications, rollouts, lease
+    reclaim. Commands such as `shipyard alerts rules` show the configuration it loaded."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     ws = open_workspace()
     cfg = load_config(ws.settings.home, config)
+    text = None
+    if cfg.source != "defaults":
+        try:
+            text = Path(cfg.source).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {cfg.source}: {exc}") from None
     context = DaemonContext(
-        ws, cfg, ws.clock, subprocess_launcher(ws.settings.logs_dir), ws.settings.logs_dir
+        ws,
+        cfg,
+        ws.clock,
+        subprocess_launcher(ws.settings.logs_dir),
+        ws.settings.logs_dir,
+        alerting_text=text,
     )
     loop = Daemon(
         context,
@@ -46,7 +63,8 @@ def daemon(
             console.print(f"[red]error:[/] cannot serve /metrics on {metrics_port}: {exc}")
             raise typer.Exit(1) from None
         console.print(f"/metrics on http://{metrics_host}:{server.port}/metrics", soft_wrap=True)
-    console.print(f"daemon {loop.holder} started (tick {loop.tick_s:g}s)")
+    console.print(f"daemon {loop.holder} started (tick {loop.tick_s:g}s)", soft_wrap=True)
+    console.print(f"alerting config: {cfg.source}", soft_wrap=True)
     try:
         run_until_signalled(loop)
     finally:

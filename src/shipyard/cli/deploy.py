@@ -10,6 +10,7 @@ import typer
 
 from shipyard import stats
 from shipyard.cli.output import console, flag, open_workspace, print_json, require, table, when
+from shipyard.daemon import no_daemon_note
 from shipyard.deploy import rollout as ro
 from shipyard.deploy import traffic
 from shipyard.deploy.diagnosis import diagnosis_of
@@ -115,6 +116,7 @@ def status(rollout_id: str = ROLLOUT_ARG, as_json: bool = JSON_OPTION) -> None:
                     f"    request {ex['request_id']} row {ex['row']}: canary {ex['canary']}, "
                     f"stable {ex['stable']}"
                 )
+    _say_if_no_daemon(ws, view)
 
 
 def _print_drifting_inputs(drift: dict[str, Any], top: int = 8) -> None:
@@ -161,7 +163,9 @@ def resume_cmd(rollout_id: str = ROLLOUT_ARG, actor: str | None = AS_OPTION) -> 
     """Continue a paused rollout."""
     ws = open_workspace(create=False)
     require(ws, "rollout", rollout_id)
-    _show(ro.resume(ws.store, rollout_id, actor=_actor(ws, actor)), False)
+    view = ro.resume(ws.store, rollout_id, actor=_actor(ws, actor))
+    _show(view, False)
+    _say_if_no_daemon(ws, view)
 
 
 @rollout_app.command("promote")
@@ -204,6 +208,8 @@ def deploy(
         console.print(
             f"  waiting for {need.count} approval(s): `shipyard approve {view.id} --as USER`"
         )
+    if not as_json:
+        _say_if_no_daemon(ws, view)
 
 
 def approve(
@@ -215,7 +221,10 @@ def approve(
     """Approve a rollout, to start it or to speed it up."""
     ws = open_workspace(create=False)
     require(ws, "rollout", rollout_id)
-    _show(ro.approve(ws.store, rollout_id, actor=_actor(ws, actor), purpose=purpose), as_json)
+    view = ro.approve(ws.store, rollout_id, actor=_actor(ws, actor), purpose=purpose)
+    _show(view, as_json)
+    if not as_json:
+        _say_if_no_daemon(ws, view)
 
 
 def rollback(
@@ -347,6 +356,15 @@ def runbook(
     except OSError as exc:
         raise InvalidInput(f"cannot write {output}: {exc.strerror}") from None
     console.print(f"[green]✓[/] runbook of {model} written to {output}")
+
+
+def _say_if_no_daemon(ws: Workspace, view: ro.RolloutView) -> None:
+    """A rollout that waits for the control loop says so when no daemon leads."""
+    if view.state not in (ro.WAITING, ro.STAGING, ro.CANARY):
+        return
+    note = no_daemon_note(ws.store, ws.clock.time())
+    if note:
+        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

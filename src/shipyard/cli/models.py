@@ -10,8 +10,15 @@ import typer
 
 from shipyard.cli.output import console, flag, open_workspace, print_json, require, table, when
 from shipyard.errors import InvalidInput, NotFound
-from shipyard.registry import Registry, Signature, import_mlflow
-from shipyard.registry import flavors as fl
+from shipyard.registry import (
+    TRUST_FLAG,
+    Registry,
+    Signature,
+    VersionInfo,
+    import_mlflow,
+    read_model_file,
+)
+from shipyard.serving.live import LiveState, live_state, live_states, move_alias
 
 models_app = typer.Typer(help="Models, versions and aliases.", no_args_is_help=True)
 NAME_ARG = typer.Argument(..., help="The model's name.")
@@ -42,16 +49,27 @@ def _read_frame(path: Path, what: str = "training data") -> Any:
 
 @models_app.command("list")
 def list_models(as_json: bool = flag("--json", help="Print JSON.")) -> None:
-    """Every registered model, its latest version and its aliases."""
-    rows = Registry.of(open_workspace(create=False)).models()
+    """Every registered model, its latest version, its aliases and what serves it now."""
+    registry = Registry.of(open_workspace(create=False))
+    rows = registry.models()
+    with registry.store.session() as s:
+        live = live_states(s)
     if as_json:
-        print_json(rows)
+        print_json([{**m, "live": _live_json(live.get(m["name"]))} for m in rows])
         return
-    models = table("model", "latest", "aliases", "created")
+    models = table("model", "latest", "aliases", "serving", "created")
     for m in rows:
         aliases = ", ".join(f"{a}→v{v}" for a, v in sorted(m["aliases"].items()))
-        models.add_row(m["name"], str(m["latest_version"]), aliases or "-", when(m["created_at"]))
+        state = live.get(m["name"])
+        serving = state.brief() if state is not None else "-"
+        models.add_row(
+            m["name"], str(m["latest_version"]), aliases or "-", serving, when(m["created_at"])
+        )
     console.print(models)
+
+
+def _live_json(state: LiveState | None) -> dict[str, Any] | None:
+    return state.to_json() if state is not None else None
 
 
 @models_app.command()
@@ -81,10 +99,15 @@ def show(
          "reason": h.reason, "ts": h.ts}
         for h in moves
     ]  # fmt: skip
+    live = live_state(registry.store, name)
     if as_json:
-        print_json({**info.to_json(), "aliases": registry.aliases(name), "alias_history": history})
+        print_json(
+            {**info.to_json(), "aliases": registry.aliases(name), "alias_history": history,
+             "live": _live_json(live)}
+        )  # fmt: skip
         return
     console.print(f"[bold]{info.model}[/] v{info.version}  ({info.flavor})")
+    console.print(f"  serving   {live.describe() if live else 'nothing'}", soft_wrap=True)
     console.print(f"  artifact  sha256:{info.artifact_digest}")
     console.print(f"  created   {when(info.created_at)} by {info.created_by or '-'}")
     inputs = info.signature.inputs
@@ -97,6 +120,12 @@ def show(
     data = ", ".join(d[:12] for d in info.lineage.get("data") or []) or "-"
     console.print(f"  lineage   run {info.lineage.get('run_id') or '-'}, data {data}")
     console.print(f"  reference {'yes' if info.reference_profile else 'no'}")
+    trust = info.lineage.get("trust")
+    if trust:
+        console.print(
+            f"  [yellow]trust[/]     pickle {trust['source']} (sha256:{trust['sha256'][:12]}) "
+            f"loaded under {trust['flag']} by {trust['by'] or '-'} {when(trust['at'])}"
+        )
     gate = _gate_result(registry, name, info.version)
     if gate is not None:
         verdict = "[green]blessed[/]" if gate.passed else "[red]not blessed[/]"
@@ -135,10 +164,19 @@ def _gate_result(registry: Registry, name: str, version: int) -> Any:
         return row
 
 
+TRUST_HELP = (
+    "Load a pickle (.pkl/.joblib, or an MLflow pickle/cloudpickle model) although loading it "
+    "runs any code it carries. Only for files you made yourself; recorded on the version and "
+    "in the audit log. Without it pickles are refused: register a .skops file instead."
+)
+
+
 @models_app.command("register")
 def register_version(
     name: str = NAME_ARG,
-    path: Path = typer.Argument(..., help="A .skops, .joblib/.pkl or .onnx file."),
+    path: Path = typer.Argument(
+        ..., help="A .skops or .onnx file (a pickle only with the trust flag)."
+    ),
     training_data: Path = typer.Option(
         None, "--training-data", help="CSV/Parquet: signature and reference profile."
     ),
@@ -146,6 +184,7 @@ def register_version(
     alias: str = typer.Option(None, "--alias", help="Point this alias at the new version."),
     metric: list[str] = typer.Option([], "--metric", help="key=value, repeatable."),
     tag: list[str] = typer.Option([], "--tag", help="key=value, repeatable."),
+    trust_pickle: bool = flag(TRUST_FLAG, help=TRUST_HELP),
 ) -> None:
     """Register a model file as a new version."""
     if not path.is_file():
@@ -158,23 +197,22 @@ def register_version(
             sig = Signature.from_json(json.loads(signature.read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise InvalidInput(f"cannot read signature {signature}: {exc}") from None
-    data = path.read_bytes()
-    if path.suffix == ".skops":
-        model, flavor, artifact = fl.load_skops(data), "sklearn", (data, fl.SKOPS)
-    elif path.suffix == ".onnx":
-        model, flavor, artifact = data, "onnx", (data, fl.ONNX)
-    elif path.suffix in (".joblib", ".pkl", ".pickle"):
-        import joblib
-
-        model = joblib.load(path)  # registering a pickle is trusting it
-        flavor, artifact = fl.guess_flavor(model), None
-    else:
-        raise InvalidInput(f"{path}: use a .skops, .joblib, .pkl or .onnx file")
+    file = read_model_file(path, trust_pickle=trust_pickle)
     info = Registry.of(open_workspace()).register(
-        name, model, flavor=flavor, signature=sig, training_data=frame, metrics=metrics,
-        tags=_pairs(tag, "tag"), alias=alias, artifact=artifact,
+        name, file.model, flavor=file.flavor, signature=sig, training_data=frame, metrics=metrics,
+        tags=_pairs(tag, "tag"), alias=alias, artifact=file.artifact, trust=file.trust,
     )  # fmt: skip
     console.print(f"[green]✓[/] registered {info.model} v{info.version} ({info.flavor})")
+    _say_trusted(info)
+
+
+def _say_trusted(info: VersionInfo) -> None:
+    trust = info.lineage.get("trust")
+    if trust:
+        console.print(
+            f"[yellow]![/] {trust['source']} was unpickled under {trust['flag']} by "
+            f"{trust['by'] or '-'}; recorded on v{info.version} and in the audit log"
+        )
 
 
 @models_app.command("validate")
@@ -226,10 +264,16 @@ def import_mlflow_cmd(
     folder: Path = typer.Argument(..., help="The MLflow model folder (with its MLmodel file)."),
     name: str = typer.Option(..., "--name", help="The registered model's name."),
     alias: str = typer.Option(None, "--alias", help="Point this alias at the new version."),
+    trust_pickle: bool = flag(TRUST_FLAG, help=TRUST_HELP),
 ) -> None:
-    """Import an MLflow model folder (sklearn flavor) without needing MLflow."""
-    info = import_mlflow(Registry.of(open_workspace()), folder, name, alias)
-    console.print(f"[green]✓[/] imported {folder} as {info.model} v{info.version}")
+    """Import an MLflow model folder (sklearn flavor) without needing MLflow.
+
+    A skops model is imported as it is; a pickled one only with the trust flag, and it is then
+    re-saved as skops. Files the folder names must stay inside it."""
+    registry = Registry.of(open_workspace())
+    info = import_mlflow(registry, folder, name, alias, trust_pickle=trust_pickle)
+    console.print(f"[green]✓[/] imported {folder} as {info.model} v{info.version} ({info.flavor})")
+    _say_trusted(info)
 
 
 @models_app.command()
@@ -240,13 +284,18 @@ def alias(
     delete: bool = flag("--delete", help="Remove the alias."),
     reason: str = typer.Option("", "--reason", help="Why (kept in the history)."),
 ) -> None:
-    """Move an alias (e.g. champion) to a version; the move is kept in the history."""
+    """Move an alias (e.g. champion) to a version; the move is kept in the history.
+
+    The default alias decides what a model server serves only while deploy has no traffic split
+    for the model: once a version was deployed, `shipyard deploy` and `shipyard rollback` decide,
+    and moving the default alias elsewhere is refused (it would change nothing)."""
     if version is None and not delete:
         raise InvalidInput("give a version, or --delete to remove the alias")
-    move = Registry.of(open_workspace()).set_alias(
-        name, alias_name, None if delete else version, reason
+    move, live = move_alias(
+        Registry.of(open_workspace()), name, alias_name, None if delete else version, reason
     )
     console.print(f"[green]✓[/] {name}@{alias_name}: {move.from_version} → {move.to_version}")
+    console.print(f"  serving: {live.describe() if live else 'nothing'}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich import box
@@ -24,7 +24,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from shipyard.errors import NotFound, ShipyardError
-from shipyard.workspace import Workspace
+
+if TYPE_CHECKING:
+    from shipyard.workspace import Workspace
 
 # Width of a piped console when COLUMNS does not set one: wide enough that no table of ours
 # has to fold (Rich cannot leave a table's width open).
@@ -163,6 +165,8 @@ def flag(*names: str, help: str) -> Any:
 def open_workspace(create: bool = True) -> Workspace:
     """The workspace of SHIPYARD_HOME. Read-only commands pass ``create=False``: run in the
     wrong folder, they say so instead of leaving an empty ``.shipyard`` there."""
+    from shipyard.workspace import Workspace  # the store's libraries, for commands that use it
+
     return Workspace.open(create=create)
 
 

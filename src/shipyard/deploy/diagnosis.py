@@ -6,7 +6,8 @@ version's training data (the statistics wing's :func:`shipyard.stats.compare` on
 serving-window input profiles); example failing requests from the servers' sampled
 request log; and, when the canary answered without errors but differently, the requests where
 it disagrees with the stable version (the stable model re-run on the canary's sampled inputs).
-The report is written in the same transaction that rolls the canary back, so every part of it
+The report is opened (marked pending) in the transaction that rolls the canary back and
+completed after that commit, so the replay never keeps a failing canary live; every part of it
 is bounded (a few log files, a few hundred rows) and none of it can stop the rollback.
 """
 
@@ -27,6 +28,7 @@ from shipyard.artifacts import ArtifactStore
 from shipyard.errors import ShipyardError
 from shipyard.registry import Registry
 from shipyard.serving import records as serving_records
+from shipyard.store import Store
 from shipyard.store.deploy import Diagnosis, RolloutRecord
 from shipyard.store.tables import ArtifactRecord
 
@@ -214,39 +216,77 @@ def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
+PENDING = "pending"
+COMPLETE = "complete"
+NOT_YET = {"available": False, "why": "the diagnosis is still running"}
+
+
 @dataclass
 class Diagnoser:
-    """The failure hook of the rollout engine: builds and stores the report."""
+    """The rollout engine's diagnosis: opened with the rollback, completed after it.
 
+    :meth:`open` writes the report's cheap part (the failed metrics, the window) marked
+    ``pending``, inside the transaction that reverts the traffic; :meth:`complete` reads the
+    serving windows, the request log and replays the stable model afterwards, then fills the
+    report in (once: a second completer finds it complete and does nothing).
+    """
+
+    store: Store
     artifacts: ArtifactStore | None = None
     registry: Registry | None = None
 
-    def __call__(
+    def open(
         self, s: Session, r: RolloutRecord, verdicts: Sequence[MetricVerdict], now: float
-    ) -> dict[str, Any]:
+    ) -> int:
         start = r.step_started_at or r.created_at
-        failed = [v.to_dict() for v in verdicts if v.outcome == "fail"]
-        drift = drifting_inputs(s, r, start, now, self.registry)
-        examples = failing_examples(s, self.artifacts, r, start)
-        replay = disagreements(s, self.artifacts, self.registry, r, start)
         report: dict[str, Any] = {
+            "status": PENDING,
             "model": r.model,
             "version": r.version,
             "stable_version": r.stable_version,
             "step": r.step_index,
             "window": [start, now],
-            "failed_metrics": failed,
+            "failed_metrics": [v.to_dict() for v in verdicts if v.outcome == "fail"],
             "all_metrics": [v.to_dict() for v in verdicts],
-            "drifting_inputs": drift,
-            "failing_requests": examples,
-            "disagreements": replay,
+            "drifting_inputs": NOT_YET,
+            "failing_requests": [],
+            "disagreements": NOT_YET,
         }
         row = Diagnosis(rollout_id=r.id, model=r.model, version=r.version, report=report, ts=now)
         s.add(row)
         s.flush()
+        return row.id
+
+    def pending(self) -> list[int]:
+        with self.store.session() as s:
+            return list(
+                s.scalars(
+                    select(Diagnosis.id)
+                    .where(Diagnosis.report["status"].as_string() == PENDING)
+                    .order_by(Diagnosis.id)
+                )
+            )
+
+    def complete(self, diagnosis_id: int) -> dict[str, Any] | None:
+        with self.store.session() as s:  # reads only: no write lock while the replay runs
+            row = s.get(Diagnosis, diagnosis_id)
+            rollout = s.get(RolloutRecord, row.rollout_id) if row is not None else None
+            if row is None or rollout is None or row.report.get("status") != PENDING:
+                return None
+            start, end = row.report["window"]
+            drift = drifting_inputs(s, rollout, start, end, self.registry)
+            examples = failing_examples(s, self.artifacts, rollout, start)
+            replay = disagreements(s, self.artifacts, self.registry, rollout, start)
+        found = {"drifting_inputs": drift, "failing_requests": examples, "disagreements": replay}
+        with self.store.session(immediate=True) as s:
+            row = s.get(Diagnosis, diagnosis_id, with_for_update=True, populate_existing=True)
+            if row is None or row.report.get("status") != PENDING:
+                return None
+            row.report = {**row.report, **found, "status": COMPLETE}
+            failed = [f["metric"] for f in row.report["failed_metrics"]]
         return {
-            "diagnosis_id": row.id,
-            "failed": [f["metric"] for f in failed],
+            "diagnosis_id": diagnosis_id,
+            "failed": failed,
             "drifted_columns": drift.get("drifted_columns", []),
             "failing_requests": len(examples),
         }

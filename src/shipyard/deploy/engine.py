@@ -3,12 +3,18 @@
 :class:`Engine` moves a rollout that waits for nothing but time or evidence: approvals complete
 → staging (smoke check) → first canary step → a look every interval → next step →
 production; a failing look rolls back (or pauses) with a diagnosis and an alert series.
-Its three seams — the smoke check, the analyzer and the failure hook — are filled by
+Its three seams — the smoke check, the analyzer and the diagnosis — are filled by
 :func:`shipyard.deploy.loop.engine_for` with the real registry, serving windows and diagnoser.
 
 Slow work runs outside the transaction; the decision commits only if the rollout is still in
 the state, step and look that the slow work saw (row lock, re-read), so two daemons — or a
 daemon restarted after a SIGKILL — never apply a decision twice.
+
+**Revert first, diagnose after.** A failing look takes the canary's traffic away in its own
+transaction, which also opens the diagnosis (a cheap row marked pending); the slow part of the
+diagnosis (replaying the stable model, comparing profiles) runs only after that commit. A
+daemon that dies in between leaves the traffic reverted and the diagnosis pending; every pass
+finishes pending diagnoses first (:meth:`Engine.finish_diagnoses`).
 """
 
 from __future__ import annotations
@@ -74,12 +80,22 @@ class Analyzer(Protocol):
     ) -> list[MetricVerdict]: ...
 
 
-class FailureHook(Protocol):
-    """Called inside the failing transition's transaction (e.g. to store a diagnosis)."""
+class FailureDiagnosis(Protocol):
+    """Explains a failed canary, in two parts so that the rollback never waits for it."""
 
-    def __call__(
+    def open(
         self, s: Session, r: RolloutRecord, verdicts: Sequence[MetricVerdict], now: float, /
-    ) -> dict[str, Any]: ...
+    ) -> int:
+        """Record, inside the rollback's transaction, that a diagnosis is due; cheap."""
+        ...
+
+    def complete(self, diagnosis_id: int, /) -> dict[str, Any] | None:
+        """The slow analysis, after the rollback committed; None if already complete."""
+        ...
+
+    def pending(self) -> list[int]:
+        """Diagnoses opened and never completed (a daemon died in between)."""
+        ...
 
 
 # -- the control loop -------------------------------------------------------------------------
@@ -96,16 +112,17 @@ class Advance:
 
 @dataclass
 class Engine:
-    """Advances rollouts; the smoke check, the analyzer and the failure hook are seams."""
+    """Advances rollouts; the smoke check, the analyzer and the diagnosis are seams."""
 
     store: Store
     clock: Clock
     smoke: SmokeCheck
     analyzer: Analyzer
-    on_failure: FailureHook | None = None
+    diagnosis: FailureDiagnosis | None = None
     actor: str = "shipyard-daemon"
 
     def advance_all(self) -> list[Advance]:
+        self.finish_diagnoses()
         with self.store.session() as s:
             ids = list(
                 s.scalars(
@@ -119,6 +136,17 @@ class Engine:
             step = self.advance(rid)
             if step is not None:
                 done.append(step)
+        return done
+
+    def finish_diagnoses(self) -> list[dict[str, Any]]:
+        """Complete the diagnoses a dead daemon opened (its rollback had already committed)."""
+        if self.diagnosis is None:
+            return []
+        done = []
+        for diagnosis_id in self.diagnosis.pending():
+            summary = self.diagnosis.complete(diagnosis_id)
+            if summary is not None:
+                done.append(summary)
         return done
 
     def snapshot(self, rollout_id: str) -> RolloutRecord:
@@ -217,8 +245,6 @@ class Engine:
         started = seen.step_started_at or seen.updated_at
         if now - (seen.last_look_at or started) < interval:
             return None
-        step = policy.canary.steps[seen.step_index]
-        elapsed = now - started
         look = seen.looks + 1
         verdicts: list[MetricVerdict] = []
         if policy.analysis.metrics and seen.stable_version is not None:
@@ -233,6 +259,27 @@ class Engine:
                 look,
             )
         outcome = combine(verdicts) if verdicts else "pass"
+        decided = self._judge(seen, policy, verdicts, outcome, look, started, now)
+        diagnosis_id = decided.detail.get("diagnosis_id") if decided is not None else None
+        if decided is not None and diagnosis_id is not None and self.diagnosis is not None:
+            # the traffic is back on the stable version (committed): now the slow part
+            decided.detail["diagnosis"] = self.diagnosis.complete(diagnosis_id)
+        return decided
+
+    def _judge(
+        self,
+        seen: RolloutRecord,
+        policy: Policy,
+        verdicts: list[MetricVerdict],
+        outcome: str,
+        look: int,
+        started: float,
+        now: float,
+    ) -> Advance | None:
+        """One transaction: the look's verdict and what it calls for (a rollback included)."""
+        step = policy.canary.steps[seen.step_index]
+        elapsed = now - started
+        interval = policy.canary.interval_s
         with self.store.session(immediate=True) as s:
             r = self._unchanged(s, seen)
             if r is None:
@@ -302,8 +349,8 @@ class Engine:
             else f"no data for {no_data} and the policy fails on no data"
         )
         evidence: dict[str, Any] = {"failed_metrics": failed, "no_data": no_data or []}
-        if self.on_failure is not None:
-            evidence["diagnosis"] = self.on_failure(s, r, verdicts, now)
+        if self.diagnosis is not None:
+            evidence["diagnosis_id"] = self.diagnosis.open(s, r, verdicts, now)
         if "notify" in policy.on_failure or policy.rollback.notify:
             labels = {"model": r.model, "version": str(r.version), "rollout": r.id}
             s.add(MetricPoint.of(ROLLOUT_FAILED_METRIC, labels, now, 1.0))

@@ -29,15 +29,16 @@ def engine_for(workspace: Workspace, clock: Clock | None = None) -> Engine:
         clock=clock,
         smoke=RegistrySmokeCheck(registry),
         analyzer=ServingAnalyzer(workspace.store),
-        on_failure=Diagnoser(workspace.artifacts, registry),
+        diagnosis=Diagnoser(workspace.store, workspace.artifacts, registry),
     )
 
 
 def sync_aliases(workspace: Workspace, clock: Clock | None = None) -> list[dict[str, Any]]:
     """Point each deployed model's default alias at its production version.
 
-    Only when production changed after the alias last moved: a person who moves the alias by
-    hand afterwards (``shipyard models alias``) is not overridden every pass.
+    Only when production changed after the alias last moved. Once deploy's split decides what
+    serves a model, ``shipyard models alias`` may move its default alias only to the version the
+    split serves alone (``serving.live.move_alias``), so this pass and a person agree.
     """
     registry = Registry(
         workspace.store, workspace.artifacts, clock or workspace.clock, "shipyard-deploy"

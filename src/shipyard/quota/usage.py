@@ -8,6 +8,8 @@
 ``shipyard_quota_reserved{pool,resource,pipeline}``  held by the pipeline's leases
 ``shipyard_quota_used{pool,resource,pipeline}``      measured by its steps (heartbeats)
 ``shipyard_quota_waiting{pool,pipeline}``            requests in the queue
+``shipyard_quota_pool_reserved{pool,resource}``      held by every lease of the pool
+``shipyard_quota_used_fraction{pool,resource}``      pool_reserved / capacity (0 to 1)
 ``shipyard_quota_usage_rate{pool,resource}``         d(reserved)/dt, units per second
 ``shipyard_quota_time_to_exhaustion_seconds{pool,resource}``  (capacity − reserved) / rate
 ==============================================  ===========================================
@@ -39,6 +41,7 @@ CAPACITY = "shipyard_quota_capacity"
 WAITING = "shipyard_quota_waiting"
 RATE = "shipyard_quota_usage_rate"
 POOL_RESERVED = "shipyard_quota_pool_reserved"
+USED_FRACTION = "shipyard_quota_used_fraction"
 TIME_TO_EXHAUSTION = "shipyard_quota_time_to_exhaustion_seconds"
 MIN_RISES = 3
 """Increases of the reservation within the window before a time to exhaustion is forecast."""
@@ -96,6 +99,7 @@ def record_usage(
                 )
                 point(CAPACITY, labels, capacity)
                 point(POOL_RESERVED, labels, reserved)
+                point(USED_FRACTION, labels, reserved / capacity if capacity > 0 else 0.0)
                 history = s.execute(
                     select(MetricPoint.ts, MetricPoint.value).where(
                         MetricPoint.name == POOL_RESERVED,

@@ -1,13 +1,19 @@
 """Flavors: how a model becomes bytes and how bytes become a model that predicts.
 
 - ``sklearn``: saved with **skops** (``skops.io``), not pickle. Loading a pickle runs whatever
-  code it carries; loading skops only rebuilds objects of types we trust. Shipyard trusts the
-  types that come from scikit-learn, NumPy and SciPy (and skops' own), and refuses any other
-  type with a clear error, so a tampered or foreign artifact cannot run code at load.
+  code it carries; loading skops only rebuilds objects of types we trust: skops' own defaults
+  (primitives, containers, NumPy ufuncs, scikit-learn estimators) and, beyond them, *classes*
+  defined in scikit-learn, NumPy, SciPy or skops (e.g. ``sklearn.tree._tree.Tree``). A function
+  is never trusted beyond skops' defaults (``FunctionTransformer(func=eval)`` would run request
+  data as code), nor a type from any other module. The same rule is checked when a model is
+  saved, so a model that could not be served is refused when it is registered, not at serve time.
 - ``python``: a generic callable ``f(X) -> predictions`` (optionally with ``predict_proba``),
-  saved with joblib (pickle). It is loaded only after its sha256 matches the registered digest,
-  i.e. only bytes someone registered on purpose; still, register only code you trust.
-- ``onnx``: ONNX bytes run by onnxruntime, when onnxruntime is installed.
+  saved with joblib (pickle). :func:`load` unpickles it only when the caller says the bytes are
+  trusted (``pickle_trusted=True``); the registry says so only for a version whose record shows
+  that it pickled the object itself in the registering process, or that a person loaded the
+  pickle under the trust flag (:mod:`shipyard.registry.model_files`).
+- ``onnx``: ONNX bytes run by onnxruntime, when onnxruntime is installed (it is not a
+  dependency of Shipyard: install it to serve ONNX models).
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ SKOPS = "application/x-skops"
 JOBLIB = "application/x-joblib"
 ONNX = "application/x-onnx"
 FLAVORS = ("sklearn", "python", "onnx")
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "skops.", "builtins.", "collections.")
+MEDIA_TYPES = {"sklearn": SKOPS, "python": JOBLIB, "onnx": ONNX}
+TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy", "skops")
+"""Packages whose classes a skops file may name beyond skops' own trusted defaults."""
 
 
 @dataclass
@@ -67,9 +75,15 @@ def dump(flavor: str, model: Any) -> tuple[bytes, str]:
         import skops.io as sio
 
         try:
-            return sio.dumps(model), SKOPS
+            data = sio.dumps(model)
         except Exception as exc:
             raise ArtifactError(f"cannot save {type(model).__name__} with skops: {exc}") from None
+        check_skops(
+            data,
+            f"a {type(model).__name__} saved with skops",
+            "; register it with flavor='python' from your own code if you trust it",
+        )
+        return data, SKOPS
     if flavor == "python":
         if not callable(model) and not hasattr(model, "predict"):
             raise InvalidInput("a python-flavor model must be callable or have .predict")
@@ -99,43 +113,87 @@ def guess_flavor(model: Any) -> str:
     return "python"
 
 
-def load_skops(data: bytes) -> Any:
-    """Rebuild a scikit-learn object from skops bytes, trusting only known-safe modules."""
+def trusted_skops_type(name: str) -> bool:
+    """Whether ``name`` (``module.Class``) is a class defined under :data:`TRUSTED_PACKAGES`.
+
+    Importing the module runs only the code of an installed, trusted library; nothing of the
+    file itself. Functions and other objects are refused: skops would hand them to the model.
+    """
+    module, _, attr = name.rpartition(".")
+    if module.split(".", 1)[0] not in TRUSTED_PACKAGES or not attr:
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = getattr(importlib.import_module(module), attr)
+    except Exception:  # any module that cannot be imported names no trusted class
+        return False
+    return isinstance(obj, type)
+
+
+def refused_skops_types(data: bytes) -> list[str]:
+    """The types a skops file needs that Shipyard will not load (empty: safe to load)."""
     import skops.io as sio
 
     try:
         untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:
         raise ArtifactError(f"not a readable skops file: {exc}") from None
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    return [t for t in untrusted if not trusted_skops_type(t)]
+
+
+def check_skops(data: bytes, what: str = "the skops model", hint: str = "") -> None:
+    """Refuse skops bytes that need a type :func:`trusted_skops_type` does not trust."""
+    refused = refused_skops_types(data)
     if refused:
         raise ArtifactError(
-            f"refusing to load a model that needs untrusted types {refused[:5]}: "
-            "only scikit-learn, NumPy and SciPy types are loaded from skops files"
+            f"refusing {what}: it needs untrusted types {refused[:5]}; only scikit-learn, "
+            f"NumPy and SciPy classes are loaded from skops files{hint}"
         )
+
+
+def load_skops(data: bytes) -> Any:
+    """Rebuild a scikit-learn object from skops bytes, trusting only known-safe classes."""
+    import skops.io as sio
+
+    check_skops(data)
     try:
-        return sio.loads(data, trusted=untrusted)
+        return sio.loads(data, trusted=sio.get_untrusted_types(data=data))
     except Exception as exc:
         raise ArtifactError(f"cannot load the skops model: {exc}") from None
 
 
-def load(flavor: str, data: bytes) -> Predictor:
-    """A predictor from verified bytes."""
+def load(flavor: str, data: bytes, *, pickle_trusted: bool = False) -> Predictor:
+    """A predictor from verified bytes.
+
+    The ``python`` flavor is a pickle: it is loaded only with ``pickle_trusted=True``, which the
+    caller may pass only for bytes whose origin it knows (see :meth:`Registry.load`).
+    """
     if flavor == "sklearn":
         return _wrap(load_skops(data))
     if flavor == "python":
-        import joblib
-
+        if not pickle_trusted:
+            raise ArtifactError(
+                "refusing to unpickle a python-flavor model of unknown origin: loading a pickle "
+                "runs the code it carries"
+            )
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                obj = joblib.load(io.BytesIO(data))
+            obj = unpickle(data)
         except Exception as exc:
             raise ArtifactError(f"cannot load the python model: {exc}") from None
         return _wrap(obj)
     if flavor == "onnx":
         return _load_onnx(data)
     raise ArtifactError(f"unknown flavor {flavor!r}")
+
+
+def unpickle(data: bytes) -> Any:
+    """Load joblib or pickle bytes. This runs the code they carry: only for trusted bytes."""
+    import joblib
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return joblib.load(io.BytesIO(data))
 
 
 def _wrap(obj: Any) -> Predictor:

@@ -14,14 +14,17 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
-from shipyard.errors import InvalidInput, NotFound
+from shipyard.errors import ArtifactError, InvalidInput, NotFound
 from shipyard.pipelines import context
 from shipyard.registry import flavors
+from shipyard.registry.model_files import PickleTrust
 from shipyard.registry.signature import Signature
 from shipyard.store.registry import AliasEvent, ModelAlias, ModelVersion, RegisteredModel
 from shipyard.store.tables import AuditEvent, Lineage, Run, StepRun
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from shipyard.artifacts import ArtifactStore
     from shipyard.store import Store
     from shipyard.workspace import Workspace
@@ -172,11 +175,15 @@ class Registry:
         alias: str | None = None,
         description: str = "",
         artifact: tuple[bytes, str] | None = None,
+        trust: PickleTrust | None = None,
     ) -> VersionInfo:
         """Store the model's bytes and record a new version (and move ``alias`` to it).
 
         ``training_data`` (a DataFrame) gives the signature when none is given and the
-        reference profile that serving inputs are later compared with.
+        reference profile that serving inputs are later compared with. ``artifact`` gives the
+        bytes to store instead of saving ``model``; pickle bytes are accepted only with
+        ``trust``, the decision taken with :data:`~shipyard.registry.model_files.TRUST_FLAG`,
+        which the version's lineage and the audit log record.
         """
         if not NAME.match(name):
             raise InvalidInput(
@@ -192,7 +199,11 @@ class Registry:
         if reference_profile is None and training_data is not None:
             reference_profile = reference_profile_of(training_data, model)
         data, media_type = artifact if artifact is not None else flavors.dump(flavor, model)
+        if artifact is not None and media_type == flavors.SKOPS:
+            flavors.check_skops(data, f"model {name!r}")
         now = self.clock.time()
+        lineage: dict[str, Any] = {"run_id": run_id, "data": list(data_digests or [])}
+        lineage.update(self._provenance(name, flavor, media_type, artifact is None, trust, now))
         with self.store.session(immediate=True) as s:
             ref = self.artifacts.put_bytes(
                 data, media_type, {"model": name, "flavor": flavor}, session=s
@@ -211,7 +222,7 @@ class Registry:
                 signature=signature.to_json(),
                 metrics=dict(metrics or {}),
                 tags=dict(tags or {}),
-                lineage={"run_id": run_id, "data": list(data_digests or [])},
+                lineage=lineage,
                 reference_profile=reference_profile,
                 run_id=run_id,
                 description=description,
@@ -229,21 +240,76 @@ class Registry:
                     detail={"digest": ref.digest, "flavor": flavor},
                 )
             )
+            if trust is not None:
+                s.add(
+                    AuditEvent(
+                        ts=now,
+                        actor=self.actor,
+                        action="model.trust_pickle",
+                        subject_kind="model_version",
+                        subject_id=f"{name}/{row.version}",
+                        detail=lineage["trust"],
+                    )
+                )
             s.flush()
             if alias:
                 self._move_alias(s, name, alias, row.version, "registered")
             return VersionInfo.of(row)
 
+    def _provenance(
+        self,
+        name: str,
+        flavor: str,
+        media_type: str,
+        saved_here: bool,
+        trust: PickleTrust | None,
+        now: float,
+    ) -> dict[str, Any]:
+        """Where a version's bytes come from, as far as loading them safely depends on it.
+
+        ``pickle``: ``"object"`` when the registry pickled a live object of the registering
+        process (its code already runs there), ``"trusted-file"`` when the pickle was loaded under
+        the trust flag; pickle bytes handed in any other way are refused.
+        """
+        expected = flavors.MEDIA_TYPES.get(flavor)
+        if expected is None:
+            raise InvalidInput(f"unknown flavor {flavor!r}; use one of {list(flavors.FLAVORS)}")
+        if media_type != expected:
+            raise ArtifactError(
+                f"model {name!r}: a {flavor}-flavor artifact is {expected}, not {media_type}"
+            )
+        out: dict[str, Any] = {}
+        if trust is not None:
+            out["trust"] = trust.record(self.actor, now)
+        if media_type == flavors.JOBLIB:
+            if trust is None and not saved_here:
+                raise InvalidInput(
+                    f"model {name!r}: pickle bytes are stored only under the trust flag; "
+                    "give the object itself, or a skops file"
+                )
+            out["pickle"] = "trusted-file" if trust is not None else "object"
+        return out
+
     def set_alias(self, name: str, alias: str, version: int | None, reason: str = "") -> AliasMove:
-        """Point ``alias`` at ``version`` (None removes it); recorded with who, when, from, to."""
+        """Point ``alias`` at ``version`` (None removes it); recorded with who, when, from, to.
+
+        This moves the alias whatever serves the model; the ``models alias`` command goes through
+        :func:`shipyard.serving.live.move_alias`, which first checks that the move takes effect.
+        """
+        with self.store.session(immediate=True) as s:
+            return self.set_alias_in(s, name, alias, version, reason)
+
+    def set_alias_in(
+        self, s: Session, name: str, alias: str, version: int | None, reason: str = ""
+    ) -> AliasMove:
+        """:meth:`set_alias` inside the caller's transaction (which checks what it must first)."""
         if not ALIAS.match(alias):
             raise InvalidInput(f"alias {alias!r}: start with a letter; letters, digits, '_', '-'")
-        with self.store.session(immediate=True) as s:
-            if s.get(RegisteredModel, name) is None:
-                raise NotFound("model", name, candidates=s.scalars(select(RegisteredModel.name)))
-            if version is not None and self._version_row(s, name, version) is None:
-                raise NotFound("model version", f"{name}/{version}")
-            return self._move_alias(s, name, alias, version, reason)
+        if s.get(RegisteredModel, name) is None:
+            raise NotFound("model", name, candidates=s.scalars(select(RegisteredModel.name)))
+        if version is not None and self._version_row(s, name, version) is None:
+            raise NotFound("model version", f"{name}/{version}")
+        return self._move_alias(s, name, alias, version, reason)
 
     def _move_alias(
         self, s: Any, name: str, alias: str, version: int | None, reason: str
@@ -370,10 +436,22 @@ class Registry:
     def load(
         self, name: str, version: int | None = None, alias: str | None = None
     ) -> tuple[VersionInfo, flavors.Predictor]:
-        """The version and its predictor; the artifact's sha256 is verified before it is read."""
+        """The version and its predictor; the artifact's sha256 is verified before it is read.
+
+        A pickle (python flavor) is unpickled only when the version's lineage shows where it came
+        from (:meth:`_provenance`); the digest check makes sure these are the very bytes the
+        registry wrote then.
+        """
         info = self.get(name, version, alias)
+        trusted = info.lineage.get("pickle") in ("object", "trusted-file")
+        if info.flavor == "python" and not trusted:
+            raise ArtifactError(
+                f"{info.model} v{info.version} is a pickle of unrecorded origin (registered "
+                "before Shipyard recorded where pickles come from): refusing to load it; "
+                "register it again from your code or a skops file"
+            )
         data = self.artifacts.get_bytes(info.artifact_digest)  # raises ArtifactTampered
-        return info, flavors.load(info.flavor, data)
+        return info, flavors.load(info.flavor, data, pickle_trusted=trusted)
 
 
 def register_model(

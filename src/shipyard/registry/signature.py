@@ -86,6 +86,8 @@ class Signature:
                 specs = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise InvalidInput(f"MLmodel signature is not JSON: {exc}") from None
+            if not isinstance(specs, list) or not all(isinstance(x, dict) for x in specs):
+                raise InvalidInput("MLmodel signature must be a JSON list of column objects")
             out = []
             for i, spec in enumerate(specs):
                 kind = spec.get("type", "double")

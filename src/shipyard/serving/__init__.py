@@ -8,7 +8,18 @@ from shipyard.serving.counters import (
     REQUESTS_TOTAL,
     counter_totals,
 )
-from shipyard.serving.live import LiveModels, LiveVersion, live_versions, pick, routing_key
+from shipyard.serving.live import (
+    LiveModels,
+    LiveState,
+    LiveVersion,
+    ServedBySplit,
+    live_state,
+    live_states,
+    live_versions,
+    move_alias,
+    pick,
+    routing_key,
+)
 from shipyard.serving.records import FlushedWindow, labelled_predictions, predictions, windows
 from shipyard.serving.server import build_app, create_app, run
 from shipyard.serving.telemetry import Telemetry
@@ -19,14 +30,19 @@ __all__ = [
     "REQUESTS_TOTAL",
     "FlushedWindow",
     "LiveModels",
+    "LiveState",
     "LiveVersion",
+    "ServedBySplit",
     "ServingApp",
     "Telemetry",
     "build_app",
     "counter_totals",
     "create_app",
     "labelled_predictions",
+    "live_state",
+    "live_states",
     "live_versions",
+    "move_alias",
     "pick",
     "predictions",
     "routing_key",

@@ -1,11 +1,13 @@
 """Which model versions are live, loaded in memory, and kept in step with the store.
 
-:func:`live_versions` is the one place that answers "which versions of model m serve traffic,
-with which weight". A model that deploy manages has a live traffic split
+**What "live" means** (issue #19): one rule, :func:`live_states`, that the model server, ``models
+list``/``show`` and ``models alias`` all use. A model that deploy manages has a live traffic split
 (:func:`shipyard.deploy.traffic.live_splits_in`): its stable version and, during a rollout, its
-canary with the canary's weight. Any other model is served by the version its default alias
-(``champion`` unless the model says otherwise) points to. While a model has a split, the split
-decides: move its production version with ``shipyard rollback`` or a rollout, not by hand.
+canary with the canary's weight; the split decides. Any other model is served by the version its
+default alias (``champion`` unless the model says otherwise) points to. :class:`LiveState` says
+which versions with which weights, and what decided them. While a split decides, the default
+alias cannot be moved to another version (:func:`move_alias` refuses, naming ``shipyard deploy``
+and ``shipyard rollback``), so no command reports a change that serves nothing.
 
 Routing is deploy's sticky canary rule (:func:`shipyard.deploy.routing.choose_version`): a
 sha256 bucket of the routing key below the canary's weight goes to the canary. It is a pure
@@ -24,17 +26,19 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select
 
-from shipyard.errors import ShipyardError
-from shipyard.registry import Registry, VersionInfo
+from shipyard.errors import InvalidInput, NotFound, ShipyardError
+from shipyard.registry import AliasMove, Registry, VersionInfo
 from shipyard.registry.flavors import Predictor
 from shipyard.store.registry import ModelAlias, RegisteredModel
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
+
+    from shipyard.store import Store
 
 log = logging.getLogger("shipyard.serving")
 
@@ -68,29 +72,145 @@ class Loaded:
         return self.info.version
 
 
-def live_versions(session: Session) -> dict[str, list[LiveVersion]]:
-    """Every served model and its live versions with their traffic weights (summing to 1).
+@dataclass(frozen=True)
+class LiveState:
+    """What serves one model now, and what decides it.
+
+    ``decided_by`` is ``"split"`` (deploy's traffic split, of rollout ``rollout_id`` when a
+    rollout wrote it) or ``"alias"`` (the model's default alias ``alias``).
+    """
+
+    model: str
+    versions: tuple[LiveVersion, ...]
+    decided_by: Literal["split", "alias"]
+    rollout_id: str | None = None
+    alias: str | None = None
+
+    @property
+    def sole_version(self) -> int | None:
+        """The version that takes all the traffic, if one does."""
+        return self.versions[0].version if len(self.versions) == 1 else None
+
+    @property
+    def decider(self) -> str:
+        if self.decided_by == "alias":
+            return f"alias {self.alias}"
+        if self.rollout_id:
+            return f"the traffic split of rollout {self.rollout_id}"
+        return "deploy's traffic split"
+
+    def describe(self) -> str:
+        """``v1 100%`` or ``v1 80%, v2 20% (canary)``, and what decides it."""
+        shares = ", ".join(
+            f"v{v.version} {100 * v.weight:.4g}%" + (" (canary)" if v.canary else "")
+            for v in self.versions
+        )
+        return f"{shares} by {self.decider}"
+
+    def brief(self) -> str:
+        """``v1 (split r-1)``, ``v1 75%, v2 25% (split)``, ``v2 (alias champion)``: for tables."""
+        if len(self.versions) == 1:
+            shares = f"v{self.versions[0].version}"
+        else:
+            shares = ", ".join(f"v{v.version} {100 * v.weight:.4g}%" for v in self.versions)
+        if self.decided_by == "alias":
+            return f"{shares} (alias {self.alias})"
+        return f"{shares} (split {self.rollout_id})" if self.rollout_id else f"{shares} (split)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "versions": [
+                {"version": v.version, "weight": v.weight, "canary": v.canary}
+                for v in self.versions
+            ],
+            "decided_by": self.decided_by,
+            "rollout_id": self.rollout_id,
+            "alias": self.alias,
+            "description": self.describe(),
+        }
+
+
+def live_states(session: Session, model: str | None = None) -> dict[str, LiveState]:
+    """Every served model (or just ``model``) and what serves it: the one rule of "live".
 
     A model with a deploy traffic split is served by the split; any other by its default alias.
     """
     from shipyard.deploy.traffic import live_splits_in  # deploy imports serving: import late
 
-    out: dict[str, list[LiveVersion]] = {}
-    for model, split in live_splits_in(session).items():
+    out: dict[str, LiveState] = {}
+    for name, split in live_splits_in(session).items():
         total = sum(split.weights.values())
-        if total > 0:
-            out[model] = [
+        if total > 0 and (model is None or name == model):
+            versions = tuple(
                 LiveVersion(version, pct / total, version == split.canary)
                 for version, pct in sorted(split.weights.items())
-            ]
-    rows = session.execute(
-        select(ModelAlias.model, ModelAlias.version)
+            )
+            out[name] = LiveState(name, versions, "split", rollout_id=split.rollout_id)
+    q = (
+        select(ModelAlias.model, ModelAlias.alias, ModelAlias.version)
         .join(RegisteredModel, RegisteredModel.name == ModelAlias.model)
         .where(ModelAlias.alias == RegisteredModel.default_alias)
-    ).all()
-    for model, version in rows:
-        out.setdefault(model, [LiveVersion(version, 1.0)])
+    )
+    if model is not None:
+        q = q.where(ModelAlias.model == model)
+    for name, alias, version in session.execute(q).all():
+        if name not in out:
+            out[name] = LiveState(name, (LiveVersion(version, 1.0),), "alias", alias=alias)
     return out
+
+
+def live_state(store: Store, model: str) -> LiveState | None:
+    """What serves ``model`` now (None: nothing does)."""
+    with store.session() as s:
+        return live_states(s, model).get(model)
+
+
+def live_versions(session: Session) -> dict[str, list[LiveVersion]]:
+    """Every served model and its live versions with their traffic weights (summing to 1)."""
+    return {m: list(state.versions) for m, state in live_states(session).items()}
+
+
+class ServedBySplit(InvalidInput):
+    """Moving a model's serving alias while deploy's traffic split decides what it serves."""
+
+    def __init__(self, state: LiveState, alias: str, version: int | None) -> None:
+        self.state = state
+        self.alias = alias
+        self.version = version
+        to = f"to v{version}" if version is not None else "away"
+        deploy = f"`shipyard deploy {state.model} --version {version}`" if version else ""
+        super().__init__(
+            f"{state.model} is served by deployment ({state.describe()}): moving {alias} {to} "
+            "would not change what is served, so it is not moved; "
+            + (f"deploy it under the model's policy with {deploy}, or " if deploy else "")
+            + f"go back with `shipyard rollback {state.model}`"
+        )
+
+
+def move_alias(
+    registry: Registry, model: str, alias: str, version: int | None, reason: str = ""
+) -> tuple[AliasMove, LiveState | None]:
+    """Move ``alias`` as :meth:`Registry.set_alias` does, unless it would report a change that
+    serves nothing: the default alias of a model whose traffic a deploy split decides may only
+    be set to the version the split serves alone. Returns the move and what serves the model
+    after it, read in the same transaction."""
+    with registry.store.session(immediate=True) as s:
+        row = s.get(RegisteredModel, model)
+        if row is None:
+            known = s.scalars(select(RegisteredModel.name))
+            raise NotFound("model", model, "see `shipyard models list`", candidates=known)
+        state = live_states(s, model).get(model)
+        if (
+            state is not None
+            and state.decided_by == "split"
+            and alias == row.default_alias
+            and (version is None or version != state.sole_version)
+        ):
+            raise ServedBySplit(state, alias, version)
+        move = registry.set_alias_in(s, model, alias, version, reason)
+        s.flush()
+        return move, live_states(s, model).get(model)
 
 
 def routing_key(headers: Mapping[bytes, bytes], request_id: str) -> str:
@@ -155,11 +275,11 @@ class LiveModels:
     def refresh(self) -> None:
         """Read the live versions, load what is new, swap the routing table."""
         with self.registry.store.session() as s:
-            wanted = live_versions(s)
+            wanted = live_states(s)
         routes: dict[str, Route] = {}
-        for model, live in wanted.items():
+        for model, state in wanted.items():
             loaded = []
-            for lv in live:
+            for lv in state.versions:
                 got = self._load(model, lv.version)
                 if got is not None:
                     loaded.append((got, lv))

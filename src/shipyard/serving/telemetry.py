@@ -13,7 +13,9 @@ and ``shipyard_serving_errors_total`` series that the error-budget alert rules r
 (:mod:`shipyard.serving.counters`).
 
 Prometheus metrics (``/metrics``) are kept per app in their own ``CollectorRegistry``; under
-``shipyard serve --workers N`` prometheus-client's multiprocess mode sums every worker's.
+``shipyard serve --workers N`` prometheus-client's multiprocess mode sums every worker's. They
+are the per-request ``shipyard_http_*`` instruments of the metric catalogue
+(:mod:`shipyard.metrics`), distinct from the store's per-version ``shipyard_serving_*`` series.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import ShipyardError
+from shipyard.metrics import HTTP_REQUEST_DURATION, HTTP_REQUEST_ERRORS, HTTP_REQUESTS
 from shipyard.registry import PREDICTION_COLUMN, VersionInfo
 from shipyard.serving.counters import add_window_counts
 from shipyard.store.serving import PredictionRecord, ServingWindow
@@ -180,21 +183,18 @@ class Telemetry:
         self._random = random.Random()
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests_total = Counter(
-            "shipyard_serving_requests",
-            "Inference requests answered, by model, version and HTTP status.",
-            ["model", "version", "code"],
-            registry=self.registry,
+            HTTP_REQUESTS.name, HTTP_REQUESTS.help, HTTP_REQUESTS.labels, registry=self.registry
         )
         self.errors_total = Counter(
-            "shipyard_serving_errors",
-            "Failed inference requests, by kind (data: bad input; model: the model raised).",
-            ["model", "version", "kind"],
+            HTTP_REQUEST_ERRORS.name,
+            HTTP_REQUEST_ERRORS.help,
+            HTTP_REQUEST_ERRORS.labels,
             registry=self.registry,
         )
         self.duration = Histogram(
-            "shipyard_serving_request_duration_seconds",
-            "Time from a parsed request to its encoded answer.",
-            ["model", "version"],
+            HTTP_REQUEST_DURATION.name,
+            HTTP_REQUEST_DURATION.help,
+            HTTP_REQUEST_DURATION.labels,
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )

@@ -1,5 +1,6 @@
 """The alerting wing's tables: alert instances, notification groups, the outbox, silences,
-the daemon's leader lease and the scheduler's memory of cron slots.
+the daemon's leader lease, the configuration it runs with and the scheduler's memory of cron
+slots.
 
 Every row here is a state change written before it takes effect, so a daemon killed at any
 point resumes from the database (see ``shipyard.alerting.outbox``).
@@ -57,6 +58,7 @@ class NotificationRecord(Base):
     created_at: Mapped[float] = mapped_column(Float)
     next_attempt_at: Mapped[float] = mapped_column(Float)
     claimed_until: Mapped[float | None] = mapped_column(Float)
+    claimed_by: Mapped[str | None] = mapped_column(String(40))
     delivered_at: Mapped[float | None] = mapped_column(Float)
     last_error: Mapped[str | None] = mapped_column(Text)
 
@@ -83,6 +85,19 @@ class LeaderLease(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+class DaemonConfigRecord(Base):
+    """The configuration the leading daemon loaded (written when it takes the lease), so that
+    commands show what the running daemon uses."""
+
+    __tablename__ = "daemon_configs"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)  # alerting
+    holder: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(Text)  # the file's path, or "defaults"
+    text: Mapped[str | None] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    recorded_at: Mapped[float] = mapped_column(Float)
 
 
 class ScheduleState(Base):

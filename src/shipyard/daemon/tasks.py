@@ -1,0 +1,85 @@
+"""The built-in tasks of the control loop, each a plain call into the wing that owns the work.
+
+A task imports what it needs at the top of this module: a broken import stops the daemon at
+start with its traceback, instead of silently switching a task off.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from shipyard.alerting.cycle import CycleResult, evaluate
+from shipyard.alerting.outbox import Outcome, deliver_due
+from shipyard.daemon.loop import (
+    CONTROL,
+    DELIVERY,
+    PROBES,
+    ROLLOUTS,
+    DaemonContext,
+    PeriodicTask,
+)
+from shipyard.daemon.schedule import start_scheduled_runs
+from shipyard.deploy.loop import Advance, advance_rollouts
+from shipyard.monitoring.evaluate import evaluate_monitors
+from shipyard.monitoring.serving.monitor import monitor_live_models
+from shipyard.quota.admission import reclaim_expired
+from shipyard.quota.usage import record_usage
+from shipyard.registry import Registry
+
+log = logging.getLogger("shipyard.daemon")
+
+
+def _monitors(ctx: DaemonContext) -> object:
+    return evaluate_monitors(ctx.store, ctx.clock)
+
+
+class ServingProbes:
+    """The serving monitors of every live model, probing the running model servers; logs a
+    line when a model's verdicts change, not on every probe."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, str] = {}
+
+    def __call__(self, ctx: DaemonContext) -> object:
+        checks = monitor_live_models(ctx.store, Registry.of(ctx.workspace), ctx.clock)
+        for model, found in checks.items():
+            state = ", ".join(f"{c.monitor} {c.status}" for c in found)
+            if self.last.get(model) != state:
+                log.info("model %s: %s", model, state)
+                self.last[model] = state
+        return checks
+
+
+def _alerts(ctx: DaemonContext) -> CycleResult:
+    return evaluate(ctx.store, ctx.alerting, ctx.clock.time())
+
+
+def _deliver(ctx: DaemonContext) -> list[Outcome]:
+    return deliver_due(ctx.store, ctx.alerting.receivers, ctx.clock, send_window=ctx.send_window)
+
+
+def _rollouts(ctx: DaemonContext) -> list[Advance]:
+    return advance_rollouts(ctx.workspace, ctx.clock)
+
+
+def _reclaim(ctx: DaemonContext) -> object:
+    return reclaim_expired(ctx.store, ctx.clock)
+
+
+def _quota_usage(ctx: DaemonContext) -> object:
+    """Reserved vs used, usage rate and time to exhaustion per pool (quota's usage series)."""
+    return record_usage(ctx.store, ctx.clock)
+
+
+def builtin_tasks() -> list[PeriodicTask]:
+    """Every task a ``shipyard daemon`` runs, with its interval in seconds (0: every tick)."""
+    return [
+        PeriodicTask("pipelines.schedule", 15, start_scheduled_runs, lane=CONTROL),
+        PeriodicTask("monitors.evaluate", 30, _monitors, lane=CONTROL),
+        PeriodicTask("monitors.serving", 30, ServingProbes(), lane=PROBES),
+        PeriodicTask("alerts.evaluate", 0, _alerts, lane=CONTROL),
+        PeriodicTask("notifications.deliver", 0, _deliver, lane=DELIVERY),
+        PeriodicTask("rollouts.advance", 5, _rollouts, lane=ROLLOUTS),
+        PeriodicTask("quota.reclaim", 5, _reclaim, lane=CONTROL),
+        PeriodicTask("quota.usage", 5, _quota_usage, lane=CONTROL),
+    ]

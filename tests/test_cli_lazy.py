@@ -1,0 +1,114 @@
+"""The ``shipyard`` command loads a command's module only when that command runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib import import_module
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+
+from shipyard.cli import COMMANDS, _reflow_all, reflow
+
+HEAVY = ("numpy", "pandas", "scipy", "sklearn", "sqlalchemy", "alembic", "fastapi", "uvicorn")
+
+
+WATCH = """
+import atexit, json, os, sys
+atexit.register(lambda: open(os.environ["MODULES_OUT"], "w").write(json.dumps(sorted(sys.modules))))
+from shipyard.cli import main
+main()
+"""
+
+
+def imported(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run the ``shipyard`` command with ARGS as a real process; the modules it had loaded when
+    it exited."""
+    modules_out = cwd / "modules.json"
+    out = subprocess.run(
+        [sys.executable, "-c", WATCH, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200", "MODULES_OUT": str(modules_out)},
+        timeout=120,
+    )
+    return out, set(json.loads(modules_out.read_text()))
+
+
+def _top(modules: set[str]) -> set[str]:
+    return {m.split(".")[0] for m in modules}
+
+
+class TestTheCommandTable:
+    @pytest.mark.parametrize("module", sorted({m for m, _ in COMMANDS.values()}))
+    def test_lists_exactly_what_the_module_registers_with_its_first_help_line(
+        self, module: str
+    ) -> None:
+        """A command added to a module, or a help line changed, must be changed in the table."""
+        sub = typer.Typer(rich_markup_mode="rich")
+        import_module(f"shipyard.cli.{module}").register(sub)
+        _reflow_all(sub)
+        registered = typer.main.get_group(sub).commands
+        listed = {name for name, (m, _) in COMMANDS.items() if m == module}
+        assert set(registered) == listed
+        for name, command in registered.items():
+            first = reflow(command.help or "").split("\n\n")[0]
+            assert COMMANDS[name][1] == first, name
+
+
+class TestColdStart:
+    def test_help_lists_every_command_and_loads_no_command_module(self, tmp_path: Path) -> None:
+        out, modules = imported("--help", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+        for name, (_, short_help) in COMMANDS.items():
+            assert f" {name} " in out.stdout and short_help[:40] in out.stdout
+        assert not {m for m in modules if m.startswith("shipyard.cli.")}
+        assert not _top(modules) & set(HEAVY)
+
+    def test_a_command_loads_its_own_module_only(self, tmp_path: Path) -> None:
+        out, modules = imported("drift", "--help", cwd=tmp_path)
+        assert out.returncode == 0 and "REFERENCE" in out.stdout
+        assert {m for m in modules if m.startswith("shipyard.cli.")} == {
+            "shipyard.cli.stats",
+            "shipyard.cli.output",
+        }
+        assert not _top(modules) & set(HEAVY)
+
+    def test_listing_runs_loads_the_store_but_no_science_or_server(self, tmp_path: Path) -> None:
+        from shipyard.workspace import Workspace
+
+        Workspace.open()  # read-only commands refuse a missing workspace (issue 19)
+        out, modules = imported("runs", "list", cwd=tmp_path)
+        assert out.returncode == 0 and "no runs yet" in out.stdout
+        assert "sqlalchemy" in modules
+        assert not _top(modules) & {"numpy", "pandas", "scipy", "sklearn", "fastapi", "uvicorn"}
+
+    def test_drift_computes_its_p_values_without_scipy_stats(self, tmp_path: Path) -> None:
+        rng = np.random.default_rng(1)
+        pd.DataFrame({"x": rng.normal(size=500), "c": rng.choice(["a", "b"], 500)}).to_parquet(
+            tmp_path / "ref.parquet"
+        )
+        pd.DataFrame({"x": rng.normal(1, size=500), "c": rng.choice(["a", "c"], 500)}).to_parquet(
+            tmp_path / "cur.parquet"
+        )
+        out, modules = imported("drift", "ref.parquet", "cur.parquet", "--json", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert '"drifted": true' in out.stdout
+        assert "scipy.special" in modules and "scipy.stats" not in modules
+
+    def test_a_misspelt_command_is_suggested_from_the_table(self, tmp_path: Path) -> None:
+        out, modules = imported("runz", cwd=tmp_path)
+        assert out.returncode == 2 and "'runs'" in out.stderr
+        assert not {m for m in modules if m.startswith("shipyard.cli.")}
+
+    def test_an_error_is_one_line_from_a_lazily_loaded_command(self, tmp_path: Path) -> None:
+        out, _ = imported("drift", "missing.csv", "missing.csv", cwd=tmp_path)
+        assert out.returncode != 0
+        assert "Traceback" not in out.stderr and "missing.csv" in out.stderr
