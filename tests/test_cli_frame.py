@@ -46,6 +46,7 @@ def test_an_unknown_command_suggests_help() -> None:
 
 
 def test_empty_listings_say_what_to_do_and_json_stays_a_list() -> None:
+    assert shipyard("init").returncode == 0
     assert "no pipelines yet" in shipyard("pipelines", "list").stdout
     assert "no runs yet" in shipyard("runs", "list").stdout
     assert shipyard("runs", "list", "--json").stdout.strip() == "[]"

@@ -82,6 +82,9 @@ class TestColdStart:
         assert not _top(modules) & set(HEAVY)
 
     def test_listing_runs_loads_the_store_but_no_science_or_server(self, tmp_path: Path) -> None:
+        from shipyard.workspace import Workspace
+
+        Workspace.open()  # read-only commands refuse a missing workspace (issue 19)
         out, modules = imported("runs", "list", cwd=tmp_path)
         assert out.returncode == 0 and "no runs yet" in out.stdout
         assert "sqlalchemy" in modules

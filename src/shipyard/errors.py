@@ -24,6 +24,9 @@ one JSON error body. A traceback reaching a user is a bug.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class ShipyardError(Exception):
     """Root of every error Shipyard raises on purpose."""
@@ -36,12 +39,22 @@ class ConfigError(ShipyardError, ValueError):
 
 
 class NotFound(ShipyardError, LookupError):
-    """A named thing (run, pipeline, model, pool, rollout…) does not exist."""
+    """A named thing (run, pipeline, model, pool, rollout…) does not exist.
 
-    def __init__(self, kind: str, name: object, hint: str = "") -> None:
+    Every unknown name reads the same: ``no model named 'cancr'; did you mean 'cancer'?`` —
+    the suggestions are the ``candidates`` closest to the name (:func:`difflib.get_close_matches`).
+    """
+
+    def __init__(
+        self, kind: str, name: object, hint: str = "", candidates: Iterable[object] = ()
+    ) -> None:
         self.kind = kind
         self.name = name
-        message = f"{kind} {name!r} not found"
+        known = sorted({str(c) for c in candidates})
+        self.suggestions = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)
+        message = f"no {kind} named {str(name)!r}"
+        if self.suggestions:
+            message += f"; did you mean {' or '.join(repr(s) for s in self.suggestions)}?"
         super().__init__(f"{message}; {hint}" if hint else message)
 
 

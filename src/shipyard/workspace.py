@@ -9,6 +9,7 @@ from typing import Any
 from shipyard.artifacts import ArtifactStore
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.config import Settings, load_settings
+from shipyard.errors import ConfigError
 from shipyard.store import Store
 
 
@@ -18,10 +19,21 @@ class Workspace:
     clock: Clock = field(default=SYSTEM_CLOCK)
 
     @classmethod
-    def open(cls, clock: Clock = SYSTEM_CLOCK, **overrides: Any) -> Workspace:
-        """Read the settings, create the home folder if needed, open (and migrate) the store."""
+    def open(cls, clock: Clock = SYSTEM_CLOCK, create: bool = True, **overrides: Any) -> Workspace:
+        """Read the settings, open (and migrate) the store; create the home folder if needed.
+
+        With ``create=False`` a missing workspace is an error with a hint instead: a read-only
+        command run where there is none (SHIPYARD_HOME forgotten) must not leave an empty one
+        behind. A workspace whose database is a server (``SHIPYARD_DB_URL``) exists already.
+        """
         settings = load_settings(**overrides)
-        settings.ensure_home()
+        if create:
+            settings.ensure_home()
+        elif settings.db_url is None and not settings.home.is_dir():
+            raise ConfigError(
+                f"no Shipyard workspace at {settings.home.resolve()}; "
+                "run `shipyard init` or set SHIPYARD_HOME"
+            )
         ws = cls(settings, clock)
         ws.store  # noqa: B018 - open and migrate now, so errors surface here
         return ws

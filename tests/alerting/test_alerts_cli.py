@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from shipyard.cli import alerts, daemon
 from shipyard.errors import ShipyardError
+from shipyard.workspace import Workspace
 
 app = typer.Typer()
 
@@ -23,6 +24,12 @@ def _root() -> None: ...
 
 alerts.register(app)
 daemon.register(app)
+
+
+@pytest.fixture(autouse=True)
+def _workspace() -> None:
+    """Read-only commands refuse a missing workspace (issue 19): these run in one."""
+    Workspace.open()
 
 
 def shipyard(*args: str) -> tuple[int, str]:
@@ -55,9 +62,9 @@ def test_silence_then_list_silences_records_who_and_why() -> None:
     [
         (["alerts", "silence", "nonsense", "-c", "x"], "bad matcher"),
         (["alerts", "silence", 'a="b"', "--for", "forever", "-c", "x"], "bad duration"),
-        (["alerts", "unsilence", "nope"], "silence 'nope' not found"),
+        (["alerts", "unsilence", "nope"], "no silence named 'nope'"),
         (["alerts", "list", "--state", "angry"], "--state must be"),
-        (["alerts", "test", "nobody"], "receiver 'nobody' not found"),
+        (["alerts", "test", "nobody"], "no receiver named 'nobody'"),
         (["alerts", "export", "--format", "nagios"], "--format must be 'prometheus'"),
     ],
 )

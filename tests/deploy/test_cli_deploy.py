@@ -77,7 +77,7 @@ def test_deploy_approve_status_history_and_rollback(ws: Workspace, tmp_path: Pat
 def test_bad_input_is_a_clear_error(ws: Workspace, tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="churn/9"):
         run("deploy", "churn", "--version", "9")
-    with pytest.raises(NotFound, match="rollout 'nope'"):
+    with pytest.raises(NotFound, match="no rollout named 'nope'"):
         run("rollout", "status", "nope")
     (tmp_path / "bad.yaml").write_text("canary: {steps: [{weight_pct: 0}]}")
     with pytest.raises(ConfigError, match="weight_pct"):

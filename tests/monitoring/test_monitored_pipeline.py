@@ -174,7 +174,7 @@ def test_the_runner_judges_training_runs_and_the_cli_lists_them(
     assert code == 0 and "ingest/events" in out and "label_drift" in out
 
     code, out = cli("monitors", "show", "nope")
-    assert code == 1 and "pipeline 'nope' not found" in out
+    assert code == 1 and "no pipeline named 'nope'" in out
     assert "Traceback" not in out
 
 
@@ -197,5 +197,5 @@ class TestOutsideAStep:
         frame = pd.DataFrame({"x": [1.0]})
         with pytest.raises(InvalidInput, match="needs pipeline=NAME"):
             observe("events", frame)
-        with pytest.raises(NotFound, match="pipeline 'nope' not found"):
+        with pytest.raises(NotFound, match="no pipeline named 'nope'"):
             observe("events", frame, pipeline="nope")

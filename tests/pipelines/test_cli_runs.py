@@ -121,13 +121,13 @@ class TestRunCommand:
     @pytest.mark.parametrize(
         ("args", "message"),
         [
-            (["run", "missing.py"], "pipeline file 'missing.py' not found"),
-            (["run", "FILE:nope"], "pipeline 'nope' not found"),
+            (["run", "missing.py"], "no pipeline file named 'missing.py'"),
+            (["run", "FILE:nope"], "no pipeline named 'nope'"),
             (["run", "FILE", "--param", "n=many"], "parameter 'n' expects int, got 'many'"),
             (["run", "FILE", "--param", "fast=maybe"], "parameter 'fast' expects bool"),
             (["run", "FILE", "--param", "m=1"], "known parameters: n, fast"),
             (["run", "FILE", "--executor", "nomad"], "unknown executor 'nomad'"),
-            (["runs", "show", "abc123"], "run 'abc123' not found"),
+            (["runs", "show", "abc123"], "no run named 'abc123'"),
             (["runs", "show", "zz"], "is not a run id"),
         ],
     )
@@ -140,6 +140,7 @@ class TestRunCommand:
     ) -> None:
         f = pipeline_file(SIMPLE)
         args = [a.replace("FILE", str(f)) for a in args]
+        Workspace.open()  # read-only commands refuse a missing workspace (issue 19)
         code, out, err = invoke(app, *args)
         assert code != 0
         assert message in err

@@ -41,7 +41,7 @@ def test_serving_monitors_run_over_real_traffic_and_record_findings(served: Runn
 def test_an_unknown_model_is_one_clear_line(served: Running) -> None:
     result = CliRunner().invoke(_app(), ["monitors", "serving", "nope"])
     assert result.exit_code == 1
-    assert "model 'nope' not found" in result.output
+    assert "no model named 'nope'" in result.output
 
 
 def test_without_url_the_running_servers_are_probed(served: Running) -> None:

@@ -103,7 +103,7 @@ def test_serve_holds_a_lease_with_measured_usage_and_releases_it_on_sigterm(
             "a server may hold at most cpu=4, memory=4.0Gi there: ask for less with "
             "--cpu/--memory",
         ),
-        (["--pool", "nowhere"], "pool 'nowhere' not found"),
+        (["--pool", "nowhere"], "no pool named 'nowhere'"),
         (["--pool", "serving", "--memory", "lots"], "--memory: 'lots' is not a quantity"),
     ],
 )

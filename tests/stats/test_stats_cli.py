@@ -110,7 +110,7 @@ class TestDrift:
     @pytest.mark.parametrize(
         ("make", "message"),
         [
-            (lambda p: None, "not found"),
+            (lambda p: None, "no file named"),
             (lambda p: p.write_bytes(b"\x00\x01garbage"), "cannot read"),
         ],
     )

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 import yaml
 from rich.markup import escape
-from rich.table import Table
 from sqlalchemy import select
 
 from shipyard.alerting.config import AlertingConfig, build_config, load_config
@@ -19,7 +18,7 @@ from shipyard.alerting.receivers import send
 from shipyard.alerting.rules import format_duration, parse_duration
 from shipyard.alerting.silences import all_silences, create_silence, expire_silence
 from shipyard.alerting.state import rule_key
-from shipyard.cli.output import console, open_workspace, print_json, when
+from shipyard.cli.output import console, flag, open_workspace, print_json, table, when
 from shipyard.daemon import ALERTING_CONFIG, current_leader, recorded_config
 from shipyard.errors import ConfigError, InvalidInput, NotFound
 from shipyard.store.alerting import AlertRecord
@@ -66,12 +65,12 @@ def _config_and_origin(ws: Workspace, path: Path | None) -> tuple[AlertingConfig
 @alerts_app.command("list")
 def list_alerts(
     state: str = typer.Option("", help="Only this state: pending, firing or resolved."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """Alerts that are pending, firing or recently resolved."""
     if state and state not in ("pending", "firing", "resolved"):
         raise InvalidInput(f"--state must be pending, firing or resolved, not {state!r}")
-    ws = open_workspace()
+    ws = open_workspace(create=False)
     with ws.store.session() as session:
         query = select(AlertRecord).order_by(AlertRecord.active_at)
         if state:
@@ -94,9 +93,9 @@ def list_alerts(
             ]
         )
         return
-    table = Table("fingerprint", "alert", "state", "since", "value", "summary")
+    found = table("fingerprint", "alert", "state", "since", "value", "summary", free={"summary"})
     for r in rows:
-        table.add_row(
+        found.add_row(
             r.fingerprint,
             r.labels.get("alertname", r.rule),
             r.state,
@@ -104,16 +103,16 @@ def list_alerts(
             f"{r.value:g}" if r.value is not None else "-",
             r.annotations.get("summary", ""),
         )
-    console.print(table if rows else "no alerts")
+    console.print(found if rows else "no alerts")
 
 
 @alerts_app.command("rules")
 def rules(
-    config: Path | None = CONFIG_OPTION, as_json: bool = typer.Option(False, "--json")
+    config: Path | None = CONFIG_OPTION, as_json: bool = flag("--json", help="Print JSON.")
 ) -> None:
     """The rules in force (defaults and alerting.yaml) as the running daemon loaded them, with
     their PromQL equivalent."""
-    cfg, origin = _config_and_origin(open_workspace(), config)
+    cfg, origin = _config_and_origin(open_workspace(create=False), config)
     if as_json:
         print_json(
             [
@@ -130,9 +129,9 @@ def rules(
             ]
         )
         return
-    table = Table("rule", "kind", "severity", "for", "expression", "from")
+    in_force = table("rule", "kind", "severity", "for", "expression", "from", free={"expression"})
     for r in cfg.rules:
-        table.add_row(
+        in_force.add_row(
             r.name,
             r.kind,
             r.severity,
@@ -140,7 +139,7 @@ def rules(
             promql(r),
             cfg.rule_origin.get(rule_key(r), ""),
         )
-    console.print(table)
+    console.print(in_force)
     console.print(escape(origin), soft_wrap=True)
 
 
@@ -168,9 +167,9 @@ def silence(
 
 
 @alerts_app.command("silences")
-def silences(as_json: bool = typer.Option(False, "--json")) -> None:
+def silences(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Every silence, active or not."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
     with ws.store.session() as session:
         found = all_silences(session)
     now = ws.clock.time()
@@ -190,9 +189,9 @@ def silences(as_json: bool = typer.Option(False, "--json")) -> None:
             ]
         )
         return
-    table = Table("id", "matchers", "until", "by", "why", "active")
+    listing = table("id", "matchers", "until", "by", "why", "active", free={"why"})
     for s in found:
-        table.add_row(
+        listing.add_row(
             s.id,
             " ".join(str(m) for m in s.matchers),
             when(s.ends_at),
@@ -200,13 +199,15 @@ def silences(as_json: bool = typer.Option(False, "--json")) -> None:
             s.comment,
             "yes" if s.active(now) else "no",
         )
-    console.print(table if found else "no silences")
+    console.print(listing if found else "no silences")
 
 
 @alerts_app.command("unsilence")
-def unsilence(silence_id: str) -> None:
+def unsilence(
+    silence_id: str = typer.Argument(..., help="The silence's id (`shipyard alerts silences`)."),
+) -> None:
     """End a silence now."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
     with ws.store.session(immediate=True) as session:
         expire_silence(session, silence_id, actor=ws.actor, now=ws.clock.time())
     console.print(f"[green]✓[/] silence {silence_id} expired")
@@ -215,22 +216,30 @@ def unsilence(silence_id: str) -> None:
 @alerts_app.command("receivers")
 def receivers(config: Path | None = CONFIG_OPTION) -> None:
     """The receivers the running daemon delivers to, and where they deliver."""
-    cfg, origin = _config_and_origin(open_workspace(), config)
-    table = Table("receiver", "type", "destination")
+    cfg, origin = _config_and_origin(open_workspace(create=False), config)
+    configured = table("receiver", "type", "destination", free={"destination"})
     for r in cfg.receivers.values():
-        table.add_row(r.name, r.type, r.describe())
-    console.print(table)
+        configured.add_row(r.name, r.type, r.describe())
+    console.print(configured)
     console.print(escape(origin), soft_wrap=True)
 
 
 @alerts_app.command("test")
-def test(receiver: str, config: Path | None = CONFIG_OPTION) -> None:
+def test(
+    receiver: str = typer.Argument(..., help="A receiver of the configuration."),
+    config: Path | None = CONFIG_OPTION,
+) -> None:
     """Send a test notification to RECEIVER now and say what happened."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
     cfg = _config(ws, config)
     target = cfg.receivers.get(receiver)
     if target is None:
-        raise NotFound("receiver", receiver, f"configured: {', '.join(sorted(cfg.receivers))}")
+        raise NotFound(
+            "receiver",
+            receiver,
+            f"configured: {', '.join(sorted(cfg.receivers))}",
+            candidates=cfg.receivers,
+        )
     now = ws.clock.time()
     labels = {"alertname": "ShipyardTest", "severity": "info"}
     payload = {
@@ -282,7 +291,7 @@ def export(
     """Write the rules as a Prometheus rule file (``promtool check rules`` accepts it)."""
     if fmt != "prometheus":
         raise InvalidInput(f"--format must be 'prometheus', not {fmt!r}")
-    text = prometheus_rule_file(_config(open_workspace(), config).rules)
+    text = prometheus_rule_file(_config(open_workspace(create=False), config).rules)
     if output is None:
         typer.echo(text, nl=False)
         return

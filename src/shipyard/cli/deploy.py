@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from shipyard import stats
-from shipyard.cli.output import console, open_workspace, print_json, when
+from shipyard.cli.output import console, flag, open_workspace, print_json, require, table, when
 from shipyard.daemon import no_daemon_note
 from shipyard.deploy import rollout as ro
 from shipyard.deploy import traffic
@@ -25,7 +24,10 @@ from shipyard.workspace import Workspace
 rollout_app = typer.Typer(help="Follow and steer one rollout.", no_args_is_help=True)
 deployments_app = typer.Typer(help="Deployment history and policies.", no_args_is_help=True)
 AS_OPTION = typer.Option(None, "--as", help="Who does this (default: SHIPYARD_USER).")
-JSON_OPTION = typer.Option(False, "--json", help="Machine output.")
+JSON_OPTION = flag("--json", help="Machine output.")
+MODEL_ARG = typer.Argument(..., help="The registered model's name.")
+ROLLOUT_ARG = typer.Argument(..., help="The rollout's id (`shipyard deployments history MODEL`).")
+REASON_OPTION = typer.Option("", "--reason", help="Why (kept in the audit trail).")
 
 
 def _actor(ws: Workspace, given: str | None) -> str:
@@ -54,16 +56,17 @@ def _show(view: ro.RolloutView, as_json: bool, ws: Workspace | None = None) -> N
 
 
 @rollout_app.command("status")
-def status(rollout_id: str, as_json: bool = JSON_OPTION) -> None:
+def status(rollout_id: str = ROLLOUT_ARG, as_json: bool = JSON_OPTION) -> None:
     """State, approvals, each look's verdict per metric, and the diagnosis if it failed."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
+    require(ws, "rollout", rollout_id)
     view = ro.get_rollout(ws.store, rollout_id)
     if as_json:
         _show(view, True, ws)
         return
     _show(view, False)
     if view.verdicts:
-        table = Table(
+        verdicts = table(
             "step",
             "look",
             "outcome",
@@ -75,10 +78,11 @@ def status(rollout_id: str, as_json: bool = JSON_OPTION) -> None:
             "CI",
             "n canary/stable",
             "reason",
+            free={"reason"},
         )
         for v in view.verdicts[-3:]:
             for m in v["metrics"] or [{"metric": "-", "outcome": v["outcome"]}]:
-                table.add_row(
+                verdicts.add_row(
                     str(v["step"] + 1),
                     str(v["look"]),
                     v["outcome"],
@@ -91,7 +95,7 @@ def status(rollout_id: str, as_json: bool = JSON_OPTION) -> None:
                     f"{m.get('n_canary', '-')}/{m.get('n_stable', '-')}",
                     m.get("reason", ""),
                 )
-        console.print(table)
+        console.print(verdicts)
     with ws.store.session() as s:
         diag = diagnosis_of(s, view.id)
     if diag:
@@ -144,47 +148,56 @@ def _num(v: Any) -> str:
 
 @rollout_app.command("pause")
 def pause_cmd(
-    rollout_id: str, actor: str | None = AS_OPTION, reason: str = typer.Option("", "--reason")
+    rollout_id: str = ROLLOUT_ARG,
+    actor: str | None = AS_OPTION,
+    reason: str = REASON_OPTION,
 ) -> None:
     """Hold a rollout where it is; traffic stays as it is."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
+    require(ws, "rollout", rollout_id)
     _show(ro.pause(ws.store, rollout_id, actor=_actor(ws, actor), reason=reason), False)
 
 
 @rollout_app.command("resume")
-def resume_cmd(rollout_id: str, actor: str | None = AS_OPTION) -> None:
+def resume_cmd(rollout_id: str = ROLLOUT_ARG, actor: str | None = AS_OPTION) -> None:
     """Continue a paused rollout."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
+    require(ws, "rollout", rollout_id)
     view = ro.resume(ws.store, rollout_id, actor=_actor(ws, actor))
     _show(view, False)
     _say_if_no_daemon(ws, view)
 
 
 @rollout_app.command("promote")
-def promote_cmd(rollout_id: str, actor: str | None = AS_OPTION) -> None:
+def promote_cmd(rollout_id: str = ROLLOUT_ARG, actor: str | None = AS_OPTION) -> None:
     """Skip the rest of the current canary step (needs the policy's speed-up approvals)."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
+    require(ws, "rollout", rollout_id)
     _show(ro.promote(ws.store, rollout_id, actor=_actor(ws, actor)), False)
 
 
 @rollout_app.command("abort")
 def abort_cmd(
-    rollout_id: str, actor: str | None = AS_OPTION, reason: str = typer.Option("", "--reason")
+    rollout_id: str = ROLLOUT_ARG,
+    actor: str | None = AS_OPTION,
+    reason: str = REASON_OPTION,
 ) -> None:
     """Stop a rollout now: traffic back to the stable version."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
+    require(ws, "rollout", rollout_id)
     _show(ro.abort(ws.store, rollout_id, actor=_actor(ws, actor), reason=reason), False)
 
 
 def deploy(
-    model: str,
+    model: str = MODEL_ARG,
     version: int = typer.Option(..., "--version", "-v", help="The version to deploy."),
     actor: str | None = AS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Start a rollout of MODEL's VERSION under the model's policy (approvals → staging →
     canary steps → production)."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
+    require(ws, "model", model)
     info = Registry.of(ws).get(model, version)
     view = ro.start_rollout(
         ws.store, model, version, actor=_actor(ws, actor), author=info.created_by or None
@@ -200,13 +213,14 @@ def deploy(
 
 
 def approve(
-    rollout_id: str,
+    rollout_id: str = ROLLOUT_ARG,
     actor: str | None = AS_OPTION,
     purpose: str = typer.Option("start", "--for", help="start or speedup."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Approve a rollout, to start it or to speed it up."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
+    require(ws, "rollout", rollout_id)
     view = ro.approve(ws.store, rollout_id, actor=_actor(ws, actor), purpose=purpose)
     _show(view, as_json)
     if not as_json:
@@ -214,10 +228,10 @@ def approve(
 
 
 def rollback(
-    model: str,
+    model: str = MODEL_ARG,
     to_version: int | None = typer.Option(None, "--to-version", help="Default: the previous one."),
     actor: str | None = AS_OPTION,
-    reason: str = typer.Option("", "--reason"),
+    reason: str = REASON_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Put the previous (or the named) version of MODEL back in production, at once."""
@@ -252,9 +266,10 @@ def rollback(
 
 
 @deployments_app.command("history")
-def history(model: str, as_json: bool = JSON_OPTION) -> None:
+def history(model: str = MODEL_ARG, as_json: bool = JSON_OPTION) -> None:
     """Which version was in production when, and every rollout of MODEL."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
+    require(ws, "model", model)
     spans = traffic.production_history(ws.store, model)
     rollouts = ro.rollouts_of(ws.store, model)
     if as_json:
@@ -279,9 +294,11 @@ def history(model: str, as_json: bool = JSON_OPTION) -> None:
     if not spans and not rollouts:
         console.print(f"no deployments of {model}")
         return
-    table = Table("version", "since", "until", "via", "by", "why", title="production")
+    production = table(
+        "version", "since", "until", "via", "by", "why", title="production", free={"why"}
+    )
     for p in spans:
-        table.add_row(
+        production.add_row(
             str(p.version),
             when(p.since),
             when(p.until) if p.until else "now",
@@ -289,15 +306,21 @@ def history(model: str, as_json: bool = JSON_OPTION) -> None:
             p.actor,
             p.reason,
         )
-    console.print(table)
-    table = Table("rollout", "version", "state", "started", "by", "why", title="rollouts")
+    console.print(production)
+    started = table(
+        "rollout", "version", "state", "started", "by", "why", title="rollouts", free={"why"}
+    )
     for r in rollouts:
-        table.add_row(r.id, str(r.version), r.state, when(r.created_at), r.created_by, r.reason)
-    console.print(table)
+        started.add_row(r.id, str(r.version), r.state, when(r.created_at), r.created_by, r.reason)
+    console.print(started)
 
 
 @deployments_app.command("set-policy")
-def set_policy_cmd(model: str, file: Path, actor: str | None = AS_OPTION) -> None:
+def set_policy_cmd(
+    model: str = MODEL_ARG,
+    file: Path = typer.Argument(..., help="The policy, a YAML file."),
+    actor: str | None = AS_OPTION,
+) -> None:
     """Validate FILE (YAML) and make it MODEL's deployment policy."""
     if not file.is_file():
         raise InvalidInput(f"{file} does not exist")
@@ -307,23 +330,23 @@ def set_policy_cmd(model: str, file: Path, actor: str | None = AS_OPTION) -> Non
 
 
 @deployments_app.command("policy")
-def show_policy(model: str) -> None:
+def show_policy(model: str = MODEL_ARG) -> None:
     """MODEL's policy with every default filled in."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
+    if policy_text(ws.store, model) is None:
+        require(ws, "model", model)
     typer.echo(load_policy(ws.store, model).to_yaml(), nl=False)
 
 
 def runbook(
-    model: str,
+    model: str = MODEL_ARG,
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file."),
 ) -> None:
     """MODEL's runbook as Markdown, rendered from its policy, with the exact commands."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
     has_policy = policy_text(ws.store, model) is not None
-    if not has_policy and not any(m["name"] == model for m in Registry.of(ws).models()):
-        raise NotFound(
-            "model", model, "register it (`shipyard models list`) or give it a policy first"
-        )
+    if not has_policy:
+        require(ws, "model", model)
     text = render_runbook(model, load_policy(ws.store, model), has_policy=has_policy)
     if output is None:
         typer.echo(text)

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from shipyard.cli.output import console, open_workspace, print_json, when
+from shipyard.cli.output import console, flag, open_workspace, print_json, require, table, when
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.registry import (
     TRUST_FLAG,
@@ -22,6 +21,7 @@ from shipyard.registry import (
 from shipyard.serving.live import LiveState, live_state, live_states, move_alias
 
 models_app = typer.Typer(help="Models, versions and aliases.", no_args_is_help=True)
+NAME_ARG = typer.Argument(..., help="The model's name.")
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -48,24 +48,24 @@ def _read_frame(path: Path, what: str = "training data") -> Any:
 
 
 @models_app.command("list")
-def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def list_models(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Every registered model, its latest version, its aliases and what serves it now."""
-    registry = Registry.of(open_workspace())
+    registry = Registry.of(open_workspace(create=False))
     rows = registry.models()
     with registry.store.session() as s:
         live = live_states(s)
     if as_json:
         print_json([{**m, "live": _live_json(live.get(m["name"]))} for m in rows])
         return
-    table = Table("model", "latest", "aliases", "serving", "created")
+    models = table("model", "latest", "aliases", "serving", "created")
     for m in rows:
         aliases = ", ".join(f"{a}→v{v}" for a, v in sorted(m["aliases"].items()))
         state = live.get(m["name"])
         serving = state.brief() if state is not None else "-"
-        table.add_row(
+        models.add_row(
             m["name"], str(m["latest_version"]), aliases or "-", serving, when(m["created_at"])
         )
-    console.print(table)
+    console.print(models)
 
 
 def _live_json(state: LiveState | None) -> dict[str, Any] | None:
@@ -74,13 +74,15 @@ def _live_json(state: LiveState | None) -> dict[str, Any] | None:
 
 @models_app.command()
 def show(
-    name: str,
+    name: str = NAME_ARG,
     version: int = typer.Option(None, "--version", "-v", help="A version number."),
     alias: str = typer.Option(None, "--alias", "-a", help="An alias (default: the default one)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """One version: flavor, artifact, signature, metrics, lineage, and the alias history."""
-    registry = Registry.of(open_workspace())
+    ws = open_workspace(create=False)
+    require(ws, "model", name)
+    registry = Registry.of(ws)
     if version is None and alias is None:
         versions = registry.versions(name)
         if not versions:
@@ -171,7 +173,7 @@ TRUST_HELP = (
 
 @models_app.command("register")
 def register_version(
-    name: str,
+    name: str = NAME_ARG,
     path: Path = typer.Argument(
         ..., help="A .skops or .onnx file (a pickle only with the trust flag)."
     ),
@@ -182,7 +184,7 @@ def register_version(
     alias: str = typer.Option(None, "--alias", help="Point this alias at the new version."),
     metric: list[str] = typer.Option([], "--metric", help="key=value, repeatable."),
     tag: list[str] = typer.Option([], "--tag", help="key=value, repeatable."),
-    trust_pickle: bool = typer.Option(False, TRUST_FLAG, help=TRUST_HELP),
+    trust_pickle: bool = flag(TRUST_FLAG, help=TRUST_HELP),
 ) -> None:
     """Register a model file as a new version."""
     if not path.is_file():
@@ -215,25 +217,26 @@ def _say_trusted(info: VersionInfo) -> None:
 
 @models_app.command("validate")
 def validate(
-    name: str,
+    name: str = NAME_ARG,
     data: Path = typer.Argument(..., help="CSV/Parquet evaluation data, features and label."),
     version: int = typer.Option(..., "--version", "-v", help="The version to validate."),
     label: str = typer.Option(..., "--label", help="The label column of DATA."),
-    deploy: bool = typer.Option(
-        False, "--deploy", help="When blessed, start its rollout (it still waits for approvals)."
+    deploy: bool = flag(
+        "--deploy", help="When blessed, start its rollout (it still waits for approvals)."
     ),
     actor: str | None = typer.Option(None, "--as", help="Who does this (default: SHIPYARD_USER)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """Run the validation gate of NAME's policy on VERSION: its absolute thresholds, and no
     regression against the serving version on the same DATA. The result is kept on the version;
     a failed gate blocks `shipyard deploy`. Exit code 3 when the version is not blessed."""
     from shipyard.deploy.gate import validate_and_deploy, validate_version
 
+    ws = open_workspace(create=False)
+    require(ws, "model", name)
     frame = _read_frame(data, "evaluation data")
     if label not in frame.columns:
         raise InvalidInput(f"{data} has no column {label!r} (columns: {', '.join(frame.columns)})")
-    ws = open_workspace()
     registry = Registry.of(ws)
     x, y = frame.drop(columns=label), frame[label]
     if deploy:
@@ -258,10 +261,10 @@ def validate(
 
 @models_app.command("import-mlflow")
 def import_mlflow_cmd(
-    folder: Path,
+    folder: Path = typer.Argument(..., help="The MLflow model folder (with its MLmodel file)."),
     name: str = typer.Option(..., "--name", help="The registered model's name."),
     alias: str = typer.Option(None, "--alias", help="Point this alias at the new version."),
-    trust_pickle: bool = typer.Option(False, TRUST_FLAG, help=TRUST_HELP),
+    trust_pickle: bool = flag(TRUST_FLAG, help=TRUST_HELP),
 ) -> None:
     """Import an MLflow model folder (sklearn flavor) without needing MLflow.
 
@@ -275,10 +278,10 @@ def import_mlflow_cmd(
 
 @models_app.command()
 def alias(
-    name: str,
-    alias_name: str = typer.Argument(..., metavar="ALIAS"),
+    name: str = NAME_ARG,
+    alias_name: str = typer.Argument(..., metavar="ALIAS", help="The alias, e.g. champion."),
     version: int = typer.Argument(None, help="The version; leave out with --delete."),
-    delete: bool = typer.Option(False, "--delete", help="Remove the alias."),
+    delete: bool = flag("--delete", help="Remove the alias."),
     reason: str = typer.Option("", "--reason", help="Why (kept in the history)."),
 ) -> None:
     """Move an alias (e.g. champion) to a version; the move is kept in the history.

@@ -5,10 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from shipyard.cli.output import console, fail_on, open_workspace, print_json, when
-from shipyard.errors import NotFound, ShipyardError
+from shipyard.cli.output import (
+    console,
+    fail_on,
+    flag,
+    open_workspace,
+    print_json,
+    require,
+    table,
+    when,
+)
+from shipyard.errors import ShipyardError
 
 monitors_app = typer.Typer(
     help="The monitors of data, training, validation and serving pipelines.", no_args_is_help=True
@@ -28,12 +36,12 @@ def _options(options: dict[str, Any]) -> str:
 
 
 @monitors_app.command("list")
-def list_monitors(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def list_monitors(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Every pipeline's monitors, on or off, and the last result of each."""
     from shipyard.monitoring.findings import overview
 
     try:
-        rows = overview(open_workspace().store)
+        rows = overview(open_workspace(create=False).store)
     except ShipyardError as exc:
         fail_on(exc)
     if as_json:
@@ -42,13 +50,13 @@ def list_monitors(as_json: bool = typer.Option(False, "--json", help="Print JSON
     if not rows:
         console.print("no pipelines yet: run one with `shipyard run FILE`")
         return
-    table = Table()
-    for column in ("pipeline", "kind", "monitor", "on", "status", "when", "last result"):
-        table.add_column(column, overflow="fold")
+    monitors = table(
+        "pipeline", "kind", "monitor", "on", "status", "when", "last result", free={"last result"}
+    )
     for p in rows:
         for m in p["monitors"]:
             latest = m["last"][0] if m["last"] else None
-            table.add_row(
+            monitors.add_row(
                 p["pipeline"],
                 p["kind"],
                 m["monitor"],
@@ -58,20 +66,22 @@ def list_monitors(as_json: bool = typer.Option(False, "--json", help="Print JSON
                 latest["summary"] if latest else "-",
             )
         if not p["monitors"]:
-            table.add_row(p["pipeline"], p["kind"], "-", "-", "-", "-", "no monitors")
-    console.print(table)
+            monitors.add_row(p["pipeline"], p["kind"], "-", "-", "-", "-", "no monitors")
+    console.print(monitors)
 
 
 @monitors_app.command("show")
 def show(
     pipeline: str = typer.Argument(..., help="The pipeline's name."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """One pipeline's monitors with their options and the last result per data set."""
     from shipyard.monitoring.findings import overview
 
     try:
-        rows = overview(open_workspace().store, pipeline)
+        ws = open_workspace(create=False)
+        require(ws, "pipeline", pipeline)
+        rows = overview(ws.store, pipeline)
     except ShipyardError as exc:
         fail_on(exc)
     if as_json:
@@ -79,13 +89,13 @@ def show(
         return
     p = rows[0]
     console.print(f"[bold]{p['pipeline']}[/] ({p['kind']} pipeline)")
-    table = Table()
-    for column in ("monitor", "on", "options", "subject", "status", "when", "result"):
-        table.add_column(column, overflow="fold")
+    monitors = table(
+        "monitor", "on", "options", "subject", "status", "when", "result", free={"result"}
+    )
     for m in p["monitors"]:
         results = m["last"] or [None]
         for r in results:
-            table.add_row(
+            monitors.add_row(
                 m["monitor"],
                 "yes" if m["enabled"] else "off",
                 _options(m["options"]),
@@ -94,7 +104,7 @@ def show(
                 when(r["ts"]) if r else "-",
                 r["summary"] if r else "no result yet",
             )
-    console.print(table)
+    console.print(monitors)
 
 
 @monitors_app.command("serving")
@@ -106,7 +116,7 @@ def serving_monitors(
         help="The model server to probe (e.g. http://127.0.0.1:8000) for outage "
         "(default: every running `shipyard serve`).",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """Run the serving monitors of MODEL's live version now and record their findings.
 
@@ -119,10 +129,9 @@ def serving_monitors(
     from shipyard.serving.instances import live_instances
 
     try:
-        ws = open_workspace()
+        ws = open_workspace(create=False)
+        require(ws, "model", model)
         registry = Registry.of(ws)
-        if not any(m["name"] == model for m in registry.models()):
-            raise NotFound("model", model, "see `shipyard models list`")
         urls = [url] if url else [i.url for i in live_instances(ws.store, ws.clock.time())]
         checks = ServingMonitor(ws.store, registry).run(model, urls)
     except ShipyardError as exc:
@@ -141,10 +150,17 @@ def serving_monitors(
             ]
         )
         return
-    table = Table("monitor", "version", "status", "summary", title=f"serving monitors of {model}")
+    found = table(
+        "monitor",
+        "version",
+        "status",
+        "summary",
+        title=f"serving monitors of {model}",
+        free={"summary"},
+    )
     for c in checks:
-        table.add_row(c.monitor, str(c.version or "-"), _styled(c.status), c.summary)
-    console.print(table)
+        found.add_row(c.monitor, str(c.version or "-"), _styled(c.status), c.summary)
+    console.print(found)
 
 
 def register(app: typer.Typer) -> None:

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from sqlalchemy import select
 
-from shipyard.cli.output import console, duration, open_workspace, print_json, when
+from shipyard.cli.output import console, duration, flag, open_workspace, print_json, require, when
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.quota.admission import reclaim_expired
 from shipyard.quota.estimate import estimate_pipeline, measure_latency, serving_replicas
@@ -51,9 +51,9 @@ def apply(file: Path = typer.Argument(..., help="A pools YAML file.")) -> None:
 
 
 @quota_app.command("pools")
-def pools(as_json: bool = typer.Option(False, "--json")) -> None:
+def pools(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """List the pools with their members' shares and caps."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
     found = list_pools(ws.store)
     if as_json:
         print_json(
@@ -84,9 +84,9 @@ def pools(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @quota_app.command("status")
-def status(as_json: bool = typer.Option(False, "--json")) -> None:
+def status(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Each pool with a bar per resource, who holds what, who waits (and records usage)."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
     outlook = {(o.pool, o.resource): o for o in record_usage(ws.store, ws.clock)}
     with ws.store.session() as s:
         leases = list(
@@ -159,7 +159,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
 @quota_app.command("reclaim")
 def reclaim() -> None:
     """Expire leases whose holders stopped heartbeating (the daemon does this every tick)."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
     gone = reclaim_expired(ws.store, ws.clock)
     listed = f": {', '.join(gone)}" if gone else ""
     console.print(f"reclaimed {len(gone)} expired lease(s){listed}")
@@ -167,14 +167,15 @@ def reclaim() -> None:
 
 @quota_app.command("estimate")
 def estimate(
-    pipeline: str,
+    pipeline: str = typer.Argument(..., help="The pipeline to estimate."),
     input_rows: int | None = typer.Option(None, "--input-rows", help="Scale to this input size."),
     like: str | None = typer.Option(None, "--like", help="Use a similar pipeline's history."),
     margin: float = typer.Option(0.2, "--margin", min=0, help="Safety margin on the p90."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """Per-step p90 memory and CPU from run history, scaled to the input, and the peak."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
+    require(ws, "pipeline", like if like is not None else pipeline)  # a new one may borrow
     est = estimate_pipeline(ws.store, pipeline, input_rows=input_rows, like=like, margin=margin)
     if as_json:
         print_json(
@@ -202,10 +203,18 @@ def estimate(
             }
         )
         return
+    scaled = sum(e.memory_model is not None for e in est.steps)
+    if not input_rows:
+        size = ""
+    elif scaled == len(est.steps):
+        size = f", scaled to {input_rows:,} rows"
+    elif scaled == 0:
+        size = f"; not scaled to {input_rows:,} rows: no step has runs of 3 distinct input sizes"
+    else:
+        size = f"; {scaled} of {len(est.steps)} steps scaled to {input_rows:,} rows"
     console.print(
         f"[bold]{pipeline}[/]: based on {est.runs} succeeded run{'s' if est.runs != 1 else ''} "
-        f"of [bold]{est.based_on}[/], "
-        f"p90 + {margin:.0%} margin" + (f", scaled to {input_rows:,} rows" if input_rows else "")
+        f"of [bold]{est.based_on}[/], p90 + {margin:.0%} margin{size}"
     )
     for e in est.steps:
         model = ""
@@ -229,21 +238,31 @@ def estimate(
 
 @quota_app.command("serving")
 def serving(
-    model: str = typer.Argument(..., help="A registered model (name, or name@alias)."),
+    model: str = typer.Argument(
+        ...,
+        help="A model, or MODEL@ALIAS (default: its default alias, else its newest version).",
+    ),
     qps: float = typer.Option(..., "--qps", help="Predicted peak queries per second."),
     p99_ms: float | None = typer.Option(None, "--p99-ms", help="Latency target, ms."),
     latency_ms: float | None = typer.Option(
         None, "--latency-ms", help="Use this latency instead of measuring the model."
     ),
-    concurrency: int = typer.Option(1, "--concurrency", min=1),
-    utilisation: float = typer.Option(0.7, "--utilisation", min=0.01, max=1.0),
-    cpu: float = typer.Option(1.0, "--cpu-per-replica"),
-    memory: str = typer.Option("1Gi", "--memory-per-replica"),
+    concurrency: int = typer.Option(
+        1, "--concurrency", min=1, help="Requests one replica serves at once."
+    ),
+    utilisation: float = typer.Option(
+        0.7, "--utilisation", min=0.01, max=1.0, help="Target busy share of each replica."
+    ),
+    cpu: float = typer.Option(1.0, "--cpu-per-replica", help="CPUs of one replica."),
+    memory: str = typer.Option("1Gi", "--memory-per-replica", help="Memory of one replica."),
     reserve: str | None = typer.Option(None, "--reserve", help="Record it in this pool."),
     seconds: float = typer.Option(2.0, "--seconds", help="Load-test length."),
 ) -> None:
     """Replicas by Little's law from a measured latency, N+1 and experiment headroom."""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
+    if latency_ms is None:
+        require(ws, "model", model.partition("@")[0])
+    require(ws, "pool", reserve)
     per_replica = parse_amounts({"cpu": cpu, "memory": memory}, what="per replica")
     basis = ""
     if latency_ms is None:
@@ -277,8 +296,6 @@ def serving(
     if reserve:
         now = ws.clock.time()
         with ws.store.session() as s:
-            if s.get(QuotaPool, reserve) is None:
-                raise NotFound("pool", reserve)
             s.merge(
                 QuotaReservation(
                     pool=reserve,
@@ -297,7 +314,14 @@ def _measure_model(ws: Any, model: str, seconds: float) -> tuple[float, str]:
     except ImportError:
         raise InvalidInput("no model registry here: give --latency-ms") from None
     name, _, alias = model.partition("@")
-    info, predictor = registry.Registry.of(ws).load(name, alias=alias or None)
+    models = registry.Registry.of(ws)
+    try:
+        info, predictor = models.load(name, alias=alias or None)
+    except NotFound:
+        if alias:
+            raise
+        # no default alias yet (a first rollout waiting for approvals): the newest version
+        info, predictor = models.load(name, version=models.versions(name)[-1].version)
     import numpy as np
 
     sample = np.zeros((1, len(info.signature.inputs)))
@@ -309,9 +333,9 @@ def _measure_model(ws: Any, model: str, seconds: float) -> tuple[float, str]:
 
 
 @quota_app.command("plan")
-def plan(as_json: bool = typer.Option(False, "--json")) -> None:
+def plan(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Is there enough quota to run all scheduled pipelines over the coming week?"""
-    ws = open_workspace()
+    ws = open_workspace(create=False)
     result = plan_from_store(
         ws.store,
         headroom_fraction=ws.settings.quota.experiment_headroom,
@@ -371,16 +395,16 @@ def hardware_advise(
     flops: float | None = typer.Option(None, "--flops", help="FLOPs per run."),
     bytes_moved: float = typer.Option(0.0, "--bytes", help="Bytes moved per run."),
     parameters: float = typer.Option(0.0, "--params", help="Model parameters."),
-    inference: bool = typer.Option(False, "--inference", help="Size for inference, not training."),
+    inference: bool = flag("--inference", help="Size for inference, not training."),
     price: float | None = typer.Option(None, "--local-price", help="This machine, USD/hour."),
 ) -> None:
     """Cheaper or faster hardware for a step: measured here, roofline-modelled elsewhere."""
-    ws = open_workspace()
     measured = measure_cpu()
     basis = "FLOPs given with --flops"
     if flops is None:
         if not target or ":" not in target:
             raise InvalidInput("give FILE:STEP (with run history) or --flops")
+        ws = open_workspace(create=False)
         file, step = target.rsplit(":", 1)
         with ws.store.session() as s:
             from shipyard.store.tables import Run

@@ -10,19 +10,22 @@ from typing import Any
 import typer
 from rich.live import Live
 from rich.markup import escape
-from rich.table import Table
 
 from shipyard.cli.output import (
+    FittedTable,
     console,
     duration,
     err_console,
     fail,
+    flag,
     human_bytes,
     open_workspace,
     print_json,
+    require,
+    table,
     when,
 )
-from shipyard.errors import ShipyardError
+from shipyard.errors import NotFound, ShipyardError
 
 STATUS_STYLE = {
     "pending": "dim",
@@ -41,15 +44,13 @@ def _styled(status: str) -> str:
     return f"[{STATUS_STYLE.get(status, '')}]{status}[/]"
 
 
-def _progress_table(title: str, views: dict[str, Any]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("step", "state", "attempt", "elapsed"):
-        table.add_column(column)
+def _progress_table(title: str, views: dict[str, Any]) -> FittedTable:
+    progress = table("step", "state", "attempt", "elapsed", title=title)
     for view in views.values():
-        table.add_row(
+        progress.add_row(
             view.name, _styled(view.status), str(view.attempt or "-"), duration(view.elapsed_s)
         )
-    return table
+    return progress
 
 
 def run(
@@ -60,11 +61,11 @@ def run(
         None, "--address", help="Ray cluster to join (ray:// or host:port); default: local Ray."
     ),
     pool: str | None = typer.Option(None, "--pool", help="Quota pool the steps run in."),
-    reserve: bool = typer.Option(
-        False, "--reserve", help="Reserve the DAG's peak demand in the pool before starting."
+    reserve: bool = flag(
+        "--reserve", help="Reserve the DAG's peak demand in the pool before starting."
     ),
     priority: int = typer.Option(0, "--priority", help="Admission priority (higher first)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the finished run as JSON."),
+    as_json: bool = flag("--json", help="Print the finished run as JSON."),
 ) -> None:
     """Run a pipeline, showing each step's state live; exit 1 if it fails, 130 if cancelled."""
     from shipyard.pipelines.loader import load_pipeline
@@ -81,6 +82,7 @@ def run(
         params = parse_params(pipeline.build_fn, param)
         pipeline.build(params)  # a malformed DAG fails here, before anything is recorded
         ws = open_workspace()
+        require(ws, "pool", pool)
         title = f"{pipeline.name} ({pipeline.kind.value})"
         options: dict[str, Any] = {"pool": pool, "reserve": reserve, "priority": priority}
         if executor == "ray":
@@ -121,13 +123,15 @@ def run(
 def runs_list(
     pipeline: str | None = typer.Option(None, "--pipeline", help="Only this pipeline's runs."),
     limit: int = typer.Option(20, "--limit", min=1, help="How many, newest first."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """List runs, newest first."""
     from shipyard.pipelines.records import list_runs
 
     try:
-        rows = list_runs(open_workspace().store, pipeline, limit)
+        ws = open_workspace(create=False)
+        require(ws, "pipeline", pipeline)
+        rows = list_runs(ws.store, pipeline, limit)
     except ShipyardError as exc:
         fail(str(exc))
     _print_listing(
@@ -150,13 +154,13 @@ def runs_list(
 @runs_app.command("show")
 def runs_show(
     run_id: str = typer.Argument(..., metavar="RUN", help="Run id (or a unique prefix)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """Show a run: its steps, their usage, exit reasons and artifacts."""
     from shipyard.pipelines.records import get_run
 
     try:
-        info = get_run(open_workspace().store, run_id)
+        info = get_run(open_workspace(create=False).store, run_id)
     except ShipyardError as exc:
         fail(str(exc))
     if as_json:
@@ -169,13 +173,13 @@ def runs_show(
     console.print(f"params: {json.dumps(info['params'])}")
     if info["exit_reason"]:
         console.print(f"reason: {info['exit_reason']}")
-    table = Table()
-    for column in ("step", "status", "try", "duration", "peak RSS", "CPU s", "input", "reason"):
-        table.add_column(column)
+    steps = table(
+        "step", "status", "try", "duration", "peak RSS", "CPU s", "input", "reason", free={"reason"}
+    )
     for st in info["steps"]:
         cpu = st["cpu_seconds"]
         rows = st["input_rows"]
-        table.add_row(
+        steps.add_row(
             st["step"],
             _styled(st["status"]),
             str(st["attempt"]),
@@ -185,7 +189,7 @@ def runs_show(
             f"{rows} rows, {human_bytes(st['input_bytes'])}" if rows else "-",
             st["exit_reason"] or "",
         )
-    console.print(table)
+    console.print(steps)
 
 
 def _render(line: dict[str, Any], prefix: str) -> str:
@@ -206,22 +210,23 @@ def _render(line: dict[str, Any], prefix: str) -> str:
 def runs_logs(
     run_id: str = typer.Argument(..., metavar="RUN", help="Run id (or a unique prefix)."),
     step_name: str | None = typer.Option(None, "--step", help="Only this step's log."),
-    follow_: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    follow_: bool = flag("--follow", "-f", help="Keep printing until the run ends."),
+    as_json: bool = flag("--json", help="One JSON object per line."),
 ) -> None:
     """Print a run's step logs (stdout, stderr and structured lines)."""
     from shipyard.pipelines import logs
     from shipyard.pipelines.records import FINAL, get_run
 
     try:
-        ws = open_workspace()
+        ws = open_workspace(create=False)
         info = get_run(ws.store, run_id)
         steps = info["steps"]
         if step_name is not None:
             steps = [st for st in steps if st["step"] == step_name]
             if not steps:
-                known = ", ".join(st["step"] for st in info["steps"])
-                fail(f"run {info['id']} has no step {step_name!r}; its steps: {known}")
+                known = [st["step"] for st in info["steps"]]
+                hint = f"its steps: {', '.join(known)}"
+                raise NotFound("step", step_name, hint, candidates=known)
         paths = [Path(st["log_path"]) for st in steps if st["log_path"]]
         names = {Path(st["log_path"]): st["step"] for st in steps if st["log_path"]}
 
@@ -235,18 +240,18 @@ def runs_logs(
                 print(json.dumps({"step": names[path], **line}, default=str), flush=True)
             else:
                 prefix = f"[{names[path]}] " if len(paths) > 1 else ""
-                console.print(_render(line, prefix), markup=False, highlight=False)
+                console.print(_render(line, prefix), markup=False, soft_wrap=True)
     except ShipyardError as exc:
         fail(str(exc))
 
 
 @pipelines_app.command("list")
-def pipelines_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def pipelines_list(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """List the pipelines that have run here, with their latest run."""
     from shipyard.pipelines.records import list_pipelines
 
     try:
-        rows = list_pipelines(open_workspace().store)
+        rows = list_pipelines(open_workspace(create=False).store)
     except ShipyardError as exc:
         fail(str(exc))
     _print_listing(
@@ -280,10 +285,10 @@ def _print_listing(
     if not rows:
         console.print(empty)
         return
-    table = Table(*columns)
+    listing = table(*columns, free={"reason", "file"})
     for row in rows:
-        table.add_row(*cells(row))
-    console.print(table)
+        listing.add_row(*cells(row))
+    console.print(listing)
 
 
 def register(app: typer.Typer) -> None:

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
 from shipyard import stats  # its kernels (scipy, pandas) load when a command runs
-from shipyard.cli.output import console, fail_on, print_json
+from shipyard.cli.output import FittedTable, console, fail_on, flag, print_json, table
 from shipyard.errors import InvalidInput, NotFound, ShipyardError
 
 if TYPE_CHECKING:
@@ -77,9 +76,8 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
 
 
-def _drift_table(report: DriftReport) -> Table:
-    table = Table(title="Drift by column", title_justify="left")
-    for header in (
+def _drift_table(report: DriftReport) -> FittedTable:
+    columns = table(
         "column",
         "test",
         "statistic",
@@ -88,11 +86,11 @@ def _drift_table(report: DriftReport) -> Table:
         "threshold",
         "verdict",
         "missing ref → cur",
-    ):
-        table.add_column(header, overflow="fold")
+        title="Drift by column",
+    )
     for c in report.columns:
         verdict = "[bold red]DRIFT[/]" if c.drifted else "[green]ok[/]"
-        table.add_row(
+        columns.add_row(
             c.column,
             c.test,
             _fmt(c.statistic),
@@ -102,7 +100,7 @@ def _drift_table(report: DriftReport) -> Table:
             verdict,
             f"{c.missing_ref:.1%} → {c.missing_cur:.1%}",
         )
-    return table
+    return columns
 
 
 def drift(
@@ -110,12 +108,12 @@ def drift(
         ..., help="Reference data (CSV/Parquet) or a stored profile (.json)."
     ),
     current: Path = typer.Argument(..., help="Current data (CSV/Parquet)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    as_json: bool = flag("--json", help="Print the report as JSON."),
     html_file: Path | None = typer.Option(
         None, "--html", help="Also write a self-contained HTML report."
     ),
-    fail_on_drift: bool = typer.Option(
-        False, "--fail-on-drift", help=f"Exit with {DRIFT_EXIT_CODE} when the data set drifts."
+    fail_on_drift: bool = flag(
+        "--fail-on-drift", help=f"Exit with {DRIFT_EXIT_CODE} when the data set drifts."
     ),
     alpha: float = typer.Option(
         0.05, help="Significance level after the correction across columns."
@@ -188,9 +186,9 @@ def schema_validate(
     schema_file: Path = typer.Option(
         ..., "--schema", help="Schema JSON from `shipyard schema infer`."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the anomalies as JSON."),
-    fail_on_anomaly: bool = typer.Option(
-        False, "--fail-on-anomaly", help=f"Exit with {DRIFT_EXIT_CODE} when any anomaly is found."
+    as_json: bool = flag("--json", help="Print the anomalies as JSON."),
+    fail_on_anomaly: bool = flag(
+        "--fail-on-anomaly", help=f"Exit with {DRIFT_EXIT_CODE} when any anomaly is found."
     ),
 ) -> None:
     """List every anomaly of DATA against the schema."""
@@ -204,18 +202,24 @@ def schema_validate(
     elif not anomalies:
         console.print("[green]✓[/] no anomalies")
     else:
-        table = Table(title=f"{len(anomalies)} anomalies", title_justify="left")
-        for header in ("column", "kind", "rows", "example", "detail"):
-            table.add_column(header, overflow="fold")
+        found = table(
+            "column",
+            "kind",
+            "rows",
+            "example",
+            "detail",
+            title=f"{len(anomalies)} anomalies",
+            free={"example", "detail"},
+        )
         for a in anomalies:
-            table.add_row(
+            found.add_row(
                 a.column,
                 a.kind,
                 str(a.rows),
                 "-" if a.example is None else repr(a.example),
                 a.detail,
             )
-        console.print(table)
+        console.print(found)
     if fail_on_anomaly and anomalies:
         raise typer.Exit(DRIFT_EXIT_CODE)
 

@@ -40,13 +40,29 @@ def load_module(file: str | Path) -> ModuleType:
     except PipelineDefinitionError:
         del sys.modules[name]
         raise
+    except SyntaxError as exc:  # its own file and line: the traceback ends in importlib
+        del sys.modules[name]
+        where = _user_place(file, path, exc.filename, exc.lineno)
+        raise PipelineDefinitionError(
+            f"cannot load {file}: {type(exc).__name__}: {exc.msg}{where}"
+        ) from None
     except Exception as exc:
         del sys.modules[name]
-        where = traceback.extract_tb(exc.__traceback__)[-1]
+        # the innermost frame of the pipeline file: deeper ones are in the libraries it calls
+        ours = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+        where = _user_place(file, path, str(path), ours[-1].lineno if ours else None)
         raise PipelineDefinitionError(
-            f"cannot load {file}: {type(exc).__name__}: {exc} (line {where.lineno})"
+            f"cannot load {file}: {type(exc).__name__}: {exc}{where}"
         ) from None
     return module
+
+
+def _user_place(file: str | Path, path: Path, filename: str | None, line: int | None) -> str:
+    """`` (FILE, line N)`` naming the file as the user gave it, or nothing when unknown."""
+    if line is None:
+        return ""
+    shown = file if filename in (None, str(path)) else filename
+    return f" ({shown}, line {line})"
 
 
 def pipelines_in(module: ModuleType) -> dict[str, Pipeline]:
@@ -76,7 +92,9 @@ def load_pipeline(target: str) -> tuple[Path, Pipeline]:
             )
         return Path(file).resolve(), next(iter(found.values()))
     if name not in found:
-        raise NotFound("pipeline", name, f"{file} defines: {', '.join(sorted(found))}")
+        raise NotFound(
+            "pipeline", name, f"{file} defines: {', '.join(sorted(found))}", candidates=found
+        )
     return Path(file).resolve(), found[name]
 
 

@@ -118,6 +118,7 @@ def estimate_pipeline(
     for step_run, _run_id in rows:
         by_step.setdefault(step_run.step, []).append(step_run)
     notes: list[str] = []
+    unscaled: list[str] = []
     estimates: dict[str, StepEstimate] = {}
     for step, runs in sorted(by_step.items()):
         mem = [float(r.peak_rss_bytes or 0) for r in runs]
@@ -138,7 +139,7 @@ def estimate_pipeline(
                 duration *= cpu_model(input_rows) / max(cpu_s, 1e-9)
                 cpu_s = cpu_model(input_rows)
             if mem_model is None:
-                notes.append(f"{step}: fewer than 3 distinct input sizes; p90 not scaled")
+                unscaled.append(step)
         memory *= 1 + margin
         cpu_s *= 1 + margin
         cores = max(1.0, math.ceil(cpu_s / duration)) if duration > 0 else 1.0
@@ -152,6 +153,11 @@ def estimate_pipeline(
             span = spans.setdefault(rid, [math.inf, -math.inf])
             span[0], span[1] = min(span[0], r.started_at), max(span[1], r.ended_at)
     durations = [b - a for a, b in spans.values()]
+    if unscaled:
+        notes.append(
+            f"not scaled to {input_rows:,} rows (their history has fewer than 3 distinct input "
+            f"sizes; the p90 of the runs as they were): {', '.join(unscaled)}"
+        )
     if like:
         notes.append(f"no history of its own: based on the similar pipeline {like!r}")
     return PipelineEstimate(

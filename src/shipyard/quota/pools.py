@@ -236,7 +236,10 @@ def load_pool(session: Session, name: str, *, lock: bool = False) -> Pool:
     query = select(QuotaPool).where(QuotaPool.name == name)
     row = session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
     if row is None:
-        raise NotFound("pool", name, "declare it with `shipyard quota apply pools.yaml`")
+        known = session.scalars(select(QuotaPool.name))
+        raise NotFound(
+            "pool", name, "declare it with `shipyard quota apply pools.yaml`", candidates=known
+        )
     key = (str(session.get_bind().engine.url), name, row.generation, row.updated_at)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)

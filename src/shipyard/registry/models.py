@@ -306,7 +306,7 @@ class Registry:
         if not ALIAS.match(alias):
             raise InvalidInput(f"alias {alias!r}: start with a letter; letters, digits, '_', '-'")
         if s.get(RegisteredModel, name) is None:
-            raise NotFound("model", name)
+            raise NotFound("model", name, candidates=s.scalars(select(RegisteredModel.name)))
         if version is not None and self._version_row(s, name, version) is None:
             raise NotFound("model version", f"{name}/{version}")
         return self._move_alias(s, name, alias, version, reason)
@@ -401,7 +401,8 @@ class Registry:
         with self.store.session() as s:
             model = s.get(RegisteredModel, name)
             if model is None:
-                raise NotFound("model", name, "see `shipyard models list`")
+                known = s.scalars(select(RegisteredModel.name))
+                raise NotFound("model", name, "see `shipyard models list`", candidates=known)
             if version is None:
                 alias = alias or model.default_alias
                 pointer = s.get(ModelAlias, (name, alias))

@@ -198,7 +198,8 @@ def move_alias(
     with registry.store.session(immediate=True) as s:
         row = s.get(RegisteredModel, model)
         if row is None:
-            raise NotFound("model", model, "see `shipyard models list`")
+            known = s.scalars(select(RegisteredModel.name))
+            raise NotFound("model", model, "see `shipyard models list`", candidates=known)
         state = live_states(s, model).get(model)
         if (
             state is not None
