@@ -47,8 +47,6 @@ OTHERS = {
     ("rollback", "model"): "rollback: another helper chooses the target and checks the name",
     ("deployments", "set-policy", "model"): "set-policy: another helper refuses unknown models",
 }
-# serve --model would start a server (cli/serve.py is not this branch's; see the report)
-SKIP = {("serve", "model"): "serve --model is checked once serving loads it; see the report"}
 
 
 def known(ws_dir: Path) -> dict[str, str]:
@@ -79,8 +77,6 @@ def cases() -> Iterator[Any]:
             marks = []
             if key in OTHERS:
                 marks.append(pytest.mark.xfail(strict=False, reason=OTHERS[key]))
-            if key in SKIP:
-                marks.append(pytest.mark.skip(reason=SKIP[key]))
             yield pytest.param(path, param.name, marks=marks, id=" ".join(key))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from shipyard.cli.output import console, open_workspace, print_json, when
+from shipyard.cli.output import console, flag, open_workspace, print_json, require, when
 
 serving_app = typer.Typer(help="The model servers on record.", no_args_is_help=True)
 
@@ -16,8 +16,8 @@ def serve(
     ),
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="Worker processes."),
     model: str = typer.Option(None, "--model", help="The model /invocations answers for."),
-    no_monitoring: bool = typer.Option(
-        False, "--no-monitoring", help="Serve without windows, profiles or request logs."
+    no_monitoring: bool = flag(
+        "--no-monitoring", help="Serve without windows, profiles or request logs."
     ),
     pool: str = typer.Option(
         None, "--pool", help="Run on a lease in this quota pool (refused if it cannot fit)."
@@ -46,7 +46,9 @@ def serve(
     from shipyard.quota import parse_quantity
     from shipyard.serving.server import free_port, run
 
-    settings = open_workspace().settings
+    ws = open_workspace(create=model is None)  # a model to serve needs a workspace with it
+    require(ws, "model", model)  # an unknown name is one line, before anything listens
+    settings = ws.settings
     host = host or settings.serving.host
     port = settings.serving.port if port is None else port
     if pool is None and (cpu is not None or memory is not None):
