@@ -36,7 +36,6 @@ def plain(markup: str | None) -> str:
 # Typer cuts an option name longer than its option column (--trust-pickle-i-know-this-runs-code,
 # 36 characters) with an ellipsis at 80 columns; the registry's owner chooses the name.
 NOT_OURS = {
-    ("daemon",): "daemon.py: flag() for --once, a help for --metrics-host; see the report",
     ("models", "register"): "the trust flag's name is cut at 80 columns; see the report",
     ("models", "import-mlflow"): "the trust flag's name is cut at 80 columns; see the report",
 }

@@ -9,7 +9,7 @@ import typer
 
 from shipyard.alerting.config import load_config
 from shipyard.alerting.exposition import MetricsServer
-from shipyard.cli.output import console, open_workspace
+from shipyard.cli.output import console, flag, open_workspace
 from shipyard.daemon import Daemon, DaemonContext, run_until_signalled, subprocess_launcher
 from shipyard.errors import ConfigError
 
@@ -17,11 +17,13 @@ QUIET_LOGGERS = ("httpx", "httpcore")  # a line per probe and per delivery: the 
 
 
 def daemon(
-    once: bool = typer.Option(False, "--once", help="Run every task once, then exit."),
+    once: bool = flag("--once", help="Run every task once, then exit."),
     metrics_port: int = typer.Option(
         -1, "--metrics-port", help="Serve /metrics on this port (0: any free one; -1: off)."
     ),
-    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host"),
+    metrics_host: str = typer.Option(
+        "127.0.0.1", "--metrics-host", help="Address /metrics listens on."
+    ),
     tick: float = typer.Option(0.0, "--tick", help="Seconds between ticks (default: settings)."),
     config: Path | None = typer.Option(None, "--config", help="alerting.yaml to use."),
 ) -> None:
