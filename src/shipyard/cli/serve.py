@@ -74,10 +74,8 @@ def serve(
 
 @serving_app.command("instances")
 def instances(
-    include_stopped: bool = typer.Option(
-        False, "--all", help="Show stopped servers too, with why each stopped."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    include_stopped: bool = flag("--all", help="Show stopped servers too, with why each stopped."),
+    as_json: bool = flag("--json", help="Machine-readable output."),
 ) -> None:
     """The model servers on record: live ones, stale ones (killed, or silent past their ttl:
     the next `shipyard serve` marks them stopped) and, with --all, stopped ones."""
