@@ -18,6 +18,7 @@ from typing import Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
+from typer.models import DefaultPlaceholder
 
 from shipyard import __version__
 from shipyard.errors import ShipyardError
@@ -74,7 +75,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class _Unloaded(TyperCommand):
+def _no_metavar(option: Any) -> Any:
+    """Typer's own ``--help`` option as ours show it: a flag, so no ``<bool>`` after it."""
+    if option is not None:
+        option.metavar = ""
+    return option
+
+
+class Command(TyperCommand):
+    """Every ``shipyard`` command (``_use_our_classes`` makes each module's commands one)."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _no_metavar(super().get_help_option(ctx))
+
+
+class Group(TyperGroup):
+    """Every ``shipyard`` command group, the root included."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _no_metavar(super().get_help_option(ctx))
+
+
+class _Unloaded(Command):
     """Stands in for a command in the listing until the command is resolved."""
 
     def __init__(self, name: str, module: str, short_help: str) -> None:
@@ -82,7 +104,7 @@ class _Unloaded(TyperCommand):
         self.module = module
 
 
-class LazyGroup(TyperGroup):
+class LazyGroup(Group):
     """A Typer group that imports a command's module only when the command is resolved.
 
     The listing (``--help``, suggestions for a misspelt command) reads :data:`COMMANDS`;
@@ -109,6 +131,7 @@ class LazyGroup(TyperGroup):
         sub = typer.Typer(rich_markup_mode="rich")
         import_module(f"shipyard.cli.{module}").register(sub)
         _reflow_all(sub)
+        _use_our_classes(sub)
         for name, command in typer.main.get_group(sub).commands.items():
             if isinstance(self.commands.get(name), _Unloaded | None):
                 self.commands[name] = command
@@ -134,7 +157,12 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", help="Print the version and exit.", callback=_version, is_eager=True
+        False,
+        "--version",
+        help="Print the version and exit.",
+        callback=_version,
+        is_eager=True,
+        metavar="",  # a flag: no <bool>
     ),
 ) -> None:
     """Take ML pipelines to production and keep them healthy there.
@@ -166,9 +194,26 @@ def _reflow_all(typer_app: typer.Typer) -> None:
             _reflow_all(group.typer_instance)
 
 
+def _use_our_classes(typer_app: typer.Typer) -> None:
+    """Build every command and group of ``typer_app`` with :class:`Command` and :class:`Group`
+    (Typer's defaults show ``<bool>`` after ``--help``); a class a module chose stays."""
+    for command in typer_app.registered_commands:
+        if command.cls is TyperCommand:  # Typer's default, set when the command is registered
+            command.cls = Command
+    for group in typer_app.registered_groups:
+        sub = group.typer_instance
+        if isinstance(group.cls, DefaultPlaceholder) and (
+            sub is None or isinstance(sub.info.cls, DefaultPlaceholder)
+        ):
+            group.cls = Group
+        if sub is not None:
+            _use_our_classes(sub)
+
+
 def main() -> None:
     try:
         _reflow_all(app)  # commands registered on app itself (register(app))
+        _use_our_classes(app)
         app()
     except ShipyardError as exc:
         from rich.markup import escape
