@@ -27,24 +27,6 @@ def plain(markup: str | None) -> str:
     return Text.from_markup(markup or "").plain
 
 
-# Others' files: the integrator applies the fixes the issue 19 report gives, then drops these.
-# Typer cuts an option name longer than its option column (--trust-pickle-i-know-this-runs-code,
-# 36 characters) with an ellipsis at 80 columns; the registry's owner chooses the name.
-NOT_OURS = {
-    ("models", "register"): "the trust flag's name is cut at 80 columns; see the report",
-    ("models", "import-mlflow"): "the trust flag's name is cut at 80 columns; see the report",
-}
-
-
-def marked(paths: list[tuple[str, ...]]) -> list[Any]:
-    return [
-        pytest.param(p, marks=pytest.mark.xfail(strict=False, reason=NOT_OURS[p]))
-        if p in NOT_OURS
-        else p
-        for p in paths
-    ]
-
-
 ALL = list(TREE)
 
 
@@ -52,7 +34,7 @@ def test_the_app_has_the_commands_the_readme_uses() -> None:
     assert {("run",), ("drift",), ("runs", "logs"), ("quota", "estimate")} <= set(ALL)
 
 
-@pytest.mark.parametrize("path", marked(ALL), ids=lambda p: " ".join(p) or "shipyard")
+@pytest.mark.parametrize("path", ALL, ids=lambda p: " ".join(p) or "shipyard")
 def test_help_at_80_columns_piped_is_whole(path: tuple[str, ...]) -> None:
     result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": str(WIDTH)})
     out = result.output
@@ -70,7 +52,7 @@ def test_help_at_80_columns_piped_is_whole(path: tuple[str, ...]) -> None:
     assert [line for line in out.splitlines() if "<bool>" in line] == []
 
 
-@pytest.mark.parametrize("path", marked([p for p in ALL if p]), ids=lambda p: " ".join(p))
+@pytest.mark.parametrize("path", [p for p in ALL if p], ids=lambda p: " ".join(p))
 def test_every_argument_and_option_has_help(path: tuple[str, ...]) -> None:
     command = command_at(path)
     missing = [p.name for p in command.params if not getattr(p, "help", None)]

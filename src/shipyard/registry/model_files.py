@@ -25,7 +25,7 @@ from typing import Any
 from shipyard.errors import ArtifactError, InvalidInput
 from shipyard.registry import flavors
 
-TRUST_FLAG = "--trust-pickle-i-know-this-runs-code"
+TRUST_FLAG = "--unsafe-trust-pickle"
 """The command-line flag that lets a pickle be loaded (and so lets it run its code)."""
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
