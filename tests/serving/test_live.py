@@ -13,8 +13,8 @@ from sqlalchemy import func, select
 from serving.conftest import Running, fit_classifier, free_port, start
 from shipyard.deploy.routing import choose_version
 from shipyard.registry import Registry
-from shipyard.serving import build_app
 from shipyard.serving.live import LiveModels, LiveVersion, Loaded, pick, route_of
+from shipyard.serving.server import build_app
 from shipyard.store.serving import PredictionRecord, ServingWindow
 from shipyard.store.tables import ArtifactRecord
 from shipyard.workspace import Workspace
