@@ -18,9 +18,9 @@ from shipyard.deploy.rollout import (
     rollouts_of,
     start_rollout,
 )
-from shipyard.deploy.routing import bucket, choose_version, in_canary, routing_key
 from shipyard.deploy.traffic import LiveSplit, live_split, live_splits
 from shipyard.lazy import lazy_exports
+from shipyard.serving.routing import bucket, choose_version, in_canary, routing_key
 
 if TYPE_CHECKING:
     from shipyard.deploy.engine import Engine
