@@ -233,7 +233,7 @@ def arm_from_store(store: Store, model: str, version: int, start: float, end: fl
             s, model, version, start, end, MAX_PREDICTIONS
         )
     lat = [latencies_from_histogram(w.latency_s) for w in flushed]
-    wrong = sum(not _same(_first_value(p), _first_value(y)) for p, y in labelled)
+    wrong = sum(not _same(_first_value(x.prediction), _first_value(x.labels)) for x in labelled)
     return ArmData(
         requests=sum(w.requests for w in flushed),
         errors=sum(w.errors + w.data_errors for w in flushed),

@@ -2,7 +2,7 @@
 of which version was in production when.
 
 The model server reads :func:`live_splits` every ``serving.refresh_interval_s`` (0.5 s by
-default) and routes with :func:`shipyard.deploy.routing.choose_version`; deploy writes the
+default) and routes with :func:`shipyard.serving.routing.choose_version`; deploy writes the
 split inside the same transaction as the rollout state that calls for it, so a split is never
 seen without the decision (and audit event) behind it.
 """

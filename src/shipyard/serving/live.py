@@ -9,7 +9,7 @@ which versions with which weights, and what decided them. While a split decides,
 alias cannot be moved to another version (:func:`move_alias` refuses, naming ``shipyard deploy``
 and ``shipyard rollback``), so no command reports a change that serves nothing.
 
-Routing is deploy's sticky canary rule (:func:`shipyard.deploy.routing.choose_version`): a
+Routing is serving's sticky canary rule (:func:`shipyard.serving.routing.choose_version`): a
 sha256 bucket of the routing key below the canary's weight goes to the canary. It is a pure
 function of the key and the split, so every worker and every replica sends a user to the same
 version, and raising the canary's weight only moves users from stable to canary.
@@ -33,6 +33,7 @@ from sqlalchemy import select
 from shipyard.errors import InvalidInput, NotFound, ShipyardError
 from shipyard.registry import AliasMove, Registry, VersionInfo
 from shipyard.registry.flavors import Predictor
+from shipyard.serving.routing import asgi_routing_key, choose_version
 from shipyard.store.registry import ModelAlias, RegisteredModel
 
 if TYPE_CHECKING:
@@ -42,9 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shipyard.serving")
 
-ROUTING_HEADERS = (b"x-shipyard-routing-key", b"x-user-id")
-"""The headers that carry a routing key, first match wins (the names of
-:data:`shipyard.deploy.routing.ROUTING_HEADERS`, as ASGI's lower-case bytes)."""
+routing_key = asgi_routing_key
+"""The key a request is routed by, from its ASGI headers (:mod:`shipyard.serving.routing`)."""
 
 
 @dataclass(frozen=True)
@@ -213,17 +213,6 @@ def move_alias(
         return move, live_states(s, model).get(model)
 
 
-def routing_key(headers: Mapping[bytes, bytes], request_id: str) -> str:
-    """The key a request is routed by: the caller's routing-key or user-id header (sticky per
-    user), else the request id — the same string :func:`shipyard.deploy.routing.routing_key`
-    makes, so deploy and serving agree on who is in the canary."""
-    for name in ROUTING_HEADERS:
-        value = headers.get(name)
-        if value:
-            return f"user:{value.decode('latin-1')}"
-    return f"request:{request_id}"
-
-
 @dataclass(frozen=True)
 class Route:
     """One model's loaded live versions and the split (version → percent) that routes them."""
@@ -238,8 +227,6 @@ class Route:
 
 def route_of(live: list[tuple[Loaded, LiveVersion]]) -> Route:
     """The route over the versions that loaded (a canary that failed to load gets no traffic)."""
-    from shipyard.deploy.routing import choose_version
-
     candidates = [loaded for loaded, _ in live]
     canary = next((lv.version for _, lv in live if lv.canary), None)
     return Route(
@@ -253,7 +240,7 @@ def route_of(live: list[tuple[Loaded, LiveVersion]]) -> Route:
 
 
 def pick(route: Route, key: str) -> Loaded:
-    """The version that serves ``key``: deploy's sticky rule over the route's split."""
+    """The version that serves ``key``: the sticky rule over the route's split."""
     if len(route.candidates) == 1 or route.choose is None:
         return route.candidates[0]
     return route.by_version[route.choose(key, route.split_pct, route.canary)]
