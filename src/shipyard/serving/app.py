@@ -41,7 +41,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from shipyard import __version__
 from shipyard.clock import SYSTEM_CLOCK, Clock
-from shipyard.errors import InvalidInput, NotFound, ShipyardError, StoreError
+from shipyard.errors import InvalidInput, NotFound, SchemaViolation, ShipyardError, StoreError
 from shipyard.serving import protocol_mlflow, protocol_v2
 from shipyard.serving.execution import BoundedPool, Overloaded
 from shipyard.serving.feedback import record_feedback
@@ -74,10 +74,17 @@ STATUSES: tuple[tuple[type[Exception], int, str], ...] = (
 class HTTPError(Exception):
     """An error answer; ``headers`` go out with it (the version that refused or failed)."""
 
-    def __init__(self, status: int, message: str, mlflow_code: str = "BAD_REQUEST") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        mlflow_code: str = "BAD_REQUEST",
+        field: str | None = None,
+    ) -> None:
         self.status = status
         self.message = message
         self.mlflow_code = mlflow_code
+        self.field = field
         self.headers: Headers = []
         if status == 503:
             self.headers.append((b"retry-after", b"1"))
@@ -85,9 +92,10 @@ class HTTPError(Exception):
 
     @classmethod
     def of(cls, exc: ShipyardError) -> HTTPError:
+        field = exc.field if isinstance(exc, SchemaViolation) else None
         for kind, status, code in STATUSES:
             if isinstance(exc, kind):
-                return cls(status, str(exc), code)
+                return cls(status, str(exc), code, field)
         return cls(500, f"internal error: {exc}", "INTERNAL_ERROR")
 
 
@@ -225,10 +233,15 @@ class ServingApp:
 
     @staticmethod
     def _error(path: str, exc: HTTPError) -> Answer:
+        """The error body: MLflow's shape on ``/invocations``, ``{"error"}`` elsewhere; with the
+        request's field at fault when there is one."""
         if path.endswith("invocations"):
-            doc = {"error_code": exc.mlflow_code, "message": exc.message}
-            return _json(exc.status, doc, exc.headers)
-        return _json(exc.status, {"error": exc.message}, exc.headers)
+            doc: dict[str, Any] = {"error_code": exc.mlflow_code, "message": exc.message}
+        else:
+            doc = {"error": exc.message}
+        if exc.field is not None:
+            doc["field"] = exc.field
+        return _json(exc.status, doc, exc.headers)
 
     # -- routing -------------------------------------------------------------------------------
     async def _dispatch(
@@ -502,14 +515,19 @@ class ServingApp:
         try:
             length = int(raw_length) if raw_length is not None else None
         except ValueError:
-            refused = InvalidInput("Inference-Header-Content-Length is not a number")
+            refused = SchemaViolation(
+                "Inference-Header-Content-Length is not a number",
+                field="Inference-Header-Content-Length",
+            )
             raise self._refusal(loaded, refused, job.started, job.rid) from None
         holder: list[str] = []
 
         def parse() -> protocol_v2.V2Request:
             req = protocol_v2.parse_request(job.body, length, loaded.info.signature, job.limits)
             if "predict_proba" in req.outputs and loaded.predictor.proba_fn is None:
-                raise InvalidInput(f"model {loaded.model} has no predict_proba output")
+                raise SchemaViolation(
+                    f"model {loaded.model} has no predict_proba output", field="outputs"
+                )
             holder.append(req.id or job.rid)
             return req
 

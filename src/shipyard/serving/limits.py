@@ -26,19 +26,20 @@ from typing import Any
 
 import pydantic_core
 
-from shipyard.errors import InvalidInput
+from shipyard.errors import InvalidInput, SchemaViolation
 
 LIMITS_TAG = "serving.limits"
 CONTAINERS = (list, dict)
 
 
-class RequestTooLarge(InvalidInput):
+class RequestTooLarge(SchemaViolation):
     """A request over one of its model's cost bounds (answered with 413)."""
 
     def __init__(self, message: str, field: str, limit: str) -> None:
-        self.field = field
         self.limit = limit
-        super().__init__(f"{message} (limit {limit}; the model's '{LIMITS_TAG}' tag sets it)")
+        super().__init__(
+            f"{message} (limit {limit}; the model's '{LIMITS_TAG}' tag sets it)", field=field
+        )
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,9 @@ class RequestLimits:
         """``shape`` and the number of values it declares, after checking that it is a list of
         at most ``max_dims`` non-negative integers (not booleans) and within the bounds."""
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            raise InvalidInput(f"input {field!r}: 'shape' must be a list of non-negative integers")
+            raise SchemaViolation(
+                f"input {field!r}: 'shape' must be a list of non-negative integers", field=field
+            )
         if len(shape) > self.max_dims:
             raise RequestTooLarge(
                 f"input {field!r} has {len(shape)} dimensions", field, f"max_dims={self.max_dims}"
@@ -160,6 +163,6 @@ def load_json(body: bytes, limits: RequestLimits, what: str = "the request") -> 
     try:
         doc = pydantic_core.from_json(body)
     except ValueError as exc:
-        raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
+        raise SchemaViolation(f"{what} is not valid JSON: {exc}", field="body") from None
     limits.check_json(doc, "body")
     return doc

@@ -48,13 +48,16 @@ def parse(
 def parse_json(body: bytes, signature: Signature, limits: RequestLimits) -> np.ndarray[Any, Any]:
     doc = load_json(body, limits)
     if not isinstance(doc, dict):
-        raise InvalidInput(f"the JSON body must be an object with one of {list(FORMATS)}")
+        raise SchemaViolation(
+            f"the JSON body must be an object with one of {list(FORMATS)}", field="body"
+        )
     present = [k for k in FORMATS if k in doc]
     extra = [k for k in doc if k not in FORMATS and k != "params"]
     if len(present) != 1 or extra:
-        raise InvalidInput(
+        raise SchemaViolation(
             f"the JSON body must hold exactly one of {list(FORMATS)} (and optionally 'params'); "
-            f"got {sorted(doc)[:10]}"
+            f"got {sorted(doc)[:10]}",
+            field="body",
         )
     key = present[0]
     value = doc[key]
@@ -173,7 +176,7 @@ def parse_csv(body: bytes, signature: Signature, limits: RequestLimits) -> np.nd
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidInput("the CSV body is not UTF-8") from None
+        raise SchemaViolation("the CSV body is not UTF-8", field="csv") from None
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from shipyard.errors import InvalidInput, SchemaViolation
+from shipyard.errors import SchemaViolation
 from shipyard.registry.signature import NUMERIC, Signature
 from shipyard.serving.limits import RequestLimits, load_json
 
@@ -98,8 +98,8 @@ def _encode_bytes_tensor(values: np.ndarray[Any, Any]) -> bytes:
 
 
 def _flatten(data: Any, name: str, max_depth: int) -> list[Any]:
-    """V2's ``data``, flat or nested row-major, as one flat list (nesting at most ``max_depth``
-    deep, the tensor's number of dimensions)."""
+    """V2's ``data``, flat or nested row-major, as one flat list (lists within the outer list
+    at most ``max_depth`` deep: one less than the tensor's number of dimensions)."""
     if not isinstance(data, list):
         return [data]
     flat = data
@@ -161,15 +161,15 @@ def _tensor(
     spec: Any, binary: memoryview, offset: int, limits: RequestLimits
 ) -> tuple[str, np.ndarray[Any, Any], int]:
     if not isinstance(spec, dict):
-        raise InvalidInput("every input must be an object")
+        raise SchemaViolation("every input must be an object", field="inputs")
     name = spec.get("name")
     if not isinstance(name, str) or not name:
-        raise InvalidInput("every input needs a 'name'")
+        raise SchemaViolation("every input needs a 'name'", field="inputs")
     if len(name) > 200:
         raise SchemaViolation(f"input {name[:20]!r}…: a name of {len(name)} characters", "name")
     shape, count = limits.check_shape(spec.get("shape"), name)
     datatype = spec.get("datatype")
-    if datatype != "BYTES" and datatype not in DTYPES:
+    if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in DTYPES):
         raise SchemaViolation(
             f"input {name!r}: unknown datatype {_short(datatype)}; use one of {[*DTYPES, 'BYTES']}",
             field=name,
@@ -204,7 +204,7 @@ def _tensor(
     else:
         if "data" not in spec:
             raise SchemaViolation(f"input {name!r} has no 'data'", field=name)
-        values = _flatten(spec["data"], name, max(1, len(shape)))
+        values = _flatten(spec["data"], name, len(shape) - 1)
         if len(values) != count:
             raise SchemaViolation(
                 f"input {name!r}: shape {shape} needs {count} values, got {len(values)}",
@@ -233,11 +233,14 @@ def _outputs(req: dict[str, Any]) -> tuple[list[str], set[str]]:
         name = out.get("name") if isinstance(out, dict) else None
         if name not in OUTPUTS:
             raise SchemaViolation(
-                f"unknown output {_short(name)}; this model has {list(OUTPUTS)}", field="outputs"
+                f"unknown output {_short(name)} in 'outputs'; this model has {list(OUTPUTS)}",
+                field="outputs",
             )
         out_params = out.get("parameters")
         if out_params is not None and not isinstance(out_params, dict):
-            raise SchemaViolation(f"output {name!r}: 'parameters' must be an object", "outputs")
+            raise SchemaViolation(
+                f"outputs: the parameters of {name!r} must be an object", field="outputs"
+            )
         outputs.append(name)
         if binary_all or (out_params or {}).get("binary_data"):
             binary_outputs.add(name)
@@ -251,13 +254,16 @@ def parse_request(
     ``limits`` (:mod:`shipyard.serving.limits`)."""
     if header_length is not None:
         if header_length < 0 or header_length > len(body):
-            raise InvalidInput("Inference-Header-Content-Length is larger than the body")
+            raise SchemaViolation(
+                "Inference-Header-Content-Length is larger than the body",
+                field="Inference-Header-Content-Length",
+            )
         head, binary = body[:header_length], memoryview(body)[header_length:]
     else:
         head, binary = body, memoryview(b"")
     req = load_json(head, limits)
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list) or not req["inputs"]:
-        raise InvalidInput("the request needs a non-empty 'inputs' list")
+        raise SchemaViolation("the request needs a non-empty 'inputs' list", field="inputs")
     if len(req["inputs"]) > max(1, len(signature.names)):
         raise SchemaViolation(
             f"{len(req['inputs'])} inputs for a model of {len(signature.names)} columns "
