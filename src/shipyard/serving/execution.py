@@ -2,8 +2,9 @@
 
 The event loop only reads requests and writes answers; parsing, the model and encoding run on
 the pool, so health probes, ``/metrics`` and other clients keep being answered while a large
-request is predicted. The pool has as many threads as the process may use cores, and admits at
-most ``threads + queue`` jobs at once: one more is refused at once with :class:`Overloaded`
+request is predicted. The pool has as many threads as the process may use cores (at least two,
+so that one long prediction never holds the only thread), and admits at most ``threads + queue``
+jobs at once: one more is refused at once with :class:`Overloaded`
 (``503`` with ``Retry-After``), never queued without end. A job's slot is given back when its
 thread finishes, not when its caller stops waiting, so a client that hangs up cannot make room
 for more work than the threads can do.
@@ -54,7 +55,7 @@ class BoundedPool:
 
     def __init__(self, name: str, threads: int | None = None, queue: int | None = None) -> None:
         self.name = name
-        self.threads = threads or usable_cores()
+        self.threads = threads or max(2, usable_cores())
         self.queue = self.threads * 2 if queue is None else queue
         self.capacity = self.threads + self.queue
         self._slots = threading.BoundedSemaphore(self.capacity)
