@@ -43,7 +43,7 @@ from shipyard import __version__
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import InvalidInput, NotFound, SchemaViolation, ShipyardError, StoreError
 from shipyard.serving import protocol_mlflow, protocol_v2
-from shipyard.serving.execution import BoundedPool, Overloaded
+from shipyard.serving.execution import BoundedPool, Overloaded, freeze_heap
 from shipyard.serving.feedback import record_feedback
 from shipyard.serving.limits import DEFAULT_LIMITS, RequestLimits, RequestTooLarge
 from shipyard.serving.live import LiveModels, Loaded, routing_key
@@ -204,6 +204,7 @@ class ServingApp:
     def startup(self) -> None:
         self.live.start()
         self.telemetry.start()
+        freeze_heap()  # what is loaded now is never walked by a collection on the request path
         self.started = True
 
     def shutdown(self) -> None:

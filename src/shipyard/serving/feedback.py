@@ -26,7 +26,7 @@ MAX_FEEDBACK_ITEMS = 100_000
 def parse_feedback(
     body: bytes, limits: RequestLimits = DEFAULT_LIMITS
 ) -> list[tuple[str, list[Any]]]:
-    doc = load_json(body, limits, "feedback")
+    doc, _ = load_json(body, limits, "feedback")
     if not isinstance(doc, dict):
         raise InvalidInput("feedback must be an object with request_ids and labels")
     if "feedback" in doc:

@@ -46,7 +46,7 @@ def parse(
 
 
 def parse_json(body: bytes, signature: Signature, limits: RequestLimits) -> np.ndarray[Any, Any]:
-    doc = load_json(body, limits)
+    doc, scalars = load_json(body, limits)
     if not isinstance(doc, dict):
         raise SchemaViolation(
             f"the JSON body must be an object with one of {list(FORMATS)}", field="body"
@@ -62,7 +62,7 @@ def parse_json(body: bytes, signature: Signature, limits: RequestLimits) -> np.n
     key = present[0]
     value = doc[key]
     _check_rows(value, key, limits)
-    if signature.numeric:
+    if signature.numeric and bool in scalars:
         _refuse(key, value, signature, bool)
     try:
         return _to_array(key, value, signature)

@@ -261,7 +261,7 @@ def parse_request(
         head, binary = body[:header_length], memoryview(body)[header_length:]
     else:
         head, binary = body, memoryview(b"")
-    req = load_json(head, limits)
+    req, _ = load_json(head, limits)
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list) or not req["inputs"]:
         raise SchemaViolation("the request needs a non-empty 'inputs' list", field="inputs")
     if len(req["inputs"]) > max(1, len(signature.names)):
