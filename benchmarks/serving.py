@@ -10,7 +10,7 @@ Goal (issue 5): ≥ 4× MLflow's throughput at a lower p99, monitoring costing �
 
 Head of line (issue 20): the p99 of the same one-row requests from 4 clients while a fifth client
 sends maximum-size requests (the largest ``dataframe_split`` body the model's request limits let
-through, 4 MiB by default), against the same 4 clients alone. Goal: at most 2× the quiet p99.
+through, 1 MiB by default), against the same 4 clients alone. Goal: at most 2× the quiet p99.
 
     .venv/bin/python benchmarks/serving.py [--seconds 5] [--workers 1] [--no-mlflow]
 

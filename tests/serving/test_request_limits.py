@@ -233,7 +233,7 @@ def test_a_bytes_tensor_of_many_empty_elements_is_refused_by_the_bound(
     headers = {"inference-header-content-length": str(len(head))}
     r = _post(client, "/v2/models/text_small/infer", head + raw, headers)
     _refused(r, 400, "s")
-    # the default bound: 12.5 million elements (50 MB) are over the body's 4 MiB
+    # the default bound: 12.5 million elements (50 MB) are over the body's 1 MiB
     r = _post(client, "/v2/models/text/infer", head + raw * 13, headers)
     assert "max_body_bytes" in _refused(r, 413, "body")
 

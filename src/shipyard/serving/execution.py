@@ -10,8 +10,8 @@ thread finishes, not when its caller stops waiting, so a client that hangs up ca
 for more work than the threads can do.
 
 The GIL still serialises Python work: a thread waiting for it gets it after at most one switch
-interval (5 ms) of bytecode, or when the C call that holds it returns (decoding a 4 MiB body is
-tens of milliseconds). What made a large request stall everyone for hundreds of milliseconds
+interval (5 ms) of bytecode, or when the C call that holds it returns (decoding a 1 MiB JSON body
+takes about 10 ms). What made a large request stall everyone for hundreds of milliseconds
 was the garbage collector: the tens of thousands of lists a large JSON body decodes into trigger
 full collections, and each one walked every object of the worker (NumPy, pandas, scikit-learn,
 the models) with the GIL held — 590 ms at worst, measured beside 1 MiB requests on a loaded

@@ -9,9 +9,12 @@ integers, so ``[2**32, 2**32]`` is refused, not overflowed), a JSON body's value
 before the next level is materialised. A request over a bound is answered ``413`` naming the
 field and the bound.
 
-The defaults suit a one-core share of a worker: 4 MiB of body (gRPC's default maximum message
-size, ``GRPC_DEFAULT_MAX_RECV_MESSAGE_LENGTH``, which TF Serving and Triton's gRPC front ends
-inherit), 2**20 values, 100,000 rows. A model version raises or lowers them with the tag
+The defaults keep what one request can take from the others on its worker small: decoding a
+JSON body holds the GIL, so the body bound is what bounds the wait. 1 MiB of body (a quarter of
+gRPC's default message size): beside clients sending maximum-size requests, the p99 of one-row
+requests was about 3× its quiet value with 1 MiB and 7× with 4 MiB (``benchmarks/serving.py``,
+head-of-line row, on a loaded 2-core machine); 2**20 values, 100,000 rows, 16 levels of JSON,
+8 dimensions, 64 KiB per string. A model version raises or lowers them with the tag
 ``serving.limits``: an object (or its JSON text, as ``shipyard models register --tag`` gives
 it) of the fields of :class:`RequestLimits`, e.g. ``{"max_rows": 1000000}``.
 """
@@ -46,7 +49,7 @@ class RequestTooLarge(SchemaViolation):
 class RequestLimits:
     """The most one request may hold; see the module doc."""
 
-    max_body_bytes: int = 4 * 1024 * 1024
+    max_body_bytes: int = 1024 * 1024
     max_elements: int = 1 << 20
     max_rows: int = 100_000
     max_depth: int = 16
@@ -143,7 +146,7 @@ class RequestLimits:
             self.check_elements(values, field)
             if dict in set(map(type, level)):
                 dicts = [c for c in level if type(c) is dict]
-                # keys are strings too: a 4 MiB column name would come back in an error
+                # keys are strings too: a 1 MiB column name would come back in an error
                 longest_key = max(map(len, chain.from_iterable(dicts)), default=0)
                 self.check_string(longest_key, field, "characters")
                 children = list(
