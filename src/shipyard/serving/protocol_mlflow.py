@@ -4,7 +4,10 @@ A JSON body holds exactly one of ``dataframe_split`` (pandas ``orient="split"``)
 ``dataframe_records``, ``instances`` (TF-serving rows) or ``inputs`` (TF-serving columns), and
 optionally ``params``; ``text/csv`` bodies have a header row. The answer is
 ``{"predictions": …}``; errors are ``{"error_code": …, "message": …}``.
-Every format is validated straight into a NumPy array — no pandas on the request path.
+Every format is validated straight into a NumPy array — no pandas on the request path. For a
+numeric model a boolean is not a number (NumPy would make ``True`` 1.0) and an integer beyond a
+float's range is refused, naming its column; rows, values and strings are held to the request's
+limits (:mod:`shipyard.serving.limits`).
 """
 
 from __future__ import annotations

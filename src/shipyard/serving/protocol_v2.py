@@ -8,6 +8,14 @@ the JSON header followed by raw little-endian tensor bytes, the JSON length is g
 
 Two ways to send a table are accepted: one 2-D tensor ``[rows, columns]`` whose columns follow
 the signature's order, or one tensor per column named after the signature's columns.
+
+Types are strict: a tensor's values must be of its datatype — a boolean or a string is not a
+number, a number is not a BOOL, a float is not an integer — and an integer out of its datatype's
+range (``2**63`` in INT64, ``-1`` in UINT64) is refused rather than wrapped; a BOOL or BYTES
+tensor is not a numeric column. A shape is checked against the request's limits
+(:mod:`shipyard.serving.limits`) before any array exists; BYTES elements are decoded up to the
+shape's count and no further. Every refusal is a :class:`~shipyard.errors.SchemaViolation`
+naming its field.
 """
 
 from __future__ import annotations
