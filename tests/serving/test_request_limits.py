@@ -238,6 +238,34 @@ def test_a_bytes_tensor_of_many_empty_elements_is_refused_by_the_bound(
     assert "max_body_bytes" in _refused(r, 413, "body")
 
 
+BINARY: list[tuple[str, dict[str, Any], bytes, int, str]] = [
+    ("fine", tensor("x", [1, 3], "FP64"), np.array([1.0, 2, 3]).tobytes(), 200, ""),
+    ("2**32 x 2**32", tensor("x", [2**32, 2**32], "FP64"), b"\0" * 24, 413, "x"),
+    ("boolean shape", tensor("x", [True, 3], "FP64"), b"\0" * 24, 400, "x"),
+    ("70 dimensions", tensor("x", [1] * 70, "FP64"), b"\0" * 8, 413, "x"),
+    ("BOOL byte 2", tensor("x", [1, 3], "BOOL"), b"\x01\x02\x00", 400, "x"),
+    ("NaN", tensor("x", [1, 3], "FP64"), np.array([1.0, np.nan, 3]).tobytes(), 400, "b"),
+    ("too few bytes", tensor("x", [1, 3], "FP64"), b"\0" * 16, 400, "x"),
+    ("data and binary", tensor("x", [1, 3], "FP64", [1, 2, 3]), b"\0" * 24, 400, "x"),
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "raw", "status", "field"), [pytest.param(*c[1:], id=c[0]) for c in BINARY]
+)
+def test_binary_tensors_are_held_to_the_same_rules(
+    client: httpx.Client, spec: dict[str, Any], raw: bytes, status: int, field: str
+) -> None:
+    spec = {**spec, "parameters": {"binary_data_size": len(raw)}}
+    head = json.dumps({"inputs": [spec]}).encode()
+    headers = {"inference-header-content-length": str(len(head))}
+    r = _post(client, "/v2/models/iris/infer", head + raw, headers)
+    if status == 200:
+        assert r.status_code == 200, r.text
+    else:
+        _refused(r, status, field)
+
+
 def test_a_bytes_element_longer_than_the_string_bound_is_413(client: httpx.Client) -> None:
     word = b"x" * 70_000
     raw = struct.pack("<I", len(word)) + word
