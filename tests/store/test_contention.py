@@ -1,0 +1,157 @@
+"""Concurrent writers: every writing transaction holds the write lock from its start, waits for
+it within a bound, and past the bound fails as :class:`StoreBusy`, never "database is locked"."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from shipyard.errors import StoreBusy, StoreError
+from shipyard.store import Store
+from shipyard.store.tables import AuditEvent
+
+WRITERS = 4
+TRANSACTIONS = 25
+
+
+def _read_then_write(url: str, writer: str, transactions: int) -> list[str]:
+    """Feedback-like work: read what is there, then write a row that depends on it."""
+    store = Store(url)
+    problems: list[str] = []
+    try:
+        for i in range(transactions):
+            try:
+                with store.session() as s:
+                    seen = s.scalar(select(func.count()).select_from(AuditEvent)) or 0
+                    time.sleep(0.001)  # widen the gap between the read and the write
+                    s.add(
+                        AuditEvent(
+                            ts=float(seen),
+                            actor=writer,
+                            action="feedback",
+                            subject_kind="model",
+                            subject_id=str(i),
+                        )
+                    )
+            except Exception as exc:  # every failure is what the test reports
+                problems.append(f"{writer}/{i}: {type(exc).__name__}: {exc}")
+    finally:
+        store.dispose()
+    return problems
+
+
+def _process_writer(url: str, writer: str, transactions: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    out.put(_read_then_write(url, writer, transactions))
+
+
+class TestConcurrentWriters:
+    def test_read_then_write_from_threads_and_processes_never_sees_a_locked_database(
+        self, tmp_path: Path
+    ) -> None:
+        """Threads of one process and separate processes all read then write the same file."""
+        url = f"sqlite:///{tmp_path / 'shared.db'}"
+        Store(url).dispose()  # migrated once, before the writers start
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        processes = [
+            ctx.Process(target=_process_writer, args=(url, f"p{k}", TRANSACTIONS, queue))
+            for k in range(WRITERS // 2)
+        ]
+        for p in processes:
+            p.start()
+        results: list[list[str]] = []
+        threads = [
+            threading.Thread(
+                target=lambda k=k: results.append(_read_then_write(url, f"t{k}", TRANSACTIONS))
+            )
+            for k in range(WRITERS)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        results.extend(queue.get(timeout=120) for _ in processes)
+        for p in processes:
+            p.join(timeout=30)
+            assert p.exitcode == 0
+        problems = [p for r in results for p in r]
+        assert problems == []
+        store = Store(url)
+        with store.session(readonly=True) as s:
+            stamps = sorted(s.scalars(select(AuditEvent.ts)))
+        store.dispose()
+        writers = WRITERS + WRITERS // 2
+        assert len(stamps) == writers * TRANSACTIONS
+        # each transaction saw every row committed before it: the counts are 0, 1, 2, … exactly
+        assert stamps == [float(i) for i in range(writers * TRANSACTIONS)]
+
+    def test_a_lock_held_past_the_bound_is_store_busy_and_changes_nothing(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "held.db"
+        store = Store(f"sqlite:///{path}", busy_timeout_s=0.3)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreBusy) as caught, store.session() as s:
+                s.add(AuditEvent(ts=1.0, actor="a", action="x", subject_kind="m", subject_id="1"))
+            waited = time.monotonic() - started
+            assert caught.value.retry_after_s >= 1.0
+            assert "busy" in str(caught.value) and "locked" not in str(caught.value)
+            assert 0.25 <= waited < 10
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        with store.session(readonly=True) as s:
+            assert s.scalar(select(func.count()).select_from(AuditEvent)) == 0
+        with store.session() as s:  # the lock is free again: the next writer goes through
+            s.add(AuditEvent(ts=1.0, actor="a", action="x", subject_kind="m", subject_id="1"))
+        store.dispose()
+
+    def test_readers_do_not_wait_for_a_writer(self, tmp_path: Path) -> None:
+        path = tmp_path / "read.db"
+        store = Store(f"sqlite:///{path}", busy_timeout_s=0.3)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with store.session(readonly=True) as s:
+                assert s.scalar(select(func.count()).select_from(AuditEvent)) == 0
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        store.dispose()
+
+    def test_a_write_inside_a_readonly_session_is_refused(self, tmp_path: Path) -> None:
+        store = Store(f"sqlite:///{tmp_path / 'ro.db'}")
+        with pytest.raises(StoreError, match="readonly"), store.session(readonly=True) as s:
+            s.add(AuditEvent(ts=1.0, actor="a", action="x", subject_kind="m", subject_id="1"))
+        with store.session() as s:  # the same pooled connection writes again afterwards
+            s.add(AuditEvent(ts=1.0, actor="a", action="x", subject_kind="m", subject_id="1"))
+        with store.session(readonly=True) as s:
+            assert s.scalar(select(func.count()).select_from(AuditEvent)) == 1
+        store.dispose()
+
+
+@pytest.mark.postgres
+def test_a_postgres_row_lock_held_past_the_bound_is_store_busy(postgres_url: str) -> None:
+    store = Store(postgres_url, busy_timeout_s=0.3)
+    with store.session() as s:
+        s.add(AuditEvent(ts=1.0, actor="a", action="x", subject_kind="m", subject_id="1"))
+    holder = store.engine.connect()
+    holder.execute(text("SELECT id FROM audit_events FOR UPDATE"))
+    try:
+        with pytest.raises(StoreBusy), store.session() as s:
+            s.execute(text("UPDATE audit_events SET actor = 'b'"))
+    finally:
+        holder.rollback()
+        holder.close()
+    with store.session(readonly=True) as s:
+        assert s.scalar(select(AuditEvent.actor)) == "a"
+    store.dispose()
