@@ -155,3 +155,20 @@ def test_a_postgres_row_lock_held_past_the_bound_is_store_busy(postgres_url: str
     with store.session(readonly=True) as s:
         assert s.scalar(select(AuditEvent.actor)) == "a"
     store.dispose()
+
+
+def test_a_lookup_inside_a_writing_session_reads_instead_of_waiting_for_itself(
+    tmp_path: Path,
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'nested.db'}", busy_timeout_s=5)
+    started = time.monotonic()
+    with store.session() as outer:
+        outer.add(AuditEvent(ts=1.0, actor="a", action="x", subject_kind="m", subject_id="1"))
+        with store.session() as inner:  # e.g. a registry lookup made mid-transaction
+            assert inner.scalar(select(func.count()).select_from(AuditEvent)) == 0
+    assert time.monotonic() - started < 4
+    with store.session() as s:  # a writer again once the outer one ended
+        s.add(AuditEvent(ts=2.0, actor="a", action="x", subject_kind="m", subject_id="2"))
+    with store.session(readonly=True) as s:
+        assert s.scalar(select(func.count()).select_from(AuditEvent)) == 2
+    store.dispose()

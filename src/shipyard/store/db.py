@@ -10,6 +10,9 @@ SQLite (the default) runs in WAL mode. The rule for transactions:
 - A caller that only reads says ``readonly=True``: a deferred ``BEGIN`` that never waits for
   writers (WAL readers see a snapshot), with ``PRAGMA query_only`` on, so a write slipped into
   it fails loudly instead of racing.
+- A session opened inside another writing session of the same store in the same thread (a
+  lookup made while a transaction is open) is read only: it could never get the lock its own
+  thread holds, so asking for it would wait out the whole bound.
 - Waiting for the lock is bounded: SQLite's busy handler waits up to ``busy_timeout_s`` (30 s by
   default) with its own backoff, and a busy answer that comes back without waiting is retried
   here with exponential backoff until the same deadline. Past it, :class:`StoreBusy` (HTTP 503,
@@ -131,6 +134,7 @@ class Store:
         self._writing = sessionmaker(
             self.engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False
         )
+        self._writing_here = threading.local()  # depth 1 while this thread holds a writer
         if migrate:
             try:
                 self.migrate()
@@ -152,12 +156,19 @@ class Store:
         It holds the write lock from its start (see the module's rule) unless ``readonly``;
         ``immediate`` is accepted for the callers that still say so: every writing session is.
         """
-        session, transaction = self._begin(self._readonly if readonly else self._writing)
+        nested = self.dialect == "sqlite" and getattr(self._writing_here, "depth", 0) > 0
+        writes = not (readonly or nested)
+        session, transaction = self._begin(self._writing if writes else self._readonly)
+        if writes:
+            self._writing_here.depth = 1
         try:
             with session, transaction:
                 yield session
         except DBAPIError as exc:
             raise self._translate(exc) from exc
+        finally:
+            if writes:
+                self._writing_here.depth = 0
 
     def _begin(self, factory: sessionmaker[Session]) -> tuple[Session, SessionTransaction]:
         """A session whose transaction has begun (on SQLite: holds the write lock, unless read
