@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from shipyard import stats
-from shipyard.cli.output import console, open_workspace, print_json, when
+from shipyard.cli.output import console, err_console, open_workspace, print_json, when
 from shipyard.deploy import rollout as ro
 from shipyard.deploy import traffic
 from shipyard.deploy.diagnosis import diagnosis_of
@@ -31,11 +33,25 @@ def _actor(ws: Workspace, given: str | None) -> str:
     return given or ws.actor
 
 
+def _require_model(ws: Workspace, model: str) -> None:
+    """Refuse a name that is not a registered model, suggesting the closest ones."""
+    names = [m["name"] for m in Registry.of(ws).models()]
+    if model in names:
+        return
+    close = difflib.get_close_matches(model, names, n=3)
+    hint = (
+        f"did you mean {' or '.join(repr(c) for c in close)}?"
+        if close
+        else "see `shipyard models list`"
+    )
+    raise NotFound("model", model, hint)
+
+
 def _show(view: ro.RolloutView, as_json: bool, ws: Workspace | None = None) -> None:
     if as_json:
         data: dict[str, Any] = view.to_json()
         if ws is not None:
-            with ws.store.session() as s:
+            with ws.store.session(readonly=True) as s:
                 data["diagnosis"] = diagnosis_of(s, view.id)
         print_json(data)
         return
@@ -91,7 +107,7 @@ def status(rollout_id: str, as_json: bool = JSON_OPTION) -> None:
                     m.get("reason", ""),
                 )
         console.print(table)
-    with ws.store.session() as s:
+    with ws.store.session(readonly=True) as s:
         diag = diagnosis_of(s, view.id)
     if diag:
         console.print("[bold red]diagnosis[/]")
@@ -206,13 +222,21 @@ def approve(
 
 def rollback(
     model: str,
-    to_version: int | None = typer.Option(None, "--to-version", help="Default: the previous one."),
+    to_version: int | None = typer.Option(
+        None,
+        "--to-version",
+        "--version",
+        help="Put this version back, even one that was rolled back or aborted (with a warning). "
+        "Default: the last version that was healthy in production.",
+    ),
     actor: str | None = AS_OPTION,
     reason: str = typer.Option("", "--reason"),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Put the previous (or the named) version of MODEL back in production, at once."""
+    """Put the last version of MODEL that was healthy in production (or the named one) back in
+    production, at once. A version that was rolled back or aborted is never chosen by itself."""
     ws = open_workspace()
+    _require_model(ws, model)
     registry = Registry.of(ws)
 
     def exists(name: str, v: int) -> bool:
@@ -236,6 +260,8 @@ def rollback(
     if as_json:
         print_json(result)
         return
+    if result["warning"]:
+        err_console.print(f"[bold yellow]warning:[/] {escape(result['warning'])}", soft_wrap=True)
     console.print(
         f"[green]✓[/] {model}: production {result['from']} → {result['to']}"
         + (f" (rollout {result['rollout']} rolled back)" if result["rollout"] else "")
@@ -246,6 +272,7 @@ def rollback(
 def history(model: str, as_json: bool = JSON_OPTION) -> None:
     """Which version was in production when, and every rollout of MODEL."""
     ws = open_workspace()
+    _require_model(ws, model)
     spans = traffic.production_history(ws.store, model)
     rollouts = ro.rollouts_of(ws.store, model)
     if as_json:
@@ -293,7 +320,14 @@ def set_policy_cmd(model: str, file: Path, actor: str | None = AS_OPTION) -> Non
     if not file.is_file():
         raise InvalidInput(f"{file} does not exist")
     ws = open_workspace()
-    set_policy(ws.store, model, file.read_text(encoding="utf-8"), actor=_actor(ws, actor))
+    _require_model(ws, model)
+    set_policy(
+        ws.store,
+        model,
+        file.read_text(encoding="utf-8"),
+        actor=_actor(ws, actor),
+        source=str(file),
+    )
     console.print(f"[green]✓[/] policy of {model} set from {file}")
 
 
@@ -301,6 +335,7 @@ def set_policy_cmd(model: str, file: Path, actor: str | None = AS_OPTION) -> Non
 def show_policy(model: str) -> None:
     """MODEL's policy with every default filled in."""
     ws = open_workspace()
+    _require_model(ws, model)
     typer.echo(load_policy(ws.store, model).to_yaml(), nl=False)
 
 

@@ -226,7 +226,7 @@ def _same(prediction: Any, label: Any) -> bool:
 
 def arm_from_store(store: Store, model: str, version: int, start: float, end: float) -> ArmData:
     """Sum the flushed windows of ``version`` that ended inside (start, end]."""
-    with store.session() as s:
+    with store.session(readonly=True) as s:
         flushed = serving_records.windows(s, model, version, start, end)
         preds = serving_records.predictions(s, model, version, start, end, MAX_PREDICTIONS)
         labelled = serving_records.labelled_predictions(
