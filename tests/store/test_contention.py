@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
 
 from shipyard.errors import StoreBusy, StoreError
 from shipyard.store import Store
@@ -171,4 +172,15 @@ def test_a_lookup_inside_a_writing_session_reads_instead_of_waiting_for_itself(
         s.add(AuditEvent(ts=2.0, actor="a", action="x", subject_kind="m", subject_id="2"))
     with store.session(readonly=True) as s:
         assert s.scalar(select(func.count()).select_from(AuditEvent)) == 2
+    store.dispose()
+
+
+def test_a_constraint_violation_reaches_the_caller_as_itself(tmp_path: Path) -> None:
+    """Only busy, damaged and operational errors become store errors: a caller that treats a
+    duplicate row as "already written" (the telemetry flush) still sees an IntegrityError."""
+    store = Store(f"sqlite:///{tmp_path / 'dup.db'}")
+    with store.session() as s:
+        s.add(AuditEvent(id=1, ts=1.0, actor="a", action="x", subject_kind="m", subject_id="1"))
+    with pytest.raises(IntegrityError), store.session() as s:
+        s.add(AuditEvent(id=1, ts=1.0, actor="a", action="x", subject_kind="m", subject_id="1"))
     store.dispose()

@@ -165,7 +165,10 @@ class Store:
             with session, transaction:
                 yield session
         except DBAPIError as exc:
-            raise self._translate(exc) from exc
+            error = self._translate(exc)
+            if error is None:
+                raise  # a constraint or a bad statement: the caller's to handle
+            raise error from exc
         finally:
             if writes:
                 self._writing_here.depth = 0
@@ -184,6 +187,8 @@ class Store:
             except DBAPIError as exc:
                 session.close()
                 error = self._translate(exc)
+                if error is None:
+                    raise
                 if not isinstance(error, StoreBusy) or time.monotonic() >= deadline:
                     raise error from exc
             except BaseException:
@@ -192,8 +197,9 @@ class Store:
             time.sleep(min(pause * (0.5 + random.random()), max(deadline - time.monotonic(), 0)))
             pause = min(pause * 2, BUSY_BACKOFF_S[1])
 
-    def _translate(self, exc: DBAPIError) -> StoreError:
-        """The store error a driver error means: busy, damaged, or anything else."""
+    def _translate(self, exc: DBAPIError) -> StoreError | None:
+        """The store error a driver error means: busy, damaged, or another operational error;
+        None for the rest (an integrity error, a bad statement), which callers handle."""
         orig = exc.orig
         code = getattr(orig, "sqlite_errorcode", None)
         if (code is not None and code & 0xFF in _SQLITE_BUSY) or (
@@ -206,7 +212,9 @@ class Store:
             )
         if code is not None and code & 0xFF in _SQLITE_DAMAGED:
             return self._damaged(str(orig))
-        return StoreError(f"metadata database error ({self._safe_url}): {orig}")
+        if isinstance(exc, OperationalError):
+            return StoreError(f"metadata database error ({self._safe_url}): {orig}")
+        return None
 
     def _damaged(self, why: str) -> StoreDamaged:
         path = self.engine.url.database or self.url
@@ -239,7 +247,9 @@ class Store:
             current = self.current_revisions()
         except DBAPIError as exc:
             error = self._translate(exc)
-            if type(error) is StoreError and isinstance(exc, OperationalError):
+            if error is None:
+                raise
+            if type(error) is StoreError:
                 error = StoreError(
                     f"cannot reach the metadata database {self._safe_url}: {exc.orig}"
                 )
@@ -259,7 +269,10 @@ class Store:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "heads")
         except DBAPIError as exc:
-            raise self._translate(exc) from None
+            error = self._translate(exc)
+            if error is None:
+                raise
+            raise error from None
 
     @contextmanager
     def _migration_lock(self) -> Iterator[None]:
