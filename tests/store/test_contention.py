@@ -3,6 +3,7 @@ it within a bound, and past the bound fails as :class:`StoreBusy`, never "databa
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sqlite3
 import threading
@@ -13,9 +14,16 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
+from serving.conftest import fit_classifier
+from shipyard.clock import SYSTEM_CLOCK
 from shipyard.errors import StoreBusy, StoreError
+from shipyard.registry import Registry
+from shipyard.serving.feedback import record_feedback
+from shipyard.serving.telemetry import Telemetry
 from shipyard.store import Store
+from shipyard.store.serving import FeedbackRecord, ServingWindow
 from shipyard.store.tables import AuditEvent
+from shipyard.workspace import Workspace
 
 WRITERS = 4
 TRANSACTIONS = 25
@@ -184,3 +192,42 @@ def test_a_constraint_violation_reaches_the_caller_as_itself(tmp_path: Path) -> 
     with pytest.raises(IntegrityError), store.session() as s:
         s.add(AuditEvent(id=1, ts=1.0, actor="a", action="x", subject_kind="m", subject_id="1"))
     store.dispose()
+
+
+def test_feedback_posted_while_the_server_flushes_never_sees_a_locked_database(
+    workspace: Workspace,
+) -> None:
+    """The issue's case with the real functions: record_feedback (read the model, then write
+    the labels) from several threads while telemetry flushes windows with predictions."""
+    clf, x = fit_classifier()
+    info = Registry.of(workspace).register("m", clf, training_data=x, alias="champion")
+    telemetry = Telemetry(workspace.store, workspace.artifacts, sample_rate=0.0)
+    rows = x.to_numpy()[:20]
+    problems: list[str] = []
+
+    def post_feedback(k: int) -> None:
+        for i in range(15):
+            body = json.dumps({"request_ids": [f"r{k}-{i}"], "labels": [1]}).encode()
+            try:
+                record_feedback(workspace.store, "m", body, SYSTEM_CLOCK)
+            except Exception as exc:  # every failure is what the test reports
+                problems.append(f"feedback {k}/{i}: {exc}")
+
+    def flush() -> None:
+        for i in range(15):
+            for j, row in enumerate(rows):
+                telemetry.ok(info, row[None, :], clf.predict(row[None, :]), None, 0.001, f"{i}-{j}")
+            telemetry.flush()
+            if telemetry._pending:
+                problems.append(f"flush {i} left windows pending")
+
+    threads = [threading.Thread(target=post_feedback, args=(k,)) for k in range(3)]
+    threads.append(threading.Thread(target=flush))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert problems == []
+    with workspace.store.session(readonly=True) as s:
+        assert s.scalar(select(func.count()).select_from(FeedbackRecord)) == 45
+        assert s.scalar(select(func.sum(ServingWindow.requests))) == 15 * len(rows)
