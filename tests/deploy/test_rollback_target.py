@@ -73,7 +73,7 @@ class TestRollbackTarget:
         promote(three, clock, 2)
         assert roll_back(three, clock)["to"] == 1
         aborted(three, clock, 2)
-        with pytest.raises(DeployError, match="no earlier version that was healthy") as caught:
+        with pytest.raises(DeployError, match="no earlier production version that was") as caught:
             roll_back(three, clock)
         assert "v2: rolled back or aborted in rollout" in str(caught.value)
         assert "--to-version" in str(caught.value)

@@ -98,7 +98,7 @@ def _nothing_healthy(model: str, current: int | None, health: dict[int, Standing
         f"v{v}: {st.why}" for v, st in sorted(health.items()) if not st.healthy and v != current
     )
     return (
-        f"model {model!r} has no earlier version that was healthy in production to roll back to"
+        f"model {model!r} has no earlier production version that was healthy to roll back to"
         + (f" ({unhealthy})" if unhealthy else "")
         + "; name one with --to-version"
     )

@@ -208,7 +208,7 @@ class Store:
             return StoreBusy(
                 f"the metadata database {self._safe_url} is busy: other writers hold its lock "
                 f"(waited up to {self.busy_timeout_s:g} s); nothing was changed, try again",
-                retry_after_s=max(1.0, min(self.busy_timeout_s, 30.0)),
+                retry_after_s=min(max(1.0, self.busy_timeout_s / 10), 5.0),
             )
         if code is not None and code & 0xFF in _SQLITE_DAMAGED:
             return self._damaged(str(orig))
