@@ -231,3 +231,29 @@ def test_feedback_posted_while_the_server_flushes_never_sees_a_locked_database(
     with workspace.store.session(readonly=True) as s:
         assert s.scalar(select(func.count()).select_from(FeedbackRecord)) == 45
         assert s.scalar(select(func.sum(ServingWindow.requests))) == 15 * len(rows)
+
+
+def test_the_cli_says_busy_in_one_line_when_the_lock_is_held_past_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from shipyard.cli import main
+    from shipyard.store import db
+
+    (tmp_path / "home").mkdir()
+    Store(f"sqlite:///{tmp_path / 'home' / 'shipyard.db'}").dispose()
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    monkeypatch.setattr("sys.argv", ["shipyard", "deployments", "history", "churn"])
+    holder = sqlite3.connect(tmp_path / "home" / "shipyard.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    err = capfd.readouterr().err
+    assert exited.value.code == 1
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: the metadata database")
+    assert "is busy" in lines[0] and "try again" in lines[0]

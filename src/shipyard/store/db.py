@@ -119,10 +119,14 @@ class Store:
         url: str,
         *,
         migrate: bool = True,
-        busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000,
+        busy_timeout_s: float | None = None,
     ) -> None:
+        """``busy_timeout_s``: how long a transaction may wait for the write lock (SQLite) or a
+        row lock (PostgreSQL) before :class:`StoreBusy`; default ``SQLITE_BUSY_TIMEOUT_MS``."""
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
+        if busy_timeout_s is None:
+            busy_timeout_s = SQLITE_BUSY_TIMEOUT_MS / 1000
         self.busy_timeout_s = busy_timeout_s
         try:
             self.engine = _make_engine(url, max(1, round(busy_timeout_s * 1000)))
