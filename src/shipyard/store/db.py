@@ -169,7 +169,7 @@ class Store:
             with session, transaction:
                 yield session
         except DBAPIError as exc:
-            error = self._translate(exc)
+            error = self.translate_error(exc)
             if error is None:
                 raise  # a constraint or a bad statement: the caller's to handle
             raise error from exc
@@ -190,7 +190,7 @@ class Store:
                 return session, transaction
             except DBAPIError as exc:
                 session.close()
-                error = self._translate(exc)
+                error = self.translate_error(exc)
                 if error is None:
                     raise
                 if not isinstance(error, StoreBusy) or time.monotonic() >= deadline:
@@ -201,7 +201,7 @@ class Store:
             time.sleep(min(pause * (0.5 + random.random()), max(deadline - time.monotonic(), 0)))
             pause = min(pause * 2, BUSY_BACKOFF_S[1])
 
-    def _translate(self, exc: DBAPIError) -> StoreError | None:
+    def translate_error(self, exc: DBAPIError) -> StoreError | None:
         """The store error a driver error means: busy, damaged, or another operational error;
         None for the rest (an integrity error, a bad statement), which callers handle."""
         orig = exc.orig
@@ -250,7 +250,7 @@ class Store:
         try:
             current = self.current_revisions()
         except DBAPIError as exc:
-            error = self._translate(exc)
+            error = self.translate_error(exc)
             if error is None:
                 raise
             if type(error) is StoreError:
@@ -273,7 +273,7 @@ class Store:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "heads")
         except DBAPIError as exc:
-            error = self._translate(exc)
+            error = self.translate_error(exc)
             if error is None:
                 raise
             raise error from None
