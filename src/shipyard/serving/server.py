@@ -50,6 +50,7 @@ from shipyard.serving.instances import (
     reap_stale_instances,
     serving_request,
 )
+from shipyard.serving.limits import RequestLimits
 from shipyard.serving.live import LiveModels
 from shipyard.serving.supervision import ParentWatch
 from shipyard.serving.telemetry import MULTIPROC_ENV, Telemetry
@@ -80,7 +81,15 @@ def build_app(
         sample_rate=cfg.request_log_sample_rate if sample_rate is None else sample_rate,
         clock=ws.clock,
     )
-    return ServingApp(live, telemetry, default_model=default_model, clock=ws.clock)
+    return ServingApp(
+        live,
+        telemetry,
+        default_model=default_model,
+        clock=ws.clock,
+        limits=RequestLimits.from_settings(cfg.limits),
+        threads=cfg.threads,
+        queue=cfg.queue,
+    )
 
 
 def create_app() -> ServingApp:
