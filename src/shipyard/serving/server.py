@@ -72,7 +72,7 @@ def build_app(
 ) -> ServingApp:
     cfg = ws.settings.serving
     registry = Registry.of(ws)
-    live = LiveModels(registry, refresh_interval_s or cfg.refresh_interval_s)
+    live = LiveModels(registry, refresh_interval_s or cfg.refresh_interval_s, ws.clock)
     telemetry = Telemetry(
         ws.store,
         ws.artifacts,
