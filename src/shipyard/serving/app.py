@@ -145,7 +145,7 @@ class ServingApp:
         self.limits = limits
         self.pool = BoundedPool("prediction", threads, queue)
         self.store_pool = BoundedPool("store", 2, 8)
-        self.readiness = Readiness(live, live.refresh_interval_s, self._refused)
+        self.readiness = Readiness(live, self._refused)
         self._version_limits: dict[tuple[str, int], RequestLimits | str] = {}
         self._proba_tick = 0.0
         self._proba_lock = threading.Lock()

@@ -14,7 +14,10 @@ JSON body holds the GIL, so the body bound is what bounds the wait. 1 MiB of bod
 gRPC's default message size): beside clients sending maximum-size requests, the p99 of one-row
 requests was about 3× its quiet value with 1 MiB and 7× with 4 MiB (``benchmarks/serving.py``,
 head-of-line row, on a loaded 2-core machine); 2**20 values, 100,000 rows, 16 levels of JSON,
-8 dimensions, 64 KiB per string. A model version raises or lowers them with the tag
+8 dimensions, 64 KiB per string. The numbers live in the settings
+(:class:`shipyard.config.RequestLimitsSettings`, ``[serving.limits]`` in ``shipyard.toml`` or
+``SHIPYARD_SERVING__LIMITS__MAX_ROWS``…), which set them for a whole server; a model version
+raises or lowers them with the tag
 ``serving.limits``: an object (or its JSON text, as ``shipyard models register --tag`` gives
 it) of the fields of :class:`RequestLimits`, e.g. ``{"max_rows": 1000000}``.
 """
@@ -29,10 +32,12 @@ from typing import Any
 
 import pydantic_core
 
+from shipyard.config import RequestLimitsSettings
 from shipyard.errors import InvalidInput, SchemaViolation
 
 LIMITS_TAG = "serving.limits"
 CONTAINERS = (list, dict)
+_DEFAULTS = RequestLimitsSettings()
 
 
 class RequestTooLarge(SchemaViolation):
@@ -49,12 +54,17 @@ class RequestTooLarge(SchemaViolation):
 class RequestLimits:
     """The most one request may hold; see the module doc."""
 
-    max_body_bytes: int = 1024 * 1024
-    max_elements: int = 1 << 20
-    max_rows: int = 100_000
-    max_depth: int = 16
-    max_dims: int = 8
-    max_string_bytes: int = 64 * 1024
+    max_body_bytes: int = _DEFAULTS.max_body_bytes
+    max_elements: int = _DEFAULTS.max_elements
+    max_rows: int = _DEFAULTS.max_rows
+    max_depth: int = _DEFAULTS.max_depth
+    max_dims: int = _DEFAULTS.max_dims
+    max_string_bytes: int = _DEFAULTS.max_string_bytes
+
+    @classmethod
+    def from_settings(cls, settings: RequestLimitsSettings) -> RequestLimits:
+        """The limits a server's settings (``serving.limits``) give every model."""
+        return cls(**settings.model_dump())
 
     def with_tags(self, tags: dict[str, Any]) -> RequestLimits:
         """These limits overridden by a version's ``serving.limits`` tag (InvalidInput if the tag

@@ -17,7 +17,11 @@ version, and raising the canary's weight only moves users from stable to canary.
 :class:`LiveModels` polls the store every ``refresh_interval_s`` in a background thread, loads
 versions that became live (verifying their sha256 first) and swaps the routing table in one
 assignment, so requests never wait on the store and a split or alias change is served within
-about one refresh interval.
+about one refresh interval. A live version that failed to load (a tampered or missing artifact, a
+store away for a moment) is tried again on a later refresh, after 1 s, then 2, 4… up to 60 s
+between tries (:func:`retry_delay_s`), so a fixed artifact is served without a restart and a
+broken one costs a read a minute. :meth:`LiveModels.unservable` names each live model that has no
+version loaded, and why, as of the last refresh.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select
 
+from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import InvalidInput, NotFound, ShipyardError
 from shipyard.registry import AliasMove, Registry, VersionInfo
 from shipyard.registry.flavors import Predictor
@@ -45,6 +50,15 @@ log = logging.getLogger("shipyard.serving")
 
 routing_key = asgi_routing_key
 """The key a request is routed by, from its ASGI headers (:mod:`shipyard.serving.routing`)."""
+
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 60.0
+
+
+def retry_delay_s(failures: int) -> float:
+    """Seconds before a version that failed to load ``failures`` times in a row is tried again:
+    1 s after the first failure, doubling, at most 60 s."""
+    return min(RETRY_MAX_S, RETRY_FIRST_S * 2.0 ** min(failures - 1, 32))
 
 
 @dataclass(frozen=True)
@@ -246,24 +260,40 @@ def pick(route: Route, key: str) -> Loaded:
     return route.by_version[route.choose(key, route.split_pct, route.canary)]
 
 
+@dataclass(frozen=True)
+class LoadFailure:
+    """Why a live version could not be loaded, how many times in a row, and when to try again
+    (on the :class:`~shipyard.clock.Clock`'s monotonic time)."""
+
+    why: str
+    failures: int
+    retry_at: float
+
+
 class LiveModels:
     """The routing table of one worker, refreshed from the store in the background."""
 
-    def __init__(self, registry: Registry, refresh_interval_s: float = 0.5) -> None:
+    def __init__(
+        self, registry: Registry, refresh_interval_s: float = 0.5, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.registry = registry
         self.refresh_interval_s = refresh_interval_s
+        self.clock = clock
         self.routes: dict[str, Route] = {}
+        self._unservable: dict[str, str] = {}
         self._cache: dict[tuple[str, int], Loaded] = {}
-        self._failed: dict[tuple[str, int], str] = {}
+        self._failed: dict[tuple[str, int], LoadFailure] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
 
     def refresh(self) -> None:
-        """Read the live versions, load what is new, swap the routing table."""
+        """Read the live versions, load what is new (and what failed, once its retry is due),
+        swap the routing table."""
         with self.registry.store.session() as s:
             wanted = live_states(s)
         routes: dict[str, Route] = {}
+        unservable: dict[str, str] = {}
         for model, state in wanted.items():
             loaded = []
             for lv in state.versions:
@@ -272,31 +302,54 @@ class LiveModels:
                     loaded.append((got, lv))
             if loaded:
                 routes[model] = route_of(loaded)
+            else:
+                unservable[model] = "; ".join(
+                    self._failed[model, lv.version].why for lv in state.versions
+                )
+        live = {(m, lv.version) for m, state in wanted.items() for lv in state.versions}
+        self._failed = {k: v for k, v in self._failed.items() if k in live}
         keep = {(m, x.version) for m, r in routes.items() for x in r.candidates}
         self._cache = {k: v for k, v in self._cache.items() if k in keep}
+        self._unservable = unservable
         self.routes = routes
 
     def _load(self, model: str, version: int) -> Loaded | None:
         key = (model, version)
         if key in self._cache:
             return self._cache[key]
-        if key in self._failed:
+        failed = self._failed.get(key)
+        now = self.clock.monotonic()
+        if failed is not None and now < failed.retry_at:
             return None
         try:
             info, predictor = self.registry.load(model, version=version)
-        except ShipyardError as exc:
-            self._failed[key] = str(exc)
-            log.error("cannot serve %s/%s: %s", model, version, exc)
+        except Exception as exc:  # one version that cannot load must not stop the others
+            why = str(exc) if isinstance(exc, ShipyardError) else f"{type(exc).__name__}: {exc}"
+            failures = failed.failures + 1 if failed is not None else 1
+            self._failed[key] = LoadFailure(why, failures, now + retry_delay_s(failures))
+            log.error(
+                "cannot serve %s/%s (failure %d; next try in %.0f s): %s",
+                model, version, failures, retry_delay_s(failures), why,
+            )  # fmt: skip
             return None
+        if failed is not None:
+            log.warning("%s/%s loaded after %d failures", model, version, failed.failures)
+            del self._failed[key]
         loaded = Loaded(info, predictor)
         self._cache[key] = loaded
         return loaded
 
+    def unservable(self) -> dict[str, str]:
+        """Each live model with no version loaded here, and why, as of the last refresh.
+
+        A canary that failed to load does not make its model unservable (its stable version
+        takes the traffic); a model that became live since the last refresh is not counted yet.
+        """
+        return self._unservable
+
     def failure(self, model: str) -> str | None:
-        for (m, _), why in self._failed.items():
-            if m == model:
-                return why
-        return None
+        """Why ``model`` cannot be served here (None: it can, or it is not live)."""
+        return self._unservable.get(model)
 
     def route(self, model: str, routing_key: str) -> Loaded | None:
         route = self.routes.get(model)
