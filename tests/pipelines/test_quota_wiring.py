@@ -192,6 +192,38 @@ def test_a_step_over_its_declared_memory_is_killed_and_the_run_says_why(
     assert {r.status for r in leases(workspace, result.run_id)} == {"released"}
 
 
+def test_declared_memory_is_enforced_without_a_pool_too(
+    workspace: Workspace, pipeline_file: WriteFile
+) -> None:
+    """Issue #19 item 4: with no pool at all (plain ``shipyard run``), a step that declared
+    300Mi and allocates far more is killed with the same reason as in a pool."""
+    target = pipeline_file(
+        """
+        @step(resources=Resources(memory="300Mi"))
+        def hog() -> int:
+            blocks = []
+            for _ in range(100):  # up to 1.6 GiB, touched (not lazily zeroed pages)
+                blocks.append(b"x" * (16 * 1024 * 1024))
+                time.sleep(0.02)
+            return len(blocks)
+
+        pipeline = Pipeline("hog", kind="data")
+
+        @pipeline
+        def build():
+            hog()
+        """
+    )
+    result = run(workspace, target)
+    hog = steps(workspace, result.run_id)["hog"]
+    assert result.status == "failed"
+    assert leases(workspace, result.run_id) == []  # admitted by this machine, not a pool
+    reason = str(hog["exit_reason"])
+    assert reason.startswith("exceeded memory quota: used ")
+    assert reason.endswith(" of 300.0Mi (watchdog)")
+    assert hog["enforcement"]["memory_limit_bytes"] == int(300 * MiB * 1.1)
+
+
 def test_the_step_runs_on_the_cpus_it_was_granted(
     workspace: Workspace, pipeline_file: WriteFile, tmp_path: Path
 ) -> None:

@@ -76,6 +76,10 @@ class _Cancel(Exception):
     pass
 
 
+class _Fenced(Exception):
+    """The attempt's grant was lost before its step could start."""
+
+
 class _Renewal:
     """Renews one attempt's grant from a thread of its own and keeps the holder's fencing
     deadline (monotonic): ``expires_at − fence_margin_s`` of the last renewal. ``lost`` says
@@ -460,6 +464,9 @@ class RunDriver:
         view = self.views[name]
 
         def on_launch(pid: int | None) -> None:
+            # A grant lost while the process was being made is not used: no step starts on it.
+            if (lost := renewal.fenced()) is not None:
+                raise _Fenced(lost)
             # Written before the step's code gets its task: a crash of the runner leaves
             # "running", never a step that runs unrecorded.
             self._set(
@@ -479,7 +486,11 @@ class RunDriver:
 
         renewal = _Renewal(self.admission, grant, self.ws.clock)
         try:
-            handle = self.r.executor.start(task, limits, on_launch)
+            try:
+                handle = self.r.executor.start(task, limits, on_launch)
+            except _Fenced as exc:
+                append(task.log_path, "error", "lease lost: step not started", self._context(name))
+                return StepOutcome(False, str(exc), None), False
             return self._watch(handle, node, renewal, limits)
         finally:
             renewal.stop()
