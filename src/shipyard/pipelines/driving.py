@@ -169,7 +169,7 @@ class RunDriver:
         self.cancel = threading.Event()
         self.cancel_reason: str | None = None
         self.failure: str | None = None
-        self._last_run_beat = self._last_run_check = time.monotonic()
+        self._last_run_beat = time.monotonic()
         self.done: queue.Queue[tuple[str, str]] = queue.Queue()
         self.lock = threading.Lock()
         self.settings = {
@@ -240,22 +240,27 @@ class RunDriver:
             return None
         return None if status == "running" else (str(status), None)
 
-    def _check_run(self) -> None:
-        now = time.monotonic()
-        if now - self._last_run_check < RUN_CHECK_INTERVAL_S or self.cancel.is_set():
-            return
-        self._last_run_check = now
-        ended = self._ended_elsewhere(now)
-        if ended is not None:
-            self.cancel_reason = f"cancelled: the run was ended from outside ({ended[0]})"
-            self.cancel.set()
+    def _watch_run(self, stop: threading.Event) -> None:
+        """From a thread of its own (the main thread may wait long, e.g. for a reservation):
+        every :data:`RUN_CHECK_INTERVAL_S`, heartbeat or read back the run; cancel the run when
+        it was ended from outside."""
+        while not stop.wait(RUN_CHECK_INTERVAL_S):
+            ended = self._ended_elsewhere(time.monotonic())
+            if ended is not None:
+                if not self.cancel.is_set():
+                    self.cancel_reason = f"cancelled: the run was ended from outside ({ended[0]})"
+                    self.cancel.set()
+                return
 
     def go(self) -> RunResult:
         handlers = self._install_signal_handlers()
         started: set[str] = set()
         running = 0
         interrupted = False
-        self._last_run_beat = self._last_run_check = time.monotonic()
+        self._last_run_beat = time.monotonic()
+        stop_watch = threading.Event()
+        watch = threading.Thread(target=self._watch_run, args=(stop_watch,), daemon=True)
+        watch.start()
         try:
             try:
                 self._reserve()
@@ -277,7 +282,6 @@ class RunDriver:
                                 ).start()
                     if running == 0:
                         break
-                    self._check_run()
                     self._notify()
                     try:
                         name, status = self.done.get(timeout=self.r.tick_s)
@@ -295,6 +299,8 @@ class RunDriver:
                     signal.signal(signal.SIGINT, signal.SIG_IGN) if handlers else None
         finally:
             self._restore_signal_handlers(handlers)
+            stop_watch.set()
+            watch.join()
         if self.failure:
             status, reason = "failed", self.failure
         elif interrupted:
