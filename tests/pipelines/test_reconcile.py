@@ -34,6 +34,9 @@ from shipyard.workspace import Workspace
 SLOW = """
 @step(resources=Resources(cpu=1))
 def slow() -> int:
+    import subprocess
+    child = subprocess.Popen(["sleep", "300"])  # what a step starts dies with it too
+    Path("grandchild.pid").write_text(str(child.pid))
     time.sleep(300)
     return 1
 
@@ -54,6 +57,10 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text() or None if path.exists() else None
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> object:
@@ -130,9 +137,11 @@ def test_a_sigkilled_runner_leaves_no_step_and_is_reconciled(
     start_scheduled_runs(ctx)  # the schedule's first sight of the pipeline
     assert reconcile_runs(workspace) == []  # a live runner is left alone
 
+    grandchild = int(wait_for(lambda: _read(Path("grandchild.pid")), 30, "the step's child"))
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     wait_for(lambda: gone(step_pid), 15, f"step process {step_pid} to die with its runner")
+    wait_for(lambda: gone(grandchild), 15, f"the step's child {grandchild} to die with it")
 
     clock.advance(60)
     start_scheduled_runs(ctx)  # the bug: the abandoned run blocks the schedule
