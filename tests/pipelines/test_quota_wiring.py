@@ -120,6 +120,15 @@ def test_a_recorded_pool_is_not_used_silently_and_an_unknown_pool_is_refused(
         run(workspace, target, pool="nowhere")
 
 
+def test_a_pipeline_declares_its_pool(workspace: Workspace, pipeline_file: WriteFile) -> None:
+    declare(workspace, "shared", cpu=2, memory="1Gi")
+    target = pipeline_file(DIAMOND.replace('kind="data")', 'kind="data", pool="shared")'))
+    _, pipeline = load_pipeline(str(target))
+    assert resolve_pool(workspace, pipeline, None).describe() == "pool 'shared' (Pipeline(pool=…))"
+    result = run(workspace, target)
+    assert {r.pool for r in leases(workspace, result.run_id)} == {"shared"}
+
+
 def test_reserve_holds_the_peak_for_the_whole_run_and_releases_it(
     workspace: Workspace, pipeline_file: WriteFile
 ) -> None:

@@ -93,7 +93,7 @@ def resolve_pool(ws: Workspace, pipeline: Pipeline, explicit: str | None) -> Poo
     from shipyard.quota.admission import pool_exists
     from shipyard.store.tables import PipelineRecord
 
-    declared = getattr(pipeline, "pool", None)
+    declared = pipeline.pool
     named, why = (explicit, "named with --pool") if explicit else (declared, "Pipeline(pool=…)")
     if named is not None:
         if not pool_exists(ws.store, str(named)):
