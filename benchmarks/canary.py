@@ -552,9 +552,7 @@ def _check_flushed(
     for sc in SCENARIOS:
         canary, stable = recording.pools[sc.name]
         for version, pool in ((2, canary), (1, stable)):
-            arm = arm_from_store(
-                ws.store, sc.model, version, 0.0, time.time() + 3600, fine=False
-            )
+            arm = arm_from_store(ws.store, sc.model, version, 0.0, time.time() + 3600, fine=False)
             extra = [noted[r] for r in warmup if noted[r][1] == sc.model and noted[r][2] == version]
             lat = np.concatenate([pool.latency_s, np.asarray([n[4] for n in extra])])
             expected = np.sort(BOUNDS_MS[np.searchsorted(LATENCY_BUCKETS_S, lat, side="left")])

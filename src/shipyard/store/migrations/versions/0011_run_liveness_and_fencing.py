@@ -2,7 +2,7 @@
 step, and a fencing token per lease grant
 
 Revision ID: 0011_run_liveness_and_fencing
-Revises: 0009_serving_instances
+Revises: 0010_daemon_config
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011_run_liveness_and_fencing"
-down_revision = "0009_serving_instances"
+down_revision = "0010_daemon_config"
 branch_labels = None
 depends_on = None
 
