@@ -74,7 +74,7 @@ Run from the repository root::
    canary.
 2. **Rollback speed (real store, real control loop).** Two replica threads each refresh the
    live split from a SQLite store every 0.5 s (the model server's refresh interval) and route
-   25 requests/s each by :func:`shipyard.deploy.routing.choose_version`; the rollout engine
+   25 requests/s each by :func:`shipyard.serving.routing.choose_version`; the rollout engine
    judges a canary whose flushed windows show 10 % errors and rolls it back. Measured: time
    from the committed failing verdict to the last request any replica sent to the canary.
    The same on the real model server: ``shipyard.serving`` under Uvicorn on 127.0.0.1
@@ -462,7 +462,7 @@ def _send(
     client: Any, rows: np.ndarray, which: np.ndarray, users: np.ndarray, seen: list[Seen]
 ) -> float:
     """Wait until every version answers, then send one request per row; returns the seconds."""
-    from shipyard.deploy.routing import choose_version
+    from shipyard.serving.routing import choose_version
 
     for sc in SCENARIOS:
         deadline = time.monotonic() + 30
@@ -552,7 +552,7 @@ def _check_flushed(
     for sc in SCENARIOS:
         canary, stable = recording.pools[sc.name]
         for version, pool in ((2, canary), (1, stable)):
-            arm = arm_from_store(ws.store, sc.model, version, 0.0, time.time() + 3600)
+            arm = arm_from_store(ws.store, sc.model, version, 0.0, time.time() + 3600, fine=False)
             extra = [noted[r] for r in warmup if noted[r][1] == sc.model and noted[r][2] == version]
             lat = np.concatenate([pool.latency_s, np.asarray([n[4] for n in extra])])
             expected = np.sort(BOUNDS_MS[np.searchsorted(LATENCY_BUCKETS_S, lat, side="left")])
@@ -791,7 +791,7 @@ def rollback_speed(trials: int) -> list[float]:
     from shipyard.deploy.engine import Engine, SmokeResult
     from shipyard.deploy.policy import parse_policy, set_policy
     from shipyard.deploy.rollout import ROLLED_BACK, start_rollout
-    from shipyard.deploy.routing import choose_version
+    from shipyard.serving.routing import choose_version
     from shipyard.store import Store
 
     policy_text = """
@@ -938,8 +938,8 @@ def canary_rollback_on_a_real_server(trials: int) -> list[float]:
     from shipyard.deploy.engine import Engine, SmokeResult
     from shipyard.deploy.policy import parse_policy, set_policy
     from shipyard.deploy.rollout import ROLLED_BACK, start_rollout
-    from shipyard.deploy.routing import choose_version
     from shipyard.registry import Registry
+    from shipyard.serving.routing import choose_version
     from shipyard.serving.server import build_app
     from shipyard.workspace import Workspace
 

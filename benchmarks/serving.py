@@ -8,10 +8,15 @@ Shipyard runs with monitoring on (windows, profiles, prediction log, 1 % request
 
 Goal (issue 5): ≥ 4× MLflow's throughput at a lower p99, monitoring costing ≤ 10 % throughput.
 
-    .venv/bin/python benchmarks/serving.py [--seconds 5] [--workers 1]
+Head of line (issue 20): the p99 of the same one-row requests from 4 clients while a fifth client
+sends maximum-size requests (the largest ``dataframe_split`` body the model's request limits let
+through, 1 MiB by default), against the same 4 clients alone. Goal: at most 2× the quiet p99.
+
+    .venv/bin/python benchmarks/serving.py [--seconds 5] [--workers 1] [--no-mlflow]
 
 MLflow gets its own virtualenv under benchmarks/.venvs/mlflow (created on first run; its pins
-clash with ours). MLServer is not run: see the note printed at the end.
+clash with ours); ``--no-mlflow`` runs Shipyard's rows only, on a model trained here. MLServer is
+not run: see the note printed at the end.
 """
 
 from __future__ import annotations
@@ -45,8 +50,34 @@ y = (x["f0"] + x["f1"] > 0).astype(int)
 clf = LogisticRegression().fit(x.to_numpy(), y)
 mlflow.sklearn.save_model(clf, sys.argv[1], signature=infer_signature(x, clf.predict(x.to_numpy())))
 """
-BODY = json.dumps({"dataframe_split": {"columns": ["f0", "f1", "f2", "f3"],
+TRAIN_HERE = """
+import numpy as np, pandas as pd
+from sklearn.linear_model import LogisticRegression
+from shipyard.registry import Registry
+from shipyard.workspace import Workspace
+rng = np.random.default_rng(0)
+x = pd.DataFrame(rng.normal(size=(1000, 4)), columns=["f0", "f1", "f2", "f3"])
+y = (x["f0"] + x["f1"] > 0).astype(int)
+clf = LogisticRegression().fit(x.to_numpy(), y)
+Registry.of(Workspace.open()).register("bench", clf, training_data=x, alias="champion")
+"""
+COLUMNS = ["f0", "f1", "f2", "f3"]
+BODY = json.dumps({"dataframe_split": {"columns": COLUMNS,
                                        "data": [[0.1, -0.2, 0.3, 0.05]]}}).encode()  # fmt: skip
+
+
+def largest_body(max_body_bytes: int, max_rows: int) -> tuple[bytes, int]:
+    """The largest ``dataframe_split`` body of random rows within both bounds, and its rows."""
+    rng = np.random.default_rng(1)
+    row = len(json.dumps(rng.normal(size=(1, 4)).tolist()))  # about one row's bytes
+    rows = min(max_rows, max_body_bytes // row)
+    while True:
+        body = json.dumps(
+            {"dataframe_split": {"columns": COLUMNS, "data": rng.normal(size=(rows, 4)).tolist()}}
+        ).encode()
+        if len(body) <= max_body_bytes:
+            return body, rows
+        rows = int(rows * 0.98)
 
 
 def ensure_mlflow_venv() -> Path:
@@ -83,8 +114,15 @@ def wait_ready(port: int, path: str, timeout_s: float = 120) -> None:
     raise RuntimeError(f"server on port {port} did not become ready")
 
 
-def _client(port: int, path: str, seconds: float, start_at: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def _client(
+    port: int,
+    path: str,
+    seconds: float,
+    start_at: float,
+    out: mp.Queue,  # type: ignore[type-arg]
+    body: bytes = BODY,
+) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"content-type": "application/json"}
     latencies: list[float] = []
     errors = 0
@@ -95,7 +133,7 @@ def _client(port: int, path: str, seconds: float, start_at: float, out: mp.Queue
         t0 = time.perf_counter()
         if time.time() >= end:
             break
-        conn.request("POST", path, BODY, headers)
+        conn.request("POST", path, body, headers)
         r = conn.getresponse()
         r.read()
         latencies.append(time.perf_counter() - t0)
@@ -103,7 +141,11 @@ def _client(port: int, path: str, seconds: float, start_at: float, out: mp.Queue
     out.put((latencies, errors))
 
 
-def load(port: int, path: str, clients: int, seconds: float) -> dict[str, float]:
+def load(
+    port: int, path: str, clients: int, seconds: float, large: bytes | None = None
+) -> dict[str, float]:
+    """Closed-loop one-row load from ``clients`` processes; with ``large``, one more process
+    sends that body in a loop meanwhile (its figures are the ``large_*`` keys)."""
     ctx = mp.get_context("fork")
     out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     # one warm-up second, not measured
@@ -116,18 +158,29 @@ def load(port: int, path: str, clients: int, seconds: float) -> dict[str, float]
         ctx.Process(target=_client, args=(port, path, seconds, start_at, out))
         for _ in range(clients)
     ]
+    big_out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    if large is not None:
+        procs.append(
+            ctx.Process(target=_client, args=(port, path, seconds, start_at, big_out, large))
+        )
     for p in procs:
         p.start()
-    results = [out.get() for _ in procs]
+    results = [out.get() for _ in range(clients)]
+    big = big_out.get() if large is not None else None
     for p in procs:
         p.join()
     lat = np.concatenate([np.asarray(r[0]) for r in results])
-    return {
+    figures = {
         "rps": len(lat) / seconds,
         "p50_ms": float(np.percentile(lat, 50) * 1000),
         "p99_ms": float(np.percentile(lat, 99) * 1000),
         "errors": float(sum(r[1] for r in results)),
     }
+    if big is not None:
+        figures["large_requests"] = float(len(big[0]))
+        figures["large_p50_ms"] = float(np.percentile(big[0], 50) * 1000) if big[0] else 0.0
+        figures["large_errors"] = float(big[1])
+    return figures
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -138,22 +191,14 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--workers", type=int, default=1, help="Shipyard worker processes")
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
-    args = parser.parse_args()
-
-    load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
+def register_bench_model(work: Path, env: dict[str, str], mlflow: bool) -> Path | None:
+    """The model both servers serve: trained by MLflow and imported, or trained here."""
+    if not mlflow:
+        subprocess.run([sys.executable, "-c", TRAIN_HERE], check=True, env=env, cwd=work)
+        return None
     mlflow_python = ensure_mlflow_venv()
-    work = Path(tempfile.mkdtemp(prefix="shipyard-bench-"))
     model_dir = work / "model"
     subprocess.run([str(mlflow_python), "-c", TRAIN, str(model_dir)], check=True)
-
-    env = {**os.environ, "SHIPYARD_HOME": str(work / "home")}
-    env = {k: v for k, v in env.items() if not k.startswith("SHIPYARD_") or k == "SHIPYARD_HOME"}
     subprocess.run(
         [sys.executable, "-c",
          "from shipyard.workspace import Workspace; from shipyard.registry import Registry, "
@@ -161,13 +206,29 @@ def main() -> None:
          "alias='champion')"],
         check=True, env=env, cwd=work,
     )  # fmt: skip
+    return model_dir
+
+
+def main() -> None:
+    from shipyard.serving.limits import RequestLimits
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=1, help="Shipyard worker processes")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--no-mlflow", action="store_true", help="Shipyard's rows only")
+    args = parser.parse_args()
+
+    load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    work = Path(tempfile.mkdtemp(prefix="shipyard-bench-"))
+    env = {**os.environ, "SHIPYARD_HOME": str(work / "home")}
+    env = {k: v for k, v in env.items() if not k.startswith("SHIPYARD_") or k == "SHIPYARD_HOME"}
+    model_dir = register_bench_model(work, env, not args.no_mlflow)
+    limits = RequestLimits()
+    large, large_rows = largest_body(limits.max_body_bytes, limits.max_rows)
 
     servers = {
-        "mlflow models serve": (
-            [str(MLFLOW_VENV / "bin" / "mlflow"), "models", "serve", "-m", str(model_dir),
-             "--env-manager", "local", "-h", "127.0.0.1", "-p", "{port}"],
-            "/ping", "/invocations",
-        ),
         "shipyard (monitoring on)": (
             [sys.executable, "-c", "from shipyard.serving.server import run; "
              f"run('127.0.0.1', {{port}}, {args.workers}, default_model='bench')"],
@@ -180,7 +241,14 @@ def main() -> None:
             "/ping", "/invocations",
         ),
     }  # fmt: skip
+    if model_dir is not None:
+        servers["mlflow models serve"] = (
+            [str(MLFLOW_VENV / "bin" / "mlflow"), "models", "serve", "-m", str(model_dir),
+             "--env-manager", "local", "-h", "127.0.0.1", "-p", "{port}"],
+            "/ping", "/invocations",
+        )  # fmt: skip
     procs: dict[str, tuple[subprocess.Popen[bytes], int, str]] = {}
+    hol: dict[tuple[str, str], list[dict[str, float]]] = {}
     try:
         for name, (cmd, ready, path) in servers.items():
             port = free_port()
@@ -205,6 +273,12 @@ def main() -> None:
                     runs.setdefault((name, clients), []).append(
                         load(port, path, clients, args.seconds)
                     )
+            for name, (_, port, path) in procs.items():
+                if name.startswith("shipyard"):
+                    for part, body in (("alone", None), ("+ large", large)):
+                        hol.setdefault((name, part), []).append(
+                            load(port, path, 4, args.seconds, body)
+                        )
             print(f"  round {round_no + 1}/{args.rounds} done", flush=True)
     finally:
         for proc, _, _ in procs.values():
@@ -218,23 +292,49 @@ def main() -> None:
           f"{args.seconds:.0f} s, {os.cpu_count()} cores (load average before: {load_before}), "
           f"shipyard workers={args.workers}\n")  # fmt: skip
     print(f"{'server':28} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-    base = {c: r for n, c, r in rows if n.startswith("mlflow")}
     for name, clients, r in rows:
         print(f"{name:28} {clients:>7} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
               f"{r['errors']:>7.0f}")  # fmt: skip
     print()
+    base = {c: r for n, c, r in rows if n.startswith("mlflow")}
     on = {c: r for n, c, r in rows if n == "shipyard (monitoring on)"}
     off = {c: r for n, c, r in rows if n == "shipyard (monitoring off)"}
     for clients in args.clients:
-        m, s, o = base[clients], on[clients], off[clients]
+        s, o = on[clients], off[clients]
+        versus = ""
+        if clients in base:
+            m = base[clients]
+            versus = (
+                f"shipyard/mlflow throughput ×{s['rps'] / m['rps']:.2f} (goal ≥ 4), "
+                f"p99 {s['p99_ms']:.2f} vs {m['p99_ms']:.2f} ms (goal: lower); "
+            )
         print(
-            f"{clients} client(s): shipyard/mlflow throughput ×{s['rps'] / m['rps']:.2f} "
-            f"(goal ≥ 4), p99 {s['p99_ms']:.2f} vs {m['p99_ms']:.2f} ms (goal: lower); "
+            f"{clients} client(s): {versus}"
             f"monitoring cost {100 * (1 - s['rps'] / o['rps']):.1f} % (goal ≤ 10 %)"
         )
-    print("\nMLServer: not run (its 1.7.1 workers crash with uvloop 0.23 here, "
-          "and it answers default tritonclient calls with 422; "
-          "see shared/reference/dependencies.md).")  # fmt: skip
+
+    print(f"\nhead of line: 4 clients of one-row requests, alone and beside a fifth client "
+          f"sending maximum-size requests ({large_rows} rows, {len(large) / 2**20:.2f} MiB: "
+          f"the default limits)\n")  # fmt: skip
+    print(f"{'server':28} {'4 clients':>10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'errors':>7} {'large':>6} {'large p50 ms':>13}")  # fmt: skip
+    medians = {
+        key: {k: float(np.median([r[k] for r in rs])) for k in rs[0]} for key, rs in hol.items()
+    }
+    for (name, part), r in sorted(medians.items()):
+        print(f"{name:28} {part:>10} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+              f"{r['errors']:>7.0f} {r.get('large_requests', 0):>6.0f} "
+              f"{r.get('large_p50_ms', 0):>13.1f}")  # fmt: skip
+    for name in servers:
+        if (name, "alone") in medians:
+            quiet, busy = medians[(name, "alone")], medians[(name, "+ large")]
+            print(f"{name}: p99 beside large requests ×{busy['p99_ms'] / quiet['p99_ms']:.2f} "
+                  f"the p99 alone (goal ≤ 2); large requests refused: "
+                  f"{busy.get('large_errors', 0):.0f}")  # fmt: skip
+    if model_dir is not None:
+        print("\nMLServer: not run (its 1.7.1 workers crash with uvloop 0.23 here, "
+              "and it answers default tritonclient calls with 422; "
+              "see shared/reference/dependencies.md).")  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from shipyard.config import load_settings
 from shipyard.errors import ConfigError
+from shipyard.serving.limits import DEFAULT_LIMITS, RequestLimits
 
 
 def test_defaults_put_everything_in_the_home(tmp_path: Path) -> None:
@@ -50,3 +52,43 @@ def test_a_missing_explicit_config_file_is_an_error(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("SHIPYARD_CONFIG", "/nonexistent/shipyard.toml")
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings()
+
+
+class TestServingLimits:
+    """``serving.limits`` bounds every request of a server; a bad one is a clear config error."""
+
+    def test_the_settings_defaults_are_the_request_limits_defaults(self) -> None:
+        limits = load_settings().serving.limits
+        assert set(type(limits).model_fields) == {f.name for f in fields(RequestLimits)}
+        assert RequestLimits.from_settings(limits) == RequestLimits() == DEFAULT_LIMITS
+
+    def test_nested_environment_variables_and_the_toml_file_set_them(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "shipyard.toml").write_text(
+            "[serving]\nthreads = 3\n[serving.limits]\nmax_rows = 7\nmax_depth = 4\n"
+        )
+        monkeypatch.setenv("SHIPYARD_SERVING__LIMITS__MAX_ROWS", "5")
+        monkeypatch.setenv("SHIPYARD_SERVING__QUEUE", "0")
+        serving = load_settings().serving
+        assert (serving.limits.max_rows, serving.limits.max_depth) == (5, 4)
+        assert (serving.threads, serving.queue) == (3, 0)
+        assert RequestLimits.from_settings(serving.limits).max_body_bytes == 1024 * 1024
+
+    @pytest.mark.parametrize(
+        ("name", "value", "named"),
+        [
+            ("SHIPYARD_SERVING__LIMITS__MAX_ROWS", "many", r"serving\.limits\.max_rows"),
+            ("SHIPYARD_SERVING__LIMITS__MAX_ROWS", "0", r"serving\.limits\.max_rows.*greater"),
+            ("SHIPYARD_SERVING__LIMITS__MAX_ROWS", "2.5", r"serving\.limits\.max_rows"),
+            ("SHIPYARD_SERVING__LIMITS__MAX_ROW", "5", r"serving\.limits\.max_row.*not permitted"),
+            ("SHIPYARD_SERVING__THREADS", "0", r"serving\.threads"),
+            ("SHIPYARD_SERVING__QUEUE", "-1", r"serving\.queue"),
+        ],
+    )
+    def test_a_bad_limit_is_a_config_error_naming_it(
+        self, monkeypatch: pytest.MonkeyPatch, name: str, value: str, named: str
+    ) -> None:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ConfigError, match=named):
+            load_settings()

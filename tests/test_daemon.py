@@ -126,6 +126,8 @@ class TestTasks:
         with caplog.at_level(logging.ERROR, logger="shipyard.daemon"):
             ran = loop.tick()
         assert set(ran) >= {
+            "runs.reconcile",
+            "serving.reap",
             "pipelines.schedule",
             "monitors.evaluate",
             "alerts.evaluate",

@@ -11,6 +11,9 @@ Example ``shipyard.toml``::
 
     [serving]
     port = 8080
+
+    [serving.limits]        # the cost bound of one request (shipyard.serving.limits)
+    max_rows = 1000000
 """
 
 from __future__ import annotations
@@ -21,7 +24,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,12 +42,33 @@ from pydantic_settings import (
 from shipyard.errors import ConfigError
 
 
+class RequestLimitsSettings(BaseModel):
+    """The cost bound of one inference request on every model of a server, unless a version's
+    ``serving.limits`` tag overrides it. These are the defaults of
+    :class:`shipyard.serving.limits.RequestLimits`, whose module says why these numbers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_body_bytes: PositiveInt = 1024 * 1024
+    max_elements: PositiveInt = 1 << 20
+    max_rows: PositiveInt = 100_000
+    max_depth: PositiveInt = 16
+    max_dims: PositiveInt = 8
+    max_string_bytes: PositiveInt = 64 * 1024
+
+
 class ServingSettings(BaseModel):
+    """A model server; ``threads`` and ``queue`` size its prediction pool (default: one thread
+    per usable core, at least two, and twice as many jobs waiting)."""
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     flush_interval_s: float = Field(5.0, gt=0)
     request_log_sample_rate: float = Field(0.01, ge=0, le=1)
     refresh_interval_s: float = Field(0.5, gt=0)
+    limits: RequestLimitsSettings = RequestLimitsSettings()
+    threads: PositiveInt | None = None
+    queue: NonNegativeInt | None = None
 
 
 class QuotaSettings(BaseModel):

@@ -11,6 +11,8 @@ one JSON error body. A traceback reaching a user is a bug.
     ├── InvalidInput(ValueError)           a bad parameter, request body or data file
     │   └── SchemaViolation                data that does not match its schema/signature
     ├── StoreError(RuntimeError)           the metadata database is unreachable or too new
+    │   ├── StoreBusy                      other writers held it past the retry bound (503)
+    │   └── StoreDamaged                   the database file is corrupt or truncated
     ├── ArtifactError(RuntimeError)
     │   └── ArtifactTampered               content does not hash to its address
     ├── PipelineError(RuntimeError)
@@ -72,6 +74,26 @@ class SchemaViolation(InvalidInput):
 
 class StoreError(ShipyardError, RuntimeError):
     """The metadata database cannot be used (unreachable, or made by a newer Shipyard)."""
+
+
+class StoreBusy(StoreError):
+    """Other writers held the database's write lock for longer than the retry bound.
+
+    Nothing was changed; the same request may succeed after ``retry_after_s`` (HTTP: 503 with
+    ``Retry-After``)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+class StoreDamaged(StoreError):
+    """The database file is corrupt or truncated; ``path`` is the file, the message says how to
+    recover (a back-up, ``sqlite3 FILE .recover``, or a fresh workspace)."""
+
+    def __init__(self, message: str, path: str) -> None:
+        self.path = path
+        super().__init__(message)
 
 
 class ArtifactError(ShipyardError, RuntimeError):

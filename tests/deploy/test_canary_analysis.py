@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from deploy_testkit import TEST_POLICY, histogram, write_window
+from deploy_testkit import T0, TEST_POLICY, histogram, write_window
 
-from shipyard.deploy.canary import ArmData, arm_from_store, judge_arms, latencies_from_histogram
+from shipyard.deploy.canary import (
+    ArmData,
+    ServingAnalyzer,
+    arm_from_store,
+    judge_arms,
+    latencies_from_histogram,
+)
 from shipyard.deploy.policy import parse_policy
+from shipyard.stats.latency import LatencyHistogram
 from shipyard.store import Store
+from shipyard.store.serving import ServingWindow
 
 POLICY = parse_policy(TEST_POLICY)
 
@@ -149,3 +157,103 @@ def test_quality_without_labels_is_not_judged_unless_required() -> None:
     required = parse_policy(TEST_POLICY + "  metrics: [{name: quality, required: true}]\n")
     [v] = judge_arms(arm(rng, 900), arm(rng, 8100), required, 0, 2)
     assert v.outcome == "extend"
+
+
+# -- latency finer than a bucket (issue #19 item 11: every latency verdict was 0 in [0, 0]) ------
+
+
+def _flush(
+    store: Store, version: int, lat_s: np.ndarray, start: float, *, fine: bool = True
+) -> None:
+    """One flushed window of ``lat_s``: the Prometheus buckets and, with ``fine``, the fine
+    histogram the model server adds (``latency_s["log"]``)."""
+    latency = histogram(lat_s)
+    if fine:
+        latency["log"] = LatencyHistogram().update_many(lat_s).to_json()
+    with store.session() as s:
+        s.add(
+            ServingWindow(
+                model="churn",
+                version=version,
+                worker="w1",
+                window_start=start,
+                window_end=start + 10,
+                requests=len(lat_s),
+                rows=len(lat_s),
+                errors=0,
+                data_errors=0,
+                latency_s=latency,
+                summary={},
+            )
+        )
+
+
+def _judge_sub_bucket(store: Store, slowdown: float, *, seed: int, fine: bool = True) -> object:
+    """Six windows per arm of a ~0.6 ms model; the canary ``slowdown`` times slower. Every
+    request of both lies inside the (0.5, 1] ms bucket."""
+    rng = np.random.default_rng(seed)
+    for k in range(6):
+        start = T0 + 10 * k
+        stable = np.clip(rng.lognormal(np.log(0.0006), 0.04, 600), 0.00051, 0.00099)
+        canary = np.clip(rng.lognormal(np.log(0.0006 * slowdown), 0.04, 200), 0.00051, 0.00099)
+        _flush(store, 1, stable, start, fine=fine)
+        _flush(store, 2, canary, start, fine=fine)
+    verdicts = ServingAnalyzer(store)("churn", 2, 1, T0 - 1, T0 + 100, POLICY, 0, 2)
+    return next(v for v in verdicts if v.metric == "latency")
+
+
+def test_a_canary_15_percent_slower_inside_one_bucket_fails_latency(store: Store) -> None:
+    lat = _judge_sub_bucket(store, 1.15, seed=40)
+    assert lat.outcome == "fail", lat.reason  # type: ignore[attr-defined]
+    # the shift is about 0.09 ms (15 % of 0.6 ms), resolved to the 2 % bins, not to 0
+    assert 0.07 < lat.effect < 0.11  # type: ignore[attr-defined]
+    assert lat.effect_floor < lat.ci_low < lat.effect < lat.ci_high  # type: ignore[attr-defined]
+    assert "bucket" not in lat.reason  # type: ignore[attr-defined]
+
+
+def test_a_sub_bucket_a_a_comparison_is_not_flagged(store: Store) -> None:
+    lat = _judge_sub_bucket(store, 1.0, seed=41)
+    assert lat.outcome == "pass"  # type: ignore[attr-defined]
+    assert lat.ci_low < lat.ci_high  # type: ignore[attr-defined]  # an interval, not a point
+    assert lat.ci_low <= 0 <= lat.ci_high  # type: ignore[attr-defined]
+
+
+def test_with_buckets_only_the_verdict_says_it_cannot_see_inside_a_bucket(store: Store) -> None:
+    """The root cause, kept visible: without the fine histogram every request of both arms is
+    the bucket's bound, the shift is exactly 0 and the verdict says why."""
+    lat = _judge_sub_bucket(store, 1.15, seed=40, fine=False)
+    assert lat.outcome == "pass"  # type: ignore[attr-defined]
+    assert (lat.effect, lat.ci_low, lat.ci_high) == (0.0, 0.0, 0.0)  # type: ignore[attr-defined]
+    assert "histogram-bucket resolution" in lat.reason  # type: ignore[attr-defined]
+
+
+def test_arms_are_compared_at_one_resolution(store: Store) -> None:
+    """Windows of the stable version without the fine histogram (an older server) put both
+    arms on the buckets, never fine values against bucket bounds."""
+    rng = np.random.default_rng(42)
+    _flush(store, 1, rng.lognormal(np.log(0.0006), 0.04, 300), T0, fine=False)
+    _flush(store, 2, rng.lognormal(np.log(0.0006), 0.04, 300), T0, fine=True)
+    assert arm_from_store(store, "churn", 2, T0 - 1, T0 + 100).latency_resolution == "fine"
+    verdicts = ServingAnalyzer(store)("churn", 2, 1, T0 - 1, T0 + 100, POLICY, 0, 2)
+    lat = next(v for v in verdicts if v.metric == "latency")
+    assert "histogram-bucket resolution" in lat.reason
+
+
+def test_sub_bucket_a_a_comparisons_are_rarely_flagged() -> None:
+    """Twenty A/A draws judged on fine bins: none fails latency (the level holds after binning)."""
+    rng = np.random.default_rng(43)
+    failed = 0
+    for _ in range(20):
+        arms = [
+            ArmData(
+                requests=n,
+                latencies_ms=LatencyHistogram()
+                .update_many(rng.lognormal(np.log(0.0006), 0.04, n))
+                .values_ms(),
+                latency_resolution="fine",
+            )
+            for n in (300, 2700)
+        ]
+        verdicts = judge_arms(arms[0], arms[1], POLICY, 0, 2)
+        failed += outcome(verdicts, "latency") == "fail"
+    assert failed == 0

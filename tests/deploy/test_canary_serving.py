@@ -33,9 +33,9 @@ from shipyard.deploy.rollout import (
     promote,
     start_rollout,
 )
-from shipyard.deploy.routing import choose_version, routing_key
 from shipyard.deploy.traffic import live_split
 from shipyard.registry import Registry
+from shipyard.serving.routing import choose_version, routing_key
 from shipyard.serving.server import build_app
 from shipyard.serving.telemetry import Telemetry
 from shipyard.store.alerting import AlertRecord

@@ -12,12 +12,15 @@ import pytest
 import typer
 from deploy_testkit import TEST_POLICY, training_frame
 from sklearn.linear_model import LogisticRegression
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from shipyard.cli.deploy import register
 from shipyard.deploy.loop import advance_rollouts
 from shipyard.errors import ConfigError, DeployError, NotFound
 from shipyard.registry import Registry
+from shipyard.store.deploy import DeployPolicyRecord
+from shipyard.store.tables import AuditEvent
 from shipyard.workspace import Workspace
 
 app = typer.Typer()
@@ -108,3 +111,52 @@ def test_errors_reach_the_user_as_one_line_from_a_real_process(ws: Workspace) ->
     assert "Traceback" not in out.stderr
     assert "no earlier production version" in out.stderr
     assert np.isfinite(1.0)
+
+
+def test_a_misspelled_model_is_named_with_a_suggestion_not_judged(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """`rollback chrun` said "no earlier production version"; set-policy stored a policy for it."""
+    with ws.store.session(readonly=True) as s:
+        audited = s.scalar(select(func.count()).select_from(AuditEvent))
+    with pytest.raises(NotFound, match="'chrun'") as caught:
+        run("rollback", "chrun")
+    assert "did you mean 'churn'?" in str(caught.value)
+    assert "earlier" not in str(caught.value)
+    with pytest.raises(NotFound, match="did you mean 'churn'"):
+        run("deployments", "set-policy", "chrun", str(tmp_path / "policy.yaml"))
+    with pytest.raises(NotFound, match=r"^no model named 'nothing-like-it'"):
+        run("deployments", "history", "nothing-like-it")
+    with ws.store.session(readonly=True) as s:
+        assert s.scalar(select(func.count()).select_from(DeployPolicyRecord)) == 0
+        assert s.scalar(select(func.count()).select_from(AuditEvent)) == audited
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "# only a comment\n"])
+def test_an_empty_policy_file_is_refused_and_changes_nothing(
+    ws: Workspace, tmp_path: Path, content: str
+) -> None:
+    run("deployments", "set-policy", "churn", str(tmp_path / "policy.yaml"))
+    before = run("deployments", "policy", "churn")
+    (tmp_path / "empty.yaml").write_text(content)
+    with pytest.raises(ConfigError, match=r"empty\.yaml is empty; nothing was changed"):
+        run("deployments", "set-policy", "churn", str(tmp_path / "empty.yaml"))
+    assert run("deployments", "policy", "churn") == before
+    (tmp_path / "defaults.yaml").write_text("{}\n")  # the defaults, said on purpose
+    run("deployments", "set-policy", "churn", str(tmp_path / "defaults.yaml"))
+    assert run("deployments", "policy", "churn") != before
+
+
+def test_rollback_to_a_named_rolled_back_version_warns(ws: Workspace, tmp_path: Path) -> None:
+    (tmp_path / "fast.yaml").write_text("approvals: {start: {count: 0}}\ncanary: {steps: []}\n")
+    run("deployments", "set-policy", "churn", str(tmp_path / "fast.yaml"))
+    for version in ("1", "2"):
+        run("deploy", "churn", "--version", version)
+        advance_rollouts(ws)
+    assert "production 2 → 1" in run("rollback", "churn")
+    with pytest.raises(DeployError, match="no earlier production version that was healthy"):
+        run("rollback", "churn")
+    result = runner.invoke(app, ["rollback", "churn", "--version", "2"])
+    assert result.exit_code == 0, result.output
+    assert "warning: churn/2 was rolled back from production" in " ".join(result.output.split())
+    assert "production 1 → 2" in result.output

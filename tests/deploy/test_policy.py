@@ -53,6 +53,18 @@ def test_a_broken_policy_changes_nothing_in_the_store(store: Store) -> None:
     assert load_policy(store, "churn").approvals.speedup.count == 2
 
 
+@pytest.mark.parametrize("text", ["", "  \n", "# nothing but a comment\n", "~\n"])
+def test_setting_a_policy_from_an_empty_text_is_refused(store: Store, text: str) -> None:
+    """An empty file reset the policy to the defaults without a word; ``{}`` still does."""
+    set_policy(store, "churn", TEST_POLICY, actor="admin")
+    with pytest.raises(ConfigError, match=r"churn\.yaml is empty; nothing was changed"):
+        set_policy(store, "churn", text, actor="admin", source="churn.yaml")
+    assert load_policy(store, "churn").approvals.speedup.count == 2
+    assert parse_policy(text) == DEFAULT_POLICY  # a stored or parsed empty text: the defaults
+    set_policy(store, "churn", "{}", actor="admin")
+    assert load_policy(store, "churn") == DEFAULT_POLICY
+
+
 def test_alpha_is_split_over_steps_and_metrics() -> None:
     policy = parse_policy(TEST_POLICY)
     assert policy.alpha_per_test() == pytest.approx(0.01 / (2 * 4))

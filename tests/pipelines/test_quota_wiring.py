@@ -17,7 +17,7 @@ from shipyard.daemon import Daemon, DaemonContext
 from shipyard.errors import NotFound
 from shipyard.pipelines.loader import load_pipeline
 from shipyard.pipelines.records import get_run
-from shipyard.pipelines.reservation import peak_demand, step_levels
+from shipyard.pipelines.reservation import peak_demand, resolve_pool, step_levels
 from shipyard.pipelines.runner import Runner, RunResult
 from shipyard.quota.pools import PoolSpec, apply_pools, resolve
 from shipyard.store.quota import QuotaLease
@@ -98,16 +98,35 @@ def test_a_run_in_a_shared_pool_takes_a_lease_per_step_and_gives_them_back(
         assert record is not None and record.spec["pool"] == "shared"
 
 
-def test_the_recorded_pool_is_used_again_and_an_unknown_pool_is_refused(
+def test_a_recorded_pool_is_not_used_silently_and_an_unknown_pool_is_refused(
     workspace: Workspace, pipeline_file: WriteFile
 ) -> None:
+    """Issue #19 item 4: a run goes to a pool named by the run or declared by the pipeline,
+    never to one inherited from an earlier run; the choice names the recorded pool instead."""
     declare(workspace, "shared", cpu=2, memory="1Gi")
     target = pipeline_file(DIAMOND)
     run(workspace, target, pool="shared")
-    again = run(workspace, target)  # no --pool: the pool recorded for the pipeline
-    assert {r.pool for r in leases(workspace, again.run_id)} == {"shared"}
+    again = run(workspace, target)  # no --pool: no pool, whatever an earlier run used
+    assert again.status == "succeeded"
+    assert leases(workspace, again.run_id) == []
+    _, pipeline = load_pipeline(str(target))
+    choice = resolve_pool(workspace, pipeline, None)
+    assert (choice.name, choice.recorded) == (None, "shared")
+    assert "pass --pool shared" in choice.describe()
+    assert resolve_pool(workspace, pipeline, "shared").describe() == (
+        "pool 'shared' (named with --pool)"
+    )
     with pytest.raises(NotFound, match="nowhere"):
         run(workspace, target, pool="nowhere")
+
+
+def test_a_pipeline_declares_its_pool(workspace: Workspace, pipeline_file: WriteFile) -> None:
+    declare(workspace, "shared", cpu=2, memory="1Gi")
+    target = pipeline_file(DIAMOND.replace('kind="data")', 'kind="data", pool="shared")'))
+    _, pipeline = load_pipeline(str(target))
+    assert resolve_pool(workspace, pipeline, None).describe() == "pool 'shared' (Pipeline(pool=…))"
+    result = run(workspace, target)
+    assert {r.pool for r in leases(workspace, result.run_id)} == {"shared"}
 
 
 def test_reserve_holds_the_peak_for_the_whole_run_and_releases_it(
@@ -182,6 +201,38 @@ def test_a_step_over_its_declared_memory_is_killed_and_the_run_says_why(
     assert {r.status for r in leases(workspace, result.run_id)} == {"released"}
 
 
+def test_declared_memory_is_enforced_without_a_pool_too(
+    workspace: Workspace, pipeline_file: WriteFile
+) -> None:
+    """Issue #19 item 4: with no pool at all (plain ``shipyard run``), a step that declared
+    300Mi and allocates far more is killed with the same reason as in a pool."""
+    target = pipeline_file(
+        """
+        @step(resources=Resources(memory="300Mi"))
+        def hog() -> int:
+            blocks = []
+            for _ in range(100):  # up to 1.6 GiB, touched (not lazily zeroed pages)
+                blocks.append(b"x" * (16 * 1024 * 1024))
+                time.sleep(0.02)
+            return len(blocks)
+
+        pipeline = Pipeline("hog", kind="data")
+
+        @pipeline
+        def build():
+            hog()
+        """
+    )
+    result = run(workspace, target)
+    hog = steps(workspace, result.run_id)["hog"]
+    assert result.status == "failed"
+    assert leases(workspace, result.run_id) == []  # admitted by this machine, not a pool
+    reason = str(hog["exit_reason"])
+    assert reason.startswith("exceeded memory quota: used ")
+    assert reason.endswith(" of 300.0Mi (watchdog)")
+    assert hog["enforcement"]["memory_limit_bytes"] == int(300 * MiB * 1.1)
+
+
 def test_the_step_runs_on_the_cpus_it_was_granted(
     workspace: Workspace, pipeline_file: WriteFile, tmp_path: Path
 ) -> None:
@@ -226,7 +277,8 @@ def test_the_cli_runs_in_a_pool_with_a_reservation(
     args = ["run", str(target), "--pool", "shared", "--reserve", "--priority", "7", "--json"]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
-    info = json.loads(out.output)
+    info = json.loads(out.stdout)  # the pool line goes to stderr: --json stays clean
+    assert "pool 'shared' (named with --pool)" in out.stderr
     assert info["status"] == "succeeded"
     (lease,) = leases(workspace, info["id"])
     assert lease.priority == 7 and lease.step == "(run reservation)"

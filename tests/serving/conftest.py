@@ -18,7 +18,8 @@ import uvicorn
 from sklearn.linear_model import LogisticRegression
 
 from shipyard.registry import Registry, Signature
-from shipyard.serving import ServingApp, build_app
+from shipyard.serving.app import ServingApp
+from shipyard.serving.server import build_app
 from shipyard.workspace import Workspace
 
 COLUMNS = ["a", "b", "c"]

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 from sqlalchemy import func, select
 
 from serving.conftest import Running, fit_classifier, free_port, start
-from shipyard.deploy.routing import choose_version
 from shipyard.registry import Registry
-from shipyard.serving import build_app
 from shipyard.serving.live import LiveModels, LiveVersion, Loaded, pick, route_of
+from shipyard.serving.routing import choose_version
+from shipyard.serving.server import build_app
 from shipyard.store.serving import PredictionRecord, ServingWindow
 from shipyard.store.tables import ArtifactRecord
 from shipyard.workspace import Workspace
@@ -119,12 +119,3 @@ def test_sticky_split_sends_a_key_to_the_same_version_and_respects_weights(
     assert all(pick(route, "user:u7") is pick(route, "user:u7") for _ in range(10))
     expected = [choose_version(f"user:{i}", {1: 80.0, 99: 20.0}, 99) == 99 for i in range(4000)]
     assert hits == expected  # deploy's rule, so every replica agrees
-
-
-def test_routing_key_is_the_one_deploy_computes() -> None:
-    from shipyard.deploy.routing import routing_key as deploy_key
-    from shipyard.serving.live import routing_key
-
-    for headers in ({"X-User-Id": "ann"}, {"x-shipyard-routing-key": "k", "x-user-id": "ann"}, {}):
-        raw = {k.lower().encode(): v.encode() for k, v in headers.items()}
-        assert routing_key(raw, "r1") == deploy_key(headers, "r1")

@@ -29,8 +29,8 @@ from shipyard.deploy.rollout import PRODUCTION, get_rollout, start_rollout
 from shipyard.deploy.traffic import write_split
 from shipyard.errors import NotFound
 from shipyard.registry import Registry
-from shipyard.serving import build_app
 from shipyard.serving.live import ServedBySplit, live_state, live_states, move_alias
+from shipyard.serving.server import build_app
 from shipyard.store import Store
 from shipyard.workspace import Workspace
 

@@ -58,3 +58,25 @@ def test_disabled_telemetry_writes_nothing_but_counts_metrics(workspace: Workspa
         "shipyard_http_requests_total", {"model": "m", "version": "1", "code": "200"}
     )
     assert value == 1.0
+
+
+def test_a_flushed_window_carries_latencies_finer_than_its_buckets(workspace: Workspace) -> None:
+    """The canary judge reads latency at the fine histogram's resolution (2 % bins) from what a
+    server flushed, not at its Prometheus buckets (which made every latency effect 0 [0, 0])."""
+    from shipyard.deploy.canary import arm_from_store
+
+    clf, x = fit_classifier()
+    info = Registry.of(workspace).register("m", clf, training_data=x, alias="champion")
+    clock = FakeClock()
+    telemetry = Telemetry(workspace.store, workspace.artifacts, clock=clock)
+    row = x.to_numpy()[:1]
+    served_s = [0.00061, 0.00062, 0.00070, 0.00071]  # all inside one bucket (0.5 ms, 1 ms]
+    for i, seconds in enumerate(served_s):
+        telemetry.ok(info, row, clf.predict(row), None, seconds, f"r{i}")
+    clock.advance(5)
+    telemetry.flush()
+    arm = arm_from_store(workspace.store, "m", 1, 0.0, clock.time() + 1)
+    assert arm.latency_resolution == "fine"
+    assert np.sort(arm.latencies_ms) == pytest.approx(np.array(served_s) * 1000, rel=0.03), (
+        "each latency within one 2 % bin of what was served"
+    )

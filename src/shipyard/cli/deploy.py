@@ -7,9 +7,19 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from shipyard import stats
-from shipyard.cli.output import console, flag, open_workspace, print_json, require, table, when
+from shipyard.cli.output import (
+    console,
+    err_console,
+    flag,
+    open_workspace,
+    print_json,
+    require,
+    table,
+    when,
+)
 from shipyard.daemon import no_daemon_note
 from shipyard.deploy import rollout as ro
 from shipyard.deploy import traffic
@@ -38,7 +48,7 @@ def _show(view: ro.RolloutView, as_json: bool, ws: Workspace | None = None) -> N
     if as_json:
         data: dict[str, Any] = view.to_json()
         if ws is not None:
-            with ws.store.session() as s:
+            with ws.store.session(readonly=True) as s:
                 data["diagnosis"] = diagnosis_of(s, view.id)
         print_json(data)
         return
@@ -96,7 +106,7 @@ def status(rollout_id: str = ROLLOUT_ARG, as_json: bool = JSON_OPTION) -> None:
                     m.get("reason", ""),
                 )
         console.print(verdicts)
-    with ws.store.session() as s:
+    with ws.store.session(readonly=True) as s:
         diag = diagnosis_of(s, view.id)
     if diag:
         console.print("[bold red]diagnosis[/]")
@@ -229,13 +239,21 @@ def approve(
 
 def rollback(
     model: str = MODEL_ARG,
-    to_version: int | None = typer.Option(None, "--to-version", help="Default: the previous one."),
+    to_version: int | None = typer.Option(
+        None,
+        "--to-version",
+        "--version",
+        help="Put this version back, even one that was rolled back or aborted (with a warning). "
+        "Default: the last version that was healthy in production.",
+    ),
     actor: str | None = AS_OPTION,
     reason: str = REASON_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Put the previous (or the named) version of MODEL back in production, at once."""
+    """Put the last version of MODEL that was healthy in production (or the named one) back in
+    production, at once. A version that was rolled back or aborted is never chosen by itself."""
     ws = open_workspace()
+    require(ws, "model", model)
     registry = Registry.of(ws)
 
     def exists(name: str, v: int) -> bool:
@@ -259,6 +277,8 @@ def rollback(
     if as_json:
         print_json(result)
         return
+    if result["warning"]:
+        err_console.print(f"[bold yellow]warning:[/] {escape(result['warning'])}", soft_wrap=True)
     console.print(
         f"[green]✓[/] {model}: production {result['from']} → {result['to']}"
         + (f" (rollout {result['rollout']} rolled back)" if result["rollout"] else "")
@@ -325,7 +345,14 @@ def set_policy_cmd(
     if not file.is_file():
         raise InvalidInput(f"{file} does not exist")
     ws = open_workspace()
-    set_policy(ws.store, model, file.read_text(encoding="utf-8"), actor=_actor(ws, actor))
+    require(ws, "model", model)
+    set_policy(
+        ws.store,
+        model,
+        file.read_text(encoding="utf-8"),
+        actor=_actor(ws, actor),
+        source=str(file),
+    )
     console.print(f"[green]✓[/] policy of {model} set from {file}")
 
 

@@ -1,4 +1,4 @@
-"""``shipyard run``, ``shipyard runs list|show|logs`` and ``shipyard pipelines list``."""
+"""``shipyard run``, ``shipyard runs list|show|logs|cancel`` and ``shipyard pipelines list``."""
 
 from __future__ import annotations
 
@@ -71,6 +71,7 @@ def run(
     from shipyard.pipelines.loader import load_pipeline
     from shipyard.pipelines.params import parse_params
     from shipyard.pipelines.records import get_run
+    from shipyard.pipelines.reservation import resolve_pool
     from shipyard.pipelines.runner import Runner
 
     try:
@@ -84,6 +85,9 @@ def run(
         ws = open_workspace()
         require(ws, "pool", pool)
         title = f"{pipeline.name} ({pipeline.kind.value})"
+        choice = resolve_pool(ws, pipeline, pool)
+        if choice.name is not None or choice.recorded is not None:
+            err_console.print(choice.describe(), markup=False, highlight=False, soft_wrap=True)
         options: dict[str, Any] = {"pool": pool, "reserve": reserve, "priority": priority}
         if executor == "ray":
             from shipyard.pipelines.ray_executor import RayExecutor
@@ -190,6 +194,31 @@ def runs_show(
             st["exit_reason"] or "",
         )
     console.print(steps)
+
+
+@runs_app.command("cancel")
+def runs_cancel(
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id (or a unique prefix)."),
+    wait_s: float = typer.Option(
+        15.0, "--wait", min=0, help="Seconds the run's runner gets to stop its steps itself."
+    ),
+) -> None:
+    """Cancel a running run: stop its steps, release its leases, mark it cancelled."""
+    from shipyard.pipelines.reconcile import cancel_run
+
+    try:
+        ended = cancel_run(open_workspace(), run_id, wait_s=wait_s)
+    except ShipyardError as exc:
+        fail(str(exc))
+    steps = ", ".join(ended.steps_stopped) or "none running"
+    leases = len(ended.leases_released)
+    console.print(
+        f"✓ run {ended.run_id} ({ended.pipeline}) cancelled; steps stopped: {steps}; "
+        f"leases released: {leases}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _render(line: dict[str, Any], prefix: str) -> str:

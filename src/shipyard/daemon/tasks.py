@@ -22,6 +22,7 @@ from shipyard.daemon.schedule import start_scheduled_runs
 from shipyard.deploy.loop import Advance, advance_rollouts
 from shipyard.monitoring.evaluate import evaluate_monitors
 from shipyard.monitoring.serving.monitor import monitor_live_models
+from shipyard.pipelines.reconcile import reconcile_runs
 from shipyard.quota.admission import reclaim_expired
 from shipyard.quota.usage import record_usage
 from shipyard.registry import Registry
@@ -72,6 +73,12 @@ def _quota_usage(ctx: DaemonContext) -> object:
     return record_usage(ctx.store, ctx.clock)
 
 
+def _reconcile_runs(ctx: DaemonContext) -> object:
+    """End the runs whose runner died (their steps killed, their leases released), so that no
+    schedule waits forever behind a run nobody runs."""
+    return reconcile_runs(ctx.workspace, ctx.clock)
+
+
 def _reap_servers(ctx: DaemonContext) -> object:
     """Close the records of model servers that died without closing them (and release their
     leases when their process is provably gone), even when no new server starts to do it."""
@@ -86,6 +93,7 @@ def _reap_servers(ctx: DaemonContext) -> object:
 def builtin_tasks() -> list[PeriodicTask]:
     """Every task a ``shipyard daemon`` runs, with its interval in seconds (0: every tick)."""
     return [
+        PeriodicTask("runs.reconcile", 5, _reconcile_runs, lane=CONTROL),
         PeriodicTask("pipelines.schedule", 15, start_scheduled_runs, lane=CONTROL),
         PeriodicTask("monitors.evaluate", 30, _monitors, lane=CONTROL),
         PeriodicTask("monitors.serving", 30, ServingProbes(), lane=PROBES),

@@ -1,5 +1,6 @@
 """Safe deployment: policies and approvals, the validation gate, the rollout state machine,
-sticky canary routing, canary analysis, rollback with diagnosis, runbooks."""
+canary analysis, rollback with diagnosis, runbooks. (The sticky canary routing that a split
+decides is serving's: :mod:`shipyard.serving.routing`.)"""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from shipyard.deploy.rollout import (
     rollouts_of,
     start_rollout,
 )
-from shipyard.deploy.routing import bucket, choose_version, in_canary, routing_key
 from shipyard.deploy.traffic import LiveSplit, live_split, live_splits
 from shipyard.lazy import lazy_exports
 
@@ -47,10 +47,7 @@ __all__ = [
     "abort",
     "advance_rollouts",
     "approve",
-    "bucket",
-    "choose_version",
     "get_rollout",
-    "in_canary",
     "live_split",
     "live_splits",
     "load_policy",
@@ -60,7 +57,6 @@ __all__ = [
     "resume",
     "rollback",
     "rollouts_of",
-    "routing_key",
     "set_policy",
     "start_rollout",
     "validate_and_deploy",

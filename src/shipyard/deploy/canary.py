@@ -18,16 +18,21 @@ Per metric (kernels in :mod:`shipyard.stats.canary`):
 - ``quality`` (opt-in): share of wrong predictions among those whose late label arrived
   (``POST …/feedback``), the same exact rate test; floor in absolute share.
 
-Latency comes from the servers' histograms: each request counts as its bucket's upper bound
-(the overflow bucket as twice the last bound), so tests see tied values, which the rank tests'
-tie corrections handle; shifts are resolved to the bucket grid.
+Latency comes from what the servers flushed. A window that carries the fine histogram
+(``latency_s["log"]``, :class:`~shipyard.stats.latency.LatencyHistogram`: bins 2 % wide)
+gives each request a value inside its bin (spread evenly over it, so values do not tie), so a
+shift is resolved to about 2 % of the latency. Windows that carry only the Prometheus buckets
+give each request its bucket's upper bound (the overflow bucket twice the last bound): a shift
+inside one bucket is invisible there (every verdict then shows effect 0 in [0, 0]), and the
+latency verdicts say so. Both arms use the fine values only when every window of both has them,
+so the two are always compared at the same resolution.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,6 +50,7 @@ from shipyard.stats.canary import (
     spread_test,
     verdict,
 )
+from shipyard.stats.latency import LatencyHistogram
 from shipyard.store import Store
 
 MAX_CLASSES = 20
@@ -56,9 +62,20 @@ SPREAD_ABSOLUTE_FLOOR = 0.1
 step's ``min_samples`` if smaller)."""
 
 
+Resolution = Literal["exact", "fine", "buckets"]
+BUCKET_RESOLUTION_NOTE = (
+    "latencies known only to histogram-bucket resolution: a shift inside one bucket cannot be "
+    "seen (the model servers flush no fine latency histogram)"
+)
+
+
 @dataclass
 class ArmData:
-    """What one version did over the analysed interval."""
+    """What one version did over the analysed interval.
+
+    ``latency_resolution`` says what ``latencies_ms`` are: measured values (``exact``, the
+    benchmark's traces), fine-histogram bins (``fine``) or Prometheus bucket bounds
+    (``buckets``)."""
 
     requests: int = 0
     errors: int = 0
@@ -66,6 +83,7 @@ class ArmData:
     predictions: list[Any] = field(default_factory=list)
     labelled: int = 0
     wrong: int = 0
+    latency_resolution: Resolution = "exact"
 
 
 def _spread_matters(
@@ -155,22 +173,23 @@ def judge_arms(
             if rule.name == "latency":
                 result = latency_shift_test(canary.latencies_ms, stable.latencies_ms, conf)
                 floor_ms = floor * max(result.extra["median_stable"], 0.0)
-                out.append(
-                    verdict(
-                        rule.name,
-                        result,
-                        alpha=alpha,
-                        effect_floor=floor_ms,
-                        min_samples=step.min_samples,
-                        effect_from_ci=True,
-                    )
+                judged = verdict(
+                    rule.name,
+                    result,
+                    alpha=alpha,
+                    effect_floor=floor_ms,
+                    min_samples=step.min_samples,
+                    effect_from_ci=True,
                 )
             else:
                 result = spread_test(canary.latencies_ms, stable.latencies_ms)
                 judged = verdict(
                     rule.name, result, alpha=alpha, effect_floor=floor, min_samples=step.min_samples
                 )
-                out.append(_spread_matters(judged, result, stable.latencies_ms))
+                judged = _spread_matters(judged, result, stable.latencies_ms)
+            if "buckets" in (canary.latency_resolution, stable.latency_resolution):
+                judged = replace(judged, reason=f"{judged.reason}; {BUCKET_RESOLUTION_NOTE}")
+            out.append(judged)
         elif rule.name == "quality":
             if canary.labelled == 0 or stable.labelled == 0:
                 out.append(_no_data(rule, alpha, floor, canary.labelled, stable.labelled))
@@ -224,23 +243,46 @@ def _same(prediction: Any, label: Any) -> bool:
     return str(prediction) == str(label)
 
 
-def arm_from_store(store: Store, model: str, version: int, start: float, end: float) -> ArmData:
-    """Sum the flushed windows of ``version`` that ended inside (start, end]."""
-    with store.session() as s:
+def fine_latencies(latency_jsons: list[dict[str, Any]]) -> NDArray[np.float64] | None:
+    """Every request's latency (ms) from the windows' fine histograms, merged; None unless
+    every window carries one (of one accuracy)."""
+    if not latency_jsons or not all(isinstance(j.get("log"), dict) for j in latency_jsons):
+        return None
+    merged = LatencyHistogram.from_json(latency_jsons[0]["log"])
+    try:
+        for j in latency_jsons[1:]:
+            merged.merge(LatencyHistogram.from_json(j["log"]))
+    except ValueError:
+        return None
+    return merged.values_ms()
+
+
+def arm_from_store(
+    store: Store, model: str, version: int, start: float, end: float, *, fine: bool = True
+) -> ArmData:
+    """Sum the flushed windows of ``version`` that ended inside (start, end]; latencies from
+    the fine histograms when ``fine`` and every window has one, else from the buckets."""
+    with store.session(readonly=True) as s:
         flushed = serving_records.windows(s, model, version, start, end)
         preds = serving_records.predictions(s, model, version, start, end, MAX_PREDICTIONS)
         labelled = serving_records.labelled_predictions(
             s, model, version, start, end, MAX_PREDICTIONS
         )
-    lat = [latencies_from_histogram(w.latency_s) for w in flushed]
-    wrong = sum(not _same(_first_value(p), _first_value(y)) for p, y in labelled)
+    latencies = fine_latencies([w.latency_s for w in flushed]) if fine else None
+    resolution: Resolution = "fine"
+    if latencies is None:
+        lat = [latencies_from_histogram(w.latency_s) for w in flushed]
+        latencies = np.concatenate(lat) if lat else np.empty(0)
+        resolution = "buckets"
+    wrong = sum(not _same(_first_value(x.prediction), _first_value(x.labels)) for x in labelled)
     return ArmData(
         requests=sum(w.requests for w in flushed),
         errors=sum(w.errors + w.data_errors for w in flushed),
-        latencies_ms=np.concatenate(lat) if lat else np.empty(0),
+        latencies_ms=latencies,
         predictions=[_first_value(p) for p in preds],
         labelled=len(labelled),
         wrong=wrong,
+        latency_resolution=resolution,
     )
 
 
@@ -263,4 +305,7 @@ class ServingAnalyzer:
     ) -> list[MetricVerdict]:
         c = arm_from_store(self.store, model, canary, start, end)
         s = arm_from_store(self.store, model, stable, start, end)
+        if c.latency_resolution != s.latency_resolution:  # one resolution for both arms
+            c = arm_from_store(self.store, model, canary, start, end, fine=False)
+            s = arm_from_store(self.store, model, stable, start, end, fine=False)
         return judge_arms(c, s, policy, step_index, look)

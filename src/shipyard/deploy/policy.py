@@ -282,13 +282,22 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
-def parse_policy(text: str, source: str = "policy") -> Policy:
-    """Read a YAML policy; a :class:`ConfigError` that names the field when it is wrong."""
+def parse_policy(text: str, source: str = "policy", *, allow_empty: bool = True) -> Policy:
+    """Read a YAML policy; a :class:`ConfigError` that names the field when it is wrong.
+
+    An empty text (nothing, or only comments) is the defaults, unless ``allow_empty`` is false:
+    a person who sets a policy from an empty file has almost surely given the wrong file, and
+    ``{}`` says "the defaults" on purpose."""
     try:
-        data = yaml.safe_load(text) if text.strip() else {}
+        data = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source} is not valid YAML: {exc}") from None
     if data is None:
+        if not allow_empty:
+            raise ConfigError(
+                f"{source} is empty; nothing was changed (to reset a policy to the defaults, "
+                "set it from a file that holds `{}`)"
+            )
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source} must be a mapping of fields, got {type(data).__name__}")
@@ -309,7 +318,7 @@ def policy_from_dict(data: dict[str, Any]) -> Policy:
 
 def load_policy(store: Store, model: str) -> Policy:
     """The model's stored policy, or the defaults when it has none."""
-    with store.session() as s:
+    with store.session(readonly=True) as s:
         row = s.get(DeployPolicyRecord, model)
         text = row.text if row is not None else None
     if text is None:
@@ -318,18 +327,24 @@ def load_policy(store: Store, model: str) -> Policy:
 
 
 def policy_text(store: Store, model: str) -> str | None:
-    with store.session() as s:
+    with store.session(readonly=True) as s:
         row = s.get(DeployPolicyRecord, model)
         return row.text if row is not None else None
 
 
 def set_policy(
-    store: Store, model: str, text: str, *, actor: str, clock: Clock = SYSTEM_CLOCK
+    store: Store,
+    model: str,
+    text: str,
+    *,
+    actor: str,
+    clock: Clock = SYSTEM_CLOCK,
+    source: str | None = None,
 ) -> Policy:
-    """Validate and store a model's policy; a broken file changes nothing."""
-    policy = parse_policy(text, f"policy for {model}")
+    """Validate and store a model's policy; a broken or empty file changes nothing."""
+    policy = parse_policy(text, source or f"policy for {model}", allow_empty=False)
     now = clock.time()
-    with store.session(immediate=True) as s:
+    with store.session() as s:
         row = s.get(DeployPolicyRecord, model, with_for_update=True)
         if row is None:
             s.add(DeployPolicyRecord(model=model, text=text, updated_at=now, updated_by=actor))

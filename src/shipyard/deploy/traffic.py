@@ -2,7 +2,7 @@
 of which version was in production when.
 
 The model server reads :func:`live_splits` every ``serving.refresh_interval_s`` (0.5 s by
-default) and routes with :func:`shipyard.deploy.routing.choose_version`; deploy writes the
+default) and routes with :func:`shipyard.serving.routing.choose_version`; deploy writes the
 split inside the same transaction as the rollout state that calls for it, so a split is never
 seen without the decision (and audit event) behind it.
 """
@@ -58,14 +58,14 @@ def _split_of(model: str, rows: list[TrafficSplit]) -> LiveSplit:
 
 def live_split(store: Store, model: str) -> LiveSplit | None:
     """The model's split, or None when deploy has never put a version of it live."""
-    with store.session() as s:
+    with store.session(readonly=True) as s:
         rows = list(s.scalars(select(TrafficSplit).where(TrafficSplit.model == model)))
     return _split_of(model, rows) if rows else None
 
 
 def live_splits(store: Store) -> dict[str, LiveSplit]:
     """Every model's split, in one read (what a model server refreshes)."""
-    with store.session() as s:
+    with store.session(readonly=True) as s:
         return live_splits_in(s)
 
 
@@ -138,20 +138,6 @@ def production_span(s: Session, model: str) -> tuple[int, float] | None:
     return (row.version, row.since) if row else None
 
 
-def previous_production_version(s: Session, model: str) -> int | None:
-    """The version that was in production before the current one."""
-    current = production_version(s, model)
-    rows = s.scalars(
-        select(ProductionRecord)
-        .where(ProductionRecord.model == model, ProductionRecord.until.is_not(None))
-        .order_by(ProductionRecord.until.desc(), ProductionRecord.id.desc())
-    )
-    for row in rows:
-        if row.version != current:
-            return row.version
-    return None
-
-
 def put_in_production(
     s: Session,
     model: str,
@@ -188,7 +174,7 @@ def put_in_production(
 
 
 def production_history(store: Store, model: str) -> list[ProductionRecord]:
-    with store.session() as s:
+    with store.session(readonly=True) as s:
         return list(
             s.scalars(
                 select(ProductionRecord)

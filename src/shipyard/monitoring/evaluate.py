@@ -77,7 +77,7 @@ def on_run_finished(workspace: Workspace, run_id: str) -> list[PipelineCheck] | 
     """
     try:
         store = workspace.store
-        with store.session() as s:
+        with store.session(readonly=True) as s:
             run = s.get(Run, run_id)
             if run is None:
                 return None
@@ -95,7 +95,7 @@ def on_run_finished(workspace: Workspace, run_id: str) -> list[PipelineCheck] | 
 def evaluate_monitors(store: Store, clock: Clock) -> dict[str, Any]:
     """Judge finished runs of the last week that nobody judged (the daemon's periodic task)."""
     since = clock.time() - LOOKBACK_S
-    with store.session() as s:
+    with store.session(readonly=True) as s:
         judged = select(MonitoredRun.run_id).where(MonitoredRun.run_id == Run.id).exists()
         pending = list(
             s.scalars(

@@ -1,7 +1,8 @@
 """The code that runs inside a step's own process.
 
 It makes the process the leader of a new process group (so the runner can end the step and
-everything it started with one ``killpg``), points stdout/stderr at the step's log file,
+everything it started with one ``killpg``), watches its runner and kills its own process group
+the moment the runner dies (:func:`die_with_runner`), points stdout/stderr at the step's log file,
 applies the limits the enforcer chose, loads the inputs, calls the step, writes the outputs as
 artifacts with their lineage in one transaction, and leaves a result file (written atomically)
 that tells the runner how it went.
@@ -14,7 +15,11 @@ import io
 import json
 import os
 import resource
+import select
+import signal
 import sys
+import threading
+import time
 import traceback
 from collections import OrderedDict
 from typing import Any
@@ -46,8 +51,8 @@ def _apply(limits: ProcessLimits) -> None:
     """The enforcer's environment, then quota's own in-process step (CPU affinity).
 
     The memory limit is not an ``RLIMIT_AS``: address space is not memory (numpy, pyarrow and
-    BLAS reserve gigabytes they never touch), so the runner's watchdog (or a cgroup) enforces it
-    on the RSS of the whole process tree instead."""
+    BLAS reserve gigabytes they never touch), so the runner's watchdog enforces it on the RSS of
+    the whole process tree instead."""
     from shipyard.quota.enforce import apply_in_child
 
     os.environ.update(limits.env)
@@ -87,12 +92,51 @@ def _split_outputs(task: StepTask, value: Any) -> dict[str, Any]:
     )
 
 
-def idle_main(conn: Any) -> None:
-    """A warm step process: lead a new process group, wait for one task, run it, exit.
+def die_with_runner(runner_pid: int) -> None:
+    """Kill this process group (the step and all it started) as soon as ``runner_pid`` exits.
+
+    A watchdog on the runner rather than a parent-death signal (``prctl(PR_SET_PDEATHSIG)``):
+    a step's parent is the runner's forkserver, not the runner, and the forkserver lives on as
+    long as any of its children does (each holds the pipe whose end-of-file tells it to exit),
+    so a parent-death signal would wait for the step it should kill. The watch is a pidfd
+    (Linux ≥ 5.3: readable the moment the runner exits, zombie or not), else a poll of the pid
+    every half second."""
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(runner_pid)
+        except ProcessLookupError:
+            fd = None  # already gone
+        except (AttributeError, OSError):  # no pidfd here: poll
+            while _alive(runner_pid):
+                time.sleep(0.5)
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True, name="shipyard-runner-watch").start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def idle_main(conn: Any, runner_pid: int | None = None) -> None:
+    """A warm step process: lead a new process group, die with the runner, wait for one task,
+    run it, exit.
 
     It never runs a second task, so every step attempt still has a process of its own.
     """
     os.setsid()
+    if runner_pid is not None:
+        die_with_runner(runner_pid)
     try:
         message = conn.recv()
     except (EOFError, OSError):

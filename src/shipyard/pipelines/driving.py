@@ -1,7 +1,13 @@
 """Driving one run: each ready step on a thread of its own through admission, limits, the
 executor, retries with exponential backoff and its timeout; the first step that fails for
 good cancels the rest; SIGINT or SIGTERM cancel the run. :class:`~.runner.Runner` starts a
-:class:`RunDriver` per run (see its module docstring for the rules)."""
+:class:`RunDriver` per run (see its module docstring for the rules).
+
+While the run goes, the driver heartbeats its run row and reads it back: a run ended from
+outside (``shipyard runs cancel``, or reconciled as abandoned) is cancelled here too. Each
+attempt's grant is renewed by a :class:`_Renewal` thread; a grant lost or not renewed by its
+fencing deadline gets the step killed at once (``lease lost: …``, see
+:mod:`shipyard.quota.admission`)."""
 
 from __future__ import annotations
 
@@ -16,11 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shipyard.clock import Clock
 from shipyard.errors import QuotaError
 from shipyard.pipelines import records, reservation
 from shipyard.pipelines.dsl import Pipeline
 from shipyard.pipelines.executor import (
     HEARTBEAT_INTERVAL_S,
+    Admission,
+    Grant,
     ProcessLimits,
     StepHandle,
     StepOutcome,
@@ -29,6 +38,7 @@ from shipyard.pipelines.executor import (
 )
 from shipyard.pipelines.graph import Graph, Node, refs_in
 from shipyard.pipelines.logs import append
+from shipyard.pipelines.reconcile import RUN_CHECK_INTERVAL_S, RUN_HEARTBEAT_INTERVAL_S
 
 if TYPE_CHECKING:
     from shipyard.pipelines.runner import Runner
@@ -64,6 +74,63 @@ class RunResult:
 
 class _Cancel(Exception):
     pass
+
+
+class _Fenced(Exception):
+    """The attempt's grant was lost before its step could start."""
+
+
+class _Renewal:
+    """Renews one attempt's grant from a thread of its own and keeps the holder's fencing
+    deadline (monotonic): ``expires_at − fence_margin_s`` of the last renewal. ``lost`` says
+    why the grant is gone; :meth:`fenced` says why the step must stop now, if it must."""
+
+    def __init__(self, admission: Admission, grant: Grant, clock: Clock) -> None:
+        self.admission, self.grant, self.clock = admission, grant, clock
+        detail = grant.detail
+        self.every_s = float(detail.get("renew_every_s") or HEARTBEAT_INTERVAL_S)
+        self.margin_s = float(detail.get("fence_margin_s") or 0.0)
+        expires_at = detail.get("expires_at")
+        self.deadline: float | None = None
+        if expires_at is not None:
+            self.deadline = self._deadline(time.monotonic(), clock.time(), float(expires_at))
+        self.lost: str | None = None
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="lease-renewal")
+        self._thread.start()
+
+    def _deadline(self, mono: float, now: float, expires_at: float) -> float:
+        return mono + (expires_at - now) - self.margin_s
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            mono, now = time.monotonic(), self.clock.time()
+            try:
+                expires_at = self.admission.heartbeat(self.grant)
+            except QuotaError as exc:
+                self.lost = str(exc)
+                return
+            except Exception as exc:  # a store outage: the deadline decides
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                continue
+            if expires_at is not None:
+                self.deadline = self._deadline(mono, now, expires_at)
+
+    def fenced(self) -> str | None:
+        if self.lost is not None:
+            return f"lease lost: {self.lost}"
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            late = f" (last error: {self.last_error})" if self.last_error else ""
+            return (
+                f"lease lost: lease {self.grant.lease_id} was not renewed in time and would "
+                f"expire in {self.margin_s:g}s; the step was stopped before its capacity could "
+                f"be granted again{late}"
+            )
+        return None
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 class RunDriver:
@@ -102,6 +169,7 @@ class RunDriver:
         self.cancel = threading.Event()
         self.cancel_reason: str | None = None
         self.failure: str | None = None
+        self._last_run_beat = time.monotonic()
         self.done: queue.Queue[tuple[str, str]] = queue.Queue()
         self.lock = threading.Lock()
         self.settings = {
@@ -159,11 +227,40 @@ class RunDriver:
         except Exception:
             log.exception("monitoring hook failed for run %s", self.new.run_id)
 
+    def _ended_elsewhere(self, now: float) -> tuple[str, str | None] | None:
+        """Heartbeat the run (every :data:`RUN_HEARTBEAT_INTERVAL_S`) or read it back: the
+        ``(status, reason)`` of a run ended from outside, else ``None``."""
+        try:
+            if now - self._last_run_beat >= RUN_HEARTBEAT_INTERVAL_S:
+                self._last_run_beat = now
+                return records.heartbeat_run(self.ws.store, self.new.run_id, self.ws.clock.time())
+            status = records.run_status(self.ws.store, self.new.run_id)
+        except Exception:  # a store outage must not end the run; the next check retries
+            log.exception("run %s: liveness check failed", self.new.run_id)
+            return None
+        return None if status == "running" else (str(status), None)
+
+    def _watch_run(self, stop: threading.Event) -> None:
+        """From a thread of its own (the main thread may wait long, e.g. for a reservation):
+        every :data:`RUN_CHECK_INTERVAL_S`, heartbeat or read back the run; cancel the run when
+        it was ended from outside."""
+        while not stop.wait(RUN_CHECK_INTERVAL_S):
+            ended = self._ended_elsewhere(time.monotonic())
+            if ended is not None:
+                if not self.cancel.is_set():
+                    self.cancel_reason = f"cancelled: the run was ended from outside ({ended[0]})"
+                    self.cancel.set()
+                return
+
     def go(self) -> RunResult:
         handlers = self._install_signal_handlers()
         started: set[str] = set()
         running = 0
         interrupted = False
+        self._last_run_beat = time.monotonic()
+        stop_watch = threading.Event()
+        watch = threading.Thread(target=self._watch_run, args=(stop_watch,), daemon=True)
+        watch.start()
         try:
             try:
                 self._reserve()
@@ -202,6 +299,8 @@ class RunDriver:
                     signal.signal(signal.SIGINT, signal.SIG_IGN) if handlers else None
         finally:
             self._restore_signal_handlers(handlers)
+            stop_watch.set()
+            watch.join()
         if self.failure:
             status, reason = "failed", self.failure
         elif interrupted:
@@ -210,7 +309,9 @@ class RunDriver:
             status, reason = "succeeded", None
         if self.reservation is not None:
             self.reservation.close()
-        records.finish_run(self.ws.store, self.new.run_id, status, reason, self.ws.clock.time())
+        status, reason = records.finish_run(
+            self.ws.store, self.new.run_id, status, reason, self.ws.clock.time()
+        )
         self._finished_hook()
         for view in self.views.values():
             if view.status in ("pending", "running", "retrying"):
@@ -369,6 +470,9 @@ class RunDriver:
         view = self.views[name]
 
         def on_launch(pid: int | None) -> None:
+            # A grant lost while the process was being made is not used: no step starts on it.
+            if (lost := renewal.fenced()) is not None:
+                raise _Fenced(lost)
             # Written before the step's code gets its task: a crash of the runner leaves
             # "running", never a step that runs unrecorded.
             self._set(
@@ -376,6 +480,7 @@ class RunDriver:
                 status="running",
                 attempt=attempt,
                 pid=pid,
+                process_started_at=records.process_started_at(pid),
                 started_at=self.ws.clock.time(),
                 ended_at=None,
                 enforcement={**limits.to_json(), "lease_id": grant.lease_id},
@@ -385,20 +490,43 @@ class RunDriver:
                 view.started_monotonic = time.monotonic()
             append(task.log_path, "info", "attempt started", self._context(name), attempt=attempt)
 
-        handle = self.r.executor.start(task, limits, on_launch)
-        return self._watch(handle, node, grant, limits)
+        renewal = _Renewal(self.admission, grant, self.ws.clock)
+        try:
+            try:
+                handle = self.r.executor.start(task, limits, on_launch)
+            except _Fenced as exc:
+                append(task.log_path, "error", "lease lost: step not started", self._context(name))
+                return StepOutcome(False, str(exc), None), False
+            return self._watch(handle, node, renewal, limits)
+        finally:
+            renewal.stop()
 
     def _watch(
-        self, handle: StepHandle, node: Node, grant: Any, limits: ProcessLimits
+        self, handle: StepHandle, node: Node, renewal: _Renewal, limits: ProcessLimits
     ) -> tuple[StepOutcome, bool]:
         timeout_s = node.step.timeout_s
-        begun = last_beat = time.monotonic()
+        begun = time.monotonic()
         interval = 0.002
         while True:
             outcome = handle.wait(interval)
             if outcome is not None:
                 return outcome, False
             interval = min(interval * 2, self.r.sample_interval_s)
+            # fencing first: a step whose lease is lost must stop now, with no grace
+            fenced = renewal.fenced()
+            if fenced is not None:
+                handle.kill(0.0)
+                ended = handle.wait(0) or StepOutcome(False, fenced, None)
+                append(
+                    self.new.log_paths[node.name],
+                    "error",
+                    "lease lost: step stopped",
+                    self._context(node.name),
+                    reason=fenced,
+                )
+                return StepOutcome(
+                    False, fenced, ended.exit_code, {}, ended.peak_rss_bytes, ended.cpu_seconds
+                ), False
             sample = handle.sample()
             now = time.monotonic()
             reason: str | None = None
@@ -418,15 +546,3 @@ class RunDriver:
                 return StepOutcome(
                     False, "cancelled", ended.exit_code, {}, ended.peak_rss_bytes, ended.cpu_seconds
                 ), True
-            if now - last_beat >= HEARTBEAT_INTERVAL_S:
-                try:
-                    self.admission.heartbeat(grant)
-                except QuotaError as exc:  # reclaimed: the step goes on; the record shows why
-                    append(
-                        self.new.log_paths[node.name],
-                        "warning",
-                        "lease heartbeat failed",
-                        self._context(node.name),
-                        reason=str(exc),
-                    )
-                last_beat = now

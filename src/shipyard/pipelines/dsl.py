@@ -164,6 +164,8 @@ class Pipeline:
     ``monitors`` changes the monitors its kind gets by default (DESIGN.md's table):
     ``{"label_drift": False}`` switches one off, ``{"training_time": {"factor": 3}}`` sets one,
     ``{"data_problems": True}`` adds one; see :mod:`shipyard.monitoring.config`.
+    ``pool`` names the quota pool its runs are admitted in when ``--pool`` does not name one
+    (a scheduled pipeline's runs go there too).
     """
 
     def __init__(
@@ -173,6 +175,7 @@ class Pipeline:
         schedule: str | None = None,
         build: Callable[..., Any] | None = None,
         monitors: Mapping[str, Any] | None = None,
+        pool: str | None = None,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", name):
             raise PipelineDefinitionError(
@@ -194,6 +197,7 @@ class Pipeline:
                 )
         self.name = name
         self.schedule = schedule
+        self.pool = pool
         self.build_fn = build
         from shipyard.monitoring.config import resolve_monitors  # light: no stats, no store
 

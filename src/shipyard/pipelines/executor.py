@@ -6,16 +6,23 @@ plugs its admission and enforcement in without touching the runner:
 * :class:`Admission` — *may this step run now?* ``acquire(request) -> Grant`` blocks until the
   resources are granted, or raises :class:`~shipyard.errors.QuotaExceeded` for a request that can
   never fit (the step then fails with that message). The runner calls ``heartbeat(grant)`` while
-  the step runs (at most every :data:`HEARTBEAT_INTERVAL_S`) and ``release(grant)`` when the
-  attempt ends, whatever the outcome. It acquires once per attempt, so a step waiting out its
-  retry backoff holds nothing. :class:`LocalAdmission` (the default) admits by this machine's
-  CPU count and memory, in-process. The runner calls ``acquire`` from a thread of its own per
-  step; when the run is cancelled meanwhile, a grant that still arrives is released at once.
+  the step runs (every ``grant.detail["renew_every_s"]``, else :data:`HEARTBEAT_INTERVAL_S`),
+  from a thread of its own, and ``release(grant)`` when the attempt ends, whatever the outcome.
+  A grant that expires (``grant.detail["expires_at"]``) is *fenced*: ``heartbeat`` returns the
+  new expiry or raises :class:`~shipyard.errors.QuotaError` once the grant is lost, and the
+  runner kills the step when that happens or when ``expires_at − detail["fence_margin_s"]``
+  passes without a renewal (see :mod:`shipyard.quota.admission`). It acquires once per
+  attempt, so a step waiting out its retry backoff holds nothing. :class:`LocalAdmission`
+  (the default) admits by this machine's CPU count and memory, in-process. The runner calls
+  ``acquire`` from a thread of its own per step; when the run is cancelled meanwhile, a grant
+  that still arrives is released at once.
 * :class:`Enforcer` — *within what limits?* ``prepare(request, grant) -> ProcessLimits``:
   environment variables (``OMP_NUM_THREADS``…), a CPU affinity list and a memory limit that
   the step process applies to itself before the step's code runs, plus a ``watchdog`` the runner
   calls with every usage sample; a watchdog that returns a reason gets the step killed with that
-  reason. :class:`NoEnforcement` (the default) sets nothing.
+  reason. The runner uses quota's :class:`~shipyard.quota.enforce.QuotaEnforcer` with or
+  without a pool (a pool decides admission, not whether limits apply); :class:`NoEnforcement`
+  sets nothing.
 * :class:`Executor` — *where does it run?* ``start(task, limits, on_launch) -> StepHandle``;
   the executor calls ``on_launch(pid)`` right before the step's code is handed over (the runner
   records the attempt as running there); the handle answers ``wait(timeout_s)``, ``sample()``
@@ -94,7 +101,10 @@ class ProcessLimits:
 class Admission(Protocol):
     def acquire(self, request: StepRequest) -> Grant: ...
 
-    def heartbeat(self, grant: Grant) -> None: ...
+    def heartbeat(self, grant: Grant) -> float | None:
+        """Renew the grant: its new expiry (epoch seconds), or ``None`` when it does not
+        expire; :class:`~shipyard.errors.QuotaError` when it was lost."""
+        ...
 
     def release(self, grant: Grant) -> None: ...
 
@@ -104,7 +114,7 @@ class Enforcer(Protocol):
 
 
 class NoEnforcement:
-    """Sets no limit; quota's enforcer replaces it."""
+    """Sets no limit (for callers that enforce elsewhere, e.g. a cluster's own limits)."""
 
     def prepare(self, request: StepRequest, grant: Grant) -> ProcessLimits:
         return ProcessLimits()
@@ -147,7 +157,7 @@ class LocalAdmission:
             self._next += 1
             return Grant(request, f"local-{self._next}", wanted)
 
-    def heartbeat(self, grant: Grant) -> None:
+    def heartbeat(self, grant: Grant) -> float | None:
         return None
 
     def release(self, grant: Grant) -> None:

@@ -204,7 +204,9 @@ class _Warm:
 
     def __init__(self) -> None:
         receive, self.send = multiprocessing.Pipe(duplex=False)
-        self.process = _StepProcess(target=idle_main, args=(receive,), name="shipyard-step")
+        self.process = _StepProcess(
+            target=idle_main, args=(receive, os.getpid()), name="shipyard-step"
+        )
         self.process.start()
         receive.close()
 

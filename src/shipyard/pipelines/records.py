@@ -3,11 +3,14 @@ takes effect, and the read side used by ``shipyard runs``."""
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+import psutil
+from sqlalchemy import select, update
 
 from shipyard.artifacts import record_lineage
 from shipyard.clock import Clock
@@ -43,7 +46,11 @@ def create_run(
     logs_dir: Path,
     tags: dict[str, Any] | None = None,
 ) -> NewRun:
-    """Register the pipeline, and the run with all its steps ``pending``, in one transaction."""
+    """Register the pipeline, and the run with all its steps ``pending``, in one transaction.
+
+    The run records who runs it (this host, pid and the process's start time, which tells a
+    reused pid apart) and a first heartbeat: :mod:`.reconcile` reads them to find runs whose
+    runner died."""
     from shipyard.store.base import new_id
 
     now = clock.time()
@@ -60,7 +67,8 @@ def create_run(
         record.kind = pipeline.kind.value
         record.file = str(file)
         record.schedule = pipeline.schedule
-        record.spec = spec
+        pool = (record.spec or {}).get("pool")  # kept for `quota plan` (reservation.py)
+        record.spec = spec | ({"pool": pool} if pool else {})
         record.updated_at = now
         s.add(
             Run(
@@ -75,6 +83,10 @@ def create_run(
                 created_by=actor,
                 created_at=now,
                 started_at=now,
+                runner_host=socket.gethostname(),
+                runner_pid=os.getpid(),
+                runner_started_at=process_started_at(os.getpid()),
+                heartbeat_at=now,
             )
         )
         s.flush()
@@ -91,6 +103,16 @@ def create_run(
                 )
             )
     return NewRun(run_id, step_ids, logs)
+
+
+def process_started_at(pid: int | None) -> float | None:
+    """When the process ``pid`` started (epoch seconds), ``None`` when it is gone."""
+    if pid is None:
+        return None
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
@@ -145,12 +167,33 @@ def record_success(
             setattr(row, key, value)
 
 
-def finish_run(store: Store, run_id: str, status: str, reason: str | None, ended_at: float) -> None:
-    """End the run; steps that never finished become ``cancelled`` in the same transaction."""
+def heartbeat_run(store: Store, run_id: str, now: float) -> tuple[str, str | None] | None:
+    """The runner is alive: stamp the run. ``None`` while the run is still ``running``, else
+    ``(status, reason)`` of a run ended from outside (``runs cancel``, or reconciled as
+    abandoned): the runner must then stop its steps."""
+    with store.session(immediate=True) as s:
+        result = s.execute(
+            update(Run).where(Run.id == run_id, Run.status == "running").values(heartbeat_at=now)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            return None
+        row = s.execute(select(Run.status, Run.exit_reason).where(Run.id == run_id)).first()
+        return (row[0], row[1]) if row is not None else ("failed", "the run record is gone")
+
+
+def finish_run(
+    store: Store, run_id: str, status: str, reason: str | None, ended_at: float
+) -> tuple[str, str | None]:
+    """End the run; steps that never finished become ``cancelled`` in the same transaction.
+
+    A run already ended from outside (``runs cancel``, reconciled) keeps that ending; the
+    ``(status, reason)`` the run ends with is returned."""
     with store.session(immediate=True) as s:
         run = s.get(Run, run_id)
         if run is None:
             raise NotFound("run", run_id)
+        if run.status in FINAL:
+            return run.status, run.exit_reason
         run.status = status
         run.exit_reason = reason
         run.ended_at = ended_at
@@ -160,6 +203,12 @@ def finish_run(store: Store, run_id: str, status: str, reason: str | None, ended
                 step.exit_reason = step.exit_reason or "cancelled: the run ended first"
                 if step.started_at is not None and step.ended_at is None:
                     step.ended_at = ended_at
+    return status, reason
+
+
+def run_status(store: Store, run_id: str) -> str | None:
+    with store.session() as s:
+        return s.scalar(select(Run.status).where(Run.id == run_id))
 
 
 # -- reading ---------------------------------------------------------------------------------

@@ -1,10 +1,14 @@
 """How a run meets quota: which pool it runs in, and (``--reserve``) one lease for its peak.
 
-**Pool.** The first of: the pool named on the command line (``--pool``); ``Pipeline(pool=…)``;
-the pool recorded for the pipeline by an earlier run (``PipelineRecord.spec["pool"]``, which
-``shipyard quota plan`` reads); ``settings.quota.default_pool`` when a pool of that name has been
-declared. With none, the run is admitted by this machine's size
-(:class:`~shipyard.pipelines.executor.LocalAdmission`), as before quota existed.
+**Pool** (:func:`resolve_pool`). The first of: the pool named on the command line
+(``--pool``); ``Pipeline(pool=…)``; ``settings.quota.default_pool`` when a pool of that name has
+been declared. With none, the run is admitted by this machine's size
+(:class:`~shipyard.pipelines.executor.LocalAdmission`) — and limited as declared all the same.
+A run with a pool records it for the pipeline (``PipelineRecord.spec["pool"]``, which
+``shipyard quota plan`` reads), but a later run does *not* go there by itself: as a Kueue
+workload names its queue and a Prefect deployment its work pool, where a run is admitted is
+said by the run or the pipeline's own declaration, never inherited from history. The choice
+says why it was made, and a pool recorded but not used is named in a hint.
 
 **Peak demand** (:func:`peak_demand`). Each step gets a *level*: 0 without inputs, else one more
 than the highest level of the steps it reads. The peak is, per resource, the maximum over levels
@@ -21,9 +25,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shipyard.pipelines.executor import HEARTBEAT_INTERVAL_S, Grant, LocalAdmission, StepRequest
+from shipyard.errors import QuotaError
+from shipyard.pipelines.executor import Grant, LocalAdmission, StepRequest
 from shipyard.pipelines.graph import Graph
 
 if TYPE_CHECKING:
@@ -58,27 +64,48 @@ def peak_demand(graph: Graph) -> dict[str, float]:
     return {r: v for r, v in peak.items() if v > 0}
 
 
-def resolve_pool(ws: Workspace, pipeline: Pipeline, explicit: str | None) -> str | None:
-    """The pool this run uses (see the module docstring), checked to exist; ``None`` for none.
+@dataclass(frozen=True)
+class PoolChoice:
+    """The pool a run uses (``None``: none), why, and a pool recorded by earlier runs of the
+    pipeline that this run does not use."""
+
+    name: str | None
+    why: str
+    recorded: str | None = None
+
+    def describe(self) -> str:
+        if self.name is not None:
+            return f"pool {self.name!r} ({self.why})"
+        line = f"no pool ({self.why}): admitted by this machine's size, limits as declared"
+        if self.recorded is not None:
+            line += (
+                f"; earlier runs of this pipeline used pool {self.recorded!r}: "
+                f"pass --pool {self.recorded} to run there"
+            )
+        return line
+
+
+def resolve_pool(ws: Workspace, pipeline: Pipeline, explicit: str | None) -> PoolChoice:
+    """The pool this run uses (see the module docstring), checked to exist.
 
     Raises :class:`~shipyard.errors.NotFound` when a pool is named but not declared."""
+    from shipyard.errors import NotFound
     from shipyard.quota.admission import pool_exists
     from shipyard.store.tables import PipelineRecord
 
-    named = explicit or getattr(pipeline, "pool", None)
-    if named is None:
-        with ws.store.session() as s:
-            record = s.get(PipelineRecord, pipeline.name)
-            spec = dict(record.spec or {}) if record is not None else {}
-        named = spec.get("pool")
+    declared = pipeline.pool
+    named, why = (explicit, "named with --pool") if explicit else (declared, "Pipeline(pool=…)")
     if named is not None:
         if not pool_exists(ws.store, str(named)):
-            from shipyard.errors import NotFound
-
             raise NotFound("pool", str(named), "declare it with `shipyard quota apply pools.yaml`")
-        return str(named)
+        return PoolChoice(str(named), why)
     default = ws.settings.quota.default_pool
-    return default if pool_exists(ws.store, default) else None
+    if pool_exists(ws.store, default):
+        return PoolChoice(default, "the workspace's quota.default_pool")
+    with ws.store.session() as s:
+        record = s.get(PipelineRecord, pipeline.name)
+        recorded = (record.spec or {}).get("pool") if record is not None else None
+    return PoolChoice(None, "none named or declared", str(recorded) if recorded else None)
 
 
 def record_pool(ws: Workspace, pipeline: str, pool: str) -> None:
@@ -119,6 +146,7 @@ class ReservedAdmission:
         self._inner = LocalAdmission(dict(demand))
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
+        self.lost: str | None = None
 
     def open(self) -> Lease:
         from shipyard.quota.admission import LeaseRequest
@@ -138,13 +166,19 @@ class ReservedAdmission:
         return self.lease
 
     def _heartbeats(self) -> None:
-        while not self._stop.wait(HEARTBEAT_INTERVAL_S):
+        from shipyard.quota.admission import renew_every_s
+
+        while not self._stop.wait(renew_every_s(self.leases.lease_ttl_s)):
             lease = self.lease
             if lease is None:
                 return
             try:
                 self.lease = self.leases.heartbeat(lease)
-            except Exception as exc:  # the run goes on; the daemon's reclaim shows the loss
+            except QuotaError as exc:  # lost: every step's renewal now fences its step
+                self.lost = str(exc)
+                log.warning("reservation %s lost: %s", lease.lease_id, exc)
+                return
+            except Exception as exc:  # a store outage: the fencing deadline decides
                 log.warning("reservation %s: heartbeat failed: %s", lease.lease_id, exc)
 
     def close(self) -> None:
@@ -156,13 +190,22 @@ class ReservedAdmission:
             self.lease = None
 
     def acquire(self, request: StepRequest) -> Grant:
+        from shipyard.quota.admission import lease_detail
+
         inner = self._inner.acquire(request)
-        lease_id = self.lease.lease_id if self.lease is not None else inner.lease_id
+        lease = self.lease
+        lease_id = lease.lease_id if lease is not None else inner.lease_id
         detail: dict[str, Any] = {"pool": self.pool, "reservation": lease_id}
+        if lease is not None:
+            detail = lease_detail(lease, self.leases) | detail
         return Grant(request, lease_id, inner.granted, detail | {"local": inner.lease_id})
 
-    def heartbeat(self, grant: Grant) -> None:
-        return None
+    def heartbeat(self, grant: Grant) -> float | None:
+        """The reservation's expiry (its own thread renews it); :class:`QuotaError` once lost."""
+        if self.lost is not None:
+            raise QuotaError(f"the run's reservation was lost: {self.lost}")
+        lease = self.lease
+        return lease.expires_at if lease is not None else None
 
     def release(self, grant: Grant) -> None:
         with contextlib.suppress(Exception):
@@ -199,11 +242,10 @@ class PerAttemptQuota:
             self._by_lease[grant.lease_id] = quota
         return grant
 
-    def heartbeat(self, grant: Grant) -> None:
+    def heartbeat(self, grant: Grant) -> float | None:
         with self._lock:
             quota = self._by_lease.get(grant.lease_id)
-        if quota is not None:
-            quota.heartbeat(grant)
+        return quota.heartbeat(grant) if quota is not None else None
 
     def release(self, grant: Grant) -> None:
         with self._lock:

@@ -9,11 +9,13 @@ running are killed (SIGTERM, then SIGKILL, to the process group) and recorded ``
 steps not started become ``cancelled``, and the run ends ``failed``. SIGINT or SIGTERM to the
 runner cancels the same way and ends the run ``cancelled``.
 
-Quota: with a pool (``pool=``, ``Pipeline(pool=…)``, the pool recorded for the pipeline, or
-``settings.quota.default_pool`` once declared — see :mod:`.reservation`), steps are admitted by
-:class:`~shipyard.quota.admission.QuotaAdmission` (a lease per attempt in the shared store) and
-limited by :class:`~shipyard.quota.enforce.QuotaEnforcer`; with ``reserve=True`` one lease holds
-the DAG's peak demand from before the first step to the end. When the run ends,
+Quota: with a pool (``pool=``, ``Pipeline(pool=…)``, or ``settings.quota.default_pool`` once
+declared — see :mod:`.reservation`), steps are admitted by
+:class:`~shipyard.quota.admission.QuotaAdmission` (a lease per attempt in the shared store);
+with ``reserve=True`` one lease holds the DAG's peak demand from before the first step to the
+end. With or without a pool, steps are limited by :class:`~shipyard.quota.enforce.QuotaEnforcer`
+(memory watchdog, CPU affinity, thread pools): a pool decides admission, not whether the
+declared limits apply. When the run ends,
 ``shipyard.monitoring.on_run_finished(workspace, run_id)`` is called if it exists; it can never
 fail the run.
 """
@@ -33,7 +35,6 @@ from shipyard.pipelines.executor import (
     Enforcer,
     Executor,
     LocalAdmission,
-    NoEnforcement,
 )
 from shipyard.workspace import Workspace
 
@@ -43,9 +44,9 @@ __all__ = ["RunResult", "Runner", "StepView"]
 class Runner:
     """Runs pipelines in a workspace.
 
-    ``executor`` defaults to :class:`~.local.LocalExecutor`. ``admission`` and ``enforcer``, when
-    not given, follow the run's pool: quota's admission and enforcer in a pool, else
-    :class:`~.executor.LocalAdmission` and :class:`~.executor.NoEnforcement`. ``reserve`` takes
+    ``executor`` defaults to :class:`~.local.LocalExecutor`. ``admission``, when not given,
+    follows the run's pool: quota's admission in a pool, else :class:`~.executor.LocalAdmission`;
+    ``enforcer`` defaults to quota's enforcer either way. ``reserve`` takes
     one lease for the DAG's peak demand before the first step (it needs a pool).
     ``on_change(views)`` is called from the calling thread whenever a step changes state and at
     least every ``tick_s`` while the run goes.
@@ -109,7 +110,7 @@ class Runner:
         ws = self.workspace
         pool = self.pool if self.admission is not None else None
         if self.admission is None:
-            pool = reservation.resolve_pool(ws, pipeline, self.pool)
+            pool = reservation.resolve_pool(ws, pipeline, self.pool).name
         if self.reserve and pool is None:
             raise InvalidInput("--reserve needs a pool: name one with --pool")
         new = records.create_run(
@@ -135,15 +136,15 @@ class Runner:
     def _quota(self, pool: str | None) -> tuple[Admission, Enforcer, Any]:
         """Admission and enforcer for a run in ``pool``, and (with ``reserve``) the lease manager
         that holds the run's reservation, to close after the run."""
-        if self.admission is not None:
-            return self.admission, self.enforcer or NoEnforcement(), None
-        if pool is None:
-            return self._local, self.enforcer or NoEnforcement(), None
         from shipyard.quota.admission import LeaseManager
         from shipyard.quota.enforce import QuotaEnforcer
 
         ws = self.workspace
         enforcer = self.enforcer or QuotaEnforcer(ws.settings.quota.memory_margin)
+        if self.admission is not None:
+            return self.admission, enforcer, None
+        if pool is None:
+            return self._local, enforcer, None
         leases = None
         if self.reserve:
             quota = ws.settings.quota

@@ -29,6 +29,18 @@ A request that can never fit (more than the pool's capacity or its pipeline's ca
 with :class:`~shipyard.errors.QuotaExceeded`. Leases carry a heartbeat and expire after
 ``lease_ttl_s``; expired leases (and waiting rows whose waiter stopped polling) are reclaimed at
 every admission and by :func:`reclaim_expired`, which the daemon calls.
+
+**Fencing.** An expired lease is reclaimed and its capacity granted again, whether or not its
+holder still runs (a holder on a loaded machine can be late). So a holder must stop before its
+lease can expire: every grant carries a *fencing token* (``fence``, the pool's grant counter,
+increasing), a heartbeat renews only the lease with that id *and* token that is still held and
+unexpired, and the holder keeps a deadline of ``expires_at − fence_margin_s(ttl)`` (a quarter
+of the TTL) from its last successful renewal. It renews every :func:`renew_every_s` (a third of
+the TTL, at most 5 s), so one late heartbeat is tolerated; when the deadline passes without a
+renewal, or a heartbeat is refused, the holder kills its work at once (the pipelines runner
+records ``lease lost: …``). The reclaimer expires a lease only after ``expires_at``, a margin
+later than the holder stopped: real use never exceeds what the pool granted, as long as the
+clocks of the hosts involved differ by less than the margin.
 """
 
 from __future__ import annotations
@@ -55,6 +67,17 @@ from shipyard.store import Store, new_id
 from shipyard.store.quota import QuotaEvent, QuotaLease, QuotaPool
 
 ACTIVE = ("held", "waiting")
+MAX_RENEW_EVERY_S = 5.0
+
+
+def renew_every_s(ttl_s: float) -> float:
+    """How often a holder renews a lease of ``ttl_s``: a third of it, at most 5 s."""
+    return min(MAX_RENEW_EVERY_S, ttl_s / 3)
+
+
+def fence_margin_s(ttl_s: float) -> float:
+    """How long before ``expires_at`` a holder that could not renew must have stopped."""
+    return ttl_s / 4
 
 
 @dataclass(frozen=True)
@@ -83,6 +106,7 @@ class Lease:
     step: str = ""
     run_id: str = ""
     assigned: dict[str, list[int]] = field(default_factory=dict)
+    fence: int = 0
 
 
 def _amounts(raw: Mapping[str, object]) -> Amounts:
@@ -100,6 +124,7 @@ def _lease(row: QuotaLease) -> Lease:
         row.expires_at,
         row.step,
         row.run_id,
+        fence=row.fence,
     )
 
 
@@ -193,6 +218,7 @@ def _admit_waiting(
         waiting.remove(r)
         r.status, r.granted_at = "held", now
         r.heartbeat_at, r.expires_at = now, max(r.expires_at, now)
+        r.fence = _next_fence(s, pool.name)
         usage[r.pipeline] = after
         total = add(total, _amounts(r.resources))
         if r is new:
@@ -202,6 +228,14 @@ def _admit_waiting(
     if new is not None and new.status == "waiting":
         s.add(new)
     return admitted
+
+
+def _next_fence(s: Session, pool: str) -> int:
+    """The next fencing token of the pool (its row is locked by the caller)."""
+    row = s.get(QuotaPool, pool)
+    assert row is not None
+    row.last_fence = (row.last_fence or 0) + 1
+    return row.last_fence
 
 
 class LeaseManager:
@@ -348,7 +382,8 @@ class LeaseManager:
             grant = self.poll(lease_id)
 
     def heartbeat(self, grant: Lease, used: Mapping[str, float] | None = None) -> Lease:
-        """Extend the lease (and record measured usage); :class:`QuotaError` if it was reclaimed."""
+        """Extend the lease (and record measured usage); :class:`QuotaError` if it was reclaimed,
+        expired or granted again (the fencing token no longer matches): its holder must stop."""
         now = self.clock.time()
         values: dict[str, object] = {"heartbeat_at": now, "expires_at": now + self.lease_ttl_s}
         if used is not None:
@@ -358,6 +393,7 @@ class LeaseManager:
                 update(QuotaLease)
                 .where(
                     QuotaLease.id == grant.lease_id,
+                    QuotaLease.fence == grant.fence,
                     QuotaLease.status == "held",
                     QuotaLease.expires_at >= now,
                 )
@@ -378,6 +414,7 @@ class LeaseManager:
             grant.step,
             grant.run_id,
             grant.assigned,
+            grant.fence,
         )
 
     def release(self, grant: Lease, reason: str = "released") -> None:
@@ -442,9 +479,50 @@ def reclaim_expired(store: Store, clock: Clock = SYSTEM_CLOCK) -> list[str]:
     return reclaimed
 
 
+def release_run_leases(
+    store: Store, run_id: str, reason: str, clock: Clock = SYSTEM_CLOCK
+) -> list[str]:
+    """End every lease (held or waiting) of the run, admitting what may go next in each pool;
+    returns their ids. For a run whose runner died or that was cancelled from outside."""
+    with store.session() as s:
+        rows = list(
+            s.execute(
+                select(QuotaLease.id, QuotaLease.pool).where(
+                    QuotaLease.run_id == run_id, QuotaLease.status.in_(ACTIVE)
+                )
+            )
+        )
+    ended: list[str] = []
+    for lease_id, pool_name in rows:
+        with store.session(immediate=True) as s:
+            pool = load_pool(s, pool_name, lock=True)
+            row = s.get(QuotaLease, lease_id)
+            if row is None or row.status not in ACTIVE:
+                continue
+            status = "released" if row.status == "held" else "cancelled"
+            _admit_waiting(s, pool, clock.time(), end=(lease_id, status, reason))
+            ended.append(lease_id)
+    return ended
+
+
 def pool_exists(store: Store, name: str) -> bool:
     with store.session() as s:
         return s.get(QuotaPool, name) is not None
+
+
+def lease_detail(lease: Lease, leases: LeaseManager) -> dict[str, object]:
+    """A grant's ``detail`` for a lease: the pool, expiry, devices and what its holder needs
+    to fence itself (the token, how often to renew, how long before expiry to stop)."""
+    ttl = leases.lease_ttl_s
+    return {
+        "pool": lease.pool,
+        "expires_at": lease.expires_at,
+        "assigned": lease.assigned,
+        "fence": lease.fence,
+        "lease_ttl_s": ttl,
+        "renew_every_s": renew_every_s(ttl),
+        "fence_margin_s": fence_margin_s(ttl),
+    }
 
 
 class QuotaAdmission:
@@ -486,16 +564,20 @@ class QuotaAdmission:
         )
         with self._lock:
             self._held[lease.lease_id] = lease
-        detail = {"pool": lease.pool, "expires_at": lease.expires_at, "assigned": lease.assigned}
-        return Grant(request, lease.lease_id, dict(lease.resources), detail)
+        return Grant(
+            request, lease.lease_id, dict(lease.resources), lease_detail(lease, self.leases)
+        )
 
-    def heartbeat(self, grant: Grant) -> None:
+    def heartbeat(self, grant: Grant) -> float | None:
+        """Renew the lease; its new expiry. :class:`QuotaError` when it was lost (fencing)."""
         with self._lock:
             lease = self._held.get(grant.lease_id)
-        if lease is not None:
-            renewed = self.leases.heartbeat(lease)
-            with self._lock:
-                self._held[grant.lease_id] = renewed
+        if lease is None:
+            return None
+        renewed = self.leases.heartbeat(lease)
+        with self._lock:
+            self._held[grant.lease_id] = renewed
+        return renewed.expires_at
 
     def release(self, grant: Grant) -> None:
         with self._lock:

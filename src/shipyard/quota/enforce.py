@@ -6,11 +6,14 @@
   ``OPENBLAS_NUM_THREADS`` (OpenBLAS), ``NUMEXPR_NUM_THREADS``, ``VECLIB_MAXIMUM_THREADS``.
 * **Accelerators**: ``CUDA_VISIBLE_DEVICES`` lists the granted GPU indices (empty: none), so a
   step sees only what it was granted.
-* **Memory**: the step is killed when the RSS of its whole process tree exceeds what it declared
-  × (1 + ``settings.quota.memory_margin``); the reason reads ``exceeded memory quota: used X of Y
-  (watchdog)``. A cgroup v2 ``memory.max`` is used instead when this process may create child
-  cgroups (``mechanism`` says which); on a machine without a writable cgroup v2 tree — most
-  containers, and cgroup v1 hosts — the watchdog samples the tree (``psutil``) and kills it.
+* **Memory**: the runner samples the RSS of the step's whole process tree (``psutil``, every
+  ``sample_interval_s``) and kills the tree when it exceeds what the step declared
+  × (1 + ``settings.quota.memory_margin``); the reason reads ``exceeded memory quota: used X of
+  Y (watchdog)``. This holds with or without a pool. It is a watchdog, not a kernel limit: a
+  step can overshoot by what it allocates between two samples. No cgroup ``memory.max`` is
+  written: cgroup v2 lets a process limit a child cgroup only from a delegated subtree it does
+  not itself sit in, which a runner in a container or a login session does not have; a cluster
+  that needs a hard limit runs steps on Ray (or Kubernetes), whose own limits apply.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -37,20 +39,6 @@ THREAD_VARIABLES = (
     "VECLIB_MAXIMUM_THREADS",
 )
 GPU_RESOURCES = ("gpu", "nvidia.com/gpu")
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-
-def cgroup_v2_writable(root: Path = CGROUP_ROOT) -> bool:
-    """Whether a memory-limited child cgroup can be made here (unified hierarchy, memory
-    controller available, our own cgroup's folder writable)."""
-    controllers = root / "cgroup.controllers"
-    if not controllers.is_file() or "memory" not in controllers.read_text().split():
-        return False
-    try:
-        own = Path(Path("/proc/self/cgroup").read_text().strip().split("::", 1)[1])
-    except (OSError, IndexError):
-        return False
-    return os.access(root / own.relative_to("/"), os.W_OK)
 
 
 def memory_reason(used_bytes: float, limit_bytes: float, mechanism: str) -> str:
@@ -142,7 +130,7 @@ class QuotaEnforcer:
     def __init__(self, memory_margin: float = 0.10, cpus: list[int] | None = None) -> None:
         self.memory_margin = memory_margin
         self.cpus = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
-        self.mechanism = "cgroup" if cgroup_v2_writable() else "watchdog"
+        self.mechanism = "watchdog"  # the only one: see the module docstring
         self._next = 0
         self._lock = threading.Lock()
 
@@ -166,6 +154,9 @@ class QuotaEnforcer:
         assigned: dict[str, Any] = dict(grant.detail.get("assigned") or {})
         devices = assigned.get("gpu") or list(range(gpus))
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices[:gpus])
+        if grant.detail.get("fence"):  # for a resource that checks holders' fencing tokens
+            env["SHIPYARD_LEASE_ID"] = grant.lease_id
+            env["SHIPYARD_LEASE_FENCE"] = str(grant.detail["fence"])
         memory = float(granted.get("memory", 0.0))
         watchdog: Callable[[UsageSample], str | None] | None = None
         limit: int | None = None

@@ -153,7 +153,7 @@ class Registry:
             from shipyard.workspace import Workspace
 
             return cls.of(Workspace.open())
-        with ctx.store.session() as s:
+        with ctx.store.session(readonly=True) as s:
             run = s.get(Run, ctx.run_id)
             actor = run.created_by if run is not None else ""
         return cls(ctx.store, ctx.artifacts, SYSTEM_CLOCK, actor)
@@ -363,7 +363,7 @@ class Registry:
         return row
 
     def models(self) -> list[dict[str, Any]]:
-        with self.store.session() as s:
+        with self.store.session(readonly=True) as s:
             models = s.scalars(select(RegisteredModel).order_by(RegisteredModel.name)).all()
             out = []
             for m in models:
@@ -386,7 +386,7 @@ class Registry:
             return out
 
     def versions(self, name: str) -> list[VersionInfo]:
-        with self.store.session() as s:
+        with self.store.session(readonly=True) as s:
             if s.get(RegisteredModel, name) is None:
                 raise NotFound("model", name)
             rows = s.scalars(
@@ -398,7 +398,7 @@ class Registry:
 
     def get(self, name: str, version: int | None = None, alias: str | None = None) -> VersionInfo:
         """A version by number, by alias, or (neither) the one the default alias names."""
-        with self.store.session() as s:
+        with self.store.session(readonly=True) as s:
             model = s.get(RegisteredModel, name)
             if model is None:
                 known = s.scalars(select(RegisteredModel.name))
@@ -417,14 +417,14 @@ class Registry:
             return VersionInfo.of(row)
 
     def aliases(self, name: str) -> dict[str, int]:
-        with self.store.session() as s:
+        with self.store.session(readonly=True) as s:
             return {
                 a.alias: a.version
                 for a in s.scalars(select(ModelAlias).where(ModelAlias.model == name))
             }
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasMove]:
-        with self.store.session() as s:
+        with self.store.session(readonly=True) as s:
             q = select(AliasEvent).where(AliasEvent.model == name)
             if alias is not None:
                 q = q.where(AliasEvent.alias == alias)
@@ -480,7 +480,7 @@ def _consumed_by_run(store: Store, ctx: context.StepContext) -> list[str]:
     A step's input from an earlier step of the same run is recorded as consumed under the
     name ``STEP:OUTPUT``; that is the run's own data, not where its data came from.
     """
-    with store.session() as s:
+    with store.session(readonly=True) as s:
         rows = s.execute(
             select(Lineage.digest, Lineage.name, StepRun.step)
             .join(StepRun, StepRun.id == Lineage.step_run_id)

@@ -6,14 +6,19 @@ Column types follow MLflow's schema names (``double``, ``float``, ``long``, ``in
 Validation is built for the request path: an all-numeric batch goes through one
 ``numpy.asarray`` call; only a batch that fails that fast path is walked value by value, to name
 the column and row that is wrong (:class:`~shipyard.errors.SchemaViolation` with ``field``).
+``numpy.asarray([True, 1.5])`` makes the boolean 1.0, so a batch whose array holds a 0 or a 1
+has its values' types checked too (one C-speed pass) before the fast path takes it. An integer
+beyond a float's range (``10**400``) is refused naming its column, not left to overflow.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -25,6 +30,7 @@ INTEGRAL = {"long", "integer"}
 TYPES = {*NUMERIC, "boolean", "string"}
 
 _PANDAS_TO_TYPE = {"f": "double", "i": "long", "u": "long", "b": "boolean"}
+_FLOAT_MAX = sys.float_info.max
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,7 @@ class Signature:
                 and arr.ndim == 2
                 and arr.shape[1] == width
                 and arr.dtype.kind in "fiu"
+                and not _may_hide_booleans(arr, rows)
             ):
                 return self.check_numeric(arr.astype(np.float64, copy=False))
         return self._slow_rows(rows)
@@ -246,6 +253,14 @@ class Signature:
         return np.asarray(out, dtype=object)
 
 
+def _may_hide_booleans(arr: np.ndarray[Any, Any], rows: list[Any]) -> bool:
+    """Whether ``rows`` may hold a boolean that ``numpy.asarray`` turned into 0 or 1: checked by
+    the values' types only when the array holds a 0 or a 1."""
+    if not ((arr == 0) | (arr == 1)).any():
+        return False
+    return bool in set(map(type, chain.from_iterable(rows)))
+
+
 def _check_value(spec: ColumnSpec, value: Any, row: int) -> Any:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         if spec.required:
@@ -261,6 +276,11 @@ def _check_value(spec: ColumnSpec, value: Any, row: int) -> Any:
                 f"got {type(value).__name__} {value!r}",
                 field=spec.name,
             )
+        if not -_FLOAT_MAX <= value <= _FLOAT_MAX:
+            raise SchemaViolation(
+                f"column {spec.name!r} row {row}: {_short(value)} is out of range for {spec.type}",
+                field=spec.name,
+            )
         return value
     if spec.type == "boolean":
         if not isinstance(value, bool):
@@ -274,3 +294,12 @@ def _check_value(spec: ColumnSpec, value: Any, row: int) -> Any:
             f"column {spec.name!r} row {row}: expected string, got {value!r}", field=spec.name
         )
     return value
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to a readable length (``10**400`` has 401 digits; Python refuses to
+    write an integer of more than 4,300)."""
+    if type(value) is int and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}…({len(text)} characters)"

@@ -1,7 +1,11 @@
 """The model server: OIP V2 and MLflow scoring protocols, live versions and deploy's traffic
-split, serving telemetry, the cumulative serving counters, and reads of what servers flushed."""
+split, serving telemetry, the cumulative serving counters, and reads of what servers flushed.
 
-from shipyard.serving.app import ServingApp
+The ASGI app and its server (``shipyard.serving.app``, ``shipyard.serving.server``) are a face
+above this package and are imported from those modules, so that importing ``shipyard.serving``
+(as deploy and monitoring do) loads no HTTP server.
+"""
+
 from shipyard.serving.counters import (
     DATA_ERRORS_TOTAL,
     ERRORS_TOTAL,
@@ -21,7 +25,6 @@ from shipyard.serving.live import (
     routing_key,
 )
 from shipyard.serving.records import FlushedWindow, labelled_predictions, predictions, windows
-from shipyard.serving.server import build_app, create_app, run
 from shipyard.serving.telemetry import Telemetry
 
 __all__ = [
@@ -33,11 +36,8 @@ __all__ = [
     "LiveState",
     "LiveVersion",
     "ServedBySplit",
-    "ServingApp",
     "Telemetry",
-    "build_app",
     "counter_totals",
-    "create_app",
     "labelled_predictions",
     "live_state",
     "live_states",
@@ -46,6 +46,5 @@ __all__ = [
     "pick",
     "predictions",
     "routing_key",
-    "run",
     "windows",
 ]

@@ -2,9 +2,13 @@
 
 Written against the bare ASGI interface rather than a framework router: a one-row prediction is
 a few hundred microseconds of work, and a framework's routing, request objects and dependency
-injection would cost as much again (see ``benchmarks/serving.py``). The model runs on the event
-loop thread — no thread hop — so a worker serves one prediction at a time; run several workers
-(``--workers N``) to use several cores.
+injection would cost as much again (see ``benchmarks/serving.py``). The event loop reads
+requests and writes answers; parsing, the model and encoding run on a bounded pool of threads
+(:mod:`shipyard.serving.execution`), so probes, ``/metrics`` and other clients are answered
+while a large request is predicted, and a full pool answers 503 with ``Retry-After`` instead of
+queueing. Every request is held to its model version's cost bound
+(:mod:`shipyard.serving.limits`) before anything is built from it; the body's declared length is
+checked before the body is read.
 
 Class probabilities, which confidence-based performance estimation needs, are computed for a
 deterministic share of requests (``proba_sample_rate``, default 5 %) — not for every one, since
@@ -12,7 +16,12 @@ deterministic share of requests (``proba_sample_rate``, default 5 %) — not for
 
 Every answer carries ``X-Request-Id`` (the client's, or a new one); every model answer carries
 ``X-Shipyard-Model`` and ``X-Shipyard-Model-Version``. Nothing a client sends can crash a worker:
-bad input is a 4xx naming the field, a model that raises is a 500 with the request id.
+bad input is a 4xx naming the field, a model that raises is a 500 with the request id. Errors
+become statuses through one table (:data:`STATUSES`), by class: the server's own trouble (a full
+pool, a store that cannot take a write) is a 503 with ``Retry-After``, never a 4xx.
+
+Readiness (``/v2/health/ready``, ``/ping``) is 503 while any live model cannot be served here,
+naming it (:mod:`shipyard.serving.readiness`).
 """
 
 from __future__ import annotations
@@ -20,9 +29,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,10 +41,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from shipyard import __version__
 from shipyard.clock import SYSTEM_CLOCK, Clock
-from shipyard.errors import InvalidInput, ShipyardError
+from shipyard.errors import InvalidInput, NotFound, SchemaViolation, ShipyardError, StoreError
 from shipyard.serving import protocol_mlflow, protocol_v2
+from shipyard.serving.execution import BoundedPool, Overloaded, freeze_heap
 from shipyard.serving.feedback import record_feedback
+from shipyard.serving.limits import DEFAULT_LIMITS, RequestLimits, RequestTooLarge
 from shipyard.serving.live import LiveModels, Loaded, routing_key
+from shipyard.serving.readiness import Readiness
 from shipyard.serving.telemetry import Telemetry
 
 log = logging.getLogger("shipyard.serving")
@@ -41,31 +55,75 @@ log = logging.getLogger("shipyard.serving")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
 
-MAX_BODY_BYTES = 64 * 1024 * 1024
 JSON_TYPE = b"application/json"
+UNAVAILABLE = "TEMPORARILY_UNAVAILABLE"
+
+STATUSES: tuple[tuple[type[Exception], int, str], ...] = (
+    (Overloaded, 503, UNAVAILABLE),
+    (StoreError, 503, UNAVAILABLE),
+    (RequestTooLarge, 413, "BAD_REQUEST"),
+    (protocol_mlflow.UnsupportedMediaType, 415, "BAD_REQUEST"),
+    (NotFound, 404, "RESOURCE_DOES_NOT_EXIST"),
+    (InvalidInput, 400, "BAD_REQUEST"),
+)
+"""Error class → HTTP status and MLflow error code, first match wins; anything else is a 500."""
 
 
 class HTTPError(Exception):
     """An error answer; ``headers`` go out with it (the version that refused or failed)."""
 
-    def __init__(self, status: int, message: str, mlflow_code: str = "BAD_REQUEST") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        mlflow_code: str = "BAD_REQUEST",
+        field: str | None = None,
+    ) -> None:
         self.status = status
         self.message = message
         self.mlflow_code = mlflow_code
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.field = field
+        self.headers: Headers = []
+        if status == 503:
+            self.headers.append((b"retry-after", b"1"))
         super().__init__(message)
 
+    @classmethod
+    def of(cls, exc: ShipyardError) -> HTTPError:
+        field = exc.field if isinstance(exc, SchemaViolation) else None
+        for kind, status, code in STATUSES:
+            if isinstance(exc, kind):
+                return cls(status, str(exc), code, field)
+        return cls(500, f"internal error: {exc}", "INTERNAL_ERROR")
 
-Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
+
+Answer = tuple[int, bytes, Headers]
 
 
-def _json(status: int, doc: Any, headers: list[tuple[bytes, bytes]] | None = None) -> Answer:
+@dataclass(frozen=True)
+class Job:
+    """One inference request on its way through the prediction pool."""
+
+    loaded: Loaded
+    limits: RequestLimits
+    headers: dict[bytes, bytes]
+    body: bytes
+    rid: str
+    started: float
+
+
+def _json(status: int, doc: Any, headers: Headers | None = None) -> Answer:
     return status, json.dumps(doc).encode(), [(b"content-type", JSON_TYPE), *(headers or [])]
 
 
 class ServingApp:
-    """ASGI app serving the live versions that :class:`LiveModels` keeps loaded."""
+    """ASGI app serving the live versions that :class:`LiveModels` keeps loaded.
+
+    ``threads`` and ``queue`` size the prediction pool (default: one thread per usable core,
+    twice as many waiting); ``limits`` are the cost bound of a version without its own
+    ``serving.limits`` tag."""
 
     def __init__(
         self,
@@ -75,13 +133,22 @@ class ServingApp:
         default_model: str | None = None,
         proba_sample_rate: float = 0.05,
         clock: Clock = SYSTEM_CLOCK,
+        limits: RequestLimits = DEFAULT_LIMITS,
+        threads: int | None = None,
+        queue: int | None = None,
     ) -> None:
         self.live = live
         self.telemetry = telemetry
         self.default_model = default_model
         self.proba_sample_rate = proba_sample_rate
         self.clock = clock
+        self.limits = limits
+        self.pool = BoundedPool("prediction", threads, queue)
+        self.store_pool = BoundedPool("store", 2, 8)
+        self.readiness = Readiness(live, self._refused)
+        self._version_limits: dict[tuple[str, int], RequestLimits | str] = {}
         self._proba_tick = 0.0
+        self._proba_lock = threading.Lock()
         self.started = False
 
     # -- ASGI ----------------------------------------------------------------------------------
@@ -94,12 +161,13 @@ class ServingApp:
         headers: dict[bytes, bytes] = dict(scope["headers"])
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:100] or uuid.uuid4().hex
         try:
-            body = await self._body(receive, headers)
             status, payload, extra = await self._dispatch(
-                scope["method"], scope["path"], headers, body, rid
+                scope["method"], scope["path"], headers, receive, rid
             )
         except HTTPError as exc:
             status, payload, extra = self._error(scope["path"], exc)
+        except ShipyardError as exc:
+            status, payload, extra = self._error(scope["path"], HTTPError.of(exc))
         except Exception as exc:  # a bug of ours must not take the worker down either
             log.exception("unhandled error on request %s", rid)
             status, payload, extra = _json(
@@ -136,17 +204,20 @@ class ServingApp:
     def startup(self) -> None:
         self.live.start()
         self.telemetry.start()
+        freeze_heap()  # what is loaded now is never walked by a collection on the request path
         self.started = True
 
     def shutdown(self) -> None:
+        self.pool.shutdown()
+        self.store_pool.shutdown()
         self.live.stop()
         self.telemetry.stop()
 
     @staticmethod
-    async def _body(receive: Receive, headers: dict[bytes, bytes]) -> bytes:
+    async def _body(receive: Receive, headers: dict[bytes, bytes], limits: RequestLimits) -> bytes:
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise HTTPError(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+        if declared is not None and declared.isdigit():
+            limits.check_body(int(declared))
         chunks = []
         size = 0
         while True:
@@ -155,8 +226,7 @@ class ServingApp:
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise HTTPError(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+            limits.check_body(size)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -164,30 +234,38 @@ class ServingApp:
 
     @staticmethod
     def _error(path: str, exc: HTTPError) -> Answer:
+        """The error body: MLflow's shape on ``/invocations``, ``{"error"}`` elsewhere; with the
+        request's field at fault when there is one."""
         if path.endswith("invocations"):
-            doc = {"error_code": exc.mlflow_code, "message": exc.message}
-            return _json(exc.status, doc, exc.headers)
-        return _json(exc.status, {"error": exc.message}, exc.headers)
+            doc: dict[str, Any] = {"error_code": exc.mlflow_code, "message": exc.message}
+        else:
+            doc = {"error": exc.message}
+        if exc.field is not None:
+            doc["field"] = exc.field
+        return _json(exc.status, doc, exc.headers)
 
     # -- routing -------------------------------------------------------------------------------
     async def _dispatch(
-        self, method: str, path: str, headers: dict[bytes, bytes], body: bytes, rid: str
+        self, method: str, path: str, headers: dict[bytes, bytes], receive: Receive, rid: str
     ) -> Answer:
         parts = [p for p in path.split("/") if p]
         if parts and parts[0] == "v2":
-            return await self._v2(method, parts[1:], headers, body, rid)
+            return await self._v2(method, parts[1:], headers, receive, rid)
         if method == "POST" and parts == ["invocations"]:
-            return self._invocations(self._default_model(), headers, body, rid)
+            return await self._invocations(self._default_model(), headers, receive, rid)
         if (
             method == "POST"
             and len(parts) == 3
             and parts[0] == "models"
             and parts[2] == "invocations"
         ):
-            return self._invocations(parts[1], headers, body, rid)
+            return await self._invocations(parts[1], headers, receive, rid)
         if method == "GET":
             if parts in (["ping"], ["health"]):
-                return 200, b"\n", [(b"content-type", b"text/plain")]
+                unready = await self._unready()
+                if unready is None:
+                    return 200, b"\n", [(b"content-type", b"text/plain")]
+                return _json(503, {"ready": False, **unready}, [(b"retry-after", b"1")])
             if parts == ["version"]:
                 return 200, __version__.encode(), [(b"content-type", b"text/plain")]
             if parts == ["metrics"]:
@@ -196,7 +274,7 @@ class ServingApp:
                     self.telemetry.exposition(),
                     [(b"content-type", CONTENT_TYPE_LATEST.encode())],
                 )
-        raise HTTPError(404, f"no route for {method} {path}", "ENDPOINT_NOT_FOUND")
+        raise HTTPError(404, f"no route for {method} {path[:200]}", "ENDPOINT_NOT_FOUND")
 
     def _default_model(self) -> str:
         if self.default_model:
@@ -215,25 +293,77 @@ class ServingApp:
         self, model: str, version: str | None, headers: dict[bytes, bytes], rid: str
     ) -> Loaded:
         if version is not None:
-            if not version.isdigit():
-                raise HTTPError(400, f"version {version!r} is not a number")
+            if not version.isdigit() or len(version) > 9:
+                raise HTTPError(400, f"version {version[:20]!r} is not a number")
             loaded = self.live.version(model, int(version))
             if loaded is None:
-                raise HTTPError(404, f"version {version} of model {model!r} is not live here")
+                raise HTTPError(404, f"version {version} of model {model[:200]!r} is not live here")
             return loaded
         loaded = self.live.route(model, routing_key(headers, rid))
         if loaded is None:
             why = self.live.failure(model)
             raise HTTPError(
                 404 if why is None else 503,
-                f"model {model!r} is not served"
+                f"model {model[:200]!r} is not served"
                 + (f": {why}" if why else "; give it an alias with `shipyard models alias`"),
-                "RESOURCE_DOES_NOT_EXIST",
+                "RESOURCE_DOES_NOT_EXIST" if why is None else UNAVAILABLE,
             )
         return loaded
 
+    # -- readiness and limits ------------------------------------------------------------------
+    async def _unready(self) -> dict[str, Any] | None:
+        """Why this worker should take no traffic now, or None when it is ready."""
+        if not self.started:
+            return {"error": "starting"}
+        if self.live.last_error is not None:
+            return {"error": f"cannot read the live models: {self.live.last_error}"}
+        try:
+            unservable = await asyncio.to_thread(self.readiness.unservable)
+        except StoreError as exc:
+            return {"error": str(exc)}
+        if unservable:
+            return {
+                "error": "live models cannot be served: " + ", ".join(sorted(unservable)),
+                "models": unservable,
+            }
+        return None
+
+    def _limits_of(self, loaded: Loaded) -> RequestLimits | str:
+        """The version's cost bound, or why its ``serving.limits`` tag cannot be used."""
+        key = (loaded.model, loaded.version)
+        got = self._version_limits.get(key)
+        if got is None:
+            try:
+                got = self.limits.with_tags(loaded.info.tags)
+            except InvalidInput as exc:
+                got = f"version {loaded.version}: {exc}"
+                log.error("cannot serve %s/%s: %s", loaded.model, loaded.version, exc)
+            self._version_limits[key] = got
+        return got
+
+    def _limits(self, loaded: Loaded) -> RequestLimits:
+        got = self._limits_of(loaded)
+        if isinstance(got, str):
+            refused = HTTPError(503, f"model {loaded.model} cannot be served: {got}", UNAVAILABLE)
+            refused.headers += _version_headers(loaded)
+            raise refused
+        return got
+
+    def _refused(self, model: str) -> str | None:
+        route = self.live.routes.get(model)
+        for loaded in route.candidates if route is not None else []:
+            got = self._limits_of(loaded)
+            if isinstance(got, str):
+                return got
+        return None
+
     async def _v2(
-        self, method: str, parts: list[str], headers: dict[bytes, bytes], body: bytes, rid: str
+        self,
+        method: str,
+        parts: list[str],
+        headers: dict[bytes, bytes],
+        receive: Receive,
+        rid: str,
     ) -> Answer:
         if not parts:
             return _json(
@@ -241,8 +371,12 @@ class ServingApp:
                 {"name": "shipyard", "version": __version__, "extensions": ["binary_tensor_data"]},
             )
         if parts[0] == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
-            ready = parts[1] == "live" or (self.started and self.live.last_error is None)
-            return _json(200 if ready else 503, {parts[1]: ready})
+            if parts[1] == "live":
+                return _json(200, {"live": True})
+            unready = await self._unready()
+            if unready is None:
+                return _json(200, {"ready": True})
+            return _json(503, {"ready": False, **unready}, [(b"retry-after", b"1")])
         if parts[0] == "repository" and parts[1:] == ["index"]:
             return _json(
                 200,
@@ -253,28 +387,75 @@ class ServingApp:
                 ],
             )
         if parts[0] != "models" or len(parts) < 2:
-            raise HTTPError(404, f"no route for {method} /v2/{'/'.join(parts)}")
+            raise HTTPError(404, f"no route for {method} /v2/{'/'.join(parts)[:200]}")
         model, rest = parts[1], parts[2:]
         if rest == ["feedback"] and method == "POST":
-            return await self._feedback(model, body)
+            return await self._feedback(model, headers, receive)
         version = None
         if len(rest) >= 2 and rest[0] == "versions":
             version, rest = rest[1], rest[2:]
+        if method == "GET" and rest == ["ready"]:
+            return self._model_ready(model, version, headers, rid)
         loaded = self._resolve(model, version, headers, rid)
         head = _version_headers(loaded)
         if method == "GET" and not rest:
             versions = [c.version for c in self.live.routes[model].candidates]
             doc = protocol_v2.metadata(model, versions, loaded.info.flavor, loaded.info.signature)
             return _json(200, doc, head)
-        if method == "GET" and rest == ["ready"]:
-            return _json(200, {"name": model, "ready": True}, head)
         if method == "GET" and rest == ["config"]:
             return _json(200, {"name": model, "platform": f"shipyard-{loaded.info.flavor}"}, head)
         if method == "POST" and rest == ["infer"]:
-            return self._infer_v2(loaded, headers, body, rid)
-        raise HTTPError(404, f"no route for {method} /v2/{'/'.join(parts)}")
+            return await self._infer(loaded, self._infer_v2, headers, receive, rid)
+        raise HTTPError(404, f"no route for {method} /v2/{'/'.join(parts)[:200]}")
+
+    def _model_ready(
+        self, model: str, version: str | None, headers: dict[bytes, bytes], rid: str
+    ) -> Answer:
+        """Agrees with the server's readiness: 503 naming the reason for a model it counts."""
+        why = self.readiness.why_not(model) if version is None else None
+        if why is not None:
+            return _unready_model(model, why)
+        loaded = self._resolve(model, version, headers, rid)
+        got = self._limits_of(loaded)
+        if isinstance(got, str):
+            return _unready_model(model, got)
+        return _json(200, {"name": model, "ready": True}, _version_headers(loaded))
 
     # -- inference -----------------------------------------------------------------------------
+    async def _infer(
+        self,
+        loaded: Loaded,
+        answer: Callable[[Job], Answer],
+        headers: dict[bytes, bytes],
+        receive: Receive,
+        rid: str,
+    ) -> Answer:
+        """Read the body within the version's limits, then answer on the prediction pool."""
+        limits = self._limits(loaded)
+        started = time.perf_counter()
+        try:
+            body = await self._body(receive, headers, limits)
+        except RequestTooLarge as exc:
+            raise self._refusal(loaded, exc, started, rid) from None
+        try:
+            job = Job(loaded, limits, headers, body, rid, started)
+            return await self.pool.run(lambda: answer(job))
+        except Overloaded as exc:
+            self.telemetry.requests_total.labels(loaded.model, str(loaded.version), "503").inc()
+            refused = HTTPError.of(exc)
+            refused.headers += _version_headers(loaded)
+            raise refused from None
+
+    def _refusal(self, loaded: Loaded, exc: InvalidInput, started: float, rid: str) -> HTTPError:
+        """A data error: counted, answered with its status and the version's headers."""
+        refused = HTTPError.of(exc)
+        self.telemetry.error(
+            loaded.info, "data", refused.status,
+            time.perf_counter() - started, rid, str(exc),
+        )  # fmt: skip
+        refused.headers = _version_headers(loaded)
+        return refused
+
     def _predict(
         self, loaded: Loaded, x: np.ndarray[Any, Any], rid: str, want_proba: bool
     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
@@ -282,11 +463,10 @@ class ServingApp:
         try:
             predictions = predictor.predict(x)
             proba = None
-            if predictor.proba_fn is not None and (want_proba or self.telemetry.enabled):
-                self._proba_tick += self.proba_sample_rate
-                if want_proba or self._proba_tick >= 1.0:
-                    self._proba_tick = 0.0 if self._proba_tick >= 1.0 else self._proba_tick
-                    proba = predictor.predict_proba(x)
+            if predictor.proba_fn is not None and (
+                want_proba or (self.telemetry.enabled and self._proba_sampled())
+            ):
+                proba = predictor.predict_proba(x)
         except Exception as exc:
             log.warning("model %s/%s raised on %s: %r", loaded.model, loaded.version, rid, exc)
             raise HTTPError(
@@ -297,26 +477,23 @@ class ServingApp:
             ) from None
         return predictions, proba
 
+    def _proba_sampled(self) -> bool:
+        with self._proba_lock:
+            self._proba_tick += self.proba_sample_rate
+            if self._proba_tick >= 1.0:
+                self._proba_tick = 0.0
+                return True
+            return False
+
     def _run(
-        self,
-        loaded: Loaded,
-        parse: Callable[[], Any],
-        rid: str,
-        started: float,
-        want_proba: bool = False,
+        self, job: Job, parse: Callable[[], Any], want_proba: bool = False
     ) -> tuple[Any, np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
+        loaded, rid, started = job.loaded, job.rid, job.started
         info = loaded.info
         try:
             parsed = parse()
         except InvalidInput as exc:
-            status = 415 if isinstance(exc, protocol_mlflow.UnsupportedMediaType) else 400
-            self.telemetry.error(
-                info, "data", status,
-                time.perf_counter() - started, rid, str(exc),
-            )  # fmt: skip
-            refused = HTTPError(status, str(exc))
-            refused.headers = _version_headers(loaded)
-            raise refused from None
+            raise self._refusal(loaded, exc, started, rid) from None
         x = parsed.x if isinstance(parsed, protocol_v2.V2Request) else parsed
         try:
             predictions, proba = self._predict(loaded, x, rid, want_proba)
@@ -333,27 +510,29 @@ class ServingApp:
         )  # fmt: skip
         return parsed, predictions, proba
 
-    def _infer_v2(
-        self, loaded: Loaded, headers: dict[bytes, bytes], body: bytes, rid: str
-    ) -> Answer:
-        started = time.perf_counter()
-        raw_length = headers.get(b"inference-header-content-length")
+    def _infer_v2(self, job: Job) -> Answer:
+        loaded = job.loaded
+        raw_length = job.headers.get(b"inference-header-content-length")
         try:
             length = int(raw_length) if raw_length is not None else None
         except ValueError:
-            raise HTTPError(400, "Inference-Header-Content-Length is not a number") from None
-        signature = loaded.info.signature
+            refused = SchemaViolation(
+                "Inference-Header-Content-Length is not a number",
+                field="Inference-Header-Content-Length",
+            )
+            raise self._refusal(loaded, refused, job.started, job.rid) from None
         holder: list[str] = []
 
         def parse() -> protocol_v2.V2Request:
-            req = protocol_v2.parse_request(body, length, signature)
+            req = protocol_v2.parse_request(job.body, length, loaded.info.signature, job.limits)
             if "predict_proba" in req.outputs and loaded.predictor.proba_fn is None:
-                raise InvalidInput(f"model {loaded.model} has no predict_proba output")
-            holder.append(req.id or rid)
+                raise SchemaViolation(
+                    f"model {loaded.model} has no predict_proba output", field="outputs"
+                )
+            holder.append(req.id or job.rid)
             return req
 
-        want_proba = _asks_proba(body, length)
-        req, predictions, proba = self._run(loaded, parse, rid, started, want_proba)
+        req, predictions, proba = self._run(job, parse, _asks_proba(job.body, length))
         results: dict[str, np.ndarray[Any, Any]] = {}
         for name in req.outputs:
             got = predictions if name == "predict" else proba
@@ -369,15 +548,18 @@ class ServingApp:
             extra.append((b"inference-header-content-length", str(header_length).encode()))
         return 200, payload, extra + _version_headers(loaded)
 
-    def _invocations(
-        self, model: str, headers: dict[bytes, bytes], body: bytes, rid: str
+    async def _invocations(
+        self, model: str, headers: dict[bytes, bytes], receive: Receive, rid: str
     ) -> Answer:
-        started = time.perf_counter()
         loaded = self._resolve(model, None, headers, rid)
-        content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
+        return await self._infer(loaded, self._answer_mlflow, headers, receive, rid)
+
+    def _answer_mlflow(self, job: Job) -> Answer:
+        loaded = job.loaded
+        content_type = job.headers.get(b"content-type", b"application/json").decode("latin-1")
         signature = loaded.info.signature
         _, predictions, _ = self._run(
-            loaded, lambda: protocol_mlflow.parse(body, content_type, signature), rid, started
+            job, lambda: protocol_mlflow.parse(job.body, content_type, signature, job.limits)
         )
         return (
             200,
@@ -385,13 +567,17 @@ class ServingApp:
             [(b"content-type", JSON_TYPE), *_version_headers(loaded)],
         )
 
-    async def _feedback(self, model: str, body: bytes) -> Answer:
-        store = self.live.registry.store
-        try:
-            accepted = await asyncio.to_thread(record_feedback, store, model, body, self.clock)
-        except ShipyardError as exc:
-            raise HTTPError(404 if "not found" in str(exc) else 400, str(exc)) from None
+    async def _feedback(self, model: str, headers: dict[bytes, bytes], receive: Receive) -> Answer:
+        body = await self._body(receive, headers, self.limits)
+        store, limits = self.live.registry.store, self.limits
+        accepted = await self.store_pool.run(
+            lambda: record_feedback(store, model, body, self.clock, limits)
+        )
         return _json(200, {"accepted": accepted})
+
+
+def _unready_model(model: str, why: str) -> Answer:
+    return _json(503, {"name": model, "ready": False, "error": why}, [(b"retry-after", b"1")])
 
 
 def _asks_proba(body: bytes, length: int | None) -> bool:
@@ -399,7 +585,7 @@ def _asks_proba(body: bytes, length: int | None) -> bool:
     return b"predict_proba" in head
 
 
-def _version_headers(loaded: Loaded) -> list[tuple[bytes, bytes]]:
+def _version_headers(loaded: Loaded) -> Headers:
     return [
         (b"x-shipyard-model", loaded.model.encode()),
         (b"x-shipyard-model-version", str(loaded.version).encode()),

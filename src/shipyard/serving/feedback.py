@@ -9,11 +9,11 @@ path, so it is written at once, in one transaction.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from shipyard.clock import Clock
 from shipyard.errors import InvalidInput, NotFound
+from shipyard.serving.limits import DEFAULT_LIMITS, RequestLimits, load_json
 from shipyard.store.registry import RegisteredModel
 from shipyard.store.serving import FeedbackRecord
 
@@ -23,11 +23,10 @@ if TYPE_CHECKING:
 MAX_FEEDBACK_ITEMS = 100_000
 
 
-def parse_feedback(body: bytes) -> list[tuple[str, list[Any]]]:
-    try:
-        doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"feedback is not valid JSON: {exc}") from None
+def parse_feedback(
+    body: bytes, limits: RequestLimits = DEFAULT_LIMITS
+) -> list[tuple[str, list[Any]]]:
+    doc, _ = load_json(body, limits, "feedback")
     if not isinstance(doc, dict):
         raise InvalidInput("feedback must be an object with request_ids and labels")
     if "feedback" in doc:
@@ -51,7 +50,9 @@ def parse_feedback(body: bytes) -> list[tuple[str, list[Any]]]:
     out = []
     for rid, label in pairs:
         if not isinstance(rid, str) or not rid or len(rid) > 100:
-            raise InvalidInput(f"request id {rid!r} must be a non-empty string (≤ 100 chars)")
+            raise InvalidInput(
+                f"request id {str(rid)[:120]!r} must be a non-empty string (≤ 100 chars)"
+            )
         values = label if isinstance(label, list) else [label]
         if not all(isinstance(v, int | float | str | bool) for v in values):
             raise InvalidInput(f"labels of {rid!r} must be numbers or strings")
@@ -59,9 +60,14 @@ def parse_feedback(body: bytes) -> list[tuple[str, list[Any]]]:
     return out
 
 
-def record_feedback(store: Store, model: str, body: bytes, clock: Clock) -> int:
-    """Validate and store the labels; returns how many requests got labels."""
-    pairs = parse_feedback(body)
+def record_feedback(
+    store: Store, model: str, body: bytes, clock: Clock, limits: RequestLimits = DEFAULT_LIMITS
+) -> int:
+    """Validate and store the labels; returns how many requests got labels.
+
+    A store that cannot take the write (a locked SQLite file, a database away) raises
+    :class:`~shipyard.errors.StoreError`: the server's fault, not the client's."""
+    pairs = parse_feedback(body, limits)
     now = clock.time()
     with store.session() as s:
         if s.get(RegisteredModel, model) is None:

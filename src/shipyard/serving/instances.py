@@ -98,7 +98,7 @@ class InstanceLease:
 
 def live_model_names(store: Store) -> list[str]:
     """The models the store says are live (a default alias, or a deploy traffic split)."""
-    with store.session() as s:
+    with store.session(readonly=True) as s:
         return sorted(live_versions(s))
 
 
@@ -211,7 +211,7 @@ def list_instances(
         query = query.where(ServingInstance.stopped_at.is_(None))
     if ids is not None:
         query = query.where(ServingInstance.id.in_(ids))
-    with store.session() as s:
+    with store.session(readonly=True) as s:
         rows = list(s.scalars(query))
         lease_ids = [r.lease_id for r in rows if r.lease_id]
         statuses: dict[str, str] = {}
@@ -325,7 +325,7 @@ def reap_stale_instances(
 def live_instances(store: Store, now: float, model: str | None = None) -> list[Instance]:
     """Servers not stopped whose heartbeat is within their ttl; only those serving ``model``
     when given."""
-    with store.session() as s:
+    with store.session(readonly=True) as s:
         rows = list(
             s.scalars(
                 select(ServingInstance)
@@ -353,7 +353,7 @@ def instance_leases(store: Store, now: float, model: str) -> list[InstanceLease]
     instances = [i for i in live_instances(store, now, model) if i.lease_id]
     if not instances:
         return []
-    with store.session() as s:
+    with store.session(readonly=True) as s:
         rows = {
             r.id: r
             for r in s.scalars(
@@ -632,7 +632,7 @@ def _way_out(store: Store, pool_name: str, pipeline: str) -> str:
 
 def _holders(store: Store, pool: str) -> str:
     """Who holds the pool now, in a few words."""
-    with store.session() as s:
+    with store.session(readonly=True) as s:
         names = sorted(
             set(
                 s.scalars(

@@ -9,7 +9,7 @@ which versions with which weights, and what decided them. While a split decides,
 alias cannot be moved to another version (:func:`move_alias` refuses, naming ``shipyard deploy``
 and ``shipyard rollback``), so no command reports a change that serves nothing.
 
-Routing is deploy's sticky canary rule (:func:`shipyard.deploy.routing.choose_version`): a
+Routing is serving's sticky canary rule (:func:`shipyard.serving.routing.choose_version`): a
 sha256 bucket of the routing key below the canary's weight goes to the canary. It is a pure
 function of the key and the split, so every worker and every replica sends a user to the same
 version, and raising the canary's weight only moves users from stable to canary.
@@ -17,7 +17,11 @@ version, and raising the canary's weight only moves users from stable to canary.
 :class:`LiveModels` polls the store every ``refresh_interval_s`` in a background thread, loads
 versions that became live (verifying their sha256 first) and swaps the routing table in one
 assignment, so requests never wait on the store and a split or alias change is served within
-about one refresh interval.
+about one refresh interval. A live version that failed to load (a tampered or missing artifact, a
+store away for a moment) is tried again on a later refresh, after 1 s, then 2, 4… up to 60 s
+between tries (:func:`retry_delay_s`), so a fixed artifact is served without a restart and a
+broken one costs a read a minute. :meth:`LiveModels.unservable` names each live model that has no
+version loaded, and why, as of the last refresh.
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select
 
+from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import InvalidInput, NotFound, ShipyardError
 from shipyard.registry import AliasMove, Registry, VersionInfo
 from shipyard.registry.flavors import Predictor
+from shipyard.serving.routing import asgi_routing_key, choose_version
 from shipyard.store.registry import ModelAlias, RegisteredModel
 
 if TYPE_CHECKING:
@@ -42,9 +48,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shipyard.serving")
 
-ROUTING_HEADERS = (b"x-shipyard-routing-key", b"x-user-id")
-"""The headers that carry a routing key, first match wins (the names of
-:data:`shipyard.deploy.routing.ROUTING_HEADERS`, as ASGI's lower-case bytes)."""
+routing_key = asgi_routing_key
+"""The key a request is routed by, from its ASGI headers (:mod:`shipyard.serving.routing`)."""
+
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 60.0
+
+
+def retry_delay_s(failures: int) -> float:
+    """Seconds before a version that failed to load ``failures`` times in a row is tried again:
+    1 s after the first failure, doubling, at most 60 s."""
+    return min(RETRY_MAX_S, RETRY_FIRST_S * 2.0 ** min(failures - 1, 32))
 
 
 @dataclass(frozen=True)
@@ -213,17 +227,6 @@ def move_alias(
         return move, live_states(s, model).get(model)
 
 
-def routing_key(headers: Mapping[bytes, bytes], request_id: str) -> str:
-    """The key a request is routed by: the caller's routing-key or user-id header (sticky per
-    user), else the request id — the same string :func:`shipyard.deploy.routing.routing_key`
-    makes, so deploy and serving agree on who is in the canary."""
-    for name in ROUTING_HEADERS:
-        value = headers.get(name)
-        if value:
-            return f"user:{value.decode('latin-1')}"
-    return f"request:{request_id}"
-
-
 @dataclass(frozen=True)
 class Route:
     """One model's loaded live versions and the split (version → percent) that routes them."""
@@ -238,8 +241,6 @@ class Route:
 
 def route_of(live: list[tuple[Loaded, LiveVersion]]) -> Route:
     """The route over the versions that loaded (a canary that failed to load gets no traffic)."""
-    from shipyard.deploy.routing import choose_version
-
     candidates = [loaded for loaded, _ in live]
     canary = next((lv.version for _, lv in live if lv.canary), None)
     return Route(
@@ -253,30 +254,46 @@ def route_of(live: list[tuple[Loaded, LiveVersion]]) -> Route:
 
 
 def pick(route: Route, key: str) -> Loaded:
-    """The version that serves ``key``: deploy's sticky rule over the route's split."""
+    """The version that serves ``key``: the sticky rule over the route's split."""
     if len(route.candidates) == 1 or route.choose is None:
         return route.candidates[0]
     return route.by_version[route.choose(key, route.split_pct, route.canary)]
 
 
+@dataclass(frozen=True)
+class LoadFailure:
+    """Why a live version could not be loaded, how many times in a row, and when to try again
+    (on the :class:`~shipyard.clock.Clock`'s monotonic time)."""
+
+    why: str
+    failures: int
+    retry_at: float
+
+
 class LiveModels:
     """The routing table of one worker, refreshed from the store in the background."""
 
-    def __init__(self, registry: Registry, refresh_interval_s: float = 0.5) -> None:
+    def __init__(
+        self, registry: Registry, refresh_interval_s: float = 0.5, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.registry = registry
         self.refresh_interval_s = refresh_interval_s
+        self.clock = clock
         self.routes: dict[str, Route] = {}
+        self._unservable: dict[str, str] = {}
         self._cache: dict[tuple[str, int], Loaded] = {}
-        self._failed: dict[tuple[str, int], str] = {}
+        self._failed: dict[tuple[str, int], LoadFailure] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
 
     def refresh(self) -> None:
-        """Read the live versions, load what is new, swap the routing table."""
+        """Read the live versions, load what is new (and what failed, once its retry is due),
+        swap the routing table."""
         with self.registry.store.session() as s:
             wanted = live_states(s)
         routes: dict[str, Route] = {}
+        unservable: dict[str, str] = {}
         for model, state in wanted.items():
             loaded = []
             for lv in state.versions:
@@ -285,31 +302,54 @@ class LiveModels:
                     loaded.append((got, lv))
             if loaded:
                 routes[model] = route_of(loaded)
+            else:
+                unservable[model] = "; ".join(
+                    self._failed[model, lv.version].why for lv in state.versions
+                )
+        live = {(m, lv.version) for m, state in wanted.items() for lv in state.versions}
+        self._failed = {k: v for k, v in self._failed.items() if k in live}
         keep = {(m, x.version) for m, r in routes.items() for x in r.candidates}
         self._cache = {k: v for k, v in self._cache.items() if k in keep}
+        self._unservable = unservable
         self.routes = routes
 
     def _load(self, model: str, version: int) -> Loaded | None:
         key = (model, version)
         if key in self._cache:
             return self._cache[key]
-        if key in self._failed:
+        failed = self._failed.get(key)
+        now = self.clock.monotonic()
+        if failed is not None and now < failed.retry_at:
             return None
         try:
             info, predictor = self.registry.load(model, version=version)
-        except ShipyardError as exc:
-            self._failed[key] = str(exc)
-            log.error("cannot serve %s/%s: %s", model, version, exc)
+        except Exception as exc:  # one version that cannot load must not stop the others
+            why = str(exc) if isinstance(exc, ShipyardError) else f"{type(exc).__name__}: {exc}"
+            failures = failed.failures + 1 if failed is not None else 1
+            self._failed[key] = LoadFailure(why, failures, now + retry_delay_s(failures))
+            log.error(
+                "cannot serve %s/%s (failure %d; next try in %.0f s): %s",
+                model, version, failures, retry_delay_s(failures), why,
+            )  # fmt: skip
             return None
+        if failed is not None:
+            log.warning("%s/%s loaded after %d failures", model, version, failed.failures)
+            del self._failed[key]
         loaded = Loaded(info, predictor)
         self._cache[key] = loaded
         return loaded
 
+    def unservable(self) -> dict[str, str]:
+        """Each live model with no version loaded here, and why, as of the last refresh.
+
+        A canary that failed to load does not make its model unservable (its stable version
+        takes the traffic); a model that became live since the last refresh is not counted yet.
+        """
+        return self._unservable
+
     def failure(self, model: str) -> str | None:
-        for (m, _), why in self._failed.items():
-            if m == model:
-                return why
-        return None
+        """Why ``model`` cannot be served here (None: it can, or it is not live)."""
+        return self._unservable.get(model)
 
     def route(self, model: str, routing_key: str) -> Loaded | None:
         route = self.routes.get(model)

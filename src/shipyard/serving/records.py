@@ -1,13 +1,17 @@
 """What the model servers flushed, read through functions rather than through the tables.
 
-Other services (deploy's canary analysis and diagnosis, monitors) ask here for a version's
-flushed windows, its logged predictions and the predictions whose late labels arrived, over an
-interval. Each function runs in the caller's session, so a caller that decides inside a
-transaction (the rollout engine) reads what it decides on in that same transaction.
+This module is the one reader of ``shipyard.store.serving``'s windows, predictions and late
+labels for every other service: deploy's canary judge
+(:func:`shipyard.deploy.canary.arm_from_store`) and diagnosis, and the serving monitors
+(:mod:`shipyard.monitoring.serving`). Each function runs in the caller's session, so a caller
+that decides inside a transaction (the rollout engine) reads what it decides on in that same
+transaction, and returns frozen views, never ORM rows.
 
-Intervals are half-open, ``(since, until]``: a window belongs to the interval its end falls in,
-a prediction to the interval its timestamp falls in, so consecutive intervals never count one
-twice.
+**One interval convention.** Intervals are half-open, ``(since, until]``: a window belongs to the
+interval its *end* falls in, a prediction to the interval its timestamp falls in. So a window
+that ends exactly on a boundary ``t`` counts in the interval that ends at ``t`` and not in the
+one that starts there, consecutive intervals never count one twice, and a window flushed at
+``now`` is already in ``(now - period, now]``. ``until=None`` reaches to the end of time.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from shipyard.store.serving import FeedbackRecord, PredictionRecord, ServingWindow
@@ -25,6 +29,8 @@ from shipyard.store.serving import FeedbackRecord, PredictionRecord, ServingWind
 class FlushedWindow:
     """One worker's window of one version: counts, latency histogram, input/prediction profiles."""
 
+    id: int
+    """The window's row id, so that two reads can be matched window by window."""
     model: str
     version: int
     worker: str
@@ -39,39 +45,74 @@ class FlushedWindow:
     prediction_profile: dict[str, Any] | None
 
 
+def _view(w: ServingWindow) -> FlushedWindow:
+    return FlushedWindow(
+        id=w.id,
+        model=w.model,
+        version=w.version,
+        worker=w.worker,
+        window_start=w.window_start,
+        window_end=w.window_end,
+        requests=w.requests,
+        rows=w.rows,
+        errors=w.errors,
+        data_errors=w.data_errors,
+        latency_s=dict(w.latency_s or {}),
+        input_profile=w.input_profile,
+        prediction_profile=w.prediction_profile,
+    )
+
+
+def _ended_in(since: float, until: float | None) -> list[ColumnElement[bool]]:
+    """The convention, once: a window's end in ``(since, until]``."""
+    ended = [ServingWindow.window_end > since]
+    if until is not None:
+        ended.append(ServingWindow.window_end <= until)
+    return ended
+
+
+def _stamped_in(since: float, until: float | None) -> list[ColumnElement[bool]]:
+    """A logged prediction's timestamp in ``(since, until]``."""
+    stamped = [PredictionRecord.ts > since]
+    if until is not None:
+        stamped.append(PredictionRecord.ts <= until)
+    return stamped
+
+
 def windows(
     s: Session, model: str, version: int | None, since: float, until: float | None = None
 ) -> list[FlushedWindow]:
     """The windows of ``version`` (every version if None) that ended in ``(since, until]``,
     oldest first."""
-    query = select(ServingWindow).where(
-        ServingWindow.model == model, ServingWindow.window_end > since
-    )
+    query = select(ServingWindow).where(ServingWindow.model == model, *_ended_in(since, until))
     if version is not None:
         query = query.where(ServingWindow.version == version)
-    if until is not None:
-        query = query.where(ServingWindow.window_end <= until)
-    return [
-        FlushedWindow(
-            model=w.model,
-            version=w.version,
-            worker=w.worker,
-            window_start=w.window_start,
-            window_end=w.window_end,
-            requests=w.requests,
-            rows=w.rows,
-            errors=w.errors,
-            data_errors=w.data_errors,
-            latency_s=dict(w.latency_s or {}),
-            input_profile=w.input_profile,
-            prediction_profile=w.prediction_profile,
+    return [_view(w) for w in s.scalars(query.order_by(ServingWindow.window_end, ServingWindow.id))]
+
+
+def first_windows(s: Session, model: str, version: int, n: int) -> list[FlushedWindow]:
+    """The ``n`` earliest-starting windows of ``version`` (a baseline of how it began)."""
+    query = (
+        select(ServingWindow)
+        .where(ServingWindow.model == model, ServingWindow.version == version)
+        .order_by(ServingWindow.window_start, ServingWindow.id)
+        .limit(n)
+    )
+    return [_view(w) for w in s.scalars(query)]
+
+
+def request_count(s: Session, model: str, since: float, until: float | None = None) -> int:
+    """Requests to every version of ``model`` in the windows that ended in ``(since, until]``."""
+    total = s.scalar(
+        select(func.coalesce(func.sum(ServingWindow.requests), 0)).where(
+            ServingWindow.model == model, *_ended_in(since, until)
         )
-        for w in s.scalars(query.order_by(ServingWindow.window_end, ServingWindow.id))
-    ]
+    )
+    return int(total or 0)
 
 
 def predictions(
-    s: Session, model: str, version: int, since: float, until: float, limit: int
+    s: Session, model: str, version: int, since: float, until: float | None, limit: int
 ) -> list[Any]:
     """The logged predictions of ``version`` in ``(since, until]``, newest first, at most
     ``limit`` (each as logged: a list of the request's row predictions)."""
@@ -81,8 +122,7 @@ def predictions(
             .where(
                 PredictionRecord.model == model,
                 PredictionRecord.version == version,
-                PredictionRecord.ts > since,
-                PredictionRecord.ts <= until,
+                *_stamped_in(since, until),
             )
             .order_by(PredictionRecord.ts.desc(), PredictionRecord.id.desc())
             .limit(limit)
@@ -90,13 +130,49 @@ def predictions(
     )
 
 
+def confidences(
+    s: Session, model: str, version: int, since: float, until: float | None = None
+) -> list[list[list[float]]]:
+    """The class probabilities of ``version``'s requests in ``(since, until]`` that logged
+    them (the server samples them): per request, one list of probabilities per row."""
+    return [
+        list(c)
+        for c in s.scalars(
+            select(PredictionRecord.confidence).where(
+                PredictionRecord.model == model,
+                PredictionRecord.version == version,
+                PredictionRecord.confidence.is_not(None),
+                *_stamped_in(since, until),
+            )
+        )
+        if c
+    ]
+
+
+@dataclass(frozen=True)
+class LabelledPrediction:
+    """One request's logged prediction and the late labels that arrived for it."""
+
+    prediction: list[Any]
+    """The request's row predictions, as logged."""
+    labels: list[Any]
+    """Its labels, as posted (``POST …/feedback``); one per row when the caller got it right."""
+    confidence: list[list[float]] | None
+    """Its class probabilities per row, when the server sampled them."""
+
+
 def labelled_predictions(
-    s: Session, model: str, version: int, since: float, until: float, limit: int
-) -> list[tuple[Any, Any]]:
-    """(prediction, late labels) of ``version``'s requests in ``(since, until]`` whose labels
-    arrived (``POST …/feedback``), joined by request id; at most ``limit``."""
-    rows = s.execute(
-        select(PredictionRecord.prediction, FeedbackRecord.labels)
+    s: Session,
+    model: str,
+    version: int,
+    since: float,
+    until: float | None = None,
+    limit: int | None = None,
+) -> list[LabelledPrediction]:
+    """The requests of ``version`` in ``(since, until]`` whose late labels arrived, joined by
+    request id; at most ``limit`` (every one if None)."""
+    query = (
+        select(PredictionRecord.prediction, PredictionRecord.confidence, FeedbackRecord.labels)
         .join(
             FeedbackRecord,
             (FeedbackRecord.model == PredictionRecord.model)
@@ -105,9 +181,12 @@ def labelled_predictions(
         .where(
             PredictionRecord.model == model,
             PredictionRecord.version == version,
-            PredictionRecord.ts > since,
-            PredictionRecord.ts <= until,
+            *_stamped_in(since, until),
         )
-        .limit(limit)
-    ).all()
-    return [(p, y) for p, y in rows]
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return [
+        LabelledPrediction(prediction=list(p), labels=list(y), confidence=c)
+        for p, c, y in s.execute(query).all()
+    ]

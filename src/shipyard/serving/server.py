@@ -50,6 +50,7 @@ from shipyard.serving.instances import (
     reap_stale_instances,
     serving_request,
 )
+from shipyard.serving.limits import RequestLimits
 from shipyard.serving.live import LiveModels
 from shipyard.serving.supervision import ParentWatch
 from shipyard.serving.telemetry import MULTIPROC_ENV, Telemetry
@@ -71,7 +72,7 @@ def build_app(
 ) -> ServingApp:
     cfg = ws.settings.serving
     registry = Registry.of(ws)
-    live = LiveModels(registry, refresh_interval_s or cfg.refresh_interval_s)
+    live = LiveModels(registry, refresh_interval_s or cfg.refresh_interval_s, ws.clock)
     telemetry = Telemetry(
         ws.store,
         ws.artifacts,
@@ -80,7 +81,15 @@ def build_app(
         sample_rate=cfg.request_log_sample_rate if sample_rate is None else sample_rate,
         clock=ws.clock,
     )
-    return ServingApp(live, telemetry, default_model=default_model, clock=ws.clock)
+    return ServingApp(
+        live,
+        telemetry,
+        default_model=default_model,
+        clock=ws.clock,
+        limits=RequestLimits.from_settings(cfg.limits),
+        threads=cfg.threads,
+        queue=cfg.queue,
+    )
 
 
 def create_app() -> ServingApp:

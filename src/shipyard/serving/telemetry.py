@@ -43,6 +43,7 @@ from shipyard.errors import ShipyardError
 from shipyard.metrics import HTTP_REQUEST_DURATION, HTTP_REQUEST_ERRORS, HTTP_REQUESTS
 from shipyard.registry import PREDICTION_COLUMN, VersionInfo
 from shipyard.serving.counters import add_window_counts
+from shipyard.stats.latency import LatencyHistogram
 from shipyard.store.serving import PredictionRecord, ServingWindow
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class Window:
     data_errors: int = 0
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
     latency_sum_s: float = 0.0
+    latency_fine: LatencyHistogram = field(default_factory=LatencyHistogram)
     inputs: list[np.ndarray[Any, Any]] = field(default_factory=list)
     predictions: list[tuple[str, float, np.ndarray[Any, Any], np.ndarray[Any, Any] | None]] = field(
         default_factory=list
@@ -85,6 +87,7 @@ class Window:
     def observe_latency(self, seconds: float) -> None:
         self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
         self.latency_sum_s += seconds
+        self.latency_fine.update(seconds)
 
 
 def latency_json(window: Window) -> dict[str, Any]:
@@ -92,6 +95,7 @@ def latency_json(window: Window) -> dict[str, Any]:
         "buckets_s": list(LATENCY_BUCKETS_S),
         "counts": list(window.latency_counts),
         "sum_s": window.latency_sum_s,
+        "log": window.latency_fine.to_json(),  # canary analysis judges latency on these bins
     }
 
 

@@ -20,6 +20,7 @@ class QuotaPool(Base):
     default_cap_fraction: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
     generation: Mapped[int] = mapped_column(Integer, default=0)
+    last_fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class QuotaMember(Base):
@@ -50,6 +51,8 @@ class QuotaLease(Base):
     used: Mapped[dict[str, Any]] = mapped_column(default=dict)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(20))
+    # fencing token: the pool's grant counter when this lease was granted (admission.py)
+    fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     holder_pid: Mapped[int | None] = mapped_column(Integer)
     requested_at: Mapped[float] = mapped_column(Float)
     granted_at: Mapped[float | None] = mapped_column(Float)

@@ -39,6 +39,11 @@ class Run(Base):
     started_at: Mapped[float | None] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float)
     exit_reason: Mapped[str | None] = mapped_column(Text)
+    # who runs it: a runner that died leaves these behind (pipelines/reconcile.py)
+    runner_host: Mapped[str | None] = mapped_column(String(200))
+    runner_pid: Mapped[int | None] = mapped_column(Integer)
+    runner_started_at: Mapped[float | None] = mapped_column(Float)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float)
 
 
 class StepRun(Base):
@@ -53,6 +58,7 @@ class StepRun(Base):
     exit_reason: Mapped[str | None] = mapped_column(Text)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     pid: Mapped[int | None] = mapped_column(Integer)
+    process_started_at: Mapped[float | None] = mapped_column(Float)  # tells pid reuse apart
     peak_rss_bytes: Mapped[int | None] = mapped_column(Integer)
     cpu_seconds: Mapped[float | None] = mapped_column(Float)
     input_rows: Mapped[int | None] = mapped_column(Integer)

@@ -1,8 +1,10 @@
 """The monitors of a model in service (DESIGN.md's table, "serving" and "every model in service").
 
-Each check reads the windows that the model server flushed (``serving_windows``), the logged
-predictions and late labels, and returns a :class:`Check`; :meth:`ServingMonitor.run` writes
-every check as a ``Finding`` and its numbers as ``MetricPoint`` rows, in one transaction.
+Each check reads the windows that the model server flushed, the logged predictions and late
+labels through :mod:`shipyard.serving.records` (the recent period is ``(now - period_s, now]``,
+a window counted by its end, as the canary judge counts it), and returns a :class:`Check`;
+:meth:`ServingMonitor.run` writes every check as a ``Finding`` and its numbers as
+``MetricPoint`` rows, in one transaction.
 
 - **input skew**: serving inputs against the training data's reference profile.
 - **prediction drift**: predictions of recent windows against the version's first windows.

@@ -1,5 +1,6 @@
 """What every serving check shares: the verdict type, the settings, and reading the windows
-the model servers flushed."""
+the model servers flushed (through :mod:`shipyard.serving.records`, whose interval convention,
+``(since, until]`` by a window's end, every check keeps)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import InvalidInput
 from shipyard.registry import Registry
+from shipyard.serving import records
+from shipyard.serving.records import FlushedWindow
 from shipyard.stats import DatasetProfile, DriftConfig
-from shipyard.store.serving import ServingWindow
 
 if TYPE_CHECKING:
     from shipyard.store import Store
@@ -75,24 +75,14 @@ class ServingReader:
         self.clock = clock
         self.config = config or ServingMonitorConfig()
 
-    def _windows(self, model: str, version: int | None, since: float) -> list[ServingWindow]:
+    def _windows(self, model: str, version: int | None, since: float) -> list[FlushedWindow]:
+        """The windows that ended after ``since``, oldest first."""
         with self.store.session() as s:
-            q = select(ServingWindow).where(
-                ServingWindow.model == model, ServingWindow.window_end >= since
-            )
-            if version is not None:
-                q = q.where(ServingWindow.version == version)
-            return list(s.scalars(q.order_by(ServingWindow.window_end)))
+            return records.windows(s, model, version, since)
 
-    def _first_windows(self, model: str, version: int, n: int) -> list[ServingWindow]:
+    def _first_windows(self, model: str, version: int, n: int) -> list[FlushedWindow]:
         with self.store.session() as s:
-            q = (
-                select(ServingWindow)
-                .where(ServingWindow.model == model, ServingWindow.version == version)
-                .order_by(ServingWindow.window_start)
-                .limit(n)
-            )
-            return list(s.scalars(q))
+            return records.first_windows(s, model, version, n)
 
     @staticmethod
     def _merged(profiles: list[dict[str, Any] | None]) -> tuple[DatasetProfile | None, int]:

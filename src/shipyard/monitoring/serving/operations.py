@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
 
 from shipyard.monitoring.serving.base import (
     ALERT,
@@ -17,7 +16,7 @@ from shipyard.monitoring.serving.base import (
     Check,
     ServingReader,
 )
-from shipyard.store.serving import ServingWindow
+from shipyard.serving import records
 
 
 class OperationsChecks(ServingReader):
@@ -77,16 +76,10 @@ class OperationsChecks(ServingReader):
         return Check(name, model, None, status, summary, evidence, metrics)
 
     def _requests(self, model: str, since: float, until: float) -> int:
-        """Requests in the windows of ``model`` that ended in ``[since, until]``."""
+        """Requests in the windows of ``model`` that ended in ``(since, until]``: a window
+        ending on the boundary of the recent period is counted once, as earlier traffic."""
         with self.store.session() as s:
-            total = s.scalar(
-                select(func.coalesce(func.sum(ServingWindow.requests), 0)).where(
-                    ServingWindow.model == model,
-                    ServingWindow.window_end >= since,
-                    ServingWindow.window_end <= until,
-                )
-            )
-        return int(total or 0)
+            return records.request_count(s, model, since, until)
 
     def quota(self, model: str) -> Check:
         """Each live server's measured use of the quota lease it holds, per resource.

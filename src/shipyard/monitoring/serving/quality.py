@@ -8,7 +8,6 @@ import math
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 
 from shipyard.monitoring.serving.base import (
     ALERT,
@@ -20,8 +19,9 @@ from shipyard.monitoring.serving.base import (
     ServingReader,
 )
 from shipyard.registry import VersionInfo
+from shipyard.serving import records
+from shipyard.serving.records import LabelledPrediction
 from shipyard.stats.performance import cbpe, expected_calibration_error
-from shipyard.store.serving import FeedbackRecord, PredictionRecord
 
 
 def quality_drop(metric: str, registered: float, measured: float) -> float:
@@ -51,24 +51,10 @@ def _drop_metrics(
 class QualityChecks(ServingReader):
     """The quality checks of :class:`~shipyard.monitoring.serving.ServingMonitor`."""
 
-    def _joined(self, info: VersionInfo) -> list[tuple[list[Any], list[Any] | None, list[Any]]]:
+    def _joined(self, info: VersionInfo) -> list[LabelledPrediction]:
+        """The recent period's predictions whose late labels arrived."""
         with self.store.session() as s:
-            rows = s.execute(
-                select(
-                    PredictionRecord.prediction, PredictionRecord.confidence, FeedbackRecord.labels
-                )
-                .join(
-                    FeedbackRecord,
-                    (FeedbackRecord.model == PredictionRecord.model)
-                    & (FeedbackRecord.request_id == PredictionRecord.request_id),
-                )
-                .where(
-                    PredictionRecord.model == info.model,
-                    PredictionRecord.version == info.version,
-                    PredictionRecord.ts >= self._since(),
-                )
-            ).all()
-        return [(list(p), c, list(y)) for p, c, y in rows]
+            return records.labelled_predictions(s, info.model, info.version, self._since())
 
     def quality(self, info: VersionInfo) -> Check:
         """Quality from late labels joined to the logged predictions by request id."""
@@ -79,7 +65,8 @@ class QualityChecks(ServingReader):
         y_pred: list[Any] = []
         y_true: list[Any] = []
         scored: list[tuple[Any, float]] = []  # probabilities are logged for a sample of requests
-        for pred, conf, labels in pairs:
+        for pair in pairs:
+            pred, conf, labels = pair.prediction, pair.confidence, pair.labels
             if len(pred) != len(labels):
                 continue  # a label list that does not match the request's rows
             y_pred += pred
@@ -135,15 +122,8 @@ class QualityChecks(ServingReader):
         """CBPE on the (sampled) predicted probabilities of the recent period."""
         name = "serving.estimated_quality"
         with self.store.session() as s:
-            rows = s.execute(
-                select(PredictionRecord.request_id, PredictionRecord.confidence).where(
-                    PredictionRecord.model == info.model,
-                    PredictionRecord.version == info.version,
-                    PredictionRecord.ts >= self._since(),
-                    PredictionRecord.confidence.is_not(None),
-                )
-            ).all()
-        proba_rows = [r for _, conf in rows if conf for r in conf]
+            logged = records.confidences(s, info.model, info.version, self._since())
+        proba_rows = [r for conf in logged for r in conf]
         if len(proba_rows) < self.config.min_rows:
             return Check(name, info.model, info.version, OK, "not enough probabilities logged")
         proba = np.asarray(proba_rows, dtype=float)
@@ -181,7 +161,8 @@ class QualityChecks(ServingReader):
 
     def _calibration(self, info: VersionInfo) -> float | None:
         p, y = [], []
-        for _pred, conf, labels in self._joined(info):
+        for pair in self._joined(info):
+            conf, labels = pair.confidence, pair.labels
             if conf is None or len(conf) != len(labels):
                 continue
             for c, label in zip(conf, labels, strict=True):

@@ -1,7 +1,7 @@
 """serving instances: the machine a server runs on, and why its record was closed
 
 Revision ID: 0012_serving_instance_machine
-Revises: 0010_daemon_config
+Revises: 0011_run_liveness_and_fencing
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012_serving_instance_machine"
-down_revision = "0010_daemon_config"
+down_revision = "0011_run_liveness_and_fencing"
 branch_labels = None
 depends_on = None
 

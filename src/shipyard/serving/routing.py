@@ -1,10 +1,18 @@
 """Sticky canary routing: a pure function of the routing key, so every replica agrees.
 
+Serving owns the rule (the model server routes every request by it); deploy and clients import
+it from here to know which version a user is served.
+
 bucket(key) = first 8 bytes of sha256(key) as a big-endian integer, mod 10 000.
 A request goes to the canary iff bucket < weight_pct × 100. Because the comparison is a
 threshold on a fixed bucket, raising the weight only moves users from stable to canary, never
 back, and a user sees one version for the whole of a step. sha256 is the same in every process,
 machine and Python version (Python's own ``hash`` is salted per process, so it cannot be used).
+
+The routing key is the caller's routing-key or user-id header (sticky per user), else the
+request id (sticky per request only): :func:`routing_key` reads it from headers as strings in
+any case, :func:`asgi_routing_key` from a server's raw ASGI headers; both build it with
+:func:`key_of`, so a client and the server agree on who is in the canary.
 """
 
 from __future__ import annotations
@@ -14,8 +22,9 @@ from collections.abc import Mapping
 
 BUCKETS = 10_000
 ROUTING_HEADERS = ("x-shipyard-routing-key", "x-user-id")
-"""Request headers that carry the routing key, first match wins (the model server's names);
-without one the request id is used, which is sticky per request only."""
+"""Request headers that carry the routing key, first match wins."""
+ASGI_ROUTING_HEADERS = tuple(name.encode("ascii") for name in ROUTING_HEADERS)
+"""The same names as ASGI hands them to a server: lower-case bytes."""
 
 
 def bucket(key: str) -> int:
@@ -29,14 +38,22 @@ def in_canary(key: str, canary_weight_pct: float) -> bool:
     return bucket(key) < round(canary_weight_pct * BUCKETS / 100)
 
 
+def key_of(caller_key: str | None, request_id: str) -> str:
+    """The routing key: the caller's key when it sent a non-empty one, else the request id."""
+    return f"user:{caller_key}" if caller_key else f"request:{request_id}"
+
+
 def routing_key(headers: Mapping[str, str], request_id: str) -> str:
-    """The routing-key or user-id header when the caller sends one (sticky per user), else the
-    request id."""
+    """The routing key of a request whose headers are strings, named in any case."""
     lowered = {name.lower(): value for name, value in headers.items()}
-    for name in ROUTING_HEADERS:
-        if lowered.get(name):
-            return f"user:{lowered[name]}"
-    return f"request:{request_id}"
+    return key_of(next((lowered[n] for n in ROUTING_HEADERS if lowered.get(n)), None), request_id)
+
+
+def asgi_routing_key(headers: Mapping[bytes, bytes], request_id: str) -> str:
+    """The routing key of a request as an ASGI server sees it (lower-case byte names, latin-1
+    values)."""
+    value = next((headers[n] for n in ASGI_ROUTING_HEADERS if headers.get(n)), None)
+    return key_of(value.decode("latin-1") if value else None, request_id)
 
 
 def choose_version(key: str, split: Mapping[int, float], canary: int | None) -> int:

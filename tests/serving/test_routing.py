@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
-from shipyard.deploy.routing import bucket, choose_version, in_canary, routing_key
+import shipyard
+from shipyard.serving.routing import (
+    asgi_routing_key,
+    bucket,
+    choose_version,
+    in_canary,
+    routing_key,
+)
 
 KEYS = [f"user:{i}" for i in range(20_000)]
 
@@ -27,8 +35,9 @@ def test_canary_share_is_close_to_its_weight() -> None:
 
 def test_every_process_puts_a_key_in_the_same_bucket() -> None:
     """sha256, not Python's per-process salted hash: another interpreter agrees."""
+    source = str(Path(shipyard.__file__).parents[1])  # the code under test, not an installed copy
     code = (
-        "from shipyard.deploy.routing import bucket;"
+        "from shipyard.serving.routing import bucket;"
         "print(','.join(str(bucket(f'user:{i}')) for i in range(200)))"
     )
     for seed in ("1", "2"):
@@ -37,7 +46,7 @@ def test_every_process_puts_a_key_in_the_same_bucket() -> None:
             capture_output=True,
             text=True,
             check=True,
-            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin", "PYTHONPATH": source},
         ).stdout.strip()
         assert out == ",".join(str(bucket(f"user:{i}")) for i in range(200))
 
@@ -47,6 +56,18 @@ def test_user_header_wins_over_request_id_and_is_case_insensitive() -> None:
     assert routing_key({"x-user-id": "ann", "X-Shipyard-Routing-Key": "k"}, "r") == "user:k"
     assert routing_key({}, "req-1") == "request:req-1"
     assert routing_key({"x-user-id": ""}, "req-2") == "request:req-2"
+
+
+def test_a_server_reads_the_same_key_from_raw_asgi_headers() -> None:
+    """ASGI hands a server lower-case byte names and latin-1 values."""
+    assert asgi_routing_key({b"x-user-id": b"ann"}, "req-1") == "user:ann"
+    both = {b"x-user-id": b"ann", b"x-shipyard-routing-key": b"k"}
+    assert asgi_routing_key(both, "r") == "user:k"
+    assert asgi_routing_key({}, "req-1") == "request:req-1"
+    assert asgi_routing_key({b"x-user-id": b""}, "req-2") == "request:req-2"
+    assert (
+        asgi_routing_key({b"x-user-id": "J\u00fcrgen".encode("latin-1")}, "r") == "user:J\u00fcrgen"
+    )
 
 
 def test_choose_version_sends_a_user_to_one_version_for_the_whole_step() -> None:
