@@ -51,7 +51,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "approve": ("deploy", "Approve a rollout, to start it or to speed it up."),
     "rollback": (
         "deploy",
-        "Put the previous (or the named) version of MODEL back in production, at once.",
+        "Put the last version of MODEL that was healthy in production (or the named one) back in "
+        "production, at once. A version that was rolled back or aborted is never chosen by itself.",
     ),
     "runbook": (
         "deploy",
