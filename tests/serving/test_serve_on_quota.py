@@ -166,6 +166,35 @@ def _keeper(ws: Workspace, clock: FakeClock, lease_ttl_s: float) -> InstanceKeep
     )
 
 
+def test_a_server_whose_lease_was_reclaimed_and_cannot_be_regranted_stops(
+    ws: Workspace,
+) -> None:
+    """Fencing, as for a step: a server whose lease expired (a stalled machine) and whose pool
+    has since granted the room to others must stop, not serve on capacity it no longer holds."""
+    clock = FakeClock(1_700_000_000.0)
+    lost: list[str] = []
+    keeper = _keeper(ws, clock, lease_ttl_s=3)
+    keeper.on_lost = lost.append
+    keeper.start()
+    keeper._stop.set()  # no background heartbeats: this test beats by hand
+    try:
+        clock.advance(4)  # past the ttl with no heartbeat
+        from shipyard.quota import reclaim_expired
+
+        (reclaimed,) = reclaim_expired(ws.store, clock)
+        others = LeaseManager(ws.store, clock=clock, lease_ttl_s=3)
+        taken = others.acquire(LeaseRequest("batch-scoring", {"cpu": 4}, pool="serving"))
+        keeper.beat()
+        assert keeper.lease is None
+        (reason,) = lost
+        assert reason.startswith(f"lease {reclaimed} in pool serving was lost")
+        assert reason.endswith("the server stops")
+        others.release(taken)
+        others.close()
+    finally:
+        keeper.stop()
+
+
 def test_a_killed_server_leaves_its_lease_to_expire_and_its_record_to_lapse(
     ws: Workspace,
 ) -> None:

@@ -444,8 +444,10 @@ class InstanceKeeper:
         clock: Clock = SYSTEM_CLOCK,
         usage: ProcessUsage | None = None,
         models: Callable[[], list[str]] | None = None,
+        on_lost: Callable[[str], object] | None = None,
     ) -> None:
         self.store = store
+        self.on_lost = on_lost
         self.url = url
         self.host = host
         self.workers = workers
@@ -549,10 +551,22 @@ class InstanceKeeper:
             try:
                 self.lease = self._thread_leases.heartbeat(self.lease, used=used)
             except QuotaError as exc:
-                # reclaimed (the machine slept past the ttl?): ask again, without waiting
+                # reclaimed (the machine slept past the ttl?): ask again, without waiting; a
+                # server the pool cannot hold any more must stop (fencing, as a step does)
                 log.error("%s; asking the pool again", exc)
                 assert self.request is not None
-                self.lease = self._thread_leases.acquire(self.request, timeout_s=0)
+                try:
+                    self.lease = self._thread_leases.acquire(self.request, timeout_s=0)
+                except ShipyardError as again:
+                    lost, self.lease = self.lease, None
+                    reason = (
+                        f"lease {lost.lease_id} in pool {lost.pool} was lost ({exc}) and the pool "
+                        f"cannot grant it again ({again}): the server stops"
+                    )
+                    log.error(reason)
+                    if self.on_lost is not None:
+                        self.on_lost(reason)
+                    return
                 new_lease_id = self.lease.lease_id
         assert self.instance_id is not None
         heartbeat_instance(

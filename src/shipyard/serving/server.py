@@ -172,6 +172,7 @@ def run(
         request=request,
         wait_s=wait_s,
         clock=ws.clock,
+        on_lost=lambda reason: _stop_serving(reason, announce),
     )
     own_dir = None
     if workers > 1 and not os.environ.get(MULTIPROC_ENV):
@@ -202,6 +203,14 @@ def run(
         if own_dir is not None:
             os.environ.pop(MULTIPROC_ENV, None)
             shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _stop_serving(reason: str, announce: Callable[[str], object] | None) -> None:
+    """The keeper lost the server's lease for good: a server the pool no longer holds stops
+    (fencing), as Uvicorn stops on SIGTERM, closing its record on the way out."""
+    if announce is not None:
+        announce(f"stopping: {reason}")
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _raise_stopped(signum: int, _frame: FrameType | None) -> None:
