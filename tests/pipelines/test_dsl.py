@@ -125,5 +125,7 @@ class TestLoader:
     def test_error_in_the_file_is_one_line(self, tmp_path: Path) -> None:
         f = tmp_path / "broken.py"
         f.write_text("x = 1\nraise RuntimeError('oops')\n")
-        with pytest.raises(PipelineDefinitionError, match=r"RuntimeError: oops \(line 2\)"):
+        with pytest.raises(
+            PipelineDefinitionError, match=r"RuntimeError: oops \(.*broken\.py, line 2\)"
+        ):
             load_pipeline(str(f))

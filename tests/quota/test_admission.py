@@ -145,7 +145,7 @@ class TestInfeasible:
             admission.acquire(LeaseRequest("a", {"a100": 1}))
 
     def test_unknown_pool_is_not_found(self, store: Store, admission: LeaseManager) -> None:
-        with pytest.raises(NotFound, match="pool 'nowhere'"):
+        with pytest.raises(NotFound, match="no pool named 'nowhere'"):
             admission.acquire(LeaseRequest("a", {"cpu": 1}, pool="nowhere"))
 
     def test_dedicated_pool_refuses_strangers(self, store: Store, admission: LeaseManager) -> None:

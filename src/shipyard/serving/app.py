@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -80,6 +81,7 @@ class HTTPError(Exception):
         message: str,
         mlflow_code: str = "BAD_REQUEST",
         field: str | None = None,
+        retry_after_s: float = 1.0,
     ) -> None:
         self.status = status
         self.message = message
@@ -87,15 +89,16 @@ class HTTPError(Exception):
         self.field = field
         self.headers: Headers = []
         if status == 503:
-            self.headers.append((b"retry-after", b"1"))
+            self.headers.append((b"retry-after", str(max(1, math.ceil(retry_after_s))).encode()))
         super().__init__(message)
 
     @classmethod
     def of(cls, exc: ShipyardError) -> HTTPError:
         field = exc.field if isinstance(exc, SchemaViolation) else None
+        retry_after_s = float(getattr(exc, "retry_after_s", 1.0))  # StoreBusy, Overloaded
         for kind, status, code in STATUSES:
             if isinstance(exc, kind):
-                return cls(status, str(exc), code, field)
+                return cls(status, str(exc), code, field, retry_after_s)
         return cls(500, f"internal error: {exc}", "INTERNAL_ERROR")
 
 
