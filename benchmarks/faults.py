@@ -395,7 +395,7 @@ def run_outcomes(world: World) -> dict[str, int]:
         with st.session(readonly=True) as s:
             outcomes: dict[str, int] = {}
             for status, reason in s.execute(select(Run.status, Run.exit_reason)):
-                key = status if status == "succeeded" else f"{status}: {(reason or '')[:40]}"
+                key = status if status == "succeeded" else f"{status}: {(reason or '?')[:11]}…"
                 outcomes[key] = outcomes.get(key, 0) + 1
             return outcomes
     finally:
