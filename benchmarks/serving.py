@@ -218,6 +218,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--no-mlflow", action="store_true", help="Shipyard's rows only")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="another Shipyard's src/ folder (e.g. `git archive` of an older commit): its server "
+        "runs beside this one in the same rounds, monitoring on, as 'baseline'",
+    )
     args = parser.parse_args()
 
     load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
@@ -241,6 +247,19 @@ def main() -> None:
             "/ping", "/invocations",
         ),
     }  # fmt: skip
+    baseline_env = dict(env)
+    if args.baseline_src is not None:
+        # its own workspace: an older store refuses a schema a newer Shipyard migrated
+        baseline_env |= {
+            "PYTHONPATH": str(args.baseline_src.resolve()),
+            "SHIPYARD_HOME": str(work / "baseline-home"),
+        }
+        subprocess.run([sys.executable, "-c", TRAIN_HERE], check=True, env=baseline_env, cwd=work)
+        servers["baseline (monitoring on)"] = (
+            [sys.executable, "-c", "from shipyard.serving.server import run; "
+             f"run('127.0.0.1', {{port}}, {args.workers}, default_model='bench')"],
+            "/ping", "/invocations",
+        )  # fmt: skip
     if model_dir is not None:
         servers["mlflow models serve"] = (
             [str(MLFLOW_VENV / "bin" / "mlflow"), "models", "serve", "-m", str(model_dir),
@@ -256,7 +275,13 @@ def main() -> None:
             mlflow_env = {**env, "PATH": f"{MLFLOW_VENV / 'bin'}:{env.get('PATH', '')}"}
             proc = subprocess.Popen(
                 argv,
-                env=mlflow_env if name.startswith("mlflow") else env,
+                env=(
+                    mlflow_env
+                    if name.startswith("mlflow")
+                    else baseline_env
+                    if name.startswith("baseline")
+                    else env
+                ),
                 cwd=work,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -274,7 +299,7 @@ def main() -> None:
                         load(port, path, clients, args.seconds)
                     )
             for name, (_, port, path) in procs.items():
-                if name.startswith("shipyard"):
+                if not name.startswith("mlflow"):
                     for part, body in (("alone", None), ("+ large", large)):
                         hol.setdefault((name, part), []).append(
                             load(port, path, 4, args.seconds, body)
@@ -299,8 +324,15 @@ def main() -> None:
     base = {c: r for n, c, r in rows if n.startswith("mlflow")}
     on = {c: r for n, c, r in rows if n == "shipyard (monitoring on)"}
     off = {c: r for n, c, r in rows if n == "shipyard (monitoring off)"}
+    baseline = {c: r for n, c, r in rows if n.startswith("baseline")}
     for clients in args.clients:
         s, o = on[clients], off[clients]
+        if clients in baseline:
+            b = baseline[clients]
+            print(
+                f"{clients} client(s): throughput ×{s['rps'] / b['rps']:.2f} the baseline's, "
+                f"p99 {s['p99_ms']:.2f} vs {b['p99_ms']:.2f} ms (monitoring on both)"
+            )
         versus = ""
         if clients in base:
             m = base[clients]
