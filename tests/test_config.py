@@ -92,3 +92,37 @@ class TestServingLimits:
         monkeypatch.setenv(name, value)
         with pytest.raises(ConfigError, match=named):
             load_settings()
+
+
+class TestYamlErrorLine:
+    """A broken YAML file is named in one line: where, then what (PyYAML's text spans lines)."""
+
+    @pytest.mark.parametrize(
+        ("text", "line"),
+        [
+            (
+                "not yaml: [\n",
+                "line 2, column 1: expected the node content, but found '<stream end>'",
+            ),
+            ("a: 1\n b: 2\n", "line 2, column 3: mapping values are not allowed here"),
+        ],
+    )
+    def test_one_line_with_the_place(self, text: str, line: str) -> None:
+        import yaml
+
+        from shipyard.config import yaml_error_line
+
+        with pytest.raises(yaml.YAMLError) as caught:
+            yaml.safe_load(text)
+        said = yaml_error_line(caught.value)
+        assert said.startswith(line) and "\n" not in said
+
+    def test_quota_apply_says_it_in_one_line(self, tmp_path: Path) -> None:
+        from shipyard.quota.pools import read_pool_file
+
+        bad = tmp_path / "pools.yaml"
+        bad.write_text("pools: [\n")
+        with pytest.raises(ConfigError) as caught:
+            read_pool_file(bad, 0.5)
+        assert "\n" not in str(caught.value)
+        assert str(caught.value).startswith(f"{bad} is not valid YAML: line 2, column 1: ")

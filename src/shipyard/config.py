@@ -186,3 +186,16 @@ def load_settings(**overrides: Any) -> Settings:
             for err in exc.errors()
         )
         raise ConfigError(f"invalid Shipyard settings: {problems}") from None
+
+
+def yaml_error_line(exc: BaseException) -> str:
+    """A YAML parser's error in one line, where first (PyYAML's own text spans several lines,
+    with a caret under the place): ``line 2, column 1: expected the node content, but found
+    '<stream end>' (while parsing a flow node)``."""
+    problem = getattr(exc, "problem", None)
+    if not problem:
+        return " ".join(str(exc).split())
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = getattr(exc, "context", None)
+    return f"{where}{problem}" + (f" ({context})" if context else "")

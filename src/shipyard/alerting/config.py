@@ -56,6 +56,7 @@ from shipyard.alerting.matchers import parse_matchers
 from shipyard.alerting.receivers import Receiver
 from shipyard.alerting.rules import PAGE_WINDOWS, TICKET_WINDOWS, BurnWindow, Rule, parse_duration
 from shipyard.alerting.state import rule_key
+from shipyard.config import yaml_error_line
 from shipyard.errors import ConfigError, InvalidInput
 
 Duration = str | float | int
@@ -336,7 +337,7 @@ def load_config(home: Path, path: Path | None = None) -> AlertingConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{path} is not valid YAML: {yaml_error_line(exc)}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return build_config(data, home=home, source=str(path))

@@ -19,6 +19,7 @@ from shipyard.alerting.rules import format_duration, parse_duration
 from shipyard.alerting.silences import all_silences, create_silence, expire_silence
 from shipyard.alerting.state import rule_key
 from shipyard.cli.output import console, flag, open_workspace, print_json, table, when
+from shipyard.config import yaml_error_line
 from shipyard.daemon import ALERTING_CONFIG, current_leader, recorded_config
 from shipyard.errors import ConfigError, InvalidInput, NotFound
 from shipyard.store.alerting import AlertRecord
@@ -50,7 +51,7 @@ def _config_and_origin(ws: Workspace, path: Path | None) -> tuple[AlertingConfig
         data = yaml.safe_load(recorded.text) if recorded.text else {}
     except yaml.YAMLError as exc:
         raise ConfigError(
-            f"the daemon's recorded {recorded.source} is not valid YAML: {exc}"
+            f"the daemon's recorded {recorded.source} is not valid YAML: {yaml_error_line(exc)}"
         ) from None
     cfg = build_config(data, home=home, source=recorded.source)
     leader = current_leader(ws.store, ws.clock.time())

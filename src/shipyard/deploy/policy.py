@@ -38,6 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
+from shipyard.config import yaml_error_line
 from shipyard.errors import ConfigError
 from shipyard.store import Store
 from shipyard.store.deploy import DeployPolicyRecord
@@ -291,7 +292,7 @@ def parse_policy(text: str, source: str = "policy", *, allow_empty: bool = True)
     try:
         data = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{source} is not valid YAML: {yaml_error_line(exc)}") from None
     if data is None:
         if not allow_empty:
             raise ConfigError(

@@ -34,6 +34,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
+from shipyard.config import yaml_error_line
 from shipyard.errors import ConfigError, InvalidInput, NotFound, QuotaError
 from shipyard.quota.resources import EPSILON, Amounts, first_excess, parse_amounts
 from shipyard.store import Store
@@ -158,7 +159,7 @@ def read_pool_file(path: Path, default_cap_fraction: float) -> list[Pool]:
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{path} is not valid YAML: {yaml_error_line(exc)}") from None
     try:
         parsed = PoolFile.model_validate(raw)
     except ValidationError as exc:

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from shipyard.config import yaml_error_line
 from shipyard.errors import InvalidInput
 from shipyard.registry import flavors
 from shipyard.registry.model_files import (
@@ -53,7 +54,7 @@ def read_mlmodel(folder: Path) -> dict[str, Any]:
     try:
         meta = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{path} is not valid YAML: {exc}") from None
+        raise InvalidInput(f"{path} is not valid YAML: {yaml_error_line(exc)}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("flavors"), dict):
         raise InvalidInput(f"{path} has no 'flavors' section")
     return meta
