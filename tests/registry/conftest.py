@@ -40,7 +40,7 @@ def registry(store: Store, tmp_path: Path) -> Registry:
 
 @pytest.fixture
 def app() -> typer.Typer:
-    """``shipyard models …`` alone (the frame adds it to COMMAND_MODULES)."""
+    """``shipyard models …`` alone (the lazy CLI lists it in COMMANDS)."""
     app = typer.Typer()
     app.callback()(lambda: None)
     models.register(app)

@@ -1,4 +1,4 @@
-"""``shipyard models …`` driven through Typer (the frame adds it to COMMAND_MODULES)."""
+"""``shipyard models …`` driven through Typer (the lazy CLI lists it in COMMANDS)."""
 
 from __future__ import annotations
 
