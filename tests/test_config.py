@@ -126,3 +126,22 @@ class TestYamlErrorLine:
             read_pool_file(bad, 0.5)
         assert "\n" not in str(caught.value)
         assert str(caught.value).startswith(f"{bad} is not valid YAML: line 2, column 1: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("", "is empty; nothing was changed"),
+        ("# just a comment\n", "is empty; nothing was changed"),
+        ("- a\n- b\n", "holds a list, not a mapping with `pools:`"),
+    ],
+)
+def test_a_pools_file_without_pools_is_refused_in_plain_words(
+    tmp_path: Path, text: str, said: str
+) -> None:
+    from shipyard.quota.pools import read_pool_file
+
+    path = tmp_path / "pools.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=said):
+        read_pool_file(path, 0.5)

@@ -160,6 +160,15 @@ def read_pool_file(path: Path, default_cap_fraction: float) -> list[Pool]:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {yaml_error_line(exc)}") from None
+    if raw is None:
+        raise ConfigError(
+            f"{path} is empty; nothing was changed (a pools file lists `pools:`, "
+            "as examples/pools.yaml does)"
+        )
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path} holds a {type(raw).__name__}, not a mapping with `pools:`; nothing was changed"
+        )
     try:
         parsed = PoolFile.model_validate(raw)
     except ValidationError as exc:
