@@ -320,10 +320,7 @@ class ServingApp:
             return {"error": "starting"}
         if self.live.last_error is not None:
             return {"error": f"cannot read the live models: {self.live.last_error}"}
-        try:
-            unservable = await asyncio.to_thread(self.readiness.unservable)
-        except StoreError as exc:
-            return {"error": str(exc)}
+        unservable = self.readiness.unservable()  # from the last refresh: no store read here
         if unservable:
             return {
                 "error": "live models cannot be served: " + ", ".join(sorted(unservable)),
