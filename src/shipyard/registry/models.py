@@ -230,27 +230,10 @@ class Registry:
                 created_by=self.actor,
             )
             s.add(row)
-            s.add(
-                AuditEvent(
-                    ts=now,
-                    actor=self.actor,
-                    action="model.register",
-                    subject_kind="model_version",
-                    subject_id=f"{name}/{row.version}",
-                    detail={"digest": ref.digest, "flavor": flavor},
-                )
-            )
+            subject = ("model_version", f"{name}/{row.version}")
+            self._audit(s, now, "model.register", subject, {"digest": ref.digest, "flavor": flavor})
             if trust is not None:
-                s.add(
-                    AuditEvent(
-                        ts=now,
-                        actor=self.actor,
-                        action="model.trust_pickle",
-                        subject_kind="model_version",
-                        subject_id=f"{name}/{row.version}",
-                        detail=lineage["trust"],
-                    )
-                )
+                self._audit(s, now, "model.trust_pickle", subject, lineage["trust"])
             s.flush()
             if alias:
                 self._move_alias(s, name, alias, row.version, "registered")
@@ -342,17 +325,25 @@ class Registry:
                 ts=now,
             )
         )
+        detail = {"alias": alias, "from": before, "to": version, "reason": reason}
+        self._audit(s, now, "model.alias", ("model", name), detail)
+        return move
+
+    def _audit(
+        self, s: Session, now: float, action: str, subject: tuple[str, str], detail: dict[str, Any]
+    ) -> None:
+        """One audit event by this registry's actor, in the caller's transaction."""
+        kind, subject_id = subject
         s.add(
             AuditEvent(
                 ts=now,
                 actor=self.actor,
-                action="model.alias",
-                subject_kind="model",
-                subject_id=name,
-                detail={"alias": alias, "from": before, "to": version, "reason": reason},
+                action=action,
+                subject_kind=kind,
+                subject_id=subject_id,
+                detail=detail,
             )
         )
-        return move
 
     # -- reading -------------------------------------------------------------------------------
     @staticmethod
