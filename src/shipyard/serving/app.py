@@ -6,9 +6,10 @@ injection would cost as much again (see ``benchmarks/serving.py``). The event lo
 requests and writes answers; parsing, the model and encoding run on a bounded pool of threads
 (:mod:`shipyard.serving.execution`), so probes, ``/metrics`` and other clients are answered
 while a large request is predicted, and a full pool answers 503 with ``Retry-After`` instead of
-queueing. Every request is held to its model version's cost bound
-(:mod:`shipyard.serving.limits`) before anything is built from it; the body's declared length is
-checked before the body is read.
+queueing; small requests to a version measured cheap run on the loop itself while the pool is
+idle, which saves the hop (:class:`~shipyard.serving.execution.InlineGate`). Every request is
+held to its model version's cost bound (:mod:`shipyard.serving.limits`) before anything is built
+from it; the body's declared length is checked before the body is read.
 
 Class probabilities, which confidence-based performance estimation needs, are computed for a
 deterministic share of requests (``proba_sample_rate``, default 5 %) — not for every one, since
@@ -44,7 +45,7 @@ from shipyard import __version__
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import InvalidInput, NotFound, SchemaViolation, ShipyardError, StoreError
 from shipyard.serving import protocol_mlflow, protocol_v2
-from shipyard.serving.execution import BoundedPool, Overloaded, freeze_heap
+from shipyard.serving.execution import BoundedPool, InlineGate, Overloaded, freeze_heap
 from shipyard.serving.feedback import record_feedback
 from shipyard.serving.limits import DEFAULT_LIMITS, RequestLimits, RequestTooLarge
 from shipyard.serving.live import LiveModels, Loaded, routing_key
@@ -125,8 +126,8 @@ class ServingApp:
     """ASGI app serving the live versions that :class:`LiveModels` keeps loaded.
 
     ``threads`` and ``queue`` size the prediction pool (default: one thread per usable core,
-    twice as many waiting); ``limits`` are the cost bound of a version without its own
-    ``serving.limits`` tag."""
+    twice as many waiting); ``inline`` decides which small requests skip the pool;
+    ``limits`` are the cost bound of a version without its own ``serving.limits`` tag."""
 
     def __init__(
         self,
@@ -139,6 +140,7 @@ class ServingApp:
         limits: RequestLimits = DEFAULT_LIMITS,
         threads: int | None = None,
         queue: int | None = None,
+        inline: InlineGate | None = None,
     ) -> None:
         self.live = live
         self.telemetry = telemetry
@@ -147,6 +149,7 @@ class ServingApp:
         self.clock = clock
         self.limits = limits
         self.pool = BoundedPool("prediction", threads, queue)
+        self.inline = inline or InlineGate()
         self.store_pool = BoundedPool("store", 2, 8)
         self.readiness = Readiness(live, self._refused)
         self._version_limits: dict[tuple[str, int], RequestLimits | str] = {}
@@ -437,14 +440,27 @@ class ServingApp:
             body = await self._body(receive, headers, limits)
         except RequestTooLarge as exc:
             raise self._refusal(loaded, exc, started, rid) from None
+        job = Job(loaded, limits, headers, body, rid, started)
+        key = (loaded.model, loaded.version)
+        if self.inline.admits(key, len(body), self.pool):
+            return self._timed(answer, job, key, inline=True)
         try:
-            job = Job(loaded, limits, headers, body, rid, started)
-            return await self.pool.run(lambda: answer(job))
+            return await self.pool.run(lambda: self._timed(answer, job, key, inline=False))
         except Overloaded as exc:
             self.telemetry.requests_total.labels(loaded.model, str(loaded.version), "503").inc()
             refused = HTTPError.of(exc)
             refused.headers += _version_headers(loaded)
             raise refused from None
+
+    def _timed(
+        self, answer: Callable[[Job], Answer], job: Job, key: tuple[str, int], inline: bool
+    ) -> Answer:
+        """``answer(job)``, its wall time told to the inline gate."""
+        began = time.perf_counter()
+        try:
+            return answer(job)
+        finally:
+            self.inline.observe(key, len(job.body), time.perf_counter() - began, inline)
 
     def _refusal(self, loaded: Loaded, exc: InvalidInput, started: float, rid: str) -> HTTPError:
         """A data error: counted, answered with its status and the version's headers."""
