@@ -45,6 +45,7 @@ from shipyard import __version__
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import InvalidInput, NotFound, SchemaViolation, ShipyardError, StoreError
 from shipyard.serving import protocol_mlflow, protocol_v2
+from shipyard.serving.decoding import Decoder
 from shipyard.serving.execution import BoundedPool, InlineGate, Overloaded, freeze_heap
 from shipyard.serving.feedback import record_feedback
 from shipyard.serving.limits import DEFAULT_LIMITS, RequestLimits, RequestTooLarge
@@ -126,7 +127,8 @@ class ServingApp:
     """ASGI app serving the live versions that :class:`LiveModels` keeps loaded.
 
     ``threads`` and ``queue`` size the prediction pool (default: one thread per usable core,
-    twice as many waiting); ``inline`` decides which small requests skip the pool;
+    twice as many waiting); ``inline`` decides which small requests skip the pool; ``decoder``
+    decodes large bodies in a helper process (:mod:`shipyard.serving.decoding`);
     ``limits`` are the cost bound of a version without its own ``serving.limits`` tag."""
 
     def __init__(
@@ -141,6 +143,7 @@ class ServingApp:
         threads: int | None = None,
         queue: int | None = None,
         inline: InlineGate | None = None,
+        decoder: Decoder | None = None,
     ) -> None:
         self.live = live
         self.telemetry = telemetry
@@ -150,6 +153,7 @@ class ServingApp:
         self.limits = limits
         self.pool = BoundedPool("prediction", threads, queue)
         self.inline = inline or InlineGate()
+        self.decoder = decoder or Decoder()
         self.store_pool = BoundedPool("store", 2, 8)
         self.readiness = Readiness(live, self._refused)
         self._version_limits: dict[tuple[str, int], RequestLimits | str] = {}
@@ -216,6 +220,7 @@ class ServingApp:
     def shutdown(self) -> None:
         self.pool.shutdown()
         self.store_pool.shutdown()
+        self.decoder.shutdown()
         self.live.stop()
         self.telemetry.stop()
 
@@ -540,7 +545,9 @@ class ServingApp:
         holder: list[str] = []
 
         def parse() -> protocol_v2.V2Request:
-            req = protocol_v2.parse_request(job.body, length, loaded.info.signature, job.limits)
+            req = self.decoder.decode(
+                protocol_v2.parse_request, job.body, length, loaded.info.signature, job.limits
+            )
             if "predict_proba" in req.outputs and loaded.predictor.proba_fn is None:
                 raise SchemaViolation(
                     f"model {loaded.model} has no predict_proba output", field="outputs"
@@ -575,7 +582,10 @@ class ServingApp:
         content_type = job.headers.get(b"content-type", b"application/json").decode("latin-1")
         signature = loaded.info.signature
         _, predictions, _ = self._run(
-            job, lambda: protocol_mlflow.parse(job.body, content_type, signature, job.limits)
+            job,
+            lambda: self.decoder.decode(
+                protocol_mlflow.parse, job.body, content_type, signature, job.limits
+            ),
         )
         return (
             200,

@@ -1,0 +1,136 @@
+"""Large request bodies are decoded in a helper process, away from the worker's GIL.
+
+Decoding a maximum-size JSON body (1 MiB, about 12,000 rows) and validating it into an array is
+one long stretch of C and Python that holds the GIL for tens of milliseconds; everything else the
+worker does (probes, ``/metrics``, every small request) waits for it, whichever thread runs it.
+Measured beside such requests, decoding was 97 % of the GIL time a large request took (the model
+and the answer's encoding were about a millisecond each). So a body of ``offload_bytes`` or more
+is handed to a :class:`Decoder`: one helper process per worker, started on the first large
+body, that runs the same parse function and sends back what it built (an array, or the request's
+``V2Request``). The worker's thread waits for it without the GIL; nothing else changes: the same
+functions run, the same limits apply, a refusal is the same error class with the same message and
+field.
+
+Both ends are Shipyard's own processes on a private pipe, so the pickle that
+:class:`~concurrent.futures.ProcessPoolExecutor` uses for its arguments and results carries
+nothing a client wrote as code: a request body travels as ``bytes``. Errors travel as
+(class, message, fields) and are rebuilt only as subclasses of :class:`ShipyardError`.
+
+The helper dies with its worker (a parent-death signal, with a watch on the parent's pid behind
+it). If it dies first, the request at hand is decoded in the worker as before and the next large
+body starts a new helper.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from shipyard.errors import ShipyardError
+
+log = logging.getLogger("shipyard.serving")
+
+T = TypeVar("T")
+
+OFFLOAD_BYTES = 64 * 1024
+"""Bodies this large or larger are decoded in the helper process (about 1 ms of decoding)."""
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """A :class:`ShipyardError` raised in the helper, as plain data."""
+
+    module: str
+    name: str
+    message: str
+    fields: dict[str, Any]
+
+    def rebuild(self) -> ShipyardError:
+        cls = getattr(importlib.import_module(self.module), self.name, None)
+        if not (
+            self.module.startswith("shipyard.")
+            and isinstance(cls, type)
+            and issubclass(cls, ShipyardError)
+        ):
+            return ShipyardError(self.message)
+        exc = cls.__new__(cls)
+        Exception.__init__(exc, self.message)
+        exc.__dict__.update(self.fields)
+        return exc
+
+
+def _decode(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """In the helper: run ``fn(*args)``; a refusal comes back as data, not as a pickled error."""
+    try:
+        return fn(*args)
+    except ShipyardError as exc:
+        cls = type(exc)
+        return _Refusal(cls.__module__, cls.__qualname__, str(exc), dict(exc.__dict__))
+
+
+def _start_helper(parent_pid: int) -> None:
+    """The helper's initializer: end when the worker that started it is gone."""
+    from shipyard.serving.supervision import ParentWatch
+
+    ParentWatch(parent_pid, lambda: None, poll_s=1.0, grace_s=1.0).start()
+
+
+class Decoder:
+    """Runs a body's parse function here for small bodies, in the helper process for large ones.
+
+    ``offload_bytes=0`` decodes everything here (no helper process)."""
+
+    def __init__(self, offload_bytes: int = OFFLOAD_BYTES) -> None:
+        self.offload_bytes = offload_bytes
+        self._lock = threading.Lock()
+        self._executor: ProcessPoolExecutor | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._executor is not None
+
+    def _helper(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ProcessPoolExecutor(
+                    1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_helper,
+                    initargs=(os.getpid(),),
+                )
+            return self._executor
+
+    def decode(self, fn: Callable[..., T], body: bytes, *args: Any) -> T:
+        """``fn(body, *args)``, run where the body's size says; raises what ``fn`` raises."""
+        if not self.offload_bytes or len(body) < self.offload_bytes:
+            return fn(body, *args)
+        helper = self._helper()
+        try:
+            got = helper.submit(_decode, fn, (body, *args)).result()
+        except BrokenProcessPool:
+            log.warning("the decoding helper process died; decoding this request here")
+            with self._lock:
+                if self._executor is helper:
+                    self._executor = None
+            return fn(body, *args)
+        if isinstance(got, _Refusal):
+            raise got.rebuild()
+        return got  # type: ignore[no-any-return]
+
+    def helper_pid(self) -> int:
+        """The helper process's pid (starting it if need be)."""
+        return self._helper().submit(os.getpid).result()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,162 @@
+"""Large bodies are decoded in a helper process: same answers, same refusals, no orphan helper."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from serving.conftest import fit_classifier, free_port, start
+from shipyard.errors import SchemaViolation
+from shipyard.registry import Registry
+from shipyard.registry.signature import Signature
+from shipyard.serving import LiveModels, Telemetry, protocol_mlflow
+from shipyard.serving.app import ServingApp
+from shipyard.serving.decoding import Decoder
+from shipyard.serving.limits import RequestLimits, RequestTooLarge
+from shipyard.workspace import Workspace
+
+SIGNATURE = Signature.from_json({"inputs": [{"name": c} for c in ("a", "b", "c")]})
+LIMITS = RequestLimits()
+
+
+def _body(rows: list[list[object]]) -> bytes:
+    return json.dumps({"dataframe_split": {"columns": ["a", "b", "c"], "data": rows}}).encode()
+
+
+@pytest.fixture
+def decoder() -> Iterator[Decoder]:
+    d = Decoder(offload_bytes=1024)
+    try:
+        yield d
+    finally:
+        d.shutdown()
+
+
+def test_a_large_body_decodes_in_the_helper_to_the_same_array(decoder: Decoder) -> None:
+    rows = np.random.default_rng(0).normal(size=(500, 3)).tolist()
+    body = _body(rows)
+    here = protocol_mlflow.parse(body, "application/json", SIGNATURE, LIMITS)
+    there = decoder.decode(protocol_mlflow.parse, body, "application/json", SIGNATURE, LIMITS)
+    assert decoder.started
+    assert np.array_equal(here, there) and there.dtype == here.dtype
+
+
+def test_a_small_body_never_starts_the_helper(decoder: Decoder) -> None:
+    got = decoder.decode(protocol_mlflow.parse, _body([[1, 2, 3]]), "", SIGNATURE, LIMITS)
+    assert got.tolist() == [[1.0, 2.0, 3.0]] and not decoder.started
+
+
+@pytest.mark.parametrize(
+    ("bad", "kind"),
+    [("x", SchemaViolation), (True, SchemaViolation), (10**400, SchemaViolation)],
+)
+def test_a_refusal_in_the_helper_is_the_same_error_with_the_same_field(
+    decoder: Decoder, bad: object, kind: type[Exception]
+) -> None:
+    rows: list[list[object]] = [[0.5, 0.5, 0.5] for _ in range(300)]
+    rows[217][1] = bad
+    body = _body(rows)
+    with pytest.raises(kind) as here:
+        protocol_mlflow.parse(body, "application/json", SIGNATURE, LIMITS)
+    with pytest.raises(kind) as there:
+        decoder.decode(protocol_mlflow.parse, body, "application/json", SIGNATURE, LIMITS)
+    assert type(there.value) is type(here.value)
+    assert str(there.value) == str(here.value)
+    assert there.value.field == here.value.field  # type: ignore[attr-defined]
+
+
+def test_a_cost_bound_refusal_keeps_its_limit(decoder: Decoder) -> None:
+    tight = RequestLimits(max_rows=10)
+    body = _body([[1, 2, 3]] * 200)
+    with pytest.raises(RequestTooLarge) as got:
+        decoder.decode(protocol_mlflow.parse, body, "application/json", SIGNATURE, tight)
+    assert got.value.limit == "max_rows=10" and got.value.field == "data"
+
+
+def test_a_dead_helper_costs_one_request_decoded_here_and_is_replaced(decoder: Decoder) -> None:
+    body = _body([[1.0, 2.0, 3.0]] * 200)
+    decoder.decode(protocol_mlflow.parse, body, "application/json", SIGNATURE, LIMITS)
+    helper = psutil.Process(decoder.helper_pid())
+    helper.kill()
+    helper.wait(10)
+    for _ in range(2):
+        got = decoder.decode(protocol_mlflow.parse, body, "application/json", SIGNATURE, LIMITS)
+        assert got.shape == (200, 3)
+    assert decoder.started
+
+
+def test_the_helper_dies_with_its_worker(tmp_path: object) -> None:
+    script = textwrap.dedent(
+        """
+        import json, os, sys, time
+        from shipyard.registry.signature import Signature
+        from shipyard.serving import protocol_mlflow
+        from shipyard.serving.decoding import Decoder
+        from shipyard.serving.limits import RequestLimits
+        sig = Signature.from_json({"inputs": [{"name": c} for c in ("a", "b", "c")]})
+        body = json.dumps({"instances": [[1, 2, 3]] * 500}).encode()
+        decoder = Decoder(1024)
+        decoder.decode(protocol_mlflow.parse, body, "application/json", sig, RequestLimits())
+        print(decoder.helper_pid(), flush=True)
+        time.sleep(120)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, env=os.environ.copy()
+    )
+    try:
+        assert proc.stdout is not None
+        helper = psutil.Process(int(proc.stdout.readline()))
+        assert helper.is_running()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    deadline = time.monotonic() + 15
+    while helper.is_running() and helper.status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the decoding helper outlived its worker"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def served(workspace: Workspace) -> Iterator[str]:
+    clf, x = fit_classifier()
+    Registry.of(workspace).register("iris", clf, training_data=x, alias="champion")
+    telemetry = Telemetry(workspace.store, workspace.artifacts, enabled=False)
+    app = ServingApp(LiveModels(Registry.of(workspace), 0.1), telemetry, decoder=Decoder(4096))
+    port = free_port()
+    server, thread = start(app, port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert not app.decoder.started, "shutting the app down stops its helper"
+
+
+def test_the_server_answers_large_bodies_alike_on_both_protocols(served: str) -> None:
+    rows = np.random.default_rng(1).normal(size=(400, 3)).tolist()
+    with httpx.Client(base_url=served, timeout=30) as c:
+        small = [c.post("/models/iris/invocations", json={"instances": [r]}).json()["predictions"][0]
+                 for r in rows[:5]]  # fmt: skip
+        big = c.post("/models/iris/invocations", json={"instances": rows})
+        assert big.status_code == 200 and big.json()["predictions"][:5] == small
+        v2 = {"inputs": [{"name": "x", "shape": [400, 3], "datatype": "FP64",
+                          "data": np.asarray(rows).ravel().tolist()}]}  # fmt: skip
+        got = c.post("/v2/models/iris/infer", json=v2)
+        assert got.status_code == 200 and got.json()["outputs"][0]["data"][:5] == small
+        rows[399][2] = "7"
+        bad = c.post("/models/iris/invocations", json={"instances": rows})
+        assert bad.status_code == 400 and "399" in bad.json()["message"], bad.text
