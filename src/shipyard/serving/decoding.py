@@ -123,7 +123,7 @@ class Decoder:
             return fn(body, *args)
         if isinstance(got, _Refusal):
             raise got.rebuild()
-        return got  # type: ignore[no-any-return]
+        return got
 
     def helper_pid(self) -> int:
         """The helper process's pid (starting it if need be)."""
