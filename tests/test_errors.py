@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import builtins
 import re
+import socket
 import subprocess
 from http import HTTPStatus
 from pathlib import Path
@@ -193,6 +194,18 @@ class TestRealCommands:
         with pytest.raises(errors.PipelineDefinitionError) as caught:
             load_pipeline("nothing.py")
         one_line(shipyard("run", "nothing.py", cwd=tmp_path), caught.value)
+
+    def test_a_metrics_port_in_use_is_invalid_input(self, tmp_path: Path) -> None:
+        with socket.socket() as held:
+            held.bind(("127.0.0.1", 0))
+            held.listen()
+            port = held.getsockname()[1]
+            out = shipyard("daemon", "--metrics-port", str(port), cwd=tmp_path)
+        assert out.returncode == errors.InvalidInput.exit_code, out.stderr
+        # the daemon logs to stderr from its start (the store's migrations): the error ends it
+        *_, last = out.stderr.splitlines()
+        assert last.startswith(f"error: cannot serve /metrics on {port}: ")
+        assert "Traceback" not in out.stderr and out.stdout == ""
 
 
 # -- the daemon's HTTP face --------------------------------------------------------------------
