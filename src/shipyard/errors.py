@@ -1,39 +1,62 @@
-"""Every error Shipyard raises on purpose.
+"""Every error Shipyard raises on purpose, and what each one means to a client.
 
-The CLI turns each into one clear line and a non-zero exit code; the HTTP faces turn each into
-one JSON error body. A traceback reaching a user is a bug.
+The CLI turns each into one clear line on stderr and the class's exit code
+(``shipyard.cli.Group.invoke``); the HTTP faces turn each into one JSON error body with the
+class's HTTP status (``shipyard.serving.app.HTTPError.of``, the daemon's ``/metrics``). Both read
+the class attributes :attr:`ShipyardError.http_status` and :attr:`ShipyardError.exit_code`, never
+the message text. A traceback reaching a user is a bug.
 
 ::
 
-    ShipyardError
-    ├── ConfigError(ValueError)            a broken setting, shipyard.toml or policy file
-    ├── NotFound(LookupError)              a run, pipeline, model, pool… that does not exist
-    ├── InvalidInput(ValueError)           a bad parameter, request body or data file
-    │   └── SchemaViolation                data that does not match its schema/signature
-    ├── StoreError(RuntimeError)           the metadata database is unreachable or too new
-    │   ├── StoreBusy                      other writers held it past the retry bound (503)
-    │   └── StoreDamaged                   the database file is corrupt or truncated
-    ├── ArtifactError(RuntimeError)
-    │   └── ArtifactTampered               content does not hash to its address
-    ├── PipelineError(RuntimeError)
-    │   ├── PipelineDefinitionError        a malformed DAG, a missing step input
-    │   └── StepFailed                     a step ended badly (exception, signal, exit code)
-    ├── QuotaError(RuntimeError)
-    │   └── QuotaExceeded                  a request that can never fit its pool
-    └── DeployError(RuntimeError)
-        └── ApprovalRequired               a transition that lacks the approvals its policy asks
+    class                               HTTP exit  raised when
+    ShipyardError                       500    1  (root) an error with no more precise meaning
+    ├── ConfigError(ValueError)         500    1  a broken setting, shipyard.toml or policy file
+    ├── NotFound(LookupError)           404    1  a run, pipeline, model, pool… that is not there
+    ├── InvalidInput(ValueError)        400    1  a bad parameter, request body or data file
+    │   ├── SchemaViolation             400    1  data that does not match its schema/signature
+    │   │   └── RequestTooLarge         413    1  a request over its model's cost bound
+    │   └── UnsupportedMediaType        415    1  a body neither JSON nor CSV
+    ├── StoreError(RuntimeError)        503    1  the metadata database cannot be used
+    │   ├── StoreBusy                   503    1  other writers held it past the retry bound
+    │   └── StoreDamaged                503    1  the database file is corrupt or truncated
+    ├── ArtifactError(RuntimeError)     500    1  an artifact cannot be written or read
+    │   └── ArtifactTampered            500    1  content does not hash to its address
+    ├── PipelineError(RuntimeError)     500    1  (base) a pipeline cannot be built or run
+    │   └── PipelineDefinitionError     400    1  a malformed pipeline file, DAG or step option
+    ├── QuotaError(RuntimeError)        409    1  a lease lost, expired or waited for in vain
+    │   └── QuotaExceeded               409    1  a request that can never fit its pool
+    ├── DeployError(RuntimeError)       409    1  a rollout action its state or policy refuses
+    │   └── ApprovalRequired            409    1  a transition that lacks the approvals it needs
+    └── Overloaded(RuntimeError)        503    1  every slot of a server's pool is taken
+
+A subclass inherits its parent's status and exit code unless it says otherwise; a 503 goes out
+with ``Retry-After`` (``retry_after_s`` of :class:`StoreBusy` and :class:`Overloaded`, else 1 s).
+A 500 is the server's own fault: ``ConfigError`` there is the server's configuration (a file a
+client sends is :class:`InvalidInput`). ``tests/test_errors.py`` checks this drawing against the
+classes.
+
+Exit codes of ``shipyard``: 0 done; 1 an error above, as one ``error: …`` line (and a run that
+failed, a quota plan that does not fit, a receiver that refused a test); 2 a command line Click
+cannot parse; 3 a verdict the command was asked to enforce (``drift --fail-on-drift``, ``schema
+validate --fail-on-anomaly``, a validation gate that refuses); 130 interrupted. Every error is 1,
+as the README and scripts read it; a class that needs a code of its own sets ``exit_code``.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import ClassVar
 
 
 class ShipyardError(Exception):
-    """Root of every error Shipyard raises on purpose."""
+    """Root of every error Shipyard raises on purpose.
 
-    exit_code = 1
+    ``http_status`` is the status an HTTP face answers it with, ``exit_code`` the code the CLI
+    exits with; every subclass inherits both unless it sets its own (the table above)."""
+
+    http_status: ClassVar[int] = 500
+    exit_code: ClassVar[int] = 1
 
 
 class ConfigError(ShipyardError, ValueError):
@@ -46,6 +69,8 @@ class NotFound(ShipyardError, LookupError):
     Every unknown name reads the same: ``no model named 'cancr'; did you mean 'cancer'?`` —
     the suggestions are the ``candidates`` closest to the name (:func:`difflib.get_close_matches`).
     """
+
+    http_status = 404
 
     def __init__(
         self, kind: str, name: object, hint: str = "", candidates: Iterable[object] = ()
@@ -63,6 +88,8 @@ class NotFound(ShipyardError, LookupError):
 class InvalidInput(ShipyardError, ValueError):
     """A parameter, request body or data file that cannot be used as given."""
 
+    http_status = 400
+
 
 class SchemaViolation(InvalidInput):
     """Data that does not match its schema or a model's signature."""
@@ -72,8 +99,30 @@ class SchemaViolation(InvalidInput):
         super().__init__(message)
 
 
+class RequestTooLarge(SchemaViolation):
+    """A request over one of its model's cost bounds (:mod:`shipyard.serving.limits`); ``limit``
+    names the bound, e.g. ``max_rows=100000``."""
+
+    http_status = 413
+
+    def __init__(self, message: str, field: str, limit: str) -> None:
+        self.limit = limit
+        super().__init__(
+            f"{message} (limit {limit}; the model's 'serving.limits' tag sets it)", field=field
+        )
+
+
+class UnsupportedMediaType(InvalidInput):
+    """A request body of a content type the protocol does not read (MLflow scoring: JSON or
+    CSV)."""
+
+    http_status = 415
+
+
 class StoreError(ShipyardError, RuntimeError):
     """The metadata database cannot be used (unreachable, or made by a newer Shipyard)."""
+
+    http_status = 503
 
 
 class StoreBusy(StoreError):
@@ -118,20 +167,15 @@ class PipelineError(ShipyardError, RuntimeError):
 
 
 class PipelineDefinitionError(PipelineError):
-    """A pipeline file or DAG is malformed."""
+    """A pipeline file or DAG is malformed (or a step's or monitor's options)."""
 
-
-class StepFailed(PipelineError):
-    """A step ended badly: an exception, a signal, a non-zero exit, a timeout or a quota kill."""
-
-    def __init__(self, step: str, reason: str) -> None:
-        self.step = step
-        self.reason = reason
-        super().__init__(f"step {step!r} failed: {reason}")
+    http_status = 400
 
 
 class QuotaError(ShipyardError, RuntimeError):
     """Quota cannot be granted or managed as asked."""
+
+    http_status = 409
 
 
 class QuotaExceeded(QuotaError):
@@ -154,6 +198,23 @@ class QuotaExceeded(QuotaError):
 class DeployError(ShipyardError, RuntimeError):
     """A deployment action cannot be carried out."""
 
+    http_status = 409
+
 
 class ApprovalRequired(DeployError):
     """A transition that lacks the approvals its policy demands."""
+
+
+class Overloaded(ShipyardError, RuntimeError):
+    """Every slot of a pool is taken: the request is refused rather than queued
+    (:class:`shipyard.serving.execution.BoundedPool`)."""
+
+    http_status = 503
+
+    def __init__(self, what: str, capacity: int, retry_after_s: int = 1) -> None:
+        self.capacity = capacity
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"the server is busy: {capacity} {what} are already running or waiting; "
+            f"retry in {retry_after_s} s"
+        )

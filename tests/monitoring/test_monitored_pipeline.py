@@ -13,6 +13,7 @@ import typer
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from shipyard.cli import Group
 from shipyard.cli import monitors as monitors_cli
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.monitoring import observe
@@ -98,7 +99,7 @@ def run(ws: Workspace, file: Path, name: str, params: dict[str, object] | None =
 
 
 def cli(*args: str) -> tuple[int, str]:
-    app = typer.Typer()
+    app = typer.Typer(cls=Group)  # the CLI's root group: errors become one line
     monitors_cli.register(app)
     app.command("noop", hidden=True)(lambda: None)  # keep "monitors" a sub-command
     result = CliRunner().invoke(app, list(args), env={"COLUMNS": "250"})

@@ -18,7 +18,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from shipyard.cli import runs
+from shipyard.cli import Group, runs
 from shipyard.pipelines.records import get_run
 from shipyard.workspace import Workspace
 
@@ -58,7 +58,8 @@ def build(n: int = 2, fast: bool = False):
 
 @pytest.fixture
 def app() -> typer.Typer:
-    app = typer.Typer(pretty_exceptions_enable=False)
+    # the CLI's root group: errors become one line
+    app = typer.Typer(cls=Group, pretty_exceptions_enable=False)
 
     @app.callback()
     def root() -> None:

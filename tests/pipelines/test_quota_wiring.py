@@ -267,9 +267,9 @@ def test_the_cli_runs_in_a_pool_with_a_reservation(
 ) -> None:
     import typer
 
-    from shipyard.cli import runs
+    from shipyard.cli import Group, runs
 
-    app = typer.Typer()
+    app = typer.Typer(cls=Group)  # the CLI's root group: errors become one line
     app.callback()(lambda: None)
     runs.register(app)
     declare(workspace, "shared", cpu=2, memory="1Gi")

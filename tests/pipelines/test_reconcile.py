@@ -172,9 +172,9 @@ def test_a_sigkilled_runner_leaves_no_step_and_is_reconciled(
 def test_runs_cancel_stops_a_live_run_and_says_so(
     workspace: Workspace, runner_process: Callable[[], tuple[subprocess.Popen[bytes], str, int]]
 ) -> None:
-    from shipyard.cli import runs
+    from shipyard.cli import Group, runs
 
-    app = typer.Typer()
+    app = typer.Typer(cls=Group)  # the CLI's root group: errors become one line
     app.callback()(lambda: None)
     runs.register(app)
     proc, run_id, step_pid = runner_process()

@@ -9,7 +9,7 @@ import typer
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from shipyard.cli import monitors
+from shipyard.cli import Group, monitors
 from shipyard.serving.instances import register_instance
 from shipyard.store.tables import MetricPoint
 
@@ -17,7 +17,7 @@ from .conftest import Running
 
 
 def _app() -> typer.Typer:
-    app = typer.Typer()
+    app = typer.Typer(cls=Group)  # the CLI's root group: errors become one line
     monitors.register(app)
     return app
 

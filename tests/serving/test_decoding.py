@@ -149,8 +149,8 @@ def served(workspace: Workspace) -> Iterator[str]:
 def test_the_server_answers_large_bodies_alike_on_both_protocols(served: str) -> None:
     rows = np.random.default_rng(1).normal(size=(400, 3)).tolist()
     with httpx.Client(base_url=served, timeout=30) as c:
-        small = [c.post("/models/iris/invocations", json={"instances": [r]}).json()["predictions"][0]
-                 for r in rows[:5]]  # fmt: skip
+        one = [c.post("/models/iris/invocations", json={"instances": [r]}) for r in rows[:5]]
+        small = [r.json()["predictions"][0] for r in one]
         big = c.post("/models/iris/invocations", json={"instances": rows})
         assert big.status_code == 200 and big.json()["predictions"][:5] == small
         v2 = {"inputs": [{"name": "x", "shape": [400, 3], "datatype": "FP64",

@@ -11,6 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from shipyard.cli import Group
 from shipyard.cli import stats as stats_cli
 
 runner = CliRunner()
@@ -18,7 +19,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def app() -> typer.Typer:
-    app = typer.Typer()
+    app = typer.Typer(cls=Group)  # the CLI's root group: errors become one line
 
     @app.callback()
     def _root() -> None:

@@ -12,7 +12,9 @@ does.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 import threading
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from shipyard.errors import ShipyardError
 from shipyard.metrics import spec
 from shipyard.store import Store
 from shipyard.store.alerting import AlertRecord
@@ -110,8 +113,12 @@ class MetricsServer:
                     return
                 try:
                     body = render(outer.store)
+                except ShipyardError as exc:  # a busy or damaged store: its class's status
+                    self._refuse(exc.http_status, f"cannot read the store: {exc}", exc)
+                    return
                 except Exception as exc:  # a scrape must never kill the daemon
-                    self.send_error(500, f"cannot read the store: {type(exc).__name__}")
+                    log.exception("/metrics could not be rendered")
+                    self._refuse(500, f"cannot read the store: {type(exc).__name__}", exc)
                     return
                 try:
                     self.send_response(200)
@@ -122,6 +129,18 @@ class MetricsServer:
                 except (BrokenPipeError, ConnectionResetError):
                     # the scraper gave up (its scrape timeout) before the body was sent
                     log.info("a /metrics client hung up before its answer was sent")
+
+            def _refuse(self, status: int, message: str, exc: Exception) -> None:
+                """One JSON error body; a 503 says when to scrape again (``Retry-After``)."""
+                body = json.dumps({"error": message}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                if status == 503:
+                    retry_after_s = float(getattr(exc, "retry_after_s", 1.0))
+                    self.send_header("Retry-After", str(max(1, math.ceil(retry_after_s))))
+                self.end_headers()
+                self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return

@@ -5,7 +5,8 @@ does not import those modules: :data:`COMMANDS` names, for every top-level comma
 that registers it and its one-line help, so ``shipyard --help`` lists everything while loading
 nothing but Typer, and ``shipyard drift`` loads ``cli/stats.py`` and what it imports, not the
 model server or the rollout engine. ``tests/test_cli_lazy.py`` checks the table against the
-modules. Every :class:`~shipyard.errors.ShipyardError` becomes one clear line.
+modules. Every :class:`~shipyard.errors.ShipyardError` a command raises becomes one clear line
+and its class's exit code in one place, :meth:`Group.invoke`; commands do not catch them.
 """
 
 from __future__ import annotations
@@ -95,6 +96,16 @@ class Group(TyperGroup):
 
     def get_help_option(self, ctx: Any) -> Any:
         return _no_metavar(super().get_help_option(ctx))
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command; a :class:`~shipyard.errors.ShipyardError` from it is one
+        ``error: …`` line on stderr and its class's ``exit_code``, whatever the command."""
+        try:
+            return super().invoke(ctx)
+        except ShipyardError as exc:
+            from shipyard.cli.output import fail
+
+            fail(str(exc), exc.exit_code)
 
 
 class _Unloaded(Command):
@@ -216,13 +227,6 @@ def main() -> None:
         _reflow_all(app)  # commands registered on app itself (register(app))
         _use_our_classes(app)
         app()
-    except ShipyardError as exc:
-        from rich.markup import escape
-
-        from shipyard.cli.output import err_console
-
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-        sys.exit(getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
         from shipyard.cli.output import err_console
 

@@ -11,7 +11,7 @@ from shipyard.alerting.config import load_config
 from shipyard.alerting.exposition import MetricsServer
 from shipyard.cli.output import console, flag, open_workspace
 from shipyard.daemon import Daemon, DaemonContext, run_until_signalled, subprocess_launcher
-from shipyard.errors import ConfigError
+from shipyard.errors import ConfigError, InvalidInput
 
 QUIET_LOGGERS = ("httpx", "httpcore")  # a line per probe and per delivery: the loop logs changes
 
@@ -64,8 +64,7 @@ def daemon(
         try:
             server = MetricsServer(ws.store, metrics_host, metrics_port).start()
         except OSError as exc:
-            console.print(f"[red]error:[/] cannot serve /metrics on {metrics_port}: {exc}")
-            raise typer.Exit(1) from None
+            raise InvalidInput(f"cannot serve /metrics on {metrics_port}: {exc}") from None
         console.print(f"/metrics on http://{metrics_host}:{server.port}/metrics", soft_wrap=True)
     console.print(f"daemon {loop.holder} started (tick {loop.tick_s:g}s)", soft_wrap=True)
     console.print(f"alerting config: {cfg.source}", soft_wrap=True)

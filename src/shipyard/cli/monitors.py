@@ -8,7 +8,6 @@ import typer
 
 from shipyard.cli.output import (
     console,
-    fail_on,
     flag,
     open_workspace,
     print_json,
@@ -16,7 +15,6 @@ from shipyard.cli.output import (
     table,
     when,
 )
-from shipyard.errors import ShipyardError
 
 monitors_app = typer.Typer(
     help="The monitors of data, training, validation and serving pipelines.", no_args_is_help=True
@@ -40,10 +38,7 @@ def list_monitors(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Every pipeline's monitors, on or off, and the last result of each."""
     from shipyard.monitoring.findings import overview
 
-    try:
-        rows = overview(open_workspace(create=False).store)
-    except ShipyardError as exc:
-        fail_on(exc)
+    rows = overview(open_workspace(create=False).store)
     if as_json:
         print_json(rows)
         return
@@ -78,12 +73,9 @@ def show(
     """One pipeline's monitors with their options and the last result per data set."""
     from shipyard.monitoring.findings import overview
 
-    try:
-        ws = open_workspace(create=False)
-        require(ws, "pipeline", pipeline)
-        rows = overview(ws.store, pipeline)
-    except ShipyardError as exc:
-        fail_on(exc)
+    ws = open_workspace(create=False)
+    require(ws, "pipeline", pipeline)
+    rows = overview(ws.store, pipeline)
     if as_json:
         print_json(rows[0])
         return
@@ -128,14 +120,11 @@ def serving_monitors(
     from shipyard.registry import Registry
     from shipyard.serving.instances import live_instances
 
-    try:
-        ws = open_workspace(create=False)
-        require(ws, "model", model)
-        registry = Registry.of(ws)
-        urls = [url] if url else [i.url for i in live_instances(ws.store, ws.clock.time())]
-        checks = ServingMonitor(ws.store, registry).run(model, urls)
-    except ShipyardError as exc:
-        fail_on(exc)
+    ws = open_workspace(create=False)
+    require(ws, "model", model)
+    registry = Registry.of(ws)
+    urls = [url] if url else [i.url for i in live_instances(ws.store, ws.clock.time())]
+    checks = ServingMonitor(ws.store, registry).run(model, urls)
     if as_json:
         print_json(
             [

@@ -23,7 +23,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.markup import escape
 from rich.table import Table
 
-from shipyard.errors import NotFound, ShipyardError
+from shipyard.errors import NotFound
 
 if TYPE_CHECKING:
     from shipyard.workspace import Workspace
@@ -208,10 +208,6 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """One clear line on stderr and a non-zero exit code."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
-
-
-def fail_on(exc: ShipyardError) -> NoReturn:
-    fail(str(exc), getattr(exc, "exit_code", 1))
 
 
 def when(ts: float | None) -> str:

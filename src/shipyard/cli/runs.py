@@ -9,7 +9,6 @@ from typing import Any
 
 import typer
 from rich.live import Live
-from rich.markup import escape
 
 from shipyard.cli.output import (
     FittedTable,
@@ -25,7 +24,7 @@ from shipyard.cli.output import (
     table,
     when,
 )
-from shipyard.errors import NotFound, ShipyardError
+from shipyard.errors import NotFound
 
 STATUS_STYLE = {
     "pending": "dim",
@@ -74,49 +73,42 @@ def run(
     from shipyard.pipelines.reservation import resolve_pool
     from shipyard.pipelines.runner import Runner
 
-    try:
-        if executor not in ("local", "ray"):
-            fail(f"unknown executor {executor!r}; available: local, ray")
-        if address is not None and executor != "ray":
-            fail("--address is for --executor ray")
-        file, pipeline = load_pipeline(target)
-        params = parse_params(pipeline.build_fn, param)
-        pipeline.build(params)  # a malformed DAG fails here, before anything is recorded
-        ws = open_workspace()
-        require(ws, "pool", pool)
-        title = f"{pipeline.name} ({pipeline.kind.value})"
-        choice = resolve_pool(ws, pipeline, pool)
-        if choice.name is not None or choice.recorded is not None:
-            err_console.print(choice.describe(), markup=False, highlight=False, soft_wrap=True)
-        options: dict[str, Any] = {"pool": pool, "reserve": reserve, "priority": priority}
-        if executor == "ray":
-            from shipyard.pipelines.ray_executor import RayExecutor
+    if executor not in ("local", "ray"):
+        fail(f"unknown executor {executor!r}; available: local, ray")
+    if address is not None and executor != "ray":
+        fail("--address is for --executor ray")
+    file, pipeline = load_pipeline(target)
+    params = parse_params(pipeline.build_fn, param)
+    pipeline.build(params)  # a malformed DAG fails here, before anything is recorded
+    ws = open_workspace()
+    require(ws, "pool", pool)
+    title = f"{pipeline.name} ({pipeline.kind.value})"
+    choice = resolve_pool(ws, pipeline, pool)
+    if choice.name is not None or choice.recorded is not None:
+        err_console.print(choice.describe(), markup=False, highlight=False, soft_wrap=True)
+    options: dict[str, Any] = {"pool": pool, "reserve": reserve, "priority": priority}
+    if executor == "ray":
+        from shipyard.pipelines.ray_executor import RayExecutor
 
-            try:
-                options["executor"] = RayExecutor(address=address)
-            except ShipyardError as exc:  # printed escaped: "shipyard[ray]" is not markup
-                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-                raise typer.Exit(1) from None
-        if as_json:
-            with Runner(ws, **options) as runner:
+        options["executor"] = RayExecutor(address=address)
+    if as_json:
+        with Runner(ws, **options) as runner:
+            result = runner.run(file, pipeline, params)
+    else:
+        with Live(console=console, refresh_per_second=8, transient=False) as live:
+
+            def show(views: dict[str, Any]) -> None:
+                live.update(_progress_table(title, views))
+
+            with Runner(ws, on_change=show, **options) as runner:
                 result = runner.run(file, pipeline, params)
-        else:
-            with Live(console=console, refresh_per_second=8, transient=False) as live:
-
-                def show(views: dict[str, Any]) -> None:
-                    live.update(_progress_table(title, views))
-
-                with Runner(ws, on_change=show, **options) as runner:
-                    result = runner.run(file, pipeline, params)
-            if not console.is_terminal:
-                console.print()
-        if as_json:
-            print_json(get_run(ws.store, result.run_id))
-        else:
-            line = f"run [bold]{result.run_id}[/] {_styled(result.status)}"
-            console.print(line + (f": {result.exit_reason}" if result.exit_reason else ""))
-    except ShipyardError as exc:
-        fail(str(exc), getattr(exc, "exit_code", 1))
+        if not console.is_terminal:
+            console.print()
+    if as_json:
+        print_json(get_run(ws.store, result.run_id))
+    else:
+        line = f"run [bold]{result.run_id}[/] {_styled(result.status)}"
+        console.print(line + (f": {result.exit_reason}" if result.exit_reason else ""))
     if result.status == "cancelled":
         raise typer.Exit(130)
     if result.status != "succeeded":
@@ -132,12 +124,9 @@ def runs_list(
     """List runs, newest first."""
     from shipyard.pipelines.records import list_runs
 
-    try:
-        ws = open_workspace(create=False)
-        require(ws, "pipeline", pipeline)
-        rows = list_runs(ws.store, pipeline, limit)
-    except ShipyardError as exc:
-        fail(str(exc))
+    ws = open_workspace(create=False)
+    require(ws, "pipeline", pipeline)
+    rows = list_runs(ws.store, pipeline, limit)
     _print_listing(
         rows,
         as_json,
@@ -163,10 +152,7 @@ def runs_show(
     """Show a run: its steps, their usage, exit reasons and artifacts."""
     from shipyard.pipelines.records import get_run
 
-    try:
-        info = get_run(open_workspace(create=False).store, run_id)
-    except ShipyardError as exc:
-        fail(str(exc))
+    info = get_run(open_workspace(create=False).store, run_id)
     if as_json:
         print_json(info)
         return
@@ -206,10 +192,7 @@ def runs_cancel(
     """Cancel a running run: stop its steps, release its leases, mark it cancelled."""
     from shipyard.pipelines.reconcile import cancel_run
 
-    try:
-        ended = cancel_run(open_workspace(), run_id, wait_s=wait_s)
-    except ShipyardError as exc:
-        fail(str(exc))
+    ended = cancel_run(open_workspace(), run_id, wait_s=wait_s)
     steps = ", ".join(ended.steps_stopped) or "none running"
     leases = len(ended.leases_released)
     console.print(
@@ -246,32 +229,29 @@ def runs_logs(
     from shipyard.pipelines import logs
     from shipyard.pipelines.records import FINAL, get_run
 
-    try:
-        ws = open_workspace(create=False)
-        info = get_run(ws.store, run_id)
-        steps = info["steps"]
-        if step_name is not None:
-            steps = [st for st in steps if st["step"] == step_name]
-            if not steps:
-                known = [st["step"] for st in info["steps"]]
-                hint = f"its steps: {', '.join(known)}"
-                raise NotFound("step", step_name, hint, candidates=known)
-        paths = [Path(st["log_path"]) for st in steps if st["log_path"]]
-        names = {Path(st["log_path"]): st["step"] for st in steps if st["log_path"]}
+    ws = open_workspace(create=False)
+    info = get_run(ws.store, run_id)
+    steps = info["steps"]
+    if step_name is not None:
+        steps = [st for st in steps if st["step"] == step_name]
+        if not steps:
+            known = [st["step"] for st in info["steps"]]
+            hint = f"its steps: {', '.join(known)}"
+            raise NotFound("step", step_name, hint, candidates=known)
+    paths = [Path(st["log_path"]) for st in steps if st["log_path"]]
+    names = {Path(st["log_path"]): st["step"] for st in steps if st["log_path"]}
 
-        def finished() -> bool:
-            if not follow_:
-                return True
-            return get_run(ws.store, info["id"])["status"] in FINAL
+    def finished() -> bool:
+        if not follow_:
+            return True
+        return get_run(ws.store, info["id"])["status"] in FINAL
 
-        for path, line in logs.follow(paths, finished):
-            if as_json:
-                print(json.dumps({"step": names[path], **line}, default=str), flush=True)
-            else:
-                prefix = f"[{names[path]}] " if len(paths) > 1 else ""
-                console.print(_render(line, prefix), markup=False, soft_wrap=True)
-    except ShipyardError as exc:
-        fail(str(exc))
+    for path, line in logs.follow(paths, finished):
+        if as_json:
+            print(json.dumps({"step": names[path], **line}, default=str), flush=True)
+        else:
+            prefix = f"[{names[path]}] " if len(paths) > 1 else ""
+            console.print(_render(line, prefix), markup=False, soft_wrap=True)
 
 
 @pipelines_app.command("list")
@@ -279,10 +259,7 @@ def pipelines_list(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """List the pipelines that have run here, with their latest run."""
     from shipyard.pipelines.records import list_pipelines
 
-    try:
-        rows = list_pipelines(open_workspace(create=False).store)
-    except ShipyardError as exc:
-        fail(str(exc))
+    rows = list_pipelines(open_workspace(create=False).store)
     _print_listing(
         rows,
         as_json,

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from shipyard import stats  # its kernels (scipy, pandas) load when a command runs
-from shipyard.cli.output import FittedTable, console, fail_on, flag, print_json, table
-from shipyard.errors import InvalidInput, NotFound, ShipyardError
+from shipyard.cli.output import FittedTable, console, flag, print_json, table
+from shipyard.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -123,20 +123,17 @@ def drift(
     ),
 ) -> None:
     """Compare CURRENT with REFERENCE column by column and say what drifted."""
-    try:
-        config = stats.DriftConfig(alpha=alpha, dataset_drift_share=drift_share)
-        ref = _reference_profile(reference)
-        cur = stats.DatasetProfile.from_frame(_read_frame(current), reference=ref)
-        report = stats.compare(ref, cur, config)
-        if html_file is not None:
-            try:
-                html_file.write_text(
-                    render_html(report, str(reference), str(current)), encoding="utf-8"
-                )
-            except OSError as exc:
-                raise InvalidInput(f"cannot write {html_file}: {exc.strerror or exc}") from exc
-    except ShipyardError as exc:
-        fail_on(exc)
+    config = stats.DriftConfig(alpha=alpha, dataset_drift_share=drift_share)
+    ref = _reference_profile(reference)
+    cur = stats.DatasetProfile.from_frame(_read_frame(current), reference=ref)
+    report = stats.compare(ref, cur, config)
+    if html_file is not None:
+        try:
+            html_file.write_text(
+                render_html(report, str(reference), str(current)), encoding="utf-8"
+            )
+        except OSError as exc:
+            raise InvalidInput(f"cannot write {html_file}: {exc.strerror or exc}") from exc
     if as_json:
         print_json(report.to_json())
     else:
@@ -158,11 +155,8 @@ def profile(
     out: Path = typer.Option(..., "--out", help="Where to write the profile JSON."),
 ) -> None:
     """Profile DATA in one pass and store the profile (it can stand in for a drift reference)."""
-    try:
-        prof = stats.DatasetProfile.from_frame(_read_frame(data))
-        _write_json(out, prof.to_json())
-    except ShipyardError as exc:
-        fail_on(exc)
+    prof = stats.DatasetProfile.from_frame(_read_frame(data))
+    _write_json(out, prof.to_json())
     console.print(f"[green]✓[/] profiled {prof.rows} rows × {len(prof.columns)} columns → {out}")
 
 
@@ -172,11 +166,8 @@ def schema_infer(
     out: Path = typer.Option(..., "--out", help="Where to write the schema JSON."),
 ) -> None:
     """Infer kinds, nullability, ranges and category domains from DATA."""
-    try:
-        schema = stats.infer_schema(_read_frame(data))
-        _write_json(out, schema.to_json())
-    except ShipyardError as exc:
-        fail_on(exc)
+    schema = stats.infer_schema(_read_frame(data))
+    _write_json(out, schema.to_json())
     console.print(f"[green]✓[/] schema of {len(schema.columns)} columns → {out}")
 
 
@@ -192,11 +183,8 @@ def schema_validate(
     ),
 ) -> None:
     """List every anomaly of DATA against the schema."""
-    try:
-        schema = stats.Schema.from_json(_read_json(schema_file))
-        anomalies = stats.validate(_read_frame(data), schema)
-    except ShipyardError as exc:
-        fail_on(exc)
+    schema = stats.Schema.from_json(_read_json(schema_file))
+    anomalies = stats.validate(_read_frame(data), schema)
     if as_json:
         print_json([a.to_json() for a in anomalies])
     elif not anomalies:

@@ -17,9 +17,10 @@ deterministic share of requests (``proba_sample_rate``, default 5 %) — not for
 
 Every answer carries ``X-Request-Id`` (the client's, or a new one); every model answer carries
 ``X-Shipyard-Model`` and ``X-Shipyard-Model-Version``. Nothing a client sends can crash a worker:
-bad input is a 4xx naming the field, a model that raises is a 500 with the request id. Errors
-become statuses through one table (:data:`STATUSES`), by class: the server's own trouble (a full
-pool, a store that cannot take a write) is a 503 with ``Retry-After``, never a 4xx.
+bad input is a 4xx naming the field, a model that raises is a 500 with the request id. An error
+is answered with its class's status (``http_status`` in :mod:`shipyard.errors`, never its
+message): the server's own trouble (a full pool, a store that cannot take a write) is a 503
+with ``Retry-After``, never a 4xx.
 
 Readiness (``/v2/health/ready``, ``/ping``) is 503 while any live model cannot be served here,
 naming it (:mod:`shipyard.serving.readiness`).
@@ -43,12 +44,18 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from shipyard import __version__
 from shipyard.clock import SYSTEM_CLOCK, Clock
-from shipyard.errors import InvalidInput, NotFound, SchemaViolation, ShipyardError, StoreError
+from shipyard.errors import (
+    InvalidInput,
+    Overloaded,
+    RequestTooLarge,
+    SchemaViolation,
+    ShipyardError,
+)
 from shipyard.serving import protocol_mlflow, protocol_v2
 from shipyard.serving.decoding import Decoder
-from shipyard.serving.execution import BoundedPool, InlineGate, Overloaded, freeze_heap
+from shipyard.serving.execution import BoundedPool, InlineGate, freeze_heap
 from shipyard.serving.feedback import record_feedback
-from shipyard.serving.limits import DEFAULT_LIMITS, RequestLimits, RequestTooLarge
+from shipyard.serving.limits import DEFAULT_LIMITS, RequestLimits
 from shipyard.serving.live import LiveModels, Loaded, routing_key
 from shipyard.serving.readiness import Readiness
 from shipyard.serving.telemetry import Telemetry
@@ -63,15 +70,8 @@ Headers = list[tuple[bytes, bytes]]
 JSON_TYPE = b"application/json"
 UNAVAILABLE = "TEMPORARILY_UNAVAILABLE"
 
-STATUSES: tuple[tuple[type[Exception], int, str], ...] = (
-    (Overloaded, 503, UNAVAILABLE),
-    (StoreError, 503, UNAVAILABLE),
-    (RequestTooLarge, 413, "BAD_REQUEST"),
-    (protocol_mlflow.UnsupportedMediaType, 415, "BAD_REQUEST"),
-    (NotFound, 404, "RESOURCE_DOES_NOT_EXIST"),
-    (InvalidInput, 400, "BAD_REQUEST"),
-)
-"""Error class → HTTP status and MLflow error code, first match wins; anything else is a 500."""
+MLFLOW_CODES = {404: "RESOURCE_DOES_NOT_EXIST", 500: "INTERNAL_ERROR", 503: UNAVAILABLE}
+"""HTTP status → MLflow's ``error_code`` on ``/invocations``; any other status is BAD_REQUEST."""
 
 
 class HTTPError(Exception):
@@ -96,12 +96,15 @@ class HTTPError(Exception):
 
     @classmethod
     def of(cls, exc: ShipyardError) -> HTTPError:
+        """The answer to ``exc``: its class's status (:mod:`shipyard.errors`), its message (after
+        ``internal error:`` on a 500) and its field."""
+        status = exc.http_status
+        code = MLFLOW_CODES.get(status, "BAD_REQUEST")
+        if status == 500:
+            return cls(status, f"internal error: {exc}", code)
         field = exc.field if isinstance(exc, SchemaViolation) else None
         retry_after_s = float(getattr(exc, "retry_after_s", 1.0))  # StoreBusy, Overloaded
-        for kind, status, code in STATUSES:
-            if isinstance(exc, kind):
-                return cls(status, str(exc), code, field, retry_after_s)
-        return cls(500, f"internal error: {exc}", "INTERNAL_ERROR")
+        return cls(status, str(exc), code, field, retry_after_s)
 
 
 Answer = tuple[int, bytes, Headers]

@@ -37,23 +37,9 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from shipyard.errors import ShipyardError
+from shipyard.errors import Overloaded
 
 T = TypeVar("T")
-
-RETRY_AFTER_S = 1
-
-
-class Overloaded(ShipyardError, RuntimeError):
-    """Every slot of a pool is taken: the request is refused rather than queued."""
-
-    def __init__(self, what: str, capacity: int, retry_after_s: int = RETRY_AFTER_S) -> None:
-        self.capacity = capacity
-        self.retry_after_s = retry_after_s
-        super().__init__(
-            f"the server is busy: {capacity} {what} are already running or waiting; "
-            f"retry in {retry_after_s} s"
-        )
 
 
 def usable_cores() -> int:

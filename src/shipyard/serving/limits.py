@@ -33,21 +33,11 @@ from typing import Any
 import pydantic_core
 
 from shipyard.config import RequestLimitsSettings
-from shipyard.errors import InvalidInput, SchemaViolation
+from shipyard.errors import InvalidInput, RequestTooLarge, SchemaViolation
 
 LIMITS_TAG = "serving.limits"
 CONTAINERS = (list, dict)
 _DEFAULTS = RequestLimitsSettings()
-
-
-class RequestTooLarge(SchemaViolation):
-    """A request over one of its model's cost bounds (answered with 413)."""
-
-    def __init__(self, message: str, field: str, limit: str) -> None:
-        self.limit = limit
-        super().__init__(
-            f"{message} (limit {limit}; the model's '{LIMITS_TAG}' tag sets it)", field=field
-        )
 
 
 @dataclass(frozen=True)

@@ -22,17 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from shipyard.errors import InvalidInput, SchemaViolation
+from shipyard.errors import SchemaViolation, UnsupportedMediaType
 from shipyard.registry.signature import NUMERIC, Signature
 from shipyard.serving.limits import RequestLimits, load_json
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _FLOAT_MAX = sys.float_info.max
 _CSV_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
-
-
-class UnsupportedMediaType(InvalidInput):
-    """A content type other than JSON or CSV (answered with 415)."""
 
 
 def parse(
