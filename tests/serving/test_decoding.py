@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -96,7 +97,7 @@ def test_a_dead_helper_costs_one_request_decoded_here_and_is_replaced(decoder: D
     assert decoder.started
 
 
-def test_the_helper_dies_with_its_worker(tmp_path: object) -> None:
+def test_the_helper_dies_with_its_worker() -> None:
     script = textwrap.dedent(
         """
         import json, os, sys, time
@@ -160,3 +161,34 @@ def test_the_server_answers_large_bodies_alike_on_both_protocols(served: str) ->
         rows[399][2] = "7"
         bad = c.post("/models/iris/invocations", json={"instances": rows})
         assert bad.status_code == 400 and "399" in bad.json()["message"], bad.text
+
+
+def test_a_helper_that_cannot_start_is_tried_once_and_said_so(tmp_path: Path) -> None:
+    """A script without a main guard: ``spawn`` re-runs it in the helper, which then fails."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import json, sys
+            from shipyard.registry.signature import Signature
+            from shipyard.serving import protocol_mlflow
+            from shipyard.serving.decoding import Decoder
+            from shipyard.serving.limits import RequestLimits
+            if "__mp_main__" == __name__:
+                raise SystemExit("re-imported in the helper")
+            sig = Signature.from_json({"inputs": [{"name": c} for c in ("a", "b", "c")]})
+            body = json.dumps({"instances": [[1, 2, 3]] * 500}).encode()
+            decoder = Decoder(1024)
+            for _ in range(3):
+                x = decoder.decode(protocol_mlflow.parse, body, "", sig, RequestLimits())
+                assert x.shape == (500, 3)
+            print(decoder.offload_bytes, decoder.started)
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "False"]
+    assert done.stderr.count("could not start") == 1, done.stderr

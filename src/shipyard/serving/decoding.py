@@ -18,7 +18,9 @@ nothing a client wrote as code: a request body travels as ``bytes``. Errors trav
 
 The helper dies with its worker (a parent-death signal, with a watch on the parent's pid behind
 it). If it dies first, the request at hand is decoded in the worker as before and the next large
-body starts a new helper.
+body starts a new helper; if it cannot start at all (``spawn`` re-imports the main module, so a
+script that starts a server without an ``if __name__ == "__main__":`` guard breaks it, as it breaks
+any use of multiprocessing), the decoder says so once and decodes in the worker from then on.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class Decoder:
         self.offload_bytes = offload_bytes
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
+        self._answered = False
 
     @property
     def started(self) -> bool:
@@ -116,11 +119,21 @@ class Decoder:
         try:
             got = helper.submit(_decode, fn, (body, *args)).result()
         except BrokenProcessPool:
-            log.warning("the decoding helper process died; decoding this request here")
             with self._lock:
                 if self._executor is helper:
                     self._executor = None
+                    if not self._answered:
+                        self.offload_bytes = 0  # it cannot start here: stop paying for tries
+                        log.warning(
+                            "the decoding helper process could not start (a main module that "
+                            "starts a server must be guarded by `if __name__ == '__main__':`, "
+                            "as multiprocessing requires); large bodies are decoded in the "
+                            "worker from now on"
+                        )
+                    else:
+                        log.warning("the decoding helper process died; decoding this one here")
             return fn(body, *args)
+        self._answered = True
         if isinstance(got, _Refusal):
             raise got.rebuild()
         return got
