@@ -76,6 +76,12 @@ ROLLOUT_ACTIVE: tuple[RolloutState, ...] = (
     RolloutState.CANARY,
     RolloutState.PAUSED,
 )
+ROLLOUT_MOVING: tuple[RolloutState, ...] = (
+    RolloutState.WAITING,
+    RolloutState.STAGING,
+    RolloutState.CANARY,
+)
+"""Active and not paused: the control loop moves these on (and a person may pause them)."""
 ROLLOUT_FINAL: tuple[RolloutState, ...] = (
     RolloutState.PRODUCTION,
     RolloutState.ROLLED_BACK,

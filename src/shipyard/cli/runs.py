@@ -26,15 +26,17 @@ from shipyard.cli.output import (
     when,
 )
 from shipyard.errors import NotFound, ShipyardError
+from shipyard.statuses import RunStatus, StepStatus
 
 STATUS_STYLE = {
-    "pending": "dim",
-    "running": "cyan",
-    "retrying": "yellow",
-    "succeeded": "green",
-    "failed": "bold red",
-    "cancelled": "magenta",
+    StepStatus.PENDING: "dim",
+    StepStatus.RUNNING: "cyan",
+    StepStatus.RETRYING: "yellow",
+    StepStatus.SUCCEEDED: "green",
+    StepStatus.FAILED: "bold red",
+    StepStatus.CANCELLED: "magenta",
 }
+"""A run's or a step's status, styled (a run's statuses are a subset of a step's)."""
 
 runs_app = typer.Typer(help="Inspect pipeline runs.", no_args_is_help=True)
 pipelines_app = typer.Typer(help="Inspect pipelines.", no_args_is_help=True)
@@ -117,9 +119,9 @@ def run(
             console.print(line + (f": {result.exit_reason}" if result.exit_reason else ""))
     except ShipyardError as exc:
         fail(str(exc), getattr(exc, "exit_code", 1))
-    if result.status == "cancelled":
+    if result.status == RunStatus.CANCELLED:
         raise typer.Exit(130)
-    if result.status != "succeeded":
+    if result.status != RunStatus.SUCCEEDED:
         raise typer.Exit(1)
 
 

@@ -18,12 +18,9 @@ from shipyard.errors import InvalidInput, NotFound
 from shipyard.pipelines.dsl import Pipeline
 from shipyard.pipelines.graph import Graph
 from shipyard.pipelines.logs import step_log_path
+from shipyard.statuses import RUN_FINAL, STEP_FINAL
 from shipyard.store import Store
 from shipyard.store.tables import ArtifactRecord, Lineage, PipelineRecord, Run, StepRun
-
-STEP_STATUSES = ("pending", "running", "retrying", "succeeded", "failed", "cancelled")
-RUN_STATUSES = ("running", "succeeded", "failed", "cancelled")
-FINAL = ("succeeded", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -192,13 +189,13 @@ def finish_run(
         run = s.get(Run, run_id)
         if run is None:
             raise NotFound("run", run_id)
-        if run.status in FINAL:
+        if run.status in RUN_FINAL:
             return run.status, run.exit_reason
         run.status = status
         run.exit_reason = reason
         run.ended_at = ended_at
         for step in s.scalars(select(StepRun).where(StepRun.run_id == run_id)):
-            if step.status not in FINAL:
+            if step.status not in STEP_FINAL:
                 step.status = "cancelled"
                 step.exit_reason = step.exit_reason or "cancelled: the run ended first"
                 if step.started_at is not None and step.ended_at is None:

@@ -11,7 +11,7 @@ import httpx
 from shipyard.checks import Check, Metric
 from shipyard.monitoring.serving.base import QUOTA_USED_FRACTION, ServingReader
 from shipyard.serving import records
-from shipyard.statuses import CheckStatus
+from shipyard.statuses import CheckStatus, LeaseStatus
 
 
 class OperationsChecks(ServingReader):
@@ -85,7 +85,9 @@ class OperationsChecks(ServingReader):
 
         name = "serving.quota"
         leases = [
-            x for x in instance_leases(self.store, self.clock.time(), model) if x.status == "held"
+            x
+            for x in instance_leases(self.store, self.clock.time(), model)
+            if x.status == LeaseStatus.HELD
         ]
         if not leases:
             return Check.of_model(
