@@ -790,8 +790,9 @@ def rollback_speed(trials: int) -> list[float]:
     from shipyard.deploy.canary import ServingAnalyzer
     from shipyard.deploy.engine import Engine, SmokeResult
     from shipyard.deploy.policy import parse_policy, set_policy
-    from shipyard.deploy.rollout import ROLLED_BACK, start_rollout
+    from shipyard.deploy.rollout import start_rollout
     from shipyard.serving.routing import choose_version
+    from shipyard.statuses import RolloutState
     from shipyard.store import Store
 
     policy_text = """
@@ -843,7 +844,7 @@ analysis: {metrics: [{name: error_rate}]}
             flush_failing_canary(store, model, now)
             while True:
                 step = engine.advance(rid)
-                if step is not None and step.action == ROLLED_BACK:
+                if step is not None and step.action == RolloutState.ROLLED_BACK:
                     verdict_at = time.time()
                     break
                 time.sleep(0.05)
@@ -937,10 +938,11 @@ def canary_rollback_on_a_real_server(trials: int) -> list[float]:
     from shipyard.deploy.canary import ServingAnalyzer
     from shipyard.deploy.engine import Engine, SmokeResult
     from shipyard.deploy.policy import parse_policy, set_policy
-    from shipyard.deploy.rollout import ROLLED_BACK, start_rollout
+    from shipyard.deploy.rollout import start_rollout
     from shipyard.registry import Registry
     from shipyard.serving.routing import choose_version
     from shipyard.serving.server import build_app
+    from shipyard.statuses import RolloutState
     from shipyard.workspace import Workspace
 
     policy_text = """
@@ -998,7 +1000,7 @@ analysis: {metrics: [{name: error_rate}]}
                 flush_failing_canary(ws.store, model, now)
                 while True:
                     step = engine.advance(rid)
-                    if step is not None and step.action == ROLLED_BACK:
+                    if step is not None and step.action == RolloutState.ROLLED_BACK:
                         verdict_at = time.monotonic()
                         break
                     time.sleep(0.05)

@@ -26,7 +26,7 @@ from shipyard.cli.output import (
     when,
 )
 from shipyard.errors import NotFound, ShipyardError
-from shipyard.statuses import RunStatus, StepStatus
+from shipyard.statuses import RUN_FINAL, RunStatus, StepStatus
 
 STATUS_STYLE = {
     StepStatus.PENDING: "dim",
@@ -246,7 +246,7 @@ def runs_logs(
 ) -> None:
     """Print a run's step logs (stdout, stderr and structured lines)."""
     from shipyard.pipelines import logs
-    from shipyard.pipelines.records import FINAL, get_run
+    from shipyard.pipelines.records import get_run
 
     try:
         ws = open_workspace(create=False)
@@ -264,7 +264,7 @@ def runs_logs(
         def finished() -> bool:
             if not follow_:
                 return True
-            return get_run(ws.store, info["id"])["status"] in FINAL
+            return get_run(ws.store, info["id"])["status"] in RUN_FINAL
 
         for path, line in logs.follow(paths, finished):
             if as_json:
