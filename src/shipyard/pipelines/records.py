@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 from sqlalchemy import select, update
 
-from shipyard.artifacts import record_lineage
+from shipyard.artifacts import ArtifactRef, record_artifact, record_lineage
 from shipyard.clock import Clock
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.pipelines.dsl import Pipeline
@@ -141,18 +141,8 @@ def record_success(
     now = clock.time()
     with store.session(immediate=True) as s:
         for name, out in outputs.items():
-            if s.get(ArtifactRecord, out["digest"]) is None:
-                s.add(
-                    ArtifactRecord(
-                        digest=out["digest"],
-                        uri=out["uri"],
-                        size_bytes=out["size_bytes"],
-                        media_type=out["media_type"],
-                        meta=out.get("meta", {}),
-                        created_at=now,
-                    )
-                )
-                s.flush()
+            ref = ArtifactRef(out["digest"], out["uri"], out["size_bytes"], out["media_type"])
+            record_artifact(s, ref, out.get("meta", {}), now)
             record_lineage(s, out["digest"], step_run_id, "produced", name)
         for edge in consumed:
             record_lineage(s, edge["digest"], step_run_id, "consumed", edge["name"])
