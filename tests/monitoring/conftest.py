@@ -10,6 +10,7 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from serving.conftest import served  # noqa: F401  (a model server over a socket)
 from shipyard.clock import FakeClock
 from shipyard.workspace import Workspace
 
