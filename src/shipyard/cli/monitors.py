@@ -23,7 +23,7 @@ monitors_app = typer.Typer(
     help="The monitors of data, training, validation and serving pipelines.", no_args_is_help=True
 )
 
-STYLE = {
+STYLE: dict[str, str] = {
     CheckStatus.OK: "green",
     CheckStatus.WARNING: "yellow",
     CheckStatus.ALERT: "bold red",

@@ -28,7 +28,7 @@ from shipyard.cli.output import (
 from shipyard.errors import NotFound, ShipyardError
 from shipyard.statuses import RUN_FINAL, RunStatus, StepStatus
 
-STATUS_STYLE = {
+STATUS_STYLE: dict[str, str] = {
     StepStatus.PENDING: "dim",
     StepStatus.RUNNING: "cyan",
     StepStatus.RETRYING: "yellow",
