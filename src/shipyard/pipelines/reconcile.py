@@ -33,7 +33,7 @@ from sqlalchemy import select
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import InvalidInput
 from shipyard.pipelines.records import resolve_run_id
-from shipyard.statuses import RUN_FINAL, STEP_FINAL
+from shipyard.statuses import RUN_FINAL, STEP_ACTIVE, STEP_FINAL
 from shipyard.store.tables import Run, StepRun
 from shipyard.workspace import Workspace
 
@@ -140,7 +140,7 @@ def _stop_steps(ws: Workspace, run_id: str, status: str, reason: str, now: float
         for step in s.scalars(select(StepRun).where(StepRun.run_id == run_id)):
             if step.status in STEP_FINAL:
                 continue
-            if step.status in ("running", "retrying"):
+            if step.status in STEP_ACTIVE:
                 running.append((step.step, step.pid, step.process_started_at))
                 step.status, step.exit_reason = status, reason
             else:
@@ -189,9 +189,7 @@ def _runner_alive(host: str | None, runner: tuple[int | None, float | None]) -> 
 def _steps_running(ws: Workspace, run_id: str) -> bool:
     with ws.store.session() as s:
         found = s.scalars(
-            select(StepRun.id).where(
-                StepRun.run_id == run_id, StepRun.status.in_(("running", "retrying"))
-            )
+            select(StepRun.id).where(StepRun.run_id == run_id, StepRun.status.in_(STEP_ACTIVE))
         ).first()
     return found is not None
 
@@ -215,7 +213,7 @@ def cancel_run(
         was_running = [
             st.step
             for st in s.scalars(select(StepRun).where(StepRun.run_id == run_id))
-            if st.status in ("running", "retrying")
+            if st.status in STEP_ACTIVE
         ]
     if not _mark_run(workspace, run_id, "cancelled", reason, clock.time()):
         raise InvalidInput(f"run {run_id} has already ended; nothing to cancel")
