@@ -1,10 +1,11 @@
-"""A monitor's verdict: one type for every check, of a pipeline, a data set or a served model.
+"""A verdict: one type for every check, of a pipeline, a data set or a served model (version).
 
 A :class:`Check` names its monitor, its status (:class:`~shipyard.statuses.CheckStatus`), a
 one-line summary, the subject it judged (``labels``, most general first: ``{"pipeline",
 "dataset"}`` or ``{"model", "version"}``), the evidence behind it and the metric points it
 writes. Monitoring records each one as a ``Finding`` row plus ``MetricPoint`` rows
-(:func:`shipyard.monitoring.findings.add_checks`).
+(:func:`shipyard.monitoring.findings.add_checks`); deploy's validation gate judges each of its
+rules as one, and the staging smoke check answers with one.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shipyard.checks import Check
 from shipyard.clock import Clock
 from shipyard.deploy.policy import Policy, policy_from_dict
 from shipyard.deploy.rollout import (
@@ -41,7 +42,7 @@ from shipyard.deploy.rollout import (
 )
 from shipyard.errors import NotFound
 from shipyard.stats.canary import MetricVerdict, combine
-from shipyard.statuses import ROLLOUT_MOVING, RolloutState
+from shipyard.statuses import ROLLOUT_MOVING, CheckStatus, RolloutState
 from shipyard.store import Store
 from shipyard.store.deploy import RolloutRecord, RolloutVerdict
 from shipyard.store.tables import MetricPoint
@@ -49,14 +50,10 @@ from shipyard.store.tables import MetricPoint
 # -- seams ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SmokeResult:
-    passed: bool
-    evidence: dict[str, Any]
-
-
-SmokeCheck = Callable[[str, int, Policy], SmokeResult]
-"""(model, version, policy) → did the version load, answer a sample and meet the latency?"""
+SMOKE = "staging.smoke"
+SmokeCheck = Callable[[str, int, Policy], Check]
+"""(model, version, policy) → did the version load, answer a sample and meet the latency?
+(status ``ok``, or not: the check's evidence goes to the audit log)"""
 
 
 class Analyzer(Protocol):
@@ -193,8 +190,11 @@ class Engine:
             try:
                 result = self.smoke(seen.model, seen.version, policy)
             except Exception as exc:  # a smoke check that crashes is a failed smoke check
-                result = SmokeResult(False, {"error": f"{type(exc).__name__}: {exc}"})
-            passed, evidence = result.passed, result.evidence
+                why = f"{type(exc).__name__}: {exc}"
+                result = Check.of_model(
+                    SMOKE, seen.model, seen.version, CheckStatus.ALERT, why, {"error": why}
+                )
+            passed, evidence = result.status == CheckStatus.OK, dict(result.evidence)
         now = self.clock.time()
         with self.store.session(immediate=True) as s:
             r = self._unchanged(s, seen)
