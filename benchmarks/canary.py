@@ -360,14 +360,16 @@ def load_recording(path: Path) -> Recording:
 def _register_scenarios(ws: Any, clf: Any, train: np.ndarray) -> None:
     import pandas as pd
 
+    from shipyard.checks import Check
     from shipyard.clock import SYSTEM_CLOCK
     from shipyard.deploy import traffic
     from shipyard.deploy.canary import ServingAnalyzer
-    from shipyard.deploy.engine import Engine, SmokeResult
+    from shipyard.deploy.engine import Engine
     from shipyard.deploy.policy import parse_policy, set_policy
     from shipyard.deploy.rollout import start_rollout
     from shipyard.registry import Registry
     from shipyard.registry.models import reference_profile_of
+    from shipyard.statuses import CheckStatus
 
     frame = pd.DataFrame(train, columns=[f"x{i}" for i in range(FEATURES)])
     reference = reference_profile_of(frame, ScoringModel(clf))
@@ -380,7 +382,7 @@ def _register_scenarios(ws: Any, clf: Any, train: np.ndarray) -> None:
     engine = Engine(
         ws.store,
         SYSTEM_CLOCK,
-        smoke=lambda m, v, p: SmokeResult(True, {}),
+        smoke=lambda m, v, p: Check.of_model("staging.smoke", m, v, CheckStatus.OK, "not run"),
         analyzer=ServingAnalyzer(ws.store),
     )
     for sc in SCENARIOS:
@@ -785,13 +787,15 @@ def flush_failing_canary(store: Any, model: str, now: float) -> None:
 
 
 def rollback_speed(trials: int) -> list[float]:
+    from shipyard.checks import Check
     from shipyard.clock import SYSTEM_CLOCK
     from shipyard.deploy import traffic
     from shipyard.deploy.canary import ServingAnalyzer
-    from shipyard.deploy.engine import Engine, SmokeResult
+    from shipyard.deploy.engine import Engine
     from shipyard.deploy.policy import parse_policy, set_policy
-    from shipyard.deploy.rollout import ROLLED_BACK, start_rollout
+    from shipyard.deploy.rollout import start_rollout
     from shipyard.serving.routing import choose_version
+    from shipyard.statuses import CheckStatus, RolloutState
     from shipyard.store import Store
 
     policy_text = """
@@ -815,7 +819,9 @@ analysis: {metrics: [{name: error_rate}]}
             engine = Engine(
                 store,
                 SYSTEM_CLOCK,
-                smoke=lambda m, v, p: SmokeResult(True, {}),
+                smoke=lambda m, v, p: Check.of_model(
+                    "staging.smoke", m, v, CheckStatus.OK, "not run"
+                ),
                 analyzer=ServingAnalyzer(store),
             )
             rid = start_rollout(store, model, 2, actor="bench", policy=parse_policy(policy_text)).id
@@ -843,7 +849,7 @@ analysis: {metrics: [{name: error_rate}]}
             flush_failing_canary(store, model, now)
             while True:
                 step = engine.advance(rid)
-                if step is not None and step.action == ROLLED_BACK:
+                if step is not None and step.action == RolloutState.ROLLED_BACK:
                     verdict_at = time.time()
                     break
                 time.sleep(0.05)
@@ -932,15 +938,17 @@ def canary_rollback_on_a_real_server(trials: int) -> list[float]:
     import pandas as pd
     from sklearn.linear_model import LogisticRegression
 
+    from shipyard.checks import Check
     from shipyard.clock import SYSTEM_CLOCK
     from shipyard.deploy import traffic
     from shipyard.deploy.canary import ServingAnalyzer
-    from shipyard.deploy.engine import Engine, SmokeResult
+    from shipyard.deploy.engine import Engine
     from shipyard.deploy.policy import parse_policy, set_policy
-    from shipyard.deploy.rollout import ROLLED_BACK, start_rollout
+    from shipyard.deploy.rollout import start_rollout
     from shipyard.registry import Registry
     from shipyard.serving.routing import choose_version
     from shipyard.serving.server import build_app
+    from shipyard.statuses import CheckStatus, RolloutState
     from shipyard.workspace import Workspace
 
     policy_text = """
@@ -984,7 +992,9 @@ analysis: {metrics: [{name: error_rate}]}
                 engine = Engine(
                     ws.store,
                     SYSTEM_CLOCK,
-                    smoke=lambda m, v, p: SmokeResult(True, {}),
+                    smoke=lambda m, v, p: Check.of_model(
+                        "staging.smoke", m, v, CheckStatus.OK, "not run"
+                    ),
                     analyzer=ServingAnalyzer(ws.store),
                 )
                 policy = parse_policy(policy_text)
@@ -998,7 +1008,7 @@ analysis: {metrics: [{name: error_rate}]}
                 flush_failing_canary(ws.store, model, now)
                 while True:
                     step = engine.advance(rid)
-                    if step is not None and step.action == ROLLED_BACK:
+                    if step is not None and step.action == RolloutState.ROLLED_BACK:
                         verdict_at = time.monotonic()
                         break
                     time.sleep(0.05)

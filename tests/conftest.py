@@ -1,5 +1,8 @@
 """Fixtures shared by every test: a workspace in a temporary home, and the store on both backends.
 
+``ws`` is the workspace most tests want: on the fake ``clock`` (a directory's ``conftest.py`` may
+give ``clock`` another start), on SQLite and then on PostgreSQL.
+
 PostgreSQL tests read the server's URL from ``SHIPYARD_TEST_POSTGRES_URL`` (``.ci/run`` sets it);
 each test gets a schema of its own, dropped afterwards. Without the variable those tests are
 skipped with a reason that says so.
@@ -15,6 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from shipyard.clock import FakeClock
 from shipyard.store import Store
 from shipyard.workspace import Workspace
 
@@ -64,6 +68,20 @@ def store(db_url: str) -> Iterator[Store]:
     s = Store(db_url)
     yield s
     s.dispose()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when the test moves it."""
+    return FakeClock()
+
+
+@pytest.fixture
+def ws(db_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[Workspace]:
+    """A workspace on the fake ``clock``: on SQLite, then on PostgreSQL."""
+    workspace = Workspace.open(clock=clock, home=tmp_path / "home", db_url=db_url)
+    yield workspace
+    workspace.store.dispose()
 
 
 @pytest.fixture

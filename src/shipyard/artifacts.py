@@ -145,30 +145,31 @@ class ArtifactStore:
 
     # -- records -------------------------------------------------------------------------------
     def _record(self, ref: ArtifactRef, meta: dict[str, Any], session: Session | None) -> None:
-        if self.store is None and session is None:
-            return
-        from shipyard.store.tables import ArtifactRecord
-
-        def write(s: Session) -> None:
-            if s.get(ArtifactRecord, ref.digest) is None:
-                s.add(
-                    ArtifactRecord(
-                        digest=ref.digest,
-                        uri=ref.uri,
-                        size_bytes=ref.size_bytes,
-                        media_type=ref.media_type,
-                        meta=meta,
-                        created_at=self.clock.time(),
-                    )
-                )
-                s.flush()
-
         if session is not None:
-            write(session)
-        else:
-            assert self.store is not None
+            record_artifact(session, ref, meta, self.clock.time())
+        elif self.store is not None:
             with self.store.session() as s:
-                write(s)
+                record_artifact(s, ref, meta, self.clock.time())
+
+
+def record_artifact(session: Session, ref: ArtifactRef, meta: dict[str, Any], now: float) -> None:
+    """The artifact's row, written once: the first writer of a digest records it (with its
+    ``meta`` and time), later writers of the same bytes add nothing. Every artifact row is
+    written here, by the artifact store and by the runner recording a step's outputs."""
+    from shipyard.store.tables import ArtifactRecord
+
+    if session.get(ArtifactRecord, ref.digest) is None:
+        session.add(
+            ArtifactRecord(
+                digest=ref.digest,
+                uri=ref.uri,
+                size_bytes=ref.size_bytes,
+                media_type=ref.media_type,
+                meta=meta,
+                created_at=now,
+            )
+        )
+        session.flush()
 
 
 def encode(obj: Any) -> tuple[bytes, str, dict[str, Any]]:

@@ -27,8 +27,9 @@ from shipyard.clock import FakeClock
 from shipyard.daemon import Daemon, DaemonContext
 from shipyard.daemon.tasks import builtin_tasks
 from shipyard.deploy.policy import set_policy
-from shipyard.deploy.rollout import PRODUCTION, get_rollout, start_rollout
+from shipyard.deploy.rollout import get_rollout, start_rollout
 from shipyard.registry import Registry
+from shipyard.statuses import RolloutState
 from shipyard.store.alerting import AlertRecord, LeaderLease, NotificationRecord
 from shipyard.workspace import Workspace
 
@@ -129,7 +130,9 @@ def test_a_hung_receiver_holds_up_neither_rule_evaluation_nor_rollouts(
     _until(lambda: _firing(ws, "Slow"), 3.0, "the new alert condition was not evaluated")
     # …and a rollout goes from approvals to production
     rid = start_rollout(ws.store, "churn", 1, actor="carol").id
-    _until(lambda: get_rollout(ws.store, rid).state == PRODUCTION, 10.0, "rollout stuck")
+    _until(
+        lambda: get_rollout(ws.store, rid).state == RolloutState.PRODUCTION, 10.0, "rollout stuck"
+    )
     assert not webhook.delivered
     assert [a for _, a in _attempts(ws).values()] == [0, 0]  # the first attempt still in flight
 

@@ -18,6 +18,10 @@ from shipyard.alerting.defaults import default_rules
 from shipyard.store import Store
 from shipyard.store.alerting import AlertRecord, LeaderLease, NotificationRecord
 
+START_S = 90.0
+"""How long a daemon process may take to start and act: its imports alone take seconds of CPU,
+many more on a loaded machine (20 s was not always enough on 2 busy cores)."""
+
 DAEMON_MAIN = (
     "import typer\n"
     "from shipyard.cli.daemon import register\n"
@@ -73,7 +77,7 @@ def test_sigkill_between_state_change_and_delivery_is_delivered_after_restart(
     env = {**os.environ, "SHIPYARD_DAEMON__LEADER_TTL_S": "3"}  # the dead leader's lease
     first = _start(env)
     try:
-        assert webhook.arrived.wait(20), "the daemon never tried to deliver"
+        assert webhook.arrived.wait(START_S), "the daemon never tried to deliver"
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     finally:
@@ -85,7 +89,7 @@ def test_sigkill_between_state_change_and_delivery_is_delivered_after_restart(
     webhook.release.set()
     second = _start(env)
     try:
-        [got] = webhook.wait_for(1, timeout_s=30)
+        [got] = webhook.wait_for(1, timeout_s=START_S)
     finally:
         _stop(second)
     abandoned = webhook.received[0]
@@ -105,14 +109,14 @@ def test_two_daemons_on_postgresql_deliver_once(
     env = {**os.environ, "SHIPYARD_DB_URL": postgres_url}
     daemons = [_start(env), _start(env)]
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_S
         while time.monotonic() < deadline:  # both up and one of them leading
             with store.session() as s:
                 if s.scalars(select(LeaderLease)).first() is not None:
                     break
             time.sleep(0.1)
         write_point(store, "drift", {"column": "age"}, time.time(), 0.9)
-        webhook.wait_for(1, timeout_s=20)
+        webhook.wait_for(1, timeout_s=START_S)
         time.sleep(1.5)  # time for a second, wrong, delivery to show up
     finally:
         for proc in daemons:

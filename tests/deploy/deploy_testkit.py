@@ -1,6 +1,6 @@
-"""What the deploy tests share: a policy, training data, and serving windows written the way
-the model server flushes them. (A uniquely named module: ``from conftest import`` resolves to
-whichever tests/*/conftest.py was imported last.)"""
+"""What the deploy tests share: a policy, training data, serving windows written the way
+the model server flushes them, and the rollouts most scenarios start from. (A uniquely named
+module: ``from conftest import`` resolves to whichever tests/*/conftest.py was imported last.)"""
 
 from __future__ import annotations
 
@@ -10,9 +10,15 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import insert
 
+from shipyard.clock import FakeClock
+from shipyard.deploy.loop import advance_rollouts
+from shipyard.deploy.rollout import approve, get_rollout, start_rollout
+from shipyard.registry import Registry
 from shipyard.serving.telemetry import LATENCY_BUCKETS_S
+from shipyard.statuses import RolloutState
 from shipyard.store import Store
 from shipyard.store.serving import PredictionRecord, ServingWindow
+from shipyard.workspace import Workspace
 
 T0 = 1_700_000_000.0
 
@@ -102,3 +108,57 @@ def write_window(
                     for i, p in enumerate(preds)
                 ],
             )
+
+
+def _author(models: Registry, version: int) -> str:
+    return models.get("churn", version).created_by
+
+
+def put_v1_in_production(ws: Workspace, models: Registry, clock: FakeClock) -> str:
+    r = start_rollout(ws.store, "churn", 1, actor="carol", author=_author(models, 1), clock=clock)
+    approve(ws.store, r.id, actor="alice", clock=clock)
+    advance_rollouts(ws, clock)
+    assert get_rollout(ws.store, r.id).state == RolloutState.PRODUCTION
+    return r.id
+
+
+def start_v2_canary(ws: Workspace, models: Registry, clock: FakeClock) -> str:
+    r = start_rollout(ws.store, "churn", 2, actor="dave", author=_author(models, 2), clock=clock)
+    approve(ws.store, r.id, actor="bob", clock=clock)
+    clock.advance(1)
+    advance_rollouts(ws, clock)
+    assert get_rollout(ws.store, r.id).state == RolloutState.CANARY
+    return r.id
+
+
+def serve_interval(
+    ws: Workspace,
+    clock: FakeClock,
+    rng: np.random.Generator,
+    *,
+    canary_error: float = 0.01,
+    canary_requests: int = 300,
+    stable_requests: int = 2700,
+) -> None:
+    start = clock.time()
+    clock.advance(60)
+    write_window(
+        ws.store,
+        "churn",
+        2,
+        start,
+        clock.time(),
+        requests=canary_requests,
+        error_rate=canary_error,
+        rng=rng,
+    )
+    write_window(
+        ws.store,
+        "churn",
+        1,
+        start,
+        clock.time(),
+        requests=stable_requests,
+        error_rate=0.01,
+        rng=rng,
+    )

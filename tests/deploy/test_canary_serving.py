@@ -24,20 +24,13 @@ from shipyard.alerting.cycle import evaluate
 from shipyard.clock import FakeClock
 from shipyard.deploy.loop import advance_rollouts
 from shipyard.deploy.policy import set_policy
-from shipyard.deploy.rollout import (
-    CANARY,
-    PRODUCTION,
-    ROLLED_BACK,
-    abort,
-    get_rollout,
-    promote,
-    start_rollout,
-)
+from shipyard.deploy.rollout import abort, get_rollout, promote, start_rollout
 from shipyard.deploy.traffic import live_split
 from shipyard.registry import Registry
 from shipyard.serving.routing import choose_version, routing_key
 from shipyard.serving.server import build_app
 from shipyard.serving.telemetry import Telemetry
+from shipyard.statuses import RolloutState
 from shipyard.store.alerting import AlertRecord
 from shipyard.workspace import Workspace
 
@@ -76,21 +69,21 @@ class Served:
 
 
 @pytest.fixture
-def served(dws: Workspace) -> Iterator[Served]:
+def served(ws: Workspace) -> Iterator[Served]:
     """churn v1 in production, v2 in the first canary step (10 %), a server refreshing 0.5 s."""
     x, y = training_frame()
     for author, c in (("carol", 1.0), ("dave", 0.5)):
-        Registry(dws.store, dws.artifacts, dws.clock, author).register(
+        Registry(ws.store, ws.artifacts, ws.clock, author).register(
             "churn", LogisticRegression(C=c).fit(x, y), training_data=x
         )
-    set_policy(dws.store, "churn", POLICY, actor="admin", clock=dws.clock)
-    first = start_rollout(dws.store, "churn", 1, actor="carol", clock=dws.clock)
-    advance_rollouts(dws)  # nothing to compare a first version with: straight to production
-    assert get_rollout(dws.store, first.id).state == PRODUCTION
-    second = start_rollout(dws.store, "churn", 2, actor="dave", clock=dws.clock)
-    advance_rollouts(dws)
-    assert get_rollout(dws.store, second.id).state == CANARY
-    app = build_app(dws, monitoring=False, refresh_interval_s=0.5)
+    set_policy(ws.store, "churn", POLICY, actor="admin", clock=ws.clock)
+    first = start_rollout(ws.store, "churn", 1, actor="carol", clock=ws.clock)
+    advance_rollouts(ws)  # nothing to compare a first version with: straight to production
+    assert get_rollout(ws.store, first.id).state == RolloutState.PRODUCTION
+    second = start_rollout(ws.store, "churn", 2, actor="dave", clock=ws.clock)
+    advance_rollouts(ws)
+    assert get_rollout(ws.store, second.id).state == RolloutState.CANARY
+    app = build_app(ws, monitoring=False, refresh_interval_s=0.5)
     port = _free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                             lifespan="on", access_log=False)  # fmt: skip
@@ -104,7 +97,7 @@ def served(dws: Workspace) -> Iterator[Served]:
                         "data": x.to_numpy()[:1].tolist()}]}  # fmt: skip
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            yield Served(dws, client, body)
+            yield Served(ws, client, body)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -183,24 +176,24 @@ def test_abort_returns_all_traffic_to_stable_within_two_seconds(served: Served) 
 
 
 def test_a_canary_failing_on_served_traffic_pages_with_its_rollout_in_the_runbook_hint(
-    dws: Workspace, clock: FakeClock
+    ws: Workspace, clock: FakeClock
 ) -> None:
     """Serving telemetry → canary analysis → rollback → shipyard_rollout_failed → CanaryFailed."""
     x, y = training_frame()
     for author in ("carol", "dave"):
-        Registry(dws.store, dws.artifacts, clock, author).register(
+        Registry(ws.store, ws.artifacts, clock, author).register(
             "churn", LogisticRegression().fit(x, y), training_data=x
         )
-    set_policy(dws.store, "churn", POLICY, actor="admin", clock=clock)
-    start_rollout(dws.store, "churn", 1, actor="carol", clock=clock)
-    advance_rollouts(dws, clock)
-    rid = start_rollout(dws.store, "churn", 2, actor="dave", clock=clock).id
+    set_policy(ws.store, "churn", POLICY, actor="admin", clock=clock)
+    start_rollout(ws.store, "churn", 1, actor="carol", clock=clock)
+    advance_rollouts(ws, clock)
+    rid = start_rollout(ws.store, "churn", 2, actor="dave", clock=clock).id
     clock.advance(1)
-    advance_rollouts(dws, clock)
-    assert get_rollout(dws.store, rid).state == CANARY
-    registry = Registry.of(dws)
+    advance_rollouts(ws, clock)
+    assert get_rollout(ws.store, rid).state == RolloutState.CANARY
+    registry = Registry.of(ws)
     stable, canary = registry.get("churn", 1), registry.get("churn", 2)
-    telemetry = Telemetry(dws.store, None, sample_rate=0, clock=clock, worker="w1")
+    telemetry = Telemetry(ws.store, None, sample_rate=0, clock=clock, worker="w1")
     rows = x.to_numpy()
     for i in range(2000):  # the canary fails one request in five, the stable one none
         row = rows[i % len(rows)][None, :]
@@ -213,12 +206,12 @@ def test_a_canary_failing_on_served_traffic_pages_with_its_rollout_in_the_runboo
             telemetry.ok(stable, row, np.array([1]), None, 0.01, f"s{i}")
     clock.advance(61)
     assert telemetry.flush() == 2
-    advance_rollouts(dws, clock)
-    assert get_rollout(dws.store, rid).state == ROLLED_BACK
-    result = evaluate(dws.store, build_config({}, home=dws.settings.home), clock.time())
+    advance_rollouts(ws, clock)
+    assert get_rollout(ws.store, rid).state == RolloutState.ROLLED_BACK
+    result = evaluate(ws.store, build_config({}, home=ws.settings.home), clock.time())
     fired = [t for t in result.transitions if t.rule == "CanaryFailed/page" and t.new == "firing"]
     assert len(fired) == 1
     assert fired[0].labels | {"model": "churn", "version": "2", "rollout": rid} == fired[0].labels
-    with dws.store.session() as s:
+    with ws.store.session() as s:
         alert = s.scalars(select(AlertRecord).where(AlertRecord.rule == "CanaryFailed/page")).one()
         assert alert.annotations["runbook"] == f"shipyard rollout status {rid}"

@@ -19,7 +19,8 @@ from sqlalchemy import select
 from shipyard.deploy import traffic
 from shipyard.deploy.loop import advance_rollouts
 from shipyard.deploy.policy import set_policy
-from shipyard.deploy.rollout import CANARY, PRODUCTION, audit_trail, get_rollout, start_rollout
+from shipyard.deploy.rollout import audit_trail, get_rollout, start_rollout
+from shipyard.statuses import RolloutState
 from shipyard.store.deploy import ProductionRecord
 from shipyard.workspace import Workspace
 
@@ -82,13 +83,13 @@ def test_sigkilled_daemon_resumes_without_double_actions(db_url: str, tmp_path: 
     set_policy(ws.store, "churn", FAST_POLICY, actor="admin")
     first = start_rollout(ws.store, "churn", 1, actor="carol")
     advance_rollouts(ws)
-    assert get_rollout(ws.store, first.id).state == PRODUCTION
+    assert get_rollout(ws.store, first.id).state == RolloutState.PRODUCTION
     rid = start_rollout(ws.store, "churn", 2, actor="dave").id
 
     rng = np.random.default_rng(0)
     kills = 0
     deadline = time.monotonic() + 60
-    while kills < 2 and get_rollout(ws.store, rid).state != PRODUCTION:
+    while kills < 2 and get_rollout(ws.store, rid).state != RolloutState.PRODUCTION:
         proc = _spawn(home, db_url)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
@@ -100,12 +101,17 @@ def test_sigkilled_daemon_resumes_without_double_actions(db_url: str, tmp_path: 
         proc.stdout.close()
         kills += 1
         if kills == 1:
-            assert get_rollout(ws.store, rid).state in (CANARY, PRODUCTION)
+            assert get_rollout(ws.store, rid).state in (
+                RolloutState.CANARY,
+                RolloutState.PRODUCTION,
+            )
     # the next daemon (this process) resumes from what the killed ones committed
-    while get_rollout(ws.store, rid).state != PRODUCTION and time.monotonic() < deadline:
+    while (
+        get_rollout(ws.store, rid).state != RolloutState.PRODUCTION and time.monotonic() < deadline
+    ):
         advance_rollouts(ws)
         time.sleep(0.02)
-    assert get_rollout(ws.store, rid).state == PRODUCTION, "the rollout never finished"
+    assert get_rollout(ws.store, rid).state == RolloutState.PRODUCTION, "the rollout never finished"
 
     actions = Counter(e.action for e in audit_trail(ws.store, rid))
     assert actions["rollout.canary"] == 1

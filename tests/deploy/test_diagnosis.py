@@ -14,9 +14,10 @@ from deploy_testkit import histogram, training_frame
 
 from shipyard.clock import FakeClock
 from shipyard.deploy.loop import advance_rollouts
-from shipyard.deploy.rollout import CANARY, ROLLED_BACK, approve, get_rollout, start_rollout
+from shipyard.deploy.rollout import approve, get_rollout, start_rollout
 from shipyard.registry import Registry
 from shipyard.stats import DatasetProfile
+from shipyard.statuses import RolloutState
 from shipyard.store.deploy import Diagnosis
 from shipyard.store.serving import ServingWindow
 from shipyard.workspace import Workspace
@@ -39,24 +40,24 @@ def _request_log(ws: Workspace, version: int, start: float) -> None:
 
 
 def test_failed_canary_diagnosis_names_metrics_drifted_inputs_and_failing_requests(
-    dws: Workspace, models: Registry, clock: FakeClock
+    ws: Workspace, models: Registry, clock: FakeClock
 ) -> None:
     rng = np.random.default_rng(21)
-    first = start_rollout(dws.store, "churn", 1, actor="carol", author="carol", clock=clock)
-    approve(dws.store, first.id, actor="alice", clock=clock)
-    advance_rollouts(dws, clock)
-    rid = start_rollout(dws.store, "churn", 2, actor="dave", author="dave", clock=clock).id
-    approve(dws.store, rid, actor="bob", clock=clock)
+    first = start_rollout(ws.store, "churn", 1, actor="carol", author="carol", clock=clock)
+    approve(ws.store, first.id, actor="alice", clock=clock)
+    advance_rollouts(ws, clock)
+    rid = start_rollout(ws.store, "churn", 2, actor="dave", author="dave", clock=clock).id
+    approve(ws.store, rid, actor="bob", clock=clock)
     clock.advance(1)
-    advance_rollouts(dws, clock)
-    assert get_rollout(dws.store, rid).state == CANARY
+    advance_rollouts(ws, clock)
+    assert get_rollout(ws.store, rid).state == RolloutState.CANARY
 
     reference = DatasetProfile.from_json(models.get("churn", 2).reference_profile or {})
     x, _ = training_frame(seed=5)
     shifted = x.assign(a=x["a"] + 3.0)  # feature 'a' moved, 'b' did not
     start = clock.time()
     clock.advance(60)
-    with dws.store.session() as s:
+    with ws.store.session() as s:
         for version, req, err, frame in ((2, 300, 60, shifted), (1, 2700, 27, x)):
             s.add(
                 ServingWindow(
@@ -68,11 +69,11 @@ def test_failed_canary_diagnosis_names_metrics_drifted_inputs_and_failing_reques
                     ).to_json(),
                 )
             )  # fmt: skip
-    _request_log(dws, 2, start)
-    advance_rollouts(dws, clock)
-    assert get_rollout(dws.store, rid).state == ROLLED_BACK
+    _request_log(ws, 2, start)
+    advance_rollouts(ws, clock)
+    assert get_rollout(ws.store, rid).state == RolloutState.ROLLED_BACK
 
-    with dws.store.session() as s:
+    with ws.store.session() as s:
         report = s.query(Diagnosis).filter(Diagnosis.rollout_id == rid).one().report
     assert [f["metric"] for f in report["failed_metrics"]] == ["error_rate"]
     assert report["failed_metrics"][0]["n_canary"] == 300

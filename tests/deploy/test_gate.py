@@ -21,7 +21,7 @@ from shipyard.workspace import Workspace
 
 
 def test_a_better_version_passes_and_its_evidence_is_recorded(
-    dws: Workspace, models: Registry, clock: FakeClock
+    ws: Workspace, models: Registry, clock: FakeClock
 ) -> None:
     x, y = training_frame(seed=7)
     models.set_alias("churn", "champion", 1)
@@ -33,7 +33,7 @@ def test_a_better_version_passes_and_its_evidence_is_recorded(
         (models.load("churn", version=2)[1].predict(x[["a", "b"]].to_numpy()) == y).mean()
     )
     assert out.metrics["accuracy"] == pytest.approx(expected)
-    with dws.store.session() as s:
+    with ws.store.session() as s:
         row = s.scalar(select(GateResult).where(GateResult.version == 2))
         audit = s.scalar(select(AuditEvent).where(AuditEvent.action == "gate.passed"))
     assert row is not None and row.passed == 1 and row.evidence["serving_metrics"]
@@ -41,12 +41,12 @@ def test_a_better_version_passes_and_its_evidence_is_recorded(
 
 
 def test_a_regressing_version_fails_and_cannot_be_deployed(
-    dws: Workspace, models: Registry, clock: FakeClock
+    ws: Workspace, models: Registry, clock: FakeClock
 ) -> None:
     x, y = training_frame(seed=8)
     models.set_alias("churn", "champion", 1)
     constant = DummyClassifier(strategy="most_frequent").fit(x, y)
-    worse = Registry(dws.store, dws.artifacts, clock, "erin").register(
+    worse = Registry(ws.store, ws.artifacts, clock, "erin").register(
         "churn", constant, training_data=x
     )
     gate = Gate(minimum={"accuracy": 0.3}, no_regression=["accuracy"], tolerance=0.01)
@@ -54,11 +54,11 @@ def test_a_regressing_version_fails_and_cannot_be_deployed(
     assert not out.passed
     assert any("accuracy regressed" in r for r in out.reasons)
     with pytest.raises(DeployError, match="failed its validation gate"):
-        start_rollout(dws.store, "churn", worse.version, actor="erin", clock=clock)
+        start_rollout(ws.store, "churn", worse.version, actor="erin", clock=clock)
 
 
 def test_absolute_thresholds_apply_without_a_serving_version(
-    dws: Workspace, models: Registry, clock: FakeClock
+    ws: Workspace, models: Registry, clock: FakeClock
 ) -> None:
     x, y = training_frame(seed=9)
     gate = Gate(minimum={"accuracy": 0.999}, no_regression=[])
@@ -67,7 +67,7 @@ def test_absolute_thresholds_apply_without_a_serving_version(
 
 
 def test_unknown_metric_and_empty_data_are_clear_errors(
-    dws: Workspace, models: Registry, clock: FakeClock
+    ws: Workspace, models: Registry, clock: FakeClock
 ) -> None:
     x, y = training_frame()
     with pytest.raises(InvalidInput, match="unknown gate metric 'vibes'"):
@@ -79,7 +79,7 @@ def test_unknown_metric_and_empty_data_are_clear_errors(
 
 
 def test_a_blessed_version_starts_its_rollout_by_itself(
-    dws: Workspace, models: Registry, clock: FakeClock
+    ws: Workspace, models: Registry, clock: FakeClock
 ) -> None:
     """The automated path: register → validate → deploy; the rollout still waits for approval."""
     from shipyard.deploy import validate_and_deploy

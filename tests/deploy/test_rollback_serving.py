@@ -17,9 +17,10 @@ from sklearn.linear_model import LogisticRegression
 from shipyard.deploy.loop import advance_rollouts, sync_aliases
 from shipyard.deploy.policy import set_policy
 from shipyard.deploy.rollback import rollback
-from shipyard.deploy.rollout import PRODUCTION, get_rollout, start_rollout
+from shipyard.deploy.rollout import get_rollout, start_rollout
 from shipyard.registry import Registry
 from shipyard.serving.server import build_app
+from shipyard.statuses import RolloutState
 from shipyard.workspace import Workspace
 
 NO_APPROVALS = "approvals: {start: {count: 0}}\ncanary: {interval_s: 1, steps: []}\n"
@@ -43,7 +44,7 @@ def server_url(workspace: Workspace) -> Iterator[str]:
     for version in (1, 2):
         rid = start_rollout(workspace.store, "churn", version, actor="carol").id
         advance_rollouts(workspace)
-        assert get_rollout(workspace.store, rid).state == PRODUCTION
+        assert get_rollout(workspace.store, rid).state == RolloutState.PRODUCTION
     app = build_app(workspace, monitoring=False, refresh_interval_s=0.5)
     port = _free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",

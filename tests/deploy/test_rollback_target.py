@@ -11,11 +11,12 @@ from shipyard.clock import FakeClock
 from shipyard.deploy.loop import advance_rollouts
 from shipyard.deploy.policy import set_policy
 from shipyard.deploy.rollback import rollback, standings
-from shipyard.deploy.rollout import CANARY, PRODUCTION, ROLLED_BACK, abort, get_rollout
+from shipyard.deploy.rollout import abort, get_rollout
 from shipyard.deploy.rollout import start_rollout as start
 from shipyard.deploy.traffic import live_split, production_history
 from shipyard.errors import DeployError
 from shipyard.registry import Registry
+from shipyard.statuses import RolloutState
 from shipyard.workspace import Workspace
 
 STRAIGHT_TO_PRODUCTION = "approvals: {start: {count: 0}}\ncanary: {interval_s: 60, steps: []}\n"
@@ -26,22 +27,22 @@ ONE_CANARY_STEP = (
 
 
 @pytest.fixture
-def three(dws: Workspace, clock: FakeClock) -> Workspace:
+def three(ws: Workspace, clock: FakeClock) -> Workspace:
     """Model 'churn' with versions 1, 2 and 3 and a policy that goes straight to production."""
     x, y = training_frame()
     for c in (1.0, 0.5, 0.25):
-        Registry(dws.store, dws.artifacts, clock, "carol").register(
+        Registry(ws.store, ws.artifacts, clock, "carol").register(
             "churn", LogisticRegression(C=c).fit(x, y), training_data=x
         )
-    set_policy(dws.store, "churn", STRAIGHT_TO_PRODUCTION, actor="admin", clock=clock)
-    return dws
+    set_policy(ws.store, "churn", STRAIGHT_TO_PRODUCTION, actor="admin", clock=clock)
+    return ws
 
 
 def promote(ws: Workspace, clock: FakeClock, version: int) -> str:
     clock.advance(10)
     rid = start(ws.store, "churn", version, actor="carol", clock=clock).id
     advance_rollouts(ws, clock)
-    assert get_rollout(ws.store, rid).state == PRODUCTION
+    assert get_rollout(ws.store, rid).state == RolloutState.PRODUCTION
     return rid
 
 
@@ -50,7 +51,7 @@ def aborted(ws: Workspace, clock: FakeClock, version: int) -> str:
     rid = start(ws.store, "churn", version, actor="carol", clock=clock).id
     clock.advance(1)
     abort(ws.store, rid, actor="alice", reason="looked wrong", clock=clock)
-    assert get_rollout(ws.store, rid).state == ROLLED_BACK
+    assert get_rollout(ws.store, rid).state == RolloutState.ROLLED_BACK
     return rid
 
 
@@ -124,7 +125,7 @@ class TestRollbackTarget:
         advance_rollouts(three, clock)
         clock.advance(1)
         advance_rollouts(three, clock)
-        assert get_rollout(three.store, rid).state == CANARY
+        assert get_rollout(three.store, rid).state == RolloutState.CANARY
         assert roll_back(three, clock)["to"] == 2  # the canary's stable version
         with three.store.session(readonly=True) as s:
             health = standings(s, "churn")

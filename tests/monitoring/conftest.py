@@ -1,9 +1,8 @@
 """Fixtures for the pipeline monitors: the digits data split as the demo splits it, and a
-workspace on a fake clock on either backend."""
+SQLite workspace on a fake clock (``ws``, on either backend, is the suite's)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +10,7 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from serving.conftest import served  # noqa: F401  (a model server over a socket)
 from shipyard.clock import FakeClock
 from shipyard.workspace import Workspace
 
@@ -21,19 +21,6 @@ def digits_split() -> tuple[pd.DataFrame, pd.DataFrame]:
     frame = load_digits(as_frame=True).frame
     train, test = train_test_split(frame, test_size=0.25, random_state=0, stratify=frame["target"])
     return train.reset_index(drop=True), test.reset_index(drop=True)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def ws(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
-    """A workspace on a fake clock: SQLite, then PostgreSQL."""
-    clock = FakeClock()
-    if request.param == "sqlite":
-        yield Workspace.open(clock=clock, home=tmp_path / "home")
-        return
-    url = request.getfixturevalue("postgres_url")
-    w = Workspace.open(clock=clock, home=tmp_path / "home", db_url=url)
-    yield w
-    w.store.dispose()
 
 
 @pytest.fixture

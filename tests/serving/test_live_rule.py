@@ -25,12 +25,13 @@ from shipyard.artifacts import ArtifactStore
 from shipyard.cli import app
 from shipyard.deploy.loop import advance_rollouts
 from shipyard.deploy.policy import set_policy
-from shipyard.deploy.rollout import PRODUCTION, get_rollout, start_rollout
+from shipyard.deploy.rollout import get_rollout, start_rollout
 from shipyard.deploy.traffic import write_split
 from shipyard.errors import NotFound
 from shipyard.registry import Registry
 from shipyard.serving.live import ServedBySplit, live_state, live_states, move_alias
 from shipyard.serving.server import build_app
+from shipyard.statuses import RolloutState
 from shipyard.store import Store
 from shipyard.workspace import Workspace
 
@@ -60,7 +61,7 @@ def deploy_to_production(ws: Workspace, version: int) -> str:
     set_policy(ws.store, "cancer", NO_APPROVALS, actor="admin")
     rid = start_rollout(ws.store, "cancer", version, actor="carol").id
     advance_rollouts(ws)
-    assert get_rollout(ws.store, rid).state == PRODUCTION
+    assert get_rollout(ws.store, rid).state == RolloutState.PRODUCTION
     return rid
 
 

@@ -23,6 +23,9 @@ from shipyard.store.serving import PredictionRecord, ServingWindow
 from shipyard.workspace import Workspace
 
 ONE_ROW = {"instances": [[0.5, 0.5, 0.5]]}
+START_S = 120.0
+"""How long a server of two workers may take to start or to stop: each worker imports the
+serving stack, seconds of CPU that stretch to more than 30 s on 2 busy cores."""
 
 
 def _send(port: int, n: int) -> int:
@@ -51,6 +54,19 @@ def _totals(ws: Workspace) -> tuple[int, int, dict[str, int]]:
     return int(requests), int(predictions), {k: int(v) for k, v in per_worker.items()}
 
 
+def _wait_gone(process: psutil.Process, timeout_s: float) -> None:
+    """Until ``process`` has died (gone, or a zombie its parent has not reaped yet)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        assert time.monotonic() < deadline, f"process {process.pid} did not die"
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_flush_survives_a_killed_worker(workspace: Workspace, tmp_path: Path) -> None:
     clf, x = fit_classifier()
@@ -65,7 +81,7 @@ def test_flush_survives_a_killed_worker(workspace: Workspace, tmp_path: Path) ->
     code = f"from shipyard.serving.server import run; run('127.0.0.1', {port}, workers=2)"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_S
         while True:
             try:
                 if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
@@ -86,11 +102,11 @@ def test_flush_survives_a_killed_worker(workspace: Workspace, tmp_path: Path) ->
         assert victim.ppid() == proc.pid
         assert _send(port, 40) == 40
         victim.send_signal(signal.SIGKILL)  # mid-window: its last window is lost
-        time.sleep(1.0)
+        _wait_gone(victim, timeout_s=30)
         assert _send(port, 10) == 10, "the other worker (or a restarted one) keeps serving"
     finally:
         proc.send_signal(signal.SIGTERM)  # a clean shutdown flushes what is left
-        proc.wait(timeout=30)
+        proc.wait(timeout=START_S)
 
     requests, predictions, per_worker = _totals(workspace)
     assert 70 <= requests <= 110
@@ -126,7 +142,7 @@ def test_metrics_of_any_worker_count_every_workers_requests(
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path)
     sample = 'shipyard_http_requests_total{code="200",model="iris",version="1"}'
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_S
         while True:
             try:
                 if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
@@ -139,7 +155,9 @@ def test_metrics_of_any_worker_count_every_workers_requests(
         while len(_totals(workspace)[2]) < 2:  # until both workers have served
             assert time.monotonic() < deadline + 30, "one worker got every connection"
             sent += _send(port, 20)
-            time.sleep(0.5)  # a flush
+            flushed = time.monotonic() + 30
+            while _totals(workspace)[0] < sent and time.monotonic() < flushed:  # a flush
+                time.sleep(0.1)
         assert next(p.name for p in scratch.iterdir()).startswith("shipyard-metrics-")
         seen = []
         for _ in range(6):  # fresh connections: the scrapes land on either worker
@@ -150,7 +168,7 @@ def test_metrics_of_any_worker_count_every_workers_requests(
         assert seen == [float(sent)] * 6
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        proc.wait(timeout=START_S)
     assert list(scratch.iterdir()) == [], "the server removes its metrics folder"
     _, _, per_worker = _totals(workspace)
     assert sum(per_worker.values()) == sent

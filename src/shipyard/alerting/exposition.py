@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 
 from shipyard.errors import ShipyardError
 from shipyard.metrics import spec
+from shipyard.statuses import AlertState
 from shipyard.store import Store
 from shipyard.store.alerting import AlertRecord
 from shipyard.store.tables import MetricPoint
@@ -86,7 +87,9 @@ class StoreCollector(Collector):
         alerts = _family("ALERTS")
         with self.store.session() as session:
             for record in session.scalars(
-                select(AlertRecord).where(AlertRecord.state.in_(("pending", "firing")))
+                select(AlertRecord).where(
+                    AlertRecord.state.in_((AlertState.PENDING, AlertState.FIRING))
+                )
             ):
                 labels = {k: str(v) for k, v in record.labels.items() if _LABEL.match(k)}
                 alerts.add_sample("ALERTS", {**labels, "alertstate": record.state}, 1.0)

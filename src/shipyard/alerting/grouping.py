@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from shipyard.alerting.inhibition import InhibitRule, inhibited
 from shipyard.alerting.matchers import Matcher, match_all
 from shipyard.alerting.silences import active_silences, silenced
+from shipyard.statuses import AlertState, NotificationStatus
 from shipyard.store.alerting import AlertGroupRecord, AlertRecord, NotificationRecord
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -106,13 +107,17 @@ def dispatch(
 ) -> list[NotificationRecord]:
     """Decide which groups are due at ``now`` and write their notifications to the outbox."""
     alerts = list(
-        session.scalars(select(AlertRecord).where(AlertRecord.state.in_(("firing", "resolved"))))
+        session.scalars(
+            select(AlertRecord).where(
+                AlertRecord.state.in_((AlertState.FIRING, AlertState.RESOLVED))
+            )
+        )
     )
     silences = active_silences(session, now)
-    firing_labels = [a.labels for a in alerts if a.state == "firing"]
+    firing_labels = [a.labels for a in alerts if a.state == AlertState.FIRING]
     groups: dict[str, _Group] = {}
     for alert in alerts:
-        if alert.state == "firing" and (
+        if alert.state == AlertState.FIRING and (
             silenced(alert.labels, silences, now)
             or inhibited(alert.labels, firing_labels, inhibit_rules)
         ):
@@ -121,7 +126,7 @@ def dispatch(
             labels = group_labels(route, alert.labels)
             key = group_key(route, labels)
             group = groups.setdefault(key, _Group(route, labels))
-            (group.firing if alert.state == "firing" else group.resolved).append(alert)
+            (group.firing if alert.state == AlertState.FIRING else group.resolved).append(alert)
     routes_by_receiver = {r.receiver: r for r in root.walk()}
     memory = {g.key: g for g in session.scalars(select(AlertGroupRecord))}
     sent: list[NotificationRecord] = []
@@ -188,7 +193,7 @@ def dispatch(
             receiver=route.receiver,
             group_key=key,
             payload=payload,
-            status="pending",
+            status=NotificationStatus.PENDING,
             attempts=0,
             created_at=now,
             next_attempt_at=now,

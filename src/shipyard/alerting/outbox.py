@@ -38,6 +38,7 @@ from sqlalchemy import or_, select
 
 from shipyard.alerting.receivers import DEADLINE_GRACE_S, Delivery, Receiver, send
 from shipyard.clock import Clock
+from shipyard.statuses import NotificationStatus
 from shipyard.store import Store
 from shipyard.store.alerting import NotificationRecord
 from shipyard.store.base import new_id
@@ -115,7 +116,7 @@ def _claim_due(
             session.scalars(
                 select(NotificationRecord)
                 .where(
-                    NotificationRecord.status == "pending",
+                    NotificationRecord.status == NotificationStatus.PENDING,
                     NotificationRecord.next_attempt_at <= now,
                     or_(
                         NotificationRecord.claimed_until.is_(None),
@@ -185,7 +186,7 @@ def _renew_claim(
         row = session.get(
             NotificationRecord, notification_id, with_for_update=True, populate_existing=True
         )
-        if row is None or row.status != "pending" or row.claimed_by != me:
+        if row is None or row.status != NotificationStatus.PENDING or row.claimed_by != me:
             return None
         row.claimed_until = now + hold
         return dict(row.payload), row.idempotency_key
@@ -204,12 +205,12 @@ def _record(
         row.claimed_by = None
         row.last_error = None if result.ok else result.detail
         if result.ok:
-            row.status = "delivered"
+            row.status = NotificationStatus.DELIVERED
             row.delivered_at = now
         elif not result.retry:
-            row.status = "failed"
+            row.status = NotificationStatus.FAILED
         elif now - row.created_at >= GIVE_UP_AFTER_S:
-            row.status = "failed"
+            row.status = NotificationStatus.FAILED
             row.last_error = f"gave up after {row.attempts} attempts: {result.detail}"
         else:
             retry_at = row.next_attempt_at = now + backoff_s(row.attempts)
@@ -247,7 +248,9 @@ def pending_count(store: Store) -> int:
         return len(
             list(
                 session.scalars(
-                    select(NotificationRecord.id).where(NotificationRecord.status == "pending")
+                    select(NotificationRecord.id).where(
+                        NotificationRecord.status == NotificationStatus.PENDING
+                    )
                 )
             )
         )

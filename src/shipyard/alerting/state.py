@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shipyard.alerting.rules import Hit, Rule, evaluate_rule
+from shipyard.statuses import AlertState
 from shipyard.store.alerting import AlertRecord
 
 RESOLVED_RETENTION_S = 15 * 60
@@ -75,13 +76,13 @@ def apply_rules(
                     fingerprint=fp,
                     rule=key,
                     labels=hit.labels,
-                    state="inactive",
+                    state=AlertState.INACTIVE,
                     active_at=now,
                     last_true_at=now,
                 )
                 session.add(record)
-            if record.state in ("inactive", "resolved"):
-                move(record, "pending")
+            if record.state in (AlertState.INACTIVE, AlertState.RESOLVED):
+                move(record, AlertState.PENDING)
                 record.active_at = now
                 record.fired_at = None
                 record.resolved_at = None
@@ -89,8 +90,8 @@ def apply_rules(
             record.value = hit.value
             record.labels = hit.labels
             record.annotations = rule.render_annotations(hit.labels, hit.value)
-            if record.state == "pending" and now - record.active_at >= rule.for_s:
-                move(record, "firing")
+            if record.state == AlertState.PENDING and now - record.active_at >= rule.for_s:
+                move(record, AlertState.FIRING)
                 record.fired_at = now
         for record in mine.values():
             _condition_false(session, record, rule.keep_firing_for_s, now, move)
@@ -107,13 +108,16 @@ def _condition_false(
     now: float,
     move: Callable[[AlertRecord, str], None],
 ) -> None:
-    if record.state == "pending":
-        move(record, "inactive")
+    if record.state == AlertState.PENDING:
+        move(record, AlertState.INACTIVE)
         session.delete(record)
-    elif record.state == "firing":
+    elif record.state == AlertState.FIRING:
         if now - record.last_true_at < keep_firing_for_s:
             return
-        move(record, "resolved")
+        move(record, AlertState.RESOLVED)
         record.resolved_at = now
-    elif record.state == "resolved" and now - (record.resolved_at or now) > RESOLVED_RETENTION_S:
+    elif (
+        record.state == AlertState.RESOLVED
+        and now - (record.resolved_at or now) > RESOLVED_RETENTION_S
+    ):
         session.delete(record)

@@ -22,6 +22,7 @@ from shipyard.cli.output import console, flag, open_workspace, print_json, table
 from shipyard.config import yaml_error_line
 from shipyard.daemon import ALERTING_CONFIG, current_leader, recorded_config
 from shipyard.errors import ConfigError, InvalidInput, NotFound
+from shipyard.statuses import AlertState
 from shipyard.store.alerting import AlertRecord
 from shipyard.workspace import Workspace
 
@@ -69,7 +70,7 @@ def list_alerts(
     as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """Alerts that are pending, firing or recently resolved."""
-    if state and state not in ("pending", "firing", "resolved"):
+    if state and state not in (AlertState.PENDING, AlertState.FIRING, AlertState.RESOLVED):
         raise InvalidInput(f"--state must be pending, firing or resolved, not {state!r}")
     ws = open_workspace(create=False)
     with ws.store.session() as session:

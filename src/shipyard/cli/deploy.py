@@ -29,6 +29,7 @@ from shipyard.deploy.rollback import rollback as rollback_production
 from shipyard.deploy.runbook import render_runbook
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.registry import Registry
+from shipyard.statuses import ROLLOUT_MOVING, RolloutState
 from shipyard.workspace import Workspace
 
 rollout_app = typer.Typer(help="Follow and steer one rollout.", no_args_is_help=True)
@@ -57,7 +58,7 @@ def _show(view: ro.RolloutView, as_json: bool, ws: Workspace | None = None) -> N
         f"rollout [bold]{view.id}[/]: {view.model} version {view.version} "
         f"(stable {stable}) — [bold]{view.state}[/]"
     )
-    if view.state in (ro.CANARY, ro.PAUSED):
+    if view.state in (RolloutState.CANARY, RolloutState.PAUSED):
         console.print(f"  step {view.step_index + 1}, canary weight {view.weight_pct:g} %")
     console.print(f"  why: {view.reason or '-'}   updated {when(view.updated_at)}")
     if view.approvals:
@@ -213,7 +214,7 @@ def deploy(
         ws.store, model, version, actor=_actor(ws, actor), author=info.created_by or None
     )
     _show(view, as_json)
-    if not as_json and view.state == ro.WAITING:
+    if not as_json and view.state == RolloutState.WAITING:
         need = load_policy(ws.store, model).approvals.start
         console.print(
             f"  waiting for {need.count} approval(s): `shipyard approve {view.id} --as USER`"
@@ -387,7 +388,7 @@ def runbook(
 
 def _say_if_no_daemon(ws: Workspace, view: ro.RolloutView) -> None:
     """A rollout that waits for the control loop says so when no daemon leads."""
-    if view.state not in (ro.WAITING, ro.STAGING, ro.CANARY):
+    if view.state not in ROLLOUT_MOVING:
         return
     note = no_daemon_note(ws.store, ws.clock.time())
     if note:

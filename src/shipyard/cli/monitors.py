@@ -15,12 +15,18 @@ from shipyard.cli.output import (
     table,
     when,
 )
+from shipyard.statuses import CheckStatus
 
 monitors_app = typer.Typer(
     help="The monitors of data, training, validation and serving pipelines.", no_args_is_help=True
 )
 
-STYLE = {"ok": "green", "warning": "yellow", "alert": "bold red", "error": "red"}
+STYLE: dict[str, str] = {
+    CheckStatus.OK: "green",
+    CheckStatus.WARNING: "yellow",
+    CheckStatus.ALERT: "bold red",
+    CheckStatus.ERROR: "red",
+}
 
 
 def _styled(status: str | None) -> str:

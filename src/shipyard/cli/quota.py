@@ -23,6 +23,7 @@ from shipyard.quota.plan import plan_from_store
 from shipyard.quota.pools import apply_pools, list_pools, read_pool_file
 from shipyard.quota.resources import format_amount, parse_amounts
 from shipyard.quota.usage import record_usage
+from shipyard.statuses import LEASE_ACTIVE, LeaseStatus, StepStatus
 from shipyard.store.quota import QuotaLease, QuotaPool, QuotaReservation
 from shipyard.store.tables import StepRun
 
@@ -92,7 +93,7 @@ def status(as_json: bool = flag("--json", help="Print JSON.")) -> None:
         leases = list(
             s.scalars(
                 select(QuotaLease)
-                .where(QuotaLease.status.in_(("held", "waiting")))
+                .where(QuotaLease.status.in_(LEASE_ACTIVE))
                 .order_by(QuotaLease.requested_at)
             )
         )
@@ -151,7 +152,7 @@ def status(as_json: bool = flag("--json", help="Print JSON.")) -> None:
                     total[r] = total.get(r, 0.0) + float(v)
             amounts = ", ".join(f"{r}={format_amount(r, v)}" for r, v in sorted(total.items()))
             since = when(min(x.requested_at for x in rows))
-            verb = "holds" if state == "held" else "waits for"
+            verb = "holds" if state == LeaseStatus.HELD else "waits for"
             count = f"{len(rows)} lease" + ("s" if len(rows) != 1 else "")
             console.print(f"    {pipeline} {verb} {amounts} ({count}, since {since})")
 
@@ -416,7 +417,7 @@ def hardware_advise(
                     .join(Run, Run.id == StepRun.run_id)
                     .where(
                         StepRun.step == step,
-                        StepRun.status == "succeeded",
+                        StepRun.status == StepStatus.SUCCEEDED,
                         Run.file.endswith(os.path.basename(file)),
                     )
                 )

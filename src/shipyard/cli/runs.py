@@ -25,15 +25,17 @@ from shipyard.cli.output import (
     when,
 )
 from shipyard.errors import NotFound
+from shipyard.statuses import RUN_FINAL, RunStatus, StepStatus
 
-STATUS_STYLE = {
-    "pending": "dim",
-    "running": "cyan",
-    "retrying": "yellow",
-    "succeeded": "green",
-    "failed": "bold red",
-    "cancelled": "magenta",
+STATUS_STYLE: dict[str, str] = {
+    StepStatus.PENDING: "dim",
+    StepStatus.RUNNING: "cyan",
+    StepStatus.RETRYING: "yellow",
+    StepStatus.SUCCEEDED: "green",
+    StepStatus.FAILED: "bold red",
+    StepStatus.CANCELLED: "magenta",
 }
+"""A run's or a step's status, styled (a run's statuses are a subset of a step's)."""
 
 runs_app = typer.Typer(help="Inspect pipeline runs.", no_args_is_help=True)
 pipelines_app = typer.Typer(help="Inspect pipelines.", no_args_is_help=True)
@@ -109,9 +111,9 @@ def run(
     else:
         line = f"run [bold]{result.run_id}[/] {_styled(result.status)}"
         console.print(line + (f": {result.exit_reason}" if result.exit_reason else ""))
-    if result.status == "cancelled":
+    if result.status == RunStatus.CANCELLED:
         raise typer.Exit(130)
-    if result.status != "succeeded":
+    if result.status != RunStatus.SUCCEEDED:
         raise typer.Exit(1)
 
 
@@ -227,7 +229,7 @@ def runs_logs(
 ) -> None:
     """Print a run's step logs (stdout, stderr and structured lines)."""
     from shipyard.pipelines import logs
-    from shipyard.pipelines.records import FINAL, get_run
+    from shipyard.pipelines.records import get_run
 
     ws = open_workspace(create=False)
     info = get_run(ws.store, run_id)
@@ -244,7 +246,7 @@ def runs_logs(
     def finished() -> bool:
         if not follow_:
             return True
-        return get_run(ws.store, info["id"])["status"] in FINAL
+        return get_run(ws.store, info["id"])["status"] in RUN_FINAL
 
     for path, line in logs.follow(paths, finished):
         if as_json:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from croniter import croniter
 from sqlalchemy import select
 
+from shipyard.statuses import RunStatus
 from shipyard.store.alerting import ScheduleState
 from shipyard.store.tables import PipelineRecord, Run
 
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shipyard.daemon")
 
-ACTIVE_RUN_STATES = ("pending", "queued", "running")
 Launcher = Callable[[PipelineRecord], "str | None"]
 
 
@@ -84,9 +84,7 @@ def start_scheduled_runs(ctx: DaemonContext) -> list[str]:
                 continue
             state.last_slot_at = max(slot, state.last_slot_at)
             running = session.scalars(
-                select(Run.id).where(
-                    Run.pipeline == pipeline.name, Run.status.in_(ACTIVE_RUN_STATES)
-                )
+                select(Run.id).where(Run.pipeline == pipeline.name, Run.status == RunStatus.RUNNING)
             ).first()
             if running is not None:
                 state.last_outcome = f"skipped: run {running} still going"

@@ -26,17 +26,11 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shipyard.checks import Check
 from shipyard.clock import Clock
 from shipyard.deploy.policy import Policy, policy_from_dict
 from shipyard.deploy.rollout import (
-    CANARY,
-    FAILED,
-    PAUSED,
-    PRODUCTION,
-    ROLLED_BACK,
     ROLLOUT_FAILED_METRIC,
-    STAGING,
-    WAITING,
     audit,
     enter_step,
     locked,
@@ -48,6 +42,7 @@ from shipyard.deploy.rollout import (
 )
 from shipyard.errors import NotFound
 from shipyard.stats.canary import MetricVerdict, combine
+from shipyard.statuses import ROLLOUT_MOVING, CheckStatus, RolloutState
 from shipyard.store import Store
 from shipyard.store.deploy import RolloutRecord, RolloutVerdict
 from shipyard.store.tables import MetricPoint
@@ -55,14 +50,10 @@ from shipyard.store.tables import MetricPoint
 # -- seams ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SmokeResult:
-    passed: bool
-    evidence: dict[str, Any]
-
-
-SmokeCheck = Callable[[str, int, Policy], SmokeResult]
-"""(model, version, policy) → did the version load, answer a sample and meet the latency?"""
+SMOKE = "staging.smoke"
+SmokeCheck = Callable[[str, int, Policy], Check]
+"""(model, version, policy) → did the version load, answer a sample and meet the latency?
+(status ``ok``, or not: the check's evidence goes to the audit log)"""
 
 
 class Analyzer(Protocol):
@@ -127,7 +118,7 @@ class Engine:
             ids = list(
                 s.scalars(
                     select(RolloutRecord.id)
-                    .where(RolloutRecord.state.in_((WAITING, STAGING, CANARY)))
+                    .where(RolloutRecord.state.in_(ROLLOUT_MOVING))
                     .order_by(RolloutRecord.created_at)
                 )
             )
@@ -165,11 +156,11 @@ class Engine:
     def decide(self, seen: RolloutRecord) -> Advance | None:
         """Decide from ``seen`` and commit only if the rollout has not moved since."""
         policy = policy_from_dict(seen.policy)
-        if seen.state == WAITING:
+        if seen.state == RolloutState.WAITING:
             return self._waiting(seen, policy)
-        if seen.state == STAGING:
+        if seen.state == RolloutState.STAGING:
             return self._staging(seen, policy)
-        if seen.state == CANARY:
+        if seen.state == RolloutState.CANARY:
             return self._canary(seen, policy)
         return None
 
@@ -189,8 +180,8 @@ class Engine:
             r = self._unchanged(s, seen)
             if r is None or not start_approved(s, r, policy):
                 return None
-            move_to(s, r, STAGING, now, self.actor, "approvals complete")
-            return Advance(r.id, STAGING)
+            move_to(s, r, RolloutState.STAGING, now, self.actor, "approvals complete")
+            return Advance(r.id, RolloutState.STAGING)
 
     def _staging(self, seen: RolloutRecord, policy: Policy) -> Advance | None:
         evidence: dict[str, Any] = {"smoke": "not configured"}
@@ -199,16 +190,27 @@ class Engine:
             try:
                 result = self.smoke(seen.model, seen.version, policy)
             except Exception as exc:  # a smoke check that crashes is a failed smoke check
-                result = SmokeResult(False, {"error": f"{type(exc).__name__}: {exc}"})
-            passed, evidence = result.passed, result.evidence
+                why = f"{type(exc).__name__}: {exc}"
+                result = Check.of_model(
+                    SMOKE, seen.model, seen.version, CheckStatus.ALERT, why, {"error": why}
+                )
+            passed, evidence = result.status == CheckStatus.OK, dict(result.evidence)
         now = self.clock.time()
         with self.store.session(immediate=True) as s:
             r = self._unchanged(s, seen)
             if r is None:
                 return None
             if not passed:
-                move_to(s, r, FAILED, now, self.actor, "staging smoke check failed", smoke=evidence)
-                return Advance(r.id, FAILED, evidence)
+                move_to(
+                    s,
+                    r,
+                    RolloutState.FAILED,
+                    now,
+                    self.actor,
+                    "staging smoke check failed",
+                    smoke=evidence,
+                )
+                return Advance(r.id, RolloutState.FAILED, evidence)
             audit(
                 s,
                 r,
@@ -223,21 +225,21 @@ class Engine:
                 move_to(
                     s,
                     r,
-                    CANARY,
+                    RolloutState.CANARY,
                     now,
                     self.actor,
                     "staging passed; first canary step",
                     step=0,
                     weight_pct=policy.canary.steps[0].weight_pct,
                 )
-                return Advance(r.id, CANARY, {"step": 0})
+                return Advance(r.id, RolloutState.CANARY, {"step": 0})
             why = (
                 "staging passed; no stable version to compare a canary with"
                 if r.stable_version is None
                 else "staging passed; the policy has no canary"
             )
             to_production(s, r, now, self.actor, why)
-            return Advance(r.id, PRODUCTION)
+            return Advance(r.id, RolloutState.PRODUCTION)
 
     def _canary(self, seen: RolloutRecord, policy: Policy) -> Advance | None:
         now = self.clock.time()
@@ -308,17 +310,17 @@ class Engine:
                 if action == "fail":
                     return self._fail(s, r, policy, verdicts, now, [], no_data=short)
                 if action == "pause" or elapsed >= step.max_duration(interval):
-                    r.paused_from = CANARY
+                    r.paused_from = RolloutState.CANARY
                     move_to(
                         s,
                         r,
-                        PAUSED,
+                        RolloutState.PAUSED,
                         now,
                         self.actor,
                         f"too little data for {short} after {elapsed:.0f}s",
                         no_data=short,
                     )
-                    return Advance(r.id, PAUSED, {"no_data": short})
+                    return Advance(r.id, RolloutState.PAUSED, {"no_data": short})
                 audit(s, r, now, self.actor, "rollout.extend", f"too little data for {short}")
                 return Advance(r.id, "extend", {"no_data": short})
             if elapsed >= step.min_duration_s:
@@ -355,9 +357,9 @@ class Engine:
             labels = {"model": r.model, "version": str(r.version), "rollout": r.id}
             s.add(MetricPoint.of(ROLLOUT_FAILED_METRIC, labels, now, 1.0))
         if "pause" in policy.on_failure:
-            r.paused_from = CANARY
-            move_to(s, r, PAUSED, now, self.actor, why, **evidence)
-            return Advance(r.id, PAUSED, evidence)
+            r.paused_from = RolloutState.CANARY
+            move_to(s, r, RolloutState.PAUSED, now, self.actor, why, **evidence)
+            return Advance(r.id, RolloutState.PAUSED, evidence)
         traffic_back(s, r, now)
-        move_to(s, r, ROLLED_BACK, now, self.actor, why, **evidence)
-        return Advance(r.id, ROLLED_BACK, evidence)
+        move_to(s, r, RolloutState.ROLLED_BACK, now, self.actor, why, **evidence)
+        return Advance(r.id, RolloutState.ROLLED_BACK, evidence)

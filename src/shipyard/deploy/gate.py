@@ -17,12 +17,14 @@ import numpy as np
 from sklearn import metrics as skm
 from sqlalchemy.orm import Session
 
+from shipyard.checks import Check
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.deploy import traffic
 from shipyard.deploy.policy import Gate, load_policy
 from shipyard.deploy.rollout import RolloutView, start_rollout
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.registry import Predictor, Registry, VersionInfo
+from shipyard.statuses import CheckStatus
 from shipyard.store.deploy import GateResult
 from shipyard.store.tables import AuditEvent
 
@@ -105,32 +107,64 @@ def judge(
     gate: Gate,
     metrics: dict[str, float],
     serving: dict[str, float] | None,
-) -> tuple[bool, list[str]]:
-    """Apply thresholds and the no-regression rule; the reasons say what failed (or passed)."""
-    reasons: list[str] = []
+    model: str,
+    version: int,
+) -> list[Check]:
+    """One check per rule of the gate: each minimum, each maximum, and (when a serving version
+    was scored) each metric that must not regress against it."""
+    checks: list[Check] = []
+
+    def rule(kind: str, name: str, failed: bool, summary: str, **evidence: float) -> None:
+        status = CheckStatus.ALERT if failed else CheckStatus.OK
+        found = {"metric": name, "value": metrics[name], **evidence}
+        checks.append(Check.of_model(f"gate.{kind}", model, version, status, summary, found))
+
     for name, bound in gate.minimum.items():
-        if metrics[name] < bound:
-            reasons.append(f"{name} {metrics[name]:.4g} < minimum {bound:g}")
+        low = metrics[name] < bound
+        rule(
+            "minimum",
+            name,
+            low,
+            f"{name} {metrics[name]:.4g} {'<' if low else '≥'} minimum {bound:g}",
+            bound=bound,
+        )
     for name, bound in gate.maximum.items():
-        if metrics[name] > bound:
-            reasons.append(f"{name} {metrics[name]:.4g} > maximum {bound:g}")
+        high = metrics[name] > bound
+        rule(
+            "maximum",
+            name,
+            high,
+            f"{name} {metrics[name]:.4g} {'>' if high else '≤'} maximum {bound:g}",
+            bound=bound,
+        )
     if serving is not None:
         for name in gate.no_regression:
             new, old = metrics[name], serving[name]
             worse = (new - old) if name in LOWER_IS_BETTER else (old - new)
-            if worse > gate.tolerance:
-                reasons.append(
-                    f"{name} regressed: {new:.4g} vs serving {old:.4g} "
-                    f"(tolerance {gate.tolerance:g})"
-                )
-    passed = not reasons
-    if passed:
-        reasons.append(
-            "meets every threshold and does not regress against the serving version"
-            if serving is not None
-            else "meets every threshold (no serving version to compare with)"
-        )
-    return passed, reasons
+            regressed = worse > gate.tolerance
+            rule(
+                "no_regression",
+                name,
+                regressed,
+                f"{name} {'regressed' if regressed else 'holds'}: {new:.4g} vs serving {old:.4g} "
+                f"(tolerance {gate.tolerance:g})",
+                serving=old,
+                tolerance=gate.tolerance,
+            )
+    return checks
+
+
+def reasons_of(checks: list[Check], compared: bool) -> tuple[bool, list[str]]:
+    """Whether the gate passed, and why: the failed rules, or one line saying what passed
+    (``compared``: a serving version was scored too)."""
+    failed = [c.summary for c in checks if c.status != CheckStatus.OK]
+    if failed:
+        return False, failed
+    return True, [
+        "meets every threshold and does not regress against the serving version"
+        if compared
+        else "meets every threshold (no serving version to compare with)"
+    ]
 
 
 def record_gate(
@@ -193,7 +227,8 @@ def validate_version(
     if serving_version is not None and serving_version != version:
         s_info, s_pred = registry.load(model, version=serving_version)
         serving_metrics = score(s_pred, _array(s_info, x), y, set(gate.no_regression))
-    passed, reasons = judge(gate, metrics, serving_metrics)
+    checks = judge(gate, metrics, serving_metrics, model, version)
+    passed, reasons = reasons_of(checks, serving_metrics is not None)
     outcome = GateOutcome(
         model,
         version,

@@ -26,8 +26,9 @@ from sqlalchemy.orm import Session
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.deploy import traffic
-from shipyard.deploy.rollout import ACTIVE, FAILED, PRODUCTION, ROLLED_BACK, move_to
+from shipyard.deploy.rollout import move_to
 from shipyard.errors import DeployError, NotFound
+from shipyard.statuses import ROLLOUT_ACTIVE, RolloutState
 from shipyard.store import Store
 from shipyard.store.deploy import ProductionRecord, RolloutRecord
 from shipyard.store.tables import AuditEvent
@@ -57,10 +58,11 @@ def standings(s: Session, model: str) -> dict[int, Standing]:
     events: list[Standing] = []
     for r in s.scalars(
         select(RolloutRecord).where(
-            RolloutRecord.model == model, RolloutRecord.state.in_((ROLLED_BACK, FAILED))
+            RolloutRecord.model == model,
+            RolloutRecord.state.in_((RolloutState.ROLLED_BACK, RolloutState.FAILED)),
         )
     ):
-        state = "failed" if r.state == FAILED else "rolled back or aborted"
+        state = "failed" if r.state == RolloutState.FAILED else "rolled back or aborted"
         why = f"{state} in rollout {r.id}" + (f" ({r.reason})" if r.reason else "")
         events.append(Standing(r.version, False, why, r.ended_at or r.updated_at))
     for i, span in enumerate(spans):  # after the rollouts: at a tie, the span says more
@@ -125,7 +127,7 @@ def rollback(
         current = traffic.production_version(s, model)
         active = s.scalar(
             select(RolloutRecord)
-            .where(RolloutRecord.model == model, RolloutRecord.state.in_(ACTIVE))
+            .where(RolloutRecord.model == model, RolloutRecord.state.in_(ROLLOUT_ACTIVE))
             .with_for_update()
         )
         target = to_version
@@ -150,16 +152,23 @@ def rollback(
         why = reason or f"rollback to version {target}"
         ended: str | None = None
         if active is not None:
-            move_to(s, active, ROLLED_BACK, now, actor, why)
+            move_to(s, active, RolloutState.ROLLED_BACK, now, actor, why)
             ended = active.id
         else:
             last = s.scalar(
                 select(RolloutRecord)
-                .where(RolloutRecord.model == model, RolloutRecord.state == PRODUCTION)
+                .where(RolloutRecord.model == model, RolloutRecord.state == RolloutState.PRODUCTION)
                 .order_by(RolloutRecord.ended_at.desc())
             )
             if last is not None and last.version == current:
-                move_to(s, last, ROLLED_BACK, now, actor, f"rolled back after completion: {why}")
+                move_to(
+                    s,
+                    last,
+                    RolloutState.ROLLED_BACK,
+                    now,
+                    actor,
+                    f"rolled back after completion: {why}",
+                )
                 ended = last.id
         traffic.put_in_production(
             s, model, target, now=now, via="rollback", actor=actor, reason=why

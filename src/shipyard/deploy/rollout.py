@@ -28,19 +28,10 @@ from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.deploy import traffic
 from shipyard.deploy.policy import Policy, load_policy, policy_from_dict
 from shipyard.errors import ApprovalRequired, DeployError, InvalidInput, NotFound
+from shipyard.statuses import ROLLOUT_ACTIVE, ROLLOUT_FINAL, ROLLOUT_MOVING, RolloutState
 from shipyard.store import Store
 from shipyard.store.deploy import GateResult, RolloutApproval, RolloutRecord, RolloutVerdict
 from shipyard.store.tables import AuditEvent
-
-WAITING = "waiting_for_approvals"
-STAGING = "staging"
-CANARY = "canary"
-PRODUCTION = "production"
-PAUSED = "paused"
-ROLLED_BACK = "rolled_back"
-FAILED = "failed"
-ACTIVE = (WAITING, STAGING, CANARY, PAUSED)
-FINAL = (PRODUCTION, ROLLED_BACK, FAILED)
 
 ROLLOUT_FAILED_METRIC = "shipyard_rollout_failed"
 """Written (value 1) when a canary fails, labelled model/version/rollout: the alert's series."""
@@ -74,10 +65,12 @@ class RolloutView:
 def _view(s: Session, r: RolloutRecord) -> RolloutView:
     policy = policy_from_dict(r.policy)
     weight = 0.0
-    if r.state in (CANARY, PAUSED) and r.step_index < len(policy.canary.steps):
+    if r.state in (RolloutState.CANARY, RolloutState.PAUSED) and r.step_index < len(
+        policy.canary.steps
+    ):
         split = s.scalars(select(traffic.TrafficSplit).where(traffic.TrafficSplit.model == r.model))
         weight = next((t.weight_pct for t in split if t.role == "canary"), 0.0)
-    elif r.state == PRODUCTION:
+    elif r.state == RolloutState.PRODUCTION:
         weight = 100.0
     approvals = [
         {"purpose": a.purpose, "actor": a.actor, "roles": a.roles, "ts": a.ts, "used": bool(a.used)}
@@ -181,7 +174,7 @@ def move_to(
     r.state = state
     r.reason = why
     r.updated_at = now
-    if state in FINAL:
+    if state in ROLLOUT_FINAL:
         r.ended_at = now
     audit(s, r, now, actor, f"rollout.{state}", why, **{"from": before, **evidence})
 
@@ -214,7 +207,7 @@ def to_production(s: Session, r: RolloutRecord, now: float, actor: str, why: str
     traffic.put_in_production(
         s, r.model, r.version, now=now, via="rollout", actor=actor, reason=why, rollout_id=r.id
     )
-    move_to(s, r, PRODUCTION, now, actor, why, weight_pct=100.0)
+    move_to(s, r, RolloutState.PRODUCTION, now, actor, why, weight_pct=100.0)
 
 
 def traffic_back(s: Session, r: RolloutRecord, now: float) -> None:
@@ -280,7 +273,7 @@ def start_rollout(
             s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:m))"), {"m": f"rollout:{model}"})
         active = s.scalar(
             select(RolloutRecord)
-            .where(RolloutRecord.model == model, RolloutRecord.state.in_(ACTIVE))
+            .where(RolloutRecord.model == model, RolloutRecord.state.in_(ROLLOUT_ACTIVE))
             .with_for_update()
         )
         if active is not None:
@@ -310,7 +303,7 @@ def start_rollout(
             version=version,
             stable_version=stable,
             author=author or actor,
-            state=WAITING,
+            state=RolloutState.WAITING,
             reason=_waiting_reason(policy, actor),
             policy=policy.model_dump(mode="json"),
             created_by=actor,
@@ -330,7 +323,7 @@ def start_rollout(
             stable_version=stable,
         )
         if policy.approvals.start.count == 0:
-            move_to(s, r, STAGING, now, actor, "the policy asks no approval to start")
+            move_to(s, r, RolloutState.STAGING, now, actor, "the policy asks no approval to start")
         return _view(s, r)
 
 
@@ -354,9 +347,9 @@ def approve(
     now = clock.time()
     with store.session(immediate=True) as s:
         r = locked(s, rollout_id)
-        if r.state not in ACTIVE:
+        if r.state not in ROLLOUT_ACTIVE:
             raise DeployError(f"rollout {r.id} is {r.state}; there is nothing left to approve")
-        if purpose == "start" and r.state != WAITING:
+        if purpose == "start" and r.state != RolloutState.WAITING:
             raise DeployError(f"rollout {r.id} already started ({r.state}); approve 'speedup'")
         policy = policy_from_dict(r.policy)
         rule = getattr(policy.approvals, purpose)
@@ -385,8 +378,10 @@ def approve(
             f"{have} of {rule.count} approvals",
             roles=roles,
         )
-        if purpose == "start" and r.state == WAITING and have >= rule.count:
-            move_to(s, r, STAGING, now, actor, f"{have} of {rule.count} approvals to start")
+        if purpose == "start" and r.state == RolloutState.WAITING and have >= rule.count:
+            move_to(
+                s, r, RolloutState.STAGING, now, actor, f"{have} of {rule.count} approvals to start"
+            )
         return _view(s, r)
 
 
@@ -397,10 +392,10 @@ def pause(
     now = clock.time()
     with store.session(immediate=True) as s:
         r = locked(s, rollout_id)
-        if r.state not in (WAITING, STAGING, CANARY):
+        if r.state not in ROLLOUT_MOVING:
             raise DeployError(f"rollout {r.id} is {r.state}; only a running rollout can pause")
         r.paused_from = r.state
-        move_to(s, r, PAUSED, now, actor, reason or "paused by hand")
+        move_to(s, r, RolloutState.PAUSED, now, actor, reason or "paused by hand")
         return _view(s, r)
 
 
@@ -410,11 +405,11 @@ def resume(
     now = clock.time()
     with store.session(immediate=True) as s:
         r = locked(s, rollout_id)
-        if r.state != PAUSED:
+        if r.state != RolloutState.PAUSED:
             raise DeployError(f"rollout {r.id} is {r.state}, not paused")
-        back = r.paused_from or WAITING
+        back = r.paused_from or RolloutState.WAITING
         r.paused_from = None
-        if back == CANARY:
+        if back == RolloutState.CANARY:
             r.last_look_at = now
         move_to(s, r, back, now, actor, "resumed")
         return _view(s, r)
@@ -428,7 +423,7 @@ def promote(
     now = clock.time()
     with store.session(immediate=True) as s:
         r = locked(s, rollout_id)
-        if r.state != CANARY:
+        if r.state != RolloutState.CANARY:
             raise DeployError(
                 f"rollout {r.id} is {r.state}; only a rollout in a canary step can be promoted"
             )
@@ -476,15 +471,17 @@ def abort(
     now = clock.time()
     with store.session(immediate=True) as s:
         r = locked(s, rollout_id)
-        if r.state not in ACTIVE:
+        if r.state not in ROLLOUT_ACTIVE:
             raise DeployError(f"rollout {r.id} is already {r.state}")
-        touched_traffic = r.state in (CANARY, PAUSED) and r.step_started_at is not None
+        touched_traffic = (
+            r.state in (RolloutState.CANARY, RolloutState.PAUSED) and r.step_started_at is not None
+        )
         if touched_traffic:
             traffic_back(s, r, now)
         move_to(
             s,
             r,
-            ROLLED_BACK,
+            RolloutState.ROLLED_BACK,
             now,
             actor,
             reason or "aborted by hand",

@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from shipyard.deploy.engine import SmokeResult
+from shipyard.checks import Check
+from shipyard.deploy.engine import SMOKE
 from shipyard.deploy.policy import Policy
 from shipyard.errors import ShipyardError
 from shipyard.registry import Registry, VersionInfo
+from shipyard.statuses import CheckStatus
 
 
 def sample_rows(info: VersionInfo, rows: int) -> np.ndarray[Any, Any]:
@@ -44,11 +46,12 @@ def sample_rows(info: VersionInfo, rows: int) -> np.ndarray[Any, Any]:
 class RegistrySmokeCheck:
     registry: Registry
 
-    def __call__(self, model: str, version: int, policy: Policy) -> SmokeResult:
+    def __call__(self, model: str, version: int, policy: Policy) -> Check:
         try:
             info, predictor = self.registry.load(model, version=version)
         except ShipyardError as exc:
-            return SmokeResult(False, {"loads": False, "error": str(exc)})
+            evidence = {"loads": False, "error": str(exc)}
+            return Check.of_model(SMOKE, model, version, CheckStatus.ALERT, str(exc), evidence)
         x = sample_rows(info, policy.staging.sample_rows)
         timings_ms = []
         try:
@@ -58,13 +61,18 @@ class RegistrySmokeCheck:
                 predictions = predictor.predict(x[i : i + 1])
                 timings_ms.append((time.perf_counter() - t0) * 1000)
         except Exception as exc:  # a model that raises on valid rows fails staging
-            return SmokeResult(
-                False, {"loads": True, "answers": False, "error": f"{type(exc).__name__}: {exc}"}
-            )
+            why = f"{type(exc).__name__}: {exc}"
+            evidence = {"loads": True, "answers": False, "error": why}
+            return Check.of_model(SMOKE, model, version, CheckStatus.ALERT, why, evidence)
         worst = max(timings_ms)
         ok = worst <= policy.staging.max_latency_ms
-        return SmokeResult(
-            ok,
+        return Check.of_model(
+            SMOKE,
+            model,
+            version,
+            CheckStatus.OK if ok else CheckStatus.ALERT,
+            f"answered {len(x)} rows, the slowest in {worst:.3g} ms "
+            f"(limit {policy.staging.max_latency_ms:g} ms)",
             {
                 "loads": True,
                 "artifact_digest": info.artifact_digest,

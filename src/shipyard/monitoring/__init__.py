@@ -20,18 +20,18 @@ from shipyard.lazy import lazy_exports
 if TYPE_CHECKING:
     from shipyard.monitoring.config import MonitorSet, MonitorSpec, resolve_monitors
     from shipyard.monitoring.evaluate import evaluate_monitors, on_run_finished
-    from shipyard.monitoring.findings import PipelineCheck
+    from shipyard.monitoring.findings import Check
     from shipyard.monitoring.observation import Observation, observe
-    from shipyard.monitoring.serving import Check, ServingMonitor, ServingMonitorConfig
+    from shipyard.monitoring.serving import ServingMonitor, ServingMonitorConfig
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "config": ("MonitorSet", "MonitorSpec", "resolve_monitors"),
         "evaluate": ("evaluate_monitors", "on_run_finished"),
-        "findings": ("PipelineCheck",),
+        "findings": ("Check",),
         "observation": ("Observation", "observe"),
-        "serving": ("Check", "ServingMonitor", "ServingMonitorConfig"),
+        "serving": ("ServingMonitor", "ServingMonitorConfig"),
     },
 )
 
@@ -40,7 +40,6 @@ __all__ = [
     "MonitorSet",
     "MonitorSpec",
     "Observation",
-    "PipelineCheck",
     "ServingMonitor",
     "ServingMonitorConfig",
     "evaluate_monitors",

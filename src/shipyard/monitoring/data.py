@@ -2,9 +2,10 @@
 label values, and data-type problems (missing or corrupted values).
 
 Each takes the reference and current profiles (or the current frame and the reference's
-schema) and returns a :class:`PipelineCheck`. The statistics are :func:`shipyard.stats.compare`'s:
-a column drifts only when its change is significant after the Benjamini–Hochberg correction
-across the tested columns *and* larger than an effect-size floor (see docs/statistics.md).
+schema) and returns a :class:`~shipyard.checks.Check`. The statistics are
+:func:`shipyard.stats.compare`'s: a column drifts only when its change is significant after the
+Benjamini–Hochberg correction across the tested columns *and* larger than an effect-size floor
+(see docs/statistics.md).
 
 Metric points: ``shipyard_drift_score{pipeline,dataset,column}`` (the effect size of a column
 that drifted — Wasserstein-1 / σ_ref for numbers, Jensen–Shannon distance base 2 for
@@ -17,9 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from shipyard.checks import Check
 from shipyard.monitoring.config import MonitorSpec
-from shipyard.monitoring.findings import ALERT, OK, WARNING, PipelineCheck
 from shipyard.stats import Anomaly, ColumnDrift, DatasetProfile, Schema, compare, validate
+from shipyard.statuses import CheckStatus
 
 PROBLEM_KINDS = ("missing_column", "wrong_type", "nulls_above_expectation", "nan_or_inf")
 """Anomalies that are data-type problems: values missing (above what the reference had),
@@ -55,12 +57,14 @@ def drift_check(
     columns: list[str],
     what: str,
     share_metric: bool = True,
-) -> PipelineCheck:
+) -> Check:
     """Compare ``columns`` of the current profile with the reference's: one check, a drift score
     per column and (``share_metric``) the drifted share of the data set."""
     ref = _subset(reference, columns)
     if not ref.columns:
-        return PipelineCheck(monitor, pipeline, OK, f"no {what} column to compare", dataset)
+        return Check.of_pipeline(
+            monitor, pipeline, CheckStatus.OK, f"no {what} column to compare", dataset
+        )
     report = compare(ref, _subset(current, columns), spec.drift_config())
     base = {"pipeline": pipeline, "dataset": dataset}
     metrics = [
@@ -71,18 +75,18 @@ def drift_check(
         metrics.append(("shipyard_dataset_drift_share", base, float(report.share_drifted)))
     drifted = report.drifted_columns
     if report.drifted:
-        status = ALERT
+        status = CheckStatus.ALERT
     elif drifted:
-        status = WARNING
+        status = CheckStatus.WARNING
     else:
-        status = OK
+        status = CheckStatus.OK
     summary = f"{what} of {dataset}: {report.drifted_summary()}"
     evidence = {
         **report.to_json(),
         "reference_rows": reference.rows,
         "current_rows": current.rows,
     }
-    return PipelineCheck(monitor, pipeline, status, summary, dataset, None, evidence, metrics)
+    return Check.of_pipeline(monitor, pipeline, status, summary, dataset, None, evidence, metrics)
 
 
 def feature_drift(
@@ -92,7 +96,7 @@ def feature_drift(
     reference: DatasetProfile,
     current: DatasetProfile,
     label: str | None,
-) -> PipelineCheck:
+) -> Check:
     """Drift of every feature column (all reference columns but the label)."""
     columns = [c for c in reference.columns if c != label]
     return drift_check(
@@ -107,24 +111,32 @@ def label_drift(
     reference: DatasetProfile,
     current: DatasetProfile,
     label: str | None,
-) -> PipelineCheck:
+) -> Check:
     """Drift of the label column's distribution (prior shift)."""
     if label is None:
-        return PipelineCheck(
+        return Check.of_pipeline(
             "label_drift",
             pipeline,
-            OK,
+            CheckStatus.OK,
             f"{dataset} has no label column (observe(label=…))",
             dataset,
         )
     if label not in reference.columns:
-        return PipelineCheck(
-            "label_drift", pipeline, OK, f"the reference of {dataset} has no {label!r}", dataset
+        return Check.of_pipeline(
+            "label_drift",
+            pipeline,
+            CheckStatus.OK,
+            f"the reference of {dataset} has no {label!r}",
+            dataset,
         )
     labels = current.columns.get(label)
     if labels is None or labels.missing >= labels.count:
-        return PipelineCheck(
-            "label_drift", pipeline, OK, f"{dataset} has no labels yet (scoring data)", dataset
+        return Check.of_pipeline(
+            "label_drift",
+            pipeline,
+            CheckStatus.OK,
+            f"{dataset} has no labels yet (scoring data)",
+            dataset,
         )
     return drift_check(
         "label_drift", spec, pipeline, dataset, reference, current, [label], "labels", False
@@ -138,7 +150,7 @@ def data_problems(
     frame: Any,
     schema: Schema,
     label: str | None = None,
-) -> PipelineCheck:
+) -> Check:
     """Share of each column's rows with a data-type problem, against the reference's schema.
 
     fraction(column) = min(1, Σ rows of the column's problem anomalies / rows of the batch),
@@ -163,13 +175,13 @@ def data_problems(
     if bad:
         named = ", ".join(f"{c} ({fractions[c]:.1%})" for c in bad[:10])
         kinds = sorted({a.kind for a in problems if a.column in bad})
-        status = ALERT
+        status = CheckStatus.ALERT
         summary = f"{dataset}: missing or corrupted values in {named} ({', '.join(kinds)})"
     elif problems:
-        status = WARNING
+        status = CheckStatus.WARNING
         summary = f"{dataset}: a few problem values, all columns within {limit:.0%}"
     else:
-        status = OK
+        status = CheckStatus.OK
         summary = f"{dataset}: no missing or corrupted values beyond the reference's"
     evidence = {
         "rows": len(frame),
@@ -177,6 +189,6 @@ def data_problems(
         "fractions": {c: f for c, f in fractions.items() if f > 0},
         "anomalies": [a.to_json() for a in anomalies],
     }
-    return PipelineCheck(
+    return Check.of_pipeline(
         "data_problems", pipeline, status, summary, dataset, None, evidence, metrics
     )

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from shipyard.checks import Check
 from shipyard.clock import Clock
 from shipyard.monitoring.config import MonitorSet
-from shipyard.monitoring.findings import PipelineCheck, add_checks
+from shipyard.monitoring.findings import add_checks
 from shipyard.monitoring.settings import keep_settings, loaded_definition, stored_settings
 from shipyard.monitoring.training import training_failures, training_time
+from shipyard.statuses import RUN_FINAL
 from shipyard.store import Store
 from shipyard.store.monitoring import MonitoredRun
 from shipyard.store.tables import Run
@@ -30,7 +32,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FINAL = ("succeeded", "failed", "cancelled")
 LOOKBACK_S = 7 * 86400.0
 """The daemon looks this far back for finished runs nobody judged."""
 BATCH = 200
@@ -39,7 +40,7 @@ BATCH = 200
 
 def judge_run(
     store: Store, clock: Clock, run_id: str, monitors: MonitorSet | None = None
-) -> list[PipelineCheck] | None:
+) -> list[Check] | None:
     """Run the run monitors on a finished run and record their verdicts, once.
 
     ``monitors`` defaults to the pipeline's stored settings (else its kind's defaults).
@@ -50,10 +51,10 @@ def judge_run(
             if s.get(MonitoredRun, run_id) is not None:
                 return None
             run = s.get(Run, run_id)
-            if run is None or run.status not in FINAL:
+            if run is None or run.status not in RUN_FINAL:
                 return None
             monitors = monitors or stored_settings(s, run.pipeline, run.kind)
-            checks: list[PipelineCheck] = []
+            checks: list[Check] = []
             if monitors.enabled("training_time"):
                 found = training_time(monitors.get("training_time"), s, run)
                 checks += [found] if found else []
@@ -68,7 +69,7 @@ def judge_run(
     return checks
 
 
-def on_run_finished(workspace: Workspace, run_id: str) -> list[PipelineCheck] | None:
+def on_run_finished(workspace: Workspace, run_id: str) -> list[Check] | None:
     """Judge a run that just ended; the runner calls it after ``finish_run``.
 
     It keeps the pipeline's monitor settings from its definition (loaded in this process
@@ -100,7 +101,7 @@ def evaluate_monitors(store: Store, clock: Clock) -> dict[str, Any]:
         pending = list(
             s.scalars(
                 select(Run.id)
-                .where(Run.status.in_(FINAL), Run.ended_at >= since, ~judged)
+                .where(Run.status.in_(RUN_FINAL), Run.ended_at >= since, ~judged)
                 .order_by(Run.ended_at)
                 .limit(BATCH)
             )

@@ -1,68 +1,33 @@
-"""A pipeline monitor's verdict (:class:`PipelineCheck`), how it is written to the store as a
+"""How a monitor's verdict (:class:`shipyard.checks.Check`) is written to the store as
 ``Finding`` and ``MetricPoint`` rows, and how the last verdicts are read back.
 
-A check's subject is its pipeline (run monitors) or ``pipeline/dataset`` (data set monitors):
-pipeline names cannot hold ``/``, so the subject tells both apart and the last verdicts of one
-pipeline are one indexed prefix query.
+A pipeline check's subject is its pipeline (run monitors) or ``pipeline/dataset`` (data set
+monitors): pipeline names cannot hold ``/``, so the subject tells both apart and the last
+verdicts of one pipeline are one indexed prefix query.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from shipyard.checks import Check
 from shipyard.errors import NotFound
 from shipyard.monitoring.config import DATASET_MONITORS, RUN_MONITORS
+from shipyard.statuses import CheckStatus
 from shipyard.store import Store
 from shipyard.store.tables import Finding, MetricPoint
 
-OK, WARNING, ALERT = "ok", "warning", "alert"
 
-Metric = tuple[str, dict[str, str], float]
-
-
-@dataclass
-class PipelineCheck:
-    """One monitor's verdict on one pipeline (and data set), with evidence and metric points."""
-
-    monitor: str
-    pipeline: str
-    status: str
-    summary: str
-    dataset: str | None = None
-    run_id: str | None = None
-    evidence: dict[str, Any] = field(default_factory=dict)
-    metrics: list[Metric] = field(default_factory=list)
-
-    @property
-    def subject(self) -> str:
-        return self.pipeline if self.dataset is None else f"{self.pipeline}/{self.dataset}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "monitor": self.monitor,
-            "pipeline": self.pipeline,
-            "dataset": self.dataset,
-            "run_id": self.run_id,
-            "status": self.status,
-            "summary": self.summary,
-            "metrics": [{"name": n, "labels": lb, "value": v} for n, lb, v in self.metrics],
-        }
-
-
-def add_checks(session: Session, checks: list[PipelineCheck], ts: float) -> None:
+def add_checks(session: Session, checks: Sequence[Check], ts: float) -> None:
     """Add each check as a Finding and its metric points to ``session`` (the caller's
-    transaction)."""
+    transaction): every monitor, of pipelines and of served models, writes through here."""
     for c in checks:
-        labels: dict[str, Any] = {"pipeline": c.pipeline}
-        if c.dataset is not None:
-            labels["dataset"] = c.dataset
         session.add(
             Finding(
                 monitor=c.monitor,
@@ -71,7 +36,7 @@ def add_checks(session: Session, checks: list[PipelineCheck], ts: float) -> None
                 status=c.status,
                 summary=c.summary,
                 evidence=jsonable(c.evidence),
-                labels=labels,
+                labels=dict(c.labels),
                 ts=ts,
             )
         )
@@ -156,8 +121,12 @@ def overview(store: Store, pipeline: str | None = None) -> list[dict[str, Any]]:
     return out
 
 
-_SEVERITY = {OK: 0, WARNING: 1, ALERT: 2, "error": 3}
-
-
 def _worst(statuses: Iterable[str]) -> str:
-    return max(statuses, key=lambda s: _SEVERITY.get(s, 0))
+    return max(statuses, key=_severity)
+
+
+def _severity(status: str) -> int:
+    try:
+        return CheckStatus(status).severity
+    except ValueError:  # a status of a later version: the mildest
+        return 0

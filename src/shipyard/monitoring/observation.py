@@ -19,21 +19,23 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shipyard.artifacts import ArtifactStore
+from shipyard.checks import Check
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.monitoring.config import MonitorSet
 from shipyard.monitoring.data import data_problems, feature_drift, label_drift
-from shipyard.monitoring.findings import WARNING, PipelineCheck, add_checks
+from shipyard.monitoring.findings import add_checks
 from shipyard.monitoring.settings import monitors_of, stored_settings
 from shipyard.monitoring.validation import drift_of_test_set
 from shipyard.stats import DatasetProfile, Schema, infer_schema
+from shipyard.statuses import CheckStatus
 from shipyard.store import Store
 from shipyard.store.monitoring import MonitorProfile
 from shipyard.store.tables import PipelineRecord, Run
@@ -53,12 +55,12 @@ class Observation:
     rows: int
     profile_id: int
     reference_id: int | None = None
-    checks: list[PipelineCheck] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
 
     @property
-    def flagged(self) -> list[PipelineCheck]:
+    def flagged(self) -> list[Check]:
         """The checks whose status is not ``ok``."""
-        return [c for c in self.checks if c.status != "ok"]
+        return [c for c in self.checks if c.status != CheckStatus.OK]
 
 
 def observe(
@@ -184,7 +186,7 @@ def publish(
     transaction (what :func:`observe` does once it knows where it runs)."""
     _check_input(dataset, frame, role, label)
     frame = _label_as_category(frame, label)
-    checks: list[PipelineCheck] = []
+    checks: list[Check] = []
     reference_row: MonitorProfile | None = None
     schema: dict[str, Any] = {}
     if role == "reference":
@@ -197,10 +199,10 @@ def publish(
         if reference_row is None:
             profile = DatasetProfile.from_frame(frame)
             checks = [
-                PipelineCheck(
+                Check.of_pipeline(
                     name,
                     pipeline,
-                    WARNING,
+                    CheckStatus.WARNING,
                     f"no reference of {dataset} from pipeline {source!r} yet: nothing to compare",
                     dataset,
                     run_id,
@@ -218,13 +220,15 @@ def publish(
             checks = _judge(
                 monitors, pipeline, dataset, frame, reference, profile, label, reference_row.schema
             )
-            for c in checks:
-                c.run_id = run_id
-                c.evidence["reference"] = {
-                    "pipeline": reference_row.pipeline,
-                    "run_id": reference_row.run_id,
-                    "profile_id": reference_row.id,
-                }
+            seen_reference = {
+                "pipeline": reference_row.pipeline,
+                "run_id": reference_row.run_id,
+                "profile_id": reference_row.id,
+            }
+            checks = [
+                replace(c, run_id=run_id, evidence={**c.evidence, "reference": seen_reference})
+                for c in checks
+            ]
     data = json.dumps(profile.to_json(), separators=(",", ":")).encode()
     now = clock.time()
     with store.session(immediate=True) as s:
@@ -286,8 +290,8 @@ def _judge(
     current: DatasetProfile,
     label: str | None,
     schema: dict[str, Any],
-) -> list[PipelineCheck]:
-    checks: list[PipelineCheck] = []
+) -> list[Check]:
+    checks: list[Check] = []
     for name in _dataset_monitors(monitors):
         spec = monitors.get(name)
         if name == "feature_drift":
@@ -303,10 +307,10 @@ def _judge(
                 )
             else:
                 checks.append(
-                    PipelineCheck(
+                    Check.of_pipeline(
                         name,
                         pipeline,
-                        WARNING,
+                        CheckStatus.WARNING,
                         f"the reference of {dataset} has no schema",
                         dataset,
                     )

@@ -16,8 +16,9 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shipyard.checks import Check
 from shipyard.monitoring.config import MonitorSpec
-from shipyard.monitoring.findings import ALERT, OK, PipelineCheck
+from shipyard.statuses import CheckStatus, RunStatus
 from shipyard.store.tables import Run, StepRun
 
 
@@ -27,11 +28,11 @@ def _duration_s(run: Run) -> float | None:
     return max(0.0, run.ended_at - run.started_at)
 
 
-def training_time(spec: MonitorSpec, session: Session, run: Run) -> PipelineCheck | None:
+def training_time(spec: MonitorSpec, session: Session, run: Run) -> Check | None:
     """The run's duration against its pipeline's history; ``None`` for a run that did not
     succeed (its duration says nothing about how long training takes)."""
     duration = _duration_s(run)
-    if run.status != "succeeded" or duration is None:
+    if run.status != RunStatus.SUCCEEDED or duration is None:
         return None
     factor = float(spec.options.get("factor", 2.0))
     min_history = int(spec.options.get("min_history", 5))
@@ -40,7 +41,7 @@ def training_time(spec: MonitorSpec, session: Session, run: Run) -> PipelineChec
         select(Run)
         .where(
             Run.pipeline == run.pipeline,
-            Run.status == "succeeded",
+            Run.status == RunStatus.SUCCEEDED,
             Run.id != run.id,
             Run.ended_at.is_not(None),
             Run.started_at.is_not(None),
@@ -62,10 +63,10 @@ def training_time(spec: MonitorSpec, session: Session, run: Run) -> PipelineChec
         "step_durations_s": steps,
     }
     if len(durations) < max(min_history, 1):
-        return PipelineCheck(
+        return Check.of_pipeline(
             "training_time",
             run.pipeline,
-            OK,
+            CheckStatus.OK,
             f"run took {duration:.1f} s; {len(durations)} earlier run(s), "
             f"{min_history} needed to judge",
             run_id=run.id,
@@ -76,31 +77,31 @@ def training_time(spec: MonitorSpec, session: Session, run: Run) -> PipelineChec
     evidence |= {"history_p95_s": p95, "ratio": ratio}
     metrics = [("shipyard_training_duration_ratio", {"pipeline": run.pipeline}, ratio)]
     if ratio > factor:
-        status = ALERT
+        status = CheckStatus.ALERT
         summary = (
             f"run took {duration:.1f} s, {ratio:.2f}× the p95 ({p95:.1f} s) of its last "
             f"{len(durations)} runs (limit {factor:g}×)"
         )
     else:
-        status = OK
+        status = CheckStatus.OK
         summary = f"run took {duration:.1f} s, {ratio:.2f}× its history's p95 ({p95:.1f} s)"
-    return PipelineCheck(
+    return Check.of_pipeline(
         "training_time", run.pipeline, status, summary, None, run.id, evidence, metrics
     )
 
 
-def training_failures(spec: MonitorSpec, run: Run) -> PipelineCheck | None:
+def training_failures(spec: MonitorSpec, run: Run) -> Check | None:
     """1 for a failed run, 0 for a succeeded one; ``None`` for a cancelled or unfinished run."""
-    if run.status not in ("succeeded", "failed"):
+    if run.status not in (RunStatus.SUCCEEDED, RunStatus.FAILED):
         return None
-    failed = run.status == "failed"
+    failed = run.status == RunStatus.FAILED
     metrics = [("shipyard_run_failed", {"kind": run.kind, "pipeline": run.pipeline}, float(failed))]
     summary = f"run {run.id} failed: {run.exit_reason}" if failed else f"run {run.id} succeeded"
     evidence = {"status": run.status, "exit_reason": run.exit_reason}
-    return PipelineCheck(
+    return Check.of_pipeline(
         "training_failures",
         run.pipeline,
-        ALERT if failed else OK,
+        CheckStatus.ALERT if failed else CheckStatus.OK,
         summary,
         None,
         run.id,

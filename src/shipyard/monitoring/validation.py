@@ -10,9 +10,9 @@ test set whose class balance moved changes the meaning of accuracy as much as mo
 
 from __future__ import annotations
 
+from shipyard.checks import Check
 from shipyard.monitoring.config import MonitorSpec
 from shipyard.monitoring.data import drift_check
-from shipyard.monitoring.findings import PipelineCheck
 from shipyard.stats import DatasetProfile
 
 
@@ -22,7 +22,7 @@ def drift_of_test_set(
     dataset: str,
     reference: DatasetProfile,
     current: DatasetProfile,
-) -> PipelineCheck:
+) -> Check:
     """Drift of every column of the test set (current) against the training set (reference)."""
     return drift_check(
         "test_set_drift",

@@ -32,7 +32,8 @@ from sqlalchemy import select
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import InvalidInput
-from shipyard.pipelines.records import FINAL, resolve_run_id
+from shipyard.pipelines.records import resolve_run_id
+from shipyard.statuses import RUN_FINAL, STEP_ACTIVE, STEP_FINAL
 from shipyard.store.tables import Run, StepRun
 from shipyard.workspace import Workspace
 
@@ -137,9 +138,9 @@ def _stop_steps(ws: Workspace, run_id: str, status: str, reason: str, now: float
         assert run is not None
         pipeline, local = run.pipeline, run.runner_host == socket.gethostname()
         for step in s.scalars(select(StepRun).where(StepRun.run_id == run_id)):
-            if step.status in FINAL:
+            if step.status in STEP_FINAL:
                 continue
-            if step.status in ("running", "retrying"):
+            if step.status in STEP_ACTIVE:
                 running.append((step.step, step.pid, step.process_started_at))
                 step.status, step.exit_reason = status, reason
             else:
@@ -188,9 +189,7 @@ def _runner_alive(host: str | None, runner: tuple[int | None, float | None]) -> 
 def _steps_running(ws: Workspace, run_id: str) -> bool:
     with ws.store.session() as s:
         found = s.scalars(
-            select(StepRun.id).where(
-                StepRun.run_id == run_id, StepRun.status.in_(("running", "retrying"))
-            )
+            select(StepRun.id).where(StepRun.run_id == run_id, StepRun.status.in_(STEP_ACTIVE))
         ).first()
     return found is not None
 
@@ -207,14 +206,14 @@ def cancel_run(
         assert row is not None
         state, host = row.status, row.runner_host
         runner = (row.runner_pid, row.runner_started_at)
-    if state in FINAL:
+    if state in RUN_FINAL:
         raise InvalidInput(f"run {run_id} has already ended ({state}); nothing to cancel")
     reason = f"cancelled by {workspace.actor} (shipyard runs cancel)"
     with workspace.store.session() as s:
         was_running = [
             st.step
             for st in s.scalars(select(StepRun).where(StepRun.run_id == run_id))
-            if st.status in ("running", "retrying")
+            if st.status in STEP_ACTIVE
         ]
     if not _mark_run(workspace, run_id, "cancelled", reason, clock.time()):
         raise InvalidInput(f"run {run_id} has already ended; nothing to cancel")

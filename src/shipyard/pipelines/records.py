@@ -12,18 +12,15 @@ from typing import Any
 import psutil
 from sqlalchemy import select, update
 
-from shipyard.artifacts import record_lineage
+from shipyard.artifacts import ArtifactRef, record_artifact, record_lineage
 from shipyard.clock import Clock
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.pipelines.dsl import Pipeline
 from shipyard.pipelines.graph import Graph
 from shipyard.pipelines.logs import step_log_path
+from shipyard.statuses import RUN_FINAL, STEP_FINAL
 from shipyard.store import Store
 from shipyard.store.tables import ArtifactRecord, Lineage, PipelineRecord, Run, StepRun
-
-STEP_STATUSES = ("pending", "running", "retrying", "succeeded", "failed", "cancelled")
-RUN_STATUSES = ("running", "succeeded", "failed", "cancelled")
-FINAL = ("succeeded", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -144,18 +141,8 @@ def record_success(
     now = clock.time()
     with store.session(immediate=True) as s:
         for name, out in outputs.items():
-            if s.get(ArtifactRecord, out["digest"]) is None:
-                s.add(
-                    ArtifactRecord(
-                        digest=out["digest"],
-                        uri=out["uri"],
-                        size_bytes=out["size_bytes"],
-                        media_type=out["media_type"],
-                        meta=out.get("meta", {}),
-                        created_at=now,
-                    )
-                )
-                s.flush()
+            ref = ArtifactRef(out["digest"], out["uri"], out["size_bytes"], out["media_type"])
+            record_artifact(s, ref, out.get("meta", {}), now)
             record_lineage(s, out["digest"], step_run_id, "produced", name)
         for edge in consumed:
             record_lineage(s, edge["digest"], step_run_id, "consumed", edge["name"])
@@ -192,13 +179,13 @@ def finish_run(
         run = s.get(Run, run_id)
         if run is None:
             raise NotFound("run", run_id)
-        if run.status in FINAL:
+        if run.status in RUN_FINAL:
             return run.status, run.exit_reason
         run.status = status
         run.exit_reason = reason
         run.ended_at = ended_at
         for step in s.scalars(select(StepRun).where(StepRun.run_id == run_id)):
-            if step.status not in FINAL:
+            if step.status not in STEP_FINAL:
                 step.status = "cancelled"
                 step.exit_reason = step.exit_reason or "cancelled: the run ended first"
                 if step.started_at is not None and step.ended_at is None:

@@ -63,10 +63,10 @@ from shipyard.errors import QuotaError, QuotaExceeded, StoreError
 from shipyard.pipelines.executor import Grant, StepRequest
 from shipyard.quota.pools import Pool, dominant_share, load_pool
 from shipyard.quota.resources import Amounts, add, first_excess, parse_amounts, subtract
+from shipyard.statuses import LEASE_ACTIVE as ACTIVE
 from shipyard.store import Store, new_id
 from shipyard.store.quota import QuotaEvent, QuotaLease, QuotaPool
 
-ACTIVE = ("held", "waiting")
 MAX_RENEW_EVERY_S = 5.0
 
 

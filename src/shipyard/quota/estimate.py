@@ -30,6 +30,7 @@ import numpy as np
 from sqlalchemy import select
 
 from shipyard.errors import InvalidInput, NotFound
+from shipyard.statuses import StepStatus
 from shipyard.store import Store
 from shipyard.store.tables import Run, StepRun
 
@@ -109,7 +110,7 @@ def estimate_pipeline(
         rows = s.execute(
             select(StepRun, Run.id)
             .join(Run, Run.id == StepRun.run_id)
-            .where(Run.pipeline == source, StepRun.status == "succeeded")
+            .where(Run.pipeline == source, StepRun.status == StepStatus.SUCCEEDED)
         ).all()
     if not rows:
         hint = "run it once, or give --like OTHER_PIPELINE" if not like else ""

@@ -31,6 +31,7 @@ from sqlalchemy import select
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.quota.pools import list_pools
+from shipyard.statuses import LEASE_ACTIVE, LeaseStatus
 from shipyard.store import Store
 from shipyard.store.quota import QuotaLease
 from shipyard.store.tables import MetricPoint, labels_key
@@ -73,9 +74,7 @@ def record_usage(
     pools = list_pools(store)
     outlook: list[Exhaustion] = []
     with store.session(immediate=True) as s:
-        leases = list(
-            s.scalars(select(QuotaLease).where(QuotaLease.status.in_(("held", "waiting"))))
-        )
+        leases = list(s.scalars(select(QuotaLease).where(QuotaLease.status.in_(LEASE_ACTIVE))))
         points: list[MetricPoint] = []
 
         def point(name: str, labels: dict[str, str], value: float) -> None:
@@ -85,8 +84,10 @@ def record_usage(
             mine = [lease for lease in leases if lease.pool == pool.name]
             pipelines = sorted({lease.pipeline for lease in mine} | set(pool.members))
             for pipeline in pipelines:
-                held = [x for x in mine if x.pipeline == pipeline and x.status == "held"]
-                waiting = sum(1 for x in mine if x.pipeline == pipeline and x.status == "waiting")
+                held = [x for x in mine if x.pipeline == pipeline and x.status == LeaseStatus.HELD]
+                waiting = sum(
+                    1 for x in mine if x.pipeline == pipeline and x.status == LeaseStatus.WAITING
+                )
                 point(WAITING, {"pool": pool.name, "pipeline": pipeline}, waiting)
                 for resource in pool.capacity:
                     labels = {"pool": pool.name, "resource": resource, "pipeline": pipeline}
@@ -95,7 +96,9 @@ def record_usage(
             for resource, capacity in pool.capacity.items():
                 labels = {"pool": pool.name, "resource": resource}
                 reserved = sum(
-                    float(x.resources.get(resource, 0)) for x in mine if x.status == "held"
+                    float(x.resources.get(resource, 0))
+                    for x in mine
+                    if x.status == LeaseStatus.HELD
                 )
                 point(CAPACITY, labels, capacity)
                 point(POOL_RESERVED, labels, reserved)

@@ -2,7 +2,8 @@
 
 Each check reads the windows that the model server flushed, the logged predictions and late
 labels through :mod:`shipyard.serving.records` (the recent period is ``(now - period_s, now]``,
-a window counted by its end, as the canary judge counts it), and returns a :class:`Check`;
+a window counted by its end, as the canary judge counts it), and returns a
+:class:`~shipyard.checks.Check`;
 :meth:`ServingMonitor.run` writes every check as a ``Finding`` and its numbers as
 ``MetricPoint`` rows, in one transaction.
 
@@ -25,7 +26,6 @@ registered for the lower-is-better ``mae`` and ``rmse``) — the series ``ModelQ
 from shipyard.monitoring.serving.base import (
     QUALITY_DROP,
     QUOTA_USED_FRACTION,
-    Check,
     ServingMonitorConfig,
 )
 from shipyard.monitoring.serving.monitor import ServingMonitor, monitor_live_models
@@ -34,7 +34,6 @@ from shipyard.monitoring.serving.quality import quality_drop
 __all__ = [
     "QUALITY_DROP",
     "QUOTA_USED_FRACTION",
-    "Check",
     "ServingMonitor",
     "ServingMonitorConfig",
     "monitor_live_models",

@@ -1,4 +1,4 @@
-"""What every serving check shares: the verdict type, the settings, and reading the windows
+"""What every serving check shares: the settings, and reading the windows
 the model servers flushed (through :mod:`shipyard.serving.records`, whose interval convention,
 ``(since, until]`` by a window's end, every check keeps)."""
 
@@ -20,23 +20,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shipyard.monitoring")
 
-OK, WARNING, ALERT = "ok", "warning", "alert"
 LOWER_IS_BETTER = ("mae", "rmse")
 QUALITY_DROP = "shipyard_model_quality_drop"
 QUOTA_USED_FRACTION = "shipyard_serving_quota_used_fraction"
-
-
-@dataclass
-class Check:
-    """One monitor's verdict on one model version, with its evidence and metric points."""
-
-    monitor: str
-    model: str
-    version: int | None
-    status: str
-    summary: str
-    evidence: dict[str, Any] = field(default_factory=dict)
-    metrics: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -9,24 +9,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from shipyard.checks import Check
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import NotFound
 from shipyard.monitoring.data import drift_score
-from shipyard.monitoring.findings import jsonable
-from shipyard.monitoring.serving.base import (
-    ALERT,
-    OK,
-    WARNING,
-    Check,
-    ServingMonitorConfig,
-    log,
-)
+from shipyard.monitoring.findings import add_checks
+from shipyard.monitoring.serving.base import ServingMonitorConfig, log
 from shipyard.monitoring.serving.operations import OperationsChecks
 from shipyard.monitoring.serving.quality import QualityChecks
 from shipyard.registry import PREDICTION_COLUMN, Registry, VersionInfo
 from shipyard.stats import DatasetProfile, compare
 from shipyard.stats.performance import histogram_quantile
-from shipyard.store.tables import Finding, MetricPoint
+from shipyard.statuses import CheckStatus
 
 if TYPE_CHECKING:
     from shipyard.store import Store
@@ -38,12 +32,16 @@ class ServingMonitor(QualityChecks, OperationsChecks):
     def input_skew(self, info: VersionInfo) -> Check:
         name = "serving.input_skew"
         if not info.reference_profile:
-            return Check(name, info.model, info.version, OK, "no reference profile registered")
+            return Check.of_model(
+                name, info.model, info.version, CheckStatus.OK, "no reference profile registered"
+            )
         windows = self._windows(info.model, info.version, self._since())
         current, skipped = self._merged([w.input_profile for w in windows])
         if current is None or current.rows < self.config.min_rows:
             rows = 0 if current is None else current.rows
-            return Check(name, info.model, info.version, OK, f"not enough data ({rows} rows)")
+            return Check.of_model(
+                name, info.model, info.version, CheckStatus.OK, f"not enough data ({rows} rows)"
+            )
         ref = DatasetProfile.from_json(info.reference_profile)
         ref = DatasetProfile(
             {k: v for k, v in ref.columns.items() if k != PREDICTION_COLUMN}, ref.rows
@@ -58,13 +56,19 @@ class ServingMonitor(QualityChecks, OperationsChecks):
             for c in report.columns
         ]
         drifted = report.drifted_columns
-        status = ALERT if report.drifted else WARNING if drifted else OK
+        status = (
+            CheckStatus.ALERT
+            if report.drifted
+            else CheckStatus.WARNING
+            if drifted
+            else CheckStatus.OK
+        )
         summary = (
             f"serving inputs of {info.model} v{info.version} against the training data: "
             f"{report.drifted_summary()}"
         )
         evidence = {**report.to_json(), "rows": current.rows, "windows_skipped": skipped}
-        return Check(name, info.model, info.version, status, summary, evidence, metrics)
+        return Check.of_model(name, info.model, info.version, status, summary, evidence, metrics)
 
     def prediction_drift(self, info: VersionInfo) -> Check:
         name = "serving.prediction_drift"
@@ -82,7 +86,9 @@ class ServingMonitor(QualityChecks, OperationsChecks):
             or current is None
             or min(baseline.rows, current.rows) < self.config.min_rows
         ):
-            return Check(name, info.model, info.version, OK, "not enough data for a baseline")
+            return Check.of_model(
+                name, info.model, info.version, CheckStatus.OK, "not enough data for a baseline"
+            )
         report = compare(baseline, current, self.config.drift)
         col = report.columns[0]
         metrics = [
@@ -92,14 +98,16 @@ class ServingMonitor(QualityChecks, OperationsChecks):
                 float(col.effect),
             )
         ]
-        status = ALERT if col.drifted else OK
+        status = CheckStatus.ALERT if col.drifted else CheckStatus.OK
         summary = (
             f"predictions of {info.model} v{info.version} drifted from its first windows "
             f"({col.effect_name} {col.effect:.3g}, p={col.p_value:.3g})"
             if col.drifted
             else "predictions are stable against the baseline"
         )
-        return Check(name, info.model, info.version, status, summary, report.to_json(), metrics)
+        return Check.of_model(
+            name, info.model, info.version, status, summary, report.to_json(), metrics
+        )
 
     def data_type_problems(self, info: VersionInfo) -> Check:
         windows = self._windows(info.model, info.version, self._since())
@@ -107,9 +115,13 @@ class ServingMonitor(QualityChecks, OperationsChecks):
         bad = sum(w.data_errors for w in windows)
         share = bad / requests if requests else 0.0
         labels = {"model": info.model, "version": str(info.version)}
-        status = ALERT if requests and share > self.config.max_data_error_share else OK
+        status = (
+            CheckStatus.ALERT
+            if requests and share > self.config.max_data_error_share
+            else CheckStatus.OK
+        )
         summary = f"{bad} of {requests} requests had bad input ({share:.1%})"
-        return Check(
+        return Check.of_model(
             "serving.data_type_problems",
             info.model,
             info.version,
@@ -131,7 +143,9 @@ class ServingMonitor(QualityChecks, OperationsChecks):
     def latency(self, info: VersionInfo) -> Check:
         windows = self._windows(info.model, info.version, self._since())
         if not windows:
-            return Check("serving.latency", info.model, info.version, OK, "no traffic")
+            return Check.of_model(
+                "serving.latency", info.model, info.version, CheckStatus.OK, "no traffic"
+            )
         buckets = windows[0].latency_s["buckets_s"]
         counts = np.sum([w.latency_s["counts"] for w in windows], axis=0).tolist()
         quantiles = {q: histogram_quantile(q, buckets, counts) for q in (0.5, 0.95, 0.99)}
@@ -142,7 +156,7 @@ class ServingMonitor(QualityChecks, OperationsChecks):
             if v is not None
         ]
         p99 = quantiles[0.99] or 0.0
-        status = ALERT if p99 > self.config.p99_budget_s else OK
+        status = CheckStatus.ALERT if p99 > self.config.p99_budget_s else CheckStatus.OK
         summary = (
             f"p50 {1000 * (quantiles[0.5] or 0):.2f} ms, p99 {1000 * p99:.2f} ms "
             f"(budget {1000 * self.config.p99_budget_s:.0f} ms)"
@@ -151,7 +165,7 @@ class ServingMonitor(QualityChecks, OperationsChecks):
             "quantiles_s": {str(q): v for q, v in quantiles.items()},
             "requests": sum(counts),
         }
-        return Check(
+        return Check.of_model(
             "serving.latency", info.model, info.version, status, summary, evidence, metrics
         )
 
@@ -185,23 +199,8 @@ class ServingMonitor(QualityChecks, OperationsChecks):
         return checks
 
     def record(self, checks: list[Check]) -> None:
-        now = self.clock.time()
         with self.store.session() as s:
-            for c in checks:
-                subject = c.model if c.version is None else f"{c.model}/{c.version}"
-                s.add(
-                    Finding(
-                        monitor=c.monitor,
-                        subject=subject,
-                        status=c.status,
-                        summary=c.summary,
-                        evidence=jsonable(c.evidence),
-                        labels={"model": c.model, "version": c.version},
-                        ts=now,
-                    )
-                )
-                for metric, labels, value in c.metrics:
-                    s.add(MetricPoint.of(metric, labels, now, value))
+            add_checks(s, checks, self.clock.time())
 
 
 def monitor_live_models(

@@ -8,15 +8,10 @@ from typing import Any
 
 import httpx
 
-from shipyard.monitoring.serving.base import (
-    ALERT,
-    OK,
-    QUOTA_USED_FRACTION,
-    WARNING,
-    Check,
-    ServingReader,
-)
+from shipyard.checks import Check, Metric
+from shipyard.monitoring.serving.base import QUOTA_USED_FRACTION, ServingReader
 from shipyard.serving import records
+from shipyard.statuses import CheckStatus, LeaseStatus
 
 
 class OperationsChecks(ServingReader):
@@ -42,7 +37,7 @@ class OperationsChecks(ServingReader):
         evidence: dict[str, Any] = {}
         problems = []
         labels = {"model": model}
-        metrics: list[tuple[str, dict[str, str], float]] = []
+        metrics: list[Metric] = []
         urls = [url] if isinstance(url, str) else list(url or [])
         if urls:
             probes = []
@@ -71,9 +66,9 @@ class OperationsChecks(ServingReader):
                 f"no traffic in the last {self.config.period_s:.0f} s "
                 f"after {earlier} requests before"
             )
-        status = ALERT if problems else OK
+        status = CheckStatus.ALERT if problems else CheckStatus.OK
         summary = "; ".join(problems) if problems else "answering"
-        return Check(name, model, None, status, summary, evidence, metrics)
+        return Check.of_model(name, model, None, status, summary, evidence, metrics)
 
     def _requests(self, model: str, since: float, until: float) -> int:
         """Requests in the windows of ``model`` that ended in ``(since, until]``: a window
@@ -90,10 +85,14 @@ class OperationsChecks(ServingReader):
 
         name = "serving.quota"
         leases = [
-            x for x in instance_leases(self.store, self.clock.time(), model) if x.status == "held"
+            x
+            for x in instance_leases(self.store, self.clock.time(), model)
+            if x.status == LeaseStatus.HELD
         ]
         if not leases:
-            return Check(name, model, None, OK, "no running server of it holds a quota lease")
+            return Check.of_model(
+                name, model, None, CheckStatus.OK, "no running server of it holds a quota lease"
+            )
         worst: dict[tuple[str, str], float] = {}
         servers = []
         for lease in leases:
@@ -119,12 +118,18 @@ class OperationsChecks(ServingReader):
             for (pool, r), f in sorted(worst.items())
         ]
         high = {f"{pool}/{r}": f for (pool, r), f in worst.items() if f > self.max_fraction}
-        status = ALERT if any(f > 1 for f in high.values()) else WARNING if high else OK
+        status = (
+            CheckStatus.ALERT
+            if any(f > 1 for f in high.values())
+            else CheckStatus.WARNING
+            if high
+            else CheckStatus.OK
+        )
         shown = ", ".join(f"{r} {f:.0%}" for (_, r), f in sorted(worst.items()))
         summary = f"{len(leases)} server(s) use {shown or 'nothing measured yet'} of their lease"
         if high:
             summary += f"; above {self.max_fraction:.0%}: {sorted(high)}"
-        return Check(name, model, None, status, summary, {"servers": servers}, metrics)
+        return Check.of_model(name, model, None, status, summary, {"servers": servers}, metrics)
 
     @property
     def max_fraction(self) -> float:

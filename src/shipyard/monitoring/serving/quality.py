@@ -9,19 +9,17 @@ from typing import Any
 
 import numpy as np
 
+from shipyard.checks import Check, Metric
 from shipyard.monitoring.serving.base import (
-    ALERT,
     LOWER_IS_BETTER,
-    OK,
     QUALITY_DROP,
-    WARNING,
-    Check,
     ServingReader,
 )
 from shipyard.registry import VersionInfo
 from shipyard.serving import records
 from shipyard.serving.records import LabelledPrediction
 from shipyard.stats.performance import cbpe, expected_calibration_error
+from shipyard.statuses import CheckStatus
 
 
 def quality_drop(metric: str, registered: float, measured: float) -> float:
@@ -31,9 +29,7 @@ def quality_drop(metric: str, registered: float, measured: float) -> float:
     return registered - measured
 
 
-def _drop_metrics(
-    info: VersionInfo, values: dict[str, float], source: str
-) -> list[tuple[str, dict[str, str], float]]:
+def _drop_metrics(info: VersionInfo, values: dict[str, float], source: str) -> list[Metric]:
     out = []
     for metric, value in values.items():
         registered = info.metrics.get(metric)
@@ -74,7 +70,13 @@ class QualityChecks(ServingReader):
             if conf is not None and len(conf) == len(pred) and all(len(c) == 2 for c in conf):
                 scored += [(y, c[1]) for y, c in zip(labels, conf, strict=True)]
         if len(y_true) < self.config.min_rows:
-            return Check(name, info.model, info.version, OK, f"{len(y_true)} labelled rows so far")
+            return Check.of_model(
+                name,
+                info.model,
+                info.version,
+                CheckStatus.OK,
+                f"{len(y_true)} labelled rows so far",
+            )
         series = {"model": info.model, "version": str(info.version)}
         classification = all(
             isinstance(v, str | bool) or float(v).is_integer() for v in y_pred + y_true
@@ -108,7 +110,7 @@ class QualityChecks(ServingReader):
             for k, v in values.items()
             if k in info.metrics and k in ("mae", "rmse") and v > float(info.metrics[k]) * 1.2
         ]
-        status = ALERT if worse else OK
+        status = CheckStatus.ALERT if worse else CheckStatus.OK
         shown = ", ".join(f"{k} {v:.3f}" for k, v in values.items())
         summary = f"{len(y_true)} labelled rows: {shown}" + (
             f"; worse than registered: {worse}" if worse else ""
@@ -116,7 +118,7 @@ class QualityChecks(ServingReader):
         metrics = [(f"shipyard_model_{k}", series, v) for k, v in values.items()]
         metrics += _drop_metrics(info, values, "labels")
         evidence = {"rows": len(y_true), "metrics": values, "registered": info.metrics}
-        return Check(name, info.model, info.version, status, summary, evidence, metrics)
+        return Check.of_model(name, info.model, info.version, status, summary, evidence, metrics)
 
     def estimated_quality(self, info: VersionInfo, classes: list[Any] | None = None) -> Check:
         """CBPE on the (sampled) predicted probabilities of the recent period."""
@@ -125,7 +127,9 @@ class QualityChecks(ServingReader):
             logged = records.confidences(s, info.model, info.version, self._since())
         proba_rows = [r for conf in logged for r in conf]
         if len(proba_rows) < self.config.min_rows:
-            return Check(name, info.model, info.version, OK, "not enough probabilities logged")
+            return Check.of_model(
+                name, info.model, info.version, CheckStatus.OK, "not enough probabilities logged"
+            )
         proba = np.asarray(proba_rows, dtype=float)
         k = proba.shape[1]
         estimate = cbpe(proba, classes or list(range(k)))
@@ -134,14 +138,14 @@ class QualityChecks(ServingReader):
             "estimate": estimate,
             "assumptions": "calibrated probabilities; no concept drift (P(y|x) unchanged)",
         }
-        status = OK
+        status = CheckStatus.OK
         notes = []
         if k == 2:
             ece = self._calibration(info)
             if ece is not None:
                 evidence["calibration_error"] = ece
                 if ece > self.config.max_calibration_error:
-                    status = WARNING
+                    status = CheckStatus.WARNING
                     notes.append(
                         f"probabilities look miscalibrated (ECE {ece:.3f}); estimate unreliable"
                     )
@@ -149,7 +153,7 @@ class QualityChecks(ServingReader):
         if registered is not None and estimate["expected_accuracy"] < float(registered) - (
             self.config.quality_tolerance
         ):
-            status = ALERT
+            status = CheckStatus.ALERT
             notes.append(f"below the registered accuracy {float(registered):.3f}")
         labels = {"model": info.model, "version": str(info.version)}
         metrics = [(f"shipyard_model_estimated_{k2[9:]}", labels, v) for k2, v in estimate.items()]
@@ -157,7 +161,7 @@ class QualityChecks(ServingReader):
         summary = f"estimated accuracy {estimate['expected_accuracy']:.3f} from {len(proba)} rows"
         if notes:
             summary += "; " + "; ".join(notes)
-        return Check(name, info.model, info.version, status, summary, evidence, metrics)
+        return Check.of_model(name, info.model, info.version, status, summary, evidence, metrics)
 
     def _calibration(self, info: VersionInfo) -> float | None:
         p, y = [], []
