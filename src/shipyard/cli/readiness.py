@@ -34,6 +34,9 @@ def readiness(
         "--drill",
         help="Run the drills first: drift alert, outage page, rollback rehearsal, quota alert.",
     ),
+    only: list[str] = typer.Option(
+        [], "--only", help="With --drill: run only this drill (drift, outage, rollback, quota)."
+    ),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds each drill may take.", min=1),
 ) -> None:
     """How ready each pipeline and model is for production: every item of the guidance and
@@ -47,8 +50,15 @@ def readiness(
     from shipyard.readiness import readiness as judge
     from shipyard.readiness.report import markdown
 
+    from shipyard.errors import InvalidInput
+    from shipyard.readiness.drills import KINDS
+
+    unknown = sorted(set(only) - set(KINDS))
+    if unknown:
+        raise InvalidInput(f"--only: no drill named {unknown[0]!r} (drills: {', '.join(KINDS)})")
     ws = open_workspace(create=False)
-    drills = Drills(ws, timeout_s=timeout).run(subject=subject) if drill else []
+    kinds = tuple(k for k in KINDS if not only or k in only)
+    drills = Drills(ws, timeout_s=timeout).run(kinds, subject=subject) if drill else []
     report = judge(gather(ws), subject)
     if as_json:
         print_json({**report.to_json(), "drills": [d.to_json() for d in drills]})

@@ -43,6 +43,9 @@ class Seen:
     status: str
     summary: str
     at: float
+    judged: bool = True
+    """The monitor reached a verdict on data (False: "not enough data", "no labels yet"…, which
+    the monitors answer with no evidence)."""
 
 
 @dataclass(frozen=True)
@@ -216,14 +219,14 @@ class Facts:
 
 
 def _latest_findings(s: Session, prefix: str, exact: str | None = None) -> dict[str, Seen]:
-    q = select(Finding.monitor, Finding.status, Finding.summary, Finding.ts, Finding.subject)
+    q = select(Finding.monitor, Finding.status, Finding.summary, Finding.ts, Finding.evidence)
     if exact is not None:
         q = q.where((Finding.subject == exact) | Finding.subject.startswith(prefix))
     else:
         q = q.where(Finding.subject.startswith(prefix))
     out: dict[str, Seen] = {}
-    for monitor, status, summary, ts, _ in s.execute(q.order_by(Finding.ts, Finding.id)):
-        out[monitor] = Seen(status, summary, ts)
+    for monitor, status, summary, ts, evidence in s.execute(q.order_by(Finding.ts, Finding.id)):
+        out[monitor] = Seen(status, summary, ts, bool(evidence))
     return out
 
 

@@ -546,15 +546,23 @@ def _quality(facts: Facts, subject: Subject) -> Verdict:
     )  # fmt: skip
     if drift.status != "pass":
         return drift
-    quality = _seen(m, "serving.quality") or _seen(m, "serving.estimated_quality")
     rules, about = _rules(facts, ("shipyard_model_quality_drop",))
-    if quality is None or not rules:
+    if not rules:
+        return _fail(_rule_fix("ModelQualityDrop"), *drift.evidence, about)
+    judged = [
+        seen
+        for name in ("serving.prediction_drift", "serving.quality", "serving.estimated_quality")
+        if (seen := _seen(m, name)) is not None and seen.judged
+    ]
+    if not judged:
         return _fail(
-            _rule_fix("ModelQualityDrop") if quality is not None else
-            f"shipyard monitors serving {m.name} --url URL",
-            *drift.evidence, about,
-        )  # fmt: skip
-    return _pass(*drift.evidence, Evidence(f"quality: {quality.summary}", quality.at), about)
+            f"shipyard monitors serving {m.name} --url URL   # once it has served enough traffic "
+            "(a baseline of its first windows), late labels or logged probabilities",
+            *drift.evidence,
+            about,
+            Evidence("neither prediction drift nor quality has been judged on data yet"),
+        )
+    return _pass(*drift.evidence, about, *(Evidence(f"judged: {s.summary}", s.at) for s in judged))
 
 
 def _outage(facts: Facts, subject: Subject) -> Verdict:
