@@ -213,9 +213,9 @@ class Drills:
 
     def _await_alert(
         self, run: _Run, mine: Callable[[AlertRecord], bool], rules: list[Rule]
-    ) -> set[str]:
-        """Evaluate and deliver until an alert ``mine`` selects is firing and delivered; the
-        fingerprints of the drill's alerts. :class:`DrillFailed` names the stage it stopped at."""
+    ) -> None:
+        """Evaluate and deliver until an alert ``mine`` selects is firing and delivered;
+        :class:`DrillFailed` names the stage it stopped at."""
         deadline = run.started + self.timeout_s
         fingerprints: set[str] = set()
         delivered_to: list[str] = []
@@ -250,7 +250,7 @@ class Drills:
             if delivered_to:
                 self._mark(run, "delivered")
                 run.detail["delivered_to"] = sorted(set(delivered_to))
-                return fingerprints
+                return
             if self.clock.monotonic() >= deadline:
                 raise DrillFailed(self._stuck(run, rules, fingerprints))
             self.clock.sleep(POLL_S)
@@ -302,20 +302,18 @@ class Drills:
             "group_wait/group_interval hold it, or a silence or inhibition mutes it)"
         )
 
-    def _resolve(self, run: _Run, fingerprints: set[str]) -> None:
-        """Evaluate until the drill's alerts are no longer firing or pending, and deliver the
-        resolution while the deadline allows; record what is left."""
+    def _resolve(self, run: _Run, mine: Callable[[AlertRecord], bool]) -> None:
+        """Evaluate until the drill's alerts (those ``mine`` selects) are no longer pending or
+        firing, and deliver their resolution while the deadline allows; record what is left
+        in ``run.cleanup`` (the caller decides whether that fails the drill)."""
         deadline = self.clock.monotonic() + max(self.timeout_s / 2, 5.0)
         while True:
+            self.clock.sleep(POLL_S)  # a resolution is news only after the firing was told
             self._cycle()
             with self.store.session(readonly=True) as s:
-                left = [
-                    a.fingerprint
-                    for a in s.scalars(
-                        select(AlertRecord).where(AlertRecord.state.in_(("pending", "firing")))
-                    )
-                    if a.fingerprint in fingerprints
-                ]
+                drilled = [a for a in s.scalars(select(AlertRecord)) if mine(a)]
+                fingerprints = {a.fingerprint for a in drilled}
+                left = [a.fingerprint for a in drilled if a.state in ("pending", "firing")]
                 told = [
                     n
                     for n in s.scalars(
@@ -329,18 +327,25 @@ class Drills:
                     )
                 ]
             resolved_delivered = any(n.status == "delivered" for n in told)
+            failing = any(n.status != "delivered" and n.last_error for n in told)
+            was_told = "delivered" in run.signals
             if not left:
                 self._mark(run, "alert resolved")
-            if not left and resolved_delivered:
-                self._mark(run, "resolution delivered")
-                break
+                if resolved_delivered or not was_told or failing:
+                    break  # told, or nobody heard it fire, or its receiver is failing
             if self.clock.monotonic() >= deadline:
                 break
-            self.clock.sleep(POLL_S)
+        if resolved_delivered:
+            self._mark(run, "resolution delivered")
         run.cleanup["alerts_left_firing"] = len(left)
         run.cleanup["resolution_delivered"] = resolved_delivered
-        if left:
-            raise DrillFailed(f"{len(left)} drill alert(s) still firing after cleanup")
+
+    def _left_behind(self, run: _Run) -> None:
+        """Fail a drill that proved its signal but could not clean up after itself."""
+        if run.cleanup.get("alerts_left_firing"):
+            raise DrillFailed(
+                f"{run.cleanup['alerts_left_firing']} drill alert(s) still firing after cleanup"
+            )
 
     def _delete_points(self, run: _Run, names: tuple[str, ...]) -> None:
         with self.store.session() as s:
@@ -384,10 +389,11 @@ class Drills:
                 raise DrillFailed(f"the synthetic batch was not judged drifted: {check.summary}")
             self._write_points(run, list(check.metrics))
             try:
-                fingerprints = self._await_alert(run, self._labelled(run), rules)
+                self._await_alert(run, self._labelled(run), rules)
             finally:
                 self._delete_points(run, DRIFT_METRICS)
-            self._resolve(run, fingerprints)
+                self._resolve(run, self._labelled(run))
+            self._left_behind(run)
         return self._result()
 
     def _drift_subject(self, pipeline: str | None) -> tuple[str, str, MonitorProfile]:
@@ -435,10 +441,11 @@ class Drills:
                 raise DrillFailed(f"the probe of a stopped server did not fail: {check.summary}")
             self._write_points(run, up)
             try:
-                fingerprints = self._await_alert(run, self._labelled(run), rules)
+                self._await_alert(run, self._labelled(run), rules)
             finally:
                 self._delete_points(run, (PROBE_METRIC,))
-            self._resolve(run, fingerprints)
+                self._resolve(run, self._labelled(run))
+            self._left_behind(run)
         return self._result()
 
     def _a_model(self) -> str:
@@ -535,22 +542,22 @@ class Drills:
                 leases.close()
                 raise DrillFailed(f"the drill's lease was not granted: {exc}") from None
             self._mark(run, "lease granted")
-            pool_name = target_pool.name
-            fingerprints: set[str] = set()
+            pool_name, names = target_pool.name, {r.name for r in chosen}
+
+            def mine(a: AlertRecord) -> bool:
+                """The pool's alerts of the chosen rules that the drill's lease raised."""
+                labels = a.labels or {}
+                return (
+                    labels.get("pool") == pool_name
+                    and labels.get("alertname") in names
+                    and a.active_at >= run.started_at
+                )
+
             try:
                 record_usage(self.store, self.clock)
                 self._mark(run, "usage sampled")
-
-                def mine(a: AlertRecord) -> bool:
-                    labels = a.labels or {}
-                    return (
-                        labels.get("pool") == pool_name
-                        and labels.get("alertname") in {r.name for r in chosen}
-                        and (a.active_at >= run.started_at or a.fingerprint in fingerprints)
-                    )
-
                 heartbeat = _Heartbeat(leases, grant, self.clock)
-                fingerprints = self._await_alert(run, heartbeat.wrap(mine), chosen)
+                self._await_alert(run, heartbeat.wrap(mine), chosen)
             finally:
                 leases.release(grant, "readiness drill: done")
                 with self.store.session(readonly=True) as s:
@@ -562,8 +569,10 @@ class Drills:
                     ).all()
                 run.cleanup["leases_left_held"] = len(held)
                 leases.close()
+                self.clock.sleep(POLL_S)  # the pool's next sample, one tick after the last
                 record_usage(self.store, self.clock)
-            self._resolve(run, fingerprints)
+                self._resolve(run, mine)
+            self._left_behind(run)
             if held:
                 raise DrillFailed(f"{len(held)} drill lease(s) still held")
         return self._result()
