@@ -5,6 +5,7 @@ behind; a drill whose alert does not arrive fails with the reason."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from sklearn.datasets import load_digits
 from sklearn.ensemble import RandomForestClassifier
@@ -40,7 +41,7 @@ def _live_drill_alerts(ws: Workspace) -> list[AlertRecord]:
         ]
 
 
-def _log_lines(ws: Workspace) -> list[dict[str, object]]:
+def _log_lines(ws: Workspace) -> list[dict[str, Any]]:
     path = ws.settings.home / "logs" / "demo-alerts.log"
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -63,7 +64,7 @@ class TestTheDriftDrill:
         told = _log_lines(demo_ws)[before:]
         drilled = [
             a for n in told for a in n["alerts"] if a["labels"].get(DRILL_LABEL) == result.id
-        ]  # type: ignore[index, union-attr]
+        ]
         assert [a["status"] for a in drilled] == ["firing", "resolved"]
         # nothing left behind
         assert _drill_points(demo_ws) == [] and _live_drill_alerts(demo_ws) == []

@@ -46,19 +46,22 @@ def readiness(
     With --drill the alert paths, a rollback and the quota alert are proven first, on the
     live workspace, scoped so that no user is harmed, and cleaned up after.
     """
-    from shipyard.readiness import Drills, gather
-    from shipyard.readiness import readiness as judge
-    from shipyard.readiness.report import markdown
-
     from shipyard.errors import InvalidInput
-    from shipyard.readiness.drills import KINDS
+    from shipyard.readiness.evidence import gather
+    from shipyard.readiness.items import DRILL_KINDS as KINDS
+    from shipyard.readiness.report import markdown
+    from shipyard.readiness.score import readiness as judge
 
     unknown = sorted(set(only) - set(KINDS))
     if unknown:
         raise InvalidInput(f"--only: no drill named {unknown[0]!r} (drills: {', '.join(KINDS)})")
     ws = open_workspace(create=False)
     kinds = tuple(k for k in KINDS if not only or k in only)
-    drills = Drills(ws, timeout_s=timeout).run(kinds, subject=subject) if drill else []
+    drills = []
+    if drill:
+        from shipyard.readiness.drills import Drills
+
+        drills = Drills(ws, timeout_s=timeout).run(kinds, subject=subject)
     report = judge(gather(ws), subject)
     if as_json:
         print_json({**report.to_json(), "drills": [d.to_json() for d in drills]})

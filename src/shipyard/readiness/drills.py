@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +60,7 @@ from shipyard.monitoring.settings import stored_settings
 from shipyard.quota.admission import LeaseManager, LeaseRequest, held_total
 from shipyard.quota.pools import Pool, list_pools, load_pool
 from shipyard.quota.usage import record_usage
-from shipyard.readiness.items import DRIFT_METRICS, QUOTA_METRICS
+from shipyard.readiness.items import DRIFT_METRICS, DRILL_KINDS, QUOTA_METRICS
 from shipyard.registry import Registry
 from shipyard.serving.live import live_states
 from shipyard.stats import DatasetProfile
@@ -80,7 +80,7 @@ SCRATCH_ALIAS = "readiness-drill"
 DEFAULT_TIMEOUT_S = 60.0
 POLL_S = 0.2
 SYNTHETIC_ROWS = 200
-KINDS = ("drift", "outage", "rollback", "quota")
+KINDS = DRILL_KINDS
 PROBE_METRIC = "shipyard_serving_probe_up"
 
 
@@ -357,7 +357,9 @@ class Drills:
             )
             run.cleanup["points_deleted"] = int(result.rowcount)  # type: ignore[attr-defined]
 
-    def _write_points(self, run: _Run, points: list[tuple[str, Mapping[str, Any], float]]) -> None:
+    def _write_points(
+        self, run: _Run, points: Sequence[tuple[str, Mapping[str, Any], float]]
+    ) -> None:
         now = self.clock.time()
         with self.store.session() as s:
             for name, labels, value in points:

@@ -29,6 +29,8 @@ DELIVERY_MAX_AGE_S = 7 * DAY_S
 STALE_AFTER_S = 30 * DAY_S
 LEAD_TIME_S = 7 * DAY_S
 
+DRILL_KINDS = ("drift", "outage", "rollback", "quota")
+"""The drills of :mod:`shipyard.readiness.drills`, whose records the items read."""
 DRIFT_METRICS = ("shipyard_drift_score", "shipyard_dataset_drift_share")
 QUOTA_METRICS = (
     "shipyard_quota_used_fraction",

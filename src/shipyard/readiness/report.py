@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from shipyard.readiness.drills import DrillResult
-from shipyard.readiness.score import Readiness
+if TYPE_CHECKING:
+    from shipyard.readiness.drills import DrillResult
+    from shipyard.readiness.score import Readiness
 
 MARK = {"pass": "✅ pass", "fail": "❌ fail", "unknown": "❔ unknown", "manual": "✋ manual",
         "n/a": "n/a"}  # fmt: skip
