@@ -48,9 +48,9 @@ def readiness(
     """
     from shipyard.errors import InvalidInput
     from shipyard.readiness.evidence import gather
-    from shipyard.readiness.items import DRILL_KINDS as KINDS
     from shipyard.readiness.report import markdown
     from shipyard.readiness.score import readiness as judge
+    from shipyard.readiness.verdicts import DRILL_KINDS as KINDS
 
     unknown = sorted(set(only) - set(KINDS))
     if unknown:

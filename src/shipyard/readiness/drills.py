@@ -60,7 +60,7 @@ from shipyard.monitoring.settings import stored_settings
 from shipyard.quota.admission import LeaseManager, LeaseRequest, held_total
 from shipyard.quota.pools import Pool, list_pools, load_pool
 from shipyard.quota.usage import record_usage
-from shipyard.readiness.items import DRIFT_METRICS, DRILL_KINDS, QUOTA_METRICS
+from shipyard.readiness.verdicts import DRIFT_METRICS, DRILL_KINDS, QUOTA_METRICS
 from shipyard.registry import Registry
 from shipyard.serving.live import live_states
 from shipyard.stats import DatasetProfile

@@ -13,8 +13,9 @@ from typing import Any
 
 from shipyard.errors import NotFound
 from shipyard.readiness.evidence import Facts, ModelFacts, PipelineFacts
-from shipyard.readiness.items import ITEMS, Evidence, Item, Status, Subject, subjects
+from shipyard.readiness.items import ITEMS, Item, subjects
 from shipyard.readiness.rubric import AUTOMATED_POINTS, SECTIONS, TESTS, MLTest, Section
+from shipyard.readiness.verdicts import Evidence, Status, Subject
 
 
 @dataclass(frozen=True)
