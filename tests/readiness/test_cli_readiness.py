@@ -21,7 +21,7 @@ def test_json_has_the_score_the_tests_and_every_item_of_one_model(demo_ws: Works
     assert gate["status"] == "pass" and gate["tests"] == ["Infra 4"]
     assert any("v1 passed" in e["what"] for e in gate["evidence"])
     rollback = next(i for i in report["items"] if i["item"] == "model.rollback")
-    assert rollback["fix"] == "shipyard readiness digits --drill"
+    assert rollback["fix"] == "shipyard readiness digits --drill --only rollback"
 
 
 def test_markdown_under_the_minimum_score_exits_3(demo_ws: Workspace) -> None:

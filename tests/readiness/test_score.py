@@ -93,7 +93,9 @@ class TestADemoLikeWorkspace:
         }
         assert _red(report) == missing
         fixes = {(r.item.key, r.subject): r.fix for r in report.items}
-        assert fixes["model.rollback", "digits"] == "shipyard readiness digits --drill"
+        assert (
+            fixes["model.rollback", "digits"] == "shipyard readiness digits --drill --only rollback"
+        )
         assert "digits-training may take all of demo's cpu" in evidence["quota.capped", "-"]
         # scored per section; the final score is the lowest section
         assert report.sections["monitoring"] == 5  # Monitor 1 waits for a drill, 7 for data

@@ -11,6 +11,10 @@ from rich.markup import escape
 
 from shipyard.cli.output import console, flag, open_workspace, print_json, table, when
 
+DEFAULT_DRILL_TIMEOUT_S = 60.0
+"""``shipyard.readiness.verdicts.DEFAULT_DRILL_TIMEOUT_S`` (not imported: ``--help`` loads none
+of readiness)."""
+
 if TYPE_CHECKING:
     from shipyard.readiness import DrillResult, Readiness
 
@@ -37,7 +41,9 @@ def readiness(
     only: list[str] = typer.Option(
         [], "--only", help="With --drill: run only this drill (drift, outage, rollback, quota)."
     ),
-    timeout: float = typer.Option(60.0, "--timeout", help="Seconds each drill may take.", min=1),
+    timeout: float = typer.Option(
+        DEFAULT_DRILL_TIMEOUT_S, "--timeout", help="Seconds each drill may take.", min=1
+    ),
 ) -> None:
     """How ready each pipeline and model is for production: every item of the guidance and
     every ML Test Score test Shipyard can judge, pass/fail/unknown with its evidence, the
@@ -97,15 +103,13 @@ def _print(report: Readiness, drills: list[DrillResult]) -> None:
     console.print(tests)
     items = table("status", "item", "subject", "feeds", "evidence", free={"evidence"})
     for r in report.items:
-        latest = r.evidence[-1] if r.evidence else None
-        evidence = (
-            f"{latest.what}" + (f" ({when(latest.at)})" if latest.at else "") if latest else "-"
-        )
+        first = r.evidence[0] if r.evidence else None  # what was found; rules and drills follow
+        evidence = f"{first.what}" + (f" ({when(first.at)})" if first.at else "") if first else "-"
         items.add_row(
             f"[{STYLE[r.status]}]{r.status}[/]",
-            r.item.title,
+            r.item.key,
             r.subject,
-            ", ".join(r.item.tests) or "guidance",
+            ", ".join(t.replace(" ", "\u00a0") for t in r.item.tests) or "guidance",
             escape(evidence),
         )
     console.print(items)
@@ -113,8 +117,10 @@ def _print(report: Readiness, drills: list[DrillResult]) -> None:
     if report.failing:
         console.print("[bold]To fix:[/]")
         for r in report.failing:
-            console.print(f"  {escape(r.item.title)} ({escape(r.subject)}): {escape(str(r.fix))}",
-                          soft_wrap=True)  # fmt: skip
+            console.print(
+                f"  {escape(r.item.key)} ({escape(r.subject)}): {escape(str(r.fix))}",
+                soft_wrap=True,
+            )
 
 
 def register(app: typer.Typer) -> None:

@@ -60,7 +60,12 @@ from shipyard.monitoring.settings import stored_settings
 from shipyard.quota.admission import LeaseManager, LeaseRequest, held_total
 from shipyard.quota.pools import Pool, list_pools, load_pool
 from shipyard.quota.usage import record_usage
-from shipyard.readiness.verdicts import DRIFT_METRICS, DRILL_KINDS, QUOTA_METRICS
+from shipyard.readiness.verdicts import (
+    DEFAULT_DRILL_TIMEOUT_S,
+    DRIFT_METRICS,
+    DRILL_KINDS,
+    QUOTA_METRICS,
+)
 from shipyard.registry import Registry
 from shipyard.serving.live import live_states
 from shipyard.stats import DatasetProfile
@@ -77,7 +82,7 @@ DRILL_LABEL = "readiness_drill"
 DRILL_PIPELINE = "readiness-drill"
 """The pipeline a quota drill's lease is taken for."""
 SCRATCH_ALIAS = "readiness-drill"
-DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_TIMEOUT_S = DEFAULT_DRILL_TIMEOUT_S
 POLL_S = 0.2
 SYNTHETIC_ROWS = 200
 KINDS = DRILL_KINDS

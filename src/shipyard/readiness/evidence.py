@@ -20,6 +20,7 @@ from shipyard.alerting.config import AlertingConfig, load_config
 from shipyard.alerting.rules import Rule
 from shipyard.deploy.policy import Policy, parse_policy
 from shipyard.errors import ShipyardError
+from shipyard.monitoring.config import DATASET_MONITORS
 from shipyard.monitoring.settings import stored_settings
 from shipyard.pipelines.records import list_pipelines
 from shipyard.quota.plan import plan_from_store
@@ -73,6 +74,9 @@ class PipelineFacts:
     """Each monitor of the pipeline's settings: on or off."""
     findings: Mapping[str, Seen]
     """The latest verdict of each monitor (over the pipeline's data sets)."""
+    judged_elsewhere: Mapping[str, tuple[str, Seen]]
+    """Per data set monitor, the latest verdict on another pipeline's data judged against this
+    pipeline's reference, and that pipeline's name."""
     datasets: tuple[DatasetFacts, ...]
     member_of: tuple[str, ...]
     """The pools that name the pipeline as a member (a share and a cap of its own)."""
@@ -230,13 +234,25 @@ def _latest_findings(s: Session, prefix: str, exact: str | None = None) -> dict[
     return out
 
 
+def _reference_of(finding: Finding | None) -> str | None:
+    """The pipeline whose reference a data set check compared with (its evidence says)."""
+    reference = ((finding.evidence or {}) if finding is not None else {}).get("reference")
+    return str(reference["pipeline"]) if isinstance(reference, dict) and reference else None
+
+
 def _datasets(s: Session, pipeline: str, reference_pipeline: str | None) -> list[DatasetFacts]:
     names = s.scalars(
         select(MonitorProfile.dataset).where(MonitorProfile.pipeline == pipeline).distinct()
     ).all()
     out = []
     for name in sorted(names):
-        source = reference_pipeline or pipeline
+        judged = s.scalars(
+            select(Finding)
+            .where(Finding.subject == f"{pipeline}/{name}")
+            .order_by(Finding.ts.desc(), Finding.id.desc())
+            .limit(1)
+        ).first()
+        source = _reference_of(judged) or reference_pipeline or pipeline
         ref = s.scalars(
             select(MonitorProfile)
             .where(
@@ -259,11 +275,33 @@ def _datasets(s: Session, pipeline: str, reference_pipeline: str | None) -> list
     return out
 
 
+def _judged_elsewhere(s: Session) -> dict[str, dict[str, tuple[str, Seen]]]:
+    """Per pipeline, the latest verdict of each data set monitor that *another* pipeline's data
+    got against this pipeline's reference (a data pipeline publishes the training set; the
+    scoring pipeline's batches are judged against it), with that other pipeline's name."""
+    out: dict[str, dict[str, tuple[str, Seen]]] = {}
+    rows = s.scalars(
+        select(Finding)
+        .where(Finding.monitor.in_(DATASET_MONITORS))
+        .order_by(Finding.ts.desc(), Finding.id.desc())
+        .limit(5000)
+    )
+    for f in rows:
+        source = _reference_of(f)
+        judged = f.subject.split("/", 1)[0]
+        if source is None or source == judged:
+            continue
+        seen = Seen(f.status, f.summary, f.ts, bool(f.evidence))
+        out.setdefault(source, {}).setdefault(f.monitor, (judged, seen))
+    return out
+
+
 def _pipeline(
     s: Session,
     p: Mapping[str, Any],
     pools: list[Pool],
     registered: Mapping[str, list[tuple[str, int]]],
+    elsewhere: Mapping[str, Mapping[str, tuple[str, Seen]]],
 ) -> PipelineFacts:
     name, kind = str(p["name"]), str(p["kind"])
     settings = stored_settings(s, name, kind)
@@ -302,6 +340,7 @@ def _pipeline(
         last_succeeded_at=last_ok,
         monitors={n: spec.enabled for n, spec in settings.monitors.items()},
         findings=_latest_findings(s, f"{name}/", exact=name),
+        judged_elsewhere=elsewhere.get(name, {}),
         datasets=tuple(_datasets(s, name, reference)),
         member_of=tuple(pool.name for pool in pools if name in pool.members),
         pools_used=tuple(sorted(used)),
@@ -485,7 +524,10 @@ def gather(ws: Workspace) -> Facts:
             for v in m.versions:
                 if v.run_id:
                     registered.setdefault(v.run_id, []).append((v.model, v.version))
-        pipelines = tuple(_pipeline(s, p, pools, registered) for p in list_pipelines(ws.store))
+        elsewhere = _judged_elsewhere(s)
+        pipelines = tuple(
+            _pipeline(s, p, pools, registered, elsewhere) for p in list_pipelines(ws.store)
+        )
         drills = tuple(
             DrillFacts(
                 d.kind, d.subject, bool(d.passed), d.reason, d.ended_at, dict(d.signals or {})

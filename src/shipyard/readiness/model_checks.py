@@ -7,6 +7,7 @@ from __future__ import annotations
 from shipyard.readiness.evidence import Facts
 from shipyard.readiness.verdicts import (
     DAY_S,
+    DEFAULT_DRILL_TIMEOUT_S,
     DRIFT_METRICS,
     LEAD_TIME_S,
     ROLLBACK_MAX_AGE_S,
@@ -203,7 +204,9 @@ def canary(facts: Facts, subject: Subject) -> Verdict:
 def rollback(facts: Facts, subject: Subject) -> Verdict:
     m = model_of(subject)
     recent = [t for t in m.rollbacks if facts.now - t <= ROLLBACK_MAX_AGE_S]
-    drill = drilled(facts, "rollback", m.name, f"shipyard readiness {m.name} --drill")
+    drill = drilled(
+        facts, "rollback", m.name, f"shipyard readiness {m.name} --drill --only rollback"
+    )
     if recent:
         return passed(Evidence(f"production rolled back {len(recent)} time(s)", max(recent)),
                      *drill.evidence)  # fmt: skip
@@ -283,7 +286,12 @@ def outage(facts: Facts, subject: Subject) -> Verdict:
     )
     if checked.status != "pass":
         return checked
-    drill = drilled(facts, "outage", m.name, f"shipyard readiness {m.name} --drill")
+    slowest = max(
+        (r.for_s for r in facts.alerting.rules_on("shipyard_serving_probe_up")), default=0
+    )
+    timeout = f" --timeout {slowest + 30:g}" if slowest + 30 > DEFAULT_DRILL_TIMEOUT_S else ""
+    command = f"shipyard readiness {m.name} --drill --only outage{timeout}"
+    drill = drilled(facts, "outage", m.name, command)
     return Verdict(drill.status, checked.evidence + drill.evidence, drill.fix)
 
 

@@ -24,6 +24,8 @@ DELIVERY_MAX_AGE_S = 7 * DAY_S
 STALE_AFTER_S = 30 * DAY_S
 LEAD_TIME_S = 7 * DAY_S
 
+DEFAULT_DRILL_TIMEOUT_S = 60.0
+"""How long a drill may take unless ``--timeout`` says otherwise."""
 DRILL_KINDS = ("drift", "outage", "rollback", "quota")
 """The drills of :mod:`shipyard.readiness.drills`, whose records the items read."""
 DRIFT_METRICS = ("shipyard_drift_score", "shipyard_dataset_drift_share")
@@ -105,10 +107,15 @@ def monitor_fix(p: PipelineFacts, monitor: str) -> str:
 def monitored(
     facts: Facts, p: PipelineFacts, monitor: str, metrics: Sequence[str], rule: str
 ) -> Verdict:
-    """A pipeline monitor that is on, has judged something, and has a rule that alerts on it."""
+    """A pipeline monitor that is on, has judged data (the pipeline's own, or another
+    pipeline's against this one's reference), and has a rule that alerts on it."""
     if not p.monitors.get(monitor, False):
         return failed(monitor_fix(p, monitor), Evidence(f"monitor {monitor} of {p.name} is off"))
     seen = p.findings.get(monitor)
+    where = ""
+    if seen is None and monitor in p.judged_elsewhere:
+        other, seen = p.judged_elsewhere[monitor]
+        where = f" (on {other}'s data, against {p.name}'s reference)"
     if seen is None:
         return failed(
             f"shipyard run {shlex.quote(p.file or PIPELINE_FILE)}   # a run whose step publishes "
@@ -116,7 +123,7 @@ def monitored(
             Evidence(f"monitor {monitor} is on but has judged nothing yet"),
         )
     rules, about = rules_on(facts, metrics)
-    found = Evidence(f"{monitor}: {seen.status}, {seen.summary}", seen.at)
+    found = Evidence(f"{monitor}{where}: {seen.status}, {seen.summary}", seen.at)
     if not rules:
         return failed(rule_fix(rule), found, about)
     return passed(found, about)
