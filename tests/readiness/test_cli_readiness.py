@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from cli_testkit import shipyard
+from shipyard.errors import NotFound
+from shipyard.readiness import gather, readiness
 from shipyard.workspace import Workspace
 
 
-def test_json_has_the_score_the_tests_and_every_item_of_one_model(demo_ws: Workspace) -> None:
-    env = {"SHIPYARD_HOME": str(demo_ws.settings.home)}
-    out = shipyard("readiness", "digits", "--json", env=env)
-    assert out.returncode == 0, out.stderr[-2000:]
-    report = json.loads(out.stdout)
+def test_the_json_of_one_model_has_its_score_tests_and_items(demo_ws: Workspace) -> None:
+    report = json.loads(json.dumps(readiness(gather(demo_ws), "digits").to_json()))
     assert report["subject"] == "digits" and report["automated_tests"] == 20
     assert report["score"] == min(report["sections"].values())
     assert {i["subject"] for i in report["items"]} == {"digits"}
@@ -22,6 +23,13 @@ def test_json_has_the_score_the_tests_and_every_item_of_one_model(demo_ws: Works
     assert any("v1 passed" in e["what"] for e in gate["evidence"])
     rollback = next(i for i in report["items"] if i["item"] == "model.rollback")
     assert rollback["fix"] == "shipyard readiness digits --drill --only rollback"
+
+
+def test_a_name_it_does_not_know_is_suggested(demo_ws: Workspace) -> None:
+    with pytest.raises(
+        NotFound, match="no pipeline or model named 'digitz'; did you mean 'digits'"
+    ):
+        readiness(gather(demo_ws), "digitz")
 
 
 def test_markdown_under_the_minimum_score_exits_3(demo_ws: Workspace) -> None:
@@ -33,6 +41,3 @@ def test_markdown_under_the_minimum_score_exits_3(demo_ws: Workspace) -> None:
         assert heading in out.stdout
     assert "| Monitor 7 | monitoring |" in out.stdout
     assert "- **Rollback done or rehearsed recently** (digits): `shipyard readiness" in out.stdout
-    unknown = shipyard("readiness", "digitz", env=env)
-    assert unknown.returncode == 1
-    assert "no pipeline or model named 'digitz'; did you mean 'digits'?" in unknown.stderr

@@ -148,7 +148,10 @@ class TestTheRollbackRehearsal:
         aliases = Registry.of(demo_ws).aliases(MODEL)
         result = Drills(demo_ws, timeout_s=30).rollback()
         assert not result.passed
-        assert result.reason == f"{MODEL} has no version before v1 to roll back to"
+        assert result.reason == (
+            f"{MODEL} has no version to roll back to: none before v1, and none other that was "
+            "healthy in production"
+        )
         assert Registry.of(demo_ws).aliases(MODEL) == aliases
 
 

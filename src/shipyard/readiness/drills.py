@@ -481,7 +481,10 @@ class Drills:
             if target is None:
                 earlier = [v for v in versions if v < current]
                 if not earlier:
-                    raise DrillFailed(f"{name} has no version before v{current} to roll back to")
+                    raise DrillFailed(
+                        f"{name} has no version to roll back to: none before v{current}, and "
+                        "none other that was healthy in production"
+                    )
                 target = earlier[-1]
             bound_s = load_policy(self.store, name).canary.interval_s
             alias = f"{SCRATCH_ALIAS}-{run.id}"
