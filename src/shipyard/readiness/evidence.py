@@ -222,16 +222,17 @@ class Facts:
 # -- reading -----------------------------------------------------------------------------------
 
 
-def _latest_findings(s: Session, prefix: str, exact: str | None = None) -> dict[str, Seen]:
-    q = select(Finding.monitor, Finding.status, Finding.summary, Finding.ts, Finding.evidence)
-    if exact is not None:
-        q = q.where((Finding.subject == exact) | Finding.subject.startswith(prefix))
-    else:
-        q = q.where(Finding.subject.startswith(prefix))
-    out: dict[str, Seen] = {}
-    for monitor, status, summary, ts, evidence in s.execute(q.order_by(Finding.ts, Finding.id)):
-        out[monitor] = Seen(status, summary, ts, bool(evidence))
-    return out
+def _newest(s: Session, *where: Any) -> list[Finding]:
+    """The newest finding of each (monitor, subject) that ``where`` selects: the ids are found
+    first, so the (large) evidence of older findings is never read."""
+    newest = select(func.max(Finding.id)).where(*where).group_by(Finding.monitor, Finding.subject)
+    return list(s.scalars(select(Finding).where(Finding.id.in_(newest)).order_by(Finding.ts)))
+
+
+def _latest_findings(s: Session, prefix: str, exact: str) -> dict[str, Seen]:
+    """The latest verdict of each monitor on ``exact`` or on a subject under ``prefix``."""
+    rows = _newest(s, (Finding.subject == exact) | Finding.subject.startswith(prefix))
+    return {f.monitor: Seen(f.status, f.summary, f.ts, bool(f.evidence)) for f in rows}
 
 
 def _reference_of(finding: Finding | None) -> str | None:
@@ -280,12 +281,7 @@ def _judged_elsewhere(s: Session) -> dict[str, dict[str, tuple[str, Seen]]]:
     got against this pipeline's reference (a data pipeline publishes the training set; the
     scoring pipeline's batches are judged against it), with that other pipeline's name."""
     out: dict[str, dict[str, tuple[str, Seen]]] = {}
-    rows = s.scalars(
-        select(Finding)
-        .where(Finding.monitor.in_(DATASET_MONITORS))
-        .order_by(Finding.ts.desc(), Finding.id.desc())
-        .limit(5000)
-    )
+    rows = reversed(_newest(s, Finding.monitor.in_(DATASET_MONITORS)))  # newest first
     for f in rows:
         source = _reference_of(f)
         judged = f.subject.split("/", 1)[0]

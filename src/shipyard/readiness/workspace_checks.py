@@ -50,7 +50,7 @@ def delivery(facts: Facts, subject: Subject) -> Verdict:
 
 
 def drift_drilled(facts: Facts, subject: Subject) -> Verdict:
-    return drilled(facts, "drift", None, "shipyard readiness --drill")
+    return drilled(facts, "drift", None, "shipyard readiness --drill --only drift")
 
 
 def plan(facts: Facts, subject: Subject) -> Verdict:
@@ -103,5 +103,5 @@ def exhaustion(facts: Facts, subject: Subject) -> Verdict:
     rules, about = rules_on(facts, QUOTA_METRICS)
     if not rules:
         return failed(rule_fix("QuotaExhaustionSoon"), about)
-    drill = drilled(facts, "quota", None, "shipyard readiness --drill")
+    drill = drilled(facts, "quota", None, "shipyard readiness --drill --only quota")
     return Verdict(drill.status, (about, *drill.evidence), drill.fix)
