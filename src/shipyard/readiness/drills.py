@@ -36,7 +36,7 @@ import json
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,9 +44,6 @@ import pandas as pd
 from sqlalchemy import delete, select
 
 from shipyard.alerting.config import AlertingConfig, load_config
-from shipyard.alerting.cycle import evaluate
-from shipyard.alerting.grouping import routes_for
-from shipyard.alerting.outbox import deliver_due
 from shipyard.alerting.rules import Rule
 from shipyard.deploy.policy import load_policy
 from shipyard.deploy.rollback import last_healthy_version
@@ -60,6 +57,7 @@ from shipyard.monitoring.settings import stored_settings
 from shipyard.quota.admission import LeaseManager, LeaseRequest, held_total
 from shipyard.quota.pools import Pool, list_pools, load_pool
 from shipyard.quota.usage import record_usage
+from shipyard.readiness.alert_path import POLL_S, AlertPath, DrillFailed, DrillRun
 from shipyard.readiness.verdicts import (
     DEFAULT_DRILL_TIMEOUT_S,
     DRIFT_METRICS,
@@ -69,8 +67,7 @@ from shipyard.readiness.verdicts import (
 from shipyard.registry import Registry
 from shipyard.serving.live import live_states
 from shipyard.stats import DatasetProfile
-from shipyard.store.alerting import AlertRecord, NotificationRecord
-from shipyard.store.base import new_id
+from shipyard.store.alerting import AlertRecord
 from shipyard.store.monitoring import MonitorProfile
 from shipyard.store.quota import QuotaLease
 from shipyard.store.readiness import ReadinessDrill
@@ -83,14 +80,9 @@ DRILL_PIPELINE = "readiness-drill"
 """The pipeline a quota drill's lease is taken for."""
 SCRATCH_ALIAS = "readiness-drill"
 DEFAULT_TIMEOUT_S = DEFAULT_DRILL_TIMEOUT_S
-POLL_S = 0.2
 SYNTHETIC_ROWS = 200
 KINDS = DRILL_KINDS
 PROBE_METRIC = "shipyard_serving_probe_up"
-
-
-class DrillFailed(ShipyardError):
-    """A drill could not prove what it drills; the message says at which stage and why."""
 
 
 @dataclass(frozen=True)
@@ -122,21 +114,6 @@ class DrillResult:
         }
 
 
-@dataclass
-class _Run:
-    """One drill in progress: its id, its clock, and what it saw when."""
-
-    kind: str
-    subject: str
-    started_at: float
-    started: float
-    """The monotonic clock at the start."""
-    id: str = field(default_factory=new_id)
-    signals: dict[str, float] = field(default_factory=dict)
-    cleanup: dict[str, Any] = field(default_factory=dict)
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
 class Drills:
     """Runs drills on a workspace with its alerting configuration, each within ``timeout_s``."""
 
@@ -153,23 +130,18 @@ class Drills:
         self.config = config or load_config(ws.settings.home)
         self.timeout_s = timeout_s
         self.registry = Registry.of(ws)
+        self.path = AlertPath(self.store, self.config, self.clock, timeout_s)
         self._last: DrillResult | None = None
 
     def _result(self) -> DrillResult:
         assert self._last is not None
         return self._last
 
-    # -- the common path: signal → alert → delivery → cleanup -----------------------------------
-    def _elapsed(self, run: _Run) -> float:
-        return round(self.clock.monotonic() - run.started, 3)
-
-    def _mark(self, run: _Run, signal: str) -> None:
-        run.signals.setdefault(signal, self._elapsed(run))
-
+    # -- what every drill does: record itself, write and delete its synthetic points ------------
     @contextmanager
-    def _recorded(self, kind: str, subject: str) -> Iterator[_Run]:
+    def _recorded(self, kind: str, subject: str) -> Iterator[DrillRun]:
         """Run a drill's body and record its outcome, whatever it is."""
-        run = _Run(kind, subject, self.clock.time(), self.clock.monotonic())
+        run = DrillRun(kind, subject, self.clock.time(), self.clock.monotonic())
         reason, passed = "interrupted", False
         try:
             yield run
@@ -212,147 +184,7 @@ class Drills:
             ]
         return rules
 
-    def _cycle(self) -> None:
-        evaluate(self.store, self.config, self.clock.time())
-        deliver_due(self.store, self.config.receivers, self.clock)
-
-    def _await_alert(
-        self, run: _Run, mine: Callable[[AlertRecord], bool], rules: list[Rule]
-    ) -> None:
-        """Evaluate and deliver until an alert ``mine`` selects is firing and delivered;
-        :class:`DrillFailed` names the stage it stopped at."""
-        deadline = run.started + self.timeout_s
-        fingerprints: set[str] = set()
-        delivered_to: list[str] = []
-        while True:
-            self._cycle()
-            with self.store.session(readonly=True) as s:
-                alerts = [a for a in s.scalars(select(AlertRecord)) if mine(a)]
-                fingerprints |= {a.fingerprint for a in alerts}
-                if alerts:
-                    self._mark(run, "alert pending")
-                firing = [a for a in alerts if a.state == "firing"]
-                if firing:
-                    self._mark(run, "alert firing")
-                    run.detail["alerts"] = sorted({a.rule for a in firing})
-                    run.detail["receivers"] = sorted(
-                        {
-                            r.receiver
-                            for a in firing
-                            for r in routes_for(self.config.route, a.labels)
-                        }
-                    )
-                    notes = self._notifications(s, fingerprints, run.started_at)
-                    if notes:
-                        self._mark(run, "notification queued")
-                    delivered_to = [n.receiver for n in notes if n.status == "delivered"]
-                    failed = [n for n in notes if n.status == "failed"]
-                    if failed:
-                        raise DrillFailed(
-                            f"the alert fired but its notification to {failed[0].receiver} "
-                            f"failed for good: {failed[0].last_error}"
-                        )
-            if delivered_to:
-                self._mark(run, "delivered")
-                run.detail["delivered_to"] = sorted(set(delivered_to))
-                return
-            if self.clock.monotonic() >= deadline:
-                raise DrillFailed(self._stuck(run, rules, fingerprints))
-            self.clock.sleep(POLL_S)
-
-    def _notifications(
-        self, s: Any, fingerprints: set[str], since: float
-    ) -> list[NotificationRecord]:
-        rows = s.scalars(
-            select(NotificationRecord).where(NotificationRecord.created_at >= since)
-        ).all()
-        return [
-            n
-            for n in rows
-            if any(
-                a.get("fingerprint") in fingerprints and a.get("status") == "firing"
-                for a in (n.payload or {}).get("alerts", [])
-            )
-        ]
-
-    def _stuck(self, run: _Run, rules: list[Rule], fingerprints: set[str]) -> str:
-        names = ", ".join(sorted({r.name for r in rules}))
-        waited = f"within {self.timeout_s:g} s"
-        if "alert pending" not in run.signals:
-            return f"no alert of {names} was raised {waited}"
-        if "alert firing" not in run.signals:
-            longest = max((r.for_s for r in rules), default=0.0)
-            return f"the alert stayed pending {waited} ({names}: for {longest:g} s)"
-        with self.store.session(readonly=True) as s:
-            pending = [
-                n
-                for n in s.scalars(
-                    select(NotificationRecord).where(NotificationRecord.status == "pending")
-                )
-                if any(
-                    a.get("fingerprint") in fingerprints
-                    for a in (n.payload or {}).get("alerts", [])
-                )
-            ]
-        if pending:
-            n = pending[0]
-            why = f": {n.last_error}" if n.last_error else ""
-            return (
-                f"the alert fired but did not reach {n.receiver} {waited} "
-                f"({n.attempts} attempts{why})"
-            )
-        receivers = ", ".join(run.detail.get("receivers", [])) or "its receiver"
-        return (
-            f"the alert fired but no notification to {receivers} was sent {waited} (the route's "
-            "group_wait/group_interval hold it, or a silence or inhibition mutes it)"
-        )
-
-    def _resolve(self, run: _Run, mine: Callable[[AlertRecord], bool]) -> None:
-        """Evaluate until the drill's alerts (those ``mine`` selects) are no longer pending or
-        firing, and deliver their resolution while the deadline allows; record what is left
-        in ``run.cleanup`` (the caller decides whether that fails the drill)."""
-        deadline = self.clock.monotonic() + max(self.timeout_s / 2, 5.0)
-        while True:
-            self.clock.sleep(POLL_S)  # a resolution is news only after the firing was told
-            self._cycle()
-            with self.store.session(readonly=True) as s:
-                drilled = [a for a in s.scalars(select(AlertRecord)) if mine(a)]
-                fingerprints = {a.fingerprint for a in drilled}
-                left = [a.fingerprint for a in drilled if a.state in ("pending", "firing")]
-                told = [
-                    n
-                    for n in s.scalars(
-                        select(NotificationRecord).where(
-                            NotificationRecord.created_at >= run.started_at
-                        )
-                    )
-                    if any(
-                        a.get("fingerprint") in fingerprints and a.get("status") == "resolved"
-                        for a in (n.payload or {}).get("alerts", [])
-                    )
-                ]
-            resolved_delivered = any(n.status == "delivered" for n in told)
-            failing = any(n.status != "delivered" and n.last_error for n in told)
-            was_told = "delivered" in run.signals
-            if not left:
-                self._mark(run, "alert resolved")
-                if resolved_delivered or not was_told or failing:
-                    break  # told, or nobody heard it fire, or its receiver is failing
-            if self.clock.monotonic() >= deadline:
-                break
-        if resolved_delivered:
-            self._mark(run, "resolution delivered")
-        run.cleanup["alerts_left_firing"] = len(left)
-        run.cleanup["resolution_delivered"] = resolved_delivered
-
-    def _left_behind(self, run: _Run) -> None:
-        """Fail a drill that proved its signal but could not clean up after itself."""
-        if run.cleanup.get("alerts_left_firing"):
-            raise DrillFailed(
-                f"{run.cleanup['alerts_left_firing']} drill alert(s) still firing after cleanup"
-            )
-
-    def _delete_points(self, run: _Run, names: tuple[str, ...]) -> None:
+    def _delete_points(self, run: DrillRun, names: tuple[str, ...]) -> None:
         with self.store.session() as s:
             result = s.execute(
                 delete(MetricPoint).where(
@@ -363,14 +195,14 @@ class Drills:
             run.cleanup["points_deleted"] = int(result.rowcount)  # type: ignore[attr-defined]
 
     def _write_points(
-        self, run: _Run, points: Sequence[tuple[str, Mapping[str, Any], float]]
+        self, run: DrillRun, points: Sequence[tuple[str, Mapping[str, Any], float]]
     ) -> None:
         now = self.clock.time()
         with self.store.session() as s:
             for name, labels, value in points:
                 s.add(MetricPoint.of(name, {**labels, DRILL_LABEL: run.id}, now, value))
 
-    def _labelled(self, run: _Run) -> Callable[[AlertRecord], bool]:
+    def _labelled(self, run: DrillRun) -> Callable[[AlertRecord], bool]:
         return lambda a: (a.labels or {}).get(DRILL_LABEL) == run.id
 
     # -- drift -----------------------------------------------------------------------------------
@@ -390,17 +222,17 @@ class Drills:
                 kind = s.get(PipelineRecord, name)
                 spec = stored_settings(s, name, kind.kind if kind else "data").get("feature_drift")
             check = feature_drift(spec, name, dataset, reference, current, reference_row.label)
-            self._mark(run, "batch judged")
+            run.mark("batch judged", self.clock)
             run.detail.update(dataset=dataset, verdict=check.summary, rows=len(batch))
             if check.status == "ok":
                 raise DrillFailed(f"the synthetic batch was not judged drifted: {check.summary}")
             self._write_points(run, list(check.metrics))
             try:
-                self._await_alert(run, self._labelled(run), rules)
+                self.path.await_alert(run, self._labelled(run), rules)
             finally:
                 self._delete_points(run, DRIFT_METRICS)
-                self._resolve(run, self._labelled(run))
-            self._left_behind(run)
+                self.path.resolve(run, self._labelled(run))
+            self.path.left_behind(run)
         return self._result()
 
     def _drift_subject(self, pipeline: str | None) -> tuple[str, str, MonitorProfile]:
@@ -441,18 +273,18 @@ class Drills:
             url = stopped_server()
             monitor = ServingMonitor(self.store, self.registry, self.clock)
             check = monitor.outage(name, url, expect_traffic=False)
-            self._mark(run, "probe failed" if check.status != "ok" else "probe answered")
+            run.mark("probe failed" if check.status != "ok" else "probe answered", self.clock)
             run.detail.update(url=url, probe=check.summary)
             up = [(n, labels, v) for n, labels, v in check.metrics if n == PROBE_METRIC]
             if check.status == "ok" or not up or up[0][2] != 0.0:
                 raise DrillFailed(f"the probe of a stopped server did not fail: {check.summary}")
             self._write_points(run, up)
             try:
-                self._await_alert(run, self._labelled(run), rules)
+                self.path.await_alert(run, self._labelled(run), rules)
             finally:
                 self._delete_points(run, (PROBE_METRIC,))
-                self._resolve(run, self._labelled(run))
-            self._left_behind(run)
+                self.path.resolve(run, self._labelled(run))
+            self.path.left_behind(run)
         return self._result()
 
     def _a_model(self) -> str:
@@ -495,12 +327,12 @@ class Drills:
                 self.registry.set_alias(
                     name, alias, target, f"readiness drill: rehearsed rollback to v{target}"
                 )
-                self._mark(run, "alias moved")
+                run.mark("alias moved", self.clock)
                 info, predictor = self.registry.load(name, alias=alias)
                 if info.version != target:
                     raise DrillFailed(f"the scratch alias serves v{info.version}, not v{target}")
                 answer = predictor.predict(sample_rows(info, 1))
-                self._mark(run, f"answered by v{target}")
+                run.mark(f"answered by v{target}", self.clock)
                 took = self.clock.monotonic() - began
                 run.detail.update(took_s=round(took, 3), answer=np.asarray(answer).tolist()[:1])
             except ShipyardError as exc:
@@ -551,7 +383,7 @@ class Drills:
             except QuotaError as exc:
                 leases.close()
                 raise DrillFailed(f"the drill's lease was not granted: {exc}") from None
-            self._mark(run, "lease granted")
+            run.mark("lease granted", self.clock)
             pool_name, names = target_pool.name, {r.name for r in chosen}
 
             def mine(a: AlertRecord) -> bool:
@@ -565,9 +397,9 @@ class Drills:
 
             try:
                 record_usage(self.store, self.clock)
-                self._mark(run, "usage sampled")
+                run.mark("usage sampled", self.clock)
                 heartbeat = _Heartbeat(leases, grant, self.clock)
-                self._await_alert(run, heartbeat.wrap(mine), chosen)
+                self.path.await_alert(run, heartbeat.wrap(mine), chosen)
             finally:
                 leases.release(grant, "readiness drill: done")
                 with self.store.session(readonly=True) as s:
@@ -581,8 +413,8 @@ class Drills:
                 leases.close()
                 self.clock.sleep(POLL_S)  # the pool's next sample, one tick after the last
                 record_usage(self.store, self.clock)
-                self._resolve(run, mine)
-            self._left_behind(run)
+                self.path.resolve(run, mine)
+            self.path.left_behind(run)
             if held:
                 raise DrillFailed(f"{len(held)} drill lease(s) still held")
         return self._result()
