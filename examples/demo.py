@@ -13,7 +13,9 @@ output) against a fresh home folder, ``.shipyard/demo``, so the tour is repeatab
    (register → validate → deploy), four-eyes approval, canary, promotion; a skewed model that
    passes its gate caught by its canary and rolled back with a diagnosis; a one-command rollback;
 7. alerts resolve — the next batch is i.i.d. again, latency is back under its objective;
-8. summary — where to look next.
+8. readiness — the ML Test Score of the pipelines and the model, one drill (a synthetic drifted
+   batch must reach the log receiver), and the fixes for what is missing;
+9. summary — where to look next.
 
 It exits non-zero, naming the stage, when a stage fails. Ctrl-C stops it cleanly.
 """
@@ -714,6 +716,15 @@ def resolving(t: Tour) -> None:
     t.shipyard("alerts", "list", "--state", "resolved", show=12)
 
 
+def readiness(t: Tour) -> None:
+    """The readiness of the demo's pipelines and model, proven by one drill, with its fixes."""
+    note("one drill: a synthetic drifted batch, judged by digits-data's own drift monitor, must")
+    note("raise DatasetDrift and reach the log receiver; then it is cleaned up (points, alert)")
+    t.shipyard("readiness", "--drill", "--only", "drift", "--timeout", "30", show=None)
+    note("each fail names its fix; `shipyard readiness --markdown` writes the same for a review,")
+    note("`shipyard readiness --min-score 1` fails a CI job below the score")
+
+
 def summary(t: Tour) -> None:
     total = time.monotonic() - t.started
     for title, seconds, outcome in t.stage_times:
@@ -730,7 +741,8 @@ def summary(t: Tour) -> None:
   Explore (export SHIPYARD_HOME={rel(HOME)} first):
     shipyard runs list · shipyard runs show RUN · shipyard quota status · shipyard quota plan
     shipyard models show {MODEL} · shipyard deployments history {MODEL} · shipyard runbook {MODEL}
-    shipyard alerts list · shipyard alerts rules · shipyard serve   (then POST /invocations)"""
+    shipyard alerts list · shipyard alerts rules · shipyard serve   (then POST /invocations)
+    shipyard readiness · shipyard readiness digits --markdown · shipyard readiness --drill"""
     )
 
 
@@ -758,7 +770,9 @@ def main() -> int:
             deployment(t, data)
         with t.stage(7, "alerts resolve: the next batch is i.i.d., latency is back"):
             resolving(t)
-        with t.stage(8, "summary"):
+        with t.stage(8, "readiness: the score, one drill, the fixes"):
+            readiness(t)
+        with t.stage(9, "summary"):
             summary(t)
     except StageFailed as exc:
         say(f"\n{RED}{BOLD}demo failed — {exc}{RESET}")

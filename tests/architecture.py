@@ -59,6 +59,7 @@ FLOORS: tuple[Wing, ...] = (
     Wing("__main__", "faces", 8, ("__main__",)),
     Wing("cli", "faces", 7, ("cli",)),
     Wing("daemon", "faces", 6, ("daemon",)),
+    Wing("readiness", "faces", 6, ("readiness",)),
     Wing("server", "faces", 6, ("api", "ui", "server")),
     Wing("serving-http", "faces", 6, ("serving.app", "serving.server")),
     Wing("monitoring", "services: top", 5, ("monitoring",)),

@@ -74,6 +74,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollout": ("deploy", "Follow and steer one rollout."),
     "deployments": ("deploy", "Deployment history and policies."),
     "alerts": ("alerts", "Alerts, their rules, silences and receivers."),
+    "readiness": (
+        "readiness",
+        "How ready each pipeline and model is for production: every item of the guidance and "
+        "every ML Test Score test Shipyard can judge, pass/fail/unknown with its evidence, the "
+        "command that fixes each fail, and the score (per section; the final score is the "
+        "lowest).",
+    ),
 }
 
 
