@@ -7,7 +7,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 from sqlalchemy import select, update
@@ -15,11 +15,13 @@ from sqlalchemy import select, update
 from shipyard.artifacts import record_lineage
 from shipyard.clock import Clock
 from shipyard.errors import InvalidInput, NotFound
-from shipyard.pipelines.dsl import Pipeline
-from shipyard.pipelines.graph import Graph
 from shipyard.pipelines.logs import step_log_path
 from shipyard.store import Store
 from shipyard.store.tables import ArtifactRecord, Lineage, PipelineRecord, Run, StepRun
+
+if TYPE_CHECKING:  # the read side (`shipyard runs list`) needs neither the DSL nor quota
+    from shipyard.pipelines.dsl import Pipeline
+    from shipyard.pipelines.graph import Graph
 
 STEP_STATUSES = ("pending", "running", "retrying", "succeeded", "failed", "cancelled")
 RUN_STATUSES = ("running", "succeeded", "failed", "cancelled")
