@@ -145,6 +145,7 @@ class TestColdStart:
         assert out.returncode == 0, out.stderr[-2000:]
         assert '"drifted": true' in out.stdout
         assert "scipy.special" in modules and "scipy.stats" not in modules
+        assert "pandas" not in _top(modules)  # Parquet is read and profiled as Arrow
 
     def test_a_misspelt_command_is_suggested_from_the_table(self, tmp_path: Path) -> None:
         out, modules = imported("runz", cwd=tmp_path)
