@@ -33,6 +33,7 @@ HEAVY = (
 NOT_FOR_LISTING_RUNS = {
     "alembic",  # only to migrate a schema that is behind
     "fsspec",  # the artifact store's file systems
+    "psutil",  # a run's process, when it is created or reconciled
     "shipyard.pipelines.dsl",
     "shipyard.pipelines.runner",
     "shipyard.quota",

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
 from sqlalchemy import select, update
 
 from shipyard.artifacts import record_lineage
@@ -109,6 +108,8 @@ def create_run(
 
 def process_started_at(pid: int | None) -> float | None:
     """When the process ``pid`` started (epoch seconds), ``None`` when it is gone."""
+    import psutil  # here: the read side (`shipyard runs list`) never asks
+
     if pid is None:
         return None
     try:
