@@ -18,6 +18,12 @@ Parquet files as a whole process (imports, reading, profiling both sides, the re
 Evidently's job as a whole process in its virtualenv, interleaved, median of N each, with each
 side's wall time outside its compute (interpreter start, imports, reading) next to it. Goal:
 ≥ 10× Evidently. Without Evidently's virtualenv the row shows Shipyard's side alone.
+``--profile`` then runs each side once more under ``-X importtime`` and cProfile, keeps both
+outputs under ``benchmarks/results/`` and prints each side's heaviest imports.
+``--src NAME=PATH`` (repeatable) runs the CLI side once per source tree, e.g. before and after
+a change, in the same interleaved rounds::
+
+    .venv/bin/python benchmarks/drift.py --sizes 20k --src before=../main/src --src after=src
 
 This file is also the worker: ``drift.py --job NAME ...`` runs one measurement and prints JSON.
 It imports only the standard library at module level, so the peers' virtualenvs can run it.
@@ -227,6 +233,18 @@ def main() -> None:
         metavar="N",
         help="runs of the whole-process row (0: skip it)",
     )
+    parser.add_argument(
+        "--src",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a source tree for the whole-process row's CLI side (repeatable); default: src",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile each side of the whole-process row once (importtime + cProfile)",
+    )
     parser.add_argument("--job", nargs=4, metavar=("NAME", "REF", "CUR", "EXTRA"))
     args = parser.parse_args()
     if args.job:
@@ -251,7 +269,10 @@ def main() -> None:
             results["evidently 0.7.23 DataDriftPreset"] = _run(evidently, "evidently", ref, cur)
         _print_drift_table(results)
         if args.whole_process:
-            _print_whole_process(results, evidently, ref, cur, args.whole_process)
+            trees = dict(t.split("=", 1) for t in args.src) or {"": str(HERE.parent / "src")}
+            _print_whole_process(
+                results, evidently, ref, cur, args.whole_process, trees, args.profile
+            )
         prof = {"shipyard profile": _run(sys.executable, "shipyard-profile", ref, cur)}
         if whylogs:
             prof["whylogs 1.6 why.log"] = _run(whylogs, "whylogs-profile", ref, cur)
@@ -298,34 +319,39 @@ def _print_whole_process(
     ref: Path,
     cur: Path,
     runs: int,
+    trees: dict[str, str],
+    profile: bool = False,
 ) -> None:
-    """The CLI on the two files vs Evidently's job, each a whole process, interleaved."""
+    """The CLI on the two files (once per source tree) vs Evidently's job, each a whole
+    process, interleaved."""
     import statistics
 
     from cli_start import run_once  # benchmarks/ is on sys.path when this file runs
 
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")},
-        "PYTHONPATH": str(HERE.parent / "src"),
         "PYTHONWARNINGS": "ignore",
     }
-    sides: dict[str, tuple[list[str], dict[str, Any] | None]] = {
-        "shipyard drift REF CUR (CLI process)": (
+    sides: dict[str, tuple[list[str], dict[str, Any] | None, dict[str, str]]] = {}
+    for tree, path in trees.items():
+        name = "shipyard drift REF CUR (CLI process)" + (f" [{tree}]" if tree else "")
+        sides[name] = (
             [sys.executable, "-m", "shipyard", "drift", str(ref), str(cur), "--json"],
             results.get("shipyard, profiling both sides"),
-        ),
-    }
+            {**env, "PYTHONPATH": str(Path(path).resolve())},
+        )
     if evidently:
         sides["evidently DataDriftPreset (whole process)"] = (
             [str(evidently), str(Path(__file__).resolve()), "--job", "evidently", str(ref),
              str(cur), ""],
             results.get("evidently 0.7.23 DataDriftPreset"),
+            env,
         )  # fmt: skip
     walls: dict[str, list[float]] = {name: [] for name in sides}
     cpus: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(runs):
-        for name, (argv, _) in sides.items():
-            wall, cpu = run_once(argv, env, HERE.parent)
+        for name, (argv, _, side_env) in sides.items():
+            wall, cpu = run_once(argv, side_env, HERE.parent)
             walls[name].append(wall)
             cpus[name].append(cpu)
     medians = {name: statistics.median(w) for name, w in walls.items()}
@@ -336,7 +362,7 @@ def _print_whole_process(
         f"\n{'whole process (median of ' + str(runs) + ')':42} {'wall':>8} {'speed-up':>9} "
         f"{'CPU':>8} {'speed-up':>9} {'outside compute':>16}"
     )
-    for name, (_, in_process) in sides.items():
+    for name, (_, in_process, _) in sides.items():
         wall = medians[name]
         speedup = f"{peer / wall:.1f}×" if peer else "-"
         cpu_speedup = f"{cpu[peer_name] / cpu[name]:.1f}×" if peer else "-"
@@ -347,6 +373,33 @@ def _print_whole_process(
     if not peer:
         print("(no Evidently virtualenv: its side of the row runs once benchmarks/.venvs/evidently")
         print(" can be created; goal ≥ 10× Evidently)")
+    if profile:
+        for name, (argv, _, side_env) in sides.items():
+            _profile_side(name, argv, side_env)
+
+
+def _profile_side(name: str, argv: list[str], env: dict[str, str]) -> None:
+    """One more run of a side under ``-X importtime`` and cProfile: both outputs kept, its
+    heaviest top-level imports printed."""
+    import re
+
+    tag = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    prof = RESULTS / f"whole-process.{tag}.prof"
+    script = ["-m", *argv[2:]] if argv[1] == "-m" else argv[1:]
+    cmd = [argv[0], "-X", "importtime", "-m", "cProfile", "-o", str(prof), *script]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE.parent)
+    log = RESULTS / f"whole-process.{tag}.importtime.txt"
+    log.write_text(out.stderr)
+    top = []  # (cumulative µs, module) of the imports made at depth 1
+    for line in out.stderr.splitlines():
+        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\S.*)$", line)
+        if m:
+            top.append((int(m[1]), m[2]))
+    top.sort(reverse=True)
+    total = sum(us for us, _ in top) / 1e6
+    heaviest = ", ".join(f"{mod} {us / 1e6:.2f}s" for us, mod in top[:6])
+    print(f"\n{name}: imports {total:.2f}s under importtime; heaviest: {heaviest}")
+    print(f"  {log.relative_to(HERE.parent)}, {prof.relative_to(HERE.parent)} (pstats)")
 
 
 def _print_profile_table(results: dict[str, dict[str, Any] | None]) -> None:

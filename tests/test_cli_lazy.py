@@ -16,7 +16,36 @@ import typer
 
 from shipyard.cli import COMMANDS, _reflow_all, reflow
 
-HEAVY = ("numpy", "pandas", "scipy", "sklearn", "sqlalchemy", "alembic", "fastapi", "uvicorn")
+HEAVY = (
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "scipy",
+    "sklearn",
+    "sqlalchemy",
+    "alembic",
+    "pydantic",
+    "fastapi",
+    "uvicorn",
+)
+"""Libraries that neither ``shipyard --help`` nor a command's ``--help`` needs."""
+
+NOT_FOR_LISTING_RUNS = {
+    "alembic",  # only to migrate a schema that is behind
+    "fsspec",  # the artifact store's file systems
+    "psutil",  # a run's process, when it is created or reconciled
+    "shipyard.pipelines.dsl",
+    "shipyard.pipelines.runner",
+    "shipyard.quota",
+    "shipyard.monitoring",
+    "shipyard.registry",
+    "shipyard.deploy",
+    "shipyard.serving",
+    "shipyard.store.quota",
+    "shipyard.store.registry",
+    "shipyard.store.deploy",
+}
+"""What ``shipyard runs list`` must not load: it reads the runs table and prints it."""
 
 
 WATCH = """
@@ -44,6 +73,11 @@ def imported(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], s
 
 def _top(modules: set[str]) -> set[str]:
     return {m.split(".")[0] for m in modules}
+
+
+def _under(modules: set[str], names: set[str]) -> set[str]:
+    """The modules that are one of ``names`` or inside one of them."""
+    return {m for m in modules if m in names or any(m.startswith(f"{n}.") for n in names)}
 
 
 class TestTheCommandTable:
@@ -80,6 +114,15 @@ class TestColdStart:
             "shipyard.cli.output",
         }
         assert not _top(modules) & set(HEAVY)
+        assert {m for m in modules if m.startswith("shipyard.stats.")} == set()
+
+    def test_a_subcommand_help_coerces_nothing_through_pydantic(self, tmp_path: Path) -> None:
+        """Typer coerces a parameter's value through a Pydantic adapter unless it is a bool
+        already; the root's ``--help`` flag defaulted to None, which loaded Pydantic (a
+        Typer import's worth of time) for every subcommand."""
+        out, modules = imported("schema", "infer", "--help", cwd=tmp_path)
+        assert out.returncode == 0 and "--out" in out.stdout
+        assert "pydantic" not in _top(modules)
 
     def test_listing_runs_loads_the_store_but_no_science_or_server(self, tmp_path: Path) -> None:
         from shipyard.workspace import Workspace
@@ -89,6 +132,7 @@ class TestColdStart:
         assert out.returncode == 0 and "no runs yet" in out.stdout
         assert "sqlalchemy" in modules
         assert not _top(modules) & {"numpy", "pandas", "scipy", "sklearn", "fastapi", "uvicorn"}
+        assert not _under(modules, NOT_FOR_LISTING_RUNS)
 
     def test_drift_computes_its_p_values_without_scipy_stats(self, tmp_path: Path) -> None:
         rng = np.random.default_rng(1)
@@ -102,6 +146,7 @@ class TestColdStart:
         assert out.returncode == 0, out.stderr[-2000:]
         assert '"drifted": true' in out.stdout
         assert "scipy.special" in modules and "scipy.stats" not in modules
+        assert "pandas" not in _top(modules)  # Parquet is read and profiled as Arrow
 
     def test_a_misspelt_command_is_suggested_from_the_table(self, tmp_path: Path) -> None:
         out, modules = imported("runz", cwd=tmp_path)

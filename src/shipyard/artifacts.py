@@ -18,8 +18,6 @@ import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import fsspec
-
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import ArtifactError, ArtifactTampered, NotFound
 
@@ -61,6 +59,8 @@ class ArtifactStore:
         self.root = root.rstrip("/")
         self.store = store
         self.clock = clock
+        import fsspec  # not at the top: a command that only reads records needs no file system
+
         try:
             self.fs, self._base = fsspec.core.url_to_fs(self.root)
         except (ValueError, ImportError) as exc:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from shipyard.errors import InvalidInput
@@ -136,6 +138,103 @@ class TestCounting:
         a = DatasetProfile.from_frame(frame)
         b = DatasetProfile.from_frame(pa.Table.from_pandas(frame))
         assert _exact_fields(a) == _exact_fields(b)
+
+
+def _typed_frame(rng: np.random.Generator, n: int, shift: float = 0.0) -> pd.DataFrame:
+    """Every column type a Parquet file gives that is profiled without pandas, nulls in most."""
+    x = rng.normal(shift, 1, n)
+    x[rng.random(n) < 0.05] = np.nan
+    with_nulls = pd.array(rng.integers(0, 9, n), dtype="Int64")
+    with_nulls[rng.random(n) < 0.1] = pd.NA
+    flags = pd.Series(rng.random(n) < 0.3, dtype=object)
+    flags[rng.random(n) < 0.1] = None
+    return pd.DataFrame(
+        {
+            "x": x,
+            "x32": (x * 2).astype(np.float32),
+            "k": rng.integers(-5, 5, n),
+            "u8": rng.integers(0, 200, n).astype(np.uint8),
+            "k_nulls": with_nulls,
+            "b": rng.random(n) < 0.5,
+            "b_nulls": flags,
+            "c": pd.Series(rng.choice(np.array(["a", "b", "ç", "", None], dtype=object), n)),
+        },
+        index=pd.Index(rng.permutation(n) + 1000, name="row"),  # stored as a column
+    )
+
+
+def _all_but_kll(p: DatasetProfile) -> dict:
+    """Every field of a profile, bit for bit, but its KLL sketches (randomised compaction: two
+    sketches of the same values differ)."""
+    d = p.to_json()
+    for col in d["columns"].values():
+        col.pop("kll", None)
+    return d
+
+
+class TestArrowColumns:
+    """A Parquet file's Arrow table is profiled from its Arrow columns, without pandas, into
+    the profile its pandas frame gets: every field bit for bit, the HLL sketches included."""
+
+    @pytest.mark.parametrize("seed", [11, 12])
+    def test_a_parquet_table_profiles_like_its_pandas_frame(
+        self, tmp_path: Path, seed: int
+    ) -> None:
+        rng = np.random.default_rng(seed)
+        ref_path, cur_path = tmp_path / "ref.parquet", tmp_path / "cur.parquet"
+        _typed_frame(rng, 3000).to_parquet(ref_path)
+        _typed_frame(rng, 2000, shift=0.5).to_parquet(cur_path)
+        ref_table, cur_table = pq.read_table(ref_path), pq.read_table(cur_path)
+        assert "row" in ref_table.column_names  # the pandas index, stored as a column
+        by_arrow = DatasetProfile.from_frame(ref_table)
+        assert DatasetProfile()._arrow_columns(ref_table) is not None
+        by_pandas = DatasetProfile.from_frame(pd.read_parquet(ref_path))
+        assert _all_but_kll(by_arrow) == _all_but_kll(by_pandas)
+        assert by_pandas._arrow_columns(cur_table) is not None
+        cur_by_arrow = DatasetProfile.from_frame(cur_table, reference=by_arrow)
+        cur_by_pandas = DatasetProfile.from_frame(pd.read_parquet(cur_path), reference=by_pandas)
+        assert _all_but_kll(cur_by_arrow) == _all_but_kll(cur_by_pandas)
+        for name, col in cur_by_arrow.columns.items():
+            if col.kind == "numeric":  # the sketch saw the same values: count, least, most
+                other = cur_by_pandas.columns[name].sketch
+                assert col.sketch.n == other.n, name
+                assert (col.sketch.get_min_value(), col.sketch.get_max_value()) == (
+                    other.get_min_value(),
+                    other.get_max_value(),
+                ), name
+
+    def test_record_batches_fold_in_like_their_pandas_frames(self) -> None:
+        frame = _typed_frame(np.random.default_rng(13), 1000).reset_index(drop=True)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        by_arrow, by_pandas = DatasetProfile(), DatasetProfile()
+        for batch in table.to_batches(max_chunksize=300):
+            by_arrow.update(batch)
+            by_pandas.update(batch.to_pandas())
+        assert by_arrow.rows == 1000
+        assert _all_but_kll(by_arrow) == _all_but_kll(by_pandas)
+
+    @pytest.mark.parametrize(
+        ("column", "why"),
+        [
+            (pa.array([None, None], type=pa.string()), "no valid value: pandas infers the kind"),
+            (pa.array(["2024-01-01", "x"]).cast(pa.dictionary(pa.int8(), pa.string())), "type"),
+            (pa.array([1, 2], type=pa.timestamp("s")), "type"),
+        ],
+    )
+    def test_other_tables_go_through_pandas(self, column: pa.Array, why: str) -> None:
+        table = pa.table({"x": [1.0, 2.0], "y": column})
+        assert DatasetProfile()._arrow_columns(table) is None, why
+        by_table = DatasetProfile.from_frame(table)
+        assert _all_but_kll(by_table) == _all_but_kll(DatasetProfile.from_frame(table.to_pandas()))
+
+    def test_a_column_whose_type_differs_from_the_references_kind_goes_through_pandas(
+        self,
+    ) -> None:
+        ref = DatasetProfile.from_frame(pd.DataFrame({"x": ["1", "2", "3"]}))  # categorical
+        table = pa.table({"x": [1.0, 2.0]})
+        assert ref._arrow_columns(table) is None
+        cur = DatasetProfile.from_frame(table, reference=ref)
+        assert cur.columns["x"].frequencies == {"1.0": 1, "2.0": 1}
 
 
 class TestJson:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from alembic.config import Config
@@ -12,6 +15,7 @@ from sqlalchemy import inspect, select, text
 from shipyard.errors import StoreError
 from shipyard.store import Store
 from shipyard.store.db import MIGRATIONS
+from shipyard.store.db import script_heads as heads_from_the_files
 from shipyard.store.tables import AuditEvent, Run
 
 
@@ -61,6 +65,52 @@ def test_reopening_an_existing_database_keeps_its_rows(db_url: str) -> None:
 
 def test_the_migrations_have_one_head() -> None:
     assert len(script_heads()) == 1
+
+
+class TestOpeningWithoutAlembic:
+    """Opening a store whose schema is current decides so from the version files, without
+    importing Alembic; a schema that is behind still migrates through Alembic."""
+
+    def test_the_heads_read_from_the_files_are_alembics(self) -> None:
+        assert heads_from_the_files() == script_heads()
+
+    def test_a_current_store_opens_without_importing_alembic(self, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path / 'x.db'}"
+        Store(url).dispose()  # created and migrated: Alembic runs here
+        probe = (
+            "import sys; from shipyard.store import Store; "
+            f"s = Store({url!r}); print(sorted(s.current_revisions())); "
+            "print('alembic' in sys.modules)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.split("\n")[:2] == [str(sorted(script_heads())), "False"]
+
+    def test_a_store_behind_is_still_migrated(self, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path / 'x.db'}"
+        Store(url).dispose()
+        with Store(url, migrate=False).engine.begin() as conn:
+            conn.execute(
+                text("UPDATE alembic_version SET version_num = '0011_run_liveness_and_fencing'")
+            )
+            conn.execute(text("ALTER TABLE serving_instances DROP COLUMN stop_reason"))
+            conn.execute(text("ALTER TABLE serving_instances DROP COLUMN machine"))
+        s = Store(url)
+        assert s.current_revisions() == script_heads()
+        columns = {c["name"] for c in inspect(s.engine).get_columns("serving_instances")}
+        assert {"machine", "stop_reason"} <= columns
+        s.dispose()
+
+    def test_version_files_it_cannot_read_leave_the_decision_to_alembic(
+        self, db_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("shipyard.store.db.script_heads", lambda: frozenset())
+        s = Store(db_url)
+        assert s.current_revisions() == script_heads()
+        assert set(inspect(s.engine).get_table_names()) >= FOUNDATION_TABLES
+        s.dispose()
 
 
 def test_a_database_migrated_to_an_older_revision_is_upgraded(db_url: str) -> None:

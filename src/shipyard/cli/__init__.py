@@ -84,10 +84,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _no_metavar(option: Any) -> Any:
-    """Typer's own ``--help`` option as ours show it: a flag, so no ``<bool>`` after it."""
+def _help_flag(option: Any) -> Any:
+    """Typer's own ``--help`` option as ours show it: a flag, so no ``<bool>`` after it. Its
+    default is ``False``, not ``None``: Typer coerces every value that is not already a bool
+    through a Pydantic adapter, so a ``None`` here loaded Pydantic for every subcommand."""
     if option is not None:
         option.metavar = ""
+        option.default = False
     return option
 
 
@@ -95,14 +98,14 @@ class Command(TyperCommand):
     """Every ``shipyard`` command (``_use_our_classes`` makes each module's commands one)."""
 
     def get_help_option(self, ctx: Any) -> Any:
-        return _no_metavar(super().get_help_option(ctx))
+        return _help_flag(super().get_help_option(ctx))
 
 
 class Group(TyperGroup):
     """Every ``shipyard`` command group, the root included."""
 
     def get_help_option(self, ctx: Any) -> Any:
-        return _no_metavar(super().get_help_option(ctx))
+        return _help_flag(super().get_help_option(ctx))
 
     def invoke(self, ctx: Any) -> Any:
         """Run the command; a :class:`~shipyard.errors.ShipyardError` from it is one

@@ -20,6 +20,7 @@ from shipyard.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
     from shipyard.stats import ColumnDrift, DatasetProfile, DriftReport
 
@@ -30,22 +31,34 @@ schema_app = typer.Typer(
 )
 
 
-def _read_frame(path: Path) -> pd.DataFrame:
-    import pandas as pd
-
+def _read_frame(path: Path) -> pa.Table | pd.DataFrame:
+    """A Parquet file as an Arrow table (the statistics take one without loading pandas), a CSV
+    file as a pandas DataFrame."""
     if not path.exists():
         raise NotFound("file", str(path))
     suffix = path.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        if suffix in (".csv", ".txt", ".gz"):
+    if suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        try:
+            if path.is_dir():  # a partitioned data set
+                return pq.read_table(path)
+            with pq.ParquetFile(path) as file:  # not read_table: pyarrow.dataset loads pandas
+                return file.read()
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise InvalidInput(_cannot_read(path, exc)) from exc
+    if suffix in (".csv", ".txt", ".gz"):
+        import pandas as pd
+
+        try:
             return pd.read_csv(path)
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise InvalidInput(
-            f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}"
-        ) from exc
+        except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise InvalidInput(_cannot_read(path, exc)) from exc
     raise InvalidInput(f"cannot read {path}: expected a .csv or .parquet file")
+
+
+def _cannot_read(path: Path, exc: Exception) -> str:
+    return f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}"
 
 
 def _read_json(path: Path) -> Any:

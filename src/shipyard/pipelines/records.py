@@ -7,20 +7,21 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psutil
 from sqlalchemy import select, update
 
 from shipyard.artifacts import ArtifactRef, record_artifact, record_lineage
 from shipyard.clock import Clock
 from shipyard.errors import InvalidInput, NotFound
-from shipyard.pipelines.dsl import Pipeline
-from shipyard.pipelines.graph import Graph
 from shipyard.pipelines.logs import step_log_path
 from shipyard.statuses import RUN_FINAL, STEP_FINAL
 from shipyard.store import Store
 from shipyard.store.tables import ArtifactRecord, Lineage, PipelineRecord, Run, StepRun
+
+if TYPE_CHECKING:  # the read side (`shipyard runs list`) needs neither the DSL nor quota
+    from shipyard.pipelines.dsl import Pipeline
+    from shipyard.pipelines.graph import Graph
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,8 @@ def create_run(
 
 def process_started_at(pid: int | None) -> float | None:
     """When the process ``pid`` started (epoch seconds), ``None`` when it is gone."""
+    import psutil  # here: the read side (`shipyard runs list`) never asks
+
     if pid is None:
         return None
     try:

@@ -6,6 +6,11 @@ partitions or replicas (``merge``), and round-trips through compact JSON. Numeri
 binned on fixed edges taken from the *reference's* quantiles, so that reference and current are
 binned alike and drift tests compare exact counts.
 
+A pandas DataFrame or an Arrow table can be profiled. An Arrow table whose columns are all
+numbers, strings or booleans (what ``shipyard drift`` reads from Parquet) is profiled from its
+Arrow columns, without pandas, whose import costs ``shipyard drift`` more than profiling 20,000
+rows does; its profile is the one its pandas frame gets. Any other table goes through pandas.
+
 >>> import pandas as pd
 >>> ref = DatasetProfile.from_frame(pd.DataFrame({"x": [1.0, 2.0, None], "c": ["a", "b", "a"]}))
 >>> ref.rows, ref.columns["x"].missing, ref.columns["c"].frequencies
@@ -18,14 +23,17 @@ import base64
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import datasketches
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from shipyard.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Kind = Literal["numeric", "categorical"]
 
@@ -40,6 +48,8 @@ FORMAT_VERSION = 1
 
 
 def _infer_kind(series: pd.Series) -> Kind:
+    import pandas as pd
+
     if pd.api.types.is_bool_dtype(series.dtype):
         return "categorical"
     if pd.api.types.is_numeric_dtype(series.dtype):
@@ -138,15 +148,28 @@ class ColumnProfile:
             col.hll = datasketches.hll_sketch(HLL_LG_K)
         return col
 
-    def update(self, series: pd.Series) -> None:
-        """Fold one batch of this column's values in."""
+    def update(self, series: pd.Series | pa.ChunkedArray) -> None:
+        """Fold one batch of this column's values in: a pandas Series, or an Arrow column of
+        the type :func:`_arrow_kind` gives this column's kind."""
         self.count += len(series)
-        if self.kind == "numeric":
+        if isinstance(series, pa.ChunkedArray):
+            if self.kind == "numeric":
+                values = _arrow_numbers(series)
+                self.missing += int(np.isnan(values).sum())
+                self._fold_numbers(values)
+            else:
+                self.missing += series.null_count
+                counts = pc.value_counts(series.drop_null())
+                labels = [str(v) for v in counts.field("values").to_pylist()]  # True → "True"
+                self._fold_labels(labels, counts.field("counts").to_pylist())
+        elif self.kind == "numeric":
             self._update_numeric(series)
         else:
             self._update_categorical(series)
 
     def _update_numeric(self, series: pd.Series) -> None:
+        import pandas as pd
+
         if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(
             series.dtype
         ):
@@ -159,6 +182,10 @@ class ColumnProfile:
             nan = np.isnan(values)
             self.missing += int(null.sum())
             self.type_violations += int((nan & ~null).sum())
+        self._fold_numbers(values)
+
+    def _fold_numbers(self, values: np.ndarray) -> None:
+        """Fold float64 values in whose NaN were counted missing already."""
         finite_mask = np.isfinite(values)
         self.infinite += int(np.isinf(values).sum())
         x = values[finite_mask] if not finite_mask.all() else values
@@ -206,9 +233,13 @@ class ColumnProfile:
                 self.type_violations += int((~is_label).sum())
                 present = present[is_label]
         counts = present.astype(str).value_counts(sort=False)
-        for value in counts.index:
+        self._fold_labels(list(counts.index), counts.to_numpy().tolist())
+
+    def _fold_labels(self, labels: list[str], counts: list[int]) -> None:
+        """Fold in each label's count, labels in order of first appearance."""
+        for value in labels:
             self.hll.update(value)
-        self._add_frequencies(dict(zip(counts.index, counts.to_numpy().tolist(), strict=True)))
+        self._add_frequencies(dict(zip(labels, counts, strict=True)))
 
     def _add_frequencies(self, counts: dict[str, int]) -> None:
         merged = Counter(self.frequencies)
@@ -357,23 +388,56 @@ class DatasetProfile:
 
     def update(self, frame: Any) -> DatasetProfile:
         """Fold another batch in (binned on this profile's edges); returns self."""
-        df = _as_pandas(frame)
-        for name in df.columns:
-            key = str(name)
-            series = df[name]
+        arrow = self._arrow_columns(frame)
+        if arrow is not None:
+            columns: dict[str, Any] = dict(arrow)
+            rows = frame.num_rows
+        else:
+            df = _as_pandas(frame)
+            columns = {str(name): df[name] for name in df.columns}
+            rows = len(df)
+        for key, series in columns.items():
             if key not in self.columns:
-                self.columns[key] = ColumnProfile.empty(key, _infer_kind(series))
+                kind = _arrow_kind(series.type) if arrow is not None else _infer_kind(series)
+                assert kind is not None  # _arrow_columns took only columns of a known kind
+                self.columns[key] = ColumnProfile.empty(key, kind)
                 # a column first seen now was absent (missing) in the rows seen before
                 self.columns[key].count = self.rows
                 self.columns[key].missing = self.rows
             self.columns[key].update(series)
-        seen = {str(c) for c in df.columns}
         for key, col in self.columns.items():
-            if key not in seen:  # a column absent from this batch is missing in all its rows
-                col.count += len(df)
-                col.missing += len(df)
-        self.rows += len(df)
+            if key not in columns:  # a column absent from this batch is missing in all its rows
+                col.count += rows
+                col.missing += rows
+        self.rows += rows
         return self
+
+    def _arrow_columns(self, frame: Any) -> dict[str, pa.ChunkedArray] | None:
+        """An Arrow table's columns by name, if each can be profiled without pandas: a number,
+        string or boolean column, of this profile's kind where it has the column already, with
+        a valid value where it does not (pandas may infer an empty column's kind otherwise).
+        The columns a pandas index was stored in are left out, as pandas makes them the index.
+        None: the table goes through pandas."""
+        if isinstance(frame, pa.RecordBatch):
+            frame = pa.Table.from_batches([frame])
+        if not isinstance(frame, pa.Table) or len(set(frame.column_names)) < frame.num_columns:
+            return None
+        metadata = frame.schema.pandas_metadata or {}
+        index = {c for c in metadata.get("index_columns", ()) if isinstance(c, str)}
+        columns: dict[str, pa.ChunkedArray] = {}
+        for name, column in zip(frame.column_names, frame.columns, strict=True):
+            if name in index:
+                continue
+            kind = _arrow_kind(column.type)
+            known = self.columns.get(name)
+            if kind is None:
+                return None
+            if known is not None and known.kind != kind:
+                return None
+            if known is None and column.null_count == len(column):
+                return None
+            columns[name] = column
+        return columns
 
     def merge(self, other: DatasetProfile) -> DatasetProfile:
         """A new profile equal to profiling the concatenation of both data sets."""
@@ -414,7 +478,58 @@ class DatasetProfile:
         )
 
 
+def _arrow_kind(arrow_type: pa.DataType) -> Kind | None:
+    """The kind of an Arrow column profiled without pandas (the kind its pandas Series gets);
+    None for the types left to pandas."""
+    types = pa.types
+    if arrow_type in _NUMPY_TYPES:
+        return "numeric"
+    if (
+        types.is_boolean(arrow_type)
+        or types.is_string(arrow_type)
+        or types.is_large_string(arrow_type)
+    ):
+        return "categorical"
+    return None
+
+
+_NUMPY_TYPES: dict[pa.DataType, np.dtype[Any]] = {
+    pa.int8(): np.dtype(np.int8),
+    pa.int16(): np.dtype(np.int16),
+    pa.int32(): np.dtype(np.int32),
+    pa.int64(): np.dtype(np.int64),
+    pa.uint8(): np.dtype(np.uint8),
+    pa.uint16(): np.dtype(np.uint16),
+    pa.uint32(): np.dtype(np.uint32),
+    pa.uint64(): np.dtype(np.uint64),
+    pa.float32(): np.dtype(np.float32),
+    pa.float64(): np.dtype(np.float64),
+}
+
+
+def _arrow_numbers(column: pa.ChunkedArray) -> np.ndarray:
+    """A number column as float64 with its nulls as NaN, the values pandas gives it, read from
+    the Arrow buffers (validity bitmap, values): every pyarrow conversion to NumPy loads pandas.
+    """
+    dtype = _NUMPY_TYPES[column.type]
+    parts = [np.empty(0)]
+    for chunk in column.chunks:
+        if len(chunk) == 0:
+            continue
+        validity, data = chunk.buffers()
+        values = np.frombuffer(
+            data, dtype=dtype, count=len(chunk), offset=chunk.offset * dtype.itemsize
+        ).astype(np.float64)
+        if chunk.null_count:
+            bits = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), bitorder="little")
+            values[bits[chunk.offset : chunk.offset + len(chunk)] == 0] = np.nan
+        parts.append(values)
+    return np.concatenate(parts)
+
+
 def _as_pandas(frame: Any) -> pd.DataFrame:
+    import pandas as pd
+
     if isinstance(frame, pd.DataFrame):
         return frame
     if isinstance(frame, (pa.Table, pa.RecordBatch)):

@@ -19,6 +19,10 @@ SQLite (the default) runs in WAL mode. The rule for transactions:
   ``retry_after_s``); never a raw "database is locked".
 - A corrupt or truncated file raises :class:`StoreDamaged`, one line that says how to recover.
 
+Opening a store checks the schema revision with one query against the newest revision named in
+``migrations/versions`` (read from the files, not through Alembic); Alembic, which costs more to
+import than a short command takes to run, loads only when the schema is behind, or ahead.
+
 On PostgreSQL a session is a plain transaction in which the caller takes row locks with
 ``SELECT … FOR UPDATE``; a lock timeout, deadlock or serialization failure is a
 :class:`StoreBusy` too.
@@ -26,27 +30,30 @@ On PostgreSQL a session is a plain transaction in which the caller takes row loc
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import random
+import re
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from shipyard.errors import StoreBusy, StoreDamaged, StoreError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+VERSION_TABLE = "alembic_version"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 BUSY_BACKOFF_S = (0.005, 0.25)
 """First and largest sleep between attempts to begin a transaction that came back busy."""
@@ -57,6 +64,8 @@ _POSTGRES_BUSY = {"40001", "40P01", "55P03"}  # serialization failure, deadlock,
 
 
 def _alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -232,21 +241,23 @@ class Store:
 
     # -- migrations -------------------------------------------------------------------------
     def current_revisions(self) -> set[str]:
+        """The schema revisions recorded in the database (Alembic's version table); none for a
+        database no migration has touched."""
         with self.engine.connect() as conn:
-            return set(MigrationContext.configure(conn).get_current_heads())
+            if not inspect(conn).has_table(VERSION_TABLE):
+                return set()
+            return set(conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
 
     def applied_revisions(self) -> set[str]:
         """Every migration applied to this database: its heads and all their ancestors."""
+        from alembic.script import ScriptDirectory
+
         script = ScriptDirectory.from_config(_alembic_config(self.url))
         heads = tuple(self.current_revisions())
         return {rev.revision for rev in script.iterate_revisions(heads, "base") if rev is not None}
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision this Shipyard knows; refuse a newer one."""
-        cfg = _alembic_config(self.url)
-        script = ScriptDirectory.from_config(cfg)
-        wanted = set(script.get_heads())
-        known = {rev.revision for rev in script.walk_revisions()}
         try:
             current = self.current_revisions()
         except DBAPIError as exc:
@@ -258,6 +269,15 @@ class Store:
                     f"cannot reach the metadata database {self._safe_url}: {exc.orig}"
                 )
             raise error from None
+        if current and current == script_heads():
+            return  # the common case, decided without importing Alembic
+        from alembic import command
+        from alembic.script import ScriptDirectory
+
+        cfg = _alembic_config(self.url)
+        script = ScriptDirectory.from_config(cfg)
+        wanted = set(script.get_heads())
+        known = {rev.revision for rev in script.walk_revisions()}
         if unknown := current - known:
             raise StoreError(
                 f"the database {self._safe_url} has schema revision {sorted(unknown)}, "
@@ -307,3 +327,27 @@ class Store:
 
 
 _MEMORY_LOCK = threading.Lock()
+
+_REVISION = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(.+?)\s*$", re.MULTILINE)
+
+
+@cache
+def script_heads() -> frozenset[str]:
+    """The newest revisions in ``migrations/versions``: those no other revision revises, read
+    from each file's ``revision`` and ``down_revision`` lines. The same set as Alembic's
+    ``ScriptDirectory.get_heads()`` (``tests/store/test_db.py`` checks), for a fraction of the
+    cost of importing Alembic; should a file not parse here, the answer differs from the
+    database's and :meth:`Store.migrate` asks Alembic."""
+    revisions: set[str] = set()
+    revised: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        fields = dict(_REVISION.findall(path.read_text(encoding="utf-8")))
+        if "revision" not in fields:
+            continue
+        try:
+            revisions.add(ast.literal_eval(fields["revision"]))
+            down = ast.literal_eval(fields.get("down_revision", "None"))
+        except (ValueError, SyntaxError):
+            return frozenset()  # not a literal: let Alembic read it
+        revised.update((down,) if isinstance(down, str) else down or ())
+    return frozenset(revisions - revised)
