@@ -89,14 +89,15 @@ class TestOpeningWithoutAlembic:
         assert out.stdout.split("\n")[:2] == [str(sorted(script_heads())), "False"]
 
     def test_a_store_behind_is_still_migrated(self, tmp_path: Path) -> None:
+        from alembic import command
+
+        from shipyard.store.db import _alembic_config
+
         url = f"sqlite:///{tmp_path / 'x.db'}"
-        Store(url).dispose()
         with Store(url, migrate=False).engine.begin() as conn:
-            conn.execute(
-                text("UPDATE alembic_version SET version_num = '0011_run_liveness_and_fencing'")
-            )
-            conn.execute(text("ALTER TABLE serving_instances DROP COLUMN stop_reason"))
-            conn.execute(text("ALTER TABLE serving_instances DROP COLUMN machine"))
+            cfg = _alembic_config(url)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0011_run_liveness_and_fencing")
         s = Store(url)
         assert s.current_revisions() == script_heads()
         columns = {c["name"] for c in inspect(s.engine).get_columns("serving_instances")}
