@@ -3,6 +3,7 @@ naming each kind of tampering by the event it touched."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,7 +67,7 @@ class TestAnHonestChain:
         events = sorted(audit.list_events(store).events, key=lambda e: e.seq)
         assert [e.seq for e in events] == [1, 2, 3, 4, 5]
         assert events[0].prev_hash == audit.GENESIS
-        assert all(b.prev_hash == a.hash for a, b in zip(events, events[1:], strict=False))
+        assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(events))
         assert verdict.head_hash == events[-1].hash
         assert {e.mode for e in events} == {"embedded"}
 
@@ -163,9 +164,7 @@ class TestVerifyNamesTheTampering:
     def test_an_edited_event_whose_hash_was_recomputed(self, store: Store) -> None:
         append(store, 5)
         with tamperer(store) as conn:
-            conn.execute(
-                update(AuditEvent).where(AuditEvent.seq == 3).values(detail={"to": 99})
-            )
+            conn.execute(update(AuditEvent).where(AuditEvent.seq == 3).values(detail={"to": 99}))
         with store.session(readonly=True) as s:
             row = s.scalars(select(AuditEvent).where(AuditEvent.seq == 3)).one()
             forged = row_hash(row)

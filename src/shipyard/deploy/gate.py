@@ -17,6 +17,7 @@ import numpy as np
 from sklearn import metrics as skm
 from sqlalchemy.orm import Session
 
+from shipyard import audit
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.deploy import traffic
 from shipyard.deploy.policy import Gate, load_policy
@@ -24,7 +25,6 @@ from shipyard.deploy.rollout import RolloutView, start_rollout
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.registry import Predictor, Registry, VersionInfo
 from shipyard.store.deploy import GateResult
-from shipyard.store.tables import AuditEvent
 
 LOWER_IS_BETTER = {"rmse", "mae", "log_loss"}
 
@@ -147,15 +147,13 @@ def record_gate(
             model=model, version=version, passed=int(passed), evidence=evidence, ts=now, actor=actor
         )
     )
-    s.add(
-        AuditEvent(
-            ts=now,
-            actor=actor,
-            action="gate.passed" if passed else "gate.failed",
-            subject_kind="model_version",
-            subject_id=f"{model}/{version}",
-            detail=evidence,
-        )
+    audit.record(
+        s,
+        actor=actor,
+        action="gate.passed" if passed else "gate.failed",
+        subject=("model_version", f"{model}/{version}"),
+        details=evidence,
+        now=now,
     )
 
 
