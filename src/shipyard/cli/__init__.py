@@ -73,6 +73,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollout": ("deploy", "Follow and steer one rollout."),
     "deployments": ("deploy", "Deployment history and policies."),
     "alerts": ("alerts", "Alerts, their rules, silences and receivers."),
+    "audit": (
+        "audit",
+        "The tamper-evident audit: who did what, and whether the record still reads as written.",
+    ),
 }
 
 
