@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cli_testkit import shipyard
 from sqlalchemy import update
 
+from cli_testkit import shipyard
 from shipyard import audit
 from shipyard.store.tables import AuditEvent
 from shipyard.workspace import Workspace

@@ -71,7 +71,7 @@ def event_hash(
 def row_hash(row: AuditEvent, seq: int | None = None) -> str:
     """The hash ``row`` should carry as it reads now (at ``seq``, if given, instead of its own)."""
     return event_hash(
-        seq=row.seq if seq is None else seq,  # type: ignore[arg-type]
+        seq=(row.seq or 0) if seq is None else seq,
         time=row.ts,
         actor=row.actor,
         mode=row.mode or "",

@@ -226,19 +226,15 @@ def _check_unchained(s: Session) -> Tampering | None:
 def _original_seq(s: Session, row: AuditEvent, hops: int) -> int | None:
     """The number ``row`` was written with: one past the event its link points at (found by
     following links back, up to ``hops``), if it hashes correctly there."""
-    if row.prev_hash == GENESIS:
-        before: int | None = 0
-    elif hops <= 0:
-        return None
-    else:
+    before: int | None = 0
+    if row.prev_hash != GENESIS:
         linked = s.scalar(select(AuditEvent).where(AuditEvent.hash == row.prev_hash))
-        if linked is None:
+        if linked is None or hops <= 0:
             return None
-        before = linked.seq if _hash_or_none(linked) == linked.hash else None
-        if before is None:
-            before = _original_seq(s, linked, hops - 1)
-        if before is None:
-            return None
+        intact = _hash_or_none(linked) == linked.hash
+        before = linked.seq if intact else _original_seq(s, linked, hops - 1)
+    if before is None:
+        return None
     candidate = before + 1
     return candidate if _hash_or_none(row, candidate) == row.hash else None
 
