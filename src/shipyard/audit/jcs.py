@@ -18,13 +18,17 @@ token and PostgreSQL refuse it).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from decimal import Decimal
+from json.encoder import encode_basestring
 from typing import Any
 
 from shipyard.errors import InvalidInput
+
+_string = encode_basestring
+"""A string as ``JSON.stringify`` writes it: quotes, ``\\"``, ``\\\\``, ``\\b \\f \\n \\r \\t``,
+other control characters as ``\\u00xx``; nothing else escaped (json's C encoder)."""
 
 NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
@@ -32,8 +36,10 @@ NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 def canonical(value: Any) -> bytes:
     """``value`` (None, bool, int, float, str, list/tuple, mapping with str keys) as RFC 8785
     canonical JSON, UTF-8 encoded."""
+    out: list[str] = []
+    _encode(value, out)
     try:
-        return "".join(_encode(value)).encode("utf-8")
+        return "".join(out).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidInput(f"a lone surrogate, which JSON cannot carry: {exc}") from None
 
@@ -63,8 +69,11 @@ def number(x: float) -> str:
     if x < 0:
         return "-" + number(-x)
     # repr gives the shortest digits that read back as x, as ECMAScript asks; only the layout
-    # differs
-    _, digit_tuple, exponent = Decimal(repr(x)).as_tuple()
+    # differs, and not at all where repr writes no exponent (1e-4 <= x < 1e16) but for a '.0'
+    shortest = repr(x)
+    if "e" not in shortest:
+        return shortest[:-2] if shortest.endswith(".0") else shortest
+    _, digit_tuple, exponent = Decimal(shortest).as_tuple()
     assert isinstance(exponent, int)
     digits = "".join(map(str, digit_tuple))
     stripped = digits.rstrip("0")  # '100.0' is 1 × 10**2
@@ -89,38 +98,46 @@ def _key(key: Any) -> str:
     return key
 
 
-def _encode(value: Any) -> Any:
+def _encode(value: Any, out: list[str]) -> None:
     if value is None:
-        yield "null"
+        out.append("null")
     elif value is True:
-        yield "true"
+        out.append("true")
     elif value is False:
-        yield "false"
-    elif isinstance(value, int):
-        yield str(int(value))
-    elif isinstance(value, float):
-        yield number(float(value))
+        out.append("false")
     elif isinstance(value, str):
-        yield json.dumps(value, ensure_ascii=False)
+        out.append(_string(value))
+    elif isinstance(value, int):
+        out.append(str(int(value)))
+    elif isinstance(value, float):
+        out.append(number(float(value)))
     elif isinstance(value, Mapping):
-        members = sorted(((_key(k), v) for k, v in value.items()), key=_utf16)
-        yield "{"
+        members = [(_key(k), v) for k, v in value.items()]
+        if all(k.isascii() for k, _ in members):
+            members.sort(key=_first)  # code points and UTF-16 code units agree on ASCII
+        else:
+            members.sort(key=_utf16)
+        out.append("{")
         for i, (k, v) in enumerate(members):
             if i:
-                yield ","
-            yield json.dumps(k, ensure_ascii=False)
-            yield ":"
-            yield from _encode(v)
-        yield "}"
+                out.append(",")
+            out.append(_string(k))
+            out.append(":")
+            _encode(v, out)
+        out.append("}")
     elif isinstance(value, list | tuple):
-        yield "["
+        out.append("[")
         for i, v in enumerate(value):
             if i:
-                yield ","
-            yield from _encode(v)
-        yield "]"
+                out.append(",")
+            _encode(v, out)
+        out.append("]")
     else:
         raise InvalidInput(f"JSON cannot carry a {type(value).__name__}: {value!r}")
+
+
+def _first(member: tuple[str, Any]) -> str:
+    return member[0]
 
 
 def _utf16(member: tuple[str, Any]) -> bytes:
