@@ -4,10 +4,13 @@ written, and the chain goes on from them."""
 from __future__ import annotations
 
 from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, insert, select
 
+import shipyard.store.schema  # noqa: F401 - every table module, so the metadata is complete
 from shipyard import audit
-from shipyard.store import Store
+from shipyard.store import Base, Store
 from shipyard.store.db import _alembic_config
 from shipyard.store.tables import AuditEvent
 
@@ -52,3 +55,10 @@ def test_existing_events_are_chained_in_their_order_and_appends_follow(db_url: s
         assert newest.seq == 4 and newest.prev_hash == chained[-1].hash
     finally:
         store.dispose()
+
+
+def test_the_migration_creates_exactly_what_the_models_describe(store: Store) -> None:
+    with store.engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diffs = compare_metadata(ctx, Base.metadata)
+    assert [d for d in diffs if "audit_" in str(d)] == []
