@@ -101,8 +101,6 @@ def record(
     """
     if mode not in MODES:
         raise InvalidInput(f"audit mode {mode!r}: use one of {list(MODES)}")
-    if not ACTION.match(action):
-        raise InvalidInput(f"audit action {action!r}: dotted lower-case words (model.alias)")
     kind, subject_id = subject
     for name, value in (
         ("actor", actor),
@@ -114,6 +112,8 @@ def record(
             raise InvalidInput(f"audit {name} must be a string, not {type(value).__name__}")
         if len(value) > _LIMITS[name]:
             raise InvalidInput(f"audit {name} {value[:40]!r}… is longer than {_LIMITS[name]}")
+    if not ACTION.match(action):
+        raise InvalidInput(f"audit action {action!r}: dotted lower-case words (model.alias)")
     if not kind.strip():
         raise InvalidInput("an audit event needs a subject kind (model, rollout, pool…)")
     if mode == "server" and not actor.strip():
