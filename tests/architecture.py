@@ -79,6 +79,7 @@ FLOORS: tuple[Wing, ...] = (
             "",
             "store",
             "artifacts",
+            "audit",
             "config",
             "clock",
             "errors",

@@ -14,4 +14,4 @@ def test_the_migration_matches_the_model(store: Store) -> None:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         diffs = compare_metadata(ctx, Base.metadata)
     assert [d for d in diffs if "readiness_drills" in str(d)] == []
-    assert "0013_readiness_drills" in store.applied_revisions()
+    assert "0014_readiness_drills" in store.applied_revisions()

@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shipyard import audit
 from shipyard.alerting.matchers import Matcher, match_all
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.store.alerting import SilenceRecord
-from shipyard.store.tables import AuditEvent
 
 
 @dataclass(frozen=True)
@@ -77,15 +77,13 @@ def create_silence(
     )
     session.add(record)
     session.flush()
-    session.add(
-        AuditEvent(
-            ts=now,
-            actor=created_by,
-            action="silence.create",
-            subject_kind="silence",
-            subject_id=record.id,
-            detail={"matchers": record.matchers, "ends_at": ends_at, "comment": comment},
-        )
+    audit.record(
+        session,
+        actor=created_by,
+        action="silence.create",
+        subject=("silence", record.id),
+        details={"matchers": record.matchers, "ends_at": ends_at, "comment": comment},
+        now=now,
     )
     return Silence.from_record(record)
 
@@ -96,15 +94,13 @@ def expire_silence(session: Session, silence_id: str, *, actor: str, now: float)
         raise NotFound("silence", silence_id)
     record.ends_at = min(record.ends_at, now)
     record.starts_at = min(record.starts_at, record.ends_at)
-    session.add(
-        AuditEvent(
-            ts=now,
-            actor=actor,
-            action="silence.expire",
-            subject_kind="silence",
-            subject_id=silence_id,
-            detail={},
-        )
+    audit.record(
+        session,
+        actor=actor,
+        action="silence.expire",
+        subject=("silence", silence_id),
+        details={},
+        now=now,
     )
     return Silence.from_record(record)
 

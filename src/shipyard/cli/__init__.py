@@ -81,6 +81,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "command that fixes each fail, and the score (per section; the final score is the "
         "lowest).",
     ),
+    "audit": (
+        "audit",
+        "The tamper-evident audit: who did what, and whether the record still reads as written.",
+    ),
 }
 
 

@@ -43,7 +43,7 @@ def apply(file: Path = typer.Argument(..., help="A pools YAML file.")) -> None:
     """Create or replace the pools a YAML file declares (validated; nothing changes on error)."""
     ws = open_workspace()
     pools = read_pool_file(file, ws.settings.quota.default_cap_fraction)
-    apply_pools(ws.store, pools, ws.clock)
+    apply_pools(ws.store, pools, ws.clock, actor=ws.actor)
     for pool in pools:
         console.print(
             f"[green]✓[/] pool [bold]{pool.name}[/] ({pool.mode}): "

@@ -17,6 +17,7 @@ import numpy as np
 from sklearn import metrics as skm
 from sqlalchemy.orm import Session
 
+from shipyard import audit
 from shipyard.checks import Check
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.deploy import traffic
@@ -26,7 +27,6 @@ from shipyard.errors import InvalidInput, NotFound
 from shipyard.registry import Predictor, Registry, VersionInfo
 from shipyard.statuses import CheckStatus
 from shipyard.store.deploy import GateResult
-from shipyard.store.tables import AuditEvent
 
 LOWER_IS_BETTER = {"rmse", "mae", "log_loss"}
 
@@ -181,15 +181,13 @@ def record_gate(
             model=model, version=version, passed=int(passed), evidence=evidence, ts=now, actor=actor
         )
     )
-    s.add(
-        AuditEvent(
-            ts=now,
-            actor=actor,
-            action="gate.passed" if passed else "gate.failed",
-            subject_kind="model_version",
-            subject_id=f"{model}/{version}",
-            detail=evidence,
-        )
+    audit.record(
+        s,
+        actor=actor,
+        action="gate.passed" if passed else "gate.failed",
+        subject=("model_version", f"{model}/{version}"),
+        details=evidence,
+        now=now,
     )
 
 

@@ -37,12 +37,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shipyard import audit
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.config import yaml_error_line
 from shipyard.errors import ConfigError
 from shipyard.store import Store
 from shipyard.store.deploy import DeployPolicyRecord
-from shipyard.store.tables import AuditEvent
 
 MetricName = Literal["error_rate", "latency", "latency_spread", "prediction_shift", "quality"]
 
@@ -351,14 +351,12 @@ def set_policy(
             s.add(DeployPolicyRecord(model=model, text=text, updated_at=now, updated_by=actor))
         else:
             row.text, row.updated_at, row.updated_by = text, now, actor
-        s.add(
-            AuditEvent(
-                ts=now,
-                actor=actor,
-                action="policy.set",
-                subject_kind="model",
-                subject_id=model,
-                detail={"policy": policy.model_dump(mode="json")},
-            )
+        audit.record(
+            s,
+            actor=actor,
+            action="policy.set",
+            subject=("model", model),
+            details={"policy": policy.model_dump(mode="json")},
+            now=now,
         )
     return policy

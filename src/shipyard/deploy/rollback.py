@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shipyard import audit
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.deploy import traffic
 from shipyard.deploy.rollout import move_to
@@ -31,7 +32,6 @@ from shipyard.errors import DeployError, NotFound
 from shipyard.statuses import ROLLOUT_ACTIVE, RolloutState
 from shipyard.store import Store
 from shipyard.store.deploy import ProductionRecord, RolloutRecord
-from shipyard.store.tables import AuditEvent
 
 
 @dataclass(frozen=True)
@@ -173,21 +173,19 @@ def rollback(
         traffic.put_in_production(
             s, model, target, now=now, via="rollback", actor=actor, reason=why
         )
-        s.add(
-            AuditEvent(
-                ts=now,
-                actor=actor,
-                action="model.rollback",
-                subject_kind="model",
-                subject_id=model,
-                detail={
-                    "from": current,
-                    "to": target,
-                    "why": why,
-                    "rollout": ended,
-                    "warning": warning,
-                },
-            )
+        audit.record(
+            s,
+            actor=actor,
+            action="model.rollback",
+            subject=("model", model),
+            details={
+                "from": current,
+                "to": target,
+                "why": why,
+                "rollout": ended,
+                "warning": warning,
+            },
+            now=now,
         )
         return {
             "model": model,

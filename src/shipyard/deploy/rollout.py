@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from shipyard.audit import record
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.deploy import traffic
 from shipyard.deploy.policy import Policy, load_policy, policy_from_dict
@@ -149,21 +150,19 @@ def audit_trail(store: Store, rollout_id: str) -> list[AuditEvent]:
 def audit(
     s: Session, r: RolloutRecord, now: float, actor: str, action: str, why: str, **evidence: Any
 ) -> None:
-    s.add(
-        AuditEvent(
-            ts=now,
-            actor=actor,
-            action=action,
-            subject_kind="rollout",
-            subject_id=r.id,
-            detail={
-                "model": r.model,
-                "version": r.version,
-                "state": r.state,
-                "why": why,
-                **evidence,
-            },
-        )
+    record(
+        s,
+        actor=actor,
+        action=action,
+        subject=("rollout", r.id),
+        details={
+            "model": r.model,
+            "version": r.version,
+            "state": r.state,
+            "why": why,
+            **evidence,
+        },
+        now=now,
     )
 
 

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from shipyard import audit
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.config import yaml_error_line
 from shipyard.errors import ConfigError, InvalidInput, NotFound, QuotaError
@@ -185,9 +186,12 @@ def read_pool_file(path: Path, default_cap_fraction: float) -> list[Pool]:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def apply_pools(store: Store, pools: list[Pool], clock: Clock = SYSTEM_CLOCK) -> None:
+def apply_pools(
+    store: Store, pools: list[Pool], clock: Clock = SYSTEM_CLOCK, *, actor: str = ""
+) -> None:
     """Create or replace these pools (and their members) in one transaction. Held leases stay;
-    a smaller capacity only delays new admissions."""
+    a smaller capacity only delays new admissions. Each pool's new definition is audited
+    (``pool.apply``) as ``actor``'s."""
     now = clock.time()
     with store.session(immediate=True) as s:
         for pool in pools:
@@ -214,6 +218,23 @@ def apply_pools(store: Store, pools: list[Pool], clock: Clock = SYSTEM_CLOCK) ->
                         weight=m.weight,
                     )
                 )
+            audit.record(
+                s,
+                actor=actor,
+                action="pool.apply",
+                subject=("pool", pool.name),
+                details={
+                    "mode": pool.mode,
+                    "capacity": dict(pool.capacity),
+                    "default_cap_fraction": pool.default_cap_fraction,
+                    "generation": row.generation,
+                    "members": {
+                        m.pipeline: {"share": dict(m.share), "cap": dict(m.cap), "weight": m.weight}
+                        for m in pool.members.values()
+                    },
+                },
+                now=now,
+            )
 
 
 def pool_from_rows(row: QuotaPool, members: list[QuotaMember]) -> Pool:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
+from shipyard import audit
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import ArtifactError, InvalidInput, NotFound
 from shipyard.pipelines import context
@@ -20,7 +21,7 @@ from shipyard.registry import flavors
 from shipyard.registry.model_files import PickleTrust
 from shipyard.registry.signature import Signature
 from shipyard.store.registry import AliasEvent, ModelAlias, ModelVersion, RegisteredModel
-from shipyard.store.tables import AuditEvent, Lineage, Run, StepRun
+from shipyard.store.tables import Lineage, Run, StepRun
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -333,17 +334,7 @@ class Registry:
         self, s: Session, now: float, action: str, subject: tuple[str, str], detail: dict[str, Any]
     ) -> None:
         """One audit event by this registry's actor, in the caller's transaction."""
-        kind, subject_id = subject
-        s.add(
-            AuditEvent(
-                ts=now,
-                actor=self.actor,
-                action=action,
-                subject_kind=kind,
-                subject_id=subject_id,
-                detail=detail,
-            )
-        )
+        audit.record(s, actor=self.actor, action=action, subject=subject, details=detail, now=now)
 
     # -- reading -------------------------------------------------------------------------------
     @staticmethod

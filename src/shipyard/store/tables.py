@@ -139,13 +139,33 @@ class Finding(Base):
 
 
 class AuditEvent(Base):
-    """An immutable record of a decision: who did what to which thing, when, and why."""
+    """An immutable record of a decision: who did what to which thing, when, and why.
+
+    One link of the audit chain (:mod:`shipyard.audit`): ``hash`` covers the event's fields and
+    ``prev_hash``, the hash of event ``seq - 1``. Written only by :func:`shipyard.audit.record`;
+    a row without a ``seq`` was inserted some other way, which ``shipyard audit verify`` reports.
+    A trigger refuses UPDATE and DELETE (migration 0013).
+    """
 
     __tablename__ = "audit_events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int | None] = mapped_column(Integer, index=True, unique=True)
     ts: Mapped[float] = mapped_column(Float, index=True)
     actor: Mapped[str] = mapped_column(String(100))
+    mode: Mapped[str | None] = mapped_column(String(20))  # embedded | server
     action: Mapped[str] = mapped_column(String(100))
     subject_kind: Mapped[str] = mapped_column(String(50))
     subject_id: Mapped[str] = mapped_column(String(200), index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64), index=True, unique=True)
+
+
+class AuditChainHead(Base):
+    """The audit chain's last event (one row, id 1): appends lock it, so that two writers never
+    number an event alike, and ``audit verify`` notices events deleted from the chain's end."""
+
+    __tablename__ = "audit_chain"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))

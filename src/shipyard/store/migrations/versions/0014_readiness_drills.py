@@ -1,7 +1,7 @@
 """readiness drills: when each drill ran, how long its signals took, and its cleanup
 
-Revision ID: 0013_readiness_drills
-Revises: 0012_serving_instance_machine
+Revision ID: 0014_readiness_drills
+Revises: 0013_audit_chain
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013_readiness_drills"
-down_revision = "0012_serving_instance_machine"
+revision = "0014_readiness_drills"
+down_revision = "0013_audit_chain"
 branch_labels = None
 depends_on = None
 
