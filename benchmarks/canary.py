@@ -361,13 +361,14 @@ def _register_scenarios(ws: Any, clf: Any, train: np.ndarray) -> None:
     import pandas as pd
 
     from shipyard.clock import SYSTEM_CLOCK
-    from shipyard.deploy import traffic
+    from shipyard.deploy import production
     from shipyard.deploy.canary import ServingAnalyzer
     from shipyard.deploy.engine import Engine, SmokeResult
     from shipyard.deploy.policy import parse_policy, set_policy
     from shipyard.deploy.rollout import start_rollout
     from shipyard.registry import Registry
     from shipyard.registry.models import reference_profile_of
+    from shipyard.serving import split as traffic
 
     frame = pd.DataFrame(train, columns=[f"x{i}" for i in range(FEATURES)])
     reference = reference_profile_of(frame, ScoringModel(clf))
@@ -398,7 +399,7 @@ def _register_scenarios(ws: Any, clf: Any, train: np.ndarray) -> None:
             raise RuntimeError("the A/A versions should be one artifact")
         set_policy(ws.store, sc.model, policy_text, actor="bench")
         with ws.store.session() as s:
-            traffic.put_in_production(
+            production.put_in_production(
                 s, sc.model, stable.version, now=time.time(), via="initial", actor="bench",
                 reason="",
             )  # fmt: skip
@@ -786,11 +787,12 @@ def flush_failing_canary(store: Any, model: str, now: float) -> None:
 
 def rollback_speed(trials: int) -> list[float]:
     from shipyard.clock import SYSTEM_CLOCK
-    from shipyard.deploy import traffic
+    from shipyard.deploy import production
     from shipyard.deploy.canary import ServingAnalyzer
     from shipyard.deploy.engine import Engine, SmokeResult
     from shipyard.deploy.policy import parse_policy, set_policy
     from shipyard.deploy.rollout import ROLLED_BACK, start_rollout
+    from shipyard.serving import split as traffic
     from shipyard.serving.routing import choose_version
     from shipyard.store import Store
 
@@ -809,7 +811,7 @@ analysis: {metrics: [{name: error_rate}]}
             model = f"m{trial}"
             set_policy(store, model, policy_text, actor="bench")
             with store.session() as s:
-                traffic.put_in_production(
+                production.put_in_production(
                     s, model, 1, now=time.time(), via="initial", actor="bench", reason=""
                 )
             engine = Engine(
@@ -933,7 +935,7 @@ def canary_rollback_on_a_real_server(trials: int) -> list[float]:
     from sklearn.linear_model import LogisticRegression
 
     from shipyard.clock import SYSTEM_CLOCK
-    from shipyard.deploy import traffic
+    from shipyard.deploy import production
     from shipyard.deploy.canary import ServingAnalyzer
     from shipyard.deploy.engine import Engine, SmokeResult
     from shipyard.deploy.policy import parse_policy, set_policy
@@ -978,7 +980,7 @@ analysis: {metrics: [{name: error_rate}]}
                     reg.register(model, LogisticRegression().fit(frame, ys), training_data=frame)
                 set_policy(ws.store, model, policy_text, actor="bench")
                 with ws.store.session() as s:
-                    traffic.put_in_production(
+                    production.put_in_production(
                         s, model, 1, now=time.time(), via="initial", actor="bench", reason=""
                     )
                 engine = Engine(

@@ -33,10 +33,10 @@ from shipyard.deploy.rollout import (
     promote,
     start_rollout,
 )
-from shipyard.deploy.traffic import live_split
 from shipyard.registry import Registry
 from shipyard.serving.routing import choose_version, routing_key
 from shipyard.serving.server import build_app
+from shipyard.serving.split import live_split
 from shipyard.serving.telemetry import Telemetry
 from shipyard.store.alerting import AlertRecord
 from shipyard.workspace import Workspace

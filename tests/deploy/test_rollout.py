@@ -9,10 +9,10 @@ from deploy_testkit import TEST_POLICY, write_window
 from sqlalchemy import select
 
 from shipyard.clock import FakeClock
-from shipyard.deploy import traffic
 from shipyard.deploy.diagnosis import Diagnoser
 from shipyard.deploy.loop import advance_rollouts, engine_for
 from shipyard.deploy.policy import set_policy
+from shipyard.deploy.production import production_history
 from shipyard.deploy.rollback import rollback
 from shipyard.deploy.rollout import (
     CANARY,
@@ -35,6 +35,7 @@ from shipyard.deploy.rollout import (
 )
 from shipyard.errors import ApprovalRequired, DeployError
 from shipyard.registry import Registry
+from shipyard.serving.split import live_split
 from shipyard.store import Store
 from shipyard.store.deploy import Diagnosis
 from shipyard.store.tables import MetricPoint
@@ -107,7 +108,7 @@ class TestFirstDeployment:
         advance_rollouts(dws, clock)
         view = get_rollout(dws.store, r.id)
         assert view.state == PRODUCTION
-        split = traffic.live_split(dws.store, "churn")
+        split = live_split(dws.store, "churn")
         assert split is not None and split.weights == {1: 100.0}
         actions = [e.action for e in audit_trail(dws.store, r.id)]
         assert actions == [
@@ -182,7 +183,7 @@ class TestCanary:
         rng = np.random.default_rng(1)
         put_v1_in_production(dws, models, clock)
         rid = start_v2_canary(dws, models, clock)
-        split = traffic.live_split(dws.store, "churn")
+        split = live_split(dws.store, "churn")
         assert split is not None and (split.stable, split.canary, split.canary_weight_pct) == (
             1,
             2,
@@ -198,7 +199,7 @@ class TestCanary:
                 break
         assert view.state == PRODUCTION, view.reason
         assert weights == [10.0, 50.0, 50.0, 100.0]
-        assert traffic.live_split(dws.store, "churn").weights == {2: 100.0}  # type: ignore[union-attr]
+        assert live_split(dws.store, "churn").weights == {2: 100.0}  # type: ignore[union-attr]
         looks = view.verdicts
         assert all(v["outcome"] == "pass" for v in looks)
         metric = looks[0]["metrics"][0]
@@ -228,7 +229,7 @@ class TestCanary:
         view = get_rollout(dws.store, rid)
         assert view.state == ROLLED_BACK
         assert "error_rate" in view.reason
-        assert traffic.live_split(dws.store, "churn").weights == {1: 100.0}  # type: ignore[union-attr]
+        assert live_split(dws.store, "churn").weights == {1: 100.0}  # type: ignore[union-attr]
         with dws.store.session() as s:
             diag = s.scalar(select(Diagnosis).where(Diagnosis.rollout_id == rid))
             alert = s.scalar(select(MetricPoint).where(MetricPoint.name == ROLLOUT_FAILED_METRIC))
@@ -256,7 +257,7 @@ class TestCanary:
         assert outcomes[-1] == PAUSED
         assert all(v["outcome"] == "extend" for v in view.verdicts)
         assert "too little data" in view.reason
-        split = traffic.live_split(dws.store, "churn")
+        split = live_split(dws.store, "churn")
         assert split is not None and split.canary_weight_pct == 10.0
 
     def test_on_no_data_fail_rolls_back_at_once(
@@ -293,7 +294,7 @@ class TestCanary:
         view = get_rollout(dws.store, r.id)
         assert view.state == FAILED
         assert audit_trail(dws.store, r.id)[-1].detail["smoke"]["meets_latency"] is False
-        assert traffic.live_split(dws.store, "churn").weights == {1: 100.0}  # type: ignore[union-attr]
+        assert live_split(dws.store, "churn").weights == {1: 100.0}  # type: ignore[union-attr]
 
 
 class TestHandControls:
@@ -322,7 +323,7 @@ class TestHandControls:
         rid = start_v2_canary(dws, models, clock)
         view = abort(dws.store, rid, actor="alice", reason="wrong build", clock=clock)
         assert view.state == ROLLED_BACK
-        assert traffic.live_split(dws.store, "churn").weights == {1: 100.0}  # type: ignore[union-attr]
+        assert live_split(dws.store, "churn").weights == {1: 100.0}  # type: ignore[union-attr]
         with pytest.raises(DeployError, match="already rolled_back"):
             abort(dws.store, rid, actor="alice", clock=clock)
 
@@ -341,9 +342,9 @@ class TestHandControls:
         clock.advance(3600)
         result = rollback(dws.store, "churn", actor="alice", clock=clock)
         assert (result["from"], result["to"], result["rollout"]) == (2, 1, rid)
-        assert traffic.live_split(dws.store, "churn").weights == {1: 100.0}  # type: ignore[union-attr]
+        assert live_split(dws.store, "churn").weights == {1: 100.0}  # type: ignore[union-attr]
         assert get_rollout(dws.store, rid).state == ROLLED_BACK
-        history = traffic.production_history(dws.store, "churn")
+        history = production_history(dws.store, "churn")
         assert [(h.version, h.via) for h in history] == [
             (1, "rollout"),
             (2, "rollout"),
@@ -437,7 +438,7 @@ class TestRevertBeforeDiagnosis:
             def complete(self, diagnosis_id: int) -> dict[str, object] | None:
                 with other.session() as s:
                     status = s.get(Diagnosis, diagnosis_id).report["status"]  # type: ignore[union-attr]
-                split = traffic.live_split(other, "churn")
+                split = live_split(other, "churn")
                 seen.append((split.weights if split else None, status))
                 return super().complete(diagnosis_id)
 
@@ -463,7 +464,7 @@ class TestRevertBeforeDiagnosis:
             self._fail_canary(dws, models, clock, Dying(dws.store, dws.artifacts, models))
         [rid] = [r.id for r in rollouts_of(dws.store, "churn") if r.version == 2]
         assert get_rollout(dws.store, rid).state == ROLLED_BACK
-        assert traffic.live_split(dws.store, "churn").weights == {1: 100.0}  # type: ignore[union-attr]
+        assert live_split(dws.store, "churn").weights == {1: 100.0}  # type: ignore[union-attr]
         assert self._report(dws, rid)["status"] == "pending"
 
         advance_rollouts(dws, clock)  # the next daemon's first pass

@@ -18,8 +18,8 @@ from sklearn import metrics as skm
 from sqlalchemy.orm import Session
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
-from shipyard.deploy import traffic
 from shipyard.deploy.policy import Gate, load_policy
+from shipyard.deploy.production import production_version
 from shipyard.deploy.rollout import RolloutView, start_rollout
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.registry import Predictor, Registry, VersionInfo
@@ -183,7 +183,7 @@ def validate_version(
         raise InvalidInput("the evaluation data is empty")
     metrics = score(predictor, _array(info, x), y, names)
     with store.session() as s:
-        serving_version = traffic.production_version(s, model)
+        serving_version = production_version(s, model)
     if serving_version is None:
         try:
             serving_version = registry.get(model).version

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
-from shipyard.deploy import traffic
+from shipyard.deploy.production import production_version, put_in_production
 from shipyard.deploy.rollout import ACTIVE, FAILED, PRODUCTION, ROLLED_BACK, move_to
 from shipyard.errors import DeployError, NotFound
 from shipyard.store import Store
@@ -122,7 +122,7 @@ def rollback(
     """
     now = clock.time()
     with store.session() as s:
-        current = traffic.production_version(s, model)
+        current = production_version(s, model)
         active = s.scalar(
             select(RolloutRecord)
             .where(RolloutRecord.model == model, RolloutRecord.state.in_(ACTIVE))
@@ -161,9 +161,7 @@ def rollback(
             if last is not None and last.version == current:
                 move_to(s, last, ROLLED_BACK, now, actor, f"rolled back after completion: {why}")
                 ended = last.id
-        traffic.put_in_production(
-            s, model, target, now=now, via="rollback", actor=actor, reason=why
-        )
+        put_in_production(s, model, target, now=now, via="rollback", actor=actor, reason=why)
         s.add(
             AuditEvent(
                 ts=now,

@@ -1,5 +1,6 @@
-"""The model server: OIP V2 and MLflow scoring protocols, live versions and deploy's traffic
-split, serving telemetry, the cumulative serving counters, and reads of what servers flushed.
+"""The model server: OIP V2 and MLflow scoring protocols, live versions and the traffic split
+(serving's, commanded by deploy), serving telemetry, the cumulative serving counters, and reads
+of what servers flushed.
 
 The ASGI app and its server (``shipyard.serving.app``, ``shipyard.serving.server``) are a face
 above this package and are imported from those modules, so that importing ``shipyard.serving``
@@ -25,6 +26,14 @@ from shipyard.serving.live import (
     routing_key,
 )
 from shipyard.serving.records import FlushedWindow, labelled_predictions, predictions, windows
+from shipyard.serving.split import (
+    LiveSplit,
+    clear_split,
+    live_split,
+    live_splits,
+    set_split,
+    split_in,
+)
 from shipyard.serving.telemetry import Telemetry
 
 __all__ = [
@@ -33,12 +42,16 @@ __all__ = [
     "REQUESTS_TOTAL",
     "FlushedWindow",
     "LiveModels",
+    "LiveSplit",
     "LiveState",
     "LiveVersion",
     "ServedBySplit",
     "Telemetry",
+    "clear_split",
     "counter_totals",
     "labelled_predictions",
+    "live_split",
+    "live_splits",
     "live_state",
     "live_states",
     "live_versions",
@@ -46,5 +59,7 @@ __all__ = [
     "pick",
     "predictions",
     "routing_key",
+    "set_split",
+    "split_in",
     "windows",
 ]
