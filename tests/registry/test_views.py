@@ -14,6 +14,7 @@ from shipyard.registry import (
     Registry,
     default_aliases_in,
     model_in,
+    models_in,
     require_model_in,
 )
 from shipyard.store.registry import RegisteredModel
@@ -39,6 +40,11 @@ def test_default_aliases_follow_each_models_own_default_alias(
         ]
         assert default_aliases_in(s, "b") == [AliasPointer("b", "stable", 1)]
         assert default_aliases_in(s, "c") == []
+        assert [(m.name, m.default_alias) for m in models_in(s)] == [
+            ("a", "champion"),
+            ("b", "stable"),
+            ("c", "champion"),
+        ]
 
 
 def test_a_missing_model_reads_as_none_or_as_one_line_naming_the_closest(

@@ -14,7 +14,7 @@ from shipyard.deploy.engine import Advance, Engine
 from shipyard.deploy.production import production_span
 from shipyard.deploy.staging import RegistrySmokeCheck
 from shipyard.errors import ShipyardError
-from shipyard.registry import Registry
+from shipyard.registry import Registry, models_in
 from shipyard.store.deploy import ProductionRecord
 from shipyard.workspace import Workspace
 
@@ -47,7 +47,7 @@ def sync_aliases(workspace: Workspace, clock: Clock | None = None) -> list[dict[
     with workspace.store.session() as s:
         models = {r.model for r in s.query(ProductionRecord.model).distinct()}
         production = {m: production_span(s, m) for m in models}
-    defaults = {m["name"]: m["default_alias"] for m in registry.models()}
+        defaults = {m.name: m.default_alias for m in models_in(s)}
     for model, span in production.items():
         if span is None or model not in defaults:
             continue

@@ -22,6 +22,7 @@ from shipyard.registry.views import (
     ModelInfo,
     default_aliases_in,
     model_in,
+    models_in,
     require_model_in,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "import_mlflow",
     "load_mlflow_folder",
     "model_in",
+    "models_in",
     "read_model_file",
     "register_model",
     "require_model_in",

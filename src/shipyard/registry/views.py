@@ -50,6 +50,12 @@ def model_in(s: Session, name: str) -> ModelInfo | None:
     return ModelInfo.of(row) if row is not None else None
 
 
+def models_in(s: Session) -> list[ModelInfo]:
+    """Every registered model, by name."""
+    rows = s.scalars(select(RegisteredModel).order_by(RegisteredModel.name))
+    return [ModelInfo.of(row) for row in rows]
+
+
 def require_model_in(s: Session, name: str) -> ModelInfo:
     """The model named ``name``; :class:`~shipyard.errors.NotFound` naming the closest names
     when there is none."""
