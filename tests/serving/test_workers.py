@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from serving.conftest import fit_classifier, free_port
+from serving.processes import START_S
 from shipyard.registry import Registry
 from shipyard.store.serving import PredictionRecord, ServingWindow
 from shipyard.workspace import Workspace
@@ -65,7 +66,7 @@ def test_flush_survives_a_killed_worker(workspace: Workspace, tmp_path: Path) ->
     code = f"from shipyard.serving.server import run; run('127.0.0.1', {port}, workers=2)"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_S
         while True:
             try:
                 if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
@@ -126,7 +127,7 @@ def test_metrics_of_any_worker_count_every_workers_requests(
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path)
     sample = 'shipyard_http_requests_total{code="200",model="iris",version="1"}'
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_S
         while True:
             try:
                 if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
