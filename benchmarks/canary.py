@@ -362,13 +362,14 @@ def _register_scenarios(ws: Any, clf: Any, train: np.ndarray) -> None:
 
     from shipyard.checks import Check
     from shipyard.clock import SYSTEM_CLOCK
-    from shipyard.deploy import traffic
+    from shipyard.deploy import production
     from shipyard.deploy.canary import ServingAnalyzer
     from shipyard.deploy.engine import Engine
     from shipyard.deploy.policy import parse_policy, set_policy
     from shipyard.deploy.rollout import start_rollout
     from shipyard.registry import Registry
     from shipyard.registry.models import reference_profile_of
+    from shipyard.serving import split as traffic
     from shipyard.statuses import CheckStatus
 
     frame = pd.DataFrame(train, columns=[f"x{i}" for i in range(FEATURES)])
@@ -400,7 +401,7 @@ def _register_scenarios(ws: Any, clf: Any, train: np.ndarray) -> None:
             raise RuntimeError("the A/A versions should be one artifact")
         set_policy(ws.store, sc.model, policy_text, actor="bench")
         with ws.store.session() as s:
-            traffic.put_in_production(
+            production.put_in_production(
                 s, sc.model, stable.version, now=time.time(), via="initial", actor="bench",
                 reason="",
             )  # fmt: skip
@@ -789,11 +790,12 @@ def flush_failing_canary(store: Any, model: str, now: float) -> None:
 def rollback_speed(trials: int) -> list[float]:
     from shipyard.checks import Check
     from shipyard.clock import SYSTEM_CLOCK
-    from shipyard.deploy import traffic
+    from shipyard.deploy import production
     from shipyard.deploy.canary import ServingAnalyzer
     from shipyard.deploy.engine import Engine
     from shipyard.deploy.policy import parse_policy, set_policy
     from shipyard.deploy.rollout import start_rollout
+    from shipyard.serving import split as traffic
     from shipyard.serving.routing import choose_version
     from shipyard.statuses import CheckStatus, RolloutState
     from shipyard.store import Store
@@ -813,7 +815,7 @@ analysis: {metrics: [{name: error_rate}]}
             model = f"m{trial}"
             set_policy(store, model, policy_text, actor="bench")
             with store.session() as s:
-                traffic.put_in_production(
+                production.put_in_production(
                     s, model, 1, now=time.time(), via="initial", actor="bench", reason=""
                 )
             engine = Engine(
@@ -940,7 +942,7 @@ def canary_rollback_on_a_real_server(trials: int) -> list[float]:
 
     from shipyard.checks import Check
     from shipyard.clock import SYSTEM_CLOCK
-    from shipyard.deploy import traffic
+    from shipyard.deploy import production
     from shipyard.deploy.canary import ServingAnalyzer
     from shipyard.deploy.engine import Engine
     from shipyard.deploy.policy import parse_policy, set_policy
@@ -986,7 +988,7 @@ analysis: {metrics: [{name: error_rate}]}
                     reg.register(model, LogisticRegression().fit(frame, ys), training_data=frame)
                 set_policy(ws.store, model, policy_text, actor="bench")
                 with ws.store.session() as s:
-                    traffic.put_in_production(
+                    production.put_in_production(
                         s, model, 1, now=time.time(), via="initial", actor="bench", reason=""
                     )
                 engine = Engine(

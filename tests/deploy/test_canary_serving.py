@@ -25,10 +25,10 @@ from shipyard.clock import FakeClock
 from shipyard.deploy.loop import advance_rollouts
 from shipyard.deploy.policy import set_policy
 from shipyard.deploy.rollout import abort, get_rollout, promote, start_rollout
-from shipyard.deploy.traffic import live_split
 from shipyard.registry import Registry
 from shipyard.serving.routing import choose_version, routing_key
 from shipyard.serving.server import build_app
+from shipyard.serving.split import live_split
 from shipyard.serving.telemetry import Telemetry
 from shipyard.statuses import RolloutState
 from shipyard.store.alerting import AlertRecord

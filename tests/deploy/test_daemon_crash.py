@@ -16,10 +16,10 @@ import pytest
 from deploy_testkit import training_frame
 from sqlalchemy import select
 
-from shipyard.deploy import traffic
 from shipyard.deploy.loop import advance_rollouts
 from shipyard.deploy.policy import set_policy
 from shipyard.deploy.rollout import audit_trail, get_rollout, start_rollout
+from shipyard.serving.split import live_split
 from shipyard.statuses import RolloutState
 from shipyard.store.deploy import ProductionRecord
 from shipyard.workspace import Workspace
@@ -123,6 +123,6 @@ def test_sigkilled_daemon_resumes_without_double_actions(db_url: str, tmp_path: 
             s.scalars(select(ProductionRecord).where(ProductionRecord.until.is_(None)))
         )
     assert [(p.version, p.rollout_id) for p in open_spans] == [(2, rid)]
-    split = traffic.live_split(ws.store, "churn")
+    split = live_split(ws.store, "churn")
     assert split is not None and split.weights == {2: 100.0}
     ws.store.dispose()

@@ -10,7 +10,6 @@ from deploy_testkit import TEST_POLICY, put_v1_in_production, serve_interval, st
 from sqlalchemy import select
 
 from shipyard.clock import FakeClock
-from shipyard.deploy import traffic
 from shipyard.deploy.diagnosis import Diagnoser
 from shipyard.deploy.loop import advance_rollouts, engine_for
 from shipyard.deploy.policy import set_policy
@@ -23,6 +22,7 @@ from shipyard.deploy.rollout import (
     start_rollout,
 )
 from shipyard.registry import Registry
+from shipyard.serving import split as traffic
 from shipyard.statuses import RolloutState
 from shipyard.store import Store
 from shipyard.store.deploy import Diagnosis

@@ -8,12 +8,13 @@ import pytest
 from deploy_testkit import put_v1_in_production, serve_interval, start_v2_canary
 
 from shipyard.clock import FakeClock
-from shipyard.deploy import traffic
 from shipyard.deploy.loop import advance_rollouts
+from shipyard.deploy.production import production_history
 from shipyard.deploy.rollback import rollback
 from shipyard.deploy.rollout import get_rollout
 from shipyard.errors import DeployError
 from shipyard.registry import Registry
+from shipyard.serving.split import live_split
 from shipyard.statuses import RolloutState
 from shipyard.workspace import Workspace
 
@@ -34,9 +35,9 @@ class TestRollback:
         clock.advance(3600)
         result = rollback(ws.store, "churn", actor="alice", clock=clock)
         assert (result["from"], result["to"], result["rollout"]) == (2, 1, rid)
-        assert traffic.live_split(ws.store, "churn").weights == {1: 100.0}  # type: ignore[union-attr]
+        assert live_split(ws.store, "churn").weights == {1: 100.0}  # type: ignore[union-attr]
         assert get_rollout(ws.store, rid).state == RolloutState.ROLLED_BACK
-        history = traffic.production_history(ws.store, "churn")
+        history = production_history(ws.store, "churn")
         assert [(h.version, h.via) for h in history] == [
             (1, "rollout"),
             (2, "rollout"),

@@ -10,12 +10,13 @@ from sklearn.linear_model import LogisticRegression
 from shipyard.clock import FakeClock
 from shipyard.deploy.loop import advance_rollouts
 from shipyard.deploy.policy import set_policy
+from shipyard.deploy.production import production_history
 from shipyard.deploy.rollback import rollback, standings
 from shipyard.deploy.rollout import abort, get_rollout
 from shipyard.deploy.rollout import start_rollout as start
-from shipyard.deploy.traffic import live_split, production_history
 from shipyard.errors import DeployError
 from shipyard.registry import Registry
+from shipyard.serving.split import live_split
 from shipyard.statuses import RolloutState
 from shipyard.workspace import Workspace
 

@@ -8,7 +8,6 @@ import pytest
 from deploy_testkit import TEST_POLICY, put_v1_in_production, serve_interval, start_v2_canary
 
 from shipyard.clock import FakeClock
-from shipyard.deploy import traffic
 from shipyard.deploy.loop import advance_rollouts
 from shipyard.deploy.policy import set_policy
 from shipyard.deploy.rollout import (
@@ -23,6 +22,7 @@ from shipyard.deploy.rollout import (
 )
 from shipyard.errors import ApprovalRequired, DeployError
 from shipyard.registry import Registry
+from shipyard.serving import split as traffic
 from shipyard.statuses import RolloutState
 from shipyard.workspace import Workspace
 

@@ -11,7 +11,7 @@ from sklearn.datasets import load_digits
 from sklearn.ensemble import RandomForestClassifier
 from sqlalchemy import select
 
-from shipyard.deploy.traffic import put_in_production
+from shipyard.deploy.production import put_in_production
 from shipyard.quota.pools import apply_pools, read_pool_file
 from shipyard.readiness import Drills, gather, readiness
 from shipyard.readiness.drills import DRILL_LABEL, DRILL_PIPELINE, last_drills

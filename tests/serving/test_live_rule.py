@@ -26,11 +26,11 @@ from shipyard.cli import app
 from shipyard.deploy.loop import advance_rollouts
 from shipyard.deploy.policy import set_policy
 from shipyard.deploy.rollout import get_rollout, start_rollout
-from shipyard.deploy.traffic import write_split
 from shipyard.errors import NotFound
 from shipyard.registry import Registry
 from shipyard.serving.live import ServedBySplit, live_state, live_states, move_alias
 from shipyard.serving.server import build_app
+from shipyard.serving.split import set_split
 from shipyard.statuses import RolloutState
 from shipyard.store import Store
 from shipyard.workspace import Workspace
@@ -146,8 +146,7 @@ def test_a_canary_split_is_reported_with_its_weights_as_the_server_routes_it(
 ) -> None:
     deploy_to_production(workspace, 1)
     with workspace.store.session(immediate=True) as s:
-        write_split(s, "cancer", stable=1, canary=2, canary_weight_pct=25.0, rollout_id=None,
-                    now=time.time())  # fmt: skip
+        set_split(s, "cancer", stable=1, canary=2, canary_weight_pct=25.0, now=time.time())
     state = live_state(workspace.store, "cancer")
     assert state is not None
     assert state.describe() == "v1 75%, v2 25% (canary) by deploy's traffic split"
@@ -177,8 +176,7 @@ def test_move_alias_checks_and_moves_in_one_transaction_on_both_backends(
     assert (move.from_version, move.to_version) == (None, 2)
     assert live is not None and live.describe() == "v2 100% by alias champion"
     with store.session(immediate=True) as s:
-        write_split(s, "m", stable=3, canary=None, canary_weight_pct=0.0, rollout_id=None,
-                    now=1.0)  # fmt: skip
+        set_split(s, "m", stable=3, now=1.0)
     with pytest.raises(ServedBySplit, match="shipyard deploy m --version 1"):
         move_alias(registry, "m", "champion", 1)
     move, live = move_alias(registry, "m", "champion", 3, "follow the split")

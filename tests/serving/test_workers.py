@@ -18,14 +18,12 @@ import pytest
 from sqlalchemy import func, select
 
 from serving.conftest import fit_classifier, free_port
+from serving.processes import START_S
 from shipyard.registry import Registry
 from shipyard.store.serving import PredictionRecord, ServingWindow
 from shipyard.workspace import Workspace
 
 ONE_ROW = {"instances": [[0.5, 0.5, 0.5]]}
-START_S = 120.0
-"""How long a server of two workers may take to start or to stop: each worker imports the
-serving stack, seconds of CPU that stretch to more than 30 s on 2 busy cores."""
 
 
 def _send(port: int, n: int) -> int:

@@ -22,9 +22,9 @@ from shipyard.cli.output import (
 )
 from shipyard.daemon import no_daemon_note
 from shipyard.deploy import rollout as ro
-from shipyard.deploy import traffic
 from shipyard.deploy.diagnosis import diagnosis_of
 from shipyard.deploy.policy import load_policy, policy_text, set_policy
+from shipyard.deploy.production import production_history
 from shipyard.deploy.rollback import rollback as rollback_production
 from shipyard.deploy.runbook import render_runbook
 from shipyard.errors import InvalidInput, NotFound
@@ -291,7 +291,7 @@ def history(model: str = MODEL_ARG, as_json: bool = JSON_OPTION) -> None:
     """Which version was in production when, and every rollout of MODEL."""
     ws = open_workspace(create=False)
     require(ws, "model", model)
-    spans = traffic.production_history(ws.store, model)
+    spans = production_history(ws.store, model)
     rollouts = ro.rollouts_of(ws.store, model)
     if as_json:
         print_json(

@@ -69,6 +69,7 @@ def serve(
         memory=memory,
         wait_s=wait,
         announce=lambda line: console.print(line, soft_wrap=True),
+        ws=ws,
     )
 
 

@@ -19,7 +19,6 @@ from shipyard.deploy.rollout import (
     rollouts_of,
     start_rollout,
 )
-from shipyard.deploy.traffic import LiveSplit, live_split, live_splits
 from shipyard.lazy import lazy_exports
 
 if TYPE_CHECKING:
@@ -41,15 +40,12 @@ __all__ = [
     "DEFAULT_POLICY",
     "Engine",
     "GateOutcome",
-    "LiveSplit",
     "Policy",
     "RolloutView",
     "abort",
     "advance_rollouts",
     "approve",
     "get_rollout",
-    "live_split",
-    "live_splits",
     "load_policy",
     "parse_policy",
     "pause",

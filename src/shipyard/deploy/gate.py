@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from shipyard import audit
 from shipyard.checks import Check
 from shipyard.clock import SYSTEM_CLOCK, Clock
-from shipyard.deploy import traffic
 from shipyard.deploy.policy import Gate, load_policy
+from shipyard.deploy.production import production_version
 from shipyard.deploy.rollout import RolloutView, start_rollout
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.registry import Predictor, Registry, VersionInfo
@@ -215,7 +215,7 @@ def validate_version(
         raise InvalidInput("the evaluation data is empty")
     metrics = score(predictor, _array(info, x), y, names)
     with store.session() as s:
-        serving_version = traffic.production_version(s, model)
+        serving_version = production_version(s, model)
     if serving_version is None:
         try:
             serving_version = registry.get(model).version

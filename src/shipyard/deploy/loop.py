@@ -8,13 +8,13 @@ import logging
 from typing import Any
 
 from shipyard.clock import Clock
-from shipyard.deploy import traffic
 from shipyard.deploy.canary import ServingAnalyzer
 from shipyard.deploy.diagnosis import Diagnoser
 from shipyard.deploy.engine import Advance, Engine
+from shipyard.deploy.production import production_span
 from shipyard.deploy.staging import RegistrySmokeCheck
 from shipyard.errors import ShipyardError
-from shipyard.registry import Registry
+from shipyard.registry import Registry, models_in
 from shipyard.store.deploy import ProductionRecord
 from shipyard.workspace import Workspace
 
@@ -46,8 +46,8 @@ def sync_aliases(workspace: Workspace, clock: Clock | None = None) -> list[dict[
     moved = []
     with workspace.store.session() as s:
         models = {r.model for r in s.query(ProductionRecord.model).distinct()}
-        production = {m: traffic.production_span(s, m) for m in models}
-    defaults = {m["name"]: m["default_alias"] for m in registry.models()}
+        production = {m: production_span(s, m) for m in models}
+        defaults = {m.name: m.default_alias for m in models_in(s)}
     for model, span in production.items():
         if span is None or model not in defaults:
             continue

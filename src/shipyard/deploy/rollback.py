@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from shipyard import audit
 from shipyard.clock import SYSTEM_CLOCK, Clock
-from shipyard.deploy import traffic
+from shipyard.deploy.production import production_version, put_in_production
 from shipyard.deploy.rollout import move_to
 from shipyard.errors import DeployError, NotFound
 from shipyard.statuses import ROLLOUT_ACTIVE, RolloutState
@@ -124,7 +124,7 @@ def rollback(
     """
     now = clock.time()
     with store.session() as s:
-        current = traffic.production_version(s, model)
+        current = production_version(s, model)
         active = s.scalar(
             select(RolloutRecord)
             .where(RolloutRecord.model == model, RolloutRecord.state.in_(ROLLOUT_ACTIVE))
@@ -170,9 +170,7 @@ def rollback(
                     f"rolled back after completion: {why}",
                 )
                 ended = last.id
-        traffic.put_in_production(
-            s, model, target, now=now, via="rollback", actor=actor, reason=why
-        )
+        put_in_production(s, model, target, now=now, via="rollback", actor=actor, reason=why)
         audit.record(
             s,
             actor=actor,

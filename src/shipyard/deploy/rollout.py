@@ -26,9 +26,10 @@ from sqlalchemy.orm import Session
 
 from shipyard.audit import record
 from shipyard.clock import SYSTEM_CLOCK, Clock
-from shipyard.deploy import traffic
+from shipyard.deploy import production
 from shipyard.deploy.policy import Policy, load_policy, policy_from_dict
 from shipyard.errors import ApprovalRequired, DeployError, InvalidInput, NotFound
+from shipyard.serving.split import clear_split, set_split, split_in
 from shipyard.statuses import ROLLOUT_ACTIVE, ROLLOUT_FINAL, ROLLOUT_MOVING, RolloutState
 from shipyard.store import Store
 from shipyard.store.deploy import GateResult, RolloutApproval, RolloutRecord, RolloutVerdict
@@ -69,8 +70,8 @@ def _view(s: Session, r: RolloutRecord) -> RolloutView:
     if r.state in (RolloutState.CANARY, RolloutState.PAUSED) and r.step_index < len(
         policy.canary.steps
     ):
-        split = s.scalars(select(traffic.TrafficSplit).where(traffic.TrafficSplit.model == r.model))
-        weight = next((t.weight_pct for t in split if t.role == "canary"), 0.0)
+        split = split_in(s, r.model)
+        weight = split.canary_weight_pct if split is not None else 0.0
     elif r.state == RolloutState.PRODUCTION:
         weight = 100.0
     approvals = [
@@ -191,7 +192,7 @@ def enter_step(s: Session, r: RolloutRecord, policy: Policy, index: int, now: fl
     r.step_started_at = now
     r.last_look_at = now
     r.looks = 0
-    traffic.write_split(
+    set_split(
         s,
         r.model,
         stable=r.stable_version,
@@ -203,7 +204,7 @@ def enter_step(s: Session, r: RolloutRecord, policy: Policy, index: int, now: fl
 
 
 def to_production(s: Session, r: RolloutRecord, now: float, actor: str, why: str) -> None:
-    traffic.put_in_production(
+    production.put_in_production(
         s, r.model, r.version, now=now, via="rollout", actor=actor, reason=why, rollout_id=r.id
     )
     move_to(s, r, RolloutState.PRODUCTION, now, actor, why, weight_pct=100.0)
@@ -212,19 +213,9 @@ def to_production(s: Session, r: RolloutRecord, now: float, actor: str, why: str
 def traffic_back(s: Session, r: RolloutRecord, now: float) -> None:
     """Stable version takes all traffic again (or the canary's traffic stops, if none)."""
     if r.stable_version is not None:
-        traffic.write_split(
-            s,
-            r.model,
-            stable=r.stable_version,
-            canary=None,
-            canary_weight_pct=0.0,
-            rollout_id=r.id,
-            now=now,
-        )
+        set_split(s, r.model, stable=r.stable_version, rollout_id=r.id, now=now)
     else:
-        traffic.write_split(
-            s, r.model, stable=None, canary=None, canary_weight_pct=0.0, rollout_id=r.id, now=now
-        )
+        clear_split(s, r.model)
 
 
 def open_approvals(s: Session, rollout_id: str, purpose: str) -> list[RolloutApproval]:
@@ -294,7 +285,7 @@ def start_rollout(
             raise DeployError(
                 f"{model}/{version} has no validation gate result and the policy requires one"
             )
-        stable = traffic.production_version(s, model)
+        stable = production.production_version(s, model)
         if stable == version:
             raise DeployError(f"{model}/{version} is already in production")
         r = RolloutRecord(

@@ -46,9 +46,9 @@ from sqlalchemy import delete, select
 from shipyard.alerting.config import AlertingConfig, load_config
 from shipyard.alerting.rules import Rule
 from shipyard.deploy.policy import load_policy
+from shipyard.deploy.production import production_version
 from shipyard.deploy.rollback import last_healthy_version
 from shipyard.deploy.staging import sample_rows
-from shipyard.deploy.traffic import production_version
 from shipyard.errors import NotFound, QuotaError, ShipyardError
 from shipyard.monitoring.data import feature_drift
 from shipyard.monitoring.observation import latest_reference

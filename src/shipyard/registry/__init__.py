@@ -17,22 +17,36 @@ from shipyard.registry.models import (
     register_model,
 )
 from shipyard.registry.signature import ColumnSpec, Signature
+from shipyard.registry.views import (
+    AliasPointer,
+    ModelInfo,
+    default_aliases_in,
+    model_in,
+    models_in,
+    require_model_in,
+)
 
 __all__ = [
     "PREDICTION_COLUMN",
     "TRUST_FLAG",
     "AliasMove",
+    "AliasPointer",
     "ColumnSpec",
     "MlflowModel",
     "ModelFile",
+    "ModelInfo",
     "PickleTrust",
     "Predictor",
     "Registry",
     "Signature",
     "UnsafeModelFile",
     "VersionInfo",
+    "default_aliases_in",
     "import_mlflow",
     "load_mlflow_folder",
+    "model_in",
+    "models_in",
     "read_model_file",
     "register_model",
+    "require_model_in",
 ]

@@ -20,6 +20,7 @@ from shipyard.pipelines import context
 from shipyard.registry import flavors
 from shipyard.registry.model_files import PickleTrust
 from shipyard.registry.signature import Signature
+from shipyard.registry.views import require_model_in
 from shipyard.store.registry import AliasEvent, ModelAlias, ModelVersion, RegisteredModel
 from shipyard.store.tables import Lineage, Run, StepRun
 
@@ -381,10 +382,7 @@ class Registry:
     def get(self, name: str, version: int | None = None, alias: str | None = None) -> VersionInfo:
         """A version by number, by alias, or (neither) the one the default alias names."""
         with self.store.session(readonly=True) as s:
-            model = s.get(RegisteredModel, name)
-            if model is None:
-                known = s.scalars(select(RegisteredModel.name))
-                raise NotFound("model", name, "see `shipyard models list`", candidates=known)
+            model = require_model_in(s, name)
             if version is None:
                 alias = alias or model.default_alias
                 pointer = s.get(ModelAlias, (name, alias))

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from shipyard.clock import Clock
 from shipyard.errors import InvalidInput, NotFound
+from shipyard.registry import model_in
 from shipyard.serving.limits import DEFAULT_LIMITS, RequestLimits, load_json
-from shipyard.store.registry import RegisteredModel
 from shipyard.store.serving import FeedbackRecord
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def record_feedback(
     pairs = parse_feedback(body, limits)
     now = clock.time()
     with store.session() as s:
-        if s.get(RegisteredModel, model) is None:
+        if model_in(s, model) is None:
             raise NotFound("model", model)
         s.add_all(
             FeedbackRecord(request_id=rid, model=model, labels=labels, ts=now)

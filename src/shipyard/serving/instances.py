@@ -31,15 +31,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import psutil
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import QuotaError, QuotaExceeded, ShipyardError
 from shipyard.quota import Lease, LeaseManager, LeaseRequest, list_pools, parse_amounts
 from shipyard.quota.resources import format_amount
+from shipyard.quota.views import holders_in, leases_in
 from shipyard.serving.live import live_versions
 from shipyard.store import Store, new_id
-from shipyard.store.quota import QuotaLease
 from shipyard.store.serving import ServingInstance
 
 log = logging.getLogger("shipyard.serving")
@@ -213,13 +213,8 @@ def list_instances(
         query = query.where(ServingInstance.id.in_(ids))
     with store.session(readonly=True) as s:
         rows = list(s.scalars(query))
-        lease_ids = [r.lease_id for r in rows if r.lease_id]
-        statuses: dict[str, str] = {}
-        if lease_ids:
-            query_leases = select(QuotaLease.id, QuotaLease.status).where(
-                QuotaLease.id.in_(lease_ids)
-            )
-            statuses = {lease_id: status for lease_id, status in s.execute(query_leases)}
+        leases = leases_in(s, [r.lease_id for r in rows if r.lease_id])
+    statuses = {lease_id: lease.status for lease_id, lease in leases.items()}
     out = []
     for r in rows:
         gone, state, why = False, "live", ""
@@ -271,8 +266,8 @@ def close_instance(
         lease_id = s.scalar(
             select(ServingInstance.lease_id).where(ServingInstance.id == instance_id)
         )
-        row = s.get(QuotaLease, lease_id) if lease_id and release_lease else None
-        lease = _held_lease(row) if row is not None else None
+        view = leases_in(s, [lease_id]).get(lease_id) if lease_id and release_lease else None
+        lease = view.held() if view is not None else None
     if lease is not None:
         leases = LeaseManager(store, clock=clock, lease_ttl_s=lease_ttl_s)
         try:
@@ -280,21 +275,6 @@ def close_instance(
         finally:
             leases.close()
     return True
-
-
-def _held_lease(row: QuotaLease) -> Lease | None:
-    if row.status != "held" or row.granted_at is None:
-        return None
-    return Lease(
-        row.id,
-        row.pool,
-        row.pipeline,
-        {k: float(v) for k, v in row.resources.items()},
-        row.granted_at,
-        row.expires_at,
-        row.step or "",
-        row.run_id or "",
-    )
 
 
 def reap_stale_instances(
@@ -349,30 +329,20 @@ def live_instances(store: Store, now: float, model: str | None = None) -> list[I
 def instance_leases(store: Store, now: float, model: str) -> list[InstanceLease]:
     """The held quota lease of each live server of ``model`` (servers without one are left out).
 
-    Reads quota's lease rows by id, read-only: the lease id is the server's own record."""
+    Reads quota's leases by id (:func:`shipyard.quota.views.leases_in`): the lease id is the
+    server's own record."""
     instances = [i for i in live_instances(store, now, model) if i.lease_id]
     if not instances:
         return []
     with store.session(readonly=True) as s:
-        rows = {
-            r.id: r
-            for r in s.scalars(
-                select(QuotaLease).where(or_(*(QuotaLease.id == i.lease_id for i in instances)))
-            )
-        }
+        leases = leases_in(s, [i.lease_id for i in instances if i.lease_id])
     out = []
     for i in instances:
-        row = rows.get(i.lease_id or "")
-        if row is None:
+        lease = leases.get(i.lease_id or "")
+        if lease is None:
             continue
         out.append(
-            InstanceLease(
-                i,
-                row.pool,
-                {k: float(v) for k, v in row.resources.items()},
-                {k: float(v) for k, v in row.used.items()},
-                row.status,
-            )
+            InstanceLease(i, lease.pool, dict(lease.resources), dict(lease.used), lease.status)
         )
     return out
 
@@ -647,15 +617,7 @@ def _way_out(store: Store, pool_name: str, pipeline: str) -> str:
 def _holders(store: Store, pool: str) -> str:
     """Who holds the pool now, in a few words."""
     with store.session(readonly=True) as s:
-        names = sorted(
-            set(
-                s.scalars(
-                    select(QuotaLease.pipeline).where(
-                        QuotaLease.pool == pool, QuotaLease.status == "held"
-                    )
-                )
-            )
-        )
+        names = holders_in(s, pool)
     if not names:
         return "others wait ahead"
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")

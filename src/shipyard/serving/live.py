@@ -2,12 +2,14 @@
 
 **What "live" means** (issue #19): one rule, :func:`live_states`, that the model server, ``models
 list``/``show`` and ``models alias`` all use. A model that deploy manages has a live traffic split
-(:func:`shipyard.deploy.traffic.live_splits_in`): its stable version and, during a rollout, its
-canary with the canary's weight; the split decides. Any other model is served by the version its
-default alias (``champion`` unless the model says otherwise) points to. :class:`LiveState` says
-which versions with which weights, and what decided them. While a split decides, the default
-alias cannot be moved to another version (:func:`move_alias` refuses, naming ``shipyard deploy``
-and ``shipyard rollback``), so no command reports a change that serves nothing.
+(serving's own, :mod:`shipyard.serving.split`, which deploy commands): its stable version and,
+during a rollout, its canary with the canary's weight; the split decides. Any other model is
+served by the version its default alias (``champion`` unless the model says otherwise) points to,
+read through the registry's views (:func:`shipyard.registry.default_aliases_in`).
+:class:`LiveState` says which versions with which weights, and what decided them. While a split
+decides, the default alias cannot be moved to another version (:func:`move_alias` refuses,
+naming ``shipyard deploy`` and ``shipyard rollback``), so no command reports a change that
+serves nothing.
 
 Routing is serving's sticky canary rule (:func:`shipyard.serving.routing.choose_version`): a
 sha256 bucket of the routing key below the canary's weight goes to the canary. It is a pure
@@ -32,14 +34,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import select
-
 from shipyard.clock import SYSTEM_CLOCK, Clock
-from shipyard.errors import InvalidInput, NotFound, ShipyardError
-from shipyard.registry import AliasMove, Registry, VersionInfo
+from shipyard.errors import InvalidInput, ShipyardError
+from shipyard.registry import (
+    AliasMove,
+    Registry,
+    VersionInfo,
+    default_aliases_in,
+    require_model_in,
+)
 from shipyard.registry.flavors import Predictor
 from shipyard.serving.routing import asgi_routing_key, choose_version
-from shipyard.store.registry import ModelAlias, RegisteredModel
+from shipyard.serving.split import live_splits_in
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -150,8 +156,6 @@ def live_states(session: Session, model: str | None = None) -> dict[str, LiveSta
 
     A model with a deploy traffic split is served by the split; any other by its default alias.
     """
-    from shipyard.deploy.traffic import live_splits_in  # deploy imports serving: import late
-
     out: dict[str, LiveState] = {}
     for name, split in live_splits_in(session).items():
         total = sum(split.weights.values())
@@ -161,16 +165,11 @@ def live_states(session: Session, model: str | None = None) -> dict[str, LiveSta
                 for version, pct in sorted(split.weights.items())
             )
             out[name] = LiveState(name, versions, "split", rollout_id=split.rollout_id)
-    q = (
-        select(ModelAlias.model, ModelAlias.alias, ModelAlias.version)
-        .join(RegisteredModel, RegisteredModel.name == ModelAlias.model)
-        .where(ModelAlias.alias == RegisteredModel.default_alias)
-    )
-    if model is not None:
-        q = q.where(ModelAlias.model == model)
-    for name, alias, version in session.execute(q).all():
-        if name not in out:
-            out[name] = LiveState(name, (LiveVersion(version, 1.0),), "alias", alias=alias)
+    for pointer in default_aliases_in(session, model):
+        if pointer.model not in out:
+            out[pointer.model] = LiveState(
+                pointer.model, (LiveVersion(pointer.version, 1.0),), "alias", alias=pointer.alias
+            )
     return out
 
 
@@ -210,15 +209,12 @@ def move_alias(
     be set to the version the split serves alone. Returns the move and what serves the model
     after it, read in the same transaction."""
     with registry.store.session(immediate=True) as s:
-        row = s.get(RegisteredModel, model)
-        if row is None:
-            known = s.scalars(select(RegisteredModel.name))
-            raise NotFound("model", model, "see `shipyard models list`", candidates=known)
+        found = require_model_in(s, model)
         state = live_states(s, model).get(model)
         if (
             state is not None
             and state.decided_by == "split"
-            and alias == row.default_alias
+            and alias == found.default_alias
             and (version is None or version != state.sole_version)
         ):
             raise ServedBySplit(state, alias, version)

@@ -1,9 +1,14 @@
 """Building the serving app from a workspace, and running it under Uvicorn.
 
 ``shipyard serve --workers N`` runs N Uvicorn worker processes; each builds its own app (its
-own loaded models, windows and flush thread) through :func:`create_app`, the factory Uvicorn
-imports. Options reach the workers through the ``SHIPYARD_SERVE_OPTIONS`` environment variable
-(JSON), the way every worker process sees the same configuration.
+own loaded models, windows and flush thread) through an :class:`AppFactory`, the factory Uvicorn
+calls. The server hands each worker everything explicitly in a :class:`WorkerSetup`: the
+settings the server resolved (the workspace it opened, its serving settings), the options of
+the command line, and the supervisor's pid and instance id. Uvicorn pickles the factory into
+each spawned worker, so nothing is read back from ``os.environ`` and a worker serves exactly
+the workspace its server opened. Each process opens the workspace once: a one-worker server
+serves from the main process with the workspace :func:`run` opened; a spawned worker opens its
+own from the setup.
 
 With several workers, ``/metrics`` on any of them shows the counters of all of them:
 :func:`run` turns on prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, a
@@ -22,23 +27,29 @@ the way Uvicorn will): a port in use fails in one line, with no lease asked and 
 written. Then it closes the records of servers that died without closing their own
 (:func:`~shipyard.serving.instances.reap_stale_instances`) and says which. Each worker of a
 multi-worker server ends with its supervisor (:mod:`shipyard.serving.supervision`): it learns
-the supervisor's pid and its instance id from ``SHIPYARD_SERVE_SUPERVISOR`` and
-``SHIPYARD_SERVE_INSTANCE``.
+the supervisor's pid and its instance id from its :class:`WorkerSetup`.
+
+The one variable the server sets is prometheus-client's own, ``PROMETHEUS_MULTIPROC_DIR``: the
+library reads it when a worker imports it, before any code of the server runs there. It is
+removed (with the folder) when the server stops.
 """
 
 from __future__ import annotations
 
 import errno
-import json
+import functools
 import os
+import pickle
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
-from typing import Any
 
+from shipyard.config import Settings
 from shipyard.errors import InvalidInput
 from shipyard.quota import LeaseManager
 from shipyard.registry import Registry
@@ -55,10 +66,6 @@ from shipyard.serving.live import LiveModels
 from shipyard.serving.supervision import ParentWatch
 from shipyard.serving.telemetry import MULTIPROC_ENV, Telemetry
 from shipyard.workspace import Workspace
-
-OPTIONS_ENV = "SHIPYARD_SERVE_OPTIONS"
-SUPERVISOR_ENV = "SHIPYARD_SERVE_SUPERVISOR"
-INSTANCE_ENV = "SHIPYARD_SERVE_INSTANCE"
 
 
 def build_app(
@@ -92,23 +99,70 @@ def build_app(
     )
 
 
-def create_app() -> ServingApp:
-    """The factory Uvicorn calls in each worker."""
-    options: dict[str, Any] = json.loads(os.environ.get(OPTIONS_ENV, "{}"))
-    ws = Workspace.open()
-    app = build_app(ws, **options)
-    watch_supervisor(ws)
-    return app
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a worker builds its app from, handed over by its server (pickled into a spawned
+    worker): the settings the server resolved, the command's options, and who supervises it."""
+
+    settings: Settings
+    default_model: str | None = None
+    monitoring: bool = True
+    supervisor_pid: int | None = None
+    instance_id: str | None = None
 
 
-def watch_supervisor(ws: Workspace) -> ParentWatch | None:
+class AppFactory:
+    """The app factory Uvicorn calls in each worker: builds the app from the :class:`WorkerSetup`
+    with the workspace of this process, opened once (the server's own when it serves in its main
+    process; a spawned worker opens one from the setup's settings)."""
+
+    def __init__(self, setup: WorkerSetup, ws: Workspace | None = None) -> None:
+        self.setup = setup
+        self._ws = ws
+
+    def __call__(self) -> ServingApp:
+        if self._ws is None:
+            self._ws = Workspace(self.setup.settings)
+            self._ws.store  # noqa: B018 - open it now: a worker that cannot, fails to start
+        app = build_app(
+            self._ws, default_model=self.setup.default_model, monitoring=self.setup.monitoring
+        )
+        watch_supervisor(self._ws, self.setup)
+        return app
+
+    def for_spawned_workers(self) -> Callable[[], ServingApp]:
+        """This factory as Uvicorn hands it to each spawned worker: the setup as bytes, unpickled
+        (which builds the app) only when the worker calls its factory.
+
+        Uvicorn unpickles its config, factory included, in a new worker before the worker starts
+        answering its supervisor's health pings, and kills a worker silent for 5 s; unpickling
+        the setup imports this whole server, which takes longer than that on a busy machine. Only
+        ``pickle.loads`` and the bytes cross before the pings, as a plain import string would.
+        """
+        return functools.partial(pickle.loads, pickle.dumps(_BuiltWhenUnpickled(self.setup)))
+
+
+class _BuiltWhenUnpickled:
+    """Pickles as the call that builds a worker's app from ``setup``."""
+
+    def __init__(self, setup: WorkerSetup) -> None:
+        self.setup = setup
+
+    def __reduce__(self) -> tuple[Callable[[WorkerSetup], ServingApp], tuple[WorkerSetup]]:
+        return _build_worker_app, (self.setup,)
+
+
+def _build_worker_app(setup: WorkerSetup) -> ServingApp:
+    return AppFactory(setup)()
+
+
+def watch_supervisor(ws: Workspace, setup: WorkerSetup) -> ParentWatch | None:
     """In a worker process of a multi-worker server: end with the supervisor, closing the
     server's record and releasing its lease if the supervisor could not (see the module doc).
     ``None`` in the supervisor itself (one worker: Uvicorn serves in the main process)."""
-    supervisor = os.environ.get(SUPERVISOR_ENV)
-    if not supervisor or int(supervisor) == os.getpid():
+    supervisor, instance_id = setup.supervisor_pid, setup.instance_id
+    if supervisor is None or supervisor == os.getpid():
         return None
-    instance_id = os.environ.get(INSTANCE_ENV)
 
     def close() -> None:
         if instance_id:
@@ -120,7 +174,7 @@ def watch_supervisor(ws: Workspace) -> ParentWatch | None:
                 lease_ttl_s=ws.settings.quota.lease_ttl_s,
             )
 
-    return ParentWatch(int(supervisor), close).start()
+    return ParentWatch(supervisor, close).start()
 
 
 class _Stopped(Exception):
@@ -140,15 +194,19 @@ def run(
     memory: str | None = None,
     wait_s: float | None = 60.0,
     announce: Callable[[str], object] | None = None,
+    ws: Workspace | None = None,
 ) -> None:
     """Serve until interrupted; with ``pool``, on a lease in that pool (see the module doc).
+
+    ``ws`` is the workspace to serve (the command's, already open); without it the workspace of
+    the current settings is opened here. Its settings are the ones every worker serves with.
 
     Raises :class:`~shipyard.errors.InvalidInput` when it cannot listen on ``host:port`` (in
     use, privileged, no such address), and :class:`~shipyard.errors.QuotaError` or
     ``NotFound`` when the pool cannot grant the lease (infeasible, missing, or still full after
     ``wait_s``): both before listening, leaving nothing behind."""
-    os.environ[OPTIONS_ENV] = json.dumps({"default_model": default_model, "monitoring": monitoring})
-    ws = Workspace.open()  # fail here, in one clear line, if the workspace cannot be opened
+    if ws is None:
+        ws = Workspace.open()  # fail here, in one clear line, if the workspace cannot be opened
     check_port(host, port)
     url = f"http://{advertised_host(host)}:{port}"
     ttl_s = ws.settings.quota.lease_ttl_s
@@ -185,20 +243,22 @@ def run(
     try:
         keeper.start(progress=announce)
         assert keeper.instance_id is not None
-        # read by the spawned workers (watch_supervisor)
-        os.environ[SUPERVISOR_ENV] = str(os.getpid())
-        os.environ[INSTANCE_ENV] = keeper.instance_id
+        setup = WorkerSetup(
+            ws.settings,
+            default_model=default_model,
+            monitoring=monitoring,
+            supervisor_pid=os.getpid(),
+            instance_id=keeper.instance_id,
+        )
         if announce is not None:
             on = f" on lease {keeper.lease.lease_id} in pool {pool}" if keeper.lease else ""
             announce(f"serving on http://{host}:{port} with {workers} worker(s){on}")
-        _serve(host, port, workers, log_level)
+        _serve(AppFactory(setup, ws), host, port, workers, log_level)
     except (_Stopped, KeyboardInterrupt):
         pass
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        os.environ.pop(SUPERVISOR_ENV, None)
-        os.environ.pop(INSTANCE_ENV, None)
         keeper.stop()
         if own_dir is not None:
             os.environ.pop(MULTIPROC_ENV, None)
@@ -269,11 +329,16 @@ def free_port(host: str) -> int:
         return found
 
 
-def _serve(host: str, port: int, workers: int, log_level: str) -> None:
+def _serve(factory: AppFactory, host: str, port: int, workers: int, log_level: str) -> None:
+    """Run Uvicorn as ``uvicorn.run`` does, with the factory object itself as the app: ``run``
+    takes only an import string for several workers, while its supervisor pickles the config,
+    and so the factory with its setup, into each spawned worker just the same."""
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
 
-    uvicorn.run(
-        "shipyard.serving.server:create_app",
+    config = uvicorn.Config(
+        factory if workers == 1 else factory.for_spawned_workers(),
         factory=True,
         host=host,
         port=port,
@@ -284,6 +349,13 @@ def _serve(host: str, port: int, workers: int, log_level: str) -> None:
         access_log=False,
         lifespan="on",
     )
+    if workers > 1:
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 def _has_httptools() -> bool:

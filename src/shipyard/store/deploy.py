@@ -1,5 +1,6 @@
-"""Safe deployment's tables: policies, rollouts and their looks, approvals, the live traffic
-split, which version was in production when, validation gate results and diagnoses.
+"""Safe deployment's tables: policies, rollouts and their looks, approvals, which version was in
+production when, validation gate results and diagnoses. (The live traffic split that a rollout
+commands is serving's table: :class:`shipyard.store.serving.TrafficSplit`.)
 
 Every decision is also an :class:`~shipyard.store.tables.AuditEvent`, written in the same
 transaction as the state it changes.
@@ -76,18 +77,6 @@ class RolloutVerdict(Base):
     ts: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (Index("ix_rollout_verdicts_rollout", "rollout_id", "step_index", "look"),)
-
-
-class TrafficSplit(Base):
-    """Which versions of a model are live and with what share of traffic (percent)."""
-
-    __tablename__ = "traffic_splits"
-    model: Mapped[str] = mapped_column(String(200), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer, primary_key=True)
-    weight_pct: Mapped[float] = mapped_column(Float)
-    role: Mapped[str] = mapped_column(String(20))  # stable | canary
-    rollout_id: Mapped[str | None] = mapped_column(String(32))
-    updated_at: Mapped[float] = mapped_column(Float)
 
 
 class ProductionRecord(Base):

@@ -1,5 +1,6 @@
-"""The model server's tables: flushed telemetry windows, logged predictions, late labels, and
-the running server instances (where each answers, what it serves, the lease it holds).
+"""The model server's tables: the live traffic split, flushed telemetry windows, logged
+predictions, late labels, and the running server instances (where each answers, what it serves,
+the lease it holds).
 
 A window row is keyed by (worker, model, version, window start): a worker that flushes the same
 window twice (a retry after a lost reply) writes it once; a worker killed mid-window loses only
@@ -14,6 +15,21 @@ from sqlalchemy import Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shipyard.store.base import Base, new_id
+
+
+class TrafficSplit(Base):
+    """Which versions of a model are live and with what share of traffic (percent).
+
+    Written only through :func:`shipyard.serving.split.set_split` (deploy commands it inside the
+    transaction of the rollout decision that calls for it)."""
+
+    __tablename__ = "traffic_splits"
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    weight_pct: Mapped[float] = mapped_column(Float)
+    role: Mapped[str] = mapped_column(String(20))  # stable | canary
+    rollout_id: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[float] = mapped_column(Float)
 
 
 class ServingWindow(Base):
