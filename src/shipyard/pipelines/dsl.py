@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import PipelineDefinitionError
 from shipyard.pipelines.graph import Graph, Node, OutputRef
-from shipyard.quota.resources import parse_quantity
+from shipyard.quantities import parse_quantity
 
 if TYPE_CHECKING:
     from shipyard.monitoring.config import MonitorSet
@@ -47,7 +47,7 @@ class PipelineKind(StrEnum):
 
 def quantity(value: object, what: str) -> float:
     """``"4Gi"`` → 4294967296.0, ``"500m"`` → 0.5, ``2`` → 2.0 (Kubernetes' notation, one parser
-    for the DSL and the quota pools: :func:`shipyard.quota.resources.parse_quantity`)."""
+    for the DSL and the quota pools: :func:`shipyard.quantities.parse_quantity`)."""
     return parse_quantity(value, what=what)
 
 

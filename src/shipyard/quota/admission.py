@@ -61,8 +61,9 @@ from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.config import Settings
 from shipyard.errors import QuotaError, QuotaExceeded, StoreError
 from shipyard.pipelines.executor import Grant, StepRequest
+from shipyard.quantities import Amounts, parse_amounts
 from shipyard.quota.pools import Pool, dominant_share, load_pool
-from shipyard.quota.resources import Amounts, add, first_excess, parse_amounts, subtract
+from shipyard.quota.resources import add, first_excess, subtract
 from shipyard.store import Store, new_id
 from shipyard.store.quota import QuotaEvent, QuotaLease, QuotaPool
 

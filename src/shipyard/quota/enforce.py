@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 
 from shipyard.pipelines.executor import Grant, ProcessLimits, StepRequest, UsageSample
-from shipyard.quota.resources import format_amount
+from shipyard.quantities import format_amount
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
