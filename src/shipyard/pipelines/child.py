@@ -47,18 +47,6 @@ def process_usage() -> dict[str, Any]:
     }
 
 
-def _apply(limits: ProcessLimits) -> None:
-    """The enforcer's environment, then quota's own in-process step (CPU affinity).
-
-    The memory limit is not an ``RLIMIT_AS``: address space is not memory (numpy, pyarrow and
-    BLAS reserve gigabytes they never touch), so the runner's watchdog enforces it on the RSS of
-    the whole process tree instead."""
-    from shipyard.quota.enforce import apply_in_child
-
-    os.environ.update(limits.env)
-    apply_in_child(limits)
-
-
 def _redirect_output(log_path: str) -> None:
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(fd, 1)
@@ -159,7 +147,7 @@ def step_main(task: StepTask, limits: ProcessLimits) -> None:
         os.chdir(task.settings["cwd"])
         os.environ.clear()
         os.environ.update(task.settings["env"])
-        _apply(limits)
+        limits.apply_here()
         _run(task)
     except Exception as exc:
         traceback.print_exc()
@@ -191,7 +179,7 @@ def worker_main(task: StepTask, limits: ProcessLimits) -> dict[str, Any]:
         os.environ.update(
             {k: v for k, v in task.settings["env"].items() if k.startswith("SHIPYARD_")}
         )
-        _apply(limits)
+        limits.apply_here()
         result = _run(task)
     except Exception as exc:
         traceback.print_exc()

@@ -89,6 +89,17 @@ class ProcessLimits:
     memory_limit_bytes: int | None = None
     watchdog: Callable[[UsageSample], str | None] | None = None
 
+    def apply_here(self) -> None:
+        """What a step process does to itself before the step's code: the environment, then
+        the CPU affinity (``os.sched_setaffinity``).
+
+        The memory limit is not an ``RLIMIT_AS``: address space is not memory (numpy, pyarrow
+        and BLAS reserve gigabytes they never touch), so the runner's watchdog enforces it on
+        the RSS of the whole process tree instead."""
+        os.environ.update(self.env)
+        if self.cpu_affinity:
+            os.sched_setaffinity(0, self.cpu_affinity)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "env": self.env,

@@ -33,7 +33,6 @@ from shipyard.pipelines.executor import ProcessLimits, StepOutcome, StepTask, Us
 
 PRELOAD = [
     "shipyard.pipelines.child",
-    "shipyard.quota.enforce",  # apply_in_child, imported by every step
     "shipyard.pipelines.loader",
     "shipyard.store",
     "shipyard.artifacts",
