@@ -1,7 +1,9 @@
 """The seams between the runner, the place a step runs, and quota.
 
-Three small interfaces, so that a Ray executor is one more :class:`Executor` and the quota wing
-plugs its admission and enforcement in without touching the runner:
+Small interfaces, so that a Ray executor is one more :class:`Executor` and the quota wing plugs
+its admission and enforcement in without the runner knowing it: this wing defines them, a face
+(``shipyard run``) hands quota's implementations to :class:`~.runner.Runner`, as a rollout
+controller drives whatever traffic router it was given. The runner imports no other service.
 
 * :class:`Admission` — *may this step run now?* ``acquire(request) -> Grant`` blocks until the
   resources are granted, or raises :class:`~shipyard.errors.QuotaExceeded` for a request that can
@@ -16,13 +18,18 @@ plugs its admission and enforcement in without touching the runner:
   (the default) admits by this machine's CPU count and memory, in-process. The runner calls
   ``acquire`` from a thread of its own per step; when the run is cancelled meanwhile, a grant
   that still arrives is released at once.
+* :class:`PoolAdmission` — an :class:`Admission` in named quota pools (``request.pool``), which
+  also says whether a pool is declared: quota's
+  :class:`~shipyard.quota.admission.QuotaAdmission`. With one, a run goes to the pool it names
+  or declares (:mod:`.reservation`), and ``--reserve`` holds the DAG's peak in one grant.
 * :class:`Enforcer` — *within what limits?* ``prepare(request, grant) -> ProcessLimits``:
   environment variables (``OMP_NUM_THREADS``…), a CPU affinity list and a memory limit that
   the step process applies to itself before the step's code runs, plus a ``watchdog`` the runner
   calls with every usage sample; a watchdog that returns a reason gets the step killed with that
-  reason. The runner uses quota's :class:`~shipyard.quota.enforce.QuotaEnforcer` with or
-  without a pool (a pool decides admission, not whether limits apply); :class:`NoEnforcement`
-  sets nothing.
+  reason. ``shipyard run`` hands the runner quota's
+  :class:`~shipyard.quota.enforce.QuotaEnforcer`, which applies with or without a pool (a pool
+  decides admission, not whether limits apply); a runner given none uses
+  :class:`NoEnforcement`, which sets nothing.
 * :class:`Executor` — *where does it run?* ``start(task, limits, on_launch) -> StepHandle``;
   the executor calls ``on_launch(pid)`` right before the step's code is handed over (the runner
   records the attempt as running there); the handle answers ``wait(timeout_s)``, ``sample()``
@@ -118,6 +125,18 @@ class Admission(Protocol):
         ...
 
     def release(self, grant: Grant) -> None: ...
+
+
+class PoolAdmission(Admission, Protocol):
+    """Admission in named quota pools: ``acquire`` takes a grant in ``request.pool``."""
+
+    def pool_exists(self, pool: str) -> bool:
+        """Whether a pool of that name is declared."""
+        ...
+
+    def close(self) -> None:
+        """Let go of what the admission keeps open (connections, lock files)."""
+        ...
 
 
 class Enforcer(Protocol):

@@ -240,7 +240,8 @@ def _next_fence(s: Session, pool: str) -> int:
 
 
 class LeaseManager:
-    """The :class:`Admission` a runner uses: ``acquire`` → ``heartbeat``… → ``release``.
+    """Leases in pools: ``acquire`` → ``heartbeat``… → ``release`` (the runner's seam over it
+    is :class:`QuotaAdmission`).
 
     >>> admission = LeaseManager(store, lease_ttl_s=30)          # doctest: +SKIP
     >>> grant = admission.acquire(LeaseRequest("etl", {"cpu": 2, "memory": "4Gi"}, pool="shared"))
@@ -527,10 +528,13 @@ def lease_detail(lease: Lease, leases: LeaseManager) -> dict[str, object]:
 
 
 class QuotaAdmission:
-    """The pipelines runner's :class:`~shipyard.pipelines.executor.Admission`, backed by pools.
+    """Quota's :class:`~shipyard.pipelines.executor.PoolAdmission`, which a face (``shipyard
+    run``) hands to the pipelines runner.
 
-    Each step attempt takes a lease in ``request.pool`` (else ``settings.quota.default_pool``);
-    the grant's ``detail`` names the pool, the lease and its expiry.
+    Each step attempt (and a run's ``--reserve`` grant) takes a lease in ``request.pool`` (else
+    ``settings.quota.default_pool``); the grant's ``detail`` names the pool, the lease, its
+    expiry and what its holder needs to fence itself (:func:`lease_detail`). One instance
+    serves all of a run's step threads: its :class:`LeaseManager` is shared by threads.
     """
 
     def __init__(self, leases: LeaseManager, timeout_s: float | None = None) -> None:
@@ -549,6 +553,12 @@ class QuotaAdmission:
                 default_pool=settings.quota.default_pool,
             )
         )
+
+    def pool_exists(self, pool: str) -> bool:
+        return pool_exists(self.leases.store, pool)
+
+    def close(self) -> None:
+        self.leases.close()
 
     def acquire(self, request: StepRequest) -> Grant:
         lease = self.leases.acquire(
