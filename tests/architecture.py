@@ -83,6 +83,7 @@ FLOORS: tuple[Wing, ...] = (
             "errors",
             "lazy",
             "metrics",
+            "monitor_config",
             "quantities",
             "workspace",
         ),
