@@ -41,9 +41,11 @@ controller drives whatever traffic router it was given. The runner imports no ot
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -232,6 +234,68 @@ class StepOutcome:
     input_rows: int | None = None
     input_bytes: int | None = None
     consumed: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What the step process reports about its attempt: written by the child
+    (:mod:`.child`) as a file next to the step's log, and returned by a Ray task; every
+    executor turns it into a :class:`StepOutcome` the same way (:meth:`outcome`).
+
+    ``outputs`` maps each output name to its artifact record; ``consumed`` lists artifacts the
+    step read through the step context; the usage is the process's own (``getrusage``)."""
+
+    ok: bool
+    reason: str | None = None
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    consumed: list[dict[str, str]] = field(default_factory=list)
+    input_rows: int | None = None
+    input_bytes: int | None = None
+    peak_rss_bytes: int | None = None
+    cpu_seconds: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StepResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def write(self, path: str) -> None:
+        """Write atomically: the reader sees the whole result or none."""
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(self.to_json(), fh)
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, path: str) -> StepResult | None:
+        """The result written at ``path``; ``None`` when there is none (the process died
+        before writing it) or it cannot be read."""
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return cls.from_json(json.load(fh))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def outcome(
+        self, exit_code: int | None, peak_rss_bytes: int | None, cpu_seconds: float | None
+    ) -> StepOutcome:
+        """The attempt's outcome, with the usage the executor settled on."""
+        if self.ok:
+            return StepOutcome(
+                True,
+                None,
+                0,
+                self.outputs,
+                peak_rss_bytes=peak_rss_bytes,
+                cpu_seconds=cpu_seconds,
+                input_rows=self.input_rows,
+                input_bytes=self.input_bytes,
+                consumed=self.consumed,
+            )
+        return StepOutcome(False, str(self.reason), exit_code, {}, peak_rss_bytes, cpu_seconds)
 
 
 class StepHandle(Protocol):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import json
 import multiprocessing
 import os
 import signal
@@ -29,7 +28,13 @@ from typing import Any
 import psutil
 
 from shipyard.pipelines.child import idle_main
-from shipyard.pipelines.executor import ProcessLimits, StepOutcome, StepTask, UsageSample
+from shipyard.pipelines.executor import (
+    ProcessLimits,
+    StepOutcome,
+    StepResult,
+    StepTask,
+    UsageSample,
+)
 
 PRELOAD = [
     "shipyard.pipelines.child",
@@ -166,29 +171,15 @@ class LocalStepHandle:
         self._process.join()
 
     def _outcome(self, exitcode: int) -> StepOutcome:
-        result: dict[str, Any] = {}
-        try:
-            with open(self._task.result_path, encoding="utf-8") as fh:
-                result = json.load(fh)
-        except (OSError, ValueError):
-            pass
-        peak = max(self._peak_rss_bytes, int(result.get("peak_rss_bytes") or 0)) or None
-        cpu_seconds = result.get("cpu_seconds", self._cpu_seconds or None)
-        cpu = float(cpu_seconds) if cpu_seconds is not None else None
-        if exitcode == 0 and result.get("ok"):
-            return StepOutcome(
-                True,
-                None,
-                0,
-                result["outputs"],
-                input_rows=result.get("input_rows"),
-                input_bytes=result.get("input_bytes"),
-                consumed=result.get("consumed", []),
-                peak_rss_bytes=peak,
-                cpu_seconds=cpu,
-            )
-        if result.get("ok") is False:
-            reason = str(result["reason"])
+        result = StepResult.read(self._task.result_path)
+        reported = result.peak_rss_bytes if result is not None else None
+        peak = max(self._peak_rss_bytes, int(reported or 0)) or None
+        cpu = result.cpu_seconds if result is not None else (self._cpu_seconds or None)
+        cpu = float(cpu) if cpu is not None else None
+        if exitcode == 0 and result is not None and result.ok:
+            return result.outcome(0, peak, cpu)
+        if result is not None and not result.ok:
+            reason = str(result.reason)
         elif exitcode < 0:
             reason = f"killed by signal {signal.Signals(-exitcode).name}"
         elif exitcode > 0:
