@@ -84,6 +84,7 @@ FLOORS: tuple[Wing, ...] = (
             "lazy",
             "metrics",
             "monitor_config",
+            "process_tree",
             "quantities",
             "workspace",
         ),

@@ -35,6 +35,7 @@ from shipyard.pipelines.executor import (
     StepTask,
     UsageSample,
 )
+from shipyard.process_tree import sample_tree
 
 PRELOAD = [
     "shipyard.pipelines.child",
@@ -146,19 +147,13 @@ class LocalStepHandle:
     def sample(self) -> UsageSample | None:
         if self._ps is None:
             return None
-        try:
-            tree = [self._ps, *self._ps.children(recursive=True)]
-            rss = cpu = 0.0
-            for proc in tree:
-                with proc.oneshot():
-                    rss += proc.memory_info().rss
-                    times = proc.cpu_times()
-                    cpu += times.user + times.system
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        tree = sample_tree(self._ps)
+        if tree is None:
             return None
-        self._peak_rss_bytes = max(self._peak_rss_bytes, int(rss))
-        self._cpu_seconds = max(self._cpu_seconds, cpu)
-        return UsageSample(max(int(rss) - self._baseline_rss_bytes, 0), cpu, len(tree))
+        self._peak_rss_bytes = max(self._peak_rss_bytes, tree.rss_bytes)
+        self._cpu_seconds = max(self._cpu_seconds, tree.cpu_seconds)
+        rss = max(tree.rss_bytes - self._baseline_rss_bytes, 0)
+        return UsageSample(rss, tree.cpu_seconds, tree.processes)
 
     def kill(self, grace_s: float) -> None:
         pid = self._process.pid

@@ -61,6 +61,7 @@ from shipyard.pipelines.executor import (
     StepTask,
     UsageSample,
 )
+from shipyard.process_tree import sample_tree
 
 INSTALL_HINT = "the Ray executor needs Ray: pip install 'shipyard[ray]'"
 RAY_NAMES = {"cpu": "CPU", "gpu": "GPU", "memory": "memory"}
@@ -210,19 +211,12 @@ class RayStepHandle:
         where = self._locate()
         if where is None or self._ps is None:
             return None
-        try:
-            tree = [self._ps, *self._ps.children(recursive=True)]
-            rss = cpu = 0.0
-            for proc in tree:
-                with proc.oneshot():
-                    rss += proc.memory_info().rss
-                    times = proc.cpu_times()
-                    cpu += times.user + times.system
-        except psutil.Error:
+        tree = sample_tree(self._ps)
+        if tree is None:
             return None
-        self._peak_rss_bytes = max(self._peak_rss_bytes, int(rss))
+        self._peak_rss_bytes = max(self._peak_rss_bytes, tree.rss_bytes)
         baseline = int(where.get("rss_bytes") or 0)
-        return UsageSample(max(int(rss) - baseline, 0), cpu, len(tree))
+        return UsageSample(max(tree.rss_bytes - baseline, 0), tree.cpu_seconds, tree.processes)
 
     def kill(self, grace_s: float) -> None:
         """Kill the step's own children, then the task (``ray.cancel(force=True)`` ends its

@@ -30,6 +30,7 @@ from typing import Any
 import psutil
 
 from shipyard.pipelines.executor import Grant, ProcessLimits, StepRequest, UsageSample
+from shipyard.process_tree import tree_rss_bytes
 from shipyard.quantities import format_amount
 
 THREAD_VARIABLES = (
@@ -88,22 +89,6 @@ class MemoryWatchdog:
                 kill_tree(pid)
                 return
             self._stop.wait(self.interval_s)
-
-
-def tree_rss_bytes(pid: int) -> int | None:
-    """RSS of a process and all its descendants; ``None`` once the process is gone."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return None
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return total
 
 
 def kill_tree(pid: int) -> None:
