@@ -56,6 +56,7 @@ def median_time(fn: object, repeats: int) -> float:
 
 def step_overhead(root: Path, steps: int, repeats: int) -> list[tuple[str, float]]:
     import ray
+    from shipyard.cli.runs import run_services
     from shipyard.pipelines.loader import load_pipeline
     from shipyard.pipelines.local import LocalExecutor
     from shipyard.pipelines.ray_executor import RayExecutor
@@ -75,7 +76,8 @@ def step_overhead(root: Path, steps: int, repeats: int) -> list[tuple[str, float
         )
         for name, make in executors:
             ws = Workspace.open(home=root / name.replace(" ", "-").replace(",", ""))
-            with Runner(ws, executor=make()) as runner:  # type: ignore[no-untyped-call]
+            services = run_services(ws)  # wired as `shipyard run` wires it
+            with Runner(ws, executor=make(), **services) as runner:  # type: ignore[no-untyped-call]
 
                 def once(r: Runner = runner) -> None:
                     result = r.run(file, pipeline)

@@ -62,6 +62,7 @@ def build_fanout():
 
 
 def shipyard_times(repeats: int) -> dict[str, list[float]]:
+    from shipyard.cli.runs import run_services
     from shipyard.pipelines import Runner
     from shipyard.pipelines.loader import load_pipeline
     from shipyard.workspace import Workspace
@@ -70,7 +71,7 @@ def shipyard_times(repeats: int) -> dict[str, list[float]]:
         file = Path(tmp) / "bench.py"
         file.write_text(SHIPYARD_PIPELINES)
         ws = Workspace.open(home=Path(tmp) / "home")
-        runner = Runner(ws)
+        runner = Runner(ws, **run_services(ws))  # wired as `shipyard run` wires it
         out: dict[str, list[float]] = {}
         for shape in ("chain", "fanout"):
             _, pipeline = load_pipeline(f"{file}:bench-{shape}")

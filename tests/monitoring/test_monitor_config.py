@@ -90,7 +90,7 @@ class TestPublicNames:
 def test_the_docstring_examples_run() -> None:
     import doctest
 
-    import shipyard.monitoring.config as config
+    import shipyard.monitor_config as config  # the settings language, in the base
 
     result = doctest.testmod(config)
     assert result.attempted >= 2 and result.failed == 0

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from shipyard.cli import Group
 from shipyard.cli import monitors as monitors_cli
+from shipyard.cli.runs import run_services
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.monitoring import observe
 from shipyard.pipelines import Runner
@@ -94,7 +95,7 @@ def pipelines(tmp_path: Path) -> Path:
 
 def run(ws: Workspace, file: Path, name: str, params: dict[str, object] | None = None) -> str:
     path, pipeline = load_pipeline(f"{file}:{name}")
-    with Runner(ws) as runner:
+    with Runner(ws, **run_services(ws)) as runner:  # wired as `shipyard run` wires it
         return runner.run(path, pipeline, params).run_id
 
 

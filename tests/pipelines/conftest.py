@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from shipyard.cli.runs import run_services
 from shipyard.pipelines import Runner
 from shipyard.pipelines.loader import load_pipeline
 from shipyard.pipelines.runner import RunResult
@@ -34,11 +35,12 @@ def pipeline_file(tmp_path: Path) -> Callable[[str, str], Path]:
 
 @pytest.fixture
 def run_file(workspace: Workspace) -> Callable[..., RunResult]:
-    """Run ``FILE[:PIPELINE]`` in the SQLite workspace and return the result."""
+    """Run ``FILE[:PIPELINE]`` in the SQLite workspace, wired as ``shipyard run`` wires it, and
+    return the result."""
 
     def run(target: str | Path, params: dict[str, object] | None = None, **kw: object) -> RunResult:
         file, pipeline = load_pipeline(str(target))
-        with Runner(workspace, **kw) as runner:  # type: ignore[arg-type]
+        with Runner(workspace, **(run_services(workspace) | kw)) as runner:
             return runner.run(file, pipeline, params)
 
     return run

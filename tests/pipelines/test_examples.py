@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from shipyard.cli.runs import run_services
 from shipyard.pipelines import Runner
 from shipyard.pipelines.loader import load_pipeline
 from shipyard.pipelines.records import get_run
@@ -18,7 +19,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "pipelines"
 
 def run(ws: Workspace, name: str, params: dict[str, object] | None = None) -> dict[str, object]:
     file, pipeline = load_pipeline(str(EXAMPLES / f"{name}.py"))
-    with Runner(ws) as runner:
+    with Runner(ws, **run_services(ws)) as runner:
         result = runner.run(file, pipeline, params)
     return get_run(ws.store, result.run_id)
 

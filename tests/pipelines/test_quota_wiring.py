@@ -12,6 +12,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from shipyard.alerting.config import build_config
+from shipyard.cli.runs import run_services
 from shipyard.clock import FakeClock
 from shipyard.daemon import Daemon, DaemonContext
 from shipyard.errors import NotFound
@@ -19,6 +20,7 @@ from shipyard.pipelines.loader import load_pipeline
 from shipyard.pipelines.records import get_run
 from shipyard.pipelines.reservation import peak_demand, resolve_pool, step_levels
 from shipyard.pipelines.runner import Runner, RunResult
+from shipyard.quota.admission import QuotaAdmission
 from shipyard.quota.pools import PoolSpec, apply_pools, resolve
 from shipyard.store.quota import QuotaLease
 from shipyard.store.tables import MetricPoint, PipelineRecord
@@ -60,8 +62,12 @@ def declare(ws: Workspace, name: str, **capacity: object) -> None:
 
 def run(ws: Workspace, target: Path, **kw: object) -> RunResult:
     file, pipeline = load_pipeline(str(target))
-    with Runner(ws, **kw) as runner:  # type: ignore[arg-type]
+    with Runner(ws, **(run_services(ws) | kw)) as runner:
         return runner.run(file, pipeline)
+
+
+def pools(ws: Workspace) -> QuotaAdmission:
+    return QuotaAdmission.for_workspace(ws.store, ws.settings, ws.clock)
 
 
 def leases(ws: Workspace, run_id: str) -> list[QuotaLease]:
@@ -110,10 +116,10 @@ def test_a_recorded_pool_is_not_used_silently_and_an_unknown_pool_is_refused(
     assert again.status == "succeeded"
     assert leases(workspace, again.run_id) == []
     _, pipeline = load_pipeline(str(target))
-    choice = resolve_pool(workspace, pipeline, None)
+    choice = resolve_pool(workspace, pipeline, None, pools(workspace))
     assert (choice.name, choice.recorded) == (None, "shared")
     assert "pass --pool shared" in choice.describe()
-    assert resolve_pool(workspace, pipeline, "shared").describe() == (
+    assert resolve_pool(workspace, pipeline, "shared", pools(workspace)).describe() == (
         "pool 'shared' (named with --pool)"
     )
     with pytest.raises(NotFound, match="nowhere"):
@@ -124,7 +130,10 @@ def test_a_pipeline_declares_its_pool(workspace: Workspace, pipeline_file: Write
     declare(workspace, "shared", cpu=2, memory="1Gi")
     target = pipeline_file(DIAMOND.replace('kind="data")', 'kind="data", pool="shared")'))
     _, pipeline = load_pipeline(str(target))
-    assert resolve_pool(workspace, pipeline, None).describe() == "pool 'shared' (Pipeline(pool=…))"
+    assert (
+        resolve_pool(workspace, pipeline, None, pools(workspace)).describe()
+        == "pool 'shared' (Pipeline(pool=…))"
+    )
     result = run(workspace, target)
     assert {r.pool for r in leases(workspace, result.run_id)} == {"shared"}
 

@@ -3,6 +3,7 @@ failed, leases released, schedule free again), and ``shipyard runs cancel`` stop
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -25,6 +26,7 @@ from shipyard.errors import NotFound
 from shipyard.pipelines.loader import load_pipeline
 from shipyard.pipelines.reconcile import reconcile_runs
 from shipyard.pipelines.records import create_run, get_run
+from shipyard.quota.admission import release_run_leases
 from shipyard.quota.pools import PoolSpec, apply_pools, resolve
 from shipyard.store.alerting import ScheduleState
 from shipyard.store.quota import QuotaLease
@@ -120,6 +122,11 @@ def runner_process(
         proc.communicate(timeout=30)
 
 
+def release(ws: Workspace) -> Callable[[str, str], list[str]]:
+    """Quota's release of a run's leases, as the daemon hands it to ``reconcile_runs``."""
+    return functools.partial(release_run_leases, ws.store)
+
+
 def test_a_sigkilled_runner_leaves_no_step_and_is_reconciled(
     workspace: Workspace, runner_process: Callable[[], tuple[subprocess.Popen[bytes], str, int]]
 ) -> None:
@@ -150,7 +157,7 @@ def test_a_sigkilled_runner_leaves_no_step_and_is_reconciled(
         assert state is not None and state.last_outcome == f"skipped: run {run_id} still going"
     assert launched == []
 
-    (ended,) = reconcile_runs(workspace)
+    (ended,) = reconcile_runs(workspace, release_leases=release(workspace))
     assert ended.run_id == run_id
     assert ended.reason == f"runner died: process {proc.pid} on {socket.gethostname()} is gone"
     info = get_run(workspace.store, run_id)

@@ -9,6 +9,7 @@ import psutil
 import pytest
 from sqlalchemy import select
 
+from shipyard.cli.runs import run_services
 from shipyard.pipelines import LocalAdmission, Runner
 from shipyard.pipelines.loader import load_pipeline
 from shipyard.pipelines.records import get_run
@@ -331,7 +332,7 @@ def test_run_records_on_postgresql(pg_workspace: Workspace, pipeline_file: Write
     )
     file, pipeline = load_pipeline(str(f))
     try:
-        with Runner(pg_workspace) as runner:
+        with Runner(pg_workspace, **run_services(pg_workspace)) as runner:
             result = runner.run(file, pipeline)
         info = get_run(pg_workspace.store, result.run_id[:6])
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import textwrap
 import pytest
 
 from shipyard.pipelines.executor import Grant, StepRequest, UsageSample
-from shipyard.quota.enforce import MemoryWatchdog, QuotaEnforcer, apply_in_child, tree_rss_bytes
+from shipyard.quota.enforce import MemoryWatchdog, QuotaEnforcer, tree_rss_bytes
 
 MiB = 1024**2
 
@@ -89,7 +88,7 @@ class TestCpuAndDevices:
                 "import os; print(sorted(os.sched_getaffinity(0)), os.environ['OMP_NUM_THREADS'])",
             ],
             env={**os.environ, **limits.env},
-            preexec_fn=functools.partial(apply_in_child, limits),
+            preexec_fn=limits.apply_here,
             capture_output=True,
             text=True,
             check=True,

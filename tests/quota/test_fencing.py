@@ -24,12 +24,12 @@ from shipyard.pipelines.executor import Grant, StepRequest
 from shipyard.pipelines.loader import load_pipeline
 from shipyard.pipelines.local import LocalExecutor
 from shipyard.pipelines.records import get_run
-from shipyard.pipelines.reservation import PerAttemptQuota
 from shipyard.pipelines.runner import Runner, RunResult
 from shipyard.quota.admission import (
     Lease,
     LeaseManager,
     LeaseRequest,
+    QuotaAdmission,
     fence_margin_s,
     reclaim_expired,
 )
@@ -60,7 +60,7 @@ class StalledStore:
     """The holder's way to the store stalls, as on a loaded machine: every heartbeat and the
     release arrive ``stall_s`` late (longer than the lease's TTL)."""
 
-    def __init__(self, inner: PerAttemptQuota, stall_s: float) -> None:
+    def __init__(self, inner: QuotaAdmission, stall_s: float) -> None:
         self.inner, self.stall_s = inner, stall_s
 
     def acquire(self, request: StepRequest) -> Grant:
@@ -97,7 +97,8 @@ def test_a_holder_whose_heartbeats_are_late_stops_before_its_capacity_is_granted
     warm.write_text(SLEEPER.replace("time.sleep(120)", "pass").replace('"fenced"', '"warm"'))
     assert Runner(ws, executor=executor).run(*load_pipeline(str(warm))).status == "succeeded"
     results: list[RunResult] = []
-    stalled = StalledStore(PerAttemptQuota(ws), 3 * TTL_S)
+    quota = QuotaAdmission.for_workspace(ws.store, ws.settings, ws.clock)
+    stalled = StalledStore(quota, 3 * TTL_S)
     runner = Runner(ws, executor=executor, admission=stalled, pool="shared")
     thread = threading.Thread(target=lambda: results.append(runner.run(file, pipeline)))
     thread.start()
@@ -121,6 +122,7 @@ def test_a_holder_whose_heartbeats_are_late_stops_before_its_capacity_is_granted
     finally:
         thread.join(timeout=60)
         runner.close()
+        quota.close()
     (result,) = results
     step = get_run(ws.store, result.run_id)["steps"][0]
     assert result.status == "failed"

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
+from shipyard.cli.runs import run_services
 from shipyard.errors import ConfigError
 from shipyard.pipelines.loader import load_pipeline
 from shipyard.pipelines.records import get_run
@@ -68,7 +69,7 @@ def run(ws: Workspace, target: Path, params: dict[str, Any] | None = None, **kw:
 
     file, pipeline = load_pipeline(str(target))
     executor = kw.pop("executor", None) or RayExecutor()
-    with Runner(ws, executor=executor, **kw) as runner:
+    with Runner(ws, executor=executor, **(run_services(ws) | kw)) as runner:
         return runner.run(file, pipeline, params)
 
 
@@ -136,7 +137,7 @@ def test_the_demo_gives_the_same_results_on_ray_as_locally(
     results: dict[str, list[dict[str, list[str]]]] = {"local": [], "ray": []}
     for name, params in (("data", None), ("training", {"C": 0.5})):
         file, pipeline = load_pipeline(str(EXAMPLES / f"{name}.py"))
-        with Runner(local) as runner:
+        with Runner(local, **run_services(local)) as runner:
             mine = runner.run(file, pipeline, params)
         theirs = run(on_ray, EXAMPLES / f"{name}.py", params)
         assert (mine.status, theirs.status) == ("succeeded", "succeeded"), theirs.exit_reason

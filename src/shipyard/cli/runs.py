@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.live import Live
@@ -26,6 +27,9 @@ from shipyard.cli.output import (
 )
 from shipyard.errors import NotFound
 from shipyard.statuses import RUN_FINAL, RunStatus, StepStatus
+
+if TYPE_CHECKING:
+    from shipyard.workspace import Workspace
 
 STATUS_STYLE: dict[str, str] = {
     StepStatus.PENDING: "dim",
@@ -52,6 +56,26 @@ def _progress_table(title: str, views: dict[str, Any]) -> FittedTable:
             view.name, _styled(view.status), str(view.attempt or "-"), duration(view.elapsed_s)
         )
     return progress
+
+
+def run_services(ws: Workspace) -> dict[str, Any]:
+    """The services a run is wired to, as ``Runner`` keywords: quota's admission in pools and
+    its enforcer, and monitoring's judgement of each finished run. The runner chooses none of
+    them (pipelines imports no other service); this face does."""
+    from shipyard.quota.admission import QuotaAdmission
+    from shipyard.quota.enforce import QuotaEnforcer
+
+    return {
+        "pools": QuotaAdmission.for_workspace(ws.store, ws.settings, ws.clock),
+        "enforcer": QuotaEnforcer(ws.settings.quota.memory_margin),
+        "on_finished": [_judge_run],
+    }
+
+
+def _judge_run(ws: Workspace, run_id: str) -> None:
+    from shipyard.monitoring.evaluate import on_run_finished
+
+    on_run_finished(ws, run_id)
 
 
 def run(
@@ -85,10 +109,12 @@ def run(
     ws = open_workspace()
     require(ws, "pool", pool)
     title = f"{pipeline.name} ({pipeline.kind.value})"
-    choice = resolve_pool(ws, pipeline, pool)
+    services = run_services(ws)
+    choice = resolve_pool(ws, pipeline, pool, services["pools"])
     if choice.name is not None or choice.recorded is not None:
         err_console.print(choice.describe(), markup=False, highlight=False, soft_wrap=True)
     options: dict[str, Any] = {"pool": pool, "reserve": reserve, "priority": priority}
+    options.update(services)
     if executor == "ray":
         from shipyard.pipelines.ray_executor import RayExecutor
 
@@ -193,8 +219,11 @@ def runs_cancel(
 ) -> None:
     """Cancel a running run: stop its steps, release its leases, mark it cancelled."""
     from shipyard.pipelines.reconcile import cancel_run
+    from shipyard.quota.admission import release_run_leases
 
-    ended = cancel_run(open_workspace(), run_id, wait_s=wait_s)
+    ws = open_workspace()
+    release = functools.partial(release_run_leases, ws.store)
+    ended = cancel_run(ws, run_id, wait_s=wait_s, release_leases=release)
     steps = ", ".join(ended.steps_stopped) or "none running"
     leases = len(ended.leases_released)
     console.print(

@@ -6,6 +6,7 @@ start with its traceback, instead of silently switching a task off.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from shipyard.alerting.cycle import CycleResult, evaluate
@@ -23,7 +24,7 @@ from shipyard.deploy.loop import Advance, advance_rollouts
 from shipyard.monitoring.evaluate import evaluate_monitors
 from shipyard.monitoring.serving.monitor import monitor_live_models
 from shipyard.pipelines.reconcile import reconcile_runs
-from shipyard.quota.admission import reclaim_expired
+from shipyard.quota.admission import reclaim_expired, release_run_leases
 from shipyard.quota.usage import record_usage
 from shipyard.registry import Registry
 from shipyard.serving.instances import reap_stale_instances
@@ -76,7 +77,9 @@ def _quota_usage(ctx: DaemonContext) -> object:
 def _reconcile_runs(ctx: DaemonContext) -> object:
     """End the runs whose runner died (their steps killed, their leases released), so that no
     schedule waits forever behind a run nobody runs."""
-    return reconcile_runs(ctx.workspace, ctx.clock)
+    return reconcile_runs(
+        ctx.workspace, ctx.clock, release_leases=functools.partial(release_run_leases, ctx.store)
+    )
 
 
 def _reap_servers(ctx: DaemonContext) -> object:

@@ -1,12 +1,13 @@
 """Monitors for each pipeline kind; they write findings and metric points to the store.
 
 - data, training and validation pipelines: :func:`observe` (a step publishes a data set),
-  :func:`on_run_finished` (the runner, after each run), :func:`evaluate_monitors` (the daemon);
-  their monitors are set in the pipeline's definition (:mod:`shipyard.monitoring.config`).
+  :func:`on_run_finished` (after each run: a listener ``shipyard run`` hands the runner),
+  :func:`evaluate_monitors` (the daemon); their monitors are set in the pipeline's definition
+  (:mod:`shipyard.monitor_config`, in the base).
 - models in service: :class:`ServingMonitor`.
 
-Names are imported on first use, so that the DSL (which reads the monitors' configuration) and
-the runner (which calls :func:`on_run_finished`) do not pay for the statistics kernels. No
+Names are imported on first use, so that a command that names one function (``shipyard run``
+wires :func:`on_run_finished`) does not pay for the statistics kernels. No
 module is named like a function it exports (``observe`` lives in ``observation.py``): importing
 such a module would replace the function with the module on this package.
 """

@@ -1,6 +1,6 @@
-"""Judging finished runs: right after each run (:func:`on_run_finished`, called by the runner)
-and as a catch-up every daemon tick (:func:`evaluate_monitors`), for runs whose runner died or
-ran elsewhere.
+"""Judging finished runs: right after each run (:func:`on_run_finished`, a run-finished listener
+that ``shipyard run`` hands the runner) and as a catch-up every daemon tick
+(:func:`evaluate_monitors`), for runs whose runner died or ran elsewhere.
 
 A run is judged once: the ``monitored_runs`` row is written in the same transaction as the
 run's findings and metric points, and a second writer (runner and daemon at the same moment)
@@ -20,7 +20,7 @@ from shipyard.checks import Check
 from shipyard.clock import Clock
 from shipyard.monitoring.config import MonitorSet
 from shipyard.monitoring.findings import add_checks
-from shipyard.monitoring.settings import keep_settings, loaded_definition, stored_settings
+from shipyard.monitoring.settings import keep_settings, run_settings, stored_settings
 from shipyard.monitoring.training import training_failures, training_time
 from shipyard.statuses import RUN_FINAL
 from shipyard.store import Store
@@ -70,11 +70,12 @@ def judge_run(
 
 
 def on_run_finished(workspace: Workspace, run_id: str) -> list[Check] | None:
-    """Judge a run that just ended; the runner calls it after ``finish_run``.
+    """Judge a run that just ended: the run-finished listener the face wires into the runner,
+    called after ``finish_run``.
 
-    It keeps the pipeline's monitor settings from its definition (loaded in this process
-    already; nothing is imported) and runs the run monitors. It never raises: monitoring must
-    not fail a run that finished; a problem is logged and the daemon retries later.
+    It keeps the monitor settings the run was created with as its pipeline's (the daemon and
+    the CLI read those) and runs the run monitors. It never raises: monitoring must not fail a
+    run that finished; a problem is logged and the daemon retries later.
     """
     try:
         store = workspace.store
@@ -82,8 +83,7 @@ def on_run_finished(workspace: Workspace, run_id: str) -> list[Check] | None:
             run = s.get(Run, run_id)
             if run is None:
                 return None
-            pipeline, file = run.pipeline, run.file
-        monitors = loaded_definition(pipeline, file)
+            pipeline, monitors = run.pipeline, run_settings(run)
         if monitors is not None:
             with store.session(immediate=True) as s:
                 keep_settings(s, pipeline, monitors, workspace.clock.time())

@@ -89,8 +89,10 @@ def observe(
         store, artifacts = ctx.store, ctx.artifacts
         with store.session() as s:
             run = s.get(Run, ctx.run_id)
-            kind, file = (run.kind, run.file) if run is not None else ("data", None)
-            monitors = monitors_of(s, ctx.pipeline, kind, file)
+            if run is not None:
+                monitors = monitors_of(s, run)
+            else:
+                monitors = stored_settings(s, ctx.pipeline, "data")
         return publish(
             store,
             artifacts,

@@ -1,38 +1,26 @@
 """Where a pipeline's monitor settings come from, and where they are kept.
 
-The pipeline's definition (``Pipeline(monitors=…)``) is the source. The runner and the step
-processes have the pipeline's module loaded already, so they read it from there (nothing is
-imported for it); the runner then keeps the settings in ``monitor_settings``, which is what the
-daemon and the CLI read, because they never import users' pipeline files. A pipeline with no
-stored settings gets its kind's defaults.
+The pipeline's definition (``Pipeline(monitors=…)``) is the source. Each run keeps the resolved
+settings it was created with (``runs.monitors``, written by the runner with the run), so a step
+and the run-finished listener read them from the run; after each run its settings are also kept
+per pipeline in ``monitor_settings``, which is what the daemon and the CLI read for a pipeline
+as a whole (they never import users' pipeline files). A pipeline with no stored settings gets
+its kind's defaults.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from shipyard.monitoring.config import MonitorSet, resolve_monitors
 from shipyard.store.monitoring import MonitorSettings
+from shipyard.store.tables import Run
 
 
-def loaded_definition(pipeline: str, file: str | None) -> MonitorSet | None:
-    """The settings of ``pipeline`` from its module, if this process has already loaded it."""
-    if not file:
-        return None
-    from shipyard.pipelines.dsl import Pipeline
-    from shipyard.pipelines.loader import module_name
-
-    module = sys.modules.get(module_name(Path(file).expanduser().resolve()))
-    if module is None:
-        return None
-    for value in vars(module).values():
-        if isinstance(value, Pipeline) and value.name == pipeline:
-            monitors: MonitorSet = value.monitors
-            return monitors
-    return None
+def run_settings(run: Run) -> MonitorSet | None:
+    """The settings ``run`` was created with; ``None`` for a run recorded before runs kept
+    them."""
+    return MonitorSet.from_json(run.monitors) if run.monitors else None
 
 
 def stored_settings(session: Session, pipeline: str, kind: str) -> MonitorSet:
@@ -43,9 +31,9 @@ def stored_settings(session: Session, pipeline: str, kind: str) -> MonitorSet:
     return resolve_monitors(kind)
 
 
-def monitors_of(session: Session, pipeline: str, kind: str, file: str | None) -> MonitorSet:
-    """The definition's settings when loaded here, else the stored ones, else the defaults."""
-    return loaded_definition(pipeline, file) or stored_settings(session, pipeline, kind)
+def monitors_of(session: Session, run: Run) -> MonitorSet:
+    """The run's own settings, else its pipeline's stored ones, else its kind's defaults."""
+    return run_settings(run) or stored_settings(session, run.pipeline, run.kind)
 
 
 def keep_settings(session: Session, pipeline: str, monitors: MonitorSet, ts: float) -> None:

@@ -4,15 +4,14 @@ It makes the process the leader of a new process group (so the runner can end th
 everything it started with one ``killpg``), watches its runner and kills its own process group
 the moment the runner dies (:func:`die_with_runner`), points stdout/stderr at the step's log file,
 applies the limits the enforcer chose, loads the inputs, calls the step, writes the outputs as
-artifacts with their lineage in one transaction, and leaves a result file (written atomically)
-that tells the runner how it went.
+artifacts, and leaves a :class:`~.executor.StepResult` file (written atomically) that tells the
+runner how it went.
 """
 
 from __future__ import annotations
 
 import inspect
 import io
-import json
 import os
 import resource
 import select
@@ -25,19 +24,13 @@ from collections import OrderedDict
 from typing import Any
 
 from shipyard.pipelines import context
-from shipyard.pipelines.executor import ProcessLimits, StepTask
+from shipyard.pipelines.executor import ProcessLimits, StepResult, StepTask
 from shipyard.pipelines.graph import OutputRef
 from shipyard.pipelines.logs import log
 
 
-def _write_result(path: str, result: dict[str, Any]) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(result, fh)
-    os.replace(tmp, path)
-
-
 def process_usage() -> dict[str, Any]:
+    """This process's peak RSS and CPU time, its children included (``getrusage(2)``)."""
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
@@ -47,16 +40,8 @@ def process_usage() -> dict[str, Any]:
     }
 
 
-def _apply(limits: ProcessLimits) -> None:
-    """The enforcer's environment, then quota's own in-process step (CPU affinity).
-
-    The memory limit is not an ``RLIMIT_AS``: address space is not memory (numpy, pyarrow and
-    BLAS reserve gigabytes they never touch), so the runner's watchdog enforces it on the RSS of
-    the whole process tree instead."""
-    from shipyard.quota.enforce import apply_in_child
-
-    os.environ.update(limits.env)
-    apply_in_child(limits)
+def _failed(reason: str) -> StepResult:
+    return StepResult(False, reason, **process_usage())
 
 
 def _redirect_output(log_path: str) -> None:
@@ -159,18 +144,18 @@ def step_main(task: StepTask, limits: ProcessLimits) -> None:
         os.chdir(task.settings["cwd"])
         os.environ.clear()
         os.environ.update(task.settings["env"])
-        _apply(limits)
+        limits.apply_here()
         _run(task)
     except Exception as exc:
         traceback.print_exc()
         reason = f"{type(exc).__name__}: {exc}"
         log.error("step raised", reason=reason)
-        _write_result(task.result_path, {"ok": False, "reason": reason, **process_usage()})
+        _failed(reason).write(task.result_path)
         sys.stderr.flush()
         sys.exit(1)
 
 
-def worker_main(task: StepTask, limits: ProcessLimits) -> dict[str, Any]:
+def worker_main(task: StepTask, limits: ProcessLimits) -> StepResult:
     """Run the step in a process someone else owns (a Ray worker that serves this one task) and
     return the result instead of exiting with it.
 
@@ -184,28 +169,28 @@ def worker_main(task: StepTask, limits: ProcessLimits) -> dict[str, Any]:
     log.bind(
         sys.stderr, run_id=task.run_id, pipeline=task.pipeline, step=task.node, attempt=task.attempt
     )
-    result: dict[str, Any]
+    result: StepResult
     try:
         if os.path.isdir(task.settings["cwd"]):
             os.chdir(task.settings["cwd"])
         os.environ.update(
             {k: v for k, v in task.settings["env"].items() if k.startswith("SHIPYARD_")}
         )
-        _apply(limits)
+        limits.apply_here()
         result = _run(task)
     except Exception as exc:
         traceback.print_exc()
         reason = f"{type(exc).__name__}: {exc}"
         log.error("step raised", reason=reason)
-        result = {"ok": False, "reason": reason, **process_usage()}
+        result = _failed(reason)
         if os.path.isdir(os.path.dirname(task.result_path) or "."):
-            _write_result(task.result_path, result)
+            result.write(task.result_path)
     sys.stdout.flush()
     sys.stderr.flush()
     return result
 
 
-def _run(task: StepTask) -> dict[str, Any]:
+def _run(task: StepTask) -> StepResult:
     from shipyard.artifacts import ArtifactStore, encode
     from shipyard.pipelines.loader import find_step
 
@@ -237,16 +222,16 @@ def _run(task: StepTask) -> dict[str, Any]:
             art = artifacts.put_bytes(data, media_type)
             outputs[name] = {**art.to_json(), "meta": {**meta, "step": task.node}}
         sys.stdout.flush()
-        result = {
-            "ok": True,
-            "outputs": outputs,
-            "consumed": ctx.consumed,
-            "input_rows": input_rows + ctx.consumed_rows,
-            "input_bytes": input_bytes + ctx.consumed_bytes,
+        result = StepResult(
+            True,
+            outputs=outputs,
+            consumed=ctx.consumed,
+            input_rows=input_rows + ctx.consumed_rows,
+            input_bytes=input_bytes + ctx.consumed_bytes,
             **process_usage(),
-        }
+        )
         if os.path.isdir(os.path.dirname(task.result_path) or "."):
-            _write_result(task.result_path, result)
+            result.write(task.result_path)
         return result
     finally:
         context.set_current(None)

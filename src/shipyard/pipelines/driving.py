@@ -1,13 +1,15 @@
 """Driving one run: each ready step on a thread of its own through admission, limits, the
 executor, retries with exponential backoff and its timeout; the first step that fails for
-good cancels the rest; SIGINT or SIGTERM cancel the run. :class:`~.runner.Runner` starts a
-:class:`RunDriver` per run (see its module docstring for the rules).
+good cancels the rest; SIGINT or SIGTERM cancel the run. :class:`~.runner.Runner` sets a run
+up and hands a :class:`RunDriver` everything it needs in a :class:`RunSetup` (see the runner's
+module docstring for the rules); the driver never reaches back into the runner.
 
 While the run goes, the driver heartbeats its run row and reads it back: a run ended from
 outside (``shipyard runs cancel``, or reconciled as abandoned) is cancelled here too. Each
 attempt's grant is renewed by a :class:`_Renewal` thread; a grant lost or not renewed by its
 fencing deadline gets the step killed at once (``lease lost: …``, see
-:mod:`shipyard.quota.admission`)."""
+:mod:`shipyard.quota.admission`). When the run has ended, the setup's ``on_finished``
+listeners are called in order; one that raises is logged and the rest still run."""
 
 from __future__ import annotations
 
@@ -18,9 +20,10 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shipyard.clock import Clock
 from shipyard.errors import QuotaError
@@ -29,6 +32,8 @@ from shipyard.pipelines.dsl import Pipeline
 from shipyard.pipelines.executor import (
     HEARTBEAT_INTERVAL_S,
     Admission,
+    Enforcer,
+    Executor,
     Grant,
     ProcessLimits,
     StepHandle,
@@ -39,9 +44,7 @@ from shipyard.pipelines.executor import (
 from shipyard.pipelines.graph import Graph, Node, refs_in
 from shipyard.pipelines.logs import append
 from shipyard.pipelines.reconcile import RUN_CHECK_INTERVAL_S, RUN_HEARTBEAT_INTERVAL_S
-
-if TYPE_CHECKING:
-    from shipyard.pipelines.runner import Runner
+from shipyard.workspace import Workspace
 
 log = logging.getLogger("shipyard.pipelines.runner")
 
@@ -70,6 +73,28 @@ class RunResult:
     status: str
     exit_reason: str | None
     steps: dict[str, StepView] = field(default_factory=dict)
+
+
+RunListener = Callable[[Workspace, str], object]
+"""Called with ``(workspace, run_id)`` once a run has ended and been recorded."""
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """What a run is driven with, chosen by the runner (and the face above it)."""
+
+    workspace: Workspace
+    executor: Executor
+    admission: Admission
+    enforcer: Enforcer
+    reservation: reservation.ReservedAdmission | None
+    pool: str | None
+    priority: int
+    kill_grace_s: float
+    sample_interval_s: float
+    tick_s: float
+    on_change: Callable[[dict[str, StepView]], None] | None = None
+    on_finished: tuple[RunListener, ...] = ()
 
 
 class _Cancel(Exception):
@@ -139,27 +164,18 @@ class RunDriver:
 
     def __init__(
         self,
-        runner: Runner,
+        setup: RunSetup,
         file: Path,
         pipeline: Pipeline,
         graph: Graph,
         new: records.NewRun,
-        pool: str | None,
     ) -> None:
-        self.r = runner
-        self.pool = pool
-        self.admission, self.enforcer, self.leases = runner._quota(pool)
-        self.reservation: reservation.ReservedAdmission | None = None
-        if runner.reserve and self.leases is not None and pool is not None:
-            self.reservation = reservation.ReservedAdmission(
-                self.leases,
-                pool,
-                pipeline.name,
-                new.run_id,
-                reservation.peak_demand(graph),
-                runner.priority,
-            )
-        self.ws = runner.workspace
+        self.setup = setup
+        self.pool = setup.pool
+        self.admission: Admission = setup.admission
+        self.enforcer = setup.enforcer
+        self.reservation = setup.reservation
+        self.ws = setup.workspace
         self.file = file
         self.pipeline = pipeline
         self.graph = graph
@@ -183,22 +199,20 @@ class RunDriver:
         return {"run_id": self.new.run_id, "pipeline": self.pipeline.name, "step": node}
 
     def _notify(self) -> None:
-        if self.r.on_change is not None:
-            self.r.on_change(self.views)
+        if self.setup.on_change is not None:
+            self.setup.on_change(self.views)
 
     def close(self) -> None:
         if self.reservation is not None:
             with contextlib.suppress(Exception):
                 self.reservation.close()
-        if self.leases is not None:
-            self.leases.close()
 
     def _reserve(self) -> None:
         """Take the run's reservation (``--reserve``); when it can never fit, the run fails."""
         if self.reservation is None:
             return
         try:
-            lease = self.reservation.open()
+            grant = self.reservation.open()
         except QuotaError as exc:
             self.failure = f"not admitted: {exc}"
             self.cancel_reason = "cancelled: the run was not admitted"
@@ -211,21 +225,20 @@ class RunDriver:
                 "info",
                 "run reserved its peak demand",
                 self._context(name),
-                pool=lease.pool,
-                lease_id=lease.lease_id,
-                resources=lease.resources,
+                pool=grant.detail.get("pool", self.pool),
+                lease_id=grant.lease_id,
+                resources=grant.granted,
             )
 
-    def _finished_hook(self) -> None:
-        """``shipyard.monitoring.on_run_finished`` if it exists; never fails the run."""
-        try:
-            from shipyard import monitoring
-
-            hook = getattr(monitoring, "on_run_finished", None)
-            if callable(hook):
-                hook(self.ws, self.new.run_id)
-        except Exception:
-            log.exception("monitoring hook failed for run %s", self.new.run_id)
+    def _tell_finished(self) -> None:
+        """Call each run-finished listener; a listener that raises never fails the run."""
+        for listener in self.setup.on_finished:
+            try:
+                listener(self.ws, self.new.run_id)
+            except Exception:
+                log.exception(
+                    "run-finished listener %r failed for run %s", listener, self.new.run_id
+                )
 
     def _ended_elsewhere(self, now: float) -> tuple[str, str | None] | None:
         """Heartbeat the run (every :data:`RUN_HEARTBEAT_INTERVAL_S`) or read it back: the
@@ -284,7 +297,7 @@ class RunDriver:
                         break
                     self._notify()
                     try:
-                        name, status = self.done.get(timeout=self.r.tick_s)
+                        name, status = self.done.get(timeout=self.setup.tick_s)
                     except queue.Empty:
                         continue
                     running -= 1
@@ -312,7 +325,7 @@ class RunDriver:
         status, reason = records.finish_run(
             self.ws.store, self.new.run_id, status, reason, self.ws.clock.time()
         )
-        self._finished_hook()
+        self._tell_finished()
         for view in self.views.values():
             if view.status in ("pending", "running", "retrying"):
                 view.status = "cancelled"
@@ -370,7 +383,7 @@ class RunDriver:
                 step_run_id=self.new.step_run_ids[name],
                 resources=step.resources.amounts(),
                 pool=self.pool,
-                priority=self.r.priority,
+                priority=self.setup.priority,
                 attempt=attempt,
             )
             try:
@@ -493,7 +506,7 @@ class RunDriver:
         renewal = _Renewal(self.admission, grant, self.ws.clock)
         try:
             try:
-                handle = self.r.executor.start(task, limits, on_launch)
+                handle = self.setup.executor.start(task, limits, on_launch)
             except _Fenced as exc:
                 append(task.log_path, "error", "lease lost: step not started", self._context(name))
                 return StepOutcome(False, str(exc), None), False
@@ -511,7 +524,7 @@ class RunDriver:
             outcome = handle.wait(interval)
             if outcome is not None:
                 return outcome, False
-            interval = min(interval * 2, self.r.sample_interval_s)
+            interval = min(interval * 2, self.setup.sample_interval_s)
             # fencing first: a step whose lease is lost must stop now, with no grace
             fenced = renewal.fenced()
             if fenced is not None:
@@ -535,13 +548,13 @@ class RunDriver:
             if reason is None and timeout_s is not None and now - begun > timeout_s:
                 reason = f"timed out after {timeout_s:g}s"
             if reason is not None:
-                handle.kill(self.r.kill_grace_s)
+                handle.kill(self.setup.kill_grace_s)
                 ended = handle.wait(0) or StepOutcome(False, reason, None)
                 return StepOutcome(
                     False, reason, ended.exit_code, {}, ended.peak_rss_bytes, ended.cpu_seconds
                 ), False
             if self.cancel.is_set():
-                handle.kill(self.r.kill_grace_s)
+                handle.kill(self.setup.kill_grace_s)
                 ended = handle.wait(0) or StepOutcome(False, "cancelled", None)
                 return StepOutcome(
                     False, "cancelled", ended.exit_code, {}, ended.peak_rss_bytes, ended.cpu_seconds

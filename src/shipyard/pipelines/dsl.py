@@ -28,14 +28,12 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shipyard.errors import PipelineDefinitionError
+from shipyard.monitor_config import MonitorSet, resolve_monitors
 from shipyard.pipelines.graph import Graph, Node, OutputRef
-from shipyard.quota.resources import parse_quantity
-
-if TYPE_CHECKING:
-    from shipyard.monitoring.config import MonitorSet
+from shipyard.quantities import parse_quantity
 
 
 class PipelineKind(StrEnum):
@@ -47,7 +45,7 @@ class PipelineKind(StrEnum):
 
 def quantity(value: object, what: str) -> float:
     """``"4Gi"`` → 4294967296.0, ``"500m"`` → 0.5, ``2`` → 2.0 (Kubernetes' notation, one parser
-    for the DSL and the quota pools: :func:`shipyard.quota.resources.parse_quantity`)."""
+    for the DSL and the quota pools: :func:`shipyard.quantities.parse_quantity`)."""
     return parse_quantity(value, what=what)
 
 
@@ -163,7 +161,8 @@ class Pipeline:
 
     ``monitors`` changes the monitors its kind gets by default (DESIGN.md's table):
     ``{"label_drift": False}`` switches one off, ``{"training_time": {"factor": 3}}`` sets one,
-    ``{"data_problems": True}`` adds one; see :mod:`shipyard.monitoring.config`.
+    ``{"data_problems": True}`` adds one; see :mod:`shipyard.monitor_config`. Each run keeps the
+    resolved settings it was created with, which is what monitoring judges it by.
     ``pool`` names the quota pool its runs are admitted in when ``--pool`` does not name one
     (a scheduled pipeline's runs go there too).
     """
@@ -199,8 +198,6 @@ class Pipeline:
         self.schedule = schedule
         self.pool = pool
         self.build_fn = build
-        from shipyard.monitoring.config import resolve_monitors  # light: no stats, no store
-
         try:
             self.monitors: MonitorSet = resolve_monitors(self.kind.value, monitors)
         except PipelineDefinitionError as exc:

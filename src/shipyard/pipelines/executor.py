@@ -1,7 +1,9 @@
 """The seams between the runner, the place a step runs, and quota.
 
-Three small interfaces, so that a Ray executor is one more :class:`Executor` and the quota wing
-plugs its admission and enforcement in without touching the runner:
+Small interfaces, so that a Ray executor is one more :class:`Executor` and the quota wing plugs
+its admission and enforcement in without the runner knowing it: this wing defines them, a face
+(``shipyard run``) hands quota's implementations to :class:`~.runner.Runner`, as a rollout
+controller drives whatever traffic router it was given. The runner imports no other service.
 
 * :class:`Admission` — *may this step run now?* ``acquire(request) -> Grant`` blocks until the
   resources are granted, or raises :class:`~shipyard.errors.QuotaExceeded` for a request that can
@@ -16,13 +18,18 @@ plugs its admission and enforcement in without touching the runner:
   (the default) admits by this machine's CPU count and memory, in-process. The runner calls
   ``acquire`` from a thread of its own per step; when the run is cancelled meanwhile, a grant
   that still arrives is released at once.
+* :class:`PoolAdmission` — an :class:`Admission` in named quota pools (``request.pool``), which
+  also says whether a pool is declared: quota's
+  :class:`~shipyard.quota.admission.QuotaAdmission`. With one, a run goes to the pool it names
+  or declares (:mod:`.reservation`), and ``--reserve`` holds the DAG's peak in one grant.
 * :class:`Enforcer` — *within what limits?* ``prepare(request, grant) -> ProcessLimits``:
   environment variables (``OMP_NUM_THREADS``…), a CPU affinity list and a memory limit that
   the step process applies to itself before the step's code runs, plus a ``watchdog`` the runner
   calls with every usage sample; a watchdog that returns a reason gets the step killed with that
-  reason. The runner uses quota's :class:`~shipyard.quota.enforce.QuotaEnforcer` with or
-  without a pool (a pool decides admission, not whether limits apply); :class:`NoEnforcement`
-  sets nothing.
+  reason. ``shipyard run`` hands the runner quota's
+  :class:`~shipyard.quota.enforce.QuotaEnforcer`, which applies with or without a pool (a pool
+  decides admission, not whether limits apply); a runner given none uses
+  :class:`NoEnforcement`, which sets nothing.
 * :class:`Executor` — *where does it run?* ``start(task, limits, on_launch) -> StepHandle``;
   the executor calls ``on_launch(pid)`` right before the step's code is handed over (the runner
   records the attempt as running there); the handle answers ``wait(timeout_s)``, ``sample()``
@@ -34,9 +41,11 @@ plugs its admission and enforcement in without touching the runner:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -89,6 +98,17 @@ class ProcessLimits:
     memory_limit_bytes: int | None = None
     watchdog: Callable[[UsageSample], str | None] | None = None
 
+    def apply_here(self) -> None:
+        """What a step process does to itself before the step's code: the environment, then
+        the CPU affinity (``os.sched_setaffinity``).
+
+        The memory limit is not an ``RLIMIT_AS``: address space is not memory (numpy, pyarrow
+        and BLAS reserve gigabytes they never touch), so the runner's watchdog enforces it on
+        the RSS of the whole process tree instead."""
+        os.environ.update(self.env)
+        if self.cpu_affinity:
+            os.sched_setaffinity(0, self.cpu_affinity)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "env": self.env,
@@ -107,6 +127,18 @@ class Admission(Protocol):
         ...
 
     def release(self, grant: Grant) -> None: ...
+
+
+class PoolAdmission(Admission, Protocol):
+    """Admission in named quota pools: ``acquire`` takes a grant in ``request.pool``."""
+
+    def pool_exists(self, pool: str) -> bool:
+        """Whether a pool of that name is declared."""
+        ...
+
+    def close(self) -> None:
+        """Let go of what the admission keeps open (connections, lock files)."""
+        ...
 
 
 class Enforcer(Protocol):
@@ -202,6 +234,68 @@ class StepOutcome:
     input_rows: int | None = None
     input_bytes: int | None = None
     consumed: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What the step process reports about its attempt: written by the child
+    (:mod:`.child`) as a file next to the step's log, and returned by a Ray task; every
+    executor turns it into a :class:`StepOutcome` the same way (:meth:`outcome`).
+
+    ``outputs`` maps each output name to its artifact record; ``consumed`` lists artifacts the
+    step read through the step context; the usage is the process's own (``getrusage``)."""
+
+    ok: bool
+    reason: str | None = None
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    consumed: list[dict[str, str]] = field(default_factory=list)
+    input_rows: int | None = None
+    input_bytes: int | None = None
+    peak_rss_bytes: int | None = None
+    cpu_seconds: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StepResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def write(self, path: str) -> None:
+        """Write atomically: the reader sees the whole result or none."""
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(self.to_json(), fh)
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, path: str) -> StepResult | None:
+        """The result written at ``path``; ``None`` when there is none (the process died
+        before writing it) or it cannot be read."""
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return cls.from_json(json.load(fh))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def outcome(
+        self, exit_code: int | None, peak_rss_bytes: int | None, cpu_seconds: float | None
+    ) -> StepOutcome:
+        """The attempt's outcome, with the usage the executor settled on."""
+        if self.ok:
+            return StepOutcome(
+                True,
+                None,
+                0,
+                self.outputs,
+                peak_rss_bytes=peak_rss_bytes,
+                cpu_seconds=cpu_seconds,
+                input_rows=self.input_rows,
+                input_bytes=self.input_bytes,
+                consumed=self.consumed,
+            )
+        return StepOutcome(False, str(self.reason), exit_code, {}, peak_rss_bytes, cpu_seconds)
 
 
 class StepHandle(Protocol):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import json
 import multiprocessing
 import os
 import signal
@@ -29,11 +28,17 @@ from typing import Any
 import psutil
 
 from shipyard.pipelines.child import idle_main
-from shipyard.pipelines.executor import ProcessLimits, StepOutcome, StepTask, UsageSample
+from shipyard.pipelines.executor import (
+    ProcessLimits,
+    StepOutcome,
+    StepResult,
+    StepTask,
+    UsageSample,
+)
+from shipyard.process_tree import sample_tree
 
 PRELOAD = [
     "shipyard.pipelines.child",
-    "shipyard.quota.enforce",  # apply_in_child, imported by every step
     "shipyard.pipelines.loader",
     "shipyard.store",
     "shipyard.artifacts",
@@ -142,19 +147,13 @@ class LocalStepHandle:
     def sample(self) -> UsageSample | None:
         if self._ps is None:
             return None
-        try:
-            tree = [self._ps, *self._ps.children(recursive=True)]
-            rss = cpu = 0.0
-            for proc in tree:
-                with proc.oneshot():
-                    rss += proc.memory_info().rss
-                    times = proc.cpu_times()
-                    cpu += times.user + times.system
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        tree = sample_tree(self._ps)
+        if tree is None:
             return None
-        self._peak_rss_bytes = max(self._peak_rss_bytes, int(rss))
-        self._cpu_seconds = max(self._cpu_seconds, cpu)
-        return UsageSample(max(int(rss) - self._baseline_rss_bytes, 0), cpu, len(tree))
+        self._peak_rss_bytes = max(self._peak_rss_bytes, tree.rss_bytes)
+        self._cpu_seconds = max(self._cpu_seconds, tree.cpu_seconds)
+        rss = max(tree.rss_bytes - self._baseline_rss_bytes, 0)
+        return UsageSample(rss, tree.cpu_seconds, tree.processes)
 
     def kill(self, grace_s: float) -> None:
         pid = self._process.pid
@@ -167,29 +166,15 @@ class LocalStepHandle:
         self._process.join()
 
     def _outcome(self, exitcode: int) -> StepOutcome:
-        result: dict[str, Any] = {}
-        try:
-            with open(self._task.result_path, encoding="utf-8") as fh:
-                result = json.load(fh)
-        except (OSError, ValueError):
-            pass
-        peak = max(self._peak_rss_bytes, int(result.get("peak_rss_bytes") or 0)) or None
-        cpu_seconds = result.get("cpu_seconds", self._cpu_seconds or None)
-        cpu = float(cpu_seconds) if cpu_seconds is not None else None
-        if exitcode == 0 and result.get("ok"):
-            return StepOutcome(
-                True,
-                None,
-                0,
-                result["outputs"],
-                input_rows=result.get("input_rows"),
-                input_bytes=result.get("input_bytes"),
-                consumed=result.get("consumed", []),
-                peak_rss_bytes=peak,
-                cpu_seconds=cpu,
-            )
-        if result.get("ok") is False:
-            reason = str(result["reason"])
+        result = StepResult.read(self._task.result_path)
+        reported = result.peak_rss_bytes if result is not None else None
+        peak = max(self._peak_rss_bytes, int(reported or 0)) or None
+        cpu = result.cpu_seconds if result is not None else (self._cpu_seconds or None)
+        cpu = float(cpu) if cpu is not None else None
+        if exitcode == 0 and result is not None and result.ok:
+            return result.outcome(0, peak, cpu)
+        if result is not None and not result.ok:
+            reason = str(result.reason)
         elif exitcode < 0:
             reason = f"killed by signal {signal.Signals(-exitcode).name}"
         elif exitcode > 0:

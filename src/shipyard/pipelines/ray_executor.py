@@ -54,7 +54,14 @@ from typing import Any
 import psutil
 
 from shipyard.errors import ConfigError
-from shipyard.pipelines.executor import ProcessLimits, StepOutcome, StepTask, UsageSample
+from shipyard.pipelines.executor import (
+    ProcessLimits,
+    StepOutcome,
+    StepResult,
+    StepTask,
+    UsageSample,
+)
+from shipyard.process_tree import sample_tree
 
 INSTALL_HINT = "the Ray executor needs Ray: pip install 'shipyard[ray]'"
 RAY_NAMES = {"cpu": "CPU", "gpu": "GPU", "memory": "memory"}
@@ -101,7 +108,7 @@ def unplaceable(resources: dict[str, float], nodes: list[dict[str, Any]]) -> str
     return f"no single Ray node has all of {asks} at once"
 
 
-def _run_step(task: StepTask, limits: ProcessLimits, reuse: bool = False) -> dict[str, Any]:
+def _run_step(task: StepTask, limits: ProcessLimits, reuse: bool = False) -> StepResult:
     """The Ray task: report where it runs, then run the step like a local step process.
 
     With ``reuse`` the worker serves further tasks afterwards, so what the step changed in the
@@ -132,10 +139,12 @@ def _run_step(task: StepTask, limits: ProcessLimits, reuse: bool = False) -> dic
         os.environ.update(env)
         sys.modules.pop(module_name(Path(task.file).expanduser().resolve()), None)
     after = process_usage()
-    result["cpu_seconds"] = after["cpu_seconds"] - before["cpu_seconds"]
     rose = after["peak_rss_bytes"] > before["peak_rss_bytes"]
-    result["peak_rss_bytes"] = after["peak_rss_bytes"] if rose else None
-    return result
+    return dataclasses.replace(
+        result,
+        cpu_seconds=after["cpu_seconds"] - before["cpu_seconds"],
+        peak_rss_bytes=after["peak_rss_bytes"] if rose else None,
+    )
 
 
 def _where_path(task: StepTask) -> str:
@@ -184,7 +193,7 @@ class RayStepHandle:
     def _collect(self) -> StepOutcome:
         ray = self._ray
         try:
-            result = ray.get(self._ref)
+            result: StepResult = ray.get(self._ref)
         except ray.exceptions.TaskCancelledError:
             return StepOutcome(False, "cancelled on Ray", None, {}, self._peak_rss_bytes or None)
         except ray.exceptions.OutOfMemoryError as exc:
@@ -194,40 +203,20 @@ class RayStepHandle:
             return StepOutcome(False, reason, None, {}, self._peak_rss_bytes or None)
         except ray.exceptions.RayError as exc:
             return StepOutcome(False, f"Ray: {type(exc).__name__}: {_first_line(exc)}", None)
-        peak = max(self._peak_rss_bytes, int(result.get("peak_rss_bytes") or 0)) or None
-        cpu = result.get("cpu_seconds")
-        cpu_seconds = float(cpu) if cpu is not None else None
-        if result.get("ok"):
-            return StepOutcome(
-                True,
-                None,
-                0,
-                result["outputs"],
-                peak_rss_bytes=peak,
-                cpu_seconds=cpu_seconds,
-                input_rows=result.get("input_rows"),
-                input_bytes=result.get("input_bytes"),
-                consumed=result.get("consumed", []),
-            )
-        return StepOutcome(False, str(result.get("reason")), 1, {}, peak, cpu_seconds)
+        peak = max(self._peak_rss_bytes, int(result.peak_rss_bytes or 0)) or None
+        cpu = float(result.cpu_seconds) if result.cpu_seconds is not None else None
+        return result.outcome(0 if result.ok else 1, peak, cpu)
 
     def sample(self) -> UsageSample | None:
         where = self._locate()
         if where is None or self._ps is None:
             return None
-        try:
-            tree = [self._ps, *self._ps.children(recursive=True)]
-            rss = cpu = 0.0
-            for proc in tree:
-                with proc.oneshot():
-                    rss += proc.memory_info().rss
-                    times = proc.cpu_times()
-                    cpu += times.user + times.system
-        except psutil.Error:
+        tree = sample_tree(self._ps)
+        if tree is None:
             return None
-        self._peak_rss_bytes = max(self._peak_rss_bytes, int(rss))
+        self._peak_rss_bytes = max(self._peak_rss_bytes, tree.rss_bytes)
         baseline = int(where.get("rss_bytes") or 0)
-        return UsageSample(max(int(rss) - baseline, 0), cpu, len(tree))
+        return UsageSample(max(tree.rss_bytes - baseline, 0), tree.cpu_seconds, tree.processes)
 
     def kill(self, grace_s: float) -> None:
         """Kill the step's own children, then the task (``ray.cancel(force=True)`` ends its

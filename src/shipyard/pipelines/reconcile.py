@@ -16,6 +16,11 @@ Step processes normally die with their runner already (``PR_SET_PDEATHSIG``, see
 every :data:`RUN_CHECK_INTERVAL_S`, sees that and stops its own steps (no retry starts; their
 leases are released); what is still running after ``wait_s`` (or after a runner that died) is
 killed here, and the run's leases released.
+
+Leases are quota's: whoever calls these (the daemon, ``shipyard runs cancel``) hands in
+``release_leases(run_id, reason) -> lease ids`` (quota's
+:func:`~shipyard.quota.admission.release_run_leases`); without it a run's leases are left to
+expire and be reclaimed.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psutil
@@ -43,6 +49,9 @@ RUN_CHECK_INTERVAL_S = 0.5
 RUNNER_STALE_AFTER_S = 60.0
 """A run on another host whose runner has not heartbeated for this long is abandoned."""
 _START_TOLERANCE_S = 1.0
+
+ReleaseLeases = Callable[[str, str], list[str]]
+"""``release_leases(run_id, reason)``: end every lease the run holds or waits for; their ids."""
 
 
 @dataclass(frozen=True)
@@ -110,13 +119,18 @@ def kill_step_processes(pid: int | None, started_at: float | None) -> bool:
 
 
 def end_run(
-    ws: Workspace, run_id: str, status: str, reason: str, clock: Clock = SYSTEM_CLOCK
+    ws: Workspace,
+    run_id: str,
+    status: str,
+    reason: str,
+    clock: Clock = SYSTEM_CLOCK,
+    release_leases: ReleaseLeases | None = None,
 ) -> EndedRun | None:
     """End a ``running`` run from outside its runner: the run is recorded first, then its
     unfinished steps (see :func:`_stop_steps`). ``None`` when the run had ended meanwhile."""
     if not _mark_run(ws, run_id, status, reason, clock.time()):
         return None
-    return _stop_steps(ws, run_id, status, reason, clock.time())
+    return _stop_steps(ws, run_id, status, reason, clock.time(), release_leases)
 
 
 def _mark_run(ws: Workspace, run_id: str, status: str, reason: str, now: float) -> bool:
@@ -128,7 +142,14 @@ def _mark_run(ws: Workspace, run_id: str, status: str, reason: str, now: float) 
         return True
 
 
-def _stop_steps(ws: Workspace, run_id: str, status: str, reason: str, now: float) -> EndedRun:
+def _stop_steps(
+    ws: Workspace,
+    run_id: str,
+    status: str,
+    reason: str,
+    now: float,
+    release_leases: ReleaseLeases | None,
+) -> EndedRun:
     """Record the run's unfinished steps as ended (a step that was running gets ``status``,
     one not started ``cancelled``), then kill the step processes still alive on this host and
     release the run's leases."""
@@ -151,14 +172,8 @@ def _stop_steps(ws: Workspace, run_id: str, status: str, reason: str, now: float
     stopped = [
         name for name, pid, started in running if local and kill_step_processes(pid, started)
     ]
-    return EndedRun(run_id, pipeline, status, reason, stopped, _release_leases(ws, run_id, reason))
-
-
-def _release_leases(ws: Workspace, run_id: str, reason: str) -> list[str]:
-    # quota owns leases; imported here because quota.admission imports this wing's seams
-    from shipyard.quota.admission import release_run_leases
-
-    return release_run_leases(ws.store, run_id, reason)
+    released = release_leases(run_id, reason) if release_leases is not None else []
+    return EndedRun(run_id, pipeline, status, reason, stopped, released)
 
 
 def reconcile_runs(
@@ -166,6 +181,7 @@ def reconcile_runs(
     clock: Clock = SYSTEM_CLOCK,
     *,
     stale_after_s: float = RUNNER_STALE_AFTER_S,
+    release_leases: ReleaseLeases | None = None,
 ) -> list[EndedRun]:
     """End every ``running`` run whose runner is gone (see the module docstring) as
     ``failed`` with ``runner died: …``; returns the runs ended. The daemon calls this every
@@ -176,7 +192,7 @@ def reconcile_runs(
         dead = [(run.id, why) for run in runs if (why := runner_gone(run, now, stale_after_s))]
     ended = []
     for run_id, why in dead:
-        result = end_run(workspace, run_id, "failed", why, clock)
+        result = end_run(workspace, run_id, "failed", why, clock, release_leases)
         if result is not None:
             ended.append(result)
     return ended
@@ -195,7 +211,12 @@ def _steps_running(ws: Workspace, run_id: str) -> bool:
 
 
 def cancel_run(
-    workspace: Workspace, run: str, clock: Clock = SYSTEM_CLOCK, *, wait_s: float = 15.0
+    workspace: Workspace,
+    run: str,
+    clock: Clock = SYSTEM_CLOCK,
+    *,
+    wait_s: float = 15.0,
+    release_leases: ReleaseLeases | None = None,
 ) -> EndedRun:
     """Cancel a live run (see the module docstring); ``run`` is an id or a unique prefix.
     :class:`~shipyard.errors.NotFound` for an unknown run, :class:`InvalidInput` for a run
@@ -225,6 +246,6 @@ def cancel_run(
             if not _steps_running(workspace, run_id):
                 break
             time.sleep(0.05)
-    ended = _stop_steps(workspace, run_id, "cancelled", reason, clock.time())
+    ended = _stop_steps(workspace, run_id, "cancelled", reason, clock.time(), release_leases)
     stopped = sorted(set(ended.steps_stopped) | set(was_running))
     return EndedRun(run_id, ended.pipeline, "cancelled", reason, stopped, ended.leases_released)

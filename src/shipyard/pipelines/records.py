@@ -48,7 +48,8 @@ def create_run(
 
     The run records who runs it (this host, pid and the process's start time, which tells a
     reused pid apart) and a first heartbeat: :mod:`.reconcile` reads them to find runs whose
-    runner died."""
+    runner died. It keeps the pipeline's resolved monitor settings (``runs.monitors``), which
+    its steps and monitoring judge it by: nobody has to find the definition again."""
     from shipyard.store.base import new_id
 
     now = clock.time()
@@ -85,6 +86,7 @@ def create_run(
                 runner_pid=os.getpid(),
                 runner_started_at=process_started_at(os.getpid()),
                 heartbeat_at=now,
+                monitors=pipeline.monitors.to_json(),
             )
         )
         s.flush()

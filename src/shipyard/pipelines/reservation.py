@@ -4,6 +4,8 @@
 (``--pool``); ``Pipeline(pool=…)``; ``settings.quota.default_pool`` when a pool of that name has
 been declared. With none, the run is admitted by this machine's size
 (:class:`~shipyard.pipelines.executor.LocalAdmission`) — and limited as declared all the same.
+Which pools exist is asked of the :class:`~.executor.PoolAdmission` the face handed in (quota's);
+a runner handed none runs no pool, and refuses a run that names one.
 A run with a pool records it for the pipeline (``PipelineRecord.spec["pool"]``, which
 ``shipyard quota plan`` reads), but a later run does *not* go there by itself: as a Kueue
 workload names its queue and a Prefect deployment its work pool, where a run is admitted is
@@ -17,7 +19,8 @@ never be refused half-way) and every set of steps that become ready together. It
 maximum-weight antichain of the DAG (a long chain running beside a short branch can overlap
 steps of different levels); instead of reserving that larger bound, the run's steps are admitted
 *inside* the reservation (:class:`ReservedAdmission`): they wait only for each other, never for
-the pool, and the run never holds more than it reserved.
+the pool, and the run never holds more than it reserved. The reservation is one grant of the
+pools' admission for the whole run, renewed from a thread of its own and fenced like a step's.
 """
 
 from __future__ import annotations
@@ -28,13 +31,20 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shipyard.errors import QuotaError
-from shipyard.pipelines.executor import Grant, LocalAdmission, StepRequest
+from shipyard.errors import InvalidInput, NotFound, QuotaError
+from shipyard.pipelines.executor import (
+    HEARTBEAT_INTERVAL_S,
+    Admission,
+    Grant,
+    LocalAdmission,
+    PoolAdmission,
+    StepRequest,
+)
 from shipyard.pipelines.graph import Graph
+from shipyard.store.tables import PipelineRecord
 
 if TYPE_CHECKING:
     from shipyard.pipelines.dsl import Pipeline
-    from shipyard.quota.admission import Lease, LeaseManager
     from shipyard.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -85,22 +95,25 @@ class PoolChoice:
         return line
 
 
-def resolve_pool(ws: Workspace, pipeline: Pipeline, explicit: str | None) -> PoolChoice:
-    """The pool this run uses (see the module docstring), checked to exist.
+def resolve_pool(
+    ws: Workspace, pipeline: Pipeline, explicit: str | None, pools: PoolAdmission | None
+) -> PoolChoice:
+    """The pool this run uses (see the module docstring), checked to exist in ``pools``.
 
-    Raises :class:`~shipyard.errors.NotFound` when a pool is named but not declared."""
-    from shipyard.errors import NotFound
-    from shipyard.quota.admission import pool_exists
-    from shipyard.store.tables import PipelineRecord
-
+    Raises :class:`~shipyard.errors.NotFound` when a pool is named but not declared, and
+    :class:`~shipyard.errors.InvalidInput` when one is named but there are no ``pools``."""
     declared = pipeline.pool
     named, why = (explicit, "named with --pool") if explicit else (declared, "Pipeline(pool=…)")
     if named is not None:
-        if not pool_exists(ws.store, str(named)):
+        if pools is None:
+            raise InvalidInput(
+                f"pool {named!r} ({why}): this runner was given no quota pools to admit steps in"
+            )
+        if not pools.pool_exists(str(named)):
             raise NotFound("pool", str(named), "declare it with `shipyard quota apply pools.yaml`")
         return PoolChoice(str(named), why)
     default = ws.settings.quota.default_pool
-    if pool_exists(ws.store, default):
+    if pools is not None and pools.pool_exists(default):
         return PoolChoice(default, "the workspace's quota.default_pool")
     with ws.store.session() as s:
         record = s.get(PipelineRecord, pipeline.name)
@@ -110,148 +123,105 @@ def resolve_pool(ws: Workspace, pipeline: Pipeline, explicit: str | None) -> Poo
 
 def record_pool(ws: Workspace, pipeline: str, pool: str) -> None:
     """Write ``PipelineRecord.spec["pool"]`` (``shipyard quota plan`` plans the pipeline there)."""
-    from shipyard.store.tables import PipelineRecord
-
     with ws.store.session(immediate=True) as s:
         record = s.get(PipelineRecord, pipeline)
         if record is not None:
             record.spec = {**(record.spec or {}), "pool": pool}
 
 
-class ReservedAdmission:
-    """Admission of a run's steps inside one lease that holds the run's peak demand.
+RESERVATION_STEP = "(run reservation)"
+"""The step name of a run's reservation grant (what ``quota status`` shows for it)."""
 
-    :meth:`open` takes the lease (blocking until the pool grants it, or raising
-    :class:`~shipyard.errors.QuotaExceeded` at once when it can never fit); a thread heartbeats
-    it while the run goes; :meth:`close` gives it back. Steps are admitted in-process against
-    the reserved amounts; their grants name the run's lease and pool.
+
+class ReservedAdmission:
+    """Admission of a run's steps inside one grant that holds the run's peak demand.
+
+    :meth:`open` takes the grant from the pools' admission (blocking until the pool grants it,
+    or raising :class:`~shipyard.errors.QuotaExceeded` at once when it can never fit); a thread
+    renews it while the run goes (every ``detail["renew_every_s"]``); :meth:`close` gives it
+    back. Steps are admitted in-process against the reserved amounts; their grants name the
+    run's grant, its pool and its latest expiry, so each step's renewal fences it with the run's.
     """
 
     def __init__(
         self,
-        leases: LeaseManager,
+        pools: Admission,
         pool: str,
         pipeline: str,
         run_id: str,
         demand: dict[str, float],
         priority: int = 0,
     ) -> None:
-        self.leases = leases
+        self.pools = pools
         self.pool = pool
         self.pipeline = pipeline
         self.run_id = run_id
         self.demand = demand
         self.priority = priority
-        self.lease: Lease | None = None
+        self.grant: Grant | None = None
+        self.expires_at: float | None = None
         self._inner = LocalAdmission(dict(demand))
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self.lost: str | None = None
 
-    def open(self) -> Lease:
-        from shipyard.quota.admission import LeaseRequest
-
-        self.lease = self.leases.acquire(
-            LeaseRequest(
-                self.pipeline,
-                self.demand,
-                pool=self.pool,
-                run_id=self.run_id,
-                step="(run reservation)",
-                priority=self.priority,
-            )
+    def open(self) -> Grant:
+        request = StepRequest(
+            pipeline=self.pipeline,
+            run_id=self.run_id,
+            step=RESERVATION_STEP,
+            step_run_id="",
+            resources=self.demand,
+            pool=self.pool,
+            priority=self.priority,
         )
-        self._beat = threading.Thread(target=self._heartbeats, daemon=True, name="reservation")
+        self.grant = grant = self.pools.acquire(request)
+        expires_at = grant.detail.get("expires_at")
+        self.expires_at = float(expires_at) if expires_at is not None else None
+        every_s = float(grant.detail.get("renew_every_s") or HEARTBEAT_INTERVAL_S)
+        self._beat = threading.Thread(
+            target=self._heartbeats, args=(grant, every_s), daemon=True, name="reservation"
+        )
         self._beat.start()
-        return self.lease
+        return grant
 
-    def _heartbeats(self) -> None:
-        from shipyard.quota.admission import renew_every_s
-
-        while not self._stop.wait(renew_every_s(self.leases.lease_ttl_s)):
-            lease = self.lease
-            if lease is None:
-                return
+    def _heartbeats(self, grant: Grant, every_s: float) -> None:
+        while not self._stop.wait(every_s):
             try:
-                self.lease = self.leases.heartbeat(lease)
+                expires_at = self.pools.heartbeat(grant)
             except QuotaError as exc:  # lost: every step's renewal now fences its step
                 self.lost = str(exc)
-                log.warning("reservation %s lost: %s", lease.lease_id, exc)
+                log.warning("reservation %s lost: %s", grant.lease_id, exc)
                 return
             except Exception as exc:  # a store outage: the fencing deadline decides
-                log.warning("reservation %s: heartbeat failed: %s", lease.lease_id, exc)
+                log.warning("reservation %s: heartbeat failed: %s", grant.lease_id, exc)
+                continue
+            if expires_at is not None:
+                self.expires_at = expires_at
 
     def close(self) -> None:
         self._stop.set()
         if self._beat is not None:
             self._beat.join()
-        if self.lease is not None:
-            self.leases.release(self.lease)
-            self.lease = None
+        if self.grant is not None:
+            self.pools.release(self.grant)
+            self.grant = None
 
     def acquire(self, request: StepRequest) -> Grant:
-        from shipyard.quota.admission import lease_detail
-
         inner = self._inner.acquire(request)
-        lease = self.lease
-        lease_id = lease.lease_id if lease is not None else inner.lease_id
+        grant = self.grant
+        lease_id = grant.lease_id if grant is not None else inner.lease_id
         detail: dict[str, Any] = {"pool": self.pool, "reservation": lease_id}
-        if lease is not None:
-            detail = lease_detail(lease, self.leases) | detail
+        if grant is not None:
+            detail = {**grant.detail, "expires_at": self.expires_at} | detail
         return Grant(request, lease_id, inner.granted, detail | {"local": inner.lease_id})
 
     def heartbeat(self, grant: Grant) -> float | None:
         """The reservation's expiry (its own thread renews it); :class:`QuotaError` once lost."""
         if self.lost is not None:
             raise QuotaError(f"the run's reservation was lost: {self.lost}")
-        lease = self.lease
-        return lease.expires_at if lease is not None else None
+        return self.expires_at if self.grant is not None else None
 
     def release(self, grant: Grant) -> None:
         with contextlib.suppress(Exception):
             self._inner.release(grant)
-
-
-class PerAttemptQuota:
-    """Quota admission for a run's step threads: one
-    :class:`~shipyard.quota.admission.QuotaAdmission` per attempt, closed when it is released.
-
-    A :class:`~shipyard.quota.admission.LeaseManager` keeps one SQLite connection and one
-    ``flock`` descriptor for its admission transactions; threads sharing it would run two
-    transactions on one connection (``cannot start a transaction within a transaction``) and
-    would not exclude each other (``flock`` belongs to the open file, not the thread). One per
-    attempt gives each step thread its own connection and lock file description, so the
-    attempts queue on the lock like separate processes do.
-    """
-
-    def __init__(self, ws: Workspace) -> None:
-        self.ws = ws
-        self._by_lease: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def acquire(self, request: StepRequest) -> Grant:
-        from shipyard.quota.admission import QuotaAdmission
-
-        quota = QuotaAdmission.for_workspace(self.ws.store, self.ws.settings, self.ws.clock)
-        try:
-            grant = quota.acquire(request)
-        except BaseException:
-            quota.leases.close()
-            raise
-        with self._lock:
-            self._by_lease[grant.lease_id] = quota
-        return grant
-
-    def heartbeat(self, grant: Grant) -> float | None:
-        with self._lock:
-            quota = self._by_lease.get(grant.lease_id)
-        return quota.heartbeat(grant) if quota is not None else None
-
-    def release(self, grant: Grant) -> None:
-        with self._lock:
-            quota = self._by_lease.pop(grant.lease_id, None)
-        if quota is not None:
-            try:
-                quota.release(grant)
-            finally:
-                quota.leases.close()

@@ -61,8 +61,9 @@ from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.config import Settings
 from shipyard.errors import QuotaError, QuotaExceeded, StoreError
 from shipyard.pipelines.executor import Grant, StepRequest
+from shipyard.quantities import Amounts, parse_amounts
 from shipyard.quota.pools import Pool, dominant_share, load_pool
-from shipyard.quota.resources import Amounts, add, first_excess, parse_amounts, subtract
+from shipyard.quota.resources import add, first_excess, subtract
 from shipyard.statuses import LEASE_ACTIVE as ACTIVE
 from shipyard.store import Store, new_id
 from shipyard.store.quota import QuotaEvent, QuotaLease, QuotaPool
@@ -239,7 +240,8 @@ def _next_fence(s: Session, pool: str) -> int:
 
 
 class LeaseManager:
-    """The :class:`Admission` a runner uses: ``acquire`` → ``heartbeat``… → ``release``.
+    """Leases in pools: ``acquire`` → ``heartbeat``… → ``release`` (the runner's seam over it
+    is :class:`QuotaAdmission`).
 
     >>> admission = LeaseManager(store, lease_ttl_s=30)          # doctest: +SKIP
     >>> grant = admission.acquire(LeaseRequest("etl", {"cpu": 2, "memory": "4Gi"}, pool="shared"))
@@ -526,10 +528,13 @@ def lease_detail(lease: Lease, leases: LeaseManager) -> dict[str, object]:
 
 
 class QuotaAdmission:
-    """The pipelines runner's :class:`~shipyard.pipelines.executor.Admission`, backed by pools.
+    """Quota's :class:`~shipyard.pipelines.executor.PoolAdmission`, which a face (``shipyard
+    run``) hands to the pipelines runner.
 
-    Each step attempt takes a lease in ``request.pool`` (else ``settings.quota.default_pool``);
-    the grant's ``detail`` names the pool, the lease and its expiry.
+    Each step attempt (and a run's ``--reserve`` grant) takes a lease in ``request.pool`` (else
+    ``settings.quota.default_pool``); the grant's ``detail`` names the pool, the lease, its
+    expiry and what its holder needs to fence itself (:func:`lease_detail`). One instance
+    serves all of a run's step threads: its :class:`LeaseManager` is shared by threads.
     """
 
     def __init__(self, leases: LeaseManager, timeout_s: float | None = None) -> None:
@@ -548,6 +553,12 @@ class QuotaAdmission:
                 default_pool=settings.quota.default_pool,
             )
         )
+
+    def pool_exists(self, pool: str) -> bool:
+        return pool_exists(self.leases.store, pool)
+
+    def close(self) -> None:
+        self.leases.close()
 
     def acquire(self, request: StepRequest) -> Grant:
         lease = self.leases.acquire(

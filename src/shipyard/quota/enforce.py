@@ -1,9 +1,10 @@
 """Enforcement on one machine: CPUs, thread pools, accelerators and memory for a step process.
 
-* **CPU**: an affinity list of ``ceil(cpu)`` CPUs (``os.sched_setaffinity``, applied in the
-  child before the step's code runs) and the thread-pool variables numerical libraries read at
-  start-up: ``OMP_NUM_THREADS`` (OpenMP), ``MKL_NUM_THREADS`` (Intel MKL),
-  ``OPENBLAS_NUM_THREADS`` (OpenBLAS), ``NUMEXPR_NUM_THREADS``, ``VECLIB_MAXIMUM_THREADS``.
+* **CPU**: an affinity list of ``ceil(cpu)`` CPUs (``os.sched_setaffinity``, applied by the
+  step process to itself before the step's code runs: ``ProcessLimits.apply_here``) and the
+  thread-pool variables numerical libraries read at start-up: ``OMP_NUM_THREADS`` (OpenMP),
+  ``MKL_NUM_THREADS`` (Intel MKL), ``OPENBLAS_NUM_THREADS`` (OpenBLAS), ``NUMEXPR_NUM_THREADS``,
+  ``VECLIB_MAXIMUM_THREADS``.
 * **Accelerators**: ``CUDA_VISIBLE_DEVICES`` lists the granted GPU indices (empty: none), so a
   step sees only what it was granted.
 * **Memory**: the runner samples the RSS of the step's whole process tree (``psutil``, every
@@ -29,7 +30,8 @@ from typing import Any
 import psutil
 
 from shipyard.pipelines.executor import Grant, ProcessLimits, StepRequest, UsageSample
-from shipyard.quota.resources import format_amount
+from shipyard.process_tree import tree_rss_bytes
+from shipyard.quantities import format_amount
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -87,22 +89,6 @@ class MemoryWatchdog:
                 kill_tree(pid)
                 return
             self._stop.wait(self.interval_s)
-
-
-def tree_rss_bytes(pid: int) -> int | None:
-    """RSS of a process and all its descendants; ``None`` once the process is gone."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return None
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return total
 
 
 def kill_tree(pid: int) -> None:
@@ -165,10 +151,3 @@ class QuotaEnforcer:
             watchdog = MemoryWatchdog(limit, memory, self.mechanism)
             env["SHIPYARD_MEMORY_ENFORCEMENT"] = self.mechanism
         return ProcessLimits(env, affinity, limit, watchdog)
-
-
-def apply_in_child(limits: ProcessLimits) -> None:
-    """What a step process does to itself before the step's code: its CPU affinity. (The
-    environment is passed when the process starts.)"""
-    if limits.cpu_affinity:
-        os.sched_setaffinity(0, limits.cpu_affinity)

@@ -35,6 +35,7 @@ from sqlalchemy import select, update
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import QuotaError, QuotaExceeded, ShipyardError
+from shipyard.process_tree import sample_tree
 from shipyard.quota import Lease, LeaseManager, LeaseRequest, list_pools, parse_amounts
 from shipyard.quota.resources import format_amount
 from shipyard.quota.views import holders_in, leases_in
@@ -362,28 +363,15 @@ class ProcessUsage:
         self._cpu_s: dict[int, float] = {}
         self._at: float | None = None
 
-    def _tree(self) -> list[psutil.Process]:
-        try:
-            return [self.root, *self.root.children(recursive=True)]
-        except psutil.Error:
-            return [self.root]
-
     def sample(self) -> dict[str, float]:
         """``{"cpu": cores, "memory": bytes}`` since the previous sample (cpu 0 on the first)."""
         now = self._clock()
-        cpu_s: dict[int, float] = {}
-        rss = 0.0
+        tree = sample_tree(self.root)
+        cpu_s = dict(tree.cpu_seconds_by_pid) if tree is not None else {}
+        rss = float(tree.rss_bytes) if tree is not None else 0.0
         delta = 0.0
-        for p in self._tree():
-            try:
-                with p.oneshot():
-                    t = p.cpu_times()
-                    used = float(t.user + t.system)
-                    rss += float(p.memory_info().rss)
-            except psutil.Error:
-                continue  # it ended between listing and reading
-            cpu_s[p.pid] = used
-            before = self._cpu_s.get(p.pid)
+        for pid, used in cpu_s.items():
+            before = self._cpu_s.get(pid)
             if before is not None:
                 delta += max(used - before, 0.0)
             elif self._at is not None:

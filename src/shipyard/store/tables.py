@@ -44,6 +44,8 @@ class Run(Base):
     runner_pid: Mapped[int | None] = mapped_column(Integer)
     runner_started_at: Mapped[float | None] = mapped_column(Float)
     heartbeat_at: Mapped[float | None] = mapped_column(Float)
+    # the pipeline's monitor settings when the run was created (shipyard.monitor_config JSON)
+    monitors: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
 
 
 class StepRun(Base):
