@@ -117,12 +117,12 @@ class TestTasks:
         monkeypatch.delitem(sys.modules, "shipyard.daemon.tasks", raising=False)
         monkeypatch.setitem(sys.modules, "shipyard.deploy.loop", None)  # import fails
         with pytest.raises(ImportError, match=r"shipyard\.deploy\.loop"):
-            Daemon(_context(workspace, FakeClock(T0), []))
+            import shipyard.daemon.tasks  # noqa: F401 - what `shipyard daemon` does first
 
     def test_every_built_in_task_runs_cleanly_on_a_fresh_workspace(
         self, workspace: Workspace, caplog: pytest.LogCaptureFixture
     ) -> None:
-        loop = Daemon(_context(workspace, FakeClock(T0), []))
+        loop = Daemon(_context(workspace, FakeClock(T0), []), tasks=builtin_tasks())
         with caplog.at_level(logging.ERROR, logger="shipyard.daemon"):
             ran = loop.tick()
         assert set(ran) >= {
@@ -153,7 +153,7 @@ class TestTasks:
             models=[],
             pid=gone.pid,
         )
-        Daemon(_context(workspace, clock, [])).tick()
+        Daemon(_context(workspace, clock, []), tasks=builtin_tasks()).tick()
         (record,) = list_instances(
             workspace.store, clock.time(), include_stopped=True, ids=[instance]
         )

@@ -119,7 +119,14 @@ def test_a_hung_receiver_holds_up_neither_rule_evaluation_nor_rollouts(
     set_policy(ws.store, "churn", STRAIGHT_TO_PRODUCTION, actor="admin")
     webhook.script = ["hang"]  # accepts the first request and never answers it
     cfg = _config(tmp_path / "home", webhook.url, timeout="20s")
-    running(Daemon(_context(ws, cfg), tick_s=0.05, intervals_s={"rollouts.advance": 0.1}))
+    running(
+        Daemon(
+            _context(ws, cfg),
+            tick_s=0.05,
+            intervals_s={"rollouts.advance": 0.1},
+            tasks=builtin_tasks(),
+        )
+    )
 
     write_point(ws.store, "drift", {"column": "age"}, time.time(), 0.9)
     assert webhook.arrived.wait(20), "the daemon never tried to deliver"

@@ -15,6 +15,7 @@ from shipyard.alerting.config import build_config
 from shipyard.cli.runs import run_services
 from shipyard.clock import FakeClock
 from shipyard.daemon import Daemon, DaemonContext
+from shipyard.daemon.tasks import builtin_tasks
 from shipyard.errors import NotFound
 from shipyard.pipelines.loader import load_pipeline
 from shipyard.pipelines.records import get_run
@@ -306,7 +307,7 @@ def test_the_daemon_records_quota_usage_series(workspace: Workspace) -> None:
         lambda record: None,
         workspace.settings.logs_dir,
     )
-    assert "quota.usage" in Daemon(ctx).tick()
+    assert "quota.usage" in Daemon(ctx, tasks=builtin_tasks()).tick()
     with workspace.store.session() as s:
         names = set(s.scalars(select(MetricPoint.name)))
     assert {"shipyard_quota_capacity", "shipyard_quota_usage_rate"} <= names

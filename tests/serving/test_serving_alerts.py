@@ -12,8 +12,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from monitoring.serving_testkit import wait_flushed
 from serving.conftest import Running, fit_classifier, training_frame
-from serving.test_monitors import _wait_flushed
 from shipyard.alerting.config import load_config
 from shipyard.alerting.cycle import evaluate
 from shipyard.clock import FakeClock
@@ -68,7 +68,7 @@ def test_a_quality_drop_measured_on_late_labels_fires_model_quality_drop(
         truth[:25] = 1 - truth[:25]  # the world changed for a quarter of the customers
         r = c.post("/v2/models/churn/feedback", json={"request_ids": ids, "labels": truth.tolist()})
         assert r.json() == {"accepted": 100}
-    _wait_flushed(served, 100)
+    wait_flushed(served, 100)
     checks = {c.monitor: c for c in ServingMonitor(served.ws.store, served.registry).run("churn")}
     assert checks["serving.quality"].evidence["metrics"]["accuracy"] == pytest.approx(0.75)
     with served.ws.store.session() as s:

@@ -50,8 +50,11 @@ def daemon(
         ws.settings.logs_dir,
         alerting_text=text,
     )
+    from shipyard.daemon.tasks import builtin_tasks  # every service: only when the daemon runs
+
     loop = Daemon(
         context,
+        tasks=builtin_tasks(),
         tick_s=tick if tick > 0 else ws.settings.daemon.tick_s,
         leader_ttl_s=ws.settings.daemon.leader_ttl_s,
     )

@@ -82,25 +82,21 @@ class PeriodicTask:
     lane: str = CONTROL
 
 
-def _builtin_tasks() -> list[PeriodicTask]:
-    # The tasks load every service (scipy, the registry, the model server's client); imported
-    # here so that commands which only read the lease (`shipyard deploy`) do not pay for them.
-    from shipyard.daemon.tasks import builtin_tasks
-
-    return builtin_tasks()
-
-
 @dataclass
 class Daemon:
     """Runs the tasks when due, each lane in its own thread; leader-only tasks only while
-    holding the lease, which a thread of its own renews."""
+    holding the lease, which a thread of its own renews.
+
+    The tasks are handed in by the face (``shipyard daemon`` passes
+    :func:`shipyard.daemon.tasks.builtin_tasks`): the loop imports no service, so a broken
+    import fails where the tasks are built, before the daemon starts."""
 
     context: DaemonContext
     tick_s: float = 1.0
     leader_ttl_s: float = 15.0
     renew_s: float = 0.0
     """Seconds between renewals (0: a third of ``leader_ttl_s``)."""
-    tasks: list[PeriodicTask] = field(default_factory=_builtin_tasks)
+    tasks: list[PeriodicTask] = field(kw_only=True)
     intervals_s: dict[str, float] = field(default_factory=dict)
     holder: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
