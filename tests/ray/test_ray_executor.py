@@ -101,9 +101,9 @@ def test_the_cli_says_how_to_install_ray_in_one_line(
     import typer
     from typer.testing import CliRunner
 
-    from shipyard.cli import runs
+    from shipyard.cli import Group, runs
 
-    app = typer.Typer()
+    app = typer.Typer(cls=Group)
     app.callback()(lambda: None)
     runs.register(app)
     target = write(
