@@ -80,3 +80,33 @@ def test_a_flushed_window_carries_latencies_finer_than_its_buckets(workspace: Wo
     assert np.sort(arm.latencies_ms) == pytest.approx(np.array(served_s) * 1000, rel=0.03), (
         "each latency within one 2 % bin of what was served"
     )
+
+
+def test_a_sampled_large_request_keeps_its_first_rows_and_their_answers(
+    workspace: Workspace,
+) -> None:
+    import io
+    import json
+
+    import pyarrow.parquet as pq
+
+    from shipyard.serving.telemetry import SAMPLE_MAX_ROWS
+    from shipyard.store.tables import ArtifactRecord
+
+    clf, x = fit_classifier()
+    info = Registry.of(workspace).register("m", clf, training_data=x, alias="champion")
+    telemetry = Telemetry(workspace.store, workspace.artifacts, sample_rate=1.0)
+    rows = np.tile(x.to_numpy(), (2, 1))[:500]
+    predictions = clf.predict(rows)
+    telemetry.ok(info, rows, predictions, None, 0.01, "big")
+    assert telemetry.flush() == 1
+    with workspace.store.session() as s:
+        (record,) = [
+            r for r in s.scalars(select(ArtifactRecord))
+            if (r.meta or {}).get("kind") == "serving_request_log"
+        ]  # fmt: skip
+    (logged,) = pq.read_table(io.BytesIO(workspace.artifacts.get_bytes(record.digest))).to_pylist()
+    kept = np.asarray(json.loads(logged["request"]))
+    assert kept.shape == (SAMPLE_MAX_ROWS, rows.shape[1])
+    np.testing.assert_allclose(kept, rows[:SAMPLE_MAX_ROWS])
+    assert json.loads(logged["response"]) == predictions[:SAMPLE_MAX_ROWS].tolist()

@@ -40,6 +40,7 @@ __all__ = [
     "MAX_PENDING_WINDOWS",
     "MAX_ROWS_PER_WINDOW",
     "MULTIPROC_ENV",
+    "SAMPLE_MAX_ROWS",
     "Telemetry",
     "Window",
 ]
@@ -47,6 +48,11 @@ __all__ = [
 log = logging.getLogger("shipyard.serving")
 
 MAX_PENDING_WINDOWS = 20
+SAMPLE_MAX_ROWS = 100
+"""Rows of a sampled request kept in the request log: encoding all of a maximum-size request
+(12,000 rows) held the GIL for tens of milliseconds on the request path, and the log's readers
+(the canary diagnosis replays requests against the stable version) need examples, not volume.
+The request's and the answer's first rows are kept alike, so a replay still pairs them."""
 
 Flushable = tuple[str, int, Window, float]
 """(model, version, window, end)"""
@@ -132,8 +138,8 @@ class Telemetry:
                 "request_id": request_id,
                 "ts": now,
                 "status": 200,
-                "request": json.dumps(x.tolist(), default=str),
-                "response": json.dumps(predictions.tolist(), default=str),
+                "request": json.dumps(x[:SAMPLE_MAX_ROWS].tolist(), default=str),
+                "response": json.dumps(predictions[:SAMPLE_MAX_ROWS].tolist(), default=str),
             }
         with self._lock:
             window = self._window(info)
