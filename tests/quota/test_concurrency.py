@@ -15,13 +15,13 @@ from shipyard.store.quota import QuotaEvent, QuotaLease
 
 WORKER = Path(__file__).with_name("admission_worker.py")
 PROCESSES = 8
-ATTEMPTS = 500
+ATTEMPTS = 250
 CAPACITY = {"cpu": 5.0, "memory": 3 * 1024.0**3}
 
 
 @pytest.mark.slow
 def test_eight_processes_never_over_admit(store: Store) -> None:
-    """8 processes × 500 attempts: replaying the lease log, the held total never exceeds the
+    """8 processes × 250 attempts: replaying the lease log, the held total never exceeds the
     pool at any instant, and every process finishes (no deadlock)."""
     spec = PoolSpec(
         name="hot",
