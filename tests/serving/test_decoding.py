@@ -35,6 +35,16 @@ def _body(rows: list[list[object]]) -> bytes:
     return json.dumps({"dataframe_split": {"columns": ["a", "b", "c"], "data": rows}}).encode()
 
 
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Decoder]:
+    """One helper for the tests that leave it alive (each start is a second or more)."""
+    d = Decoder(offload_bytes=1024)
+    try:
+        yield d
+    finally:
+        d.shutdown()
+
+
 @pytest.fixture
 def decoder() -> Iterator[Decoder]:
     d = Decoder(offload_bytes=1024)
@@ -44,12 +54,12 @@ def decoder() -> Iterator[Decoder]:
         d.shutdown()
 
 
-def test_a_large_body_decodes_in_the_helper_to_the_same_array(decoder: Decoder) -> None:
+def test_a_large_body_decodes_in_the_helper_to_the_same_array(shared: Decoder) -> None:
     rows = np.random.default_rng(0).normal(size=(500, 3)).tolist()
     body = _body(rows)
     here = protocol_mlflow.parse(body, "application/json", SIGNATURE, LIMITS)
-    there = decoder.decode(protocol_mlflow.parse, body, "application/json", SIGNATURE, LIMITS)
-    assert decoder.started
+    there = shared.decode(protocol_mlflow.parse, body, "application/json", SIGNATURE, LIMITS)
+    assert shared.started
     assert np.array_equal(here, there) and there.dtype == here.dtype
 
 
@@ -63,7 +73,7 @@ def test_a_small_body_never_starts_the_helper(decoder: Decoder) -> None:
     [("x", SchemaViolation), (True, SchemaViolation), (10**400, SchemaViolation)],
 )
 def test_a_refusal_in_the_helper_is_the_same_error_with_the_same_field(
-    decoder: Decoder, bad: object, kind: type[Exception]
+    shared: Decoder, bad: object, kind: type[Exception]
 ) -> None:
     rows: list[list[object]] = [[0.5, 0.5, 0.5] for _ in range(300)]
     rows[217][1] = bad
@@ -71,17 +81,17 @@ def test_a_refusal_in_the_helper_is_the_same_error_with_the_same_field(
     with pytest.raises(kind) as here:
         protocol_mlflow.parse(body, "application/json", SIGNATURE, LIMITS)
     with pytest.raises(kind) as there:
-        decoder.decode(protocol_mlflow.parse, body, "application/json", SIGNATURE, LIMITS)
+        shared.decode(protocol_mlflow.parse, body, "application/json", SIGNATURE, LIMITS)
     assert type(there.value) is type(here.value)
     assert str(there.value) == str(here.value)
     assert there.value.field == here.value.field  # type: ignore[attr-defined]
 
 
-def test_a_cost_bound_refusal_keeps_its_limit(decoder: Decoder) -> None:
+def test_a_cost_bound_refusal_keeps_its_limit(shared: Decoder) -> None:
     tight = RequestLimits(max_rows=10)
     body = _body([[1, 2, 3]] * 200)
     with pytest.raises(RequestTooLarge) as got:
-        decoder.decode(protocol_mlflow.parse, body, "application/json", SIGNATURE, tight)
+        shared.decode(protocol_mlflow.parse, body, "application/json", SIGNATURE, tight)
     assert got.value.limit == "max_rows=10" and got.value.field == "data"
 
 
