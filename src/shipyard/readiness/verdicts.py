@@ -122,11 +122,8 @@ def monitored(
             "with observe(..., role='current')",
             Evidence(f"monitor {monitor} is on but has judged nothing yet"),
         )
-    rules, about = rules_on(facts, metrics)
     found = Evidence(f"{monitor}{where}: {seen.status}, {seen.summary}", seen.at)
-    if not rules:
-        return failed(rule_fix(rule), found, about)
-    return passed(found, about)
+    return alerted(facts, metrics, rule, found)
 
 
 def seen_by(m: ModelFacts, monitor: str) -> Seen | None:
@@ -143,8 +140,13 @@ def serving_check(
             "beside `shipyard serve`",
             Evidence(f"no {monitor} verdict on {m.name} yet"),
         )
-    rules, about = rules_on(facts, metrics)
     found = Evidence(f"{monitor}: {seen.status}, {seen.summary}", seen.at)
+    return alerted(facts, metrics, rule, found)
+
+
+def alerted(facts: Facts, metrics: Sequence[str], rule: str, found: Evidence) -> Verdict:
+    """A monitor that judges passes only when an alert rule reads what it writes."""
+    rules, about = rules_on(facts, metrics)
     if not rules:
         return failed(rule_fix(rule), found, about)
     return passed(found, about)
