@@ -71,6 +71,7 @@ FLOORS: tuple[Wing, ...] = (
     Wing("registry", "services: middle", 3, ("registry",)),
     Wing("pipelines", "services: bottom", 2, ("pipelines",)),
     Wing("alerting", "services: beside", 2, ("alerting",)),
+    Wing("identity", "services: beside", 2, ("identity",)),
     Wing(
         "base",
         "base",

@@ -34,6 +34,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("SHIPYARD_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SHIPYARD_USER", "tester")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # `shipyard login`'s file
     monkeypatch.chdir(tmp_path)
 
 

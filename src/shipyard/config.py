@@ -84,6 +84,35 @@ class DaemonSettings(BaseModel):
     leader_ttl_s: float = Field(15.0, gt=0)
 
 
+class OidcSettings(BaseModel):
+    """Single sign-on: bearer tokens (JWTs) from this OpenID Connect provider are accepted by
+    ``shipyard server``, checked against the provider's key set (``jwks_url``, or a local
+    ``jwks_file``), its ``issuer`` and this ``audience``."""
+
+    issuer: str | None = None
+    audience: str | None = None
+    jwks_url: str | None = None
+    jwks_file: Path | None = None
+    username_claim: str = "preferred_username"
+    groups_claim: str = "groups"
+    leeway_s: float = Field(30.0, ge=0, le=600)
+
+    @property
+    def enabled(self) -> bool:
+        return self.issuer is not None
+
+
+class ServerSettings(BaseModel):
+    """The control plane (``shipyard server``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8600, ge=0, le=65535)
+    oidc: OidcSettings = OidcSettings()
+    login_failures: PositiveInt = 10
+    """Failed sign-ins allowed per identity and per address within ``login_window_s``."""
+    login_window_s: float = Field(60.0, gt=0)
+
+
 class _TomlSource(PydanticBaseSettingsSource):
     """Reads the TOML file, with an error that names the file and the problem."""
 
@@ -121,6 +150,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     quota: QuotaSettings = QuotaSettings()
     daemon: DaemonSettings = DaemonSettings()
+    server: ServerSettings = ServerSettings()
 
     @field_validator("db_url")
     @classmethod

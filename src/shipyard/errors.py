@@ -27,10 +27,14 @@ the message text. A traceback reaching a user is a bug.
     │   └── QuotaExceeded               409    1  a request that can never fit its pool
     ├── DeployError(RuntimeError)       409    1  a rollout action its state or policy refuses
     │   └── ApprovalRequired            409    1  a transition that lacks the approvals it needs
-    └── Overloaded(RuntimeError)        503    1  every slot of a server's pool is taken
+    ├── Overloaded(RuntimeError)        503    1  every slot of a server's pool is taken
+    ├── Unauthenticated(PermissionError) 401   4  no valid credential (token or OIDC bearer)
+    ├── Forbidden(PermissionError)      403    4  the identity's roles do not allow the action
+    └── TooManyAttempts(RuntimeError)   429    4  failed sign-ins past the limit, for a while
 
 A subclass inherits its parent's status and exit code unless it says otherwise; a 503 goes out
-with ``Retry-After`` (``retry_after_s`` of :class:`StoreBusy` and :class:`Overloaded`, else 1 s).
+with ``Retry-After`` (``retry_after_s`` of :class:`StoreBusy` and :class:`Overloaded`, else 1 s),
+and so does a 429 (:class:`TooManyAttempts`).
 A 500 is the server's own fault: ``ConfigError`` there is the server's configuration (a file a
 client sends is :class:`InvalidInput`). ``tests/test_errors.py`` checks this drawing against the
 classes.
@@ -38,7 +42,8 @@ classes.
 Exit codes of ``shipyard``: 0 done; 1 an error above, as one ``error: …`` line (and a run that
 failed, a quota plan that does not fit, a receiver that refused a test); 2 a command line Click
 cannot parse; 3 a verdict the command was asked to enforce (``drift --fail-on-drift``, ``schema
-validate --fail-on-anomaly``, a validation gate that refuses); 130 interrupted. Every error is 1,
+validate --fail-on-anomaly``, a validation gate that refuses); 4 the control plane refused who
+you are or what you may do (401, 403, 429); 130 interrupted. Every error is 1,
 as the README and scripts read it; a class that needs a code of its own sets ``exit_code``.
 """
 
@@ -217,4 +222,33 @@ class Overloaded(ShipyardError, RuntimeError):
         super().__init__(
             f"the server is busy: {capacity} {what} are already running or waiting; "
             f"retry in {retry_after_s} s"
+        )
+
+
+class Unauthenticated(ShipyardError, PermissionError):
+    """A request to the control plane (or a guarded door of the model server) without a valid
+    credential: no token, an unknown, expired or revoked one, or a token of a disabled identity.
+    The message never repeats the credential."""
+
+    http_status = 401
+    exit_code = 4
+
+
+class Forbidden(ShipyardError, PermissionError):
+    """An authenticated identity whose roles do not allow the action on its subject."""
+
+    http_status = 403
+    exit_code = 4
+
+
+class TooManyAttempts(ShipyardError, RuntimeError):
+    """Too many failed sign-ins from one identity or address: refused for a while."""
+
+    http_status = 429
+    exit_code = 4
+
+    def __init__(self, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"too many failed sign-ins from this identity or address; retry in {retry_after_s} s"
         )

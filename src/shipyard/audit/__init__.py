@@ -7,7 +7,15 @@ Every wing records through :func:`record`, inside the transaction of the change 
 
 from __future__ import annotations
 
-from shipyard.audit.chain import GENESIS, MODES, Mode, event_hash, record
+from shipyard.audit.chain import (
+    GENESIS,
+    MODES,
+    Mode,
+    acting,
+    current_acting,
+    event_hash,
+    record,
+)
 from shipyard.audit.events import Event, Page, list_events
 from shipyard.audit.identity import role_bound, role_unbound, token_granted, token_revoked
 from shipyard.audit.verify import Tampering, Verdict, verify
@@ -20,6 +28,8 @@ __all__ = [
     "Page",
     "Tampering",
     "Verdict",
+    "acting",
+    "current_acting",
     "event_hash",
     "list_events",
     "record",

@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Literal
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from shipyard.audit.jcs import canonical, normalize
-from shipyard.errors import InvalidInput, StoreError
+from shipyard.errors import Forbidden, InvalidInput, StoreError
 from shipyard.store.tables import AuditChainHead, AuditEvent
 
 Mode = Literal["embedded", "server"]
@@ -41,6 +43,24 @@ ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 _PENDING = "shipyard.audit.pending"
 _LISTENING = "shipyard.audit.listening"
 _LIMITS = {"actor": 100, "action": 100, "subject kind": 50, "subject id": 200}
+_ACTING: ContextVar[tuple[str, Mode] | None] = ContextVar("shipyard_audit_acting", default=None)
+
+
+@contextmanager
+def acting(actor: str, mode: Mode) -> Iterator[None]:
+    """Within this block, events are recorded in ``mode``; in ``server`` mode an event under
+    any other actor than ``actor`` (the authenticated identity) is refused, so no service
+    called by the control plane can record a decision under someone else's name."""
+    token = _ACTING.set((actor, mode))
+    try:
+        yield
+    finally:
+        _ACTING.reset(token)
+
+
+def current_acting() -> tuple[str, Mode] | None:
+    """(actor, mode) of the enclosing :func:`acting` block, if any."""
+    return _ACTING.get()
 
 
 def event_hash(
@@ -90,17 +110,26 @@ def record(
     subject: tuple[str, str],
     details: Mapping[str, Any] | None = None,
     now: float,
-    mode: Mode = "embedded",
+    mode: Mode | None = None,
 ) -> None:
     """Append an event to the audit chain when ``session``'s transaction commits.
+
+    ``mode`` defaults to the enclosing :func:`acting` block's, else ``embedded``.
 
     ``subject`` is (kind, id), e.g. ``("rollout", "3f2a…")`` or ``("model_version", "digits/3")``;
     ``action`` a dotted lower-case name (``rollout.approve.start``); ``details`` anything JSON
     carries. A bad field raises :class:`~shipyard.errors.InvalidInput` here, before the caller's
     change commits without its event.
     """
+    within = _ACTING.get()
+    if mode is None:
+        mode = within[1] if within is not None else "embedded"
     if mode not in MODES:
         raise InvalidInput(f"audit mode {mode!r}: use one of {list(MODES)}")
+    if within is not None and within[1] == "server" and actor != within[0]:
+        raise Forbidden(
+            f"the control plane acts as {within[0]}; a decision recorded under {actor!r} is refused"
+        )
     kind, subject_id = subject
     for name, value in (
         ("actor", actor),

@@ -85,6 +85,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "audit",
         "The tamper-evident audit: who did what, and whether the record still reads as written.",
     ),
+    "server": (
+        "server",
+        "Serve the control plane: the HTTP API (/api/v1, described at /api/v1/openapi.json) over "
+        "this workspace's database, for the CLI (SHIPYARD_URL), CI jobs, bots and the dashboard.",
+    ),
+    "login": (
+        "identity",
+        "Log in to a Shipyard server with an API token: check it, then keep it (mode 0600) so "
+        "every command talks to that server as you.",
+    ),
+    "logout": ("identity", "Forget the server and token `shipyard login` kept."),
+    "whoami": (
+        "identity",
+        "Who Shipyard takes you for, how it knows (a token, single sign-on, or the embedded "
+        "mode's SHIPYARD_USER), and your roles.",
+    ),
+    "token": ("identity", "API tokens: create (shown once), list, revoke."),
+    "roles": (
+        "identity",
+        "Role bindings: viewer, operator, deployer, approver, quota-admin, admin; over *, "
+        "model:NAME, pool:NAME or pipeline:NAME.",
+    ),
 }
 
 

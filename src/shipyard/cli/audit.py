@@ -14,7 +14,6 @@ from shipyard.cli.output import (
     console,
     err_console,
     flag,
-    open_workspace,
     print_json,
     table,
     when,
@@ -73,46 +72,46 @@ def list_command(
     as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """The audit events, newest first: who did what to which thing, when, and in which mode."""
-    from shipyard.audit import list_events
+    from shipyard.cli.connect import client
 
     kind: str | None = None
     subject_id: str | None = subject
     if subject is not None and ":" in subject:
         kind, subject_id = subject.split(":", 1)
-    ws = open_workspace(create=False)
-    page = list_events(
-        ws.store,
+    found = client().call(
+        "audit.list",
         action=action,
         actor=actor,
         subject_kind=kind or None,
         subject_id=subject_id or None,
-        since=parse_since(since, ws.clock.time()) if since is not None else None,
+        since=parse_since(since, time.time()) if since is not None else None,
         before=before,
         limit=limit,
     )
+    events, next_before = found["items"], found["next_before"]
     if as_json:
-        print_json({"events": [e.to_dict() for e in page.events], "next_before": page.next_before})
+        print_json({"events": events, "next_before": next_before})
         return
-    if not page.events:
+    if not events:
         filtered = any(x is not None for x in (action, actor, subject, since, before))
         console.print("no audit events match" if filtered else "no audit events yet")
         return
     listing = table(
         "seq", "when", "actor", "mode", "action", "subject", "details", free={"details"}
     )
-    for e in page.events:
+    for e in events:
         listing.add_row(
-            str(e.seq),
-            when(e.time),
-            e.actor or "-",
-            e.mode,
-            e.action,
-            f"{e.subject_kind}:{e.subject_id}",
-            json.dumps(e.details, sort_keys=True, separators=(",", ":"), default=str),
+            str(e["seq"]),
+            when(e["time"]),
+            e["actor"] or "-",
+            e["mode"],
+            e["action"],
+            f"{e['subject']['kind']}:{e['subject']['id']}",
+            json.dumps(e["details"], sort_keys=True, separators=(",", ":"), default=str),
         )
     console.print(listing)
-    if page.next_before is not None:
-        console.print(f"older: shipyard audit list --before {page.next_before}")
+    if next_before is not None:
+        console.print(f"older: shipyard audit list --before {next_before}")
 
 
 @audit_app.command("verify")
@@ -124,27 +123,29 @@ def verify_command(
 ) -> None:
     """Walk the audit chain; name the first event that was edited, deleted, reordered or
     inserted (exit 3), or print the head to keep as the next --anchor."""
-    from shipyard.audit import verify
+    from shipyard.cli.connect import client
 
     started = time.perf_counter()
-    ws = open_workspace(create=False)
-    verdict = verify(ws.store, anchor=parse_anchor(anchor) if anchor else None)
+    seq, digest = parse_anchor(anchor) if anchor else (None, None)
+    verdict = client().call("audit.verify", anchor_seq=seq, anchor_hash=digest)
     took_s = time.perf_counter() - started
+    tampering = verdict["tampering"]
     if as_json:
-        print_json(verdict.to_dict())
-    elif verdict.tampering is None:
+        print_json(verdict)
+    elif tampering is None:
+        head = verdict["head"]
         console.print(
-            f"[green]✓[/] the audit chain is intact: {verdict.events} events "
-            f"checked in {took_s:.2f}s; head {verdict.head_seq}:{verdict.head_hash} "
+            f"[green]✓[/] the audit chain is intact: {verdict['events']} events "
+            f"checked in {took_s:.2f}s; head {head['seq']}:{head['hash']} "
             "(keep it elsewhere and pass it as --anchor next time)"
         )
     else:
         err_console.print(
-            f"[bold red]✗ the audit chain was tampered with:[/] {escape(verdict.tampering.message)}"
-            f" ({verdict.events} events before it are intact)",
+            f"[bold red]✗ the audit chain was tampered with:[/] {escape(tampering['why'])}"
+            f" ({verdict['events']} events before it are intact)",
             soft_wrap=True,
         )
-    if verdict.tampering is not None:
+    if tampering is not None:
         raise typer.Exit(TAMPERED_EXIT)
 
 

@@ -1,0 +1,52 @@
+"""``shipyard server``: the control plane, an authenticated HTTP API over the workspace."""
+
+from __future__ import annotations
+
+import typer
+
+from shipyard.cli.output import console, err_console, open_workspace
+
+
+def server(
+    host: str = typer.Option(None, help="Address to listen on (default: server.host, 127.0.0.1)."),
+    port: int = typer.Option(
+        None, min=0, max=65535, help="Port (default: server.port, 8600; 0 picks a free one)."
+    ),
+    workers: int = typer.Option(1, min=1, max=64, help="Worker processes."),
+    log_level: str = typer.Option("warning", help="Uvicorn's log level."),
+) -> None:
+    """Serve the control plane: the HTTP API (/api/v1, described at /api/v1/openapi.json) over
+    this workspace's database, for the CLI (SHIPYARD_URL), CI jobs, bots and the dashboard.
+
+    Every request needs a token. The first admin's comes from the embedded mode, by whoever
+    holds the database: `shipyard roles bind alice admin`, then `shipyard token create --user
+    alice`. Several replicas can serve one PostgreSQL database.
+    """
+    import uvicorn
+
+    from shipyard.api.server import has_admin
+
+    ws = open_workspace(create=False)
+    settings = ws.settings.server
+    host = host or settings.host
+    port = settings.port if port is None else port
+    if not has_admin(ws.store):
+        err_console.print(
+            "no identity holds the admin role yet: create the first admin's token here with\n"
+            "  shipyard roles bind YOU admin && shipyard token create --user YOU"
+        )
+    console.print(f"shipyard control plane on http://{host}:{port}/api/v1 ({ws.store.dialect})")
+    uvicorn.run(
+        "shipyard.api.server:create_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("server")(server)

@@ -1,0 +1,96 @@
+"""From an ``Authorization`` header to a :class:`Principal`: API tokens, OIDC bearer tokens,
+and the limit on failed sign-ins."""
+
+from __future__ import annotations
+
+from shipyard.clock import SYSTEM_CLOCK, Clock
+from shipyard.config import ServerSettings
+from shipyard.errors import InvalidInput, ShipyardError, Unauthenticated
+from shipyard.identity.accounts import GROUP_PREFIX, bindings_of, check_name, ensure_principal
+from shipyard.identity.limiter import FailureLimiter
+from shipyard.identity.oidc import OidcVerifier
+from shipyard.identity.principal import Principal
+from shipyard.identity.tokens import authenticate_token, looks_like_token, token_id_of
+from shipyard.store import Store
+from shipyard.store.identity import PrincipalRecord
+
+SCHEME = "bearer"
+
+
+class Authenticator:
+    """Turns a request's credentials into who is acting, or refuses.
+
+    ``Authorization: Bearer shy_…`` is an API token; any other bearer is a JWT for the OIDC
+    provider, when one is configured. Identity never comes from anything else: no header, flag
+    or variable names a user to the server.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        settings: ServerSettings | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        settings = settings or ServerSettings()
+        self.store = store
+        self.clock = clock
+        self.oidc = OidcVerifier(settings.oidc) if settings.oidc.enabled else None
+        self.limiter = FailureLimiter(settings.login_failures, settings.login_window_s)
+        self._known: set[str] = set()
+
+    def authenticate(self, authorization: str | None, address: str = "") -> Principal:
+        if not authorization:
+            raise Unauthenticated(
+                "this needs an API token: send `Authorization: Bearer <token>` "
+                "(the CLI does after `shipyard login URL`, or with SHIPYARD_TOKEN)"
+            )
+        scheme, _, credential = authorization.strip().partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != SCHEME or not credential:
+            raise Unauthenticated("the Authorization header must be `Bearer <token>`")
+        now = self.clock.time()
+        keys = [f"address:{address}"]
+        if looks_like_token(credential):
+            token_id = token_id_of(credential)
+            if token_id:
+                keys.append(f"token:{token_id}")
+        self.limiter.check(keys, now)
+        try:
+            if looks_like_token(credential):
+                return authenticate_token(self.store, credential, now)
+            if self.oidc is None:
+                raise Unauthenticated(
+                    "the bearer is not a Shipyard API token (shy_…), and this server has no "
+                    "single sign-on configured (server.oidc)"
+                )
+            return self._oidc_principal(credential, now, keys)
+        except Unauthenticated:
+            self.limiter.failed(keys, now)
+            raise
+
+    def _oidc_principal(self, credential: str, now: float, keys: list[str]) -> Principal:
+        assert self.oidc is not None
+        name, groups = self.oidc.verify(credential)
+        keys.append(f"user:{name}")
+        try:
+            check_name(name)
+        except InvalidInput:
+            raise Unauthenticated(
+                f"the identity provider's user name {name[:40]!r} cannot be used"
+            ) from None
+        names = [name] + [f"{GROUP_PREFIX}{g}" for g in groups]
+        try:
+            with self.store.session(readonly=True) as s:
+                row = s.get(PrincipalRecord, name)
+                bindings = bindings_of(s, names)
+            if row is not None and row.disabled_at is not None:
+                raise Unauthenticated(f"{name} is disabled")
+            if row is None and name not in self._known:
+                with self.store.session() as s:
+                    ensure_principal(s, name, kind="user", actor=name, now=now, mode="server")
+            self._known.add(name)
+        except ShipyardError as exc:
+            if isinstance(exc, Unauthenticated):
+                raise
+            raise Unauthenticated(f"{name} cannot be signed in: {exc}") from None
+        return Principal(name=name, kind="user", mode="server", via="oidc", bindings=bindings)

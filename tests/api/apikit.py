@@ -1,0 +1,133 @@
+"""A live control plane for tests: ``shipyard server``'s app on a real socket, over a workspace
+on SQLite or PostgreSQL, with a cast of identities and their tokens.
+
+The cast (roles over ``*`` unless said): ``admin`` (admin), ``alice`` (approver), ``bob``
+(deployer; the author in the four-eyes tests), ``olga`` (operator), ``vic`` (viewer), ``quinn``
+(quota-admin), ``nobody`` (no roles). ``Plane.token[name]`` is each one's token.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import uvicorn
+from sqlalchemy import create_engine, text
+
+from shipyard.api.app import create_app
+from shipyard.clock import FakeClock
+from shipyard.identity.accounts import bind_role
+from shipyard.identity.tokens import create_token
+from shipyard.workspace import Workspace
+
+POSTGRES_URL = os.environ.get("SHIPYARD_TEST_POSTGRES_URL")
+CAST: dict[str, tuple[str, ...]] = {
+    "admin": ("admin",),
+    "alice": ("approver",),
+    "bob": ("deployer",),
+    "olga": ("operator",),
+    "vic": ("viewer",),
+    "quinn": ("quota-admin",),
+    "nobody": (),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    assert POSTGRES_URL
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@dataclass
+class Plane:
+    url: str
+    ws: Workspace
+    clock: FakeClock
+    server: uvicorn.Server
+    token: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def api(self) -> str:
+        return self.url + "/api/v1"
+
+    def http(self, who: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token[who]}"} if who else {}
+        return httpx.Client(base_url=self.api, headers=headers, timeout=30)
+
+    def env(self, who: str) -> dict[str, str]:
+        """The environment of a CLI acting as ``who`` through this server."""
+        return {"SHIPYARD_URL": self.url, "SHIPYARD_TOKEN": self.token[who]}
+
+
+def start_server(app: object, port: int) -> tuple[uvicorn.Server, threading.Thread]:
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="none",
+        access_log=False,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test control plane did not start")
+        time.sleep(0.02)
+    return server, thread
+
+
+@contextmanager
+def live_plane(db_url: str, home: Path, **settings: object) -> Iterator[Plane]:
+    """A control plane over a fresh workspace at ``db_url``, with the cast's tokens."""
+    clock = FakeClock()
+    ws = Workspace.open(clock=clock, home=home, db_url=db_url, **settings)
+    now = clock.time()
+    tokens = {}
+    for name, roles in CAST.items():
+        for role in roles:
+            bind_role(ws.store, name, role, "*", actor="setup", now=now, mode="embedded")
+        tokens[name] = create_token(ws.store, name, actor="setup", now=now, mode="embedded").secret
+    port = free_port()
+    server, thread = start_server(create_app(ws), port)
+    try:
+        yield Plane(f"http://127.0.0.1:{port}", ws, clock, server, tokens)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        ws.store.dispose()
+
+
+@contextmanager
+def plane_on(backend: str, home: Path, **settings: object) -> Iterator[Plane]:
+    """:func:`live_plane` on ``sqlite`` or ``postgresql`` (a schema of its own)."""
+    if backend == "sqlite":
+        with live_plane(f"sqlite:///{home / 'store.db'}", home, **settings) as plane:
+            yield plane
+        return
+    with pg_schema() as url, live_plane(url, home, **settings) as plane:
+        yield plane
