@@ -210,9 +210,9 @@ def roles_bind(
 
 @roles_app.command("unbind")
 def roles_unbind(
-    principal: str = typer.Argument(...),
-    role: str = typer.Argument(...),
-    scope: str = typer.Option("*", "--scope"),
+    principal: str = typer.Argument(..., help="A user, a service account, or group:NAME."),
+    role: str = typer.Argument(..., help="The role to take away."),
+    scope: str = typer.Option("*", "--scope", help="The scope it was bound over."),
 ) -> None:
     """Take ROLE over a scope away from PRINCIPAL (recorded in the audit)."""
     client().call("identity.role.unbind", principal=principal, role=role, scope=scope)
