@@ -10,6 +10,8 @@ with what a server returns.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,22 @@ alerts_app = typer.Typer(help="Alerts, their rules, silences and receivers.", no
 CONFIG_OPTION = typer.Option(None, "--config", help="alerting.yaml to use.")
 STATES = ("pending", "firing", "resolved")
 PAGE = 1000
+
+
+@contextmanager
+def _connected() -> Iterator[Client]:
+    """``client()``, whose embedded workspace is closed when the command is done (a command run
+    in-process, by a test or a notebook, must not leave PostgreSQL connections to the garbage
+    collector)."""
+    from shipyard.api.client import LocalClient
+    from shipyard.cli.connect import client
+
+    c = client()
+    try:
+        yield c
+    finally:
+        if isinstance(c, LocalClient):
+            c.ws.store.dispose()
 
 
 def _every(c: Client, name: str, **params: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -71,11 +89,11 @@ def list_alerts(
     as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """Alerts that are pending, firing or recently resolved."""
-    from shipyard.cli.connect import client
 
     if state and state not in STATES:
         raise InvalidInput(f"--state must be pending, firing or resolved, not {state!r}")
-    found = client().call("alerts.list", state=state or None, limit=limit, cursor=cursor)
+    with _connected() as c:
+        found = c.call("alerts.list", state=state or None, limit=limit, cursor=cursor)
     rows, following = found["items"], found["next"]
     more = f"more: shipyard alerts list --cursor '{following}'" if following else None
     if as_json:
@@ -106,9 +124,9 @@ def show(
     as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """One alert: labels, annotations, its timeline and the silences muting it."""
-    from shipyard.cli.connect import client
 
-    alert = client().call("alerts.get", fingerprint=fingerprint)
+    with _connected() as c:
+        alert = c.call("alerts.get", fingerprint=fingerprint)
     if as_json:
         print_json(alert)
         return
@@ -148,12 +166,12 @@ def rules(
     """The rules in force (defaults and alerting.yaml) as the running daemon loaded them, with
     their PromQL equivalent."""
     from shipyard.api.ops.alerts import rule_items
-    from shipyard.cli.connect import client
 
     if config is not None:
         in_force, origin = rule_items(_file_config(config)), f"config: {config}"
     else:
-        in_force, first = _every(client(), "alerts.rules")
+        with _connected() as c:
+            in_force, first = _every(c, "alerts.rules")
         origin = origin_line(first["config"])
     if as_json:
         print_json(in_force)
@@ -181,18 +199,18 @@ def silence(
     comment: str = typer.Option(..., "--comment", "-c", help="Why."),
 ) -> None:
     """Mute the alerts these matchers select, for a while; records who and why."""
-    from shipyard.cli.connect import client
 
-    made = client().call("alerts.silence", matchers=matchers, duration=duration, comment=comment)
+    with _connected() as c:
+        made = c.call("alerts.silence", matchers=matchers, duration=duration, comment=comment)
     console.print(f"[green]✓[/] silence {made['id']} until {when(made['ends_at'])}")
 
 
 @alerts_app.command("silences")
 def silences(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Every silence, active or not."""
-    from shipyard.cli.connect import client
 
-    found, _ = _every(client(), "alerts.silences")
+    with _connected() as c:
+        found, _ = _every(c, "alerts.silences")
     if as_json:
         keys = ("id", "matchers", "startsAt", "endsAt", "createdBy", "comment", "active")
         print_json([{k: s[k] for k in keys} for s in found])
@@ -217,9 +235,9 @@ def unsilence(
     silence_id: str = typer.Argument(..., help="The silence's id (`shipyard alerts silences`)."),
 ) -> None:
     """End a silence now."""
-    from shipyard.cli.connect import client
 
-    client().call("alerts.unsilence", silence_id=silence_id)
+    with _connected() as c:
+        c.call("alerts.unsilence", silence_id=silence_id)
     console.print(f"[green]✓[/] silence {silence_id} expired")
 
 
@@ -227,13 +245,13 @@ def unsilence(
 def receivers(config: Path | None = CONFIG_OPTION) -> None:
     """The receivers the running daemon delivers to, and where they deliver."""
     from shipyard.api.ops.alerts import receiver_item
-    from shipyard.cli.connect import client
 
     if config is not None:
         found = [receiver_item(r) for r in _file_config(config).receivers.values()]
         origin = f"config: {config}"
     else:
-        found, first = _every(client(), "alerts.receivers")
+        with _connected() as c:
+            found, first = _every(c, "alerts.receivers")
         origin = origin_line(first["config"])
     configured = table("receiver", "type", "destination", free={"destination"})
     for r in found:
@@ -266,7 +284,10 @@ def test(
                 "server's workspace is (SHIPYARD_URL= shipyard alerts test …)"
             )
         ws = open_workspace(create=False)
-        cfg, _ = config_in_force(ws)
+        try:
+            cfg, _ = config_in_force(ws)
+        finally:
+            ws.store.dispose()
         now = ws.clock.time()
     target_receiver = cfg.receivers.get(receiver)
     if target_receiver is None:
@@ -325,7 +346,6 @@ def export(
     config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Write the rules as a Prometheus rule file (``promtool check rules`` accepts it)."""
-    from shipyard.cli.connect import client
 
     if fmt != "prometheus":
         raise InvalidInput(f"--format must be 'prometheus', not {fmt!r}")
@@ -334,7 +354,8 @@ def export(
 
         text = prometheus_rule_file(_file_config(config).rules)
     else:
-        text = client().call("alerts.export")["text"]
+        with _connected() as c:
+            text = c.call("alerts.export")["text"]
     if output is None:
         typer.echo(text, nl=False)
         return
