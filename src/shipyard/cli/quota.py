@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +28,25 @@ hardware_app = typer.Typer(help="Hardware advice from measurements and a cited m
 BAR_WIDTH = 24
 
 
-def _client(as_user: str | None = None) -> Client:
+@contextmanager
+def _client() -> Iterator[Client]:
+    """The command's client; in the embedded mode its database connections are closed when
+    the command is done (a long-lived process running commands must not collect them)."""
     from shipyard.cli.connect import client
 
-    return client(as_user)
+    api = client()
+    try:
+        yield api
+    finally:
+        ws = getattr(api, "ws", None)
+        if ws is not None:
+            ws.store.dispose()
+
+
+def _call(name: str, **params: Any) -> Any:
+    """One operation, in a client of its own."""
+    with _client() as api:
+        return api.call(name, **params)
 
 
 def _amount(resource: str, value: float) -> str:
@@ -68,7 +84,7 @@ def apply(file: Path = typer.Argument(..., help="A pools YAML file.")) -> None:
         raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{file} is not UTF-8 text") from None
-    done = _client().call("quota.apply", text=text, source=str(file))
+    done = _call("quota.apply", text=text, source=str(file))
     for pool in done["applied"]:
         console.print(
             f"[green]✓[/] pool [bold]{pool['name']}[/] ({pool['mode']}): "
@@ -79,7 +95,8 @@ def apply(file: Path = typer.Argument(..., help="A pools YAML file.")) -> None:
 @quota_app.command("pools")
 def pools(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """List the pools with their members' shares and caps."""
-    found = list(every(_client(), "quota.pool.list"))
+    with _client() as api:
+        found = list(every(api, "quota.pool.list"))
     if as_json:
         print_json(found)
         return
@@ -100,16 +117,16 @@ def pools(as_json: bool = flag("--json", help="Print JSON.")) -> None:
 def status(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Each pool with a bar per resource, who holds what, who waits (the forecast of
     exhaustion is the daemon's last sample)."""
-    api = _client()
-    now = api.call("quota.status")
-    if as_json:
-        print_json(
-            {
-                "pools": {p["name"]: p["resources"] for p in now["pools"]},
-                "leases": list(every(api, "quota.lease.list", status="active")),
-            }
-        )
-        return
+    with _client() as api:
+        now = api.call("quota.status")
+        if as_json:
+            print_json(
+                {
+                    "pools": {p["name"]: p["resources"] for p in now["pools"]},
+                    "leases": list(every(api, "quota.lease.list", status="active")),
+                }
+            )
+            return
     if not now["pools"]:
         console.print("no pools yet: declare them with `shipyard quota apply pools.yaml`")
     for pool in now["pools"]:
@@ -144,7 +161,7 @@ def leases(
     """Leases, oldest request first: their pool, holder, resources and state."""
     from shipyard.cli.output import table
 
-    found = _client().call(
+    found = _call(
         "quota.lease.list",
         pool=pool,
         pipeline=pipeline,
@@ -177,7 +194,7 @@ def leases(
 @quota_app.command("reclaim")
 def reclaim() -> None:
     """Expire leases whose holders stopped heartbeating (the daemon does this every tick)."""
-    gone = _client().call("quota.reclaim")["reclaimed"]
+    gone = _call("quota.reclaim")["reclaimed"]
     listed = f": {', '.join(gone)}" if gone else ""
     console.print(f"reclaimed {len(gone)} expired lease(s){listed}")
 
@@ -193,7 +210,7 @@ def estimate(
     """Per-step p90 memory and CPU from run history, scaled to the input, and the peak."""
     if input_rows is not None and input_rows <= 0:
         raise InvalidInput("--input-rows must be a positive number of rows")
-    est = _client().call(
+    est = _call(
         "quota.estimate", pipeline=pipeline, input_rows=input_rows, like=like, margin=margin
     )
     if as_json:
@@ -257,7 +274,7 @@ def serving(
     seconds: float = typer.Option(2.0, "--seconds", help="Load-test length (on the server)."),
 ) -> None:
     """Replicas by Little's law from a measured latency, N+1 and experiment headroom."""
-    sized = _client().call(
+    sized = _call(
         "quota.serving",
         model=model,
         qps=qps,
@@ -293,7 +310,7 @@ def serving(
 @quota_app.command("plan")
 def plan(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Is there enough quota to run all scheduled pipelines over the coming week?"""
-    result = _client().call("quota.plan")
+    result = _call("quota.plan")
     if as_json:
         print_json(result)
         return
@@ -344,7 +361,7 @@ def hardware_advise(
     if flops is None:
         assert target is not None
         file, step = target.rsplit(":", 1)
-        cpu_s = sorted(_client().call("quota.step_cpu", file=file, step=step)["cpu_seconds"])
+        cpu_s = sorted(_call("quota.step_cpu", file=file, step=step)["cpu_seconds"])
         if not cpu_s:
             raise NotFound("run history of step", target, "run it once, or give --flops")
         one_thread = next(m.gflops for m in measured if m.threads == 1 and m.dtype == "float64")
