@@ -81,7 +81,8 @@ def seeded(plane: Plane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
                     status="succeeded",
                     started_at=i * 100.0,
                     ended_at=i * 100.0 + 600,
-                    peak_rss_bytes=1024**3,  # 2 GiB overflows step_runs.peak_rss_bytes (INTEGER) on PostgreSQL
+                    # 1 GiB: 2 GiB overflows step_runs.peak_rss_bytes (INTEGER) on PostgreSQL
+                    peak_rss_bytes=1024**3,
                     cpu_seconds=300.0 + i,
                 )
             )
@@ -119,6 +120,36 @@ class TestReads:
         assert holders[("etl", "held")]["leases"] == 1
         assert holders[("train", "waiting")]["resources"] == {"cpu": 4.0 * WAITERS}
 
+    def test_status_shows_the_last_recorded_forecast_and_writes_nothing(
+        self, seeded: Seeded
+    ) -> None:
+        from shipyard.quota.usage import POOL_RESERVED, TIME_TO_EXHAUSTION
+        from shipyard.store.tables import MetricPoint
+
+        store, t = seeded.plane.ws.store, seeded.plane.clock.time()
+        labels = {"pool": "team", "resource": "memory"}
+
+        def memory() -> dict[str, object]:
+            with seeded.plane.http("vic") as api:
+                now = api.get("/quota/status").json()
+            team = next(p for p in now["pools"] if p["name"] == "team")
+            return dict(team["resources"]["memory"])
+
+        with store.session() as s:
+            s.add(MetricPoint.of(POOL_RESERVED, labels, t - 10, 8.0 * 1024**3))
+            s.add(MetricPoint.of(TIME_TO_EXHAUSTION, labels, t - 10, 5400.0))
+            s.add(MetricPoint.of(TIME_TO_EXHAUSTION, labels, t - 20, 60.0))  # an older one
+        with store.session() as s:
+            points = s.query(MetricPoint).count()
+        seen = memory()
+        assert seen["time_to_exhaustion_s"] == 5400.0 and seen["sampled_at"] == t - 10
+        shown = runner.invoke(app, ["quota", "status"], env=seeded.plane.env("vic"))
+        assert "exhausted in ~1h30m" in shown.output
+        with store.session() as s:
+            assert s.query(MetricPoint).count() == points  # a read writes no sample
+            s.add(MetricPoint.of(POOL_RESERVED, labels, t - 5, 8.0 * 1024**3))  # no forecast
+        assert memory()["time_to_exhaustion_s"] is None
+
     def test_leases_are_paged_without_gaps_or_repeats(self, seeded: Seeded) -> None:
         seen: list[str] = []
         pages = 0
@@ -139,7 +170,8 @@ class TestReads:
             waiting = api.get("/quota/leases", params={"status": "waiting", "limit": 1000})
             bad_cursor = api.get("/quota/leases", params={"cursor": "yesterday"})
             too_many = api.get("/quota/leases", params={"limit": 5000})
-        assert sorted(seen) == sorted([seeded.held, *seeded.waiting]) and len(seen) == len(set(seen))
+        assert sorted(seen) == sorted([seeded.held, *seeded.waiting])
+        assert len(seen) == len(set(seen))
         assert pages == 3
         assert sorted(x["id"] for x in waiting.json()["items"]) == sorted(seeded.waiting)
         assert bad_cursor.status_code == 400 and "cursor" in bad_cursor.json()["error"]
@@ -158,7 +190,8 @@ class TestReads:
             est = api.get("/quota/estimates/etl", params={"margin": 0}).json()
             unknown = api.get("/quota/estimates/etll")
         line = next(x for x in planned["lines"] if (x["pool"], x["resource"]) == ("team", "memory"))
-        assert line["colliding"] == ["etl"] and line["scheduled_peak"] == pytest.approx(1.2 * 1024**3)  # p90 + 20 %
+        assert line["colliding"] == ["etl"]
+        assert line["scheduled_peak"] == pytest.approx(1.2 * 1024**3)  # p90 + 20 % margin
         assert est["runs"] == 3 and est["steps"][0]["step"] == "load"
         assert est["steps"][0]["memory_bytes"] == pytest.approx(1024**3)
         assert unknown.status_code == 404 and "did you mean 'etl'" in unknown.json()["error"]
@@ -185,6 +218,11 @@ class TestReads:
                     for line in whole["lines"]:
                         del line["peak_at"]
             assert mine == theirs, args
+        paged = runner.invoke(
+            app, ["quota", "leases", "--pool", "team", "--limit", "3"], env=plane.env("vic")
+        )
+        assert paged.exit_code == 0, paged.output
+        assert "more: shipyard quota leases --after " in paged.output
         shown = runner.invoke(app, ["quota", "status"], env={**env, **plane.env("vic")})
         assert "etl holds cpu=6, memory=8.0Gi" in shown.output
         assert f"train waits for cpu={4 * WAITERS} ({WAITERS} leases" in shown.output
@@ -243,7 +281,7 @@ class TestApply:
             ({"text": pools_file("team", 2) + pools_file("team", 2)[7:]}, "appears twice"),
             ({"pools": [{"name": "team", "capacity": {"cpu": -1}}]}, "cpu"),
             ({"pools": [{"name": "../x", "capacity": {"cpu": 1}}]}, "body.pools.0.name"),
-            ({"text": pools_file("team", 8), "pools": [{"name": "x", "capacity": {"cpu": 1}}]}, "not both"),
+            ({"text": pools_file("team", 8), "pools": [{"name": "x", "capacity": {}}]}, "not both"),
             ({}, "text"),
         ],
     )
@@ -264,10 +302,11 @@ class TestApply:
     def test_a_pool_scoped_admin_changes_only_its_pool(self, seeded: Seeded) -> None:
         plane = seeded.plane
         ws, now = plane.ws, plane.clock.time()
-        bind_role(ws.store, "pat", "quota-admin", "pool:solo", actor="setup", now=now, mode="embedded")
+        bind_role(
+            ws.store, "pat", "quota-admin", "pool:solo", actor="setup", now=now, mode="embedded"
+        )
         secret = create_token(ws.store, "pat", actor="setup", now=now, mode="embedded").secret
-        solo = pools_file("solo", 3).replace("capacity: {cpu: 3, memory: 4Gi}", "capacity: {cpu: 3}")
-        solo = solo.replace("    members:\n      - {pipeline: etl, share: 0.5}\n", "")
+        solo = "pools:\n  - name: solo\n    capacity: {cpu: 3}\n"  # dedicated no more
         both = solo + pools_file("pats-new", 1)[7:]
         headers = {"Authorization": f"Bearer {secret}"}
         with httpx.Client(base_url=plane.api, headers=headers, timeout=30) as api:

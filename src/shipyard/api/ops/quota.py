@@ -51,8 +51,8 @@ class PoolsBody(Params):
 class LeaseQuery(PageQuery):
     pool: str | None = Field(None, pattern=POOL, description="Only leases in this pool.")
     pipeline: str | None = Field(None, min_length=1, max_length=200, description="Only its.")
-    status: Literal["active", "any", "waiting", "held", "released", "expired", "cancelled"] = (
-        Field("active", description="`active` (held or waiting), `any`, or one status.")
+    status: Literal["active", "any", "waiting", "held", "released", "expired", "cancelled"] = Field(
+        "active", description="`active` (held or waiting), `any`, or one status."
     )
 
 
@@ -208,33 +208,52 @@ def show_pool(ctx: Context, *, name: str) -> dict[str, Any]:
     return shown
 
 
-def _forecast(s: Session, pool: str, resource: str) -> tuple[float | None, float | None]:
-    """(when the usage series of ``pool``/``resource`` was last sampled, the time to exhaustion
-    it forecast then, if any): what the daemon's ``quota.usage`` task last wrote."""
-    from sqlalchemy import select
+def _forecasts(
+    s: Session, series: list[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[float | None, float | None]]:
+    """For each (pool, resource): when its usage series was last sampled and the time to
+    exhaustion forecast then, if any (what the daemon's ``quota.usage`` task last wrote). Three
+    queries whatever the number of pools, each on the series index."""
+    from sqlalchemy import and_, func, or_, select
 
     from shipyard.quota.usage import POOL_RESERVED, TIME_TO_EXHAUSTION
     from shipyard.store.tables import MetricPoint, labels_key
 
-    key = labels_key({"pool": pool, "resource": resource})
-    last = s.scalar(
-        select(MetricPoint.ts)
-        .where(MetricPoint.name == POOL_RESERVED, MetricPoint.labels_key == key)
-        .order_by(MetricPoint.ts.desc())
-        .limit(1)
-    )
-    if last is None:
-        return None, None
-    seconds = s.scalar(
-        select(MetricPoint.value)
-        .where(
-            MetricPoint.name == TIME_TO_EXHAUSTION,
-            MetricPoint.labels_key == key,
-            MetricPoint.ts == last,
+    keys = {labels_key({"pool": p, "resource": r}): (p, r) for p, r in series}
+    found: dict[tuple[str, str], tuple[float | None, float | None]] = {
+        pair: (None, None) for pair in series
+    }
+    if not keys:
+        return found
+
+    def latest(name: str) -> dict[str, float]:
+        rows = s.execute(
+            select(MetricPoint.labels_key, func.max(MetricPoint.ts))
+            .where(MetricPoint.name == name, MetricPoint.labels_key.in_(list(keys)))
+            .group_by(MetricPoint.labels_key)
         )
-        .limit(1)
-    )
-    return float(last), None if seconds is None else float(seconds)
+        return {key: float(ts) for key, ts in rows}
+
+    sampled = latest(POOL_RESERVED)
+    # a forecast counts only if the last sample made one (a later sample without one ends it)
+    current = {k: ts for k, ts in latest(TIME_TO_EXHAUSTION).items() if sampled.get(k) == ts}
+    values: dict[str, float] = {}
+    if current:
+        rows = s.execute(
+            select(MetricPoint.labels_key, MetricPoint.value).where(
+                MetricPoint.name == TIME_TO_EXHAUSTION,
+                or_(
+                    *(
+                        and_(MetricPoint.labels_key == k, MetricPoint.ts == ts)
+                        for k, ts in current.items()
+                    )
+                ),
+            )
+        )
+        values = {key: float(value) for key, value in rows}
+    for key, ts in sampled.items():
+        found[keys[key]] = (ts, values.get(key))
+    return found
 
 
 @operation("GET", "/quota/status", name="quota.status")
@@ -256,11 +275,16 @@ def status(ctx: Context) -> dict[str, Any]:
         leases = list(
             s.scalars(
                 select(QuotaLease)
-                .where(QuotaLease.status.in_(LEASE_ACTIVE))
+                .where(
+                    # every lease's pool is one of these (a foreign key): naming them lets the
+                    # (pool, status) index find the active few among all the ended ones
+                    QuotaLease.pool.in_([p.name for p in pools]),
+                    QuotaLease.status.in_(LEASE_ACTIVE),
+                )
                 .order_by(QuotaLease.requested_at, QuotaLease.id)
             )
         )
-        forecasts = {(p.name, r): _forecast(s, p.name, r) for p in pools for r in p.capacity}
+        forecasts = _forecasts(s, [(p.name, r) for p in pools for r in p.capacity])
     shown = []
     for pool in pools:
         mine = [x for x in leases if x.pool == pool.name]
@@ -328,7 +352,7 @@ def list_leases(ctx: Context, *, query: LeaseQuery) -> dict[str, Any]:
     from sqlalchemy import and_, or_, select
 
     from shipyard.statuses import LEASE_ACTIVE
-    from shipyard.store.quota import QuotaLease
+    from shipyard.store.quota import QuotaLease, QuotaPool
 
     ctx.require(READ)
     after = _lease_cursor(query.cursor)
@@ -339,6 +363,10 @@ def list_leases(ctx: Context, *, query: LeaseQuery) -> dict[str, Any]:
         found = found.where(QuotaLease.status == query.status)
     if query.pool is not None:
         found = found.where(QuotaLease.pool == query.pool)
+    elif query.status != "any":
+        # every lease's pool is a pool (a foreign key): naming them lets the (pool, status)
+        # index find the leases of a status without reading the ended ones
+        found = found.where(QuotaLease.pool.in_(select(QuotaPool.name).scalar_subquery()))
     if query.pipeline is not None:
         found = found.where(QuotaLease.pipeline == query.pipeline)
     if after is not None:
@@ -577,9 +605,7 @@ def _require_named_model(ctx: Context, name: str) -> None:
             raise NotFound("model", name, candidates=s.scalars(select(RegisteredModel.name)))
 
 
-def _reserve(
-    ctx: Context, pool: str, name: str, resources: dict[str, float], basis: str
-) -> None:
+def _reserve(ctx: Context, pool: str, name: str, resources: dict[str, float], basis: str) -> None:
     """Create or replace a standing reservation, audited (``pool.reserve``) in the same
     transaction."""
     from shipyard import audit
@@ -622,7 +648,7 @@ def _parse_text(text: str, source: str) -> Any:
             return super().compose_node(parent, index)
 
     try:
-        return yaml.load(text, Loader=NoAliases)  # noqa: S506 - a SafeLoader
+        return yaml.load(text, Loader=NoAliases)  # a SafeLoader
     except yaml.YAMLError as exc:
         raise InvalidInput(f"{source} is not valid YAML: {yaml_error_line(exc)}") from None
     except RecursionError:
@@ -700,11 +726,7 @@ def apply(ctx: Context, *, body: PoolsBody) -> dict[str, Any]:
     for pool in pools:
         ctx.require(QUOTA_ADMIN, f"pool:{pool.name}" if pool.name in existing else None)
     apply_pools(ctx.ws.store, pools, ctx.ws.clock, actor=ctx.actor)
-    return {
-        "applied": [
-            {**pool_dict(p), "created": p.name not in existing} for p in pools
-        ]
-    }
+    return {"applied": [{**pool_dict(p), "created": p.name not in existing} for p in pools]}
 
 
 @operation("POST", "/quota/reclaim", name="quota.reclaim")
