@@ -156,7 +156,7 @@ class TestReads:
         cursor = None
         with seeded.plane.http("vic") as api:
             while True:
-                params: dict[str, object] = {"limit": 3, "pool": "team"}
+                params: dict[str, str | int] = {"limit": 3, "pool": "team"}
                 if cursor:
                     params["cursor"] = cursor
                 got = api.get("/quota/leases", params=params)
