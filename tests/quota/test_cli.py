@@ -9,7 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from shipyard.cli.quota import register
-from shipyard.errors import ConfigError
+from shipyard.errors import InvalidInput
 from shipyard.quota.admission import LeaseManager, LeaseRequest
 from shipyard.quota.pools import list_pools
 from shipyard.workspace import Workspace
@@ -57,10 +57,10 @@ def test_a_bad_pool_file_changes_nothing(
 ) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(POOLS.replace("share: 0.25", "share: 0.75"))  # shares add up to 125 %
-    with pytest.raises(ConfigError, match="guaranteed shares of cpu add up to 10"):
+    with pytest.raises(InvalidInput, match="guaranteed shares of cpu add up to 10"):
         CliRunner().invoke(cli, ["quota", "apply", str(bad)], catch_exceptions=False)
     bad.write_text("pools: [{name: x, capacity: {cpu: lots}}]")
-    with pytest.raises(ConfigError, match="not a quantity"):
+    with pytest.raises(InvalidInput, match="not a quantity"):
         CliRunner().invoke(cli, ["quota", "apply", str(bad)], catch_exceptions=False)
     assert list_pools(workspace.store) == []
 

@@ -1,31 +1,26 @@
-"""``shipyard quota …`` and ``shipyard hardware advise``: pools, status, plans and estimates."""
+"""``shipyard quota …`` and ``shipyard hardware advise``: pools, status, plans and estimates.
+
+Every command goes through the control plane's operations (``quota.*``, :func:`client`), so it
+reads and prints the same on the database and through a server. ``hardware advise`` measures
+the machine it runs on (that is its point) and asks the operations only for a step's history.
+"""
 
 from __future__ import annotations
 
 import math
-import os
-from collections import defaultdict
-from importlib import import_module
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psutil
 import typer
 from rich.markup import escape
-from sqlalchemy import select
 
-from shipyard.cli.output import console, duration, flag, open_workspace, print_json, require, when
-from shipyard.errors import InvalidInput, NotFound
-from shipyard.quota.admission import reclaim_expired
-from shipyard.quota.estimate import estimate_pipeline, measure_latency, serving_replicas
-from shipyard.quota.hardware import Workload, advise, by_cost, load_catalogue, measure_cpu
-from shipyard.quota.plan import plan_from_store
-from shipyard.quota.pools import apply_pools, list_pools, read_pool_file
-from shipyard.quota.resources import format_amount, parse_amounts
-from shipyard.quota.usage import record_usage
-from shipyard.statuses import LEASE_ACTIVE, LeaseStatus, StepStatus
-from shipyard.store.quota import QuotaLease, QuotaPool, QuotaReservation
-from shipyard.store.tables import StepRun
+from shipyard.cli.output import console, duration, flag, print_json, when
+from shipyard.errors import ConfigError, InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from shipyard.api.client import Client
 
 quota_app = typer.Typer(help="Quota pools, leases, plans and estimates.", no_args_is_help=True)
 hardware_app = typer.Typer(help="Hardware advice from measurements and a cited model.")
@@ -33,135 +28,173 @@ hardware_app = typer.Typer(help="Hardware advice from measurements and a cited m
 BAR_WIDTH = 24
 
 
+@contextmanager
+def _client() -> Iterator[Client]:
+    """The command's client; in the embedded mode its database connections are closed when
+    the command is done (a long-lived process running commands must not collect them)."""
+    from shipyard.cli.connect import client
+
+    api = client()
+    try:
+        yield api
+    finally:
+        ws = getattr(api, "ws", None)
+        if ws is not None:
+            ws.store.dispose()
+
+
+def _call(name: str, **params: Any) -> Any:
+    """One operation, in a client of its own."""
+    with _client() as api:
+        return api.call(name, **params)
+
+
+def _amount(resource: str, value: float) -> str:
+    from shipyard.quantities import format_amount
+
+    return format_amount(resource, value)
+
+
+def _amounts(values: dict[str, float]) -> str:
+    return ", ".join(f"{r}={_amount(r, v)}" for r, v in sorted(values.items()))
+
+
 def _bar(used: float, capacity: float) -> str:
     filled = 0 if capacity <= 0 else min(BAR_WIDTH, round(BAR_WIDTH * used / capacity))
     return "█" * filled + "·" * (BAR_WIDTH - filled)
 
 
+def every(api: Client, name: str, **params: Any) -> Iterator[dict[str, Any]]:
+    """Every item of a paged list, page by page."""
+    cursor = None
+    while True:
+        found = api.call(name, limit=1000, cursor=cursor, **params)
+        yield from found["items"]
+        cursor = found["next"]
+        if cursor is None:
+            return
+
+
 @quota_app.command("apply")
 def apply(file: Path = typer.Argument(..., help="A pools YAML file.")) -> None:
     """Create or replace the pools a YAML file declares (validated; nothing changes on error)."""
-    ws = open_workspace()
-    pools = read_pool_file(file, ws.settings.quota.default_cap_fraction)
-    apply_pools(ws.store, pools, ws.clock, actor=ws.actor)
-    for pool in pools:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file} is not UTF-8 text") from None
+    done = _call("quota.apply", text=text, source=str(file))
+    for pool in done["applied"]:
         console.print(
-            f"[green]✓[/] pool [bold]{pool.name}[/] ({pool.mode}): "
-            + ", ".join(f"{r}={format_amount(r, v)}" for r, v in sorted(pool.capacity.items()))
+            f"[green]✓[/] pool [bold]{pool['name']}[/] ({pool['mode']}): "
+            + ", ".join(f"{r}={_amount(r, v)}" for r, v in sorted(pool["capacity"].items()))
         )
 
 
 @quota_app.command("pools")
 def pools(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """List the pools with their members' shares and caps."""
-    ws = open_workspace(create=False)
-    found = list_pools(ws.store)
+    with _client() as api:
+        found = list(every(api, "quota.pool.list"))
     if as_json:
-        print_json(
-            [
-                {
-                    "name": p.name,
-                    "mode": p.mode,
-                    "capacity": p.capacity,
-                    "members": {
-                        m.pipeline: {"share": m.share, "cap": m.cap, "weight": m.weight}
-                        for m in p.members.values()
-                    },
-                }
-                for p in found
-            ]
-        )
+        print_json(found)
         return
     if not found:
         console.print("no pools yet: declare them with `shipyard quota apply pools.yaml`")
     for p in found:
-        console.print(f"[bold]{p.name}[/] ({p.mode})")
-        for r, v in sorted(p.capacity.items()):
-            console.print(f"  {r:<10} {format_amount(r, v)}")
-        for m in p.members.values():
-            share = ", ".join(f"{r}={format_amount(r, v)}" for r, v in sorted(m.share.items()))
-            cap = ", ".join(f"{r}={format_amount(r, v)}" for r, v in sorted(m.cap.items()))
-            console.print(f"  member {m.pipeline}: share {share}; cap {cap}; weight {m.weight:g}")
+        console.print(f"[bold]{p['name']}[/] ({p['mode']})")
+        for r, v in sorted(p["capacity"].items()):
+            console.print(f"  {r:<10} {_amount(r, v)}")
+        for pipeline, m in p["members"].items():
+            console.print(
+                f"  member {pipeline}: share {_amounts(m['share'])}; cap {_amounts(m['cap'])}; "
+                f"weight {m['weight']:g}"
+            )
 
 
 @quota_app.command("status")
 def status(as_json: bool = flag("--json", help="Print JSON.")) -> None:
-    """Each pool with a bar per resource, who holds what, who waits (and records usage)."""
-    ws = open_workspace(create=False)
-    outlook = {(o.pool, o.resource): o for o in record_usage(ws.store, ws.clock)}
-    with ws.store.session() as s:
-        leases = list(
-            s.scalars(
-                select(QuotaLease)
-                .where(QuotaLease.status.in_(LEASE_ACTIVE))
-                .order_by(QuotaLease.requested_at)
+    """Each pool with a bar per resource, who holds what, who waits (the forecast of
+    exhaustion is the daemon's last sample)."""
+    with _client() as api:
+        now = api.call("quota.status")
+        if as_json:
+            print_json(
+                {
+                    "pools": {p["name"]: p["resources"] for p in now["pools"]},
+                    "leases": list(every(api, "quota.lease.list", status="active")),
+                }
             )
-        )
-        names = list(s.scalars(select(QuotaPool.name).order_by(QuotaPool.name)))
-    found = {p.name: p for p in list_pools(ws.store)}
-    if as_json:
-        print_json(
-            {
-                "pools": {
-                    n: {
-                        r: {
-                            "capacity": o.capacity,
-                            "reserved": o.reserved,
-                            "time_to_exhaustion_s": o.seconds,
-                        }
-                        for (pn, r), o in outlook.items()
-                        if pn == n
-                    }
-                    for n in names
-                },
-                "leases": [
-                    {
-                        "id": x.id,
-                        "pool": x.pool,
-                        "pipeline": x.pipeline,
-                        "step": x.step,
-                        "status": x.status,
-                        "resources": x.resources,
-                        "since": x.requested_at,
-                    }
-                    for x in leases
-                ],
-            }
-        )
-        return
-    if not names:
+            return
+    if not now["pools"]:
         console.print("no pools yet: declare them with `shipyard quota apply pools.yaml`")
-    for name in names:
-        pool = found[name]
-        console.print(f"[bold]{name}[/] ({pool.mode})")
-        for r, cap in sorted(pool.capacity.items()):
-            o = outlook[(name, r)]
-            tte = f"  exhausted in ~{duration(o.seconds)}" if o.seconds is not None else ""
+    for pool in now["pools"]:
+        console.print(f"[bold]{pool['name']}[/] ({pool['mode']})")
+        for r, o in pool["resources"].items():
+            seconds = o["time_to_exhaustion_s"]
+            tte = f"  exhausted in ~{duration(seconds)}" if seconds is not None else ""
             console.print(
-                f"  {r:<10} {_bar(o.reserved, cap)} {format_amount(r, o.reserved)} of "
-                f"{format_amount(r, cap)}{tte}"
+                f"  {r:<10} {_bar(o['reserved'], o['capacity'])} {_amount(r, o['reserved'])} of "
+                f"{_amount(r, o['capacity'])}{tte}"
             )
-        holders: dict[tuple[str, str], list[QuotaLease]] = defaultdict(list)
-        for x in leases:
-            if x.pool == name:
-                holders[(x.pipeline, x.status)].append(x)
-        for (pipeline, state), rows in sorted(holders.items()):
-            total: dict[str, float] = {}
-            for x in rows:
-                for r, v in x.resources.items():
-                    total[r] = total.get(r, 0.0) + float(v)
-            amounts = ", ".join(f"{r}={format_amount(r, v)}" for r, v in sorted(total.items()))
-            since = when(min(x.requested_at for x in rows))
-            verb = "holds" if state == LeaseStatus.HELD else "waits for"
-            count = f"{len(rows)} lease" + ("s" if len(rows) != 1 else "")
-            console.print(f"    {pipeline} {verb} {amounts} ({count}, since {since})")
+        for h in pool["holders"]:
+            verb = "holds" if h["status"] == "held" else "waits for"
+            count = f"{h['leases']} lease" + ("s" if h["leases"] != 1 else "")
+            console.print(
+                f"    {h['pipeline']} {verb} {_amounts(h['resources'])} "
+                f"({count}, since {when(h['since'])})"
+            )
+
+
+@quota_app.command("leases")
+def leases(
+    pool: str | None = typer.Option(None, "--pool", help="Only leases in this pool."),
+    pipeline: str | None = typer.Option(None, "--pipeline", help="Only this pipeline's."),
+    state: str = typer.Option(
+        "active", "--status", help="active (held or waiting), any, or one status."
+    ),
+    limit: int = typer.Option(50, "--limit", min=1, max=1000, help="How many, oldest first."),
+    cursor: str | None = typer.Option(None, "--after", help="Page: the `next` printed before."),
+    as_json: bool = flag("--json", help="Print JSON."),
+) -> None:
+    """Leases, oldest request first: their pool, holder, resources and state."""
+    from shipyard.cli.output import table
+
+    found = _call(
+        "quota.lease.list",
+        pool=pool,
+        pipeline=pipeline,
+        status=state,
+        limit=limit,
+        cursor=cursor,
+    )
+    if as_json:
+        print_json(found)
+        return
+    if not found["items"]:
+        console.print("no leases match")
+        return
+    listing = table("id", "pool", "pipeline", "step", "status", "resources", "since")
+    for x in found["items"]:
+        listing.add_row(
+            x["id"],
+            x["pool"],
+            x["pipeline"],
+            x["step"] or "-",
+            x["status"],
+            _amounts(x["resources"]),
+            when(x["since"]),
+        )
+    console.print(listing)
+    if found["next"] is not None:
+        console.print(f"more: shipyard quota leases --after {found['next']}")
 
 
 @quota_app.command("reclaim")
 def reclaim() -> None:
     """Expire leases whose holders stopped heartbeating (the daemon does this every tick)."""
-    ws = open_workspace(create=False)
-    gone = reclaim_expired(ws.store, ws.clock)
+    gone = _call("quota.reclaim")["reclaimed"]
     listed = f": {', '.join(gone)}" if gone else ""
     console.print(f"reclaimed {len(gone)} expired lease(s){listed}")
 
@@ -175,65 +208,46 @@ def estimate(
     as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """Per-step p90 memory and CPU from run history, scaled to the input, and the peak."""
-    ws = open_workspace(create=False)
-    require(ws, "pipeline", like if like is not None else pipeline)  # a new one may borrow
-    est = estimate_pipeline(ws.store, pipeline, input_rows=input_rows, like=like, margin=margin)
+    if input_rows is not None and input_rows <= 0:
+        raise InvalidInput("--input-rows must be a positive number of rows")
+    est = _call(
+        "quota.estimate", pipeline=pipeline, input_rows=input_rows, like=like, margin=margin
+    )
     if as_json:
-        print_json(
-            {
-                "pipeline": est.pipeline,
-                "based_on": est.based_on,
-                "runs": est.runs,
-                "peak": est.peak,
-                "duration_s": est.duration_s,
-                "notes": est.notes,
-                "steps": [
-                    {
-                        "step": e.step,
-                        "runs": e.runs,
-                        "memory_bytes": e.memory_bytes,
-                        "cpu_seconds": e.cpu_seconds,
-                        "cpu": e.cpu_cores,
-                        "duration_s": e.duration_s,
-                        "memory_model": None
-                        if e.memory_model is None
-                        else {"exponent": e.memory_model.exponent, "mape": e.memory_model.mape},
-                    }
-                    for e in est.steps
-                ],
-            }
-        )
+        print_json(est)
         return
-    scaled = sum(e.memory_model is not None for e in est.steps)
+    steps = est["steps"]
+    scaled = sum(e["memory_model"] is not None for e in steps)
     if not input_rows:
         size = ""
-    elif scaled == len(est.steps):
+    elif scaled == len(steps):
         size = f", scaled to {input_rows:,} rows"
     elif scaled == 0:
         size = f"; not scaled to {input_rows:,} rows: no step has runs of 3 distinct input sizes"
     else:
-        size = f"; {scaled} of {len(est.steps)} steps scaled to {input_rows:,} rows"
+        size = f"; {scaled} of {len(steps)} steps scaled to {input_rows:,} rows"
+    runs = est["runs"]
     console.print(
-        f"[bold]{pipeline}[/]: based on {est.runs} succeeded run{'s' if est.runs != 1 else ''} "
-        f"of [bold]{est.based_on}[/], p90 + {margin:.0%} margin{size}"
+        f"[bold]{pipeline}[/]: based on {runs} succeeded run{'s' if runs != 1 else ''} "
+        f"of [bold]{est['based_on']}[/], p90 + {margin:.0%} margin{size}"
     )
-    for e in est.steps:
+    for e in steps:
         model = ""
-        if e.memory_model is not None:
+        if (law := e["memory_model"]) is not None:
             model = (
-                f"  memory ∝ rows^{e.memory_model.exponent:.2f} "
-                f"(log-log least squares, MAPE {e.memory_model.mape:.1%} on "
-                f"{e.memory_model.points} runs)"
+                f"  memory ∝ rows^{law['exponent']:.2f} "
+                f"(log-log least squares, MAPE {law['mape']:.1%} on {law['points']} runs)"
             )
         console.print(
-            f"  {e.step:<20} memory {format_amount('memory', e.memory_bytes):>9}  "
-            f"cpu {e.cpu_cores:g}  {e.cpu_seconds:.1f} cpu-s  {duration(e.duration_s)}{model}"
+            f"  {e['step']:<20} memory {_amount('memory', e['memory_bytes']):>9}  "
+            f"cpu {e['cpu']:g}  {e['cpu_seconds']:.1f} cpu-s  {duration(e['duration_s'])}{model}"
         )
+    peak = est["peak"]
     console.print(
-        f"  peak along the DAG: cpu {est.peak['cpu']:g}, memory "
-        f"{format_amount('memory', est.peak['memory'])}; run time p90 {duration(est.duration_s)}"
+        f"  peak along the DAG: cpu {peak['cpu']:g}, memory "
+        f"{_amount('memory', peak['memory'])}; run time p90 {duration(est['duration_s'])}"
     )
-    for note in est.notes:
+    for note in est["notes"]:
         console.print(f"  [yellow]note:[/] {note}")
 
 
@@ -257,136 +271,72 @@ def serving(
     cpu: float = typer.Option(1.0, "--cpu-per-replica", help="CPUs of one replica."),
     memory: str = typer.Option("1Gi", "--memory-per-replica", help="Memory of one replica."),
     reserve: str | None = typer.Option(None, "--reserve", help="Record it in this pool."),
-    seconds: float = typer.Option(2.0, "--seconds", help="Load-test length."),
+    seconds: float = typer.Option(2.0, "--seconds", help="Load-test length (on the server)."),
 ) -> None:
     """Replicas by Little's law from a measured latency, N+1 and experiment headroom."""
-    ws = open_workspace(create=False)
-    if latency_ms is None:
-        require(ws, "model", model.partition("@")[0])
-    require(ws, "pool", reserve)
-    per_replica = parse_amounts({"cpu": cpu, "memory": memory}, what="per replica")
-    basis = ""
-    if latency_ms is None:
-        latency_s, basis = _measure_model(ws, model, seconds)
-    else:
-        latency_s, basis = latency_ms / 1000, "latency given with --latency-ms"
-    plan = serving_replicas(
-        qps,
-        latency_s,
+    sized = _call(
+        "quota.serving",
+        model=model,
+        qps=qps,
+        p99_ms=p99_ms,
+        latency_ms=latency_ms,
         concurrency=concurrency,
-        target_utilisation=utilisation,
-        headroom=ws.settings.quota.experiment_headroom,
-        per_replica=per_replica,
+        utilisation=utilisation,
+        cpu_per_replica=cpu,
+        memory_per_replica=memory,
+        reserve=reserve,
+        seconds=seconds,
     )
-    console.print(f"[bold]{model}[/] at {qps:g} QPS: {basis}")
+    latency_s = sized["latency_s"]
+    console.print(f"[bold]{model}[/] at {qps:g} QPS: {sized['basis']}")
     console.print(
-        f"  in flight L = λW = {qps:g} × {latency_s * 1000:.2f} ms = {plan.in_flight:.2f}; "
-        f"÷ ({concurrency} × {utilisation:.0%}) → {plan.base_replicas}; N+1 → "
-        f"{plan.base_replicas + 1}; headroom +{plan.headroom_replicas} → "
-        f"[bold]{plan.replicas} replicas[/]"
+        f"  in flight L = λW = {qps:g} × {latency_s * 1000:.2f} ms = {sized['in_flight']:.2f}; "
+        f"÷ ({concurrency} × {utilisation:.0%}) → {sized['base_replicas']}; N+1 → "
+        f"{sized['base_replicas'] + 1}; headroom +{sized['headroom_replicas']} → "
+        f"[bold]{sized['replicas']} replicas[/]"
     )
-    console.print(
-        "  asks for "
-        + ", ".join(f"{r}={format_amount(r, v)}" for r, v in sorted(plan.resources.items()))
-    )
-    if p99_ms is not None and latency_s * 1000 > p99_ms:
+    console.print("  asks for " + _amounts(sized["resources"]))
+    if sized["over_p99_target"]:
         console.print(
             f"  [red]one request takes {latency_s * 1000:.1f} ms, over the "
             f"{p99_ms:g} ms p99 target: more replicas will not fix that[/]"
         )
-    if reserve:
-        now = ws.clock.time()
-        with ws.store.session() as s:
-            s.merge(
-                QuotaReservation(
-                    pool=reserve,
-                    name=f"serving:{model}",
-                    resources=plan.resources,
-                    basis=basis,
-                    updated_at=now,
-                )
-            )
-        console.print(f"  [green]✓[/] reserved in pool {reserve} (counted by `quota plan`)")
-
-
-def _measure_model(ws: Any, model: str, seconds: float) -> tuple[float, str]:
-    try:
-        registry = import_module("shipyard.registry.models")
-    except ImportError:
-        raise InvalidInput("no model registry here: give --latency-ms") from None
-    name, _, alias = model.partition("@")
-    models = registry.Registry.of(ws)
-    try:
-        info, predictor = models.load(name, alias=alias or None)
-    except NotFound:
-        if alias:
-            raise
-        # no default alias yet (a first rollout waiting for approvals): the newest version
-        info, predictor = models.load(name, version=models.versions(name)[-1].version)
-    import numpy as np
-
-    sample = np.zeros((1, len(info.signature.inputs)))
-    m = measure_latency(predictor.predict, sample, seconds=seconds)
-    return m.p99_s, (
-        f"{name} v{info.version} measured here: {m.requests} one-row requests in "
-        f"{m.seconds:.1f}s, p50 {m.p50_s * 1000:.2f} ms, p99 {m.p99_s * 1000:.2f} ms (p99 used)"
-    )
+    if sized["reserved_in"]:
+        console.print(
+            f"  [green]✓[/] reserved in pool {sized['reserved_in']} (counted by `quota plan`)"
+        )
 
 
 @quota_app.command("plan")
 def plan(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Is there enough quota to run all scheduled pipelines over the coming week?"""
-    ws = open_workspace(create=False)
-    result = plan_from_store(
-        ws.store,
-        headroom_fraction=ws.settings.quota.experiment_headroom,
-        default_pool=ws.settings.quota.default_pool,
-        start=ws.clock.time(),
-    )
+    result = _call("quota.plan")
     if as_json:
-        print_json(
-            {
-                "fits": result.fits,
-                "notes": result.notes,
-                "lines": [
-                    {
-                        "pool": x.pool,
-                        "resource": x.resource,
-                        "capacity": x.capacity,
-                        "reserved": x.reserved,
-                        "scheduled_peak": x.scheduled_peak,
-                        "headroom": x.headroom,
-                        "peak_at": x.peak_at,
-                        "colliding": x.colliding,
-                        "fits": x.fits,
-                    }
-                    for x in result.lines
-                ],
-            }
-        )
+        print_json(result)
         return
-    for x in result.lines:
-        r = x.resource
+    for x in result["lines"]:
+        r = x["resource"]
         mark = (
             "[green]fits[/]"
-            if x.fits
-            else f"[red]short by {format_amount(r, x.total - x.capacity)}[/]"
+            if x["fits"]
+            else f"[red]short by {_amount(r, x['total'] - x['capacity'])}[/]"
         )
-        console.print(f"[bold]{x.pool}[/] {r}: capacity {format_amount(r, x.capacity)} — {mark}")
-        console.print(f"  serving reservations  {format_amount(r, x.reserved)}")
+        console.print(f"[bold]{x['pool']}[/] {r}: capacity {_amount(r, x['capacity'])} — {mark}")
+        console.print(f"  serving reservations  {_amount(r, x['reserved'])}")
+        colliding = x["colliding"]
         console.print(
-            f"  scheduled peak        {format_amount(r, x.scheduled_peak)}"
-            + (f" at {when(x.peak_at)}: {', '.join(x.colliding)}" if x.colliding else "")
+            f"  scheduled peak        {_amount(r, x['scheduled_peak'])}"
+            + (f" at {when(x['peak_at'])}: {', '.join(colliding)}" if colliding else "")
         )
-        console.print(f"  experiment headroom   {format_amount(r, x.headroom)}")
-    for note in result.notes:
+        console.print(f"  experiment headroom   {_amount(r, x['headroom'])}")
+    for note in result["notes"]:
         console.print(f"[yellow]note:[/] {note}")
-    if not result.lines:
+    if not result["lines"]:
         console.print("no pools declared: `shipyard quota apply pools.yaml` first")
         raise typer.Exit(1)
-    verdict = "enough quota for every pipeline" if result.fits else "NOT enough quota"
+    verdict = "enough quota for every pipeline" if result["fits"] else "NOT enough quota"
     console.print(f"verdict: [bold]{verdict}[/]")
-    if not result.fits:
+    if not result["fits"]:
         raise typer.Exit(1)
 
 
@@ -400,33 +350,21 @@ def hardware_advise(
     price: float | None = typer.Option(None, "--local-price", help="This machine, USD/hour."),
 ) -> None:
     """Cheaper or faster hardware for a step: measured here, roofline-modelled elsewhere."""
+    import psutil
+
+    from shipyard.quota.hardware import Workload, advise, by_cost, load_catalogue, measure_cpu
+
+    if flops is None and (not target or ":" not in target):
+        raise InvalidInput("give FILE:STEP (with run history) or --flops")
     measured = measure_cpu()
     basis = "FLOPs given with --flops"
     if flops is None:
-        if not target or ":" not in target:
-            raise InvalidInput("give FILE:STEP (with run history) or --flops")
-        ws = open_workspace(create=False)
+        assert target is not None
         file, step = target.rsplit(":", 1)
-        with ws.store.session() as s:
-            from shipyard.store.tables import Run
-
-            cpu_s = [
-                float(c)
-                for c in s.scalars(
-                    select(StepRun.cpu_seconds)
-                    .join(Run, Run.id == StepRun.run_id)
-                    .where(
-                        StepRun.step == step,
-                        StepRun.status == StepStatus.SUCCEEDED,
-                        Run.file.endswith(os.path.basename(file)),
-                    )
-                )
-                if c
-            ]
+        cpu_s = sorted(_call("quota.step_cpu", file=file, step=step)["cpu_seconds"])
         if not cpu_s:
             raise NotFound("run history of step", target, "run it once, or give --flops")
         one_thread = next(m.gflops for m in measured if m.threads == 1 and m.dtype == "float64")
-        cpu_s.sort()
         p90 = cpu_s[min(len(cpu_s) - 1, math.ceil(0.9 * len(cpu_s)) - 1)]
         flops = p90 * one_thread * 1e9
         basis = (
@@ -444,7 +382,7 @@ def hardware_advise(
     console.print(f"workload: {flops:.3g} FLOPs, {bytes_moved:.3g} bytes; {basis}")
     if parameters:
         console.print(
-            f"model size asks for {format_amount('memory', work.memory_needed)} "
+            f"model size asks for {_amount('memory', work.memory_needed)} "
             f"({'inference, 2' if inference else 'training with Adam, 16'} B/param)"
         )
     console.print("[bold]by time[/]")
