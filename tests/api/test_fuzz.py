@@ -222,7 +222,7 @@ def strategy(fuzz: Fuzz, op: Operation, mode: GenerationMode) -> st.SearchStrate
         return generated
     combos = [{p: fuzz.known[p][i % len(fuzz.known[p])] for p in op.path_params} for i in range(4)]
     real = [target.as_strategy(path_parameters=c) for c in combos]
-    return st.one_of(generated, *real)
+    return st.one_of(generated, st.one_of(*real))
 
 
 def problems_of(response: schemathesis.Response, *, unauthenticated: bool) -> list[str]:
