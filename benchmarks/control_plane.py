@@ -170,8 +170,9 @@ def seed(db_url: str, home: Path, runs: int, models: int, points: int, audits: i
 
 def insert_points(store: Any, points: int, run_ids: list[str], now: float) -> None:
     """``points`` metric points in series of 1,000: COPY on PostgreSQL, executemany on SQLite
-    (the driver's, on a raw connection: SQLAlchemy's would build a dict per row)."""
-    from shipyard.store.tables import labels_key
+    (the driver's, on a raw connection: SQLAlchemy's would build a dict per row), with the
+    table's indexes dropped during the load and built again after it."""
+    from shipyard.store.tables import MetricPoint, labels_key
 
     def rows() -> Any:
         per_series = 1000
@@ -184,6 +185,10 @@ def insert_points(store: Any, points: int, run_ids: list[str], now: float) -> No
             for i in range(min(per_series, points - series * per_series)):
                 yield name, text, key, base + i * 15.0, float(i % 97) / 97.0
 
+    indexes = list(MetricPoint.__table__.indexes)
+    with store.engine.begin() as conn:  # a bulk load builds its indexes once, afterwards
+        for index in indexes:
+            index.drop(conn)
     raw = store.engine.raw_connection()
     try:
         cur = raw.cursor()
@@ -194,6 +199,7 @@ def insert_points(store: Any, points: int, run_ids: list[str], now: float) -> No
                 for row in rows():
                     copy.write_row(row)
         else:  # the JSON column holds JSON text on SQLite: what json.dumps wrote
+            cur.execute("BEGIN")  # the store's connections autocommit: one transaction, not 1M
             cur.executemany(
                 "INSERT INTO metric_points (name, labels, labels_key, ts, value) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -202,6 +208,9 @@ def insert_points(store: Any, points: int, run_ids: list[str], now: float) -> No
         raw.commit()
     finally:
         raw.close()
+    with store.engine.begin() as conn:
+        for index in indexes:
+            index.create(conn)
 
 
 def get(port: int, path: str, token: str) -> tuple[int, bytes]:
