@@ -12,7 +12,16 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["runner_overhead", "drift", "admission", "serving", "alerting", "canary", "ray_executor"]
+ORDER = [
+    "runner_overhead",
+    "drift",
+    "admission",
+    "serving",
+    "alerting",
+    "canary",
+    "control_plane",
+    "ray_executor",
+]
 
 
 def main(names: list[str]) -> int:

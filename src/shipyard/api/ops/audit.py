@@ -9,6 +9,10 @@ from pydantic import Field
 from shipyard.api.operations import Context, Params, operation, page
 from shipyard.identity import READ
 
+SEQ_MAX = 2**31 - 1
+"""The largest ``seq`` a query may name: the column is an SQL INTEGER, 32 bits on PostgreSQL,
+which answers a larger bound with an error rather than an empty result."""
+
 
 class AuditQuery(Params):
     action: str | None = Field(
@@ -20,12 +24,12 @@ class AuditQuery(Params):
     )
     subject_id: str | None = Field(None, max_length=200, description="Only events about this id.")
     since: float | None = Field(None, ge=0, le=1e11, description="Only since then (epoch seconds).")
-    before: int | None = Field(None, ge=1, le=2**62, description="Page: events before this seq.")
+    before: int | None = Field(None, ge=1, le=SEQ_MAX, description="Page: events before this seq.")
     limit: int = Field(50, ge=1, le=1000, description="How many, newest first.")
 
 
 class VerifyQuery(Params):
-    anchor_seq: int | None = Field(None, ge=1, le=2**62, description="A seq kept from before…")
+    anchor_seq: int | None = Field(None, ge=1, le=SEQ_MAX, description="A seq kept from before…")
     anchor_hash: str | None = Field(
         None, pattern=r"^[0-9a-f]{64}$", description="…and its hash: both must still hold."
     )
