@@ -12,7 +12,8 @@ import typer
 from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
-from shipyard.errors import InvalidInput, NotFound
+from shipyard.errors import ConfigError, InvalidInput, NotFound
+from shipyard.workspace import Workspace
 
 
 def test_register_list_show_alias_roundtrip(app: typer.Typer, tmp_path: Path) -> None:
@@ -46,6 +47,10 @@ def test_cli_errors_are_shipyard_errors(app: typer.Typer, tmp_path: Path) -> Non
     runner = CliRunner()
     r = runner.invoke(app, ["models", "register", "x", str(tmp_path / "missing.skops")])
     assert isinstance(r.exception, InvalidInput)
+    r = runner.invoke(app, ["models", "alias", "nope", "champion", "1"])
+    # moving an alias goes through the control plane's client, which opens no new workspace
+    assert isinstance(r.exception, ConfigError) and "shipyard init" in str(r.exception)
+    Workspace.open().store.dispose()
     r = runner.invoke(app, ["models", "alias", "nope", "champion", "1"])
     assert isinstance(r.exception, NotFound)
     r = runner.invoke(app, ["models", "import-mlflow", str(tmp_path), "--name", "m"])

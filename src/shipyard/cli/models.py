@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from shipyard.registry import (
     import_mlflow,
     read_model_file,
 )
-from shipyard.serving.live import LiveState, live_state, live_states, move_alias
+from shipyard.serving.live import LiveState, LiveVersion
 
 models_app = typer.Typer(help="Models, versions and aliases.", no_args_is_help=True)
 NAME_ARG = typer.Argument(..., help="The model's name.")
@@ -47,20 +48,30 @@ def _read_frame(path: Path, what: str = "training data") -> Any:
         raise InvalidInput(f"cannot read {path}: {exc}") from None
 
 
+def _all(call: Any, operation: str, /, **params: Any) -> Iterator[dict[str, Any]]:
+    """Every item of a paged operation, page after page."""
+    cursor = None
+    while True:
+        found = call(operation, **params, limit=1000, cursor=cursor)
+        yield from found["items"]
+        cursor = found["next"]
+        if cursor is None:
+            return
+
+
 @models_app.command("list")
 def list_models(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Every registered model, its latest version, its aliases and what serves it now."""
-    registry = Registry.of(open_workspace(create=False))
-    rows = registry.models()
-    with registry.store.session() as s:
-        live = live_states(s)
+    from shipyard.cli.connect import client
+
+    rows = list(_all(client().call, "models.list"))
     if as_json:
-        print_json([{**m, "live": _live_json(live.get(m["name"]))} for m in rows])
+        print_json(rows)
         return
     models = table("model", "latest", "aliases", "serving", "created")
     for m in rows:
         aliases = ", ".join(f"{a}→v{v}" for a, v in sorted(m["aliases"].items()))
-        state = live.get(m["name"])
+        state = _live_state(m["live"])
         serving = state.brief() if state is not None else "-"
         models.add_row(
             m["name"], str(m["latest_version"]), aliases or "-", serving, when(m["created_at"])
@@ -68,8 +79,12 @@ def list_models(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     console.print(models)
 
 
-def _live_json(state: LiveState | None) -> dict[str, Any] | None:
-    return state.to_json() if state is not None else None
+def _live_state(live: dict[str, Any] | None) -> LiveState | None:
+    """The :class:`LiveState` an operation's ``live`` answer describes."""
+    if live is None:
+        return None
+    versions = tuple(LiveVersion(v["version"], v["weight"], v["canary"]) for v in live["versions"])
+    return LiveState(live["model"], versions, live["decided_by"], live["rollout_id"], live["alias"])
 
 
 @models_app.command()
@@ -80,88 +95,74 @@ def show(
     as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """One version: flavor, artifact, signature, metrics, lineage, and the alias history."""
-    ws = open_workspace(create=False)
-    require(ws, "model", name)
-    registry = Registry.of(ws)
+    from shipyard.cli.connect import client
+
+    api = client()
+    model = api.call("models.get", name=name)
     if version is None and alias is None:
-        versions = registry.versions(name)
-        if not versions:
+        version = model["default_version"]
+        if version is None:
             raise InvalidInput(f"model {name!r} has no versions")
-        try:
-            info = registry.get(name)  # the version the default alias names
-        except NotFound:
-            info = versions[-1]
-    else:
-        info = registry.get(name, version, alias)
-    moves = registry.alias_history(name)
-    history = [
-        {"alias": h.alias, "from": h.from_version, "to": h.to_version, "actor": h.actor,
-         "reason": h.reason, "ts": h.ts}
-        for h in moves
-    ]  # fmt: skip
-    live = live_state(registry.store, name)
+    elif version is None:
+        if alias not in model["aliases"]:
+            raise NotFound("alias", f"{name}@{alias}", "set it with `shipyard models alias`")
+        version = model["aliases"][alias]
+    info = api.call("models.version", name=name, version=version)
+    gates = info.pop("gate_results")
+    info.pop("aliased_as")
+    moves = list(_all(api.call, "models.aliases", name=name))[::-1]
+    history = [{k: h[k] for k in ("alias", "from", "to", "actor", "reason", "ts")} for h in moves]
+    live = _live_state(model["live"])
     if as_json:
         print_json(
-            {**info.to_json(), "aliases": registry.aliases(name), "alias_history": history,
-             "live": _live_json(live)}
+            {**info, "aliases": model["aliases"], "alias_history": history,
+             "live": model["live"]}
         )  # fmt: skip
         return
-    console.print(f"[bold]{info.model}[/] v{info.version}  ({info.flavor})")
+    console.print(f"[bold]{info['model']}[/] v{info['version']}  ({info['flavor']})")
     console.print(f"  serving   {live.describe() if live else 'nothing'}", soft_wrap=True)
-    console.print(f"  artifact  sha256:{info.artifact_digest}")
-    console.print(f"  created   {when(info.created_at)} by {info.created_by or '-'}")
-    inputs = info.signature.inputs
-    cols = ", ".join(f"{c.name}:{c.type}" for c in inputs[:6])
+    console.print(f"  artifact  sha256:{info['artifact_digest']}")
+    console.print(f"  created   {when(info['created_at'])} by {info['created_by'] or '-'}")
+    inputs = info["signature"]["inputs"]
+    cols = ", ".join(f"{c['name']}:{c['type']}" for c in inputs[:6])
     more = f", … ({len(inputs)} columns; --json lists them)" if len(inputs) > 6 else ""
     console.print(f"  inputs    {cols}{more}")
-    console.print(f"  metrics   {json.dumps(info.metrics)}")
-    if info.tags:
-        console.print(f"  tags      {json.dumps(info.tags)}")
-    data = ", ".join(d[:12] for d in info.lineage.get("data") or []) or "-"
-    console.print(f"  lineage   run {info.lineage.get('run_id') or '-'}, data {data}")
-    console.print(f"  reference {'yes' if info.reference_profile else 'no'}")
-    trust = info.lineage.get("trust")
+    console.print(f"  metrics   {json.dumps(info['metrics'])}")
+    if info["tags"]:
+        console.print(f"  tags      {json.dumps(info['tags'])}")
+    lineage = info["lineage"]
+    data = ", ".join(d[:12] for d in lineage.get("data") or []) or "-"
+    console.print(f"  lineage   run {lineage.get('run_id') or '-'}, data {data}")
+    console.print(f"  reference {'yes' if info['has_reference_profile'] else 'no'}")
+    trust = lineage.get("trust")
     if trust:
         console.print(
             f"  [yellow]trust[/]     pickle {trust['source']} (sha256:{trust['sha256'][:12]}) "
             f"loaded under {trust['flag']} by {trust['by'] or '-'} {when(trust['at'])}"
         )
-    gate = _gate_result(registry, name, info.version)
-    if gate is not None:
-        verdict = "[green]blessed[/]" if gate.passed else "[red]not blessed[/]"
-        reasons = "; ".join(gate.evidence.get("reasons") or [])
-        console.print(f"  gate      {verdict} {when(gate.ts)} by {gate.actor}: {reasons}")
-        serving = gate.evidence.get("serving_metrics") or {}
-        numbers = ", ".join(
-            f"{k} {v:.4f}"
-            + (
-                f" (v{gate.evidence.get('serving_version')}: {serving[k]:.4f})"
-                if k in serving
-                else ""
-            )
-            for k, v in sorted((gate.evidence.get("metrics") or {}).items())
-        )
-        if numbers:
-            console.print(f"            on held-out data: {numbers}")
-    for m in moves:
+    if gates:
+        _print_gate(gates[0])
+    for m in history:
         console.print(
-            f"  {when(m.ts)}  {m.alias}: {m.from_version} → {m.to_version}  by {m.actor}"
-            + (f"  ({m.reason})" if m.reason else "")
+            f"  {when(m['ts'])}  {m['alias']}: {m['from']} → {m['to']}  by {m['actor']}"
+            + (f"  ({m['reason']})" if m["reason"] else "")
         )
 
 
-def _gate_result(registry: Registry, name: str, version: int) -> Any:
-    """The version's latest validation gate result, if it was validated."""
-    from sqlalchemy import select
-
-    from shipyard.store.deploy import GateResult
-
-    with registry.store.session() as s:
-        q = select(GateResult).where(GateResult.model == name, GateResult.version == version)
-        row = s.scalars(q.order_by(GateResult.ts.desc(), GateResult.id.desc()).limit(1)).first()
-        if row is not None:
-            s.expunge(row)
-        return row
+def _print_gate(gate: dict[str, Any]) -> None:
+    """The version's latest validation gate result."""
+    evidence = gate["evidence"]
+    verdict = "[green]blessed[/]" if gate["passed"] else "[red]not blessed[/]"
+    reasons = "; ".join(evidence.get("reasons") or [])
+    console.print(f"  gate      {verdict} {when(gate['ts'])} by {gate['actor']}: {reasons}")
+    serving = evidence.get("serving_metrics") or {}
+    numbers = ", ".join(
+        f"{k} {v:.4f}"
+        + (f" (v{evidence.get('serving_version')}: {serving[k]:.4f})" if k in serving else "")
+        for k, v in sorted((evidence.get("metrics") or {}).items())
+    )
+    if numbers:
+        console.print(f"            on held-out data: {numbers}")
 
 
 TRUST_HELP = (
@@ -289,12 +290,18 @@ def alias(
     The default alias decides what a model server serves only while deploy has no traffic split
     for the model: once a version was deployed, `shipyard deploy` and `shipyard rollback` decide,
     and moving the default alias elsewhere is refused (it would change nothing)."""
+    from shipyard.cli.connect import client
+
     if version is None and not delete:
         raise InvalidInput("give a version, or --delete to remove the alias")
-    move, live = move_alias(
-        Registry.of(open_workspace()), name, alias_name, None if delete else version, reason
-    )
-    console.print(f"[green]✓[/] {name}@{alias_name}: {move.from_version} → {move.to_version}")
+    if delete:
+        move = client().call("models.alias.delete", name=name, alias=alias_name, reason=reason)
+    else:
+        move = client().call(
+            "models.alias.set", name=name, alias=alias_name, version=version, reason=reason
+        )
+    live = _live_state(move["live"])
+    console.print(f"[green]✓[/] {name}@{alias_name}: {move['from']} → {move['to']}")
     console.print(f"  serving: {live.describe() if live else 'nothing'}", soft_wrap=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import typer
@@ -42,9 +43,17 @@ def _options(options: dict[str, Any]) -> str:
 @monitors_app.command("list")
 def list_monitors(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Every pipeline's monitors, on or off, and the last result of each."""
-    from shipyard.monitoring.findings import overview
+    from shipyard.cli.connect import client
 
-    rows = overview(open_workspace(create=False).store)
+    call = client().call
+    rows: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        found = call("monitors.list", limit=1000, cursor=cursor)
+        rows += found["items"]
+        cursor = found["next"]
+        if cursor is None:
+            break
     if as_json:
         print_json(rows)
         return
@@ -77,15 +86,12 @@ def show(
     as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """One pipeline's monitors with their options and the last result per data set."""
-    from shipyard.monitoring.findings import overview
+    from shipyard.cli.connect import client
 
-    ws = open_workspace(create=False)
-    require(ws, "pipeline", pipeline)
-    rows = overview(ws.store, pipeline)
+    p = client().call("monitors.get", pipeline=pipeline)
     if as_json:
-        print_json(rows[0])
+        print_json(p)
         return
-    p = rows[0]
     console.print(f"[bold]{p['pipeline']}[/] ({p['kind']} pipeline)")
     monitors = table(
         "monitor", "on", "options", "subject", "status", "when", "result", free={"result"}
@@ -103,6 +109,75 @@ def show(
                 r["summary"] if r else "no result yet",
             )
     console.print(monitors)
+
+
+@monitors_app.command("findings")
+def list_findings(
+    pipeline: str = typer.Option(None, "--pipeline", help="Only this pipeline's findings."),
+    dataset: str = typer.Option(None, "--dataset", help="Only this data set's."),
+    model: str = typer.Option(None, "--model", help="Only this served model's."),
+    version: int = typer.Option(None, "--version", min=1, help="Only this version's (--model)."),
+    monitor: str = typer.Option(None, "--monitor", help="Only this monitor's."),
+    status: str = typer.Option(None, "--status", help="Only ok, warning, alert or error."),
+    since: str = typer.Option(None, "--since", help="Only since then: 2h, 7d, 2026-11-29."),
+    limit: int = typer.Option(50, "--limit", min=1, max=1000, help="How many, newest first."),
+    cursor: str = typer.Option(None, "--cursor", help="Page: the cursor the last page printed."),
+    as_json: bool = flag("--json", help="Print JSON."),
+) -> None:
+    """The monitors' findings, newest first; `shipyard monitors finding ID` shows one's
+    evidence."""
+    import time
+
+    from shipyard.cli.audit import parse_since
+    from shipyard.cli.connect import client
+
+    found = client().call(
+        "monitors.findings",
+        pipeline=pipeline,
+        dataset=dataset,
+        model=model,
+        version=version,
+        monitor=monitor,
+        status=status,
+        since=parse_since(since, time.time()) if since is not None else None,
+        limit=limit,
+        cursor=cursor,
+    )
+    if as_json:
+        print_json(found)
+        return
+    if not found["items"]:
+        console.print("no findings match")
+        return
+    listing = table("id", "when", "monitor", "subject", "status", "summary", free={"summary"})
+    for f in found["items"]:
+        listing.add_row(
+            str(f["id"]), when(f["ts"]), f["monitor"], f["subject"], _styled(f["status"]),
+            f["summary"],
+        )  # fmt: skip
+    console.print(listing)
+    if found["next"] is not None:
+        console.print(f"older: add --cursor {found['next']}")
+
+
+@monitors_app.command("finding")
+def show_finding(
+    finding_id: int = typer.Argument(..., min=1, help="The finding's id (monitors findings)."),
+    as_json: bool = flag("--json", help="Print JSON."),
+) -> None:
+    """One finding with the evidence behind its verdict."""
+    from shipyard.cli.connect import client
+
+    f = client().call("monitors.finding", finding_id=finding_id)
+    if as_json:
+        print_json(f)
+        return
+    console.print(
+        f"finding {f['id']}: {f['monitor']} on {f['subject']} {_styled(f['status'])} "
+        f"{when(f['ts'])}" + (f" (run {f['run_id']})" if f["run_id"] else "")
+    )
+    console.print(f"  {f['summary']}", soft_wrap=True)
+    console.print(json.dumps(f["evidence"], indent=2, sort_keys=True), soft_wrap=True, markup=False)
 
 
 @monitors_app.command("serving")
