@@ -193,7 +193,9 @@ def runs_list(
         else "no runs match",
     )
     if found["next"] is not None and not as_json:
-        console.print(f"older: shipyard runs list --cursor {found['next']}", highlight=False)
+        console.print(
+            f"older: shipyard runs list --cursor {found['next']}", highlight=False, soft_wrap=True
+        )
 
 
 @runs_app.command("show")
@@ -350,7 +352,11 @@ def pipelines_list(
         empty="no pipelines yet: a pipeline appears here after its first `shipyard run`",
     )
     if found["next"] is not None and not as_json:
-        console.print(f"more: shipyard pipelines list --cursor {found['next']}", highlight=False)
+        console.print(
+            f"more: shipyard pipelines list --cursor {found['next']}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @pipelines_app.command("show")
