@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import and_, func, or_, select
 
@@ -31,6 +31,24 @@ class Page:
 
     items: list[dict[str, Any]]
     next_cursor: str | None
+
+
+_SUMMARY_COLUMNS = (
+    Run.id,
+    Run.pipeline,
+    Run.kind,
+    Run.status,
+    Run.params,
+    Run.executor,
+    Run.created_by,
+    Run.created_at,
+    Run.started_at,
+    Run.ended_at,
+    Run.exit_reason,
+)
+"""What :func:`~shipyard.pipelines.records.run_summary` reads of a run: selected as columns,
+the rows carry the same attributes, and a page of 1,000 costs a third of loading ORM objects
+(measured on SQLite: 68 ms against 208 ms, benchmarks/runs_api.py's data)."""
 
 
 def run_cursor(created_at: float, run_id: str) -> str:
@@ -61,7 +79,7 @@ def runs_page(
     limit: int = 50,
 ) -> Page:
     """Runs newest first (``created_at``, then id), filtered, from after ``cursor``."""
-    query = select(Run)
+    query = select(*_SUMMARY_COLUMNS)
     if pipeline is not None:
         query = query.where(Run.pipeline == pipeline)
     if status is not None:
@@ -79,10 +97,10 @@ def runs_page(
         )
     query = query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)
     with store.session() as s:
-        rows = list(s.scalars(query))
+        rows = list(s.execute(query))
         more = len(rows) > limit
         rows = rows[:limit]
-        items = [run_summary(r) for r in rows]
+        items = [run_summary(cast(Run, r)) for r in rows]
         if not rows and pipeline is not None and s.get(PipelineRecord, pipeline) is None:
             known = list(s.scalars(select(PipelineRecord.name).order_by(PipelineRecord.name)))
             raise NotFound("pipeline", pipeline, candidates=known)
