@@ -1,15 +1,21 @@
-"""``shipyard run``, ``shipyard runs list|show|logs|cancel`` and ``shipyard pipelines list``."""
+"""``shipyard run``, ``shipyard runs list|show|logs|cancel`` and ``shipyard pipelines
+list|show``.
+
+``run`` runs a pipeline here, in the foreground (always local: its steps are this machine's
+processes). The others go through :func:`shipyard.cli.connect.client`: the control plane's
+``runs.*`` and ``pipelines.*`` operations, on a server when one is named, else in-process.
+"""
 
 from __future__ import annotations
 
-import functools
 import json
+import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.live import Live
+from rich.markup import escape
 
 from shipyard.cli.output import (
     FittedTable,
@@ -25,7 +31,6 @@ from shipyard.cli.output import (
     table,
     when,
 )
-from shipyard.errors import NotFound
 from shipyard.statuses import RUN_FINAL, RunStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -146,17 +151,32 @@ def run(
 @runs_app.command("list")
 def runs_list(
     pipeline: str | None = typer.Option(None, "--pipeline", help="Only this pipeline's runs."),
-    limit: int = typer.Option(20, "--limit", min=1, help="How many, newest first."),
+    status: str | None = typer.Option(
+        None, "--status", help="Only runs in this status: running, succeeded, failed, cancelled."
+    ),
+    kind: str | None = typer.Option(
+        None, "--kind", help="Only runs of this kind: data, training, validation, serving."
+    ),
+    since: str | None = typer.Option(None, "--since", help="Only since then: 2h, 7d, 2026-11-29."),
+    limit: int = typer.Option(20, "--limit", min=1, max=1000, help="How many, newest first."),
+    cursor: str | None = typer.Option(None, "--cursor", help="Page: the cursor printed below."),
     as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """List runs, newest first."""
-    from shipyard.pipelines.records import list_runs
+    from shipyard.cli.audit import parse_since
+    from shipyard.cli.connect import client
 
-    ws = open_workspace(create=False)
-    require(ws, "pipeline", pipeline)
-    rows = list_runs(ws.store, pipeline, limit)
+    found = client().call(
+        "runs.list",
+        pipeline=pipeline,
+        status=status,
+        kind=kind,
+        since=parse_since(since, time.time()) if since is not None else None,
+        limit=limit,
+        cursor=cursor,
+    )
     _print_listing(
-        rows,
+        found["items"],
         as_json,
         ("run", "pipeline", "kind", "status", "started", "duration", "reason"),
         lambda r: (
@@ -168,8 +188,14 @@ def runs_list(
             duration(r["duration_s"]),
             r["exit_reason"] or "",
         ),
-        empty="no runs yet: start one with `shipyard run FILE`",
+        empty="no runs yet: start one with `shipyard run FILE`"
+        if cursor is None and not any((pipeline, status, kind, since))
+        else "no runs match",
     )
+    if found["next"] is not None and not as_json:
+        console.print(
+            f"older: shipyard runs list --cursor {found['next']}", highlight=False, soft_wrap=True
+        )
 
 
 @runs_app.command("show")
@@ -178,9 +204,9 @@ def runs_show(
     as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """Show a run: its steps, their usage, exit reasons and artifacts."""
-    from shipyard.pipelines.records import get_run
+    from shipyard.cli.connect import client
 
-    info = get_run(open_workspace(create=False).store, run_id)
+    info = client().call("runs.show", run_id=run_id)
     if as_json:
         print_json(info)
         return
@@ -202,7 +228,7 @@ def runs_show(
             _styled(st["status"]),
             str(st["attempt"]),
             duration(st["duration_s"]),
-            human_bytes(st["peak_rss_bytes"]),
+            _against(human_bytes(st["peak_rss_bytes"]), st["usage"]["memory"]),
             f"{cpu:.2f}" if cpu is not None else "-",
             f"{rows} rows, {human_bytes(st['input_bytes'])}" if rows else "-",
             st["exit_reason"] or "",
@@ -210,24 +236,31 @@ def runs_show(
     console.print(steps)
 
 
+def _against(used: str, usage: dict[str, float | None]) -> str:
+    """``812 MiB (40%)``: what a step used and its share of what it declared."""
+    ratio = usage.get("ratio")
+    return f"{used} ({ratio:.0%})" if ratio is not None else used
+
+
 @runs_app.command("cancel")
 def runs_cancel(
     run_id: str = typer.Argument(..., metavar="RUN", help="Run id (or a unique prefix)."),
     wait_s: float = typer.Option(
-        15.0, "--wait", min=0, help="Seconds the run's runner gets to stop its steps itself."
+        15.0,
+        "--wait",
+        min=0,
+        max=60,
+        help="Seconds the run's runner gets to stop its steps itself.",
     ),
 ) -> None:
     """Cancel a running run: stop its steps, release its leases, mark it cancelled."""
-    from shipyard.pipelines.reconcile import cancel_run
-    from shipyard.quota.admission import release_run_leases
+    from shipyard.cli.connect import client
 
-    ws = open_workspace()
-    release = functools.partial(release_run_leases, ws.store)
-    ended = cancel_run(ws, run_id, wait_s=wait_s, release_leases=release)
-    steps = ", ".join(ended.steps_stopped) or "none running"
-    leases = len(ended.leases_released)
+    ended = client().call("runs.cancel", run_id=run_id, wait_s=wait_s)
+    steps = ", ".join(ended["steps_stopped"]) or "none running"
+    leases = len(ended["leases_released"])
     console.print(
-        f"✓ run {ended.run_id} ({ended.pipeline}) cancelled; steps stopped: {steps}; "
+        f"✓ run {ended['run_id']} ({ended['pipeline']}) cancelled; steps stopped: {steps}; "
         f"leases released: {leases}",
         markup=False,
         highlight=False,
@@ -249,6 +282,9 @@ def _render(line: dict[str, Any], prefix: str) -> str:
     )
 
 
+LOG_POLL_S = 0.2
+
+
 @runs_app.command("logs")
 def runs_logs(
     run_id: str = typer.Argument(..., metavar="RUN", help="Run id (or a unique prefix)."),
@@ -257,42 +293,51 @@ def runs_logs(
     as_json: bool = flag("--json", help="One JSON object per line."),
 ) -> None:
     """Print a run's step logs (stdout, stderr and structured lines)."""
-    from shipyard.pipelines import logs
-    from shipyard.pipelines.records import get_run
+    from shipyard.cli.connect import client
 
-    ws = open_workspace(create=False)
-    info = get_run(ws.store, run_id)
-    steps = info["steps"]
+    api = client()
+    info = api.call("runs.show", run_id=run_id)
+    steps = [st["step"] for st in info["steps"] if st["log_path"]]
     if step_name is not None:
-        steps = [st for st in steps if st["step"] == step_name]
-        if not steps:
-            known = [st["step"] for st in info["steps"]]
-            hint = f"its steps: {', '.join(known)}"
-            raise NotFound("step", step_name, hint, candidates=known)
-    paths = [Path(st["log_path"]) for st in steps if st["log_path"]]
-    names = {Path(st["log_path"]): st["step"] for st in steps if st["log_path"]}
-
-    def finished() -> bool:
-        if not follow_:
-            return True
-        return get_run(ws.store, info["id"])["status"] in RUN_FINAL
-
-    for path, line in logs.follow(paths, finished):
-        if as_json:
-            print(json.dumps({"step": names[path], **line}, default=str), flush=True)
-        else:
-            prefix = f"[{names[path]}] " if len(paths) > 1 else ""
-            console.print(_render(line, prefix), markup=False, soft_wrap=True)
+        # the server names the steps when this one is not among them
+        steps = [step_name]
+    offsets = dict.fromkeys(steps, 0)
+    while True:
+        got = False
+        finished: bool | None = None
+        for step in steps:
+            more = True
+            while more:
+                found = api.call("runs.logs", run_id=info["id"], step=step, offset=offsets[step])
+                if finished is None:  # read before any log of this round
+                    finished = not follow_ or found["run_status"] in RUN_FINAL
+                offsets[step] = found["offset"]
+                more = found["next"] is not None and bool(found["items"])
+                for line in found["items"]:
+                    got = True
+                    if as_json:
+                        print(json.dumps({"step": step, **line}, default=str), flush=True)
+                    else:
+                        prefix = f"[{step}] " if len(steps) > 1 else ""
+                        console.print(_render(line, prefix), markup=False, soft_wrap=True)
+        if finished is not False and not got:
+            return
+        if not got:
+            time.sleep(LOG_POLL_S)
 
 
 @pipelines_app.command("list")
-def pipelines_list(as_json: bool = flag("--json", help="Print JSON.")) -> None:
+def pipelines_list(
+    limit: int = typer.Option(1000, "--limit", min=1, max=1000, help="How many, by name."),
+    cursor: str | None = typer.Option(None, "--cursor", help="Page: the cursor printed below."),
+    as_json: bool = flag("--json", help="Print JSON."),
+) -> None:
     """List the pipelines that have run here, with their latest run."""
-    from shipyard.pipelines.records import list_pipelines
+    from shipyard.cli.connect import client
 
-    rows = list_pipelines(open_workspace(create=False).store)
+    found = client().call("pipelines.list", limit=limit, cursor=cursor)
     _print_listing(
-        rows,
+        found["items"],
         as_json,
         ("pipeline", "kind", "steps", "schedule", "last run", "status", "file"),
         lambda p: (
@@ -305,6 +350,59 @@ def pipelines_list(as_json: bool = flag("--json", help="Print JSON.")) -> None:
             p["file"],
         ),
         empty="no pipelines yet: a pipeline appears here after its first `shipyard run`",
+    )
+    if found["next"] is not None and not as_json:
+        console.print(
+            f"more: shipyard pipelines list --cursor {found['next']}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@pipelines_app.command("show")
+def pipelines_show(
+    name: str = typer.Argument(..., metavar="PIPELINE", help="The pipeline's name."),
+    as_json: bool = flag("--json", help="Print JSON."),
+) -> None:
+    """Show a pipeline: its steps and what they declare, and its latest runs."""
+    from shipyard.cli.connect import client
+
+    info = client().call("pipelines.show", name=name)
+    if as_json:
+        print_json(info)
+        return
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(info["runs_by_status"].items())) or "none"
+    console.print(
+        f"pipeline [bold]{escape(info['name'])}[/] ({info['kind']})  "
+        f"schedule: {info['schedule'] or '-'}  runs: {counts}"
+    )
+    console.print(f"file: {info['file']}", markup=False, highlight=False, soft_wrap=True)
+    steps = table("step", "after", "cpu", "memory", "gpu", "retries", "timeout")
+    for name_, spec in info["step_specs"].items():
+        res = spec.get("resources", {})
+        steps.add_row(
+            name_,
+            ", ".join(spec.get("upstream", [])) or "-",
+            f"{res.get('cpu', 0):g}",
+            human_bytes(res.get("memory")),
+            f"{res.get('gpu', 0):g}",
+            str(spec.get("retries", 0)),
+            duration(spec.get("timeout_s")),
+        )
+    console.print(steps)
+    _print_listing(
+        info["recent_runs"],
+        False,
+        ("run", "status", "started", "duration", "by", "reason"),
+        lambda r: (
+            r["id"],
+            _styled(r["status"]),
+            when(r["started_at"]),
+            duration(r["duration_s"]),
+            r["created_by"] or "-",
+            r["exit_reason"] or "",
+        ),
+        empty="no runs yet",
     )
 
 

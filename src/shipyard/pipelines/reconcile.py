@@ -12,7 +12,8 @@ released, so its pipeline's schedule is free again.
 Step processes normally die with their runner already (``PR_SET_PDEATHSIG``, see
 :mod:`.child`); the kill here catches what a step started and anything on a kernel without it.
 
-:func:`cancel_run` records the run ``cancelled`` first; its runner, which checks its run row
+:func:`cancel_run` records the run ``cancelled`` first (with the audit event ``run.cancel``
+naming who cancelled it); its runner, which checks its run row
 every :data:`RUN_CHECK_INTERVAL_S`, sees that and stops its own steps (no retry starts; their
 leases are released); what is still running after ``wait_s`` (or after a runner that died) is
 killed here, and the run's leases released.
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 import psutil
 from sqlalchemy import select
 
+from shipyard.audit import record
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import InvalidInput
 from shipyard.pipelines.records import resolve_run_id
@@ -133,12 +135,24 @@ def end_run(
     return _stop_steps(ws, run_id, status, reason, clock.time(), release_leases)
 
 
-def _mark_run(ws: Workspace, run_id: str, status: str, reason: str, now: float) -> bool:
+def _mark_run(
+    ws: Workspace, run_id: str, status: str, reason: str, now: float, by: str | None = None
+) -> bool:
+    """Record the run ended; ``by``: who cancelled it, audited in the same transaction."""
     with ws.store.session(immediate=True) as s:
         run = s.get(Run, run_id)
         if run is None or run.status != "running":
             return False
         run.status, run.exit_reason, run.ended_at = status, reason, now
+        if by is not None:
+            record(
+                s,
+                actor=by,
+                action="run.cancel",
+                subject=("run", run_id),
+                details={"pipeline": run.pipeline, "reason": reason},
+                now=now,
+            )
         return True
 
 
@@ -217,10 +231,12 @@ def cancel_run(
     *,
     wait_s: float = 15.0,
     release_leases: ReleaseLeases | None = None,
+    actor: str | None = None,
 ) -> EndedRun:
-    """Cancel a live run (see the module docstring); ``run`` is an id or a unique prefix.
-    :class:`~shipyard.errors.NotFound` for an unknown run, :class:`InvalidInput` for a run
-    that has already ended."""
+    """Cancel a live run (see the module docstring) as ``actor`` (default: the workspace's),
+    who is named in the run's exit reason and in the audit event ``run.cancel``; ``run`` is
+    an id or a unique prefix. :class:`~shipyard.errors.NotFound` for an unknown run,
+    :class:`InvalidInput` for a run that has already ended."""
     run_id = resolve_run_id(workspace.store, run)
     with workspace.store.session() as s:
         row = s.get(Run, run_id)
@@ -229,14 +245,15 @@ def cancel_run(
         runner = (row.runner_pid, row.runner_started_at)
     if state in RUN_FINAL:
         raise InvalidInput(f"run {run_id} has already ended ({state}); nothing to cancel")
-    reason = f"cancelled by {workspace.actor} (shipyard runs cancel)"
+    actor = actor or workspace.actor
+    reason = f"cancelled by {actor} (shipyard runs cancel)"
     with workspace.store.session() as s:
         was_running = [
             st.step
             for st in s.scalars(select(StepRun).where(StepRun.run_id == run_id))
             if st.status in STEP_ACTIVE
         ]
-    if not _mark_run(workspace, run_id, "cancelled", reason, clock.time()):
+    if not _mark_run(workspace, run_id, "cancelled", reason, clock.time(), by=actor):
         raise InvalidInput(f"run {run_id} has already ended; nothing to cancel")
     if _runner_alive(host, runner):
         # the runner sees the run ended at its next check and stops its own steps (no retry
