@@ -31,6 +31,9 @@ class AlertRecord(Base):
     last_true_at: Mapped[float] = mapped_column(Float)
     resolved_at: Mapped[float | None] = mapped_column(Float)
 
+    # keyset pages of the alert list (api/ops/alerts.py)
+    __table_args__ = (Index("ix_alerts_active_at_fingerprint", "active_at", "fingerprint"),)
+
 
 class AlertGroupRecord(Base):
     """What one receiver's group was last told, so grouping timers survive a restart."""
@@ -76,6 +79,9 @@ class SilenceRecord(Base):
     created_by: Mapped[str] = mapped_column(String(100))
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[float] = mapped_column(Float)
+
+    # keyset pages of the silence list (api/ops/alerts.py)
+    __table_args__ = (Index("ix_silences_created_at_id", "created_at", "id"),)
 
 
 class LeaderLease(Base):

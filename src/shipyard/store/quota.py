@@ -64,6 +64,8 @@ class QuotaLease(Base):
     __table_args__ = (
         Index("ix_quota_leases_pool_status", "pool", "status"),
         Index("ix_quota_leases_run_id", "run_id"),
+        # keyset pages of the lease list (api/ops/quota.py)
+        Index("ix_quota_leases_requested_at_id", "requested_at", "id"),
     )
 
 

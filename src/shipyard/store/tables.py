@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shipyard.store.base import Base, new_id
@@ -47,6 +47,12 @@ class Run(Base):
     # the pipeline's monitor settings when the run was created (shipyard.monitor_config JSON)
     monitors: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
 
+    __table_args__ = (
+        # keyset pages of the run list, all runs or one pipeline's (api/ops/runs.py)
+        Index("ix_runs_created_at_id", "created_at", "id"),
+        Index("ix_runs_pipeline_created_at", "pipeline", "created_at"),
+    )
+
 
 class StepRun(Base):
     __tablename__ = "step_runs"
@@ -61,10 +67,10 @@ class StepRun(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     pid: Mapped[int | None] = mapped_column(Integer)
     process_started_at: Mapped[float | None] = mapped_column(Float)  # tells pid reuse apart
-    peak_rss_bytes: Mapped[int | None] = mapped_column(Integer)
+    peak_rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
     cpu_seconds: Mapped[float | None] = mapped_column(Float)
-    input_rows: Mapped[int | None] = mapped_column(Integer)
-    input_bytes: Mapped[int | None] = mapped_column(Integer)
+    input_rows: Mapped[int | None] = mapped_column(BigInteger)
+    input_bytes: Mapped[int | None] = mapped_column(BigInteger)
     resources: Mapped[dict[str, Any]] = mapped_column(default=dict)
     log_path: Mapped[str | None] = mapped_column(Text)
     enforcement: Mapped[dict[str, Any]] = mapped_column(default=dict)
