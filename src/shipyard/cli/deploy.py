@@ -153,9 +153,7 @@ def list_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Rollouts, newest first: which model and version, where each stands, who started it."""
-    found = _call(
-        "rollouts.list", model=model, state=state or None, limit=limit, cursor=cursor
-    )
+    found = _call("rollouts.list", model=model, state=state or None, limit=limit, cursor=cursor)
     if as_json:
         print_json(found)
         return
@@ -241,8 +239,10 @@ def approve(
     purpose: str = typer.Option("start", "--for", help="start or speedup."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Approve a rollout, to start it or to speed it up (as yourself: never a version you
-    made)."""
+    """Approve a rollout, to start it or to speed it up.
+
+    You approve as yourself (with a control plane: your token's identity), never a version you
+    made."""
     if purpose not in ("start", "speedup"):
         raise InvalidInput(f"an approval is for 'start' or 'speedup', not {purpose!r}")
     view = _call("rollouts.approve", actor, rollout_id=rollout_id, purpose=purpose)

@@ -9,6 +9,8 @@ both, and neither may approve it.
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.pipelines.records import get_run
 from shipyard.registry import Registry
@@ -22,8 +24,7 @@ def version_authors(registry: Registry, model: str, version: int) -> tuple[str, 
     authors = [info.created_by]
     run_id = info.lineage.get("run_id") or info.run_id
     if isinstance(run_id, str) and run_id:
-        try:
+        # no such run (gone, or not one of Shipyard's): the registrant is all the store knows
+        with suppress(NotFound, InvalidInput):
             authors.append(str(get_run(registry.store, run_id).get("created_by") or ""))
-        except (NotFound, InvalidInput):
-            pass  # no such run (gone, or not one of Shipyard's): the registrant is all we know
     return tuple(dict.fromkeys(a for a in authors if a))

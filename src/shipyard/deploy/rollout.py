@@ -190,8 +190,8 @@ def list_rollouts(
     details: bool = False,
 ) -> RolloutPage:
     """Rollouts newest first (by start time, then id), with their approvals and verdicts when
-    ``details``; ``after`` is the (created_at, id) of the last rollout of the previous page (a keyset cursor, so a
-    page costs the same however deep it is)."""
+    ``details``; ``after`` is the (created_at, id) of the last rollout of the previous page (a
+    keyset cursor, so a page costs the same however deep it is)."""
     q = select(RolloutRecord)
     if model is not None:
         q = q.where(RolloutRecord.model == model)
@@ -220,7 +220,6 @@ def audit_trail(store: Store, rollout_id: str) -> list[AuditEvent]:
                 .order_by(AuditEvent.id)
             )
         )
-
 
 
 def progress_of(store: Store, rollout_id: str, now: float) -> dict[str, Any]:
@@ -284,6 +283,7 @@ def progress_of(store: Store, rollout_id: str, now: float) -> dict[str, Any]:
                 f"`shipyard rollout promote {r.id}`"
             )
         return {"step": step, "waits_for": waits}
+
 
 # -- writing helpers --------------------------------------------------------------------------
 

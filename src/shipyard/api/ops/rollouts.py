@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from shipyard.api.operations import Context, PageQuery, Params, operation, page
-from shipyard.errors import InvalidInput
+from shipyard.errors import ConfigError, InvalidInput
 from shipyard.identity import APPROVE, DEPLOY, READ
 from shipyard.identity.roles import ROLES
 from shipyard.statuses import ROLLOUT_MOVING, RolloutState
@@ -251,9 +251,12 @@ def set_policy(ctx: Context, *, model: str, body: PolicyBody) -> dict[str, Any]:
 
     ctx.require(DEPLOY, f"model:{model}")
     _require_model(ctx, model)
-    policy = store_policy(
-        ctx.ws.store, model, body.text, actor=ctx.actor, clock=ctx.ws.clock, source=body.source
-    )
+    try:
+        policy = store_policy(
+            ctx.ws.store, model, body.text, actor=ctx.actor, clock=ctx.ws.clock, source=body.source
+        )
+    except ConfigError as exc:  # the caller's document, not the server's configuration: a 400
+        raise InvalidInput(str(exc)) from None
     return {"model": model, "custom": True, "policy": policy.model_dump(mode="json")}
 
 
@@ -318,9 +321,7 @@ def promote(ctx: Context, *, rollout_id: str) -> dict[str, Any]:
     from shipyard.deploy.rollout import promote as promote_rollout
 
     _rollout_model(ctx, rollout_id, DEPLOY)
-    return _out(
-        ctx, promote_rollout(ctx.ws.store, rollout_id, actor=ctx.actor, clock=ctx.ws.clock)
-    )
+    return _out(ctx, promote_rollout(ctx.ws.store, rollout_id, actor=ctx.actor, clock=ctx.ws.clock))
 
 
 @operation("POST", "/rollouts/{rollout_id}/abort", name="rollouts.abort")
