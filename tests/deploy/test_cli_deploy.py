@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from shipyard.cli.deploy import register
 from shipyard.deploy.loop import advance_rollouts
-from shipyard.errors import ConfigError, DeployError, NotFound
+from shipyard.errors import DeployError, InvalidInput, NotFound
 from shipyard.registry import Registry
 from shipyard.store.deploy import DeployPolicyRecord
 from shipyard.store.tables import AuditEvent
@@ -83,7 +83,7 @@ def test_bad_input_is_a_clear_error(ws: Workspace, tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="no rollout named 'nope'"):
         run("rollout", "status", "nope")
     (tmp_path / "bad.yaml").write_text("canary: {steps: [{weight_pct: 0}]}")
-    with pytest.raises(ConfigError, match="weight_pct"):
+    with pytest.raises(InvalidInput, match="weight_pct"):  # the caller's document: a 400
         run("deployments", "set-policy", "churn", str(tmp_path / "bad.yaml"))
 
 
@@ -139,7 +139,7 @@ def test_an_empty_policy_file_is_refused_and_changes_nothing(
     run("deployments", "set-policy", "churn", str(tmp_path / "policy.yaml"))
     before = run("deployments", "policy", "churn")
     (tmp_path / "empty.yaml").write_text(content)
-    with pytest.raises(ConfigError, match=r"empty\.yaml is empty; nothing was changed"):
+    with pytest.raises(InvalidInput, match=r"empty\.yaml is empty; nothing was changed"):
         run("deployments", "set-policy", "churn", str(tmp_path / "empty.yaml"))
     assert run("deployments", "policy", "churn") == before
     (tmp_path / "defaults.yaml").write_text("{}\n")  # the defaults, said on purpose

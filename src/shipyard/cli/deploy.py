@@ -10,73 +10,59 @@ import typer
 from rich.markup import escape
 
 from shipyard import stats
-from shipyard.cli.output import (
-    console,
-    err_console,
-    flag,
-    open_workspace,
-    print_json,
-    require,
-    table,
-    when,
-)
-from shipyard.daemon import no_daemon_note
-from shipyard.deploy import rollout as ro
-from shipyard.deploy.diagnosis import diagnosis_of
-from shipyard.deploy.policy import load_policy, policy_text, set_policy
-from shipyard.deploy.production import production_history
-from shipyard.deploy.rollback import rollback as rollback_production
-from shipyard.deploy.runbook import render_runbook
-from shipyard.errors import InvalidInput, NotFound
-from shipyard.registry import Registry
+from shipyard.cli.output import console, err_console, flag, print_json, table, when
+from shipyard.errors import InvalidInput
 from shipyard.statuses import ROLLOUT_MOVING, RolloutState
-from shipyard.workspace import Workspace
 
 rollout_app = typer.Typer(help="Follow and steer one rollout.", no_args_is_help=True)
 deployments_app = typer.Typer(help="Deployment history and policies.", no_args_is_help=True)
-AS_OPTION = typer.Option(None, "--as", help="Who does this (default: SHIPYARD_USER).")
+AS_OPTION = typer.Option(
+    None,
+    "--as",
+    help="Who does this, on the database directly (default: SHIPYARD_USER). With a control "
+    "plane (SHIPYARD_URL) you act as your token's identity and --as is refused.",
+)
 JSON_OPTION = flag("--json", help="Machine output.")
 MODEL_ARG = typer.Argument(..., help="The registered model's name.")
 ROLLOUT_ARG = typer.Argument(..., help="The rollout's id (`shipyard deployments history MODEL`).")
 REASON_OPTION = typer.Option("", "--reason", help="Why (kept in the audit trail).")
 
 
-def _actor(ws: Workspace, given: str | None) -> str:
-    return given or ws.actor
+def _call(name: str, as_user: str | None = None, **params: Any) -> Any:
+    from shipyard.cli.connect import client
+
+    return client(as_user).call(name, **params)
 
 
-def _show(view: ro.RolloutView, as_json: bool, ws: Workspace | None = None) -> None:
+def _show(view: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        data: dict[str, Any] = view.to_json()
-        if ws is not None:
-            with ws.store.session(readonly=True) as s:
-                data["diagnosis"] = diagnosis_of(s, view.id)
-        print_json(data)
+        print_json(view)
         return
-    stable = view.stable_version if view.stable_version is not None else "-"
+    stable = view["stable_version"] if view["stable_version"] is not None else "-"
     console.print(
-        f"rollout [bold]{view.id}[/]: {view.model} version {view.version} "
-        f"(stable {stable}) — [bold]{view.state}[/]"
+        f"rollout [bold]{view['id']}[/]: {view['model']} version {view['version']} "
+        f"(stable {stable}) — [bold]{view['state']}[/]"
     )
-    if view.state in (RolloutState.CANARY, RolloutState.PAUSED):
-        console.print(f"  step {view.step_index + 1}, canary weight {view.weight_pct:g} %")
-    console.print(f"  why: {view.reason or '-'}   updated {when(view.updated_at)}")
-    if view.approvals:
-        got = ", ".join(f"{a['actor']} ({a['purpose']})" for a in view.approvals)
+    if view["state"] in (RolloutState.CANARY, RolloutState.PAUSED):
+        console.print(f"  step {view['step_index'] + 1}, canary weight {view['weight_pct']:g} %")
+    console.print(f"  why: {view['reason'] or '-'}   updated {when(view['updated_at'])}")
+    if view["approvals"]:
+        got = ", ".join(f"{a['actor']} ({a['purpose']})" for a in view["approvals"])
         console.print(f"  approvals: {got}")
 
 
 @rollout_app.command("status")
 def status(rollout_id: str = ROLLOUT_ARG, as_json: bool = JSON_OPTION) -> None:
-    """State, approvals, each look's verdict per metric, and the diagnosis if it failed."""
-    ws = open_workspace(create=False)
-    require(ws, "rollout", rollout_id)
-    view = ro.get_rollout(ws.store, rollout_id)
+    """State, approvals, each look's verdict per metric, what it waits for, and the diagnosis
+    if it failed."""
+    view = _call("rollouts.get", rollout_id=rollout_id)
     if as_json:
-        _show(view, True, ws)
+        _show(view, True)
         return
     _show(view, False)
-    if view.verdicts:
+    for line in view["waits_for"]:
+        console.print(f"  waits for: {escape(line)}", soft_wrap=True)
+    if view["verdicts"]:
         verdicts = table(
             "step",
             "look",
@@ -91,7 +77,7 @@ def status(rollout_id: str = ROLLOUT_ARG, as_json: bool = JSON_OPTION) -> None:
             "reason",
             free={"reason"},
         )
-        for v in view.verdicts[-3:]:
+        for v in view["verdicts"][-3:]:
             for m in v["metrics"] or [{"metric": "-", "outcome": v["outcome"]}]:
                 verdicts.add_row(
                     str(v["step"] + 1),
@@ -107,8 +93,7 @@ def status(rollout_id: str = ROLLOUT_ARG, as_json: bool = JSON_OPTION) -> None:
                     m.get("reason", ""),
                 )
         console.print(verdicts)
-    with ws.store.session(readonly=True) as s:
-        diag = diagnosis_of(s, view.id)
+    diag = view.get("diagnosis")
     if diag:
         console.print("[bold red]diagnosis[/]")
         for f in diag["failed_metrics"]:
@@ -127,7 +112,7 @@ def status(rollout_id: str = ROLLOUT_ARG, as_json: bool = JSON_OPTION) -> None:
                     f"    request {ex['request_id']} row {ex['row']}: canary {ex['canary']}, "
                     f"stable {ex['stable']}"
                 )
-    _say_if_no_daemon(ws, view)
+    _say_if_no_daemon(view)
 
 
 def _print_drifting_inputs(drift: dict[str, Any], top: int = 8) -> None:
@@ -157,6 +142,45 @@ def _num(v: Any) -> str:
     return "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+@rollout_app.command("list")
+def list_cmd(
+    model: str | None = typer.Option(None, "--model", help="Only this model's rollouts."),
+    state: list[str] = typer.Option(
+        [], "--state", help="Only rollouts in this state (repeat for several)."
+    ),
+    limit: int = typer.Option(50, "--limit", min=1, max=1000, help="How many, newest first."),
+    cursor: str | None = typer.Option(None, "--cursor", help="The `next` of the page before."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Rollouts, newest first: which model and version, where each stands, who started it."""
+    found = _call("rollouts.list", model=model, state=state or None, limit=limit, cursor=cursor)
+    if as_json:
+        print_json(found)
+        return
+    if not found["items"]:
+        console.print("no rollouts match" if model or state or cursor else "no rollouts yet")
+        return
+    listing = table(
+        "rollout", "model", "version", "stable", "state", "weight", "started", "by", "why",
+        free={"why"},
+    )  # fmt: skip
+    for r in found["items"]:
+        listing.add_row(
+            r["id"],
+            r["model"],
+            str(r["version"]),
+            "-" if r["stable_version"] is None else str(r["stable_version"]),
+            r["state"],
+            f"{r['weight_pct']:g} %",
+            when(r["created_at"]),
+            r["created_by"],
+            r["reason"],
+        )
+    console.print(listing)
+    if found["next"] is not None:
+        console.print(f"older: shipyard rollout list --cursor {found['next']}")
+
+
 @rollout_app.command("pause")
 def pause_cmd(
     rollout_id: str = ROLLOUT_ARG,
@@ -164,27 +188,21 @@ def pause_cmd(
     reason: str = REASON_OPTION,
 ) -> None:
     """Hold a rollout where it is; traffic stays as it is."""
-    ws = open_workspace(create=False)
-    require(ws, "rollout", rollout_id)
-    _show(ro.pause(ws.store, rollout_id, actor=_actor(ws, actor), reason=reason), False)
+    _show(_call("rollouts.pause", actor, rollout_id=rollout_id, reason=reason), False)
 
 
 @rollout_app.command("resume")
 def resume_cmd(rollout_id: str = ROLLOUT_ARG, actor: str | None = AS_OPTION) -> None:
     """Continue a paused rollout."""
-    ws = open_workspace(create=False)
-    require(ws, "rollout", rollout_id)
-    view = ro.resume(ws.store, rollout_id, actor=_actor(ws, actor))
+    view = _call("rollouts.resume", actor, rollout_id=rollout_id)
     _show(view, False)
-    _say_if_no_daemon(ws, view)
+    _say_if_no_daemon(view)
 
 
 @rollout_app.command("promote")
 def promote_cmd(rollout_id: str = ROLLOUT_ARG, actor: str | None = AS_OPTION) -> None:
     """Skip the rest of the current canary step (needs the policy's speed-up approvals)."""
-    ws = open_workspace(create=False)
-    require(ws, "rollout", rollout_id)
-    _show(ro.promote(ws.store, rollout_id, actor=_actor(ws, actor)), False)
+    _show(_call("rollouts.promote", actor, rollout_id=rollout_id), False)
 
 
 @rollout_app.command("abort")
@@ -194,9 +212,7 @@ def abort_cmd(
     reason: str = REASON_OPTION,
 ) -> None:
     """Stop a rollout now: traffic back to the stable version."""
-    ws = open_workspace(create=False)
-    require(ws, "rollout", rollout_id)
-    _show(ro.abort(ws.store, rollout_id, actor=_actor(ws, actor), reason=reason), False)
+    _show(_call("rollouts.abort", actor, rollout_id=rollout_id, reason=reason), False)
 
 
 def deploy(
@@ -207,20 +223,14 @@ def deploy(
 ) -> None:
     """Start a rollout of MODEL's VERSION under the model's policy (approvals → staging →
     canary steps → production)."""
-    ws = open_workspace(create=False)
-    require(ws, "model", model)
-    info = Registry.of(ws).get(model, version)
-    view = ro.start_rollout(
-        ws.store, model, version, actor=_actor(ws, actor), author=info.created_by or None
-    )
+    view = _call("rollouts.deploy", actor, model=model, version=version)
     _show(view, as_json)
-    if not as_json and view.state == RolloutState.WAITING:
-        need = load_policy(ws.store, model).approvals.start
-        console.print(
-            f"  waiting for {need.count} approval(s): `shipyard approve {view.id} --as USER`"
-        )
-    if not as_json:
-        _say_if_no_daemon(ws, view)
+    if as_json:
+        return
+    if view["state"] == RolloutState.WAITING:
+        for line in view["waits_for"]:
+            console.print(f"  waiting for {escape(line)}", soft_wrap=True)
+    _say_if_no_daemon(view)
 
 
 def approve(
@@ -229,13 +239,16 @@ def approve(
     purpose: str = typer.Option("start", "--for", help="start or speedup."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Approve a rollout, to start it or to speed it up."""
-    ws = open_workspace(create=False)
-    require(ws, "rollout", rollout_id)
-    view = ro.approve(ws.store, rollout_id, actor=_actor(ws, actor), purpose=purpose)
+    """Approve a rollout, to start it or to speed it up.
+
+    You approve as yourself (with a control plane: your token's identity), never a version you
+    made."""
+    if purpose not in ("start", "speedup"):
+        raise InvalidInput(f"an approval is for 'start' or 'speedup', not {purpose!r}")
+    view = _call("rollouts.approve", actor, rollout_id=rollout_id, purpose=purpose)
     _show(view, as_json)
     if not as_json:
-        _say_if_no_daemon(ws, view)
+        _say_if_no_daemon(view)
 
 
 def rollback(
@@ -253,28 +266,7 @@ def rollback(
 ) -> None:
     """Put the last version of MODEL that was healthy in production (or the named one) back in
     production, at once. A version that was rolled back or aborted is never chosen by itself."""
-    ws = open_workspace()
-    require(ws, "model", model)
-    registry = Registry.of(ws)
-
-    def exists(name: str, v: int) -> bool:
-        try:
-            registry.get(name, v)
-        except NotFound:
-            return False
-        return True
-
-    result = rollback_production(
-        ws.store,
-        model,
-        actor=_actor(ws, actor),
-        to_version=to_version,
-        reason=reason,
-        version_exists=exists,
-    )
-    from shipyard.deploy.loop import sync_aliases  # the control loop's modules load scipy
-
-    sync_aliases(ws)  # model servers that route by the default alias follow within 0.5 s
+    result = _call("rollouts.rollback", actor, model=model, to_version=to_version, reason=reason)
     if as_json:
         print_json(result)
         return
@@ -289,28 +281,10 @@ def rollback(
 @deployments_app.command("history")
 def history(model: str = MODEL_ARG, as_json: bool = JSON_OPTION) -> None:
     """Which version was in production when, and every rollout of MODEL."""
-    ws = open_workspace(create=False)
-    require(ws, "model", model)
-    spans = production_history(ws.store, model)
-    rollouts = ro.rollouts_of(ws.store, model)
+    found = _call("rollouts.history", model=model, limit=1000)
+    spans, rollouts = found["production"], found["rollouts"]
     if as_json:
-        print_json(
-            {
-                "production": [
-                    {
-                        "version": p.version,
-                        "since": p.since,
-                        "until": p.until,
-                        "via": p.via,
-                        "rollout": p.rollout_id,
-                        "actor": p.actor,
-                        "reason": p.reason,
-                    }
-                    for p in spans
-                ],
-                "rollouts": [r.to_json() for r in rollouts],
-            }
-        )
+        print_json({"production": spans, "rollouts": rollouts})
         return
     if not spans and not rollouts:
         console.print(f"no deployments of {model}")
@@ -320,20 +294,25 @@ def history(model: str = MODEL_ARG, as_json: bool = JSON_OPTION) -> None:
     )
     for p in spans:
         production.add_row(
-            str(p.version),
-            when(p.since),
-            when(p.until) if p.until else "now",
-            p.via,
-            p.actor,
-            p.reason,
+            str(p["version"]),
+            when(p["since"]),
+            when(p["until"]) if p["until"] else "now",
+            p["via"],
+            p["actor"],
+            p["reason"],
         )
     console.print(production)
     started = table(
         "rollout", "version", "state", "started", "by", "why", title="rollouts", free={"why"}
     )
     for r in rollouts:
-        started.add_row(r.id, str(r.version), r.state, when(r.created_at), r.created_by, r.reason)
+        started.add_row(
+            r["id"], str(r["version"]), r["state"], when(r["created_at"]), r["created_by"],
+            r["reason"],
+        )  # fmt: skip
     console.print(started)
+    if found["truncated"]:
+        console.print(f"(the latest 1000: `shipyard rollout list --model {model}` pages further)")
 
 
 @deployments_app.command("set-policy")
@@ -345,25 +324,23 @@ def set_policy_cmd(
     """Validate FILE (YAML) and make it MODEL's deployment policy."""
     if not file.is_file():
         raise InvalidInput(f"{file} does not exist")
-    ws = open_workspace()
-    require(ws, "model", model)
-    set_policy(
-        ws.store,
-        model,
-        file.read_text(encoding="utf-8"),
-        actor=_actor(ws, actor),
-        source=str(file),
-    )
+    text = file.read_text(encoding="utf-8")
+    _call("rollouts.policy.set", actor, model=model, text=text, source=str(file))
     console.print(f"[green]✓[/] policy of {model} set from {file}")
+
+
+def _policy(model: str) -> tuple[Any, bool]:
+    from shipyard.deploy.policy import Policy
+
+    found = _call("rollouts.policy", model=model)
+    return Policy.model_validate(found["policy"]), bool(found["custom"])
 
 
 @deployments_app.command("policy")
 def show_policy(model: str = MODEL_ARG) -> None:
     """MODEL's policy with every default filled in."""
-    ws = open_workspace(create=False)
-    if policy_text(ws.store, model) is None:
-        require(ws, "model", model)
-    typer.echo(load_policy(ws.store, model).to_yaml(), nl=False)
+    policy, _ = _policy(model)
+    typer.echo(policy.to_yaml(), nl=False)
 
 
 def runbook(
@@ -371,11 +348,10 @@ def runbook(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file."),
 ) -> None:
     """MODEL's runbook as Markdown, rendered from its policy, with the exact commands."""
-    ws = open_workspace(create=False)
-    has_policy = policy_text(ws.store, model) is not None
-    if not has_policy:
-        require(ws, "model", model)
-    text = render_runbook(model, load_policy(ws.store, model), has_policy=has_policy)
+    from shipyard.deploy.runbook import render_runbook
+
+    policy, has_policy = _policy(model)
+    text = render_runbook(model, policy, has_policy=has_policy)
     if output is None:
         typer.echo(text)
         return
@@ -386,13 +362,13 @@ def runbook(
     console.print(f"[green]✓[/] runbook of {model} written to {output}")
 
 
-def _say_if_no_daemon(ws: Workspace, view: ro.RolloutView) -> None:
+def _say_if_no_daemon(view: dict[str, Any]) -> None:
     """A rollout that waits for the control loop says so when no daemon leads."""
-    if view.state not in ROLLOUT_MOVING:
+    if view["state"] not in ROLLOUT_MOVING or view.get("daemon_leads") is not False:
         return
-    note = no_daemon_note(ws.store, ws.clock.time())
-    if note:
-        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+    from shipyard.daemon import NO_DAEMON
+
+    console.print(f"[yellow]note:[/] {NO_DAEMON}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

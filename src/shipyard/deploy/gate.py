@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from shipyard import audit
 from shipyard.checks import Check
 from shipyard.clock import SYSTEM_CLOCK, Clock
+from shipyard.deploy.authorship import version_authors
 from shipyard.deploy.policy import Gate, load_policy
 from shipyard.deploy.production import production_version
 from shipyard.deploy.rollout import RolloutView, start_rollout
@@ -260,6 +261,6 @@ def validate_and_deploy(
     outcome = validate_version(registry, model, version, x, y, actor=actor, clock=clock)
     if not outcome.passed:
         return outcome, None
-    author = registry.get(model, version).created_by or None
-    view = start_rollout(registry.store, model, version, actor=actor, author=author, clock=clock)
+    authors = version_authors(registry, model, version)
+    view = start_rollout(registry.store, model, version, actor=actor, author=authors, clock=clock)
     return outcome, view

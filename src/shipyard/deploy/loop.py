@@ -33,35 +33,42 @@ def engine_for(workspace: Workspace, clock: Clock | None = None) -> Engine:
     )
 
 
-def sync_aliases(workspace: Workspace, clock: Clock | None = None) -> list[dict[str, Any]]:
-    """Point each deployed model's default alias at its production version.
+def sync_aliases(
+    workspace: Workspace,
+    clock: Clock | None = None,
+    *,
+    actor: str = "shipyard-deploy",
+    model: str | None = None,
+) -> list[dict[str, Any]]:
+    """Point each deployed model's default alias (or only ``model``'s) at its production
+    version, as ``actor`` (the control loop's name, or the person whose rollback moved it).
 
     Only when production changed after the alias last moved. Once deploy's split decides what
     serves a model, ``shipyard models alias`` may move its default alias only to the version the
     split serves alone (``serving.live.move_alias``), so this pass and a person agree.
     """
-    registry = Registry(
-        workspace.store, workspace.artifacts, clock or workspace.clock, "shipyard-deploy"
-    )
+    registry = Registry(workspace.store, workspace.artifacts, clock or workspace.clock, actor)
     moved = []
     with workspace.store.session() as s:
         models = {r.model for r in s.query(ProductionRecord.model).distinct()}
+        if model is not None:
+            models &= {model}
         production = {m: production_span(s, m) for m in models}
         defaults = {m.name: m.default_alias for m in models_in(s)}
-    for model, span in production.items():
-        if span is None or model not in defaults:
+    for name, span in production.items():
+        if span is None or name not in defaults:
             continue
         version, since = span
-        alias = defaults[model]
-        history = registry.alias_history(model, alias)
+        alias = defaults[name]
+        history = registry.alias_history(name, alias)
         if history and (history[-1].to_version == version or history[-1].ts > since):
             continue
         try:
-            registry.set_alias(model, alias, version, reason="deploy: production version")
+            registry.set_alias(name, alias, version, reason="deploy: production version")
         except ShipyardError as exc:
-            log.warning("cannot move the alias of %s to %s: %s", model, version, exc)
+            log.warning("cannot move the alias of %s to %s: %s", name, version, exc)
             continue
-        moved.append({"model": model, "alias": alias, "to": version})
+        moved.append({"model": name, "alias": alias, "to": version})
     return moved
 
 

@@ -18,6 +18,7 @@ control loop makes, :mod:`shipyard.deploy.rollback` the one-command production r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,27 @@ from shipyard.store.tables import AuditEvent
 
 ROLLOUT_FAILED_METRIC = "shipyard_rollout_failed"
 """Written (value 1) when a canary fails, labelled model/version/rollout: the alert's series."""
+AUTHORS_MAX_CHARS = 100
+"""The room for a rollout's authors (``rollouts.author``), stored comma-separated."""
+
+
+def authors_of(r: RolloutRecord) -> tuple[str, ...]:
+    """Who made the rollout's version (four-eyes: none of them may approve it)."""
+    return tuple(a for a in r.author.split(",") if a)
+
+
+def _authors_field(author: str | Sequence[str] | None, actor: str) -> str:
+    names = [author] if isinstance(author, str) else list(author or ())
+    names = list(dict.fromkeys(n.strip() for n in names if n and n.strip())) or [actor]
+    if any("," in n for n in names):
+        raise InvalidInput(f"an author's name cannot hold a comma: {names}")
+    joined = ",".join(names)
+    if len(joined) > AUTHORS_MAX_CHARS:
+        raise DeployError(
+            f"the authors of this version ({', '.join(names)}) take more than "
+            f"{AUTHORS_MAX_CHARS} characters together; four-eyes could not be kept for all of them"
+        )
+    return joined
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -53,18 +75,26 @@ class RolloutView:
     weight_pct: float
     looks: int
     author: str
+    """Who made the version (the registrant); :attr:`authors` lists every author."""
     created_by: str
     created_at: float
     updated_at: float
     reason: str
     approvals: list[dict[str, Any]] = field(default_factory=list)
     verdicts: list[dict[str, Any]] = field(default_factory=list)
+    authors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def summary(self) -> dict[str, Any]:
+        """The view without its approvals and verdicts (one line of a list)."""
+        data = self.to_json()
+        del data["approvals"], data["verdicts"]
+        return data
 
-def _view(s: Session, r: RolloutRecord) -> RolloutView:
+
+def _view(s: Session, r: RolloutRecord, *, details: bool = True) -> RolloutView:
     policy = policy_from_dict(r.policy)
     weight = 0.0
     if r.state in (RolloutState.CANARY, RolloutState.PAUSED) and r.step_index < len(
@@ -74,6 +104,13 @@ def _view(s: Session, r: RolloutRecord) -> RolloutView:
         weight = split.canary_weight_pct if split is not None else 0.0
     elif r.state == RolloutState.PRODUCTION:
         weight = 100.0
+    authors = list(authors_of(r))
+    if not details:
+        return RolloutView(
+            r.id, r.model, r.version, r.stable_version, r.state, r.step_index, weight, r.looks,
+            authors[0] if authors else "", r.created_by, r.created_at, r.updated_at, r.reason,
+            authors=authors,
+        )  # fmt: skip
     approvals = [
         {"purpose": a.purpose, "actor": a.actor, "roles": a.roles, "ts": a.ts, "used": bool(a.used)}
         for a in s.scalars(
@@ -106,13 +143,14 @@ def _view(s: Session, r: RolloutRecord) -> RolloutView:
         r.step_index,
         weight,
         r.looks,
-        r.author,
+        authors[0] if authors else "",
         r.created_by,
         r.created_at,
         r.updated_at,
         r.reason,
         approvals,
         verdicts,
+        authors,
     )
 
 
@@ -134,6 +172,45 @@ def rollouts_of(store: Store, model: str) -> list[RolloutView]:
         return [_view(s, r) for r in rows]
 
 
+@dataclass(frozen=True)
+class RolloutPage:
+    """One page of rollouts, newest first; ``next`` continues after the last one."""
+
+    rollouts: list[RolloutView]
+    next: tuple[float, str] | None
+
+
+def list_rollouts(
+    store: Store,
+    *,
+    model: str | None = None,
+    states: Sequence[str] = (),
+    limit: int = 50,
+    after: tuple[float, str] | None = None,
+    details: bool = False,
+) -> RolloutPage:
+    """Rollouts newest first (by start time, then id), with their approvals and verdicts when
+    ``details``; ``after`` is the (created_at, id) of the last rollout of the previous page (a
+    keyset cursor, so a page costs the same however deep it is)."""
+    q = select(RolloutRecord)
+    if model is not None:
+        q = q.where(RolloutRecord.model == model)
+    if states:
+        q = q.where(RolloutRecord.state.in_(list(states)))
+    if after is not None:
+        at, last_id = after
+        q = q.where(
+            (RolloutRecord.created_at < at)
+            | ((RolloutRecord.created_at == at) & (RolloutRecord.id < last_id))
+        )
+    q = q.order_by(RolloutRecord.created_at.desc(), RolloutRecord.id.desc()).limit(limit + 1)
+    with store.session(readonly=True) as s:
+        rows = list(s.scalars(q))
+        views = [_view(s, r, details=details) for r in rows[:limit]]
+    more = len(rows) > limit
+    return RolloutPage(views, (views[-1].created_at, views[-1].id) if more else None)
+
+
 def audit_trail(store: Store, rollout_id: str) -> list[AuditEvent]:
     with store.session() as s:
         return list(
@@ -143,6 +220,69 @@ def audit_trail(store: Store, rollout_id: str) -> list[AuditEvent]:
                 .order_by(AuditEvent.id)
             )
         )
+
+
+def progress_of(store: Store, rollout_id: str, now: float) -> dict[str, Any]:
+    """Where the rollout stands under the policy it started with: its canary step (``None``
+    outside one) and what it waits for, each in one line (empty once it ended).
+
+    What the control loop waits for is said here; whether a control loop runs at all is the
+    caller's to add (the daemon is a face of its own)."""
+    with store.session(readonly=True) as s:
+        r = s.get(RolloutRecord, rollout_id)
+        if r is None:
+            raise NotFound("rollout", rollout_id, "see `shipyard deployments history MODEL`")
+        policy = policy_from_dict(r.policy)
+        state = r.paused_from if r.state == RolloutState.PAUSED else r.state
+        start = {a.actor for a in open_approvals(s, r.id, "start")}
+        speedup = {a.actor for a in open_approvals(s, r.id, "speedup")}
+        authors = authors_of(r)
+        step: dict[str, Any] | None = None
+        steps = policy.canary.steps
+        if state == RolloutState.CANARY and r.step_index < len(steps):
+            rule = steps[r.step_index]
+            elapsed = now - r.step_started_at if r.step_started_at is not None else 0.0
+            step = {
+                "index": r.step_index,
+                "of": len(steps),
+                "weight_pct": rule.weight_pct,
+                "min_duration_s": rule.min_duration_s,
+                "max_duration_s": rule.max_duration(policy.canary.interval_s),
+                "min_samples": rule.min_samples,
+                "interval_s": policy.canary.interval_s,
+                "started_at": r.step_started_at,
+                "elapsed_s": max(0.0, elapsed),
+                "looks": r.looks,
+            }
+        waits: list[str] = []
+        if r.state == RolloutState.PAUSED:
+            waits.append(f"someone to resume it: `shipyard rollout resume {r.id}`")
+        elif r.state == RolloutState.WAITING:
+            rule_s = policy.approvals.start
+            whom = f"members of {', '.join(rule_s.roles)}" if rule_s.roles else "anyone"
+            but = f" but {', '.join(authors)} (four-eyes)" if rule_s.four_eyes else ""
+            got = f"; approved by {', '.join(sorted(start))}" if start else ""
+            waits.append(
+                f"{max(0, rule_s.count - len(start))} more approval(s) to start, from {whom}{but}"
+                f"{got}: `shipyard approve {r.id}`"
+            )
+        elif r.state == RolloutState.STAGING:
+            waits.append("the control loop to smoke-test the version in staging")
+        elif step is not None:
+            to_go = max(0.0, step["min_duration_s"] - step["elapsed_s"])
+            waits.append(
+                f"the control loop to judge step {r.step_index + 1} of {len(steps)} "
+                f"({step['weight_pct']:g} % of traffic) every {policy.canary.interval_s:g} s: "
+                f"at least {step['min_samples']} requests per version and "
+                f"{step['min_duration_s']:g} s ({to_go:.0f} s to go)"
+            )
+            rule_p = policy.approvals.speedup
+            waits.append(
+                f"or {max(0, rule_p.count - len(speedup))} more speed-up approval(s) to promote "
+                f"it early: `shipyard approve {r.id} --for speedup`, then "
+                f"`shipyard rollout promote {r.id}`"
+            )
+        return {"step": step, "waits_for": waits}
 
 
 # -- writing helpers --------------------------------------------------------------------------
@@ -243,17 +383,19 @@ def start_rollout(
     version: int,
     *,
     actor: str,
-    author: str | None = None,
+    author: str | Sequence[str] | None = None,
     clock: Clock = SYSTEM_CLOCK,
     policy: Policy | None = None,
 ) -> RolloutView:
     """Begin deploying ``version`` of ``model``; it waits for the approvals its policy demands.
 
-    ``author`` is who made the version (four-eyes: they may not approve it); the registry's
-    ``created_by`` when the caller knows it, else the person starting the rollout.
+    ``author`` is who made the version, one name or several (four-eyes: none of them may
+    approve it): :func:`shipyard.deploy.authorship.version_authors` when the caller can ask the
+    registry, else the person starting the rollout.
     """
     if version < 1:
         raise InvalidInput(f"version must be a positive number, got {version}")
+    authors = _authors_field(author, actor)
     policy = policy or load_policy(store, model)
     now = clock.time()
     with store.session(immediate=True) as s:
@@ -292,7 +434,7 @@ def start_rollout(
             model=model,
             version=version,
             stable_version=stable,
-            author=author or actor,
+            author=authors,
             state=RolloutState.WAITING,
             reason=_waiting_reason(policy, actor),
             policy=policy.model_dump(mode="json"),
@@ -309,7 +451,8 @@ def start_rollout(
             actor,
             "rollout.start",
             f"deploy {model}/{version} (stable: {stable})",
-            author=r.author,
+            author=authors_of(r)[0],
+            authors=list(authors_of(r)),
             stable_version=stable,
         )
         if policy.approvals.start.count == 0:
@@ -343,7 +486,7 @@ def approve(
             raise DeployError(f"rollout {r.id} already started ({r.state}); approve 'speedup'")
         policy = policy_from_dict(r.policy)
         rule = getattr(policy.approvals, purpose)
-        if rule.four_eyes and actor == r.author:
+        if rule.four_eyes and actor in authors_of(r):
             raise DeployError(
                 f"four-eyes: {actor} made {r.model}/{r.version} and may not approve it; "
                 "ask another member of " + (", ".join(rule.roles) or "the team")
@@ -423,7 +566,7 @@ def promote(
         if len({a.actor for a in approvals}) < rule.count:
             raise ApprovalRequired(
                 f"promoting rollout {r.id} early needs {rule.count} speed-up approval(s), has "
-                f"{len(approvals)}: `shipyard approve {r.id} --as USER --for speedup`"
+                f"{len(approvals)}: `shipyard approve {r.id} --for speedup`, by each approver"
             )
         for a in approvals:
             a.used = 1
