@@ -175,8 +175,9 @@ class TestFeedback:
         bearer(ws, "rita", "operator")
         bearer(ws, "rita", "deployer")
         narrow = {
-            role: create_token(ws.store, "rita", actor="setup", now=now, mode="embedded",
-                               roles=(role,)).secret  # fmt: skip
+            role: create_token(
+                ws.store, "rita", actor="setup", now=now, mode="embedded", roles=(role,)
+            ).secret
             for role in ("operator", "deployer")
         }
         with doorway.client() as c:
@@ -216,9 +217,7 @@ def _raw_post(url: str, path: str, authorization: bytes, declared: int = 100 * 2
 
 
 class TestGuardedInference:
-    def test_without_a_token_it_is_401_and_the_model_is_not_called(
-        self, doorway: Doorway
-    ) -> None:
+    def test_without_a_token_it_is_401_and_the_model_is_not_called(self, doorway: Doorway) -> None:
         before = len(CALLS)
         with doorway.client() as c:
             mlflow = c.post("/models/counted/invocations", json=ROW)
@@ -330,9 +329,12 @@ class TestChecks:
             with ThreadPoolExecutor(8) as pool, doorway.client() as probe:
                 waiting = [
                     pool.submit(
-                        httpx.post, f"{doorway.url}/models/counted/invocations",
-                        json=ROW, headers=headers, timeout=30,
-                    )  # fmt: skip
+                        httpx.post,
+                        f"{doorway.url}/models/counted/invocations",
+                        json=ROW,
+                        headers=headers,
+                        timeout=30,
+                    )
                     for _ in range(8)
                 ]
                 deadline = time.monotonic() + 10
@@ -402,4 +404,3 @@ def test_serve_auth_guards_the_model_in_a_real_server_process(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
-

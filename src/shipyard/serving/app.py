@@ -24,6 +24,10 @@ with ``Retry-After``, never a 4xx.
 
 Readiness (``/v2/health/ready``, ``/ping``) is 503 while any live model cannot be served here,
 naming it (:mod:`shipyard.serving.readiness`).
+
+Feedback, and the inference of the models served with ``--auth``, need a token
+(:mod:`shipyard.serving.doors`): checked from the headers before the body is read or the version
+resolved, so a refusal (401/403) costs no model time.
 """
 
 from __future__ import annotations
@@ -44,8 +48,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from shipyard import __version__
 from shipyard.clock import SYSTEM_CLOCK, Clock
-from shipyard.identity import FEEDBACK_WRITE, PREDICT
-from shipyard.identity.authn import Authenticator
 from shipyard.errors import (
     InvalidInput,
     Overloaded,
@@ -53,6 +55,8 @@ from shipyard.errors import (
     SchemaViolation,
     ShipyardError,
 )
+from shipyard.identity import FEEDBACK_WRITE, PREDICT
+from shipyard.identity.authn import Authenticator
 from shipyard.serving import protocol_mlflow, protocol_v2
 from shipyard.serving.decoding import Decoder
 from shipyard.serving.doors import Doors
