@@ -8,7 +8,7 @@ from serving_testkit import infer, wait_flushed
 from sklearn.metrics import accuracy_score, f1_score
 from sqlalchemy import func, select
 
-from serving.conftest import Running, fit_classifier, training_frame
+from serving.conftest import Running, bearer, fit_classifier, training_frame
 from shipyard.monitoring import ServingMonitor
 from shipyard.store.serving import FeedbackRecord
 
@@ -18,6 +18,7 @@ def test_feedback_joins_predictions_and_gives_quality(served: Running) -> None:
     clf, _ = fit_classifier()
     x, y = training_frame(seed=9, n=80)
     rows = x.to_numpy()
+    olga = bearer(served.ws, "olga", "operator")
     with served.client() as c:
         ids = infer(c, rows, "fb")
         flipped = y.copy()
@@ -25,11 +26,14 @@ def test_feedback_joins_predictions_and_gives_quality(served: Running) -> None:
         r = c.post(
             "/v2/models/iris/feedback",
             json={"request_ids": ids, "labels": flipped.tolist()},
+            headers=olga,
         )
         assert r.json() == {"accepted": 80}
-        bad = c.post("/v2/models/iris/feedback", json={"request_ids": ["a"], "labels": []})
+        bad = c.post("/v2/models/iris/feedback", json={"request_ids": ["a"], "labels": []},
+                     headers=olga)  # fmt: skip
         assert bad.status_code == 400 and "1 request_ids but 0 labels" in bad.json()["error"]
-        ghost = c.post("/v2/models/ghost/feedback", json={"request_ids": ["a"], "labels": [1]})
+        ghost = c.post("/v2/models/ghost/feedback", json={"request_ids": ["a"], "labels": [1]},
+                       headers=olga)  # fmt: skip
         assert ghost.status_code == 404
     wait_flushed(served, 80)
     monitor = ServingMonitor(served.ws.store, served.registry)

@@ -17,6 +17,8 @@ import pytest
 import uvicorn
 from sklearn.linear_model import LogisticRegression
 
+from shipyard.identity.accounts import bind_role
+from shipyard.identity.tokens import create_token
 from shipyard.registry import Registry, Signature
 from shipyard.serving.app import ServingApp
 from shipyard.serving.server import build_app
@@ -66,6 +68,16 @@ def explode(x: np.ndarray) -> np.ndarray:
     if (x[:, 0] < 0).any():
         raise RuntimeError("negative input blew the model up")
     return x[:, 0] * 2
+
+
+def bearer(ws: Workspace, name: str, role: str | None = None, scope: str = "*") -> dict[str, str]:
+    """The ``Authorization`` header of a new token of ``name``, given ``role`` over ``scope``
+    first (feedback needs an operator: :mod:`shipyard.serving.doors`)."""
+    now = time.time()
+    if role is not None:
+        bind_role(ws.store, name, role, scope, actor="setup", now=now, mode="embedded")
+    token = create_token(ws.store, name, actor="setup", now=now, mode="embedded").secret
+    return {"Authorization": f"Bearer {token}"}
 
 
 EXPLODE_SIGNATURE = Signature.from_json({"inputs": [{"name": c} for c in COLUMNS]})

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import httpx
 
-from serving.conftest import Running
+from serving.conftest import Running, bearer
 from shipyard.errors import NotFound, RequestTooLarge, SchemaViolation, UnsupportedMediaType
 
 
@@ -20,7 +20,11 @@ def _mlflow(r: httpx.Response, status: int, code: str) -> str:
 
 def test_an_unknown_model_s_feedback_is_not_found(served: Running) -> None:
     with served.client() as c:
-        r = c.post("/v2/models/ghost/feedback", json={"request_ids": ["r1"], "labels": [1]})
+        r = c.post(
+            "/v2/models/ghost/feedback",
+            json={"request_ids": ["r1"], "labels": [1]},
+            headers=bearer(served.ws, "olga", "operator"),
+        )
     assert r.status_code == NotFound.http_status == 404
     assert r.json() == {"error": str(NotFound("model", "ghost"))}
 

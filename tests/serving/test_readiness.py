@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import event
 
-from serving.conftest import fit_classifier, free_port, start
+from serving.conftest import bearer, fit_classifier, free_port, start
 from shipyard.registry import Registry
 from shipyard.serving.app import ServingApp
 from shipyard.serving.server import build_app
@@ -132,7 +132,9 @@ def test_feedback_while_the_database_is_locked_is_503_with_retry_after(
     def _short_busy_timeout(dbapi: Any, _record: Any) -> None:  # the store waits 30 s
         dbapi.execute("PRAGMA busy_timeout=200")
 
+    olga = bearer(workspace, "olga", "operator")
     c, _ = serve()
+    c.headers.update(olga)
     feedback = {"request_ids": ["r1"], "labels": [1]}
     holder = sqlite3.connect(engine.url.database, isolation_level=None)
     try:

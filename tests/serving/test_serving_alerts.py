@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from monitoring.serving_testkit import wait_flushed
-from serving.conftest import Running, fit_classifier, training_frame
+from serving.conftest import Running, bearer, fit_classifier, training_frame
 from shipyard.alerting.config import load_config
 from shipyard.alerting.cycle import evaluate
 from shipyard.clock import FakeClock
@@ -66,7 +66,11 @@ def test_a_quality_drop_measured_on_late_labels_fires_model_quality_drop(
             ids.append(f"q{i}")
         truth = clf.predict(rows)
         truth[:25] = 1 - truth[:25]  # the world changed for a quarter of the customers
-        r = c.post("/v2/models/churn/feedback", json={"request_ids": ids, "labels": truth.tolist()})
+        r = c.post(
+            "/v2/models/churn/feedback",
+            json={"request_ids": ids, "labels": truth.tolist()},
+            headers=bearer(served.ws, "olga", "operator", "model:churn"),
+        )
         assert r.json() == {"accepted": 100}
     wait_flushed(served, 100)
     checks = {c.monitor: c for c in ServingMonitor(served.ws.store, served.registry).run("churn")}

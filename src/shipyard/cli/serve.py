@@ -31,6 +31,12 @@ def serve(
     wait: float = typer.Option(
         60.0, "--wait", min=0, help="Seconds to wait for --pool to have room before giving up."
     ),
+    auth: list[str] = typer.Option(
+        None,
+        "--auth",
+        help="Predictions of this model need a token allowed to predict over model:NAME "
+        "(repeatable; '*': every model). Feedback always needs one (operator).",
+    ),
     log_level: str = typer.Option("warning", "--log-level", help="Uvicorn's log level."),
 ) -> None:
     """Serve every model whose default alias points at a version (OIP V2 and MLflow scoring).
@@ -41,13 +47,21 @@ def serve(
     CPU and memory on it, and releases it when stopped. Worker processes end with the server;
     a server that was killed is found and marked stopped by the next one that starts, or by
     the daemon (see `shipyard serving instances`).
+
+    Posting labels (/v2/models/NAME/feedback) needs `Authorization: Bearer <token>` of an
+    identity allowed to post feedback over model:NAME (operator); with --auth NAME, so do
+    NAME's predictions (any role over model:NAME). Tokens come from `shipyard token create`.
     """
     from shipyard.errors import InvalidInput
     from shipyard.quota import parse_quantity
+    from shipyard.serving.doors import EVERY_MODEL, check_guarded
     from shipyard.serving.server import free_port, run
 
     ws = open_workspace(create=model is None)  # a model to serve needs a workspace with it
     require(ws, "model", model)  # an unknown name is one line, before anything listens
+    guarded = check_guarded(auth or ())
+    for name in sorted(guarded - {EVERY_MODEL}):
+        require(ws, "model", name)  # a typo must not leave the real model open
     settings = ws.settings
     host = host or settings.serving.host
     port = settings.serving.port if port is None else port
@@ -63,6 +77,7 @@ def serve(
         workers,
         default_model=model,
         monitoring=not no_monitoring,
+        auth=tuple(sorted(guarded)),
         log_level=log_level,
         pool=pool,
         cpu=cpu,

@@ -32,23 +32,38 @@ class OidcVerifier:
         self._client: jwt.PyJWKClient | None = None
         self._keys: jwt.PyJWKSet | None = None
         if settings.jwks_url is not None:
-            self._client = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, timeout=5)
+            # The key set is cached (PyJWT: 5 minutes, refreshed early for an unknown kid), but
+            # no key is cached beyond it: a key the provider withdrew must stop verifying.
+            self._client = jwt.PyJWKClient(settings.jwks_url, cache_keys=False, timeout=5)
         else:
             self._keys = _read_key_set(Path(settings.jwks_file or ""))
 
     def _key(self, token: str) -> Any:
         try:
-            if self._client is not None:
-                return self._client.get_signing_key_from_jwt(token).key
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWKClientConnectionError:
-            raise Unauthenticated(
-                "the identity provider's key set cannot be fetched; try again later"
-            ) from None
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"the bearer token is not a valid JWT: {exc}") from None
-        assert self._keys is not None
         kid = header.get("kid")
+        if self._client is not None:
+            if not isinstance(kid, str):  # the provider's keys all have one (PyJWT keeps no other)
+                raise Unauthenticated("the bearer token names no signing key (no kid header)")
+            try:
+                return self._client.get_signing_key(kid).key
+            except jwt.PyJWKClientConnectionError:
+                raise Unauthenticated(
+                    "the identity provider's key set cannot be fetched; try again later"
+                ) from None
+            except jwt.PyJWKClientError as exc:
+                raise Unauthenticated(
+                    f"the bearer token's signing key is not in the identity provider's key set: "
+                    f"{exc}"
+                ) from None
+            except (jwt.PyJWTError, ValueError) as exc:  # not JSON, or not a key set
+                raise Unauthenticated(
+                    f"the identity provider's key set cannot be read ({type(exc).__name__}); "
+                    "try again later"
+                ) from None
+        assert self._keys is not None
         for key in self._keys.keys:
             if kid is None or key.key_id == kid:
                 return key.key

@@ -24,6 +24,10 @@ with ``Retry-After``, never a 4xx.
 
 Readiness (``/v2/health/ready``, ``/ping``) is 503 while any live model cannot be served here,
 naming it (:mod:`shipyard.serving.readiness`).
+
+Feedback, and the inference of the models served with ``--auth``, need a token
+(:mod:`shipyard.serving.doors`): checked from the headers before the body is read or the version
+resolved, so a refusal (401/403) costs no model time.
 """
 
 from __future__ import annotations
@@ -51,8 +55,11 @@ from shipyard.errors import (
     SchemaViolation,
     ShipyardError,
 )
+from shipyard.identity import FEEDBACK_WRITE, PREDICT
+from shipyard.identity.authn import Authenticator
 from shipyard.serving import protocol_mlflow, protocol_v2
 from shipyard.serving.decoding import Decoder
+from shipyard.serving.doors import Doors
 from shipyard.serving.execution import BoundedPool, InlineGate, freeze_heap
 from shipyard.serving.feedback import record_feedback
 from shipyard.serving.limits import DEFAULT_LIMITS, RequestLimits
@@ -70,7 +77,13 @@ Headers = list[tuple[bytes, bytes]]
 JSON_TYPE = b"application/json"
 UNAVAILABLE = "TEMPORARILY_UNAVAILABLE"
 
-MLFLOW_CODES = {404: "RESOURCE_DOES_NOT_EXIST", 500: "INTERNAL_ERROR", 503: UNAVAILABLE}
+MLFLOW_CODES = {
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    500: "INTERNAL_ERROR",
+    503: UNAVAILABLE,
+}
 """HTTP status → MLflow's ``error_code`` on ``/invocations``; any other status is BAD_REQUEST."""
 
 
@@ -90,8 +103,10 @@ class HTTPError(Exception):
         self.mlflow_code = mlflow_code
         self.field = field
         self.headers: Headers = []
-        if status == 503:
+        if status in (429, 503):
             self.headers.append((b"retry-after", str(max(1, math.ceil(retry_after_s))).encode()))
+        elif status == 401:
+            self.headers.append((b"www-authenticate", b'Bearer realm="shipyard"'))
         super().__init__(message)
 
     @classmethod
@@ -103,7 +118,7 @@ class HTTPError(Exception):
         if status == 500:
             return cls(status, f"internal error: {exc}", code)
         field = exc.field if isinstance(exc, SchemaViolation) else None
-        retry_after_s = float(getattr(exc, "retry_after_s", 1.0))  # StoreBusy, Overloaded
+        retry_after_s = float(getattr(exc, "retry_after_s", 1.0))  # StoreBusy, Overloaded, …
         return cls(status, str(exc), code, field, retry_after_s)
 
 
@@ -132,7 +147,9 @@ class ServingApp:
     ``threads`` and ``queue`` size the prediction pool (default: one thread per usable core,
     twice as many waiting); ``inline`` decides which small requests skip the pool; ``decoder``
     decodes large bodies in a helper process (:mod:`shipyard.serving.decoding`);
-    ``limits`` are the cost bound of a version without its own ``serving.limits`` tag."""
+    ``limits`` are the cost bound of a version without its own ``serving.limits`` tag;
+    ``doors`` guards feedback and the models served with ``--auth`` (by default: feedback only,
+    with API tokens of the live models' store)."""
 
     def __init__(
         self,
@@ -147,6 +164,7 @@ class ServingApp:
         queue: int | None = None,
         inline: InlineGate | None = None,
         decoder: Decoder | None = None,
+        doors: Doors | None = None,
     ) -> None:
         self.live = live
         self.telemetry = telemetry
@@ -158,6 +176,7 @@ class ServingApp:
         self.inline = inline or InlineGate()
         self.decoder = decoder or Decoder()
         self.store_pool = BoundedPool("store", 2, 8)
+        self.doors = doors or Doors(Authenticator(live.registry.store, clock=clock))
         self.readiness = Readiness(live, self._refused)
         self._version_limits: dict[tuple[str, int], RequestLimits | str] = {}
         self._proba_tick = 0.0
@@ -173,9 +192,11 @@ class ServingApp:
             return
         headers: dict[bytes, bytes] = dict(scope["headers"])
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:100] or uuid.uuid4().hex
+        client = scope.get("client")
+        address = client[0] if client else ""
         try:
             status, payload, extra = await self._dispatch(
-                scope["method"], scope["path"], headers, receive, rid
+                scope["method"], scope["path"], headers, receive, rid, address
             )
         except HTTPError as exc:
             status, payload, extra = self._error(scope["path"], exc)
@@ -223,6 +244,7 @@ class ServingApp:
     def shutdown(self) -> None:
         self.pool.shutdown()
         self.store_pool.shutdown()
+        self.doors.shutdown()
         self.decoder.shutdown()
         self.live.stop()
         self.telemetry.stop()
@@ -260,19 +282,30 @@ class ServingApp:
 
     # -- routing -------------------------------------------------------------------------------
     async def _dispatch(
-        self, method: str, path: str, headers: dict[bytes, bytes], receive: Receive, rid: str
+        self,
+        method: str,
+        path: str,
+        headers: dict[bytes, bytes],
+        receive: Receive,
+        rid: str,
+        address: str = "",
     ) -> Answer:
         parts = [p for p in path.split("/") if p]
         if parts and parts[0] == "v2":
-            return await self._v2(method, parts[1:], headers, receive, rid)
+            return await self._v2(method, parts[1:], headers, receive, rid, address)
         if method == "POST" and parts == ["invocations"]:
-            return await self._invocations(self._default_model(), headers, receive, rid)
+            model = self._default_model()
+            if self.doors.guarded:  # off (the default): this test is all it costs
+                await self._guard(model, headers, address)
+            return await self._invocations(model, headers, receive, rid)
         if (
             method == "POST"
             and len(parts) == 3
             and parts[0] == "models"
             and parts[2] == "invocations"
         ):
+            if self.doors.guarded:
+                await self._guard(parts[1], headers, address)
             return await self._invocations(parts[1], headers, receive, rid)
         if method == "GET":
             if parts in (["ping"], ["health"]):
@@ -289,6 +322,12 @@ class ServingApp:
                     [(b"content-type", CONTENT_TYPE_LATEST.encode())],
                 )
         raise HTTPError(404, f"no route for {method} {path[:200]}", "ENDPOINT_NOT_FOUND")
+
+    async def _guard(self, model: str, headers: dict[bytes, bytes], address: str) -> None:
+        """Refuse (401/403) a request for a model served with ``--auth`` that may not ask it;
+        from the headers alone, before the body is read (:mod:`shipyard.serving.doors`)."""
+        if self.doors.guards(model):
+            await self.doors.require(headers, address, PREDICT, model)
 
     def _default_model(self) -> str:
         if self.default_model:
@@ -375,6 +414,7 @@ class ServingApp:
         headers: dict[bytes, bytes],
         receive: Receive,
         rid: str,
+        address: str = "",
     ) -> Answer:
         if not parts:
             return _json(
@@ -401,12 +441,15 @@ class ServingApp:
             raise HTTPError(404, f"no route for {method} /v2/{'/'.join(parts)[:200]}")
         model, rest = parts[1], parts[2:]
         if rest == ["feedback"] and method == "POST":
+            await self.doors.require(headers, address, FEEDBACK_WRITE, model)
             return await self._feedback(model, headers, receive)
         version = None
         if len(rest) >= 2 and rest[0] == "versions":
             version, rest = rest[1], rest[2:]
         if method == "GET" and rest == ["ready"]:
             return self._model_ready(model, version, headers, rid)
+        if self.doors.guarded:
+            await self._guard(model, headers, address)
         loaded = self._resolve(model, version, headers, rid)
         head = _version_headers(loaded)
         if method == "GET" and not rest:

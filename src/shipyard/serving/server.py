@@ -51,9 +51,11 @@ from types import FrameType
 
 from shipyard.config import Settings
 from shipyard.errors import InvalidInput
+from shipyard.identity.authn import Authenticator
 from shipyard.quota import LeaseManager
 from shipyard.registry import Registry
 from shipyard.serving.app import ServingApp
+from shipyard.serving.doors import Doors
 from shipyard.serving.instances import (
     InstanceKeeper,
     InstanceRecord,
@@ -76,7 +78,10 @@ def build_app(
     flush_interval_s: float | None = None,
     refresh_interval_s: float | None = None,
     sample_rate: float | None = None,
+    auth: tuple[str, ...] = (),
 ) -> ServingApp:
+    """The app serving ``ws``'s live models; ``auth`` names the models whose inference needs a
+    token (``*``: all of them; :mod:`shipyard.serving.doors`)."""
     cfg = ws.settings.serving
     registry = Registry.of(ws)
     live = LiveModels(registry, refresh_interval_s or cfg.refresh_interval_s, ws.clock)
@@ -96,6 +101,7 @@ def build_app(
         limits=RequestLimits.from_settings(cfg.limits),
         threads=cfg.threads,
         queue=cfg.queue,
+        doors=Doors(Authenticator(ws.store, ws.settings.server, ws.clock), auth),
     )
 
 
@@ -107,6 +113,7 @@ class WorkerSetup:
     settings: Settings
     default_model: str | None = None
     monitoring: bool = True
+    auth: tuple[str, ...] = ()
     supervisor_pid: int | None = None
     instance_id: str | None = None
 
@@ -125,7 +132,10 @@ class AppFactory:
             self._ws = Workspace(self.setup.settings)
             self._ws.store  # noqa: B018 - open it now: a worker that cannot, fails to start
         app = build_app(
-            self._ws, default_model=self.setup.default_model, monitoring=self.setup.monitoring
+            self._ws,
+            default_model=self.setup.default_model,
+            monitoring=self.setup.monitoring,
+            auth=self.setup.auth,
         )
         watch_supervisor(self._ws, self.setup)
         return app
@@ -188,6 +198,7 @@ def run(
     *,
     default_model: str | None = None,
     monitoring: bool = True,
+    auth: tuple[str, ...] = (),
     log_level: str = "warning",
     pool: str | None = None,
     cpu: float | None = None,
@@ -247,6 +258,7 @@ def run(
             ws.settings,
             default_model=default_model,
             monitoring=monitoring,
+            auth=auth,
             supervisor_pid=os.getpid(),
             instance_id=keeper.instance_id,
         )
