@@ -128,6 +128,8 @@ class Tour:
         self.started = time.monotonic()
         self.stage_times: list[tuple[str, float, str]] = []
         self.serve_url = ""
+        self.control_url = ""
+        self.tokens: dict[str, str] = {}
         self.data = HOME / "demo-data"
 
     # -- commands ------------------------------------------------------------------------------
@@ -137,11 +139,14 @@ class Tour:
         expect: int | tuple[int, ...] = 0,
         show: int | None = 40,
         keep: Callable[[str], bool] | None = None,
+        who: str | None = None,
     ) -> str:
         """Run ``shipyard ARGS`` as a user would, print it and its output (the first ``show``
-        lines, or those ``keep`` selects); fail the stage on an unexpected exit code."""
-        say(f"\n{BOLD}$ shipyard {shlex.join(args)}{RESET}")
-        stdout, stderr, returncode = self.foreground(args)
+        lines, or those ``keep`` selects); fail the stage on an unexpected exit code. With
+        ``who``, the command talks to the control plane with that identity's token."""
+        through = f"   {DIM}(as {who}, through the control plane){RESET}" if who else ""
+        say(f"\n{BOLD}$ shipyard {shlex.join(args)}{RESET}{through}")
+        stdout, stderr, returncode = self.foreground(args, who)
         out = (stdout + stderr).rstrip()
         lines = out.splitlines()
         if keep is not None:
@@ -161,13 +166,16 @@ class Tour:
             )
         return stdout
 
-    def foreground(self, args: tuple[str, ...]) -> tuple[str, str, int]:
+    def foreground(self, args: tuple[str, ...], who: str | None = None) -> tuple[str, str, int]:
         """Run one command to its end; when the tour is interrupted, interrupt it the way
         Ctrl-C would (a pipeline run then cancels its steps cleanly), then kill what is left."""
+        env = dict(self.env)
+        if who is not None:
+            env.update(SHIPYARD_URL=self.control_url, SHIPYARD_TOKEN=self.tokens[who])
         proc = subprocess.Popen(
             [sys.executable, "-m", "shipyard", *args],
             cwd=ROOT,
-            env=self.env,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -249,8 +257,40 @@ def setup(t: Tour) -> None:
     note("the control loop runs for the whole tour: alert rules, notifications, rollouts, leases")
     note("SHIPYARD_ALERTING_CONFIG=examples/alerting.yaml: alerts go to a local log receiver")
     t.start("daemon", "daemon")
-    time.sleep(1.0)
+    control_plane(t)
     t.alive("daemon")
+
+
+def control_plane(t: Tour) -> None:
+    """The control plane, with two real identities: the ML engineer who authors the versions
+    and the approver. Whoever holds the database (here, the tour) makes the first bindings."""
+    import json
+
+    note("the control plane: approvals go through it, each bound to who is logged in")
+    t.shipyard("roles", "bind", AUTHOR, "deployer", "--scope", f"model:{MODEL}")
+    note(f"{AUTHOR} approves other people's models too; four-eyes still stops him on his own")
+    t.shipyard("roles", "bind", AUTHOR, "approver", "--scope", f"model:{MODEL}")
+    t.shipyard("roles", "bind", APPROVER, "approver", "--scope", f"model:{MODEL}")
+    for name in (AUTHOR, APPROVER):
+        made = json.loads(
+            t.shipyard("token", "create", "--user", name, "--expires", "1d", "--json", show=0)
+        )
+        t.tokens[name] = made["token"]
+        note(f"{name}'s token {made['id']} (shown once; kept by the tour)")
+    port = free_port()
+    t.start("server", "server", "--port", str(port))
+    t.control_url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        t.alive("server")
+        try:
+            return httpx.get(f"{t.control_url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    took = t.wait_for("the control plane to answer", up, 60)
+    note(f"control plane at {t.control_url}/api/v1 (up after {took:.1f} s)")
+    t.shipyard("whoami", who=APPROVER)
 
 
 def pipelines(t: Tour) -> None:
@@ -514,7 +554,7 @@ def serving(t: Tour, data: dict[str, Any]) -> None:
         "--deploy",
     )
     rid = rollout_id(out)
-    t.shipyard("approve", rid, "--as", APPROVER)
+    t.shipyard("approve", rid, who=APPROVER)
     note("first deployment: staging smoke checks, then production (no stable version to compare)")
     follow_rollout(t, rid, {"production", "failed", "rolled_back"}, 60)
     port = free_port()
@@ -642,11 +682,14 @@ def deployment(t: Tour, data: dict[str, Any]) -> None:
         raise StageFailed(f"the worse model was not caught: {bad['state']} ({bad.get('reason')})")
 
     note("and a one-command rollback of production, e.g. after a bad night:")
-    t.shipyard("rollback", MODEL, "--as", APPROVER, "--reason", "demo: back to the first model")
+    t.shipyard("rollback", MODEL, "--reason", "demo: back to the first model", who=AUTHOR)
     time.sleep(1.5)
     answered = send_rows(t.serve_url, MODEL, test.iloc[:50], user_prefix="after-rollback")
     say(f"  traffic after the rollback: {answered.line()}")
     t.shipyard("deployments", "history", MODEL, show=30)
+    note("who approved what, as the server authenticated them (mode `server`), hash-chained:")
+    t.shipyard("audit", "list", "--action", "rollout.approve*", "--limit", "4", who=APPROVER)
+    t.shipyard("audit", "verify", who=APPROVER, show=2)
 
 
 def train_and_deploy(t: Tour, *params: str) -> tuple[int, str]:
@@ -670,9 +713,11 @@ def _model_brief(line: str) -> bool:
 def canary(t: Tour, version: int, rid: str, load: Load, expect: str) -> dict[str, Any]:
     t.shipyard("rollout", "status", rid, show=4)
     if expect == "production":
-        note(f"four-eyes: {AUTHOR} registered v{version}, so {AUTHOR} may not approve it")
-        t.shipyard("approve", rid, "--as", AUTHOR, expect=(1, 2))
-    t.shipyard("approve", rid, "--as", APPROVER)
+        note(f"four-eyes: {AUTHOR} trained v{version}, so {AUTHOR} may not approve it, and the")
+        note("server knows who is asking from the token alone: neither --as nor a name helps")
+        t.shipyard("approve", rid, who=AUTHOR, expect=1)
+        t.shipyard("approve", rid, "--as", APPROVER, who=AUTHOR, expect=1)
+    t.shipyard("approve", rid, who=APPROVER)
     view = follow_rollout(t, rid, {"production", "rolled_back", "failed"}, 120)
     if expect == "production" and view["state"] == "production":
         t.shipyard("rollout", "status", rid, show=None)

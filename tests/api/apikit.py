@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from shipyard.api.app import create_app
 from shipyard.clock import FakeClock
@@ -52,7 +53,7 @@ def pg_schema() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
     assert POSTGRES_URL
     schema = f"t_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_URL)
+    admin = create_engine(POSTGRES_URL, poolclass=NullPool)  # no connection idles for the module
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in POSTGRES_URL else "?"

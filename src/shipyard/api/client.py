@@ -40,17 +40,24 @@ class LocalClient:
 
     remote: ClassVar[str | None] = None
 
-    def __init__(self, ws: Workspace, principal: Principal) -> None:
+    def __init__(self, ws: Workspace, principal: Principal, *, release: bool = False) -> None:
+        """``release``: close the database's connections after each call (a command's client
+        owns its workspace; the next call, if any, reconnects)."""
         self.ws = ws
         self.principal = principal
+        self.release = release
 
     def call(self, name: str, /, **params: Any) -> Any:
         from shipyard.audit import acting
 
         op = resolve(name)
         kwargs = op.bind(params)
-        with acting(self.principal.name, self.principal.mode):
-            result = op.func(Context(self.ws, self.principal), **kwargs)
+        try:
+            with acting(self.principal.name, self.principal.mode):
+                result = op.func(Context(self.ws, self.principal), **kwargs)
+        finally:
+            if self.release:
+                self.ws.store.dispose()
         # What a server would send: the same JSON, so a command cannot tell the two apart.
         return json.loads(json.dumps(result, allow_nan=False))
 

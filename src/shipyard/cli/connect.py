@@ -113,9 +113,4 @@ def client(as_user: str | None = None) -> Client:
     from shipyard.identity import Principal
 
     ws = open_workspace(create=False)
-    import click
-
-    command = click.get_current_context(silent=True)
-    if command is not None:  # the database's connections close with the command
-        command.call_on_close(ws.store.dispose)
-    return LocalClient(ws, Principal.embedded(as_user or ws.actor))
+    return LocalClient(ws, Principal.embedded(as_user or ws.actor), release=True)

@@ -42,9 +42,10 @@ class Principal:
         over = f" over {subject}" if subject else ""
         needs = " or ".join(roles_allowing(action))
         scope = subject or "*"
+        where = f"{subject} or *" if subject else "*"
         raise Forbidden(
             f"{self.name} may not {ACTIONS.get(action, action)}{over}: that needs the role "
-            f"{needs} over {scope} or *; an admin can grant it with "
+            f"{needs} over {where}; an admin can grant it with "
             f"`shipyard roles bind {self.name} {roles_allowing(action)[0]} --scope {scope}`"
         )
 

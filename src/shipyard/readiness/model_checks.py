@@ -85,7 +85,8 @@ def online_offline(facts: Facts, subject: Subject) -> Verdict:
     if seen is None or "labelled rows so far" in seen.summary:
         got = f" ({seen.summary})" if seen is not None else ""
         return failed(
-            f"curl -X POST $SHIPYARD_SERVE/v2/models/{m.name}/feedback   # send the late labels "
+            f"curl -X POST -H 'Authorization: Bearer $OPERATOR_TOKEN' "
+            f"$SHIPYARD_SERVE/v2/models/{m.name}/feedback   # send the late labels "
             "of answered requests (by request id), then `shipyard monitors serving "
             f"{m.name}`",
             offline,
