@@ -213,6 +213,10 @@ def reconcile_runs(
 
 
 def _runner_alive(host: str | None, runner: tuple[int | None, float | None]) -> bool:
+    """Whether the run's runner may still be at work: one on another host is given the
+    benefit of the doubt; a run that records no runner at all has none to wait for."""
+    if host is None:
+        return False
     return host != socket.gethostname() or same_process(*runner)
 
 
