@@ -36,15 +36,30 @@ POSTGRES_URL = os.environ.get("SHIPYARD_TEST_POSTGRES_URL")
 NO_POSTGRES = "SHIPYARD_TEST_POSTGRES_URL is not set: no PostgreSQL to test against"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reads the developer's own Shipyard settings or home."""
+def isolate(monkeypatch: pytest.MonkeyPatch, here: Path) -> None:
+    """No test reads the developer's own Shipyard settings or home: ``here`` is the working
+    folder, and ``here / "home"`` the home."""
     for name in list(os.environ):
         if name.startswith("SHIPYARD_") and name != "SHIPYARD_TEST_POSTGRES_URL":
             monkeypatch.delenv(name)
-    monkeypatch.setenv("SHIPYARD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SHIPYARD_HOME", str(here / "home"))
     monkeypatch.setenv("SHIPYARD_USER", "tester")
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(here)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    isolate(monkeypatch, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder for a module-scoped fixture, isolated as each test is (see ``isolate``):
+    such a fixture is set up before the test's own isolation."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        here = tmp_path_factory.mktemp("module")
+        isolate(monkeypatch, here)
+        yield here
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
