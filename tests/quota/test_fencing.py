@@ -100,7 +100,9 @@ def test_a_holder_whose_heartbeats_are_late_stops_before_its_capacity_is_granted
     assert Runner(ws, executor=executor).run(*load_pipeline(str(warm))).status == "succeeded"
     results: list[RunResult] = []
     quota = QuotaAdmission.for_workspace(ws.store, ws.settings, ws.clock)
-    stalled = StalledStore(quota, 3 * TTL_S)
+    # twice the TTL: every heartbeat lands after expiry, the release ~2 TTL after the other
+    # holder's first chance to reclaim (3 TTL cost each backend 4 s more, no more coverage)
+    stalled = StalledStore(quota, 2 * TTL_S)
     runner = Runner(ws, executor=executor, admission=stalled, pool="shared")
     thread = threading.Thread(target=lambda: results.append(runner.run(file, pipeline)))
     thread.start()
