@@ -99,7 +99,11 @@ def _postgres_schema(
     admin: Engine, setup: Callable[[Connection], None] = lambda _: None
 ) -> Iterator[str]:
     """A fresh schema (``setup`` run in it in the transaction that creates it) and the URL whose
-    search_path is that schema; dropped afterwards."""
+    search_path is that schema; dropped afterwards.
+
+    Its connections commit without waiting for the WAL to reach the disk
+    (``synchronous_commit=off``): a commit is as visible to every other connection, only not
+    durable across a crash of the server, which no test causes; ~1 ms a commit instead of ~4."""
     assert POSTGRES_URL
     schema = f"t_{uuid.uuid4().hex[:10]}"
     with admin.begin() as conn:
@@ -107,8 +111,9 @@ def _postgres_schema(
         conn.execute(text(f'SET LOCAL search_path TO "{schema}"'))
         setup(conn)
     sep = "&" if "?" in POSTGRES_URL else "?"
+    options = f"-csearch_path%3D{schema}%20-csynchronous_commit%3Doff"
     try:
-        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+        yield f"{POSTGRES_URL}{sep}options={options}"
     finally:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
