@@ -202,9 +202,9 @@ class TestLeadership:
         assert other.renew()  # given up on a clean stop
 
     def test_two_daemons_one_store_only_one_runs_leader_tasks(
-        self, db_url: str, tmp_path: Path
+        self, migrated_db_url: str, tmp_path: Path
     ) -> None:
-        ws = Workspace.open(home=tmp_path / "home", db_url=db_url)
+        ws = Workspace.open(home=tmp_path / "home", db_url=migrated_db_url)
         clock = FakeClock(T0)
         ran: list[str] = []
         task = PeriodicTask("work", 1, lambda ctx: ran.append(ctx.workspace.settings.user or ""))
@@ -296,8 +296,8 @@ class TestServingMonitors:
     """``monitors.serving`` probes every running model server for every live model."""
 
     @pytest.fixture
-    def ws(self, db_url: str, tmp_path: Path) -> Iterator[Workspace]:
-        workspace = Workspace.open(home=tmp_path / "home", db_url=db_url)
+    def ws(self, migrated_db_url: str, tmp_path: Path) -> Iterator[Workspace]:
+        workspace = Workspace.open(home=tmp_path / "home", db_url=migrated_db_url)
         x = pd.DataFrame(np.random.default_rng(0).normal(size=(60, 2)), columns=["a", "b"])
         model = LogisticRegression().fit(x.to_numpy(), x["a"] > 0)
         Registry.of(workspace).register("churn", model, training_data=x, alias="champion")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from alerting_testkit import CollectingReceiver
@@ -19,8 +19,8 @@ def webhook() -> Iterator[CollectingReceiver]:
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: Any) -> Iterator[Store]:
+def sqlite_store(tmp_path: Path, migrated_sqlite: Callable[[Path], str]) -> Iterator[Store]:
     """Timeline tests need one real database, not both: SQLite."""
-    s = Store(f"sqlite:///{tmp_path / 'timeline.db'}")
+    s = Store(migrated_sqlite(tmp_path / "timeline.db"))
     yield s
     s.dispose()

@@ -152,13 +152,13 @@ def test_a_hung_receiver_holds_up_neither_rule_evaluation_nor_rollouts(
 
 
 def test_two_daemons_and_a_black_holed_receiver_keep_one_leader_and_deliver_once(
-    db_url: str,
+    migrated_db_url: str,
     tmp_path: Path,
     webhook: CollectingReceiver,
     running: Running,
 ) -> None:
     home = tmp_path / "home"
-    workspaces = [Workspace.open(home=home, db_url=db_url) for _ in range(2)]
+    workspaces = [Workspace.open(home=home, db_url=migrated_db_url) for _ in range(2)]
     store = workspaces[0].store
     now = time.time()
     with store.session() as s:

@@ -101,12 +101,12 @@ def test_sigkill_between_state_change_and_delivery_is_delivered_after_restart(
 
 
 def test_two_daemons_on_postgresql_deliver_once(
-    tmp_path: Path, webhook: CollectingReceiver, postgres_url: str
+    tmp_path: Path, webhook: CollectingReceiver, migrated_postgres_url: str
 ) -> None:
     home = tmp_path / "home"
     _alerting_yaml(home, webhook.url)
-    store = Store(postgres_url)
-    env = {**os.environ, "SHIPYARD_DB_URL": postgres_url}
+    store = Store(migrated_postgres_url)
+    env = {**os.environ, "SHIPYARD_DB_URL": migrated_postgres_url}
     daemons = [_start(env), _start(env)]
     try:
         deadline = time.monotonic() + START_S

@@ -68,8 +68,8 @@ class SmtpHandler(socketserver.StreamRequestHandler):
 @pytest.fixture
 def smtp() -> Iterator[SmtpServer]:
     server = SmtpServer()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield server  # a short poll: shutdown() waits for the next one
     server.shutdown()
     server.server_close()
 

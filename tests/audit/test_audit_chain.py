@@ -141,8 +141,8 @@ class TestTheTableIsAppendOnly:
         assert audit.verify(store).ok and audit.verify(store).events == 2
 
     @pytest.mark.postgres
-    def test_postgresql_refuses_truncate_too(self, postgres_url: str) -> None:
-        store = Store(postgres_url)
+    def test_postgresql_refuses_truncate_too(self, migrated_postgres_url: str) -> None:
+        store = Store(migrated_postgres_url)
         try:
             append(store, 1)
             with pytest.raises(DBAPIError, match="append-only"), store.session() as s:

@@ -35,8 +35,8 @@ canary: {interval_s: 60, steps: []}
 
 
 @pytest.fixture
-def ws(db_url: str, tmp_path: Path) -> Iterator[Workspace]:
-    workspace = Workspace.open(clock=FakeClock(T0), home=tmp_path / "home", db_url=db_url)
+def ws(migrated_db_url: str, tmp_path: Path) -> Iterator[Workspace]:
+    workspace = Workspace.open(clock=FakeClock(T0), home=tmp_path / "home", db_url=migrated_db_url)
     yield workspace
     workspace.store.dispose()
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from deploy_testkit import T0, TEST_POLICY, training_frame
-from sklearn.linear_model import LogisticRegression
+from deploy_testkit import T0, TEST_POLICY, classifier, training_frame
 
 from shipyard.clock import FakeClock
 from shipyard.deploy.policy import set_policy
@@ -21,9 +20,9 @@ def clock() -> FakeClock:
 @pytest.fixture
 def models(ws: Workspace) -> Registry:
     """Model 'churn': version 1 by carol, version 2 by dave (both real fitted classifiers)."""
-    x, y = training_frame()
+    x, _ = training_frame()
     for author, c in (("carol", 1.0), ("dave", 0.5)):
         reg = Registry(ws.store, ws.artifacts, ws.clock, author)
-        reg.register("churn", LogisticRegression(C=c).fit(x, y), training_data=x)
+        reg.register("churn", classifier(c), training_data=x)
     set_policy(ws.store, "churn", TEST_POLICY, actor="admin", clock=ws.clock)
     return Registry(ws.store, ws.artifacts, ws.clock, "tester")

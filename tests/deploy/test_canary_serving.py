@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
-from deploy_testkit import training_frame
+from deploy_testkit import classifier, training_frame
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import select
 
@@ -71,10 +71,10 @@ class Served:
 @pytest.fixture
 def served(ws: Workspace) -> Iterator[Served]:
     """churn v1 in production, v2 in the first canary step (10 %), a server refreshing 0.5 s."""
-    x, y = training_frame()
+    x, _ = training_frame()
     for author, c in (("carol", 1.0), ("dave", 0.5)):
         Registry(ws.store, ws.artifacts, ws.clock, author).register(
-            "churn", LogisticRegression(C=c).fit(x, y), training_data=x
+            "churn", classifier(c), training_data=x
         )
     set_policy(ws.store, "churn", POLICY, actor="admin", clock=ws.clock)
     first = start_rollout(ws.store, "churn", 1, actor="carol", clock=ws.clock)

@@ -68,9 +68,11 @@ def _spawn(home: Path, db_url: str) -> subprocess.Popen[str]:
 
 
 @pytest.mark.slow
-def test_sigkilled_daemon_resumes_without_double_actions(db_url: str, tmp_path: Path) -> None:
+def test_sigkilled_daemon_resumes_without_double_actions(
+    migrated_db_url: str, tmp_path: Path
+) -> None:
     home = tmp_path / "home"
-    ws = Workspace.open(home=home, db_url=db_url)
+    ws = Workspace.open(home=home, db_url=migrated_db_url)
     from sklearn.linear_model import LogisticRegression
 
     from shipyard.registry import Registry
@@ -90,7 +92,7 @@ def test_sigkilled_daemon_resumes_without_double_actions(db_url: str, tmp_path: 
     kills = 0
     deadline = time.monotonic() + 60
     while kills < 2 and get_rollout(ws.store, rid).state != RolloutState.PRODUCTION:
-        proc = _spawn(home, db_url)
+        proc = _spawn(home, migrated_db_url)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
         did = proc.stdout.readline().split()  # wait until it has made one decision

@@ -3,6 +3,7 @@ SQLite workspace on a fake clock (``ws``, on either backend, is the suite's)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -24,5 +25,6 @@ def digits_split() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 @pytest.fixture
-def sqlite_ws(tmp_path: Path) -> Workspace:
+def sqlite_ws(tmp_path: Path, migrated_sqlite: Callable[[Path], str]) -> Workspace:
+    migrated_sqlite(tmp_path / "home" / "shipyard.db")
     return Workspace.open(clock=FakeClock(), home=tmp_path / "home")

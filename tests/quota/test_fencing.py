@@ -85,9 +85,11 @@ def _wait_for(condition: Any, timeout_s: float, what: str) -> Any:
 
 
 def test_a_holder_whose_heartbeats_are_late_stops_before_its_capacity_is_granted_again(
-    db_url: str, tmp_path: Path
+    migrated_db_url: str, tmp_path: Path
 ) -> None:
-    ws = Workspace.open(home=tmp_path / "home", db_url=db_url, quota={"lease_ttl_s": TTL_S})
+    ws = Workspace.open(
+        home=tmp_path / "home", db_url=migrated_db_url, quota={"lease_ttl_s": TTL_S}
+    )
     apply_pools(ws.store, [resolve(PoolSpec(name="shared", capacity={"cpu": 2}), 1.0)])
     target = tmp_path / "fenced.py"
     target.write_text(SLEEPER)
@@ -98,7 +100,9 @@ def test_a_holder_whose_heartbeats_are_late_stops_before_its_capacity_is_granted
     assert Runner(ws, executor=executor).run(*load_pipeline(str(warm))).status == "succeeded"
     results: list[RunResult] = []
     quota = QuotaAdmission.for_workspace(ws.store, ws.settings, ws.clock)
-    stalled = StalledStore(quota, 3 * TTL_S)
+    # twice the TTL: every heartbeat lands after expiry, the release ~2 TTL after the other
+    # holder's first chance to reclaim (3 TTL cost each backend 4 s more, no more coverage)
+    stalled = StalledStore(quota, 2 * TTL_S)
     runner = Runner(ws, executor=executor, admission=stalled, pool="shared")
     thread = threading.Thread(target=lambda: results.append(runner.run(file, pipeline)))
     thread.start()
@@ -113,7 +117,7 @@ def test_a_holder_whose_heartbeats_are_late_stops_before_its_capacity_is_granted
                 ).first()
 
         first = _wait_for(first_lease, 60, "the step's lease")
-        other_store = Store(db_url, migrate=False)
+        other_store = Store(migrated_db_url, migrate=False)
         other = LeaseManager(other_store, lease_ttl_s=TTL_S, default_pool="shared")
         second = other.acquire(LeaseRequest("other", {"cpu": 2}), timeout_s=60)
         other.release(second)

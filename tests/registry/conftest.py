@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -19,8 +20,7 @@ from shipyard.registry import Registry
 from shipyard.store import Store
 
 
-@pytest.fixture
-def iris_like() -> tuple[pd.DataFrame, np.ndarray]:
+def _iris_like() -> tuple[pd.DataFrame, np.ndarray]:
     rng = np.random.default_rng(0)
     x = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "c"])
     y = (x["a"] + 0.5 * x["b"] > 0).astype(int).to_numpy()
@@ -28,9 +28,21 @@ def iris_like() -> tuple[pd.DataFrame, np.ndarray]:
 
 
 @pytest.fixture
-def fitted(iris_like: tuple[pd.DataFrame, np.ndarray]) -> LogisticRegression:
-    x, y = iris_like
+def iris_like() -> tuple[pd.DataFrame, np.ndarray]:
+    return _iris_like()
+
+
+@pytest.fixture(scope="session")
+def _fitted_once() -> LogisticRegression:
+    x, y = _iris_like()
     return LogisticRegression().fit(x.to_numpy(), y)
+
+
+@pytest.fixture
+def fitted(_fitted_once: LogisticRegression) -> LogisticRegression:
+    """A logistic regression fitted on ``iris_like``: fitted once per session (a fit takes
+    ~0.15 s), each test given a copy of its own."""
+    return copy.deepcopy(_fitted_once)
 
 
 @pytest.fixture

@@ -160,9 +160,9 @@ def _post(c: httpx.Client, path: str, body: Any, headers: dict[str, str]) -> htt
     [pytest.param(*case[1:], id=case[0]) for case in CASES],
 )
 def test_bad_input_is_a_clear_4xx_and_the_server_keeps_serving(
-    served: Running, path: str, body: Any, headers: dict[str, str], status: int, needle: str
+    served_module: Running, path: str, body: Any, headers: dict[str, str], status: int, needle: str
 ) -> None:
-    with served.client() as c:
+    with served_module.client() as c:
         r = _post(c, path, body, headers)
         assert r.status_code == status, r.text
         doc = r.json()
@@ -190,8 +190,8 @@ def test_bad_inputs_are_counted_as_data_type_problems(served: Running) -> None:
     assert got == 3
 
 
-def test_model_that_raises_gives_500_with_request_id(served: Running) -> None:
-    with served.client() as c:
+def test_model_that_raises_gives_500_with_request_id(served_module: Running) -> None:
+    with served_module.client() as c:
         r = c.post(
             "/v2/models/boom/infer",
             json={
@@ -211,8 +211,8 @@ def test_model_that_raises_gives_500_with_request_id(served: Running) -> None:
         assert 'kind="model",model="boom"' in c.get("/metrics").text
 
 
-def test_unknown_routes_and_models_are_404(served: Running) -> None:
-    with served.client() as c:
+def test_unknown_routes_and_models_are_404(served_module: Running) -> None:
+    with served_module.client() as c:
         assert c.get("/nowhere").status_code == 404
         r = c.post("/models/ghost/invocations", json={"instances": [[1, 2, 3]]})
         assert r.status_code == 404 and "ghost" in r.json()["message"]

@@ -37,8 +37,10 @@ def _series(ws: Workspace, name: str) -> list[MetricPoint]:
         )
 
 
-def test_workers_flushing_at_once_grow_one_series_per_version(db_url: str, tmp_path: Path) -> None:
-    ws = Workspace.open(home=tmp_path / "home", db_url=db_url)
+def test_workers_flushing_at_once_grow_one_series_per_version(
+    migrated_db_url: str, tmp_path: Path
+) -> None:
+    ws = Workspace.open(home=tmp_path / "home", db_url=migrated_db_url)
     try:
         clf, x = fit_classifier()
         info = Registry.of(ws).register("m", clf, training_data=x, alias="champion")

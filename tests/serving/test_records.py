@@ -19,8 +19,10 @@ from shipyard.workspace import Workspace
 T0 = 1_000_000.0
 
 
-def test_intervals_are_half_open_and_labels_join_by_request_id(db_url: str, tmp_path: Path) -> None:
-    ws = Workspace.open(home=tmp_path / "home", db_url=db_url)
+def test_intervals_are_half_open_and_labels_join_by_request_id(
+    migrated_db_url: str, tmp_path: Path
+) -> None:
+    ws = Workspace.open(home=tmp_path / "home", db_url=migrated_db_url)
     try:
         clf, x = fit_classifier()
         registry = Registry.of(ws)
@@ -67,8 +69,10 @@ def test_intervals_are_half_open_and_labels_join_by_request_id(db_url: str, tmp_
         ws.store.dispose()
 
 
-def test_logged_probabilities_come_back_with_their_requests(db_url: str, tmp_path: Path) -> None:
-    ws = Workspace.open(home=tmp_path / "home", db_url=db_url)
+def test_logged_probabilities_come_back_with_their_requests(
+    migrated_db_url: str, tmp_path: Path
+) -> None:
+    ws = Workspace.open(home=tmp_path / "home", db_url=migrated_db_url)
     try:
         clf, x = fit_classifier()
         v1 = Registry.of(ws).register("m", clf, training_data=x, alias="champion")

@@ -39,9 +39,11 @@ SPIN = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.
 
 
 @pytest.fixture
-def ws(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
+def ws(
+    migrated_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Workspace]:
     """A workspace on SQLite, then PostgreSQL, that a child process opens too (same env)."""
-    monkeypatch.setenv("SHIPYARD_DB_URL", db_url)
+    monkeypatch.setenv("SHIPYARD_DB_URL", migrated_db_url)
     monkeypatch.setenv("SHIPYARD_QUOTA__LEASE_TTL_S", "3")
     workspace = Workspace.open(home=tmp_path / "home")
     apply_pools(

@@ -92,8 +92,8 @@ def test_a_quality_drop_measured_on_late_labels_fires_model_quality_drop(
 
 
 @pytest.fixture
-def ws(db_url: str, tmp_path: Path) -> Iterator[Workspace]:
-    workspace = Workspace.open(home=tmp_path / "home", db_url=db_url)
+def ws(migrated_db_url: str, tmp_path: Path) -> Iterator[Workspace]:
+    workspace = Workspace.open(home=tmp_path / "home", db_url=migrated_db_url)
     yield workspace
     workspace.store.dispose()
 

@@ -16,8 +16,8 @@ from shipyard.store.serving import PredictionRecord, ServingWindow
 from shipyard.workspace import Workspace
 
 
-def test_windows_flush_once_even_when_written_twice(db_url: str, tmp_path: Path) -> None:
-    ws = Workspace.open(home=tmp_path / "home", db_url=db_url)
+def test_windows_flush_once_even_when_written_twice(migrated_db_url: str, tmp_path: Path) -> None:
+    ws = Workspace.open(home=tmp_path / "home", db_url=migrated_db_url)
     try:
         clf, x = fit_classifier()
         info = Registry.of(ws).register("m", clf, training_data=x, alias="champion")

@@ -10,15 +10,15 @@ from serving.conftest import Running, fit_classifier
 
 
 class TestEndpoints:
-    def test_server_metadata_and_health(self, served: Running) -> None:
-        with served.client() as c:
+    def test_server_metadata_and_health(self, served_module: Running) -> None:
+        with served_module.client() as c:
             meta = c.get("/v2").json()
             assert "binary_tensor_data" in meta["extensions"]
             assert c.get("/v2/health/live").json() == {"live": True}
             assert c.get("/v2/health/ready").status_code == 200
 
-    def test_model_metadata_ready_and_versions(self, served: Running) -> None:
-        with served.client() as c:
+    def test_model_metadata_ready_and_versions(self, served_module: Running) -> None:
+        with served_module.client() as c:
             meta = c.get("/v2/models/iris").json()
             assert meta["name"] == "iris" and meta["versions"] == ["1"]
             assert [i["name"] for i in meta["inputs"]] == ["a", "b", "c"]
@@ -34,7 +34,9 @@ class TestEndpoints:
             index = c.post("/v2/repository/index").json()
             assert {"name": "iris", "version": "1", "state": "READY"} in index
 
-    def test_infer_json_table_and_columns_agree_with_the_model(self, served: Running) -> None:
+    def test_infer_json_table_and_columns_agree_with_the_model(
+        self, served_module: Running
+    ) -> None:
         clf, x = fit_classifier()
         rows = x.to_numpy()[:5]
         table = {"inputs": [{"name": "x", "shape": [5, 3], "datatype": "FP64",
@@ -46,7 +48,7 @@ class TestEndpoints:
                 for i, n in enumerate("abc")
             ],
         }
-        with served.client() as c:
+        with served_module.client() as c:
             for body in (table, columns):
                 r = c.post("/v2/models/iris/infer", json=body, headers={"x-request-id": "r-42"})
                 assert r.status_code == 200, r.text
@@ -68,10 +70,10 @@ class TestEndpoints:
 
 class TestTritonClient:
     @pytest.mark.parametrize("binary", [True, False])
-    def test_tritonclient_defaults_and_json(self, served: Running, binary: bool) -> None:
+    def test_tritonclient_defaults_and_json(self, served_module: Running, binary: bool) -> None:
         clf, x = fit_classifier()
         rows = x.to_numpy()[:7].astype(np.float32)
-        client = triton.InferenceServerClient(served.url.removeprefix("http://"))
+        client = triton.InferenceServerClient(served_module.url.removeprefix("http://"))
         try:
             assert client.is_server_live() and client.is_server_ready()
             assert client.is_model_ready("iris")
@@ -89,8 +91,8 @@ class TestTritonClient:
         finally:
             client.close()
 
-    def test_tritonclient_sees_the_error_message(self, served: Running) -> None:
-        client = triton.InferenceServerClient(served.url.removeprefix("http://"))
+    def test_tritonclient_sees_the_error_message(self, served_module: Running) -> None:
+        client = triton.InferenceServerClient(served_module.url.removeprefix("http://"))
         try:
             tensor = triton.InferInput("input", [1, 2], "FP32")
             tensor.set_data_from_numpy(np.zeros((1, 2), dtype=np.float32))

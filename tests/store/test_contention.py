@@ -149,8 +149,8 @@ class TestConcurrentWriters:
 
 
 @pytest.mark.postgres
-def test_a_postgres_row_lock_held_past_the_bound_is_store_busy(postgres_url: str) -> None:
-    store = Store(postgres_url, busy_timeout_s=0.3)
+def test_a_postgres_row_lock_held_past_the_bound_is_store_busy(migrated_postgres_url: str) -> None:
+    store = Store(migrated_postgres_url, busy_timeout_s=0.3)
     with store.session() as s:
         s.add(AuditEvent(ts=1.0, actor="a", action="x", subject_kind="m", subject_id="1"))
     holder = store.engine.connect()
