@@ -242,7 +242,8 @@ def test_the_cli_says_busy_in_one_line_when_the_lock_is_held_past_the_bound(
     (tmp_path / "home").mkdir()
     Store(f"sqlite:///{tmp_path / 'home' / 'shipyard.db'}").dispose()
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 300)
-    monkeypatch.setattr("sys.argv", ["shipyard", "deployments", "history", "churn"])
+    # a command that writes (reads no longer wait for the write lock)
+    monkeypatch.setattr("sys.argv", ["shipyard", "roles", "bind", "carol", "viewer"])
     holder = sqlite3.connect(tmp_path / "home" / "shipyard.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
