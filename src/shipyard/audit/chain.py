@@ -43,7 +43,7 @@ ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 _PENDING = "shipyard.audit.pending"
 _LISTENING = "shipyard.audit.listening"
 _LIMITS = {"actor": 100, "action": 100, "subject kind": 50, "subject id": 200}
-_ACTING: ContextVar[tuple[str, Mode] | None] = ContextVar("shipyard_audit_acting", default=None)
+_ACTING: ContextVar[tuple[str, Mode] | None] = ContextVar("audit.acting", default=None)
 
 
 @contextmanager

@@ -361,13 +361,13 @@ def pipelines_list(
 
 @pipelines_app.command("show")
 def pipelines_show(
-    name: str = typer.Argument(..., metavar="PIPELINE", help="The pipeline's name."),
+    pipeline: str = typer.Argument(..., metavar="PIPELINE", help="The pipeline's name."),
     as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """Show a pipeline: its steps and what they declare, and its latest runs."""
     from shipyard.cli.connect import client
 
-    info = client().call("pipelines.show", name=name)
+    info = client().call("pipelines.show", name=pipeline)
     if as_json:
         print_json(info)
         return

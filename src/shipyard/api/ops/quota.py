@@ -355,6 +355,10 @@ def list_leases(ctx: Context, *, query: LeaseQuery) -> dict[str, Any]:
     from shipyard.store.quota import QuotaLease, QuotaPool
 
     ctx.require(READ)
+    if query.pool is not None:
+        _require_named(ctx, "pool", query.pool)
+    if query.pipeline is not None:
+        _require_lease_pipeline(ctx, query.pipeline)
     after = _lease_cursor(query.cursor)
     found = select(QuotaLease).order_by(QuotaLease.requested_at, QuotaLease.id)
     if query.status == "active":
@@ -421,6 +425,22 @@ def plan(ctx: Context) -> dict[str, Any]:
             for x in result.lines
         ],
     }
+
+
+def _require_lease_pipeline(ctx: Context, name: str) -> None:
+    """NotFound, with suggestions, unless ``name`` is a pipeline here or holds a lease."""
+    from sqlalchemy import select
+
+    from shipyard.store.quota import QuotaLease
+    from shipyard.store.tables import PipelineRecord
+
+    with ctx.ws.store.session(readonly=True) as s:
+        if s.scalar(select(QuotaLease.id).where(QuotaLease.pipeline == name).limit(1)):
+            return
+        if s.scalar(select(PipelineRecord.name).where(PipelineRecord.name == name)):
+            return
+        known = set(s.scalars(select(PipelineRecord.name)))
+    raise NotFound("pipeline", name, candidates=known)
 
 
 def _require_named(ctx: Context, kind: str, name: str) -> None:

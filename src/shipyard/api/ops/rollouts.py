@@ -159,9 +159,18 @@ def list_rollouts(ctx: Context, *, query: RolloutsQuery) -> dict[str, Any]:
 
     Each item is the rollout without its approvals and verdicts (`GET /rollouts/{id}` has
     them). Paged by a keyset cursor: a deep page costs what the first one does."""
+    from sqlalchemy import select
+
     from shipyard.deploy.rollout import list_rollouts as listing
+    from shipyard.errors import NotFound
+    from shipyard.store.registry import RegisteredModel
 
     ctx.require(READ)
+    if query.model is not None:
+        with ctx.ws.store.session(readonly=True) as s:
+            if s.get(RegisteredModel, query.model) is None:
+                known = list(s.scalars(select(RegisteredModel.name)))
+                raise NotFound("model", query.model, candidates=known)
     found = listing(
         ctx.ws.store,
         model=query.model,
