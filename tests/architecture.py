@@ -91,6 +91,7 @@ FLOORS: tuple[Wing, ...] = (
             "quantities",
             "workspace",
             "statuses",
+            "supervision",
             "checks",
         ),
     ),

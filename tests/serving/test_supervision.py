@@ -40,7 +40,7 @@ time.sleep(600)
 """
 CHILD = """
 import os, sys, threading, time
-from shipyard.serving.supervision import ParentWatch
+from shipyard.supervision import ParentWatch
 out, where = sys.argv[1], sys.argv[2]
 watch = ParentWatch(os.getppid(), lambda: open(out, "w").write("closed"), poll_s=0.1)
 if where == "main":

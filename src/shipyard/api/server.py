@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -17,7 +18,29 @@ def create_from_env() -> FastAPI:
     from shipyard.api.app import create_app
     from shipyard.workspace import Workspace
 
+    watch_supervisor()
     return create_app(Workspace.open(create=False))
+
+
+SUPERVISOR_ENV = "SHIPYARD_SERVER_SUPERVISOR"
+"""Set by ``shipyard server --workers N`` (N > 1) to its own pid, for its workers."""
+
+
+def watch_supervisor() -> bool:
+    """In a worker of a multi-worker control plane: end with the supervisor (a killed
+    ``shipyard server`` must not leave workers answering; :mod:`shipyard.supervision`).
+    The control plane keeps no record of its own, so nothing is closed first. Returns whether
+    a watch was started (not in the supervisor itself, nor with one worker)."""
+    from shipyard.supervision import ParentWatch
+
+    try:
+        supervisor = int(os.environ.get(SUPERVISOR_ENV, ""))
+    except ValueError:
+        return False
+    if supervisor == os.getpid():
+        return False
+    ParentWatch(supervisor, lambda: None).start()
+    return True
 
 
 def has_admin(store: Store) -> bool:

@@ -22,9 +22,11 @@ def server(
     holds the database: `shipyard roles bind alice admin`, then `shipyard token create --user
     alice`. Several replicas can serve one PostgreSQL database.
     """
+    import os
+
     import uvicorn
 
-    from shipyard.api.server import has_admin
+    from shipyard.api.server import SUPERVISOR_ENV, has_admin
 
     ws = open_workspace(create=False)
     settings = ws.settings.server
@@ -35,6 +37,10 @@ def server(
             "no identity holds the admin role yet: create the first admin's token here with\n"
             "  shipyard roles bind YOU admin && shipyard token create --user YOU"
         )
+    if workers > 1:
+        os.environ[SUPERVISOR_ENV] = str(os.getpid())  # each worker ends with this process
+    else:
+        os.environ.pop(SUPERVISOR_ENV, None)
     console.print(f"shipyard control plane on http://{host}:{port}/api/v1 ({ws.store.dialect})")
     uvicorn.run(
         "shipyard.api.server:create_from_env",

@@ -80,7 +80,7 @@ def _decode(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
 
 def _start_helper(parent_pid: int) -> None:
     """The helper's initializer: end when the worker that started it is gone."""
-    from shipyard.serving.supervision import ParentWatch
+    from shipyard.supervision import ParentWatch
 
     ParentWatch(parent_pid, lambda: None, poll_s=1.0, grace_s=1.0).start()
 

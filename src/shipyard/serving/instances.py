@@ -7,7 +7,7 @@ server's quota lease with what the server's processes really use (psutil: CPU co
 memory). A clean shutdown marks the row stopped and releases the lease.
 
 A server that is killed cannot close its own record. Its workers end with it
-(:mod:`shipyard.serving.supervision`), and the first of them closes the record and releases the
+(:mod:`shipyard.supervision`), and the first of them closes the record and releases the
 lease on its way out (:func:`close_instance`). When nobody could (a single-process server, the
 whole process group killed, a lost machine) the record is *stale*: its process is provably
 gone (same machine: the pid is gone, a zombie, or a newer process) or its heartbeat is older

@@ -26,7 +26,7 @@ Before any of that, :func:`run` makes sure it can listen (:func:`check_port` bin
 the way Uvicorn will): a port in use fails in one line, with no lease asked and no record
 written. Then it closes the records of servers that died without closing their own
 (:func:`~shipyard.serving.instances.reap_stale_instances`) and says which. Each worker of a
-multi-worker server ends with its supervisor (:mod:`shipyard.serving.supervision`): it learns
+multi-worker server ends with its supervisor (:mod:`shipyard.supervision`): it learns
 the supervisor's pid and its instance id from its :class:`WorkerSetup`.
 
 The one variable the server sets is prometheus-client's own, ``PROMETHEUS_MULTIPROC_DIR``: the
@@ -65,8 +65,8 @@ from shipyard.serving.instances import (
 )
 from shipyard.serving.limits import RequestLimits
 from shipyard.serving.live import LiveModels
-from shipyard.serving.supervision import ParentWatch
 from shipyard.serving.telemetry import MULTIPROC_ENV, Telemetry
+from shipyard.supervision import ParentWatch
 from shipyard.workspace import Workspace
 
 

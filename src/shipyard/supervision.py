@@ -1,20 +1,21 @@
 """A worker process that ends with its supervisor.
 
-``shipyard serve --workers N`` runs N Uvicorn worker processes that share the listening socket
-of their supervisor, the process that holds the server's quota lease and record. When the
-supervisor is killed (SIGKILL, the OOM killer) nothing tells the workers: they would go on
-answering with nobody heartbeating the lease, so the pool would count their capacity as free.
-Each worker therefore watches its parent (:class:`ParentWatch`):
+``shipyard serve --workers N`` and ``shipyard server --workers N`` run N Uvicorn worker
+processes that share the listening socket of their supervisor. When the supervisor is killed
+(SIGKILL, the OOM killer) nothing tells the workers: they would go on answering with no
+supervisor (a model server's would do so with nobody heartbeating its quota lease, so the pool
+would count their capacity as free). Each worker therefore watches its parent
+(:class:`ParentWatch`):
 
 * on Linux it asks the kernel for a signal when its parent dies (``prctl(PR_SET_PDEATHSIG)``,
   see prctl(2)), which wakes the watch at once;
 * a thread compares ``os.getppid()`` with the supervisor's pid every ``poll_s`` (this covers a
   parent that died before the ``prctl``, and systems without it).
 
-When the parent is gone the watch runs ``on_orphaned`` (the worker closes the server's record
-and releases its lease), then sends its own process SIGTERM: Uvicorn's graceful shutdown stops
-accepting, finishes the requests in flight and lets the app flush its last window. A worker
-that still runs ``grace_s`` later is ended with ``os._exit``.
+When the parent is gone the watch runs ``on_orphaned`` (a model server's worker closes the
+server's record and releases its lease), then sends its own process SIGTERM: Uvicorn's graceful
+shutdown stops accepting, finishes the requests in flight and lets the app flush. A worker that
+still runs ``grace_s`` later is ended with ``os._exit``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-log = logging.getLogger("shipyard.serving")
+log = logging.getLogger("shipyard.supervision")
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 WAKE_SIGNAL = signal.SIGUSR1
@@ -73,7 +74,7 @@ class ParentWatch:
             signal.signal(WAKE_SIGNAL, self._woken)
             self.kernel_signal = set_parent_death_signal(WAKE_SIGNAL)
         self._thread = threading.Thread(
-            target=self._watch, name="shipyard-serve-parent-watch", daemon=True
+            target=self._watch, name="shipyard-parent-watch", daemon=True
         )
         self._thread.start()
         return self
@@ -88,7 +89,7 @@ class ParentWatch:
         while not self.orphaned():
             self._wake.wait(self.poll_s)
             self._wake.clear()
-        log.warning("the server's supervisor (pid %d) is gone: stopping worker", self.parent_pid)
+        log.warning("the supervisor (pid %d) is gone: stopping worker", self.parent_pid)
         try:
             self.on_orphaned()
         except Exception as exc:  # the store may be away: ending the worker matters more

@@ -1,0 +1,92 @@
+"""``shipyard server`` as a process: a killed control plane leaves nothing answering. Its
+Uvicorn workers share the supervisor's socket; SIGKILL of the supervisor must end them too
+(:mod:`shipyard.supervision`), or a "stopped" server would go on taking writes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from api.apikit import free_port
+from shipyard.api.server import SUPERVISOR_ENV, watch_supervisor
+from shipyard.workspace import Workspace
+
+DEADLINE_S = 60.0
+
+
+def _until(condition: Callable[[], Any], what: str, timeout_s: float = DEADLINE_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (found := condition()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+    return found
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _gone(p: psutil.Process) -> bool:
+    try:
+        return p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _workers(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    return [
+        p
+        for p in psutil.Process(proc.pid).children()
+        if "spawn_main" in " ".join(p.cmdline()) and "resource_tracker" not in p.cmdline()[-1]
+    ]
+
+
+@pytest.mark.slow
+def test_workers_of_a_killed_control_plane_stop_answering(workspace: Workspace) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shipyard", "server", "--port", str(port), "--workers", "2"],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    everything: list[psutil.Process] = []
+    try:
+        _until(lambda: _healthy(port) or proc.poll() is not None, "the server answers")
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        workers = _until(lambda: len(_workers(proc)) == 2 and _workers(proc), "two workers")
+        everything = psutil.Process(proc.pid).children(recursive=True)
+
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+        _until(lambda: all(_gone(p) for p in workers), "the workers outlived their supervisor")
+        _until(lambda: not _healthy(port), f"port {port} still answers")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
+        for p in everything:  # a failed test leaves nothing running either
+            if not _gone(p):
+                p.kill()
+
+
+def test_only_a_worker_of_several_watches_its_supervisor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SUPERVISOR_ENV, raising=False)
+    assert watch_supervisor() is False, "one worker: Uvicorn serves in the main process"
+    monkeypatch.setenv(SUPERVISOR_ENV, str(os.getpid()))
+    assert watch_supervisor() is False, "the supervisor does not watch itself"
+    monkeypatch.setenv(SUPERVISOR_ENV, "not-a-pid")
+    assert watch_supervisor() is False
