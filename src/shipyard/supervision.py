@@ -16,6 +16,9 @@ When the parent is gone the watch runs ``on_orphaned`` (a model server's worker 
 server's record and releases its lease), then sends its own process SIGTERM: Uvicorn's graceful
 shutdown stops accepting, finishes the requests in flight and lets the app flush. A worker that
 still runs ``grace_s`` later is ended with ``os._exit``.
+
+The supervisor binds the workers' listening socket itself (:func:`bind_tcp`), so that each
+answer leaves at once (see there).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -46,6 +50,27 @@ def set_parent_death_signal(signum: int) -> bool:
         return int(libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """The listening socket that a supervisor hands its Uvicorn workers.
+
+    It is made with ``IPPROTO_TCP`` as its protocol: asyncio turns Nagle's algorithm off
+    (``TCP_NODELAY``) only on an accepted socket whose ``proto`` says TCP, and an accepted socket
+    takes its listener's. Uvicorn's own ``Config.bind_socket`` leaves it 0, so with several
+    workers every answer written in two parts (its head, then its body) waited for the client's
+    delayed ACK: about 40 ms for a request that took 3 ms (measured on the control plane).
+    Raises ``OSError`` when the address cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 class ParentWatch:

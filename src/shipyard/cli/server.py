@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from shipyard.cli.output import console, err_console, open_workspace
+from shipyard.errors import InvalidInput
 
 
 def server(
@@ -25,6 +26,7 @@ def server(
     import os
 
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
     from shipyard.api.server import SUPERVISOR_ENV, has_admin
 
@@ -42,7 +44,7 @@ def server(
     else:
         os.environ.pop(SUPERVISOR_ENV, None)
     console.print(f"shipyard control plane on http://{host}:{port}/api/v1 ({ws.store.dialect})")
-    uvicorn.run(
+    config = uvicorn.Config(
         "shipyard.api.server:create_from_env",
         factory=True,
         host=host,
@@ -52,6 +54,21 @@ def server(
         access_log=False,
         server_header=False,
     )
+    if workers == 1:
+        server = uvicorn.Server(config)
+        server.run()
+        if not server.started:
+            raise SystemExit(STARTUP_FAILURE)
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    from shipyard.supervision import bind_tcp
+
+    try:
+        sock = bind_tcp(host, port)
+    except OSError as exc:
+        raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    Multiprocess(config, sockets=[sock]).run()
 
 
 def register(app: typer.Typer) -> None:

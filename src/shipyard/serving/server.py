@@ -66,7 +66,7 @@ from shipyard.serving.instances import (
 from shipyard.serving.limits import RequestLimits
 from shipyard.serving.live import LiveModels
 from shipyard.serving.telemetry import MULTIPROC_ENV, Telemetry
-from shipyard.supervision import ParentWatch
+from shipyard.supervision import ParentWatch, bind_tcp
 from shipyard.workspace import Workspace
 
 
@@ -362,7 +362,7 @@ def _serve(factory: AppFactory, host: str, port: int, workers: int, log_level: s
         lifespan="on",
     )
     if workers > 1:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        Multiprocess(config, sockets=[bind_tcp(host, port)]).run()
         return
     server = uvicorn.Server(config)
     server.run()
