@@ -19,7 +19,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from cli_testkit import command_tree
+from server_testkit import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -68,12 +68,6 @@ def readme_commands(text: str) -> Iterator[Command]:
                     int(expected.group(1)) if expected else 0,
                     line.strip(),
                 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Tour:

@@ -9,9 +9,6 @@ The cast (roles over ``*`` unless said): ``admin`` (admin), ``alice`` (approver)
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +20,7 @@ import uvicorn
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from server_testkit import free_port, start_server, stop_server
 from shipyard.api.app import create_app
 from shipyard.clock import FakeClock
 from shipyard.identity.accounts import bind_role
@@ -39,13 +37,6 @@ CAST: dict[str, tuple[str, ...]] = {
     "quinn": ("quota-admin",),
     "nobody": (),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -86,22 +77,6 @@ class Plane:
         return {"SHIPYARD_URL": self.url, "SHIPYARD_TOKEN": self.token[who]}
 
 
-def start_server(app: object, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="none",
-        access_log=False,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test control plane did not start")
-        time.sleep(0.02)
-    return server, thread
-
-
 @contextmanager
 def live_plane(db_url: str, home: Path, **settings: object) -> Iterator[Plane]:
     """A control plane over a fresh workspace at ``db_url``, with the cast's tokens."""
@@ -114,12 +89,11 @@ def live_plane(db_url: str, home: Path, **settings: object) -> Iterator[Plane]:
             bind_role(ws.store, name, role, "*", actor="setup", now=now, mode="embedded")
         tokens[name] = create_token(ws.store, name, actor="setup", now=now, mode="embedded").secret
     port = free_port()
-    server, thread = start_server(create_app(ws), port)
+    server, thread = start_server(create_app(ws), port, lifespan="off")
     try:
         yield Plane(f"http://127.0.0.1:{port}", ws, clock, server, tokens)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        stop_server(server, thread)
         ws.store.dispose()
 
 

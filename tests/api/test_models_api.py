@@ -76,7 +76,7 @@ def test_versions_come_newest_first_in_pages_without_signatures(seeded: Plane) -
         second = api.get(
             "/models/digits/versions", params={"limit": 2, "cursor": first["next"]}
         ).json()
-    assert [v["version"] for v in first["items"]] == [3, 2] and first["next"] == "2"
+    assert [v["version"] for v in first["items"]] == [3, 2] and first["next"] is not None
     assert [v["version"] for v in second["items"]] == [1] and second["next"] is None
     assert all("signature" not in v for v in first["items"])
     assert first["items"][1]["aliases"] == ["champion"]

@@ -18,11 +18,12 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from apikit import POSTGRES_URL, Plane, free_port, plane_on, start_server
+from apikit import POSTGRES_URL, Plane, plane_on
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+from server_testkit import free_port, start_server, stop_server
 from shipyard.api.app import create_app
 from shipyard.config import OidcSettings, ServerSettings
 from shipyard.identity.accounts import bind_role, disable_principal
@@ -269,13 +270,12 @@ def lone_plane(sso: Plane) -> Iterator[Any]:
         settings = ServerSettings(oidc=OidcSettings(**_oidc(jwks_url)), login_failures=1000)
         app = create_app(sso.ws, Authenticator(sso.ws.store, settings, sso.clock))
         port = free_port()
-        running.append(start_server(app, port))
+        running.append(start_server(app, port, lifespan="off"))
         return f"http://127.0.0.1:{port}/api/v1"
 
     yield on
     for server, thread in running:
-        server.should_exit = True
-        thread.join(timeout=10)
+        stop_server(server, thread)
 
 
 def _whoami_at(api: str, bearer: str) -> tuple[httpx.Response, float]:

@@ -181,7 +181,7 @@ class TestReads:
         with seeded.plane.http("vic") as api:
             first = api.get("/quota/pools", params={"limit": 1}).json()
             second = api.get("/quota/pools", params={"limit": 1, "cursor": first["next"]}).json()
-        assert [p["name"] for p in first["items"]] == ["solo"] and first["next"] == "solo"
+        assert [p["name"] for p in first["items"]] == ["solo"] and first["next"] is not None
         assert [p["name"] for p in second["items"]] == ["team"] and second["next"] is None
 
     def test_plan_and_estimate_from_history(self, seeded: Seeded) -> None:

@@ -5,8 +5,6 @@ that fails on what the server saw is rolled back and pages (the default CanaryFa
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,11 +12,11 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from deploy_testkit import classifier, training_frame
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import select
 
+from server_testkit import serving
 from shipyard.alerting.config import build_config
 from shipyard.alerting.cycle import evaluate
 from shipyard.clock import FakeClock
@@ -43,13 +41,6 @@ canary:
     - {weight_pct: 50, min_duration_s: 600, min_samples: 100}
 """
 USERS = [f"u{i}" for i in range(1000)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -84,23 +75,10 @@ def served(ws: Workspace) -> Iterator[Served]:
     advance_rollouts(ws)
     assert get_rollout(ws.store, second.id).state == RolloutState.CANARY
     app = build_app(ws, monitoring=False, refresh_interval_s=0.5)
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on", access_log=False)  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
     body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64",
                         "data": x.to_numpy()[:1].tolist()}]}  # fmt: skip
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            yield Served(ws, client, body)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(app, lifespan="on") as url, httpx.Client(base_url=url, timeout=5) as client:
+        yield Served(ws, client, body)
 
 
 def _rollout_id(ws: Workspace) -> str:

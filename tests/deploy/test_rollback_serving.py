@@ -3,17 +3,15 @@ the previous version within 2 s (the server refreshes what is live every 0.5 s).
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from deploy_testkit import training_frame
 from sklearn.linear_model import LogisticRegression
 
+from server_testkit import serving
 from shipyard.deploy.loop import advance_rollouts, sync_aliases
 from shipyard.deploy.policy import set_policy
 from shipyard.deploy.rollback import rollback
@@ -24,13 +22,6 @@ from shipyard.statuses import RolloutState
 from shipyard.workspace import Workspace
 
 NO_APPROVALS = "approvals: {start: {count: 0}}\ncanary: {interval_s: 1, steps: []}\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -46,20 +37,8 @@ def server_url(workspace: Workspace) -> Iterator[str]:
         advance_rollouts(workspace)
         assert get_rollout(workspace.store, rid).state == RolloutState.PRODUCTION
     app = build_app(workspace, monitoring=False, refresh_interval_s=0.5)
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on", access_log=False)  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(app, lifespan="on") as url:
+        yield url
 
 
 def test_rollback_moves_production_traffic_within_two_seconds(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shipyard.pipelines.listing import parse_run_cursor, read_log_page, run_cursor
+from shipyard.pipelines.listing import read_log_page
 
 
 def _write(path: Path, *lines: str, tail: str = "") -> None:
@@ -60,8 +60,3 @@ class TestReadLogPage:
         page = read_log_page(tmp_path / "none.log", 7, 10)
         assert page.lines == [] and page.offset == 7 and not page.more
         assert read_log_page(None, 0, 10).lines == []
-
-
-def test_a_run_cursor_keeps_every_bit_of_its_time() -> None:
-    at = 1_700_000_000.123456789
-    assert parse_run_cursor(run_cursor(at, "ab12")) == (at, "ab12")

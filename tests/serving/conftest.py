@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import socket
 import subprocess
 import threading
 import time
@@ -20,6 +19,7 @@ import pytest
 import uvicorn
 from sklearn.linear_model import LogisticRegression
 
+from server_testkit import free_port, start_server, stop_server
 from shipyard.identity.accounts import bind_role
 from shipyard.identity.tokens import create_token
 from shipyard.registry import Registry, Signature
@@ -28,13 +28,6 @@ from shipyard.serving.server import build_app
 from shipyard.workspace import Workspace
 
 COLUMNS = ["a", "b", "c"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def first_answer(proc: subprocess.Popen[bytes], port: int, timeout_s: float = 30) -> httpx.Response:
@@ -107,19 +100,8 @@ class Running:
 
 
 def start(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", http="httptools",
-        lifespan="on", ws="none", access_log=False,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    return server, thread
+    """A model server's app on ``port``, as ``shipyard serve`` runs it (httptools, lifespan)."""
+    return start_server(app, port, http="httptools", lifespan="on", timeout_s=10)
 
 
 def serve(workspace: Workspace) -> Iterator[Running]:
@@ -137,8 +119,7 @@ def serve(workspace: Workspace) -> Iterator[Running]:
     try:
         yield Running(f"http://127.0.0.1:{port}", app, workspace, registry, server)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        stop_server(server, thread)
         workspace.store.dispose()
 
 

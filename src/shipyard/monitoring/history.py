@@ -119,21 +119,6 @@ class FindingFilter:
         return out
 
 
-def finding_cursor(ts: float, finding_id: int) -> str:
-    return f"{ts!r}:{finding_id}"
-
-
-def parse_finding_cursor(cursor: str) -> tuple[float, int]:
-    ts, _, finding_id = cursor.partition(":")
-    try:
-        at = float(ts)
-    except ValueError:
-        at = math.nan
-    if not math.isfinite(at) or not finding_id.isdigit() or len(finding_id) > 18:
-        raise InvalidInput("query.cursor: use the `next` of the previous page")
-    return at, int(finding_id)
-
-
 def finding_to_json(f: Finding, evidence: bool = False) -> dict[str, Any]:
     out = {
         "id": f.id,
@@ -152,17 +137,18 @@ def finding_to_json(f: Finding, evidence: bool = False) -> dict[str, Any]:
 
 def findings_page(
     s: Session, which: FindingFilter, after: tuple[float, int] | None, limit: int
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[dict[str, Any]], tuple[float, int] | None]:
     """Up to ``limit`` findings that ``which`` selects, newest first, after the key ``after``
-    (the ``(ts, id)`` of the last one of the page before), and the next page's cursor."""
+    (the ``(ts, id)`` of the last one of the page before), and the key of the last one when a
+    page follows."""
     q = select(Finding).where(*which.where())
     if after is not None:
         ts, finding_id = after
         q = q.where(or_(Finding.ts < ts, and_(Finding.ts == ts, Finding.id < finding_id)))
     rows = s.scalars(q.order_by(Finding.ts.desc(), Finding.id.desc()).limit(limit + 1)).all()
     chunk = rows[:limit]
-    next_cursor = finding_cursor(chunk[-1].ts, chunk[-1].id) if len(rows) > limit else None
-    return [finding_to_json(f) for f in chunk], next_cursor
+    next_key = (chunk[-1].ts, chunk[-1].id) if len(rows) > limit else None
+    return [finding_to_json(f) for f in chunk], next_key
 
 
 def finding(s: Session, finding_id: int) -> dict[str, Any]:

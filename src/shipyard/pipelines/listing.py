@@ -1,21 +1,20 @@
 """The read side of runs and pipelines for the control plane: pages that stay fast however many
 runs there are, and a step's log read in pages of bounded size.
 
-Runs are paged by a keyset cursor, ``(created_at, id)`` of the last run of a page, never by an
+Runs are paged by a keyset, ``(created_at, id)`` of the last run of a page, never by an
 offset: the next page starts at the index position of that run (``runs.created_at`` is indexed),
 so page 200 costs what page 1 costs. Pipelines are paged by name the same way.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import and_, func, or_, select
 
-from shipyard.errors import InvalidInput, NotFound
+from shipyard.errors import NotFound
 from shipyard.pipelines.logs import parse_line
 from shipyard.pipelines.records import run_summary
 from shipyard.store import Store
@@ -27,10 +26,11 @@ LOG_PAGE_MAX_BYTES = 256 * 1024
 
 @dataclass(frozen=True)
 class Page:
-    """Some rows, and the cursor of the page after them (``None`` on the last page)."""
+    """Some rows, and the sort key of the last one when a page follows (``None`` on the last
+    page): the control plane turns it into the page's cursor."""
 
     items: list[dict[str, Any]]
-    next_cursor: str | None
+    next_key: tuple[Any, ...] | None
 
 
 _SUMMARY_COLUMNS = (
@@ -51,23 +51,6 @@ the rows carry the same attributes, and a page of 1,000 costs a third of loading
 (measured on SQLite: 68 ms against 208 ms, benchmarks/runs_api.py's data)."""
 
 
-def run_cursor(created_at: float, run_id: str) -> str:
-    """The cursor after a run: ``repr`` keeps every bit of the float, so the page after starts
-    exactly after it."""
-    return f"{created_at!r}_{run_id}"
-
-
-def parse_run_cursor(cursor: str) -> tuple[float, str]:
-    created, _, run_id = cursor.partition("_")
-    try:
-        at = float(created)
-    except ValueError:
-        at = math.nan
-    if not math.isfinite(at) or not run_id or not all(c in "0123456789abcdef" for c in run_id):
-        raise InvalidInput("query.cursor: use the `next` of the previous page")
-    return at, run_id
-
-
 def runs_page(
     store: Store,
     *,
@@ -75,10 +58,11 @@ def runs_page(
     status: str | None = None,
     kind: str | None = None,
     since: float | None = None,
-    cursor: str | None = None,
+    after: tuple[float, str] | None = None,
     limit: int = 50,
 ) -> Page:
-    """Runs newest first (``created_at``, then id), filtered, from after ``cursor``."""
+    """Runs newest first (``created_at``, then id), filtered, from after the run whose
+    ``(created_at, id)`` is ``after``; the page's ``next_key`` is its last run's."""
     query = select(*_SUMMARY_COLUMNS)
     if pipeline is not None:
         query = query.where(Run.pipeline == pipeline)
@@ -88,8 +72,8 @@ def runs_page(
         query = query.where(Run.kind == kind)
     if since is not None:
         query = query.where(Run.created_at >= since)
-    if cursor is not None:
-        at, last_id = parse_run_cursor(cursor)
+    if after is not None:
+        at, last_id = after
         # the first term lets the index on created_at bound the scan; the second is the keyset
         query = query.where(
             Run.created_at <= at,
@@ -105,7 +89,7 @@ def runs_page(
             known = list(s.scalars(select(PipelineRecord.name).order_by(PipelineRecord.name)))
             raise NotFound("pipeline", pipeline, candidates=known)
     last = rows[-1] if more and rows else None
-    return Page(items, run_cursor(last.created_at, last.id) if last is not None else None)
+    return Page(items, (last.created_at, last.id) if last is not None else None)
 
 
 def _pipeline_row(p: PipelineRecord, last: Run | None) -> dict[str, Any]:
@@ -139,19 +123,19 @@ def _latest_runs(s: Any, names: list[str]) -> dict[str, Run]:
     return {run.pipeline: run for run in rows}
 
 
-def pipelines_page(store: Store, *, cursor: str | None = None, limit: int = 50) -> Page:
-    """Pipelines seen so far by name, from after ``cursor`` (the last name of a page), each with
-    its latest run."""
+def pipelines_page(store: Store, *, after: str | None = None, limit: int = 50) -> Page:
+    """Pipelines seen so far by name, from after the name ``after`` (the last of a page), each
+    with its latest run."""
     query = select(PipelineRecord).order_by(PipelineRecord.name).limit(limit + 1)
-    if cursor is not None:
-        query = query.where(PipelineRecord.name > cursor)
+    if after is not None:
+        query = query.where(PipelineRecord.name > after)
     with store.session() as s:
         records = list(s.scalars(query))
         more = len(records) > limit
         records = records[:limit]
         latest = _latest_runs(s, [p.name for p in records])
         items = [_pipeline_row(p, latest.get(p.name)) for p in records]
-    return Page(items, records[-1].name if more and records else None)
+    return Page(items, (records[-1].name,) if more and records else None)
 
 
 def pipeline_detail(store: Store, name: str, recent: int = 10) -> dict[str, Any]:

@@ -17,9 +17,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import and_, or_, select
+from sqlalchemy import or_, select
 
-from shipyard.api.operations import Context, PageQuery, Params, operation, page
+from shipyard.api.operations import (
+    Context,
+    PageQuery,
+    Params,
+    keyset_page,
+    operation,
+    slice_page,
+)
 from shipyard.errors import ConfigError, InvalidInput, NotFound
 from shipyard.identity import READ, SILENCES_WRITE
 
@@ -114,32 +121,6 @@ def alert_item(record: Any) -> dict[str, Any]:
     }
 
 
-def _keyset(cursor: str | None) -> tuple[float, str] | None:
-    """A cursor ``<time>~<id>`` (the last item of the previous page) → its two parts."""
-    if cursor is None:
-        return None
-    at, sep, key = cursor.partition("~")
-    try:
-        value = float(at)
-    except ValueError:
-        value = float("nan")
-    if not sep or not key or value != value or abs(value) == float("inf"):
-        raise InvalidInput("query.cursor: use the `next` of the previous page")
-    return value, key
-
-
-def _cursor(at: float, key: str) -> str:
-    return f"{at!r}~{key}"
-
-
-def _offset(cursor: str | None) -> int:
-    if cursor is None:
-        return 0
-    if not cursor.isdigit() or len(cursor) > 9:
-        raise InvalidInput("query.cursor: use the `next` of the previous page")
-    return int(cursor)
-
-
 @operation("GET", "/alerts", name="alerts.list")
 def list_alerts(ctx: Context, *, query: AlertQuery) -> dict[str, Any]:
     """Alerts that are pending, firing or recently resolved, oldest first.
@@ -148,24 +129,11 @@ def list_alerts(ctx: Context, *, query: AlertQuery) -> dict[str, Any]:
     from shipyard.store.alerting import AlertRecord
 
     ctx.require(READ)
-    after = _keyset(query.cursor)
-    statement = select(AlertRecord).order_by(AlertRecord.active_at, AlertRecord.fingerprint)
+    statement = select(AlertRecord)
     if query.state is not None:
         statement = statement.where(AlertRecord.state == query.state)
-    if after is not None:
-        at, key = after
-        statement = statement.where(
-            or_(
-                AlertRecord.active_at > at,
-                and_(AlertRecord.active_at == at, AlertRecord.fingerprint > key),
-            )
-        )
-    with ctx.ws.store.session() as session:
-        rows = list(session.scalars(statement.limit(query.limit + 1)))
-        items = [alert_item(r) for r in rows[: query.limit]]
-    more = len(rows) > query.limit
-    last = items[-1] if items else None
-    return page(items, _cursor(last["active_at"], last["fingerprint"]) if more and last else None)
+    order = (AlertRecord.active_at, AlertRecord.fingerprint)
+    return keyset_page(ctx, "alerts.list", statement, order, query, alert_item)
 
 
 @operation("GET", "/alerts/{fingerprint}", name="alerts.get")
@@ -324,14 +292,7 @@ def list_rules(ctx: Context, *, query: PageQuery) -> dict[str, Any]:
     where the configuration comes from."""
     ctx.require(READ)
     cfg, origin = config_in_force(ctx.ws)
-    items = rule_items(cfg)
-    start = _offset(query.cursor)
-    more = start + query.limit < len(items)
-    return page(
-        items[start : start + query.limit],
-        str(start + query.limit) if more else None,
-        config=origin,
-    )
+    return slice_page("alerts.rules", rule_items(cfg), query, config=origin)
 
 
 @operation("GET", "/alert-rules/export", name="alerts.export")
@@ -350,13 +311,7 @@ def list_receivers(ctx: Context, *, query: PageQuery) -> dict[str, Any]:
     ctx.require(READ)
     cfg, origin = config_in_force(ctx.ws)
     items = [receiver_item(r) for r in cfg.receivers.values()]
-    start = _offset(query.cursor)
-    more = start + query.limit < len(items)
-    return page(
-        items[start : start + query.limit],
-        str(start + query.limit) if more else None,
-        config=origin,
-    )
+    return slice_page("alerts.receivers", items, query, config=origin)
 
 
 # -- silences --------------------------------------------------------------------------------
@@ -399,28 +354,22 @@ def list_silences(ctx: Context, *, query: SilenceQuery) -> dict[str, Any]:
 
     ctx.require(READ)
     now = ctx.now
-    after = _keyset(query.cursor)
-    statement = select(SilenceRecord).order_by(SilenceRecord.created_at, SilenceRecord.id)
+    statement = select(SilenceRecord)
     if query.active is True:
         statement = statement.where(SilenceRecord.starts_at <= now, SilenceRecord.ends_at > now)
     elif query.active is False:
         statement = statement.where(
             or_(SilenceRecord.starts_at > now, SilenceRecord.ends_at <= now)
         )
-    if after is not None:
-        at, key = after
-        statement = statement.where(
-            or_(
-                SilenceRecord.created_at > at,
-                and_(SilenceRecord.created_at == at, SilenceRecord.id > key),
-            )
-        )
-    with ctx.ws.store.session() as session:
-        rows = list(session.scalars(statement.limit(query.limit + 1)))
-        keys = [(r.created_at, r.id) for r in rows[: query.limit]]
-        items = [silence_item(Silence.from_record(r), now) for r in rows[: query.limit]]
-    more = len(rows) > query.limit
-    return page(items, _cursor(*keys[-1]) if more and keys else None)
+    order = (SilenceRecord.created_at, SilenceRecord.id)
+    return keyset_page(
+        ctx,
+        "alerts.silences",
+        statement,
+        order,
+        query,
+        lambda r: silence_item(Silence.from_record(r), now),
+    )
 
 
 @operation("POST", "/silences", name="alerts.silence")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field
 
-from shipyard.api.operations import Context, PageQuery, Params, operation, page
+from shipyard.api.operations import Context, PageQuery, Params, operation, slice_page
 from shipyard.errors import Forbidden
 from shipyard.identity import IDENTITY_ADMIN, READ
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@+\-]{0,99}$"
+T = TypeVar("T")
 ROLE = Literal["viewer", "operator", "deployer", "approver", "quota-admin", "admin"]
 
 
@@ -50,16 +52,6 @@ class RoleBody(Params):
     )
 
 
-def _offset(cursor: str | None) -> int:
-    from shipyard.errors import InvalidInput
-
-    if cursor is None:
-        return 0
-    if not cursor.isdigit() or len(cursor) > 9:
-        raise InvalidInput("query.cursor: use the `next` of the previous page")
-    return int(cursor)
-
-
 @operation("GET", "/whoami", name="identity.whoami")
 def whoami(ctx: Context) -> dict[str, Any]:
     """Who the server takes you for, how it knows, and your roles."""
@@ -72,11 +64,8 @@ def list_identities(ctx: Context, *, query: PageQuery) -> dict[str, Any]:
     from shipyard.identity.accounts import list_accounts
 
     ctx.require(READ)
-    everyone = list_accounts(ctx.ws.store)
-    start = _offset(query.cursor)
-    chunk = everyone[start : start + query.limit]
-    more = start + query.limit < len(everyone)
-    return page([a.to_dict() for a in chunk], str(start + query.limit) if more else None)
+    everyone = [a.to_dict() for a in list_accounts(ctx.ws.store)]
+    return slice_page("identity.list", everyone, query)
 
 
 @operation("POST", "/tokens", name="identity.token.create")
@@ -121,12 +110,9 @@ def list_tokens(ctx: Context, *, query: TokenQuery) -> dict[str, Any]:
         if owner not in (None, ctx.actor):
             ctx.require(IDENTITY_ADMIN)
         owner = ctx.actor
-    tokens = listing(ctx.ws.store, owner)
-    start = _offset(query.cursor)
-    chunk = tokens[start : start + query.limit]
-    more = start + query.limit < len(tokens)
     now = ctx.now
-    return page([t.to_dict(now) for t in chunk], str(start + query.limit) if more else None)
+    tokens = [t.to_dict(now) for t in listing(ctx.ws.store, owner)]
+    return slice_page("identity.token.list", tokens, query)
 
 
 @operation("POST", "/tokens/{token_id}/revoke", name="identity.token.revoke")
@@ -154,17 +140,7 @@ def bind(ctx: Context, *, body: RoleBody) -> dict[str, Any]:
     """Give an identity a role over a scope (admin)."""
     from shipyard.identity.accounts import bind_role
 
-    ctx.require(IDENTITY_ADMIN)
-    added = bind_role(
-        ctx.ws.store,
-        body.principal,
-        body.role,
-        body.scope,
-        actor=ctx.actor,
-        now=ctx.now,
-        mode=ctx.principal.mode,
-    )
-    return {"principal": body.principal, "role": body.role, "scope": body.scope, "added": added}
+    return {**body.model_dump(), "added": _change_binding(ctx, body, bind_role)}
 
 
 @operation("POST", "/roles/unbind", name="identity.role.unbind")
@@ -172,8 +148,15 @@ def unbind(ctx: Context, *, body: RoleBody) -> dict[str, Any]:
     """Take a role over a scope away from an identity (admin)."""
     from shipyard.identity.accounts import unbind_role
 
+    _change_binding(ctx, body, unbind_role)
+    return {**body.model_dump(), "removed": True}
+
+
+def _change_binding(ctx: Context, body: RoleBody, change: Callable[..., T]) -> T:
+    """``change`` (:func:`~shipyard.identity.accounts.bind_role` or ``unbind_role``) of the
+    binding ``body`` names, by an admin, audited as the caller."""
     ctx.require(IDENTITY_ADMIN)
-    unbind_role(
+    return change(
         ctx.ws.store,
         body.principal,
         body.role,
@@ -182,4 +165,3 @@ def unbind(ctx: Context, *, body: RoleBody) -> dict[str, Any]:
         now=ctx.now,
         mode=ctx.principal.mode,
     )
-    return {"principal": body.principal, "role": body.role, "scope": body.scope, "removed": True}

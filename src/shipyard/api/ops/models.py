@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from shipyard.api.operations import Context, PageQuery, Params, operation, page
+from shipyard.api.operations import (
+    Context,
+    PageQuery,
+    Params,
+    decode_cursor,
+    encode_cursor,
+    operation,
+    page,
+)
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.identity import DEPLOY, READ
 
@@ -38,14 +46,6 @@ class AliasSet(Params):
 
 class AliasDelete(Params):
     reason: str = Field("", max_length=500, description="Why (kept in the alias history).")
-
-
-def _key(cursor: str | None, what: str) -> int | None:
-    if cursor is None:
-        return None
-    if not cursor.isdigit() or len(cursor) > 18:
-        raise InvalidInput(f"query.cursor: use the `next` of the previous page ({what})")
-    return int(cursor)
 
 
 def _version_number(text: str) -> int:
@@ -100,16 +100,17 @@ def _move(move: Any, live: LiveState | None) -> dict[str, Any]:
 def list_models(ctx: Context, *, query: PageQuery) -> dict[str, Any]:
     """Registered models by name: latest version, aliases, and what serves each now.
 
-    Paged by name: `cursor` is the last name of the previous page."""
+    Paged by name: `cursor` is the `next` of the previous page."""
     from shipyard.registry.listing import model_page
     from shipyard.serving.live import live_states
 
     ctx.require(READ)
+    after = decode_cursor("models.list", query.cursor, str)
     with ctx.ws.store.session(readonly=True) as s:
-        summaries, more = model_page(s, query.cursor, query.limit)
+        summaries, more = model_page(s, after[0] if after else None, query.limit)
         live = live_states(s)
     items = [{**m.to_json(), "live": _live(live.get(m.model.name))} for m in summaries]
-    return page(items, summaries[-1].model.name if more else None)
+    return page(items, encode_cursor("models.list", summaries[-1].model.name) if more else None)
 
 
 @operation("GET", "/models/{name}", name="models.get")
@@ -143,15 +144,15 @@ def get_model(ctx: Context, *, name: str) -> dict[str, Any]:
 def list_versions(ctx: Context, *, name: str, query: PageQuery) -> dict[str, Any]:
     """A model's versions, newest first, without their signatures (one version's page has it).
 
-    Paged by version number: `cursor` is the last version of the previous page."""
+    Paged by version number: `cursor` is the `next` of the previous page."""
     from shipyard.registry import require_model_in
     from shipyard.registry.listing import aliases_in, version_page
 
     ctx.require(READ)
-    before = _key(query.cursor, "a version number")
+    before = decode_cursor("models.versions", query.cursor, int)
     with ctx.ws.store.session(readonly=True) as s:
         require_model_in(s, name)
-        versions, more = version_page(s, name, before, query.limit)
+        versions, more = version_page(s, name, before[0] if before else None, query.limit)
         aliases = aliases_in(s, name)
     items = []
     for v in versions:
@@ -159,7 +160,8 @@ def list_versions(ctx: Context, *, name: str, query: PageQuery) -> dict[str, Any
         del shown["signature"]
         shown["aliases"] = sorted(a for a, n in aliases.items() if n == v.version)
         items.append(shown)
-    return page(items, str(versions[-1].version) if more else None)
+    following = encode_cursor("models.versions", versions[-1].version) if more else None
+    return page(items, following)
 
 
 @operation("GET", "/models/{name}/versions/{version}", name="models.version")
@@ -196,17 +198,20 @@ def alias_history(ctx: Context, *, name: str, query: AliasHistoryQuery) -> dict[
     from shipyard.registry.listing import alias_moves_page, aliases_in
 
     ctx.require(READ)
-    before = _key(query.cursor, "an alias move")
+    before = decode_cursor("models.aliases", query.cursor, int)
     with ctx.ws.store.session(readonly=True) as s:
         require_model_in(s, name)
-        moves, more = alias_moves_page(s, name, query.alias, before, query.limit)
+        moves, more = alias_moves_page(
+            s, name, query.alias, before[0] if before else None, query.limit
+        )
         aliases = aliases_in(s, name)
     items = [
         {"id": i, "alias": m.alias, "from": m.from_version, "to": m.to_version,
          "actor": m.actor, "reason": m.reason, "ts": m.ts}
         for i, m in moves
     ]  # fmt: skip
-    return page(items, str(moves[-1][0]) if more else None, aliases=aliases)
+    following = encode_cursor("models.aliases", moves[-1][0]) if more else None
+    return page(items, following, aliases=aliases)
 
 
 @operation("PUT", "/models/{name}/aliases/{alias}", name="models.alias.set")

@@ -11,7 +11,15 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
-from shipyard.api.operations import Context, PageQuery, Params, operation, page
+from shipyard.api.operations import (
+    Context,
+    PageQuery,
+    Params,
+    decode_cursor,
+    encode_cursor,
+    operation,
+    page,
+)
 from shipyard.errors import InvalidInput
 from shipyard.identity import READ
 from shipyard.statuses import CheckStatus
@@ -57,12 +65,13 @@ def list_monitors(ctx: Context, *, query: PageQuery) -> dict[str, Any]:
     """Each pipeline's monitors, on or off, with their options and the last verdict of each
     (per data set).
 
-    Paged by pipeline name: `cursor` is the last name of the previous page."""
+    Paged by pipeline name: `cursor` is the `next` of the previous page."""
     from shipyard.monitoring.history import monitors_page
 
     ctx.require(READ)
-    rows, more = monitors_page(ctx.ws.store, query.cursor, query.limit)
-    return page(rows, rows[-1]["pipeline"] if more else None)
+    after = decode_cursor("monitors.list", query.cursor, str)
+    rows, more = monitors_page(ctx.ws.store, after[0] if after else None, query.limit)
+    return page(rows, encode_cursor("monitors.list", rows[-1]["pipeline"]) if more else None)
 
 
 @operation("GET", "/monitors/{pipeline}", name="monitors.get")
@@ -86,7 +95,6 @@ def list_findings(ctx: Context, *, query: FindingsQuery) -> dict[str, Any]:
     from shipyard.monitoring.history import (
         FindingFilter,
         findings_page,
-        parse_finding_cursor,
         require_pipeline,
     )
     from shipyard.registry import require_model_in
@@ -107,10 +115,10 @@ def list_findings(ctx: Context, *, query: FindingsQuery) -> dict[str, Any]:
         run_id=query.run_id,
         since=query.since,
     )
-    after = parse_finding_cursor(query.cursor) if query.cursor is not None else None
+    after = decode_cursor("monitors.findings", query.cursor, float, int)
     with ctx.ws.store.session(readonly=True) as s:
-        items, next_cursor = findings_page(s, which, after, query.limit)
-    return page(items, next_cursor)
+        items, following = findings_page(s, which, after, query.limit)
+    return page(items, encode_cursor("monitors.findings", *following) if following else None)
 
 
 @operation("GET", "/findings/{finding_id}", name="monitors.finding")

@@ -4,29 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
-
-from shipyard.api.operations import Context, PageQuery, operation, page
+from shipyard.api.operations import (
+    Context,
+    PageQuery,
+    decode_cursor,
+    encode_cursor,
+    operation,
+    page,
+)
 from shipyard.identity import READ
 
 PIPELINE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
 """A pipeline's name as a role's scope can name it (``pipeline:NAME``)."""
 
 
-class PipelinesQuery(PageQuery):
-    cursor: str | None = Field(
-        None, pattern=PIPELINE, description="The `next` of the previous page (a pipeline name)."
-    )
-
-
 @operation("GET", "/pipelines", name="pipelines.list")
-def list_pipelines(ctx: Context, *, query: PipelinesQuery) -> dict[str, Any]:
+def list_pipelines(ctx: Context, *, query: PageQuery) -> dict[str, Any]:
     """Pipelines by name, each with its latest run."""
     from shipyard.pipelines.listing import pipelines_page
 
     ctx.require(READ)
-    found = pipelines_page(ctx.ws.store, cursor=query.cursor, limit=query.limit)
-    return page(found.items, found.next_cursor)
+    after = decode_cursor("pipelines.list", query.cursor, str)
+    found = pipelines_page(ctx.ws.store, after=after[0] if after else None, limit=query.limit)
+    following = found.next_key
+    return page(found.items, encode_cursor("pipelines.list", *following) if following else None)
 
 
 @operation("GET", "/pipelines/{name}", name="pipelines.show")

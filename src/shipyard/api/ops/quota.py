@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from shipyard.api.operations import Context, PageQuery, Params, operation, page
+from shipyard.api.operations import (
+    Context,
+    PageQuery,
+    Params,
+    decode_cursor,
+    keyset_page,
+    next_cursor,
+    operation,
+    page,
+)
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.identity import QUOTA_ADMIN, READ
 from shipyard.quota.pools import PoolSpec
@@ -145,14 +154,14 @@ def list_pools(ctx: Context, *, query: PageQuery) -> dict[str, Any]:
     from shipyard.store.quota import QuotaPool
 
     ctx.require(READ)
+    after = decode_cursor("quota.pool.list", query.cursor, str)
     with ctx.ws.store.session() as s:
         names = select(QuotaPool.name).order_by(QuotaPool.name).limit(query.limit + 1)
-        if query.cursor is not None:
-            names = names.where(QuotaPool.name > query.cursor)
+        if after is not None:
+            names = names.where(QuotaPool.name > after[0])
         found = list(s.scalars(names))
         pools = [pool_dict(load_pool(s, n)) for n in found[: query.limit]]
-    more = len(found) > query.limit
-    return page(pools, pools[-1]["name"] if more else None)
+    return page(pools, next_cursor("quota.pool.list", found, query.limit, lambda n: (n,)))
 
 
 @operation("GET", "/quota/pools/{name}", name="quota.pool.show")
@@ -331,25 +340,12 @@ def status(ctx: Context) -> dict[str, Any]:
     return {"pools": shown, "at": ctx.now}
 
 
-def _lease_cursor(cursor: str | None) -> tuple[float, str] | None:
-    if cursor is None:
-        return None
-    ts, _, lease_id = cursor.partition(":")
-    try:
-        value = float(ts)
-    except ValueError:
-        value = float("nan")
-    if value != value or not lease_id or len(lease_id) > 32:
-        raise InvalidInput("query.cursor: use the `next` of the previous page")
-    return value, lease_id
-
-
 @operation("GET", "/quota/leases", name="quota.lease.list")
 def list_leases(ctx: Context, *, query: LeaseQuery) -> dict[str, Any]:
     """Leases, oldest request first: active ones (held or waiting) unless asked otherwise.
 
     Paged by (requested time, id)."""
-    from sqlalchemy import and_, or_, select
+    from sqlalchemy import select
 
     from shipyard.statuses import LEASE_ACTIVE
     from shipyard.store.quota import QuotaLease, QuotaPool
@@ -359,8 +355,7 @@ def list_leases(ctx: Context, *, query: LeaseQuery) -> dict[str, Any]:
         _require_named(ctx, "pool", query.pool)
     if query.pipeline is not None:
         _require_lease_pipeline(ctx, query.pipeline)
-    after = _lease_cursor(query.cursor)
-    found = select(QuotaLease).order_by(QuotaLease.requested_at, QuotaLease.id)
+    found = select(QuotaLease)
     if query.status == "active":
         found = found.where(QuotaLease.status.in_(LEASE_ACTIVE))
     elif query.status != "any":
@@ -373,20 +368,8 @@ def list_leases(ctx: Context, *, query: LeaseQuery) -> dict[str, Any]:
         found = found.where(QuotaLease.pool.in_(select(QuotaPool.name).scalar_subquery()))
     if query.pipeline is not None:
         found = found.where(QuotaLease.pipeline == query.pipeline)
-    if after is not None:
-        ts, lease_id = after
-        found = found.where(
-            or_(
-                QuotaLease.requested_at > ts,
-                and_(QuotaLease.requested_at == ts, QuotaLease.id > lease_id),
-            )
-        )
-    with ctx.ws.store.session() as s:
-        rows = list(s.scalars(found.limit(query.limit + 1)))
-        items = [lease_dict(x) for x in rows[: query.limit]]
-    more = len(rows) > query.limit
-    # repr keeps every digit of the float, so the next page starts exactly after this one
-    return page(items, f"{items[-1]['since']!r}:{items[-1]['id']}" if more else None)
+    order = (QuotaLease.requested_at, QuotaLease.id)
+    return keyset_page(ctx, "quota.lease.list", found, order, query, lease_dict)
 
 
 @operation("GET", "/quota/plan", name="quota.plan")

@@ -14,7 +14,15 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from shipyard.api.operations import Context, PageQuery, Params, operation, page
+from shipyard.api.operations import (
+    Context,
+    PageQuery,
+    Params,
+    decode_cursor,
+    encode_cursor,
+    operation,
+    page,
+)
 from shipyard.errors import ConfigError, InvalidInput
 from shipyard.identity import APPROVE, DEPLOY, READ
 from shipyard.identity.roles import ROLES
@@ -137,19 +145,6 @@ def _out(ctx: Context, view: Any, *, full: bool = False) -> dict[str, Any]:
     return data
 
 
-def _cursor(text: str | None) -> tuple[float, str] | None:
-    if text is None:
-        return None
-    at, _, last = text.partition("_")
-    try:
-        created_at = float(at)
-    except ValueError:
-        created_at = float("nan")
-    if created_at != created_at or not last.isalnum() or len(last) > 32:
-        raise InvalidInput("query.cursor: use the `next` of the previous page")
-    return created_at, last
-
-
 # -- reading ---------------------------------------------------------------------------------
 
 
@@ -166,6 +161,7 @@ def list_rollouts(ctx: Context, *, query: RolloutsQuery) -> dict[str, Any]:
     from shipyard.store.registry import RegisteredModel
 
     ctx.require(READ)
+    after = decode_cursor("rollouts.list", query.cursor, float, str)
     if query.model is not None:
         with ctx.ws.store.session(readonly=True) as s:
             if s.get(RegisteredModel, query.model) is None:
@@ -176,9 +172,9 @@ def list_rollouts(ctx: Context, *, query: RolloutsQuery) -> dict[str, Any]:
         model=query.model,
         states=query.state,
         limit=query.limit,
-        after=_cursor(query.cursor),
+        after=after,
     )
-    nxt = f"{found.next[0]!r}_{found.next[1]}" if found.next is not None else None
+    nxt = encode_cursor("rollouts.list", *found.next) if found.next is not None else None
     return page([v.summary() for v in found.rollouts], nxt)
 
 

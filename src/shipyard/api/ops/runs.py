@@ -13,7 +13,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool, StrictInt
 
-from shipyard.api.operations import Context, PageQuery, Params, operation, page
+from shipyard.api.operations import (
+    Context,
+    PageQuery,
+    Params,
+    decode_cursor,
+    encode_cursor,
+    operation,
+    page,
+)
 from shipyard.api.ops.pipelines import PIPELINE
 from shipyard.errors import NotFound
 from shipyard.identity import READ, RUNS_WRITE
@@ -86,10 +94,11 @@ def list_runs(ctx: Context, *, query: RunsQuery) -> dict[str, Any]:
         status=query.status,
         kind=query.kind,
         since=query.since,
-        cursor=query.cursor,
+        after=decode_cursor("runs.list", query.cursor, float, str),
         limit=query.limit,
     )
-    return page(found.items, found.next_cursor)
+    following = found.next_key
+    return page(found.items, encode_cursor("runs.list", *following) if following else None)
 
 
 @operation("GET", "/runs/{run_id}", name="runs.show")
