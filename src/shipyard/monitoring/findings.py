@@ -13,15 +13,17 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shipyard.checks import Check
-from shipyard.errors import NotFound
 from shipyard.monitoring.config import DATASET_MONITORS, RUN_MONITORS
 from shipyard.statuses import CheckStatus
-from shipyard.store import Store
 from shipyard.store.tables import Finding, MetricPoint
+
+PIPELINE_MONITORS = (*DATASET_MONITORS, *RUN_MONITORS)
+LastFindings = dict[str, list[dict[str, Any]]]
+"""Per monitor, the latest finding of each subject (newest first)."""
 
 
 def add_checks(session: Session, checks: Sequence[Check], ts: float) -> None:
@@ -44,35 +46,56 @@ def add_checks(session: Session, checks: Sequence[Check], ts: float) -> None:
             session.add(MetricPoint.of(name, metric_labels, ts, value))
 
 
-def last_findings(store: Store, pipeline: str) -> dict[str, list[dict[str, Any]]]:
-    """Per monitor, the latest finding of each of its subjects for ``pipeline`` (newest first)."""
-    monitors = (*DATASET_MONITORS, *RUN_MONITORS)
-    with store.session() as s:
-        rows = s.scalars(
-            select(Finding)
-            .where(
-                Finding.monitor.in_(monitors),
-                or_(Finding.subject == pipeline, Finding.subject.startswith(f"{pipeline}/")),
+def last_findings_in(
+    session: Session, pipelines: Sequence[str]
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Per pipeline of ``pipelines``, per monitor, the latest finding of each of its subjects
+    (newest first), read in one query however many pipelines there are.
+
+    The subjects of pipelines ``a`` … ``z`` lie in ``["a", "z0")``: ``"z/…"`` sorts below
+    ``"z0"`` because ``"0"`` follows ``"/"``. That one indexed range is read, the newest finding
+    of each (monitor, subject) picked by the database (``row_number()``), and subjects of
+    pipelines in the range but not asked for are dropped here."""
+    out: dict[str, LastFindings] = {p: {} for p in pipelines}
+    if not pipelines:
+        return out
+    newest = (
+        select(
+            Finding.id,
+            func.row_number()
+            .over(
+                partition_by=(Finding.monitor, Finding.subject),
+                order_by=(Finding.ts.desc(), Finding.id.desc()),
             )
-            .order_by(Finding.ts.desc(), Finding.id.desc())
-            .limit(500)
-        ).all()
-        out: dict[str, list[dict[str, Any]]] = {}
-        seen: set[tuple[str, str]] = set()
-        for f in rows:
-            if (f.monitor, f.subject) in seen:
-                continue
-            seen.add((f.monitor, f.subject))
-            out.setdefault(f.monitor, []).append(
-                {
-                    "subject": f.subject,
-                    "dataset": f.labels.get("dataset"),
-                    "run_id": f.run_id,
-                    "status": f.status,
-                    "summary": f.summary,
-                    "ts": f.ts,
-                }
-            )
+            .label("nth"),
+        )
+        .where(
+            Finding.monitor.in_(PIPELINE_MONITORS),
+            Finding.subject >= min(pipelines),
+            Finding.subject < max(pipelines) + "0",
+        )
+        .subquery()
+    )
+    rows = session.scalars(
+        select(Finding)
+        .join(newest, Finding.id == newest.c.id)
+        .where(newest.c.nth == 1)
+        .order_by(Finding.ts.desc(), Finding.id.desc())
+    )
+    for f in rows:
+        of = out.get(f.subject.split("/", 1)[0])
+        if of is None:
+            continue
+        of.setdefault(f.monitor, []).append(
+            {
+                "subject": f.subject,
+                "dataset": f.labels.get("dataset"),
+                "run_id": f.run_id,
+                "status": f.status,
+                "summary": f.summary,
+                "ts": f.ts,
+            }
+        )
     return out
 
 
@@ -87,38 +110,6 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def overview(store: Store, pipeline: str | None = None) -> list[dict[str, Any]]:
-    """Each pipeline's monitors (on or off, options) and their last verdicts: what
-    ``shipyard monitors list`` shows."""
-    from shipyard.monitoring.settings import stored_settings
-    from shipyard.pipelines.records import list_pipelines
-
-    known = list_pipelines(store)
-    if pipeline is not None:
-        known = [p for p in known if p["name"] == pipeline]
-        if not known:
-            raise NotFound("pipeline", pipeline, "see `shipyard pipelines list`")
-    out = []
-    for p in known:
-        with store.session() as s:
-            settings = stored_settings(s, p["name"], p["kind"])
-        last = last_findings(store, p["name"])
-        monitors = []
-        for name, spec in settings.monitors.items():
-            results = last.get(name, [])
-            monitors.append(
-                {
-                    "monitor": name,
-                    "enabled": spec.enabled,
-                    "options": spec.options,
-                    "status": _worst(r["status"] for r in results) if results else None,
-                    "last": results,
-                }
-            )
-        out.append({"pipeline": p["name"], "kind": p["kind"], "monitors": monitors})
-    return out
 
 
 def _worst(statuses: Iterable[str]) -> str:

@@ -18,31 +18,43 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from shipyard.errors import InvalidInput, NotFound
-from shipyard.monitoring.config import DATASET_MONITORS, RUN_MONITORS
-from shipyard.monitoring.findings import _worst, last_findings
-from shipyard.monitoring.settings import stored_settings
+from shipyard.monitoring.config import DATASET_MONITORS
+from shipyard.monitoring.findings import PIPELINE_MONITORS, _worst, last_findings_in
+from shipyard.monitoring.settings import stored_settings_of
 from shipyard.store import Store
 from shipyard.store.tables import Finding, MetricPoint, PipelineRecord, labels_key
-
-PIPELINE_MONITORS = (*DATASET_MONITORS, *RUN_MONITORS)
 
 
 def monitors_page(store: Store, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
     """Up to ``limit`` pipelines named after ``after`` with their monitors (on or off, options)
-    and the last verdicts of each, as :func:`~shipyard.monitoring.findings.overview` shows
-    them, and whether more pipelines follow."""
+    and the last verdicts of each, and whether more pipelines follow."""
     q = select(PipelineRecord.name, PipelineRecord.kind).order_by(PipelineRecord.name)
     if after is not None:
         q = q.where(PipelineRecord.name > after)
     with store.session(readonly=True) as s:
         pipelines = s.execute(q.limit(limit + 1)).all()
-        settings = {name: stored_settings(s, name, kind) for name, kind in pipelines[:limit]}
+        out = _with_monitors(s, [(name, kind) for name, kind in pipelines[:limit]])
+    return out, len(pipelines) > limit
+
+
+def pipeline_monitors(store: Store, name: str) -> dict[str, Any]:
+    """One pipeline's monitors and their last verdicts, as :func:`monitors_page` gives each;
+    :class:`NotFound` naming the closest pipelines unless ``name`` is one."""
+    with store.session(readonly=True) as s:
+        row = s.get(PipelineRecord, name)
+        if row is None:
+            known = s.scalars(select(PipelineRecord.name))
+            raise NotFound("pipeline", name, "see `shipyard pipelines list`", candidates=known)
+        return _with_monitors(s, [(row.name, row.kind)])[0]
+
+
+def _with_monitors(s: Session, pipelines: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    last = last_findings_in(s, [name for name, _ in pipelines])
     out = []
-    for name, kind in pipelines[:limit]:
-        last = last_findings(store, name)
+    for (name, kind), settings in zip(pipelines, stored_settings_of(s, pipelines), strict=True):
         monitors = []
-        for monitor, spec in settings[name].monitors.items():
-            results = last.get(monitor, [])
+        for monitor, spec in settings.monitors.items():
+            results = last[name].get(monitor, [])
             monitors.append(
                 {
                     "monitor": monitor,
@@ -53,7 +65,7 @@ def monitors_page(store: Store, after: str | None, limit: int) -> tuple[list[dic
                 }
             )
         out.append({"pipeline": name, "kind": kind, "monitors": monitors})
-    return out, len(pipelines) > limit
+    return out
 
 
 def require_pipeline(store: Store, name: str) -> None:

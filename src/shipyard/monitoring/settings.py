@@ -10,6 +10,9 @@ its kind's defaults.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shipyard.monitoring.config import MonitorSet, resolve_monitors
@@ -25,10 +28,25 @@ def run_settings(run: Run) -> MonitorSet | None:
 
 def stored_settings(session: Session, pipeline: str, kind: str) -> MonitorSet:
     """The settings kept for ``pipeline``, else the defaults of its ``kind``."""
-    row = session.get(MonitorSettings, pipeline)
-    if row is not None and row.monitors:
-        return MonitorSet.from_json(row.monitors)
-    return resolve_monitors(kind)
+    return stored_settings_of(session, [(pipeline, kind)])[0]
+
+
+def stored_settings_of(session: Session, pipelines: Sequence[tuple[str, str]]) -> list[MonitorSet]:
+    """:func:`stored_settings` of each ``(pipeline, kind)``, read in one query."""
+    names = [name for name, _ in pipelines]
+    rows = {
+        r.pipeline: r
+        for r in session.scalars(select(MonitorSettings).where(MonitorSettings.pipeline.in_(names)))
+    }
+    out = []
+    for name, kind in pipelines:
+        row = rows.get(name)
+        out.append(
+            MonitorSet.from_json(row.monitors)
+            if row is not None and row.monitors
+            else resolve_monitors(kind)
+        )
+    return out
 
 
 def monitors_of(session: Session, run: Run) -> MonitorSet:

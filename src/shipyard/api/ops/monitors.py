@@ -77,12 +77,10 @@ def list_monitors(ctx: Context, *, query: PageQuery) -> dict[str, Any]:
 @operation("GET", "/monitors/{pipeline}", name="monitors.get")
 def get_monitors(ctx: Context, *, pipeline: str) -> dict[str, Any]:
     """One pipeline's monitors with their options and the last verdict per data set."""
-    from shipyard.monitoring.findings import overview
-    from shipyard.monitoring.history import require_pipeline
+    from shipyard.monitoring.history import pipeline_monitors
 
     ctx.require(READ)
-    require_pipeline(ctx.ws.store, pipeline)
-    return overview(ctx.ws.store, pipeline)[0]
+    return pipeline_monitors(ctx.ws.store, pipeline)
 
 
 @operation("GET", "/findings", name="monitors.findings")
