@@ -14,7 +14,7 @@ Goal (issue 13): the first page's p99 ≤ 100 ms; the rows over it are flagged. 
 goal itself: no other product serves this API (MLflow's tracking server would be one for the
 runs list only; it is not run here).
 
-    .venv/bin/python benchmarks/control_plane.py [--seconds 5] [--clients 8] [--workers 1]
+    .venv/bin/python benchmarks/control_plane.py [--seconds 5] [--clients 8] [--workers N]
         [--backends sqlite postgresql] [--runs 10000] [--points 1000000]
 
 PostgreSQL: ``SHIPYARD_TEST_POSTGRES_URL`` (default
@@ -223,40 +223,67 @@ def get(port: int, path: str, token: str) -> tuple[int, bytes]:
         conn.close()
 
 
-def endpoints(port: int, token: str) -> list[tuple[str, str]]:
-    """(operation, path) for every GET operation: the ones with path parameters filled in from
-    the first item of the list their path hangs under (``/models/{name}/versions`` from
-    ``GET /models``), the ones that cannot be filled left out (and said so)."""
+def endpoints(port: int, token: str, query: dict[str, str]) -> list[tuple[str, str, bool]]:
+    """(operation, path, is a list) for every GET operation: the ones with path parameters
+    filled in from the first item of the list their path hangs under (``/models/{name}/versions``
+    from ``GET /models``), required query parameters from ``query`` (by operation), the ones
+    that cannot be filled left out (and said so). A list is an operation paged by a cursor: the
+    goal is about those."""
     from shipyard.api.app import API_PREFIX
     from shipyard.api.operations import load_all
 
     gets = sorted((op for op in load_all().values() if op.method == "GET"), key=lambda o: o.path)
     lists = {op.path for op in gets if not op.path_params}
-    known: dict[str, str] = {}
+    known: dict[tuple[str, str], str] = {}
     chosen, missing = [], []
     for op in sorted(gets, key=lambda o: (len(o.path_params), o.path)):
         path = op.path
         for param in op.path_params:
-            if param not in known:
-                parent = path.split("/{" + param + "}")[0]
-                if parent in lists or "{" not in parent:
-                    status, body = get(port, API_PREFIX + parent, token)
-                    items = json.loads(body).get("items", []) if status == 200 else []
-                    for item in items[:1]:
-                        for key in (param, "id", "name"):
-                            if isinstance(item, dict) and isinstance(item.get(key), str | int):
-                                known[param] = str(item[key])
-                                break
-            if param not in known:
+            parent = path.split("/{" + param + "}")[0]
+            if (parent, param) not in known and (parent in lists or "{" not in parent):
+                status, body = get(port, API_PREFIX + parent, token)
+                items = json.loads(body).get("items", []) if status == 200 else []
+                for item in items[:1]:
+                    for key in (param, "id", "name", "pipeline", "version"):
+                        if isinstance(item, dict) and isinstance(item.get(key), str | int):
+                            known[parent, param] = str(item[key])
+                            break
+            if (parent, param) not in known:
                 break
-            path = path.replace("{" + param + "}", known[param])
-        if "{" in path:
+            path = path.replace("{" + param + "}", known[parent, param])
+        required = [
+            name
+            for name, field in (op.query.model_fields.items() if op.query is not None else ())
+            if field.is_required()
+        ]
+        if "{" in path or (required and op.name not in query):
             missing.append(op.name)
             continue
-        chosen.append((op.name, API_PREFIX + path))
+        is_list = op.query is not None and "cursor" in op.query.model_fields
+        suffix = f"?{query[op.name]}" if op.name in query else ""
+        chosen.append((op.name, API_PREFIX + path + suffix, is_list))
     if missing:
-        print(f"  left out (no seeded value for their path): {', '.join(missing)}")
+        print(f"  left out (no seeded value for their path or query): {', '.join(missing)}")
     return chosen
+
+
+def required_queries(db_url: str) -> dict[str, str]:
+    """Query strings for the GET operations that need one, from the seeded data."""
+    from urllib.parse import urlencode
+
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            labels = conn.execute(
+                text("SELECT labels FROM metric_points WHERE name = 'loss' LIMIT 1")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    labels = json.loads(labels) if isinstance(labels, str) else labels
+    series = [("name", "loss"), *(("label", f"{k}={v}") for k, v in sorted(labels.items()))]
+    return {"runs.logs": "step=fit", "monitors.series": urlencode(series)}
 
 
 def _client(
@@ -369,14 +396,16 @@ def bench_backend(backend: str, args: argparse.Namespace) -> list[tuple[str, dic
         )  # fmt: skip
         wait_ready(port)
         rows = []
-        for name, path in endpoints(port, token):
+        for name, path, is_list in endpoints(port, token, required_queries(db_url)):
             status, body = get(port, path, token)  # warm: the first answer is not measured
             if status != 200:
                 print(f"  {name}: {status} {body[:200]!r}")
             figures = load(port, path, token, args.clients, args.seconds)
             # one client alone: what a request costs without the queue in front of it
             figures["alone_p50_ms"] = load(port, path, token, 1, 1.0)["p50_ms"]
-            rows.append((f"{name}  {path.removeprefix('/api/v1')}", figures))
+            figures["list"] = float(is_list)
+            shown = path.removeprefix("/api/v1").split("?")[0]
+            rows.append((f"{name}  {shown}", figures))
             print(f"  {name} done", flush=True)
         return rows
     finally:
@@ -391,7 +420,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=1, help="the server's worker processes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="the server's worker processes (default: one per core, as Uvicorn advises)",
+    )
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--models", type=int, default=100)
@@ -419,14 +453,17 @@ def main() -> None:
             f"  {'alone p50':>9}"
         )
         for name, f in rows:
-            flag = f"  > goal {GOAL_P99_MS:.0f} ms" if f["p99_ms"] > GOAL_P99_MS else ""
-            over += bool(flag)
+            flag = ""
+            if f["p99_ms"] > GOAL_P99_MS:
+                flag = f"  > goal {GOAL_P99_MS:.0f} ms" if f["list"] else "  (not a list)"
+            over += bool(f["list"]) and f["p99_ms"] > GOAL_P99_MS
             print(
                 f"  {name:<{width}}  {f['rps']:>8.0f}  {f['p50_ms']:>8.1f}  {f['p99_ms']:>8.1f}"
                 f"  {f['errors']:>6.0f}  {f['alone_p50_ms']:>9.1f}{flag}"
             )
     print(
-        f"\ngoal (issue 13): first page p99 <= {GOAL_P99_MS:.0f} ms; {over} row(s) over it. "
+        f"\ngoal (issue 13): a list's first page p99 <= {GOAL_P99_MS:.0f} ms; {over} list(s) "
+        "over it. "
         f"Load average before: {load_before}; after: "
         + " ".join(f"{v:.1f}" for v in os.getloadavg())
     )

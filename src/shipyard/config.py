@@ -111,6 +111,10 @@ class ServerSettings(BaseModel):
     login_failures: PositiveInt = 10
     """Failed sign-ins allowed per identity and per address within ``login_window_s``."""
     login_window_s: float = Field(60.0, gt=0)
+    remember_s: float = Field(5.0, ge=0, le=300)
+    """How long a worker remembers an API token it verified (0: never; each request then reads
+    the store). A token revoked, an identity disabled or a role unbound through this worker is
+    forgotten at once; through another replica or the embedded CLI, within ``remember_s``."""
 
 
 class _TomlSource(PydanticBaseSettingsSource):

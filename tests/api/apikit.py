@@ -24,6 +24,7 @@ from server_testkit import free_port, start_server, stop_server
 from shipyard.api.app import create_app
 from shipyard.clock import FakeClock
 from shipyard.identity.accounts import bind_role
+from shipyard.identity.authn import Authenticator
 from shipyard.identity.tokens import create_token
 from shipyard.workspace import Workspace
 
@@ -78,8 +79,13 @@ class Plane:
 
 
 @contextmanager
-def live_plane(db_url: str, home: Path, **settings: object) -> Iterator[Plane]:
-    """A control plane over a fresh workspace at ``db_url``, with the cast's tokens."""
+def live_plane(
+    db_url: str, home: Path, remember_s: float = 0.0, **settings: object
+) -> Iterator[Plane]:
+    """A control plane over a fresh workspace at ``db_url``, with the cast's tokens.
+
+    The server remembers no token (``remember_s`` 0) unless told: the tests change roles and
+    tokens in the store between requests, and the fake clock would never let one be forgotten."""
     clock = FakeClock()
     ws = Workspace.open(clock=clock, home=home, db_url=db_url, **settings)
     now = clock.time()
@@ -89,7 +95,9 @@ def live_plane(db_url: str, home: Path, **settings: object) -> Iterator[Plane]:
             bind_role(ws.store, name, role, "*", actor="setup", now=now, mode="embedded")
         tokens[name] = create_token(ws.store, name, actor="setup", now=now, mode="embedded").secret
     port = free_port()
-    server, thread = start_server(create_app(ws), port, lifespan="off")
+    server_settings = ws.settings.server.model_copy(update={"remember_s": remember_s})
+    app = create_app(ws, Authenticator(ws.store, server_settings, clock))
+    server, thread = start_server(app, port, lifespan="off")
     try:
         yield Plane(f"http://127.0.0.1:{port}", ws, clock, server, tokens)
     finally:
@@ -98,11 +106,14 @@ def live_plane(db_url: str, home: Path, **settings: object) -> Iterator[Plane]:
 
 
 @contextmanager
-def plane_on(backend: str, home: Path, **settings: object) -> Iterator[Plane]:
+def plane_on(
+    backend: str, home: Path, remember_s: float = 0.0, **settings: object
+) -> Iterator[Plane]:
     """:func:`live_plane` on ``sqlite`` or ``postgresql`` (a schema of its own)."""
     if backend == "sqlite":
-        with live_plane(f"sqlite:///{home / 'store.db'}", home, **settings) as plane:
+        url = f"sqlite:///{home / 'store.db'}"
+        with live_plane(url, home, remember_s, **settings) as plane:
             yield plane
         return
-    with pg_schema() as url, live_plane(url, home, **settings) as plane:
+    with pg_schema() as url, live_plane(url, home, remember_s, **settings) as plane:
         yield plane

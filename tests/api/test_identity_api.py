@@ -4,13 +4,15 @@ socket, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
-from apikit import Plane
+from apikit import Plane, plane_on
 from typer.testing import CliRunner
 
 from shipyard.cli import app
+from shipyard.identity.accounts import bind_role
 from shipyard.identity.tokens import create_token, revoke_token
 
 runner = CliRunner()
@@ -69,6 +71,41 @@ def test_revoked_and_expired_tokens_are_refused(plane: Plane) -> None:
         plane.clock.advance(61)
         old = api.get("/whoami", headers={"Authorization": f"Bearer {expiring.secret}"})
         assert old.status_code == 401 and "expired" in old.json()["error"]
+
+
+def test_a_token_revoked_or_a_role_unbound_through_the_server_counts_at_once(
+    tmp_path: Path,
+) -> None:
+    """With tokens remembered (server.remember_s): a change through the server is not."""
+    with plane_on("sqlite", tmp_path, remember_s=5.0) as plane:
+        _changes_count_at_once(plane)
+        bind_role(plane.ws.store, "rita", "operator", "*", actor="a", now=0, mode="embedded")
+        token = plane.token["olga"]
+        with plane.http("olga") as api:
+            assert api.get("/whoami").status_code == 200
+            revoke_token(plane.ws.store, token.split("_")[1], actor="a", now=0, mode="embedded")
+            assert api.get("/whoami").status_code == 200, "remembered for remember_s"
+            plane.clock.advance(5.0)
+            assert api.get("/whoami").status_code == 401
+
+
+def _changes_count_at_once(plane: Plane) -> None:
+    ws, now = plane.ws, plane.clock.time()
+    bind_role(ws.store, "rita", "operator", "*", actor="admin", now=now, mode="embedded")
+    token = create_token(ws.store, "rita", actor="admin", now=now, mode="embedded")
+    rita = {"Authorization": f"Bearer {token.secret}"}
+    admin = {"Authorization": f"Bearer {plane.token['admin']}"}
+    silence = {"matchers": ["alertname=X"], "duration": "1h", "comment": "maintenance"}
+    with httpx.Client(base_url=plane.api, timeout=10) as api:
+        assert api.get("/whoami", headers=rita).status_code == 200  # now remembered
+        unbind = {"principal": "rita", "role": "operator", "scope": "*"}
+        assert api.post("/roles/unbind", json=unbind, headers=admin).status_code == 200
+        refused = api.post("/silences", json=silence, headers=rita)
+        assert refused.status_code == 403, refused.text
+        revoke = api.post(f"/tokens/{token.info.id}/revoke", json={}, headers=admin)
+        assert revoke.status_code == 200, revoke.text
+        gone = api.get("/whoami", headers=rita)
+        assert gone.status_code == 401 and "revoked" in gone.json()["error"]
 
 
 def test_a_viewer_cannot_bind_roles_or_make_tokens_for_others(plane: Plane) -> None:

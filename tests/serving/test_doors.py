@@ -38,7 +38,7 @@ from shipyard.identity.authn import Authenticator
 from shipyard.identity.tokens import create_token, revoke_token
 from shipyard.registry import Registry
 from shipyard.serving.app import ServingApp
-from shipyard.serving.doors import Doors
+from shipyard.serving.doors import Doors, doors_settings
 from shipyard.serving.server import AppFactory, WorkerSetup, build_app
 from shipyard.store.serving import FeedbackRecord
 from shipyard.workspace import Workspace
@@ -98,7 +98,8 @@ def doorway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doorway]:
     )
     registry.register("other", counted, flavor="python", signature=EXPLODE_SIGNATURE,
                       alias="champion")  # fmt: skip
-    settings = ServerSettings(login_failures=1000)  # this module fails on purpose, often
+    # this module fails on purpose, often; the doors remember principals, not the authenticator
+    settings = doors_settings(ServerSettings(login_failures=1000))
     authn = CountingAuthenticator(ws.store, settings, ws.clock)
     clock = FakeClock()
     app = build_app(ws, monitoring=False, refresh_interval_s=0.2, auth=("counted",))

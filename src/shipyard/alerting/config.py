@@ -40,6 +40,7 @@ Where it is read from: an explicit path, else ``$SHIPYARD_ALERTING_CONFIG``, els
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -320,6 +321,12 @@ def build_config(data: Any, *, home: Path, source: str = "alerting.yaml") -> Ale
     )
 
 
+@functools.lru_cache(maxsize=4)
+def _defaults(home: Path) -> AlertingConfig:
+    """The configuration with no file: built once (it is frozen, and the same every time)."""
+    return build_config({}, home=home, source="defaults")
+
+
 def load_config(home: Path, path: Path | None = None) -> AlertingConfig:
     """Read ``alerting.yaml`` (see the module docstring for where from)."""
     if path is None:
@@ -331,7 +338,7 @@ def load_config(home: Path, path: Path | None = None) -> AlertingConfig:
         elif (home / "alerting.yaml").is_file():
             path = home / "alerting.yaml"
     if path is None:
-        return build_config({}, home=home, source="defaults")
+        return _defaults(home)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:

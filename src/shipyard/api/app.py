@@ -200,12 +200,14 @@ def create_app(ws: Workspace, authenticator: Authenticator | None = None) -> Fas
         return {"status": "ok"}
 
     for op in sorted(load_all().values(), key=lambda o: (o.tags, o.path, o.method)):
-        _add_route(app, op, ws, principal)
+        _add_route(app, op, ws, authenticator, principal)
     app.add_middleware(BodyLimit)
     return app
 
 
-def _add_route(app: FastAPI, op: Operation, ws: Workspace, principal: Any) -> None:
+def _add_route(
+    app: FastAPI, op: Operation, ws: Workspace, authenticator: Authenticator, principal: Any
+) -> None:
     params = [
         inspect.Parameter(
             name,
@@ -234,10 +236,16 @@ def _add_route(app: FastAPI, op: Operation, ws: Workspace, principal: Any) -> No
         )
     )
 
+    changes_identities = op.method != "GET" and op.name.startswith("identity.")
+
     def endpoint(**kwargs: Any) -> JSONResponse:
         who: Principal = kwargs.pop("who")
-        with acting(who.name, who.mode):
-            result = op.func(Context(ws, who), **kwargs)
+        try:
+            with acting(who.name, who.mode):
+                result = op.func(Context(ws, who), **kwargs)
+        finally:
+            if changes_identities:  # a revoked token or unbound role counts from now on
+                authenticator.forget()
         return JSONResponse(result)
 
     endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

@@ -3,6 +3,10 @@ and the limit on failed sign-ins."""
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
+
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.config import ServerSettings
 from shipyard.errors import InvalidInput, ShipyardError, Unauthenticated
@@ -23,6 +27,11 @@ class Authenticator:
     ``Authorization: Bearer shy_…`` is an API token; any other bearer is a JWT for the OIDC
     provider, when one is configured. Identity never comes from anything else: no header, flag
     or variable names a user to the server.
+
+    A verified API token's principal is remembered for ``server.remember_s`` (5 s; keyed by the
+    token's SHA-256, at most ``max_remembered``, least recently used forgotten first), so most
+    requests cost no store read for who is asking. :meth:`forget` drops them all; the server
+    calls it after every change to identities, tokens or roles that it makes.
     """
 
     def __init__(
@@ -36,7 +45,11 @@ class Authenticator:
         self.clock = clock
         self.oidc = OidcVerifier(settings.oidc) if settings.oidc.enabled else None
         self.limiter = FailureLimiter(settings.login_failures, settings.login_window_s)
+        self.remember_s = settings.remember_s
+        self.max_remembered = 1024
         self._known: set[str] = set()
+        self._remembered: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def authenticate(self, authorization: str | None, address: str = "") -> Principal:
         if not authorization:
@@ -49,6 +62,10 @@ class Authenticator:
         if scheme.lower() != SCHEME or not credential:
             raise Unauthenticated("the Authorization header must be `Bearer <token>`")
         now = self.clock.time()
+        key = hashlib.sha256(credential.encode("utf-8", "surrogateescape")).digest()
+        remembered = self._recall(key, now)
+        if remembered is not None:
+            return remembered
         keys = [f"address:{address}"]
         if looks_like_token(credential):
             token_id = token_id_of(credential)
@@ -57,7 +74,9 @@ class Authenticator:
         self.limiter.check(keys, now)
         try:
             if looks_like_token(credential):
-                return authenticate_token(self.store, credential, now)
+                principal = authenticate_token(self.store, credential, now)
+                self._remember(key, principal, now)
+                return principal
             if self.oidc is None:
                 raise Unauthenticated(
                     "the bearer is not a Shipyard API token (shy_…), and this server has no "
@@ -67,6 +86,38 @@ class Authenticator:
         except Unauthenticated:
             self.limiter.failed(keys, now)
             raise
+
+    def forget(self) -> None:
+        """Forget every remembered token (after a change of identities, tokens or roles)."""
+        with self._lock:
+            self._remembered.clear()
+
+    def _recall(self, key: bytes, now: float) -> Principal | None:
+        if self.remember_s <= 0:
+            return None
+        with self._lock:
+            found = self._remembered.get(key)
+            if found is None:
+                return None
+            if found[0] <= now:
+                del self._remembered[key]
+                return None
+            self._remembered.move_to_end(key)
+            return found[1]
+
+    def _remember(self, key: bytes, principal: Principal, now: float) -> None:
+        """Keep a verified token's principal for ``remember_s`` (never past its expiry), so a
+        busy client costs one store read per ``remember_s``; failures are never kept."""
+        if self.remember_s <= 0:
+            return
+        until = now + self.remember_s
+        if principal.expires_at is not None:
+            until = min(until, principal.expires_at)
+        with self._lock:
+            self._remembered[key] = (until, principal)
+            self._remembered.move_to_end(key)
+            while len(self._remembered) > self.max_remembered:
+                self._remembered.popitem(last=False)
 
     def _oidc_principal(self, credential: str, now: float, keys: list[str]) -> Principal:
         assert self.oidc is not None

@@ -27,6 +27,8 @@ class Principal:
     mode: Mode = "server"
     via: str = ""
     bindings: tuple[Binding, ...] = field(default=())
+    expires_at: float | None = field(default=None, compare=False)
+    """When the credential it was authenticated with expires (epoch s; None: never or unknown)."""
 
     @classmethod
     def embedded(cls, name: str) -> Principal:

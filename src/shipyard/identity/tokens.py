@@ -225,12 +225,18 @@ def authenticate_token(store: Store, bearer: str, now: float) -> Principal:
         narrowed = set(row.roles or ())
         kind = owner.kind
         last_used = row.last_used_at
+        expires_at = row.expires_at
     if narrowed:
         bindings = tuple(b for b in bindings if b.role in narrowed)
     if last_used is None or now - last_used >= LAST_USED_EVERY_S:
         _touch(store, token_id, now)
     return Principal(
-        name=row.principal, kind=kind, mode="server", via=f"token {token_id}", bindings=bindings
+        name=row.principal,
+        kind=kind,
+        mode="server",
+        via=f"token {token_id}",
+        bindings=bindings,
+        expires_at=expires_at,
     )
 
 

@@ -92,7 +92,7 @@ def runs_page(
     return Page(items, (last.created_at, last.id) if last is not None else None)
 
 
-def _pipeline_row(p: PipelineRecord, last: Run | None) -> dict[str, Any]:
+def _pipeline_row(p: PipelineRecord, last: Any) -> dict[str, Any]:
     return {
         "name": p.name,
         "kind": p.kind,
@@ -105,37 +105,34 @@ def _pipeline_row(p: PipelineRecord, last: Run | None) -> dict[str, Any]:
     }
 
 
-def _latest_runs(s: Any, names: list[str]) -> dict[str, Run]:
-    """The newest run of each pipeline in ``names``, in two queries whatever their number."""
-    if not names:
-        return {}
-    newest = (
-        select(Run.pipeline, func.max(Run.created_at).label("at"))
-        .where(Run.pipeline.in_(names))
-        .group_by(Run.pipeline)
-        .subquery()
-    )
-    rows = s.scalars(
-        select(Run)
-        .join(newest, and_(Run.pipeline == newest.c.pipeline, Run.created_at == newest.c.at))
-        .order_by(Run.id)
-    )
-    return {run.pipeline: run for run in rows}
-
-
 def pipelines_page(store: Store, *, after: str | None = None, limit: int = 50) -> Page:
     """Pipelines seen so far by name, from after the name ``after`` (the last of a page), each
-    with its latest run."""
-    query = select(PipelineRecord).order_by(PipelineRecord.name).limit(limit + 1)
+    with its latest run: the id of each one's newest run is one index seek per pipeline (on
+    ``runs (pipeline, created_at)``), however many runs it has."""
+    newest = (
+        select(Run.id)
+        .where(Run.pipeline == PipelineRecord.name)
+        .order_by(Run.created_at.desc(), Run.id.desc())
+        .limit(1)
+        .correlate(PipelineRecord)
+        .scalar_subquery()
+    )
+    query = select(PipelineRecord, newest).order_by(PipelineRecord.name).limit(limit + 1)
     if after is not None:
         query = query.where(PipelineRecord.name > after)
-    with store.session() as s:
-        records = list(s.scalars(query))
+    with store.session(readonly=True) as s:
+        records = s.execute(query).all()
         more = len(records) > limit
         records = records[:limit]
-        latest = _latest_runs(s, [p.name for p in records])
-        items = [_pipeline_row(p, latest.get(p.name)) for p in records]
-    return Page(items, (records[-1].name,) if more and records else None)
+        ids = [run_id for _, run_id in records if run_id is not None]
+        latest = {
+            r.id: r
+            for r in s.execute(
+                select(Run.id, Run.status, Run.started_at).where(Run.id.in_(ids))
+            ).all()
+        }
+        items = [_pipeline_row(p, latest.get(run_id)) for p, run_id in records]
+    return Page(items, (records[-1][0].name,) if more and records else None)
 
 
 def pipeline_detail(store: Store, name: str, recent: int = 10) -> dict[str, Any]:

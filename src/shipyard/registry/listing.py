@@ -40,12 +40,17 @@ class ModelSummary:
 
 def model_page(s: Session, after: str | None, limit: int) -> tuple[list[ModelSummary], bool]:
     """Up to ``limit`` models named after ``after``, by name, and whether more follow."""
-    q = select(RegisteredModel).order_by(RegisteredModel.name).limit(limit + 1)
+    rm = RegisteredModel  # columns, not ORM objects: a page is read, never changed
+    q = (
+        select(rm.name, rm.default_alias, rm.description, rm.created_at, rm.created_by)
+        .order_by(rm.name)
+        .limit(limit + 1)
+    )
     if after is not None:
-        q = q.where(RegisteredModel.name > after)
-    rows = s.scalars(q).all()
+        q = q.where(rm.name > after)
+    rows = s.execute(q).all()
     more = len(rows) > limit
-    models = [ModelInfo.of(r) for r in rows[:limit]]
+    models = [ModelInfo(*r) for r in rows[:limit]]
     names = [m.name for m in models]
     latest = dict(
         s.execute(
@@ -55,8 +60,12 @@ def model_page(s: Session, after: str | None, limit: int) -> tuple[list[ModelSum
         ).all()
     )
     aliases: dict[str, dict[str, int]] = {n: {} for n in names}
-    for a in s.scalars(select(ModelAlias).where(ModelAlias.model.in_(names))):
-        aliases[a.model][a.alias] = a.version
+    for model, alias, version in s.execute(
+        select(ModelAlias.model, ModelAlias.alias, ModelAlias.version).where(
+            ModelAlias.model.in_(names)
+        )
+    ):
+        aliases[model][alias] = version
     summaries = [ModelSummary(m, latest.get(m.name), aliases[m.name]) for m in models]
     return summaries, more
 

@@ -8,6 +8,7 @@ transaction (:func:`shipyard.serving.live.move_alias`).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -66,14 +67,19 @@ def require_model_in(s: Session, name: str) -> ModelInfo:
     return found
 
 
-def default_aliases_in(s: Session, model: str | None = None) -> list[AliasPointer]:
+def default_aliases_in(
+    s: Session, model: str | Collection[str] | None = None
+) -> list[AliasPointer]:
     """Each model's default alias (``champion`` unless the model names another) where it is
-    set, or only ``model``'s; a model whose default alias points nowhere is left out."""
+    set, or only ``model``'s (or those of a collection of models); a model whose default alias
+    points nowhere is left out."""
     q = (
         select(ModelAlias.model, ModelAlias.alias, ModelAlias.version)
         .join(RegisteredModel, RegisteredModel.name == ModelAlias.model)
         .where(ModelAlias.alias == RegisteredModel.default_alias)
     )
-    if model is not None:
+    if isinstance(model, str):
         q = q.where(ModelAlias.model == model)
+    elif model is not None:
+        q = q.where(ModelAlias.model.in_(list(model)))
     return [AliasPointer(name, alias, version) for name, alias, version in s.execute(q).all()]

@@ -48,6 +48,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from shipyard import __version__
 from shipyard.clock import SYSTEM_CLOCK, Clock
+from shipyard.config import ServerSettings
 from shipyard.errors import (
     InvalidInput,
     Overloaded,
@@ -59,7 +60,7 @@ from shipyard.identity import FEEDBACK_WRITE, PREDICT
 from shipyard.identity.authn import Authenticator
 from shipyard.serving import protocol_mlflow, protocol_v2
 from shipyard.serving.decoding import Decoder
-from shipyard.serving.doors import Doors
+from shipyard.serving.doors import Doors, doors_settings
 from shipyard.serving.execution import BoundedPool, InlineGate, freeze_heap
 from shipyard.serving.feedback import record_feedback
 from shipyard.serving.limits import DEFAULT_LIMITS, RequestLimits
@@ -176,7 +177,9 @@ class ServingApp:
         self.inline = inline or InlineGate()
         self.decoder = decoder or Decoder()
         self.store_pool = BoundedPool("store", 2, 8)
-        self.doors = doors or Doors(Authenticator(live.registry.store, clock=clock))
+        self.doors = doors or Doors(
+            Authenticator(live.registry.store, doors_settings(ServerSettings()), clock=clock)
+        )
         self.readiness = Readiness(live, self._refused)
         self._version_limits: dict[tuple[str, int], RequestLimits | str] = {}
         self._proba_tick = 0.0

@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
+from shipyard.config import ServerSettings
 from shipyard.errors import InvalidInput
 from shipyard.identity import Principal
 from shipyard.identity.authn import Authenticator
@@ -36,6 +37,12 @@ from shipyard.identity.roles import check_scope
 from shipyard.serving.execution import BoundedPool
 
 EVERY_MODEL = "*"
+
+
+def doors_settings(settings: ServerSettings) -> ServerSettings:
+    """``settings`` for the doors' authenticator: the doors remember principals themselves
+    (for ``ttl_s``, on the event loop), so their authenticator remembers none."""
+    return settings.model_copy(update={"remember_s": 0.0})
 
 
 def check_guarded(names: Iterable[str]) -> frozenset[str]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -151,21 +151,25 @@ class LiveState:
         }
 
 
-def live_states(session: Session, model: str | None = None) -> dict[str, LiveState]:
-    """Every served model (or just ``model``) and what serves it: the one rule of "live".
+def live_states(
+    session: Session, model: str | Collection[str] | None = None
+) -> dict[str, LiveState]:
+    """Every served model (or just ``model``, or those of a collection) and what serves it:
+    the one rule of "live".
 
     A model with a deploy traffic split is served by the split; any other by its default alias.
     """
+    only = {model} if isinstance(model, str) else set(model) if model is not None else None
     out: dict[str, LiveState] = {}
     for name, split in live_splits_in(session).items():
         total = sum(split.weights.values())
-        if total > 0 and (model is None or name == model):
+        if total > 0 and (only is None or name in only):
             versions = tuple(
                 LiveVersion(version, pct / total, version == split.canary)
                 for version, pct in sorted(split.weights.items())
             )
             out[name] = LiveState(name, versions, "split", rollout_id=split.rollout_id)
-    for pointer in default_aliases_in(session, model):
+    for pointer in default_aliases_in(session, only):
         if pointer.model not in out:
             out[pointer.model] = LiveState(
                 pointer.model, (LiveVersion(pointer.version, 1.0),), "alias", alias=pointer.alias

@@ -55,7 +55,7 @@ from shipyard.identity.authn import Authenticator
 from shipyard.quota import LeaseManager
 from shipyard.registry import Registry
 from shipyard.serving.app import ServingApp
-from shipyard.serving.doors import Doors
+from shipyard.serving.doors import Doors, doors_settings
 from shipyard.serving.instances import (
     InstanceKeeper,
     InstanceRecord,
@@ -101,7 +101,7 @@ def build_app(
         limits=RequestLimits.from_settings(cfg.limits),
         threads=cfg.threads,
         queue=cfg.queue,
-        doors=Doors(Authenticator(ws.store, ws.settings.server, ws.clock), auth),
+        doors=Doors(Authenticator(ws.store, doors_settings(ws.settings.server), ws.clock), auth),
     )
 
 

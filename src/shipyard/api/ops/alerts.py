@@ -10,8 +10,10 @@ over the ``model:``/``pipeline:``/``pool:`` its matchers pin down).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -193,10 +195,7 @@ def get_alert(ctx: Context, *, fingerprint: str) -> dict[str, Any]:
 def config_in_force(ws: Workspace) -> tuple[AlertingConfig, dict[str, Any]]:
     """The alerting configuration in force and where it comes from: the one the daemon recorded
     when it took the leader lease, else what a daemon started on this workspace would load."""
-    import yaml
-
-    from shipyard.alerting.config import build_config, load_config
-    from shipyard.config import yaml_error_line
+    from shipyard.alerting.config import load_config
     from shipyard.store.alerting import DaemonConfigRecord, LeaderLease
 
     home = ws.settings.home
@@ -211,13 +210,7 @@ def config_in_force(ws: Workspace) -> tuple[AlertingConfig, dict[str, Any]]:
     if recorded is None:
         cfg = load_config(home)
         return cfg, {"source": cfg.source, "daemon": None, "running": False, "recorded_at": None}
-    try:
-        data = yaml.safe_load(text) if text else {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"the daemon's recorded {source} is not valid YAML: {yaml_error_line(exc)}"
-        ) from None
-    cfg = build_config(data, home=home, source=source)
+    cfg = _recorded_config(text, source, home)
     origin = {
         "source": source,
         "daemon": holder,
@@ -225,6 +218,24 @@ def config_in_force(ws: Workspace) -> tuple[AlertingConfig, dict[str, Any]]:
         "recorded_at": recorded_at,
     }
     return cfg, origin
+
+
+@functools.lru_cache(maxsize=4)
+def _recorded_config(text: str | None, source: str, home: Path) -> AlertingConfig:
+    """The daemon's recorded configuration, built once per text (every alerts page reads it;
+    :class:`AlertingConfig` is frozen)."""
+    import yaml
+
+    from shipyard.alerting.config import build_config
+    from shipyard.config import yaml_error_line
+
+    try:
+        data = yaml.safe_load(text) if text else {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"the daemon's recorded {source} is not valid YAML: {yaml_error_line(exc)}"
+        ) from None
+    return build_config(data, home=home, source=source)
 
 
 def rule_items(cfg: AlertingConfig) -> list[dict[str, Any]]:

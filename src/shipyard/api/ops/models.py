@@ -108,7 +108,7 @@ def list_models(ctx: Context, *, query: PageQuery) -> dict[str, Any]:
     after = decode_cursor("models.list", query.cursor, str)
     with ctx.ws.store.session(readonly=True) as s:
         summaries, more = model_page(s, after[0] if after else None, query.limit)
-        live = live_states(s)
+        live = live_states(s, [m.model.name for m in summaries])
     items = [{**m.to_json(), "live": _live(live.get(m.model.name))} for m in summaries]
     return page(items, encode_cursor("models.list", summaries[-1].model.name) if more else None)
 
