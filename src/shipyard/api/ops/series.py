@@ -15,6 +15,9 @@ from shipyard.api.ops.monitors import DAY_S, EPOCH_MAX, LabelPair
 from shipyard.errors import InvalidInput
 from shipyard.identity import READ
 
+MATCHED_PER_QUERY = 500
+"""Series read per query (an SQL IN list of their keys)."""
+
 
 class MatrixQuery(Params):
     name: str = Field(..., min_length=1, max_length=200, description="The metric's name.")
@@ -58,26 +61,43 @@ def matrix(ctx: Context, *, query: MatrixQuery) -> dict[str, Any]:
     if not since < until:
         raise InvalidInput("query.since: must be before query.until")
     step_s = (until - since) / query.buckets
+    points = MetricPoint.__table__
     with ctx.ws.store.session(readonly=True) as s:
-        postgres = s.get_bind().dialect.name == "postgresql"
-        offset = (MetricPoint.ts - since) / step_s
-        bucket = cast(func.floor(offset), Integer) if postgres else cast(offset, Integer)
-        in_range = (
-            MetricPoint.name == query.name,
-            MetricPoint.ts >= since,
-            MetricPoint.ts <= until,
+        # the metric's label sets by a skip-scan of the series index: one seek per series,
+        # however many points each holds
+        first = select(func.min(points.c.labels_key).label("key")).where(
+            points.c.name == query.name
         )
-        rows = s.execute(
-            select(MetricPoint.labels_key, bucket, func.count(), func.avg(MetricPoint.value))
-            .where(*in_range)
-            .group_by(MetricPoint.labels_key, bucket)
-        ).all()
-        keys = sorted({key for key, *_ in rows})
+        keys = first.cte("series_keys", recursive=True)
+        following = (
+            select(func.min(points.c.labels_key))
+            .where(points.c.name == query.name, points.c.labels_key > keys.c.key)
+            .scalar_subquery()
+        )
+        keys = keys.union_all(select(following).where(keys.c.key.is_not(None)))
         matched: list[tuple[str, dict[str, str]]] = []
-        for key in keys:
+        for key in s.scalars(select(keys.c.key).where(keys.c.key.is_not(None))):
             labels = dict(pair.split("=", 1) for pair in key.split(",") if "=" in pair)
             if all(labels.get(k) == v for k, v in wanted.items()):
                 matched.append((key, labels))
+        rows: list[Any] = []
+        postgres = s.get_bind().dialect.name == "postgresql"
+        offset = (MetricPoint.ts - since) / step_s
+        bucket = cast(func.floor(offset), Integer) if postgres else cast(offset, Integer)
+        for part in range(0, len(matched), MATCHED_PER_QUERY):
+            some = [key for key, _ in matched[part : part + MATCHED_PER_QUERY]]
+            rows += s.execute(
+                select(MetricPoint.labels_key, bucket, func.count(), func.avg(MetricPoint.value))
+                .where(
+                    MetricPoint.name == query.name,
+                    MetricPoint.labels_key.in_(some),
+                    MetricPoint.ts >= since,
+                    MetricPoint.ts <= until,
+                )
+                .group_by(MetricPoint.labels_key, bucket)
+            ).all()
+    present = {key for key, *_ in rows}
+    matched = [(key, labels) for key, labels in matched if key in present]
     chosen = matched[: query.max_series]
     index = {key: i for i, (key, _) in enumerate(chosen)}
     values: list[list[float | None]] = [[None] * query.buckets for _ in chosen]
