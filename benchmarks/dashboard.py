@@ -157,7 +157,7 @@ def first_paints(port: int, cookie: str, paths: list[str]) -> dict[str, float]:
             page = context.new_page()
             page.goto(f"http://127.0.0.1:{port}{path}", wait_until="load")
             page.wait_for_function(
-                "performance.getEntriesByName('first-contentful-paint').length > 0",
+                "() => performance.getEntriesByName('first-contentful-paint').length > 0",
                 timeout=10_000,
             )
             paint: Any = page.evaluate(
