@@ -787,7 +787,10 @@ def summary(t: Tour) -> None:
     shipyard runs list · shipyard runs show RUN · shipyard quota status · shipyard quota plan
     shipyard models show {MODEL} · shipyard deployments history {MODEL} · shipyard runbook {MODEL}
     shipyard alerts list · shipyard alerts rules · shipyard serve   (then POST /invocations)
-    shipyard readiness · shipyard readiness digits --markdown · shipyard readiness --drill"""
+    shipyard readiness · shipyard readiness digits --markdown · shipyard readiness --drill
+  The dashboard (the tour's server has stopped; start one on the demo's workspace):
+    SHIPYARD_HOME={rel(HOME)} shipyard server --port 8600   then open http://127.0.0.1:8600/ui/
+    sign in with a token from `shipyard token create --user {APPROVER}`"""
     )
 
 

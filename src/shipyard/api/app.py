@@ -27,6 +27,7 @@ from shipyard.audit import acting
 from shipyard.errors import ShipyardError
 from shipyard.identity import Principal
 from shipyard.identity.authn import Authenticator
+from shipyard.ui import mount as mount_dashboard
 from shipyard.workspace import Workspace
 
 log = logging.getLogger("shipyard.server")
@@ -202,6 +203,7 @@ def create_app(ws: Workspace, authenticator: Authenticator | None = None) -> Fas
     for op in sorted(load_all().values(), key=lambda o: (o.tags, o.path, o.method)):
         _add_route(app, op, ws, authenticator, principal)
     app.add_middleware(BodyLimit)
+    mount_dashboard(app)
     return app
 
 

@@ -1,0 +1,174 @@
+"""The dashboard over HTTP on a real socket: signing in and out, the cookie, refusing form
+posts from elsewhere, each page's JSON, and permissions that are the API's own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from uikit import Seeded
+
+from shipyard.deploy.rollout import get_rollout
+
+PAGES = (
+    "/ui/", "/ui/runs", "/ui/rollouts", "/ui/models", "/ui/models/churn", "/ui/quota",
+    "/ui/monitors", "/ui/monitors/ingest", "/ui/alerts", "/ui/audit",
+)  # fmt: skip
+
+
+def browser(seeded: Seeded) -> httpx.Client:
+    return httpx.Client(base_url=seeded.plane.url, timeout=30, follow_redirects=False)
+
+
+@contextmanager
+def signed_in(seeded: Seeded, who: str) -> Iterator[httpx.Client]:
+    with browser(seeded) as client:
+        answer = client.post(
+            "/ui/login",
+            data={"token": seeded.plane.token[who], "next": "/ui/"},
+            headers={"Origin": seeded.plane.url},
+        )
+        assert answer.status_code == 303, answer.text
+        yield client
+
+
+@pytest.fixture
+def admin(seeded: Seeded) -> Iterator[httpx.Client]:
+    with signed_in(seeded, "admin") as client:
+        yield client
+
+
+class TestSignIn:
+    def test_a_page_without_a_session_sends_the_browser_to_sign_in(self, seeded: Seeded) -> None:
+        with browser(seeded) as client:
+            page = client.get("/ui/runs?status=failed")
+            assert page.status_code == 303
+            assert page.headers["location"] == "/ui/login?next=%2Fui%2Fruns%3Fstatus%3Dfailed"
+            as_json = client.get("/ui/runs", params={"format": "json"})
+            assert as_json.status_code == 401 and as_json.json()["type"] == "Unauthenticated"
+            assert client.get("/").headers["location"] == "/ui/"
+            login = client.get("/ui/login")
+            assert "shipyard token create" in login.text
+
+    def test_a_good_token_sets_a_strict_httponly_cookie_and_is_never_shown(
+        self, seeded: Seeded
+    ) -> None:
+        token = seeded.plane.token["alice"]
+        with browser(seeded) as client:
+            answer = client.post(
+                "/ui/login",
+                data={"token": token, "next": "/ui/rollouts"},
+                headers={"Origin": seeded.plane.url},
+            )
+            assert answer.status_code == 303 and answer.headers["location"] == "/ui/rollouts"
+            cookie = answer.headers["set-cookie"]
+            assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
+            page = client.get("/ui/rollouts")
+            assert page.status_code == 200 and "Signed in as <strong>alice</strong>" in page.text
+            assert token not in page.text
+            assert "script-src 'self'" in page.headers["content-security-policy"]
+
+    def test_a_bad_token_is_refused_without_echoing_it(self, seeded: Seeded) -> None:
+        forged = seeded.plane.token["alice"][:-4] + "AAAA"
+        with browser(seeded) as client:
+            answer = client.post(
+                "/ui/login", data={"token": forged}, headers={"Origin": seeded.plane.url}
+            )
+            assert answer.status_code == 401
+            assert forged not in answer.text and "set-cookie" not in answer.headers
+            assert client.get("/ui/").status_code == 303
+
+    def test_a_redirect_after_sign_in_stays_on_the_dashboard(self, seeded: Seeded) -> None:
+        with browser(seeded) as client:
+            answer = client.post(
+                "/ui/login",
+                data={"token": seeded.plane.token["vic"], "next": "https://evil.example/ui/"},
+                headers={"Origin": seeded.plane.url},
+            )
+            assert answer.headers["location"] == "/ui/"
+
+    def test_signing_out_clears_the_cookie(self, seeded: Seeded) -> None:
+        with signed_in(seeded, "vic") as client:
+            assert client.get("/ui/").status_code == 200
+            out = client.post("/ui/logout", headers={"Origin": seeded.plane.url})
+            assert out.status_code == 303 and 'shipyard_ui=""' in out.headers["set-cookie"]
+            assert client.get("/ui/").status_code == 303
+
+
+class TestForms:
+    def test_a_post_from_another_origin_or_none_is_refused_and_changes_nothing(
+        self, seeded: Seeded
+    ) -> None:
+        rid = seeded.waiting_rollout
+        with signed_in(seeded, "alice") as client:
+            for headers in ({}, {"Origin": "http://evil.example"}, {"Origin": "null"},
+                            {"Referer": "http://evil.example/page"}):  # fmt: skip
+                answer = client.post(f"/ui/rollouts/{rid}/approve", headers=headers)
+                assert answer.status_code == 403, headers
+                assert "form post" in answer.text
+        assert get_rollout(seeded.plane.ws.store, rid).state == "waiting_for_approvals"
+
+    def test_a_viewer_sees_no_buttons_and_a_forged_post_is_refused_by_the_operation(
+        self, seeded: Seeded
+    ) -> None:
+        rid = seeded.waiting_rollout
+        with signed_in(seeded, "vic") as client:
+            page = client.get(f"/ui/rollouts/{rid}")
+            assert (
+                page.status_code == 200 and '<form method="post" action="/ui/roll' not in page.text
+            )
+            model = client.get("/ui/models/churn")
+            assert "/rollback" not in model.text
+            forged = client.post(
+                f"/ui/rollouts/{rid}/approve", headers={"Origin": seeded.plane.url}
+            )
+            assert forged.status_code == 403
+            assert "vic may not approve rollouts" in forged.text
+        assert get_rollout(seeded.plane.ws.store, rid).state == "waiting_for_approvals"
+
+
+class TestJson:
+    @pytest.mark.parametrize("path", PAGES)
+    def test_each_page_is_its_data_as_json(self, admin: httpx.Client, path: str) -> None:
+        by_query = admin.get(path, params={"format": "json"})
+        by_accept = admin.get(path, headers={"Accept": "application/json"})
+        assert by_query.status_code == 200 and by_accept.status_code == 200
+        assert by_query.headers["content-type"] == "application/json"
+        assert set(by_query.json()) == set(by_accept.json())
+        fragment = admin.get(path, params={"fragment": "live"})
+        assert fragment.status_code == 200 and "<h1>" in fragment.text
+
+    def test_a_rollout_page_carries_what_the_api_answers(
+        self, seeded: Seeded, admin: httpx.Client
+    ) -> None:
+        rid = seeded.failed_rollout
+        page = admin.get(f"/ui/rollouts/{rid}", params={"format": "json"}).json()
+        with seeded.plane.http("admin") as api:
+            assert page["rollout"] == api.get(f"/rollouts/{rid}").json()
+        assert page["rollout"]["diagnosis"]["failed_metrics"][0]["metric"] == "error_rate"
+        assert page["charts"]["traffic"]["data"][0]["type"] == "scatter"
+
+    def test_an_unknown_thing_is_404_on_its_page(self, admin: httpx.Client) -> None:
+        missing = admin.get("/ui/models/nosuchmodel")
+        assert missing.status_code == 404 and "nosuchmodel" in missing.text
+        assert admin.get("/ui/runs/deadbeef0000", params={"format": "json"}).status_code == 404
+
+    def test_the_live_fragment_is_the_page_without_its_frame(
+        self, seeded: Seeded, admin: httpx.Client
+    ) -> None:
+        fragment = admin.get(f"/ui/runs/{seeded.running_run}", params={"fragment": "live"})
+        assert fragment.status_code == 200
+        assert "<html" not in fragment.text and seeded.running_run in fragment.text
+
+
+def test_plotly_is_served_from_the_installed_package_with_a_long_cache(seeded: Seeded) -> None:
+    from importlib import resources
+
+    shipped = (resources.files("plotly") / "package_data" / "plotly.min.js").read_bytes()
+    with browser(seeded) as client:
+        answer = client.get("/ui/static/plotly.min.js", headers={"Accept-Encoding": "gzip"})
+    assert answer.status_code == 200 and answer.content == shipped
+    assert answer.headers["content-encoding"] == "gzip"
+    assert "immutable" in answer.headers["cache-control"]
