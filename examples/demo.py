@@ -788,10 +788,25 @@ def summary(t: Tour) -> None:
     shipyard models show {MODEL} · shipyard deployments history {MODEL} · shipyard runbook {MODEL}
     shipyard alerts list · shipyard alerts rules · shipyard serve   (then POST /invocations)
     shipyard readiness · shipyard readiness digits --markdown · shipyard readiness --drill
-  The dashboard (the tour's server has stopped; start one on the demo's workspace):
-    SHIPYARD_HOME={rel(HOME)} shipyard server --port 8600   then open http://127.0.0.1:8600/ui/
-    sign in with a token from `shipyard token create --user {APPROVER}`"""
+  The dashboard, on the tour's control plane:
+    {t.control_url}/ui/   sign in as {APPROVER} with the token the tour made for her:
+    {t.tokens.get(APPROVER, "(none)")}
+  Later, on the same workspace: SHIPYARD_HOME={rel(HOME)} shipyard server, then open
+    http://127.0.0.1:8600/ui/ with a token from `shipyard token create --user {APPROVER}`"""
     )
+
+
+def keep_dashboard_open(t: Tour) -> None:
+    """At a terminal, the tour ends looking at the dashboard: its control plane (and the other
+    background processes) stay up until Enter or Ctrl-C. Elsewhere (CI) the tour just ends."""
+    say(
+        f"\n  {BOLD}The dashboard is up at {t.control_url}/ui/{RESET} — press Enter (or Ctrl-C) "
+        "to stop the tour's servers."
+    )
+    try:
+        input()
+    except (EOFError, KeyboardInterrupt):
+        pass
 
 
 def main() -> int:
@@ -822,6 +837,8 @@ def main() -> int:
             readiness(t)
         with t.stage(9, "summary"):
             summary(t)
+        if sys.stdin.isatty() and t.control_url:
+            keep_dashboard_open(t)
     except StageFailed as exc:
         say(f"\n{RED}{BOLD}demo failed — {exc}{RESET}")
         say(f"  logs: {rel(HOME / 'logs')}")

@@ -12,11 +12,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import anyio.to_thread
 import httpx
 import psutil
 import pytest
 
 from api.apikit import free_port
+from server_testkit import serving
+from shipyard.api.app import create_app
 from shipyard.api.server import SUPERVISOR_ENV, watch_supervisor
 from shipyard.workspace import Workspace
 
@@ -90,3 +93,18 @@ def test_only_a_worker_of_several_watches_its_supervisor(monkeypatch: pytest.Mon
     assert watch_supervisor() is False, "the supervisor does not watch itself"
     monkeypatch.setenv(SUPERVISOR_ENV, "not-a-pid")
     assert watch_supervisor() is False
+
+
+def test_a_worker_runs_as_many_operations_at_once_as_server_threads(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHIPYARD_SERVER__THREADS", "3")
+    app = create_app(Workspace.open(home=workspace.settings.home))
+
+    async def limit() -> int:
+        return int(anyio.to_thread.current_default_thread_limiter().total_tokens)
+
+    app.add_api_route("/probe-threads", limit)
+    with serving(app, lifespan="on") as url:  # runs the lifespan, as `shipyard server` does
+        assert httpx.get(f"{url}/probe-threads").json() == 3
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}

@@ -13,8 +13,11 @@ from __future__ import annotations
 import inspect
 import logging
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -139,7 +142,17 @@ async def _no_receive() -> Message:
 def create_app(ws: Workspace, authenticator: Authenticator | None = None) -> FastAPI:
     """The control plane over ``ws``."""
     authenticator = authenticator or Authenticator(ws.store, ws.settings.server, ws.clock)
+    threads = ws.settings.server.threads
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # the operations are synchronous and run on Starlette's thread pool: this many at once
+        # per worker (see ServerSettings.threads)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Shipyard control plane",
         version=__version__,
         description=(
@@ -197,7 +210,7 @@ def create_app(ws: Workspace, authenticator: Authenticator | None = None) -> Fas
         )
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:  # on the event loop: never behind a slow operation
         return {"status": "ok"}
 
     for op in sorted(load_all().values(), key=lambda o: (o.tags, o.path, o.method)):

@@ -13,7 +13,13 @@ def server(
     port: int = typer.Option(
         None, min=0, max=65535, help="Port (default: server.port, 8600; 0 picks a free one)."
     ),
-    workers: int = typer.Option(1, min=1, max=64, help="Worker processes."),
+    workers: int = typer.Option(
+        1,
+        min=1,
+        max=64,
+        help="Worker processes; for a team, one or two per core (each runs server.threads "
+        "operations at once).",
+    ),
     log_level: str = typer.Option("warning", help="Uvicorn's log level."),
 ) -> None:
     """Serve the control plane: the HTTP API (/api/v1, described at /api/v1/openapi.json) over

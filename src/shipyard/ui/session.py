@@ -4,7 +4,8 @@ Signing in hands the dashboard an API token (``shipyard token create``); the app
 :class:`~shipyard.identity.authn.Authenticator` checks it exactly as it checks a bearer token,
 and the token is then kept in a cookie the page's scripts cannot read (``HttpOnly``), sent only
 to ``/ui`` and never by another site's page (``SameSite=Strict``). Every request authenticates
-it again, so a revoked token or a removed role takes effect at once. A form post is refused
+it again, so a revoked token or a removed role takes effect as it does for the API (at once
+through this worker, within ``server.remember_s`` otherwise). A form post is refused
 unless its ``Origin`` (or, lacking one, its ``Referer``) names this host: a page elsewhere
 cannot make a signed-in browser act.
 """
