@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -803,10 +803,8 @@ def keep_dashboard_open(t: Tour) -> None:
         f"\n  {BOLD}The dashboard is up at {t.control_url}/ui/{RESET} — press Enter (or Ctrl-C) "
         "to stop the tour's servers."
     )
-    try:
+    with suppress(EOFError, KeyboardInterrupt):
         input()
-    except (EOFError, KeyboardInterrupt):
-        pass
 
 
 def main() -> int:
