@@ -93,7 +93,7 @@ class TestSignIn:
         with signed_in(seeded, "vic") as client:
             assert client.get("/ui/").status_code == 200
             out = client.post("/ui/logout", headers={"Origin": seeded.plane.url})
-            assert out.status_code == 303 and 'shipyard_ui=""' in out.headers["set-cookie"]
+            assert out.status_code == 303 and 'shipyard-ui=""' in out.headers["set-cookie"]
             assert client.get("/ui/").status_code == 303
 
 

@@ -21,7 +21,7 @@ from shipyard.errors import Forbidden, Unauthenticated
 from shipyard.identity import Principal
 from shipyard.identity.authn import Authenticator
 
-COOKIE = "shipyard_ui"
+COOKIE = "shipyard-ui"  # a hyphen: not to be read as a metric name
 PATH = "/ui"
 
 
