@@ -23,6 +23,8 @@ COLOURS = {
 }
 ARROWS_UP_TO = 150
 """Edges drawn with an arrowhead each (a layout annotation); past this, plain lines only."""
+BOW = 0.5
+"""How far (in rows) an edge that skips layers bows away from the nodes it passes."""
 ARROW_AT = 0.85
 """Where along an edge its arrowhead points: short of the node's marker."""
 
@@ -103,19 +105,29 @@ def _hover(node: Mapping[str, Any]) -> str:
     return "<br>".join(lines)
 
 
+def _path(a: tuple[float, float], b: tuple[float, float]) -> list[tuple[float, float]]:
+    """An edge's points: straight between neighbouring layers; bowed above the layers it
+    skips (through a point half a row up), so that it does not run behind their nodes."""
+    if b[0] - a[0] <= 1:
+        return [a, b]
+    return [a, ((a[0] + b[0]) / 2, min(a[1], b[1]) - BOW), b]
+
+
 def dag_figure(graph: Mapping[str, Any], title: str = "Steps as a graph") -> Figure:
     """The graph of :func:`dag` as scatter traces: one line trace for the edges (and an arrow
     per edge while they are few), one marker trace per state, so the legend names the
     states."""
     at = {n["step"]: (float(n["depth"]), float(n["row"])) for n in graph["nodes"]}
+    paths = [_path(at[u], at[v]) for u, v in graph["edges"]]
     ex: list[float | None] = []
     ey: list[float | None] = []
-    for u, v in graph["edges"]:
-        ex += [at[u][0], at[v][0], None]
-        ey += [at[u][1], at[v][1], None]
+    for path in paths:
+        ex += [x for x, _ in path] + [None]
+        ey += [y for _, y in path] + [None]
     data: list[dict[str, Any]] = [
         {"type": "scatter", "mode": "lines", "x": ex, "y": ey, "hoverinfo": "skip",
-         "line": {"width": 1.5, "color": "#888"}, "showlegend": False, "name": "edges"}
+         "line": {"width": 1.5, "color": "#888"},
+         "showlegend": False, "name": "edges"}
     ]  # fmt: skip
     by_state: dict[str, list[Mapping[str, Any]]] = {}
     for n in graph["nodes"]:
@@ -139,12 +151,11 @@ def dag_figure(graph: Mapping[str, Any], title: str = "Steps as a graph") -> Fig
     arrows = []
     if len(graph["edges"]) <= ARROWS_UP_TO:
         arrows = [
-            {"x": at[u][0] + (at[v][0] - at[u][0]) * ARROW_AT,
-             "y": at[u][1] + (at[v][1] - at[u][1]) * ARROW_AT,
-             "ax": at[u][0], "ay": at[u][1], "xref": "x", "yref": "y", "axref": "x",
+            {"x": a[0] + (b[0] - a[0]) * ARROW_AT, "y": a[1] + (b[1] - a[1]) * ARROW_AT,
+             "ax": a[0], "ay": a[1], "xref": "x", "yref": "y", "axref": "x",
              "ayref": "y", "showarrow": True, "arrowhead": 2, "arrowsize": 1.2,
              "arrowwidth": 1.2, "arrowcolor": "#888", "text": ""}
-            for u, v in graph["edges"]
+            for a, b in (path[-2:] for path in paths)
         ]  # fmt: skip
     widest = max(Counter(n["depth"] for n in graph["nodes"]).values(), default=1)
     hidden = {"visible": False, "zeroline": False, "showgrid": False}
