@@ -3,6 +3,8 @@ cumulative counter, and which runs are slow against their pipeline's median."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from shipyard.ui.attention import slow_runs
@@ -53,7 +55,7 @@ def test_requests_per_second_from_a_counter_skip_gaps_and_resets() -> None:
 def test_a_run_is_slow_past_twice_its_pipelines_median_and_running_ones_count() -> None:
     history = [{"id": f"r{i}", "pipeline": "p", "status": "succeeded", "duration_s": 100.0}
                for i in range(3)]  # fmt: skip
-    runs = [
+    runs: list[dict[str, Any]] = [
         *history,
         {"id": "long", "pipeline": "p", "status": "failed", "duration_s": 250.0},
         {"id": "still", "pipeline": "p", "status": "running", "duration_s": None,
