@@ -56,11 +56,11 @@ class Wing:
 # Top to bottom, as drawn in docs/design.md. Modules named here that do not exist yet (the metric
 # catalogue, the control-plane server) have their floor ready before they land.
 FLOORS: tuple[Wing, ...] = (
-    Wing("__main__", "faces", 8, ("__main__",)),
-    Wing("cli", "faces", 7, ("cli",)),
+    Wing("__main__", "faces", 9, ("__main__",)),
+    Wing("cli", "faces", 8, ("cli",)),
+    Wing("server", "faces", 7, ("api", "ui", "server")),
     Wing("daemon", "faces", 6, ("daemon",)),
     Wing("readiness", "faces", 6, ("readiness",)),
-    Wing("server", "faces", 6, ("api", "ui", "server")),
     Wing("serving-http", "faces", 6, ("serving.app", "serving.server")),
     Wing("monitoring", "services: top", 5, ("monitoring",)),
     Wing("deploy", "services: top", 5, ("deploy",)),

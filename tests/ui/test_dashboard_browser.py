@@ -112,8 +112,11 @@ def test_every_page_draws_its_charts_with_no_console_error(tab: Any, seeded: See
         page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     assert t.errors == []
     assert {k: v for k, v in drawn.items() if v} == {
-        "runs": 1, "run": 1, "rollout": 1, "model": 2, "quota": 2, "monitor": 2, "alerts": 1,
+        "runs": 1, "run": 2, "rollout": 1, "model": 3, "quota": 2, "monitor": 2, "alerts": 1,
     }  # fmt: skip
+    dag = t.open(f"/ui/runs/{seeded.failed_run}").locator("#chart-dag .scatterlayer .point")
+    dag.first.wait_for()
+    assert dag.count() == 3  # load, fit, evaluate
 
 
 def test_a_running_runs_page_updates_itself(tab: Any, seeded: Seeded) -> None:
@@ -127,6 +130,21 @@ def test_a_running_runs_page_updates_itself(tab: Any, seeded: Seeded) -> None:
         step = s.query(StepRun).filter_by(run_id=seeded.running_run, step="evaluate").one()
         step.status = "skipped"
     page.wait_for_selector("td >> text=skipped", timeout=DEADLINE_MS)
+    assert t.errors == []
+
+
+def test_a_followed_log_appends_only_the_new_lines(tab: Any, seeded: Seeded) -> None:
+    t = tab("vic")
+    page = t.open(f"/ui/runs/{seeded.running_run}/logs/evaluate")
+    from shipyard.store.tables import StepRun
+
+    with seeded.plane.ws.store.session() as s:
+        log = s.query(StepRun).filter_by(run_id=seeded.running_run, step="evaluate").one()
+        with open(str(log.log_path), "a") as f:
+            f.write('{"message": "evaluate line 5"}\n')
+    page.wait_for_selector("pre.log >> text=evaluate line 5", timeout=DEADLINE_MS)
+    text = page.locator("pre.log").inner_text()
+    assert text.count('"evaluate line 0"') == 1 and text.endswith("evaluate line 5")
     assert t.errors == []
 
 

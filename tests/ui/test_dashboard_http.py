@@ -3,14 +3,19 @@ posts from elsewhere, each page's JSON, and permissions that are the API's own."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
-from uikit import Seeded
+from sqlalchemy import select
+from uikit import TRAINING_DATA, Seeded
 
 from shipyard.deploy.rollout import get_rollout
+from shipyard.readiness import gather, readiness
+from shipyard.store.tables import Run, StepRun
 
 PAGES = (
     "/ui/", "/ui/runs", "/ui/rollouts", "/ui/models", "/ui/models/churn", "/ui/quota",
@@ -172,3 +177,85 @@ def test_plotly_is_served_from_the_installed_package_with_a_long_cache(seeded: S
     assert answer.status_code == 200 and answer.content == shipped
     assert answer.headers["content-encoding"] == "gzip"
     assert "immutable" in answer.headers["cache-control"]
+
+
+class TestWhatThePagesAdd:
+    def test_a_run_page_draws_its_dag_from_the_pipelines_upstream_declarations(
+        self, seeded: Seeded, admin: httpx.Client
+    ) -> None:
+        page = admin.get(f"/ui/runs/{seeded.running_run}", params={"format": "json"}).json()
+        nodes = {n["step"]: n for n in page["dag"]["nodes"]}
+        assert {s: (n["status"], n["depth"]) for s, n in nodes.items()} == {
+            "load": ("succeeded", 0), "fit": ("running", 1), "evaluate": ("pending", 2),
+        }  # fmt: skip
+        assert sorted(page["dag"]["edges"]) == [["fit", "evaluate"], ["load", "evaluate"],
+                                                ["load", "fit"]]  # fmt: skip
+        assert nodes["load"]["usage"]["cpu"]["declared"] == 2
+        traces = page["charts"]["dag"]["data"]
+        assert {t["name"] for t in traces} == {"edges", "succeeded", "running", "pending"}
+        assert len(page["charts"]["dag"]["layout"]["annotations"]) == 3  # an arrow per edge
+        fit = next(t for t in traces if t["name"] == "running")
+        assert "cpu" in fit["hovertext"][0] and "used / declared" in fit["hovertext"][0]
+
+    def test_a_followed_log_reads_only_the_lines_after_its_offset(
+        self, seeded: Seeded, admin: httpx.Client
+    ) -> None:
+        path = f"/ui/runs/{seeded.running_run}/logs/fit"
+        first = admin.get(path, params={"format": "json"}).json()
+        assert first["following"] and len(first["log"]["items"]) == 5
+        offset = first["log"]["offset"]
+        nothing = admin.get(path, params={"offset": offset, "fragment": "live"}).text
+        assert 'data-lines="0"' in nothing and f'data-offset="{offset}"' in nothing
+        log = Path(str(_log_path(seeded, "fit")))
+        with log.open("a") as f:
+            f.write(json.dumps({"ts": 1.0, "level": "info", "message": "fit line 5"}) + "\n")
+        fresh = admin.get(path, params={"offset": offset, "fragment": "live"}).text
+        assert 'data-lines="1"' in fresh and "fit line 5" in fresh and "fit line 4" not in fresh
+
+    def test_a_model_page_shows_lineage_and_traffic_per_version(
+        self, seeded: Seeded, admin: httpx.Client
+    ) -> None:
+        page = admin.get("/ui/models/churn", params={"format": "json"}).json()
+        lineage = {x["version"]: x for x in page["lineage"]}
+        with seeded.plane.ws.store.session() as s:
+            trained_by = s.scalars(
+                select(Run.id).where(Run.pipeline == "train", Run.status == "succeeded")
+                .order_by(Run.created_at.desc()).limit(1)
+            ).one()  # fmt: skip
+        assert lineage[2]["run"]["id"] == trained_by and lineage[2]["run"]["status"] == "succeeded"
+        assert lineage[2]["data"] == [{"digest": TRAINING_DATA, "name": "events.parquet",
+                                       "step": "load", "media_type": "application/parquet",
+                                       "size_bytes": 3 * 2**20}]  # fmt: skip
+        assert lineage[1]["run"] is None and lineage[1]["data"] == []
+        per_min = {s["version"]: [v for v in s["requests_per_min"] if v is not None]
+                   for s in page["traffic"]["series"]}  # fmt: skip
+        assert per_min["v1"] and all(v == pytest.approx(100.0) for v in per_min["v1"])
+        assert per_min["v2"] and all(v == pytest.approx(10.0) for v in per_min["v2"])
+        assert {t["name"] for t in page["charts"]["traffic"]["data"]} == {"v1", "v2"}
+        html = admin.get("/ui/models/churn").text
+        assert f'<a href="/ui/runs/{trained_by}">' in html and "events.parquet" in html
+
+    def test_the_overview_shows_slow_runs_and_the_readiness_score(
+        self, seeded: Seeded, admin: httpx.Client
+    ) -> None:
+        page = admin.get("/ui/", params={"format": "json"}).json()
+        slow = {r["id"]: r for r in page["slow_runs"]}
+        assert seeded.running_run in slow and slow[seeded.running_run]["ratio"] > 2
+        assert seeded.failed_run not in slow  # 870 s against train's median of 720 s
+        expected = readiness(gather(seeded.plane.ws))
+        assert page["readiness"]["score"] == expected.score
+        assert {(x["kind"], x["name"]) for x in page["readiness"]["subjects"]} == {
+            ("model", "churn"), ("model", "digits"), ("pipeline", "ingest"),
+            ("pipeline", "train"),
+        }  # fmt: skip
+        html = admin.get("/ui/").text
+        assert "ML Test Score" in html and f'<a href="/ui/runs/{seeded.running_run}">' in html
+
+
+def _log_path(seeded: Seeded, step: str) -> str | None:
+    with seeded.plane.ws.store.session() as s:
+        return s.scalars(
+            select(StepRun.log_path).where(
+                StepRun.run_id == seeded.running_run, StepRun.step == step
+            )
+        ).one()

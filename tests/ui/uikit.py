@@ -235,4 +235,49 @@ def seed(plane: Plane, folder: Path) -> Seeded:
     fingerprint = _alerts(plane)
     _monitoring(plane)
     _quota(plane, folder)
+    _graphs_lineage_traffic(plane)
     return Seeded(plane, waiting, failed, failed_run, running_run, fingerprint)
+
+
+TRAINING_DATA = "e" * 64
+
+
+def _graphs_lineage_traffic(plane: Plane) -> None:
+    """Both pipelines declare ``load → fit → evaluate`` (``evaluate`` also reads ``load``);
+    churn v2 was trained by the newest succeeded ``train`` run on the artifact
+    ``TRAINING_DATA`` that its ``load`` step read; a day of the serving request counters of
+    churn v1 (100 requests a minute) and v2 (10 a minute, its canary's last hours)."""
+    from sqlalchemy import select, update
+
+    from shipyard.store.registry import ModelVersion
+    from shipyard.store.tables import ArtifactRecord, Lineage
+
+    now = plane.clock.time()
+    spec = {"steps": {"load": {"upstream": []}, "fit": {"upstream": ["load"]},
+                      "evaluate": {"upstream": ["fit", "load"]}}}  # fmt: skip
+    with plane.ws.store.session() as s:
+        s.execute(update(PipelineRecord).values(spec=spec))
+        run = s.scalars(
+            select(Run).where(Run.pipeline == "train", Run.status == "succeeded")
+            .order_by(Run.created_at.desc()).limit(1)
+        ).one()  # fmt: skip
+        load = s.scalars(select(StepRun).where(StepRun.run_id == run.id, StepRun.step == "load"))
+        s.add(ArtifactRecord(digest=TRAINING_DATA, uri=f"file:///{TRAINING_DATA}",
+                             size_bytes=3 * 2**20, media_type="application/parquet",
+                             meta={}, created_at=now))  # fmt: skip
+        s.flush()
+        s.add(Lineage(digest=TRAINING_DATA, step_run_id=load.one().id, direction="consumed",
+                      name="events.parquet"))  # fmt: skip
+        v2 = s.scalars(
+            select(ModelVersion).where(ModelVersion.model == "churn", ModelVersion.version == 2)
+        ).one()
+        v2.run_id = run.id
+        v2.lineage = {**v2.lineage, "run_id": run.id, "data": [TRAINING_DATA]}
+        v2.tags = {"pipeline": "train", "step": "fit"}
+        for version, per_min, hours in ((1, 100.0, 24), (2, 10.0, 6)):
+            labels = {"model": "churn", "version": str(version)}
+            s.add_all(  # a point every 5 minutes, as flushes would leave them
+                MetricPoint.of("shipyard_serving_requests_total", labels,
+                               now - hours * HOUR_S + k * 300, per_min * 5 * k)
+                for k in range(hours * 12)
+            )  # fmt: skip

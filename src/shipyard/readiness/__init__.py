@@ -7,7 +7,8 @@ guidance Shipyard is built from, judged from what the workspace records, proven 
 - :class:`Drills` proves the alert paths, the rollback and the quota alert
   (:mod:`~shipyard.readiness.drills`).
 
-Readiness is a face: it reads every wing and is imported by the CLI only. Names are imported on
+Readiness is a face: it reads every wing and is imported by the CLI and by the server's
+``readiness.score`` operation only. Names are imported on
 first use, so a report without drills does not load the drills' kernels.
 """
 

@@ -5,14 +5,16 @@ and ``?format=json`` returns it as it is."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from shipyard.api.operations import Context, resolve
-from shipyard.identity import APPROVE, DEPLOY, RUNS_WRITE, SILENCES_WRITE
+from shipyard.errors import NotFound
+from shipyard.identity import APPROVE, DEPLOY, READ, RUNS_WRITE, SILENCES_WRITE
 from shipyard.identity.roles import ROLES
-from shipyard.ui import charts
+from shipyard.ui import attention, charts, graphs, lineage
 
 Query = Mapping[str, str]
 MOVING = ["waiting_for_approvals", "staging", "canary", "paused"]
@@ -69,12 +71,16 @@ def overview(ctx: Context, query: Query) -> dict[str, Any]:
         for f in call(ctx, "monitors.findings", status=status, limit=20)["items"]
     ]
     findings.sort(key=lambda f: -f["ts"])
+    recent = call(ctx, "runs.list", limit=attention.HISTORY_RUNS)["items"]
+    ctx.require(READ)  # the readiness summary may be one judged a few seconds ago
     return {
         "firing_alerts": firing,
         "rollouts": rollouts,
         "pools_near_exhaustion": pools,
         "failed_runs": failed,
         "running_runs": running,
+        "slow_runs": attention.slow_runs(recent, ctx.now),
+        "readiness": attention.readiness_summary(functools.partial(call, ctx), id(ctx.ws.store)),
         "findings": findings[:20],
     }
 
@@ -108,10 +114,19 @@ def run(ctx: Context, query: Query, run_id: str) -> dict[str, Any]:
          "group": s["status"], "text": f"{s['step']}: {s['status']}"}
         for s in info["steps"] if s.get("started_at") is not None
     ]  # fmt: skip
+    try:
+        specs = call(ctx, "pipelines.show", name=info["pipeline"])["step_specs"]
+    except NotFound:  # the run outlived its pipeline's record: its steps, without edges
+        specs = {}
+    graph = graphs.dag(info["steps"], specs if isinstance(specs, dict) else {})
+    figures = {"dag": graphs.dag_figure(graph)} if graph["nodes"] else {}
+    if bars:
+        figures["steps"] = charts.timeline("Steps over time", bars)
     return {
         "run": info,
+        "dag": graph,
         "can_write": may(ctx, RUNS_WRITE, f"pipeline:{info['pipeline']}"),
-        "charts": {"steps": charts.timeline("Steps over time", bars)} if bars else {},
+        "charts": figures,
     }
 
 
@@ -212,6 +227,16 @@ def model(ctx: Context, query: Query, name: str) -> dict[str, Any]:
             "Error share per version", errors["ts"],
             [(f"v{s['labels'].get('version')}", s["values"]) for s in errors["series"]], "share",
         )  # fmt: skip
+    requests = _series(ctx, "shipyard_serving_requests_total", since, 48, model=name)
+    traffic = [
+        (f"v{s['labels'].get('version')}",
+         [None if r is None else r * 60 for r in lineage.rates_per_s(requests["ts"], s["values"])])
+        for s in requests["series"]
+    ]  # fmt: skip
+    if traffic:
+        figures["traffic"] = charts.lines(
+            "Requests per minute per version", requests["ts"], traffic, "requests/min"
+        )
     return {
         "model": info,
         "versions": versions,
@@ -219,6 +244,9 @@ def model(ctx: Context, query: Query, name: str) -> dict[str, Any]:
         "deployments": history,
         "gates": [{"version": g["version"], "gate_results": g["gate_results"],
                    "metrics": g["metrics"], "lineage": g["lineage"]} for g in gates],
+        "lineage": [lineage.version_lineage(functools.partial(call, ctx), g) for g in gates],
+        "traffic": {"ts": requests["ts"], "series": [
+            {"version": label, "requests_per_min": values} for label, values in traffic]},
         "findings": findings,
         "can_deploy": may(ctx, DEPLOY, f"model:{name}"),
         "charts": figures,

@@ -36,6 +36,31 @@ function followLogs(root) {
   }
 }
 
+// A followed log asks only for the lines after the ones it shows (the page's `offset`), and
+// appends them, instead of fetching the whole log every few seconds.
+async function followLog(live, pre) {
+  const url = new URL(window.location.href);
+  url.searchParams.set("fragment", "live");
+  url.searchParams.set("offset", pre.dataset.offset);
+  url.searchParams.delete("done");
+  const answer = await fetch(url, { credentials: "same-origin", redirect: "manual" });
+  if (answer.status !== 200) return;
+  const page = new DOMParser().parseFromString(await answer.text(), "text/html");
+  const fresh = page.querySelector("pre.log");
+  if (!fresh) return;
+  if (parseInt(fresh.dataset.lines, 10) > 0) {
+    if (pre.dataset.lines === "0") pre.textContent = "";
+    pre.append(fresh.textContent);
+    pre.dataset.lines = String(parseInt(pre.dataset.lines, 10) + parseInt(fresh.dataset.lines, 10));
+  }
+  pre.dataset.offset = fresh.dataset.offset;
+  pre.dataset.follow = fresh.dataset.follow;
+  const state = page.getElementById("log-state");
+  const shown = document.getElementById("log-state");
+  if (state && shown) shown.replaceWith(document.importNode(state, true));
+  followLogs(live);
+}
+
 function busy(root) {
   const active = document.activeElement;
   return active && root.contains(active) && /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName);
@@ -49,8 +74,14 @@ function startLive() {
   let inFlight = false;
   setInterval(async () => {
     if (document.hidden || inFlight || busy(live)) return;
+    const log = live.querySelector("pre.log[data-offset]");
+    if (log && log.dataset.follow !== "yes") return;
     inFlight = true;
     try {
+      if (log) {
+        await followLog(live, log);
+        return;
+      }
       const url = new URL(window.location.href);
       url.searchParams.set("fragment", "live");
       url.searchParams.delete("done");
