@@ -112,8 +112,22 @@ def test_every_page_draws_its_charts_with_no_console_error(tab: Any, seeded: See
         page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     assert t.errors == []
     assert {k: v for k, v in drawn.items() if v} == {
-        "runs": 1, "run": 1, "rollout": 1, "model": 2, "quota": 2, "monitor": 2, "alerts": 1,
+        "runs": 1, "run": 1, "rollout": 1, "model": 2, "quota": 2, "monitor": 3, "alerts": 1,
     }  # fmt: skip
+
+
+def test_a_features_and_a_served_models_monitors_draw_with_no_console_error(
+    tab: Any, seeded: Seeded
+) -> None:
+    t = tab("vic")
+    for path, charts in (("/ui/monitors/ingest/features/income?dataset=events", 2),
+                         ("/ui/monitors/served/churn", 3)):  # fmt: skip
+        page = t.open(path)
+        assert page.locator("div.plot").count() == charts
+        page.wait_for_function(
+            "n => document.querySelectorAll('div.plot svg.main-svg').length >= n", arg=charts
+        )
+    assert t.errors == []
 
 
 def test_a_running_runs_page_updates_itself(tab: Any, seeded: Seeded) -> None:
