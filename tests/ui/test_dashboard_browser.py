@@ -120,13 +120,15 @@ def test_a_features_and_a_served_models_monitors_draw_with_no_console_error(
     tab: Any, seeded: Seeded
 ) -> None:
     t = tab("vic")
-    for path, charts in (("/ui/monitors/ingest/features/income?dataset=events", 2),
-                         ("/ui/monitors/served/churn", 3)):  # fmt: skip
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for name, path, charts in (("feature", "/ui/monitors/ingest/features/income", 2),
+                               ("served", "/ui/monitors/served/churn", 3)):  # fmt: skip
         page = t.open(path)
         assert page.locator("div.plot").count() == charts
         page.wait_for_function(
             "n => document.querySelectorAll('div.plot svg.main-svg').length >= n", arg=charts
         )
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     assert t.errors == []
 
 

@@ -70,7 +70,7 @@ def _bars(title: str, bins: list[str], groups: list[tuple[str, list[float]]]) ->
             "barmode": "group",
             "xaxis": {"type": "category", "automargin": True},
             "yaxis": {"title": {"text": "share of rows"}, "rangemode": "tozero"},
-            "legend": {"orientation": "h"},
+            "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.12},
         },
     }
 
