@@ -156,6 +156,8 @@ def _problems(ctx: Context, pipeline: str) -> tuple[list[dict[str, Any]], dict[s
         figures["problems"] = charts.lines(
             "Share of rows with missing or corrupted values", series["ts"], lines, "share"
         )
+        for trace in figures["problems"]["data"]:  # a batch now and then: a point each
+            trace["mode"] = "lines+markers"
     return anomalies, figures
 
 
