@@ -3,7 +3,8 @@ and first paint in the test browser.
 
 A workspace is seeded as ``benchmarks/control_plane.py`` seeds it (10,000 runs of 3 steps,
 100 models of 5 versions, 1,000,000 metric points, 10,000 audit events), plus 200 features'
-drift scores over two days for one data pipeline, a shared pool with its usage series, and a
+drift scores over two days for one data pipeline with its feature drift finding (every column's
+bins as evidence, what a feature's page opens), a shared pool with its usage series, and a
 rollout per model of the first ten; then ``shipyard server`` runs as a real subprocess on a
 real socket. Each page is fetched ``--repeat`` times by one signed-in client (the time of a
 request on the loopback: the server's time plus a few hundred microseconds), and then opened
@@ -13,7 +14,9 @@ once in headless Chromium (Debian's, driven by Playwright) with a cold cache, re
 Goals: every page's p99 ≤ 200 ms; first paint ≤ 1 s.
 
     .venv/bin/python benchmarks/dashboard.py [--repeat 30] [--backend sqlite|postgresql]
-        [--runs 10000] [--points 1000000]
+        [--runs 10000] [--points 1000000] [--only /ui/monitors]
+
+``--only`` keeps the pages whose path starts with one of its prefixes (repeat it).
 """
 
 from __future__ import annotations
@@ -48,12 +51,33 @@ FEATURES = 200
 CHROMIUM = "/usr/bin/chromium"
 
 
+def drift_finding(features: int, rng: np.random.Generator) -> Any:
+    """The feature drift verdict of 2,000 rows against 2,000 of ``features`` numeric columns,
+    one in ten shifted: what a feature's page opens (every column's bins are in it)."""
+    import pandas as pd
+
+    from shipyard.monitoring.config import resolve_monitors
+    from shipyard.monitoring.data import feature_drift
+    from shipyard.stats import DatasetProfile
+
+    names = [f"feature_{f:03d}" for f in range(features)]
+    shift = np.array([0.5 if f % 10 == 0 else 0.0 for f in range(features)])
+    ref = pd.DataFrame(rng.normal(size=(2000, features)), columns=names)
+    cur = pd.DataFrame(rng.normal(size=(2000, features)) + shift, columns=names)
+    spec = resolve_monitors("data").monitors["feature_drift"]
+    return feature_drift(
+        spec, "pipeline-00", "events", DatasetProfile.from_frame(ref),
+        DatasetProfile.from_frame(cur), None,
+    )  # fmt: skip
+
+
 def seed_dashboard(db_url: str, home: Path, features: int) -> dict[str, str]:
     """What control_plane.seed leaves out and the dashboard draws: drift per feature, a pool
     with usage, rollouts. Returns names for the pages' URLs."""
     from sqlalchemy import insert, select
 
     from shipyard.deploy.rollout import start_rollout
+    from shipyard.monitoring.findings import add_checks
     from shipyard.quota.pools import apply_pools, read_pool_file
     from shipyard.store.tables import MetricPoint, PipelineRecord, Run, labels_key
     from shipyard.workspace import Workspace
@@ -76,6 +100,7 @@ def seed_dashboard(db_url: str, home: Path, features: int) -> dict[str, str]:
                   "value": cap * (0.3 + 0.5 * i / 288)} for i in range(288)]  # fmt: skip
     with ws.store.session() as s:
         s.execute(insert(MetricPoint), rows)
+        add_checks(s, [drift_finding(features, rng)], now - 60)
         run_id = s.scalar(select(Run.id).where(Run.status == "failed").limit(1))
         s.get(PipelineRecord, "pipeline-00")
     pools = home / "pools.yaml"
@@ -99,7 +124,9 @@ def pages(names: dict[str, str]) -> list[str]:
         "/ui/runs?" + urlencode({"status": "failed", "pipeline": "pipeline-03"}),
         f"/ui/runs/{names['run']}", f"/ui/runs/{names['run']}/logs/fit", "/ui/rollouts",
         f"/ui/rollouts/{names['rollout']}", "/ui/models", "/ui/models/model-007", "/ui/quota",
-        "/ui/monitors", "/ui/monitors/pipeline-00", "/ui/alerts", "/ui/audit",
+        "/ui/monitors", "/ui/monitors/pipeline-00",
+        "/ui/monitors/pipeline-00/features/feature_010?dataset=events",
+        "/ui/monitors/served/model-007", "/ui/alerts", "/ui/audit",
     ]  # fmt: skip
 
 
@@ -178,6 +205,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--audits", type=int, default=10_000)
     parser.add_argument("--features", type=int, default=FEATURES)
+    parser.add_argument("--only", action="append", default=[], metavar="PREFIX")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="shipyard-dash-"))
@@ -202,7 +230,7 @@ def main() -> None:
         )  # fmt: skip
         wait_ready(port)
         cookie = sign_in(port, token)
-        paths = pages(names)
+        paths = [p for p in pages(names) if not args.only or p.startswith(tuple(args.only))]
         rows = [(path, server_times(port, cookie, path, args.repeat)) for path in paths]
         paints = first_paints(port, cookie, paths) if Path(CHROMIUM).exists() else {}
     finally:

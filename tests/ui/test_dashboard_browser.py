@@ -112,11 +112,27 @@ def test_every_page_draws_its_charts_with_no_console_error(tab: Any, seeded: See
         page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     assert t.errors == []
     assert {k: v for k, v in drawn.items() if v} == {
-        "runs": 1, "run": 2, "rollout": 1, "model": 3, "quota": 2, "monitor": 2, "alerts": 1,
+        "runs": 1, "run": 2, "rollout": 1, "model": 3, "quota": 2, "monitor": 3, "alerts": 1,
     }  # fmt: skip
     dag = t.open(f"/ui/runs/{seeded.failed_run}").locator("#chart-dag .scatterlayer .point")
     dag.first.wait_for()
     assert dag.count() == 3  # load, fit, evaluate
+
+
+def test_a_features_and_a_served_models_monitors_draw_with_no_console_error(
+    tab: Any, seeded: Seeded
+) -> None:
+    t = tab("vic")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for name, path, charts in (("feature", "/ui/monitors/ingest/features/income", 2),
+                               ("served", "/ui/monitors/served/churn", 3)):  # fmt: skip
+        page = t.open(path)
+        assert page.locator("div.plot").count() == charts
+        page.wait_for_function(
+            "n => document.querySelectorAll('div.plot svg.main-svg').length >= n", arg=charts
+        )
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    assert t.errors == []
 
 
 def test_a_running_runs_page_updates_itself(tab: Any, seeded: Seeded) -> None:

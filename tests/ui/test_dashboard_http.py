@@ -168,6 +168,72 @@ class TestJson:
         assert "<html" not in fragment.text and seeded.running_run in fragment.text
 
 
+class TestMonitors:
+    def test_a_pipelines_page_links_each_feature_and_shows_anomalies_and_training_time(
+        self, admin: httpx.Client
+    ) -> None:
+        ingest = admin.get("/ui/monitors/ingest", params={"format": "json"}).json()
+        assert ingest["features"][0]["column"] == "income"  # the most drifted first
+        assert {len(t["x"]) for t in ingest["charts"]["heatmap"]["data"]} == {24}
+        assert {(a["column"], a["kind"]) for a in ingest["anomalies"]} >= {
+            ("plan", "nulls_above_expectation")
+        }
+        assert "problems" in ingest["charts"]
+        page = admin.get("/ui/monitors/ingest")
+        assert 'href="/ui/monitors/ingest/features/income?dataset=events"' in page.text
+        train = admin.get("/ui/monitors/train", params={"format": "json"}).json()
+        assert train["training_time"]["evidence"]["history_p95_s"] == 650.0
+        names = [t["name"] for t in train["charts"]["training"]["data"]]
+        assert names == ["run", "history p95", "limit (2 × p95)"]
+
+    def test_a_features_page_draws_both_distributions_from_the_findings_evidence(
+        self, admin: httpx.Client
+    ) -> None:
+        data = admin.get(
+            "/ui/monitors/ingest/features/income", params={"format": "json", "dataset": "events"}
+        ).json()
+        assert data["dataset"] == "events" and data["drift"]["drifted"] is True
+        assert data["finding"]["monitor"] == "feature_drift"
+        bars = data["charts"]["distribution"]["data"]
+        assert [b["name"] for b in bars] == ["reference", "current"]
+        assert bars[0]["x"] == data["drift"]["bins"]
+        assert all(abs(sum(b["y"]) - 1) < 1e-4 for b in bars)
+        assert bars[1]["y"] != bars[0]["y"]
+        assert data["charts"]["score"]["data"][0]["name"] == "events"
+        html = admin.get("/ui/monitors/ingest/features/income").text
+        assert "wasserstein_normalised" in html and "chi2" in html
+
+    def test_a_feature_with_a_score_but_no_evidence_still_draws_its_score(
+        self, admin: httpx.Client
+    ) -> None:
+        data = admin.get("/ui/monitors/ingest/features/region", params={"format": "json"}).json()
+        assert data["drift"] is None and "distribution" not in data["charts"]
+        assert "score" in data["charts"]
+
+    def test_an_unknown_feature_or_pipeline_is_404(self, admin: httpx.Client) -> None:
+        missing = admin.get("/ui/monitors/ingest/features/incme", params={"format": "json"})
+        assert missing.status_code == 404 and "did you mean 'income'" in missing.json()["error"]
+        assert admin.get("/ui/monitors/nosuch/features/income").status_code == 404
+        assert admin.get("/ui/monitors/served/nosuchmodel").status_code == 404
+
+    def test_a_served_models_page_has_skew_prediction_drift_and_quality_before_labels(
+        self, admin: httpx.Client
+    ) -> None:
+        index = admin.get("/ui/monitors", params={"format": "json"}).json()
+        assert "churn" in [m["model"] for m in index["served_models"]]
+        data = admin.get("/ui/monitors/served/churn", params={"format": "json"}).json()
+        skew = data["latest"]["serving.input_skew"]["evidence"]["columns"]
+        assert skew[0]["column"] == "income" and skew[0]["drifted"]
+        assert {"skew", "predictions", "quality-accuracy"} <= set(data["charts"])
+        quality = {t["name"]: t["y"] for t in data["charts"]["quality-accuracy"]["data"]}
+        assert set(quality) == {"labels v1", "estimated v1"}
+        measured = [v for v in quality["labels v1"] if v is not None]
+        estimated = [v for v in quality["estimated v1"] if v is not None]
+        assert 0 < len(measured) < len(estimated)  # the labels come later than the estimate
+        page = admin.get("/ui/monitors/served/churn")
+        assert page.status_code == 200 and "serving.input_skew" in page.text
+
+
 def test_plotly_is_served_from_the_installed_package_with_a_long_cache(seeded: Seeded) -> None:
     from importlib import resources
 

@@ -236,6 +236,7 @@ def seed(plane: Plane, folder: Path) -> Seeded:
     _monitoring(plane)
     _quota(plane, folder)
     _graphs_lineage_traffic(plane)
+    _monitor_evidence(plane)
     return Seeded(plane, waiting, failed, failed_run, running_run, fingerprint)
 
 
@@ -281,3 +282,60 @@ def _graphs_lineage_traffic(plane: Plane) -> None:
                                now - hours * HOUR_S + k * 300, per_min * 5 * k)
                 for k in range(hours * 12)
             )  # fmt: skip
+
+
+def _monitor_evidence(plane: Plane) -> None:
+    """What the Monitors pages draw beyond drift scores, from the real monitors on real data:
+    a feature drift and a data-type problems verdict of ``ingest/events`` (``income`` shifted,
+    ``plan`` with nulls), a training time verdict of ``train``, and for ``churn`` v1 input skew,
+    prediction drift and accuracy measured on late labels next to its CBPE estimate."""
+    from shipyard.monitoring.config import resolve_monitors
+    from shipyard.monitoring.data import data_problems, feature_drift
+    from shipyard.stats import DatasetProfile, compare, infer_schema
+
+    now = plane.clock.time()
+    rng = np.random.default_rng(11)
+    n = 2000
+    plans = rng.choice(["basic", "pro", None], n, p=[0.5, 0.3, 0.2])
+    reference = pd.DataFrame(
+        {"income": rng.normal(50, 10, n), "tenure": rng.normal(5, 2, n),
+         "plan": rng.choice(["basic", "pro"], n)}
+    )  # fmt: skip
+    current = pd.DataFrame(
+        {"income": rng.normal(58, 10, n), "tenure": rng.normal(5, 2, n), "plan": plans}
+    )
+    spec = resolve_monitors("data")
+    ref, cur = DatasetProfile.from_frame(reference), DatasetProfile.from_frame(current)
+    checks = [
+        feature_drift(spec.monitors["feature_drift"], "ingest", "events", ref, cur, None),
+        data_problems(spec.monitors["data_problems"], "ingest", "events", current,
+                      infer_schema(reference)),
+        Check.of_pipeline(
+            "training_time", "train", CheckStatus.ALERT, "run took 1500.0 s, 2.31× the p95",
+            run_id=None, evidence={"duration_s": 1500.0, "history_runs": 5, "factor": 2.0,
+                                   "history_p95_s": 650.0, "ratio": 2.31},
+        ),
+    ]  # fmt: skip
+    served = compare(ref, cur).to_json()
+    checks += [
+        Check.of_model("serving.input_skew", "churn", 1, CheckStatus.ALERT,
+                       "serving inputs of churn v1 against the training data: income", served),
+        Check.of_model("serving.prediction_drift", "churn", 1, CheckStatus.OK,
+                       "predictions are stable against the baseline"),
+        Check.of_model("serving.estimated_quality", "churn", 1, CheckStatus.OK,
+                       "estimated accuracy 0.910 from 500 rows"),
+    ]  # fmt: skip
+    points = []
+    for h in range(24):
+        ts = now - (24 - h) * HOUR_S
+        labels = {"model": "churn", "version": "1"}
+        points.append(MetricPoint.of("shipyard_model_estimated_accuracy", labels, ts, 0.91))
+        points.append(MetricPoint.of("shipyard_prediction_drift_score", labels, ts, 0.02))
+        points.append(MetricPoint.of("shipyard_drift_score", {**labels, "column": "income"}, ts,
+                                     0.3 * h / 24))  # fmt: skip
+        if h >= 12:  # the labels of the first half day arrived late
+            points.append(MetricPoint.of("shipyard_model_accuracy", labels, ts - 12 * HOUR_S,
+                                         0.9 - 0.002 * h))  # fmt: skip
+    with plane.ws.store.session() as s:
+        s.add_all(points)
+        add_checks(s, checks, now - 60)

@@ -66,6 +66,7 @@ def heatmap(
                 "y": [name for name, _ in rows],
                 "z": [list(values) for _, values in rows],
                 "colorscale": "YlOrRd",
+                "reversescale": True,  # plotly.js orders YlOrRd dark red first: high = red
                 "colorbar": {"title": {"text": "effect"}},
                 "hoverongaps": False,
             }

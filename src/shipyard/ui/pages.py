@@ -279,41 +279,6 @@ def quota(ctx: Context, query: Query) -> dict[str, Any]:
     return {"pools": pools, "plan": plan, "charts": figures}
 
 
-# -- monitors --------------------------------------------------------------------------------
-
-
-def monitors(ctx: Context, query: Query) -> dict[str, Any]:
-    found = call(ctx, "monitors.list", limit=100, cursor=query.get("cursor"))
-    findings = call(ctx, "monitors.findings", limit=30)["items"]
-    return {"pipelines": found["items"], "next": found["next"], "findings": findings}
-
-
-TREND_FEATURES = 12
-
-
-def monitor(ctx: Context, query: Query, pipeline: str) -> dict[str, Any]:
-    info = call(ctx, "monitors.get", pipeline=pipeline)
-    findings = call(ctx, "monitors.findings", pipeline=pipeline, limit=30)["items"]
-    drift = _series(ctx, "shipyard_drift_score", ctx.now - 2 * DAY_S, 48, pipeline=pipeline)
-    rows = [
-        (f"{s['labels'].get('dataset', '')}/{s['labels'].get('column', '')}", s["values"])
-        for s in drift["series"]
-    ]
-    figures = {}
-    if rows:
-        figures["heatmap"] = charts.heatmap("Drift per feature over time", drift["ts"], rows)
-
-        def peak(values: list[float | None]) -> float:
-            return max((v for v in values if v is not None), default=0.0)
-
-        worst = sorted(rows, key=lambda r: -peak(list(r[1])))[:TREND_FEATURES]
-        figures["trend"] = charts.lines(
-            f"Drift trend, the {len(worst)} most drifted features", drift["ts"], worst, "effect"
-        )
-    return {"monitors": info, "findings": findings, "drift_truncated": drift["truncated"],
-            "charts": figures}  # fmt: skip
-
-
 # -- alerts ----------------------------------------------------------------------------------
 
 

@@ -35,7 +35,7 @@ from shipyard.api.operations import Context
 from shipyard.audit import acting
 from shipyard.errors import InvalidInput, ShipyardError, Unauthenticated
 from shipyard.identity import Principal
-from shipyard.ui import pages, session
+from shipyard.ui import monitoring, pages, session
 from shipyard.workspace import Workspace
 
 PREFIX = "/ui"
@@ -85,8 +85,16 @@ PAGES = (
     Page("/models", "models", "Models", "models.html", pages.models),
     Page("/models/{name}", "models", "Model", "model.html", pages.model),
     Page("/quota", "quota", "Quota", "quota.html", pages.quota, live=True),
-    Page("/monitors", "monitors", "Monitors", "monitors.html", pages.monitors),
-    Page("/monitors/{pipeline}", "monitors", "Monitors", "monitor.html", pages.monitor),
+    Page("/monitors", "monitors", "Monitors", "monitors.html", monitoring.monitors),
+    Page("/monitors/{pipeline}", "monitors", "Monitors", "monitor.html", monitoring.monitor),
+    Page(
+        "/monitors/{pipeline}/features/{feature}",
+        "monitors",
+        "Feature drift",
+        "feature.html",
+        monitoring.feature,
+    ),
+    Page("/monitors/served/{model}", "monitors", "Served model", "served.html", monitoring.served),
     Page("/alerts", "alerts", "Alerts", "alerts.html", pages.alerts, live=True),
     Page("/alerts/{fingerprint}", "alerts", "Alert", "alert.html", pages.alert, live=True),
     Page("/audit", "audit", "Audit", "audit.html", pages.audit),

@@ -86,7 +86,7 @@ def matrix(ctx: Context, *, query: MatrixQuery) -> dict[str, Any]:
         bucket = cast(func.floor(offset), Integer) if postgres else cast(offset, Integer)
         for part in range(0, len(matched), MATCHED_PER_QUERY):
             some = [key for key, _ in matched[part : part + MATCHED_PER_QUERY]]
-            rows += s.execute(
+            per_bucket = (
                 select(MetricPoint.labels_key, bucket, func.count(), func.avg(MetricPoint.value))
                 .where(
                     MetricPoint.name == query.name,
@@ -95,7 +95,8 @@ def matrix(ctx: Context, *, query: MatrixQuery) -> dict[str, Any]:
                     MetricPoint.ts <= until,
                 )
                 .group_by(MetricPoint.labels_key, bucket)
-            ).all()
+            )
+            rows += s.connection().execute(per_bucket).all()  # Core rows: no ORM per row
     present = {key for key, *_ in rows}
     matched = [(key, labels) for key, labels in matched if key in present]
     chosen = matched[: query.max_series]
