@@ -37,12 +37,12 @@ def lines(
     *,
     capacity: float | None = None,
 ) -> Figure:
-    """One line per series over shared times; ``capacity`` draws the ceiling as a dashed
-    line."""
+    """One line per series over shared times, each point marked (a point between two gaps has
+    no line to show it); ``capacity`` draws the ceiling as a dashed line."""
     x = [iso(t) for t in ts]
     data: list[dict[str, Any]] = [
-        {"type": "scatter", "mode": "lines", "name": name, "x": x, "y": list(values),
-         "connectgaps": False}
+        {"type": "scatter", "mode": "lines+markers", "marker": {"size": 4}, "name": name,
+         "x": x, "y": list(values), "connectgaps": False}
         for name, values in series
     ]  # fmt: skip
     if capacity is not None and x:
