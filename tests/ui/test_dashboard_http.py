@@ -145,6 +145,16 @@ class TestJson:
         fragment = admin.get(path, params={"fragment": "live"})
         assert fragment.status_code == 200 and "<h1>" in fragment.text
 
+    @pytest.mark.parametrize("path", PAGES)
+    def test_a_hostile_query_string_is_a_4xx_naming_it_never_a_500(
+        self, admin: httpx.Client, path: str
+    ) -> None:
+        names = ("limit", "offset", "status", "state", "pipeline", "since", "dataset", "cursor",
+                 "version", "model", "step", "alias", "before")  # fmt: skip
+        for value in ("abc", "-1", "1e999", "\x00", "x" * 5000, "[]"):
+            answer = admin.get(path, params={**dict.fromkeys(names, value), "format": "json"})
+            assert answer.status_code < 500, (path, value[:20], answer.text[:300])
+
     def test_a_rollout_page_carries_what_the_api_answers(
         self, seeded: Seeded, admin: httpx.Client
     ) -> None:

@@ -45,11 +45,23 @@ def server(
             "no identity holds the admin role yet: create the first admin's token here with\n"
             "  shipyard roles bind YOU admin && shipyard token create --user YOU"
         )
+    from shipyard.supervision import bind_tcp
+
+    try:  # before anything is said or started: a port in use is one line, at once
+        sock = bind_tcp(host, port)
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another with --port"
+        ) from None
+    port = sock.getsockname()[1]  # --port 0: the one the system picked
     if workers > 1:
         os.environ[SUPERVISOR_ENV] = str(os.getpid())  # each worker ends with this process
     else:
         os.environ.pop(SUPERVISOR_ENV, None)
-    console.print(f"shipyard control plane on http://{host}:{port}/api/v1 ({ws.store.dialect})")
+    base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    console.print(
+        f"shipyard control plane on {base}/api/v1 ({ws.store.dialect}); the dashboard at {base}/ui/"
+    )
     config = uvicorn.Config(
         "shipyard.api.server:create_from_env",
         factory=True,
@@ -62,18 +74,12 @@ def server(
     )
     if workers == 1:
         server = uvicorn.Server(config)
-        server.run()
+        server.run(sockets=[sock])
         if not server.started:
             raise SystemExit(STARTUP_FAILURE)
         return
     from uvicorn.supervisors import Multiprocess
 
-    from shipyard.supervision import bind_tcp
-
-    try:
-        sock = bind_tcp(host, port)
-    except OSError as exc:
-        raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     Multiprocess(config, sockets=[sock]).run()
 
 

@@ -90,7 +90,7 @@ def overview(ctx: Context, query: Query) -> dict[str, Any]:
 
 def runs(ctx: Context, query: Query) -> dict[str, Any]:
     filters = _pick(query, "pipeline", "status", "kind", "cursor")
-    found = call(ctx, "runs.list", limit=int(query.get("limit") or 50), **filters)
+    found = call(ctx, "runs.list", limit=query.get("limit") or 50, **filters)
     by_pipeline: dict[str, list[tuple[float, float]]] = {}
     for r in found["items"]:
         if r.get("duration_s") is not None and r.get("started_at") is not None:
@@ -132,7 +132,7 @@ def run(ctx: Context, query: Query, run_id: str) -> dict[str, Any]:
 
 def run_log(ctx: Context, query: Query, run_id: str, step: str) -> dict[str, Any]:
     page = call(ctx, "runs.logs", run_id=run_id, step=step, offset=query.get("offset") or 0,
-                limit=int(query.get("limit") or 2000))  # fmt: skip
+                limit=query.get("limit") or 2000)  # fmt: skip
     return {"log": page, "following": page["run_status"] == "running"}
 
 
