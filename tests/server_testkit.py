@@ -4,12 +4,14 @@ waited for with a deadline, and stopped at the end."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psutil
 import uvicorn
 
 
@@ -53,3 +55,30 @@ def serving(app: Any, **config: Any) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_server(server, thread)
+
+
+def until(condition: Callable[[], Any], what: str, timeout_s: float = 90.0) -> Any:
+    """``condition()``'s first truthy answer, asked every 0.1 s; fails naming ``what`` once
+    ``timeout_s`` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := condition()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+    return found
+
+
+def gone(p: psutil.Process) -> bool:
+    """Whether ``p`` has ended (a zombie waiting for its parent counts)."""
+    try:
+        return bool(p.status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
+def uvicorn_workers(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """The Uvicorn worker processes of a multi-worker server (spawned by multiprocessing)."""
+    return [
+        p
+        for p in psutil.Process(proc.pid).children()
+        if "spawn_main" in " ".join(p.cmdline()) and "resource_tracker" not in p.cmdline()[-1]
+    ]

@@ -8,9 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
-from typing import Any
 
 import anyio.to_thread
 import httpx
@@ -18,20 +15,10 @@ import psutil
 import pytest
 
 from api.apikit import free_port
-from server_testkit import serving
+from server_testkit import gone, serving, until, uvicorn_workers
 from shipyard.api.app import create_app
 from shipyard.api.server import SUPERVISOR_ENV, watch_supervisor
 from shipyard.workspace import Workspace
-
-DEADLINE_S = 60.0
-
-
-def _until(condition: Callable[[], Any], what: str, timeout_s: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (found := condition()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-    return found
 
 
 def _healthy(port: int) -> bool:
@@ -39,21 +26,6 @@ def _healthy(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _gone(p: psutil.Process) -> bool:
-    try:
-        return p.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _workers(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
-    return [
-        p
-        for p in psutil.Process(proc.pid).children()
-        if "spawn_main" in " ".join(p.cmdline()) and "resource_tracker" not in p.cmdline()[-1]
-    ]
 
 
 @pytest.mark.slow
@@ -67,22 +39,24 @@ def test_workers_of_a_killed_control_plane_stop_answering(workspace: Workspace) 
     )
     everything: list[psutil.Process] = []
     try:
-        _until(lambda: _healthy(port) or proc.poll() is not None, "the server answers")
+        until(lambda: _healthy(port) or proc.poll() is not None, "the server answers")
         assert proc.poll() is None, proc.communicate()[1].decode()
-        workers = _until(lambda: len(_workers(proc)) == 2 and _workers(proc), "two workers")
+        workers = until(
+            lambda: len(uvicorn_workers(proc)) == 2 and uvicorn_workers(proc), "two workers"
+        )
         everything = psutil.Process(proc.pid).children(recursive=True)
 
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
 
-        _until(lambda: all(_gone(p) for p in workers), "the workers outlived their supervisor")
-        _until(lambda: not _healthy(port), f"port {port} still answers")
+        until(lambda: all(gone(p) for p in workers), "the workers outlived their supervisor")
+        until(lambda: not _healthy(port), f"port {port} still answers")
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=30)
         for p in everything:  # a failed test leaves nothing running either
-            if not _gone(p):
+            if not gone(p):
                 p.kill()
 
 

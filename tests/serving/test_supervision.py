@@ -11,14 +11,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 from sqlalchemy import select
 
+from server_testkit import gone, until, uvicorn_workers
 from serving.conftest import first_answer, fit_classifier, free_port
 from serving.processes import START_S, serve_commands, shipyard_serve
 from shipyard.quota.pools import PoolSpec, apply_pools, resolve
@@ -69,30 +68,6 @@ def ws(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> Workspace:
     return workspace
 
 
-def _until(condition: Callable[[], Any], what: str, timeout_s: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (found := condition()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-    return found
-
-
-def _workers(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
-    """The Uvicorn worker processes of a server (spawned by multiprocessing)."""
-    return [
-        p
-        for p in psutil.Process(proc.pid).children()
-        if "spawn_main" in " ".join(p.cmdline()) and "resource_tracker" not in p.cmdline()[-1]
-    ]
-
-
-def _gone(p: psutil.Process) -> bool:
-    try:
-        return p.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def _answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -139,10 +114,10 @@ def test_a_watched_process_closes_up_and_ends_when_its_parent_is_killed(
         assert not out.exists()
         parent.kill()
         parent.wait()
-        _until(lambda: _gone(child), "the child outlived its parent")
+        until(lambda: gone(child), "the child outlived its parent")
         assert out.read_text() == "closed", "it closed up before it ended"
     finally:
-        if not _gone(child):
+        if not gone(child):
             child.kill()
         parent.stdout.close()
 
@@ -156,7 +131,9 @@ def test_workers_end_with_a_killed_supervisor_and_close_its_record_and_lease(
     everything: list[psutil.Process] = []
     try:
         assert first_answer(proc, port, START_S).status_code == 200
-        workers = _until(lambda: len(_workers(proc)) == 2 and _workers(proc), "two workers")
+        workers = until(
+            lambda: len(uvicorn_workers(proc)) == 2 and uvicorn_workers(proc), "two workers"
+        )
         everything = psutil.Process(proc.pid).children(recursive=True)
         (instance,) = _instances(ws)
         assert instance.stopped_at is None and instance.machine == this_machine()
@@ -167,13 +144,13 @@ def test_workers_end_with_a_killed_supervisor_and_close_its_record_and_lease(
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
 
-        _until(lambda: all(_gone(p) for p in workers), "the workers outlived their supervisor")
-        _until(lambda: not _answers(port), f"port {port} still answers")
-        _until(lambda: all(_gone(p) for p in everything), "a process of the server lives on")
+        until(lambda: all(gone(p) for p in workers), "the workers outlived their supervisor")
+        until(lambda: not _answers(port), f"port {port} still answers")
+        until(lambda: all(gone(p) for p in everything), "a process of the server lives on")
     finally:
         _stop(proc)
         for p in everything:  # a failed test leaves nothing running either
-            if not _gone(p):
+            if not gone(p):
                 p.kill()
     (instance,) = _instances(ws)
     assert instance.stopped_at is not None
@@ -197,10 +174,10 @@ def test_the_next_server_reports_and_closes_the_record_of_a_killed_one(
     try:
         assert first_answer(killed, port, START_S).status_code == 200
         if workers > 1:
-            _until(lambda: len(_workers(killed)) == workers, "all workers")
+            until(lambda: len(uvicorn_workers(killed)) == workers, "all workers")
         os.killpg(killed.pid, signal.SIGKILL)  # nothing of it can close the record
         killed.wait(timeout=10)
-        _until(lambda: not _answers(port), f"port {port} still answers")
+        until(lambda: not _answers(port), f"port {port} still answers")
     finally:
         _stop(killed)
 
