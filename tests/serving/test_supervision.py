@@ -27,8 +27,6 @@ from shipyard.store.quota import QuotaLease
 from shipyard.store.serving import ServingInstance
 from shipyard.workspace import Workspace
 
-DEADLINE_S = 90.0
-
 # A parent that starts a watched child, prints the child's pid and waits to be killed; the
 # child prints whether the kernel's parent-death signal is armed, then idles like a server.
 PARENT = """
