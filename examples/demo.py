@@ -771,6 +771,7 @@ def readiness(t: Tour) -> None:
 
 
 def summary(t: Tour) -> None:
+    live = "" if sys.stdin.isatty() else " (it stops with the tour when not run at a terminal)"
     total = time.monotonic() - t.started
     for title, seconds, outcome in t.stage_times:
         mark = f"{GREEN}✓{RESET}" if outcome == "ok" else f"{RED}✗{RESET}"
@@ -788,7 +789,7 @@ def summary(t: Tour) -> None:
     shipyard models show {MODEL} · shipyard deployments history {MODEL} · shipyard runbook {MODEL}
     shipyard alerts list · shipyard alerts rules · shipyard serve   (then POST /invocations)
     shipyard readiness · shipyard readiness digits --markdown · shipyard readiness --drill
-  The dashboard, on the tour's control plane:
+  The dashboard, on the tour's control plane{live}:
     {t.control_url}/ui/   sign in as {APPROVER} with the token the tour made for her:
     {t.tokens.get(APPROVER, "(none)")}
   Later, on the same workspace: SHIPYARD_HOME={rel(HOME)} shipyard server, then open
