@@ -51,13 +51,14 @@ def test_workers_of_a_killed_control_plane_stop_answering(workspace: Workspace) 
 
         until(lambda: all(gone(p) for p in workers), "the workers outlived their supervisor")
         until(lambda: not _healthy(port), f"port {port} still answers")
-    finally:
+    finally:  # a failed test leaves nothing running either: the workers first, since they
+        # hold the server's output pipes open and communicate() would wait for them
+        for p in everything:
+            if not gone(p):
+                p.kill()
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=30)
-        for p in everything:  # a failed test leaves nothing running either
-            if not gone(p):
-                p.kill()
 
 
 def test_only_a_worker_of_several_watches_its_supervisor(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -145,11 +145,12 @@ def test_workers_end_with_a_killed_supervisor_and_close_its_record_and_lease(
         until(lambda: all(gone(p) for p in workers), "the workers outlived their supervisor")
         until(lambda: not _answers(port), f"port {port} still answers")
         until(lambda: all(gone(p) for p in everything), "a process of the server lives on")
-    finally:
-        _stop(proc)
-        for p in everything:  # a failed test leaves nothing running either
+    finally:  # a failed test leaves nothing running either: the workers first, since they
+        # hold the server's output pipes open and _stop's communicate() would wait for them
+        for p in everything:
             if not gone(p):
                 p.kill()
+        _stop(proc)
     (instance,) = _instances(ws)
     assert instance.stopped_at is not None
     assert f"its supervisor (pid {proc.pid}) died" in (instance.stop_reason or "")
