@@ -9,6 +9,7 @@ prints the same line and exits with the same code whichever way it ran.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import quote
 
@@ -23,6 +24,21 @@ if TYPE_CHECKING:
     from shipyard.workspace import Workspace
 
 API_PREFIX = "/api/v1"
+
+
+PAGE_ALL = 1000
+"""The page size :func:`every` asks for (the most a list gives)."""
+
+
+def every(client: Client, name: str, /, **params: Any) -> Iterator[dict[str, Any]]:
+    """Every item of the paged list ``name``, page after page."""
+    cursor = None
+    while True:
+        found = client.call(name, **params, limit=PAGE_ALL, cursor=cursor)
+        yield from found["items"]
+        cursor = found["next"]
+        if cursor is None:
+            return
 
 
 class Client(Protocol):

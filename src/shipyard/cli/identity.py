@@ -113,15 +113,10 @@ def token_list(
     as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """API tokens (never their secrets): id, owner, roles, expiry, state, last use."""
+    from shipyard.api.client import every
+
     api = client()
-    items: list[dict[str, object]] = []
-    cursor = None
-    while True:
-        got = api.call("identity.token.list", principal=user, cursor=cursor, limit=1000)
-        items.extend(got["items"])
-        cursor = got["next"]
-        if cursor is None:
-            break
+    items = list(every(api, "identity.token.list", principal=user))
     if as_json:
         print_json({"items": items})
         return
@@ -142,10 +137,10 @@ def token_list(
         listing.add_row(
             str(t["id"]),
             str(t["principal"]),
-            ", ".join(t["roles"]) or "all",  # type: ignore[arg-type]
+            ", ".join(t["roles"]) or "all",
             str(t["state"]),
-            when(t["expires_at"]) if t["expires_at"] else "never",  # type: ignore[arg-type]
-            when(t["last_used_at"]) if t["last_used_at"] else "-",  # type: ignore[arg-type]
+            when(t["expires_at"]) if t["expires_at"] else "never",
+            when(t["last_used_at"]) if t["last_used_at"] else "-",
             str(t["description"] or ""),
         )
     console.print(listing)
@@ -164,15 +159,10 @@ def token_revoke(
 @roles_app.command("list")
 def roles_list(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Every identity and OIDC group with its roles."""
+    from shipyard.api.client import every
+
     api = client()
-    items: list[dict[str, object]] = []
-    cursor = None
-    while True:
-        got = api.call("identity.list", cursor=cursor, limit=1000)
-        items.extend(got["items"])
-        cursor = got["next"]
-        if cursor is None:
-            break
+    items = list(every(api, "identity.list"))
     if as_json:
         print_json({"items": items})
         return
@@ -181,13 +171,13 @@ def roles_list(as_json: bool = flag("--json", help="Print JSON.")) -> None:
         return
     listing = table("identity", "kind", "roles", "since", "disabled")
     for a in items:
-        roles = ", ".join(f"{r['role']}@{r['scope']}" for r in a["roles"])  # type: ignore[attr-defined]
+        roles = ", ".join(f"{r['role']}@{r['scope']}" for r in a["roles"])
         listing.add_row(
             str(a["name"]),
             str(a["kind"]),
             roles or "-",
-            when(a["created_at"]) if a["created_at"] else "-",  # type: ignore[arg-type]
-            when(a["disabled_at"]) if a["disabled_at"] else "-",  # type: ignore[arg-type]
+            when(a["created_at"]) if a["created_at"] else "-",
+            when(a["disabled_at"]) if a["disabled_at"] else "-",
         )
     console.print(listing)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,23 +47,13 @@ def _read_frame(path: Path, what: str = "training data") -> Any:
         raise InvalidInput(f"cannot read {path}: {exc}") from None
 
 
-def _all(call: Any, operation: str, /, **params: Any) -> Iterator[dict[str, Any]]:
-    """Every item of a paged operation, page after page."""
-    cursor = None
-    while True:
-        found = call(operation, **params, limit=1000, cursor=cursor)
-        yield from found["items"]
-        cursor = found["next"]
-        if cursor is None:
-            return
-
-
 @models_app.command("list")
 def list_models(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Every registered model, its latest version, its aliases and what serves it now."""
+    from shipyard.api.client import every
     from shipyard.cli.connect import client
 
-    rows = list(_all(client().call, "models.list"))
+    rows = list(every(client(), "models.list"))
     if as_json:
         print_json(rows)
         return
@@ -95,6 +84,7 @@ def show(
     as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """One version: flavor, artifact, signature, metrics, lineage, and the alias history."""
+    from shipyard.api.client import every
     from shipyard.cli.connect import client
 
     api = client()
@@ -110,7 +100,7 @@ def show(
     info = api.call("models.version", name=name, version=version)
     gates = info.pop("gate_results")
     info.pop("aliased_as")
-    moves = list(_all(api.call, "models.aliases", name=name))[::-1]
+    moves = list(every(api, "models.aliases", name=name))[::-1]
     history = [{k: h[k] for k in ("alias", "from", "to", "actor", "reason", "ts")} for h in moves]
     live = _live_state(model["live"])
     if as_json:

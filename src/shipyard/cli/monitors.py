@@ -43,17 +43,10 @@ def _options(options: dict[str, Any]) -> str:
 @monitors_app.command("list")
 def list_monitors(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Every pipeline's monitors, on or off, and the last result of each."""
+    from shipyard.api.client import every
     from shipyard.cli.connect import client
 
-    call = client().call
-    rows: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        found = call("monitors.list", limit=1000, cursor=cursor)
-        rows += found["items"]
-        cursor = found["next"]
-        if cursor is None:
-            break
+    rows = list(every(client(), "monitors.list"))
     if as_json:
         print_json(rows)
         return

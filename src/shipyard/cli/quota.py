@@ -64,17 +64,6 @@ def _bar(used: float, capacity: float) -> str:
     return "█" * filled + "·" * (BAR_WIDTH - filled)
 
 
-def every(api: Client, name: str, **params: Any) -> Iterator[dict[str, Any]]:
-    """Every item of a paged list, page by page."""
-    cursor = None
-    while True:
-        found = api.call(name, limit=1000, cursor=cursor, **params)
-        yield from found["items"]
-        cursor = found["next"]
-        if cursor is None:
-            return
-
-
 @quota_app.command("apply")
 def apply(file: Path = typer.Argument(..., help="A pools YAML file.")) -> None:
     """Create or replace the pools a YAML file declares (validated; nothing changes on error)."""
@@ -95,6 +84,8 @@ def apply(file: Path = typer.Argument(..., help="A pools YAML file.")) -> None:
 @quota_app.command("pools")
 def pools(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """List the pools with their members' shares and caps."""
+    from shipyard.api.client import every
+
     with _client() as api:
         found = list(every(api, "quota.pool.list"))
     if as_json:
@@ -117,6 +108,8 @@ def pools(as_json: bool = flag("--json", help="Print JSON.")) -> None:
 def status(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """Each pool with a bar per resource, who holds what, who waits (the forecast of
     exhaustion is the daemon's last sample)."""
+    from shipyard.api.client import every
+
     with _client() as api:
         now = api.call("quota.status")
         if as_json:

@@ -135,6 +135,19 @@ def pipelines_page(store: Store, *, after: str | None = None, limit: int = 50) -
     return Page(items, (records[-1][0].name,) if more and records else None)
 
 
+def list_pipelines(store: Store) -> list[dict[str, Any]]:
+    """Every pipeline seen so far, by name, with its latest run: :func:`pipelines_page` page
+    after page."""
+    items: list[dict[str, Any]] = []
+    after: str | None = None
+    while True:
+        found = pipelines_page(store, after=after, limit=1000)
+        items += found.items
+        if found.next_key is None:
+            return items
+        after = found.next_key[0]
+
+
 def pipeline_detail(store: Store, name: str, recent: int = 10) -> dict[str, Any]:
     """A pipeline: where it is defined, its steps (upstream, declared resources, retries,
     timeout), its run counts by status and its ``recent`` latest runs."""

@@ -297,26 +297,3 @@ def get_run(store: Store, run_id: str) -> dict[str, Any]:
             ]
             out["steps"].append(summary)
     return out
-
-
-def list_pipelines(store: Store) -> list[dict[str, Any]]:
-    """Pipelines seen so far, with their latest run."""
-    with store.session() as s:
-        out = []
-        for p in s.scalars(select(PipelineRecord).order_by(PipelineRecord.name)):
-            last = s.scalars(
-                select(Run).where(Run.pipeline == p.name).order_by(Run.created_at.desc()).limit(1)
-            ).first()
-            out.append(
-                {
-                    "name": p.name,
-                    "kind": p.kind,
-                    "file": p.file,
-                    "schedule": p.schedule,
-                    "steps": len((p.spec or {}).get("steps", {})),
-                    "last_run": last.id if last else None,
-                    "last_status": last.status if last else None,
-                    "last_started_at": last.started_at if last else None,
-                }
-            )
-    return out

@@ -22,7 +22,7 @@ from shipyard.deploy.policy import Policy, parse_policy
 from shipyard.errors import ShipyardError
 from shipyard.monitoring.config import DATASET_MONITORS
 from shipyard.monitoring.settings import stored_settings
-from shipyard.pipelines.records import list_pipelines
+from shipyard.pipelines.listing import list_pipelines
 from shipyard.quota.plan import plan_from_store
 from shipyard.quota.pools import Pool, list_pools
 from shipyard.registry import Registry, VersionInfo
