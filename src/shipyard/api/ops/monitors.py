@@ -44,17 +44,22 @@ class FindingsQuery(PageQuery):
     since: float | None = Field(None, ge=0, le=EPOCH_MAX, description="Only since (epoch s).")
 
 
-class SeriesQuery(Params):
+class SeriesRange(Params):
+    """A metric and a time range: what every series query starts from."""
+
     name: str = Field(..., min_length=1, max_length=200, description="The metric's name.")
+    since: float | None = Field(
+        None, ge=0, le=EPOCH_MAX, description="From (epoch s; default: a day before `until`)."
+    )
+    until: float | None = Field(None, ge=0, le=EPOCH_MAX, description="To (epoch s; default now).")
+
+
+class SeriesQuery(SeriesRange):
     label: list[LabelPair] = Field(
         default_factory=list,
         max_length=20,
         description="The series' labels, each key=value (repeat it); exactly these labels.",
     )
-    since: float | None = Field(
-        None, ge=0, le=EPOCH_MAX, description="From (epoch s; default: a day before `until`)."
-    )
-    until: float | None = Field(None, ge=0, le=EPOCH_MAX, description="To (epoch s; default now).")
     max_points: int = Field(
         500, ge=1, le=5000, description="At most this many points; more are bucketed."
     )

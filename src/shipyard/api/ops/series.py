@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import Field
 
-from shipyard.api.operations import Context, Params, operation
-from shipyard.api.ops.monitors import DAY_S, EPOCH_MAX, LabelPair
+from shipyard.api.operations import Context, operation
+from shipyard.api.ops.monitors import DAY_S, LabelPair, SeriesRange
 from shipyard.errors import InvalidInput
 from shipyard.identity import READ
 
@@ -19,17 +19,12 @@ MATCHED_PER_QUERY = 500
 """Series read per query (an SQL IN list of their keys)."""
 
 
-class MatrixQuery(Params):
-    name: str = Field(..., min_length=1, max_length=200, description="The metric's name.")
+class MatrixQuery(SeriesRange):
     label: list[LabelPair] = Field(
         default_factory=list,
         max_length=20,
         description="Labels every series must have, each key=value (repeat it); others may vary.",
     )
-    since: float | None = Field(
-        None, ge=0, le=EPOCH_MAX, description="From (epoch s; default: a day before `until`)."
-    )
-    until: float | None = Field(None, ge=0, le=EPOCH_MAX, description="To (epoch s; default now).")
     buckets: int = Field(48, ge=1, le=500, description="Equal time buckets of the range.")
     max_series: int = Field(200, ge=1, le=1000, description="At most this many series.")
 
