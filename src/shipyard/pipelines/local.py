@@ -73,12 +73,29 @@ _LAUNCH_LOCK = threading.Lock()
 
 
 class _Popen(popen_forkserver.Popen):
-    """Starts a forkserver child *without* re-importing the runner's ``__main__`` in it.
+    """Starts a forkserver child *without* re-importing the runner's ``__main__`` in it, and
+    reads its exit code from one thread at a time.
 
     ``multiprocessing`` makes each child import the parent's main script (so that functions
     defined there can be unpickled). A step needs none of it — its code comes from the pipeline
     file — and importing the CLI or a test runner in every step would cost more than the fork.
+
+    The forkserver sends a child's exit code once, as 8 bytes on the sentinel pipe, and
+    ``poll`` reads them without a lock. Every ``Process.start()`` polls all live children
+    (``multiprocessing.process._cleanup``), so while the warm-process thread starts a process,
+    it can poll a step that a runner thread is joining: both see the sentinel readable, one reads
+    the code and the other reads end-of-file, which CPython reports as exit code 255 (a step
+    that succeeded was recorded as failed: "exited with code 255").
     """
+
+    def __init__(self, process_obj: Any) -> None:
+        self._poll_lock = threading.Lock()
+        super().__init__(process_obj)
+
+    def poll(self, flag: int = os.WNOHANG) -> int | None:
+        with self._poll_lock:
+            code: int | None = super().poll(flag)
+            return code
 
     def _launch(self, process_obj: Any) -> None:
         original = spawn.get_preparation_data
