@@ -133,7 +133,17 @@ def mixed_workload(seed: int, small: int, large: int) -> list[Job]:
     return jobs
 
 
-def simulate(url: str, jobs: list[Job], backfill: bool, preemption: str) -> dict[str, float]:
+@dataclass(frozen=True)
+class Outcome:
+    makespan_s: float
+    utilisation: float
+    goodput: float
+    small_wait_mean_s: float
+    large_waits_s: list[float]
+    preempted: int
+
+
+def simulate(url: str, jobs: list[Job], backfill: bool, preemption: str) -> Outcome:
     """Replays ``jobs`` through the real admission (LeaseManager on the store at ``url``) on a
     fake clock: each event (an arrival, an end, a preempted holder's stop) is applied, then one
     scheduling pass runs, and the grants and preemption marks it made are read back. A
@@ -179,6 +189,7 @@ def simulate(url: str, jobs: list[Job], backfill: bool, preemption: str) -> dict
                         step=job.name,
                         run_id=job.name,
                         expected_s=job.expected_s,
+                        preemptible=True,
                     )
                 )
                 lease_job[lease_id] = job
@@ -202,7 +213,7 @@ def simulate(url: str, jobs: list[Job], backfill: bool, preemption: str) -> dict
             ).all()
         for lease_id, granted_at, preempt_at in rows:
             job = lease_job[lease_id]
-            if lease_id in waiting:
+            if lease_id in waiting and granted_at is not None:
                 waiting.discard(lease_id)
                 running[lease_id] = job.cpu
                 held_cpu += job.cpu
@@ -227,16 +238,6 @@ def simulate(url: str, jobs: list[Job], backfill: bool, preemption: str) -> dict
         waits["large"],
         sum(job.preempted for job in jobs),
     )
-
-
-@dataclass(frozen=True)
-class Outcome:
-    makespan_s: float
-    utilisation: float
-    goodput: float
-    small_wait_mean_s: float
-    large_waits_s: list[float]
-    preempted: int
 
 
 def mixed(url_for: Callable[[str], str], seed: int, small: int, large: int) -> bool:

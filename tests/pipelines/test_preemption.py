@@ -93,7 +93,11 @@ def start_greedy(ws: Workspace, file: Path) -> tuple[threading.Thread, list[RunR
     return thread, results
 
 
-@pytest.mark.parametrize("retries", [1, 0])
+@pytest.mark.parametrize(
+    ("migrated_db_url", "retries"),
+    [("sqlite", 1), pytest.param("postgresql", 1, marks=pytest.mark.postgres), ("sqlite", 0)],
+    indirect=["migrated_db_url"],
+)
 def test_preempted_step_gives_the_share_back_in_its_grace_and_is_retried(
     real_ws: Workspace, tmp_path: Path, retries: int
 ) -> None:

@@ -106,6 +106,7 @@ class TestBackfill:
         granted = leases.poll(head)
         assert granted is not None and granted.granted_at == T0 + 100
 
+    @pytest.mark.parametrize("migrated_db_url", ["sqlite"], indirect=True)
     def test_without_backfill_nothing_passes_the_head(
         self, store: Store, leases: LeaseManager
     ) -> None:
@@ -142,10 +143,10 @@ class TestBackfill:
                 leases.release(got)  # the head's own work is not what is measured
             for small in held_small(store):
                 if small not in running:
-                    grant = leases.poll(small)
-                    assert grant is not None
+                    got = leases.poll(small)
+                    assert got is not None
                     # the first small one overruns its 20 s estimate: it takes 150 s
-                    running[small] = (grant, now + (150 if i == 0 else 20))
+                    running[small] = (got, now + (150 if i == 0 else 20))
         # promised at 100 (the blocker's end); the overrunning lease ends at 150
         assert row(store, head).start_promised_at == T0 + 100
         assert granted_at == T0 + 150

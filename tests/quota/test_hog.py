@@ -82,9 +82,11 @@ def test_hog_rule_fires_naming_the_hog_and_resolves_when_it_stops(
     assert alert.state == AlertState.RESOLVED
     with ws.store.session() as s:
         values = list(
-            s.scalars(select(MetricPoint.value).where(MetricPoint.name == HOG_WAIT).where(
-                MetricPoint.ts == t0 + 500, MetricPoint.value > 0
-            ))
+            s.scalars(
+                select(MetricPoint.value)
+                .where(MetricPoint.name == HOG_WAIT)
+                .where(MetricPoint.ts == t0 + 500, MetricPoint.value > 0)
+            )
         )
     assert values == []
     leases.close()

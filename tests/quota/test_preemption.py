@@ -26,6 +26,8 @@ from shipyard.store.quota import QuotaEvent, QuotaLease
 
 T0 = 1_700_000_000.0
 TTL = 30.0
+SQLITE_ONLY = pytest.mark.parametrize("migrated_db_url", ["sqlite"], indirect=True)
+"""For the decisions that do not depend on the backend (the timelines run on both)."""
 
 
 def pool(store: Store, preemption: str = "borrowers", **kw: object) -> None:
@@ -39,7 +41,7 @@ def pool(store: Store, preemption: str = "borrowers", **kw: object) -> None:
             MemberSpec(pipeline="owner", share=0.5, cap=1.0),
             MemberSpec(pipeline="borrower", share=0.5, cap=1.0),
         ],
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
     apply_pools(store, [resolve(spec, 1.0)])
 
@@ -61,7 +63,9 @@ def take(
 ) -> Lease | str:
     """The grant if admitted at once, else the waiting request's id."""
     lease_id = leases.submit(
-        LeaseRequest(pipeline, {"cpu": cpu}, step=name, run_id=name, priority=priority)
+        LeaseRequest(
+            pipeline, {"cpu": cpu}, step=name, run_id=name, priority=priority, preemptible=True
+        )
     )
     return leases.poll(lease_id) or lease_id
 
@@ -112,6 +116,7 @@ class TestBorrowers:
             )
         assert kinds == ["granted", "preempting", "preempted"]
 
+    @SQLITE_ONLY
     def test_a_silent_holder_loses_the_lease_at_its_expiry(
         self, store: Store, leases: LeaseManager, clock: FakeClock
     ) -> None:
@@ -131,6 +136,7 @@ class TestBorrowers:
         assert leases.poll(waiting) is not None
         assert status(store, grants[2].lease_id)[0] == "preempted"
 
+    @SQLITE_ONLY
     def test_takes_back_only_what_the_owner_lacks_and_no_more(
         self, store: Store, leases: LeaseManager, clock: FakeClock
     ) -> None:
@@ -142,6 +148,7 @@ class TestBorrowers:
         marked = [g for g in grants[1:] if status(store, g.lease_id)[1] is not None]
         assert [g.lease_id for g in marked] == [grants[2].lease_id]
 
+    @SQLITE_ONLY
     def test_a_borrower_within_its_share_is_not_preempted(
         self, store: Store, leases: LeaseManager, clock: FakeClock
     ) -> None:
@@ -153,6 +160,17 @@ class TestBorrowers:
         assert isinstance(more, str)
         assert status(store, theirs.lease_id) == ("held", None)
 
+    @SQLITE_ONLY
+    def test_a_lease_not_preemptible_is_never_a_victim(
+        self, store: Store, leases: LeaseManager
+    ) -> None:
+        """A model server's lease (or a run's reservation) does not ask to be preemptible."""
+        pool(store)
+        server = leases.acquire(LeaseRequest("borrower", {"cpu": 12}, step="serve"))
+        assert isinstance(take(leases, "owner", 4, "o"), str)
+        assert status(store, server.lease_id) == ("held", None)
+
+    @SQLITE_ONLY
     def test_never_preempts_by_default(
         self, store: Store, leases: LeaseManager, clock: FakeClock
     ) -> None:
@@ -163,6 +181,7 @@ class TestBorrowers:
 
 
 class TestLowerPriority:
+    @SQLITE_ONLY
     def test_a_higher_priority_request_preempts_the_lowest_priority_youngest_lease(
         self, store: Store, leases: LeaseManager, clock: FakeClock
     ) -> None:
@@ -182,6 +201,7 @@ class TestLowerPriority:
         ]
         assert marked == [low_young.lease_id]  # type: ignore[union-attr]
 
+    @SQLITE_ONLY
     def test_borrowers_policy_ignores_priority_above_the_share(
         self, store: Store, leases: LeaseManager, clock: FakeClock
     ) -> None:
@@ -195,6 +215,7 @@ class TestLowerPriority:
 
 
 class TestPolicyFile:
+    @SQLITE_ONLY
     def test_unknown_preemption_is_refused_clearly_and_changes_nothing(
         self, store: Store, tmp_path: Path
     ) -> None:
@@ -230,6 +251,7 @@ class TestPolicyFile:
         with pytest.raises(ConfigError, match=field):
             read_pool_file(path, 0.5)
 
+    @SQLITE_ONLY
     def test_policy_round_trips_through_the_store(self, store: Store, tmp_path: Path) -> None:
         path = tmp_path / "pools.yaml"
         path.write_text(

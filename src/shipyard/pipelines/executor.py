@@ -69,7 +69,7 @@ class StepRequest:
     priority: int = 0
     attempt: int = 1
     expected_s: float | None = None
-    """How long the attempt is expected to take (its declared timeout, else past runs):
+    """How long the attempt is expected to take (past runs, at most its declared timeout):
     what a pool's backfill plans with."""
     preemptible: bool = True
 

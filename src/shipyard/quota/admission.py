@@ -111,9 +111,12 @@ class LeaseRequest:
     step_run_id: str = ""
     priority: int = 0
     expected_s: float | None = None
-    """How long the holder is expected to hold the lease (declared timeout, else history):
-    what backfill plans with; None: unknown."""
-    preemptible: bool = True
+    """How long the holder is expected to hold the lease (a step's history, at most its declared
+    timeout): what backfill plans with; None: unknown."""
+    preemptible: bool = False
+    """Whether the pool may take the lease back (its holder stops on
+    :class:`~shipyard.errors.LeasePreempted` and can retry: a pipeline step). Off unless asked:
+    a model server's lease or a run's reservation is never preempted."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,7 @@ def _event(s: Session, pool: str, lease_id: str, kind: str, now: float, held: Am
 
 def _holding(r: QuotaLease) -> Holding:
     granted_at = r.granted_at if r.granted_at is not None else r.requested_at
-    ends = [x for x in (r.preempt_at,) if x is not None]
+    ends = [r.preempt_at] if r.preempt_at is not None else []
     if r.expected_s is not None:
         ends.append(granted_at + r.expected_s)
     return Holding(

@@ -82,7 +82,7 @@ def hogs(
     pool: Pool,
     leases: list[QuotaLease],
     now: float,
-    also: set[str] = frozenset(),  # type: ignore[assignment]
+    also: Collection[str] = (),
 ) -> dict[str, tuple[dict[str, str], float]]:
     """For every pipeline holding or waiting in ``pool``: ``({"holds", "waiting"}, seconds)`` —
     what it holds beyond its share and who waits how long while it does (empty and 0 when it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, true
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shipyard.store.base import Base, new_id
@@ -68,7 +68,7 @@ class QuotaLease(Base):
     expected_s: Mapped[float | None] = mapped_column(Float)
     start_promised_at: Mapped[float | None] = mapped_column(Float)
     preempt_at: Mapped[float | None] = mapped_column(Float)
-    preemptible: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    preemptible: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         Index("ix_quota_leases_pool_status", "pool", "status"),

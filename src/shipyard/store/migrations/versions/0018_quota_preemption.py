@@ -6,8 +6,8 @@ queued runs (a member's own limit beside its share). A lease's ``expected_s`` (h
 holder is expected to take: history, at most the step's declared timeout) lets admission
 backfill around a blocked head; ``start_promised_at`` is the earliest start promised to a
 blocked head, past which nothing more is backfilled by its expected end; ``preempt_at`` marks
-a lease being taken back (its holder stops by then); ``preemptible`` is false for leases that
-must not be (a run's reservation).
+a lease being taken back (its holder stops by then); ``preemptible`` is true only for leases
+whose holder can stop and retry (pipeline steps; not servers, reservations or older holders).
 
 Revision ID: 0018_quota_preemption
 Revises: 0017_control_plane_indexes
@@ -34,7 +34,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("start_promised_at", sa.Float(), nullable=True))
         batch.add_column(sa.Column("preempt_at", sa.Float(), nullable=True))
         batch.add_column(
-            sa.Column("preemptible", sa.Boolean(), nullable=False, server_default=sa.true())
+            sa.Column("preemptible", sa.Boolean(), nullable=False, server_default=sa.false())
         )
 
 
