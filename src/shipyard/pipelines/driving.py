@@ -8,8 +8,11 @@ While the run goes, the driver heartbeats its run row and reads it back: a run e
 outside (``shipyard runs cancel``, or reconciled as abandoned) is cancelled here too. Each
 attempt's grant is renewed by a :class:`_Renewal` thread; a grant lost or not renewed by its
 fencing deadline gets the step killed at once (``lease lost: …``, see
-:mod:`shipyard.quota.admission`). When the run has ended, the setup's ``on_finished``
-listeners are called in order; one that raises is logged and the rest still run."""
+:mod:`shipyard.quota.admission`); a grant being taken back
+(:class:`~shipyard.errors.LeasePreempted`) gets SIGTERM, then SIGKILL when its grace runs out,
+and the step is retried at once if it has retries left, else it ends ``preempted``. When the
+run has ended, the setup's ``on_finished`` listeners are called in order; one that raises is
+logged and the rest still run."""
 
 from __future__ import annotations
 
@@ -191,8 +194,12 @@ class RunDriver:
         self.failure: str | None = None
         self._last_run_beat = time.monotonic()
         self.done: queue.Queue[tuple[str, str]] = queue.Queue()
-        # what each step is expected to take, for a pool's backfill (declared timeout, history)
-        self.expected_s = reservation.expected_durations(self.ws.store, pipeline.name, graph)
+        # what each step is expected to take, for a pool's backfill (history, declared timeout)
+        self.expected_s = (
+            reservation.expected_durations(self.ws.store, pipeline.name, graph)
+            if setup.pool is not None
+            else {}
+        )
         self.lock = threading.Lock()
         self.settings = {
             "database_url": self.ws.settings.database_url,

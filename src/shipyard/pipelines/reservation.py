@@ -86,30 +86,33 @@ def expected_durations(store: Store, pipeline: str, graph: Graph) -> dict[str, f
     """What each step of the run is expected to take, for a pool's backfill: the longest of its
     last :data:`HISTORY_RUNS` successful attempts (the longest, not the mean: a short estimate
     can delay a blocked head, a long one only backfills less), at most its declared timeout;
-    else the declared timeout; steps with neither are left out (unknown)."""
-    expected: dict[str, float] = {}
+    else the declared timeout; steps with neither are left out (unknown). One query."""
     with store.session() as s:
-        for name, node in graph.nodes.items():
-            rows = s.execute(
-                select(StepRun.ended_at - StepRun.started_at)
-                .join(Run, Run.id == StepRun.run_id)
-                .where(
-                    Run.pipeline == pipeline,
-                    StepRun.step == name,
-                    StepRun.status == StepStatus.SUCCEEDED,
-                    StepRun.started_at.is_not(None),
-                    StepRun.ended_at.is_not(None),
-                )
-                .order_by(StepRun.ended_at.desc())
-                .limit(HISTORY_RUNS)
-            ).scalars()
-            past = [float(d) for d in rows if d is not None and d >= 0]
-            timeout = node.step.timeout_s
-            if past:
-                longest = max(past)
-                expected[name] = min(longest, timeout) if timeout is not None else longest
-            elif timeout is not None:
-                expected[name] = float(timeout)
+        rows = s.execute(
+            select(StepRun.step, StepRun.ended_at - StepRun.started_at)
+            .join(Run, Run.id == StepRun.run_id)
+            .where(
+                Run.pipeline == pipeline,
+                StepRun.step.in_(list(graph.nodes)),
+                StepRun.status == StepStatus.SUCCEEDED,
+                StepRun.started_at.is_not(None),
+                StepRun.ended_at.is_not(None),
+            )
+            .order_by(StepRun.ended_at.desc())
+            .limit(HISTORY_RUNS * len(graph.nodes))
+        ).all()
+    past: dict[str, list[float]] = {}
+    for step, took in rows:
+        if took is not None and took >= 0 and len(past.setdefault(step, [])) < HISTORY_RUNS:
+            past[step].append(float(took))
+    expected: dict[str, float] = {}
+    for name, node in graph.nodes.items():
+        timeout = node.step.timeout_s
+        if past.get(name):
+            longest = max(past[name])
+            expected[name] = min(longest, timeout) if timeout is not None else longest
+        elif timeout is not None:
+            expected[name] = float(timeout)
     return expected
 
 
