@@ -128,7 +128,7 @@ class TestBackfill:
         head = leases.submit(ask("big", 10, 50, "head", priority=1))  # first in order
         running: dict[str, tuple[Lease, float]] = {}  # id -> (grant, when it really ends)
         granted_at = None
-        for i in range(40):
+        for i in range(20):
             now = T0 + 10 * i
             clock.at(now)
             if i == 10:

@@ -268,6 +268,7 @@ class TestPolicyFile:
 
 
 class TestQueuedRuns:
+    @SQLITE_ONLY
     def test_a_further_run_that_would_wait_is_refused_and_leaves_nothing(
         self, store: Store, leases: LeaseManager
     ) -> None:
