@@ -528,10 +528,13 @@ class LeaseManager:
             _admit_waiting(s, pool, now, new=row)
             limit = pool.queue_limit(request.pipeline)
             # a further run that would wait is refused; raising rolls the decision back
-            if row.status == "waiting" and queued is not None and limit is not None:
-                refuse = len(queued) >= limit
-                if refuse:
-                    raise QueueFull(pool.name, request.pipeline, len(queued), limit)
+            if (
+                row.status == "waiting"
+                and queued is not None
+                and limit is not None
+                and len(queued) >= limit
+            ):
+                raise QueueFull(pool.name, request.pipeline, len(queued), limit)
             return row.id, (_lease(row) if row.status == "held" else None)
 
     def poll(self, lease_id: str) -> Lease | None:
