@@ -24,7 +24,9 @@ the message text. A traceback reaching a user is a bug.
     ├── PipelineError(RuntimeError)     500    1  (base) a pipeline cannot be built or run
     │   └── PipelineDefinitionError     400    1  a malformed pipeline file, DAG or step option
     ├── QuotaError(RuntimeError)        409    1  a lease lost, expired or waited for in vain
-    │   └── QuotaExceeded               409    1  a request that can never fit its pool
+    │   ├── QuotaExceeded               409    1  a request that can never fit its pool
+    │   ├── QueueFull                   409    1  a pipeline has its limit of runs queued
+    │   └── LeasePreempted              409    1  a lease taken back; its holder stops by then
     ├── DeployError(RuntimeError)       409    1  a rollout action its state or policy refuses
     │   └── ApprovalRequired            409    1  a transition that lacks the approvals it needs
     ├── Overloaded(RuntimeError)        503    1  every slot of a server's pool is taken
@@ -198,6 +200,26 @@ class QuotaExceeded(QuotaError):
             f"pool {pool!r} cannot ever grant {resource}={requested:g}: "
             f"at most {available:g} is available{tail}"
         )
+
+
+class QueueFull(QuotaError):
+    """A pipeline already has as many runs waiting in a pool's queue as the pool allows."""
+
+    def __init__(self, pool: str, pipeline: str, queued: int, limit: int) -> None:
+        self.pool, self.pipeline, self.queued, self.limit = pool, pipeline, queued, limit
+        super().__init__(
+            f"pool {pool!r} refuses another run of pipeline {pipeline!r}: {queued} of its runs "
+            f"already wait in the queue (limit {limit}, max_queued_runs); retry once one starts"
+        )
+
+
+class LeasePreempted(QuotaError):
+    """A held lease is being taken back (quota preemption): its holder must stop its work by
+    ``stop_by`` (wall-clock seconds), SIGTERM first, and give the lease back."""
+
+    def __init__(self, lease_id: str, pool: str, stop_by: float, why: str) -> None:
+        self.lease_id, self.pool, self.stop_by, self.why = lease_id, pool, stop_by, why
+        super().__init__(f"lease {lease_id} in pool {pool!r} is preempted: {why}")
 
 
 class DeployError(ShipyardError, RuntimeError):

@@ -160,6 +160,9 @@ CATALOGUE_LIST: tuple[MetricSpec, ...] = (
        "Seconds until the pool's resource is fully reserved at the current rate (while rising)."),
     _m("shipyard_quota_used_fraction", "gauge", "pool resource", "quota",
        "Share of a pool's resource reserved (read by QuotaUsageHigh and QuotaExhaustionSoon)."),
+    _m("shipyard_quota_hog_wait_seconds", "gauge", "pool pipeline holds waiting", "quota",
+       "How long others' requests have waited while the pipeline holds more than its share of "
+       "a shared pool (0: it does not); read by QuotaHog."),
     # -- deploy and alerting --------------------------------------------------------------------
     _m("shipyard_rollout_failed", "gauge", "model version rollout", "deploy",
        "1 when canary analysis failed a rollout of the model version."),

@@ -30,6 +30,9 @@ class StepStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    PREEMPTED = "preempted"
+    """Its lease was taken back (quota preemption) and no retry was left: not a failure of
+    the step's code."""
 
 
 RUN_FINAL: tuple[RunStatus, ...] = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
@@ -38,8 +41,9 @@ STEP_FINAL: tuple[StepStatus, ...] = (
     StepStatus.SUCCEEDED,
     StepStatus.FAILED,
     StepStatus.CANCELLED,
+    StepStatus.PREEMPTED,
 )
-"""A step in one of these has ended (the same three words as a run's)."""
+"""A step in one of these has ended (a run's three words, and ``preempted``)."""
 STEP_ACTIVE: tuple[StepStatus, ...] = (StepStatus.RUNNING, StepStatus.RETRYING)
 """A step in one of these has (or is about to have) a process of its own."""
 
@@ -52,6 +56,8 @@ class LeaseStatus(StrEnum):
     RELEASED = "released"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
+    PREEMPTED = "preempted"
+    """Taken back from a borrower for a member's guaranteed share (or a higher priority)."""
 
 
 LEASE_ACTIVE: tuple[LeaseStatus, ...] = (LeaseStatus.HELD, LeaseStatus.WAITING)

@@ -18,6 +18,8 @@ each is a store series of the metric catalogue, :mod:`shipyard.metrics`, which
 - DataQuality: ``shipyard_data_problem_fraction`` — monitoring.data;
 - QuotaUsageHigh, QuotaExhaustionSoon: ``shipyard_quota_used_fraction{pool,resource}`` — quota
   (``quota.usage.record_usage``: the leases' reservation ÷ capacity);
+- QuotaHog: ``shipyard_quota_hog_wait_seconds{pool,pipeline,holds,waiting}`` — quota
+  (``record_usage``: how long others have waited while the pipeline holds more than its share);
 - TrainingFailed, TrainingSlow: ``shipyard_run_failed{kind,pipeline}``,
   ``shipyard_training_duration_ratio{pipeline}`` — monitoring.training;
 - ModelQualityDrop: ``shipyard_model_quality_drop{model,version,metric,source}`` (registered
@@ -40,6 +42,10 @@ from __future__ import annotations
 from shipyard.alerting.matchers import Matcher
 from shipyard.alerting.rules import PAGE_WINDOWS, TICKET_WINDOWS, BurnWindow, Rule
 
+HOG_WAIT_S = 300.0
+"""How long others' requests wait, while one pipeline holds more than its share of a shared
+pool, before QuotaHog fires (borrowing idle capacity is allowed; keeping it from those who come
+back for their share, for minutes, is what the rule names)."""
 BAD_INPUT_SHARE = 0.05
 """Share of serving requests with bad input (HTTP 4xx from validation) that opens a ticket."""
 
@@ -121,6 +127,23 @@ def default_rules() -> list[Rule]:
                 "Pool {{ $labels.pool }} {{ $labels.resource }} runs out within 4 h",
                 "At the last hour's rate the pool is exhausted in {{ $value }} s.",
                 "quota-exhaustion",
+            ),
+        ),
+        Rule(
+            "QuotaHog",
+            "threshold",
+            "shipyard_quota_hog_wait_seconds",
+            threshold=HOG_WAIT_S,
+            lookback_s=600,
+            severity="ticket",
+            info_labels=("holds", "waiting"),
+            annotations=_notes(
+                "Pipeline {{ $labels.pipeline }} holds more than its share of pool "
+                "{{ $labels.pool }} while others wait",
+                "{{ $labels.pipeline }} holds {{ $labels.holds }}; waiting: "
+                "{{ $labels.waiting }} (the longest for {{ $value }} s). Preemption "
+                "(pool policy `preemption: borrowers`) or a lower cap gives the share back.",
+                "quota-hog",
             ),
         ),
         Rule(

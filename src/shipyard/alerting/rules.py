@@ -116,6 +116,10 @@ class Rule:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     enabled: bool = True
+    info_labels: tuple[str, ...] = ()
+    """Series labels that describe an alert (its annotations may name them) but are not part of
+    its identity: the newest series of each identity counts, so a description that changes
+    (what a pipeline holds, who waits) updates the alert instead of opening another."""
 
     def __post_init__(self) -> None:
         if self.op not in OPERATORS:
@@ -133,7 +137,7 @@ class Rule:
                 raise InvalidInput(f"rule {self.name}: objective must be between 0 and 1")
 
     def alert_labels(self, series_labels: Mapping[str, Any]) -> dict[str, str]:
-        merged = {k: str(v) for k, v in series_labels.items()}
+        merged = {k: str(v) for k, v in series_labels.items() if k not in self.info_labels}
         merged.update(self.labels)
         merged["alertname"] = self.name
         merged["severity"] = self.severity
@@ -157,6 +161,8 @@ class Hit:
 
     labels: dict[str, str]
     value: float
+    info: dict[str, str] = field(default_factory=dict)
+    """The rule's ``info_labels`` of the series, for its annotations (not its identity)."""
 
     @property
     def fingerprint(self) -> str:
@@ -238,13 +244,19 @@ def evaluate_rule(session: Session, rule: Rule, now: float) -> list[Hit]:
     """The label sets for which ``rule`` holds at ``now``."""
     if rule.kind == "threshold":
         compare = OPERATORS[rule.op]
-        hits = []
+        newest: dict[str, Series] = {}  # one series per identity (see Rule.info_labels)
         for series in load_series(
             session, rule.metric, now - rule.lookback_s, now, rule.matchers
         ).values():
+            identity = fingerprint(rule.alert_labels(series.labels))
+            if identity not in newest or series.ts[-1] > newest[identity].ts[-1]:
+                newest[identity] = series
+        hits = []
+        for series in newest.values():
             value = series.values[-1]
             if compare(value, rule.threshold):
-                hits.append(Hit(rule.alert_labels(series.labels), value))
+                info = {k: str(series.labels.get(k, "")) for k in rule.info_labels}
+                hits.append(Hit(rule.alert_labels(series.labels), value, info))
         return hits
     if rule.kind == "absence":
         recent = load_series(session, rule.metric, now - rule.lookback_s, now, rule.matchers)

@@ -89,7 +89,7 @@ def apply_rules(
             record.last_true_at = now
             record.value = hit.value
             record.labels = hit.labels
-            record.annotations = rule.render_annotations(hit.labels, hit.value)
+            record.annotations = rule.render_annotations(hit.labels | hit.info, hit.value)
             if record.state == AlertState.PENDING and now - record.active_at >= rule.for_s:
                 move(record, AlertState.FIRING)
                 record.fired_at = now

@@ -43,6 +43,7 @@ STATUS_STYLE: dict[str, str] = {
     StepStatus.SUCCEEDED: "green",
     StepStatus.FAILED: "bold red",
     StepStatus.CANCELLED: "magenta",
+    StepStatus.PREEMPTED: "yellow",
 }
 """A run's or a step's status, styled (a run's statuses are a subset of a step's)."""
 

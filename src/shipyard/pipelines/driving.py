@@ -8,8 +8,11 @@ While the run goes, the driver heartbeats its run row and reads it back: a run e
 outside (``shipyard runs cancel``, or reconciled as abandoned) is cancelled here too. Each
 attempt's grant is renewed by a :class:`_Renewal` thread; a grant lost or not renewed by its
 fencing deadline gets the step killed at once (``lease lost: …``, see
-:mod:`shipyard.quota.admission`). When the run has ended, the setup's ``on_finished``
-listeners are called in order; one that raises is logged and the rest still run."""
+:mod:`shipyard.quota.admission`); a grant being taken back
+(:class:`~shipyard.errors.LeasePreempted`) gets SIGTERM, then SIGKILL when its grace runs out,
+and the step is retried at once if it has retries left, else it ends ``preempted``. When the
+run has ended, the setup's ``on_finished`` listeners are called in order; one that raises is
+logged and the rest still run."""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.clock import Clock
-from shipyard.errors import QuotaError
+from shipyard.errors import LeasePreempted, QuotaError
 from shipyard.pipelines import records, reservation
 from shipyard.pipelines.dsl import Pipeline
 from shipyard.pipelines.executor import (
@@ -120,6 +123,7 @@ class _Renewal:
         if expires_at is not None:
             self.deadline = self._deadline(time.monotonic(), clock.time(), float(expires_at))
         self.lost: str | None = None
+        self.preempted: LeasePreempted | None = None
         self.last_error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="lease-renewal")
@@ -133,6 +137,9 @@ class _Renewal:
             mono, now = time.monotonic(), self.clock.time()
             try:
                 expires_at = self.admission.heartbeat(self.grant)
+            except LeasePreempted as exc:  # taken back: stop by exc.stop_by, SIGTERM first
+                self.preempted = exc
+                return
             except QuotaError as exc:
                 self.lost = str(exc)
                 return
@@ -187,6 +194,12 @@ class RunDriver:
         self.failure: str | None = None
         self._last_run_beat = time.monotonic()
         self.done: queue.Queue[tuple[str, str]] = queue.Queue()
+        # what each step is expected to take, for a pool's backfill (history, declared timeout)
+        self.expected_s = (
+            reservation.expected_durations(self.ws.store, pipeline.name, graph)
+            if setup.pool is not None
+            else {}
+        )
         self.lock = threading.Lock()
         self.settings = {
             "database_url": self.ws.settings.database_url,
@@ -301,8 +314,8 @@ class RunDriver:
                     except queue.Empty:
                         continue
                     running -= 1
-                    if status == "failed" and not self.cancel.is_set():
-                        self.failure = f"step {name!r} failed: {self.views[name].reason}"
+                    if status in ("failed", "preempted") and not self.cancel.is_set():
+                        self.failure = f"step {name!r} {status}: {self.views[name].reason}"
                         self.cancel_reason = f"cancelled: step {name!r} failed"
                         self.cancel.set()
                 except (KeyboardInterrupt, _Cancel):
@@ -385,6 +398,7 @@ class RunDriver:
                 pool=self.pool,
                 priority=self.setup.priority,
                 attempt=attempt,
+                expected_s=self.expected_s.get(name),
             )
             try:
                 grant = self.admission.acquire(request)
@@ -397,7 +411,7 @@ class RunDriver:
             try:
                 if self.cancel.is_set():
                     return self._cancelled(name)
-                outcome, cancelled = self._attempt(node, attempt, request, grant)
+                outcome, ending = self._attempt(node, attempt, request, grant)
             finally:
                 self.admission.release(grant)
             usage = {
@@ -427,11 +441,20 @@ class RunDriver:
                 self.outputs[name] = outcome.outputs
                 append(log_path, "info", "step succeeded", ctx, attempt=attempt)
                 return "succeeded", None
-            if cancelled:
+            if ending == "cancelled":
                 reason = self.cancel_reason or "cancelled"
                 self._set(name, status="cancelled", exit_reason=reason, **usage)
                 append(log_path, "warning", "step cancelled", ctx, attempt=attempt)
                 return "cancelled", reason
+            if ending == "preempted":
+                append(log_path, "warning", "attempt preempted", ctx, attempt=attempt)
+                if attempt <= step.retries:  # back into the queue at once: no backoff
+                    self.views[name].status = "retrying"
+                    self._set(name, status="retrying", exit_reason=outcome.reason, **usage)
+                    append(log_path, "info", "retrying", ctx, backoff_s=0)
+                    continue
+                self._set(name, status="preempted", exit_reason=outcome.reason, **usage)
+                return "preempted", outcome.reason
             append(log_path, "error", "attempt failed", ctx, attempt=attempt, reason=outcome.reason)
             if attempt <= step.retries:
                 backoff_s = step.retry_backoff_s * 2 ** (attempt - 1)
@@ -475,8 +498,9 @@ class RunDriver:
 
     def _attempt(
         self, node: Node, attempt: int, request: StepRequest, grant: Any
-    ) -> tuple[StepOutcome, bool]:
-        """Start one attempt and watch it; ``(outcome, cancelled)``."""
+    ) -> tuple[StepOutcome, str]:
+        """Start one attempt and watch it; ``(outcome, ending)``: ending is ``""``, or
+        ``cancelled`` or ``preempted`` when the attempt was stopped for that."""
         name = node.name
         limits = self.enforcer.prepare(request, grant)
         task = self._task(node, attempt)
@@ -509,22 +533,43 @@ class RunDriver:
                 handle = self.setup.executor.start(task, limits, on_launch)
             except _Fenced as exc:
                 append(task.log_path, "error", "lease lost: step not started", self._context(name))
-                return StepOutcome(False, str(exc), None), False
+                return StepOutcome(False, str(exc), None), ""
             return self._watch(handle, node, renewal, limits)
         finally:
             renewal.stop()
 
     def _watch(
         self, handle: StepHandle, node: Node, renewal: _Renewal, limits: ProcessLimits
-    ) -> tuple[StepOutcome, bool]:
+    ) -> tuple[StepOutcome, str]:
         timeout_s = node.step.timeout_s
         begun = time.monotonic()
         interval = 0.002
         while True:
             outcome = handle.wait(interval)
             if outcome is not None:
-                return outcome, False
+                return outcome, ""
             interval = min(interval * 2, self.setup.sample_interval_s)
+            preempted = renewal.preempted
+            if preempted is not None:  # SIGTERM now, SIGKILL when the grace runs out
+                grace_s = max(0.0, preempted.stop_by - self.ws.clock.time())
+                handle.kill(grace_s)
+                ended = handle.wait(0) or StepOutcome(False, str(preempted), None)
+                append(
+                    self.new.log_paths[node.name],
+                    "warning",
+                    "preempted: step stopped",
+                    self._context(node.name),
+                    reason=str(preempted),
+                    grace_s=grace_s,
+                )
+                return StepOutcome(
+                    False,
+                    str(preempted),
+                    ended.exit_code,
+                    {},
+                    ended.peak_rss_bytes,
+                    ended.cpu_seconds,
+                ), "preempted"
             # fencing first: a step whose lease is lost must stop now, with no grace
             fenced = renewal.fenced()
             if fenced is not None:
@@ -539,7 +584,7 @@ class RunDriver:
                 )
                 return StepOutcome(
                     False, fenced, ended.exit_code, {}, ended.peak_rss_bytes, ended.cpu_seconds
-                ), False
+                ), ""
             sample = handle.sample()
             now = time.monotonic()
             reason: str | None = None
@@ -552,10 +597,10 @@ class RunDriver:
                 ended = handle.wait(0) or StepOutcome(False, reason, None)
                 return StepOutcome(
                     False, reason, ended.exit_code, {}, ended.peak_rss_bytes, ended.cpu_seconds
-                ), False
+                ), ""
             if self.cancel.is_set():
                 handle.kill(self.setup.kill_grace_s)
                 ended = handle.wait(0) or StepOutcome(False, "cancelled", None)
                 return StepOutcome(
                     False, "cancelled", ended.exit_code, {}, ended.peak_rss_bytes, ended.cpu_seconds
-                ), True
+                ), "cancelled"

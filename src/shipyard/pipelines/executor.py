@@ -68,6 +68,10 @@ class StepRequest:
     pool: str | None = None
     priority: int = 0
     attempt: int = 1
+    expected_s: float | None = None
+    """How long the attempt is expected to take (past runs, at most its declared timeout):
+    what a pool's backfill plans with."""
+    preemptible: bool = True
 
 
 @dataclass(frozen=True)

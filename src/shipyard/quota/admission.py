@@ -22,8 +22,25 @@ A request is skipped (others may pass it) when it would take its pipeline over i
 over its guaranteed **share** while another pipeline waits for capacity within its own share
 (borrowing idle capacity above the share is allowed only while nobody else waits for theirs —
 so a borrower gives capacity back first, as its leases end). A request that is next in order
-but does not fit in the pool's free capacity stops the pass: nothing behind it jumps ahead, so
-big requests are not starved by small ones.
+but does not fit in the pool's free capacity is the *head*: with the pool's ``backfill`` off,
+it stops the pass (nothing behind it jumps ahead); with it on (the default), a request behind
+it may start only if that does not delay the head's expected start (EASY backfill,
+:mod:`shipyard.quota.scheduling`), so big requests are not starved by small ones either way.
+
+**Preemption** (the pool's ``preemption``: ``never`` by default, ``borrowers``,
+``lower-priority``). When a request that may reclaim capacity waits — one within its
+pipeline's guaranteed share, or (``lower-priority``) one of higher priority — the pass marks
+the held leases to take back (``preempt_at`` = now + ``preemption_grace_s``), youngest and
+lowest priority first, only as many as free what the request lacks. A marked lease is no
+longer renewed: its holder's next heartbeat raises :class:`~shipyard.errors.LeasePreempted`,
+the holder sends SIGTERM, then SIGKILL at ``preempt_at``, and gives the lease back, which is
+recorded ``preempted`` (not ``released``, not failed). A holder that went silent keeps the
+capacity until its lease expires, as fencing demands (it stopped itself by then); so a member
+gets its share back within the grace period plus one renewal interval from a live holder.
+
+**Queued runs.** A pool may cap how many runs of one pipeline wait in its queue
+(``max_queued_runs``, per member or for the pool): a request of a further run that would have
+to wait is refused with :class:`~shipyard.errors.QueueFull` and leaves nothing behind.
 
 A request that can never fit (more than the pool's capacity or its pipeline's cap) fails at once
 with :class:`~shipyard.errors.QuotaExceeded`. Leases carry a heartbeat and expire after
@@ -59,11 +76,12 @@ from sqlalchemy.orm import Session
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.config import Settings
-from shipyard.errors import QuotaError, QuotaExceeded, StoreError
+from shipyard.errors import LeasePreempted, QueueFull, QuotaError, QuotaExceeded, StoreError
 from shipyard.pipelines.executor import Grant, StepRequest
 from shipyard.quantities import Amounts, parse_amounts
-from shipyard.quota.pools import Pool, dominant_share, load_pool
-from shipyard.quota.resources import add, first_excess, subtract
+from shipyard.quota.pools import Member, Pool, dominant_share, load_pool
+from shipyard.quota.resources import EPSILON, add, first_excess, subtract
+from shipyard.quota.scheduling import Holding, Reservation, fits, may_backfill, shadow, victims
 from shipyard.statuses import LEASE_ACTIVE as ACTIVE
 from shipyard.store import Store, new_id
 from shipyard.store.quota import QuotaEvent, QuotaLease, QuotaPool
@@ -92,6 +110,13 @@ class LeaseRequest:
     step: str = ""
     step_run_id: str = ""
     priority: int = 0
+    expected_s: float | None = None
+    """How long the holder is expected to hold the lease (a step's history, at most its declared
+    timeout): what backfill plans with; None: unknown."""
+    preemptible: bool = False
+    """Whether the pool may take the lease back (its holder stops on
+    :class:`~shipyard.errors.LeasePreempted` and can retry: a pipeline step). Off unless asked:
+    a model server's lease or a run's reservation is never preempted."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +169,23 @@ def _event(s: Session, pool: str, lease_id: str, kind: str, now: float, held: Am
     s.add(QuotaEvent(pool=pool, lease_id=lease_id, kind=kind, ts=now, held_total=dict(held)))
 
 
+def _holding(r: QuotaLease) -> Holding:
+    granted_at = r.granted_at if r.granted_at is not None else r.requested_at
+    ends = [r.preempt_at] if r.preempt_at is not None else []
+    if r.expected_s is not None:
+        ends.append(granted_at + r.expected_s)
+    return Holding(
+        r.id,
+        r.pipeline,
+        _amounts(r.resources),
+        r.priority,
+        granted_at,
+        min(ends) if ends else None,
+        r.preemptible,
+        r.preempt_at is not None,
+    )
+
+
 def _admit_waiting(
     s: Session,
     pool: Pool,
@@ -153,8 +195,9 @@ def _admit_waiting(
 ) -> list[QuotaLease]:
     """The scheduling pass (see the module docstring). The pool must be locked by the caller.
     Ends the lease ``end`` = (id, status, reason) if given, reclaims expired rows, admits what
-    may be admitted, writes one event per change, and returns the rows admitted. ``new`` is a
-    request not yet in the table (the fast path of submit)."""
+    may be admitted (backfilling around a blocked head), marks leases to preempt, writes one
+    event per change, and returns the rows admitted. ``new`` is a request not yet in the table
+    (the fast path of submit)."""
     rows = list(
         s.scalars(
             select(QuotaLease)
@@ -169,17 +212,25 @@ def _admit_waiting(
     for r in rows:
         if end is not None and r.id == end[0]:
             was_held = r.status == "held"
-            r.status, r.ended_at, r.reason = end[1], now, end[2]
+            status = end[1]
+            if was_held and r.preempt_at is not None and status == "released":
+                status = "preempted"  # its holder stopped as asked: recorded as preempted
+            r.status, r.ended_at = status, now
+            r.reason = r.reason if status == "preempted" else end[2]
             if was_held:
                 total = subtract(total, _amounts(r.resources))
-                _event(s, pool.name, r.id, end[1], now, total)
+                _event(s, pool.name, r.id, status, now, total)
     for r in rows:
-        if r.expires_at < now:
+        if r.status in ACTIVE and r.expires_at < now:
             was_held = r.status == "held"
-            r.status, r.ended_at, r.reason = "expired", now, "no heartbeat before expiry"
+            if was_held and r.preempt_at is not None:
+                r.status = "preempted"  # the holder stopped by its fencing deadline
+            else:
+                r.status, r.reason = "expired", "no heartbeat before expiry"
+            r.ended_at = now
             if was_held:
                 total = subtract(total, _amounts(r.resources))
-                _event(s, pool.name, r.id, "expired", now, total)
+                _event(s, pool.name, r.id, r.status, now, total)
     usage: dict[str, Amounts] = {}
     for r in rows:
         if r.status == "held":
@@ -189,30 +240,33 @@ def _admit_waiting(
         waiting.append(new)
     admitted: list[QuotaLease] = []
     while waiting:
-        candidates = []
-        for r in waiting:
-            member = pool.member(r.pipeline)
-            after = add(usage.get(r.pipeline, {}), _amounts(r.resources))
-            if first_excess(after, member.cap) is None:  # within its own cap: really waiting
-                key = (
-                    -r.priority,
-                    dominant_share(usage.get(r.pipeline, {}), pool.capacity, member.weight),
-                    r.requested_at,
-                    r.id,
-                )
-                candidates.append((key, r, after, member))
-        candidates.sort(key=lambda c: c[0])
+        candidates = _candidates(pool, waiting, usage)
         # pipelines waiting for capacity they are guaranteed (within their share)
         entitled = {c[1].pipeline for c in candidates if first_excess(c[2], c[3].share) is None}
         chosen = None
+        reservation: Reservation | None = None
+        head: QuotaLease | None = None
         for _key, r, after, member in candidates:
             others_wait = bool(entitled - {r.pipeline})
             if others_wait and first_excess(after, member.share) is not None:
                 continue  # borrowing above its share only while nobody else waits for theirs
-            if first_excess(add(total, _amounts(r.resources)), pool.capacity) is not None:
-                break  # the next in order does not fit: nothing behind it jumps ahead
-            chosen = (r, after)
-            break
+            wanted = _amounts(r.resources)
+            if head is None:
+                if fits(total, wanted, pool.capacity):
+                    chosen = (r, after)
+                    break
+                # the next in order does not fit: it is the head; others pass it only by
+                # backfill, which never delays its expected start
+                head = r
+                reservation = _head_reservation(pool, r, rows, total, now)
+                if reservation is None:
+                    break
+                continue
+            assert reservation is not None
+            end_at = now + r.expected_s if r.expected_s is not None else None
+            if may_backfill(wanted, end_at, reservation, total, pool.capacity):
+                chosen = (r, after)
+                break
         if chosen is None:
             break
         r, after = chosen
@@ -224,11 +278,135 @@ def _admit_waiting(
         total = add(total, _amounts(r.resources))
         if r is new:
             s.add(new)
+            rows.append(new)
         _event(s, pool.name, r.id, "granted", now, total)
         admitted.append(r)
     if new is not None and new.status == "waiting":
         s.add(new)
+    if waiting and pool.policy.preemption != "never":
+        _preempt(s, pool, now, [r for r in rows if r.status == "held"], waiting, usage, total)
     return admitted
+
+
+def _candidates(
+    pool: Pool, waiting: list[QuotaLease], usage: dict[str, Amounts]
+) -> list[tuple[tuple[int, float, float, str], QuotaLease, Amounts, Member]]:
+    """The waiting requests within their pipeline's cap, in admission order (with each one's
+    pipeline usage once admitted, and its member terms)."""
+    candidates = []
+    for r in waiting:
+        member = pool.member(r.pipeline)
+        after = add(usage.get(r.pipeline, {}), _amounts(r.resources))
+        if first_excess(after, member.cap) is None:  # within its own cap: really waiting
+            key = (
+                -r.priority,
+                dominant_share(usage.get(r.pipeline, {}), pool.capacity, member.weight),
+                r.requested_at,
+                r.id,
+            )
+            candidates.append((key, r, after, member))
+    candidates.sort(key=lambda c: c[0])
+    return candidates
+
+
+def _head_reservation(
+    pool: Pool, head: QuotaLease, rows: list[QuotaLease], total: Amounts, now: float
+) -> Reservation | None:
+    """The blocked head's reservation for backfill, None when nothing may pass it (backfill
+    off, or its start cannot be estimated). The head's promised start is the earliest shadow
+    time computed for it; a request is backfilled by its end only if it ends by then, and once
+    the promise is past (estimates were short), only into the extra capacity: so the head waits
+    at most for the leases held when its promise fell due (see docs/design.md, "Backfill")."""
+    if not pool.policy.backfill:
+        return None
+    holdings = [_holding(r) for r in rows if r.status == "held"]
+    found = shadow(holdings, total, _amounts(head.resources), pool.capacity, now)
+    if found is None:
+        return None
+    promised = head.start_promised_at
+    if promised is None or found.start_at < promised:
+        head.start_promised_at = promised = found.start_at
+    if now >= promised:
+        return Reservation(now, found.extra)  # overdue: only what the head never needs
+    return Reservation(min(found.start_at, promised), found.extra)
+
+
+def _preempt(
+    s: Session,
+    pool: Pool,
+    now: float,
+    held: list[QuotaLease],
+    waiting: list[QuotaLease],
+    usage: dict[str, Amounts],
+    total: Amounts,
+) -> None:
+    """Mark the leases to take back for the first waiting request (in admission order) that
+    may reclaim capacity: one within its guaranteed share (policy ``borrowers`` and
+    ``lower-priority``), or of higher priority than the victims (``lower-priority``). Each
+    victim's holder learns it at its next heartbeat (:class:`~shipyard.errors.LeasePreempted`)
+    and stops by ``preempt_at``; a holder that went silent loses the lease at its expiry."""
+    holdings = [_holding(r) for r in held]
+    freeing: Amounts = {}
+    for h in holdings:
+        if h.marked:
+            freeing = add(freeing, h.resources)
+    free = subtract(pool.capacity, total)
+    borrowed: dict[str, Amounts] = {}
+    for pipeline, used in usage.items():
+        share = pool.member(pipeline).share
+        borrowed[pipeline] = {r: max(0.0, v - share.get(r, 0.0)) for r, v in used.items()}
+    candidates = _candidates(pool, waiting, usage)
+    entitled = {c[1].pipeline for c in candidates if first_excess(c[2], c[3].share) is None}
+    for _key, r, after, member in candidates:
+        within_share = first_excess(after, member.share) is None
+        if not within_share and entitled - {r.pipeline}:
+            continue  # it would not be admitted before those anyway
+        lower_than = r.priority if pool.policy.preemption == "lower-priority" else None
+        if not within_share and lower_than is None:
+            continue
+        lacking = {
+            k: v - free.get(k, 0.0) - freeing.get(k, 0.0)
+            for k, v in _amounts(r.resources).items()
+            if v - free.get(k, 0.0) - freeing.get(k, 0.0) > EPSILON
+        }
+        if not lacking:
+            return  # it fits once the leases already being taken back have ended
+        chosen = victims(
+            holdings, lacking, borrowed if within_share else {}, r.pipeline, lower_than
+        )
+        if not chosen:
+            continue
+        why = (
+            f"pipeline {r.pipeline!r} needs its guaranteed share of pool {pool.name!r}"
+            if within_share
+            else f"a request of priority {r.priority} from pipeline {r.pipeline!r} waits"
+        )
+        by_id = {row.id: row for row in held}
+        grace = pool.policy.preemption_grace_s
+        for h in chosen:
+            row = by_id[h.id]
+            row.preempt_at = now + grace
+            row.reason = f"preempted: {why} (grace {grace:g}s)"
+            _event(s, pool.name, row.id, "preempting", now, total)
+        return
+
+
+def _queued_runs(s: Session, pool: Pool, pipeline: str, run_id: str) -> set[str] | None:
+    """The other runs of ``pipeline`` waiting in the pool's queue; None when ``run_id`` is in
+    the pool already (holding or waiting: a run under way is not refused a further step) or
+    the pool sets no limit for the pipeline."""
+    if pool.queue_limit(pipeline) is None:
+        return None
+    active = s.execute(
+        select(QuotaLease.run_id, QuotaLease.id, QuotaLease.status).where(
+            QuotaLease.pool == pool.name,
+            QuotaLease.pipeline == pipeline,
+            QuotaLease.status.in_(ACTIVE),
+        )
+    ).all()
+    if any((rid or lid) == run_id for rid, lid, _ in active):
+        return None
+    return {rid or lid for rid, lid, status in active if status == "waiting"}
 
 
 def _next_fence(s: Session, pool: str) -> int:
@@ -343,8 +521,20 @@ class LeaseManager:
                 requested_at=now,
                 heartbeat_at=now,
                 expires_at=now + self.lease_ttl_s,
+                expected_s=request.expected_s,
+                preemptible=request.preemptible,
             )
+            queued = _queued_runs(s, pool, request.pipeline, request.run_id or row.id)
             _admit_waiting(s, pool, now, new=row)
+            limit = pool.queue_limit(request.pipeline)
+            # a further run that would wait is refused; raising rolls the decision back
+            if (
+                row.status == "waiting"
+                and queued is not None
+                and limit is not None
+                and len(queued) >= limit
+            ):
+                raise QueueFull(pool.name, request.pipeline, len(queued), limit)
             return row.id, (_lease(row) if row.status == "held" else None)
 
     def poll(self, lease_id: str) -> Lease | None:
@@ -398,10 +588,22 @@ class LeaseManager:
                     QuotaLease.fence == grant.fence,
                     QuotaLease.status == "held",
                     QuotaLease.expires_at >= now,
+                    QuotaLease.preempt_at.is_(None),
                 )
                 .values(**values)
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
+                row = s.get(QuotaLease, grant.lease_id)
+                if (
+                    row is not None
+                    and row.fence == grant.fence
+                    and row.status == "held"
+                    and row.expires_at >= now
+                    and row.preempt_at is not None
+                ):  # being taken back: no longer renewed; the holder stops by preempt_at
+                    raise LeasePreempted(
+                        row.id, row.pool, row.preempt_at, row.reason or "preempted"
+                    )
                 raise QuotaError(
                     f"lease {grant.lease_id} in pool {grant.pool!r} has expired; "
                     "its capacity was reclaimed"
@@ -570,6 +772,8 @@ class QuotaAdmission:
                 step=request.step,
                 step_run_id=request.step_run_id,
                 priority=request.priority,
+                expected_s=request.expected_s,
+                preemptible=request.preemptible,
             ),
             timeout_s=self.timeout_s,
         )

@@ -12,6 +12,11 @@ A pool file (``shipyard quota apply pools.yaml``)::
             share: 0.25              # a fraction of every resource, or {cpu: 2, memory: 8Gi}
             cap: 0.5                 # same forms; default: default_cap_fraction of the pool
             weight: 1                # fair-share weight (Kueue's fairSharing.weight)
+            max_queued_runs: 5       # optional; else the pool's max_queued_runs
+        preemption: borrowers        # never (default) | borrowers | lower-priority
+        preemption_grace_s: 30       # SIGTERM, then SIGKILL this long after
+        backfill: true               # default; false: strict order (no request passes the head)
+        max_queued_runs: 10          # optional: runs of one pipeline waiting in the pool
       - name: trainer
         mode: dedicated
         owner: train
@@ -19,6 +24,11 @@ A pool file (``shipyard quota apply pools.yaml``)::
 
 In a shared pool a pipeline that is not a member gets no guaranteed share (it only borrows idle
 capacity) and the default cap. A dedicated pool admits only its owner, up to the whole pool.
+
+The scheduling policy (:class:`PoolPolicy`) says whether a blocked head may be backfilled around,
+whether and whom the pool preempts to give a member its guaranteed share back (Kueue's
+``reclaimWithinCohort`` / ``withinClusterQueue``, whose default is likewise ``Never``), and how
+many runs of one pipeline may wait in its queue; :mod:`shipyard.quota.admission` applies it.
 """
 
 from __future__ import annotations
@@ -29,7 +39,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -42,6 +59,10 @@ from shipyard.store import Store
 from shipyard.store.quota import QuotaMember, QuotaPool
 
 Portion = float | dict[str, float | int | str]
+PREEMPTION = ("never", "borrowers", "lower-priority")
+"""``never``: nothing is taken back; ``borrowers``: leases of pipelines above their guaranteed
+share are preempted for a member waiting within its own share; ``lower-priority``: that, and
+any lease of lower priority than a waiting request."""
 
 
 class MemberSpec(BaseModel):
@@ -50,6 +71,7 @@ class MemberSpec(BaseModel):
     share: Portion = 0.0
     cap: Portion | None = None
     weight: float = Field(1.0, gt=0)
+    max_queued_runs: int | None = Field(None, ge=1)
 
 
 class PoolSpec(BaseModel):
@@ -60,6 +82,17 @@ class PoolSpec(BaseModel):
     default_cap_fraction: float | None = Field(None, gt=0, le=1)
     owner: str | None = None
     members: list[MemberSpec] = []
+    preemption: str = "never"
+    preemption_grace_s: float = Field(30.0, ge=0, le=86400)
+    backfill: bool = True
+    max_queued_runs: int | None = Field(None, ge=1)
+
+    @field_validator("preemption")
+    @classmethod
+    def _known_preemption(cls, value: str) -> str:
+        if value not in PREEMPTION:
+            raise ValueError(f"preemption is one of {', '.join(PREEMPTION)}, not {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _dedicated_has_owner(self) -> PoolSpec:
@@ -81,6 +114,35 @@ class Member:
     share: Amounts
     cap: Amounts
     weight: float = 1.0
+    max_queued_runs: int | None = None
+
+
+@dataclass(frozen=True)
+class PoolPolicy:
+    """How a pool schedules beyond fair share and caps (see the module docstring)."""
+
+    preemption: str = "never"
+    preemption_grace_s: float = 30.0
+    backfill: bool = True
+    max_queued_runs: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "preemption": self.preemption,
+            "preemption_grace_s": self.preemption_grace_s,
+            "backfill": self.backfill,
+            "max_queued_runs": self.max_queued_runs,
+        }
+
+    @classmethod
+    def of(cls, raw: dict[str, Any] | None) -> PoolPolicy:
+        raw = raw or {}
+        return cls(
+            str(raw.get("preemption", "never")),
+            float(raw.get("preemption_grace_s", 30.0)),
+            bool(raw.get("backfill", True)),
+            raw.get("max_queued_runs"),
+        )
 
 
 @dataclass(frozen=True)
@@ -92,6 +154,14 @@ class Pool:
     capacity: Amounts
     default_cap_fraction: float
     members: dict[str, Member] = field(default_factory=dict)
+    policy: PoolPolicy = field(default_factory=PoolPolicy)
+
+    def queue_limit(self, pipeline: str) -> int | None:
+        """How many runs of ``pipeline`` may wait in this pool's queue (None: no limit)."""
+        member = self.members.get(pipeline)
+        if member is not None and member.max_queued_runs is not None:
+            return member.max_queued_runs
+        return self.policy.max_queued_runs
 
     def member(self, pipeline: str) -> Member:
         """The pipeline's terms here; a stranger in a shared pool borrows only, up to the
@@ -140,7 +210,7 @@ def resolve(spec: PoolSpec, default_cap_fraction: float) -> Pool:
         cap = {r: max(cap[r], share[r]) if m.cap is None else cap[r] for r in capacity}
         if excess := first_excess(share, cap):
             raise InvalidInput(f"{what}: share of {excess[0]} ({excess[1]:g}) exceeds its cap")
-        members[m.pipeline] = Member(m.pipeline, share, cap, m.weight)
+        members[m.pipeline] = Member(m.pipeline, share, cap, m.weight, m.max_queued_runs)
     shares: Amounts = {}
     for member in members.values():
         for r, v in member.share.items():
@@ -150,7 +220,10 @@ def resolve(spec: PoolSpec, default_cap_fraction: float) -> Pool:
             f"pool {spec.name}: guaranteed shares of {excess[0]} add up to {excess[1]:g}, "
             f"more than the capacity {excess[2]:g}"
         )
-    return Pool(spec.name, spec.mode, capacity, fraction, members)
+    policy = PoolPolicy(
+        spec.preemption, spec.preemption_grace_s, spec.backfill, spec.max_queued_runs
+    )
+    return Pool(spec.name, spec.mode, capacity, fraction, members, policy)
 
 
 def read_pool_file(path: Path, default_cap_fraction: float) -> list[Pool]:
@@ -204,6 +277,7 @@ def apply_pools(
             row.mode = pool.mode
             row.capacity = dict(pool.capacity)
             row.default_cap_fraction = pool.default_cap_fraction
+            row.policy = pool.policy.to_json()
             row.updated_at = now
             row.generation = (row.generation or 0) + 1
             s.flush()
@@ -216,6 +290,7 @@ def apply_pools(
                         share=dict(m.share),
                         cap=dict(m.cap),
                         weight=m.weight,
+                        max_queued_runs=m.max_queued_runs,
                     )
                 )
             audit.record(
@@ -228,6 +303,7 @@ def apply_pools(
                     "capacity": dict(pool.capacity),
                     "default_cap_fraction": pool.default_cap_fraction,
                     "generation": row.generation,
+                    "policy": pool.policy.to_json(),
                     "members": {
                         m.pipeline: {"share": dict(m.share), "cap": dict(m.cap), "weight": m.weight}
                         for m in pool.members.values()
@@ -249,9 +325,11 @@ def pool_from_rows(row: QuotaPool, members: list[QuotaMember]) -> Pool:
                 {r: float(v) for r, v in m.share.items()},
                 {r: float(v) for r, v in m.cap.items()},
                 m.weight,
+                m.max_queued_runs,
             )
             for m in members
         },
+        PoolPolicy.of(row.policy),
     )
 
 

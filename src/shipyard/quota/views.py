@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class LeaseView:
     """One lease as its holder's record shows it: ``status`` is ``waiting``, ``held``,
-    ``released``, ``expired`` or ``cancelled``; ``used`` is what the holder last reported."""
+    ``released``, ``expired``, ``cancelled`` or ``preempted``; ``used`` is what the holder last
+    reported."""
 
     id: str
     pool: str

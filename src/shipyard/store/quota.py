@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shipyard.store.base import Base, new_id
@@ -21,6 +21,8 @@ class QuotaPool(Base):
     updated_at: Mapped[float] = mapped_column(Float)
     generation: Mapped[int] = mapped_column(Integer, default=0)
     last_fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # preemption, grace_s, backfill, max_queued_runs (quota/pools.py: PoolPolicy)
+    policy: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
 
 
 class QuotaMember(Base):
@@ -34,6 +36,7 @@ class QuotaMember(Base):
     share: Mapped[dict[str, Any]] = mapped_column(default=dict)
     cap: Mapped[dict[str, Any]] = mapped_column(default=dict)
     weight: Mapped[float] = mapped_column(Float, default=1.0)
+    max_queued_runs: Mapped[int | None] = mapped_column(Integer)
 
 
 class QuotaLease(Base):
@@ -60,6 +63,12 @@ class QuotaLease(Base):
     expires_at: Mapped[float] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float)
     reason: Mapped[str | None] = mapped_column(Text)
+    # backfill and preemption (admission.py): how long the holder is expected to take, the start
+    # promised to a blocked head, when a lease being taken back must have stopped
+    expected_s: Mapped[float | None] = mapped_column(Float)
+    start_promised_at: Mapped[float | None] = mapped_column(Float)
+    preempt_at: Mapped[float | None] = mapped_column(Float)
+    preemptible: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         Index("ix_quota_leases_pool_status", "pool", "status"),
@@ -77,7 +86,8 @@ class QuotaEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     pool: Mapped[str] = mapped_column(String(100))
     lease_id: Mapped[str] = mapped_column(String(32))
-    kind: Mapped[str] = mapped_column(String(20))  # granted | released | expired | cancelled
+    # granted | preempting | released | expired | cancelled | preempted
+    kind: Mapped[str] = mapped_column(String(20))
     ts: Mapped[float] = mapped_column(Float)
     held_total: Mapped[dict[str, Any]] = mapped_column(default=dict)
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 POOL = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 MAX_POOLS_TEXT = 256 * 1024
 """A pools file is a few hundred bytes; this bounds what the YAML parser is handed."""
-LEASE_STATUSES = ("waiting", "held", "released", "expired", "cancelled")
+LEASE_STATUSES = ("waiting", "held", "released", "expired", "cancelled", "preempted")
 
 
 class PoolsBody(Params):
@@ -60,9 +60,9 @@ class PoolsBody(Params):
 class LeaseQuery(PageQuery):
     pool: str | None = Field(None, pattern=POOL, description="Only leases in this pool.")
     pipeline: str | None = Field(None, min_length=1, max_length=200, description="Only its.")
-    status: Literal["active", "any", "waiting", "held", "released", "expired", "cancelled"] = Field(
-        "active", description="`active` (held or waiting), `any`, or one status."
-    )
+    status: Literal[
+        "active", "any", "waiting", "held", "released", "expired", "cancelled", "preempted"
+    ] = Field("active", description="`active` (held or waiting), `any`, or one status.")
 
 
 class EstimateQuery(Params):
