@@ -57,3 +57,14 @@ def test_class_predictions_count_the_share_that_changed() -> None:
 def test_draws_must_match_the_rows() -> None:
     with pytest.raises(InvalidInput):
         explained_change(lambda a: a[:, 0], np.zeros((3, 2)), {0: np.zeros(2)})
+
+
+def test_class_probabilities_compare_by_total_variation() -> None:
+    x = np.array([[0.0], [1.0]])
+
+    def proba(a: np.ndarray) -> np.ndarray:
+        p = np.clip(a[:, 0] * 0.5 + 0.25, 0, 1)
+        return np.column_stack([1 - p, p])
+
+    total, _ = explained_change(proba, x, {0: np.array([1.0, 1.0])})
+    assert total == pytest.approx(0.25)  # row 0 moves 0.25 → 0.75: TV 0.5; row 1 unchanged

@@ -58,10 +58,15 @@ def robust_effect(
 
 
 def _distance(a: Array, b: Array) -> float:
-    """Mean absolute change of numeric predictions; the share of changed ones otherwise."""
+    """Mean over rows of how far two predictions are: |a − b| for one number per row, half the
+    L1 distance for several (the total variation distance of class probabilities), and 0/1
+    for labels."""
     if a.dtype.kind in "fiu" and b.dtype.kind in "fiu":
-        return float(np.mean(np.abs(a.astype(np.float64) - b.astype(np.float64))))
-    return float(np.mean(a != b))
+        diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+        if diff.ndim == 2 and diff.shape[1] > 1:
+            return float(np.mean(0.5 * diff.sum(axis=1)))
+        return float(np.mean(diff))
+    return float(np.mean(a.reshape(len(a), -1)[:, 0] != b.reshape(len(b), -1)[:, 0]))
 
 
 def explained_change(
@@ -77,10 +82,10 @@ def explained_change(
 
         change_j = mean_i d(f(xᵢ), f(xᵢ⁽ʲ⁾)),  total = mean_i d(f(xᵢ), f(xᵢ⁽ᵃˡˡ⁾))
 
-    with d the absolute difference (numeric predictions) or 0/1 (labels). Returns ``total``
-    and each ``change_j``; ``change_j / total`` is the share of the prediction change that
-    undoing feature j alone accounts for (interactions can make the shares sum past 1).
-    Predictions with several outputs are compared on the first.
+    with d the absolute difference (one number per row), half the L1 distance (several: for
+    class probabilities, the total variation distance) or 0/1 (labels). Returns ``total`` and
+    each ``change_j``; ``change_j / total`` is the share of the prediction change that undoing
+    feature j alone accounts for (interactions can make the shares sum past 1).
 
     >>> x = np.column_stack([np.full(4, 2.0), np.full(4, 5.0)])
     >>> total, each = explained_change(lambda a: 3 * a[:, 0], x, {0: np.zeros(4), 1: np.zeros(4)})
@@ -97,17 +102,17 @@ def explained_change(
             raise InvalidInput(f"reference draws of feature {j}: one value per current row")
         draws[j] = v
 
-    def first(out: Any) -> Array:
-        a = np.asarray(out)
-        return a.reshape(len(x), -1)[:, 0]
+    def run(rows: Array) -> Array:
+        out = np.asarray(predict(rows))
+        return out.reshape(len(x), -1) if out.ndim > 1 else out
 
-    base = first(predict(x))
+    base = run(x)
     each = {}
     everything = x.copy()
     for j, v in draws.items():
         moved = x.copy()
         moved[:, j] = v
         everything[:, j] = v
-        each[j] = _distance(base, first(predict(moved)))
-    total = _distance(base, first(predict(everything))) if draws else 0.0
+        each[j] = _distance(base, run(moved))
+    total = _distance(base, run(everything)) if draws else 0.0
     return total, each
