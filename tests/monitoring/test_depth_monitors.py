@@ -32,9 +32,9 @@ def last_points(ws: Workspace, name: str) -> dict[str, float]:
 
 
 class TestMultivariateDrift:
-    def test_a_rotated_batch_alerts_and_an_iid_one_does_not(self, sqlite_ws: Workspace) -> None:
+    def test_a_rotated_batch_alerts_and_an_iid_one_does_not(self, ws: Workspace) -> None:
         rng = np.random.default_rng(0)
-        observe = publisher(sqlite_ws, "data")
+        observe = publisher(ws, "data")
         observe("p", "sensors", pairs(rng, 5000), role="reference")
         same = observe("p", "sensors", pairs(rng, 1000))
         verdicts = {c.monitor: c for c in same.checks}
@@ -46,7 +46,7 @@ class TestMultivariateDrift:
         check = verdicts["multivariate_drift"]
         assert check.status == "alert"
         assert "features move together differently" in check.summary
-        drift = last_points(sqlite_ws, "shipyard_multivariate_drift")
+        drift = last_points(ws, "shipyard_multivariate_drift")
         assert drift["dataset=sensors,method=reconstruction_error,pipeline=p"] == 1.0
         assert drift["dataset=sensors,method=mmd_rbf,pipeline=p"] == 1.0
 
@@ -67,11 +67,11 @@ def regression(rng: np.random.Generator, n: int, shift: float, slope: float = 2.
 
 class TestPerformanceEstimation:
     @pytest.fixture
-    def scored(self, sqlite_ws: Workspace):  # type: ignore[no-untyped-def]
+    def scored(self, ws: Workspace):  # type: ignore[no-untyped-def]
         rng = np.random.default_rng(2)
         train = regression(rng, 3000, 0.0)
         model = LinearRegression().fit(train[["x0", "x1"]], train["y"])
-        observe = publisher(sqlite_ws, "data", {"multivariate_drift": False})
+        observe = publisher(ws, "data", {"multivariate_drift": False})
 
         def score(frame: pd.DataFrame) -> pd.DataFrame:
             return frame.assign(pred=model.predict(frame[["x0", "x1"]]))
@@ -81,14 +81,14 @@ class TestPerformanceEstimation:
         return rng, observe, score
 
     def test_a_shifted_batch_is_estimated_worse_before_labels_and_confirmed_after(
-        self, sqlite_ws: Workspace, scored
+        self, ws: Workspace, scored
     ) -> None:  # type: ignore[no-untyped-def]
         rng, observe, score = scored
         batch = score(regression(rng, 2000, 1.2))
         before = observe("p", "scores", batch.drop(columns="y"), prediction="pred")
         check = next(c for c in before.checks if c.monitor == "performance_estimation")
         assert check.status == "alert" and "estimated mae" in check.summary
-        ratio = last_points(sqlite_ws, "shipyard_estimated_loss_ratio")
+        ratio = last_points(ws, "shipyard_estimated_loss_ratio")
         assert ratio["dataset=scores,metric=mae,pipeline=p"] > 1.2
         after = observe("p", "scores", batch, label="y", prediction="pred")
         check = next(c for c in after.checks if c.monitor == "performance_estimation")
@@ -97,7 +97,7 @@ class TestPerformanceEstimation:
         assert check.status == "alert" and "labels confirm" in check.summary
 
     def test_concept_drift_shows_as_an_estimate_the_labels_contradict(
-        self, sqlite_ws: Workspace, scored
+        self, ws: Workspace, scored
     ) -> None:  # type: ignore[no-untyped-def]
         rng, observe, score = scored
         changed = regression(rng, 2000, 0.0, slope=-1.0)  # P(y|x) changed, x did not
