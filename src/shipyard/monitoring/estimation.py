@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from shipyard.checks import Check, Metric
 from shipyard.monitoring.config import MonitorSpec
@@ -72,10 +73,13 @@ def performance_estimation(
         return Check.of_pipeline(
             name, pipeline, CheckStatus.WARNING, f"{dataset}: non-numeric values ({exc})", dataset
         )
-    dle = DirectLossEstimator(_loss_model).fit(
-        reference[features].to_numpy(), reference[prediction].to_numpy(), reference[label]
-    )
-    estimate = dle.estimate(current_x, current_p)
+    # one thread: a few thousand rows fit in a fraction of a second on one core, and OpenMP's
+    # threads on a busy machine (or beside the daemon's other tasks) make it 10-20× slower
+    with threadpool_limits(limits=1, user_api="openmp"):
+        dle = DirectLossEstimator(_loss_model).fit(
+            reference[features].to_numpy(), reference[prediction].to_numpy(), reference[label]
+        )
+        estimate = dle.estimate(current_x, current_p)
     max_ratio = float(spec.options["max_ratio"])
     tolerance = float(spec.options["tolerance"])
     base = {"pipeline": pipeline, "dataset": dataset}
