@@ -31,6 +31,9 @@ from shipyard.statuses import CheckStatus
 SAMPLE_ROWS = 2000
 """Rows of a reference kept for the MMD test and the loss estimator."""
 SAMPLE_MEDIA_TYPE = "application/vnd.shipyard.reference-sample+json"
+FIT_ROWS = 200_000
+"""The PCA is fitted on at most this many reference rows (drawn at random): 50 columns of
+them cost 80 MB of floats, and the components and band of a larger sample barely move."""
 MIN_REFERENCE_ROWS = 40
 """Fewer reference rows than this and no PCA is fitted (two halves of 20 chunks)."""
 
@@ -86,8 +89,12 @@ def reference_sample(
         rows = data.iloc[np.sort(np.random.default_rng(0).choice(len(data), SAMPLE_ROWS, False))]
     reconstruction = None
     if judged and len(data) >= MIN_REFERENCE_ROWS:
+        fit_rows = data
+        if len(data) > FIT_ROWS:  # bounded time and memory for a reference of any size
+            picked = np.random.default_rng(1).choice(len(data), FIT_ROWS, replace=False)
+            fit_rows = data.iloc[np.sort(picked)]
         fit = ReconstructionDrift(float(spec.options["variance_kept"]))
-        reconstruction = fit.fit(_floats(data, features)).to_json()
+        reconstruction = fit.fit(_floats(fit_rows, features)).to_json()
     return {
         "features": features,
         "label": label if numeric_label else None,
