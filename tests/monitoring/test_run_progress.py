@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import select
 
 from shipyard.alerting.config import AlertingConfig, build_config
@@ -161,7 +162,7 @@ def test_a_run_past_its_history_p95_raises_run_slow_until_it_ends(
         (check,) = watch_running_runs(ws.store, clock)
         evaluate(ws.store, cfg, clock.time())
         seen.append((check.evidence.get("ratio"), alert_states(ws, "RunSlow")))
-    p95 = float(__import__("numpy").percentile([100, 101, 102, 103, 104], 95))
+    p95 = float(np.percentile([100, 101, 102, 103, 104], 95))
     assert seen[2][0] == 90 / p95 and seen[2][1] == []  # 90 s: within its history
     assert seen[3][0] == 120 / p95 and seen[3][1] == ["firing"]  # 120 s: past the p95
     assert check.status == "alert" and "the p95" in check.summary

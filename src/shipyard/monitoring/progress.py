@@ -149,11 +149,11 @@ def watch_running_runs(store: Store, clock: Clock) -> list[Check]:
         for c in checks:
             for name, labels, value in c.metrics:
                 s.add(MetricPoint.of(name, labels, now, value))
-        add_checks(s, [replace_metrics(c) for c in changed], now)
+        add_checks(s, [_without_metrics(c) for c in changed], now)
     return checks
 
 
-def replace_metrics(check: Check) -> Check:
+def _without_metrics(check: Check) -> Check:
     """``check`` without its metric points (written separately, on every tick)."""
     return Check(check.monitor, check.status, check.summary, check.labels, check.run_id,
                  check.evidence, ())  # fmt: skip
