@@ -86,7 +86,8 @@ def _job(name: str, ref_path: str, cur_path: str, extra: str) -> dict[str, Any]:
     import pandas as pd
 
     cur = pd.read_parquet(cur_path)
-    ref = pd.read_parquet(ref_path) if name in ("evidently", "shipyard-both") else None
+    wanted = ("evidently", "shipyard-both", "shipyard-multivariate")
+    ref = pd.read_parquet(ref_path) if name in wanted else None
     frame_bytes = int(cur.memory_usage(deep=True).sum())
     ref_text = Path(extra).read_text() if name == "shipyard-precomputed" else ""
     drifted: list[str] = []
@@ -97,6 +98,15 @@ def _job(name: str, ref_path: str, cur_path: str, extra: str) -> dict[str, Any]:
         import whylogs as why
     if name.startswith("shipyard"):
         from shipyard.stats import DatasetProfile, compare
+    if name == "shipyard-multivariate":
+        import numpy as np
+
+        from shipyard.stats.multivariate import ReconstructionDrift, mmd_test
+
+        numeric = [c for c in cur.columns if c.startswith("num_")]
+        ref_x = ref[numeric].to_numpy(dtype=np.float64)  # type: ignore[index]
+        cur_x = cur[numeric].to_numpy(dtype=np.float64)
+        steps: dict[str, float] = {}
     rss_before = PeakRss.now()
     with PeakRss() as rss:
         t0 = time.perf_counter()
@@ -123,6 +133,19 @@ def _job(name: str, ref_path: str, cur_path: str, extra: str) -> dict[str, Any]:
             drifted = report.drifted_columns
         elif name == "shipyard-profile":
             DatasetProfile.from_frame(cur)
+        elif name == "shipyard-multivariate":
+            # what observe() does: the PCA fit on the whole reference (once, with the
+            # reference), then each batch's reconstruction error and the MMD test on samples
+            t = time.perf_counter()
+            fit = ReconstructionDrift().fit(ref_x)
+            steps["pca_fit_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            pca = fit.test(cur_x)
+            steps["pca_test_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            mmd = mmd_test(ref_x, cur_x, sample_rows=500, permutations=200, alpha=0.01)
+            steps["mmd_s"] = time.perf_counter() - t
+            drifted = [r.method for r in (pca, mmd) if r.drifted]
         elif name == "whylogs-profile":
             why.log(pandas=cur)
         else:
@@ -136,6 +159,7 @@ def _job(name: str, ref_path: str, cur_path: str, extra: str) -> dict[str, Any]:
         "frame_bytes": frame_bytes,
         "rows": len(cur),
         "drifted": sorted(drifted),
+        **(steps if name == "shipyard-multivariate" else {}),
     }
 
 
@@ -245,6 +269,11 @@ def main() -> None:
         action="store_true",
         help="profile each side of the whole-process row once (importtime + cProfile)",
     )
+    parser.add_argument(
+        "--multivariate-only",
+        action="store_true",
+        help="only the multivariate measures against the univariate compare (issue 18)",
+    )
     parser.add_argument("--job", nargs=4, metavar=("NAME", "REF", "CUR", "EXTRA"))
     args = parser.parse_args()
     if args.job:
@@ -259,10 +288,12 @@ def main() -> None:
         print(f"\n## {rows:,} rows × 20 numeric + {cats} categorical")
         profile_json = RESULTS / f"ref_{rows}x{20 + cats}.profile.json"
         _write_profile(ref, profile_json)
+        univariate = _run(sys.executable, "shipyard-precomputed", ref, cur, str(profile_json))
+        _print_multivariate(univariate, _run(sys.executable, "shipyard-multivariate", ref, cur))
+        if args.multivariate_only:
+            continue
         results = {
-            "shipyard, reference profile precomputed": _run(
-                sys.executable, "shipyard-precomputed", ref, cur, str(profile_json)
-            ),
+            "shipyard, reference profile precomputed": univariate,
             "shipyard, profiling both sides": _run(sys.executable, "shipyard-both", ref, cur),
         }
         if evidently:
@@ -277,6 +308,32 @@ def main() -> None:
         if whylogs:
             prof["whylogs 1.6 why.log"] = _run(whylogs, "whylogs-profile", ref, cur)
         _print_profile_table(prof)
+
+
+def _print_multivariate(univariate: dict[str, Any] | None, r: dict[str, Any] | None) -> None:
+    """The multivariate measures on the 20 numeric columns: the PCA fit (once per reference),
+    a batch's reconstruction error and the MMD test (500 rows a side, 200 permutations),
+    against the univariate compare of every column with a precomputed reference profile."""
+    print(
+        f"{'multivariate (20 numeric columns)':42} {'wall':>8} {'vs compare':>10} {'extra RSS':>10}"
+    )
+    if r is None:
+        print(f"{'shipyard multivariate':42} failed")
+        return
+    base = univariate["wall_s"] if univariate else None
+    rows = [
+        ("PCA fit on the reference (once)", r["pca_fit_s"]),
+        ("reconstruction error of the batch", r["pca_test_s"]),
+        ("MMD test, 500 rows a side, B=200", r["mmd_s"]),
+        ("all three", r["wall_s"]),
+    ]
+    for name, wall in rows:
+        ratio = f"{wall / base:.2f}×" if base else "-"
+        extra = _mib(r["extra_rss_bytes"]) if name == "all three" else ""
+        print(f"{name:42} {wall:>7.3f}s {ratio:>10} {extra:>10}")
+    if base:
+        print(f"{'univariate compare (precomputed reference)':42} {base:>7.3f}s {'1.00×':>10}")
+    print(f"flags: {', '.join(r['drifted']) or 'none'}")
 
 
 def _write_profile(ref: Path, out: Path) -> None:

@@ -40,6 +40,16 @@ OPTIONS: dict[str, dict[str, type]] = {
     "data_problems": {"max_fraction": float, "reference_pipeline": str},
     "training_time": {"factor": float, "min_history": int, "history": int},
     "training_failures": {},
+    "multivariate_drift": {
+        "max_columns": int,
+        "sample_rows": int,
+        "permutations": int,
+        "alpha": float,
+        "variance_kept": float,
+        "reference_pipeline": str,
+    },
+    "performance_estimation": {"max_ratio": float, "tolerance": float, "reference_pipeline": str},
+    "run_progress": {"factor": float, "stall_s": float, "min_history": int, "history": int},
 }
 """Every monitor of a pipeline and the options it takes."""
 
@@ -49,17 +59,44 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # factor 2.0 matches the default TrainingSlow rule (ratio > 2); 5 runs before judging;
     # the history is the last 30 succeeded runs.
     "training_time": {"factor": 2.0, "min_history": 5, "history": 30},
+    # on for data sets of at most 50 numeric features (costs: docs/statistics.md)
+    "multivariate_drift": {
+        "max_columns": 50,
+        "sample_rows": 500,
+        "permutations": 200,
+        "alpha": 0.01,
+        "variance_kept": 0.65,
+    },
+    # estimated loss over the reference's realised loss that alerts (as serving.quality's 1.2);
+    # relative gap between estimate and realised loss that marks the estimate unreliable
+    "performance_estimation": {"max_ratio": 1.2, "tolerance": 0.2},
+    # a running run past its history's p95, or silent (no step log output) for 30 minutes
+    "run_progress": {"factor": 1.0, "stall_s": 1800.0, "min_history": 5, "history": 30},
 }
 
 KIND_MONITORS: dict[str, tuple[str, ...]] = {
-    "data": ("feature_drift", "label_drift", "data_problems"),
-    "validation": ("test_set_drift",),
-    "training": ("training_time", "training_failures"),
+    "data": (
+        "feature_drift",
+        "label_drift",
+        "data_problems",
+        "multivariate_drift",
+        "performance_estimation",
+        "run_progress",
+    ),
+    "validation": ("test_set_drift", "run_progress"),
+    "training": ("training_time", "training_failures", "run_progress"),
     "serving": (),  # served by shipyard.monitoring.serving.ServingMonitor
 }
 
-DATASET_MONITORS = ("feature_drift", "label_drift", "test_set_drift", "data_problems")
-RUN_MONITORS = ("training_time", "training_failures")
+DATASET_MONITORS = (
+    "feature_drift",
+    "label_drift",
+    "test_set_drift",
+    "data_problems",
+    "multivariate_drift",
+    "performance_estimation",
+)
+RUN_MONITORS = ("training_time", "training_failures", "run_progress")
 
 
 @dataclass(frozen=True)
@@ -174,6 +211,9 @@ def resolve_monitors(kind: str, configured: Mapping[str, Any] | None = None) -> 
             out[name] = spec
     if out.get("training_time") and out["training_time"].options["factor"] <= 0:
         raise PipelineDefinitionError("monitor 'training_time': factor must be > 0")
+    progress = out.get("run_progress")
+    if progress and (progress.options["factor"] <= 0 or progress.options["stall_s"] <= 0):
+        raise PipelineDefinitionError("monitor 'run_progress': factor and stall_s must be > 0")
     return MonitorSet(kind, out)
 
 

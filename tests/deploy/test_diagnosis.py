@@ -80,6 +80,11 @@ def test_failed_canary_diagnosis_names_metrics_drifted_inputs_and_failing_reques
     drift = report["drifting_inputs"]
     assert drift["available"] and drift["against"] == "training data"
     assert drift["drifted_columns"] == ["a"]
+    # 'a' put back to its training distribution in the canary's sampled rows, through the
+    # canary's model: it accounts for all of the prediction change
+    assert report["drift_attribution"]["available"]
+    assert [c["column"] for c in report["drift_attribution"]["causes"]] == ["a"]
+    assert drift["columns"][0]["explains"] == 1.0 and drift["columns"][0]["robust_effect"] > 1
     examples = report["failing_requests"]
     assert len(examples) == 5 and {e["status"] for e in examples} == {500}
     assert examples[0]["response"] == "ValueError: boom"

@@ -15,9 +15,16 @@ class TestDefaults:
             s = resolve_monitors(kind)
             return [n for n in s.monitors if s.enabled(n)]
 
-        assert on("data") == ["feature_drift", "label_drift", "data_problems"]
-        assert on("validation") == ["test_set_drift"]
-        assert on("training") == ["training_time", "training_failures"]
+        assert on("data") == [
+            "feature_drift",
+            "label_drift",
+            "data_problems",
+            "multivariate_drift",
+            "performance_estimation",
+            "run_progress",
+        ]
+        assert on("validation") == ["test_set_drift", "run_progress"]
+        assert on("training") == ["training_time", "training_failures", "run_progress"]
         assert on("serving") == []
 
     def test_settings_round_trip_through_json(self) -> None:

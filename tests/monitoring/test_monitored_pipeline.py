@@ -129,8 +129,13 @@ def test_observe_in_steps_records_profiles_findings_and_metrics(
         ]
         assert profiles[1].run_id == run_id and profiles[1].step == "batch"
         findings = s.scalars(select(Finding).where(Finding.run_id == run_id)).all()
-        # label_drift is off in the definition; feature drift names x, not y
-        assert sorted(f.monitor for f in findings) == ["data_problems", "feature_drift"]
+        # label_drift is off in the definition; feature drift names x, not y; x and y are few
+        # enough numeric columns for the multivariate monitor
+        assert sorted(f.monitor for f in findings) == [
+            "data_problems",
+            "feature_drift",
+            "multivariate_drift",
+        ]
         drift = next(f for f in findings if f.monitor == "feature_drift")
         assert drift.evidence["drifted_columns"] == ["x"]
         scores = s.scalars(
@@ -189,7 +194,11 @@ class TestOutsideAStep:
         frame = pd.DataFrame({"x": [0.1, 0.2] * 50, "y": [0.0, 1.0] * 50, "label": [0, 1] * 50})
         seen = observe("events", frame, pipeline="ingest")
         # the runner kept ingest's settings: label drift off, reference from ingest-reference
-        assert [c.monitor for c in seen.checks] == ["feature_drift", "data_problems"]
+        assert [c.monitor for c in seen.checks] == [
+            "feature_drift",
+            "data_problems",
+            "multivariate_drift",
+        ]
         assert seen.reference_id is not None
         assert all(c.run_id is None for c in seen.checks)
 

@@ -7,10 +7,14 @@ from types import ModuleType
 
 import pytest
 
-from shipyard.stats import divergence, profile, schema
+from shipyard.stats import attribution, divergence, estimation, multivariate, profile, schema
 
 
-@pytest.mark.parametrize("module", [divergence, profile, schema], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module",
+    [attribution, divergence, estimation, multivariate, profile, schema],
+    ids=lambda m: m.__name__,
+)
 def test_docstring_examples_hold(module: ModuleType) -> None:
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0

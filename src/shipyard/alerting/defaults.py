@@ -22,6 +22,14 @@ each is a store series of the metric catalogue, :mod:`shipyard.metrics`, which
   (``record_usage``: how long others have waited while the pipeline holds more than its share);
 - TrainingFailed, TrainingSlow: ``shipyard_run_failed{kind,pipeline}``,
   ``shipyard_training_duration_ratio{pipeline}`` — monitoring.training;
+- RunSlow (TrainingSlow while the run still runs, for any kind), RunStalled:
+  ``shipyard_run_elapsed_ratio{kind,pipeline,run}``, ``shipyard_run_stalled{kind,pipeline,run}``
+  — monitoring.progress (daemon task ``monitors.progress``; 0 on both when the run ends, so
+  they resolve);
+- MultivariateDrift: ``shipyard_multivariate_drift{pipeline,dataset,method}`` —
+  monitoring.multivariate;
+- EstimatedLossHigh: ``shipyard_estimated_loss_ratio{pipeline,dataset,metric}`` (a regressor's
+  estimated loss over the reference's) — monitoring.estimation;
 - ModelQualityDrop: ``shipyard_model_quality_drop{model,version,metric,source}`` (registered
   minus measured or estimated, positive = worse) — monitoring.serving;
 - ServingLatencyHigh, ModelOutage: ``shipyard_serving_request_duration_seconds{quantile}``,
@@ -171,6 +179,63 @@ def default_rules() -> list[Rule]:
                 "Training of {{ $labels.pipeline }} took {{ $value }}× its usual time",
                 "Duration relative to the median of similar past runs.",
                 "training-slow",
+            ),
+        ),
+        Rule(
+            "RunSlow",
+            "threshold",
+            "shipyard_run_elapsed_ratio",
+            threshold=1.0,
+            lookback_s=600,
+            severity="ticket",
+            annotations=_notes(
+                "Run {{ $labels.run }} of {{ $labels.pipeline }} runs past its usual time",
+                "Still running at {{ $value }}× the p95 of the pipeline's past runs.",
+                "training-slow",
+            ),
+        ),
+        Rule(
+            "RunStalled",
+            "threshold",
+            "shipyard_run_stalled",
+            threshold=0,
+            lookback_s=600,
+            severity="ticket",
+            annotations=_notes(
+                "Run {{ $labels.run }} of {{ $labels.pipeline }} looks stalled",
+                "A running step wrote nothing to its log (or the runner stopped heartbeating) "
+                "for longer than the pipeline's run_progress stall_s; see `shipyard runs logs`.",
+                "run-stalled",
+            ),
+        ),
+        Rule(
+            "MultivariateDrift",
+            "threshold",
+            "shipyard_multivariate_drift",
+            threshold=0,
+            lookback_s=86400,
+            severity="ticket",
+            annotations=_notes(
+                "Features of {{ $labels.pipeline }} {{ $labels.dataset }} move together "
+                "differently",
+                "{{ $labels.method }} flags a change in the joint distribution against the "
+                "reference (a change no single column may show).",
+                "multivariate-drift",
+            ),
+        ),
+        Rule(
+            "EstimatedLossHigh",
+            "threshold",
+            "shipyard_estimated_loss_ratio",
+            threshold=1.2,
+            lookback_s=86400,
+            severity="ticket",
+            annotations=_notes(
+                "Estimated {{ $labels.metric }} of {{ $labels.pipeline }} {{ $labels.dataset }} "
+                "is {{ $value }}× the reference's",
+                "Direct loss estimation before labels arrive; the labels, once published, "
+                "confirm or contradict it.",
+                "estimated-loss",
             ),
         ),
         Rule(

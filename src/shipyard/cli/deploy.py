@@ -120,17 +120,23 @@ def _print_drifting_inputs(drift: dict[str, Any], top: int = 8) -> None:
     if not drift.get("available"):
         console.print(f"  drifting inputs: unknown ({drift.get('why')})")
         return
-    columns = sorted(drift.get("columns") or [], key=lambda c: -(c.get("effect") or 0.0))
+    columns = list(drift.get("columns") or [])  # ranked by the diagnosis (deploy/diagnosis.py)
     if not columns:
         console.print(f"  drifting inputs vs {drift.get('against')}: none")
         return
-    named = ", ".join(
-        f"{c['column']} ({stats.SHORT_NAMES.get(c.get('effect_name'), c.get('effect_name'))} "
-        f"{c['effect']:.2g})"
-        if c.get("effect") is not None
-        else c["column"]
-        for c in columns[:top]
-    )
+
+    def shown(c: dict[str, Any]) -> str:
+        if c.get("explains") is not None:
+            return f"{c['column']} (explains {c['explains']:.0%} of the prediction change)"
+        effect = c.get("robust_effect", c.get("effect"))
+        if effect is None:
+            return str(c["column"])
+        name = stats.SHORT_NAMES.get(str(c.get("effect_name")), c.get("effect_name"))
+        if "robust_effect" in c and c.get("effect_name") == "wasserstein_normalised":
+            name = "W1/max σ"  # stats.attribution.robust_scale
+        return f"{c['column']} ({name} {effect:.2g})"
+
+    named = ", ".join(shown(c) for c in columns[:top])
     more = f" and {len(columns) - top} more" if len(columns) > top else ""
     console.print(
         f"  drifting inputs vs {drift.get('against')}: {len(columns)} column(s), "

@@ -22,6 +22,7 @@ from shipyard.daemon.loop import (
 from shipyard.daemon.schedule import start_scheduled_runs
 from shipyard.deploy.loop import Advance, advance_rollouts
 from shipyard.monitoring.evaluate import evaluate_monitors
+from shipyard.monitoring.progress import watch_running_runs
 from shipyard.monitoring.serving.monitor import monitor_live_models
 from shipyard.pipelines.reconcile import reconcile_runs
 from shipyard.quota.admission import reclaim_expired, release_run_leases
@@ -34,6 +35,12 @@ log = logging.getLogger("shipyard.daemon")
 
 def _monitors(ctx: DaemonContext) -> object:
     return evaluate_monitors(ctx.store, ctx.clock)
+
+
+def _progress(ctx: DaemonContext) -> object:
+    """Running runs against their history's p95 and their steps' silence (TrainingSlow and
+    RunStalled while they run)."""
+    return {"runs_watched": len(watch_running_runs(ctx.store, ctx.clock))}
 
 
 class ServingProbes:
@@ -99,6 +106,7 @@ def builtin_tasks() -> list[PeriodicTask]:
         PeriodicTask("runs.reconcile", 5, _reconcile_runs, lane=CONTROL),
         PeriodicTask("pipelines.schedule", 15, start_scheduled_runs, lane=CONTROL),
         PeriodicTask("monitors.evaluate", 30, _monitors, lane=CONTROL),
+        PeriodicTask("monitors.progress", 15, _progress, lane=CONTROL),
         PeriodicTask("monitors.serving", 30, ServingProbes(), lane=PROBES),
         PeriodicTask("alerts.evaluate", 0, _alerts, lane=CONTROL),
         PeriodicTask("notifications.deliver", 0, _deliver, lane=DELIVERY),

@@ -3,7 +3,10 @@
 The report holds: the failed metrics with their evidence (statistic, p, effect, interval,
 sample sizes, reason); the input features whose distribution on the canary drifted from the
 version's training data (the statistics wing's :func:`shipyard.stats.compare` on the merged
-serving-window input profiles); example failing requests from the servers' sampled
+serving-window input profiles), ranked by how much of the change in the canary's predictions
+each explains (each put back to its training distribution in the canary's sampled inputs and
+re-run through the canary's model; :func:`rank_causes`), with robust effect sizes that a column
+constant in training cannot blow up; example failing requests from the servers' sampled
 request log; and, when the canary answered without errors but differently, the requests where
 it disagrees with the stable version (the stable model re-run on the canary's sampled inputs).
 The report is opened (marked pending) in the transaction that rolls the canary back and
@@ -16,7 +19,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +31,8 @@ from shipyard.artifacts import ArtifactStore
 from shipyard.errors import ShipyardError
 from shipyard.registry import Registry
 from shipyard.serving import records as serving_records
+from shipyard.stats import DatasetProfile, DriftReport, compare
+from shipyard.stats.attribution import explained_change, robust_effect
 from shipyard.store import Store
 from shipyard.store.deploy import Diagnosis, RolloutRecord
 from shipyard.store.tables import ArtifactRecord
@@ -42,9 +47,9 @@ MAX_LOG_FILES = 20
 MAX_REPLAYED_ROWS = 500
 
 
-def _merged_inputs(s: Session, model: str, version: int, start: float, end: float) -> Any:
-    from shipyard.stats import DatasetProfile
-
+def _merged_inputs(
+    s: Session, model: str, version: int, start: float, end: float
+) -> DatasetProfile | None:
     merged: DatasetProfile | None = None
     for w in serving_records.windows(s, model, version, start, end):
         if not w.input_profile:
@@ -70,14 +75,21 @@ def _training_profile(
 def drifting_inputs(
     s: Session, r: RolloutRecord, start: float, end: float, registry: Registry | None = None
 ) -> dict[str, Any]:
-    """Canary inputs against the version's training profile (else the stable version's inputs)."""
-    try:
-        from shipyard.stats import DatasetProfile, compare
-    except ImportError:  # the statistics wing is not installed
-        return {"available": False, "why": "no profile kernels"}
+    """Canary inputs against the version's training profile (else the stable version's inputs).
+
+    Each drifted numeric column also gets its :func:`~shipyard.stats.attribution.robust_effect`
+    (W₁ over the larger of the two sides' spreads, floored relative to the feature's
+    magnitude), and the columns are listed largest robust effect first."""
+    return _drift(s, r, start, end, registry)[0]
+
+
+def _drift(
+    s: Session, r: RolloutRecord, start: float, end: float, registry: Registry | None
+) -> tuple[dict[str, Any], DatasetProfile | None]:
+    """:func:`drifting_inputs` and the reference profile it compared against."""
     current = _merged_inputs(s, r.model, r.version, start, end)
     if current is None:
-        return {"available": False, "why": "no input profiles were flushed for the canary"}
+        return {"available": False, "why": "no input profiles were flushed for the canary"}, None
     reference, against = None, ""
     training, input_names = _training_profile(registry, r.model, r.version)
     if training:
@@ -86,7 +98,7 @@ def drifting_inputs(
         reference = _merged_inputs(s, r.model, r.stable_version, start, end)
         against = f"stable version {r.stable_version}"
     if reference is None:
-        return {"available": False, "why": "nothing to compare the canary's inputs with"}
+        return {"available": False, "why": "nothing to compare the canary's inputs with"}, None
     # only the inputs: a training profile also holds the model's predictions as a column
     keep = set(input_names) if input_names else set(current.columns)
     reference = DatasetProfile(
@@ -99,13 +111,131 @@ def drifting_inputs(
     try:
         report = compare(reference, current)
     except Exception as exc:  # a diagnosis must never stop a rollback
-        return {"available": False, "why": f"drift comparison failed: {exc}"}
-    return {
+        return {"available": False, "why": f"drift comparison failed: {exc}"}, None
+    columns = annotate_effects(report, reference, current)
+    found = {
         "available": True,
         "against": against,
-        "drifted_columns": report.drifted_columns,
-        "columns": [c.to_json() for c in report.columns if c.drifted],
+        "drifted_columns": [c["column"] for c in columns],
+        "columns": columns,
     }
+    return found, reference
+
+
+def annotate_effects(
+    report: DriftReport, reference: DatasetProfile, current: DatasetProfile
+) -> list[dict[str, Any]]:
+    """The drifted columns of ``report``, each with its robust effect, largest first.
+
+    For numbers it is W₁ over :func:`~shipyard.stats.attribution.robust_scale` (the larger of
+    the two sides' spreads, floored at 10⁻³ of the values' magnitude), not compare()'s
+    W₁ / max(σ_ref, 0.001): a column constant in training is measured against its spread on
+    the canary. Categories keep their Jensen–Shannon distance."""
+    columns = []
+    for c in report.columns:
+        if not c.drifted:
+            continue
+        out = c.to_json()
+        ref, cur = reference.columns[c.column], current.columns[c.column]
+        if c.effect_name == "wasserstein_normalised" and ref.valid and cur.valid:
+            w1 = c.effect * max(ref.std, 0.001)  # undo compare()'s standardisation
+            out["robust_effect"] = robust_effect(w1, ref.std, cur.std, ref.mean, cur.mean)
+        else:
+            out["robust_effect"] = c.effect
+        columns.append(out)
+    columns.sort(key=lambda c: -float(c["robust_effect"] or 0.0))
+    return columns
+
+
+def rank_causes(
+    predict: Callable[[np.ndarray[Any, Any]], Any],
+    inputs: np.ndarray[Any, Any],
+    names: Sequence[str],
+    reference: DatasetProfile,
+    drifted: Sequence[str],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How much of the change in the model's predictions on ``inputs`` each drifted column
+    explains: each numeric drifted column is put back to its reference distribution (values
+    drawn from the reference profile's quantile sketch, one per row) and the predictions
+    re-run (:func:`~shipyard.stats.attribution.explained_change`).
+
+    ``explains`` is the prediction change that putting the column back alone undoes, as a share
+    of the change that putting every drifted column back undoes; the causes are listed largest
+    first. Columns that are not inputs of the model, or not numeric, are not ranked."""
+    rng = np.random.default_rng(seed)
+    draws: dict[int, np.ndarray[Any, Any]] = {}
+    for column in drifted:
+        profile = reference.columns.get(column)
+        if column not in names or profile is None or profile.kind != "numeric" or not profile.valid:
+            continue
+        draws[list(names).index(column)] = profile.quantiles(rng.uniform(size=len(inputs)))
+    if not draws:
+        return {"available": False, "why": "no drifted numeric input of the model to put back"}
+    total, each = explained_change(predict, inputs, draws)
+    causes: list[dict[str, Any]] = [
+        {
+            "column": names[j],
+            "prediction_change": change,
+            "explains": change / total if total > 0 else 0.0,
+        }
+        for j, change in each.items()
+    ]
+    causes.sort(key=lambda c: -c["prediction_change"])
+    return {"available": True, "rows": len(inputs), "total_change": total, "causes": causes}
+
+
+def attribute_drift(
+    s: Session,
+    artifacts: ArtifactStore | None,
+    registry: Registry | None,
+    r: RolloutRecord,
+    start: float,
+    drift: dict[str, Any],
+    reference: DatasetProfile | None,
+) -> dict[str, Any]:
+    """:func:`rank_causes` through the canary version's model on its sampled, answered inputs."""
+    if not drift.get("available") or not drift.get("drifted_columns") or reference is None:
+        return {"available": False, "why": "no drifted input to attribute"}
+    if artifacts is None or registry is None:
+        return {"available": False, "why": "no model or request log to attribute with"}
+    try:
+        info = registry.get(r.model, r.version)
+        names = list(info.signature.names or [])
+        rows: list[np.ndarray[Any, Any]] = []
+        for row in _sampled_rows(s, artifacts, r, start):
+            if int(row.get("status", 200)) != 200 or not row.get("request"):
+                continue
+            x = np.asarray(json.loads(row["request"]), dtype=float)
+            if x.ndim == 2 and x.shape[1] == len(names):
+                rows.append(x)
+            if sum(len(b) for b in rows) >= MAX_REPLAYED_ROWS:
+                break
+        if not rows:
+            return {"available": False, "why": "no answered canary request was sampled"}
+        _, model = registry.load(r.model, version=r.version)
+        # a classifier's probabilities move where its labels may not flip
+        predict = getattr(model, "predict_proba", None) or model.predict
+        ranked = rank_causes(predict, np.vstack(rows), names, reference, drift["drifted_columns"])
+    except Exception as exc:  # a diagnosis must never stop a rollback
+        return {"available": False, "why": f"attribution failed: {exc}"}
+    return ranked
+
+
+def _with_causes(drift: dict[str, Any], attribution: dict[str, Any]) -> dict[str, Any]:
+    """The drifted columns ordered by how much of the prediction change each explains (those
+    the attribution could not rank after them, by robust effect), each with its share."""
+    if not attribution.get("available"):
+        return drift
+    by_column = {c["column"]: c for c in attribution["causes"]}
+    columns = [
+        {**c, **{k: v for k, v in by_column.get(c["column"], {}).items() if k != "column"}}
+        for c in drift["columns"]
+    ]
+    columns.sort(
+        key=lambda c: (-(c.get("prediction_change") or 0.0), -float(c["robust_effect"] or 0.0))
+    )
+    return {**drift, "columns": columns, "drifted_columns": [c["column"] for c in columns]}
 
 
 def _sampled_rows(
@@ -249,6 +379,7 @@ class Diagnoser:
             "failed_metrics": [v.to_dict() for v in verdicts if v.outcome == "fail"],
             "all_metrics": [v.to_dict() for v in verdicts],
             "drifting_inputs": NOT_YET,
+            "drift_attribution": NOT_YET,
             "failing_requests": [],
             "disagreements": NOT_YET,
         }
@@ -274,10 +405,19 @@ class Diagnoser:
             if row is None or rollout is None or row.report.get("status") != PENDING:
                 return None
             start, end = row.report["window"]
-            drift = drifting_inputs(s, rollout, start, end, self.registry)
+            drift, reference = _drift(s, rollout, start, end, self.registry)
             examples = failing_examples(s, self.artifacts, rollout, start)
             replay = disagreements(s, self.artifacts, self.registry, rollout, start)
-        found = {"drifting_inputs": drift, "failing_requests": examples, "disagreements": replay}
+            causes = attribute_drift(
+                s, self.artifacts, self.registry, rollout, start, drift, reference
+            )
+        drift = _with_causes(drift, causes)
+        found = {
+            "drifting_inputs": drift,
+            "failing_requests": examples,
+            "disagreements": replay,
+            "drift_attribution": causes,
+        }
         with self.store.session(immediate=True) as s:
             row = s.get(Diagnosis, diagnosis_id, with_for_update=True, populate_existing=True)
             if row is None or row.report.get("status") != PENDING:

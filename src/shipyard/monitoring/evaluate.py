@@ -20,6 +20,7 @@ from shipyard.checks import Check
 from shipyard.clock import Clock
 from shipyard.monitoring.config import MonitorSet
 from shipyard.monitoring.findings import add_checks
+from shipyard.monitoring.progress import progress_ended
 from shipyard.monitoring.settings import keep_settings, run_settings, stored_settings
 from shipyard.monitoring.training import training_failures, training_time
 from shipyard.statuses import RUN_FINAL
@@ -61,6 +62,8 @@ def judge_run(
             if monitors.enabled("training_failures"):
                 failed = training_failures(monitors.get("training_failures"), run)
                 checks += [failed] if failed else []
+            ended = progress_ended(s, run)  # its live alerts (RunSlow, RunStalled) resolve
+            checks += [ended] if ended else []
             ts = run.ended_at if run.ended_at is not None else clock.time()
             add_checks(s, checks, ts)
             s.add(MonitoredRun(run_id=run_id, ts=clock.time()))

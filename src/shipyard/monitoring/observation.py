@@ -31,7 +31,13 @@ from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import InvalidInput, NotFound
 from shipyard.monitoring.config import MonitorSet
 from shipyard.monitoring.data import data_problems, feature_drift, label_drift
+from shipyard.monitoring.estimation import performance_estimation
 from shipyard.monitoring.findings import add_checks
+from shipyard.monitoring.multivariate import (
+    SAMPLE_MEDIA_TYPE,
+    multivariate_drift,
+    reference_sample,
+)
 from shipyard.monitoring.settings import monitors_of, stored_settings
 from shipyard.monitoring.validation import drift_of_test_set
 from shipyard.stats import DatasetProfile, Schema, infer_schema
@@ -71,12 +77,16 @@ def observe(
     label: str | None = None,
     reference_pipeline: str | None = None,
     pipeline: str | None = None,
+    prediction: str | None = None,
 ) -> Observation:
     """Publish ``frame`` (pandas or Arrow) as data set ``dataset`` of the running pipeline.
 
     ``label`` names the label column (label drift is judged on it, feature drift on the rest);
     ``reference_pipeline`` takes the reference from another pipeline (the data pipeline that
-    published the training set); ``pipeline`` is needed only outside a step.
+    published the training set); ``pipeline`` is needed only outside a step. ``prediction``
+    names a column holding a regressor's predictions: a reference with it and a numeric label
+    lets later batches have their loss estimated before labels arrive
+    (:mod:`shipyard.monitoring.estimation`).
     """
     from shipyard.pipelines import context
 
@@ -106,6 +116,7 @@ def observe(
             reference_pipeline=reference_pipeline,
             run_id=ctx.run_id,
             step=ctx.step,
+            prediction=prediction,
         )
     if pipeline is None:
         raise InvalidInput("observe outside a pipeline step needs pipeline=NAME")
@@ -128,6 +139,7 @@ def observe(
         role=role,
         label=label,
         reference_pipeline=reference_pipeline,
+        prediction=prediction,
     )
 
 
@@ -154,7 +166,9 @@ def _reference_pipeline(monitors: MonitorSet, pipeline: str, given: str | None) 
     return pipeline
 
 
-def _check_input(dataset: str, frame: Any, role: str, label: str | None) -> None:
+def _check_input(
+    dataset: str, frame: Any, role: str, label: str | None, prediction: str | None = None
+) -> None:
     if role not in ("reference", "current"):
         raise InvalidInput(f"role must be 'reference' or 'current', not {role!r}")
     if not isinstance(dataset, str) or not _NAME.fullmatch(dataset):
@@ -165,6 +179,10 @@ def _check_input(dataset: str, frame: Any, role: str, label: str | None) -> None
     names = [str(c) for c in (frame.column_names if hasattr(frame, "column_names") else columns)]
     if label is not None and label not in names:
         raise InvalidInput(f"label column {label!r} is not in {dataset} ({len(names)} columns)")
+    if prediction is not None and prediction not in names:
+        raise InvalidInput(f"prediction column {prediction!r} is not in {dataset}")
+    if prediction is not None and prediction == label:
+        raise InvalidInput("the prediction and the label must be different columns")
     if len(frame) == 0:
         raise InvalidInput(f"data set {dataset} has no rows")
 
@@ -183,17 +201,20 @@ def publish(
     reference_pipeline: str | None = None,
     run_id: str | None = None,
     step: str | None = None,
+    prediction: str | None = None,
 ) -> Observation:
     """Profile ``frame``, judge it when it is ``current``, and record everything in one
     transaction (what :func:`observe` does once it knows where it runs)."""
-    _check_input(dataset, frame, role, label)
+    _check_input(dataset, frame, role, label, prediction)
     frame = _label_as_category(frame, label)
     checks: list[Check] = []
     reference_row: MonitorProfile | None = None
     schema: dict[str, Any] = {}
+    sample: dict[str, Any] | None = None
     if role == "reference":
         profile = DatasetProfile.from_frame(frame)
         schema = infer_schema(frame).to_json()
+        sample = reference_sample(monitors, frame, label, prediction)
     else:
         source = _reference_pipeline(monitors, pipeline, reference_pipeline)
         with store.session() as s:
@@ -222,6 +243,9 @@ def publish(
             checks = _judge(
                 monitors, pipeline, dataset, frame, reference, profile, label, reference_row.schema
             )
+            if reference_row.sample_digest is not None:
+                kept = json.loads(artifacts.get_bytes(reference_row.sample_digest))
+                checks += _judge_sample(monitors, pipeline, dataset, frame, kept)
             seen_reference = {
                 "pipeline": reference_row.pipeline,
                 "run_id": reference_row.run_id,
@@ -237,6 +261,14 @@ def publish(
         ref = artifacts.put_bytes(
             data, PROFILE_MEDIA_TYPE, {"dataset": dataset, "rows": profile.rows}, session=s
         )
+        sample_digest = None
+        if sample is not None:
+            sample_digest = artifacts.put_bytes(
+                json.dumps(sample, separators=(",", ":")).encode(),
+                SAMPLE_MEDIA_TYPE,
+                {"dataset": dataset, "rows": len(sample["rows"])},
+                session=s,
+            ).digest
         row = MonitorProfile(
             pipeline=pipeline,
             dataset=dataset,
@@ -248,6 +280,7 @@ def publish(
             profile_digest=ref.digest,
             schema=schema,
             ts=now,
+            sample_digest=sample_digest,
         )
         s.add(row)
         add_checks(s, checks, now)
@@ -276,6 +309,20 @@ def _label_as_category(frame: Any, label: str | None) -> Any:
     if pd.api.types.is_float_dtype(column.dtype):
         return frame
     return frame.assign(**{label: column.astype("string")})
+
+
+def _judge_sample(
+    monitors: MonitorSet, pipeline: str, dataset: str, frame: Any, sample: dict[str, Any]
+) -> list[Check]:
+    """The monitors that read the reference's sampled rows (multivariate drift, DLE)."""
+    found: list[Check | None] = []
+    if monitors.enabled("multivariate_drift"):
+        spec = monitors.get("multivariate_drift")
+        found.append(multivariate_drift(spec, pipeline, dataset, sample, frame))
+    if monitors.enabled("performance_estimation"):
+        spec = monitors.get("performance_estimation")
+        found.append(performance_estimation(spec, pipeline, dataset, sample, frame))
+    return [c for c in found if c is not None]
 
 
 def _dataset_monitors(monitors: MonitorSet) -> list[str]:

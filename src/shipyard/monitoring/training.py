@@ -28,15 +28,9 @@ def _duration_s(run: Run) -> float | None:
     return max(0.0, run.ended_at - run.started_at)
 
 
-def training_time(spec: MonitorSpec, session: Session, run: Run) -> Check | None:
-    """The run's duration against its pipeline's history; ``None`` for a run that did not
-    succeed (its duration says nothing about how long training takes)."""
-    duration = _duration_s(run)
-    if run.status != RunStatus.SUCCEEDED or duration is None:
-        return None
-    factor = float(spec.options.get("factor", 2.0))
-    min_history = int(spec.options.get("min_history", 5))
-    history_size = int(spec.options.get("history", 30))
+def history_durations(session: Session, run: Run, limit: int) -> list[float]:
+    """The wall times of the pipeline's last ``limit`` succeeded runs created before ``run``
+    (the history that both the finished-run and the running-run monitors judge against)."""
     earlier = session.scalars(
         select(Run)
         .where(
@@ -48,9 +42,20 @@ def training_time(spec: MonitorSpec, session: Session, run: Run) -> Check | None
             Run.created_at <= run.created_at,
         )
         .order_by(Run.created_at.desc())
-        .limit(history_size)
+        .limit(limit)
     ).all()
-    durations = [d for d in (_duration_s(r) for r in earlier) if d is not None]
+    return [d for d in (_duration_s(r) for r in earlier) if d is not None]
+
+
+def training_time(spec: MonitorSpec, session: Session, run: Run) -> Check | None:
+    """The run's duration against its pipeline's history; ``None`` for a run that did not
+    succeed (its duration says nothing about how long training takes)."""
+    duration = _duration_s(run)
+    if run.status != RunStatus.SUCCEEDED or duration is None:
+        return None
+    factor = float(spec.options.get("factor", 2.0))
+    min_history = int(spec.options.get("min_history", 5))
+    durations = history_durations(session, run, int(spec.options.get("history", 30)))
     steps = {
         st.step: st.ended_at - st.started_at
         for st in session.scalars(select(StepRun).where(StepRun.run_id == run.id))

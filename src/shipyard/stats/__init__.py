@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from shipyard.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from shipyard.stats.attribution import explained_change, robust_effect
     from shipyard.stats.canary import (
         MetricVerdict,
         alpha_at_look,
@@ -43,11 +44,14 @@ if TYPE_CHECKING:
         adjust_p_values,
         compare,
     )
+    from shipyard.stats.estimation import DirectLossEstimator, realised_loss
+    from shipyard.stats.multivariate import MultivariateResult, ReconstructionDrift, mmd_test
     from shipyard.stats.performance import cbpe, expected_calibration_error, histogram_quantile
     from shipyard.stats.profile import ColumnProfile, DatasetProfile
     from shipyard.stats.schema import Anomaly, ColumnSchema, Schema, infer_schema, validate
 
 _MODULES = {
+    "attribution": ("explained_change", "robust_effect"),
     "canary": (
         "MetricVerdict",
         "alpha_at_look",
@@ -82,6 +86,8 @@ _MODULES = {
         "adjust_p_values",
         "compare",
     ),
+    "estimation": ("DirectLossEstimator", "realised_loss"),
+    "multivariate": ("MultivariateResult", "ReconstructionDrift", "mmd_test"),
     "performance": ("cbpe", "expected_calibration_error", "histogram_quantile"),
     "profile": ("ColumnProfile", "DatasetProfile"),
     "schema": ("Anomaly", "ColumnSchema", "Schema", "infer_schema", "validate"),
@@ -95,9 +101,12 @@ __all__ = [
     "ColumnProfile",
     "ColumnSchema",
     "DatasetProfile",
+    "DirectLossEstimator",
     "DriftConfig",
     "DriftReport",
     "MetricVerdict",
+    "MultivariateResult",
+    "ReconstructionDrift",
     "Schema",
     "TestResult",
     "adjust_p_values",
@@ -110,6 +119,7 @@ __all__ = [
     "combine",
     "compare",
     "expected_calibration_error",
+    "explained_change",
     "hellinger",
     "histogram_quantile",
     "infer_schema",
@@ -119,8 +129,11 @@ __all__ = [
     "ks_test",
     "l_infinity",
     "latency_shift_test",
+    "mmd_test",
     "psi",
     "rate_test",
+    "realised_loss",
+    "robust_effect",
     "spread_test",
     "validate",
     "verdict",

@@ -26,6 +26,8 @@ class MonitorProfile(Base):
     profile_digest: Mapped[str] = mapped_column(String(64))
     schema: Mapped[dict[str, Any]] = mapped_column(default=dict)
     ts: Mapped[float] = mapped_column(Float)
+    # a reference's sample of rows and multivariate fit (an artifact; monitoring/multivariate.py)
+    sample_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (Index("ix_monitor_profiles_lookup", "pipeline", "dataset", "role", "ts"),)
 
