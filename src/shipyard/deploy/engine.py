@@ -47,6 +47,7 @@ from shipyard.deploy.rollout import (
     traffic_back,
 )
 from shipyard.errors import NotFound
+from shipyard.observability.logs import bound
 from shipyard.stats.canary import MetricVerdict, combine
 from shipyard.statuses import ROLLOUT_MOVING, CheckStatus, RolloutState
 from shipyard.store import Store
@@ -163,8 +164,10 @@ class Engine:
             return r
 
     def advance(self, rollout_id: str) -> Advance | None:
-        """Move one rollout on if it can; None when there is nothing to do yet."""
-        return self.decide(self.snapshot(rollout_id))
+        """Move one rollout on if it can; None when there is nothing to do yet. Every line
+        logged meanwhile (the analysis, the diagnosis) names the rollout."""
+        with bound(rollout_id=rollout_id):
+            return self.decide(self.snapshot(rollout_id))
 
     def decide(self, seen: RolloutRecord) -> Advance | None:
         """Decide from ``seen`` and commit only if the rollout has not moved since."""
