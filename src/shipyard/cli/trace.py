@@ -31,9 +31,9 @@ def trace(
     (00-TRACE_ID-SPAN_ID-FLAGS): send your own `traceparent` and the trace is yours. A server
     keeps the trace of every refused or failed request, and of every request sent with a
     traceparent; a failing canary look names the traces of the canary's failed and slowest
-    requests. So, from a bad answer:
+    requests. So, from a bad answer's traceresponse:
 
-        shipyard trace 4bf92f3577b34da6a3ce929d0e0e4736 --log serve.log --log daemon.log
+        shipyard trace TRACE_ID --log serve.log --log daemon.log
 
     Exits 1 when nothing on record names the trace (a server keeps only the traces above).
     """
