@@ -87,6 +87,7 @@ FLOORS: tuple[Wing, ...] = (
             "lazy",
             "metrics",
             "monitor_config",
+            "observability",
             "process_tree",
             "quantities",
             "workspace",

@@ -3,6 +3,7 @@ serve commands run on the README's pools file."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -12,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -35,17 +37,26 @@ def test_serve_command_serves_the_champion_until_terminated(
     clf, x = fit_classifier()
     Registry.of(workspace).register("iris", clf, training_data=x, alias="champion")
     port = free_port()
+    args = ["serve", "--port", str(port), "--model", "iris", "--log-level", "info"]
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVE_COMMANDS, "serve", "--port", str(port), "--model", "iris"],
+        [sys.executable, "-c", SERVE_COMMANDS, *args],
         cwd=tmp_path,
-        env=dict(os.environ),
+        env={k: v for k, v in os.environ.items() if k != "SHIPYARD_LOG_FORMAT"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     try:
         r = first_answer(proc, port, START_S)
         assert r.status_code == 200
         assert r.json() == {"predictions": clf.predict([[0.1, 0.2, 0.3]]).tolist()}
+        refused = httpx.post(
+            f"http://127.0.0.1:{port}/invocations",
+            json={"instances": [[0.1, 0.2]]},  # a column short
+            headers={"x-request-id": "short-row", "traceparent": traceparent},
+            timeout=5,
+        )
+        assert refused.status_code == 400
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
@@ -53,6 +64,12 @@ def test_serve_command_serves_the_champion_until_terminated(
     assert proc.returncode in (0, -signal.SIGTERM), err
     assert b"Traceback" not in err
     assert f"serving on http://127.0.0.1:{port}" in out.decode()
+    # stderr is JSON lines by default, Uvicorn's own included; the refusal names its request
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]
+    assert any(d["logger"].startswith("uvicorn") for d in lines)
+    (line,) = [d for d in lines if d.get("request_id") == "short-row"]
+    assert line["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" and line["level"] == "info"
+    assert (line["model"], line["version"], line["status"]) == ("iris", 1, 400)
 
 
 def _readme_serve_command() -> list[str]:

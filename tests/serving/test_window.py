@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shipyard.serving.window import LATENCY_BUCKETS_S, MAX_ROWS_PER_WINDOW, Window
+from shipyard.serving.window import (
+    LATENCY_BUCKETS_S,
+    MAX_ROWS_PER_WINDOW,
+    MAX_TRACES_PER_WINDOW,
+    Traced,
+    Window,
+)
 
 
 def _feed(w: Window, rows: np.ndarray, latencies: list[float], errors: int = 0) -> Window:
@@ -52,3 +58,20 @@ def test_rows_past_the_cap_are_counted_but_not_kept_also_after_a_merge() -> None
 def test_windows_of_different_versions_do_not_merge() -> None:
     with pytest.raises(ValueError, match="m v2"):
         Window(0.0, "m", 1, ("a",)).merge(Window(0.0, "m", 2, ("a",)))
+
+
+def test_traces_are_kept_up_to_the_cap_also_after_a_merge() -> None:
+    def traced(i: int, status: int = 200) -> Traced:
+        return (f"{i:032x}", "00f067aa0ba902b7", None, f"r{i}", 0.0, status, 1.0)
+
+    row = np.zeros((1, 1))
+    w = Window(0.0, "m", 1, ("a",))
+    for i in range(MAX_TRACES_PER_WINDOW - 1):
+        w.update_ok(row, ("r", 0.0, row[:, 0], None), 0.001, trace=traced(i))
+    w.update_ok(row, ("r", 0.0, row[:, 0], None), 0.001)  # not traced: nothing kept
+    other = Window(1.0, "m", 1, ("a",))
+    other.update_error("model", 0.001, {"request_id": "e"}, traced(10_000, 500))
+    other.update_error("model", 0.001, {"request_id": "f"}, traced(10_001, 500))
+    w.merge(other)
+    assert len(w.traces) == MAX_TRACES_PER_WINDOW
+    assert w.traces[-1] == traced(10_000, 500) and w.requests == MAX_TRACES_PER_WINDOW + 2

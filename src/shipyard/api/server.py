@@ -16,13 +16,19 @@ if TYPE_CHECKING:
 def create_from_env() -> FastAPI:
     """The app over the workspace the environment names (each Uvicorn worker builds its own)."""
     from shipyard.api.app import create_app
+    from shipyard.observability.logs import FORMAT_ENV, configure
+    from shipyard.observability.otlp import otlp_handler
     from shipyard.workspace import Workspace
 
+    if FORMAT_ENV in os.environ:  # set by `shipyard server` for its workers: log as it does
+        configure(os.environ[FORMAT_ENV], os.environ.get(LEVEL_ENV, "warning"))
+        otlp_handler()
     watch_supervisor()
     return create_app(Workspace.open(create=False))
 
 
 SUPERVISOR_ENV = "SHIPYARD_SERVER_SUPERVISOR"
+LEVEL_ENV = "SHIPYARD_SERVER_LOG_LEVEL"
 """Set by ``shipyard server --workers N`` (N > 1) to its own pid, for its workers."""
 
 

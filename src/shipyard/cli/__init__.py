@@ -85,6 +85,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "audit",
         "The tamper-evident audit: who did what, and whether the record still reads as written.",
     ),
+    "trace": (
+        "trace",
+        "Follow a request's trace: the model server's answer to it, the window it was flushed "
+        "with, the canary verdicts that named it and the rollback's audit event.",
+    ),
     "server": (
         "server",
         "Serve the control plane: the HTTP API (/api/v1, described at /api/v1/openapi.json) over "

@@ -12,8 +12,8 @@ from shipyard.alerting.exposition import MetricsServer
 from shipyard.cli.output import console, flag, open_workspace
 from shipyard.daemon import Daemon, DaemonContext, run_until_signalled, subprocess_launcher
 from shipyard.errors import ConfigError, InvalidInput
-
-QUIET_LOGGERS = ("httpx", "httpcore")  # a line per probe and per delivery: the loop logs changes
+from shipyard.observability.logs import FORMAT_ENV, configure
+from shipyard.observability.otlp import otlp_handler
 
 
 def daemon(
@@ -26,14 +26,22 @@ def daemon(
     ),
     tick: float = typer.Option(0.0, "--tick", help="Seconds between ticks (default: settings)."),
     config: Path | None = typer.Option(None, "--config", help="alerting.yaml to use."),
+    log_format: str = typer.Option(
+        "json",
+        "--log-format",
+        envvar=FORMAT_ENV,
+        help="json: one JSON object per line on stderr (ts, level, message, task, rollout_id, "
+        "model, version, trace_ids …); text: for reading at a terminal.",
+    ),
 ) -> None:
     """Run the control loop: schedules, monitors, alert rules, notifications, rollouts, lease
     reclaim.
 
-    Commands such as `shipyard alerts rules` show the configuration it loaded."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    It logs on stderr, JSON lines by default; with OTEL_EXPORTER_OTLP_ENDPOINT set (and the
+    otel extra installed) the lines also go to that OpenTelemetry collector. Commands such as
+    `shipyard alerts rules` show the configuration it loaded."""
+    configure(log_format, logging.INFO)
+    otlp_handler()
     ws = open_workspace()
     cfg = load_config(ws.settings.home, config)
     text = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from shipyard.cli.output import console, flag, open_workspace, print_json, require, when
+from shipyard.observability.logs import FORMAT_ENV
 
 serving_app = typer.Typer(help="The model servers on record.", no_args_is_help=True)
 
@@ -37,7 +38,19 @@ def serve(
         help="Predictions of this model need a token allowed to predict over model:NAME "
         "(repeatable; '*': every model). Feedback always needs one (operator).",
     ),
-    log_level: str = typer.Option("warning", "--log-level", help="Uvicorn's log level."),
+    log_level: str = typer.Option(
+        "warning",
+        "--log-level",
+        help="warning: failed requests (model errors) and the server's trouble; info: also each "
+        "refused request; debug: also each answered one (costs throughput).",
+    ),
+    log_format: str = typer.Option(
+        "json",
+        "--log-format",
+        envvar=FORMAT_ENV,
+        help="json: one JSON object per line on stderr (ts, level, message, request_id, "
+        "trace_id, span_id, model, version, status, latency_ms); text: for a terminal.",
+    ),
 ) -> None:
     """Serve every model whose default alias points at a version (OIP V2 and MLflow scoring).
 
@@ -51,12 +64,21 @@ def serve(
     Posting labels (/v2/models/NAME/feedback) needs `Authorization: Bearer <token>` of an
     identity allowed to post feedback over model:NAME (operator); with --auth NAME, so do
     NAME's predictions (any role over model:NAME). Tokens come from `shipyard token create`.
+
+    Every answer carries X-Request-Id and a W3C traceresponse header; send a traceparent to
+    put the request in your own trace. `shipyard trace TRACE_ID` follows a request to the
+    canary verdict and the rollback it caused. With OTEL_EXPORTER_OTLP_ENDPOINT set (and the
+    otel extra installed) the log lines also go to that OpenTelemetry collector.
     """
     from shipyard.errors import InvalidInput
+    from shipyard.observability.logs import configure
+    from shipyard.observability.otlp import otlp_handler
     from shipyard.quota import parse_quantity
     from shipyard.serving.doors import EVERY_MODEL, check_guarded
     from shipyard.serving.server import free_port, run
 
+    configure(log_format, log_level)
+    otlp_handler()
     ws = open_workspace(create=model is None)  # a model to serve needs a workspace with it
     require(ws, "model", model)  # an unknown name is one line, before anything listens
     guarded = check_guarded(auth or ())
@@ -79,6 +101,7 @@ def serve(
         monitoring=not no_monitoring,
         auth=tuple(sorted(guarded)),
         log_level=log_level,
+        log_format=log_format,
         pool=pool,
         cpu=cpu,
         memory=memory,

@@ -6,6 +6,7 @@ import typer
 
 from shipyard.cli.output import console, err_console, open_workspace
 from shipyard.errors import InvalidInput
+from shipyard.observability.logs import FORMAT_ENV
 
 
 def server(
@@ -20,22 +21,33 @@ def server(
         help="Worker processes; for a team, one or two per core (each runs server.threads "
         "operations at once).",
     ),
-    log_level: str = typer.Option("warning", help="Uvicorn's log level."),
+    log_level: str = typer.Option("warning", help="Log level (the server's and Uvicorn's)."),
+    log_format: str = typer.Option(
+        "json",
+        "--log-format",
+        envvar=FORMAT_ENV,
+        help="json: one JSON object per line on stderr; text: for reading at a terminal.",
+    ),
 ) -> None:
     """Serve the control plane: the HTTP API (/api/v1, described at /api/v1/openapi.json) over
     this workspace's database, for the CLI (SHIPYARD_URL), CI jobs, bots and the dashboard.
 
     Every request needs a token. The first admin's comes from the embedded mode, by whoever
     holds the database: `shipyard roles bind alice admin`, then `shipyard token create --user
-    alice`. Several replicas can serve one PostgreSQL database.
+    alice`. Several replicas can serve one PostgreSQL database. It logs JSON lines on stderr
+    (--log-format), and to an OpenTelemetry collector when OTEL_EXPORTER_OTLP_ENDPOINT is set.
     """
     import os
 
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
-    from shipyard.api.server import SUPERVISOR_ENV, has_admin
+    from shipyard.api.server import LEVEL_ENV, SUPERVISOR_ENV, has_admin
+    from shipyard.observability.logs import configure
+    from shipyard.observability.otlp import otlp_handler
 
+    configure(log_format, log_level)
+    otlp_handler()
     ws = open_workspace(create=False)
     settings = ws.settings.server
     host = host or settings.host
@@ -56,6 +68,7 @@ def server(
     port = sock.getsockname()[1]  # --port 0: the one the system picked
     if workers > 1:
         os.environ[SUPERVISOR_ENV] = str(os.getpid())  # each worker ends with this process
+        os.environ[FORMAT_ENV], os.environ[LEVEL_ENV] = log_format, log_level  # logs as it does
     else:
         os.environ.pop(SUPERVISOR_ENV, None)
     base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
@@ -69,6 +82,7 @@ def server(
         port=port,
         workers=workers,
         log_level=log_level,
+        log_config=None,  # Uvicorn's lines go through the handler configure() installed
         access_log=False,
         server_header=False,
     )

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from shipyard.clock import Clock
 from shipyard.daemon.leadership import Leadership, record_config
 from shipyard.daemon.schedule import Launcher
+from shipyard.observability.logs import bound
 
 if TYPE_CHECKING:
     from shipyard.alerting.config import AlertingConfig
@@ -172,11 +173,12 @@ class Daemon:
         """Run one task; log when it starts failing (or fails differently) and when it recovers,
         not every time."""
         try:
-            task.run(self.context)
+            with bound(task=task.name):  # every line the task logs says which task it was
+                task.run(self.context)
         except Exception as exc:  # one failing task must not stop the others
             problem = f"{type(exc).__name__}: {exc}"
             if self._failing.get(task.name) != problem:
-                log.exception("task %s failed", task.name)
+                log.exception("task %s failed", task.name, extra={"task": task.name})
             self._failing[task.name] = problem
             return
         if self._failing.pop(task.name, None) is not None:

@@ -15,10 +15,16 @@ transaction, which also opens the diagnosis (a cheap row marked pending); the sl
 diagnosis (replaying the stable model, comparing profiles) runs only after that commit. A
 daemon that dies in between leaves the traffic reverted and the diagnosis pending; every pass
 finishes pending diagnoses first (:meth:`Engine.finish_diagnoses`).
+
+**A failing look names its evidence's traces.** The ``traces`` seam gives the W3C trace ids of
+the canary's failed and slowest requests over the look's interval; they go into the verdict row
+and the rollback's audit event (``trace_ids``), so ``shipyard trace TRACE_ID`` follows a bad
+request to the rollback it caused.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -41,11 +47,14 @@ from shipyard.deploy.rollout import (
     traffic_back,
 )
 from shipyard.errors import NotFound
+from shipyard.observability.logs import bound
 from shipyard.stats.canary import MetricVerdict, combine
 from shipyard.statuses import ROLLOUT_MOVING, CheckStatus, RolloutState
 from shipyard.store import Store
 from shipyard.store.deploy import RolloutRecord, RolloutVerdict
 from shipyard.store.tables import MetricPoint
+
+log = logging.getLogger(__name__)
 
 # -- seams ------------------------------------------------------------------------------------
 
@@ -69,6 +78,10 @@ class Analyzer(Protocol):
         look: int,
         /,
     ) -> list[MetricVerdict]: ...
+
+
+TraceFinder = Callable[[str, int, float, float], list[str]]
+"""(model, canary version, start, end) → trace ids of its failed, then slowest, requests."""
 
 
 class FailureDiagnosis(Protocol):
@@ -111,6 +124,7 @@ class Engine:
     analyzer: Analyzer
     diagnosis: FailureDiagnosis | None = None
     actor: str = "shipyard-daemon"
+    traces: TraceFinder | None = None
 
     def advance_all(self) -> list[Advance]:
         self.finish_diagnoses()
@@ -150,8 +164,10 @@ class Engine:
             return r
 
     def advance(self, rollout_id: str) -> Advance | None:
-        """Move one rollout on if it can; None when there is nothing to do yet."""
-        return self.decide(self.snapshot(rollout_id))
+        """Move one rollout on if it can; None when there is nothing to do yet. Every line
+        logged meanwhile (the analysis, the diagnosis) names the rollout."""
+        with bound(rollout_id=rollout_id):
+            return self.decide(self.snapshot(rollout_id))
 
     def decide(self, seen: RolloutRecord) -> Advance | None:
         """Decide from ``seen`` and commit only if the rollout has not moved since."""
@@ -261,7 +277,10 @@ class Engine:
                 look,
             )
         outcome = combine(verdicts) if verdicts else "pass"
-        decided = self._judge(seen, policy, verdicts, outcome, look, started, now)
+        trace_ids: list[str] = []
+        if outcome == "fail" and self.traces is not None:
+            trace_ids = self.traces(seen.model, seen.version, started, now)
+        decided = self._judge(seen, policy, verdicts, outcome, look, started, now, trace_ids)
         diagnosis_id = decided.detail.get("diagnosis_id") if decided is not None else None
         if decided is not None and diagnosis_id is not None and self.diagnosis is not None:
             # the traffic is back on the stable version (committed): now the slow part
@@ -277,6 +296,7 @@ class Engine:
         look: int,
         started: float,
         now: float,
+        trace_ids: list[str] | None = None,
     ) -> Advance | None:
         """One transaction: the look's verdict and what it calls for (a rollback included)."""
         step = policy.canary.steps[seen.step_index]
@@ -299,11 +319,12 @@ class Engine:
                     window_end=now,
                     metrics=[v.to_dict() for v in verdicts],
                     ts=now,
+                    trace_ids=trace_ids or None,
                 )
             )
             failed = [v.to_dict() for v in verdicts if v.outcome == "fail"]
             if outcome == "fail":
-                return self._fail(s, r, policy, verdicts, now, failed)
+                return self._fail(s, r, policy, verdicts, now, failed, trace_ids=trace_ids)
             if outcome == "extend":
                 action = policy.analysis.on_no_data
                 short = [v.metric for v in verdicts if v.outcome == "extend"]
@@ -344,6 +365,7 @@ class Engine:
         now: float,
         failed: list[dict[str, Any]],
         no_data: list[str] | None = None,
+        trace_ids: list[str] | None = None,
     ) -> Advance:
         why = (
             "canary failed: " + ", ".join(f["metric"] for f in failed)
@@ -351,6 +373,8 @@ class Engine:
             else f"no data for {no_data} and the policy fails on no data"
         )
         evidence: dict[str, Any] = {"failed_metrics": failed, "no_data": no_data or []}
+        if trace_ids:
+            evidence["trace_ids"] = list(trace_ids)
         if self.diagnosis is not None:
             evidence["diagnosis_id"] = self.diagnosis.open(s, r, verdicts, now)
         if "notify" in policy.on_failure or policy.rollback.notify:
@@ -362,4 +386,14 @@ class Engine:
             return Advance(r.id, RolloutState.PAUSED, evidence)
         traffic_back(s, r, now)
         move_to(s, r, RolloutState.ROLLED_BACK, now, self.actor, why, **evidence)
+        log.warning(
+            "rolled back: %s",
+            why,
+            extra={
+                "rollout_id": r.id,
+                "model": r.model,
+                "version": r.version,
+                "trace_ids": list(trace_ids or []),
+            },
+        )
         return Advance(r.id, RolloutState.ROLLED_BACK, evidence)

@@ -13,6 +13,7 @@ from shipyard.deploy.diagnosis import Diagnoser
 from shipyard.deploy.engine import Advance, Engine
 from shipyard.deploy.production import production_span
 from shipyard.deploy.staging import RegistrySmokeCheck
+from shipyard.deploy.tracing import ServingTraces
 from shipyard.errors import ShipyardError
 from shipyard.registry import Registry, models_in
 from shipyard.store.deploy import ProductionRecord
@@ -30,6 +31,7 @@ def engine_for(workspace: Workspace, clock: Clock | None = None) -> Engine:
         smoke=RegistrySmokeCheck(registry),
         analyzer=ServingAnalyzer(workspace.store),
         diagnosis=Diagnoser(workspace.store, workspace.artifacts, registry),
+        traces=ServingTraces(workspace.store),
     )
 
 

@@ -15,10 +15,13 @@ Class probabilities, which confidence-based performance estimation needs, are co
 deterministic share of requests (``proba_sample_rate``, default 5 %) — not for every one, since
 ``predict_proba`` costs about as much as ``predict`` — and always when a client asks for them.
 
-Every answer carries ``X-Request-Id`` (the client's, or a new one); every model answer carries
-``X-Shipyard-Model`` and ``X-Shipyard-Model-Version``. Nothing a client sends can crash a worker:
-bad input is a 4xx naming the field, a model that raises is a 500 with the request id. An error
-is answered with its class's status (``http_status`` in :mod:`shipyard.errors`, never its
+Every answer carries ``X-Request-Id`` (the client's, or a new one) and ``traceresponse`` (W3C
+Trace Context Level 2: this server's span, in the caller's trace when it sent a valid
+``traceparent``, else in a new one whose id is the new request id; a malformed header starts a
+new trace, never an error: :mod:`shipyard.observability.tracecontext`); every model answer
+carries ``X-Shipyard-Model`` and ``X-Shipyard-Model-Version``. Nothing a client sends can crash
+a worker: bad input is a 4xx naming the field, a model that raises is a 500 with the request id.
+An error is answered with its class's status (``http_status`` in :mod:`shipyard.errors`, never its
 message): the server's own trouble (a full pool, a store that cannot take a write) is a 503
 with ``Retry-After``, never a 4xx.
 
@@ -58,6 +61,7 @@ from shipyard.errors import (
 )
 from shipyard.identity import FEEDBACK_WRITE, PREDICT
 from shipyard.identity.authn import Authenticator
+from shipyard.observability.tracecontext import TraceParent, continue_trace
 from shipyard.serving import protocol_mlflow, protocol_v2
 from shipyard.serving.decoding import Decoder
 from shipyard.serving.doors import Doors, doors_settings
@@ -126,6 +130,15 @@ class HTTPError(Exception):
 Answer = tuple[int, bytes, Headers]
 
 
+@dataclass(frozen=True, slots=True)
+class RequestIds:
+    """Who a request is: its id, this server's span of it, and the caller's span (or None)."""
+
+    rid: str
+    trace: TraceParent
+    parent: TraceParent | None
+
+
 @dataclass(frozen=True)
 class Job:
     """One inference request on its way through the prediction pool."""
@@ -134,8 +147,12 @@ class Job:
     limits: RequestLimits
     headers: dict[bytes, bytes]
     body: bytes
-    rid: str
+    ids: RequestIds
     started: float
+
+    @property
+    def rid(self) -> str:
+        return self.ids.rid
 
 
 def _json(status: int, doc: Any, headers: Headers | None = None) -> Answer:
@@ -194,19 +211,28 @@ class ServingApp:
         if scope["type"] != "http":
             return
         headers: dict[bytes, bytes] = dict(scope["headers"])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:100] or uuid.uuid4().hex
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:100]
+        fresh = None
+        if not rid:
+            rid = fresh = uuid.uuid4().hex
+        trace, parent = continue_trace(headers.get(b"traceparent"), fresh)
+        ids = RequestIds(rid, trace, parent)
         client = scope.get("client")
         address = client[0] if client else ""
         try:
             status, payload, extra = await self._dispatch(
-                scope["method"], scope["path"], headers, receive, rid, address
+                scope["method"], scope["path"], headers, receive, ids, address
             )
         except HTTPError as exc:
             status, payload, extra = self._error(scope["path"], exc)
         except ShipyardError as exc:
             status, payload, extra = self._error(scope["path"], HTTPError.of(exc))
         except Exception as exc:  # a bug of ours must not take the worker down either
-            log.exception("unhandled error on request %s", rid)
+            log.exception(
+                "unhandled error on request %s",
+                rid,
+                extra={"request_id": rid, "trace_id": trace.trace_id, "span_id": trace.span_id},
+            )
             status, payload, extra = _json(
                 500, {"error": f"internal error ({type(exc).__name__}); request id {rid}"}
             )
@@ -216,6 +242,7 @@ class ServingApp:
                 "status": status,
                 "headers": [
                     (b"x-request-id", rid.encode("latin-1")),
+                    (b"traceresponse", trace.header.encode()),
                     (b"content-length", str(len(payload)).encode()),
                     *extra,
                 ],
@@ -290,17 +317,17 @@ class ServingApp:
         path: str,
         headers: dict[bytes, bytes],
         receive: Receive,
-        rid: str,
+        ids: RequestIds,
         address: str = "",
     ) -> Answer:
         parts = [p for p in path.split("/") if p]
         if parts and parts[0] == "v2":
-            return await self._v2(method, parts[1:], headers, receive, rid, address)
+            return await self._v2(method, parts[1:], headers, receive, ids, address)
         if method == "POST" and parts == ["invocations"]:
             model = self._default_model()
             if self.doors.guarded:  # off (the default): this test is all it costs
                 await self._guard(model, headers, address)
-            return await self._invocations(model, headers, receive, rid)
+            return await self._invocations(model, headers, receive, ids)
         if (
             method == "POST"
             and len(parts) == 3
@@ -309,7 +336,7 @@ class ServingApp:
         ):
             if self.doors.guarded:
                 await self._guard(parts[1], headers, address)
-            return await self._invocations(parts[1], headers, receive, rid)
+            return await self._invocations(parts[1], headers, receive, ids)
         if method == "GET":
             if parts in (["ping"], ["health"]):
                 unready = await self._unready()
@@ -416,9 +443,10 @@ class ServingApp:
         parts: list[str],
         headers: dict[bytes, bytes],
         receive: Receive,
-        rid: str,
+        ids: RequestIds,
         address: str = "",
     ) -> Answer:
+        rid = ids.rid
         if not parts:
             return _json(
                 200,
@@ -462,7 +490,7 @@ class ServingApp:
         if method == "GET" and rest == ["config"]:
             return _json(200, {"name": model, "platform": f"shipyard-{loaded.info.flavor}"}, head)
         if method == "POST" and rest == ["infer"]:
-            return await self._infer(loaded, self._infer_v2, headers, receive, rid)
+            return await self._infer(loaded, self._infer_v2, headers, receive, ids)
         raise HTTPError(404, f"no route for {method} /v2/{'/'.join(parts)[:200]}")
 
     def _model_ready(
@@ -485,7 +513,7 @@ class ServingApp:
         answer: Callable[[Job], Answer],
         headers: dict[bytes, bytes],
         receive: Receive,
-        rid: str,
+        ids: RequestIds,
     ) -> Answer:
         """Read the body within the version's limits, then answer on the prediction pool."""
         limits = self._limits(loaded)
@@ -493,8 +521,8 @@ class ServingApp:
         try:
             body = await self._body(receive, headers, limits)
         except RequestTooLarge as exc:
-            raise self._refusal(loaded, exc, started, rid) from None
-        job = Job(loaded, limits, headers, body, rid, started)
+            raise self._refusal(loaded, exc, started, ids) from None
+        job = Job(loaded, limits, headers, body, ids, started)
         key = (loaded.model, loaded.version)
         if self.inline.admits(key, len(body), self.pool):
             return self._timed(answer, job, key, inline=True)
@@ -516,12 +544,14 @@ class ServingApp:
         finally:
             self.inline.observe(key, len(job.body), time.perf_counter() - began, inline)
 
-    def _refusal(self, loaded: Loaded, exc: InvalidInput, started: float, rid: str) -> HTTPError:
-        """A data error: counted, answered with its status and the version's headers."""
+    def _refusal(
+        self, loaded: Loaded, exc: InvalidInput, started: float, ids: RequestIds
+    ) -> HTTPError:
+        """A data error: counted, logged, answered with its status and the version's headers."""
         refused = HTTPError.of(exc)
         self.telemetry.error(
             loaded.info, "data", refused.status,
-            time.perf_counter() - started, rid, str(exc),
+            time.perf_counter() - started, ids.rid, str(exc), ids.trace, ids.parent,
         )  # fmt: skip
         refused.headers = _version_headers(loaded)
         return refused
@@ -537,8 +567,7 @@ class ServingApp:
                 want_proba or (self.telemetry.enabled and self._proba_sampled())
             ):
                 proba = predictor.predict_proba(x)
-        except Exception as exc:
-            log.warning("model %s/%s raised on %s: %r", loaded.model, loaded.version, rid, exc)
+        except Exception as exc:  # logged by the telemetry, with the request's trace
             raise HTTPError(
                 500,
                 f"model {loaded.model} version {loaded.version} failed on request {rid}: "
@@ -559,24 +588,24 @@ class ServingApp:
         self, job: Job, parse: Callable[[], Any], want_proba: bool = False
     ) -> tuple[Any, np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
         loaded, rid, started = job.loaded, job.rid, job.started
-        info = loaded.info
+        info, trace, parent = loaded.info, job.ids.trace, job.ids.parent
         try:
             parsed = parse()
         except InvalidInput as exc:
-            raise self._refusal(loaded, exc, started, rid) from None
+            raise self._refusal(loaded, exc, started, job.ids) from None
         x = parsed.x if isinstance(parsed, protocol_v2.V2Request) else parsed
         try:
             predictions, proba = self._predict(loaded, x, rid, want_proba)
         except HTTPError as exc:
             self.telemetry.error(
                 info, "model", 500,
-                time.perf_counter() - started, rid, exc.message,
+                time.perf_counter() - started, rid, exc.message, trace, parent,
             )  # fmt: skip
             exc.headers = _version_headers(loaded)  # which version failed: a canary's, say
             raise
         self.telemetry.ok(
             info, x, predictions, proba,
-            time.perf_counter() - started, rid,
+            time.perf_counter() - started, rid, trace, parent,
         )  # fmt: skip
         return parsed, predictions, proba
 
@@ -590,7 +619,7 @@ class ServingApp:
                 "Inference-Header-Content-Length is not a number",
                 field="Inference-Header-Content-Length",
             )
-            raise self._refusal(loaded, refused, job.started, job.rid) from None
+            raise self._refusal(loaded, refused, job.started, job.ids) from None
         holder: list[str] = []
 
         def parse() -> protocol_v2.V2Request:
@@ -621,10 +650,10 @@ class ServingApp:
         return 200, payload, extra + _version_headers(loaded)
 
     async def _invocations(
-        self, model: str, headers: dict[bytes, bytes], receive: Receive, rid: str
+        self, model: str, headers: dict[bytes, bytes], receive: Receive, ids: RequestIds
     ) -> Answer:
-        loaded = self._resolve(model, None, headers, rid)
-        return await self._infer(loaded, self._answer_mlflow, headers, receive, rid)
+        loaded = self._resolve(model, None, headers, ids.rid)
+        return await self._infer(loaded, self._answer_mlflow, headers, receive, ids)
 
     def _answer_mlflow(self, job: Job) -> Answer:
         loaded = job.loaded

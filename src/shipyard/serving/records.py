@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from shipyard.store.serving import FeedbackRecord, PredictionRecord, ServingWindow
+from shipyard.store.serving import FeedbackRecord, PredictionRecord, ServingWindow, TracedRequest
 
 
 @dataclass(frozen=True)
@@ -190,3 +190,78 @@ def labelled_predictions(
         LabelledPrediction(prediction=list(p), labels=list(y), confidence=c)
         for p, c, y in s.execute(query).all()
     ]
+
+
+# -- traced requests (W3C trace ids) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TracedCall:
+    """A request whose trace a server kept, and the window it was flushed with."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    request_id: str
+    model: str
+    version: int
+    worker: str
+    window_start: float
+    ts: float
+    status: int
+    latency_ms: float
+
+
+def _traced(r: TracedRequest) -> TracedCall:
+    return TracedCall(
+        r.trace_id, r.span_id, r.parent_id, r.request_id, r.model, r.version,
+        r.worker, r.window_start, r.ts, r.status, r.latency_ms,
+    )  # fmt: skip
+
+
+def worst_traces(
+    s: Session, model: str, version: int, since: float, until: float | None, limit: int
+) -> list[TracedCall]:
+    """The traced requests of ``version`` in the windows that ended in ``(since, until]`` (the
+    windows a canary look judges) that its verdict should name: failed and refused ones first
+    (newest first), then the slowest."""
+    query = (
+        select(TracedRequest)
+        .join(
+            ServingWindow,
+            (ServingWindow.worker == TracedRequest.worker)
+            & (ServingWindow.model == TracedRequest.model)
+            & (ServingWindow.version == TracedRequest.version)
+            & (ServingWindow.window_start == TracedRequest.window_start),
+        )
+        .where(
+            TracedRequest.model == model,
+            TracedRequest.version == version,
+            *_ended_in(since, until),
+        )
+    )
+    failed = query.where(TracedRequest.status >= 400).order_by(TracedRequest.ts.desc())
+    found = [_traced(r) for r in s.scalars(failed.limit(limit))]
+    if len(found) < limit:
+        slow = query.where(TracedRequest.status < 400).order_by(TracedRequest.latency_ms.desc())
+        found += [_traced(r) for r in s.scalars(slow.limit(limit - len(found)))]
+    return found
+
+
+def trace_calls(s: Session, trace_id: str) -> list[TracedCall]:
+    """Every request of one trace that a server kept, oldest first."""
+    query = select(TracedRequest).where(TracedRequest.trace_id == trace_id)
+    return [_traced(r) for r in s.scalars(query.order_by(TracedRequest.ts, TracedRequest.id))]
+
+
+def window_of(s: Session, call: TracedCall) -> FlushedWindow | None:
+    """The flushed window a traced request was written with."""
+    row = s.scalar(
+        select(ServingWindow).where(
+            ServingWindow.worker == call.worker,
+            ServingWindow.model == call.model,
+            ServingWindow.version == call.version,
+            ServingWindow.window_start == call.window_start,
+        )
+    )
+    return _view(row) if row is not None else None

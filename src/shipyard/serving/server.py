@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
 import pickle
 import shutil
@@ -52,6 +53,8 @@ from types import FrameType
 from shipyard.config import Settings
 from shipyard.errors import InvalidInput
 from shipyard.identity.authn import Authenticator
+from shipyard.observability.logs import configure
+from shipyard.observability.otlp import otlp_handler
 from shipyard.quota import LeaseManager
 from shipyard.registry import Registry
 from shipyard.serving.app import ServingApp
@@ -116,6 +119,9 @@ class WorkerSetup:
     auth: tuple[str, ...] = ()
     supervisor_pid: int | None = None
     instance_id: str | None = None
+    log_format: str | None = None
+    """Set in a spawned worker's setup: the worker logs as its server does."""
+    log_level: str = "warning"
 
 
 class AppFactory:
@@ -128,6 +134,9 @@ class AppFactory:
         self._ws = ws
 
     def __call__(self) -> ServingApp:
+        if self.setup.log_format is not None and self.setup.supervisor_pid != os.getpid():
+            configure(self.setup.log_format, self.setup.log_level)
+            otlp_handler()
         if self._ws is None:
             self._ws = Workspace(self.setup.settings)
             self._ws.store  # noqa: B018 - open it now: a worker that cannot, fails to start
@@ -200,6 +209,7 @@ def run(
     monitoring: bool = True,
     auth: tuple[str, ...] = (),
     log_level: str = "warning",
+    log_format: str | None = None,
     pool: str | None = None,
     cpu: float | None = None,
     memory: str | None = None,
@@ -261,6 +271,8 @@ def run(
             auth=auth,
             supervisor_pid=os.getpid(),
             instance_id=keeper.instance_id,
+            log_format=log_format,
+            log_level=log_level,
         )
         if announce is not None:
             on = f" on lease {keeper.lease.lease_id} in pool {pool}" if keeper.lease else ""
@@ -346,7 +358,7 @@ def _serve(factory: AppFactory, host: str, port: int, workers: int, log_level: s
     takes only an import string for several workers, while its supervisor pickles the config,
     and so the factory with its setup, into each spawned worker just the same."""
     import uvicorn
-    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.config import LOGGING_CONFIG, STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
     config = uvicorn.Config(
@@ -358,6 +370,7 @@ def _serve(factory: AppFactory, host: str, port: int, workers: int, log_level: s
         http="httptools" if _has_httptools() else "h11",
         loop="uvloop" if _has_uvloop() else "asyncio",
         log_level=log_level,
+        log_config=None if logging.getLogger().handlers else LOGGING_CONFIG,
         access_log=False,
         lifespan="on",
     )

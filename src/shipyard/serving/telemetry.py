@@ -8,6 +8,12 @@ counter increments and list appends under one lock; a background thread swaps th
 ``flush_interval_s`` and writes them, keeping a failed write to retry (at most
 ``MAX_PENDING_WINDOWS``), so a worker killed at any moment loses at most the window it was
 filling and never leaves half a window.
+
+It also says what went wrong with a request, in one structured line
+(:mod:`shipyard.observability.logs`) with the request id, its W3C trace and span ids, the model
+and the version: a refusal at ``info``, a failure at ``warning``, an answered request only at
+``debug`` (a line per answer would cost throughput). A refused or failed request's trace is
+kept with its window, and so is the trace of a request whose caller sent a ``traceparent``.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import ShipyardError
+from shipyard.observability.tracecontext import TraceParent
 from shipyard.registry import VersionInfo
 from shipyard.serving.instrumentation import MULTIPROC_ENV, HttpInstruments
-from shipyard.serving.window import LATENCY_BUCKETS_S, MAX_ROWS_PER_WINDOW, Window
+from shipyard.serving.window import LATENCY_BUCKETS_S, MAX_ROWS_PER_WINDOW, Traced, Window
 from shipyard.serving.window_store import write_window
 
 if TYPE_CHECKING:
@@ -127,8 +134,14 @@ class Telemetry:
         proba: np.ndarray[Any, Any] | None,
         latency_s: float,
         request_id: str,
+        trace: TraceParent | None = None,
+        parent: TraceParent | None = None,
     ) -> None:
+        """One answered request; ``trace`` is this server's span of it, ``parent`` the
+        caller's (None when the caller sent no valid ``traceparent``)."""
         self.instruments.ok(info.model, info.version, latency_s)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("answered", extra=_fields(info, request_id, trace, parent, 200, latency_s))
         if not self.enabled:
             return
         now = self.clock.time()
@@ -136,14 +149,20 @@ class Telemetry:
         if self.sample_rate and self._random.random() < self.sample_rate:
             sample = {
                 "request_id": request_id,
+                "trace_id": trace.trace_id if trace is not None else None,
                 "ts": now,
                 "status": 200,
                 "request": json.dumps(x[:SAMPLE_MAX_ROWS].tolist(), default=str),
                 "response": json.dumps(predictions[:SAMPLE_MAX_ROWS].tolist(), default=str),
             }
+        traced = (
+            _traced(trace, parent, request_id, now, 200, latency_s)
+            if trace is not None and parent is not None
+            else None
+        )
         with self._lock:
             window = self._window(info)
-            window.update_ok(x, (request_id, now, predictions, proba), latency_s, sample)
+            window.update_ok(x, (request_id, now, predictions, proba), latency_s, sample, traced)
 
     def error(
         self,
@@ -153,19 +172,34 @@ class Telemetry:
         latency_s: float,
         request_id: str,
         message: str,
+        trace: TraceParent | None = None,
+        parent: TraceParent | None = None,
     ) -> None:
+        """One refused (``kind="data"``) or failed request: counted, logged, its trace kept."""
         self.instruments.error(info.model, info.version, status, kind)
+        fields = _fields(info, request_id, trace, parent, status, latency_s)
+        if kind == "data":
+            log.info("refused: %s", message, extra=fields)
+        else:
+            log.warning("failed: %s", message, extra=fields)
         if not self.enabled:
             return
+        now = self.clock.time()
         sample = {
             "request_id": request_id,
-            "ts": self.clock.time(),
+            "trace_id": trace.trace_id if trace is not None else None,
+            "ts": now,
             "status": status,
             "request": "",
             "response": message,
         }
+        traced = (
+            _traced(trace, parent, request_id, now, status, latency_s)
+            if trace is not None
+            else None
+        )
         with self._lock:
-            self._window(info).update_error(kind, latency_s, sample)
+            self._window(info).update_error(kind, latency_s, sample, traced)
 
     # -- the background flush ------------------------------------------------------------------
     def swap(self) -> list[Flushable]:
@@ -221,3 +255,45 @@ class Telemetry:
             self.flush()
         except Exception as exc:
             log.error("final serving telemetry flush failed: %s", exc)
+
+
+def _fields(
+    info: VersionInfo,
+    request_id: str,
+    trace: TraceParent | None,
+    parent: TraceParent | None,
+    status: int,
+    latency_s: float,
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "model": info.model,
+        "version": info.version,
+        "status": status,
+        "latency_ms": round(latency_s * 1000.0, 3),
+    }
+    if trace is not None:
+        fields["trace_id"] = trace.trace_id
+        fields["span_id"] = trace.span_id
+    if parent is not None:
+        fields["parent_id"] = parent.span_id  # the caller's span, from its traceparent
+    return fields
+
+
+def _traced(
+    trace: TraceParent,
+    parent: TraceParent | None,
+    request_id: str,
+    now: float,
+    status: int,
+    latency_s: float,
+) -> Traced:
+    return (
+        trace.trace_id,
+        trace.span_id,
+        parent.span_id if parent is not None else None,
+        request_id,
+        now,
+        status,
+        latency_s * 1000.0,
+    )

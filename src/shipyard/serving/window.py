@@ -23,9 +23,14 @@ LATENCY_BUCKETS_S = (
 MAX_ROWS_PER_WINDOW = 50_000
 """Inputs and predictions kept per window; counts and latencies go on past it."""
 MAX_ERROR_SAMPLES = 1000
+MAX_TRACES_PER_WINDOW = 1000
+"""Traced requests kept per window (refused and failed ones, and those sent with a
+``traceparent``); counts go on past it."""
 
 Prediction = tuple[str, float, np.ndarray[Any, Any], np.ndarray[Any, Any] | None]
 """(request id, time, predictions, class probabilities or None)"""
+Traced = tuple[str, str, str | None, str, float, int, float]
+"""(trace id, span id, the caller's span id or None, request id, time, status, latency ms)"""
 
 
 @dataclass
@@ -47,6 +52,7 @@ class Window:
     inputs: list[np.ndarray[Any, Any]] = field(default_factory=list)
     predictions: list[Prediction] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    traces: list[Traced] = field(default_factory=list)
 
     def observe_latency(self, seconds: float) -> None:
         self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
@@ -59,8 +65,10 @@ class Window:
         prediction: Prediction,
         latency_s: float,
         sample: dict[str, Any] | None = None,
+        trace: Traced | None = None,
     ) -> Window:
-        """Count one answered request; keep its rows while the window has room."""
+        """Count one answered request; keep its rows while the window has room, and its trace
+        (when the caller traced it) while the window has room for traces."""
         self.requests += 1
         self.rows += len(x)
         self.observe_latency(latency_s)
@@ -69,11 +77,15 @@ class Window:
             self.predictions.append(prediction)
         if sample is not None:
             self.samples.append(sample)
+        if trace is not None and len(self.traces) < MAX_TRACES_PER_WINDOW:
+            self.traces.append(trace)
         return self
 
-    def update_error(self, kind: str, latency_s: float, sample: dict[str, Any]) -> Window:
+    def update_error(
+        self, kind: str, latency_s: float, sample: dict[str, Any], trace: Traced | None = None
+    ) -> Window:
         """Count one refused (``kind="data"``) or failed request; failures are always worth a
-        sample, within reason."""
+        sample and a trace, within reason."""
         self.requests += 1
         self.observe_latency(latency_s)
         if kind == "data":
@@ -82,6 +94,8 @@ class Window:
             self.errors += 1
         if len(self.samples) < MAX_ERROR_SAMPLES:
             self.samples.append(sample)
+        if trace is not None and len(self.traces) < MAX_TRACES_PER_WINDOW:
+            self.traces.append(trace)
         return self
 
     def merge(self, other: Window) -> Window:
@@ -108,6 +122,7 @@ class Window:
             room -= len(x)
         self.rows += other.rows
         self.samples.extend(other.samples)
+        self.traces.extend(other.traces[: max(0, MAX_TRACES_PER_WINDOW - len(self.traces))])
         return self
 
     def latency_json(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """A window's way into the store: one transaction per window, nothing half-written.
 
 The window row (counts, latency histograms, summaries and the input and prediction profiles),
-its logged predictions, its sampled raw requests as a Parquet artifact and the window's share of
+its logged predictions, its traced requests (W3C trace ids, ``serving_traces``), its sampled raw
+requests as a Parquet artifact and the window's share of
 the cumulative ``shipyard_serving_*`` counters (:mod:`shipyard.serving.counters`) are written
 together, so a worker killed at any moment loses at most the window it was filling. Profiles (the
 statistics wing's mergeable ``DatasetProfile``) are built here, in the flush thread, never on the
@@ -20,7 +21,7 @@ from sqlalchemy import Table, insert
 from shipyard.registry import PREDICTION_COLUMN
 from shipyard.serving.counters import add_window_counts
 from shipyard.serving.window import Window
-from shipyard.store.serving import PredictionRecord, ServingWindow
+from shipyard.store.serving import PredictionRecord, ServingWindow, TracedRequest
 
 if TYPE_CHECKING:
     from shipyard.artifacts import ArtifactStore
@@ -30,6 +31,7 @@ log = logging.getLogger("shipyard.serving")
 
 REQUEST_LOG_MEDIA_TYPE = "application/vnd.apache.parquet"
 PREDICTIONS = cast(Table, PredictionRecord.__table__)  # Core insert: no ORM bookkeeping per row
+TRACES = cast(Table, TracedRequest.__table__)
 
 
 def write_window(
@@ -78,6 +80,8 @@ def write_window(
         )
         if w.predictions:
             s.execute(insert(PREDICTIONS), _prediction_rows(w, preds))
+        if w.traces:
+            s.execute(insert(TRACES), _trace_rows(w, worker))
         if w.samples and artifacts is not None:
             artifacts.put_bytes(
                 _parquet(w.samples, model, version),
@@ -177,6 +181,25 @@ def _prediction_rows(w: Window, flat: np.ndarray[Any, Any]) -> list[dict[str, An
     return rows
 
 
+def _trace_rows(w: Window, worker: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "trace_id": trace_id,
+            "span_id": span_id,
+            "parent_id": parent_id,
+            "request_id": rid,
+            "model": w.model,
+            "version": w.version,
+            "worker": worker,
+            "window_start": w.start,
+            "ts": ts,
+            "status": status,
+            "latency_ms": latency_ms,
+        }
+        for trace_id, span_id, parent_id, rid, ts, status, latency_ms in w.traces
+    ]
+
+
 def _parquet(samples: list[dict[str, Any]], model: str, version: int) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -184,6 +207,7 @@ def _parquet(samples: list[dict[str, Any]], model: str, version: int) -> bytes:
     table = pa.table(
         {
             "request_id": [r["request_id"] for r in samples],
+            "trace_id": [r.get("trace_id") for r in samples],
             "ts": [r["ts"] for r in samples],
             "model": [model] * len(samples),
             "version": [version] * len(samples),

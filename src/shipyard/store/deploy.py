@@ -75,6 +75,8 @@ class RolloutVerdict(Base):
     window_end: Mapped[float] = mapped_column(Float)
     metrics: Mapped[list[Any]] = mapped_column(default=list)
     ts: Mapped[float] = mapped_column(Float)
+    trace_ids: Mapped[list[Any] | None] = mapped_column(default=None)
+    """The traces of the canary's failed and slowest requests a failing look saw (W3C ids)."""
 
     __table_args__ = (Index("ix_rollout_verdicts_rollout", "rollout_id", "step_index", "look"),)
 

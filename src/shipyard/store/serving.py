@@ -57,6 +57,31 @@ class ServingWindow(Base):
     )
 
 
+class TracedRequest(Base):
+    """A request whose trace is kept: every refused or failed one, and every one whose caller
+    sent a W3C ``traceparent`` (up to a cap per window). Written with its window, in the same
+    transaction; (worker, model, version, window_start) names that window."""
+
+    __tablename__ = "serving_traces"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trace_id: Mapped[str] = mapped_column(String(32))
+    span_id: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[str | None] = mapped_column(String(16))
+    request_id: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str] = mapped_column(String(100))
+    window_start: Mapped[float] = mapped_column(Float)
+    ts: Mapped[float] = mapped_column(Float)
+    status: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_serving_traces_trace", "trace_id"),
+        Index("ix_serving_traces_model_ts", "model", "version", "ts"),
+    )
+
+
 class PredictionRecord(Base):
     """A served prediction, kept so that late labels can be joined to it by request id."""
 
