@@ -52,7 +52,7 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "taskName",
 }
 _bound: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
-    "shipyard_log_fields", default=None
+    "shipyard.log_fields", default=None
 )
 _HANDLER_NAME = "shipyard"
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0020_monitoring_depth"
-down_revision = "0017_control_plane_indexes"
+down_revision = "0018_quota_preemption"
 branch_labels = None
 depends_on = None
 

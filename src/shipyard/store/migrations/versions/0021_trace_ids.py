@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021_trace_ids"
-down_revision = "0017_control_plane_indexes"
+down_revision = "0020_monitoring_depth"
 branch_labels = None
 depends_on = None
 
