@@ -351,13 +351,17 @@ def main() -> None:
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)
     finally:
-        # The process is ending: spare the interpreter's last garbage collection, which walks
-        # every object the libraries made (SQLAlchemy's alone: 0.1-0.2 s of a short command).
-        # Frozen objects are left to the operating system, so what their finalizers did is done
-        # here: the database connections are closed (standard streams are flushed at exit, and
-        # files are closed by ``with``).
-        if "shipyard.store.db" in sys.modules:
-            from shipyard.store.db import dispose_all
+        end_process()
 
-            dispose_all()
-        gc.freeze()
+
+def end_process() -> None:
+    """Spare the interpreter's last garbage collection, which walks every object the
+    libraries made (SQLAlchemy's alone: 0.1-0.2 s of a short command): the process is ending.
+    Frozen objects are left to the operating system, so what their finalizers did is done
+    here: the database connections are closed (standard streams are flushed at exit, and files
+    are closed by ``with``)."""
+    if "shipyard.store.db" in sys.modules:
+        from shipyard.store.db import dispose_all
+
+        dispose_all()
+    gc.freeze()
