@@ -90,7 +90,8 @@ mark("runs.list: first query (the ORM configures its mappers)")
 from shipyard.cli.output import console
 console.print("no runs yet"); mark("print")
 print(json.dumps(marks), file=sys.stderr, flush=True)
-getattr(shipyard.cli, "end_process", lambda: None)()  # as the tree's main() ends, if it does
+if hasattr(shipyard.cli, "end_process"):  # as the tree's main() ends the process, if it does
+    import atexit; atexit.register(shipyard.cli.end_process)
 """
 
 

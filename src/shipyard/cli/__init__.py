@@ -11,6 +11,7 @@ and its class's exit code in one place, :meth:`Group.invoke`; commands do not ca
 
 from __future__ import annotations
 
+import atexit
 import gc
 import inspect
 import re
@@ -341,6 +342,8 @@ def _use_our_classes(typer_app: typer.Typer) -> None:
 
 
 def main() -> None:
+    atexit.unregister(end_process)  # once, however often main() runs in one process
+    atexit.register(end_process)
     try:
         _reflow_all(app)  # commands registered on app itself (register(app))
         _use_our_classes(app)
@@ -350,16 +353,14 @@ def main() -> None:
 
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)
-    finally:
-        end_process()
 
 
 def end_process() -> None:
-    """Spare the interpreter's last garbage collection, which walks every object the
-    libraries made (SQLAlchemy's alone: 0.1-0.2 s of a short command): the process is ending.
-    Frozen objects are left to the operating system, so what their finalizers did is done
-    here: the database connections are closed (standard streams are flushed at exit, and files
-    are closed by ``with``)."""
+    """As the interpreter exits (``atexit``, which runs before its last garbage collection):
+    spare that collection, which walks every object the libraries made (SQLAlchemy's alone:
+    0.1-0.2 s of a short command). Frozen objects are left to the operating system, so what
+    their finalizers did is done here: the database connections are closed (standard streams
+    are flushed at exit, and files are closed by ``with``)."""
     if "shipyard.store.db" in sys.modules:
         from shipyard.store.db import dispose_all
 
