@@ -21,12 +21,16 @@ from importlib import import_module
 from typing import Any
 
 import typer
-from typer._coercion import RuntimeParam, TypeDescriptor, build_runtime_param
 from typer.core import TyperCommand, TyperGroup
 from typer.models import DefaultPlaceholder
 
 from shipyard import __version__
 from shipyard.errors import ShipyardError
+
+try:
+    from typer._coercion import RuntimeParam, TypeDescriptor, build_runtime_param
+except ImportError:  # Typer before 0.29 coerces through Click's types: no adapter to defer
+    RuntimeParam = object  # type: ignore[misc,assignment]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module in shipyard.cli that registers it, its help's first line), in --help order
@@ -171,6 +175,8 @@ class _AdapterWhenNeeded(RuntimeParam):
 
 
 def _defer_adapters(command: Any) -> None:
+    if RuntimeParam is object:
+        return
     for param in command.params:
         descriptor = getattr(param, "type_descriptor", None)
         if descriptor is not None and getattr(param, "_runtime_param", False) is None:
