@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import typer
+from typer._coercion import TypeDescriptor
 
-from shipyard.cli import COMMANDS, _reflow_all, reflow
+from shipyard.cli import _BUILD, COMMANDS, _as_given, _reflow_all, reflow
 
 HEAVY = (
     "numpy",
@@ -34,6 +35,12 @@ NOT_FOR_LISTING_RUNS = {
     "alembic",  # only to migrate a schema that is behind
     "fsspec",  # the artifact store's file systems
     "psutil",  # a run's process, when it is created or reconciled
+    "rich.live",  # `shipyard run`'s progress
+    "typer._adapters",  # Typer's Pydantic coercion: no option given needs it
+    "shipyard.cli.audit",  # --since's parser, when --since is given
+    "shipyard.audit.events",  # the audit's reader, verifier and identity events: the embedded
+    "shipyard.audit.verify",  # client only says who acts (shipyard.audit.acting)
+    "shipyard.audit.identity",
     "shipyard.pipelines.dsl",
     "shipyard.pipelines.runner",
     "shipyard.quota",
@@ -134,6 +141,33 @@ class TestColdStart:
         assert not _top(modules) & {"numpy", "pandas", "scipy", "sklearn", "fastapi", "uvicorn"}
         assert not _under(modules, NOT_FOR_LISTING_RUNS)
 
+    def test_an_option_given_is_judged_by_typers_own_adapter_when_it_needs_one(
+        self, tmp_path: Path
+    ) -> None:
+        from shipyard.workspace import Workspace
+
+        Workspace.open()
+        out, modules = imported("runs", "list", "--limit", "5", "--status", "failed", cwd=tmp_path)
+        assert out.returncode == 0 and "no runs match" in out.stdout
+        assert "typer._adapters" not in modules
+        out, modules = imported("runs", "list", "--limit", "0", cwd=tmp_path)
+        assert out.returncode == 2
+        assert "Invalid value for '--limit': Input should be greater than or equal to 1" in (
+            " ".join(out.stderr.replace("│", " ").split())
+        )
+        assert "typer._adapters" in modules
+
+    def test_a_command_that_skips_the_last_collection_still_closes_its_database(
+        self, tmp_path: Path
+    ) -> None:
+        """``main`` freezes the heap rather than collect it as the process ends; the store's
+        connections are closed first, so SQLite checkpoints its WAL as before."""
+        out, _ = imported("init", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+        home = Path(os.environ["SHIPYARD_HOME"])
+        assert (home / "shipyard.db").is_file()
+        assert not (home / "shipyard.db-wal").exists()
+
     def test_drift_computes_its_p_values_without_scipy_stats(self, tmp_path: Path) -> None:
         rng = np.random.default_rng(1)
         pd.DataFrame({"x": rng.normal(size=500), "c": rng.choice(["a", "b"], 500)}).to_parquet(
@@ -157,3 +191,60 @@ class TestColdStart:
         out, _ = imported("drift", "missing.csv", "missing.csv", cwd=tmp_path)
         assert out.returncode != 0
         assert "Traceback" not in out.stderr and "missing.csv" in out.stderr
+
+
+def _descriptor(annotation: type, **limits: int) -> TypeDescriptor:
+    from typer._coercion import resolve_type_descriptor
+
+    return resolve_type_descriptor(annotation, typer.Option(None, **limits))  # type: ignore[arg-type]
+
+
+class TestValuesTakenAsGiven:
+    """A value :func:`shipyard.cli._as_given` passes without Typer's adapter is exactly what
+    the adapter gives back; everything else goes to the adapter."""
+
+    @pytest.mark.parametrize(
+        ("annotation", "limits", "value"),
+        [
+            (str, {}, "text"),
+            (str, {}, ""),
+            (str, {}, "ünïcode"),
+            (int, {}, 20),
+            (int, {}, "42"),
+            (int, {}, "-7"),
+            (int, {"min": 1, "max": 1000}, 1),
+            (int, {"min": 1, "max": 1000}, "1000"),
+            (int, {"min": 0}, "0012"),
+        ],
+    )
+    def test_a_plain_value_is_what_the_adapter_gives(
+        self, annotation: type, limits: dict[str, int], value: object
+    ) -> None:
+        from typer._coercion import build_runtime_param
+
+        descriptor = _descriptor(annotation, **limits)
+        adapter = build_runtime_param(descriptor)
+        mine = _as_given(value, descriptor)
+        expected = adapter._coerce_value(value, param=None, ctx=None)  # type: ignore[arg-type]
+        assert mine == expected and type(mine) is type(expected)
+
+    @pytest.mark.parametrize(
+        ("annotation", "limits", "value"),
+        [
+            (int, {"min": 1, "max": 1000}, 0),
+            (int, {"min": 1, "max": 1000}, "1001"),
+            (int, {}, " 5"),
+            (int, {}, "5_000"),
+            (int, {}, "1e3"),
+            (int, {}, "abc"),
+            (int, {}, 2.0),
+            (int, {}, True),
+            (float, {}, 1.5),
+            (str, {}, b"bytes"),
+            (Path, {}, "some/path"),
+        ],
+    )
+    def test_anything_else_goes_to_the_adapter(
+        self, annotation: type, limits: dict[str, int], value: object
+    ) -> None:
+        assert _as_given(value, _descriptor(annotation, **limits)) is _BUILD

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shipyard.artifacts import ArtifactStore
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.config import Settings, load_settings
 from shipyard.errors import ConfigError
 from shipyard.store import Store
+
+if TYPE_CHECKING:
+    from shipyard.artifacts import ArtifactStore
 
 
 @dataclass
@@ -44,6 +46,8 @@ class Workspace:
 
     @cached_property
     def artifacts(self) -> ArtifactStore:
+        from shipyard.artifacts import ArtifactStore  # not every command reads or writes one
+
         return ArtifactStore(self.settings.artifact_url, self.store, self.clock)
 
     @property

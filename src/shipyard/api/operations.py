@@ -61,9 +61,12 @@ _NAME = re.compile(r"^[a-z_]+(\.[a-z_]+)+$")
 
 
 class Params(BaseModel):
-    """Base of every query and body model: unknown fields are refused, naming them."""
+    """Base of every query and body model: unknown fields are refused, naming them.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Each model builds its validator when it first validates (``defer_build``), not when its
+    module is imported: a command runs one operation of a module that declares several."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class PageQuery(Params):
@@ -370,4 +373,13 @@ def load_all() -> dict[str, Operation]:
 
     for info in pkgutil.iter_modules(ops.__path__):
         import_module(f"shipyard.api.ops.{info.name}")
+    # The server serves them all: each model is built now and defers no more (FastAPI's
+    # adapters over a model that defers its build would defer theirs to the first request).
+    models: list[type[Params]] = [Params]
+    while models:
+        model = models.pop()
+        models.extend(model.__subclasses__())
+        if model.model_config.get("defer_build"):
+            model.model_config["defer_build"] = False
+            model.model_rebuild(force=True)
     return REGISTRY

@@ -11,9 +11,12 @@ and its class's exit code in one place, :meth:`Group.invoke`; commands do not ca
 
 from __future__ import annotations
 
+import atexit
+import gc
 import inspect
 import re
 import sys
+from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
@@ -23,6 +26,11 @@ from typer.models import DefaultPlaceholder
 
 from shipyard import __version__
 from shipyard.errors import ShipyardError
+
+try:
+    from typer._coercion import RuntimeParam, TypeDescriptor, build_runtime_param
+except ImportError:  # Typer before 0.29 coerces through Click's types: no adapter to defer
+    RuntimeParam = object  # type: ignore[misc,assignment]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module in shipyard.cli that registers it, its help's first line), in --help order
@@ -125,11 +133,74 @@ def _help_flag(option: Any) -> Any:
     return option
 
 
+_BUILD = object()
+"""What :func:`_as_given` answers for a value only Typer's own adapter may judge."""
+_DIGITS = re.compile(r"-?[0-9]+")
+
+
+def _as_given(value: Any, descriptor: TypeDescriptor) -> Any:
+    """``value`` when Typer's Pydantic adapter for ``descriptor`` would give it back unchanged
+    (a string for a ``str``; an ``int`` in range, or plain decimal digits, for an ``int``),
+    else :data:`_BUILD`. Anything else (a parser, a path, a choice, a float, a value out of
+    range) is left to the adapter, so its answers and its error messages stay Typer's."""
+    info = descriptor.parameter_info
+    if info.parser is not None or descriptor.is_path or descriptor.is_choice:
+        return _BUILD
+    if descriptor.annotation is str:
+        return value if isinstance(value, str) else _BUILD
+    if descriptor.annotation is int:
+        if isinstance(value, str) and _DIGITS.fullmatch(value):
+            value = int(value)
+        if (
+            type(value) is int
+            and (info.min is None or info.min <= value)
+            and (info.max is None or value <= info.max)
+        ):
+            return value
+    return _BUILD
+
+
+@dataclass(frozen=True)
+class _AdapterWhenNeeded(RuntimeParam):
+    """Typer (0.29) coerces every parameter through a Pydantic ``TypeAdapter`` it builds when
+    the parameter is processed, even for a default of ``None``: six adapters for ``runs list``
+    with no options, 0.04 s of its start. This stands in for the adapter until a value needs
+    it (see :func:`_as_given`); ``None`` never reaches it (:meth:`RuntimeParam.coerce`)."""
+
+    descriptor: TypeDescriptor
+
+    def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+        if not (param.multiple or param.nargs != 1):
+            given = _as_given(value, self.descriptor)
+            if given is not _BUILD:
+                return given
+        built = build_runtime_param(self.descriptor)
+        param._runtime_param = built  # the next value goes straight to Typer's own
+        return built._coerce_value(value, param=param, ctx=ctx)
+
+
+def _defer_adapters(command: Any) -> None:
+    if RuntimeParam is object:
+        return
+    for param in command.params:
+        descriptor = getattr(param, "type_descriptor", None)
+        if descriptor is not None and getattr(param, "_runtime_param", False) is None:
+            param._runtime_param = _AdapterWhenNeeded(
+                parameter_info=descriptor.parameter_info,
+                annotation=descriptor.annotation,
+                descriptor=descriptor,
+            )
+
+
 class Command(TyperCommand):
     """Every ``shipyard`` command (``_use_our_classes`` makes each module's commands one)."""
 
     def get_help_option(self, ctx: Any) -> Any:
         return _help_flag(super().get_help_option(ctx))
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        _defer_adapters(self)
+        return super().parse_args(ctx, args)
 
 
 class Group(TyperGroup):
@@ -137,6 +208,10 @@ class Group(TyperGroup):
 
     def get_help_option(self, ctx: Any) -> Any:
         return _help_flag(super().get_help_option(ctx))
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        _defer_adapters(self)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: Any) -> Any:
         """Run the command; a :class:`~shipyard.errors.ShipyardError` from it is one
@@ -177,12 +252,19 @@ class LazyGroup(Group):
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[Any, Any, list[str]]:
         placeholder = self.commands.get(args[0]) if args else None
         if isinstance(placeholder, _Unloaded):
-            self._load(placeholder.module)
+            self._load(placeholder.module, args[0])
         return super().resolve_command(ctx, args)
 
-    def _load(self, module: str) -> None:
+    def _load(self, module: str, name: str) -> None:
+        """Build the command ``name`` that ``module`` registers. Typer builds every command
+        and group it is given (each parameter of each: ``shipyard run``'s eight for ``shipyard
+        runs list``), so it is given that one; the module's others stay placeholders."""
         sub = typer.Typer(rich_markup_mode="rich")
         import_module(f"shipyard.cli.{module}").register(sub)
+        commands = [c for c in sub.registered_commands if _command_name(c) == name]
+        groups = [g for g in sub.registered_groups if g.name in (name, None)]
+        if commands or any(g.name == name for g in groups):
+            sub.registered_commands, sub.registered_groups = commands, groups
         _reflow_all(sub)
         _use_our_classes(sub)
         for name, command in typer.main.get_group(sub).commands.items():
@@ -222,6 +304,13 @@ def _root(
 
     Start with [bold]shipyard init[/], then [bold]shipyard run examples/pipelines/data.py[/].
     """
+
+
+def _command_name(info: Any) -> str | None:
+    """The name Typer gives a registered command (its own, else its function's)."""
+    if info.name:
+        return str(info.name)
+    return typer.main.get_command_name(info.callback.__name__) if info.callback else None
 
 
 def reflow(doc: str) -> str:
@@ -264,6 +353,8 @@ def _use_our_classes(typer_app: typer.Typer) -> None:
 
 
 def main() -> None:
+    atexit.unregister(end_process)  # once, however often main() runs in one process
+    atexit.register(end_process)
     try:
         _reflow_all(app)  # commands registered on app itself (register(app))
         _use_our_classes(app)
@@ -273,3 +364,16 @@ def main() -> None:
 
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)
+
+
+def end_process() -> None:
+    """As the interpreter exits (``atexit``, which runs before its last garbage collection):
+    spare that collection, which walks every object the libraries made (SQLAlchemy's alone:
+    0.1-0.2 s of a short command). Frozen objects are left to the operating system, so what
+    their finalizers did is done here: the database connections are closed (standard streams
+    are flushed at exit, and files are closed by ``with``)."""
+    if "shipyard.store.db" in sys.modules:
+        from shipyard.store.db import dispose_all
+
+        dispose_all()
+    gc.freeze()

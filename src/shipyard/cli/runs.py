@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.live import Live
 from rich.markup import escape
 
 from shipyard.cli.output import (
@@ -99,6 +98,8 @@ def run(
     as_json: bool = flag("--json", help="Print the finished run as JSON."),
 ) -> None:
     """Run a pipeline, showing each step's state live; exit 1 if it fails, 130 if cancelled."""
+    from rich.live import Live
+
     from shipyard.pipelines.loader import load_pipeline
     from shipyard.pipelines.params import parse_params
     from shipyard.pipelines.records import get_run
@@ -164,15 +165,20 @@ def runs_list(
     as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
     """List runs, newest first."""
-    from shipyard.cli.audit import parse_since
     from shipyard.cli.connect import client
 
+    if since is not None:
+        from shipyard.cli.audit import parse_since
+
+        since_s: float | None = parse_since(since, time.time())
+    else:
+        since_s = None
     found = client().call(
         "runs.list",
         pipeline=pipeline,
         status=status,
         kind=kind,
-        since=parse_since(since, time.time()) if since is not None else None,
+        since=since_s,
         limit=limit,
         cursor=cursor,
     )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from shipyard.audit.chain import Mode
 from shipyard.errors import Forbidden
 from shipyard.identity.roles import ACTIONS, Binding, roles_allowing
+
+if TYPE_CHECKING:  # a name for two strings: the audit's tables are no business of a principal
+    from shipyard.audit.chain import Mode
 
 EMBEDDED: Mode = "embedded"
 SERVER: Mode = "server"

@@ -19,7 +19,8 @@ SQLite (the default) runs in WAL mode. The rule for transactions:
   ``retry_after_s``); never a raw "database is locked".
 - A corrupt or truncated file raises :class:`StoreDamaged`, one line that says how to recover.
 
-Opening a store checks the schema revision with one query against the newest revision named in
+Opening a store checks the schema revision with one query (Alembic's version table, read
+without reflecting the schema first) against the newest revision named in
 ``migrations/versions`` (read from the files, not through Alembic); Alembic, which costs more to
 import than a short command takes to run, loads only when the schema is behind, or ahead.
 
@@ -37,6 +38,7 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -148,6 +150,7 @@ class Store:
             self.engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False
         )
         self._writing_here = threading.local()  # depth 1 while this thread holds a writer
+        _ENGINES.add(self.engine)  # the engine may outlive this object: it is in cycles
         if migrate:
             try:
                 self.migrate()
@@ -244,9 +247,13 @@ class Store:
         """The schema revisions recorded in the database (Alembic's version table); none for a
         database no migration has touched."""
         with self.engine.connect() as conn:
-            if not inspect(conn).has_table(VERSION_TABLE):
-                return set()
-            return set(conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
+            try:  # one query on every open; reflection only when it fails
+                return set(conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
+            except DBAPIError:
+                conn.rollback()
+                if inspect(conn).has_table(VERSION_TABLE):
+                    raise
+            return set()
 
     def applied_revisions(self) -> set[str]:
         """Every migration applied to this database: its heads and all their ancestors."""
@@ -327,6 +334,16 @@ class Store:
 
 
 _MEMORY_LOCK = threading.Lock()
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def dispose_all() -> None:
+    """Close the pooled connections of every store this process opened whose engine is still
+    there: for a process about to end without collecting its garbage (SQLite checkpoints a
+    WAL database as its last connection closes)."""
+    for engine in list(_ENGINES):
+        engine.dispose()
+
 
 _REVISION = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(.+?)\s*$", re.MULTILINE)
 
