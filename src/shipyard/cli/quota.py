@@ -302,7 +302,13 @@ def serving(
 
 @quota_app.command("plan")
 def plan(as_json: bool = flag("--json", help="Print JSON.")) -> None:
-    """Is there enough quota to run all scheduled pipelines over the coming week?"""
+    """Is there enough quota to run all scheduled pipelines over the coming week?
+
+    Counts, per pool and resource: the serving reservations (`quota serving --reserve`: the
+    servers each model's QPS estimate needs); the live serving leases (`serve --pool`) beyond
+    them, and any other lease held by no run, all week; the leases of runs in progress until
+    their expected end; and every firing of every scheduled pipeline at its estimated demand
+    (from history), then experiment headroom on top. Exits 1 when a pool falls short."""
     result = _call("quota.plan")
     if as_json:
         print_json(result)
@@ -316,11 +322,15 @@ def plan(as_json: bool = flag("--json", help="Print JSON.")) -> None:
         )
         console.print(f"[bold]{x['pool']}[/] {r}: capacity {_amount(r, x['capacity'])} — {mark}")
         console.print(f"  serving reservations  {_amount(r, x['reserved'])}")
-        colliding = x["colliding"]
+        holders = x["holders"]
         console.print(
-            f"  scheduled peak        {_amount(r, x['scheduled_peak'])}"
-            + (f" at {when(x['peak_at'])}: {', '.join(colliding)}" if colliding else "")
+            f"  live serving leases   {_amount(r, x['serving'])}"
+            + (f": {escape(', '.join(holders))}" if holders else "")
         )
+        colliding = x["colliding"]
+        at = f" at {when(x['peak_at'])}: {', '.join(colliding)}" if colliding else ""
+        console.print(f"  running now           {_amount(r, x['running'])}")
+        console.print(f"  scheduled peak        {_amount(r, x['scheduled_peak'])}{at}")
         console.print(f"  experiment headroom   {_amount(r, x['headroom'])}")
     for note in result["notes"]:
         console.print(f"[yellow]note:[/] {note}")
