@@ -89,14 +89,30 @@ class UsageSample:
     processes: int
 
 
+class Governor(Protocol):
+    """Holds a step to its CPU share from outside the step's process (quota's
+    :class:`~shipyard.quota.cpu_share.CpuShare`). An executor that runs the step here calls
+    ``start(pid)`` with the step's process before it gets its task, and ``stop()`` once it ended
+    or is being killed (idempotent: it continues a stopped step and removes what it made).
+    ``mechanism`` names what acted: ``"not applied"`` until started."""
+
+    mechanism: str
+
+    def start(self, pid: int) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class ProcessLimits:
-    """Limits a step process applies to itself before running the step's code."""
+    """Limits a step process applies to itself before running the step's code, and the
+    ``governor`` its executor starts on it."""
 
     env: dict[str, str] = field(default_factory=dict)
     cpu_affinity: list[int] | None = None
     memory_limit_bytes: int | None = None
     watchdog: Callable[[UsageSample], str | None] | None = None
+    governor: Governor | None = None
 
     def apply_here(self) -> None:
         """What a step process does to itself before the step's code: the environment, then
@@ -115,6 +131,7 @@ class ProcessLimits:
             "cpu_affinity": self.cpu_affinity,
             "memory_limit_bytes": self.memory_limit_bytes,
             "watchdog": self.watchdog is not None,
+            "cpu_enforcement": self.governor.mechanism if self.governor is not None else None,
         }
 
 
