@@ -134,7 +134,7 @@ class TestCpuAndDevices:
 
 BUSY = "while True: pass"
 SHARE_WINDOW_S = 1.5
-# Held to 0.5 core, a busy loop uses 0.5 CPU-s per wall second (±0.12: the duty cycle's 20 ms
+# Held to 0.5 core, a busy loop uses 0.5 CPU-s per wall second (±0.12: the duty cycle's 50 ms
 # steps and a shared machine's noise over a 1.5 s window); unheld it uses a whole core. When the
 # machine is so loaded that an unheld busy loop gets under 0.75 core, a 0.5 share cannot be
 # told apart from the load, and the test says so (skip) rather than pass for nothing.

@@ -13,13 +13,13 @@ the whole core. :class:`CpuShare` holds it to half of it, by the first mechanism
   ``shipyard-<runner pid>-<n>`` beside the runner's own and removed when the step has ended;
   one left by a runner that died is removed by the next runner that makes one there.
 * **A watchdog duty cycle**, where no cgroup can be written: a thread of the runner measures the
-  CPU seconds of the step's process tree every 20 ms and keeps a token bucket that fills at
+  CPU seconds of the step's process tree every 50 ms and keeps a token bucket that fills at
   ``cores`` CPU-seconds per second (at most 100 ms' worth banked); when the step has used more
   than it was given, its process group is stopped (``SIGSTOP``) until the bucket is back to
   zero, then continued (``SIGCONT``). CPU is a compressible resource: a step over its share is
   slowed, as the kernel's quota slows it, never killed (memory, which cannot be taken back, is
   what the memory watchdog kills for). Its limits: a step may overshoot by what it runs in one
-  20 ms interval, and a runner killed by ``SIGKILL`` while the step is stopped leaves it
+  50 ms interval, and a runner killed by ``SIGKILL`` while the step is stopped leaves it
   stopped until the daemon's reconcile ends the orphaned run (``runs.reconcile`` kills the
   group).
 
@@ -46,7 +46,7 @@ from shipyard.process_tree import sample_tree
 
 CFS_PERIOD_US = 100_000
 CFS_MIN_QUOTA_US = 1_000  # the kernel refuses a quota under 1 ms
-DUTY_INTERVAL_S = 0.02
+DUTY_INTERVAL_S = 0.05  # each reading scans /proc for the tree: 20 a second is cheap enough
 DUTY_BURST_S = 0.1
 
 NOT_APPLIED = "not applied"
