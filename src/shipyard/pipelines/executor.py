@@ -27,7 +27,8 @@ controller drives whatever traffic router it was given. The runner imports no ot
   the step process applies to itself before the step's code runs, plus a ``watchdog`` the runner
   calls with every usage sample; a watchdog that returns a reason gets the step killed with that
   reason; and a ``governor`` (:class:`Governor`) that an executor running the step on this
-  machine starts on the step's process, to hold it to a fractional CPU share. ``shipyard run`` hands the runner quota's
+  machine starts on the step's process, to hold it to a fractional CPU share. ``shipyard run``
+  hands the runner quota's
   :class:`~shipyard.quota.enforce.QuotaEnforcer`, which applies with or without a pool (a pool
   decides admission, not whether limits apply); a runner given none uses
   :class:`NoEnforcement`, which sets nothing.
