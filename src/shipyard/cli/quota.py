@@ -302,7 +302,13 @@ def serving(
 
 @quota_app.command("plan")
 def plan(as_json: bool = flag("--json", help="Print JSON.")) -> None:
-    """Is there enough quota to run all scheduled pipelines over the coming week?"""
+    """Is there enough quota to run all scheduled pipelines over the coming week?
+
+    Counts, per pool and resource: the serving reservations (`quota serving --reserve`: the
+    servers each model's QPS estimate needs); the live serving leases (`serve --pool`) beyond
+    them, and any other lease held by no run, all week; the leases of runs in progress until
+    their expected end; and every firing of every scheduled pipeline at its estimated demand
+    (from history), then experiment headroom on top. Exits 1 when a pool falls short."""
     result = _call("quota.plan")
     if as_json:
         print_json(result)
@@ -316,11 +322,15 @@ def plan(as_json: bool = flag("--json", help="Print JSON.")) -> None:
         )
         console.print(f"[bold]{x['pool']}[/] {r}: capacity {_amount(r, x['capacity'])} — {mark}")
         console.print(f"  serving reservations  {_amount(r, x['reserved'])}")
-        colliding = x["colliding"]
+        holders = x["holders"]
         console.print(
-            f"  scheduled peak        {_amount(r, x['scheduled_peak'])}"
-            + (f" at {when(x['peak_at'])}: {', '.join(colliding)}" if colliding else "")
+            f"  live serving leases   {_amount(r, x['serving'])}"
+            + (f": {escape(', '.join(holders))}" if holders else "")
         )
+        colliding = x["colliding"]
+        at = f" at {when(x['peak_at'])}: {', '.join(colliding)}" if colliding else ""
+        console.print(f"  running now           {_amount(r, x['running'])}")
+        console.print(f"  scheduled peak        {_amount(r, x['scheduled_peak'])}{at}")
         console.print(f"  experiment headroom   {_amount(r, x['headroom'])}")
     for note in result["notes"]:
         console.print(f"[yellow]note:[/] {note}")
@@ -335,64 +345,230 @@ def plan(as_json: bool = flag("--json", help="Print JSON.")) -> None:
 
 @hardware_app.command("advise")
 def hardware_advise(
-    target: str | None = typer.Argument(None, help="FILE:STEP whose run history to use."),
-    flops: float | None = typer.Option(None, "--flops", help="FLOPs per run."),
-    bytes_moved: float = typer.Option(0.0, "--bytes", help="Bytes moved per run."),
-    parameters: float = typer.Option(0.0, "--params", help="Model parameters."),
-    inference: bool = flag("--inference", help="Size for inference, not training."),
+    target: str | None = typer.Argument(
+        None, help="FILE:STEP whose run history gives the training FLOPs."
+    ),
+    parameters: float = typer.Option(
+        0.0, "--params", help="The model's parameters (7e9): sizes memory, FLOPs and serving."
+    ),
+    tokens: float | None = typer.Option(
+        None, "--tokens", help="Training tokens (default: 20 per parameter, Chinchilla)."
+    ),
+    flops: float | None = typer.Option(
+        None, "--flops", help="FLOPs of one training run (instead of 6 × params × tokens)."
+    ),
+    bytes_moved: float = typer.Option(0.0, "--bytes", help="Bytes one training run moves."),
+    qps: float = typer.Option(1.0, "--qps", help="Predicted peak queries per second to serve."),
+    p99_ms: float | None = typer.Option(
+        None, "--p99-ms", help="Latency target: slower options are infeasible."
+    ),
+    tokens_per_request: float = typer.Option(
+        1.0, "--tokens-per-request", help="Forward passes per request (generated tokens)."
+    ),
+    only: str | None = typer.Option(None, "--only", help="training or serving: advise one."),
     price: float | None = typer.Option(None, "--local-price", help="This machine, USD/hour."),
+    as_json: bool = flag("--json", help="Print JSON."),
 ) -> None:
-    """Cheaper or faster hardware for a step: measured here, roofline-modelled elsewhere."""
+    """Where to train and where to serve: the smallest feasible hardware, ranked by cost.
+
+    Answers four questions, each with its basis. [bold]What does the model's size ask
+    for?[/] Training with Adam keeps 16 bytes per parameter, serving 2. [bold]Can it run on
+    cheaper hardware?[/] and [bold]would other hardware be faster?[/] Each device of the
+    catalogue (GPUs, TPUs, CPU machines, every figure cited) and this machine (measured) gets
+    the smallest number of devices that holds the model; more than one means model parallel
+    (the model sharded), and options that cannot hold it are listed apart, never ranked.
+    Peaks are scaled by the share of peak that published runs reach (MFU 38-46 % for
+    training, MBU about 60 % for serving: sources in the catalogue). [bold]Train on one,
+    serve on another?[/] Training is ranked by cost per run (throughput per dollar), serving
+    by cost per hour at the predicted QPS, with replicas by Little's law.
+
+    Examples: `shipyard hardware advise --params 7e9` (a 7B model: training on 20 tokens per
+    parameter, serving at 1 QPS); `shipyard hardware advise --params 1.3e8 --tokens 2e10 --qps
+    200 --p99-ms 50`; `shipyard hardware advise pipelines/train.py:fit` (FLOPs from the step's
+    measured CPU-seconds).
+    """
     import psutil
 
-    from shipyard.quota.hardware import Workload, advise, by_cost, load_catalogue, measure_cpu
-
-    if flops is None and (not target or ":" not in target):
-        raise InvalidInput("give FILE:STEP (with run history) or --flops")
-    measured = measure_cpu()
-    basis = "FLOPs given with --flops"
-    if flops is None:
-        assert target is not None
-        file, step = target.rsplit(":", 1)
-        cpu_s = sorted(_call("quota.step_cpu", file=file, step=step)["cpu_seconds"])
-        if not cpu_s:
-            raise NotFound("run history of step", target, "run it once, or give --flops")
-        one_thread = next(m.gflops for m in measured if m.threads == 1 and m.dtype == "float64")
-        p90 = cpu_s[min(len(cpu_s) - 1, math.ceil(0.9 * len(cpu_s)) - 1)]
-        flops = p90 * one_thread * 1e9
-        basis = (
-            f"modelled: p90 {p90:.1f} CPU-s over {len(cpu_s)} runs × {one_thread:.1f} "
-            "GFLOP/s (1 thread, measured) — assumes the step is matmul-bound"
-        )
-    work = Workload(flops, bytes_moved, parameters, training=not inference, basis=basis)
-    options = advise(
-        work,
-        measured,
-        load_catalogue(),
-        local_memory=float(psutil.virtual_memory().total),
-        local_price_per_hour=price,
+    from shipyard.quota.hardware import (
+        ServingJob,
+        ThisMachine,
+        TrainingJob,
+        advise_serving,
+        advise_training,
+        load_catalogue,
+        measure_bandwidth,
+        measure_cpu,
     )
-    console.print(f"workload: {flops:.3g} FLOPs, {bytes_moved:.3g} bytes; {basis}")
-    if parameters:
-        console.print(
-            f"model size asks for {_amount('memory', work.memory_needed)} "
-            f"({'inference, 2' if inference else 'training with Adam, 16'} B/param)"
+
+    if only not in (None, "training", "serving"):
+        raise InvalidInput("--only takes training or serving")
+    if parameters < 0:
+        raise InvalidInput("--params must be a positive number of parameters")
+    if flops is None and not parameters and (not target or ":" not in target):
+        raise InvalidInput("give --params, --flops or FILE:STEP (with run history)")
+    if only == "serving" and not parameters:
+        raise InvalidInput("serving advice needs --params (the model's parameters)")
+    catalogue = load_catalogue()
+    measured = measure_cpu(seconds=0.15)  # 30+ products of 512² per point: steady enough
+    here = ThisMachine.of(
+        measured,
+        bandwidth=measure_bandwidth(),
+        memory=float(psutil.virtual_memory().total),
+        price_per_hour=price,
+    )
+    advice = []
+    if only != "serving":
+        if flops is not None:
+            job = TrainingJob(flops, parameters, bytes_moved, "FLOPs given with --flops")
+        elif target and ":" in target:
+            job = _job_from_history(target, measured, parameters, bytes_moved)
+        else:
+            job = TrainingJob.from_size(parameters, tokens)
+            job = TrainingJob(job.flops, parameters, bytes_moved, job.basis)
+        advice.append(advise_training(job, here, catalogue))
+    if only != "training" and parameters:
+        serving_job = ServingJob(
+            parameters, qps, tokens_per_request, p99_ms / 1000 if p99_ms is not None else None
         )
-    console.print("[bold]by time[/]")
-    for o in options:
-        cost = f"${o.cost_per_run:.3g}/run" if o.cost_per_run is not None else "no price"
-        fit = "" if o.fits_memory else " [red](model does not fit)[/]"
-        console.print(
-            f"  {o.name:<28} {_seconds(o.seconds):>9}  {cost:<14} "
-            f"{escape(f'[{o.provenance}]')} {escape(o.detail)}{fit}"
+        advice.append(advise_serving(serving_job, here, catalogue))
+    if as_json:
+        import dataclasses
+
+        print_json(
+            [
+                {
+                    **dataclasses.asdict(a),
+                    "best": dataclasses.asdict(a.best) if a.best else None,
+                }
+                for a in advice
+            ]
         )
-    console.print("[bold]by cost per run[/]")
-    for o in by_cost(options)[:5]:
-        fit = "" if o.fits_memory else " (model does not fit)"
-        console.print(f"  {o.name:<28} ${o.cost_per_run:.3g}  {escape(f'[{o.provenance}]')}{fit}")
+        return
+    for a in advice:
+        _print_advice(a)
+    _print_answers(advice, here)
+
+
+def _job_from_history(
+    target: str, measured: list[Any], parameters: float, bytes_moved: float
+) -> Any:
+    from shipyard.quota.hardware import TrainingJob
+
+    file, step = target.rsplit(":", 1)
+    cpu_s = sorted(_call("quota.step_cpu", file=file, step=step)["cpu_seconds"])
+    if not cpu_s:
+        raise NotFound("run history of step", target, "run it once, or give --flops")
+    one_thread = next(m.gflops for m in measured if m.threads == 1 and m.dtype == "float64")
+    p90 = cpu_s[min(len(cpu_s) - 1, math.ceil(0.9 * len(cpu_s)) - 1)]
+    basis = (
+        f"p90 {p90:.1f} CPU-s over {len(cpu_s)} runs × {one_thread:.1f} GFLOP/s (1 thread, "
+        "measured): assumes the step is matmul-bound"
+    )
+    return TrainingJob(p90 * one_thread * 1e9, parameters, bytes_moved, basis)
+
+
+def _money(value: float | None, unit: str) -> str:
+    if value is None:
+        return "no price"
+    return f"${value:,.0f}{unit}" if value >= 100 else f"${value:.3g}{unit}"
+
+
+def _print_advice(a: Any) -> None:
+    training = a.purpose == "training"
+    header = (
+        "TRAINING, ranked by cost per run (throughput per dollar)"
+        if training
+        else "SERVING, ranked by cost per hour at the predicted QPS"
+    )
+    console.print(f"[bold]{header}[/]")
+    console.print(f"  work: {escape(a.basis)}")
+    if a.memory_needed:
+        console.print(
+            f"  the model asks for {a.memory_needed / 1e9:.1f} GB "
+            + (
+                "(16 B/param: weights, gradients, Adam state)"
+                if training
+                else "(2 B/param: fp16/bf16 weights)"
+            )
+        )
+    for i, o in enumerate(a.ranked, 1):
+        if training:
+            figure = f"{_seconds(o.seconds)} a run, {_money(o.cost, ' a run')}"
+        else:
+            figure = (
+                f"{o.seconds * 1000:.3g} ms a request, {o.replicas} replica"
+                f"{'s' if o.replicas > 1 else ''}, {_money(o.cost, '/h')}"
+            )
+        console.print(
+            f"  {i}. [bold]{o.devices} × {o.name}[/]: {figure} {escape(f'[{o.provenance}]')}"
+        )
+        console.print(f"     {escape(o.split)}; {escape(o.detail)}")
+    if a.infeasible:
+        console.print("  [red]infeasible (not ranked):[/]")
+        for o in a.infeasible:
+            console.print(f"     {o.name:<26} {escape(o.why_not)}")
+    for note in a.notes:
+        console.print(f"  [yellow]note:[/] {escape(note)}")
+
+
+def _print_answers(advice: list[Any], here: Any) -> None:
+    by = {a.purpose: a for a in advice}
+    console.print("[bold]ANSWERS[/]")
+    train, serve = by.get("training"), by.get("serving")
+    if train is not None:
+        best, fastest = train.best, train.fastest
+        if best is None:
+            console.print("  training: nothing catalogued holds the model")
+        else:
+            console.print(
+                f"  train on {best.devices} × {best.name} ({escape(best.split)}): "
+                f"{_seconds(best.seconds)}, {_money(best.cost, ' per run')}, the cheapest "
+                "feasible run"
+                + (
+                    "; data parallel over more of them divides the time and keeps the cost "
+                    "per run (ideal scaling)"
+                    if best.kind != "cpu"
+                    else ""
+                )
+            )
+            local = next((o for o in train.ranked if o.name.startswith("this machine")), None)
+            if fastest is not None and fastest is not best:
+                console.print(
+                    f"  fastest at the smallest size that holds it: {fastest.devices} × "
+                    f"{fastest.name} in {_seconds(fastest.seconds)} "
+                    f"({_money(fastest.cost, ' per run')})"
+                )
+            if local is not None and local is not best:
+                console.print(
+                    f"  this machine (measured): {_seconds(local.seconds)} per run"
+                    + (
+                        f", {local.seconds / best.seconds:.3g}× the proposal's time"
+                        if best.seconds
+                        else ""
+                    )
+                )
+    if serve is not None:
+        best = serve.best
+        if best is None:
+            console.print("  serving: nothing catalogued meets the target")
+        else:
+            console.print(
+                f"  serve on {best.replicas} replicas of {best.devices} × {best.name} "
+                f"({escape(best.split)}): {best.seconds * 1000:.3g} ms a request, "
+                f"{_money(best.cost, '/h')} at the predicted QPS, the cheapest feasible"
+            )
+    if train is not None and serve is not None and train.best and serve.best:
+        if train.best.kind != serve.best.kind:
+            console.print(
+                f"  so: train on {train.best.kind.upper()}s, serve on {serve.best.kind.upper()}s"
+            )
+        else:
+            console.print(f"  so: train and serve on {train.best.kind.upper()}s")
 
 
 def _seconds(value: float) -> str:
+    if value >= 2 * 86400:
+        return f"{value / 86400:,.1f} days"
     return f"{value:.3g}s" if value < 60 else duration(value)
 
 

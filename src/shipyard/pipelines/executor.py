@@ -26,7 +26,9 @@ controller drives whatever traffic router it was given. The runner imports no ot
   environment variables (``OMP_NUM_THREADS``…), a CPU affinity list and a memory limit that
   the step process applies to itself before the step's code runs, plus a ``watchdog`` the runner
   calls with every usage sample; a watchdog that returns a reason gets the step killed with that
-  reason. ``shipyard run`` hands the runner quota's
+  reason; and a ``governor`` (:class:`Governor`) that an executor running the step on this
+  machine starts on the step's process, to hold it to a fractional CPU share. ``shipyard run``
+  hands the runner quota's
   :class:`~shipyard.quota.enforce.QuotaEnforcer`, which applies with or without a pool (a pool
   decides admission, not whether limits apply); a runner given none uses
   :class:`NoEnforcement`, which sets nothing.
@@ -93,14 +95,30 @@ class UsageSample:
     processes: int
 
 
+class Governor(Protocol):
+    """Holds a step to its CPU share from outside the step's process (quota's
+    :class:`~shipyard.quota.cpu_share.CpuShare`). An executor that runs the step here calls
+    ``start(pid)`` with the step's process before it gets its task, and ``stop()`` once it ended
+    or is being killed (idempotent: it continues a stopped step and removes what it made).
+    ``mechanism`` names what acted: ``"not applied"`` until started."""
+
+    mechanism: str
+
+    def start(self, pid: int) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class ProcessLimits:
-    """Limits a step process applies to itself before running the step's code."""
+    """Limits a step process applies to itself before running the step's code, and the
+    ``governor`` its executor starts on it."""
 
     env: dict[str, str] = field(default_factory=dict)
     cpu_affinity: list[int] | None = None
     memory_limit_bytes: int | None = None
     watchdog: Callable[[UsageSample], str | None] | None = None
+    governor: Governor | None = None
 
     def apply_here(self) -> None:
         """What a step process does to itself before the step's code: the environment, then
@@ -119,6 +137,7 @@ class ProcessLimits:
             "cpu_affinity": self.cpu_affinity,
             "memory_limit_bytes": self.memory_limit_bytes,
             "watchdog": self.watchdog is not None,
+            "cpu_enforcement": self.governor.mechanism if self.governor is not None else None,
         }
 
 

@@ -29,6 +29,7 @@ import psutil
 
 from shipyard.pipelines.child import idle_main
 from shipyard.pipelines.executor import (
+    Governor,
     ProcessLimits,
     StepOutcome,
     StepResult,
@@ -138,9 +139,16 @@ class LocalStepHandle:
     (``peak_rss_bytes``) stays the full RSS.
     """
 
-    def __init__(self, process: Any, task: StepTask, baseline_rss_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        process: Any,
+        task: StepTask,
+        baseline_rss_bytes: int = 0,
+        governor: Governor | None = None,
+    ) -> None:
         self._process = process
         self._task = task
+        self._governor = governor
         self._baseline_rss_bytes = baseline_rss_bytes
         self._peak_rss_bytes = 0
         self._cpu_seconds = 0.0
@@ -159,6 +167,8 @@ class LocalStepHandle:
         if self._process.exitcode is None:
             return None
         _kill_group(self._process.pid, signal.SIGKILL)  # leave no orphaned grandchildren
+        if self._governor is not None:
+            self._governor.stop()
         return self._outcome(self._process.exitcode)
 
     def sample(self) -> UsageSample | None:
@@ -174,6 +184,8 @@ class LocalStepHandle:
 
     def kill(self, grace_s: float) -> None:
         pid = self._process.pid
+        if self._governor is not None:
+            self._governor.stop()  # a step held stopped must run to handle its SIGTERM
         if not _kill_group(pid, signal.SIGTERM):
             self._process.terminate()  # not yet its own group leader
         self._process.join(grace_s)
@@ -181,6 +193,8 @@ class LocalStepHandle:
         if self._process.exitcode is None:
             self._process.kill()
         self._process.join()
+        if self._governor is not None:
+            self._governor.stop()  # now that it is gone: its cgroup can go too
 
     def _outcome(self, exitcode: int) -> StepOutcome:
         result = StepResult.read(self._task.result_path)
@@ -276,15 +290,24 @@ class LocalExecutor:
     def start(
         self, task: StepTask, limits: ProcessLimits, on_launch: Callable[[int | None], None]
     ) -> LocalStepHandle:
-        child_limits = dataclasses.replace(limits, watchdog=None)
+        child_limits = dataclasses.replace(limits, watchdog=None, governor=None)
         warm = self._take()
         baseline = rss_bytes(warm.process.pid) if warm.process.pid else 0
+        governor = limits.governor
         try:
+            # Held to its CPU share before it has its task (and so before it starts anything),
+            # and before the attempt is recorded, so that the record names what acted.
+            if governor is not None and warm.process.pid:
+                governor.start(warm.process.pid)
             on_launch(warm.process.pid)
             warm.send.send((task, child_limits))
+        except BaseException:
+            if governor is not None:
+                governor.stop()
+            raise
         finally:
             warm.send.close()
-        return LocalStepHandle(warm.process, task, baseline)
+        return LocalStepHandle(warm.process, task, baseline, governor)
 
     def close(self) -> None:
         """End the warm processes (each exits when its pipe closes)."""

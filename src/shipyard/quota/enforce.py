@@ -4,7 +4,10 @@
   step process to itself before the step's code runs: ``ProcessLimits.apply_here``) and the
   thread-pool variables numerical libraries read at start-up: ``OMP_NUM_THREADS`` (OpenMP),
   ``MKL_NUM_THREADS`` (Intel MKL), ``OPENBLAS_NUM_THREADS`` (OpenBLAS), ``NUMEXPR_NUM_THREADS``,
-  ``VECLIB_MAXIMUM_THREADS``.
+  ``VECLIB_MAXIMUM_THREADS``. A fractional request (``cpu=0.5``) is also held to its share of
+  those CPUs by a :class:`~shipyard.quota.cpu_share.CpuShare` governor (the executor starts it
+  on the step's process): the kernel's CFS quota where a cgroup can be written, else a
+  watchdog duty cycle. The step's record says which acted (``cpu_enforcement``).
 * **Accelerators**: ``CUDA_VISIBLE_DEVICES`` lists the granted GPU indices (empty: none), so a
   step sees only what it was granted.
 * **Memory**: the runner samples the RSS of the step's whole process tree (``psutil``, every
@@ -23,7 +26,7 @@ import math
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +35,7 @@ import psutil
 from shipyard.pipelines.executor import Grant, ProcessLimits, StepRequest, UsageSample
 from shipyard.process_tree import tree_rss_bytes
 from shipyard.quantities import format_amount
+from shipyard.quota.cpu_share import MECHANISMS, CpuShare
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -113,8 +117,14 @@ class QuotaEnforcer:
     names devices, else ``0 … n-1``.
     """
 
-    def __init__(self, memory_margin: float = 0.10, cpus: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        memory_margin: float = 0.10,
+        cpus: list[int] | None = None,
+        cpu_mechanisms: Sequence[str] = MECHANISMS,
+    ) -> None:
         self.memory_margin = memory_margin
+        self.cpu_mechanisms = tuple(cpu_mechanisms)
         self.cpus = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
         self.mechanism = "watchdog"  # the only one: see the module docstring
         self._next = 0
@@ -132,10 +142,13 @@ class QuotaEnforcer:
         env: dict[str, str] = {}
         affinity: list[int] | None = None
         cpu = float(granted.get("cpu", 0.0))
+        governor: CpuShare | None = None
         if cpu > 0:
             affinity = self._pick_cpus(math.ceil(cpu))
             for name in THREAD_VARIABLES:
                 env[name] = str(len(affinity))
+            # a share of what the affinity allows: all of it for whole cores
+            governor = CpuShare(min(cpu, float(len(affinity))), self.cpu_mechanisms)
         gpus = sum(int(granted.get(name, 0)) for name in GPU_RESOURCES)
         assigned: dict[str, Any] = dict(grant.detail.get("assigned") or {})
         devices = assigned.get("gpu") or list(range(gpus))
@@ -150,4 +163,4 @@ class QuotaEnforcer:
             limit = int(memory * (1 + self.memory_margin))
             watchdog = MemoryWatchdog(limit, memory, self.mechanism)
             env["SHIPYARD_MEMORY_ENFORCEMENT"] = self.mechanism
-        return ProcessLimits(env, affinity, limit, watchdog)
+        return ProcessLimits(env, affinity, limit, watchdog, governor)

@@ -376,17 +376,26 @@ def list_leases(ctx: Context, *, query: LeaseQuery) -> dict[str, Any]:
 def plan(ctx: Context) -> dict[str, Any]:
     """Is there enough quota for every scheduled pipeline over the coming week?
 
-    Per pool and resource: standing (serving) reservations, the peak of the scheduled runs
-    (each at its estimated demand, from history), and experiment headroom, against capacity."""
-    from shipyard.quota.plan import plan_from_store
+    Per pool and resource: standing (serving) reservations, live serving and other standing
+    leases beyond them, the leases of runs in progress and the scheduled runs at the peak
+    instant (each at its estimated demand, from history), and experiment headroom, against
+    capacity."""
+    from shipyard.quota.plan import LiveServer, plan_from_store
+    from shipyard.serving.instances import live_instances
 
     ctx.require(READ)
     settings = ctx.ws.settings.quota
+    servers = [
+        LiveServer(i.lease_id, tuple(i.models))
+        for i in live_instances(ctx.ws.store, ctx.now)
+        if i.lease_id
+    ]
     result = plan_from_store(
         ctx.ws.store,
         headroom_fraction=settings.experiment_headroom,
         default_pool=settings.default_pool,
         start=ctx.now,
+        servers=servers,
     )
     return {
         "fits": result.fits,
@@ -398,6 +407,9 @@ def plan(ctx: Context) -> dict[str, Any]:
                 "resource": x.resource,
                 "capacity": x.capacity,
                 "reserved": x.reserved,
+                "serving": x.serving,
+                "holders": list(x.holders),
+                "running": x.running,
                 "scheduled_peak": x.scheduled_peak,
                 "headroom": x.headroom,
                 "total": x.total,
