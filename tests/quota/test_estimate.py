@@ -91,6 +91,21 @@ class TestHistory:
         parallel = by["load"].memory_bytes + by["features"].memory_bytes
         assert est.peak["memory"] == pytest.approx(max(parallel, by["train"].memory_bytes))
 
+    def test_the_lease_peak_counts_what_steps_ask_for_when_they_used_less(
+        self, store: Store
+    ) -> None:
+        """`quota plan` plans what admission will lease: a step that asks for 2 CPUs and was
+        measured at under one on a busy machine still takes 2 (README's plan flipped with load)."""
+        history(store, "etl", [1000] * 3)
+        with store.session() as s:
+            for r in s.query(StepRun).filter(StepRun.step.in_(("load", "features"))):
+                r.resources = {"cpu": 2.0, "memory": 64 * MiB}
+        est = estimate_pipeline(store, "etl", margin=0.0)
+        assert est.peak["cpu"] == 2.0  # load and features overlap, each measured at 1 core
+        assert est.requested_peak == {"cpu": 4.0, "memory": 128 * MiB}
+        lease = est.lease_peak()
+        assert lease == {"cpu": 4.0, "memory": 128 * MiB}  # more than the ~1 MB measured
+
     def test_similar_pipeline_is_named(self, store: Store) -> None:
         history(store, "old", [1000] * 3)
         est = estimate_pipeline(store, "new", like="old")

@@ -75,6 +75,8 @@ class StepEstimate:
     cpu_cores: float
     memory_model: PowerLaw | None = None
     cpu_model: PowerLaw | None = None
+    requested: dict[str, float] = field(default_factory=dict)
+    """What the step's latest run asked for (its lease), per resource."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,14 @@ class PipelineEstimate:
     duration_s: float
     margin: float
     notes: list[str] = field(default_factory=list)
+    requested_peak: dict[str, float] = field(default_factory=dict)
+    """The largest sum of what steps running at once ask for: what admission will lease,
+    whatever they were measured to use."""
+
+    def lease_peak(self) -> dict[str, float]:
+        """Per resource, the larger of the estimated need and what the steps ask for."""
+        keys = set(self.peak) | set(self.requested_peak)
+        return {k: max(self.peak.get(k, 0.0), self.requested_peak.get(k, 0.0)) for k in keys}
 
 
 def _p90(values: Sequence[float]) -> float:
@@ -144,10 +154,13 @@ def estimate_pipeline(
         memory *= 1 + margin
         cpu_s *= 1 + margin
         cores = max(1.0, math.ceil(cpu_s / duration)) if duration > 0 else 1.0
+        latest = max(runs, key=lambda r: r.started_at or 0.0)
         estimates[step] = StepEstimate(
-            step, len(runs), memory, cpu_s, duration, cores, mem_model, cpu_model
-        )
+            step, len(runs), memory, cpu_s, duration, cores, mem_model, cpu_model,
+            _amounts(latest.resources),
+        )  # fmt: skip
     peak = _concurrent_peak(rows, estimates)
+    requested_peak = _concurrent_peak(rows, estimates, requested=True)
     spans: dict[str, list[float]] = {}
     for r, rid in rows:
         if r.started_at is not None and r.ended_at is not None:
@@ -171,11 +184,24 @@ def estimate_pipeline(
         _p90([d for d in durations if math.isfinite(d)]),
         margin,
         notes,
+        requested_peak,
     )
 
 
-def _concurrent_peak(rows: Sequence[Any], estimates: dict[str, StepEstimate]) -> dict[str, float]:
-    """The largest per-resource sum over steps running at once in any past run."""
+def _amounts(resources: dict[str, Any] | None) -> dict[str, float]:
+    """A step run's recorded request as numbers (cores, bytes); anything else is left out."""
+    return {
+        k: float(v)
+        for k, v in (resources or {}).items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def _concurrent_peak(
+    rows: Sequence[Any], estimates: dict[str, StepEstimate], requested: bool = False
+) -> dict[str, float]:
+    """The largest per-resource sum over steps running at once in any past run: of the
+    estimated need, or (``requested``) of what the steps asked for."""
     peak = {"cpu": 0.0, "memory": 0.0}
     by_run: dict[str, list[StepRun]] = {}
     for step_run, run_id in rows:
@@ -190,6 +216,11 @@ def _concurrent_peak(rows: Sequence[Any], estimates: dict[str, StepEstimate]) ->
             if kind:
                 active.append(step)
                 est = [estimates[a] for a in active]
+                if requested:
+                    for key in {k for e in est for k in e.requested}:
+                        total = sum(e.requested.get(key, 0.0) for e in est)
+                        peak[key] = max(peak.get(key, 0.0), total)
+                    continue
                 peak["cpu"] = max(peak["cpu"], sum(e.cpu_cores for e in est))
                 peak["memory"] = max(peak["memory"], sum(e.memory_bytes for e in est))
             else:

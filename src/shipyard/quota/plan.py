@@ -4,7 +4,10 @@ For each pool and resource, over one week from ``start``, the plan counts what i
 what already runs:
 
 * **scheduled**: every firing of every scheduled pipeline (cron, via ``croniter``) occupies its
-  estimated peak demand for its estimated run time (:mod:`shipyard.quota.estimate`);
+  peak demand for its estimated run time (:mod:`shipyard.quota.estimate`): per resource, the
+  larger of the estimated need and what its steps ask for, since admission leases what a step
+  asks for whatever it was measured to use (a step that asks for 2 CPUs and was measured at 1 on
+  a busy machine still takes 2 when it runs);
 * **running**: every lease held now by a run (a step's lease, or a run's ``--reserve``
   reservation) occupies its resources from now until its expected end: when it was granted plus
   the p90 run time of that step (of the pipeline, for a reservation) from history; a lease past
@@ -341,7 +344,7 @@ def plan_from_store(
         pool = str((rec.spec or {}).get("pool") or default_pool)
         basis = f"{est.runs} runs of {est.based_on}"
         demands.append(
-            ScheduledDemand(rec.name, pool, rec.schedule, est.peak, est.duration_s, basis)
+            ScheduledDemand(rec.name, pool, rec.schedule, est.lease_peak(), est.duration_s, basis)
         )
     plan = plan_week(
         pools,
