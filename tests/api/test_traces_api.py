@@ -53,6 +53,12 @@ def server_log() -> Iterator[io.StringIO]:
     root.setLevel(level)
 
 
+def sqlite_only(plane: Plane) -> None:
+    """What does not depend on the backend runs once, to keep the added tests in budget."""
+    if plane.ws.store.dialect != "sqlite":
+        pytest.skip("backend-independent: checked on SQLite")
+
+
 def audit_of(plane: Plane, action: str, who: str = "vic") -> dict[str, Any]:
     with plane.http(who) as api:
         found = api.get("/audit/events", params={"action": action, "limit": 1}).json()
@@ -133,6 +139,7 @@ def test_an_approval_and_a_rollback_sent_in_a_trace_carry_it_to_the_audit_and_th
 
 
 def test_a_trace_is_read_as_other_reads_are(plane: Plane, server_log: io.StringIO) -> None:
+    sqlite_only(plane)
     with plane.http("nobody") as api:
         refused = api.get(f"/traces/{APPROVE_TRACE}", headers={"x-request-id": "nosy-1"})
     assert refused.status_code == 403 and refused.headers["x-request-id"] == "nosy-1"
@@ -171,3 +178,18 @@ def test_shipyard_trace_asks_the_server_or_reads_the_database(plane: Plane) -> N
     assert [e["action"] for e in report["events"]] == ["rollout.rolled_back", "model.rollback"]
     missing = runner.invoke(app, ["trace", "d" * 32], env=plane.env("vic"))
     assert missing.exit_code == 1 and "no trace named" in missing.output
+
+
+def test_a_command_run_in_a_trace_sends_it(plane: Plane) -> None:
+    """TRACEPARENT in a command's environment (a CI job's trace) reaches the server's audit."""
+    sqlite_only(plane)
+    ci_trace = "5" * 32
+    env = {**plane.env("admin"), "TRACEPARENT": traceparent(ci_trace)}
+    done = runner.invoke(app, ["roles", "bind", "carol", "viewer"], env=env)
+    assert done.exit_code == 0, done.output
+    bound_event = audit_of(plane, "role.bind")
+    assert bound_event["details"]["trace_id"] == ci_trace
+    env["TRACEPARENT"] = "00-not-a-traceparent-01"  # not sent: the request names no ids
+    done = runner.invoke(app, ["roles", "bind", "carol", "approver"], env=env)
+    assert done.exit_code == 0, done.output
+    assert "trace_id" not in audit_of(plane, "role.bind")["details"]
