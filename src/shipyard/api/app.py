@@ -6,6 +6,9 @@ every audit event it records carry that name, in ``server`` mode). Errors become
 place, by class: a :class:`~shipyard.errors.ShipyardError` is its ``http_status`` with
 ``{"error": message, "type": class name}``; a malformed request is a 400 naming each bad field;
 anything else is a 500 that says nothing of its cause to the client (the server logs it).
+
+Every request is named (:mod:`shipyard.api.correlation`): its request id and W3C trace are on
+its answer, on the server's log lines about it and in the audit events it records.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shipyard import __version__
+from shipyard.api.correlation import Correlate, current, ids_of
 from shipyard.api.operations import Context, Operation, load_all
 from shipyard.audit import acting
 from shipyard.errors import ShipyardError
 from shipyard.identity import Principal
 from shipyard.identity.authn import Authenticator
+from shipyard.observability.logs import bound
 from shipyard.ui import mount as mount_dashboard
 from shipyard.workspace import Workspace
 
@@ -159,7 +164,11 @@ def create_app(ws: Workspace, authenticator: Authenticator | None = None) -> Fas
             "Pipelines and runs, quota, models, monitors, alerts and silences, rollouts and the "
             "audit. Every endpoint needs `Authorization: Bearer <token>` (an API token from "
             "`shipyard token create`, or the identity provider's token when single sign-on is "
-            "configured). Lists are paged: `limit`, and `cursor` from the previous page's `next`."
+            "configured). Lists are paged: `limit`, and `cursor` from the previous page's `next`. "
+            "Every answer names its `X-Request-Id` (yours, or a new one) and its W3C "
+            "`traceresponse` (in your trace when you send a valid `traceparent`; a malformed one "
+            "starts a new trace); the audit events a request records carry both when you sent "
+            "either, so `GET /traces/{trace_id}` follows the request to what it caused."
         ),
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=None,  # the interactive docs load their scripts from a CDN
@@ -168,7 +177,10 @@ def create_app(ws: Workspace, authenticator: Authenticator | None = None) -> Fas
 
     def principal(request: Request) -> Principal:
         address = request.client.host if request.client else ""
-        return authenticator.authenticate(request.headers.get("authorization"), address)
+        who = authenticator.authenticate(request.headers.get("authorization"), address)
+        if (ids := ids_of(request.scope)) is not None:
+            ids.identity = who.name  # for the request's line, logged as it is answered
+        return who
 
     app.state.workspace = ws
     app.state.authenticator = authenticator
@@ -200,13 +212,25 @@ def create_app(ws: Workspace, authenticator: Authenticator | None = None) -> Fas
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         incident = uuid.uuid4().hex[:12]
-        log.error("incident %s: %s %s", incident, request.method, request.url.path, exc_info=exc)
+        ids = ids_of(request.scope)
+        fields = ids.fields() if ids is not None else {}
+        log.error(
+            "incident %s: %s %s",
+            incident,
+            request.method,
+            request.url.path,
+            exc_info=exc,
+            extra={**fields, "status": 500},
+        )
         return JSONResponse(
             {
                 "error": f"internal error (incident {incident} in the server's log)",
                 "type": "ShipyardError",
             },
             status_code=500,
+            headers=dict((k.decode(), v.decode("latin-1")) for k, v in ids.headers())
+            if ids is not None
+            else None,
         )
 
     @app.get("/healthz", include_in_schema=False)
@@ -216,6 +240,7 @@ def create_app(ws: Workspace, authenticator: Authenticator | None = None) -> Fas
     for op in sorted(load_all().values(), key=lambda o: (o.tags, o.path, o.method)):
         _add_route(app, op, ws, authenticator, principal)
     app.add_middleware(BodyLimit)
+    app.add_middleware(Correlate, api_prefix=API_PREFIX + "/")
     mount_dashboard(app)
     return app
 
@@ -255,8 +280,10 @@ def _add_route(
 
     def endpoint(**kwargs: Any) -> JSONResponse:
         who: Principal = kwargs.pop("who")
+        ids = current()
+        audited = ids.audited() if ids is not None else None
         try:
-            with acting(who.name, who.mode):
+            with acting(who.name, who.mode, request=audited), bound(identity=who.name):
                 result = op.func(Context(ws, who), **kwargs)
         finally:
             if changes_identities:  # a revoked token or unbound role counts from now on

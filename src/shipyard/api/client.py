@@ -4,11 +4,18 @@ Both take the same flat keyword arguments and give back the same JSON data, and 
 same :class:`~shipyard.errors.ShipyardError` classes: a server's error answer carries its class
 name, and :class:`HttpClient` raises that class again (or one with its exit code), so a command
 prints the same line and exits with the same code whichever way it ran.
+
+A command run with ``TRACEPARENT`` in its environment (a CI job's trace, say) sends it with each
+request, so the server's lines and the audit events of what the command did join that trace
+(the variable as OpenTelemetry's "Environment Variables as Context Propagation Carriers"
+names it, https://opentelemetry.io/docs/specs/otel/context/env-carriers/); a malformed value
+is not sent.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import quote
@@ -24,6 +31,7 @@ if TYPE_CHECKING:
     from shipyard.workspace import Workspace
 
 API_PREFIX = "/api/v1"
+TRACEPARENT_ENV = "TRACEPARENT"
 
 
 PAGE_ALL = 1000
@@ -126,11 +134,14 @@ class HttpClient:
         op = resolve(name)
         path_params, query, body = op.split(params)
         path = op.path.format(**{k: quote(v, safe="") for k, v in path_params.items()})
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+        if traceparent := _traceparent():
+            headers["traceparent"] = traceparent
         try:
             # A client per call: a command makes a few calls, and nothing is left open after.
             with httpx.Client(
                 base_url=self.remote + API_PREFIX,
-                headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
+                headers=headers,
                 timeout=self._timeout_s,
                 transport=self._transport,
             ) as http:
@@ -151,3 +162,13 @@ class HttpClient:
         if response.status_code >= 400:
             raise error_from(response.status_code, payload)
         return payload
+
+
+def _traceparent() -> str | None:
+    """The environment's ``TRACEPARENT`` when it is a valid one."""
+    value = os.environ.get(TRACEPARENT_ENV)
+    if not value:
+        return None
+    from shipyard.observability.tracecontext import parse
+
+    return value.strip() if parse(value) is not None else None

@@ -44,17 +44,26 @@ _PENDING = "shipyard.audit.pending"
 _LISTENING = "shipyard.audit.listening"
 _LIMITS = {"actor": 100, "action": 100, "subject kind": 50, "subject id": 200}
 _ACTING: ContextVar[tuple[str, Mode] | None] = ContextVar("audit.acting", default=None)
+_REQUEST: ContextVar[Mapping[str, str] | None] = ContextVar("audit.request", default=None)
 
 
 @contextmanager
-def acting(actor: str, mode: Mode) -> Iterator[None]:
+def acting(actor: str, mode: Mode, *, request: Mapping[str, str] | None = None) -> Iterator[None]:
     """Within this block, events are recorded in ``mode``; in ``server`` mode an event under
     any other actor than ``actor`` (the authenticated identity) is refused, so no service
-    called by the control plane can record a decision under someone else's name."""
+    called by the control plane can record a decision under someone else's name.
+
+    ``request``: the ids of the request being served (``request_id``, ``trace_id``), added to
+    the details of every event recorded in the block, so that one command follows a request to
+    the decisions it made (``shipyard trace``). They are details like any other: hashed with the
+    event, in the same transaction. A key the event's own details name keeps the event's value.
+    """
     token = _ACTING.set((actor, mode))
+    request_token = _REQUEST.set(dict(request) if request else None)
     try:
         yield
     finally:
+        _REQUEST.reset(request_token)
         _ACTING.reset(token)
 
 
@@ -147,7 +156,7 @@ def record(
         raise InvalidInput("an audit event needs a subject kind (model, rollout, pool…)")
     if mode == "server" and not actor.strip():
         raise InvalidInput("an event recorded by the server needs its authenticated actor")
-    stored = normalize(dict(details or {}))
+    stored = normalize({**(_REQUEST.get() or {}), **dict(details or {})})
     canonical(stored)  # refuses what JSON cannot carry, now rather than at commit
     row = AuditEvent(
         ts=float(now),

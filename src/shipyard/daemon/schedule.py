@@ -3,6 +3,10 @@
 The scheduler remembers the last slot it acted on per pipeline (``schedule_state``); a slot is
 committed as ``launching`` before the launch, so a daemon killed in between launches it on
 restart, and a pipeline with a run still going is not started twice.
+
+Each slot acted on is a log line with the ``pipeline`` (and the ``run_id`` when one is known:
+the run still going that a slot skipped, the run a launcher reports), where a reader of the
+daemon's log looks for why a run started or did not.
 """
 
 from __future__ import annotations
@@ -68,7 +72,11 @@ def start_scheduled_runs(ctx: DaemonContext) -> list[str]:
                 slot = float(croniter(pipeline.schedule or "", now).get_prev(float))
             except (ValueError, KeyError) as exc:
                 log.warning(
-                    "pipeline %s: bad schedule %r: %s", pipeline.name, pipeline.schedule, exc
+                    "pipeline %s: bad schedule %r: %s",
+                    pipeline.name,
+                    pipeline.schedule,
+                    exc,
+                    extra={"pipeline": pipeline.name},
                 )
                 continue
             state = session.get(ScheduleState, pipeline.name)
@@ -88,16 +96,31 @@ def start_scheduled_runs(ctx: DaemonContext) -> list[str]:
             ).first()
             if running is not None:
                 state.last_outcome = f"skipped: run {running} still going"
+                log.info(
+                    "pipeline %s: scheduled slot skipped, run %s still going",
+                    pipeline.name,
+                    running,
+                    extra={"pipeline": pipeline.name, "run_id": running},
+                )
                 continue
             state.last_outcome = "launching"
             due.append(pipeline)
     started = []
     for pipeline in due:
+        run_id = None
+        fields = {"pipeline": pipeline.name}
         try:
             run_id = ctx.launcher(pipeline)
             outcome = f"launched {run_id}" if run_id else "launched"
+            log.info(
+                "pipeline %s: scheduled run %s",
+                pipeline.name,
+                outcome,
+                extra={**fields, "run_id": run_id} if run_id else fields,
+            )
         except Exception as exc:
             outcome = f"launch failed: {exc}"[:200]
+            log.warning("pipeline %s: scheduled run %s", pipeline.name, outcome, extra=fields)
         with ctx.store.session(immediate=True) as session:
             state = session.get(ScheduleState, pipeline.name)
             if state is not None:

@@ -29,6 +29,7 @@ from shipyard.quota.admission import reclaim_expired, release_run_leases
 from shipyard.quota.usage import record_usage
 from shipyard.registry import Registry
 from shipyard.serving.instances import reap_stale_instances
+from shipyard.statuses import CheckStatus
 
 log = logging.getLogger("shipyard.daemon")
 
@@ -37,10 +38,33 @@ def _monitors(ctx: DaemonContext) -> object:
     return evaluate_monitors(ctx.store, ctx.clock)
 
 
-def _progress(ctx: DaemonContext) -> object:
+class ProgressWatch:
     """Running runs against their history's p95 and their steps' silence (TrainingSlow and
-    RunStalled while they run)."""
-    return {"runs_watched": len(watch_running_runs(ctx.store, ctx.clock))}
+    RunStalled while they run); logs a line, with the run's ``run_id`` and ``pipeline``, when a
+    run's verdict changes (a run first seen on pace says nothing)."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, CheckStatus] = {}
+
+    def __call__(self, ctx: DaemonContext) -> object:
+        checks = watch_running_runs(ctx.store, ctx.clock)
+        seen: dict[str, CheckStatus] = {}
+        for check in checks:
+            if check.run_id is None:
+                continue
+            seen[check.run_id] = check.status
+            before = self.last.get(check.run_id, CheckStatus.OK)
+            if check.status != before:
+                log.log(
+                    logging.INFO if check.status == CheckStatus.OK else logging.WARNING,
+                    "run %s: %s (%s)",
+                    check.run_id,
+                    check.summary,
+                    check.status,
+                    extra={"run_id": check.run_id, "pipeline": check.labels.get("pipeline")},
+                )
+        self.last = seen  # runs that ended are judged by their end, not here
+        return {"runs_watched": len(checks)}
 
 
 class ServingProbes:
@@ -106,7 +130,7 @@ def builtin_tasks() -> list[PeriodicTask]:
         PeriodicTask("runs.reconcile", 5, _reconcile_runs, lane=CONTROL),
         PeriodicTask("pipelines.schedule", 15, start_scheduled_runs, lane=CONTROL),
         PeriodicTask("monitors.evaluate", 30, _monitors, lane=CONTROL),
-        PeriodicTask("monitors.progress", 15, _progress, lane=CONTROL),
+        PeriodicTask("monitors.progress", 15, ProgressWatch(), lane=CONTROL),
         PeriodicTask("monitors.serving", 30, ServingProbes(), lane=PROBES),
         PeriodicTask("alerts.evaluate", 0, _alerts, lane=CONTROL),
         PeriodicTask("notifications.deliver", 0, _deliver, lane=DELIVERY),

@@ -5,7 +5,10 @@ caller sent a ``traceparent``, with the window it flushes (:mod:`shipyard.servin
 failing canary look names the traces of the canary's failed and slowest requests in its verdict
 and in the rollback's audit event (:class:`ServingTraces`, the engine's ``traces`` seam).
 :func:`follow` reads them back for one trace id: the requests, their windows, the verdicts and
-the audit events that name it, oldest first (``shipyard trace TRACE_ID``).
+the audit events that name it, oldest first (``shipyard trace TRACE_ID``). An audit event names
+a trace by the rollback's ``trace_ids`` or by the ``trace_id`` of the control-plane request that
+recorded it (:mod:`shipyard.api.correlation`); the latter are found by a scan of the events'
+details for the id's text, checked exactly after, which a lookup by hand can afford.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 
 from shipyard.audit.events import Event
 from shipyard.errors import InvalidInput
@@ -125,16 +128,21 @@ def follow(store: Store, trace_id: str) -> TraceReport:
         ).all()
         verdicts = [_verdict(v, r) for v, r in rows if trace_id in (v.trace_ids or [])]
         rollouts = sorted({v.rollout_id for v in verdicts})
-        events = [
-            Event.of(e)
-            for e in s.scalars(
-                select(AuditEvent)
-                .where(AuditEvent.subject_kind == "rollout", AuditEvent.subject_id.in_(rollouts))
-                .order_by(AuditEvent.id)
+        named = s.scalars(
+            select(AuditEvent).where(
+                AuditEvent.subject_kind == "rollout", AuditEvent.subject_id.in_(rollouts)
             )
-            if trace_id in (e.detail or {}).get("trace_ids", [])
-        ]
+        ).all()
+        carried = s.scalars(
+            select(AuditEvent).where(cast(AuditEvent.detail, String).contains(trace_id))
+        ).all()
+        by_id = {e.id: e for e in [*named, *carried] if _names(e.detail or {}, trace_id)}
+        events = [Event.of(by_id[i]) for i in sorted(by_id)]
     return TraceReport(trace_id, calls, list(windows.values()), verdicts, events)
+
+
+def _names(detail: dict[str, Any], trace_id: str) -> bool:
+    return detail.get("trace_id") == trace_id or trace_id in (detail.get("trace_ids") or [])
 
 
 def _verdict(v: RolloutVerdict, r: RolloutRecord) -> TracedVerdict:
