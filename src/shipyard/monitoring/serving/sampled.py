@@ -95,10 +95,12 @@ class SampledInputChecks(ServingReader):
             dle = reference.loss_estimator(self.registry, info)
             assert dle is not None
             estimate = dle.estimate(x, np.asarray(logged.predictions, dtype=np.float64))
-        except (InvalidInput, TypeError, ValueError) as exc:
+        except Exception as exc:  # a model that cannot load or predict: this check says so,
+            # the others still run
             return Check.of_model(
-                name, info.model, info.version, CheckStatus.WARNING, f"cannot estimate: {exc}"
-            )
+                name, info.model, info.version, CheckStatus.WARNING,
+                f"cannot estimate: {type(exc).__name__}: {exc}",
+            )  # fmt: skip
         series = {"model": info.model, "version": str(info.version)}
         ratios = {
             k: v / dle.reference_[k] if dle.reference_[k] > 0 else float(v > 0)
@@ -187,20 +189,25 @@ class SampledInputChecks(ServingReader):
         series = {"model": info.model, "version": str(info.version)}
         results: list[MultivariateResult] = []
         metrics: list[Metric] = []
-        fit = reference.reconstruction(self.config.variance_kept)
-        if fit is not None:
-            pca = fit.test(x)
-            results.append(pca)
-            metrics.append((RECONSTRUCTION_ERROR, series, pca.statistic))
-        results.append(
-            mmd_test(
-                reference.features,
-                x,
-                sample_rows=self.config.mmd_sample_rows,
-                permutations=self.config.mmd_permutations,
-                alpha=self.config.mmd_alpha,
+        try:
+            fit = reference.reconstruction(self.config.variance_kept)
+            if fit is not None:
+                pca = fit.test(x)
+                results.append(pca)
+                metrics.append((RECONSTRUCTION_ERROR, series, pca.statistic))
+            results.append(
+                mmd_test(
+                    reference.features,
+                    x,
+                    sample_rows=self.config.mmd_sample_rows,
+                    permutations=self.config.mmd_permutations,
+                    alpha=self.config.mmd_alpha,
+                )
             )
-        )
+        except InvalidInput as exc:
+            return Check.of_model(
+                name, info.model, info.version, CheckStatus.WARNING, f"not judged: {exc}"
+            )
         metrics += [
             (MULTIVARIATE_DRIFT, {**series, "method": r.method}, float(r.drifted)) for r in results
         ]
