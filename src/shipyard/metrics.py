@@ -157,6 +157,15 @@ CATALOGUE_LIST: tuple[MetricSpec, ...] = (
            f"{k} of a model version estimated from its confidences (CBPE) before labels arrive.")
         for k in _ESTIMATED
     ),
+    _m("shipyard_serving_estimated_loss", "gauge", "model version metric", "monitoring",
+       "A served regressor's MAE or RMSE over the monitors' period estimated before labels "
+       "(DLE on the request log's rows)."),
+    _m("shipyard_serving_estimated_loss_ratio", "gauge", "model version metric", "monitoring",
+       "A served regressor's estimated loss over its reference's realised loss."),
+    _m("shipyard_serving_reconstruction_error", "gauge", _MODEL, "monitoring",
+       "Mean PCA reconstruction error of a model version's logged inputs against its reference."),
+    _m("shipyard_serving_multivariate_drift", "gauge", "model version method", "monitoring",
+       "1 when a multivariate method flags a model version's logged inputs, else 0."),
     # -- quota: record_usage, every daemon tick -------------------------------------------------
     _m("shipyard_quota_capacity", "gauge", "pool resource", "quota",
        "What the pool holds of a resource."),

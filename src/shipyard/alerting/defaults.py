@@ -21,8 +21,10 @@ each is a store series of the metric catalogue, :mod:`shipyard.metrics`, which
 - QuotaHog: ``shipyard_quota_hog_wait_seconds{pool,pipeline,holds,waiting}`` — quota
   (``record_usage``: how long others have waited while the pipeline holds more than its share);
 - TrainingFailed, TrainingSlow: ``shipyard_run_failed{kind,pipeline}``,
-  ``shipyard_training_duration_ratio{pipeline}`` — monitoring.training;
-- RunSlow (TrainingSlow while the run still runs, for any kind), RunStalled:
+  ``shipyard_training_duration_ratio{pipeline}`` — monitoring.training when a run ends, and
+  monitoring.progress while a training run runs (its elapsed time over the same p95), so
+  TrainingSlow fires while a slow run still runs and resolves when it ends within the limit;
+- RunSlow (any kind, as soon as a running run is past its history's p95), RunStalled:
   ``shipyard_run_elapsed_ratio{kind,pipeline,run}``, ``shipyard_run_stalled{kind,pipeline,run}``
   — monitoring.progress (daemon task ``monitors.progress``; 0 on both when the run ends, so
   they resolve);
@@ -30,6 +32,10 @@ each is a store series of the metric catalogue, :mod:`shipyard.metrics`, which
   monitoring.multivariate;
 - EstimatedLossHigh: ``shipyard_estimated_loss_ratio{pipeline,dataset,metric}`` (a regressor's
   estimated loss over the reference's) — monitoring.estimation;
+- ServingEstimatedLossHigh, ServingMultivariateDrift:
+  ``shipyard_serving_estimated_loss_ratio{model,version,metric}``,
+  ``shipyard_serving_multivariate_drift{model,version,method}`` — monitoring.serving (DLE and
+  the multivariate measures on the request log's rows against the version's reference rows);
 - ModelQualityDrop: ``shipyard_model_quality_drop{model,version,metric,source}`` (registered
   minus measured or estimated, positive = worse) — monitoring.serving;
 - ServingLatencyHigh, ModelOutage: ``shipyard_serving_request_duration_seconds{quantile}``,
@@ -176,8 +182,9 @@ def default_rules() -> list[Rule]:
             lookback_s=86400,
             severity="ticket",
             annotations=_notes(
-                "Training of {{ $labels.pipeline }} took {{ $value }}× its usual time",
-                "Duration relative to the median of similar past runs.",
+                "Training of {{ $labels.pipeline }} is at {{ $value }}× its usual time",
+                "Duration of the last run, or of a run still running so far, over the p95 of "
+                "the pipeline's past runs; a running run that ends within the limit resolves it.",
                 "training-slow",
             ),
         ),
@@ -236,6 +243,35 @@ def default_rules() -> list[Rule]:
                 "Direct loss estimation before labels arrive; the labels, once published, "
                 "confirm or contradict it.",
                 "estimated-loss",
+            ),
+        ),
+        Rule(
+            "ServingEstimatedLossHigh",
+            "threshold",
+            "shipyard_serving_estimated_loss_ratio",
+            threshold=1.2,
+            lookback_s=3600,
+            severity="ticket",
+            annotations=_notes(
+                "Estimated {{ $labels.metric }} of {{ $labels.model }} v{{ $labels.version }} "
+                "is {{ $value }}× its reference's",
+                "Direct loss estimation on the sampled requests before labels arrive; the "
+                "serving.estimated_loss finding says whether late labels confirm it.",
+                "estimated-loss",
+            ),
+        ),
+        Rule(
+            "ServingMultivariateDrift",
+            "threshold",
+            "shipyard_serving_multivariate_drift",
+            threshold=0,
+            lookback_s=3600,
+            severity="ticket",
+            annotations=_notes(
+                "Inputs of {{ $labels.model }} v{{ $labels.version }} move together differently",
+                "{{ $labels.method }} flags the sampled requests' joint distribution against "
+                "the version's reference rows (a change no single input may show).",
+                "multivariate-drift",
             ),
         ),
         Rule(

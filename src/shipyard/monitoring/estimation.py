@@ -36,7 +36,8 @@ MIN_ROWS = 30
 """Fewer labelled reference rows (or current rows) than this: no estimate."""
 
 
-def _loss_model() -> Any:
+def loss_model() -> Any:
+    """A fresh loss model for :class:`~shipyard.stats.estimation.DirectLossEstimator`."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     # small and deterministic: a few hundred to a few thousand reference rows
@@ -76,7 +77,7 @@ def performance_estimation(
     # one thread: a few thousand rows fit in a fraction of a second on one core, and OpenMP's
     # threads on a busy machine (or beside the daemon's other tasks) make it 10-20× slower
     with threadpool_limits(limits=1, user_api="openmp"):
-        dle = DirectLossEstimator(_loss_model).fit(
+        dle = DirectLossEstimator(loss_model).fit(
             reference[features].to_numpy(), reference[prediction].to_numpy(), reference[label]
         )
         estimate = dle.estimate(current_x, current_p)

@@ -18,9 +18,18 @@ pipelines):
   fires on 1. A step whose log is not on this machine (a remote executor) is judged on the
   runner's heartbeat only.
 
+A running *training* run also writes its elapsed ratio to the finished-run series
+``shipyard_training_duration_ratio{pipeline}`` (the largest of the pipeline's running runs):
+the time it has run so far over the same p95 is a lower bound of the ratio that judges it when
+it ends, so the one ``TrainingSlow`` rule fires while it still runs, as soon as it is past the
+limit that will judge it (the ``training_time`` factor, 2× by default), and the value its end
+writes decides whether the alert resolves (it finished within the limit) or stays (the finished
+run was slow).
+
 When the run ends, :func:`progress_ended` (called where the ended run is judged, in the same
-transaction) writes 0 to both series of the run, so the alerts resolve. Findings are written
-when a run's verdict changes, not on every tick.
+transaction) writes 0 to both series of the run, so the alerts resolve; and, for a training run
+that did not succeed (which the training-time monitor does not judge), 0 to its pipeline's
+duration ratio. Findings are written when a run's verdict changes, not on every tick.
 """
 
 from __future__ import annotations
@@ -46,6 +55,8 @@ from shipyard.store.tables import Finding, MetricPoint, Run, StepRun, labels_key
 MONITOR = "run_progress"
 ELAPSED_RATIO = "shipyard_run_elapsed_ratio"
 STALLED = "shipyard_run_stalled"
+TRAINING_DURATION_RATIO = "shipyard_training_duration_ratio"
+TRAINING = "training"
 BATCH = 500
 """At most this many running runs watched per tick (oldest first)."""
 
@@ -70,7 +81,12 @@ def judge_progress(spec: MonitorSpec, session: Session, run: Run, now: float) ->
     started = run.started_at if run.started_at is not None else run.created_at
     elapsed = max(0.0, now - started)
     labels = _labels(run)
-    evidence: dict[str, Any] = {"elapsed_s": elapsed, "stall_s": stall_s, "factor": factor}
+    evidence: dict[str, Any] = {
+        "kind": run.kind,
+        "elapsed_s": elapsed,
+        "stall_s": stall_s,
+        "factor": factor,
+    }
     metrics = []
     problems = []
 
@@ -144,11 +160,19 @@ def watch_running_runs(store: Store, clock: Clock) -> list[Check]:
                 checks.append(judge_progress(monitors.get(MONITOR), s, run, now))
     if not checks:
         return checks
+    training: dict[str, float] = {}
+    for c in checks:
+        ratio = c.evidence.get("ratio")
+        if c.evidence.get("kind") == TRAINING and ratio is not None:
+            pipeline = c.labels["pipeline"]
+            training[pipeline] = max(float(ratio), training.get(pipeline, 0.0))
     with store.session(immediate=True) as s:
         changed = [c for c in checks if _last_status(s, c.run_id or "") != c.status]
         for c in checks:
             for name, labels, value in c.metrics:
                 s.add(MetricPoint.of(name, labels, now, value))
+        for pipeline, ratio in training.items():
+            s.add(MetricPoint.of(TRAINING_DURATION_RATIO, {"pipeline": pipeline}, now, ratio))
         add_checks(s, [_without_metrics(c) for c in changed], now)
     return checks
 
@@ -173,6 +197,11 @@ def progress_ended(session: Session, run: Run) -> Check | None:
     )
     if written is None:
         return None
+    metrics = [(ELAPSED_RATIO, labels, 0.0), (STALLED, labels, 0.0)]
+    if run.kind == TRAINING and run.status != RunStatus.SUCCEEDED:
+        # the training-time monitor judges only a run that succeeded: nothing else would
+        # replace the ratio written while it ran
+        metrics.append((TRAINING_DURATION_RATIO, {"pipeline": run.pipeline}, 0.0))
     return Check.of_pipeline(
         MONITOR,
         run.pipeline,
@@ -181,5 +210,5 @@ def progress_ended(session: Session, run: Run) -> Check | None:
         None,
         run.id,
         {"status": run.status},
-        [(ELAPSED_RATIO, labels, 0.0), (STALLED, labels, 0.0)],
+        metrics,
     )

@@ -16,13 +16,22 @@ one that starts there, consecutive intervals never count one twice, and a window
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from shipyard.store.serving import FeedbackRecord, PredictionRecord, ServingWindow, TracedRequest
+from shipyard.store.tables import ArtifactRecord
+
+if TYPE_CHECKING:
+    from shipyard.artifacts import ArtifactStore
+
+log = logging.getLogger("shipyard.serving")
 
 
 @dataclass(frozen=True)
@@ -190,6 +199,75 @@ def labelled_predictions(
         LabelledPrediction(prediction=list(p), labels=list(y), confidence=c)
         for p, c, y in s.execute(query).all()
     ]
+
+
+# -- the sampled request log ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoggedInputs:
+    """The answered requests of a version that the server sampled into its request log: their
+    input rows and the prediction of each row (as many as the log kept of each request)."""
+
+    rows: list[list[Any]]
+    predictions: list[Any]
+    requests: int
+    files: int
+    """Request-log artifacts read."""
+
+
+def logged_inputs(
+    s: Session,
+    artifacts: ArtifactStore,
+    model: str,
+    version: int,
+    since: float,
+    until: float | None = None,
+    max_rows: int = 10_000,
+) -> LoggedInputs:
+    """The input rows and row predictions of ``version``'s answered (HTTP 200) requests in the
+    request-log files flushed in ``(since, until]``, newest file first, at most ``max_rows``.
+
+    A file that cannot be read is logged and skipped; a request whose logged input and answer
+    do not pair row by row is skipped."""
+    import pyarrow.parquet as pq
+
+    query = select(ArtifactRecord.digest, ArtifactRecord.meta).where(
+        ArtifactRecord.created_at > since
+    )
+    if until is not None:
+        query = query.where(ArtifactRecord.created_at <= until)
+    rows: list[list[Any]] = []
+    predictions: list[Any] = []
+    requests = files = 0
+    for digest, meta in s.execute(query.order_by(ArtifactRecord.created_at.desc())):
+        meta = meta or {}
+        if meta.get("kind") != "serving_request_log" or meta.get("model") != model:
+            continue
+        if int(meta.get("version", -1)) != version:
+            continue
+        try:
+            table = pq.read_table(
+                io.BytesIO(artifacts.get_bytes(digest)), columns=["status", "request", "response"]
+            )
+        except Exception as exc:
+            log.warning("cannot read request log %s: %s", digest[:12], exc)
+            continue
+        files += 1
+        for status, request, response in zip(
+            *(table.column(c).to_pylist() for c in ("status", "request", "response")), strict=True
+        ):
+            if int(status) != 200 or not request or not response:
+                continue
+            x, y = json.loads(request), json.loads(response)
+            if not isinstance(x, list) or not isinstance(y, list) or len(x) != len(y):
+                continue
+            rows += x
+            predictions += [p[0] if isinstance(p, list) and p else p for p in y]
+            requests += 1
+            if len(rows) >= max_rows:
+                return LoggedInputs(rows[:max_rows], predictions[:max_rows], requests, files)
+    return LoggedInputs(rows, predictions, requests, files)
 
 
 # -- traced requests (W3C trace ids) ----------------------------------------------------------

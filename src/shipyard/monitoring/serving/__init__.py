@@ -14,6 +14,11 @@ a window counted by its end, as the canary judge counts it), and returns a
 - **quality** from late labels joined to logged predictions by request id: accuracy, F1 and AUC
   (classifiers) or MAE and RMSE (regressors).
 - **estimated quality** before labels arrive: confidence-based performance estimation (CBPE).
+- **estimated loss** of a regressor before labels arrive: direct loss estimation (DLE) on the
+  request log's sampled rows, with loss models fitted on the version's reference rows
+  (:mod:`~shipyard.monitoring.serving.reference`), checked against the late labels.
+- **multivariate drift** of the sampled rows against the reference rows (PCA reconstruction
+  error and an MMD test), for versions of few enough inputs.
 - **outage**: a synthetic probe of the server(s) and the absence of traffic that was expected.
 - **quota**: what each live server of the model uses of the quota lease it holds.
 

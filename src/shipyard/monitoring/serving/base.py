@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.errors import InvalidInput
-from shipyard.registry import Registry
+from shipyard.registry import Registry, VersionInfo
 from shipyard.serving import records
-from shipyard.serving.records import FlushedWindow
+from shipyard.serving.records import FlushedWindow, LabelledPrediction
 from shipyard.stats import DatasetProfile, DriftConfig
 
 if TYPE_CHECKING:
@@ -44,6 +44,21 @@ class ServingMonitorConfig:
     max_quota_fraction: float = 0.9
     """A warning when a server uses more than this share of a resource its lease grants."""
     drift: DriftConfig = field(default_factory=DriftConfig)
+    max_logged_rows: int = 10_000
+    """Rows of the request log read per check (the newest files first)."""
+    max_loss_ratio: float = 1.2
+    """Estimated (or realised) loss over the reference's that alerts, as the data pipelines'
+    ``performance_estimation`` monitor's ``max_ratio``."""
+    loss_tolerance: float = 0.2
+    """Relative gap between the estimated and the realised loss that marks the estimate
+    unreliable."""
+    multivariate_max_columns: int = 50
+    """Multivariate drift is judged for versions with at most this many inputs (costs:
+    docs/statistics.md)."""
+    variance_kept: float = 0.65
+    mmd_sample_rows: int = 500
+    mmd_permutations: int = 200
+    mmd_alpha: float = 0.01
 
 
 class ServingReader:
@@ -82,6 +97,11 @@ class ServingReader:
             except InvalidInput:
                 skipped += 1  # binned on other edges (a version without a reference profile)
         return merged, skipped
+
+    def _joined(self, info: VersionInfo) -> list[LabelledPrediction]:
+        """The recent period's predictions whose late labels arrived."""
+        with self.store.session() as s:
+            return records.labelled_predictions(s, info.model, info.version, self._since())
 
     def _since(self) -> float:
         return self.clock.time() - self.config.period_s

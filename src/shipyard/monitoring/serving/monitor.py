@@ -17,6 +17,7 @@ from shipyard.monitoring.findings import add_checks
 from shipyard.monitoring.serving.base import ServingMonitorConfig, log
 from shipyard.monitoring.serving.operations import OperationsChecks
 from shipyard.monitoring.serving.quality import QualityChecks
+from shipyard.monitoring.serving.sampled import SampledInputChecks
 from shipyard.registry import PREDICTION_COLUMN, Registry, VersionInfo
 from shipyard.stats import DatasetProfile, compare
 from shipyard.stats.performance import histogram_quantile
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from shipyard.store import Store
 
 
-class ServingMonitor(QualityChecks, OperationsChecks):
+class ServingMonitor(QualityChecks, SampledInputChecks, OperationsChecks):
     """Runs the serving monitors for the live version of a model and records what they find."""
 
     def input_skew(self, info: VersionInfo) -> Check:
@@ -176,13 +177,16 @@ class ServingMonitor(QualityChecks, OperationsChecks):
             info = self.registry.get(model)
         except NotFound:
             return [self.outage(model, url, expect_server=expect_server)]
+        joint = self.multivariate_drift(info)
         return [
             self.input_skew(info),
+            *([joint] if joint is not None else []),
             self.prediction_drift(info),
             self.data_type_problems(info),
             self.latency(info),
             self.quality(info),
             self.estimated_quality(info),
+            self.estimated_loss(info),
             self.outage(model, url, expect_server=expect_server),
             self.quota(model),
         ]

@@ -17,7 +17,6 @@ from shipyard.monitoring.serving.base import (
 )
 from shipyard.registry import VersionInfo
 from shipyard.serving import records
-from shipyard.serving.records import LabelledPrediction
 from shipyard.stats.performance import cbpe, expected_calibration_error
 from shipyard.statuses import CheckStatus
 
@@ -29,7 +28,7 @@ def quality_drop(metric: str, registered: float, measured: float) -> float:
     return registered - measured
 
 
-def _drop_metrics(info: VersionInfo, values: dict[str, float], source: str) -> list[Metric]:
+def drop_metrics(info: VersionInfo, values: dict[str, float], source: str) -> list[Metric]:
     out = []
     for metric, value in values.items():
         registered = info.metrics.get(metric)
@@ -46,11 +45,6 @@ def _drop_metrics(info: VersionInfo, values: dict[str, float], source: str) -> l
 
 class QualityChecks(ServingReader):
     """The quality checks of :class:`~shipyard.monitoring.serving.ServingMonitor`."""
-
-    def _joined(self, info: VersionInfo) -> list[LabelledPrediction]:
-        """The recent period's predictions whose late labels arrived."""
-        with self.store.session() as s:
-            return records.labelled_predictions(s, info.model, info.version, self._since())
 
     def quality(self, info: VersionInfo) -> Check:
         """Quality from late labels joined to the logged predictions by request id."""
@@ -116,7 +110,7 @@ class QualityChecks(ServingReader):
             f"; worse than registered: {worse}" if worse else ""
         )
         metrics = [(f"shipyard_model_{k}", series, v) for k, v in values.items()]
-        metrics += _drop_metrics(info, values, "labels")
+        metrics += drop_metrics(info, values, "labels")
         evidence = {"rows": len(y_true), "metrics": values, "registered": info.metrics}
         return Check.of_model(name, info.model, info.version, status, summary, evidence, metrics)
 
@@ -157,7 +151,7 @@ class QualityChecks(ServingReader):
             notes.append(f"below the registered accuracy {float(registered):.3f}")
         labels = {"model": info.model, "version": str(info.version)}
         metrics = [(f"shipyard_model_estimated_{k2[9:]}", labels, v) for k2, v in estimate.items()]
-        metrics += _drop_metrics(info, {k2[9:]: v for k2, v in estimate.items()}, "estimated")
+        metrics += drop_metrics(info, {k2[9:]: v for k2, v in estimate.items()}, "estimated")
         summary = f"estimated accuracy {estimate['expected_accuracy']:.3f} from {len(proba)} rows"
         if notes:
             summary += "; " + "; ".join(notes)
