@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,31 @@ def test_apply_then_status_shows_holders_and_waiters(
     assert "train waits for cpu=4" in out
     assert "member train: share cpu=2" in run(cli, "quota", "pools")
     leases.close()
+
+
+def test_pools_and_status_show_each_pools_scheduling_policy(
+    cli: typer.Typer, workspace: Workspace, tmp_path: Path
+) -> None:
+    (tmp_path / "pools.yaml").write_text(
+        POOLS.replace("cap: 0.75}", "cap: 0.75, max_queued_runs: 2}")
+        + "    preemption: borrowers\n    preemption_grace_s: 45\n    backfill: false\n"
+        + "    max_queued_runs: 7\n"
+        + "  - name: plain\n    capacity: {cpu: 2}\n"
+    )
+    run(cli, "quota", "apply", str(tmp_path / "pools.yaml"))
+    policy = "backfill off; preemption borrowers (grace 45.0s); queued runs per pipeline: 7"
+    listed = run(cli, "quota", "pools")
+    assert policy in listed and "weight 1; queued runs 2" in listed
+    assert "backfill on; preemption never; queued runs per pipeline: no limit" in listed
+    assert policy in run(cli, "quota", "status")
+    shown = {p["name"]: p for p in json.loads(run(cli, "quota", "pools", "--json"))}
+    assert shown["shared"]["policy"] == {
+        "preemption": "borrowers",
+        "preemption_grace_s": 45.0,
+        "backfill": False,
+        "max_queued_runs": 7,
+    }
+    assert shown["shared"]["members"]["etl"]["max_queued_runs"] == 2
 
 
 def test_a_bad_pool_file_changes_nothing(

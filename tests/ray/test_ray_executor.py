@@ -343,3 +343,5 @@ def test_reused_ray_workers_keep_each_step_in_its_own_log_and_folder(
     (digest,) = [e["digest"] for e in steps["second"]["lineage"] if e["direction"] == "produced"]
     assert workspace.artifacts.get_object(digest, "application/json") == 21
     assert steps["second"]["cpu_seconds"] is not None and steps["second"]["cpu_seconds"] < 5
+    # Ray placed them: no CPU affinity was set, and the record says so
+    assert {st["enforcement"]["cpu_affinity"] for st in steps.values()} == {"not applied"}

@@ -4,6 +4,7 @@ posts from elsewhere, each page's JSON, and permissions that are the API's own."
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,8 @@ from sqlalchemy import select
 from uikit import TRAINING_DATA, Seeded
 
 from shipyard.deploy.rollout import get_rollout
+from shipyard.quota.admission import LeaseManager, LeaseRequest
+from shipyard.quota.pools import PoolSpec, apply_pools, resolve
 from shipyard.readiness import gather, readiness
 from shipyard.store.tables import Run, StepRun
 
@@ -335,3 +338,29 @@ def _log_path(seeded: Seeded, step: str) -> str | None:
                 StepRun.run_id == seeded.running_run, StepRun.step == step
             )
         ).one()
+
+
+def test_the_quota_plan_shows_the_serving_and_running_demand_its_total_includes(
+    seeded: Seeded, admin: httpx.Client
+) -> None:
+    plane = seeded.plane
+    spec = PoolSpec(name="planned", capacity={"cpu": 8})
+    apply_pools(plane.ws.store, [resolve(spec, 1.0)], plane.clock, actor="test")
+    leases = LeaseManager(plane.ws.store, clock=plane.clock, lease_ttl_s=1e9)
+    standing = leases.acquire(LeaseRequest("serve:h:1", {"cpu": 3}, pool="planned"))
+    run = leases.acquire(LeaseRequest("train", {"cpu": 1}, pool="planned", run_id="r9"))
+    try:
+        plan = admin.get("/ui/quota", params={"format": "json"}).json()["plan"]
+        page = admin.get("/ui/quota").text
+    finally:
+        leases.release(run)
+        leases.release(standing)
+        leases.close()
+    cpu = next(x for x in plan["lines"] if x["pool"] == "planned")
+    assert (cpu["serving"], cpu["holders"], cpu["running"]) == (3, ["serve:h:1"], 1)
+    headers = re.findall(r'<th scope="col">([^<]+)</th>', page[page.index("The week's plan") :])
+    assert headers[2:6] == ["Reserved", "Serving", "Running", "Scheduled peak"]
+    row = re.search(r"<tr><td>planned</td><td>cpu</td>(.*?)</tr>", page)
+    assert row is not None
+    cells = re.findall(r"<td>(.*?)</td>", row.group(1))
+    assert cells[:3] == ["0", "3 (serve:h:1)", "1"] and cells[3].endswith(": train (running)")

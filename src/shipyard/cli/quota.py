@@ -59,6 +59,19 @@ def _amounts(values: dict[str, float]) -> str:
     return ", ".join(f"{r}={_amount(r, v)}" for r, v in sorted(values.items()))
 
 
+def _policy(policy: dict[str, Any]) -> str:
+    """A pool's scheduling policy in one line: backfill, preemption (and its grace), queue limit."""
+    preemption = policy["preemption"]
+    if preemption != "never":
+        preemption += f" (grace {duration(policy['preemption_grace_s'])})"
+    limit = policy["max_queued_runs"]
+    queued = "no limit" if limit is None else str(limit)
+    return (
+        f"backfill {'on' if policy['backfill'] else 'off'}; preemption {preemption}; "
+        f"queued runs per pipeline: {queued}"
+    )
+
+
 def _bar(used: float, capacity: float) -> str:
     filled = 0 if capacity <= 0 else min(BAR_WIDTH, round(BAR_WIDTH * used / capacity))
     return "█" * filled + "·" * (BAR_WIDTH - filled)
@@ -95,12 +108,15 @@ def pools(as_json: bool = flag("--json", help="Print JSON.")) -> None:
         console.print("no pools yet: declare them with `shipyard quota apply pools.yaml`")
     for p in found:
         console.print(f"[bold]{p['name']}[/] ({p['mode']})")
+        console.print(f"  {_policy(p['policy'])}")
         for r, v in sorted(p["capacity"].items()):
             console.print(f"  {r:<10} {_amount(r, v)}")
         for pipeline, m in p["members"].items():
+            queued = m.get("max_queued_runs")
             console.print(
                 f"  member {pipeline}: share {_amounts(m['share'])}; cap {_amounts(m['cap'])}; "
                 f"weight {m['weight']:g}"
+                + (f"; queued runs {queued}" if queued is not None else "")
             )
 
 
@@ -124,6 +140,7 @@ def status(as_json: bool = flag("--json", help="Print JSON.")) -> None:
         console.print("no pools yet: declare them with `shipyard quota apply pools.yaml`")
     for pool in now["pools"]:
         console.print(f"[bold]{pool['name']}[/] ({pool['mode']})")
+        console.print(f"  {_policy(pool['policy'])}")
         for r, o in pool["resources"].items():
             seconds = o["time_to_exhaustion_s"]
             tte = f"  exhausted in ~{duration(seconds)}" if seconds is not None else ""

@@ -52,6 +52,35 @@ from shipyard.workspace import Workspace
 log = logging.getLogger("shipyard.pipelines.runner")
 
 
+NOT_APPLIED = "not applied"
+MEMORY_LABEL = "SHIPYARD_MEMORY_ENFORCEMENT"
+
+
+def enforcement_record(limits: ProcessLimits, here: bool) -> dict[str, Any]:
+    """What acts on an attempt, as its step record says. ``here``: the executor started the
+    step's process on this machine (``on_launch`` got its pid), so the CPU affinity it applies
+    to itself and the runner's memory watchdog act on it. Otherwise (a Ray worker, placed by
+    Ray) the affinity is not applied, and neither is the watchdog until the runner finds the
+    worker on this machine (:func:`watched_record`): both say ``not applied``."""
+    record = limits.to_json()
+    if here:
+        return record
+    if limits.cpu_affinity:
+        record["cpu_affinity"] = NOT_APPLIED
+    if limits.watchdog is not None:
+        record["watchdog"] = NOT_APPLIED
+        record["env"] = {**record["env"], MEMORY_LABEL: NOT_APPLIED}
+    return record
+
+
+def watched_record(record: dict[str, Any], limits: ProcessLimits) -> dict[str, Any]:
+    """The record once the runner's watchdog samples the step's process here."""
+    env = dict(record["env"])
+    if MEMORY_LABEL in limits.env:
+        env[MEMORY_LABEL] = limits.env[MEMORY_LABEL]
+    return {**record, "watchdog": True, "env": env}
+
+
 @dataclass
 class StepView:
     """What the runner knows of one step right now (for live progress)."""
@@ -505,6 +534,7 @@ class RunDriver:
         limits = self.enforcer.prepare(request, grant)
         task = self._task(node, attempt)
         view = self.views[name]
+        record: dict[str, Any] = {}
 
         def on_launch(pid: int | None) -> None:
             # A grant lost while the process was being made is not used: no step starts on it.
@@ -512,6 +542,7 @@ class RunDriver:
                 raise _Fenced(lost)
             # Written before the step's code gets its task: a crash of the runner leaves
             # "running", never a step that runs unrecorded.
+            record.update(enforcement_record(limits, pid is not None), lease_id=grant.lease_id)
             self._set(
                 name,
                 status="running",
@@ -520,7 +551,7 @@ class RunDriver:
                 process_started_at=records.process_started_at(pid),
                 started_at=self.ws.clock.time(),
                 ended_at=None,
-                enforcement={**limits.to_json(), "lease_id": grant.lease_id},
+                enforcement=record,
             )
             view.status, view.attempt = "running", attempt
             if view.started_monotonic is None:
@@ -534,12 +565,17 @@ class RunDriver:
             except _Fenced as exc:
                 append(task.log_path, "error", "lease lost: step not started", self._context(name))
                 return StepOutcome(False, str(exc), None), ""
-            return self._watch(handle, node, renewal, limits)
+            return self._watch(handle, node, renewal, limits, record)
         finally:
             renewal.stop()
 
     def _watch(
-        self, handle: StepHandle, node: Node, renewal: _Renewal, limits: ProcessLimits
+        self,
+        handle: StepHandle,
+        node: Node,
+        renewal: _Renewal,
+        limits: ProcessLimits,
+        record: dict[str, Any],
     ) -> tuple[StepOutcome, str]:
         timeout_s = node.step.timeout_s
         begun = time.monotonic()
@@ -589,6 +625,9 @@ class RunDriver:
             now = time.monotonic()
             reason: str | None = None
             if limits.watchdog is not None and sample is not None:
+                if record.get("watchdog") == NOT_APPLIED:  # found here: the watchdog acts now
+                    record.update(watched_record(record, limits))
+                    self._set(node.name, enforcement=dict(record))
                 reason = limits.watchdog(sample)
             if reason is None and timeout_s is not None and now - begun > timeout_s:
                 reason = f"timed out after {timeout_s:g}s"

@@ -35,9 +35,11 @@ own local Ray also sets ``RAY_enable_infeasible_task_early_exit=true``).
 
 Limits: the runner's watchdog samples the attempt's worker (its pid and the RSS it had before the
 step are reported by the task itself) when the worker runs on this machine; on another node only
-Ray's own memory monitor applies. The enforcer's CPU affinity and ``CUDA_VISIBLE_DEVICES`` are
-not applied on Ray — Ray chooses the node and sets the visible GPUs itself; the thread-count
-variables are.
+Ray's own memory monitor applies. The enforcer's CPU affinity, CPU share and
+``CUDA_VISIBLE_DEVICES`` are not applied on Ray — Ray chooses the node and sets the visible GPUs
+itself; the thread-count variables are. The step's record says so: its affinity ``not applied``,
+and its memory watchdog (and the step's ``SHIPYARD_MEMORY_ENFORCEMENT``) ``not applied`` unless
+the worker runs on the runner's machine.
 """
 
 from __future__ import annotations
@@ -65,6 +67,12 @@ from shipyard.process_tree import sample_tree
 
 INSTALL_HINT = "the Ray executor needs Ray: pip install 'shipyard[ray]'"
 RAY_NAMES = {"cpu": "CPU", "gpu": "GPU", "memory": "memory"}
+
+
+# the same words as the runner's record (driving.py); not imported from there, so that a Ray
+# worker unpickling this module's task does not import the runner
+NOT_APPLIED = "not applied"
+MEMORY_LABEL = "SHIPYARD_MEMORY_ENFORCEMENT"
 
 
 def import_ray() -> Any:
@@ -108,7 +116,17 @@ def unplaceable(resources: dict[str, float], nodes: list[dict[str, Any]]) -> str
     return f"no single Ray node has all of {asks} at once"
 
 
-def _run_step(task: StepTask, limits: ProcessLimits, reuse: bool = False) -> StepResult:
+def limits_on(node: str, runner_node: str, limits: ProcessLimits) -> ProcessLimits:
+    """The limits a Ray worker on ``node`` applies: on another machine than the runner's, no
+    watchdog samples it, so the step's memory label says ``not applied``."""
+    if node == runner_node or MEMORY_LABEL not in limits.env:
+        return limits
+    return dataclasses.replace(limits, env={**limits.env, MEMORY_LABEL: NOT_APPLIED})
+
+
+def _run_step(
+    task: StepTask, limits: ProcessLimits, reuse: bool = False, runner_node: str = ""
+) -> StepResult:
     """The Ray task: report where it runs, then run the step like a local step process.
 
     With ``reuse`` the worker serves further tasks afterwards, so what the step changed in the
@@ -120,6 +138,7 @@ def _run_step(task: StepTask, limits: ProcessLimits, reuse: bool = False) -> Ste
     where = {"pid": os.getpid(), "rss_bytes": me.memory_info().rss, "node": os.uname().nodename}
     with contextlib.suppress(OSError):
         Path(_where_path(task)).write_text(json.dumps(where), encoding="utf-8")
+    limits = limits_on(str(where["node"]), runner_node or str(where["node"]), limits)
     if not reuse:
         return worker_main(task, limits)
     from shipyard.pipelines.loader import module_name
@@ -288,10 +307,14 @@ class RayExecutor:
         if reason is not None:
             return _Refused(f"step {task.node!r}: {reason}")
         env = {k: v for k, v in limits.env.items() if k != "CUDA_VISIBLE_DEVICES"}
-        remote_limits = dataclasses.replace(limits, env=env, cpu_affinity=None, watchdog=None)
-        on_launch(None)
+        remote_limits = dataclasses.replace(
+            limits, env=env, cpu_affinity=None, watchdog=None, governor=None
+        )
+        on_launch(None)  # no process here: the record says what is not applied
         options = ray_options(task.resources)
-        ref = self._remote.options(**options).remote(task, remote_limits, self.reuse_workers)
+        ref = self._remote.options(**options).remote(
+            task, remote_limits, self.reuse_workers, os.uname().nodename
+        )
         return RayStepHandle(self._ray, ref, task)
 
     def close(self) -> None:

@@ -5,11 +5,18 @@ from shipyard.quota.admission import (
     LeaseManager,
     LeaseRequest,
     QuotaAdmission,
-    check_feasible,
     reclaim_expired,
 )
 from shipyard.quota.enforce import MemoryWatchdog, QuotaEnforcer
-from shipyard.quota.pools import Member, Pool, apply_pools, list_pools, load_pool, read_pool_file
+from shipyard.quota.pools import (
+    Member,
+    Pool,
+    apply_pools,
+    check_feasible,
+    list_pools,
+    load_pool,
+    read_pool_file,
+)
 from shipyard.quota.resources import parse_amounts, parse_quantity
 
 __all__ = [

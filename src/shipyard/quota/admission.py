@@ -7,36 +7,10 @@ takes the pool's lock (SQLite: ``BEGIN IMMEDIATE``, the database write lock; Pos
 Two processes therefore never decide on the same pool at once, which is what makes
 over-admission impossible.
 
-The scheduling pass (:func:`_admit_waiting`) admits waiting requests one at a time, each time in
-this order:
-
-1. higher ``priority`` first;
-2. then the pipeline with the lower *dominant resource share* — max over resources of
-   held_r / capacity_r, divided by the member's weight — as in Dominant Resource Fairness
-   (Ghodsi et al., "Dominant Resource Fairness: Fair Allocation of Multiple Resource Types",
-   NSDI 2011) and Kueue's fair sharing (kueue.sigs.k8s.io, "Fair Sharing": the lowest share is
-   admitted first, shares weighted by ``fairSharing.weight``);
-3. then the older request (``requested_at``), then the lease id (deterministic ties).
-
-A request is skipped (others may pass it) when it would take its pipeline over its **cap**, or
-over its guaranteed **share** while another pipeline waits for capacity within its own share
-(borrowing idle capacity above the share is allowed only while nobody else waits for theirs —
-so a borrower gives capacity back first, as its leases end). A request that is next in order
-but does not fit in the pool's free capacity is the *head*: with the pool's ``backfill`` off,
-it stops the pass (nothing behind it jumps ahead); with it on (the default), a request behind
-it may start only if that does not delay the head's expected start (EASY backfill,
-:mod:`shipyard.quota.scheduling`), so big requests are not starved by small ones either way.
-
-**Preemption** (the pool's ``preemption``: ``never`` by default, ``borrowers``,
-``lower-priority``). When a request that may reclaim capacity waits — one within its
-pipeline's guaranteed share, or (``lower-priority``) one of higher priority — the pass marks
-the held leases to take back (``preempt_at`` = now + ``preemption_grace_s``), youngest and
-lowest priority first, only as many as free what the request lacks. A marked lease is no
-longer renewed: its holder's next heartbeat raises :class:`~shipyard.errors.LeasePreempted`,
-the holder sends SIGTERM, then SIGKILL at ``preempt_at``, and gives the lease back, which is
-recorded ``preempted`` (not ``released``, not failed). A holder that went silent keeps the
-capacity until its lease expires, as fencing demands (it stopped itself by then); so a member
-gets its share back within the grace period plus one renewal interval from a live holder.
+Which waiting requests are admitted, in which order, around a blocked head (backfill), is the
+scheduling pass, :mod:`shipyard.quota.queue`; which held leases are taken back for one that
+waits is :mod:`shipyard.quota.preemption` (a marked holder learns it here, at its next
+heartbeat: :class:`~shipyard.errors.LeasePreempted`).
 
 **Queued runs.** A pool may cap how many runs of one pipeline wait in its queue
 (``max_queued_runs``, per member or for the pool): a request of a further run that would have
@@ -76,15 +50,16 @@ from sqlalchemy.orm import Session
 
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.config import Settings
-from shipyard.errors import LeasePreempted, QueueFull, QuotaError, QuotaExceeded, StoreError
+from shipyard.errors import LeasePreempted, QueueFull, QuotaError, StoreError
 from shipyard.pipelines.executor import Grant, StepRequest
 from shipyard.quantities import Amounts, parse_amounts
-from shipyard.quota.pools import Member, Pool, dominant_share, load_pool
-from shipyard.quota.resources import EPSILON, add, first_excess, subtract
-from shipyard.quota.scheduling import Holding, Reservation, fits, may_backfill, shadow, victims
+from shipyard.quota.lease_rows import amounts_of, queued_runs
+from shipyard.quota.pools import Pool, check_feasible, load_pool, pool_exists
+from shipyard.quota.queue import admit_waiting
+from shipyard.quota.resources import add
 from shipyard.statuses import LEASE_ACTIVE as ACTIVE
 from shipyard.store import Store, new_id
-from shipyard.store.quota import QuotaEvent, QuotaLease, QuotaPool
+from shipyard.store.quota import QuotaLease
 
 MAX_RENEW_EVERY_S = 5.0
 
@@ -135,286 +110,19 @@ class Lease:
     fence: int = 0
 
 
-def _amounts(raw: Mapping[str, object]) -> Amounts:
-    return {r: float(v) for r, v in raw.items()}  # type: ignore[arg-type]
-
-
 def _lease(row: QuotaLease) -> Lease:
     assert row.granted_at is not None
     return Lease(
         row.id,
         row.pool,
         row.pipeline,
-        _amounts(row.resources),
+        amounts_of(row.resources),
         row.granted_at,
         row.expires_at,
         row.step,
         row.run_id,
         fence=row.fence,
     )
-
-
-def check_feasible(pool: Pool, pipeline: str, resources: Amounts) -> None:
-    """Raise :class:`QuotaExceeded` if the request can never be admitted in this pool."""
-    if excess := first_excess(resources, pool.capacity):
-        raise QuotaExceeded(pool.name, excess[0], excess[1], excess[2], "pool capacity")
-    member = pool.member(pipeline)
-    if excess := first_excess(resources, member.cap):
-        raise QuotaExceeded(
-            pool.name, excess[0], excess[1], excess[2], f"cap of pipeline {pipeline!r}"
-        )
-
-
-def _event(s: Session, pool: str, lease_id: str, kind: str, now: float, held: Amounts) -> None:
-    s.add(QuotaEvent(pool=pool, lease_id=lease_id, kind=kind, ts=now, held_total=dict(held)))
-
-
-def _holding(r: QuotaLease) -> Holding:
-    granted_at = r.granted_at if r.granted_at is not None else r.requested_at
-    ends = [r.preempt_at] if r.preempt_at is not None else []
-    if r.expected_s is not None:
-        ends.append(granted_at + r.expected_s)
-    return Holding(
-        r.id,
-        r.pipeline,
-        _amounts(r.resources),
-        r.priority,
-        granted_at,
-        min(ends) if ends else None,
-        r.preemptible,
-        r.preempt_at is not None,
-    )
-
-
-def _admit_waiting(
-    s: Session,
-    pool: Pool,
-    now: float,
-    new: QuotaLease | None = None,
-    end: tuple[str, str, str] | None = None,
-) -> list[QuotaLease]:
-    """The scheduling pass (see the module docstring). The pool must be locked by the caller.
-    Ends the lease ``end`` = (id, status, reason) if given, reclaims expired rows, admits what
-    may be admitted (backfilling around a blocked head), marks leases to preempt, writes one
-    event per change, and returns the rows admitted. ``new`` is a request not yet in the table
-    (the fast path of submit)."""
-    rows = list(
-        s.scalars(
-            select(QuotaLease)
-            .where(QuotaLease.pool == pool.name, QuotaLease.status.in_(ACTIVE))
-            .with_for_update()
-        )
-    )
-    held = [r for r in rows if r.status == "held"]
-    total: Amounts = {r: 0.0 for r in pool.capacity}
-    for r in held:
-        total = add(total, _amounts(r.resources))
-    for r in rows:
-        if end is not None and r.id == end[0]:
-            was_held = r.status == "held"
-            status = end[1]
-            if was_held and r.preempt_at is not None and status == "released":
-                status = "preempted"  # its holder stopped as asked: recorded as preempted
-            r.status, r.ended_at = status, now
-            r.reason = r.reason if status == "preempted" else end[2]
-            if was_held:
-                total = subtract(total, _amounts(r.resources))
-                _event(s, pool.name, r.id, status, now, total)
-    for r in rows:
-        if r.status in ACTIVE and r.expires_at < now:
-            was_held = r.status == "held"
-            if was_held and r.preempt_at is not None:
-                r.status = "preempted"  # the holder stopped by its fencing deadline
-            else:
-                r.status, r.reason = "expired", "no heartbeat before expiry"
-            r.ended_at = now
-            if was_held:
-                total = subtract(total, _amounts(r.resources))
-                _event(s, pool.name, r.id, r.status, now, total)
-    usage: dict[str, Amounts] = {}
-    for r in rows:
-        if r.status == "held":
-            usage[r.pipeline] = add(usage.get(r.pipeline, {}), _amounts(r.resources))
-    waiting = [r for r in rows if r.status == "waiting"]
-    if new is not None:
-        waiting.append(new)
-    admitted: list[QuotaLease] = []
-    while waiting:
-        candidates = _candidates(pool, waiting, usage)
-        # pipelines waiting for capacity they are guaranteed (within their share)
-        entitled = {c[1].pipeline for c in candidates if first_excess(c[2], c[3].share) is None}
-        chosen = None
-        reservation: Reservation | None = None
-        head: QuotaLease | None = None
-        for _key, r, after, member in candidates:
-            others_wait = bool(entitled - {r.pipeline})
-            if others_wait and first_excess(after, member.share) is not None:
-                continue  # borrowing above its share only while nobody else waits for theirs
-            wanted = _amounts(r.resources)
-            if head is None:
-                if fits(total, wanted, pool.capacity):
-                    chosen = (r, after)
-                    break
-                # the next in order does not fit: it is the head; others pass it only by
-                # backfill, which never delays its expected start
-                head = r
-                reservation = _head_reservation(pool, r, rows, total, now)
-                if reservation is None:
-                    break
-                continue
-            assert reservation is not None
-            end_at = now + r.expected_s if r.expected_s is not None else None
-            if may_backfill(wanted, end_at, reservation, total, pool.capacity):
-                chosen = (r, after)
-                break
-        if chosen is None:
-            break
-        r, after = chosen
-        waiting.remove(r)
-        r.status, r.granted_at = "held", now
-        r.heartbeat_at, r.expires_at = now, max(r.expires_at, now)
-        r.fence = _next_fence(s, pool.name)
-        usage[r.pipeline] = after
-        total = add(total, _amounts(r.resources))
-        if r is new:
-            s.add(new)
-            rows.append(new)
-        _event(s, pool.name, r.id, "granted", now, total)
-        admitted.append(r)
-    if new is not None and new.status == "waiting":
-        s.add(new)
-    if waiting and pool.policy.preemption != "never":
-        _preempt(s, pool, now, [r for r in rows if r.status == "held"], waiting, usage, total)
-    return admitted
-
-
-def _candidates(
-    pool: Pool, waiting: list[QuotaLease], usage: dict[str, Amounts]
-) -> list[tuple[tuple[int, float, float, str], QuotaLease, Amounts, Member]]:
-    """The waiting requests within their pipeline's cap, in admission order (with each one's
-    pipeline usage once admitted, and its member terms)."""
-    candidates = []
-    for r in waiting:
-        member = pool.member(r.pipeline)
-        after = add(usage.get(r.pipeline, {}), _amounts(r.resources))
-        if first_excess(after, member.cap) is None:  # within its own cap: really waiting
-            key = (
-                -r.priority,
-                dominant_share(usage.get(r.pipeline, {}), pool.capacity, member.weight),
-                r.requested_at,
-                r.id,
-            )
-            candidates.append((key, r, after, member))
-    candidates.sort(key=lambda c: c[0])
-    return candidates
-
-
-def _head_reservation(
-    pool: Pool, head: QuotaLease, rows: list[QuotaLease], total: Amounts, now: float
-) -> Reservation | None:
-    """The blocked head's reservation for backfill, None when nothing may pass it (backfill
-    off, or its start cannot be estimated). The head's promised start is the earliest shadow
-    time computed for it; a request is backfilled by its end only if it ends by then, and once
-    the promise is past (estimates were short), only into the extra capacity: so the head waits
-    at most for the leases held when its promise fell due (see docs/design.md, "Backfill")."""
-    if not pool.policy.backfill:
-        return None
-    holdings = [_holding(r) for r in rows if r.status == "held"]
-    found = shadow(holdings, total, _amounts(head.resources), pool.capacity, now)
-    if found is None:
-        return None
-    promised = head.start_promised_at
-    if promised is None or found.start_at < promised:
-        head.start_promised_at = promised = found.start_at
-    if now >= promised:
-        return Reservation(now, found.extra)  # overdue: only what the head never needs
-    return Reservation(min(found.start_at, promised), found.extra)
-
-
-def _preempt(
-    s: Session,
-    pool: Pool,
-    now: float,
-    held: list[QuotaLease],
-    waiting: list[QuotaLease],
-    usage: dict[str, Amounts],
-    total: Amounts,
-) -> None:
-    """Mark the leases to take back for the first waiting request (in admission order) that
-    may reclaim capacity: one within its guaranteed share (policy ``borrowers`` and
-    ``lower-priority``), or of higher priority than the victims (``lower-priority``). Each
-    victim's holder learns it at its next heartbeat (:class:`~shipyard.errors.LeasePreempted`)
-    and stops by ``preempt_at``; a holder that went silent loses the lease at its expiry."""
-    holdings = [_holding(r) for r in held]
-    freeing: Amounts = {}
-    for h in holdings:
-        if h.marked:
-            freeing = add(freeing, h.resources)
-    free = subtract(pool.capacity, total)
-    borrowed: dict[str, Amounts] = {}
-    for pipeline, used in usage.items():
-        share = pool.member(pipeline).share
-        borrowed[pipeline] = {r: max(0.0, v - share.get(r, 0.0)) for r, v in used.items()}
-    candidates = _candidates(pool, waiting, usage)
-    entitled = {c[1].pipeline for c in candidates if first_excess(c[2], c[3].share) is None}
-    for _key, r, after, member in candidates:
-        within_share = first_excess(after, member.share) is None
-        if not within_share and entitled - {r.pipeline}:
-            continue  # it would not be admitted before those anyway
-        lower_than = r.priority if pool.policy.preemption == "lower-priority" else None
-        if not within_share and lower_than is None:
-            continue
-        lacking = {
-            k: v - free.get(k, 0.0) - freeing.get(k, 0.0)
-            for k, v in _amounts(r.resources).items()
-            if v - free.get(k, 0.0) - freeing.get(k, 0.0) > EPSILON
-        }
-        if not lacking:
-            return  # it fits once the leases already being taken back have ended
-        chosen = victims(
-            holdings, lacking, borrowed if within_share else {}, r.pipeline, lower_than
-        )
-        if not chosen:
-            continue
-        why = (
-            f"pipeline {r.pipeline!r} needs its guaranteed share of pool {pool.name!r}"
-            if within_share
-            else f"a request of priority {r.priority} from pipeline {r.pipeline!r} waits"
-        )
-        by_id = {row.id: row for row in held}
-        grace = pool.policy.preemption_grace_s
-        for h in chosen:
-            row = by_id[h.id]
-            row.preempt_at = now + grace
-            row.reason = f"preempted: {why} (grace {grace:g}s)"
-            _event(s, pool.name, row.id, "preempting", now, total)
-        return
-
-
-def _queued_runs(s: Session, pool: Pool, pipeline: str, run_id: str) -> set[str] | None:
-    """The other runs of ``pipeline`` waiting in the pool's queue; None when ``run_id`` is in
-    the pool already (holding or waiting: a run under way is not refused a further step) or
-    the pool sets no limit for the pipeline."""
-    if pool.queue_limit(pipeline) is None:
-        return None
-    active = s.execute(
-        select(QuotaLease.run_id, QuotaLease.id, QuotaLease.status).where(
-            QuotaLease.pool == pool.name,
-            QuotaLease.pipeline == pipeline,
-            QuotaLease.status.in_(ACTIVE),
-        )
-    ).all()
-    if any((rid or lid) == run_id for rid, lid, _ in active):
-        return None
-    return {rid or lid for rid, lid, status in active if status == "waiting"}
-
-
-def _next_fence(s: Session, pool: str) -> int:
-    """The next fencing token of the pool (its row is locked by the caller)."""
-    row = s.get(QuotaPool, pool)
-    assert row is not None
-    row.last_fence = (row.last_fence or 0) + 1
-    return row.last_fence
 
 
 class LeaseManager:
@@ -524,8 +232,8 @@ class LeaseManager:
                 expected_s=request.expected_s,
                 preemptible=request.preemptible,
             )
-            queued = _queued_runs(s, pool, request.pipeline, request.run_id or row.id)
-            _admit_waiting(s, pool, now, new=row)
+            queued = queued_runs(s, pool, request.pipeline, request.run_id or row.id)
+            admit_waiting(s, pool, now, new=row)
             limit = pool.queue_limit(request.pipeline)
             # a further run that would wait is refused; raising rolls the decision back
             if (
@@ -550,7 +258,7 @@ class LeaseManager:
             assert row is not None
             if row.status == "waiting":  # the waiter is alive: it is polling
                 row.heartbeat_at, row.expires_at = now, now + self.lease_ttl_s
-            _admit_waiting(s, pool, now)
+            admit_waiting(s, pool, now)
             if row.status == "held":
                 return _lease(row)
             if row.status != "waiting":
@@ -637,7 +345,7 @@ class LeaseManager:
                 if pool_name is None:
                     return
             pool = load_pool(s, pool_name, lock=True)
-            _admit_waiting(s, pool, now, end=(lease_id, status, reason))
+            admit_waiting(s, pool, now, end=(lease_id, status, reason))
 
 
 def held_total(s: Session, pool: Pool) -> Amounts:
@@ -649,7 +357,7 @@ def held_total(s: Session, pool: Pool) -> Amounts:
     )
     total: Amounts = {r: 0.0 for r in pool.capacity}
     for resources in rows:
-        total = add(total, _amounts(resources))
+        total = add(total, amounts_of(resources))
     return total
 
 
@@ -678,7 +386,7 @@ def reclaim_expired(store: Store, clock: Clock = SYSTEM_CLOCK) -> list[str]:
                     )
                 )
             )
-            _admit_waiting(s, pool, now)
+            admit_waiting(s, pool, now)
             reclaimed.extend(sorted(before))
     return reclaimed
 
@@ -704,14 +412,9 @@ def release_run_leases(
             if row is None or row.status not in ACTIVE:
                 continue
             status = "released" if row.status == "held" else "cancelled"
-            _admit_waiting(s, pool, clock.time(), end=(lease_id, status, reason))
+            admit_waiting(s, pool, clock.time(), end=(lease_id, status, reason))
             ended.append(lease_id)
     return ended
-
-
-def pool_exists(store: Store, name: str) -> bool:
-    with store.session() as s:
-        return s.get(QuotaPool, name) is not None
 
 
 def lease_detail(lease: Lease, leases: LeaseManager) -> dict[str, object]:

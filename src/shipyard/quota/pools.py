@@ -53,7 +53,7 @@ from sqlalchemy.orm import Session
 from shipyard import audit
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.config import yaml_error_line
-from shipyard.errors import ConfigError, InvalidInput, NotFound, QuotaError
+from shipyard.errors import ConfigError, InvalidInput, NotFound, QuotaError, QuotaExceeded
 from shipyard.quota.resources import EPSILON, Amounts, first_excess, parse_amounts
 from shipyard.store import Store
 from shipyard.store.quota import QuotaMember, QuotaPool
@@ -375,3 +375,19 @@ def dominant_share(usage: Amounts, capacity: Amounts, weight: float = 1.0) -> fl
     Multiple Resource Types", NSDI 2011; Kueue's fair sharing divides by the weight likewise."""
     ratios = [usage.get(r, 0.0) / c for r, c in capacity.items() if c > EPSILON]
     return max(ratios, default=0.0) / weight
+
+
+def check_feasible(pool: Pool, pipeline: str, resources: Amounts) -> None:
+    """Raise :class:`~shipyard.errors.QuotaExceeded` if the request can never fit the pool."""
+    if excess := first_excess(resources, pool.capacity):
+        raise QuotaExceeded(pool.name, excess[0], excess[1], excess[2], "pool capacity")
+    member = pool.member(pipeline)
+    if excess := first_excess(resources, member.cap):
+        raise QuotaExceeded(
+            pool.name, excess[0], excess[1], excess[2], f"cap of pipeline {pipeline!r}"
+        )
+
+
+def pool_exists(store: Store, name: str) -> bool:
+    with store.session() as s:
+        return s.get(QuotaPool, name) is not None

@@ -23,9 +23,10 @@ from shipyard.errors import ShipyardError
 from shipyard.monitoring.config import DATASET_MONITORS
 from shipyard.monitoring.settings import stored_settings
 from shipyard.pipelines.listing import list_pipelines
-from shipyard.quota.plan import plan_from_store
+from shipyard.quota.plan import LiveServer, plan_from_store
 from shipyard.quota.pools import Pool, list_pools
 from shipyard.registry import Registry, VersionInfo
+from shipyard.serving.instances import live_instances
 from shipyard.serving.live import LiveState, live_states
 from shipyard.store.alerting import AlertRecord, NotificationRecord
 from shipyard.store.deploy import DeployPolicyRecord, GateResult, ProductionRecord, RolloutRecord
@@ -483,12 +484,19 @@ def _alerting(ws: Workspace) -> AlertingFacts:
 
 def _quota(ws: Workspace, pools: list[Pool]) -> QuotaFacts:
     headroom = ws.settings.quota.experiment_headroom
+    now = ws.clock.time()
+    # the live servers and their models, as `quota plan` passes them: a server's lease is then
+    # part of its model's reservation, not counted a second time beside it
+    servers = [
+        LiveServer(i.lease_id, tuple(i.models)) for i in live_instances(ws.store, now) if i.lease_id
+    ]
     try:
         plan = plan_from_store(
             ws.store,
             headroom_fraction=headroom,
             default_pool=ws.settings.quota.default_pool,
-            start=ws.clock.time(),
+            start=now,
+            servers=servers,
         )
     except ShipyardError as exc:
         return QuotaFacts(tuple(pools), False, (str(exc),), headroom, (str(exc),))

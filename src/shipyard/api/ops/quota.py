@@ -115,8 +115,14 @@ def pool_dict(pool: Pool) -> dict[str, Any]:
         "mode": pool.mode,
         "capacity": dict(pool.capacity),
         "default_cap_fraction": pool.default_cap_fraction,
+        "policy": pool.policy.to_json(),
         "members": {
-            m.pipeline: {"share": dict(m.share), "cap": dict(m.cap), "weight": m.weight}
+            m.pipeline: {
+                "share": dict(m.share),
+                "cap": dict(m.cap),
+                "weight": m.weight,
+                "max_queued_runs": m.max_queued_runs,
+            }
             for m in pool.members.values()
         },
     }
@@ -332,6 +338,7 @@ def status(ctx: Context) -> dict[str, Any]:
             {
                 "name": pool.name,
                 "mode": pool.mode,
+                "policy": pool.policy.to_json(),
                 "resources": resources,
                 "holders": [holders[k] for k in sorted(holders)],
                 "waiting": sum(1 for x in mine if x.status == "waiting"),

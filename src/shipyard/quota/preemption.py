@@ -1,0 +1,88 @@
+"""The preemption choice: which held leases a pool takes back for a waiting request.
+
+**Preemption** (the pool's ``preemption``: ``never`` by default, ``borrowers``,
+``lower-priority``). When a request that may reclaim capacity waits — one within its
+pipeline's guaranteed share, or (``lower-priority``) one of higher priority — the pass marks
+the held leases to take back (``preempt_at`` = now + ``preemption_grace_s``), youngest and
+lowest priority first, only as many as free what the request lacks. A marked lease is no
+longer renewed: its holder's next heartbeat raises :class:`~shipyard.errors.LeasePreempted`,
+the holder sends SIGTERM, then SIGKILL at ``preempt_at``, and gives the lease back, which is
+recorded ``preempted`` (not ``released``, not failed). A holder that went silent keeps the
+capacity until its lease expires, as fencing demands (it stopped itself by then); so a member
+gets its share back within the grace period plus one renewal interval from a live holder.
+
+The choice of victims among the eligible leases is :func:`shipyard.quota.scheduling.victims`;
+this module decides for whom, and marks them on their rows inside the scheduling pass's
+transaction (:mod:`shipyard.quota.queue`).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from shipyard.quantities import Amounts
+from shipyard.quota.lease_rows import admission_order, amounts_of, holding_of, record_event
+from shipyard.quota.pools import Pool
+from shipyard.quota.resources import EPSILON, add, first_excess, subtract
+from shipyard.quota.scheduling import victims
+from shipyard.store.quota import QuotaLease
+
+
+def mark_preemptions(
+    s: Session,
+    pool: Pool,
+    now: float,
+    held: list[QuotaLease],
+    waiting: list[QuotaLease],
+    usage: dict[str, Amounts],
+    total: Amounts,
+) -> None:
+    """Mark the leases to take back for the first waiting request (in admission order) that
+    may reclaim capacity: one within its guaranteed share (policy ``borrowers`` and
+    ``lower-priority``), or of higher priority than the victims (``lower-priority``). Each
+    victim's holder learns it at its next heartbeat (:class:`~shipyard.errors.LeasePreempted`)
+    and stops by ``preempt_at``; a holder that went silent loses the lease at its expiry."""
+    holdings = [holding_of(r) for r in held]
+    freeing: Amounts = {}
+    for h in holdings:
+        if h.marked:
+            freeing = add(freeing, h.resources)
+    free = subtract(pool.capacity, total)
+    borrowed: dict[str, Amounts] = {}
+    for pipeline, used in usage.items():
+        share = pool.member(pipeline).share
+        borrowed[pipeline] = {r: max(0.0, v - share.get(r, 0.0)) for r, v in used.items()}
+    candidates = admission_order(pool, waiting, usage)
+    entitled = {c[1].pipeline for c in candidates if first_excess(c[2], c[3].share) is None}
+    for _key, r, after, member in candidates:
+        within_share = first_excess(after, member.share) is None
+        if not within_share and entitled - {r.pipeline}:
+            continue  # it would not be admitted before those anyway
+        lower_than = r.priority if pool.policy.preemption == "lower-priority" else None
+        if not within_share and lower_than is None:
+            continue
+        lacking = {
+            k: v - free.get(k, 0.0) - freeing.get(k, 0.0)
+            for k, v in amounts_of(r.resources).items()
+            if v - free.get(k, 0.0) - freeing.get(k, 0.0) > EPSILON
+        }
+        if not lacking:
+            return  # it fits once the leases already being taken back have ended
+        chosen = victims(
+            holdings, lacking, borrowed if within_share else {}, r.pipeline, lower_than
+        )
+        if not chosen:
+            continue
+        why = (
+            f"pipeline {r.pipeline!r} needs its guaranteed share of pool {pool.name!r}"
+            if within_share
+            else f"a request of priority {r.priority} from pipeline {r.pipeline!r} waits"
+        )
+        by_id = {row.id: row for row in held}
+        grace = pool.policy.preemption_grace_s
+        for h in chosen:
+            row = by_id[h.id]
+            row.preempt_at = now + grace
+            row.reason = f"preempted: {why} (grace {grace:g}s)"
+            record_event(s, pool.name, row.id, "preempting", now, total)
+        return
