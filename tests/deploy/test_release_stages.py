@@ -34,6 +34,7 @@ from shipyard.workspace import Workspace
 
 TARGETED = """
 approvals: {start: {count: 0}, speedup: {count: 0}}
+staging: {smoke: false}
 canary:
   interval_s: 60
   exclude_recent_days: 14
@@ -130,7 +131,10 @@ def test_a_targeted_step_serves_only_the_matching_users_and_keeps_them_later(
 def test_each_rollout_draws_a_fresh_cohort_and_keeps_recent_canary_users_out(
     ws: Workspace,
 ) -> None:
-    weighted = "approvals: {start: {count: 0}}\ncanary:\n  steps: [{weight_pct: 20}]\n"
+    weighted = (
+        "approvals: {start: {count: 0}}\nstaging: {smoke: false}\n"
+        "canary:\n  steps: [{weight_pct: 20}]\n"
+    )
     _two_versions(ws, weighted)
     keys = [f"user:{i}" for i in range(4000)]
 
