@@ -10,9 +10,12 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+import typer
 from deploy_testkit import classifier, training_frame
+from typer.testing import CliRunner
 
 from server_testkit import serving
+from shipyard.cli.deploy import register
 from shipyard.deploy.loop import advance_rollouts
 from shipyard.deploy.policy import parse_policy, set_policy
 from shipyard.deploy.rollout import (
@@ -184,6 +187,13 @@ def test_status_runbook_and_audit_name_the_stages(served: Served) -> None:
     assert "| 3 | 10 % | 10 min | 100 per version | 30 min | canary |" in text
     assert "one α = 0.01 for the whole release" in text
     assert "last 14 days are kept out" in text
+    cli = typer.Typer()
+    register(cli)
+    shown = CliRunner().invoke(cli, ["rollout", "status", served.rollout], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    lines = [line for line in shown.output.splitlines() if "targeted" in line]
+    assert any("header X-User-Group in [internal]" in ln and "current" in ln for ln in lines)
+    assert any("cookie beta in [1]" in ln and "pending" in ln for ln in lines)
 
 
 @pytest.mark.parametrize(
