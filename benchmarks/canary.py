@@ -45,6 +45,12 @@ Run from the repository root::
    by the control loop's own reader (:func:`shipyard.deploy.canary.arm_from_store`), hold the
    same requests, errors and latency histogram per version as the per-request records.
 
+   *The staged release.* One more A/A row replays the pooled A/A requests through a release
+   of three stages — a targeted step (a header match whose cohort sends 5 % of requests), then
+   the default 10 % and 50 % steps — under the release's one α (``analysis.budget: release``):
+   its false-rollback rate with a 95 % Wilson interval is printed beside the plain A/A rows,
+   so that adding a stage can be seen not to add false rollbacks.
+
    *Resampled.* 200 rollouts × 12 minutes of 50 req/s per scenario cannot be served in real
    time (about 3 days on loopback), so each rollout draws requests with replacement (a seeded
    bootstrap) from its scenario's recorded pool, per arm: Poisson(50 req/s × the interval)
@@ -237,10 +243,12 @@ class RecordingTelemetry(Telemetry):
         proba: np.ndarray | None,
         latency_s: float,
         request_id: str,
+        trace: Any = None,
+        parent: Any = None,
     ) -> None:
         score = float(np.asarray(predictions).ravel()[0])
         self.noted.append((request_id, info.model, info.version, 200, latency_s, score))
-        super().ok(info, x, predictions, proba, latency_s, request_id)
+        super().ok(info, x, predictions, proba, latency_s, request_id, trace, parent)
 
     def error(
         self,
@@ -250,9 +258,11 @@ class RecordingTelemetry(Telemetry):
         latency_s: float,
         request_id: str,
         message: str,
+        trace: Any = None,
+        parent: Any = None,
     ) -> None:
         self.noted.append((request_id, info.model, info.version, status, latency_s, math.nan))
-        super().error(info, kind, status, latency_s, request_id, message)
+        super().error(info, kind, status, latency_s, request_id, message, trace, parent)
 
 
 def serve_and_note(home: str, port: int, ready: Event, stop: Event, out: str) -> None:
@@ -421,6 +431,7 @@ def record(total_requests: int, seed: int) -> Recording:
     """Serve every scenario's two versions and record ``total_requests`` requests."""
     import httpx
 
+    from shipyard.serving.split import live_splits
     from shipyard.workspace import Workspace
 
     clf, train, rows = fit_classifier(seed, total_requests)
@@ -433,6 +444,7 @@ def record(total_requests: int, seed: int) -> Recording:
         home = Path(tmp) / "home"
         ws = Workspace.open(home=home)
         _register_scenarios(ws, clf, train)
+        cohorts = {m: sp.cohort for m, sp in live_splits(ws.store).items()}
         notes_path = str(Path(tmp) / "notes.json")
         with socket_port() as port:
             pass
@@ -445,7 +457,7 @@ def record(total_requests: int, seed: int) -> Recording:
         seen: list[Seen] = []
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-                seconds = _send(client, rows, which, users, seen)
+                seconds = _send(client, rows, which, users, seen, cohorts)
         finally:
             stop.set()
             proc.join(60)
@@ -462,9 +474,15 @@ def record(total_requests: int, seed: int) -> Recording:
 
 
 def _send(
-    client: Any, rows: np.ndarray, which: np.ndarray, users: np.ndarray, seen: list[Seen]
+    client: Any,
+    rows: np.ndarray,
+    which: np.ndarray,
+    users: np.ndarray,
+    seen: list[Seen],
+    cohorts: dict[str, Any],
 ) -> float:
-    """Wait until every version answers, then send one request per row; returns the seconds."""
+    """Wait until every version answers, then send one request per row; returns the seconds.
+    ``cohorts``: each scenario model's canary cohort (its rollout salts the buckets)."""
     from shipyard.serving.routing import choose_version
 
     for sc in SCENARIOS:
@@ -495,7 +513,7 @@ def _send(
         waited = time.perf_counter() - t0
         score = float(r.json()["outputs"][0]["data"][0]) if r.status_code == 200 else math.nan
         version = int(r.headers.get("x-shipyard-model-version", 0))
-        routed = choose_version(f"user:{user}", split, 2)
+        routed = choose_version(f"user:{user}", split, 2, cohorts[sc.model])
         seen.append((rid, int(which[i]), version, r.status_code, waited, score, routed))
     return time.perf_counter() - started
 
@@ -661,10 +679,21 @@ class Outcome:
     ours_failed_on: tuple[str, ...] = ()  # the metrics that failed Shipyard's verdict
 
 
-def policy_with_interval(interval_s: float) -> Policy:
+def policy_with_interval(interval_s: float, staged: bool = False) -> Policy:
+    """The default policy judged every ``interval_s``; ``staged``: a targeted step (a header
+    match) first, then the default weighted steps, all under the release's one α."""
     data = DEFAULT_POLICY.model_dump(mode="json")
     data["canary"]["interval_s"] = interval_s
+    if staged:
+        targeted = {"match": {"header": "x-user-group", "values": ["internal"]}}
+        data["canary"]["steps"] = [{**data["canary"]["steps"][0], **targeted, "weight_pct": 0}]
+        data["canary"]["steps"] += DEFAULT_POLICY.model_dump(mode="json")["canary"]["steps"]
     return Policy.model_validate(data)
+
+
+STAGED_TARGETED_PCT = 5.0
+"""The share of requests the staged release's targeted cohort (internal users) sends."""
+STAGED = "staged A/A: targeted → 10 % → 50 %"
 
 
 def total_intervals(policy: Policy) -> int:
@@ -679,11 +708,13 @@ def _set_pools(pools: dict[str, tuple[Pool, Pool]]) -> None:
 
 
 def replay(args: tuple[int, str, float]) -> Outcome:
-    """One rollout of the policy's plan on requests resampled from the scenario's pools."""
+    """One rollout of the policy's plan on requests resampled from the scenario's pools (the
+    staged release's plan for :data:`STAGED`, on the pooled A/A requests)."""
     seed, scenario, interval_s = args
-    canary_pool, stable_pool = _POOLS[scenario]
+    staged = scenario == STAGED
+    canary_pool, stable_pool = _POOLS[AA_POOLED if staged else scenario]
     rng = np.random.default_rng(seed)
-    policy = policy_with_interval(interval_s)
+    policy = policy_with_interval(interval_s, staged)
     max_intervals = total_intervals(policy)
     interval = policy.canary.interval_s
     subwindows = int(interval / SUBWINDOW_S)
@@ -698,7 +729,8 @@ def replay(args: tuple[int, str, float]) -> Outcome:
             t += 1
             elapsed += interval
             n = rng.poisson(RATE_RPS * interval)
-            n_c = int(rng.binomial(n, step.weight_pct / 100))
+            share = STAGED_TARGETED_PCT if step.targeted else step.weight_pct
+            n_c = int(rng.binomial(n, share / 100))
             c.add(_draw(rng, canary_pool, n_c, subwindows), subwindows)
             s.add(_draw(rng, stable_pool, n - n_c, subwindows), subwindows)
             if ours is None:
@@ -839,7 +871,8 @@ analysis: {metrics: [{name: error_rate}]}
                     if time.monotonic() - last_refresh >= 0.5:
                         split = traffic.live_splits(store)[model]  # noqa: B023
                         last_refresh = time.monotonic()
-                    v = choose_version(f"request:{rnd.random()}", split.weights, split.canary)
+                    key = f"request:{rnd.random()}"
+                    v = choose_version(key, split.weights, split.canary, split.cohort)
                     served.append((time.time(), v))  # noqa: B023
                     time.sleep(1 / 25)
 
@@ -948,6 +981,7 @@ def canary_rollback_on_a_real_server(trials: int) -> list[float]:
     from shipyard.deploy.policy import parse_policy, set_policy
     from shipyard.deploy.rollout import start_rollout
     from shipyard.registry import Registry
+    from shipyard.serving import split as traffic
     from shipyard.serving.routing import choose_version
     from shipyard.serving.server import build_app
     from shipyard.statuses import CheckStatus, RolloutState
@@ -967,9 +1001,6 @@ analysis: {metrics: [{name: error_rate}]}
     ys = (xs[:, 0] > 0).astype(int)
     body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": xs[:1].tolist()}]}
     users = [f"u{i}" for i in range(300)]
-    canary_users = [u for u in users if choose_version(f"user:{u}", {1: 90.0, 2: 10.0}, 2) == 2][
-        :10
-    ]
     out: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.open(home=Path(tmp) / "home")
@@ -1002,6 +1033,13 @@ analysis: {metrics: [{name: error_rate}]}
                 policy = parse_policy(policy_text)
                 rid = start_rollout(ws.store, model, 2, actor="bench", policy=policy).id
                 engine.advance(rid)  # staging → canary 10 %
+                split = traffic.live_split(ws.store, model)
+                assert split is not None and split.cohort is not None
+                canary_users = [
+                    u
+                    for u in users
+                    if choose_version(f"user:{u}", split.weights, 2, split.cohort) == 2
+                ][:10]
                 deadline = time.monotonic() + 5
                 while served(model, canary_users[0]) != 2 and time.monotonic() < deadline:
                     time.sleep(0.05)
@@ -1112,6 +1150,7 @@ def _judging_table(results: dict[str, list[Outcome]], policy: Policy) -> None:
     goals = {
         SCENARIOS[0].name: "≤ 1 %",
         AA_POOLED: "≤ 1 %",
+        STAGED: "≤ 1 %",
         "+2 pp errors": "≥ 95 % ≤3",
         "prediction shift only": "detected",
     }
@@ -1148,7 +1187,9 @@ def _judging_table(results: dict[str, list[Outcome]], policy: Policy) -> None:
                 f"{'—' if math.isnan(med) else f'{med:g}':>4}"
             )
         print(f"{name:38} {cells[0]}  {cells[1]}  {goals.get(name, ''):10} {_failed_on(o)}")
-    for name in (SCENARIOS[0].name, AA_POOLED):
+    for name in (SCENARIOS[0].name, AA_POOLED, STAGED):
+        if name not in results:
+            continue
         o = results[name]
         line = []
         for who, label in (("ours", "Shipyard"), ("kayenta", "Kayenta-style")):
@@ -1230,10 +1271,19 @@ def main() -> None:
     results: dict[str, list[Outcome]] = {}
     pools = {**recording.pools, AA_POOLED: pooled_aa(recording)}
     with ProcessPoolExecutor(max_workers=2, initializer=_set_pools, initargs=(pools,)) as pool:
-        for name in [SCENARIOS[0].name, AA_POOLED, *(sc.name for sc in SCENARIOS[1:])]:
-            n = args.aa_rollouts if name in (SCENARIOS[0].name, AA_POOLED) else args.rollouts
+        for name in [SCENARIOS[0].name, AA_POOLED, *(sc.name for sc in SCENARIOS[1:]), STAGED]:
+            aa = name in (SCENARIOS[0].name, AA_POOLED, STAGED)
+            n = args.aa_rollouts if aa else args.rollouts
             results[name] = run_scenario(name, n, args.interval, pool)
     _judging_table(results, policy)
+    staged = policy_with_interval(args.interval, staged=True)
+    print(
+        f"staged release: {' → '.join(st.description for st in staged.stages())} (the targeted "
+        f"cohort sends {STAGED_TARGETED_PCT:g} % of requests), "
+        f"{sum(st.max_looks for st in staged.stages())} looks, one α = "
+        f"{staged.analysis.alpha:g} ({staged.analysis.budget} budget): per stage "
+        + ", ".join(f"{st.alpha:.2g}" for st in staged.stages())
+    )
     print(f"({time.perf_counter() - t0:.0f} s to replay and judge)")
     deltas = rollback_speed(args.rollback_trials)
     print(

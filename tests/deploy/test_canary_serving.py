@@ -100,8 +100,10 @@ def test_canary_serves_its_weight_of_distinct_users_the_way_deploy_routes_them(
     split = live_split(served.ws.store, "churn")
     assert split is not None and split.canary == 2 and split.canary_weight_pct == 10
     seen = served.versions(USERS)
-    expected = {u: choose_version(routing_key({"x-user-id": u}, "-"), split.weights, 2)
-                for u in USERS}  # fmt: skip
+    expected = {
+        u: choose_version(routing_key({"x-user-id": u}, "-"), split.weights, 2, split.cohort)
+        for u in USERS
+    }
     assert seen == expected  # the server routes exactly as deploy's pure function says
     share = sum(v == 2 for v in seen.values()) / len(USERS)
     assert 0.07 < share < 0.13
@@ -129,7 +131,7 @@ def test_raising_the_weight_only_moves_users_from_stable_to_canary(served: Serve
         u
         for u in USERS
         if before[u] == 1
-        and choose_version(routing_key({"x-user-id": u}, "-"), split.weights, 2) == 2
+        and choose_version(routing_key({"x-user-id": u}, "-"), split.weights, 2, split.cohort) == 2
     )
     _wait_for_weight(served, newly, 2)
     after = served.versions(USERS)

@@ -117,5 +117,6 @@ def test_sticky_split_sends_a_key_to_the_same_version_and_respects_weights(
     hits = [pick(route, f"user:{i}") is canary for i in range(4000)]
     assert 0.17 < np.mean(hits) < 0.23
     assert all(pick(route, "user:u7") is pick(route, "user:u7") for _ in range(10))
-    expected = [choose_version(f"user:{i}", {1: 80.0, 99: 20.0}, 99) == 99 for i in range(4000)]
+    split = {1: 80.0, 99: 20.0}
+    expected = [choose_version(f"user:{i}", split, 99, route.cohort) == 99 for i in range(4000)]
     assert hits == expected  # deploy's rule, so every replica agrees

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import shipyard
 from shipyard.serving.routing import (
+    Cohort,
     asgi_routing_key,
     bucket,
     choose_version,
@@ -16,19 +17,20 @@ from shipyard.serving.routing import (
 )
 
 KEYS = [f"user:{i}" for i in range(20_000)]
+COHORT = Cohort("m", "r1")
 
 
 def test_users_only_move_from_stable_to_canary_as_the_weight_grows() -> None:
     before: set[str] = set()
     for weight in (1, 5, 10, 25, 50, 75, 99):
-        now = {k for k in KEYS if in_canary(k, weight)}
+        now = {k for k in KEYS if in_canary(k, weight, COHORT)}
         assert before <= now, f"someone left the canary when the weight grew to {weight}"
         before = now
 
 
 def test_canary_share_is_close_to_its_weight() -> None:
     for weight in (1, 10, 50):
-        share = sum(in_canary(k, weight) for k in KEYS) / len(KEYS)
+        share = sum(in_canary(k, weight, COHORT) for k in KEYS) / len(KEYS)
         # binomial standard error at n = 20 000 is at most 0.0036; allow 4 of them
         assert abs(share - weight / 100) < 0.015
 
@@ -73,7 +75,7 @@ def test_a_server_reads_the_same_key_from_raw_asgi_headers() -> None:
 def test_choose_version_sends_a_user_to_one_version_for_the_whole_step() -> None:
     split = {1: 90.0, 2: 10.0}
     for k in KEYS[:500]:
-        first = choose_version(k, split, canary=2)
-        assert all(choose_version(k, split, canary=2) == first for _ in range(3))
-        assert first == (2 if in_canary(k, 10.0) else 1)
+        first = choose_version(k, split, canary=2, cohort=COHORT)
+        assert all(choose_version(k, split, canary=2, cohort=COHORT) == first for _ in range(3))
+        assert first == (2 if in_canary(k, 10.0, COHORT) else 1)
     assert choose_version("user:x", {3: 100.0}, canary=None) == 3

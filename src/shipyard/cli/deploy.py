@@ -62,6 +62,18 @@ def status(rollout_id: str = ROLLOUT_ARG, as_json: bool = JSON_OPTION) -> None:
     _show(view, False)
     for line in view["waits_for"]:
         console.print(f"  waits for: {escape(line)}", soft_wrap=True)
+    if view.get("stages"):
+        stages = table("stage", "kind", "who gets the new version", "looks", "α budget", "status")
+        for st in view["stages"]:
+            stages.add_row(
+                str(st["index"] + 1),
+                st["kind"],
+                escape(st["description"]),
+                f"≤ {st['max_looks']}",
+                _num(st["alpha"]),
+                st["status"],
+            )
+        console.print(stages)
     if view["verdicts"]:
         verdicts = table(
             "step",

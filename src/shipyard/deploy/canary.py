@@ -42,7 +42,6 @@ from shipyard.serving import records as serving_records
 from shipyard.stats.canary import (
     MetricVerdict,
     TestResult,
-    alpha_at_look,
     chi_square_test,
     ks_test,
     latency_shift_test,
@@ -147,10 +146,10 @@ def _predictions_test(canary: list[Any], stable: list[Any]) -> TestResult:
 def judge_arms(
     canary: ArmData, stable: ArmData, policy: Policy, step_index: int, look: int
 ) -> list[MetricVerdict]:
-    """Every metric of the policy's analysis at this look of this step."""
+    """Every metric of the policy's analysis at this look of this step (a targeted step's or a
+    weighted one's: each spends its share of the release's one alpha, :meth:`Policy.alpha_at`)."""
     step = policy.canary.steps[step_index]
-    max_looks = step.max_looks(policy.canary.interval_s)
-    alpha = alpha_at_look(look, max_looks, policy.alpha_per_test(), policy.analysis.spending)
+    alpha = policy.alpha_at(step_index, look)  # one budget over every stage's looks
     conf = policy.analysis.confidence
     out: list[MetricVerdict] = []
     for rule in policy.analysis.metrics:

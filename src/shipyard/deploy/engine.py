@@ -42,6 +42,7 @@ from shipyard.deploy.rollout import (
     locked,
     move_to,
     next_step,
+    stage_evidence,
     start_approved,
     to_production,
     traffic_back,
@@ -247,6 +248,7 @@ class Engine:
                     "staging passed; first canary step",
                     step=0,
                     weight_pct=policy.canary.steps[0].weight_pct,
+                    **stage_evidence(r, policy, 0),
                 )
                 return Advance(r.id, RolloutState.CANARY, {"step": 0})
             why = (

@@ -13,11 +13,14 @@ Example (every field optional)::
     staging: {smoke: true, sample_rows: 5, max_latency_ms: 500}
     canary:
       interval_s: 60
+      exclude_recent_days: 14      # keep recent canary users of this model out (0: off)
       steps:
+        - {match: {header: x-user-group, values: [internal]}, min_duration_s: 300, min_samples: 50}
         - {weight_pct: 10, min_duration_s: 300, min_samples: 200}
         - {weight_pct: 50, min_duration_s: 300, min_samples: 500}
     analysis:
       alpha: 0.01
+      budget: release              # one alpha over every look of every stage
       on_no_data: extend
       metrics:
         - {name: error_rate, threshold: 0.005}
@@ -32,6 +35,7 @@ Example (every field optional)::
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
@@ -41,6 +45,8 @@ from shipyard import audit
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.config import yaml_error_line
 from shipyard.errors import ConfigError
+from shipyard.serving.routing import TOKEN, Match
+from shipyard.stats.canary import staged_alpha
 from shipyard.store import Store
 from shipyard.store.deploy import DeployPolicyRecord
 
@@ -89,8 +95,42 @@ class Staging(_Strict):
     max_latency_ms: float = Field(1000.0, gt=0)
 
 
+class StepMatch(_Strict):
+    """A targeted step's rule: requests whose header (or cookie) has one of ``values``."""
+
+    header: str | None = None
+    cookie: str | None = None
+    values: list[str] = Field(min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _one_name(self) -> StepMatch:
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("a match names exactly one of header or cookie")
+        name = self.header if self.header is not None else self.cookie
+        if not TOKEN.match(name or ""):
+            raise ValueError(f"{name!r} is not a header or cookie name (an HTTP token)")
+        if any(not v or v != v.strip() or len(v) > 200 for v in self.values):
+            raise ValueError("each value is a non-empty string of at most 200 characters, unpadded")
+        if self.header is not None and self.header.lower() in (
+            "x-shipyard-routing-key",
+            "x-user-id",
+            "cookie",
+        ):
+            raise ValueError(f"header {self.header!r} cannot be matched: it routes by weight")
+        return self
+
+    def rule(self) -> Match:
+        if self.header is not None:
+            return Match("header", self.header, tuple(self.values))
+        return Match("cookie", self.cookie or "", tuple(self.values))
+
+
 class CanaryStep(_Strict):
-    weight_pct: float = Field(gt=0, lt=100)
+    """One stage on live traffic: a weighted step (``weight_pct`` of the users, drawn afresh
+    for each rollout) or a targeted step (``match``: the users whose header or cookie matches)."""
+
+    weight_pct: float = Field(0.0, ge=0, lt=100)
+    match: StepMatch | None = None
     min_duration_s: float = Field(300.0, ge=0)
     min_samples: int = Field(200, ge=0)
     max_duration_s: float | None = Field(None, gt=0)
@@ -99,7 +139,25 @@ class CanaryStep(_Strict):
     def _max_after_min(self) -> CanaryStep:
         if self.max_duration_s is not None and self.max_duration_s < self.min_duration_s:
             raise ValueError("max_duration_s must be ≥ min_duration_s")
+        if self.match is None and self.weight_pct <= 0:
+            raise ValueError(
+                "a step needs weight_pct > 0, or a match (header or cookie) to be a targeted step"
+            )
+        if self.match is not None and self.weight_pct > 0:
+            raise ValueError(
+                "a targeted step routes the users its match selects and takes no weight_pct; "
+                "put a weighted step after it"
+            )
         return self
+
+    @property
+    def targeted(self) -> bool:
+        return self.match is not None
+
+    def describe(self) -> str:
+        if self.match is not None:
+            return f"targeted: {self.match.rule().describe()}"
+        return f"{self.weight_pct:g} % of users"
 
     def max_duration(self, interval_s: float) -> float:
         """How long the step may extend for lack of data: 3 × its minimum unless set."""
@@ -127,13 +185,25 @@ def _default_steps() -> list[CanaryStep]:
 class Canary(_Strict):
     interval_s: float = Field(120.0, gt=0)
     steps: list[CanaryStep] = Field(default_factory=_default_steps)
+    exclude_recent_days: float = Field(0.0, ge=0, le=365)
+    """Keep out of the canary the users who were in a canary of this model in the last N days
+    (recomputed from earlier rollouts' buckets; 0: no exclusion)."""
 
     @field_validator("steps")
     @classmethod
     def _growing(cls, steps: list[CanaryStep]) -> list[CanaryStep]:
-        weights = [s.weight_pct for s in steps]
+        first_weighted = next((i for i, s in enumerate(steps) if not s.targeted), len(steps))
+        late = [i + 1 for i, s in enumerate(steps) if s.targeted and i > first_weighted]
+        if late:
+            raise ValueError(
+                f"targeted steps (match) go before every weighted step; step(s) {late} come after"
+            )
+        weights = [s.weight_pct for s in steps if not s.targeted]
         if weights != sorted(set(weights)):
             raise ValueError(f"step weights must strictly grow, got {weights}")
+        rules = [s.match.rule() for s in steps if s.match is not None]
+        if len(rules) != len(set(rules)):
+            raise ValueError("two targeted steps have the same match")
         return steps
 
 
@@ -173,6 +243,9 @@ def _default_metrics() -> list[MetricRule]:
 class Analysis(_Strict):
     alpha: float = Field(0.01, gt=0, lt=0.5)
     spending: Literal["pocock", "obrien_fleming"] = "pocock"
+    budget: Literal["release", "per_stage"] = "release"
+    """How ``alpha`` is shared over the release's stages (:func:`~shipyard.stats.staged_alpha`):
+    one spending function over every look of every stage, or an even split per stage."""
     confidence: float = Field(0.98, gt=0.5, lt=1)
     on_no_data: Literal["fail", "pause", "extend"] = "extend"
     metrics: list[MetricRule] = Field(default_factory=_default_metrics)
@@ -268,12 +341,78 @@ class Policy(_Strict):
         return "canary" in self.environments and bool(self.canary.steps)
 
     def alpha_per_test(self) -> float:
-        """The family budget split evenly (Bonferroni) over steps × metrics."""
+        """The family budget split evenly (Bonferroni) over steps × metrics: the mean level of a
+        stage's metric under ``budget: per_stage``."""
         tests = max(1, len(self.canary.steps)) * max(1, len(self.analysis.metrics))
         return self.analysis.alpha / tests
 
+    def stages(self) -> list[Stage]:
+        """The release's judged stages in order, with the alpha each may spend in all.
+
+        Today: the targeted steps, then the weighted canary steps. Replay and shadow stages,
+        when they exist, come first in this list and share the same budget."""
+        if not self.uses_canary():
+            return []
+        interval = self.canary.interval_s
+        looks = [s.max_looks(interval) for s in self.canary.steps]
+        metrics = max(1, len(self.analysis.metrics))
+        out = []
+        for i, step in enumerate(self.canary.steps):
+            spendable = sum(self.alpha_at(i, k) for k in range(1, looks[i] + 1)) * metrics
+            out.append(
+                Stage(
+                    index=i,
+                    kind="targeted" if step.targeted else "canary",
+                    description=step.describe(),
+                    weight_pct=step.weight_pct,
+                    max_looks=looks[i],
+                    alpha=spendable,
+                )
+            )
+        return out
+
+    def alpha_at(self, step_index: int, look: int) -> float:
+        """The level each metric is tested at on look ``look`` (1-based) of step
+        ``step_index``: the release's one budget (:func:`staged_alpha`), split evenly over the
+        metrics (Bonferroni)."""
+        interval = self.canary.interval_s
+        looks = [s.max_looks(interval) for s in self.canary.steps]
+        level = staged_alpha(
+            looks,
+            step_index,
+            look,
+            self.analysis.alpha,
+            self.analysis.spending,
+            self.analysis.budget,
+        )
+        return level / max(1, len(self.analysis.metrics))
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One judged stage of a release as the policy lays it out (for the runbook, status and
+    the audit)."""
+
+    index: int
+    kind: Literal["targeted", "canary"]
+    description: str
+    weight_pct: float
+    max_looks: int
+    alpha: float
+    """The share of the release's alpha this stage may spend over all its looks and metrics."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "kind": self.kind,
+            "description": self.description,
+            "weight_pct": self.weight_pct,
+            "max_looks": self.max_looks,
+            "alpha": self.alpha,
+        }
 
 
 DEFAULT_POLICY = Policy()

@@ -30,6 +30,7 @@ from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.deploy import production
 from shipyard.deploy.policy import Policy, load_policy, policy_from_dict
 from shipyard.errors import ApprovalRequired, DeployError, InvalidInput, NotFound
+from shipyard.serving.routing import MAX_EXCLUDED, Cohort
 from shipyard.serving.split import clear_split, set_split, split_in
 from shipyard.statuses import ROLLOUT_ACTIVE, ROLLOUT_FINAL, ROLLOUT_MOVING, RolloutState
 from shipyard.store import Store
@@ -245,6 +246,8 @@ def progress_of(store: Store, rollout_id: str, now: float) -> dict[str, Any]:
             step = {
                 "index": r.step_index,
                 "of": len(steps),
+                "kind": "targeted" if rule.targeted else "canary",
+                "description": rule.describe(),
                 "weight_pct": rule.weight_pct,
                 "min_duration_s": rule.min_duration_s,
                 "max_duration_s": rule.max_duration(policy.canary.interval_s),
@@ -272,7 +275,7 @@ def progress_of(store: Store, rollout_id: str, now: float) -> dict[str, Any]:
             to_go = max(0.0, step["min_duration_s"] - step["elapsed_s"])
             waits.append(
                 f"the control loop to judge step {r.step_index + 1} of {len(steps)} "
-                f"({step['weight_pct']:g} % of traffic) every {policy.canary.interval_s:g} s: "
+                f"({step['description']}) every {policy.canary.interval_s:g} s: "
                 f"at least {step['min_samples']} requests per version and "
                 f"{step['min_duration_s']:g} s ({to_go:.0f} s to go)"
             )
@@ -282,7 +285,25 @@ def progress_of(store: Store, rollout_id: str, now: float) -> dict[str, Any]:
                 f"it early: `shipyard approve {r.id} --for speedup`, then "
                 f"`shipyard rollout promote {r.id}`"
             )
-        return {"step": step, "waits_for": waits}
+        return {"step": step, "waits_for": waits, "stages": _stages_of(r, policy)}
+
+
+def _stages_of(r: RolloutRecord, policy: Policy) -> list[dict[str, Any]]:
+    """The policy's release stages, each marked ``passed``, ``current``, ``failed`` (the
+    rollout was rolled back, paused or aborted there) or ``pending``."""
+    entered = r.step_started_at is not None
+    out = []
+    for stage in policy.stages():
+        if not entered or stage.index > r.step_index:
+            where = "pending"
+        elif stage.index < r.step_index or r.state == RolloutState.PRODUCTION:
+            where = "passed"
+        elif r.state in (RolloutState.CANARY, RolloutState.PAUSED):
+            where = "current"
+        else:
+            where = "failed" if r.state == RolloutState.ROLLED_BACK else "pending"
+        out.append({**stage.to_json(), "status": where})
+    return out
 
 
 # -- writing helpers --------------------------------------------------------------------------
@@ -326,8 +347,61 @@ def locked(s: Session, rollout_id: str) -> RolloutRecord:
     return r
 
 
+DAY_S = 86_400.0
+
+
+def _exclusions(s: Session, r: RolloutRecord, policy: Policy, now: float) -> dict[str, Any]:
+    """The earlier rollouts of the model whose canary users this one keeps out: those that put
+    users in a weighted canary and ended (or are still going) within ``exclude_recent_days``,
+    newest first, each with the bucket threshold below which a key was possibly in it."""
+    days = policy.canary.exclude_recent_days
+    if days <= 0:
+        return {"excluded": [], "since": None}
+    since = now - days * DAY_S
+    rows = s.scalars(
+        select(RolloutRecord)
+        .where(
+            RolloutRecord.model == r.model,
+            RolloutRecord.id != r.id,
+            RolloutRecord.step_started_at.is_not(None),
+            (RolloutRecord.ended_at.is_(None)) | (RolloutRecord.ended_at >= since),
+        )
+        .order_by(RolloutRecord.created_at.desc(), RolloutRecord.id.desc())
+    )
+    excluded: list[list[Any]] = []
+    for old in rows:
+        weights = [
+            st.weight_pct for st in policy_from_dict(old.policy).canary.steps[: old.step_index + 1]
+        ]
+        top = max(weights, default=0.0)
+        if top <= 0:  # targeted steps only: its users are not recognisable by a hash
+            continue
+        old_cohort = Cohort(old.model, old.id, excluded=_frozen_excluded(old.cohort)).exposure_pct(
+            top
+        )
+        if old_cohort >= 100:
+            continue  # everyone may have been in it; excluding it would exclude no one usefully
+        excluded.append([old.id, old_cohort])
+        if len(excluded) == MAX_EXCLUDED:
+            break
+    return {"excluded": excluded, "since": since}
+
+
+def _frozen_excluded(cohort: dict[str, Any] | None) -> tuple[tuple[str, float], ...]:
+    return tuple((str(a), float(b)) for a, b in (cohort or {}).get("excluded", ()))
+
+
+def cohort_of(r: RolloutRecord, policy: Policy, index: int) -> Cohort:
+    """The cohort of the rollout at step ``index``: salted by the rollout, the matches of the
+    targeted steps entered so far, the exclusions frozen when it first moved traffic."""
+    targets = tuple(st.match.rule() for st in policy.canary.steps[: index + 1] if st.match)
+    return Cohort(r.model, r.id, targets=targets, excluded=_frozen_excluded(r.cohort))
+
+
 def enter_step(s: Session, r: RolloutRecord, policy: Policy, index: int, now: float) -> None:
     step = policy.canary.steps[index]
+    if r.cohort is None:  # frozen once, so later steps (and resumes) keep the same buckets
+        r.cohort = _exclusions(s, r, policy, now)
     r.step_index = index
     r.step_started_at = now
     r.last_look_at = now
@@ -339,8 +413,24 @@ def enter_step(s: Session, r: RolloutRecord, policy: Policy, index: int, now: fl
         canary=r.version,
         canary_weight_pct=step.weight_pct,
         rollout_id=r.id,
+        cohort=cohort_of(r, policy, index),
         now=now,
     )
+
+
+def stage_evidence(r: RolloutRecord, policy: Policy, index: int) -> dict[str, Any]:
+    """What the audit records about a stage the rollout enters: its kind, who it routes, the
+    alpha it may spend, the users kept out."""
+    stage = policy.stages()[index]
+    cohort = cohort_of(r, policy, index)
+    return {
+        "stage": stage.to_json(),
+        "cohort": {
+            "targets": [t.describe() for t in cohort.targets],
+            "excluded_rollouts": [rid for rid, _ in cohort.excluded],
+            "eligible_share": cohort.eligible,
+        },
+    }
 
 
 def to_production(s: Session, r: RolloutRecord, now: float, actor: str, why: str) -> None:
@@ -454,6 +544,7 @@ def start_rollout(
             author=authors_of(r)[0],
             authors=list(authors_of(r)),
             stable_version=stable,
+            stages=[st.to_json() for st in policy.stages()],
         )
         if policy.approvals.start.count == 0:
             move_to(s, r, RolloutState.STAGING, now, actor, "the policy asks no approval to start")
@@ -590,6 +681,7 @@ def next_step(
             why,
             step=nxt,
             weight_pct=policy.canary.steps[nxt].weight_pct,
+            **stage_evidence(r, policy, nxt),
         )
         r.reason = why
         r.updated_at = now

@@ -104,18 +104,39 @@ def render_runbook(model: str, policy: Policy, *, has_policy: bool = True) -> st
     if policy.uses_canary():
         c = policy.canary
         lines += [
-            "### Canary (sticky: a user keeps one version; users only move stable → canary)",
+            "### Release stages (sticky: a user keeps one version, moving stable → canary only)",
             "",
-            "| step | traffic to the new version | at least | at least samples | at most |",
-            "|---|---|---|---|---|",
+            "| stage | who gets the new version | at least | at least samples | at most "
+            "| kind | α it may spend |",
+            "|---|---|---|---|---|---|---|",
         ]
-        for i, step in enumerate(c.steps):
+        for step, stage in zip(c.steps, policy.stages(), strict=True):
+            who = step.match.rule().describe() if step.match else f"{step.weight_pct:g} %"
             lines.append(
-                f"| {i + 1} | {step.weight_pct:g} % | {_duration(step.min_duration_s)} | "
-                f"{step.min_samples} per version | {_duration(step.max_duration(c.interval_s))} |"
+                f"| {stage.index + 1} | {who} | {_duration(step.min_duration_s)} | "
+                f"{step.min_samples} per version | {_duration(step.max_duration(c.interval_s))} "
+                f"| {stage.kind} | {stage.alpha:.2g} |"
             )
+        cohorts = (
+            "Each rollout draws its canary users afresh (a hash of model, rollout and user), so "
+            "no group of users carries every first step"
+        )
+        if c.exclude_recent_days > 0:
+            cohorts += (
+                f"; users who were in a canary of this model in the last "
+                f"{c.exclude_recent_days:g} days are kept out while the weight leaves room"
+            )
+        targeted = any(st.targeted for st in c.steps)
         lines += [
-            "| — | 100 % (production) | | | |",
+            "| — | 100 % (production) | | | | | |",
+            "",
+            cohorts
+            + "."
+            + (
+                " Targeted users stay on the new version through the weighted steps."
+                if targeted
+                else ""
+            ),
             "",
             f"Analysis every {_duration(c.interval_s)} on the canary and the stable version "
             "over the same window. A metric fails only when its test rejects **and** the "
@@ -129,10 +150,17 @@ def render_runbook(model: str, policy: Policy, *, has_policy: bool = True) -> st
             lines.append(f"| {title} | {rule.format(t=m.floor, c=a.confidence)} |")
         lines += [
             "",
-            f"False-rollback budget: α = {a.alpha:g} per rollout, split over steps × metrics "
-            f"(α = {policy.alpha_per_test():.2g} each) and spent over the looks of a step with "
-            f"the {SPENDING_NAMES[a.spending]} spending function, so looking every interval "
-            "does not inflate false rollbacks.",
+            (
+                f"False-rollback budget: one α = {a.alpha:g} for the whole release, spent over "
+                f"every look of every stage with the {SPENDING_NAMES[a.spending]} spending "
+                f"function and split evenly over the {len(a.metrics)} metric(s), so neither "
+                "looking every interval nor adding stages inflates false rollbacks."
+                if a.budget == "release"
+                else f"False-rollback budget: α = {a.alpha:g} per rollout, split over stages × "
+                f"metrics (α = {policy.alpha_per_test():.2g} each) and spent over the looks of "
+                f"a stage with the {SPENDING_NAMES[a.spending]} spending function, so looking "
+                "every interval does not inflate false rollbacks."
+            ),
             "",
             f"Too little traffic: **{a.on_no_data}**"
             + (

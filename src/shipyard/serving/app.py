@@ -382,7 +382,7 @@ class ServingApp:
             if loaded is None:
                 raise HTTPError(404, f"version {version} of model {model[:200]!r} is not live here")
             return loaded
-        loaded = self.live.route(model, routing_key(headers, rid))
+        loaded = self.live.route(model, routing_key(headers, rid), headers)
         if loaded is None:
             why = self.live.failure(model)
             raise HTTPError(

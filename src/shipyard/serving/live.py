@@ -12,9 +12,11 @@ naming ``shipyard deploy`` and ``shipyard rollback``), so no command reports a c
 serves nothing.
 
 Routing is serving's sticky canary rule (:func:`shipyard.serving.routing.choose_version`): a
-sha256 bucket of the routing key below the canary's weight goes to the canary. It is a pure
-function of the key and the split, so every worker and every replica sends a user to the same
-version, and raising the canary's weight only moves users from stable to canary.
+request whose headers match a targeted step, or whose sha256 bucket (salted by the model and
+the rollout, so each rollout draws a fresh cohort) is below the canary's weight, goes to the
+canary. It is a pure function of the request and the split, so every worker and every replica
+sends a user to the same version, and raising the canary's weight only moves users from stable
+to canary.
 
 :class:`LiveModels` polls the store every ``refresh_interval_s`` in a background thread, loads
 versions that became live (verifying their sha256 first) and swaps the routing table in one
@@ -44,7 +46,7 @@ from shipyard.registry import (
     require_model_in,
 )
 from shipyard.registry.flavors import Predictor
-from shipyard.serving.routing import asgi_routing_key, choose_version
+from shipyard.serving.routing import Cohort, asgi_routing_key, choose_version
 from shipyard.serving.split import live_splits_in
 
 if TYPE_CHECKING:
@@ -105,6 +107,8 @@ class LiveState:
     decided_by: Literal["split", "alias"]
     rollout_id: str | None = None
     alias: str | None = None
+    cohort: Cohort | None = None
+    """How the canary draws its users, during a rollout's canary."""
 
     @property
     def sole_version(self) -> int | None:
@@ -121,8 +125,10 @@ class LiveState:
 
     def describe(self) -> str:
         """``v1 100%`` or ``v1 80%, v2 20% (canary)``, and what decides it."""
+        targets = self.cohort.targets if self.cohort is not None else ()
         shares = ", ".join(
-            f"v{v.version} {100 * v.weight:.4g}%" + (" (canary)" if v.canary else "")
+            f"v{v.version} {100 * v.weight:.4g}%"
+            + (" (canary" + "".join(f"; {t.describe()}" for t in targets) + ")" if v.canary else "")
             for v in self.versions
         )
         return f"{shares} by {self.decider}"
@@ -168,7 +174,9 @@ def live_states(
                 LiveVersion(version, pct / total, version == split.canary)
                 for version, pct in sorted(split.weights.items())
             )
-            out[name] = LiveState(name, versions, "split", rollout_id=split.rollout_id)
+            out[name] = LiveState(
+                name, versions, "split", rollout_id=split.rollout_id, cohort=split.cohort
+            )
     for pointer in default_aliases_in(session, only):
         if pointer.model not in out:
             out[pointer.model] = LiveState(
@@ -236,13 +244,21 @@ class Route:
     canary: int | None = None
     split_pct: dict[int, float] = field(default_factory=dict)
     by_version: dict[int, Loaded] = field(default_factory=dict)
-    choose: Callable[[str, Mapping[int, float], int | None], int] | None = None
+    choose: Chooser | None = None
+    cohort: Cohort | None = None
 
 
-def route_of(live: list[tuple[Loaded, LiveVersion]]) -> Route:
+Chooser = Callable[
+    [str, Mapping[int, float], int | None, Cohort | None, Mapping[bytes, bytes] | None], int
+]
+
+
+def route_of(live: list[tuple[Loaded, LiveVersion]], cohort: Cohort | None = None) -> Route:
     """The route over the versions that loaded (a canary that failed to load gets no traffic)."""
     candidates = [loaded for loaded, _ in live]
     canary = next((lv.version for _, lv in live if lv.canary), None)
+    if cohort is None and canary is not None:
+        cohort = Cohort(candidates[0].model, "")
     return Route(
         candidates=candidates,
         weights=[lv.weight for _, lv in live],
@@ -250,14 +266,16 @@ def route_of(live: list[tuple[Loaded, LiveVersion]]) -> Route:
         split_pct={lv.version: 100.0 * lv.weight for _, lv in live},
         by_version={loaded.version: loaded for loaded in candidates},
         choose=choose_version,
+        cohort=cohort,
     )
 
 
-def pick(route: Route, key: str) -> Loaded:
-    """The version that serves ``key``: the sticky rule over the route's split."""
+def pick(route: Route, key: str, headers: Mapping[bytes, bytes] | None = None) -> Loaded:
+    """The version that serves the request: the sticky rule over the route's split."""
     if len(route.candidates) == 1 or route.choose is None:
         return route.candidates[0]
-    return route.by_version[route.choose(key, route.split_pct, route.canary)]
+    chosen = route.choose(key, route.split_pct, route.canary, route.cohort, headers)
+    return route.by_version[chosen]
 
 
 @dataclass(frozen=True)
@@ -301,7 +319,7 @@ class LiveModels:
                 if got is not None:
                     loaded.append((got, lv))
             if loaded:
-                routes[model] = route_of(loaded)
+                routes[model] = route_of(loaded, state.cohort)
             else:
                 unservable[model] = "; ".join(
                     self._failed[model, lv.version].why for lv in state.versions
@@ -351,11 +369,15 @@ class LiveModels:
         """Why ``model`` cannot be served here (None: it can, or it is not live)."""
         return self._unservable.get(model)
 
-    def route(self, model: str, routing_key: str) -> Loaded | None:
+    def route(
+        self, model: str, routing_key: str, headers: Mapping[bytes, bytes] | None = None
+    ) -> Loaded | None:
+        """The loaded version that serves a request with this key (and these ASGI headers,
+        which a targeted step matches on)."""
         route = self.routes.get(model)
         if route is None:
             return None
-        return pick(route, routing_key)
+        return pick(route, routing_key, headers)
 
     def version(self, model: str, version: int) -> Loaded | None:
         route = self.routes.get(model)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 
+from shipyard.serving.routing import Cohort
 from shipyard.store.serving import TrafficSplit
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ class LiveSplit:
     rollout_id: str | None = None
     updated_at: float = 0.0
     weights: dict[int, float] = field(default_factory=dict)
+    cohort: Cohort | None = None
+    """How the canary draws its users (salt, targets, exclusions); None without a canary."""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -47,12 +50,18 @@ class LiveSplit:
             "rollout_id": self.rollout_id,
             "updated_at": self.updated_at,
             "weights": {str(v): w for v, w in self.weights.items()},
+            "cohort": self.cohort.to_json() if self.cohort is not None else None,
         }
 
 
 def _split_of(model: str, rows: list[TrafficSplit]) -> LiveSplit:
     stable = next((r for r in rows if r.role == "stable"), None)
     canary = next((r for r in rows if r.role == "canary"), None)
+    cohort = None
+    if canary is not None and canary.cohort is not None:
+        cohort = Cohort.from_json(canary.cohort)
+    elif canary is not None:  # written before cohorts existed
+        cohort = Cohort(model, canary.rollout_id or "")
     return LiveSplit(
         model=model,
         stable=stable.version if stable else None,
@@ -60,7 +69,13 @@ def _split_of(model: str, rows: list[TrafficSplit]) -> LiveSplit:
         canary_weight_pct=canary.weight_pct if canary else 0.0,
         rollout_id=next((r.rollout_id for r in (canary, stable) if r is not None), None),
         updated_at=max((r.updated_at for r in rows), default=0.0),
-        weights={r.version: r.weight_pct for r in rows if r.weight_pct > 0},
+        # a canary at weight 0 still serves the targeted users of its cohort
+        weights={
+            r.version: r.weight_pct
+            for r in rows
+            if r.weight_pct > 0 or (r.role == "canary" and cohort is not None and cohort.targets)
+        },
+        cohort=cohort,
     )
 
 
@@ -104,16 +119,22 @@ def set_split(
     canary: int | None = None,
     canary_weight_pct: float = 0.0,
     rollout_id: str | None = None,
+    cohort: Cohort | None = None,
     now: float,
 ) -> None:
     """Replace the model's split inside the caller's transaction.
 
-    The canary takes ``canary_weight_pct`` and the stable version the rest; a canary without a
-    stable version takes everything, and neither leaves nothing live (as :func:`clear_split`).
-    ``rollout_id`` names the rollout that decided it.
+    The canary takes ``canary_weight_pct`` of the users, drawn by ``cohort`` (its targeted
+    users first), and the stable version the rest; a canary without a stable version takes
+    everything, and neither leaves nothing live (as :func:`clear_split`). ``rollout_id`` names
+    the rollout that decided it; a canary's cohort defaults to one salted by that rollout.
     """
     if canary is not None and canary == stable:
         raise ValueError("canary and stable must differ")
+    if cohort is not None and (cohort.model != model or canary is None):
+        raise ValueError("a cohort belongs to the canary of its own model")
+    if cohort is None and canary is not None:
+        cohort = Cohort(model, rollout_id or "")
     clear_split(s, model)
     if stable is not None:
         s.add(
@@ -135,6 +156,7 @@ def set_split(
                 role="canary",
                 rollout_id=rollout_id,
                 updated_at=now,
+                cohort=cohort.to_json() if cohort is not None else None,
             )
         )
     s.flush()

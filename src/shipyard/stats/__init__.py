@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         latency_shift_test,
         rate_test,
         spread_test,
+        staged_alpha,
         verdict,
     )
     from shipyard.stats.divergence import (
@@ -62,6 +63,7 @@ _MODULES = {
         "latency_shift_test",
         "rate_test",
         "spread_test",
+        "staged_alpha",
         "verdict",
     ),
     "divergence": (
@@ -135,6 +137,7 @@ __all__ = [
     "realised_loss",
     "robust_effect",
     "spread_test",
+    "staged_alpha",
     "validate",
     "verdict",
     "wasserstein",

@@ -23,6 +23,7 @@ look k of at most K spends ``alpha_spent(k/K) − alpha_spent((k−1)/K)`` of th
 budget (Lan & DeMets 1983 spending functions); testing each look at its increment keeps the
 probability of any false rejection over all looks ≤ the budget by the union bound (a
 conservative form of group-sequential testing that needs no multivariate normal integrals).
+:func:`staged_alpha` lays the looks of every stage of a release end to end under one budget.
 
 No I/O, no clock: numpy and scipy only.
 """
@@ -40,6 +41,7 @@ from scipy import stats as sps
 
 Outcome = Literal["pass", "fail", "extend"]
 Spending = Literal["pocock", "obrien_fleming"]
+Budget = Literal["release", "per_stage"]
 
 HL_MAX_SAMPLE = 1000
 """The Hodges–Lehmann estimate and its interval use at most this many values per side
@@ -120,6 +122,52 @@ def alpha_at_look(look: int, max_looks: int, alpha: float, kind: Spending = "poc
     return alpha_spent(look / max_looks, alpha, kind) - alpha_spent(
         (look - 1) / max_looks, alpha, kind
     )
+
+
+def staged_alpha(
+    stage_looks: Sequence[int],
+    stage: int,
+    look: int,
+    alpha: float,
+    kind: Spending = "pocock",
+    budget: Budget = "release",
+) -> float:
+    """The level to test look ``look`` (1-based) of stage ``stage`` (0-based) of a release at.
+
+    A release is a sequence of stages (targeted steps, weighted canary steps; later replay and
+    shadow), stage ``i`` taking at most ``stage_looks[i]`` judged looks. One budget ``alpha``
+    covers every look of every stage, so adding a stage does not add false rollbacks:
+
+    - ``release``: one spending function over the release's looks laid end to end; look j of
+      the L looks in all spends ``alpha_spent(j/L) − alpha_spent((j−1)/L)`` (Lan & DeMets
+      1983, with the looks' fraction as the information time). Pocock-type spending gives the
+      early, small-audience stages a larger share than an even split would.
+    - ``per_stage``: a Bonferroni split, ``alpha / S`` per stage, spent over the stage's own
+      looks (what the canary steps did before stages existed).
+
+    Either way the levels of all looks sum to at most ``alpha``, and by the union bound the
+    chance of any false rejection over the whole release is at most ``alpha`` whatever the
+    correlation between looks (cumulative data) and between stages. A look past its stage's
+    maximum, or in a stage that does not exist, gets 0.
+
+    >>> looks = [2, 3, 3]
+    >>> round(sum(staged_alpha(looks, i, k, 0.01) for i in range(3)
+    ...           for k in range(1, looks[i] + 1)), 12)
+    0.01
+    """
+    if not 0 <= stage < len(stage_looks) or min(stage_looks, default=0) < 1:
+        if any(n < 1 for n in stage_looks):
+            raise ValueError(f"every stage takes at least one look, got {list(stage_looks)}")
+        return 0.0
+    if look < 1 or look > stage_looks[stage]:
+        return 0.0
+    if budget == "per_stage":
+        return alpha_at_look(look, stage_looks[stage], alpha / len(stage_looks), kind)
+    if budget != "release":
+        raise ValueError(f"unknown budget {budget!r}")
+    total = sum(stage_looks)
+    done = sum(stage_looks[:stage]) + look
+    return alpha_spent(done / total, alpha, kind) - alpha_spent((done - 1) / total, alpha, kind)
 
 
 # -- error rate -------------------------------------------------------------------------------

@@ -47,6 +47,9 @@ class RolloutRecord(Base):
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float)
+    cohort: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    """Frozen when the rollout first moves traffic: the earlier rollouts whose canary users it
+    keeps out and the share of users left eligible (:mod:`shipyard.serving.routing`)."""
 
 
 class RolloutApproval(Base):

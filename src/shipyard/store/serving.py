@@ -30,6 +30,9 @@ class TrafficSplit(Base):
     role: Mapped[str] = mapped_column(String(20))  # stable | canary
     rollout_id: Mapped[str | None] = mapped_column(String(32))
     updated_at: Mapped[float] = mapped_column(Float)
+    cohort: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    """On the canary's row: how the server draws the canary's users
+    (:class:`shipyard.serving.routing.Cohort`)."""
 
 
 class ServingWindow(Base):
