@@ -108,7 +108,7 @@ def test_a_dead_helper_costs_one_request_decoded_here_and_is_replaced(decoder: D
 
 
 def test_the_helper_yields_the_cpu_to_its_worker(shared: Decoder) -> None:
-    """Small requests answered by the worker go first when the cores are busy (#20)."""
+    """Small requests answered by the worker go first when the cores are busy (#20, head of line)."""
     helper = psutil.Process(shared.helper_pid())
     assert helper.nice() - os.nice(0) == HELPER_NICENESS
 

@@ -25,7 +25,6 @@ any use of multiprocessing), the decoder says so once and decodes in the worker 
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
 import multiprocessing
@@ -94,8 +93,10 @@ def _start_helper(parent_pid: int) -> None:
     from shipyard.supervision import ParentWatch
 
     ParentWatch(parent_pid, lambda: None, poll_s=1.0, grace_s=1.0).start()
-    with contextlib.suppress(OSError):  # a platform that refuses it: decode at equal priority
+    try:
         os.nice(HELPER_NICENESS)
+    except OSError:  # pragma: no cover - a platform that refuses it: decode at equal priority
+        pass
 
 
 class Decoder:
