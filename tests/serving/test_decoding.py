@@ -23,7 +23,7 @@ from shipyard.registry import Registry
 from shipyard.registry.signature import Signature
 from shipyard.serving import LiveModels, Telemetry, protocol_mlflow
 from shipyard.serving.app import ServingApp
-from shipyard.serving.decoding import HELPER_NICENESS, Decoder
+from shipyard.serving.decoding import Decoder
 from shipyard.serving.limits import RequestLimits, RequestTooLarge
 from shipyard.workspace import Workspace
 
@@ -105,12 +105,6 @@ def test_a_dead_helper_costs_one_request_decoded_here_and_is_replaced(decoder: D
         got = decoder.decode(protocol_mlflow.parse, body, "application/json", SIGNATURE, LIMITS)
         assert got.shape == (200, 3)
     assert decoder.started
-
-
-def test_the_helper_yields_the_cpu_to_its_worker(shared: Decoder) -> None:
-    """Small requests answered by the worker go first when the cores are busy (#20, head of line)."""
-    helper = psutil.Process(shared.helper_pid())
-    assert helper.nice() - os.nice(0) == HELPER_NICENESS
 
 
 def test_the_helper_dies_with_its_worker() -> None:

@@ -78,25 +78,11 @@ def _decode(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         return _Refusal(cls.__module__, cls.__qualname__, str(exc), dict(exc.__dict__))
 
 
-HELPER_NICENESS = 10
-"""How much lower the helper's CPU priority is than its worker's (``nice(2)`` increment)."""
-
-
 def _start_helper(parent_pid: int) -> None:
-    """The helper's initializer: end when the worker that started it is gone, and yield the CPU
-    to the worker.
-
-    When the cores are busy, the kernel shares them by weight: at niceness +10 the helper gets
-    about a tenth of what the worker gets (CFS weights 110 against 1024), so the small requests
-    the worker answers meanwhile are not queued behind a large body's decoding; a large request
-    waits a little longer instead. On an idle core nothing changes."""
+    """The helper's initializer: end when the worker that started it is gone."""
     from shipyard.supervision import ParentWatch
 
     ParentWatch(parent_pid, lambda: None, poll_s=1.0, grace_s=1.0).start()
-    try:
-        os.nice(HELPER_NICENESS)
-    except OSError:  # pragma: no cover - a platform that refuses it: decode at equal priority
-        pass
 
 
 class Decoder:
