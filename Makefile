@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # `make test` needs the dev tools and Ray (the Ray executor's tests start a local cluster).
-TEST_EXTRAS ?= dev,ray
+TEST_EXTRAS ?= dev,ray,otel
 
 .PHONY: demo test lint types unit bench clean
 
