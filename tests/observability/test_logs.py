@@ -101,18 +101,3 @@ def test_lines_naming_finds_a_value_or_a_list_holding_it_and_skips_other_lines(
     )
     assert [d["message"] for d in lines_naming([path], "trace_id", "abc")] == ["one"]
     assert [d["message"] for d in lines_naming([path], "trace_ids", "abc")] == ["two"]
-
-
-def test_the_default_handler_follows_stderr_when_it_is_replaced(
-    restore_root: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Regression: a handler bound to the stderr of its configure() call wrote to a closed
-    stream once that stderr was swapped and closed ("--- Logging error ---" on every line)."""
-    first = io.StringIO()
-    monkeypatch.setattr("sys.stderr", first)
-    configure("json")
-    first.close()
-    second = io.StringIO()
-    monkeypatch.setattr("sys.stderr", second)
-    logging.getLogger("shipyard.test").warning("after the swap")
-    assert json.loads(second.getvalue())["message"] == "after the swap"

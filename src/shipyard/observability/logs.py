@@ -108,23 +108,6 @@ class TextFormatter(logging.Formatter):
         return f"{head} {pairs}{newline}{rest}"
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is when a record is emitted, as logging's own
-    last-resort handler does: a caller that swaps stderr (a test's capture, a daemon that
-    redirects it) never leaves the handler writing to a closed stream."""
-
-    def __init__(self) -> None:
-        super().__init__()
-
-    @property
-    def stream(self) -> IO[str]:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: IO[str]) -> None:
-        pass
-
-
 def configure(
     fmt: str = "json", level: int | str = logging.INFO, stream: IO[str] | None = None
 ) -> logging.Handler:
@@ -135,7 +118,7 @@ def configure(
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)
-    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(handler)
