@@ -53,6 +53,21 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     isolate(monkeypatch, tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def _root_logger_restored() -> Iterator[None]:
+    """A command run in this process (`shipyard daemon --once`, `serve`) installs the JSON log
+    handler on the root logger, as its own process would; it goes with the test, or every
+    later test logs through a handler bound to a closed capture stream, or into a CLI's output."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="module")
 def module_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A folder for a module-scoped fixture, isolated as each test is (see ``isolate``):

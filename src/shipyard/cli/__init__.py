@@ -96,7 +96,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trace": (
         "trace",
         "Follow a request's trace: the model server's answer to it, the window it was flushed "
-        "with, the canary verdicts that named it and the rollback's audit event.",
+        "with, the canary verdicts that named it, the rollback's audit event, and the "
+        "control-plane decisions made by requests sent in it.",
     ),
     "server": (
         "server",

@@ -46,7 +46,6 @@ from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.config import yaml_error_line
 from shipyard.errors import ConfigError
 from shipyard.serving.routing import TOKEN, Match
-from shipyard.stats.canary import staged_alpha
 from shipyard.store import Store
 from shipyard.store.deploy import DeployPolicyRecord
 
@@ -375,6 +374,8 @@ class Policy(_Strict):
         """The level each metric is tested at on look ``look`` (1-based) of step
         ``step_index``: the release's one budget (:func:`staged_alpha`), split evenly over the
         metrics (Bonferroni)."""
+        from shipyard.stats.canary import staged_alpha  # scipy: only when a look is judged
+
         interval = self.canary.interval_s
         looks = [s.max_looks(interval) for s in self.canary.steps]
         level = staged_alpha(
