@@ -17,6 +17,7 @@ empty, for the tests of migrating itself.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import uuid
@@ -66,6 +67,20 @@ def _root_logger_restored() -> Iterator[None]:
     for handler in [h for h in root.handlers if h not in handlers]:
         root.removeHandler(handler)
     root.setLevel(level)
+
+
+@pytest.fixture
+def json_log() -> io.StringIO:
+    """This process's log as `shipyard serve`/`server`/`daemon --log-format json --log-level
+    info` write it (servers started by a test run in its process); the root logger is restored
+    after the test by :func:`_root_logger_restored`."""
+    import logging
+
+    from shipyard.observability.logs import configure
+
+    out = io.StringIO()
+    configure("json", logging.INFO, out)
+    return out
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from shipyard.alerting.config import build_config
 from shipyard.clock import FakeClock
@@ -18,25 +14,12 @@ from shipyard.daemon import DaemonContext, start_scheduled_runs
 from shipyard.daemon.tasks import ProgressWatch
 from shipyard.monitoring.config import resolve_monitors
 from shipyard.monitoring.settings import keep_settings
-from shipyard.observability.logs import bound, configure
+from shipyard.observability.logs import bound
 from shipyard.store.base import new_id
 from shipyard.store.tables import PipelineRecord, Run
 from shipyard.workspace import Workspace
 
 T0 = 1_700_000_100.0  # on a 5-minute boundary
-
-
-@pytest.fixture
-def daemon_log() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    out = io.StringIO()
-    configure("json", logging.INFO, out)
-    yield out
-    for h in root.handlers:
-        if h not in handlers:
-            root.removeHandler(h)
-    root.setLevel(level)
 
 
 def lines(out: io.StringIO, **match: Any) -> list[dict[str, Any]]:
@@ -75,7 +58,7 @@ def add_run(ws: Workspace, pipeline: str, kind: str, started: float, ended: floa
 
 
 def test_scheduled_launches_and_skips_name_the_pipeline_and_run(
-    workspace: Workspace, daemon_log: io.StringIO
+    workspace: Workspace, json_log: io.StringIO
 ) -> None:
     clock = FakeClock(T0 + 1)
     cfg = build_config({}, home=workspace.settings.home)
@@ -90,19 +73,19 @@ def test_scheduled_launches_and_skips_name_the_pipeline_and_run(
         start_scheduled_runs(ctx)  # first sight
         clock.advance(300)
         assert start_scheduled_runs(ctx) == ["nightly"]
-    (launched,) = lines(daemon_log, pipeline="nightly")
+    (launched,) = lines(json_log, pipeline="nightly")
     assert (launched["run_id"], launched["task"]) == ("run-7", "pipelines.schedule")
     assert launched["message"] == "pipeline nightly: scheduled run launched run-7"
 
     going = add_run(workspace, "nightly", "data", clock.time(), None)
     clock.advance(300)
     assert start_scheduled_runs(ctx) == []
-    (skipped,) = lines(daemon_log, run_id=going)
+    (skipped,) = lines(json_log, run_id=going)
     assert skipped["pipeline"] == "nightly" and "still going" in skipped["message"]
 
 
 def test_a_run_turning_slow_is_one_line_naming_it(
-    workspace: Workspace, daemon_log: io.StringIO
+    workspace: Workspace, json_log: io.StringIO
 ) -> None:
     """Log fields do not depend on the backend: SQLite only."""
     ws, clock = workspace, FakeClock(T0)
@@ -119,6 +102,6 @@ def test_a_run_turning_slow_is_one_line_naming_it(
         with ws.store.session() as s:
             s.get(Run, running).heartbeat_at = clock.time()  # type: ignore[union-attr]
         assert watch(ctx) == {"runs_watched": 1}
-    (slow,) = lines(daemon_log, run_id=running)  # on pace said nothing; slow said it once
+    (slow,) = lines(json_log, run_id=running)  # on pace said nothing; slow said it once
     assert (slow["pipeline"], slow["level"]) == ("train", "warning")
     assert "p95" in slow["message"]

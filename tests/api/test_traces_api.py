@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -19,7 +17,6 @@ from typer.testing import CliRunner
 
 from shipyard.cli import app
 from shipyard.deploy.loop import advance_rollouts
-from shipyard.observability.logs import configure
 from shipyard.registry import Registry, Signature
 
 runner = CliRunner()
@@ -38,21 +35,6 @@ def traceparent(trace_id: str) -> str:
     return f"00-{trace_id}-{CALLER_SPAN}-01"
 
 
-@pytest.fixture
-def server_log() -> Iterator[io.StringIO]:
-    """The process's log as `shipyard server --log-format json --log-level info` writes it (the
-    test server runs in a thread of this process)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    out = io.StringIO()
-    configure("json", logging.INFO, out)
-    yield out
-    for h in root.handlers:
-        if h not in handlers:
-            root.removeHandler(h)
-    root.setLevel(level)
-
-
 def sqlite_only(plane: Plane) -> None:
     """What does not depend on the backend runs once, to keep the added tests in budget."""
     if plane.ws.store.dialect != "sqlite":
@@ -66,7 +48,7 @@ def audit_of(plane: Plane, action: str, who: str = "vic") -> dict[str, Any]:
 
 
 def test_an_approval_and_a_rollback_sent_in_a_trace_carry_it_to_the_audit_and_the_log(
-    plane: Plane, server_log: io.StringIO
+    plane: Plane, json_log: io.StringIO
 ) -> None:
     registry = Registry(plane.ws.store, plane.ws.artifacts, plane.clock, "carol")
     model = f"traced-{plane.ws.store.dialect}"
@@ -115,7 +97,7 @@ def test_an_approval_and_a_rollback_sent_in_a_trace_carry_it_to_the_audit_and_th
     assert malformed.headers["traceresponse"].split("-")[1] == malformed.headers["x-request-id"]
 
     # the server's lines about the approval: its ids, the caller's span, who asked
-    lines = [json.loads(line) for line in server_log.getvalue().splitlines()]
+    lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
     (line,) = [d for d in lines if d.get("request_id") == "ci-approve-7"]
     assert (line["trace_id"], line["parent_id"], line["span_id"]) == (
         APPROVE_TRACE,
@@ -138,7 +120,7 @@ def test_an_approval_and_a_rollback_sent_in_a_trace_carry_it_to_the_audit_and_th
     assert bad.status_code == 400 and "not a trace id" in bad.json()["error"]
 
 
-def test_a_trace_is_read_as_other_reads_are(plane: Plane, server_log: io.StringIO) -> None:
+def test_a_trace_is_read_as_other_reads_are(plane: Plane, json_log: io.StringIO) -> None:
     sqlite_only(plane)
     with plane.http("nobody") as api:
         refused = api.get(f"/traces/{APPROVE_TRACE}", headers={"x-request-id": "nosy-1"})
@@ -146,7 +128,7 @@ def test_a_trace_is_read_as_other_reads_are(plane: Plane, server_log: io.StringI
     with plane.http() as api:
         anonymous = api.get(f"/traces/{APPROVE_TRACE}", headers={"x-request-id": "anon-1"})
     assert anonymous.status_code == 401 and anonymous.headers["traceresponse"].startswith("00-")
-    lines = {d.get("request_id"): d for d in map(json.loads, server_log.getvalue().splitlines())}
+    lines = {d.get("request_id"): d for d in map(json.loads, json_log.getvalue().splitlines())}
     assert (lines["nosy-1"]["level"], lines["nosy-1"]["identity"]) == ("warning", "nobody")
     assert lines["anon-1"]["status"] == 401 and "identity" not in lines["anon-1"]
     with plane.http("vic") as api:

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 
 from cli_testkit import shipyard
 from server_testkit import serving
@@ -24,7 +21,6 @@ from shipyard.deploy.loop import advance_rollouts
 from shipyard.deploy.policy import set_policy
 from shipyard.deploy.rollout import audit_trail, get_rollout, start_rollout
 from shipyard.deploy.tracing import follow
-from shipyard.observability.logs import configure
 from shipyard.registry import Registry, Signature
 from shipyard.serving.server import build_app
 from shipyard.statuses import RolloutState
@@ -53,26 +49,12 @@ def explodes_on_negatives(x: np.ndarray) -> np.ndarray:
     return x[:, 0] * 2
 
 
-@pytest.fixture
-def server_log() -> Iterator[io.StringIO]:
-    """The process's log, as `shipyard serve --log-format json --log-level info` writes it."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    out = io.StringIO()
-    configure("json", logging.INFO, out)
-    yield out
-    for h in root.handlers:
-        if h not in handlers:
-            root.removeHandler(h)
-    root.setLevel(level)
-
-
 def _body(a: float) -> dict[str, object]:
     return {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [a, 1.0]}]}
 
 
 def test_a_bad_request_is_followed_from_the_server_log_to_the_rollback_it_caused(
-    ws: Workspace, clock: FakeClock, server_log: io.StringIO, tmp_path: Path
+    ws: Workspace, clock: FakeClock, json_log: io.StringIO, tmp_path: Path
 ) -> None:
     registry = Registry(ws.store, ws.artifacts, clock, "carol")
     for model in (doubled, explodes_on_negatives):
@@ -112,7 +94,7 @@ def test_a_bad_request_is_followed_from_the_server_log_to_the_rollback_it_caused
 
     rid, trace_id = "bad-3", bad["bad-3"]
     # the server log: a JSON line naming the request, its trace, the caller's span, the version
-    lines = [json.loads(line) for line in server_log.getvalue().splitlines()]
+    lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
     (failed,) = [d for d in lines if d.get("request_id") == rid]
     assert failed["trace_id"] == trace_id and failed["parent_id"] == CALLER_SPAN
     assert (failed["model"], failed["version"], failed["status"]) == ("churn", 2, 500)
@@ -139,7 +121,7 @@ def test_a_bad_request_is_followed_from_the_server_log_to_the_rollback_it_caused
 
     if ws.store.dialect == "sqlite":  # the command, as a user runs it (once is enough)
         log_file = tmp_path / "serve.log"
-        log_file.write_text(server_log.getvalue(), encoding="utf-8")
+        log_file.write_text(json_log.getvalue(), encoding="utf-8")
         env = {"SHIPYARD_HOME": str(ws.settings.home), "SHIPYARD_DB_URL": ws.store.url}
         done = shipyard("trace", trace_id, "--log", str(log_file), env=env)
         assert done.returncode == 0, done.stderr
