@@ -20,6 +20,7 @@ Metric points: ``shipyard_estimated_loss{pipeline,dataset,metric}``,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,66 @@ def loss_model() -> Any:
     return HistGradientBoostingRegressor(
         max_iter=50, max_leaf_nodes=15, early_stopping=False, random_state=0
     )
+
+
+@dataclass(frozen=True)
+class LossJudgement:
+    """An estimated loss judged against the reference's realised loss and, once labels arrived,
+    against the realised loss (shared by the pipeline and the serving checks)."""
+
+    estimate: dict[str, float]
+    ratios: dict[str, float]  # estimate over the reference's loss
+    high: list[str]  # metrics whose ratio passes max_ratio
+    status: CheckStatus
+    notes: list[str]
+    gap: dict[str, float] | None  # |estimate - realised| / realised, with labels
+
+    def summary(self, lead: str = "", tail: str = "", max_ratio: float = 0.0) -> str:
+        shown = ", ".join(
+            f"{k} {v:.4g} ({self.ratios[k]:.2f}× reference)" for k, v in self.estimate.items()
+        )
+        text = f"{lead}estimated {shown}{tail}"
+        if self.high:
+            text += f"; above {max_ratio:g}× the reference for {', '.join(self.high)}"
+        if self.notes:
+            text += "; " + "; ".join(self.notes)
+        return text
+
+
+def judge_loss(
+    estimate: dict[str, float],
+    reference_loss: dict[str, float],
+    realised: dict[str, float] | None,
+    max_ratio: float,
+    tolerance: float,
+) -> LossJudgement:
+    """ALERT when the estimate (or, with labels, the realised loss) passes ``max_ratio`` × the
+    reference's; WARNING at least when the estimate is further than ``tolerance`` from the
+    realised loss (the loss model no longer describes the data)."""
+    ratios = {
+        k: v / reference_loss[k] if reference_loss[k] > 0 else float(v > 0)
+        for k, v in estimate.items()
+    }
+    high = sorted(k for k, r in ratios.items() if r > max_ratio)
+    status = CheckStatus.ALERT if high else CheckStatus.OK
+    notes: list[str] = []
+    gap = None
+    if realised is not None:
+        gap = {
+            k: abs(estimate[k] - v) / v if v > 0 else abs(estimate[k]) for k, v in realised.items()
+        }
+        if any(realised[k] > max_ratio * reference_loss[k] for k in realised):
+            status = CheckStatus.ALERT
+            notes.append("the labels confirm the loss is higher")
+        off = sorted(k for k, g in gap.items() if g > tolerance)
+        if off:
+            status = max(status, CheckStatus.WARNING, key=lambda s: s.severity)
+            notes.append(
+                f"estimate off by more than {tolerance:.0%} of the realised {', '.join(off)}: "
+                "the loss model no longer describes the data (concept drift?); "
+                "estimate unreliable"
+            )
+    return LossJudgement(estimate, ratios, high, status, notes, gap)
 
 
 def performance_estimation(
@@ -84,51 +145,30 @@ def performance_estimation(
     max_ratio = float(spec.options["max_ratio"])
     tolerance = float(spec.options["tolerance"])
     base = {"pipeline": pipeline, "dataset": dataset}
-    ratios = {
-        k: v / dle.reference_[k] if dle.reference_[k] > 0 else float(v > 0)
-        for k, v in estimate.items()
-    }
+    realised = None
+    labelled = label in data.columns and pd.api.types.is_numeric_dtype(data[label].dtype)
+    if labelled and np.isfinite(data[label].to_numpy(dtype=np.float64, na_value=np.nan)).any():
+        realised = realised_loss(data[label].to_numpy(dtype=np.float64, na_value=np.nan), current_p)
+    judged = judge_loss(estimate, dle.reference_, realised, max_ratio, tolerance)
     metrics: list[Metric] = [
         ("shipyard_estimated_loss", {**base, "metric": k}, v) for k, v in estimate.items()
     ]
     metrics += [
-        ("shipyard_estimated_loss_ratio", {**base, "metric": k}, v) for k, v in ratios.items()
+        ("shipyard_estimated_loss_ratio", {**base, "metric": k}, v)
+        for k, v in judged.ratios.items()
     ]
     evidence: dict[str, Any] = {
         "rows": len(data),
         "reference_rows": len(reference),
         "estimate": estimate,
         "reference_loss": dle.reference_,
-        "ratio": ratios,
+        "ratio": judged.ratios,
         "assumptions": "no concept drift (P(y|x) unchanged since the reference)",
     }
-    high = sorted(k for k, r in ratios.items() if r > max_ratio)
-    notes = []
-    status = CheckStatus.ALERT if high else CheckStatus.OK
-    labelled = label in data.columns and pd.api.types.is_numeric_dtype(data[label].dtype)
-    if labelled and np.isfinite(data[label].to_numpy(dtype=np.float64, na_value=np.nan)).any():
-        realised = realised_loss(data[label].to_numpy(dtype=np.float64, na_value=np.nan), current_p)
-        gap = {
-            k: abs(estimate[k] - v) / v if v > 0 else abs(estimate[k]) for k, v in realised.items()
-        }
-        evidence |= {"realised": realised, "relative_gap": gap}
+    if realised is not None:
+        evidence |= {"realised": realised, "relative_gap": judged.gap}
         metrics += [
             ("shipyard_realised_loss", {**base, "metric": k}, v) for k, v in realised.items()
         ]
-        if any(realised[k] > max_ratio * dle.reference_[k] for k in realised):
-            status = CheckStatus.ALERT
-            notes.append("the labels confirm the loss is higher")
-        off = sorted(k for k, g in gap.items() if g > tolerance)
-        if off:
-            status = max(status, CheckStatus.WARNING, key=lambda s: s.severity)
-            notes.append(
-                f"estimate off by more than {tolerance:.0%} for {', '.join(off)}: "
-                "the loss model no longer describes the data (concept drift?)"
-            )
-    shown = ", ".join(f"{k} {v:.4g} ({ratios[k]:.2f}× reference)" for k, v in estimate.items())
-    summary = f"{dataset}: estimated {shown}"
-    if high:
-        summary += f"; above {max_ratio:g}× the reference for {', '.join(high)}"
-    if notes:
-        summary += "; " + "; ".join(notes)
+    status, summary = judged.status, judged.summary(f"{dataset}: ", max_ratio=max_ratio)
     return Check.of_pipeline(name, pipeline, status, summary, dataset, None, evidence, metrics)

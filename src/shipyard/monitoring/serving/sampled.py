@@ -26,6 +26,7 @@ import numpy as np
 
 from shipyard.checks import Check, Metric
 from shipyard.errors import InvalidInput
+from shipyard.monitoring.estimation import judge_loss
 from shipyard.monitoring.serving.base import ServingReader
 from shipyard.monitoring.serving.quality import drop_metrics
 from shipyard.monitoring.serving.reference import VersionReference, version_reference
@@ -102,52 +103,31 @@ class SampledInputChecks(ServingReader):
                 f"cannot estimate: {type(exc).__name__}: {exc}",
             )  # fmt: skip
         series = {"model": info.model, "version": str(info.version)}
-        ratios = {
-            k: v / dle.reference_[k] if dle.reference_[k] > 0 else float(v > 0)
-            for k, v in estimate.items()
-        }
+        max_ratio = self.config.max_loss_ratio
+        realised = self._realised(info)
+        judged = judge_loss(
+            estimate, dle.reference_, realised, max_ratio, self.config.loss_tolerance
+        )
         metrics: list[Metric] = [
             (ESTIMATED_LOSS, {**series, "metric": k}, v) for k, v in estimate.items()
         ]
-        metrics += [(ESTIMATED_LOSS_RATIO, {**series, "metric": k}, r) for k, r in ratios.items()]
+        metrics += [
+            (ESTIMATED_LOSS_RATIO, {**series, "metric": k}, r) for k, r in judged.ratios.items()
+        ]
         metrics += drop_metrics(info, estimate, "estimated")
-        max_ratio = self.config.max_loss_ratio
-        high = sorted(k for k, r in ratios.items() if r > max_ratio)
-        status = CheckStatus.ALERT if high else CheckStatus.OK
         evidence: dict[str, Any] = {
             "rows": len(x),
             "requests": logged.requests,
             "estimate": estimate,
             "reference_loss": dle.reference_,
-            "ratio": ratios,
+            "ratio": judged.ratios,
             "reference": reference.describe(),
             "assumptions": "no concept drift (P(y|x) unchanged since the reference)",
         }
-        notes = []
-        realised = self._realised(info)
         if realised is not None:
-            gap = {
-                k: abs(estimate[k] - v) / v if v > 0 else abs(estimate[k])
-                for k, v in realised.items()
-            }
-            evidence |= {"realised": realised, "relative_gap": gap}
-            if any(realised[k] > max_ratio * dle.reference_[k] for k in realised):
-                status = CheckStatus.ALERT
-                notes.append("the labels confirm the loss is higher")
-            off = sorted(k for k, g in gap.items() if g > self.config.loss_tolerance)
-            if off:
-                status = max(status, CheckStatus.WARNING, key=lambda s: s.severity)
-                notes.append(
-                    f"estimate off by more than {self.config.loss_tolerance:.0%} of the realised "
-                    f"{', '.join(off)}: the loss model no longer describes the data "
-                    "(concept drift?); estimate unreliable"
-                )
-        shown = ", ".join(f"{k} {v:.4g} ({ratios[k]:.2f}× reference)" for k, v in estimate.items())
-        summary = f"estimated {shown} from {len(x)} logged rows"
-        if high:
-            summary += f"; above {max_ratio:g}× the reference for {', '.join(high)}"
-        if notes:
-            summary += "; " + "; ".join(notes)
+            evidence |= {"realised": realised, "relative_gap": judged.gap}
+        status = judged.status
+        summary = judged.summary(tail=f" from {len(x)} logged rows", max_ratio=max_ratio)
         return Check.of_model(name, info.model, info.version, status, summary, evidence, metrics)
 
     def _realised(self, info: VersionInfo) -> dict[str, float] | None:
