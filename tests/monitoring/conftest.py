@@ -12,6 +12,8 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from serving.conftest import served  # noqa: F401  (a model server over a socket)
+from shipyard.alerting.config import AlertingConfig, build_config
+from shipyard.alerting.defaults import default_rules
 from shipyard.clock import FakeClock
 from shipyard.workspace import Workspace
 
@@ -28,3 +30,10 @@ def digits_split() -> tuple[pd.DataFrame, pd.DataFrame]:
 def sqlite_ws(tmp_path: Path, migrated_sqlite: Callable[[Path], str]) -> Workspace:
     migrated_sqlite(tmp_path / "home" / "shipyard.db")
     return Workspace.open(clock=FakeClock(), home=tmp_path / "home")
+
+
+def only(*names: str, home: Path) -> AlertingConfig:
+    """The alerting config with every default rule off but ``names``."""
+    return build_config(
+        {"defaults": {r.name: False for r in default_rules() if r.name not in names}}, home=home
+    )

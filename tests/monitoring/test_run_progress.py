@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from shipyard.alerting.config import AlertingConfig, build_config
+from monitoring.conftest import only
 from shipyard.alerting.cycle import evaluate
-from shipyard.alerting.defaults import default_rules
 from shipyard.cli.runs import run_services
 from shipyard.monitoring.config import resolve_monitors
 from shipyard.monitoring.evaluate import judge_run
@@ -54,12 +53,6 @@ def fit(folder: str):
 def build(folder: str = "."):
     fit(folder=folder)
 """
-
-
-def only(*names: str, home: Path) -> AlertingConfig:
-    return build_config(
-        {"defaults": {r.name: False for r in default_rules() if r.name not in names}}, home=home
-    )
 
 
 def alert_states(ws: Workspace, rule: str) -> list[str]:

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from shipyard.alerting.config import AlertingConfig, build_config
+from monitoring.conftest import only
+from shipyard.alerting.config import AlertingConfig
 from shipyard.alerting.cycle import evaluate
-from shipyard.alerting.defaults import default_rules
 from shipyard.monitoring.config import resolve_monitors
 from shipyard.monitoring.evaluate import judge_run
 from shipyard.monitoring.progress import watch_running_runs
@@ -28,12 +28,6 @@ HISTORY_S = [100, 101, 102, 103, 104]
 P95 = float(np.percentile(HISTORY_S, 95))
 FACTOR = 2.0
 """The training-time monitor's default factor, TrainingSlow's threshold."""
-
-
-def only(*names: str, home: Path) -> AlertingConfig:
-    return build_config(
-        {"defaults": {r.name: False for r in default_rules() if r.name not in names}}, home=home
-    )
 
 
 def states(ws: Workspace, rule: str) -> list[str]:
