@@ -8,7 +8,8 @@ would count their capacity as free). Each worker therefore watches its parent
 (:class:`ParentWatch`):
 
 * on Linux it asks the kernel for a signal when its parent dies (``prctl(PR_SET_PDEATHSIG)``,
-  see prctl(2)), which wakes the watch at once;
+  see prctl(2)), which wakes the watch at once (through a :class:`SignalWake`: a handler must
+  not take a lock);
 * a thread compares ``os.getppid()`` with the supervisor's pid every ``poll_s`` (this covers a
   parent that died before the ``prctl``, and systems without it).
 
@@ -23,21 +24,62 @@ answer leaves at once (see there).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
+import select
 import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType
 
 log = logging.getLogger("shipyard.supervision")
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 WAKE_SIGNAL = signal.SIGUSR1
+
+
+class SignalWake:
+    """A wake-up that a signal handler may give: one byte on a non-blocking pipe.
+
+    A Python signal handler runs in the main thread between two bytecodes, wherever that thread
+    was. ``threading.Event.set`` takes the event's lock, so a handler that interrupts its own
+    thread while that thread holds (or is taking) the lock waits for itself forever; a second
+    signal inside the first handler does exactly that (seen: a worker killed by SIGKILL sends its
+    helper the parent-death signal more than once). ``os.write`` takes no lock."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def set(self, *_: object) -> None:
+        """Wake the waiter (usable as a signal handler as it is)."""
+        with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed
+            os.write(self._write, b"\0")
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds (None: for ever) for a wake-up; True if there was one."""
+        try:
+            ready, _, _ = select.select([self._read], [], [], timeout)
+        except (OSError, ValueError):  # closed
+            return True
+        if not ready:
+            return False
+        try:
+            while os.read(self._read, 512):
+                pass
+        except OSError:  # drained
+            pass
+        return True
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def set_parent_death_signal(signum: int) -> bool:
@@ -89,14 +131,14 @@ class ParentWatch:
         self.poll_s = poll_s
         self.grace_s = grace_s
         self.kernel_signal = False
-        self._wake = threading.Event()
+        self._wake = SignalWake()
         self._thread: threading.Thread | None = None
 
     def start(self) -> ParentWatch:
         """Arm the kernel's signal (from the main thread only: Python runs signal handlers
         there) and start the watch thread."""
         if threading.current_thread() is threading.main_thread():
-            signal.signal(WAKE_SIGNAL, self._woken)
+            signal.signal(WAKE_SIGNAL, self._wake.set)
             self.kernel_signal = set_parent_death_signal(WAKE_SIGNAL)
         self._thread = threading.Thread(
             target=self._watch, name="shipyard-parent-watch", daemon=True
@@ -107,13 +149,9 @@ class ParentWatch:
     def orphaned(self) -> bool:
         return os.getppid() != self.parent_pid
 
-    def _woken(self, _signum: int, _frame: FrameType | None) -> None:
-        self._wake.set()
-
     def _watch(self) -> None:
         while not self.orphaned():
             self._wake.wait(self.poll_s)
-            self._wake.clear()
         log.warning("the supervisor (pid %d) is gone: stopping worker", self.parent_pid)
         try:
             self.on_orphaned()

@@ -28,13 +28,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from shipyard.clock import Clock
 from shipyard.daemon.leadership import Leadership, record_config
 from shipyard.daemon.schedule import Launcher
 from shipyard.observability.logs import bound
+from shipyard.supervision import SignalWake
 
 if TYPE_CHECKING:
     from shipyard.alerting.config import AlertingConfig
@@ -234,13 +234,24 @@ class Daemon:
 def run_until_signalled(daemon: Daemon) -> None:
     """Run in this thread; SIGTERM and SIGINT end the current tasks, then the loop, cleanly."""
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping after the current tasks", signum)
+    # The handler only writes a byte: Event.set (and logging) take locks, and a handler runs in
+    # the main thread wherever it was, possibly inside the stop event's own wait.
+    wake = SignalWake()
+
+    def stop_when_woken() -> None:
+        wake.wait(None)
+        if not daemon.stop_event.is_set():
+            log.info("signal received: stopping after the current tasks")
         daemon.stop()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, wake.set) for s in (signal.SIGTERM, signal.SIGINT)}
+    stopper = threading.Thread(target=stop_when_woken, name="daemon-signals", daemon=True)
+    stopper.start()
     try:
         daemon.run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        wake.set()  # ends the stopper
+        stopper.join(5)
+        wake.close()
