@@ -187,11 +187,17 @@ class Replay(_Strict):
     stable version answered in its sampled request log over the last ``since_s`` (at most
     ``max_rows``, newest first), and is judged against the stable version's recorded answers
     (:mod:`shipyard.deploy.replay`). Fewer than ``min_rows`` logged rows end the rollout
-    ``failed`` with the reason; nothing was served."""
+    ``failed`` with the reason; nothing was served.
+
+    ``max_changed`` is the floor of the answers' paired test: the share of rows a classifier
+    may answer differently, or a regressor's typical change in standard deviations of the
+    stable answers (the metric ``prediction_shift`` at replay; its own threshold is a
+    distribution distance, a different quantity)."""
 
     min_rows: int = Field(200, ge=1, le=100_000)
     max_rows: int = Field(1000, ge=1, le=100_000)
     since_s: float = Field(7 * 86_400.0, gt=0)
+    max_changed: float = Field(0.10, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _max_above_min(self) -> Replay:

@@ -11,7 +11,8 @@ the release's one budget gives the replay's look (:meth:`Policy.replay_alpha`):
 - ``error_rate``: rows the candidate fails on (raises, or answers with the wrong shape or a
   value that is not finite) that the stable version answered (every logged row): exact McNemar.
 - ``prediction_shift``: the share of rows answered differently than recorded (classes), or the
-  typical change of a number in units of the stable answers' spread (regressors).
+  typical change of a number in units of the stable answers' spread (regressors), against the
+  replay's own floor ``canary.replay.max_changed``.
 - ``latency``: the paired per-row timings of the two versions in this process. The stable
   version is timed again rather than read from what the servers flushed: a server's latency
   holds decoding and the HTTP path that a replay has not, so only timings taken side by side
@@ -144,6 +145,7 @@ def judge_replay(arms: ReplayArms, policy: Policy) -> list[MetricVerdict]:
     """Every metric of the policy's analysis on the replayed rows, at the replay's level."""
     alpha = policy.replay_alpha()
     conf = policy.analysis.confidence
+    changed_floor = policy.canary.replay.max_changed if policy.canary.replay else 0.10
     n = arms.rows
     out: list[MetricVerdict] = []
     for rule in policy.analysis.metrics:
@@ -152,8 +154,8 @@ def judge_replay(arms: ReplayArms, policy: Policy) -> list[MetricVerdict]:
             out.append(verdict(rule.name, result, alpha=alpha, effect_floor=rule.floor,
                                min_samples=1))  # fmt: skip
         elif rule.name == "prediction_shift":
-            result = answers_test(arms, rule.floor, conf)
-            out.append(verdict(rule.name, result, alpha=alpha, effect_floor=rule.floor,
+            result = answers_test(arms, changed_floor, conf)
+            out.append(verdict(rule.name, result, alpha=alpha, effect_floor=changed_floor,
                                min_samples=1))  # fmt: skip
         elif rule.name == "latency":
             if arms.candidate_ms.size < 2:

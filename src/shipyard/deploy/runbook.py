@@ -140,7 +140,9 @@ def render_runbook(model: str, policy: Policy, *, has_policy: bool = True) -> st
         replay_text = (
             " Before any user, the new version answers the rows the stable version answered in "
             "its sampled request log, side by side with it, and is judged against the stable "
-            "version's recorded answers with paired tests (changed answers, errors, latency); "
+            "version's recorded answers with paired tests (errors, latency, and answers: it "
+            f"fails when it changes more than {c.replay.max_changed:g} of them, in share or in "
+            "the stable answers' standard deviations); "
             "a failed replay rolls back with a diagnosis, and no user was ever served by it. "
             "With no request log of the stable version, a rollout cannot start."
             if c.replay is not None
