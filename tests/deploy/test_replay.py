@@ -224,6 +224,18 @@ class TestBudget:
         assert verdicts["latency_spread"].outcome == "pass"
         assert "not judged at replay" in verdicts["latency_spread"].reason
 
+    def test_a_regressor_is_judged_on_its_paired_changes_in_stable_standard_deviations(
+        self,
+    ) -> None:
+        recorded = list(np.linspace(0.0, 10.0, 200))  # σ ≈ 2.9
+        policy = parse_policy(REPLAY)
+        close = ReplayArms(recorded=recorded, answers=[v + 0.01 for v in recorded])
+        shifted = ReplayArms(recorded=recorded, answers=[v + 1.5 for v in recorded])
+        judged = {v.metric: v for v in judge_replay(close, policy)}["prediction_shift"]
+        assert (judged.test, judged.outcome) == ("paired_abs_change", "pass")
+        judged = {v.metric: v for v in judge_replay(shifted, policy)}["prediction_shift"]
+        assert judged.outcome == "fail" and judged.effect == pytest.approx(1.5 / np.std(recorded))
+
     def test_a_policy_whose_replay_takes_fewer_rows_than_it_needs_is_refused(self) -> None:
         with pytest.raises(ConfigError, match="max_rows must be ≥ min_rows"):
             parse_policy(REPLAY.replace("max_rows: 300", "max_rows: 50"))

@@ -12,6 +12,9 @@ it disagrees with the stable version (the stable model re-run on the canary's sa
 The report is opened (marked pending) in the transaction that rolls the canary back and
 completed after that commit, so the replay never keeps a failing canary live; every part of it
 is bounded (a few log files, a few hundred rows) and none of it can stop the rollback.
+A candidate that failed at replay answered no user: its report is the replay's own evidence
+(the rows it answers differently than the stable version did, the rows it failed on), written
+complete in the rollback's transaction.
 """
 
 from __future__ import annotations
