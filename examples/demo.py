@@ -10,8 +10,9 @@ output) against a fresh home folder, ``.shipyard/demo``, so the tour is repeatab
    quota lease; good, bad and drifted traffic; the serving monitors;
 5. alerting — drift, quota and latency alerts in the log receiver;
 6. safe deployment — runbook; a better model through the training pipeline's automated path
-   (register → validate → deploy), four-eyes approval, canary, promotion; a skewed model that
-   passes its gate caught by its canary and rolled back with a diagnosis; a one-command rollback;
+   (register → validate → deploy), four-eyes approval, replay, canary, promotion; a skewed model
+   that passes its gate caught at replay — on the stable version's logged requests, before it
+   answers a single user — and rolled back with a diagnosis; a one-command rollback;
 7. alerts resolve — the next batch is i.i.d. again, latency is back under its objective;
 8. readiness — the ML Test Score of the pipelines and the model, one drill (a synthetic drifted
    batch must reach the log receiver), and the fixes for what is missing;
@@ -672,7 +673,8 @@ def deployment(t: Tour, data: dict[str, Any]) -> None:
     note("a worse model: a refactor of the training code flips pixels to 16 − value (dark ink")
     note("on light paper) in training and validation only; clients still send raw pixels")
     v3, rid3 = train_and_deploy(t, "C=0.5", "invert=true")
-    note(f"v{v3} passed its gate on equally flipped test data: only the canary sees the skew")
+    note(f"v{v3} passed its gate on equally flipped test data; before any user is routed to it,")
+    note("the replay runs it on the rows the stable version answered (its request log)")
     with Load(t.serve_url, MODEL, test, rate_per_s=40) as load:
         bad = canary(t, v3, rid3, load, expect="rolled_back")
         say(f"  traffic during the rollout: {load.stats.line()}")
@@ -680,6 +682,11 @@ def deployment(t: Tour, data: dict[str, Any]) -> None:
     new_alerts(t)
     if bad["state"] not in ("rolled_back", "failed"):
         raise StageFailed(f"the worse model was not caught: {bad['state']} ({bad.get('reason')})")
+    served = answers_served(v3)
+    note(f"stopped at replay: v{v3} answered {served} user request(s); every user kept the stable")
+    note("version, and the diagnosis lists the rows where v3 answers differently")
+    if served or not str(bad.get("reason", "")).startswith("replay failed"):
+        raise StageFailed(f"the skewed model was not stopped at replay: {bad.get('reason')}")
 
     note("and a one-command rollback of production, e.g. after a bad night:")
     t.shipyard("rollback", MODEL, "--reason", "demo: back to the first model", who=AUTHOR)
@@ -690,6 +697,14 @@ def deployment(t: Tour, data: dict[str, Any]) -> None:
     note("who approved what, as the server authenticated them (mode `server`), hash-chained:")
     t.shipyard("audit", "list", "--action", "rollout.approve*", "--limit", "4", who=APPROVER)
     t.shipyard("audit", "verify", who=APPROVER, show=2)
+
+
+def answers_served(version: int) -> int:
+    """Requests the model servers answered with ``version`` (every flushed window of it)."""
+    from shipyard.serving import records
+
+    with workspace().store.session(readonly=True) as s:
+        return sum(w.requests for w in records.windows(s, MODEL, version, 0.0))
 
 
 def train_and_deploy(t: Tour, *params: str) -> tuple[int, str]:
@@ -828,7 +843,7 @@ def main() -> int:
             serving(t, data)
         with t.stage(5, "alerting: drift, quota and latency alerts"):
             alerting(t)
-        with t.stage(6, "safe deployment: canary, promotion, automatic and manual rollback"):
+        with t.stage(6, "safe deployment: replay, canary, promotion, rollbacks"):
             deployment(t, data)
         with t.stage(7, "alerts resolve: the next batch is i.i.d., latency is back"):
             resolving(t)

@@ -12,6 +12,9 @@ it disagrees with the stable version (the stable model re-run on the canary's sa
 The report is opened (marked pending) in the transaction that rolls the canary back and
 completed after that commit, so the replay never keeps a failing canary live; every part of it
 is bounded (a few log files, a few hundred rows) and none of it can stop the rollback.
+A candidate that failed at replay answered no user: its report is the replay's own evidence
+(the rows it answers differently than the stable version did, the rows it failed on), written
+complete in the rollback's transaction.
 """
 
 from __future__ import annotations
@@ -366,8 +369,15 @@ class Diagnoser:
     registry: Registry | None = None
 
     def open(
-        self, s: Session, r: RolloutRecord, verdicts: Sequence[MetricVerdict], now: float
+        self,
+        s: Session,
+        r: RolloutRecord,
+        verdicts: Sequence[MetricVerdict],
+        now: float,
+        replay: dict[str, Any] | None = None,
     ) -> int:
+        if replay is not None:
+            return self._replayed(s, r, verdicts, now, replay)
         start = r.step_started_at or r.created_at
         report: dict[str, Any] = {
             "status": PENDING,
@@ -382,6 +392,48 @@ class Diagnoser:
             "drift_attribution": NOT_YET,
             "failing_requests": [],
             "disagreements": NOT_YET,
+        }
+        row = Diagnosis(rollout_id=r.id, model=r.model, version=r.version, report=report, ts=now)
+        s.add(row)
+        s.flush()
+        return row.id
+
+    def _replayed(
+        self,
+        s: Session,
+        r: RolloutRecord,
+        verdicts: Sequence[MetricVerdict],
+        now: float,
+        replay: dict[str, Any],
+    ) -> int:
+        """A failed replay's report, complete at once: the candidate answered no user, so there
+        are no serving windows to read; the replay's own rows are the evidence (where it
+        answers differently than the stable version did, and where it failed)."""
+        nothing = {"available": False, "why": "the candidate answered no user (failed at replay)"}
+        rows = int(replay.get("rows") or 0)
+        report: dict[str, Any] = {
+            "status": COMPLETE,
+            "stage": "replay",
+            "model": r.model,
+            "version": r.version,
+            "stable_version": r.stable_version,
+            "step": None,
+            "window": [replay.get("since", now), now],
+            "failed_metrics": [v.to_dict() for v in verdicts if v.outcome == "fail"],
+            "all_metrics": [v.to_dict() for v in verdicts],
+            "replay": replay,
+            "drifting_inputs": nothing,
+            "drift_attribution": nothing,
+            "failing_requests": list(replay.get("error_examples", [])),
+            "disagreements": {
+                "available": rows > 0,
+                "stable_version": r.stable_version,
+                "rows": rows,
+                "disagree": int(replay.get("changed") or 0),
+                "share": float(replay.get("changed_share") or 0.0),
+                "examples": list(replay.get("examples", [])),
+                "source": "the stable version's recorded answers (replay)",
+            },
         }
         row = Diagnosis(rollout_id=r.id, model=r.model, version=r.version, report=report, ts=now)
         s.add(row)

@@ -1,10 +1,13 @@
 """The automated half of the rollout state machine: what the control loop does at each pass.
 
 :class:`Engine` moves a rollout that waits for nothing but time or evidence: approvals complete
-→ staging (smoke check) → first canary step → a look every interval → next step →
-production; a failing look rolls back (or pauses) with a diagnosis and an alert series.
-Its three seams — the smoke check, the analyzer and the diagnosis — are filled by
-:func:`shipyard.deploy.loop.engine_for` with the real registry, serving windows and diagnoser.
+→ staging (smoke check, then the replay of the stable version's request log when the policy
+has one) → first canary step → a look every interval → next step → production; a failing
+replay or look rolls back (or pauses) with a diagnosis and an alert series. A replay that
+fails has moved no traffic: the candidate never answered a user. Its seams — the smoke
+check, the replay, the analyzer and the diagnosis — are filled by
+:func:`shipyard.deploy.loop.engine_for` with the real registry, request log, serving windows
+and diagnoser.
 
 Slow work runs outside the transaction; the decision commits only if the rollout is still in
 the state, step and look that the slow work saw (row lock, re-read), so two daemons — or a
@@ -34,7 +37,8 @@ from sqlalchemy.orm import Session
 
 from shipyard.checks import Check
 from shipyard.clock import Clock
-from shipyard.deploy.policy import Policy, policy_from_dict
+from shipyard.deploy.policy import REPLAY_STEP, Policy, policy_from_dict
+from shipyard.deploy.replay import ReplayOutcome, ReplayUnavailable
 from shipyard.deploy.rollout import (
     ROLLOUT_FAILED_METRIC,
     audit,
@@ -81,6 +85,11 @@ class Analyzer(Protocol):
     ) -> list[MetricVerdict]: ...
 
 
+Replayer = Callable[[str, int, int, Policy, float], ReplayOutcome]
+"""(model, candidate version, stable version, policy, now) → the replay's verdicts and evidence
+(:class:`shipyard.deploy.replay.LogReplay`); raises :class:`ReplayUnavailable` when the stable
+version's request log is too thin to replay."""
+
 TraceFinder = Callable[[str, int, float, float], list[str]]
 """(model, canary version, start, end) → trace ids of its failed, then slowest, requests."""
 
@@ -89,9 +98,16 @@ class FailureDiagnosis(Protocol):
     """Explains a failed canary, in two parts so that the rollback never waits for it."""
 
     def open(
-        self, s: Session, r: RolloutRecord, verdicts: Sequence[MetricVerdict], now: float, /
+        self,
+        s: Session,
+        r: RolloutRecord,
+        verdicts: Sequence[MetricVerdict],
+        now: float,
+        /,
+        replay: dict[str, Any] | None = None,
     ) -> int:
-        """Record, inside the rollback's transaction, that a diagnosis is due; cheap."""
+        """Record, inside the rollback's transaction, that a diagnosis is due; cheap. A failed
+        replay's ``replay`` evidence is the whole diagnosis (nothing was served to look at)."""
         ...
 
     def complete(self, diagnosis_id: int, /) -> dict[str, Any] | None:
@@ -126,6 +142,7 @@ class Engine:
     diagnosis: FailureDiagnosis | None = None
     actor: str = "shipyard-daemon"
     traces: TraceFinder | None = None
+    replay: Replayer | None = None
 
     def advance_all(self) -> list[Advance]:
         self.finish_diagnoses()
@@ -212,6 +229,9 @@ class Engine:
                     SMOKE, seen.model, seen.version, CheckStatus.ALERT, why, {"error": why}
                 )
             passed, evidence = result.status == CheckStatus.OK, dict(result.evidence)
+        replayed: ReplayOutcome | str | None = None
+        if passed and policy.replays() and seen.stable_version is not None:
+            replayed = self._replay(seen, policy)
         now = self.clock.time()
         with self.store.session(immediate=True) as s:
             r = self._unchanged(s, seen)
@@ -237,6 +257,14 @@ class Engine:
                 "smoke check passed",
                 smoke=evidence,
             )
+            if isinstance(replayed, str):
+                why = f"replay: {replayed}"
+                move_to(s, r, RolloutState.FAILED, now, self.actor, why, replay=replayed)
+                return Advance(r.id, RolloutState.FAILED, {"replay": replayed})
+            if replayed is not None:
+                failed = self._judge_replay(s, r, policy, replayed, now)
+                if failed is not None:
+                    return failed
             if policy.uses_canary() and r.stable_version is not None:
                 enter_step(s, r, policy, 0, now)
                 move_to(
@@ -245,7 +273,8 @@ class Engine:
                     RolloutState.CANARY,
                     now,
                     self.actor,
-                    "staging passed; first canary step",
+                    ("replay passed" if replayed is not None else "staging passed")
+                    + "; first canary step",
                     step=0,
                     weight_pct=policy.canary.steps[0].weight_pct,
                     **stage_evidence(r, policy, 0),
@@ -258,6 +287,60 @@ class Engine:
             )
             to_production(s, r, now, self.actor, why)
             return Advance(r.id, RolloutState.PRODUCTION)
+
+    def _replay(self, seen: RolloutRecord, policy: Policy) -> ReplayOutcome | str:
+        """The replay's outcome, or why there is none (the rollout then ends ``failed``)."""
+        assert seen.stable_version is not None
+        if self.replay is None:
+            return "this control loop cannot replay (no replayer)"
+        try:
+            return self.replay(
+                seen.model, seen.version, seen.stable_version, policy, self.clock.time()
+            )
+        except ReplayUnavailable as exc:
+            return str(exc)
+        except Exception as exc:  # a replay that crashes stops the release: nothing was served
+            log.exception("replay of %s/%s failed", seen.model, seen.version)
+            return f"the replay could not run: {type(exc).__name__}: {exc}"
+
+    def _judge_replay(
+        self, s: Session, r: RolloutRecord, policy: Policy, replayed: ReplayOutcome, now: float
+    ) -> Advance | None:
+        """The replay's verdict row and audit event; a failing replay rolls back (no traffic had
+        moved) with its evidence as the diagnosis. None when the replay passed."""
+        verdicts = replayed.verdicts
+        outcome = "fail" if combine(verdicts) == "fail" else "pass"
+        s.add(
+            RolloutVerdict(
+                rollout_id=r.id,
+                step_index=REPLAY_STEP,
+                look=1,
+                outcome=outcome,
+                window_start=float(replayed.evidence.get("since", now)),
+                window_end=now,
+                metrics=[v.to_dict() for v in verdicts],
+                ts=now,
+            )
+        )
+        stage = policy.stages()[0].to_json()
+        if outcome == "fail":
+            failed = [v.to_dict() for v in verdicts if v.outcome == "fail"]
+            return self._fail(
+                s, r, policy, verdicts, now, failed, replay={**replayed.evidence, "stage": stage}
+            )
+        audit(
+            s,
+            r,
+            now,
+            self.actor,
+            "rollout.replay.passed",
+            f"the candidate answered {replayed.evidence.get('rows')} logged rows of version "
+            f"{r.stable_version} within the policy",
+            stage=stage,
+            replay=replayed.evidence,
+            metrics=[v.to_dict() for v in verdicts],
+        )
+        return None
 
     def _canary(self, seen: RolloutRecord, policy: Policy) -> Advance | None:
         now = self.clock.time()
@@ -368,25 +451,30 @@ class Engine:
         failed: list[dict[str, Any]],
         no_data: list[str] | None = None,
         trace_ids: list[str] | None = None,
+        replay: dict[str, Any] | None = None,
     ) -> Advance:
+        what = "replay" if replay is not None else "canary"
         why = (
-            "canary failed: " + ", ".join(f["metric"] for f in failed)
+            f"{what} failed: " + ", ".join(f["metric"] for f in failed)
             if failed
             else f"no data for {no_data} and the policy fails on no data"
         )
         evidence: dict[str, Any] = {"failed_metrics": failed, "no_data": no_data or []}
         if trace_ids:
             evidence["trace_ids"] = list(trace_ids)
+        if replay is not None:
+            evidence["replay"] = replay
         if self.diagnosis is not None:
-            evidence["diagnosis_id"] = self.diagnosis.open(s, r, verdicts, now)
+            evidence["diagnosis_id"] = self.diagnosis.open(s, r, verdicts, now, replay=replay)
         if "notify" in policy.on_failure or policy.rollback.notify:
             labels = {"model": r.model, "version": str(r.version), "rollout": r.id}
             s.add(MetricPoint.of(ROLLOUT_FAILED_METRIC, labels, now, 1.0))
         if "pause" in policy.on_failure:
-            r.paused_from = RolloutState.CANARY
+            r.paused_from = RolloutState.CANARY if replay is None else RolloutState.STAGING
             move_to(s, r, RolloutState.PAUSED, now, self.actor, why, **evidence)
             return Advance(r.id, RolloutState.PAUSED, evidence)
-        traffic_back(s, r, now)
+        if r.step_started_at is not None:  # a failed replay had moved no traffic
+            traffic_back(s, r, now)
         move_to(s, r, RolloutState.ROLLED_BACK, now, self.actor, why, **evidence)
         log.warning(
             "rolled back: %s",

@@ -14,6 +14,7 @@ Example (every field optional)::
     canary:
       interval_s: 60
       exclude_recent_days: 14      # keep recent canary users of this model out (0: off)
+      replay: {min_rows: 200, max_rows: 1000, since_s: 86400}   # before any live traffic
       steps:
         - {match: {header: x-user-group, values: [internal]}, min_duration_s: 300, min_samples: 50}
         - {weight_pct: 10, min_duration_s: 300, min_samples: 200}
@@ -181,9 +182,35 @@ def _default_steps() -> list[CanaryStep]:
     ]
 
 
+class Replay(_Strict):
+    """The replay stage: before any user is routed to it, the candidate answers the rows the
+    stable version answered in its sampled request log over the last ``since_s`` (at most
+    ``max_rows``, newest first), and is judged against the stable version's recorded answers
+    (:mod:`shipyard.deploy.replay`). Fewer than ``min_rows`` logged rows end the rollout
+    ``failed`` with the reason; nothing was served.
+
+    ``max_changed`` is the floor of the answers' paired test: the share of rows a classifier
+    may answer differently, or a regressor's typical change in standard deviations of the
+    stable answers (the metric ``prediction_shift`` at replay; its own threshold is a
+    distribution distance, a different quantity)."""
+
+    min_rows: int = Field(200, ge=1, le=100_000)
+    max_rows: int = Field(1000, ge=1, le=100_000)
+    since_s: float = Field(7 * 86_400.0, gt=0)
+    max_changed: float = Field(0.10, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _max_above_min(self) -> Replay:
+        if self.max_rows < self.min_rows:
+            raise ValueError("max_rows must be ≥ min_rows")
+        return self
+
+
 class Canary(_Strict):
     interval_s: float = Field(120.0, gt=0)
     steps: list[CanaryStep] = Field(default_factory=_default_steps)
+    replay: Replay | None = None
+    """The replay stage before the first live step (off when absent)."""
     exclude_recent_days: float = Field(0.0, ge=0, le=365)
     """Keep out of the canary the users who were in a canary of this model in the last N days
     (recomputed from earlier rollouts' buckets; 0: no exclusion)."""
@@ -340,47 +367,75 @@ class Policy(_Strict):
         return "canary" in self.environments and bool(self.canary.steps)
 
     def alpha_per_test(self) -> float:
-        """The family budget split evenly (Bonferroni) over steps × metrics: the mean level of a
+        """The family budget split evenly (Bonferroni) over stages × metrics: the mean level of a
         stage's metric under ``budget: per_stage``."""
-        tests = max(1, len(self.canary.steps)) * max(1, len(self.analysis.metrics))
+        tests = max(1, len(self._stage_looks())) * max(1, len(self.analysis.metrics))
         return self.analysis.alpha / tests
+
+    def replays(self) -> bool:
+        """Whether the release begins with a replay of the stable version's request log."""
+        return self.uses_canary() and self.canary.replay is not None
+
+    def _stage_looks(self) -> list[int]:
+        """The judged looks of each stage in release order: replay (one look), then the steps."""
+        interval = self.canary.interval_s
+        steps = [s.max_looks(interval) for s in self.canary.steps]
+        return [1, *steps] if self.replays() else steps
 
     def stages(self) -> list[Stage]:
         """The release's judged stages in order, with the alpha each may spend in all.
 
-        Today: the targeted steps, then the weighted canary steps. Replay and shadow stages,
-        when they exist, come first in this list and share the same budget."""
+        The replay stage (when the policy has one) comes first, then the targeted steps, then
+        the weighted canary steps, all under one budget. A shadow stage, when it exists, goes
+        after the replay."""
         if not self.uses_canary():
             return []
-        interval = self.canary.interval_s
-        looks = [s.max_looks(interval) for s in self.canary.steps]
+        looks = self._stage_looks()
         metrics = max(1, len(self.analysis.metrics))
         out = []
-        for i, step in enumerate(self.canary.steps):
-            spendable = sum(self.alpha_at(i, k) for k in range(1, looks[i] + 1)) * metrics
+        if self.replays():
+            replay = self.canary.replay
+            assert replay is not None
             out.append(
                 Stage(
-                    index=i,
+                    index=0,
+                    step=None,
+                    kind="replay",
+                    description=(
+                        f"no user: the stable version's logged requests "
+                        f"({replay.min_rows}–{replay.max_rows} rows)"
+                    ),
+                    weight_pct=0.0,
+                    max_looks=1,
+                    alpha=self.replay_alpha() * metrics,
+                )
+            )
+        for i, step in enumerate(self.canary.steps):
+            looks_i = looks[len(out)]
+            spendable = sum(self.alpha_at(i, k) for k in range(1, looks_i + 1)) * metrics
+            out.append(
+                Stage(
+                    index=len(out),
+                    step=i,
                     kind="targeted" if step.targeted else "canary",
                     description=step.describe(),
                     weight_pct=step.weight_pct,
-                    max_looks=looks[i],
+                    max_looks=looks_i,
                     alpha=spendable,
                 )
             )
         return out
 
-    def alpha_at(self, step_index: int, look: int) -> float:
-        """The level each metric is tested at on look ``look`` (1-based) of step
-        ``step_index``: the release's one budget (:func:`staged_alpha`), split evenly over the
-        metrics (Bonferroni)."""
+    def stage_of_step(self, step_index: int) -> Stage:
+        """The stage of canary step ``step_index``."""
+        return self.stages()[step_index + (1 if self.replays() else 0)]
+
+    def _level(self, stage: int, look: int) -> float:
         from shipyard.stats.canary import staged_alpha  # scipy: only when a look is judged
 
-        interval = self.canary.interval_s
-        looks = [s.max_looks(interval) for s in self.canary.steps]
         level = staged_alpha(
-            looks,
-            step_index,
+            self._stage_looks(),
+            stage,
             look,
             self.analysis.alpha,
             self.analysis.spending,
@@ -388,8 +443,23 @@ class Policy(_Strict):
         )
         return level / max(1, len(self.analysis.metrics))
 
+    def alpha_at(self, step_index: int, look: int) -> float:
+        """The level each metric is tested at on look ``look`` (1-based) of canary step
+        ``step_index``: the release's one budget (:func:`staged_alpha`, the replay's look
+        first when there is one), split evenly over the metrics (Bonferroni)."""
+        return self._level(step_index + (1 if self.replays() else 0), look)
+
+    def replay_alpha(self) -> float:
+        """The level each metric is tested at in the replay stage (its one look): the first
+        share of the release's budget; 0 when the policy has no replay."""
+        return self._level(0, 1) if self.replays() else 0.0
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+REPLAY_STEP = -1
+"""The ``step_index`` of the replay's verdict row: the stage before canary step 0."""
 
 
 @dataclass(frozen=True)
@@ -398,7 +468,10 @@ class Stage:
     the audit)."""
 
     index: int
-    kind: Literal["targeted", "canary"]
+    """The stage's place in the release (0-based)."""
+    step: int | None
+    """The canary step it is (``policy.canary.steps[step]``); None for the replay."""
+    kind: Literal["replay", "targeted", "canary"]
     description: str
     weight_pct: float
     max_looks: int
@@ -408,6 +481,7 @@ class Stage:
     def to_json(self) -> dict[str, Any]:
         return {
             "index": self.index,
+            "step": self.step,
             "kind": self.kind,
             "description": self.description,
             "weight_pct": self.weight_pct,

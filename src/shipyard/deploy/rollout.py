@@ -2,11 +2,15 @@
 
 ::
 
-    waiting_for_approvals ─approvals─▶ staging ─smoke ok─▶ canary[0] ─▶ … ─▶ canary[n-1] ─▶ prod.
-            │                              │ smoke fails              │ verdict fails / abort
-            │                              ▼                          ▼
-            └──────────── abort ───▶ rolled_back ◀──────────────── (traffic back to stable)
-                                        failed   (staging smoke failed: no traffic ever moved)
+    waiting_for_approvals ─approvals─▶ staging ─smoke ok, replay ok─▶ canary[0] ─▶ … ─▶ prod.
+            │                              │ smoke fails / replay fails   │ verdict fails / abort
+            │                              ▼                              ▼
+            └──────────── abort ───▶ rolled_back ◀──────────────────── (traffic back to stable)
+                                        failed   (smoke failed, or no log to replay)
+
+The replay (policy ``canary.replay``) runs in staging, after the smoke check: the candidate
+answers the stable version's logged requests (:mod:`shipyard.deploy.replay`). A replay that
+fails rolls back with a diagnosis and no traffic ever moved; its verdict row has step -1.
     any active state ──pause──▶ paused ──resume──▶ the state it left
 
 Every transition is one transaction that takes the rollout's row lock, re-reads its state,
@@ -28,7 +32,8 @@ from sqlalchemy.orm import Session
 from shipyard.audit import record
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.deploy import production
-from shipyard.deploy.policy import Policy, load_policy, policy_from_dict
+from shipyard.deploy.policy import REPLAY_STEP, Policy, load_policy, policy_from_dict
+from shipyard.deploy.request_log import has_request_log, no_log_message
 from shipyard.errors import ApprovalRequired, DeployError, InvalidInput, NotFound
 from shipyard.serving.routing import MAX_EXCLUDED, Cohort
 from shipyard.serving.split import clear_split, set_split, split_in
@@ -123,6 +128,7 @@ def _view(s: Session, r: RolloutRecord, *, details: bool = True) -> RolloutView:
     verdicts = [
         {
             "step": v.step_index,
+            "stage": "replay" if v.step_index == REPLAY_STEP else "live",
             "look": v.look,
             "outcome": v.outcome,
             "window": [v.window_start, v.window_end],
@@ -270,7 +276,16 @@ def progress_of(store: Store, rollout_id: str, now: float) -> dict[str, Any]:
                 f"{got}: `shipyard approve {r.id}`"
             )
         elif r.state == RolloutState.STAGING:
-            waits.append("the control loop to smoke-test the version in staging")
+            replay = policy.canary.replay if policy.replays() else None
+            waits.append(
+                "the control loop to smoke-test the version in staging"
+                + (
+                    f", then replay up to {replay.max_rows} rows of the stable version's "
+                    "request log through it"
+                    if replay is not None and r.stable_version is not None
+                    else ""
+                )
+            )
         elif step is not None:
             to_go = max(0.0, step["min_duration_s"] - step["elapsed_s"])
             waits.append(
@@ -285,18 +300,30 @@ def progress_of(store: Store, rollout_id: str, now: float) -> dict[str, Any]:
                 f"it early: `shipyard approve {r.id} --for speedup`, then "
                 f"`shipyard rollout promote {r.id}`"
             )
-        return {"step": step, "waits_for": waits, "stages": _stages_of(r, policy)}
+        replayed = s.scalar(
+            select(RolloutVerdict.outcome)
+            .where(RolloutVerdict.rollout_id == r.id, RolloutVerdict.step_index == REPLAY_STEP)
+            .order_by(RolloutVerdict.id.desc())
+        )
+        return {"step": step, "waits_for": waits, "stages": _stages_of(r, policy, replayed)}
 
 
-def _stages_of(r: RolloutRecord, policy: Policy) -> list[dict[str, Any]]:
+def _stages_of(r: RolloutRecord, policy: Policy, replay: str | None = None) -> list[dict[str, Any]]:
     """The policy's release stages, each marked ``passed``, ``current``, ``failed`` (the
-    rollout was rolled back, paused or aborted there) or ``pending``."""
+    rollout was rolled back, paused or aborted there) or ``pending``; ``replay`` is the
+    outcome of its replay, if it ran."""
     entered = r.step_started_at is not None
     out = []
     for stage in policy.stages():
-        if not entered or stage.index > r.step_index:
+        if stage.step is None:  # the replay
+            where = {"pass": "passed", "fail": "failed"}.get(replay or "", "pending")
+            if where == "pending" and r.state == RolloutState.STAGING:
+                where = "current"
+            out.append({**stage.to_json(), "status": where})
+            continue
+        if not entered or stage.step > r.step_index:
             where = "pending"
-        elif stage.index < r.step_index or r.state == RolloutState.PRODUCTION:
+        elif stage.step < r.step_index or r.state == RolloutState.PRODUCTION:
             where = "passed"
         elif r.state in (RolloutState.CANARY, RolloutState.PAUSED):
             where = "current"
@@ -421,7 +448,7 @@ def enter_step(s: Session, r: RolloutRecord, policy: Policy, index: int, now: fl
 def stage_evidence(r: RolloutRecord, policy: Policy, index: int) -> dict[str, Any]:
     """What the audit records about a stage the rollout enters: its kind, who it routes, the
     alpha it may spend, the users kept out."""
-    stage = policy.stages()[index]
+    stage = policy.stage_of_step(index)
     cohort = cohort_of(r, policy, index)
     return {
         "stage": stage.to_json(),
@@ -520,6 +547,13 @@ def start_rollout(
         stable = production.production_version(s, model)
         if stable == version:
             raise DeployError(f"{model}/{version} is already in production")
+        replay = policy.canary.replay if policy.replays() else None
+        if (
+            replay is not None
+            and stable is not None
+            and not has_request_log(s, model, stable, now - replay.since_s)
+        ):
+            raise DeployError(no_log_message(model, stable, replay.since_s))
         r = RolloutRecord(
             model=model,
             version=version,

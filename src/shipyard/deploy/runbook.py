@@ -110,7 +110,17 @@ def render_runbook(model: str, policy: Policy, *, has_policy: bool = True) -> st
             "| kind | α it may spend |",
             "|---|---|---|---|---|---|---|",
         ]
-        for step, stage in zip(c.steps, policy.stages(), strict=True):
+        for stage in policy.stages():
+            if stage.step is None:
+                replay = c.replay
+                assert replay is not None
+                lines.append(
+                    f"| {stage.index + 1} | nobody: replays the stable version's logged requests "
+                    f"| | {replay.min_rows} rows | {replay.max_rows} rows, logged in the last "
+                    f"{_duration(replay.since_s)} | {stage.kind} | {stage.alpha:.2g} |"
+                )
+                continue
+            step = c.steps[stage.step]
             who = step.match.rule().describe() if step.match else f"{step.weight_pct:g} %"
             lines.append(
                 f"| {stage.index + 1} | {who} | {_duration(step.min_duration_s)} | "
@@ -127,6 +137,17 @@ def render_runbook(model: str, policy: Policy, *, has_policy: bool = True) -> st
                 f"{c.exclude_recent_days:g} days are kept out while the weight leaves room"
             )
         targeted = any(st.targeted for st in c.steps)
+        replay_text = (
+            " Before any user, the new version answers the rows the stable version answered in "
+            "its sampled request log, side by side with it, and is judged against the stable "
+            "version's recorded answers with paired tests (errors, latency, and answers: it "
+            f"fails when it changes more than {c.replay.max_changed:g} of them, in share or in "
+            "the stable answers' standard deviations); "
+            "a failed replay rolls back with a diagnosis, and no user was ever served by it. "
+            "With no request log of the stable version, a rollout cannot start."
+            if c.replay is not None
+            else ""
+        )
         lines += [
             "| — | 100 % (production) | | | | | |",
             "",
@@ -136,7 +157,8 @@ def render_runbook(model: str, policy: Policy, *, has_policy: bool = True) -> st
                 " Targeted users stay on the new version through the weighted steps."
                 if targeted
                 else ""
-            ),
+            )
+            + replay_text,
             "",
             f"Analysis every {_duration(c.interval_s)} on the canary and the stable version "
             "over the same window. A metric fails only when its test rejects **and** the "
