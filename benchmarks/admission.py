@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import itertools
 import multiprocessing as mp
 import os
 import tempfile
@@ -41,6 +42,7 @@ import numpy as np
 from sqlalchemy import create_engine, select, text
 
 from shipyard.clock import FakeClock
+from shipyard.quota import admission
 from shipyard.quota.admission import Lease, LeaseManager, LeaseRequest
 from shipyard.quota.pools import MemberSpec, PoolSpec, apply_pools, resolve
 from shipyard.store import Store
@@ -192,6 +194,18 @@ def simulate(url: str, jobs: list[Job], policy: Policy, fifo_from: float | None 
     preempted job stops at the end of its grace period (the worst case) and is submitted again
     from scratch. ``fifo_from``: from that time on the pool runs strict FIFO (the counterfactual
     "what FIFO would have done from this policy's state")."""
+    # lease ids break ties in the admission and the victim order (requests asking again at
+    # the same instant, leases granted in the same pass): random ids would make two runs of
+    # one seed differ, sequential ones give every run the same order (the older id first)
+    sequence = itertools.count()
+    random_ids, admission.new_id = admission.new_id, lambda: f"{next(sequence):012x}"
+    try:
+        return replay(url, jobs, policy, fifo_from)
+    finally:
+        admission.new_id = random_ids
+
+
+def replay(url: str, jobs: list[Job], policy: Policy, fifo_from: float | None) -> Outcome:
     store = Store(url)
 
     def apply(backfill: bool, preemption: str) -> None:
