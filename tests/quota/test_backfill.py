@@ -106,6 +106,44 @@ class TestBackfill:
         granted = leases.poll(head)
         assert granted is not None and granted.granted_at == T0 + 100
 
+    def test_a_request_whose_estimated_end_falls_after_the_heads_reserved_start_waits(
+        self, store: Store, leases: LeaseManager, clock: FakeClock
+    ) -> None:
+        """Reserved start T0+100 (the blocker's end), 2 CPUs spare beside the head then. A
+        3-CPU request estimated at 85 s fits now, but with the upper margin (1.25 × 85 s) it
+        would still hold capacity the head needs at T0+100: it is not started."""
+        pool(store)
+        blocker = leases.submit(ask("other", 6, 100, "blocker"))
+        head = leases.submit(ask("big", 10, 50, "head", priority=1))
+        late = leases.submit(ask("small", 3, 85, "late"))
+        assert leases.poll(head) is None and leases.poll(late) is None
+        assert row(store, head).start_promised_at == T0 + 100
+        clock.at(T0 + 100)
+        leases.release(leases.poll(blocker))  # type: ignore[arg-type]
+        granted = leases.poll(head)
+        assert granted is not None and granted.granted_at == T0 + 100
+        assert leases.poll(late) is None  # it stays behind the head: 12 - 10 < 3
+
+    def test_a_request_that_ends_before_the_heads_reserved_start_is_started(
+        self, store: Store, leases: LeaseManager, clock: FakeClock
+    ) -> None:
+        """The same 3-CPU request estimated at 80 s (1.25 × 80 s = the reserved start) starts
+        at once, and having ended by T0+100 it leaves the head its start on time."""
+        pool(store)
+        blocker = leases.submit(ask("other", 6, 100, "blocker"))
+        head = leases.submit(ask("big", 10, 50, "head", priority=1))
+        early = leases.submit(ask("small", 3, 80, "early"))
+        assert leases.poll(head) is None
+        grant = leases.poll(early)
+        assert grant is not None and grant.granted_at == T0
+        clock.at(T0 + 70)  # it ran 70 s, within its estimate
+        leases.release(grant)
+        assert leases.poll(head) is None  # the blocker still holds what the head needs
+        clock.at(T0 + 100)
+        leases.release(leases.poll(blocker))  # type: ignore[arg-type]
+        granted = leases.poll(head)
+        assert granted is not None and granted.granted_at == T0 + 100
+
     @pytest.mark.parametrize("migrated_db_url", ["sqlite"], indirect=True)
     def test_without_backfill_nothing_passes_the_head(
         self, store: Store, leases: LeaseManager

@@ -116,6 +116,66 @@ class TestBorrowers:
             )
         assert kinds == ["granted", "preempting", "preempted"]
 
+    def test_a_preempted_steps_retry_does_not_take_what_was_freed_for_the_owner(
+        self, store: Store, leases: LeaseManager, clock: FakeClock
+    ) -> None:
+        """The owner needs 6 CPUs: two borrowed leases are marked. The first one stops and its
+        step asks again at once (expected to take 1 s, so backfill alone would let it pass):
+        it waits, since it would take the borrower above its share while the owner waits for
+        its own; the owner starts when the second one stops."""
+        pool(store)
+        grants = borrow_all(leases, clock)
+        clock.at(T0 + 10)
+        owner = take(leases, "owner", 6, "o")
+        assert isinstance(owner, str)
+        assert [status(store, g.lease_id)[1] for g in grants] == [None, T0 + 15, T0 + 15]
+        clock.at(T0 + 12)
+        leases.release(grants[2])
+        retry = leases.submit(
+            LeaseRequest(
+                "borrower", {"cpu": 4}, step="b2", run_id="b2", expected_s=1, preemptible=True
+            )
+        )
+        assert leases.poll(retry) is None and leases.poll(owner) is None  # 4 free of 6
+        clock.at(T0 + 13)
+        leases.release(grants[1])
+        granted = leases.poll(owner)
+        assert granted is not None and granted.granted_at == T0 + 13
+        assert leases.poll(retry) is None  # 2 CPUs free: it waits for its turn
+
+    def test_no_victim_while_a_lease_ends_by_itself_within_the_grace(
+        self, store: Store, leases: LeaseManager, clock: FakeClock
+    ) -> None:
+        """The borrower's oldest lease is expected to end 3 s after the owner asks, sooner than
+        a victim would stop (5 s grace): nothing is preempted then. It overruns: once its
+        estimate has passed, its end is unknown and the youngest lease is marked after all."""
+        pool(store)
+        grants = []
+        for i, expected_s in enumerate((13, None, None)):
+            clock.at(T0 + i)
+            request = LeaseRequest(
+                "borrower",
+                {"cpu": 4},
+                step=f"b{i}",
+                run_id=f"b{i}",
+                expected_s=expected_s,
+                preemptible=True,
+            )
+            grant = leases.poll(leases.submit(request))
+            assert grant is not None
+            grants.append(grant)
+        clock.at(T0 + 10)
+        owner = take(leases, "owner", 4, "o")
+        assert isinstance(owner, str)
+        assert [status(store, g.lease_id)[1] for g in grants] == [None, None, None]
+        clock.at(T0 + 14)  # b0 was expected to end at T0+13 and still holds
+        assert leases.poll(owner) is None
+        assert [status(store, g.lease_id)[1] for g in grants] == [None, None, T0 + 19]
+        clock.at(T0 + 15)
+        leases.release(grants[0])  # it ends by itself before the victim has stopped
+        granted = leases.poll(owner)
+        assert granted is not None and granted.granted_at == T0 + 15
+
     @SQLITE_ONLY
     def test_a_silent_holder_loses_the_lease_at_its_expiry(
         self, store: Store, leases: LeaseManager, clock: FakeClock

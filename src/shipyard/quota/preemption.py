@@ -4,7 +4,9 @@
 ``lower-priority``). When a request that may reclaim capacity waits — one within its
 pipeline's guaranteed share, or (``lower-priority``) one of higher priority — the pass marks
 the held leases to take back (``preempt_at`` = now + ``preemption_grace_s``), youngest and
-lowest priority first, only as many as free what the request lacks. A marked lease is no
+lowest priority first, only as many as free what the request lacks — and none while the leases
+expected to end within the grace period free enough by themselves (a victim marked now would
+stop no sooner; its work would be lost for nothing). A marked lease is no
 longer renewed: its holder's next heartbeat raises :class:`~shipyard.errors.LeasePreempted`,
 the holder sends SIGTERM, then SIGKILL at ``preempt_at``, and gives the lease back, which is
 recorded ``preempted`` (not ``released``, not failed). A holder that went silent keeps the
@@ -24,7 +26,7 @@ from shipyard.quantities import Amounts
 from shipyard.quota.lease_rows import admission_order, amounts_of, holding_of, record_event
 from shipyard.quota.pools import Pool
 from shipyard.quota.resources import EPSILON, add, first_excess, subtract
-from shipyard.quota.scheduling import victims
+from shipyard.quota.scheduling import Holding, shadow, victims
 from shipyard.store.quota import QuotaLease
 
 
@@ -68,6 +70,8 @@ def mark_preemptions(
         }
         if not lacking:
             return  # it fits once the leases already being taken back have ended
+        if frees_in_time(holdings, total, amounts_of(r.resources), pool, now):
+            return  # the leases ending by themselves free it before a victim would stop
         chosen = victims(
             holdings, lacking, borrowed if within_share else {}, r.pipeline, lower_than
         )
@@ -86,3 +90,15 @@ def mark_preemptions(
             row.reason = f"preempted: {why} (grace {grace:g}s)"
             record_event(s, pool.name, row.id, "preempting", now, total)
         return
+
+
+def frees_in_time(
+    holdings: list[Holding], total: Amounts, wanted: Amounts, pool: Pool, now: float
+) -> bool:
+    """Whether the held leases expected to end within the grace period (those being taken back
+    end by their ``preempt_at``) free enough for ``wanted`` by then: a victim marked now would
+    stop no sooner. A lease already past its expected end is not counted (it overran: when it
+    ends is not known)."""
+    ahead = [h for h in holdings if h.end_at is not None and h.end_at >= now]
+    found = shadow(ahead, total, wanted, pool.capacity, now)
+    return found is not None and found.start_at <= now + pool.policy.preemption_grace_s

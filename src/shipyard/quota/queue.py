@@ -39,7 +39,7 @@ from shipyard.quota.lease_rows import (
 from shipyard.quota.pools import Pool
 from shipyard.quota.preemption import mark_preemptions
 from shipyard.quota.resources import add, first_excess, subtract
-from shipyard.quota.scheduling import Reservation, fits, may_backfill, shadow
+from shipyard.quota.scheduling import Reservation, backfill_end, fits, may_backfill, shadow
 from shipyard.statuses import LEASE_ACTIVE as ACTIVE
 from shipyard.store.quota import QuotaLease
 
@@ -121,7 +121,7 @@ def admit_waiting(
                     break
                 continue
             assert reservation is not None
-            end_at = now + r.expected_s if r.expected_s is not None else None
+            end_at = backfill_end(now, r.expected_s)
             if may_backfill(wanted, end_at, reservation, total, pool.capacity):
                 chosen = (r, after)
                 break

@@ -9,10 +9,13 @@ scheduling the IBM SP2 with backfilling", IEEE TPDS 12(6), 2001): the first requ
 does not fit (the *head*) gets a reservation at its *shadow time* — the earliest time at which
 the held leases expected to have ended by then free enough for it — and a request behind it may
 start now only if it fits now and either is expected to end by the shadow time, or fits in what
-is left beside the head at the shadow time (the *extra*). A lease's expected end is its step's
-declared timeout (a bound: the runner kills the step there) or, without one, what similar past
-runs took. A held lease with no expected end never ends as far as backfill knows, so a head that
-needs its capacity has no shadow time and nothing passes it.
+is left beside the head at the shadow time (the *extra*). A lease's expected end is its grant
+plus its ``expected_s`` (the longest of its step's recent runs, at most the declared timeout).
+A candidate's end is judged with an upper margin (:data:`BACKFILL_MARGIN` × ``expected_s``:
+its next run may be the longest yet), the held leases' ends without one (an earlier shadow
+time lets fewer pass); a candidate without an estimate passes only into the extra. A held lease
+with no expected end never ends as far as backfill knows, so a head that needs its capacity has
+no shadow time and nothing passes it.
 
 **Preemption** picks, for a request that waits and may reclaim, the held leases to take back:
 youngest and lowest priority first (Kueue's order: "lower priority first, then the most
@@ -27,6 +30,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from shipyard.quota.resources import EPSILON, Amounts, add, first_excess, subtract
+
+BACKFILL_MARGIN = 1.25
+"""A backfill candidate is taken to run this many times its estimate: with the estimate the
+longest of its last 10 runs, a next run longer than all of them (probability 1/11 for
+exchangeable durations) must overrun by a quarter before it can delay the head."""
 
 
 @dataclass(frozen=True)
@@ -71,17 +79,25 @@ def shadow(
     return None
 
 
+def backfill_end(now: float, expected_s: float | None) -> float | None:
+    """When a request started now is taken to end, for backfill: its estimate with the upper
+    margin; None without an estimate (it may then pass only into the extra)."""
+    return None if expected_s is None else now + BACKFILL_MARGIN * expected_s
+
+
 def may_backfill(
     wanted: Amounts,
-    expected_end_at: float | None,
+    end_at: float | None,
     reservation: Reservation,
     total: Amounts,
     capacity: Amounts,
 ) -> bool:
-    """Whether a request behind the head may start now without delaying the head's start."""
+    """Whether a request behind the head may start now without delaying the head's reserved
+    start: it fits now, and it ends (``end_at``, from :func:`backfill_end`) by that start or
+    needs only capacity the head leaves free then."""
     if not fits(total, wanted, capacity):
         return False
-    if expected_end_at is not None and expected_end_at <= reservation.start_at:
+    if end_at is not None and end_at <= reservation.start_at:
         return True
     return first_excess(wanted, reservation.extra) is None
 
