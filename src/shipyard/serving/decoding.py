@@ -7,9 +7,11 @@ Measured beside such requests, decoding was 97 % of the GIL time a large request
 and the answer's encoding were about a millisecond each). So a body of ``offload_bytes`` or more
 is handed to a :class:`Decoder`: one helper process per worker, started on the first large
 body, that runs the same parse function and sends back what it built (an array, or the request's
-``V2Request``). The worker's thread waits for it without the GIL; nothing else changes: the same
-functions run, the same limits apply, a refusal is the same error class with the same message and
-field.
+``V2Request``). The server sends a large body ahead from its event loop and awaits the answer
+there (:meth:`Decoder.decode_ahead`), so a request waiting for the helper holds neither the GIL nor
+a thread of the prediction pool; nothing else changes: the same functions run, the same limits
+apply, a refusal is the same error class with the same message and field, raised where the body is
+used.
 
 Both ends are Shipyard's own processes on a private pipe, so the pickle that
 :class:`~concurrent.futures.ProcessPoolExecutor` uses for its arguments and results carries
