@@ -43,7 +43,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -63,7 +63,7 @@ from shipyard.identity import FEEDBACK_WRITE, PREDICT
 from shipyard.identity.authn import Authenticator
 from shipyard.observability.tracecontext import TraceParent, continue_trace
 from shipyard.serving import protocol_mlflow, protocol_v2
-from shipyard.serving.decoding import Decoder
+from shipyard.serving.decoding import Decoded, Decoder
 from shipyard.serving.doors import Doors, doors_settings
 from shipyard.serving.execution import BoundedPool, InlineGate, freeze_heap
 from shipyard.serving.feedback import record_feedback
@@ -128,6 +128,8 @@ class HTTPError(Exception):
 
 
 Answer = tuple[int, bytes, Headers]
+Parsing = tuple[Callable[..., Any], tuple[Any, ...]]
+"""A body's parse function and its arguments after the body."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +151,8 @@ class Job:
     body: bytes
     ids: RequestIds
     started: float
+    decoded: Decoded | None = None
+    """The body as the decoding helper made it, when it was sent ahead."""
 
     @property
     def rid(self) -> str:
@@ -490,7 +494,9 @@ class ServingApp:
         if method == "GET" and rest == ["config"]:
             return _json(200, {"name": model, "platform": f"shipyard-{loaded.info.flavor}"}, head)
         if method == "POST" and rest == ["infer"]:
-            return await self._infer(loaded, self._infer_v2, headers, receive, ids)
+            return await self._infer(
+                loaded, self._infer_v2, self._v2_parsing, headers, receive, ids
+            )
         raise HTTPError(404, f"no route for {method} /v2/{'/'.join(parts)[:200]}")
 
     def _model_ready(
@@ -511,11 +517,15 @@ class ServingApp:
         self,
         loaded: Loaded,
         answer: Callable[[Job], Answer],
+        parsing: Callable[[Job], Parsing],
         headers: dict[bytes, bytes],
         receive: Receive,
         ids: RequestIds,
     ) -> Answer:
-        """Read the body within the version's limits, then answer on the prediction pool."""
+        """Read the body within the version's limits, then answer on the prediction pool.
+
+        A large body is first decoded in the helper process, awaited here on the event loop:
+        the pool's threads stay free (and small requests keep running inline) while it waits."""
         limits = self._limits(loaded)
         started = time.perf_counter()
         try:
@@ -524,15 +534,28 @@ class ServingApp:
             raise self._refusal(loaded, exc, started, ids) from None
         job = Job(loaded, limits, headers, body, ids, started)
         key = (loaded.model, loaded.version)
-        if self.inline.admits(key, len(body), self.pool):
-            return self._timed(answer, job, key, inline=True)
         try:
+            if self.decoder.offloads(len(body)):
+                fn, args = parsing(job)
+                job = replace(job, decoded=await self.decoder.decode_ahead(fn, body, *args))
+            if self.inline.admits(key, len(body), self.pool):
+                return self._timed(answer, job, key, inline=True)
             return await self.pool.run(lambda: self._timed(answer, job, key, inline=False))
         except Overloaded as exc:
             self.telemetry.requests_total.labels(loaded.model, str(loaded.version), "503").inc()
             refused = HTTPError.of(exc)
             refused.headers += _version_headers(loaded)
             raise refused from None
+
+    def _parse(self, job: Job, parsing: Callable[[Job], Parsing]) -> Any:
+        """The job's body parsed: as the helper decoded it when it was sent ahead, else here or
+        in the helper as its size says."""
+        fn, args = parsing(job)
+        if job.decoded is None:
+            return self.decoder.decode(fn, job.body, *args)
+        if job.decoded.here:
+            return fn(job.body, *args)
+        return job.decoded.get()
 
     def _timed(
         self, answer: Callable[[Job], Answer], job: Job, key: tuple[str, int], inline: bool
@@ -609,23 +632,29 @@ class ServingApp:
         )  # fmt: skip
         return parsed, predictions, proba
 
-    def _infer_v2(self, job: Job) -> Answer:
-        loaded = job.loaded
+    def _v2_length(self, job: Job) -> int | None:
+        """The binary extension's JSON header length, refused when it is not a number."""
         raw_length = job.headers.get(b"inference-header-content-length")
         try:
-            length = int(raw_length) if raw_length is not None else None
+            return int(raw_length) if raw_length is not None else None
         except ValueError:
             refused = SchemaViolation(
                 "Inference-Header-Content-Length is not a number",
                 field="Inference-Header-Content-Length",
             )
-            raise self._refusal(loaded, refused, job.started, job.ids) from None
+            raise self._refusal(job.loaded, refused, job.started, job.ids) from None
+
+    def _v2_parsing(self, job: Job) -> Parsing:
+        length = self._v2_length(job)
+        return protocol_v2.parse_request, (length, job.loaded.info.signature, job.limits)
+
+    def _infer_v2(self, job: Job) -> Answer:
+        loaded = job.loaded
+        length = self._v2_length(job)
         holder: list[str] = []
 
         def parse() -> protocol_v2.V2Request:
-            req = self.decoder.decode(
-                protocol_v2.parse_request, job.body, length, loaded.info.signature, job.limits
-            )
+            req: protocol_v2.V2Request = self._parse(job, self._v2_parsing)
             if "predict_proba" in req.outputs and loaded.predictor.proba_fn is None:
                 raise SchemaViolation(
                     f"model {loaded.model} has no predict_proba output", field="outputs"
@@ -653,18 +682,13 @@ class ServingApp:
         self, model: str, headers: dict[bytes, bytes], receive: Receive, ids: RequestIds
     ) -> Answer:
         loaded = self._resolve(model, None, headers, ids.rid)
-        return await self._infer(loaded, self._answer_mlflow, headers, receive, ids)
+        return await self._infer(
+            loaded, self._answer_mlflow, _mlflow_parsing, headers, receive, ids
+        )
 
     def _answer_mlflow(self, job: Job) -> Answer:
         loaded = job.loaded
-        content_type = job.headers.get(b"content-type", b"application/json").decode("latin-1")
-        signature = loaded.info.signature
-        _, predictions, _ = self._run(
-            job,
-            lambda: self.decoder.decode(
-                protocol_mlflow.parse, job.body, content_type, signature, job.limits
-            ),
-        )
+        _, predictions, _ = self._run(job, lambda: self._parse(job, _mlflow_parsing))
         return (
             200,
             protocol_mlflow.encode_predictions(predictions),
@@ -678,6 +702,11 @@ class ServingApp:
             lambda: record_feedback(store, model, body, self.clock, limits)
         )
         return _json(200, {"accepted": accepted})
+
+
+def _mlflow_parsing(job: Job) -> Parsing:
+    content_type = job.headers.get(b"content-type", b"application/json").decode("latin-1")
+    return protocol_mlflow.parse, (content_type, job.loaded.info.signature, job.limits)
 
 
 def _unready_model(model: str, why: str) -> Answer:

@@ -7,9 +7,11 @@ Measured beside such requests, decoding was 97 % of the GIL time a large request
 and the answer's encoding were about a millisecond each). So a body of ``offload_bytes`` or more
 is handed to a :class:`Decoder`: one helper process per worker, started on the first large
 body, that runs the same parse function and sends back what it built (an array, or the request's
-``V2Request``). The worker's thread waits for it without the GIL; nothing else changes: the same
-functions run, the same limits apply, a refusal is the same error class with the same message and
-field.
+``V2Request``). The server sends a large body ahead from its event loop and awaits the answer
+there (:meth:`Decoder.decode_ahead`), so a request waiting for the helper holds neither the GIL nor
+a thread of the prediction pool; nothing else changes: the same functions run, the same limits
+apply, a refusal is the same error class with the same message and field, raised where the body is
+used.
 
 Both ends are Shipyard's own processes on a private pipe, so the pickle that
 :class:`~concurrent.futures.ProcessPoolExecutor` uses for its arguments and results carries
@@ -25,6 +27,7 @@ any use of multiprocessing), the decoder says so once and decodes in the worker 
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import multiprocessing
@@ -36,7 +39,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from shipyard.errors import ShipyardError
+from shipyard.errors import Overloaded, ShipyardError
 
 log = logging.getLogger("shipyard.serving")
 
@@ -44,6 +47,8 @@ T = TypeVar("T")
 
 OFFLOAD_BYTES = 64 * 1024
 """Bodies this large or larger are decoded in the helper process (about 1 ms of decoding)."""
+MAX_WAITING = 8
+"""Large bodies sent to the helper and not yet back; one more is refused with ``Overloaded``."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,21 @@ class _Refusal:
         return exc
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """What became of a body sent ahead to the helper: its value, its refusal, or ``here``
+    (the helper died on it: decode it in the worker)."""
+
+    value: Any = None
+    refusal: ShipyardError | None = None
+    here: bool = False
+
+    def get(self) -> Any:
+        if self.refusal is not None:
+            raise self.refusal
+        return self.value
+
+
 def _decode(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     """In the helper: run ``fn(*args)``; a refusal comes back as data, not as a pickled error."""
     try:
@@ -88,17 +108,30 @@ def _start_helper(parent_pid: int) -> None:
 class Decoder:
     """Runs a body's parse function here for small bodies, in the helper process for large ones.
 
-    ``offload_bytes=0`` decodes everything here (no helper process)."""
+    ``offload_bytes=0`` decodes everything here (no helper process). :meth:`decode_ahead` sends
+    a large body from the event loop and awaits it there, so a request waiting for the helper
+    holds no thread of the prediction pool; at most ``max_waiting`` bodies wait at once."""
 
-    def __init__(self, offload_bytes: int = OFFLOAD_BYTES) -> None:
+    def __init__(self, offload_bytes: int = OFFLOAD_BYTES, max_waiting: int = MAX_WAITING) -> None:
         self.offload_bytes = offload_bytes
+        self.max_waiting = max_waiting
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
         self._answered = False
+        self._waiting = 0
 
     @property
     def started(self) -> bool:
         return self._executor is not None
+
+    @property
+    def waiting(self) -> int:
+        """Bodies sent ahead to the helper and not yet back."""
+        return self._waiting
+
+    def offloads(self, body_bytes: int) -> bool:
+        """Whether a body this large is decoded in the helper."""
+        return bool(self.offload_bytes) and body_bytes >= self.offload_bytes
 
     def _helper(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -111,36 +144,70 @@ class Decoder:
                 )
             return self._executor
 
-    def decode(self, fn: Callable[..., T], body: bytes, *args: Any) -> T:
-        """``fn(body, *args)``, run where the body's size says; raises what ``fn`` raises."""
-        if not self.offload_bytes or len(body) < self.offload_bytes:
-            return fn(body, *args)
-        helper = self._helper()
-        try:
-            got = helper.submit(_decode, fn, (body, *args)).result()
-        except BrokenProcessPool:
-            with self._lock:
-                if self._executor is helper:
-                    self._executor = None
-                    if not self._answered:
-                        self.offload_bytes = 0  # it cannot start here: stop paying for tries
-                        log.warning(
-                            "the decoding helper process could not start (a main module that "
-                            "starts a server must be guarded by `if __name__ == '__main__':`, "
-                            "as multiprocessing requires); large bodies are decoded in the "
-                            "worker from now on"
-                        )
-                    else:
-                        log.warning("the decoding helper process died; decoding this one here")
-            return fn(body, *args)
+    def _lost(self, helper: ProcessPoolExecutor) -> None:
+        """``helper`` broke: forget it (the next large body starts another), or stop offloading
+        if it never answered (it cannot start here)."""
+        with self._lock:
+            if self._executor is helper:
+                self._executor = None
+                if not self._answered:
+                    self.offload_bytes = 0  # it cannot start here: stop paying for tries
+                    log.warning(
+                        "the decoding helper process could not start (a main module that "
+                        "starts a server must be guarded by `if __name__ == '__main__':`, "
+                        "as multiprocessing requires); large bodies are decoded in the "
+                        "worker from now on"
+                    )
+                else:
+                    log.warning("the decoding helper process died; decoding this one here")
+
+    def _outcome(self, got: Any) -> Any:
         self._answered = True
         if isinstance(got, _Refusal):
             raise got.rebuild()
         return got
 
+    def decode(self, fn: Callable[..., T], body: bytes, *args: Any) -> T:
+        """``fn(body, *args)``, run where the body's size says; raises what ``fn`` raises."""
+        if not self.offloads(len(body)):
+            return fn(body, *args)
+        helper = self._helper()
+        try:
+            got = helper.submit(_decode, fn, (body, *args)).result()
+        except BrokenProcessPool:
+            self._lost(helper)
+            return fn(body, *args)
+        result: T = self._outcome(got)
+        return result
+
+    async def decode_ahead(self, fn: Callable[..., Any], body: bytes, *args: Any) -> Decoded | None:
+        """On the event loop: ``fn(body, *args)`` in the helper, awaited without a thread;
+        None for a body decoded where it is used (a small one, or no helper here).
+
+        Raises :class:`Overloaded` when ``max_waiting`` bodies already wait for the helper."""
+        if not self.offloads(len(body)):
+            return None
+        if self._waiting >= self.max_waiting:
+            raise Overloaded("decoding jobs", self.max_waiting)
+        self._waiting += 1
+        helper = self._helper()
+        try:
+            got = await asyncio.wrap_future(helper.submit(_decode, fn, (body, *args)))
+        except BrokenProcessPool:
+            self._lost(helper)
+            return Decoded(here=True)
+        finally:
+            self._waiting -= 1
+        try:
+            return Decoded(self._outcome(got))
+        except ShipyardError as exc:
+            return Decoded(refusal=exc)
+
     def helper_pid(self) -> int:
         """The helper process's pid (starting it if need be)."""
-        return self._helper().submit(os.getpid).result()
+        pid: int = self._helper().submit(os.getpid).result()
+        self._answered = True
+        return pid
 
     def shutdown(self) -> None:
         with self._lock:
