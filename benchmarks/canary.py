@@ -186,6 +186,9 @@ class Scenario:
     stable: dict[str, float]
     canary: dict[str, float] | None  # None: the stable artifact registered again (A/A)
     share: float
+    skewed: bool = False
+    """The canary's classifier was fitted on mirrored features (−x), served raw rows: the
+    demo's skewed model (pixels flipped to 16 − value in training and validation only)."""
 
 
 BASE = {"fail_share": 0.01}
@@ -203,11 +206,16 @@ SCENARIOS = (
     ),
     Scenario("prediction spread, same mean", "sharp", BASE, {**BASE, "sharpness": 1.75}, 0.10),
     Scenario("sparse errors vs error-free stable", "sparse", {}, {"fail_share": 0.005}, 0.16),
+    Scenario("skewed model (the demo's v3)", "skew", BASE, BASE, 0.06, skewed=True),
 )
+REQUEST_LOG_SAMPLE_RATE = 0.1
+"""The share of answered requests the server logs (the replay stage's rows); the default
+setting, 0.01, would log too few of the recording's requests to replay 1 000 rows."""
 
 
-def fit_classifier(seed: int, rows: int) -> tuple[Any, np.ndarray, np.ndarray]:
-    """A logistic regression on a generated tabular problem; returns it and the unseen rows."""
+def fit_classifier(seed: int, rows: int) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """A logistic regression on a generated tabular problem, the same fitted on mirrored
+    features (the skewed model's training code), the training rows and the unseen rows."""
     from sklearn.datasets import make_classification
     from sklearn.linear_model import LogisticRegression
 
@@ -221,7 +229,8 @@ def fit_classifier(seed: int, rows: int) -> tuple[Any, np.ndarray, np.ndarray]:
         random_state=seed,
     )
     clf = LogisticRegression().fit(x[:5_000], y[:5_000])
-    return clf, x[:5_000], x[5_000:]
+    skewed = LogisticRegression().fit(-x[:5_000], y[:5_000])
+    return clf, skewed, x[:5_000], x[5_000:]
 
 
 class RecordingTelemetry(Telemetry):
@@ -285,7 +294,7 @@ def serve_and_note(home: str, port: int, ready: Event, stop: Event, out: str) ->
         ws.store,
         ws.artifacts,
         flush_interval_s=cfg.flush_interval_s,
-        sample_rate=cfg.request_log_sample_rate,
+        sample_rate=REQUEST_LOG_SAMPLE_RATE,
         clock=ws.clock,
     )
     app = ServingApp(LiveModels(Registry.of(ws), cfg.refresh_interval_s), telemetry, clock=ws.clock)
@@ -321,11 +330,31 @@ class Pool:
 
 
 @dataclass
+class ReplayPool:
+    """Both versions of a scenario run side by side (:meth:`LogReplay.replayed`, the control
+    loop's replay) on every row of the stable version's request log that the server wrote,
+    one entry per row."""
+
+    recorded: np.ndarray  # the stable version's logged answer
+    answers: np.ndarray  # the candidate's answer; NaN where it failed
+    candidate_ms: np.ndarray  # the paired timings; NaN where the candidate failed
+    stable_ms: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.recorded.size)
+
+
+REPLAY_FIELDS = ("recorded", "answers", "candidate_ms", "stable_ms")
+
+
+@dataclass
 class Recording:
     pools: dict[str, tuple[Pool, Pool]]  # scenario → (canary, stable)
     seconds: float
     requests: int
     checks: list[str] = field(default_factory=list)
+    replays: dict[str, ReplayPool] = field(default_factory=dict)  # scenario → its replay
 
 
 def save_recording(recording: Recording, path: Path) -> None:
@@ -334,6 +363,9 @@ def save_recording(recording: Recording, path: Path) -> None:
         for arm, pool in zip(("canary", "stable"), recording.pools[sc.name], strict=True):
             for name in ("errors", "latency_s", "client_latency_s", "scores"):
                 arrays[f"{k}:{arm}:{name}"] = getattr(pool, name)
+        if sc.name in recording.replays:
+            for name in REPLAY_FIELDS:
+                arrays[f"{k}:replay:{name}"] = getattr(recording.replays[sc.name], name)
     meta = {
         "seconds": recording.seconds,
         "requests": recording.requests,
@@ -362,12 +394,21 @@ def load_recording(path: Path) -> Recording:
             )
             for k, sc in enumerate(SCENARIOS)
         }
+        replays = {
+            sc.name: ReplayPool(*(f[f"{k}:replay:{n}"] for n in REPLAY_FIELDS))
+            for k, sc in enumerate(SCENARIOS)
+            if f"{k}:replay:recorded" in f
+        }
     return Recording(
-        pools, meta["seconds"], meta["requests"], [*meta["checks"], f"replayed from {path}"]
+        pools,
+        meta["seconds"],
+        meta["requests"],
+        [*meta["checks"], f"replayed from {path}"],
+        replays,
     )
 
 
-def _register_scenarios(ws: Any, clf: Any, train: np.ndarray) -> None:
+def _register_scenarios(ws: Any, clf: Any, skewed: Any, train: np.ndarray) -> None:
     import pandas as pd
 
     from shipyard.checks import Check
@@ -403,7 +444,9 @@ def _register_scenarios(ws: Any, clf: Any, train: np.ndarray) -> None:
         )  # fmt: skip
         canary = reg.register(
             sc.model,
-            ScoringModel(clf, **(sc.canary if sc.canary is not None else sc.stable)),
+            ScoringModel(
+                skewed if sc.skewed else clf, **(sc.canary if sc.canary is not None else sc.stable)
+            ),
             training_data=frame,
             reference_profile=reference,
         )
@@ -434,7 +477,7 @@ def record(total_requests: int, seed: int) -> Recording:
     from shipyard.serving.split import live_splits
     from shipyard.workspace import Workspace
 
-    clf, train, rows = fit_classifier(seed, total_requests)
+    clf, skewed, train, rows = fit_classifier(seed, total_requests)
     rng = np.random.default_rng(seed)
     shares = np.asarray([sc.share for sc in SCENARIOS])
     which = rng.choice(len(SCENARIOS), size=total_requests, p=shares / shares.sum())
@@ -443,7 +486,7 @@ def record(total_requests: int, seed: int) -> Recording:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         ws = Workspace.open(home=home)
-        _register_scenarios(ws, clf, train)
+        _register_scenarios(ws, clf, skewed, train)
         cohorts = {m: sp.cohort for m, sp in live_splits(ws.store).items()}
         notes_path = str(Path(tmp) / "notes.json")
         with socket_port() as port:
@@ -469,8 +512,50 @@ def record(total_requests: int, seed: int) -> Recording:
         }
         recording = _pools(seen, noted, seconds)
         recording.checks.append(_check_flushed(ws, recording, seen, noted))
+        recording.replays = _replay_pools(ws)
+        recording.checks.append(
+            "the replay pools: both versions on every row of the stable version's request log "
+            f"(the server logged {REQUEST_LOG_SAMPLE_RATE:g} of its answered requests), run by "
+            "the control loop's replay: "
+            + ", ".join(f"{MODEL_OF[k]} {v.size} rows" for k, v in recording.replays.items())
+        )
         ws.store.dispose()
     return recording
+
+
+def _replay_pools(ws: Any) -> dict[str, ReplayPool]:
+    """What the control loop's replay (:class:`shipyard.deploy.replay.LogReplay`) does on the
+    stable version's request log, on every logged row, for each scenario a staged release
+    replays."""
+    from shipyard.deploy.replay import LogReplay
+    from shipyard.registry import Registry
+
+    replayer = LogReplay(ws.store, ws.artifacts, Registry(ws.store, ws.artifacts, actor="bench"))
+    policy = policy_with_interval(DEFAULT_POLICY.canary.interval_s, staged=True)
+    assert policy.canary.replay is not None
+    every_row = policy.canary.replay.model_copy(update={"min_rows": 1, "max_rows": 100_000})
+    everything = policy.model_copy(
+        update={"canary": policy.canary.model_copy(update={"replay": every_row})}
+    )
+    out: dict[str, ReplayPool] = {}
+    for sc in SCENARIOS:
+        if sc.name not in STAGED_OF.values():
+            continue
+        arms, _ = replayer.replayed(sc.model, 2, 1, everything, time.time() + 1)
+        answered = np.asarray([a is not None for a in arms.answers])
+        if arms.candidate_ms.size != answered.sum():
+            raise RuntimeError(f"{sc.model}: the stable version failed a logged row at replay")
+        c_ms = np.full(arms.rows, np.nan)
+        s_ms = np.full(arms.rows, np.nan)
+        c_ms[answered] = arms.candidate_ms
+        s_ms[answered] = arms.stable_ms
+        out[sc.name] = ReplayPool(
+            recorded=np.asarray(arms.recorded, dtype=np.float64),
+            answers=np.asarray([np.nan if a is None else a for a in arms.answers], dtype=float),
+            candidate_ms=c_ms,
+            stable_ms=s_ms,
+        )
+    return out
 
 
 def _send(
@@ -677,6 +762,7 @@ class Outcome:
     ours_failed_at: int | None  # analysis interval (1-based, whole rollout) of the rollback
     kayenta_failed_at: int | None
     ours_failed_on: tuple[str, ...] = ()  # the metrics that failed Shipyard's verdict
+    stopped_at_replay: bool = False  # failed at replay: no user was routed to the canary
 
 
 def policy_with_interval(interval_s: float, staged: bool = False) -> Policy:
@@ -685,6 +771,7 @@ def policy_with_interval(interval_s: float, staged: bool = False) -> Policy:
     data = DEFAULT_POLICY.model_dump(mode="json")
     data["canary"]["interval_s"] = interval_s
     if staged:
+        data["canary"]["replay"] = {"min_rows": 200, "max_rows": 1000}
         targeted = {"match": {"header": "x-user-group", "values": ["internal"]}}
         data["canary"]["steps"] = [{**data["canary"]["steps"][0], **targeted, "weight_pct": 0}]
         data["canary"]["steps"] += DEFAULT_POLICY.model_dump(mode="json")["canary"]["steps"]
@@ -693,7 +780,16 @@ def policy_with_interval(interval_s: float, staged: bool = False) -> Policy:
 
 STAGED_TARGETED_PCT = 5.0
 """The share of requests the staged release's targeted cohort (internal users) sends."""
-STAGED = "staged A/A: targeted → 10 % → 50 %"
+STAGED = "staged A/A: replay → targeted → 10 % → 50 %"
+MODEL_OF = {sc.name: sc.model for sc in SCENARIOS}
+STAGED_OF = {
+    STAGED: SCENARIOS[0].name,
+    "staged: +2 pp errors": "+2 pp errors",
+    "staged: prediction shift only": "prediction shift only",
+    "staged: skewed model (the demo's v3)": "skewed model (the demo's v3)",
+}
+"""Each staged row and the scenario whose replay pool (and, past the replay, requests) it
+draws; the staged A/A row's live requests are the pooled A/A ones."""
 
 
 def total_intervals(policy: Policy) -> int:
@@ -701,20 +797,56 @@ def total_intervals(policy: Policy) -> int:
 
 
 _POOLS: dict[str, tuple[Pool, Pool]] = {}
+_REPLAYS: dict[str, ReplayPool] = {}
 
 
-def _set_pools(pools: dict[str, tuple[Pool, Pool]]) -> None:
+def _set_pools(pools: dict[str, tuple[Pool, Pool]], replays: dict[str, ReplayPool]) -> None:
     _POOLS.update(pools)
+    _REPLAYS.update(replays)
+
+
+def replay_stage(
+    rng: np.random.Generator, pool: ReplayPool, policy: Policy, exchangeable: bool
+) -> list[Any]:
+    """The replay stage's verdicts on ``max_rows`` rows drawn with replacement from every row
+    of the scenario's replayed log (:func:`shipyard.deploy.replay.judge_replay`, the control loop's
+    judge). ``exchangeable`` (A/A: one artifact): each drawn row's two timings are swapped
+    with probability ½, the permutation null, free of the one replay's chance difference."""
+    from shipyard.deploy.replay import ReplayArms, judge_replay
+
+    assert policy.canary.replay is not None
+    idx = rng.integers(0, pool.size, policy.canary.replay.max_rows)
+    answers = pool.answers[idx]
+    failed = np.isnan(answers)
+    c_ms, s_ms = pool.candidate_ms[idx][~failed], pool.stable_ms[idx][~failed]
+    if exchangeable:
+        swap = rng.random(c_ms.size) < 0.5
+        c_ms, s_ms = np.where(swap, s_ms, c_ms), np.where(swap, c_ms, s_ms)
+    arms = ReplayArms(
+        recorded=pool.recorded[idx].tolist(),
+        answers=[None if f else float(a) for a, f in zip(answers, failed, strict=True)],
+        candidate_ms=c_ms,
+        stable_ms=s_ms,
+        errors=[f"row {i}" for i in np.flatnonzero(failed)],
+    )
+    return judge_replay(arms, policy)
 
 
 def replay(args: tuple[int, str, float]) -> Outcome:
-    """One rollout of the policy's plan on requests resampled from the scenario's pools (the
-    staged release's plan for :data:`STAGED`, on the pooled A/A requests)."""
+    """One rollout of the policy's plan on requests resampled from the scenario's pools; a
+    staged row (:data:`STAGED_OF`) first replays the stable version's logged rows, and goes on
+    to the live steps (targeted, then weighted) only if the replay passes."""
     seed, scenario, interval_s = args
-    staged = scenario == STAGED
-    canary_pool, stable_pool = _POOLS[AA_POOLED if staged else scenario]
+    staged = scenario in STAGED_OF
+    base = STAGED_OF.get(scenario, scenario)
+    canary_pool, stable_pool = _POOLS[AA_POOLED if scenario == STAGED else base]
     rng = np.random.default_rng(seed)
     policy = policy_with_interval(interval_s, staged)
+    if staged:
+        verdicts = replay_stage(rng, _REPLAYS[base], policy, exchangeable=scenario == STAGED)
+        failed = tuple(f"replay {v.metric}" for v in verdicts if v.outcome == "fail")
+        if failed:
+            return Outcome(0, None, failed, stopped_at_replay=True)
     max_intervals = total_intervals(policy)
     interval = policy.canary.interval_s
     subwindows = int(interval / SUBWINDOW_S)
@@ -745,9 +877,9 @@ def replay(args: tuple[int, str, float]) -> Outcome:
                     failed_on = tuple(v.metric for v in verdicts if v.outcome == "fail")
                 elif outcome != "extend":
                     looks += 1
-            if kayenta is None and kayenta_fails(c, s):
+            if kayenta is None and not staged and kayenta_fails(c, s):
                 kayenta = t
-            if (ours is not None and kayenta is not None) or t >= max_intervals:
+            if (ours is not None and (kayenta is not None or staged)) or t >= max_intervals:
                 return Outcome(ours, kayenta, failed_on)
             if elapsed >= step.min_duration_s:
                 break
@@ -1150,7 +1282,6 @@ def _judging_table(results: dict[str, list[Outcome]], policy: Policy) -> None:
     goals = {
         SCENARIOS[0].name: "≤ 1 %",
         AA_POOLED: "≤ 1 %",
-        STAGED: "≤ 1 %",
         "+2 pp errors": "≥ 95 % ≤3",
         "prediction shift only": "detected",
     }
@@ -1187,7 +1318,7 @@ def _judging_table(results: dict[str, list[Outcome]], policy: Policy) -> None:
                 f"{'—' if math.isnan(med) else f'{med:g}':>4}"
             )
         print(f"{name:38} {cells[0]}  {cells[1]}  {goals.get(name, ''):10} {_failed_on(o)}")
-    for name in (SCENARIOS[0].name, AA_POOLED, STAGED):
+    for name in (SCENARIOS[0].name, AA_POOLED):
         if name not in results:
             continue
         o = results[name]
@@ -1200,6 +1331,46 @@ def _judging_table(results: dict[str, list[Outcome]], policy: Policy) -> None:
             lo, hi = wilson(hits, len(o))
             line.append(f"{label} {hits / len(o):.1%} [{lo:.1%}, {hi:.1%}]")
         print(f"false rollbacks, {name}, 95 % interval: " + "; ".join(line))
+
+
+def _staged_table(results: dict[str, list[Outcome]], interval_s: float) -> None:
+    staged = policy_with_interval(interval_s, staged=True)
+    stages = staged.stages()
+    looks = [
+        staged.replay_alpha(),
+        *(
+            staged.alpha_at(i, k)
+            for i, step in enumerate(staged.canary.steps)
+            for k in range(1, step.max_looks(interval_s) + 1)
+        ),
+    ]
+    metrics = len(staged.analysis.metrics)
+    print(
+        f"\nThe staged release: {' → '.join(st.kind for st in stages)} "
+        f"({' → '.join(st.description for st in stages)}; the targeted cohort sends "
+        f"{STAGED_TARGETED_PCT:g} % of requests), {len(looks)} looks in all, one α = "
+        f"{staged.analysis.alpha:g} ({staged.analysis.budget} budget): per stage "
+        + ", ".join(f"{st.kind} {st.alpha:.2g}" for st in stages)
+        + f"; Σ over looks of the per-look level × {metrics} metrics = "
+        f"{sum(looks) * metrics:.6g} (largest look {max(looks):.3g} per metric)"
+    )
+    header = (
+        f"{'staged release':40} {'rollouts':>8} {'rolled back [95 % Wilson]':>27} "
+        f"{'stopped at replay [95 % Wilson]':>33}  {'goal':9} failed on (rollouts)"
+    )
+    print(header)
+    print("-" * (len(header) + 12))
+    for name, o in results.items():
+        n = len(o)
+        back = sum(x.ours_failed_at is not None for x in o)
+        replay_stops = sum(x.stopped_at_replay for x in o)
+        lo, hi = wilson(back, n)
+        rlo, rhi = wilson(replay_stops, n)
+        goal = "≤ 1 %" if name == STAGED else "≥ 95 % at replay"
+        print(
+            f"{name:40} {n:>8} {f'{back / n:.1%} [{lo:.1%}, {hi:.1%}]':>27} "
+            f"{f'{replay_stops / n:.1%} [{rlo:.1%}, {rhi:.1%}]':>33}  {goal:9} {_failed_on(o)}"
+        )
 
 
 def main() -> None:
@@ -1270,20 +1441,24 @@ def main() -> None:
     t0 = time.perf_counter()
     results: dict[str, list[Outcome]] = {}
     pools = {**recording.pools, AA_POOLED: pooled_aa(recording)}
-    with ProcessPoolExecutor(max_workers=2, initializer=_set_pools, initargs=(pools,)) as pool:
-        for name in [SCENARIOS[0].name, AA_POOLED, *(sc.name for sc in SCENARIOS[1:]), STAGED]:
+    staged_rows = list(STAGED_OF) if recording.replays else []
+    if not staged_rows:
+        print("(a recording without replay pools: the staged rows are left out)")
+    with ProcessPoolExecutor(
+        max_workers=2, initializer=_set_pools, initargs=(pools, recording.replays)
+    ) as pool:
+        for name in [
+            SCENARIOS[0].name,
+            AA_POOLED,
+            *(sc.name for sc in SCENARIOS[1:]),
+            *staged_rows,
+        ]:
             aa = name in (SCENARIOS[0].name, AA_POOLED, STAGED)
             n = args.aa_rollouts if aa else args.rollouts
             results[name] = run_scenario(name, n, args.interval, pool)
-    _judging_table(results, policy)
-    staged = policy_with_interval(args.interval, staged=True)
-    print(
-        f"staged release: {' → '.join(st.description for st in staged.stages())} (the targeted "
-        f"cohort sends {STAGED_TARGETED_PCT:g} % of requests), "
-        f"{sum(st.max_looks for st in staged.stages())} looks, one α = "
-        f"{staged.analysis.alpha:g} ({staged.analysis.budget} budget): per stage "
-        + ", ".join(f"{st.alpha:.2g}" for st in staged.stages())
-    )
+    _judging_table({k: v for k, v in results.items() if k not in STAGED_OF}, policy)
+    if staged_rows:
+        _staged_table({k: results[k] for k in staged_rows}, args.interval)
     print(f"({time.perf_counter() - t0:.0f} s to replay and judge)")
     deltas = rollback_speed(args.rollback_trials)
     print(
