@@ -422,6 +422,7 @@ def load_recording(path: Path) -> Recording:
                 ),
             )
             for k, sc in enumerate(SCENARIOS)
+            if f"{k}:canary:errors" in f  # a recording made before a scenario was added
         }
         replays = {
             sc.name: ReplayPool(*(f[f"{k}:replay:{n}"] for n in REPLAY_FIELDS))
@@ -1479,7 +1480,7 @@ def main() -> None:
         for name in [
             SCENARIOS[0].name,
             AA_POOLED,
-            *(sc.name for sc in SCENARIOS[1:]),
+            *(sc.name for sc in SCENARIOS[1:] if sc.name in recording.pools),
             *staged_rows,
         ]:
             aa = name in (SCENARIOS[0].name, AA_POOLED, STAGED)
