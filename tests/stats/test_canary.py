@@ -154,6 +154,14 @@ class TestSpreadCalibration:
         p = mean_difference_sf([0.0, 1.0], [1, 1], 4000, 4000, 0.03)
         assert p == pytest.approx(float(sps.norm.sf(0.03 / math.sqrt(0.25 * 2 / 4000))), rel=0.02)
 
+    def test_extreme_and_constant_arms_give_a_p_value(self) -> None:
+        """No deviation at all, a canary below every stable deviation, and above every one."""
+        assert spread_test([1.0, 1.0, 1.0], [1.0, 1.0]).p_value == 1.0
+        assert spread_test([5.0, 5.0], [0.0, 2.0]).p_value == 1.0
+        assert spread_test([0.0, 9.0], [5.0, 5.0, 5.0]).p_value < 0.5
+        assert mean_difference_sf([0.0, 1.0], [1, 1], 3, 3, 1.0) == pytest.approx(0.5**6)
+        assert mean_difference_sf([0.0, 1.0], [1, 1], 3, 3, -1.0) == 1.0
+
     def test_holds_its_level_with_a_small_canary_arm_on_lognormal_latency(self) -> None:
         """A/A with a 5 % canary arm (50 vs 950) on lognormal latency (σ 1.5), 6 000 seeds:
         the t reference of the same statistic rejects more than twice as often as its level

@@ -356,6 +356,8 @@ def mean_difference_sf(
     z = (v - mu) / sd  # standardised: the tilting stays inside float range
     d = difference / sd
     lo_v, hi_v = float(z.min()), float(z.max())
+    if d <= lo_v - hi_v:  # every difference reaches it
+        return 1.0
     if d >= hi_v - lo_v:  # only the extreme draw on both sides reaches it
         if d > hi_v - lo_v + 1e-12:
             return 0.0
@@ -381,10 +383,12 @@ def mean_difference_sf(
     # Newton on K'(s) = d, kept inside a bracket that is widened until it holds the root
     lo, hi = 0.0, 0.0
     step = d / se**2
-    while True:
+    for _ in range(64):
         hi = 2 * step if hi == 0.0 else 2 * hi
         if (moments(hi)[1] - d) * step > 0:
             break
+    else:  # d within float noise of an end of the range: the tail is nil, or everything
+        return 0.0 if d > 0 else 1.0
     lo, hi = min(0.0, hi), max(0.0, hi)
     s = d / se**2
     s = s if lo < s < hi else (lo + hi) / 2
