@@ -76,6 +76,28 @@ class TestSchedule:
         for policy in (two, three):
             assert sum(s.alpha for s in policy.stages()) == pytest.approx(policy.analysis.alpha)
 
+    def test_the_replay_and_every_live_look_together_spend_exactly_alpha(self) -> None:
+        """replay → targeted → 10 % → 50 %: the replay's one look per metric, plus every look
+        of every live step per metric, times the metrics, is α; no look may spend more."""
+        policy = parse_policy(
+            "canary: {interval_s: 120, replay: {min_rows: 200}, steps: ["
+            "{match: {header: x-user-group, values: [internal]}, min_duration_s: 300}, "
+            "{weight_pct: 10, min_duration_s: 300}, {weight_pct: 50, min_duration_s: 300}]}"
+        )
+        metrics = len(policy.analysis.metrics)
+        live = [
+            policy.alpha_at(i, k)
+            for i, step in enumerate(policy.canary.steps)
+            for k in range(1, step.max_looks(policy.canary.interval_s) + 1)
+        ]
+        assert len(live) == 9 and min(live) > 0
+        assert (policy.replay_alpha() + sum(live)) * metrics == pytest.approx(
+            policy.analysis.alpha, abs=1e-15
+        )
+        assert [s.kind for s in policy.stages()] == ["replay", "targeted", "canary", "canary"]
+        assert policy.stages()[0].alpha == pytest.approx(policy.replay_alpha() * metrics)
+        assert policy.alpha_at(0, 4) == 0.0  # a look past the step's last one can never fail
+
 
 def _aa_release(policy: Policy, rng: np.random.Generator, *, naive: bool) -> bool:
     """One A/A release: both versions draw from one distribution; every look of every stage on

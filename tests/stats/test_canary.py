@@ -17,6 +17,7 @@ from shipyard.stats.canary import (
     ks_test,
     latency_shift_test,
     mann_whitney_greater,
+    mean_difference_sf,
     rate_test,
     spread_test,
     verdict,
@@ -101,15 +102,17 @@ class TestLatency:
         assert r.ci_low < 5 < r.ci_high
         assert r.p_value < 1e-6
 
-    def test_spread_matches_scipy_levene_median(self, rng: np.random.Generator) -> None:
+    def test_spread_statistic_is_scipy_levene_median(self, rng: np.random.Generator) -> None:
         x = rng.normal(10, 3, 300)
         y = rng.normal(10, 2, 1500)
         r = spread_test(x, y)
         ref = sps.levene(x, y, center="median")
         assert r.statistic == pytest.approx(float(ref.statistic), abs=1e-9)
-        # one-sided p is half the two-sided one when the canary is the wider side
-        assert 2 * r.p_value == pytest.approx(float(ref.pvalue), abs=1e-9)
-        assert r.effect > 1.3
+        # the t reference halves scipy's two-sided p; the saddlepoint p is near it on
+        # near-normal absolute deviations with hundreds of values per arm
+        t_p = float(sps.t.sf(r.extra["t"], x.size + y.size - 2))
+        assert 2 * t_p == pytest.approx(float(ref.pvalue), abs=1e-9)
+        assert r.p_value < 1e-6 and r.effect > 1.3
 
     def test_wider_spread_with_the_same_median_is_caught_where_mann_whitney_is_blind(
         self, rng: np.random.Generator
@@ -119,6 +122,76 @@ class TestLatency:
         y = rng.normal(100, 10, 3000)
         assert mann_whitney_greater(x, y)[1] > 0.01
         assert spread_test(x, y).p_value < 1e-10
+
+
+class TestSpreadCalibration:
+    """Brown–Forsythe's difference of mean absolute deviations, referred to its bootstrap
+    distribution by the saddlepoint approximation instead of Student's t."""
+
+    @pytest.mark.parametrize(
+        ("m", "n", "q"), [(50, 950, 0.01), (200, 3800, 0.004), (100, 1900, 0.05)]
+    )
+    def test_tail_matches_the_exact_binomial_convolution(self, m: int, n: int, q: float) -> None:
+        """Values 0 / 1: the two means are Binomial(m, q)/m and Binomial(n, q)/n, whose
+        difference has an exact tail (scipy.stats.binom); checked between lattice points,
+        down to p ≈ 1e-15, including the Poisson-like case of rare stalls in a small arm: never
+        more than 5 % below the exact tail, at most twice it far out (conservative)."""
+        pc = sps.binom.pmf(np.arange(m + 1), m, q)
+        cdf_s = sps.binom.cdf(np.arange(n + 1), n, q)
+        for k in range(2, 16):
+            d = (k - 0.5) / m - q
+            exact = sum(
+                pc[i] * cdf_s[min(n, math.floor((i / m - d) * n))]
+                for i in range(m + 1)
+                if i / m >= d
+            )
+            if exact < 1e-15:
+                break
+            got = mean_difference_sf([0.0, 1.0], [1 - q, q], m, n, d)
+            assert 0.95 * exact <= got <= 2.0 * exact, (k, exact, got)
+
+    def test_tail_is_normal_for_symmetric_values_and_large_arms(self) -> None:
+        p = mean_difference_sf([0.0, 1.0], [1, 1], 4000, 4000, 0.03)
+        assert p == pytest.approx(float(sps.norm.sf(0.03 / math.sqrt(0.25 * 2 / 4000))), rel=0.02)
+
+    def test_extreme_and_constant_arms_give_a_p_value(self) -> None:
+        """No deviation at all, a canary below every stable deviation, and above every one."""
+        assert spread_test([1.0, 1.0, 1.0], [1.0, 1.0]).p_value == 1.0
+        assert spread_test([5.0, 5.0], [0.0, 2.0]).p_value == 1.0
+        assert spread_test([0.0, 9.0], [5.0, 5.0, 5.0]).p_value < 0.5
+        assert mean_difference_sf([0.0, 1.0], [1, 1], 3, 3, 1.0) == pytest.approx(0.5**6)
+        assert mean_difference_sf([0.0, 1.0], [1, 1], 3, 3, -1.0) == 1.0
+
+    def test_holds_its_level_with_a_small_canary_arm_on_lognormal_latency(self) -> None:
+        """A/A with a 5 % canary arm (50 vs 950) on lognormal latency (σ 1.5), 6 000 seeds:
+        the t reference of the same statistic rejects more than twice as often as its level
+        (3.4 % at 1 %, 1.4 % at 0.1 %); the saddlepoint reference at most at its level."""
+        rng = np.random.default_rng(20261130)
+        m, n = 50, 950
+        old, new = [], []
+        for _ in range(6000):
+            r = spread_test(rng.lognormal(0, 1.5, m), rng.lognormal(0, 1.5, n))
+            old.append(float(sps.t.sf(r.extra["t"], m + n - 2)))
+            new.append(r.p_value)
+        for alpha in (0.01, 0.005, 0.001):
+            assert np.mean(np.asarray(old) < alpha) > 2 * alpha
+            assert np.mean(np.asarray(new) < alpha) <= alpha
+
+    def test_rare_stalls_in_a_small_arm_are_judged_by_how_likely_they_are(
+        self, rng: np.random.Generator
+    ) -> None:
+        """3 stalls of 25 ms among 100 canary requests answered in ~0.3 ms, 4 among 1 900
+        stable ones: t says p ≈ 2e-6 (a rollback at any look's level), though 3 or more of
+        the pooled 7 stalls land in a 100-request arm about once in 700 A/A looks (Poisson
+        with mean 100 · 4/1 900); the saddlepoint p is that chance, within a factor 2."""
+        y = rng.lognormal(math.log(0.3), 0.2, 1900)
+        y[:4] = 25.0
+        x = rng.lognormal(math.log(0.3), 0.2, 100)
+        x[:3] = 25.0
+        r = spread_test(x, y)
+        chance = float(sps.poisson.sf(2, 100 * 4 / 1900))
+        assert sps.t.sf(r.extra["t"], 1998) < 1e-5
+        assert chance / 2 <= r.p_value <= 2 * chance
 
 
 class TestPredictions:

@@ -7,12 +7,20 @@ from types import ModuleType
 
 import pytest
 
-from shipyard.stats import attribution, divergence, estimation, multivariate, profile, schema
+from shipyard.stats import (
+    attribution,
+    canary,
+    divergence,
+    estimation,
+    multivariate,
+    profile,
+    schema,
+)
 
 
 @pytest.mark.parametrize(
     "module",
-    [attribution, divergence, estimation, multivariate, profile, schema],
+    [attribution, canary, divergence, estimation, multivariate, profile, schema],
     ids=lambda m: m.__name__,
 )
 def test_docstring_examples_hold(module: ModuleType) -> None:

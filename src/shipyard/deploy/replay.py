@@ -52,7 +52,14 @@ from shipyard.store import Store
 MAX_CLASSES = 20
 """Answers with more distinct values than this, all numbers, are compared as numbers."""
 MAX_EXAMPLES = 5
-__all__ = ["REPLAY_STEP", "LogReplay", "ReplayOutcome", "ReplayUnavailable", "judge_replay"]
+__all__ = [
+    "REPLAY_STEP",
+    "LogReplay",
+    "ReplayArms",
+    "ReplayOutcome",
+    "ReplayUnavailable",
+    "judge_replay",
+]
 
 
 class ReplayUnavailable(DeployError):
@@ -257,6 +264,13 @@ class LogReplay:
     def __call__(
         self, model: str, candidate: int, stable: int, policy: Policy, now: float
     ) -> ReplayOutcome:
+        arms, logged = self.replayed(model, candidate, stable, policy, now)
+        return self.judged(arms, logged, stable, policy, now)
+
+    def replayed(
+        self, model: str, candidate: int, stable: int, policy: Policy, now: float
+    ) -> tuple[ReplayArms, serving_records.LoggedInputs]:
+        """Both versions on the stable version's logged rows (what ``__call__`` judges)."""
         replay = policy.canary.replay
         if replay is None:
             raise DeployError("the policy has no replay stage")
@@ -278,7 +292,19 @@ class LogReplay:
         _, stable_model = self.registry.load(model, version=stable)
         rows = _input_array(logged.rows, info.signature.numeric)
         recorded = [_first(p) for p in logged.predictions]
-        arms = replay_rows(candidate_model, stable_model, rows, recorded)
+        return replay_rows(candidate_model, stable_model, rows, recorded), logged
+
+    def judged(
+        self,
+        arms: ReplayArms,
+        logged: serving_records.LoggedInputs,
+        stable: int,
+        policy: Policy,
+        now: float,
+    ) -> ReplayOutcome:
+        replay = policy.canary.replay
+        assert replay is not None
+        since = now - replay.since_s
         verdicts = judge_replay(arms, policy)
         changed = sum(
             a is not None and not same_answer(a, r)

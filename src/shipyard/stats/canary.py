@@ -8,7 +8,7 @@ metric                 test                                                     
 =====================  ============================================================  ===========
 error rate             exact conditional test of two Poisson rates (binomial)        Δ rate, pp
 latency (location)     Mann–Whitney U + Hodges–Lehmann shift with its CI             shift, ms
-latency (spread)       Brown–Forsythe (Levene on |x − median|)                       MAD ratio
+latency (spread)       Brown–Forsythe's |x − median| means, saddlepoint-calibrated   MAD ratio
 predictions (numeric)  two-sample Kolmogorov–Smirnov                                 D
 predictions (classes)  chi-square test of homogeneity                                Cramér's V
 =====================  ============================================================  ===========
@@ -319,14 +319,116 @@ def latency_shift_test(
     )
 
 
-def spread_test(canary: ArrayLike, stable: ArrayLike) -> TestResult:
-    """Brown–Forsythe: is the canary's spread wider? One-sided.
+def mean_difference_sf(
+    values: ArrayLike, counts: ArrayLike, m: int, n: int, difference: float
+) -> float:
+    """P(X̄_m − Ȳ_n ≥ d): the upper tail of the difference between the means of ``m`` and ``n``
+    independent draws from one discrete distribution (``values`` with weights ``counts``).
 
-    With z = |v − median(group)|, the test is the one-way ANOVA F on z
-    (Brown & Forsythe 1974, JASA 69:364–367; scipy.stats.levene(center="median")).
-    For two groups F = t², so the one-sided p is P(T > t) with t the signed Welch-free
-    pooled t of z_canary − z_stable on n − 2 degrees of freedom.
-    The effect is the ratio of mean absolute deviations from the median, canary / stable.
+    This is the two-sample bootstrap null of a difference of means (its variance σ²(1/m + 1/n)
+    is the permutation variance), computed without resampling by the Lugannani–Rice saddlepoint
+    approximation, which holds its relative accuracy far into the tail however skewed the
+    distribution (Lugannani & Rice 1980, Adv. Appl. Prob. 12:475–490; for resampling
+    distributions Davison & Hinkley 1988, Biometrika 75:417–431). With K₀(u) = log Σ wᵢ·e^{u·vᵢ}
+    the cumulant generating function of one draw, the difference has
+    K(s) = m·K₀(s/m) + n·K₀(−s/n); ŝ solves K′(ŝ) = d, and with
+    w = sign(ŝ)·√(2(ŝd − K(ŝ))), u = ŝ·√K″(ŝ):  P ≈ 1 − Φ(w) + φ(w)·(1/u − 1/w).
+
+    Rare stalls (0.4 % of requests), 4 of them in a 200-request arm against 3 800 (a
+    difference of means of 3.5/200 − 0.004 between lattice points):
+
+    >>> p = mean_difference_sf([0.0, 1.0], [996, 4], 200, 3800, 3.5 / 200 - 0.004)
+    >>> round(p, 4)  # exact (binomial convolution) 0.0089; the normal approximation 0.0016
+    0.0106
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    w_all = np.asarray(counts, dtype=np.float64).ravel()
+    keep = w_all > 0
+    v, w_all = v[keep], w_all[keep]
+    if m < 1 or n < 1 or v.size == 0:
+        raise ValueError("need at least one draw on each side and one value")
+    log_w = np.log(w_all / w_all.sum())
+    weights = np.exp(log_w)
+    mu = float((weights * v).sum())
+    sd = math.sqrt(float((weights * (v - mu) ** 2).sum()))
+    if sd == 0.0 or not math.isfinite(sd):
+        return 1.0 if difference <= 0 else 0.0
+    z = (v - mu) / sd  # standardised: the tilting stays inside float range
+    d = difference / sd
+    lo_v, hi_v = float(z.min()), float(z.max())
+    if d <= lo_v - hi_v:  # every difference reaches it
+        return 1.0
+    if d >= hi_v - lo_v:  # only the extreme draw on both sides reaches it
+        if d > hi_v - lo_v + 1e-12:
+            return 0.0
+        return float(np.exp(m * log_w[z.argmax()] + n * log_w[z.argmin()]))
+
+    def tilted(u: float) -> tuple[float, float, float]:
+        a = log_w + u * z
+        top = float(a.max())
+        e = np.exp(a - top)
+        total = float(e.sum())
+        mean = float((e * z).sum()) / total
+        var = float((e * (z - mean) ** 2).sum()) / total
+        return top + math.log(total), mean, var
+
+    def moments(s: float) -> tuple[float, float, float]:
+        k_c, mean_c, var_c = tilted(s / m)
+        k_s, mean_s, var_s = tilted(-s / n)
+        return m * k_c + n * k_s, mean_c - mean_s, var_c / m + var_s / n
+
+    se = math.sqrt(1.0 / m + 1.0 / n)
+    if abs(d) < 1e-6 * se:
+        return 0.5
+    # Newton on K'(s) = d, kept inside a bracket that is widened until it holds the root
+    lo, hi = 0.0, 0.0
+    step = d / se**2
+    for _ in range(64):
+        hi = 2 * step if hi == 0.0 else 2 * hi
+        if (moments(hi)[1] - d) * step > 0:
+            break
+    else:  # d within float noise of an end of the range: the tail is nil, or everything
+        return 0.0 if d > 0 else 1.0
+    lo, hi = min(0.0, hi), max(0.0, hi)
+    s = d / se**2
+    s = s if lo < s < hi else (lo + hi) / 2
+    for _ in range(200):
+        k, k1, k2 = moments(s)
+        if abs(k1 - d) <= 1e-12 * (1.0 + abs(d)):
+            break
+        if k1 < d:
+            lo = s
+        else:
+            hi = s
+        nxt = s - (k1 - d) / k2 if k2 > 0 else (lo + hi) / 2
+        s = nxt if lo < nxt < hi else (lo + hi) / 2
+    k, _, k2 = moments(s)
+    r = math.copysign(math.sqrt(max(2.0 * (s * d - k), 0.0)), s)
+    u = s * math.sqrt(k2)
+    if abs(r) < 1e-8 or u == 0.0:
+        return float(sps.norm.sf(d / se))
+    p = float(sps.norm.sf(r) + sps.norm.pdf(r) * (1.0 / u - 1.0 / r))
+    return min(max(p, 0.0), 1.0)
+
+
+def spread_test(canary: ArrayLike, stable: ArrayLike) -> TestResult:
+    """Brown–Forsythe's statistic, calibrated for unbalanced arms: is the canary's spread wider?
+
+    With z = |v − median(arm)|, Brown–Forsythe (Brown & Forsythe 1974, JASA 69:364–367;
+    scipy.stats.levene(center="median")) compares the arms' mean z. Its t (or F = t²)
+    reference assumes the mean z of each arm is near normal; latency is skewed, so the mean z
+    of a small arm is right-skewed, and with a 5 % canary against a 95 % stable arm the
+    one-sided t test rejects far more often than its level (simulated A/A, lognormal σ 1.5,
+    60 vs 1 140: 3.4 % at α = 1 %, 1.4 % at 0.1 %; one stall among a small arm's requests
+    alone gives t ≈ √(n_stable / n_canary)). Here the same difference of means,
+    d = z̄_canary − z̄_stable, is referred to its bootstrap distribution under H0 (both arms'
+    z drawn from their pooled values), by the saddlepoint approximation
+    (:func:`mean_difference_sf`): skewness and rare stalls are in that distribution, and the
+    level holds for small, unbalanced arms (the same simulation: 1.05 % and 0.035 %).
+
+    ``statistic`` is Brown–Forsythe's F, ``extra["t"]`` its t (both as scipy computes them,
+    for comparison); ``p_value`` is the one-sided saddlepoint p. The effect is the ratio of
+    mean absolute deviations from the median, canary / stable.
     """
     x = _clean(canary, "canary")
     y = _clean(stable, "stable")
@@ -339,10 +441,14 @@ def spread_test(canary: ArrayLike, stable: ArrayLike) -> TestResult:
         t = math.inf if mx > my else (0.0 if mx == my else -math.inf)
     else:
         t = (mx - my) / math.sqrt(pooled * (1.0 / m + 1.0 / n))
-    p = float(sps.t.sf(t, m + n - 2)) if math.isfinite(t) else (0.0 if t > 0 else 1.0)
+    values, counts = np.unique(np.concatenate([zx, zy]), return_counts=True)
+    # tied values (histogram bounds) put the canary's mean on a lattice of step gap / m: the
+    # tail is taken from half a step below, as a continuity correction (Daniels 1987, §5)
+    gap = float(np.diff(values).min()) if values.size > 1 else 0.0
+    p = mean_difference_sf(values, counts, m, n, mx - my - gap / (2 * m))
     ratio = mx / my if my > 0 else (math.inf if mx > 0 else 1.0)
     return TestResult(
-        test="brown_forsythe",
+        test="brown_forsythe_saddlepoint",
         statistic=t * t if math.isfinite(t) else math.inf,
         p_value=p,
         effect=ratio,
