@@ -199,7 +199,9 @@ class ServingApp:
             Authenticator(live.registry.store, doors_settings(ServerSettings()), clock=clock)
         )
         self.readiness = Readiness(live, self._refused)
-        self.shadow = ShadowCopies(live, telemetry.registry, telemetry.store, telemetry.artifacts)
+        self.shadow = ShadowCopies(
+            live, telemetry.registry, telemetry.store, telemetry.artifacts, clock=clock
+        )
         self._version_limits: dict[tuple[str, int], RequestLimits | str] = {}
         self._proba_tick = 0.0
         self._proba_lock = threading.Lock()

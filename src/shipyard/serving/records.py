@@ -281,7 +281,7 @@ class ShadowPairs:
     stable: list[Any]
     shadow: list[Any]
     errors: list[str]
-    """The shadow's failure on each request it failed on."""
+    """The shadow's failure on each row it failed on (a request's failure on each of its rows)."""
     requests: int
     files: int
     first_ts: float | None
@@ -339,14 +339,15 @@ def shadow_pairs(
             first_ts = ts if first_ts is None else min(first_ts, ts)
             requests += 1
             if error is not None:
-                errors.append(f"request {rid}: {error}")
+                errors += [f"request {rid}: {error}"] * len(y)
                 got = [None] * len(y)
             stable_rows += y
             shadow_rows += got
             if len(stable_rows) >= max_rows:
+                failed = sum(v is None for v in shadow_rows[:max_rows])
                 return ShadowPairs(
-                    stable_rows[:max_rows], shadow_rows[:max_rows], errors, requests, files,
-                    first_ts,
+                    stable_rows[:max_rows], shadow_rows[:max_rows], errors[:failed], requests,
+                    files, first_ts,
                 )  # fmt: skip
     return ShadowPairs(stable_rows, shadow_rows, errors, requests, files, first_ts)
 
