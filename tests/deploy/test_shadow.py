@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import typer
 from deploy_testkit import training_frame
 from sklearn.linear_model import LogisticRegression
+from typer.testing import CliRunner
 
 from server_testkit import serving, until
+from shipyard.cli.deploy import register
 from shipyard.clock import FakeClock
 from shipyard.deploy.diagnosis import diagnosis_of
 from shipyard.deploy.loop import advance_rollouts
@@ -128,7 +131,11 @@ def test_a_shadow_that_passes_moves_on_to_the_canary_steps(
 
 
 def test_a_skewed_candidate_is_rolled_back_at_shadow_having_answered_no_user(
-    ws: Workspace, stable_v1: Registry, clock: FakeClock
+    ws: Workspace,
+    stable_v1: Registry,
+    clock: FakeClock,
+    migrated_db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     r = start_rollout(ws.store, "churn", 3, actor="erin", clock=clock)
     advance_rollouts(ws, clock)
@@ -148,6 +155,12 @@ def test_a_skewed_candidate_is_rolled_back_at_shadow_having_answered_no_user(
     assert [s["status"] for s in stages] == ["failed", "pending", "pending"]
     rolled = next(e for e in audit_trail(ws.store, r.id) if e.action == "rollout.rolled_back")
     assert rolled.detail["shadow"]["users_served"] == 0
+    monkeypatch.setenv("SHIPYARD_DB_URL", migrated_db_url)  # the CLI on the same store
+    cli = typer.Typer()
+    register(cli)
+    shown = CliRunner().invoke(cli, ["rollout", "status", r.id], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    assert any("shadow" in ln and "failed" in ln for ln in shown.output.splitlines())
 
 
 def test_too_few_shadowed_rows_after_the_longest_wait_end_the_rollout_failed(
