@@ -161,6 +161,7 @@ class TestFullQueue:
                 "every copy answered or dropped",
                 timeout_s=10,
             )
-            assert _copies(url, 3, "dropped") >= 10
+            # at most 2 waiting, 1 in hand and one per 0.2 s of the (< 2 s) load were answered
+            assert _copies(url, 3, "dropped") >= 5
         finally:
             served.close()
