@@ -10,6 +10,14 @@ to the **shadow log** every ``flush_interval_s`` (Parquet artifacts of kind
 ``serving_shadow_log``, read back by :func:`shipyard.serving.records.shadow_pairs`). A full
 queue drops the copy and counts it: the user is never made to wait for the shadow.
 
+The shadow thread shares the worker's GIL with the requests, so it works in batches: it waits
+``BATCH_WAIT_S`` after a copy arrives, then answers every waiting copy (up to
+``MAX_BATCH_ROWS`` rows) with one ``predict`` per row shape — a model's per-call overhead is
+paid once per batch, not per request — and offers the GIL back between steps. Rows are
+answered as a batch where the stable version answered them one request at a time: the same
+answer for any model that answers each row on its own (every flavor Shipyard serves); where
+the batch fails, each copy is answered alone, so a failure is the copy's own.
+
 Counted on the worker's ``/metrics`` as ``shipyard_http_shadow_copies_total{model, version,
 outcome}`` (``answered``, ``failed``, ``dropped``; ``version`` is the shadow's).
 
@@ -47,6 +55,15 @@ SHADOW_LOG_KIND = "serving_shadow_log"
 SHADOW_LOG_MEDIA_TYPE = "application/vnd.apache.parquet"
 MAX_ROWS_PER_COPY = 100
 """A copy keeps at most this many rows of a request (the judge pairs rows, not requests)."""
+BATCH_WAIT_S = 0.05
+"""The drain waits this long after a copy arrives, so that copies are answered in batches."""
+MAX_BATCH_ROWS = 256
+YIELD_EVERY = 16
+"""Copies logged between two offers of the GIL to the requests."""
+
+
+Answered = tuple["np.ndarray[Any, Any] | None", "str | None"]
+"""The shadow's answer to one copy's rows, or its failure."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,53 +179,100 @@ class ShadowCopies:
         next_flush = time.monotonic() + self.flush_interval_s
         while True:
             try:
-                item = self.queue.get(timeout=max(0.0, next_flush - time.monotonic()))
+                first = self.queue.get(timeout=max(0.0, next_flush - time.monotonic()))
             except queue.Empty:
-                item = None
-                if not self._stopping:
-                    self._flush_safely()
-                    next_flush = time.monotonic() + self.flush_interval_s
-                    continue
-            if item is None:
+                if self._stopping:
+                    return
+                self._flush_safely()
+                next_flush = time.monotonic() + self.flush_interval_s
+                continue
+            if first is None:
                 return
+            if not self._stopping:
+                time.sleep(BATCH_WAIT_S)  # let copies gather: one predict answers many
+            items, last = self._take(first)
             try:
-                self._answer(item)
+                self._answer(items)
             except Exception as exc:  # never let the shadow take the worker down
-                log.error("shadow copy of %s failed: %s", item.request_id, exc)
+                log.error("shadow copies of %d request(s) failed: %s", len(items), exc)
+            if last:
+                return
             if time.monotonic() >= next_flush:
                 self._flush_safely()
                 next_flush = time.monotonic() + self.flush_interval_s
 
-    def _answer(self, item: ShadowCopy) -> None:
-        x = item.x[:MAX_ROWS_PER_COPY]
-        stable = np.asarray(item.stable_answer)[:MAX_ROWS_PER_COPY]
-        version = item.shadow.version
-        answer: str | None = None
-        error: str | None = None
-        began = time.perf_counter()
-        try:
-            got = np.asarray(item.shadow.predictor.predict(x))
-            if got.ndim == 0 or got.shape[0] != len(x):
-                raise ValueError(f"answered {got.shape} for {len(x)} row(s)")
-            if got.dtype.kind == "f" and not np.isfinite(got).all():
-                raise ValueError("answered a value that is not finite")
-            answer = json.dumps(got.tolist(), default=str)
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"[:300]
-        took_ms = (time.perf_counter() - began) * 1000.0
-        self.copies.labels(item.model, str(version), "failed" if error else "answered").inc()
+    def _take(self, first: ShadowCopy) -> tuple[list[ShadowCopy], bool]:
+        """``first`` and what waits behind it, up to ``MAX_BATCH_ROWS`` rows; whether the stop
+        sentinel came next."""
+        items = [first]
+        rows = min(len(first.x), MAX_ROWS_PER_COPY)
+        while rows < MAX_BATCH_ROWS:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return items, False
+            if item is None:
+                return items, True
+            items.append(item)
+            rows += min(len(item.x), MAX_ROWS_PER_COPY)
+        return items, False
+
+    def _answer(self, items: list[ShadowCopy]) -> None:
+        """The shadow's answers to a batch of copies: one predict per shadow version and row
+        shape; each copy on its own where the batch fails, so a failure is the copy's."""
+        groups: dict[tuple[int, tuple[int, ...]], list[ShadowCopy]] = {}
+        for item in items:
+            groups.setdefault((id(item.shadow), item.x.shape[1:]), []).append(item)
+        for group in groups.values():
+            shadow = group[0].shadow
+            xs = [item.x[:MAX_ROWS_PER_COPY] for item in group]
+            began = time.perf_counter()
+            try:
+                got = _checked(shadow.predictor.predict(np.concatenate(xs)), sum(map(len, xs)))
+                bounds = np.cumsum([len(x) for x in xs])[:-1]
+                answers: list[Answered] = [
+                    (part, _not_finite(part)) for part in np.split(got, bounds)
+                ]
+            except Exception:
+                answers = [_alone(shadow, x) for x in xs]
+            took_ms = (time.perf_counter() - began) * 1000.0 / len(group)
+            self._record(group, xs, answers, took_ms)
+            time.sleep(0)  # let a request waiting for the GIL have it
+
+    def _record(
+        self,
+        group: list[ShadowCopy],
+        xs: list[np.ndarray[Any, Any]],
+        answers: list[Answered],
+        took_ms: float,
+    ) -> None:
+        first = group[0]
+        version = str(first.shadow.version)
+        failed = sum(error is not None for _, error in answers)
+        if failed:
+            self.copies.labels(first.model, version, "failed").inc(failed)
+        if len(group) > failed:
+            self.copies.labels(first.model, version, "answered").inc(len(group) - failed)
         if self.store is None or self.artifacts is None:
             return
-        pair = ShadowPair(
-            item.request_id,
-            item.ts,
-            json.dumps(x.tolist(), default=str),
-            json.dumps(stable.tolist(), default=str),
-            answer,
-            error,
-            took_ms,
-        )
-        self._batch.setdefault((item.model, item.stable_version, version), []).append(pair)
+        for i, (item, x, (got, error)) in enumerate(zip(group, xs, answers, strict=True)):
+            stable = np.asarray(item.stable_answer)[:MAX_ROWS_PER_COPY]
+            answer = (
+                json.dumps(got.tolist(), default=str) if got is not None and not error else None
+            )
+            pair = ShadowPair(
+                item.request_id,
+                item.ts,
+                json.dumps(x.tolist(), default=str),
+                json.dumps(stable.tolist(), default=str),
+                answer,
+                error,
+                took_ms,
+            )
+            key = (item.model, item.stable_version, item.shadow.version)
+            self._batch.setdefault(key, []).append(pair)
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                time.sleep(0)
 
     # -- the shadow log -------------------------------------------------------------------------
     def _flush_safely(self) -> None:
@@ -243,6 +307,28 @@ class ShadowCopies:
             del self._batch[key]
             written += len(pairs)
         return written
+
+
+def _checked(values: Any, rows: int) -> np.ndarray[Any, Any]:
+    got = np.asarray(values)
+    if got.ndim == 0 or got.shape[0] != rows:
+        raise ValueError(f"answered {got.shape} for {rows} row(s)")
+    return got
+
+
+def _not_finite(got: np.ndarray[Any, Any]) -> str | None:
+    if got.dtype.kind == "f" and not np.isfinite(got).all():
+        return "ValueError: answered a value that is not finite"
+    return None
+
+
+def _alone(shadow: Loaded, x: np.ndarray[Any, Any]) -> Answered:
+    """One copy's answer on its own, or its failure."""
+    try:
+        got = _checked(shadow.predictor.predict(x), len(x))
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}"[:300]
+    return got, _not_finite(got)
 
 
 def _parquet(pairs: list[ShadowPair]) -> bytes:
