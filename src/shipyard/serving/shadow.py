@@ -55,10 +55,10 @@ SHADOW_LOG_KIND = "serving_shadow_log"
 SHADOW_LOG_MEDIA_TYPE = "application/vnd.apache.parquet"
 MAX_ROWS_PER_COPY = 100
 """A copy keeps at most this many rows of a request (the judge pairs rows, not requests)."""
-BATCH_WAIT_S = 0.05
+BATCH_WAIT_S = 0.1
 """The drain waits this long after a copy arrives, so that copies are answered in batches."""
-MAX_BATCH_ROWS = 256
-YIELD_EVERY = 16
+MAX_BATCH_ROWS = 512
+YIELD_EVERY = 4
 """Copies logged between two offers of the GIL to the requests."""
 
 
