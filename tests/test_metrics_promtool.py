@@ -21,6 +21,7 @@ from sqlalchemy import select
 from serving.conftest import first_answer, fit_classifier, free_port
 from shipyard.metrics import CATALOGUE_LIST, MetricSpec
 from shipyard.registry import Registry
+from shipyard.serving.split import set_split
 from shipyard.serving.telemetry import Telemetry
 from shipyard.store.tables import MetricPoint
 from shipyard.workspace import Workspace
@@ -88,6 +89,9 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
     ws = Workspace.open(home=tmp / "home")
     clf, x = fit_classifier()
     Registry.of(ws).register("iris", clf, training_data=x, alias="champion")
+    Registry.of(ws).register("iris", clf, training_data=x)  # v2 shadows v1: its copies counted
+    with ws.store.session(immediate=True) as s:
+        set_split(s, "iris", stable=1, shadow=2, shadow_pct=100.0, now=time.time())
     _write_every_store_series(ws)
     port, metrics_port = free_port(), free_port()
     server = _start("serve", "--port", str(port), "--workers", "2", "--model", "iris", cwd=tmp)
@@ -108,6 +112,9 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
                     break
             assert time.monotonic() < deadline, "the server never flushed its windows"
             time.sleep(0.2)
+        _scrape_until(
+            f"http://127.0.0.1:{port}/metrics", server, "shipyard_http_shadow_copies_total"
+        )
         worker_page = _scrape_until(
             f"http://127.0.0.1:{port}/metrics", server, "shipyard_http_request_errors_total"
         )

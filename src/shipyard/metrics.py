@@ -84,11 +84,18 @@ HTTP_REQUEST_DURATION = _m(
     "Time from a parsed inference request to its encoded answer on this model server.",
     where="worker",
 )  # fmt: skip
+SHADOW_COPIES = _m(
+    "shipyard_http_shadow_copies_total", "counter", "model version outcome", "serving",
+    "Copies of answered requests this model server sent to a shadow version (version), by "
+    "outcome: answered, failed (the shadow raised) or dropped (the shadow queue was full).",
+    where="worker",
+)  # fmt: skip
 
 CATALOGUE_LIST: tuple[MetricSpec, ...] = (
     HTTP_REQUESTS,
     HTTP_REQUEST_ERRORS,
     HTTP_REQUEST_DURATION,
+    SHADOW_COPIES,
     # -- serving: the flushed windows' cumulative counts per model version (all workers) --------
     _m("shipyard_serving_requests_total", "counter", _MODEL, "serving",
        "Inference requests answered for a model version by every server (any status), "

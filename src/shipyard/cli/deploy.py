@@ -92,7 +92,7 @@ def status(rollout_id: str = ROLLOUT_ARG, as_json: bool = JSON_OPTION) -> None:
         for v in view["verdicts"][-3:]:
             for m in v["metrics"] or [{"metric": "-", "outcome": v["outcome"]}]:
                 verdicts.add_row(
-                    "replay" if v.get("stage") == "replay" else str(v["step"] + 1),
+                    v["stage"] if v.get("stage") in ("replay", "shadow") else str(v["step"] + 1),
                     str(v["look"]),
                     v["outcome"],
                     m.get("metric", "-"),

@@ -406,14 +406,15 @@ class Diagnoser:
         now: float,
         replay: dict[str, Any],
     ) -> int:
-        """A failed replay's report, complete at once: the candidate answered no user, so there
-        are no serving windows to read; the replay's own rows are the evidence (where it
-        answers differently than the stable version did, and where it failed)."""
-        nothing = {"available": False, "why": "the candidate answered no user (failed at replay)"}
+        """A failed replay's (or shadow's) report, complete at once: the candidate answered no
+        user, so there are no serving windows to read; the stage's own rows are the evidence
+        (where it answers differently than the stable version did, and where it failed)."""
+        stage = str(replay.get("stage", {}).get("kind", "replay"))
+        nothing = {"available": False, "why": f"the candidate answered no user (failed at {stage})"}
         rows = int(replay.get("rows") or 0)
         report: dict[str, Any] = {
             "status": COMPLETE,
-            "stage": "replay",
+            "stage": stage,
             "model": r.model,
             "version": r.version,
             "stable_version": r.stable_version,
@@ -432,7 +433,7 @@ class Diagnoser:
                 "disagree": int(replay.get("changed") or 0),
                 "share": float(replay.get("changed_share") or 0.0),
                 "examples": list(replay.get("examples", [])),
-                "source": "the stable version's recorded answers (replay)",
+                "source": f"the stable version's recorded answers ({stage})",
             },
         }
         row = Diagnosis(rollout_id=r.id, model=r.model, version=r.version, report=report, ts=now)

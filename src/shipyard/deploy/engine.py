@@ -2,10 +2,14 @@
 
 :class:`Engine` moves a rollout that waits for nothing but time or evidence: approvals complete
 → staging (smoke check, then the replay of the stable version's request log when the policy
-has one) → first canary step → a look every interval → next step → production; a failing
-replay or look rolls back (or pauses) with a diagnosis and an alert series. A replay that
-fails has moved no traffic: the candidate never answered a user. Its seams — the smoke
-check, the replay, the analyzer and the diagnosis — are filled by
+has one, then the shadow stage when it has one) → first canary step → a look every interval →
+next step → production; a failing replay, shadow or look rolls back (or pauses) with a
+diagnosis and an alert series. A replay or shadow that fails has moved no user: the candidate
+never answered one. The shadow stage keeps the rollout in staging with ``step_index``
+:data:`SHADOW_STEP` and ``last_look_at`` at the stage's start, while the split names the
+candidate as the stable version's shadow; each pass reads the shadow log until it holds the
+rows to judge. Its seams — the smoke check, the replay, the shadow judge, the analyzer and the
+diagnosis — are filled by
 :func:`shipyard.deploy.loop.engine_for` with the real registry, request log, serving windows
 and diagnoser.
 
@@ -37,11 +41,12 @@ from sqlalchemy.orm import Session
 
 from shipyard.checks import Check
 from shipyard.clock import Clock
-from shipyard.deploy.policy import REPLAY_STEP, Policy, policy_from_dict
+from shipyard.deploy.policy import REPLAY_STEP, SHADOW_STEP, Policy, policy_from_dict
 from shipyard.deploy.replay import ReplayOutcome, ReplayUnavailable
 from shipyard.deploy.rollout import (
     ROLLOUT_FAILED_METRIC,
     audit,
+    enter_shadow,
     enter_step,
     locked,
     move_to,
@@ -51,6 +56,7 @@ from shipyard.deploy.rollout import (
     to_production,
     traffic_back,
 )
+from shipyard.deploy.shadow import ShadowUnavailable
 from shipyard.errors import NotFound
 from shipyard.observability.logs import bound
 from shipyard.stats.canary import MetricVerdict, combine
@@ -89,6 +95,11 @@ Replayer = Callable[[str, int, int, Policy, float], ReplayOutcome]
 """(model, candidate version, stable version, policy, now) → the replay's verdicts and evidence
 (:class:`shipyard.deploy.replay.LogReplay`); raises :class:`ReplayUnavailable` when the stable
 version's request log is too thin to replay."""
+
+ShadowJudge = Callable[[str, int, int, Policy, float, float], ReplayOutcome | None]
+"""(model, candidate, stable, policy, stage start, now) → the shadow's verdicts and evidence,
+or None while its log is too thin and the stage may still wait
+(:class:`shipyard.deploy.shadow.ShadowLog`); raises :class:`ShadowUnavailable` when it may not."""
 
 TraceFinder = Callable[[str, int, float, float], list[str]]
 """(model, canary version, start, end) → trace ids of its failed, then slowest, requests."""
@@ -143,6 +154,7 @@ class Engine:
     actor: str = "shipyard-daemon"
     traces: TraceFinder | None = None
     replay: Replayer | None = None
+    shadow: ShadowJudge | None = None
 
     def advance_all(self) -> list[Advance]:
         self.finish_diagnoses()
@@ -192,6 +204,8 @@ class Engine:
         policy = policy_from_dict(seen.policy)
         if seen.state == RolloutState.WAITING:
             return self._waiting(seen, policy)
+        if seen.state == RolloutState.STAGING and seen.step_index == SHADOW_STEP:
+            return self._shadowing(seen, policy)
         if seen.state == RolloutState.STAGING:
             return self._staging(seen, policy)
         if seen.state == RolloutState.CANARY:
@@ -265,6 +279,20 @@ class Engine:
                 failed = self._judge_replay(s, r, policy, replayed, now)
                 if failed is not None:
                     return failed
+            if policy.shadows() and r.stable_version is not None:
+                enter_shadow(s, r, policy, now)
+                shadow = policy.stages()[int(policy.replays())]
+                move_to(
+                    s,
+                    r,
+                    RolloutState.STAGING,
+                    now,
+                    self.actor,
+                    ("replay passed" if replayed is not None else "staging passed")
+                    + f"; shadow: {shadow.description}",
+                    stage=shadow.to_json(),
+                )
+                return Advance(r.id, "shadow", {"stage": shadow.to_json()})
             if policy.uses_canary() and r.stable_version is not None:
                 enter_step(s, r, policy, 0, now)
                 move_to(
@@ -306,14 +334,26 @@ class Engine:
     def _judge_replay(
         self, s: Session, r: RolloutRecord, policy: Policy, replayed: ReplayOutcome, now: float
     ) -> Advance | None:
-        """The replay's verdict row and audit event; a failing replay rolls back (no traffic had
-        moved) with its evidence as the diagnosis. None when the replay passed."""
+        return self._judge_stage(s, r, policy, replayed, now, "replay")
+
+    def _judge_stage(
+        self,
+        s: Session,
+        r: RolloutRecord,
+        policy: Policy,
+        replayed: ReplayOutcome,
+        now: float,
+        kind: str,
+    ) -> Advance | None:
+        """The replay's or shadow's verdict row and audit event; a failing one rolls back (no
+        user had been routed to the candidate) with its evidence as the diagnosis. None when it
+        passed."""
         verdicts = replayed.verdicts
         outcome = "fail" if combine(verdicts) == "fail" else "pass"
         s.add(
             RolloutVerdict(
                 rollout_id=r.id,
-                step_index=REPLAY_STEP,
+                step_index=REPLAY_STEP if kind == "replay" else SHADOW_STEP,
                 look=1,
                 outcome=outcome,
                 window_start=float(replayed.evidence.get("since", now)),
@@ -322,25 +362,76 @@ class Engine:
                 ts=now,
             )
         )
-        stage = policy.stages()[0].to_json()
+        stage = next(st for st in policy.stages() if st.kind == kind).to_json()
         if outcome == "fail":
             failed = [v.to_dict() for v in verdicts if v.outcome == "fail"]
             return self._fail(
                 s, r, policy, verdicts, now, failed, replay={**replayed.evidence, "stage": stage}
             )
+        what = "logged" if kind == "replay" else "shadowed"
         audit(
             s,
             r,
             now,
             self.actor,
-            "rollout.replay.passed",
-            f"the candidate answered {replayed.evidence.get('rows')} logged rows of version "
+            f"rollout.{kind}.passed",
+            f"the candidate answered {replayed.evidence.get('rows')} {what} rows of version "
             f"{r.stable_version} within the policy",
             stage=stage,
-            replay=replayed.evidence,
             metrics=[v.to_dict() for v in verdicts],
+            **{kind: replayed.evidence},
         )
         return None
+
+    def _shadowing(self, seen: RolloutRecord, policy: Policy) -> Advance | None:
+        """One pass of the shadow stage: wait for its rows, then judge them once."""
+        assert seen.stable_version is not None and seen.last_look_at is not None
+        now = self.clock.time()
+        outcome: ReplayOutcome | str | None
+        if self.shadow is None:
+            outcome = "this control loop cannot judge a shadow (no shadow judge)"
+        else:
+            try:
+                outcome = self.shadow(
+                    seen.model, seen.version, seen.stable_version, policy, seen.last_look_at, now
+                )
+            except ShadowUnavailable as exc:
+                outcome = str(exc)
+            except Exception as exc:  # a judge that crashes stops the release: no user was served
+                log.exception("shadow of %s/%s failed", seen.model, seen.version)
+                outcome = f"the shadow could not be judged: {type(exc).__name__}: {exc}"
+        if outcome is None:
+            return None
+        with self.store.session(immediate=True) as s:
+            r = self._unchanged(s, seen)
+            if r is None:
+                return None
+            if isinstance(outcome, str):
+                traffic_back(s, r, now)  # the shadow stops; the stable version served everyone
+                why = f"shadow: {outcome}"
+                move_to(s, r, RolloutState.FAILED, now, self.actor, why, shadow=outcome)
+                return Advance(r.id, RolloutState.FAILED, {"shadow": outcome})
+            failed = self._judge_stage(s, r, policy, outcome, now, "shadow")
+            if failed is not None:
+                decided = failed
+            else:
+                enter_step(s, r, policy, 0, now)
+                move_to(
+                    s,
+                    r,
+                    RolloutState.CANARY,
+                    now,
+                    self.actor,
+                    "shadow passed; first canary step",
+                    step=0,
+                    weight_pct=policy.canary.steps[0].weight_pct,
+                    **stage_evidence(r, policy, 0),
+                )
+                return Advance(r.id, RolloutState.CANARY, {"step": 0})
+        diagnosis_id = decided.detail.get("diagnosis_id")
+        if diagnosis_id is not None and self.diagnosis is not None:
+            decided.detail["diagnosis"] = self.diagnosis.complete(diagnosis_id)
+        return decided
 
     def _canary(self, seen: RolloutRecord, policy: Policy) -> Advance | None:
         now = self.clock.time()
@@ -453,7 +544,9 @@ class Engine:
         trace_ids: list[str] | None = None,
         replay: dict[str, Any] | None = None,
     ) -> Advance:
-        what = "replay" if replay is not None else "canary"
+        what = (
+            str(replay.get("stage", {}).get("kind", "replay")) if replay is not None else "canary"
+        )
         why = (
             f"{what} failed: " + ", ".join(f["metric"] for f in failed)
             if failed
@@ -463,7 +556,7 @@ class Engine:
         if trace_ids:
             evidence["trace_ids"] = list(trace_ids)
         if replay is not None:
-            evidence["replay"] = replay
+            evidence[what] = replay
         if self.diagnosis is not None:
             evidence["diagnosis_id"] = self.diagnosis.open(s, r, verdicts, now, replay=replay)
         if "notify" in policy.on_failure or policy.rollback.notify:
@@ -473,8 +566,8 @@ class Engine:
             r.paused_from = RolloutState.CANARY if replay is None else RolloutState.STAGING
             move_to(s, r, RolloutState.PAUSED, now, self.actor, why, **evidence)
             return Advance(r.id, RolloutState.PAUSED, evidence)
-        if r.step_started_at is not None:  # a failed replay had moved no traffic
-            traffic_back(s, r, now)
+        if r.step_started_at is not None or r.step_index == SHADOW_STEP:
+            traffic_back(s, r, now)  # a failed replay had moved no traffic; a shadow stops
         move_to(s, r, RolloutState.ROLLED_BACK, now, self.actor, why, **evidence)
         log.warning(
             "rolled back: %s",

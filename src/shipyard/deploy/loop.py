@@ -13,6 +13,7 @@ from shipyard.deploy.diagnosis import Diagnoser
 from shipyard.deploy.engine import Advance, Engine
 from shipyard.deploy.production import production_span
 from shipyard.deploy.replay import LogReplay
+from shipyard.deploy.shadow import ShadowLog
 from shipyard.deploy.staging import RegistrySmokeCheck
 from shipyard.deploy.tracing import ServingTraces
 from shipyard.errors import ShipyardError
@@ -34,6 +35,7 @@ def engine_for(workspace: Workspace, clock: Clock | None = None) -> Engine:
         diagnosis=Diagnoser(workspace.store, workspace.artifacts, registry),
         traces=ServingTraces(workspace.store),
         replay=LogReplay(workspace.store, workspace.artifacts, registry),
+        shadow=ShadowLog(workspace.store, workspace.artifacts),
     )
 
 

@@ -15,6 +15,7 @@ Example (every field optional)::
       interval_s: 60
       exclude_recent_days: 14      # keep recent canary users of this model out (0: off)
       replay: {min_rows: 200, max_rows: 1000, since_s: 86400}   # before any live traffic
+      shadow: {share_pct: 100, min_rows: 200, max_wait_s: 900}  # copies of live requests, no user
       steps:
         - {match: {header: x-user-group, values: [internal]}, min_duration_s: 300, min_samples: 50}
         - {weight_pct: 10, min_duration_s: 300, min_samples: 200}
@@ -206,11 +207,36 @@ class Replay(_Strict):
         return self
 
 
+class Shadow(_Strict):
+    """The shadow stage, after the replay and before any user is routed to the candidate: the
+    model servers copy ``share_pct`` of the stable version's answered requests to the candidate
+    off the request path (:mod:`shipyard.serving.shadow`), and once ``min_rows`` rows are in the
+    shadow log the candidate's answers are judged against the stable version's answers to the
+    same inputs with the replay's paired tests (:mod:`shipyard.deploy.shadow`). Fewer than
+    ``min_rows`` rows after ``max_wait_s`` end the rollout ``failed`` with the reason; no user
+    was served by the candidate. ``max_changed`` is the floor of the answers' paired test, as
+    at replay."""
+
+    share_pct: float = Field(100.0, gt=0, le=100)
+    min_rows: int = Field(200, ge=1, le=100_000)
+    max_rows: int = Field(5000, ge=1, le=100_000)
+    max_wait_s: float = Field(900.0, gt=0)
+    max_changed: float = Field(0.10, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _max_above_min(self) -> Shadow:
+        if self.max_rows < self.min_rows:
+            raise ValueError("max_rows must be ≥ min_rows")
+        return self
+
+
 class Canary(_Strict):
     interval_s: float = Field(120.0, gt=0)
     steps: list[CanaryStep] = Field(default_factory=_default_steps)
     replay: Replay | None = None
     """The replay stage before the first live step (off when absent)."""
+    shadow: Shadow | None = None
+    """The shadow stage after the replay, before the first live step (off when absent)."""
     exclude_recent_days: float = Field(0.0, ge=0, le=365)
     """Keep out of the canary the users who were in a canary of this model in the last N days
     (recomputed from earlier rollouts' buckets; 0: no exclusion)."""
@@ -376,18 +402,27 @@ class Policy(_Strict):
         """Whether the release begins with a replay of the stable version's request log."""
         return self.uses_canary() and self.canary.replay is not None
 
+    def shadows(self) -> bool:
+        """Whether the release copies live requests to the candidate before any user sees it."""
+        return self.uses_canary() and self.canary.shadow is not None
+
+    def _before_steps(self) -> int:
+        """How many stages come before canary step 0 (the replay, the shadow)."""
+        return int(self.replays()) + int(self.shadows())
+
     def _stage_looks(self) -> list[int]:
-        """The judged looks of each stage in release order: replay (one look), then the steps."""
+        """The judged looks of each stage in release order: replay and shadow (one look each),
+        then the steps."""
         interval = self.canary.interval_s
         steps = [s.max_looks(interval) for s in self.canary.steps]
-        return [1, *steps] if self.replays() else steps
+        return [1] * self._before_steps() + steps
 
     def stages(self) -> list[Stage]:
         """The release's judged stages in order, with the alpha each may spend in all.
 
-        The replay stage (when the policy has one) comes first, then the targeted steps, then
-        the weighted canary steps, all under one budget. A shadow stage, when it exists, goes
-        after the replay."""
+        The replay stage (when the policy has one) comes first, then the shadow stage (when it
+        has one), then the targeted steps, then the weighted canary steps, all under one
+        budget."""
         if not self.uses_canary():
             return []
         looks = self._stage_looks()
@@ -410,6 +445,23 @@ class Policy(_Strict):
                     alpha=self.replay_alpha() * metrics,
                 )
             )
+        if self.shadows():
+            shadow = self.canary.shadow
+            assert shadow is not None
+            out.append(
+                Stage(
+                    index=len(out),
+                    step=None,
+                    kind="shadow",
+                    description=(
+                        f"no user: copies of {shadow.share_pct:g}% of live requests "
+                        f"({shadow.min_rows}+ rows within {shadow.max_wait_s:g} s)"
+                    ),
+                    weight_pct=0.0,
+                    max_looks=1,
+                    alpha=self.shadow_alpha() * metrics,
+                )
+            )
         for i, step in enumerate(self.canary.steps):
             looks_i = looks[len(out)]
             spendable = sum(self.alpha_at(i, k) for k in range(1, looks_i + 1)) * metrics
@@ -428,7 +480,7 @@ class Policy(_Strict):
 
     def stage_of_step(self, step_index: int) -> Stage:
         """The stage of canary step ``step_index``."""
-        return self.stages()[step_index + (1 if self.replays() else 0)]
+        return self.stages()[step_index + self._before_steps()]
 
     def _level(self, stage: int, look: int) -> float:
         from shipyard.stats.canary import staged_alpha  # scipy: only when a look is judged
@@ -447,12 +499,17 @@ class Policy(_Strict):
         """The level each metric is tested at on look ``look`` (1-based) of canary step
         ``step_index``: the release's one budget (:func:`staged_alpha`, the replay's look
         first when there is one), split evenly over the metrics (Bonferroni)."""
-        return self._level(step_index + (1 if self.replays() else 0), look)
+        return self._level(step_index + self._before_steps(), look)
 
     def replay_alpha(self) -> float:
         """The level each metric is tested at in the replay stage (its one look): the first
         share of the release's budget; 0 when the policy has no replay."""
         return self._level(0, 1) if self.replays() else 0.0
+
+    def shadow_alpha(self) -> float:
+        """The level each metric is tested at in the shadow stage (its one look): the share of
+        the release's budget after the replay's; 0 when the policy has no shadow."""
+        return self._level(int(self.replays()), 1) if self.shadows() else 0.0
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -460,6 +517,8 @@ class Policy(_Strict):
 
 REPLAY_STEP = -1
 """The ``step_index`` of the replay's verdict row: the stage before canary step 0."""
+SHADOW_STEP = -2
+"""The ``step_index`` of the shadow's verdict row, and of a rollout in its shadow stage."""
 
 
 @dataclass(frozen=True)
@@ -470,8 +529,8 @@ class Stage:
     index: int
     """The stage's place in the release (0-based)."""
     step: int | None
-    """The canary step it is (``policy.canary.steps[step]``); None for the replay."""
-    kind: Literal["replay", "targeted", "canary"]
+    """The canary step it is (``policy.canary.steps[step]``); None for the replay and shadow."""
+    kind: Literal["replay", "shadow", "targeted", "canary"]
     description: str
     weight_pct: float
     max_looks: int

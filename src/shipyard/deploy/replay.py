@@ -58,6 +58,7 @@ __all__ = [
     "ReplayArms",
     "ReplayOutcome",
     "ReplayUnavailable",
+    "judge_pairs",
     "judge_replay",
 ]
 
@@ -150,9 +151,17 @@ def answers_test(arms: ReplayArms, floor: float, confidence: float) -> TestResul
 
 def judge_replay(arms: ReplayArms, policy: Policy) -> list[MetricVerdict]:
     """Every metric of the policy's analysis on the replayed rows, at the replay's level."""
-    alpha = policy.replay_alpha()
-    conf = policy.analysis.confidence
     changed_floor = policy.canary.replay.max_changed if policy.canary.replay else 0.10
+    return judge_pairs(arms, policy, policy.replay_alpha(), changed_floor, "replay")
+
+
+def judge_pairs(
+    arms: ReplayArms, policy: Policy, alpha: float, changed_floor: float, stage: str
+) -> list[MetricVerdict]:
+    """Every metric of the policy's analysis on paired answers to identical inputs (the
+    replay's, the shadow's: :mod:`shipyard.deploy.shadow`) at level ``alpha``; latency only
+    where both versions were timed side by side."""
+    conf = policy.analysis.confidence
     n = arms.rows
     out: list[MetricVerdict] = []
     for rule in policy.analysis.metrics:
@@ -173,7 +182,8 @@ def judge_replay(arms: ReplayArms, policy: Policy) -> list[MetricVerdict]:
             out.append(verdict(rule.name, result, alpha=alpha, effect_floor=floor_ms,
                                min_samples=2))  # fmt: skip
         else:
-            out.append(_not_judged(rule, alpha, "a live-traffic metric: not judged at replay", n))
+            why = f"a live-traffic metric: not judged at {stage}"
+            out.append(_not_judged(rule, alpha, why, n))
     return out
 
 

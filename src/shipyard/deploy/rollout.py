@@ -2,15 +2,20 @@
 
 ::
 
-    waiting_for_approvals ─approvals─▶ staging ─smoke ok, replay ok─▶ canary[0] ─▶ … ─▶ prod.
-            │                              │ smoke fails / replay fails   │ verdict fails / abort
-            │                              ▼                              ▼
-            └──────────── abort ───▶ rolled_back ◀──────────────────── (traffic back to stable)
-                                        failed   (smoke failed, or no log to replay)
+    waiting_for_approvals ─approvals─▶ staging ─smoke, replay, shadow ok─▶ canary[0] ─▶ … ─▶ prod.
+            │                              │ smoke/replay/shadow fails     │ verdict fails / abort
+            │                              ▼                               ▼
+            └──────────── abort ───▶ rolled_back ◀───────────────────── (traffic back to stable)
+                                        failed   (smoke failed, no log to replay, no shadow rows)
 
 The replay (policy ``canary.replay``) runs in staging, after the smoke check: the candidate
 answers the stable version's logged requests (:mod:`shipyard.deploy.replay`). A replay that
 fails rolls back with a diagnosis and no traffic ever moved; its verdict row has step -1.
+The shadow stage (policy ``canary.shadow``) follows, still in staging with ``step_index`` -2
+(:func:`enter_shadow`): the split names the candidate as the stable version's shadow, the
+servers copy live requests to it, and its one verdict row (step -2) judges the pairs
+(:mod:`shipyard.deploy.shadow`). A failing shadow rolls back the same way: the shadow stops,
+and no user was ever answered by the candidate.
     any active state ──pause──▶ paused ──resume──▶ the state it left
 
 Every transition is one transaction that takes the rollout's row lock, re-reads its state,
@@ -32,7 +37,13 @@ from sqlalchemy.orm import Session
 from shipyard.audit import record
 from shipyard.clock import SYSTEM_CLOCK, Clock
 from shipyard.deploy import production
-from shipyard.deploy.policy import REPLAY_STEP, Policy, load_policy, policy_from_dict
+from shipyard.deploy.policy import (
+    REPLAY_STEP,
+    SHADOW_STEP,
+    Policy,
+    load_policy,
+    policy_from_dict,
+)
 from shipyard.deploy.request_log import has_request_log, no_log_message
 from shipyard.errors import ApprovalRequired, DeployError, InvalidInput, NotFound
 from shipyard.serving.routing import MAX_EXCLUDED, Cohort
@@ -128,7 +139,7 @@ def _view(s: Session, r: RolloutRecord, *, details: bool = True) -> RolloutView:
     verdicts = [
         {
             "step": v.step_index,
-            "stage": "replay" if v.step_index == REPLAY_STEP else "live",
+            "stage": {REPLAY_STEP: "replay", SHADOW_STEP: "shadow"}.get(v.step_index, "live"),
             "look": v.look,
             "outcome": v.outcome,
             "window": [v.window_start, v.window_end],
@@ -275,6 +286,14 @@ def progress_of(store: Store, rollout_id: str, now: float) -> dict[str, Any]:
                 f"{max(0, rule_s.count - len(start))} more approval(s) to start, from {whom}{but}"
                 f"{got}: `shipyard approve {r.id}`"
             )
+        elif r.state == RolloutState.STAGING and r.step_index == SHADOW_STEP:
+            shadow = policy.canary.shadow
+            assert shadow is not None
+            waits.append(
+                f"the control loop to judge the shadow: {shadow.min_rows} rows of live requests "
+                f"copied to the candidate ({shadow.share_pct:g}% of them, no user answered by "
+                f"it), for at most {shadow.max_wait_s:g} s since it began"
+            )
         elif r.state == RolloutState.STAGING:
             replay = policy.canary.replay if policy.replays() else None
             waits.append(
@@ -300,25 +319,39 @@ def progress_of(store: Store, rollout_id: str, now: float) -> dict[str, Any]:
                 f"it early: `shipyard approve {r.id} --for speedup`, then "
                 f"`shipyard rollout promote {r.id}`"
             )
-        replayed = s.scalar(
-            select(RolloutVerdict.outcome)
-            .where(RolloutVerdict.rollout_id == r.id, RolloutVerdict.step_index == REPLAY_STEP)
-            .order_by(RolloutVerdict.id.desc())
-        )
-        return {"step": step, "waits_for": waits, "stages": _stages_of(r, policy, replayed)}
+        judged = {
+            step_index: outcome
+            for step_index, outcome in s.execute(
+                select(RolloutVerdict.step_index, RolloutVerdict.outcome)
+                .where(
+                    RolloutVerdict.rollout_id == r.id,
+                    RolloutVerdict.step_index.in_((REPLAY_STEP, SHADOW_STEP)),
+                )
+                .order_by(RolloutVerdict.id)
+            )
+        }
+        stages = _stages_of(r, policy, judged.get(REPLAY_STEP), judged.get(SHADOW_STEP))
+        return {"step": step, "waits_for": waits, "stages": stages}
 
 
-def _stages_of(r: RolloutRecord, policy: Policy, replay: str | None = None) -> list[dict[str, Any]]:
+def _stages_of(
+    r: RolloutRecord, policy: Policy, replay: str | None = None, shadow: str | None = None
+) -> list[dict[str, Any]]:
     """The policy's release stages, each marked ``passed``, ``current``, ``failed`` (the
-    rollout was rolled back, paused or aborted there) or ``pending``; ``replay`` is the
-    outcome of its replay, if it ran."""
+    rollout was rolled back, paused or aborted there) or ``pending``; ``replay`` and
+    ``shadow`` are the outcomes of those stages, if they were judged."""
     entered = r.step_started_at is not None
+    shadowing = r.step_index == SHADOW_STEP
     out = []
     for stage in policy.stages():
-        if stage.step is None:  # the replay
-            where = {"pass": "passed", "fail": "failed"}.get(replay or "", "pending")
+        if stage.step is None:  # the replay or the shadow
+            outcome = replay if stage.kind == "replay" else shadow
+            where = {"pass": "passed", "fail": "failed"}.get(outcome or "", "pending")
             if where == "pending" and r.state == RolloutState.STAGING:
-                where = "current"
+                current = shadowing if stage.kind == "shadow" else not shadowing
+                where = "current" if current else "pending"
+            elif where == "pending" and stage.kind == "shadow" and shadowing:
+                where = "failed"  # ended there unjudged: too few rows, or aborted
             out.append({**stage.to_json(), "status": where})
             continue
         if not entered or stage.step > r.step_index:
@@ -441,6 +474,26 @@ def enter_step(s: Session, r: RolloutRecord, policy: Policy, index: int, now: fl
         canary_weight_pct=step.weight_pct,
         rollout_id=r.id,
         cohort=cohort_of(r, policy, index),
+        now=now,
+    )
+
+
+def enter_shadow(s: Session, r: RolloutRecord, policy: Policy, now: float) -> None:
+    """The shadow stage begins: the candidate shadows the stable version (no user), and the
+    rollout stays in staging with ``step_index`` :data:`SHADOW_STEP` and ``last_look_at`` at
+    the stage's start (``step_started_at`` stays unset: no user was ever routed to it)."""
+    shadow = policy.canary.shadow
+    assert shadow is not None and r.stable_version is not None
+    r.step_index = SHADOW_STEP
+    r.last_look_at = now
+    r.looks = 0
+    set_split(
+        s,
+        r.model,
+        stable=r.stable_version,
+        shadow=r.version,
+        shadow_pct=shadow.share_pct,
+        rollout_id=r.id,
         now=now,
     )
 
@@ -734,7 +787,7 @@ def abort(
             raise DeployError(f"rollout {r.id} is already {r.state}")
         touched_traffic = (
             r.state in (RolloutState.CANARY, RolloutState.PAUSED) and r.step_started_at is not None
-        )
+        ) or (r.state == RolloutState.STAGING and r.step_index == SHADOW_STEP)
         if touched_traffic:
             traffic_back(s, r, now)
         move_to(

@@ -111,6 +111,16 @@ def render_runbook(model: str, policy: Policy, *, has_policy: bool = True) -> st
             "|---|---|---|---|---|---|---|",
         ]
         for stage in policy.stages():
+            if stage.kind == "shadow":
+                shadow = c.shadow
+                assert shadow is not None
+                lines.append(
+                    f"| {stage.index + 1} | nobody: answers copies of {shadow.share_pct:g} % of "
+                    f"live requests after the stable version answered them | | "
+                    f"{shadow.min_rows} rows | {_duration(shadow.max_wait_s)} | {stage.kind} "
+                    f"| {stage.alpha:.2g} |"
+                )
+                continue
             if stage.step is None:
                 replay = c.replay
                 assert replay is not None
@@ -148,6 +158,17 @@ def render_runbook(model: str, policy: Policy, *, has_policy: bool = True) -> st
             if c.replay is not None
             else ""
         )
+        if c.shadow is not None:
+            replay_text += (
+                " Then the model servers copy "
+                f"{c.shadow.share_pct:g} % of the requests the stable version answered to the "
+                "new version, off the users' path (a full queue drops copies, counted in "
+                "`shipyard_http_shadow_copies_total`), and the two answers to the same inputs "
+                "are judged with the same paired tests (errors and answers; latency waits for "
+                f"the live steps), once {c.shadow.min_rows} rows are in; fewer after "
+                f"{_duration(c.shadow.max_wait_s)} end the rollout `failed`. A failed shadow "
+                "rolls back with a diagnosis, and no user was ever served by the new version."
+            )
         lines += [
             "| — | 100 % (production) | | | | | |",
             "",

@@ -70,6 +70,7 @@ from shipyard.serving.feedback import record_feedback
 from shipyard.serving.limits import DEFAULT_LIMITS, RequestLimits
 from shipyard.serving.live import LiveModels, Loaded, routing_key
 from shipyard.serving.readiness import Readiness
+from shipyard.serving.shadow import ShadowCopies
 from shipyard.serving.telemetry import Telemetry
 
 log = logging.getLogger("shipyard.serving")
@@ -202,6 +203,9 @@ class ServingApp:
             Authenticator(live.registry.store, doors_settings(ServerSettings()), clock=clock)
         )
         self.readiness = Readiness(live, self._refused)
+        self.shadow = ShadowCopies(
+            live, telemetry.registry, telemetry.store, telemetry.artifacts, clock=clock
+        )
         self._version_limits: dict[tuple[str, int], RequestLimits | str] = {}
         self._proba_tick = 0.0
         self._proba_lock = threading.Lock()
@@ -272,6 +276,7 @@ class ServingApp:
     def startup(self) -> None:
         self.live.start()
         self.telemetry.start()
+        self.shadow.start()
         freeze_heap()  # what is loaded now is never walked by a collection on the request path
         self.started = True
 
@@ -281,6 +286,7 @@ class ServingApp:
         self.doors.shutdown()
         self.decoder.shutdown()
         self.live.stop()
+        self.shadow.stop()
         self.telemetry.stop()
 
     @staticmethod
@@ -630,6 +636,7 @@ class ServingApp:
             info, x, predictions, proba,
             time.perf_counter() - started, rid, trace, parent,
         )  # fmt: skip
+        self.shadow.offer(loaded, x, predictions, rid)  # a copy for the shadow, off this path
         return parsed, predictions, proba
 
     def _v2_length(self, job: Job) -> int | None:

@@ -26,6 +26,10 @@ store away for a moment) is tried again on a later refresh, after 1 s, then 2, 4
 between tries (:func:`retry_delay_s`), so a fixed artifact is served without a restart and a
 broken one costs a read a minute. :meth:`LiveModels.unservable` names each live model that has no
 version loaded, and why, as of the last refresh.
+
+A split's **shadow** version is loaded like a live one but routed no user: the route carries it
+and its share, for :mod:`shipyard.serving.shadow` to copy requests to. A shadow that fails to
+load is retried the same way and shadows nothing meanwhile; it never makes a model unservable.
 """
 
 from __future__ import annotations
@@ -109,6 +113,9 @@ class LiveState:
     alias: str | None = None
     cohort: Cohort | None = None
     """How the canary draws its users, during a rollout's canary."""
+    shadow: int | None = None
+    """The version that answers copies of ``shadow_pct`` percent of the requests, no user."""
+    shadow_pct: float = 0.0
 
     @property
     def sole_version(self) -> int | None:
@@ -131,6 +138,8 @@ class LiveState:
             + (" (canary" + "".join(f"; {t.describe()}" for t in targets) + ")" if v.canary else "")
             for v in self.versions
         )
+        if self.shadow is not None:
+            shares += f", v{self.shadow} shadowing {self.shadow_pct:.4g}% (no user)"
         return f"{shares} by {self.decider}"
 
     def brief(self) -> str:
@@ -153,6 +162,8 @@ class LiveState:
             "decided_by": self.decided_by,
             "rollout_id": self.rollout_id,
             "alias": self.alias,
+            "shadow": self.shadow,
+            "shadow_pct": self.shadow_pct,
             "description": self.describe(),
         }
 
@@ -175,7 +186,13 @@ def live_states(
                 for version, pct in sorted(split.weights.items())
             )
             out[name] = LiveState(
-                name, versions, "split", rollout_id=split.rollout_id, cohort=split.cohort
+                name,
+                versions,
+                "split",
+                rollout_id=split.rollout_id,
+                cohort=split.cohort,
+                shadow=split.shadow,
+                shadow_pct=split.shadow_pct,
             )
     for pointer in default_aliases_in(session, only):
         if pointer.model not in out:
@@ -246,6 +263,9 @@ class Route:
     by_version: dict[int, Loaded] = field(default_factory=dict)
     choose: Chooser | None = None
     cohort: Cohort | None = None
+    shadow: Loaded | None = None
+    """The loaded shadow version: answers copies of ``shadow_pct`` percent of the requests."""
+    shadow_pct: float = 0.0
 
 
 Chooser = Callable[
@@ -253,7 +273,12 @@ Chooser = Callable[
 ]
 
 
-def route_of(live: list[tuple[Loaded, LiveVersion]], cohort: Cohort | None = None) -> Route:
+def route_of(
+    live: list[tuple[Loaded, LiveVersion]],
+    cohort: Cohort | None = None,
+    shadow: Loaded | None = None,
+    shadow_pct: float = 0.0,
+) -> Route:
     """The route over the versions that loaded (a canary that failed to load gets no traffic)."""
     candidates = [loaded for loaded, _ in live]
     canary = next((lv.version for _, lv in live if lv.canary), None)
@@ -267,6 +292,8 @@ def route_of(live: list[tuple[Loaded, LiveVersion]], cohort: Cohort | None = Non
         by_version={loaded.version: loaded for loaded in candidates},
         choose=choose_version,
         cohort=cohort,
+        shadow=shadow,
+        shadow_pct=shadow_pct if shadow is not None else 0.0,
     )
 
 
@@ -319,14 +346,19 @@ class LiveModels:
                 if got is not None:
                     loaded.append((got, lv))
             if loaded:
-                routes[model] = route_of(loaded, state.cohort)
+                shadow = None
+                if state.shadow is not None and state.shadow_pct > 0:
+                    shadow = self._load(model, state.shadow)
+                routes[model] = route_of(loaded, state.cohort, shadow, state.shadow_pct)
             else:
                 unservable[model] = "; ".join(
                     self._failed[model, lv.version].why for lv in state.versions
                 )
         live = {(m, lv.version) for m, state in wanted.items() for lv in state.versions}
+        live |= {(m, state.shadow) for m, state in wanted.items() if state.shadow is not None}
         self._failed = {k: v for k, v in self._failed.items() if k in live}
         keep = {(m, x.version) for m, r in routes.items() for x in r.candidates}
+        keep |= {(m, r.shadow.version) for m, r in routes.items() if r.shadow is not None}
         self._cache = {k: v for k, v in self._cache.items() if k in keep}
         self._unservable = unservable
         self.routes = routes

@@ -270,6 +270,88 @@ def logged_inputs(
     return LoggedInputs(rows, predictions, requests, files)
 
 
+# -- the shadow log ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShadowPairs:
+    """What a shadow version answered to copies of the stable version's answered requests,
+    row by row: the stable answer and the shadow's (None where the shadow failed)."""
+
+    stable: list[Any]
+    shadow: list[Any]
+    errors: list[str]
+    """The shadow's failure on each row it failed on (a request's failure on each of its rows)."""
+    requests: int
+    files: int
+    first_ts: float | None
+    """When the earliest pair read was copied (None: no pair)."""
+
+
+def shadow_pairs(
+    s: Session,
+    artifacts: ArtifactStore,
+    model: str,
+    shadow: int,
+    stable: int,
+    since: float,
+    until: float | None = None,
+    max_rows: int = 10_000,
+) -> ShadowPairs:
+    """The pairs of the shadow log of ``shadow`` against ``stable``
+    (:mod:`shipyard.serving.shadow`) in the files flushed in ``(since, until]``, oldest file
+    first, at most ``max_rows`` rows. A request whose answers do not pair row by row is
+    skipped; a file that cannot be read is logged and skipped."""
+    import pyarrow.parquet as pq
+
+    query = select(ArtifactRecord.digest, ArtifactRecord.meta).where(
+        ArtifactRecord.created_at > since
+    )
+    if until is not None:
+        query = query.where(ArtifactRecord.created_at <= until)
+    stable_rows: list[Any] = []
+    shadow_rows: list[Any] = []
+    errors: list[str] = []
+    requests = files = 0
+    first_ts: float | None = None
+    columns = ("request_id", "ts", "stable", "shadow", "error")
+    for digest, meta in s.execute(query.order_by(ArtifactRecord.created_at)):
+        meta = meta or {}
+        if meta.get("kind") != "serving_shadow_log" or meta.get("model") != model:
+            continue
+        if int(meta.get("version", -1)) != shadow or int(meta.get("stable_version", -1)) != stable:
+            continue
+        try:
+            table = pq.read_table(io.BytesIO(artifacts.get_bytes(digest)), columns=list(columns))
+        except Exception as exc:
+            log.warning("cannot read shadow log %s: %s", digest[:12], exc)
+            continue
+        files += 1
+        for rid, ts, answered, copied, error in zip(
+            *(table.column(c).to_pylist() for c in columns), strict=True
+        ):
+            y = json.loads(answered) if answered else None
+            if not isinstance(y, list) or not y:
+                continue
+            got: Any = json.loads(copied) if copied else None
+            if error is None and (not isinstance(got, list) or len(got) != len(y)):
+                continue
+            first_ts = ts if first_ts is None else min(first_ts, ts)
+            requests += 1
+            if error is not None:
+                errors += [f"request {rid}: {error}"] * len(y)
+                got = [None] * len(y)
+            stable_rows += y
+            shadow_rows += got
+            if len(stable_rows) >= max_rows:
+                failed = sum(v is None for v in shadow_rows[:max_rows])
+                return ShadowPairs(
+                    stable_rows[:max_rows], shadow_rows[:max_rows], errors[:failed], requests,
+                    files, first_ts,
+                )  # fmt: skip
+    return ShadowPairs(stable_rows, shadow_rows, errors, requests, files, first_ts)
+
+
 # -- traced requests (W3C trace ids) ----------------------------------------------------------
 
 

@@ -7,8 +7,12 @@ Serving owns the split, as a traffic router owns its weights: the model server r
 the way an Argo Rollouts controller drives a traffic router (``SetWeight`` / ``VerifyWeight``):
 :func:`set_split` and :func:`clear_split` inside the caller's transaction, so that a split is
 never seen without the rollout decision (and audit event) that called for it, and
-:func:`split_in` to read back what it set. Nothing here knows rollouts or policies; a split only
-names the rollout that wrote it, for the record.
+:func:`split_in` to read back what it set. Nothing here knows rollouts or policies; a split
+only names the rollout that wrote it, for the record.
+
+A split may also name a **shadow** version (a row of role ``shadow``, its weight the share of
+requests copied to it): it answers no user; the server copies that share of the stable
+version's answered requests to it off the request path (:mod:`shipyard.serving.shadow`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ class LiveSplit:
     weights: dict[int, float] = field(default_factory=dict)
     cohort: Cohort | None = None
     """How the canary draws its users (salt, targets, exclusions); None without a canary."""
+    shadow: int | None = None
+    """The version that answers a copy of ``shadow_pct`` of the requests, never a user."""
+    shadow_pct: float = 0.0
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -51,12 +58,15 @@ class LiveSplit:
             "updated_at": self.updated_at,
             "weights": {str(v): w for v, w in self.weights.items()},
             "cohort": self.cohort.to_json() if self.cohort is not None else None,
+            "shadow": self.shadow,
+            "shadow_pct": self.shadow_pct,
         }
 
 
 def _split_of(model: str, rows: list[TrafficSplit]) -> LiveSplit:
     stable = next((r for r in rows if r.role == "stable"), None)
     canary = next((r for r in rows if r.role == "canary"), None)
+    shadow = next((r for r in rows if r.role == "shadow"), None)
     cohort = None
     if canary is not None and canary.cohort is not None:
         cohort = Cohort.from_json(canary.cohort)
@@ -73,9 +83,12 @@ def _split_of(model: str, rows: list[TrafficSplit]) -> LiveSplit:
         weights={
             r.version: r.weight_pct
             for r in rows
-            if r.weight_pct > 0 or (r.role == "canary" and cohort is not None and cohort.targets)
+            if r.role != "shadow"
+            and (r.weight_pct > 0 or (r.role == "canary" and cohort is not None and cohort.targets))
         },
         cohort=cohort,
+        shadow=shadow.version if shadow else None,
+        shadow_pct=shadow.weight_pct if shadow else 0.0,
     )
 
 
@@ -120,6 +133,8 @@ def set_split(
     canary_weight_pct: float = 0.0,
     rollout_id: str | None = None,
     cohort: Cohort | None = None,
+    shadow: int | None = None,
+    shadow_pct: float = 0.0,
     now: float,
 ) -> None:
     """Replace the model's split inside the caller's transaction.
@@ -128,9 +143,14 @@ def set_split(
     users first), and the stable version the rest; a canary without a stable version takes
     everything, and neither leaves nothing live (as :func:`clear_split`). ``rollout_id`` names
     the rollout that decided it; a canary's cohort defaults to one salted by that rollout.
+    ``shadow`` answers a copy of ``shadow_pct`` of the stable version's requests, no user.
     """
     if canary is not None and canary == stable:
         raise ValueError("canary and stable must differ")
+    if shadow is not None and (shadow in (stable, canary) or stable is None):
+        raise ValueError("a shadow version shadows a stable version and differs from it")
+    if not 0.0 <= shadow_pct <= 100.0:
+        raise ValueError("shadow_pct must be in [0, 100]")
     if cohort is not None and (cohort.model != model or canary is None):
         raise ValueError("a cohort belongs to the canary of its own model")
     if cohort is None and canary is not None:
@@ -157,6 +177,17 @@ def set_split(
                 rollout_id=rollout_id,
                 updated_at=now,
                 cohort=cohort.to_json() if cohort is not None else None,
+            )
+        )
+    if shadow is not None:
+        s.add(
+            TrafficSplit(
+                model=model,
+                version=shadow,
+                weight_pct=shadow_pct,
+                role="shadow",
+                rollout_id=rollout_id,
+                updated_at=now,
             )
         )
     s.flush()

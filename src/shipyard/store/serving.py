@@ -27,7 +27,7 @@ class TrafficSplit(Base):
     model: Mapped[str] = mapped_column(String(200), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     weight_pct: Mapped[float] = mapped_column(Float)
-    role: Mapped[str] = mapped_column(String(20))  # stable | canary
+    role: Mapped[str] = mapped_column(String(20))  # stable | canary | shadow
     rollout_id: Mapped[str | None] = mapped_column(String(32))
     updated_at: Mapped[float] = mapped_column(Float)
     cohort: Mapped[dict[str, Any] | None] = mapped_column(default=None)

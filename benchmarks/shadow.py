@@ -1,0 +1,215 @@
+"""What shadowing costs users: p99 latency with 100 % of requests shadowed, against no shadow.
+
+Two model servers on one workspace, started alike (``shipyard.serving.server.run``, monitoring
+on): one serves model ``shadowed`` (v1 stable, v2 its shadow at 100 %: every answered request is
+copied to v2 on the server's shadow thread and into the shadow log), the other model ``plain``
+(the same v1, no shadow). The same closed-loop load (one process per client, a keep-alive
+``http.client`` connection each, one-row ``dataframe_split`` requests, the next sent as soon as
+the answer arrived) from 1 and 4 clients, rounds interleaving the two servers so that load from
+elsewhere on the machine hits both alike; each figure is the median over the rounds. The shadow
+server's ``/metrics`` says how many copies its shadow answered and how many the full queue
+dropped, so a low cost cannot hide a shadow that did no work.
+
+Goal (issue 15): shadowing at 100 % of traffic costs users ≤ 5 % in p99 latency at 1 and 4
+clients.
+
+    .venv/bin/python benchmarks/shadow.py [--seconds 5] [--rounds 3] [--clients 1 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SETUP = """
+import time
+import numpy as np, pandas as pd
+from sklearn.linear_model import LogisticRegression
+from shipyard.registry import Registry
+from shipyard.serving.split import set_split
+from shipyard.workspace import Workspace
+rng = np.random.default_rng(0)
+x = pd.DataFrame(rng.normal(size=(1000, 4)), columns=["f0", "f1", "f2", "f3"])
+y = (x["f0"] + x["f1"] > 0).astype(int)
+stable = LogisticRegression().fit(x.to_numpy(), y)
+candidate = LogisticRegression(C=0.5).fit(x.to_numpy(), y)
+ws = Workspace.open()
+registry = Registry.of(ws)
+registry.register("plain", stable, training_data=x, alias="champion")
+registry.register("shadowed", stable, training_data=x, alias="champion")
+registry.register("shadowed", candidate, training_data=x)
+with ws.store.session(immediate=True) as s:
+    set_split(s, "shadowed", stable=1, shadow=2, shadow_pct=100.0, now=time.time())
+"""
+COLUMNS = ["f0", "f1", "f2", "f3"]
+BODY = json.dumps({"dataframe_split": {"columns": COLUMNS,
+                                       "data": [[0.1, -0.2, 0.3, 0.05]]}}).encode()  # fmt: skip
+GOAL_PCT = 5.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_ready(port: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/ping")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server on port {port} did not become ready")
+
+
+def _client(port: int, path: str, seconds: float, start_at: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"content-type": "application/json"}
+    latencies: list[float] = []
+    errors = 0
+    while time.time() < start_at:
+        time.sleep(0.001)
+    end = start_at + seconds
+    while time.time() < end:
+        t0 = time.perf_counter()
+        conn.request("POST", path, BODY, headers)
+        r = conn.getresponse()
+        r.read()
+        latencies.append(time.perf_counter() - t0)
+        errors += r.status != 200
+    out.put((latencies, errors))
+
+
+def load(port: int, path: str, clients: int, seconds: float) -> dict[str, float]:
+    """Closed-loop one-row load from ``clients`` processes, after one unmeasured second."""
+    ctx = mp.get_context("fork")
+    out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    warm = ctx.Process(target=_client, args=(port, path, 1.0, time.time(), out))
+    warm.start()
+    out.get()
+    warm.join()
+    start_at = time.time() + 0.5
+    procs = [
+        ctx.Process(target=_client, args=(port, path, seconds, start_at, out))
+        for _ in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get() for _ in range(clients)]
+    for p in procs:
+        p.join()
+    lat = np.concatenate([np.asarray(r[0]) for r in results])
+    return {
+        "rps": len(lat) / seconds,
+        "p50_ms": float(np.percentile(lat, 50) * 1000),
+        "p99_ms": float(np.percentile(lat, 99) * 1000),
+        "errors": float(sum(r[1] for r in results)),
+    }
+
+
+def shadow_copies(port: int) -> dict[str, float]:
+    """The shadow server's copies by outcome, from its ``/metrics``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    got: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("shipyard_http_shadow_copies_total{"):
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            got[outcome] = got.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+    return got
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    args = parser.parse_args()
+
+    load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    work = Path(tempfile.mkdtemp(prefix="shipyard-bench-shadow-"))
+    env = {**os.environ, "SHIPYARD_HOME": str(work / "home")}
+    env = {k: v for k, v in env.items() if not k.startswith("SHIPYARD_") or k == "SHIPYARD_HOME"}
+    subprocess.run([sys.executable, "-c", SETUP], check=True, env=env, cwd=work)
+    servers = {"shadow 100 %": "shadowed", "no shadow": "plain"}
+    procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+    try:
+        for name, model in servers.items():
+            port = free_port()
+            proc = subprocess.Popen(
+                [sys.executable, "-c", "from shipyard.serving.server import run; "
+                 f"run('127.0.0.1', {port}, 1, default_model='{model}')"],
+                env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+            procs[name] = (proc, port)
+            wait_ready(port)
+        for round_no in range(args.rounds):
+            for clients in args.clients:
+                for name, (_, port) in procs.items():
+                    path = f"/models/{servers[name]}/invocations"
+                    runs.setdefault((name, clients), []).append(
+                        load(port, path, clients, args.seconds)
+                    )
+            print(f"  round {round_no + 1}/{args.rounds} done", flush=True)
+        time.sleep(2.0)  # let the shadow thread drain its queue before counting
+        copies = shadow_copies(procs["shadow 100 %"][1])
+    finally:
+        for proc, _ in procs.values():
+            stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+    medians = {
+        key: {k: float(np.median([r[k] for r in rs])) for k in rs[0]} for key, rs in runs.items()
+    }
+    print(f"\none-row dataframe_split requests, median of {args.rounds} interleaved runs of "
+          f"{args.seconds:.0f} s, {os.cpu_count()} cores (load average before: {load_before}), "
+          "1 worker each, monitoring on\n")  # fmt: skip
+    print(f"{'server':14} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for (name, clients), r in sorted(medians.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        print(f"{name:14} {clients:>7} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+              f"{r['errors']:>7.0f}")  # fmt: skip
+    print()
+    total = sum(copies.values())
+    print(f"shadow copies: {copies.get('answered', 0):.0f} answered, "
+          f"{copies.get('failed', 0):.0f} failed, {copies.get('dropped', 0):.0f} dropped "
+          f"({100 * copies.get('dropped', 0) / max(total, 1):.1f} % of {total:.0f})")  # fmt: skip
+    for clients in args.clients:
+        on, off = medians[("shadow 100 %", clients)], medians[("no shadow", clients)]
+        cost = 100 * (on["p99_ms"] / off["p99_ms"] - 1)
+        print(f"{clients} client(s): p99 {on['p99_ms']:.2f} vs {off['p99_ms']:.2f} ms: shadowing "
+              f"costs {cost:+.1f} % (goal ≤ {GOAL_PCT:g} %); throughput "
+              f"{100 * (on['rps'] / off['rps'] - 1):+.1f} %")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
