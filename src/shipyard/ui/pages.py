@@ -171,6 +171,24 @@ def _traffic(view: dict[str, Any], events: list[dict[str, Any]]) -> list[tuple[f
     return points
 
 
+STAGE_SHOWN = {"current": "running"}
+
+
+def _stages(view: dict[str, Any]) -> list[dict[str, Any]]:
+    """The release's stages as the API answers them (``progress_of``), each with the status a
+    reader sees: ``current`` reads ``running``, a stage still pending once the rollout has
+    ended reads ``not run``, and a failed stage carries the rollout's reason."""
+    ended = view["state"] not in MOVING
+    rows = []
+    for stage in view.get("stages") or []:
+        status = STAGE_SHOWN.get(stage["status"], stage["status"])
+        if ended and status == "pending":
+            status = "not run"
+        why = view.get("reason") if status == "failed" else None
+        rows.append({**stage, "shown": status, "why": why})
+    return rows
+
+
 def rollout(ctx: Context, query: Query, rollout_id: str) -> dict[str, Any]:
     view = call(ctx, "rollouts.get", rollout_id=rollout_id)
     events = call(ctx, "audit.list", subject_id=view["id"], limit=200)["items"]
@@ -187,6 +205,7 @@ def rollout(ctx: Context, query: Query, rollout_id: str) -> dict[str, Any]:
     traffic = _traffic(view, events)
     return {
         "rollout": view,
+        "stages": _stages(view),
         "events": events,
         "actions": actions,
         "charts": {"traffic": charts.steps("Canary traffic", traffic, "canary weight %")}
