@@ -20,12 +20,8 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
-import multiprocessing as mp
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from serving import free_port, load, stop, wait_ready  # benchmarks/, sys.path[0]
 
 SETUP = """
 import time
@@ -54,76 +52,7 @@ registry.register("shadowed", candidate, training_data=x)
 with ws.store.session(immediate=True) as s:
     set_split(s, "shadowed", stable=1, shadow=2, shadow_pct=100.0, now=time.time())
 """
-COLUMNS = ["f0", "f1", "f2", "f3"]
-BODY = json.dumps({"dataframe_split": {"columns": COLUMNS,
-                                       "data": [[0.1, -0.2, 0.3, 0.05]]}}).encode()  # fmt: skip
 GOAL_PCT = 5.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_ready(port: int, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/ping")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"server on port {port} did not become ready")
-
-
-def _client(port: int, path: str, seconds: float, start_at: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    headers = {"content-type": "application/json"}
-    latencies: list[float] = []
-    errors = 0
-    while time.time() < start_at:
-        time.sleep(0.001)
-    end = start_at + seconds
-    while time.time() < end:
-        t0 = time.perf_counter()
-        conn.request("POST", path, BODY, headers)
-        r = conn.getresponse()
-        r.read()
-        latencies.append(time.perf_counter() - t0)
-        errors += r.status != 200
-    out.put((latencies, errors))
-
-
-def load(port: int, path: str, clients: int, seconds: float) -> dict[str, float]:
-    """Closed-loop one-row load from ``clients`` processes, after one unmeasured second."""
-    ctx = mp.get_context("fork")
-    out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
-    warm = ctx.Process(target=_client, args=(port, path, 1.0, time.time(), out))
-    warm.start()
-    out.get()
-    warm.join()
-    start_at = time.time() + 0.5
-    procs = [
-        ctx.Process(target=_client, args=(port, path, seconds, start_at, out))
-        for _ in range(clients)
-    ]
-    for p in procs:
-        p.start()
-    results = [out.get() for _ in range(clients)]
-    for p in procs:
-        p.join()
-    lat = np.concatenate([np.asarray(r[0]) for r in results])
-    return {
-        "rps": len(lat) / seconds,
-        "p50_ms": float(np.percentile(lat, 50) * 1000),
-        "p99_ms": float(np.percentile(lat, 99) * 1000),
-        "errors": float(sum(r[1] for r in results)),
-    }
 
 
 def shadow_copies(port: int) -> dict[str, float]:
@@ -137,14 +66,6 @@ def shadow_copies(port: int) -> dict[str, float]:
             outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
             got[outcome] = got.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
     return got
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def main() -> None:
@@ -172,7 +93,7 @@ def main() -> None:
                 start_new_session=True,
             )  # fmt: skip
             procs[name] = (proc, port)
-            wait_ready(port)
+            wait_ready(port, "/ping")
         for round_no in range(args.rounds):
             for clients in args.clients:
                 for name, (_, port) in procs.items():

@@ -54,8 +54,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serving": ("serve", "The model servers on record."),
     "deploy": (
         "deploy",
-        "Start a rollout of MODEL's VERSION under the model's policy (approvals → staging → "
-        "canary steps → production).",
+        "Start a rollout of MODEL's VERSION under the model's policy (approvals → staging, "
+        "replay and shadow → canary steps → production).",
     ),
     "approve": ("deploy", "Approve a rollout, to start it or to speed it up."),
     "rollback": (

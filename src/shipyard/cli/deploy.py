@@ -239,8 +239,8 @@ def deploy(
     actor: str | None = AS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Start a rollout of MODEL's VERSION under the model's policy (approvals → staging →
-    canary steps → production)."""
+    """Start a rollout of MODEL's VERSION under the model's policy (approvals → staging,
+    replay and shadow → canary steps → production)."""
     view = _call("rollouts.deploy", actor, model=model, version=version)
     _show(view, as_json)
     if as_json:

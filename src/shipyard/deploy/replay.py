@@ -60,6 +60,7 @@ __all__ = [
     "ReplayUnavailable",
     "judge_pairs",
     "judge_replay",
+    "paired_evidence",
 ]
 
 
@@ -240,14 +241,28 @@ def replay_rows(candidate: Any, stable: Any, rows: NDArray[Any], recorded: list[
     )
 
 
-def _examples(arms: ReplayArms) -> list[dict[str, Any]]:
-    out = []
-    for i, (a, r) in enumerate(zip(arms.answers, arms.recorded, strict=True)):
-        if a is not None and not same_answer(a, r):
-            out.append({"request_id": "(replayed)", "row": i, "canary": a, "stable": r})
-            if len(out) == MAX_EXAMPLES:
-                break
-    return out
+def paired_evidence(arms: ReplayArms, request_id: str, errors: list[str]) -> dict[str, Any]:
+    """What a replay or a shadow saw on its pairs, for the diagnosis: how many answers changed,
+    the candidate's failures, and a few examples of each (``request_id`` labels them: the rows
+    were not a user's request)."""
+    pairs = zip(arms.answers, arms.recorded, strict=True)
+    changed = [
+        (i, a, r) for i, (a, r) in enumerate(pairs) if a is not None and not same_answer(a, r)
+    ]
+    return {
+        "changed": len(changed),
+        "changed_share": len(changed) / arms.rows,
+        "candidate_errors": len(arms.errors),
+        "error_examples": [
+            {"request_id": request_id, "status": "error", "response": e}
+            for e in errors[:MAX_EXAMPLES]
+        ],
+        "examples": [
+            {"request_id": request_id, "row": i, "canary": a, "stable": r}
+            for i, a, r in changed[:MAX_EXAMPLES]
+        ],
+        "users_served": 0,
+    }
 
 
 def _median(values: NDArray[np.float64]) -> float | None:
@@ -316,29 +331,17 @@ class LogReplay:
         assert replay is not None
         since = now - replay.since_s
         verdicts = judge_replay(arms, policy)
-        changed = sum(
-            a is not None and not same_answer(a, r)
-            for a, r in zip(arms.answers, arms.recorded, strict=True)
-        )
         evidence: dict[str, Any] = {
             "stable_version": stable,
             "rows": arms.rows,
             "requests": logged.requests,
             "log_files": logged.files,
             "since": since,
-            "changed": changed,
-            "changed_share": changed / arms.rows,
-            "candidate_errors": len(arms.errors),
-            "error_examples": [
-                {"request_id": "(replayed)", "status": "error", "response": e}
-                for e in arms.errors[:MAX_EXAMPLES]
-            ],
-            "examples": _examples(arms),
+            **paired_evidence(arms, "(replayed)", arms.errors),
             "stable_reproduced_share": arms.stable_reproduced / arms.rows,
             "median_ms": {
                 "candidate": _median(arms.candidate_ms),
                 "stable": _median(arms.stable_ms),
             },
-            "users_served": 0,
         }
         return ReplayOutcome(verdicts, evidence)

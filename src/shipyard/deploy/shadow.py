@@ -31,11 +31,10 @@ from typing import Any
 from shipyard.artifacts import ArtifactStore
 from shipyard.deploy.policy import SHADOW_STEP, Policy
 from shipyard.deploy.replay import (
-    MAX_EXAMPLES,
     ReplayArms,
     ReplayOutcome,
     judge_pairs,
-    same_answer,
+    paired_evidence,
 )
 from shipyard.errors import DeployError
 from shipyard.serving import records as serving_records
@@ -75,16 +74,6 @@ def judge_shadow(arms: ReplayArms, policy: Policy) -> list[MetricVerdict]:
     return judge_pairs(arms, policy, policy.shadow_alpha(), floor, "shadow")
 
 
-def _examples(arms: ReplayArms) -> list[dict[str, Any]]:
-    out = []
-    for i, (a, r) in enumerate(zip(arms.answers, arms.recorded, strict=True)):
-        if a is not None and not same_answer(a, r):
-            out.append({"request_id": "(shadowed)", "row": i, "canary": a, "stable": r})
-            if len(out) == MAX_EXAMPLES:
-                break
-    return out
-
-
 @dataclass
 class ShadowLog:
     """The control loop's shadow judge: reads the shadow log since the stage began."""
@@ -118,10 +107,6 @@ class ShadowLog:
             )
         arms = shadow_arms(pairs)
         verdicts = judge_shadow(arms, policy)
-        changed = sum(
-            a is not None and not same_answer(a, r)
-            for a, r in zip(arms.answers, arms.recorded, strict=True)
-        )
         evidence: dict[str, Any] = {
             "stable_version": stable,
             "rows": rows,
@@ -129,14 +114,6 @@ class ShadowLog:
             "log_files": pairs.files,
             "since": started_at,
             "share_pct": shadow.share_pct,
-            "changed": changed,
-            "changed_share": changed / rows,
-            "candidate_errors": len(arms.errors),
-            "error_examples": [
-                {"request_id": "(shadowed)", "status": "error", "response": e}
-                for e in list(dict.fromkeys(arms.errors))[:MAX_EXAMPLES]
-            ],
-            "examples": _examples(arms),
-            "users_served": 0,
+            **paired_evidence(arms, "(shadowed)", list(dict.fromkeys(arms.errors))),
         }
         return ReplayOutcome(verdicts, evidence)

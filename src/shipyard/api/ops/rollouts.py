@@ -268,7 +268,8 @@ def set_policy(ctx: Context, *, model: str, body: PolicyBody) -> dict[str, Any]:
 @operation("POST", "/rollouts", name="rollouts.deploy")
 def deploy(ctx: Context, *, body: DeployBody) -> dict[str, Any]:
     """Start a rollout of a model version under the model's policy (deployer over the model):
-    approvals → staging → canary steps → production.
+    approvals → staging, replay and shadow (when the policy has them) → canary steps →
+    production.
 
     The version's authors (who registered it, and who started the run that trained it) are
     recorded on the rollout: four-eyes keeps each of them from approving it."""
