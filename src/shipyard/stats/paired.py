@@ -118,6 +118,16 @@ def _signed_rank_greater(d: NDArray[np.float64]) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
+def _paired(
+    candidate: ArrayLike, stable: ArrayLike, what: str
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    x = _clean(candidate, "candidate")
+    y = _clean(stable, "stable")
+    if x.size != y.size:
+        raise ValueError(f"paired {what}: {x.size} candidate values for {y.size} stable ones")
+    return x, y
+
+
 def changed_numbers_test(candidate: ArrayLike, stable: ArrayLike, floor: float) -> TestResult:
     """Do a regressor's answers to the same inputs move by more than ``floor`` × the stable
     answers' standard deviation, typically?
@@ -127,10 +137,7 @@ def changed_numbers_test(candidate: ArrayLike, stable: ArrayLike, floor: float) 
     answers (1 if they are constant). A uniform shift and a scatter both move |Δ|; an identical
     model gives Δ = 0 and p = 1. Effect: median |Δ| / σ.
     """
-    x = _clean(candidate, "candidate")
-    y = _clean(stable, "stable")
-    if x.size != y.size:
-        raise ValueError(f"paired answers: {x.size} candidate values for {y.size} stable ones")
+    x, y = _paired(candidate, stable, "answers")
     if x.size == 0:
         return TestResult("paired_abs_change", 0.0, 1.0, 0.0, math.nan, math.nan, 0, 0)
     sigma = float(y.std()) or 1.0
@@ -156,10 +163,7 @@ def paired_latency_test(candidate_ms: ArrayLike, stable_ms: ArrayLike) -> TestRe
     median Δ in ms (compared by the caller with a share of the stable median, as the canary's
     latency floor is).
     """
-    x = _clean(candidate_ms, "candidate")
-    y = _clean(stable_ms, "stable")
-    if x.size != y.size:
-        raise ValueError(f"paired timings: {x.size} candidate values for {y.size} stable ones")
+    x, y = _paired(candidate_ms, stable_ms, "timings")
     if x.size == 0:
         return TestResult("paired_signed_rank", 0.0, 1.0, 0.0, math.nan, math.nan, 0, 0)
     d = x - y
