@@ -165,3 +165,22 @@ class TestWhatItMayNotReadGoesTheFullWay:
         assert "Traceback" not in direct.stderr
         if expected == "no runs yet":  # created and migrated, as opening a workspace does
             assert (home / "shipyard.db").is_file()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_the_full_way_prints_what_the_direct_read_prints_on_sqlite(
+    home: Path, tmp_path: Path, migrated_postgres_url: str
+) -> None:
+    """The direct read is SQLite's only: a PostgreSQL workspace (``SHIPYARD_DB_URL``) lists
+    through the operation, and the same runs print the same."""
+    store = Store(migrated_postgres_url)
+    fill(store)
+    store.dispose()
+    pg_home = tmp_path / "pg" / "home"
+    pg_home.mkdir(parents=True)
+    for args in [(), ("--status", "failed", "--pipeline", "etl", "--limit", "3")]:
+        direct, _ = listing(home, *args)
+        full, loaded = listing(pg_home, *args, env={"SHIPYARD_DB_URL": migrated_postgres_url})
+        assert full.returncode == 0, full.stderr[-2000:]
+        assert full.stdout == direct.stdout
+        assert "sqlalchemy" in loaded
