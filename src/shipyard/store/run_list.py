@@ -1,7 +1,7 @@
 """The run list read on the database driver alone (``sqlite3``), for ``shipyard runs list``.
 
-Importing SQLAlchemy takes about twice as long as importing Typer, so a command that only lists
-runs could not start in the time its table takes to read. This module answers the list the
+Importing SQLAlchemy takes about twice as long as importing Typer, so a command that lists runs
+through it cannot start within 3× a bare Typer import (issue 12). This module answers the list the
 control plane's ``runs.list`` answers (:func:`shipyard.pipelines.listing.runs_page`: the same
 filters, order, keyset and unknown-pipeline error; ``tests/store/test_run_list.py`` runs both
 on one database) with the SQL below, the only SQL of this path, on the workspace's default
