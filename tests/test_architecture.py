@@ -106,7 +106,7 @@ def _plant(tree: Path, relative: str, code: str) -> int:
         (
             "shipyard/stats/drift.py",
             "from shipyard.store import Store\n",
-            "shipyard.store",
+            "shipyard.store.db",  # a lazy name of the package: the module that defines it
             "stats imports nothing of Shipyard but errors and lazy",
         ),
         (

@@ -17,6 +17,7 @@ from shipyard.errors import InvalidInput, NotFound
 from shipyard.pipelines.logs import step_log_path
 from shipyard.statuses import RUN_FINAL, STEP_FINAL
 from shipyard.store import Store
+from shipyard.store.run_list import run_summary
 from shipyard.store.tables import ArtifactRecord, Lineage, PipelineRecord, Run, StepRun
 
 if TYPE_CHECKING:  # the read side (`shipyard runs list`) needs neither the DSL nor quota
@@ -215,22 +216,6 @@ def resolve_run_id(store: Store, run_id: str) -> str:
     if len(found) > 1:
         raise InvalidInput(f"run id prefix {run_id!r} is ambiguous ({', '.join(found)}, …)")
     return found[0]
-
-
-def run_summary(run: Run) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "pipeline": run.pipeline,
-        "kind": run.kind,
-        "status": run.status,
-        "params": run.params,
-        "executor": run.executor,
-        "created_by": run.created_by,
-        "started_at": run.started_at,
-        "ended_at": run.ended_at,
-        "duration_s": (run.ended_at - run.started_at) if run.ended_at and run.started_at else None,
-        "exit_reason": run.exit_reason,
-    }
 
 
 def list_runs(store: Store, pipeline: str | None = None, limit: int = 50) -> list[dict[str, Any]]:

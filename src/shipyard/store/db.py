@@ -31,18 +31,14 @@ On PostgreSQL a session is a plain transaction in which the caller takes row loc
 
 from __future__ import annotations
 
-import ast
 import fcntl
 import random
-import re
 import sqlite3
 import threading
 import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
@@ -50,12 +46,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from shipyard.errors import StoreBusy, StoreDamaged, StoreError
+from shipyard.store.revisions import MIGRATIONS, VERSION_TABLE, script_heads
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-MIGRATIONS = Path(__file__).with_name("migrations")
-VERSION_TABLE = "alembic_version"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 BUSY_BACKOFF_S = (0.005, 0.25)
 """First and largest sleep between attempts to begin a transaction that came back busy."""
@@ -343,28 +338,3 @@ def dispose_all() -> None:
     WAL database as its last connection closes)."""
     for engine in list(_ENGINES):
         engine.dispose()
-
-
-_REVISION = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(.+?)\s*$", re.MULTILINE)
-
-
-@cache
-def script_heads() -> frozenset[str]:
-    """The newest revisions in ``migrations/versions``: those no other revision revises, read
-    from each file's ``revision`` and ``down_revision`` lines. The same set as Alembic's
-    ``ScriptDirectory.get_heads()`` (``tests/store/test_db.py`` checks), for a fraction of the
-    cost of importing Alembic; should a file not parse here, the answer differs from the
-    database's and :meth:`Store.migrate` asks Alembic."""
-    revisions: set[str] = set()
-    revised: set[str] = set()
-    for path in (MIGRATIONS / "versions").glob("*.py"):
-        fields = dict(_REVISION.findall(path.read_text(encoding="utf-8")))
-        if "revision" not in fields:
-            continue
-        try:
-            revisions.add(ast.literal_eval(fields["revision"]))
-            down = ast.literal_eval(fields.get("down_revision", "None"))
-        except (ValueError, SyntaxError):
-            return frozenset()  # not a literal: let Alembic read it
-        revised.update((down,) if isinstance(down, str) else down or ())
-    return frozenset(revisions - revised)

@@ -11,7 +11,7 @@ from importlib import import_module
 
 import shipyard.store as _package
 
-_NOT_TABLES = {"base", "db", "schema", "migrations"}
+_NOT_TABLES = {"base", "db", "schema", "migrations", "revisions", "run_list"}
 
 for _info in pkgutil.iter_modules(_package.__path__):
     if _info.name not in _NOT_TABLES:

@@ -1,26 +1,11 @@
-"""One settings object, read from the environment and an optional ``shipyard.toml``.
-
-Precedence, highest first: keyword arguments, ``SHIPYARD_*`` environment variables (nested
-fields with ``__``, e.g. ``SHIPYARD_SERVING__PORT=8080``), the TOML file, defaults.
-The TOML file is ``$SHIPYARD_CONFIG`` if set, else ``./shipyard.toml`` if present.
-
-Example ``shipyard.toml``::
-
-    db_url = "postgresql+psycopg://shipyard@db.internal/shipyard"
-    artifact_root = "s3://ml-artifacts/shipyard"
-
-    [serving]
-    port = 8080
-
-    [serving.limits]        # the cost bound of one request (shipyard.serving.limits)
-    max_rows = 1000000
+"""The settings' schema (Pydantic): one object, read from the environment and an optional
+``shipyard.toml``, as :mod:`shipyard.config` describes; the names of the sources and the
+default places are :mod:`shipyard.config.location`'s.
 """
 
 from __future__ import annotations
 
 import getpass
-import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +24,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from shipyard.config.location import (
+    DEFAULT_HOME,
+    ENV_PREFIX,
+    config_file,
+    default_database_url,
+    read_config_file,
+)
 from shipyard.errors import ConfigError
 
 
@@ -129,16 +121,8 @@ class _TomlSource(PydanticBaseSettingsSource):
 
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
         super().__init__(settings_cls)
-        explicit = os.environ.get("SHIPYARD_CONFIG")
-        path = Path(explicit) if explicit else Path("shipyard.toml")
-        self.data: dict[str, Any] = {}
-        if explicit and not path.is_file():
-            raise ConfigError(f"SHIPYARD_CONFIG names {path}, which does not exist")
-        if path.is_file():
-            try:
-                self.data = tomllib.loads(path.read_text(encoding="utf-8"))
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        path = config_file()
+        self.data: dict[str, Any] = read_config_file(path) if path is not None else {}
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return self.data.get(field_name), field_name, False
@@ -151,10 +135,10 @@ class Settings(BaseSettings):
     """Where Shipyard keeps its state and how its processes find each other."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SHIPYARD_", env_nested_delimiter="__", extra="forbid"
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
     )
 
-    home: Path = Path(".shipyard")
+    home: Path = DEFAULT_HOME
     db_url: str | None = None
     artifact_root: str | None = None
     user: str | None = None
@@ -185,7 +169,7 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         if self.db_url:
             return self.db_url
-        return f"sqlite:///{(self.home / 'shipyard.db').resolve()}"
+        return default_database_url(self.home)
 
     @property
     def artifact_url(self) -> str:
