@@ -233,8 +233,8 @@ def main() -> None:
     parser.add_argument(
         "--baseline-src",
         type=Path,
-        help="another Shipyard's src/ folder (e.g. `git archive` of an older commit): its server "
-        "runs beside this one in the same rounds, monitoring on, as 'baseline'",
+        help="another Shipyard's src/ folder (e.g. `git archive` of an older commit): its servers "
+        "run beside these in the same rounds, monitoring on and off, as 'baseline'",
     )
     args = parser.parse_args()
 
@@ -270,6 +270,12 @@ def main() -> None:
         servers["baseline (monitoring on)"] = (
             [sys.executable, "-c", "from shipyard.serving.server import run; "
              f"run('127.0.0.1', {{port}}, {args.workers}, default_model='bench')"],
+            "/ping", "/invocations",
+        )  # fmt: skip
+        servers["baseline (monitoring off)"] = (
+            [sys.executable, "-c", "from shipyard.serving.server import run; "
+             f"run('127.0.0.1', {{port}}, {args.workers}, default_model='bench', "
+             "monitoring=False)"],
             "/ping", "/invocations",
         )  # fmt: skip
     if model_dir is not None:
@@ -338,15 +344,18 @@ def main() -> None:
     base = {c: r for n, c, r in rows if n.startswith("mlflow")}
     on = {c: r for n, c, r in rows if n == "shipyard (monitoring on)"}
     off = {c: r for n, c, r in rows if n == "shipyard (monitoring off)"}
-    baseline = {c: r for n, c, r in rows if n.startswith("baseline")}
+    baseline_on = {c: r for n, c, r in rows if n == "baseline (monitoring on)"}
+    baseline_off = {c: r for n, c, r in rows if n == "baseline (monitoring off)"}
     for clients in args.clients:
         s, o = on[clients], off[clients]
-        if clients in baseline:
-            b = baseline[clients]
-            print(
-                f"{clients} client(s): throughput ×{s['rps'] / b['rps']:.2f} the baseline's, "
-                f"p99 {s['p99_ms']:.2f} vs {b['p99_ms']:.2f} ms (monitoring on both)"
-            )
+        for monitoring, ours, theirs in (("on", on, baseline_on), ("off", off, baseline_off)):
+            if clients in theirs:
+                mine, b = ours[clients], theirs[clients]
+                print(
+                    f"{clients} client(s): throughput ×{mine['rps'] / b['rps']:.2f} the "
+                    f"baseline's, p99 {mine['p99_ms']:.2f} vs {b['p99_ms']:.2f} ms "
+                    f"(monitoring {monitoring} both; goal: within 10 %)"
+                )
         versus = ""
         if clients in base:
             m = base[clients]
@@ -374,8 +383,10 @@ def main() -> None:
     for name in servers:
         if (name, "alone") in medians:
             quiet, busy = medians[(name, "alone")], medians[(name, "+ large")]
+            rounds = zip(hol[(name, "alone")], hol[(name, "+ large")], strict=True)
+            each = " ".join(f"×{b['p99_ms'] / a['p99_ms']:.2f}" for a, b in rounds)
             print(f"{name}: p99 beside large requests ×{busy['p99_ms'] / quiet['p99_ms']:.2f} "
-                  f"the p99 alone (goal ≤ 2); large requests refused: "
+                  f"the p99 alone (goal ≤ 2; each round: {each}); large requests refused: "
                   f"{busy.get('large_errors', 0):.0f}")  # fmt: skip
     if model_dir is not None:
         print("\nMLServer: not run (its 1.7.1 workers crash with uvloop 0.23 here, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ from shipyard.registry import Registry
 from shipyard.registry.signature import Signature
 from shipyard.serving import LiveModels, Telemetry, protocol_mlflow
 from shipyard.serving.app import ServingApp
-from shipyard.serving.decoding import Decoded, Decoder
+from shipyard.serving.decoding import HELPER_NICENESS, Decoded, Decoder
 from shipyard.serving.limits import RequestLimits, RequestTooLarge
 from shipyard.workspace import Workspace
 
@@ -43,6 +44,11 @@ def held_until(body: bytes, opened: str) -> int:
     while not Path(opened).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return len(body)
+
+
+def frozen_objects(body: bytes) -> int:
+    """In the helper: how many objects its heap has frozen out of the cycle collector's reach."""
+    return gc.get_freeze_count()
 
 
 def ahead(decoder: Decoder, body: bytes, limits: RequestLimits = LIMITS) -> Decoded | None:
@@ -123,6 +129,30 @@ def test_a_dead_helper_costs_one_request_decoded_here_and_is_replaced(decoder: D
     assert decoder.started
 
 
+class TestHelperYieldsTheCpu:
+    """The helper spends as little CPU as it can and gives way to its worker's requests."""
+
+    def test_the_helper_runs_below_its_worker_priority(self, shared: Decoder) -> None:
+        helper = psutil.Process(shared.helper_pid())
+        assert helper.nice() == min(19, os.nice(0) + HELPER_NICENESS) > os.nice(0)
+
+    def test_a_level_helper_keeps_its_worker_priority(self) -> None:
+        level = Decoder(offload_bytes=1024, helper_niceness=0)
+        try:
+            assert psutil.Process(level.helper_pid()).nice() == os.nice(0)
+        finally:
+            level.shutdown()
+
+    def test_a_helper_above_its_worker_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="helper_niceness"):
+            Decoder(helper_niceness=-1)
+
+    def test_the_helper_freezes_what_it_imported_before_decoding(self, shared: Decoder) -> None:
+        """Its imports are out of the collector's reach, so the lists a large body decodes into
+        do not make it walk them."""
+        assert shared.decode(frozen_objects, b"x" * 2048) > 10_000
+
+
 class TestDecodeAhead:
     """A large body sent ahead from the event loop: the same array, the same refusal."""
 
@@ -194,7 +224,7 @@ def test_the_helper_dies_with_its_worker() -> None:
         import json, os, sys, time
         from shipyard.registry.signature import Signature
         from shipyard.serving import protocol_mlflow
-        from shipyard.serving.decoding import Decoded, Decoder
+        from shipyard.serving.decoding import HELPER_NICENESS, Decoded, Decoder
         from shipyard.serving.limits import RequestLimits
         sig = Signature.from_json({"inputs": [{"name": c} for c in ("a", "b", "c")]})
         body = json.dumps({"instances": [[1, 2, 3]] * 500}).encode()
@@ -306,7 +336,7 @@ def test_a_helper_that_cannot_start_is_tried_once_and_said_so(tmp_path: Path) ->
             import json, sys
             from shipyard.registry.signature import Signature
             from shipyard.serving import protocol_mlflow
-            from shipyard.serving.decoding import Decoded, Decoder
+            from shipyard.serving.decoding import HELPER_NICENESS, Decoded, Decoder
             from shipyard.serving.limits import RequestLimits
             if "__mp_main__" == __name__:
                 raise SystemExit("re-imported in the helper")
