@@ -83,7 +83,7 @@ def shadowed_traffic(ws: Workspace, clock: FakeClock, candidate: int) -> set[str
                 pairs = records.shadow_pairs(s, ws.artifacts, "churn", candidate, 1, 0.0)
             return pairs.requests == REQUESTS
 
-        until(logged, "every copy in the shadow log", timeout_s=10)
+        until(logged, "every copy in the shadow log", timeout_s=30)  # an idle-priority helper
     clock.advance(1)
     return answered
 

@@ -1,0 +1,404 @@
+"""The shadow helper: one process per model-server worker that answers its shadow copies.
+
+Started by the worker's :class:`shipyard.serving.shadow.ShadowCopies` on the first copy, with
+its end of a ``SOCK_SEQPACKET`` socket pair. It:
+
+* ends with its worker: a :class:`shipyard.supervision.ParentWatch` (the parent-death signal,
+  with a watch on the parent's pid behind it, as the decoding helper), and the end of file on
+  its socket when the worker closes its end;
+* runs at the lowest CPU priority there is once it has started (:func:`lowest_priority`), so
+  that it only takes the CPU the requests leave: on a machine kept busy it answers late, or the
+  channel fills and copies are dropped;
+* loads each shadow version with :meth:`shipyard.registry.Registry.load` (the digest check and
+  the pickle rule of any model the server loads) and runs nothing else that came from outside:
+  copies arrive as JSON and raw numbers (:func:`shipyard.serving.shadow.decode_copy`);
+* answers copies in batches: it waits ``BATCH_WAIT_S`` after a copy arrives, then answers
+  every waiting copy (up to ``MAX_BATCH_ROWS`` rows) with one ``predict`` per shadow version
+  and row shape, each copy on its own where the batch fails (so a failure is the copy's own).
+  The same answers as one request at a time for any model that answers each row on its own
+  (every flavor Shipyard serves);
+* writes the pairs every ``flush_interval_s`` to the shadow log (one Parquet artifact per
+  model, stable and shadow version: the file first, then one short transaction; dated by its
+  last copy on the worker's clock, :class:`CopiesClock`), and reports
+  its counts (answered, failed, and dropped when the shadow version cannot load here) to the
+  worker after each batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import select
+import socket
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from shipyard.serving.shadow import (
+    SHADOW_LOG_KIND,
+    SHADOW_LOG_MEDIA_TYPE,
+    ShadowCopy,
+    decode_copy,
+    encode_counts,
+)
+
+if TYPE_CHECKING:
+    from shipyard.artifacts import ArtifactStore
+    from shipyard.registry import Registry
+    from shipyard.registry.flavors import Predictor
+    from shipyard.store import Store
+
+log = logging.getLogger("shipyard.serving")
+
+BATCH_WAIT_S = 0.1
+"""The helper waits this long after a copy arrives, so that copies are answered in batches."""
+MAX_BATCH_ROWS = 512
+MAX_MESSAGE_BYTES = 8 << 20
+"""A copy larger than this is dropped (the worker's send buffer is far smaller anyway)."""
+LOAD_RETRY_S = 10.0
+"""A shadow version that failed to load here is tried again this much later."""
+
+
+Answered = tuple["np.ndarray[Any, Any] | None", "str | None"]
+"""The shadow's answer to one copy's rows, or its failure."""
+
+
+@dataclass(frozen=True)
+class HelperSetup:
+    """What the helper needs from its worker: plain values, sent at start."""
+
+    parent_pid: int
+    registry_db_url: str
+    registry_artifact_url: str
+    log_db_url: str | None
+    log_artifact_url: str | None
+    flush_interval_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowPair:
+    """What the shadow version did with one copy."""
+
+    request_id: str
+    ts: float
+    request: str
+    stable: str
+    shadow: str | None
+    error: str | None
+    shadow_ms: float
+
+
+class CopiesClock:
+    """The worker's time as the copies carry it: the shadow log is dated by the last copy it
+    holds, on its worker's clock (a fake one in tests), so the judge's window on that clock
+    finds it."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def lowest_priority() -> str:
+    """Put this process at the lowest CPU priority allowed: ``SCHED_IDLE`` (runs only on a CPU
+    nothing else wants, see sched(7)), else ``nice 19``. Returns which one it got.
+
+    Linux applies a policy to one thread, and a new thread takes its creator's; so every thread
+    there is now (a math library's pool started at import, say) is set, and those started later
+    follow."""
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = [0]
+    try:
+        for tid in threads:
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass
+    else:
+        return "SCHED_IDLE"
+    with contextlib.suppress(OSError):
+        os.nice(19 - os.nice(0))
+        return "nice 19"
+    return "normal"
+
+
+def run_helper(sock: socket.socket, setup: HelperSetup) -> None:
+    """The helper process's body (``multiprocessing`` ``spawn`` target)."""
+    from shipyard.artifacts import ArtifactStore
+    from shipyard.registry import Registry
+    from shipyard.store import Store
+    from shipyard.supervision import ParentWatch
+
+    logging.basicConfig(level=logging.WARNING)
+    ParentWatch(setup.parent_pid, lambda: None, poll_s=1.0, grace_s=1.0).start()
+    store = Store(setup.registry_db_url, migrate=False)
+    registry = Registry(store, ArtifactStore(setup.registry_artifact_url, store))
+    log_store: Store | None = None
+    log_artifacts: ArtifactStore | None = None
+    if setup.log_db_url is not None and setup.log_artifact_url is not None:
+        log_store = store if setup.log_db_url == store.url else Store(setup.log_db_url)
+        log_artifacts = ArtifactStore(setup.log_artifact_url, log_store, CopiesClock())
+    lowest_priority()  # after the start-up, which a busy machine would otherwise stretch
+    ShadowHelper(sock, registry, log_artifacts, setup.flush_interval_s).run()
+    sock.close()
+
+
+class ShadowHelper:
+    """Answers the copies that arrive on ``sock`` and writes the shadow log to ``artifacts``
+    (None: answered and counted, not logged)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        registry: Registry,
+        artifacts: ArtifactStore | None,
+        flush_interval_s: float = 1.0,
+    ) -> None:
+        self.sock = sock
+        self.registry = registry
+        self.artifacts = artifacts
+        self.flush_interval_s = flush_interval_s
+        self._buffer = bytearray(MAX_MESSAGE_BYTES)
+        self._predictors: dict[str, tuple[int, Predictor | None, float]] = {}
+        self._batch: dict[tuple[str, int, int], list[ShadowPair]] = {}
+        self._counts: dict[tuple[str, int, str], int] = {}
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Until the worker closes its end: answer, report, flush; then a last flush."""
+        self.sock.setblocking(True)  # each call says whether it waits
+        next_flush = time.monotonic() + self.flush_interval_s
+        ended = False
+        while not ended:
+            ready, _, _ = select.select(
+                [self.sock], [], [], max(0.0, next_flush - time.monotonic())
+            )
+            first = None
+            if ready:
+                with contextlib.suppress(BlockingIOError):
+                    first = self._receive(socket.MSG_DONTWAIT)
+            if first is _END:
+                ended = True
+            elif first is not None:
+                time.sleep(BATCH_WAIT_S)  # let copies gather: one predict answers many
+                items, ended = self._take(first)
+                try:
+                    self._answer(items)
+                except Exception as exc:  # one bad batch must not end the helper
+                    log.error("shadow copies of %d request(s) failed: %s", len(items), exc)
+                self._report()
+            if ended or time.monotonic() >= next_flush:
+                self._flush_safely()
+                next_flush = time.monotonic() + self.flush_interval_s
+
+    def _receive(self, flags: int) -> ShadowCopy | object | None:
+        """The next copy; ``_END`` at the end of file; None for a message that is not one."""
+        try:
+            n = self.sock.recv_into(self._buffer, 0, flags | socket.MSG_TRUNC)
+        except (ConnectionError, OSError) as exc:
+            if isinstance(exc, BlockingIOError):
+                raise
+            return _END
+        if n == 0:
+            return _END
+        if n > len(self._buffer):
+            log.error("a shadow copy of %d bytes is too large; dropped", n)
+            return None
+        try:
+            return decode_copy(bytes(self._buffer[:n]))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.error("unreadable shadow copy: %s", exc)
+            return None
+
+    def _take(self, first: object) -> tuple[list[ShadowCopy], bool]:
+        """``first`` and what waits behind it, up to ``MAX_BATCH_ROWS`` rows; whether the
+        worker closed its end."""
+        items = [first] if isinstance(first, ShadowCopy) else []
+        rows = sum(len(item.x) for item in items)
+        while rows < MAX_BATCH_ROWS:
+            try:
+                item = self._receive(socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return items, False
+            if item is _END:
+                return items, True
+            if isinstance(item, ShadowCopy):
+                items.append(item)
+                rows += len(item.x)
+        return items, False
+
+    # -- answering ------------------------------------------------------------------------------
+    def _predictor(self, model: str, version: int) -> Predictor | None:
+        """The shadow version's predictor, loaded once (the last shadow of each model is kept);
+        None while it cannot load here."""
+        held = self._predictors.get(model)
+        if (
+            held is not None
+            and held[0] == version
+            and (held[1] is not None or time.monotonic() < held[2])
+        ):
+            return held[1]
+        try:
+            _, predictor = self.registry.load(model, version=version)
+        except Exception as exc:
+            log.error("the shadow helper cannot load %s/%s: %s", model, version, exc)
+            self._predictors[model] = (version, None, time.monotonic() + LOAD_RETRY_S)
+            return None
+        self._predictors[model] = (version, predictor, 0.0)
+        return predictor
+
+    def _answer(self, items: list[ShadowCopy]) -> None:
+        """The shadow's answers to a batch of copies: one predict per shadow version and row
+        shape; each copy on its own where the batch fails, so a failure is the copy's."""
+        groups: dict[tuple[str, int, str, tuple[int, ...]], list[ShadowCopy]] = {}
+        for item in items:
+            key = (item.model, item.shadow_version, item.x.dtype.str, item.x.shape[1:])
+            groups.setdefault(key, []).append(item)
+        for (model, version, _, _), group in groups.items():
+            predictor = self._predictor(model, version)
+            if predictor is None:
+                self._count(model, version, "dropped", len(group))
+                continue
+            xs = [item.x for item in group]
+            began = time.perf_counter()
+            try:
+                got = _checked(predictor.predict(np.concatenate(xs)), sum(map(len, xs)))
+                bounds = np.cumsum([len(x) for x in xs])[:-1]
+                answers: list[Answered] = [
+                    (part, _not_finite(part)) for part in np.split(got, bounds)
+                ]
+            except Exception:
+                answers = [_alone(predictor, x) for x in xs]
+            took_ms = (time.perf_counter() - began) * 1000.0 / len(group)
+            self._record(group, answers, took_ms)
+
+    def _count(self, model: str, version: int, outcome: str, n: int) -> None:
+        if n:
+            key = (model, version, outcome)
+            self._counts[key] = self._counts.get(key, 0) + n
+
+    def _record(self, group: list[ShadowCopy], answers: list[Answered], took_ms: float) -> None:
+        first = group[0]
+        failed = sum(error is not None for _, error in answers)
+        self._count(first.model, first.shadow_version, "failed", failed)
+        self._count(first.model, first.shadow_version, "answered", len(group) - failed)
+        if self.artifacts is None:
+            return
+        for item, (got, error) in zip(group, answers, strict=True):
+            answer = (
+                json.dumps(got.tolist(), default=str) if got is not None and not error else None
+            )
+            pair = ShadowPair(
+                item.request_id,
+                item.ts,
+                json.dumps(item.x.tolist(), default=str),
+                json.dumps(item.stable_answer.tolist(), default=str),
+                answer,
+                error,
+                took_ms,
+            )
+            key = (item.model, item.stable_version, item.shadow_version)
+            self._batch.setdefault(key, []).append(pair)
+
+    def _report(self) -> None:
+        """Send the counts since the last report to the worker."""
+        if not self._counts:
+            return
+        with contextlib.suppress(OSError):  # the worker is gone: this process ends soon
+            self.sock.send(encode_counts(self._counts))
+        self._counts = {}
+
+    # -- the shadow log -------------------------------------------------------------------------
+    def _flush_safely(self) -> None:
+        try:
+            self.flush()
+        except Exception as exc:  # the store may be away: keep the batch, try again later
+            log.warning("shadow log flush failed, will retry: %s", exc)
+
+    def flush(self) -> int:
+        """Write every waiting batch as one artifact per (model, stable, shadow); returns the
+        pairs written."""
+        if self.artifacts is None or not self._batch:
+            return 0
+        written = 0
+        for key in list(self._batch):
+            model, stable, shadow = key
+            pairs = self._batch[key]
+            if isinstance(self.artifacts.clock, CopiesClock):
+                self.artifacts.clock.now = max(p.ts for p in pairs)
+            self.artifacts.put_bytes(
+                _parquet(pairs),
+                SHADOW_LOG_MEDIA_TYPE,
+                {
+                    "kind": SHADOW_LOG_KIND,
+                    "model": model,
+                    "version": shadow,
+                    "stable_version": stable,
+                    "rows": len(pairs),
+                    "first_ts": min(p.ts for p in pairs),
+                },
+            )
+            del self._batch[key]
+            written += len(pairs)
+        return written
+
+
+_END = object()
+"""The worker closed its end of the channel."""
+
+
+def _checked(values: Any, rows: int) -> np.ndarray[Any, Any]:
+    got = np.asarray(values)
+    if got.ndim == 0 or got.shape[0] != rows:
+        raise ValueError(f"answered {got.shape} for {rows} row(s)")
+    return got
+
+
+def _not_finite(got: np.ndarray[Any, Any]) -> str | None:
+    if got.dtype.kind == "f" and not np.isfinite(got).all():
+        return "ValueError: answered a value that is not finite"
+    return None
+
+
+def _alone(predictor: Predictor, x: np.ndarray[Any, Any]) -> Answered:
+    """One copy's answer on its own, or its failure."""
+    try:
+        got = _checked(predictor.predict(x), len(x))
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}"[:300]
+    return got, _not_finite(got)
+
+
+def _parquet(pairs: list[ShadowPair]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "request_id": [p.request_id for p in pairs],
+            "ts": [p.ts for p in pairs],
+            "request": [p.request for p in pairs],
+            "stable": [p.stable for p in pairs],
+            "shadow": [p.shadow for p in pairs],
+            "error": [p.error for p in pairs],
+            "shadow_ms": [p.shadow_ms if math.isfinite(p.shadow_ms) else None for p in pairs],
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
