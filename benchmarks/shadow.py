@@ -1,19 +1,22 @@
 """What shadowing costs users: p99 latency with 100 % of requests shadowed, against no shadow.
 
-Two model servers on one workspace, started alike (``shipyard.serving.server.run``, monitoring
-on): one serves model ``shadowed`` (v1 stable, v2 its shadow at 100 %: every answered request is
-copied to v2 on the server's shadow thread and into the shadow log), the other model ``plain``
-(the same v1, no shadow). The same closed-loop load (one process per client, a keep-alive
-``http.client`` connection each, one-row ``dataframe_split`` requests, the next sent as soon as
-the answer arrived) from 1 and 4 clients, rounds interleaving the two servers so that load from
-elsewhere on the machine hits both alike; each figure is the median over the rounds. The shadow
-server's ``/metrics`` says how many copies its shadow answered and how many the full queue
-dropped, so a low cost cannot hide a shadow that did no work.
+Model servers on one workspace, started alike (``shipyard.serving.server.run``, monitoring on):
+one serves model ``shadowed`` (v1 stable, v2 its shadow at 100 %: every answered request is
+copied to v2, which answers it in the worker's shadow helper process at idle CPU priority and
+writes the pair to the shadow log), the others model ``plain`` (the same v1, no shadow); the
+second plain server is a control, A/A: what it differs from the first by is the machine's noise.
+The same closed-loop load (one process per client, a keep-alive ``http.client`` connection each,
+one-row ``dataframe_split`` requests, the next sent as soon as the answer arrived) from 1 and 4
+clients, rounds interleaving the servers so that load from elsewhere on the machine hits them
+alike; each figure is the median over the rounds. The shadow server's ``/metrics`` says how many
+copies its shadow answered and how many were dropped (the channel full: the helper, at idle
+priority, gets no CPU while the requests want it all), so a low cost cannot hide a shadow that did
+no work; the CPU seconds of each server's worker and of the helper say where the time went.
 
 Goal (issue 15): shadowing at 100 % of traffic costs users ≤ 5 % in p99 latency at 1 and 4
 clients.
 
-    .venv/bin/python benchmarks/shadow.py [--seconds 5] [--rounds 3] [--clients 1 4]
+    .venv/bin/python benchmarks/shadow.py [--seconds 4] [--rounds 5] [--clients 1 4]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from serving import free_port, load, stop, wait_ready  # benchmarks/, sys.path[0]
 
@@ -68,11 +72,30 @@ def shadow_copies(port: int) -> dict[str, float]:
     return got
 
 
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> tuple[float, float]:
+    """CPU seconds of a server (the process and its Uvicorn workers) and of its shadow helpers
+    (the ``multiprocessing`` children started by ``spawn``)."""
+    server = helper = 0.0
+    root = psutil.Process(proc.pid)
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+            spawned = any("multiprocessing" in part for part in p.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        used = times.user + times.system
+        if spawned:
+            helper += used
+        else:
+            server += used
+    return server, helper
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
     args = parser.parse_args()
 
     load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -80,9 +103,10 @@ def main() -> None:
     env = {**os.environ, "SHIPYARD_HOME": str(work / "home")}
     env = {k: v for k, v in env.items() if not k.startswith("SHIPYARD_") or k == "SHIPYARD_HOME"}
     subprocess.run([sys.executable, "-c", SETUP], check=True, env=env, cwd=work)
-    servers = {"shadow 100 %": "shadowed", "no shadow": "plain"}
+    servers = {"shadow 100 %": "shadowed", "no shadow": "plain", "no shadow A/A": "plain"}
     procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+    cpu: dict[str, tuple[float, float]] = {}
     try:
         for name, model in servers.items():
             port = free_port()
@@ -94,16 +118,23 @@ def main() -> None:
             )  # fmt: skip
             procs[name] = (proc, port)
             wait_ready(port, "/ping")
+        cpu_before = {name: cpu_seconds(proc) for name, (proc, _) in procs.items()}
         for round_no in range(args.rounds):
             for clients in args.clients:
-                for name, (_, port) in procs.items():
+                order = list(procs.items())
+                if round_no % 2:
+                    order.reverse()  # neither server always runs first
+                for name, (_, port) in order:
                     path = f"/models/{servers[name]}/invocations"
                     runs.setdefault((name, clients), []).append(
                         load(port, path, clients, args.seconds)
                     )
             print(f"  round {round_no + 1}/{args.rounds} done", flush=True)
-        time.sleep(2.0)  # let the shadow thread drain its queue before counting
+        time.sleep(2.0)  # let the helper answer what waits and report it
         copies = shadow_copies(procs["shadow 100 %"][1])
+        for name, (proc, _) in procs.items():
+            after = cpu_seconds(proc)
+            cpu[name] = (after[0] - cpu_before[name][0], after[1] - cpu_before[name][1])
     finally:
         for proc, _ in procs.values():
             stop(proc)
@@ -120,16 +151,21 @@ def main() -> None:
         print(f"{name:14} {clients:>7} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
               f"{r['errors']:>7.0f}")  # fmt: skip
     print()
+    for name, (server_s, helper_s) in cpu.items():
+        print(f"CPU over the rounds, {name}: server {server_s:.1f} s, helper {helper_s:.1f} s")
     total = sum(copies.values())
-    print(f"shadow copies: {copies.get('answered', 0):.0f} answered, "
+    print(f"shadow copies: {copies.get('answered', 0):.0f} answered "
+          f"({100 * copies.get('answered', 0) / max(total, 1):.1f} %), "
           f"{copies.get('failed', 0):.0f} failed, {copies.get('dropped', 0):.0f} dropped "
           f"({100 * copies.get('dropped', 0) / max(total, 1):.1f} % of {total:.0f})")  # fmt: skip
     for clients in args.clients:
         on, off = medians[("shadow 100 %", clients)], medians[("no shadow", clients)]
+        aa = medians[("no shadow A/A", clients)]
         cost = 100 * (on["p99_ms"] / off["p99_ms"] - 1)
+        noise = 100 * (aa["p99_ms"] / off["p99_ms"] - 1)
         print(f"{clients} client(s): p99 {on['p99_ms']:.2f} vs {off['p99_ms']:.2f} ms: shadowing "
-              f"costs {cost:+.1f} % (goal ≤ {GOAL_PCT:g} %); throughput "
-              f"{100 * (on['rps'] / off['rps'] - 1):+.1f} %")  # fmt: skip
+              f"costs {cost:+.1f} % (goal ≤ {GOAL_PCT:g} %; A/A control {noise:+.1f} %); "
+              f"throughput {100 * (on['rps'] / off['rps'] - 1):+.1f} %")  # fmt: skip
 
 
 if __name__ == "__main__":

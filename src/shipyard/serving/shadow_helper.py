@@ -21,7 +21,7 @@ its end of a ``SOCK_SEQPACKET`` socket pair. It:
   model, stable and shadow version: the file first, then one short transaction; dated by its
   last copy on the worker's clock, :class:`CopiesClock`), and reports
   its counts (answered, failed, and dropped when the shadow version cannot load here) to the
-  worker after each batch.
+  worker as often (each report wakes a thread of the worker, which takes its GIL).
 """
 
 from __future__ import annotations
@@ -201,9 +201,9 @@ class ShadowHelper:
                     self._answer(items)
                 except Exception as exc:  # one bad batch must not end the helper
                     log.error("shadow copies of %d request(s) failed: %s", len(items), exc)
-                self._report()
             if ended or time.monotonic() >= next_flush:
                 self._flush_safely()
+                self._report()  # once a flush: each report wakes a thread of the worker
                 next_flush = time.monotonic() + self.flush_interval_s
 
     def _receive(self, flags: int) -> ShadowCopy | object | None:
