@@ -15,7 +15,8 @@ runs at the lowest CPU priority (``SCHED_IDLE``, else ``nice 19``), so it uses o
 requests leave; under full load it falls behind and copies are dropped (and counted).
 
 The request path does a lookup, a sum, an encoding of the rows (raw bytes for numbers, JSON
-for anything else: no pickle crosses the channel) and one non-blocking ``send`` on a Unix
+for anything else: no pickle crosses the channel; the head that names the model, versions and
+row shape is encoded once and reused) and one non-blocking ``send`` on a Unix
 ``SOCK_SEQPACKET`` socket pair: each copy is one message, and the socket's send buffer
 (``capacity_bytes``) bounds what waits. A full buffer, a copy too large for it, or a helper that
 is gone drop the copy and count it: the user never waits for the shadow. The helper is started
@@ -40,6 +41,7 @@ import logging
 import multiprocessing
 import os
 import socket
+import struct
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -72,7 +74,7 @@ RESTART_DELAY_S = (1.0, 60.0)
 # -- the wire format: one message per copy, no pickle ------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ShadowCopy:
     """One answered request on its way to the shadow version."""
 
@@ -85,55 +87,90 @@ class ShadowCopy:
     stable_answer: np.ndarray[Any, Any]
 
 
-def _array_part(a: np.ndarray[Any, Any]) -> tuple[list[Any], bytes]:
-    """(description, bytes) of an array: raw bytes for numbers, JSON rows for anything else."""
+_TAIL = struct.Struct("<dII")
+"""What changes from copy to copy: its time, the lengths of its request id and of its rows."""
+_HEADS_KEPT = 1024
+"""Heads encoded or decoded are kept for reuse, this many at most (then forgotten at once)."""
+_heads: dict[tuple[Any, ...], bytes] = {}
+_parsed: dict[bytes, tuple[str, int, int, Any, Any]] = {}
+
+
+def _array_desc(a: np.ndarray[Any, Any]) -> tuple[Any, ...]:
+    """How an array travels: raw bytes (dtype, shape) for numbers, JSON rows for anything else."""
     if a.dtype.kind in "biuf" and a.dtype.byteorder in "<=|":
-        a = np.ascontiguousarray(a)
-        return ["raw", a.dtype.str, list(a.shape)], a.tobytes()
-    return ["json"], json.dumps(a.tolist(), default=str).encode()
+        return ("raw", a.dtype.str, a.shape)
+    return ("json",)
 
 
-def _array_of(desc: list[Any], data: bytes) -> np.ndarray[Any, Any]:
+def _array_bytes(a: np.ndarray[Any, Any], desc: tuple[Any, ...]) -> bytes:
+    if desc[0] == "raw":
+        return np.ascontiguousarray(a).tobytes()
+    return json.dumps(a.tolist(), default=str).encode()
+
+
+def _array_of(desc: Any, data: memoryview) -> np.ndarray[Any, Any]:
+    if desc[0] == "raw":
+        dtype, shape = desc[1], desc[2]
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+    return np.array(json.loads(bytes(data)), dtype=object)
+
+
+def _desc_of(desc: Any) -> Any:
+    """A decoded array description, checked: ("raw", dtype, shape) or ("json",)."""
     if desc[0] == "raw":
         dtype = np.dtype(str(desc[1]))
         if dtype.kind not in "biuf":
             raise ValueError(f"not a number dtype: {desc[1]}")
-        return np.frombuffer(data, dtype=dtype).reshape([int(n) for n in desc[2]])
-    return np.array(json.loads(data), dtype=object)
+        return ("raw", dtype, tuple(int(n) for n in desc[2]))
+    if desc[0] == "json":
+        return ("json",)
+    raise ValueError(f"unknown array encoding {desc[0]!r}")
 
 
 def encode_copy(copy: ShadowCopy) -> bytes:
-    """One copy as one message: a JSON head line, then the rows' and the answer's bytes."""
-    x_desc, x_bytes = _array_part(copy.x[:MAX_ROWS_PER_COPY])
-    y_desc, y_bytes = _array_part(np.asarray(copy.stable_answer)[:MAX_ROWS_PER_COPY])
-    head = json.dumps(
-        [
-            copy.model,
-            copy.stable_version,
-            copy.shadow_version,
-            copy.request_id,
-            copy.ts,
-            x_desc,
-            len(x_bytes),
-            y_desc,
-        ]
-    ).encode()
-    return b"".join((head, b"\n", x_bytes, y_bytes))
+    """One copy as one message: a JSON head line (what is the same from copy to copy of a model,
+    its versions and its row shape, so it is encoded once and reused), then the copy's time,
+    request id, rows and answer (raw bytes for numbers, JSON for anything else)."""
+    x = copy.x[:MAX_ROWS_PER_COPY]
+    y = np.asarray(copy.stable_answer)[:MAX_ROWS_PER_COPY]
+    x_desc, y_desc = _array_desc(x), _array_desc(y)
+    key = (copy.model, copy.stable_version, copy.shadow_version, x_desc, y_desc)
+    head = _heads.get(key)
+    if head is None:
+        if len(_heads) >= _HEADS_KEPT:
+            _heads.clear()
+        head = _heads[key] = json.dumps([*key[:3], list(x_desc), list(y_desc)]).encode() + b"\n"
+    rid = copy.request_id.encode()
+    x_bytes = _array_bytes(x, x_desc)
+    tail = _TAIL.pack(copy.ts, len(rid), len(x_bytes))
+    return b"".join((head, tail, rid, x_bytes, _array_bytes(y, y_desc)))
 
 
 def decode_copy(message: bytes) -> ShadowCopy:
     """The copy a message carries. Raises ``ValueError`` on a malformed one."""
-    head_end = message.index(b"\n")
-    model, stable, shadow, rid, ts, x_desc, x_len, y_desc = json.loads(message[:head_end])
-    body = message[head_end + 1 :]
+    head_end = message.index(b"\n") + 1
+    head = message[:head_end]
+    parsed = _parsed.get(head)
+    if parsed is None:
+        model, stable, shadow, x_desc, y_desc = json.loads(head)
+        parsed = (str(model), int(stable), int(shadow), _desc_of(x_desc), _desc_of(y_desc))
+        if len(_parsed) >= _HEADS_KEPT:
+            _parsed.clear()
+        _parsed[head] = parsed
+    model, stable, shadow, x_desc, y_desc = parsed
+    try:
+        ts, rid_len, x_len = _TAIL.unpack_from(message, head_end)
+    except struct.error as exc:
+        raise ValueError(str(exc)) from None
+    body = memoryview(message)[head_end + _TAIL.size :]
     return ShadowCopy(
-        str(model),
-        int(stable),
-        int(shadow),
-        str(rid),
-        float(ts),
-        _array_of(x_desc, body[: int(x_len)]),
-        _array_of(y_desc, body[int(x_len) :]),
+        model,
+        stable,
+        shadow,
+        bytes(body[:rid_len]).decode(),
+        ts,
+        _array_of(x_desc, body[rid_len : rid_len + x_len]),
+        _array_of(y_desc, body[rid_len + x_len :]),
     )
 
 

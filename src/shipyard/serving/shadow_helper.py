@@ -12,11 +12,13 @@ its end of a ``SOCK_SEQPACKET`` socket pair. It:
 * loads each shadow version with :meth:`shipyard.registry.Registry.load` (the digest check and
   the pickle rule of any model the server loads) and runs nothing else that came from outside:
   copies arrive as JSON and raw numbers (:func:`shipyard.serving.shadow.decode_copy`);
-* answers copies in batches: it waits ``BATCH_WAIT_S`` after a copy arrives, then answers
-  every waiting copy (up to ``MAX_BATCH_ROWS`` rows) with one ``predict`` per shadow version
-  and row shape, each copy on its own where the batch fails (so a failure is the copy's own).
-  The same answers as one request at a time for any model that answers each row on its own
-  (every flavor Shipyard serves);
+* wakes at most ``1 / DRAIN_INTERVAL_S`` times a second, not once a copy: after a copy wakes it
+  (or after the last drain found copies) it sleeps ``DRAIN_INTERVAL_S`` while copies gather in
+  the socket, then drains the socket and answers every copy with one ``predict`` per shadow
+  version and row shape (``MAX_BATCH_ROWS`` rows a call at most), each copy on its own where
+  the batch fails (so a failure is the copy's own). The same answers as one request at a time
+  for any model that answers each row on its own (every flavor Shipyard serves). With no
+  copies it blocks until one arrives;
 * writes the pairs every ``flush_interval_s`` to the shadow log (one Parquet artifact per
   model, stable and shadow version: the file first, then one short transaction; dated by its
   last copy on the worker's clock, :class:`CopiesClock`), and reports
@@ -35,6 +37,7 @@ import os
 import select
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -56,9 +59,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shipyard.serving")
 
-BATCH_WAIT_S = 0.1
-"""The helper waits this long after a copy arrives, so that copies are answered in batches."""
+DRAIN_INTERVAL_S = 0.2
+"""The helper drains its socket at most this often: the copies that arrive meanwhile wait in
+the socket (the worker's ``CAPACITY_BYTES`` holds a second or more of them at a few thousand
+requests a second) and are answered together, one wake-up for all of them."""
 MAX_BATCH_ROWS = 512
+"""The rows of one ``predict`` call, at most."""
 MAX_MESSAGE_BYTES = 8 << 20
 """A copy larger than this is dropped (the worker's send buffer is far smaller anyway)."""
 LOAD_RETRY_S = 10.0
@@ -81,17 +87,48 @@ class HelperSetup:
     flush_interval_s: float = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class ShadowPair:
-    """What the shadow version did with one copy."""
+class _Columns:
+    """The shadow log's pairs of one (model, stable, shadow) waiting for the next flush, one
+    list a column: what each shadow-log row holds."""
 
-    request_id: str
-    ts: float
-    request: str
-    stable: str
-    shadow: str | None
-    error: str | None
-    shadow_ms: float
+    COLUMNS = ("request_id", "ts", "request", "stable", "shadow", "error", "shadow_ms")
+    __slots__ = ("error", "request", "request_id", "shadow", "shadow_ms", "stable", "ts")
+
+    def __init__(self) -> None:
+        self.request_id: list[str] = []
+        self.ts: list[float] = []
+        self.request: list[str] = []
+        self.stable: list[str] = []
+        self.shadow: list[str | None] = []
+        self.error: list[str | None] = []
+        self.shadow_ms: list[float | None] = []
+
+    def add(
+        self,
+        request_id: str,
+        ts: float,
+        request: str,
+        stable: str,
+        shadow: str | None,
+        error: str | None,
+        shadow_ms: float,
+    ) -> None:
+        self.request_id.append(request_id)
+        self.ts.append(ts)
+        self.request.append(request)
+        self.stable.append(stable)
+        self.shadow.append(shadow)
+        self.error.append(error)
+        self.shadow_ms.append(shadow_ms if math.isfinite(shadow_ms) else None)
+
+    def parquet(self) -> bytes:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({name: getattr(self, name) for name in self.COLUMNS})
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        return buf.getvalue()
 
 
 class CopiesClock:
@@ -175,32 +212,28 @@ class ShadowHelper:
         self.flush_interval_s = flush_interval_s
         self._buffer = bytearray(MAX_MESSAGE_BYTES)
         self._predictors: dict[str, tuple[int, Predictor | None, float]] = {}
-        self._batch: dict[tuple[str, int, int], list[ShadowPair]] = {}
+        self._batch: dict[tuple[str, int, int], _Columns] = {}
         self._counts: dict[tuple[str, int, str], int] = {}
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
-        """Until the worker closes its end: answer, report, flush; then a last flush."""
+        """Until the worker closes its end: drain, answer, report, flush; then a last flush."""
         self.sock.setblocking(True)  # each call says whether it waits
         next_flush = time.monotonic() + self.flush_interval_s
+        found = False  # whether the last drain found copies: then more are on their way
         ended = False
         while not ended:
-            ready, _, _ = select.select(
-                [self.sock], [], [], max(0.0, next_flush - time.monotonic())
-            )
-            first = None
-            if ready:
-                with contextlib.suppress(BlockingIOError):
-                    first = self._receive(socket.MSG_DONTWAIT)
-            if first is _END:
-                ended = True
-            elif first is not None:
-                time.sleep(BATCH_WAIT_S)  # let copies gather: one predict answers many
-                items, ended = self._take(first)
+            if not found:  # idle: block until a copy arrives (or the next flush)
+                select.select([self.sock], [], [], max(0.0, next_flush - time.monotonic()))
+            # let copies gather: one wake-up and one predict answer all of them
+            time.sleep(max(0.0, min(DRAIN_INTERVAL_S, next_flush - time.monotonic())))
+            items, ended = self._drain()
+            found = bool(items)
+            for batch in _batches(items):
                 try:
-                    self._answer(items)
+                    self._answer(batch)
                 except Exception as exc:  # one bad batch must not end the helper
-                    log.error("shadow copies of %d request(s) failed: %s", len(items), exc)
+                    log.error("shadow copies of %d request(s) failed: %s", len(batch), exc)
             if ended or time.monotonic() >= next_flush:
                 self._flush_safely()
                 self._report()  # once a flush: each report wakes a thread of the worker
@@ -225,12 +258,10 @@ class ShadowHelper:
             log.error("unreadable shadow copy: %s", exc)
             return None
 
-    def _take(self, first: object) -> tuple[list[ShadowCopy], bool]:
-        """``first`` and what waits behind it, up to ``MAX_BATCH_ROWS`` rows; whether the
-        worker closed its end."""
-        items = [first] if isinstance(first, ShadowCopy) else []
-        rows = sum(len(item.x) for item in items)
-        while rows < MAX_BATCH_ROWS:
+    def _drain(self) -> tuple[list[ShadowCopy], bool]:
+        """Every copy waiting in the socket; whether the worker closed its end."""
+        items: list[ShadowCopy] = []
+        while True:
             try:
                 item = self._receive(socket.MSG_DONTWAIT)
             except BlockingIOError:
@@ -239,8 +270,6 @@ class ShadowHelper:
                 return items, True
             if isinstance(item, ShadowCopy):
                 items.append(item)
-                rows += len(item.x)
-        return items, False
 
     # -- answering ------------------------------------------------------------------------------
     def _predictor(self, model: str, version: int) -> Predictor | None:
@@ -300,20 +329,19 @@ class ShadowHelper:
         if self.artifacts is None:
             return
         for item, (got, error) in zip(group, answers, strict=True):
-            answer = (
-                json.dumps(got.tolist(), default=str) if got is not None and not error else None
-            )
-            pair = ShadowPair(
+            key = (item.model, item.stable_version, item.shadow_version)
+            columns = self._batch.get(key)
+            if columns is None:
+                columns = self._batch[key] = _Columns()
+            columns.add(
                 item.request_id,
                 item.ts,
-                json.dumps(item.x.tolist(), default=str),
-                json.dumps(item.stable_answer.tolist(), default=str),
-                answer,
+                _json(item.x),
+                _json(item.stable_answer),
+                _json(got) if got is not None and not error else None,
                 error,
                 took_ms,
             )
-            key = (item.model, item.stable_version, item.shadow_version)
-            self._batch.setdefault(key, []).append(pair)
 
     def _report(self) -> None:
         """Send the counts since the last report to the worker."""
@@ -338,23 +366,23 @@ class ShadowHelper:
         written = 0
         for key in list(self._batch):
             model, stable, shadow = key
-            pairs = self._batch[key]
+            columns = self._batch[key]
             if isinstance(self.artifacts.clock, CopiesClock):
-                self.artifacts.clock.now = max(p.ts for p in pairs)
+                self.artifacts.clock.now = max(columns.ts)
             self.artifacts.put_bytes(
-                _parquet(pairs),
+                columns.parquet(),
                 SHADOW_LOG_MEDIA_TYPE,
                 {
                     "kind": SHADOW_LOG_KIND,
                     "model": model,
                     "version": shadow,
                     "stable_version": stable,
-                    "rows": len(pairs),
-                    "first_ts": min(p.ts for p in pairs),
+                    "rows": len(columns.ts),
+                    "first_ts": min(columns.ts),
                 },
             )
             del self._batch[key]
-            written += len(pairs)
+            written += len(columns.ts)
         return written
 
 
@@ -384,21 +412,26 @@ def _alone(predictor: Predictor, x: np.ndarray[Any, Any]) -> Answered:
     return got, _not_finite(got)
 
 
-def _parquet(pairs: list[ShadowPair]) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _batches(items: list[ShadowCopy]) -> Iterator[list[ShadowCopy]]:
+    """``items`` in runs of at most ``MAX_BATCH_ROWS`` rows (a larger copy on its own)."""
+    batch: list[ShadowCopy] = []
+    rows = 0
+    for item in items:
+        if batch and rows + len(item.x) > MAX_BATCH_ROWS:
+            yield batch
+            batch, rows = [], 0
+        batch.append(item)
+        rows += len(item.x)
+    if batch:
+        yield batch
 
-    table = pa.table(
-        {
-            "request_id": [p.request_id for p in pairs],
-            "ts": [p.ts for p in pairs],
-            "request": [p.request for p in pairs],
-            "stable": [p.stable for p in pairs],
-            "shadow": [p.shadow for p in pairs],
-            "error": [p.error for p in pairs],
-            "shadow_ms": [p.shadow_ms if math.isfinite(p.shadow_ms) else None for p in pairs],
-        }
-    )
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    return buf.getvalue()
+
+def _json(a: np.ndarray[Any, Any]) -> str:
+    """``json.dumps(a.tolist(), default=str)`` at a fraction of its cost for numbers: Python
+    writes a list of integers and finite floats as JSON does (``repr`` of each), and only a
+    float that is not finite (``nan``, ``inf``) puts an ``n`` in it."""
+    if a.dtype.kind in "iuf":
+        text = str(a.tolist())
+        if "n" not in text:
+            return text
+    return json.dumps(a.tolist(), default=str)
