@@ -73,23 +73,25 @@ def shadow_copies(port: int) -> dict[str, float]:
     return got
 
 
-def cpu_seconds(proc: subprocess.Popen[bytes]) -> tuple[float, float]:
-    """CPU seconds of a server (the process and its Uvicorn workers) and of its shadow helpers
-    (the ``multiprocessing`` children started by ``spawn``)."""
-    server = helper = 0.0
+def usage(proc: subprocess.Popen[bytes]) -> dict[str, float]:
+    """CPU seconds and context switches (voluntary: it waited, involuntary: it was preempted)
+    of a server (the process and its Uvicorn workers) and of its shadow helpers (the
+    ``multiprocessing`` children started by ``spawn``)."""
+    got = dict.fromkeys(
+        ("server_cpu", "server_vol", "server_invol", "helper_cpu", "helper_vol", "helper_invol"),
+        0.0,
+    )
     root = psutil.Process(proc.pid)
     for p in [root, *root.children(recursive=True)]:
         try:
-            times = p.cpu_times()
-            spawned = any("multiprocessing" in part for part in p.cmdline())
+            times, switches = p.cpu_times(), p.num_ctx_switches()
+            who = "helper" if any("multiprocessing" in part for part in p.cmdline()) else "server"
         except psutil.NoSuchProcess:
             continue
-        used = times.user + times.system
-        if spawned:
-            helper += used
-        else:
-            server += used
-    return server, helper
+        got[f"{who}_cpu"] += times.user + times.system
+        got[f"{who}_vol"] += switches.voluntary
+        got[f"{who}_invol"] += switches.involuntary
+    return got
 
 
 def main() -> None:
@@ -107,7 +109,7 @@ def main() -> None:
     servers = {"shadow 100 %": "shadowed", "no shadow": "plain", "no shadow A/A": "plain"}
     procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     runs: dict[tuple[str, int], list[dict[str, float]]] = {}
-    cpu: dict[str, tuple[float, float]] = {}
+    used: dict[str, dict[str, float]] = {}
     try:
         for name, model in servers.items():
             port = free_port()
@@ -119,7 +121,8 @@ def main() -> None:
             )  # fmt: skip
             procs[name] = (proc, port)
             wait_ready(port, "/ping")
-        cpu_before = {name: cpu_seconds(proc) for name, (proc, _) in procs.items()}
+        before = {name: usage(proc) for name, (proc, _) in procs.items()}
+        began = time.monotonic()
         for round_no in range(args.rounds):
             for clients in args.clients:
                 order = list(procs.items())
@@ -133,9 +136,10 @@ def main() -> None:
             print(f"  round {round_no + 1}/{args.rounds} done", flush=True)
         time.sleep(2.0)  # let the helper answer what waits and report it
         copies = shadow_copies(procs["shadow 100 %"][1])
+        elapsed_s = time.monotonic() - began
         for name, (proc, _) in procs.items():
-            after = cpu_seconds(proc)
-            cpu[name] = (after[0] - cpu_before[name][0], after[1] - cpu_before[name][1])
+            after = usage(proc)
+            used[name] = {k: after[k] - before[name][k] for k in after}
     finally:
         for proc, _ in procs.values():
             stop(proc)
@@ -152,8 +156,15 @@ def main() -> None:
         print(f"{name:14} {clients:>7} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
               f"{r['errors']:>7.0f}")  # fmt: skip
     print()
-    for name, (server_s, helper_s) in cpu.items():
-        print(f"CPU over the rounds, {name}: server {server_s:.1f} s, helper {helper_s:.1f} s")
+    for name, u in used.items():
+        served = sum(
+            r["rps"] * args.seconds for (n, _), rs in runs.items() if n == name for r in rs
+        )
+        print(f"{name}: CPU server {u['server_cpu']:.1f} s, helper {u['helper_cpu']:.1f} s; "
+              f"server context switches a request {u['server_vol'] / served:.2f} voluntary, "
+              f"{u['server_invol'] / served:.3f} involuntary; helper wake-ups "
+              f"{u['helper_vol'] / elapsed_s:.1f}/s, preempted "
+              f"{u['helper_invol'] / elapsed_s:.1f}/s")  # fmt: skip
     total = sum(copies.values())
     print(f"shadow copies: {copies.get('answered', 0):.0f} answered "
           f"({100 * copies.get('answered', 0) / max(total, 1):.1f} %), "
