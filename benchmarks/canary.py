@@ -3,7 +3,7 @@ power and rollback speed, against a Kayenta-style Mann–Whitney-only judge on t
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/canary.py            # the default run: about 8 minutes
+    .venv/bin/python benchmarks/canary.py            # the default run: about 10 minutes
     .venv/bin/python benchmarks/canary.py --quick    # a short check: 20 000 requests, 20 rollouts
 
 1. **Judging, on served traces.** What is served, and what is resampled:
@@ -134,19 +134,32 @@ sparse errors vs error-free stable     31.0 / 46.0 %  0 / 31.0 %
 skewed model (the demo's v3)           100 / 100 %    0 / 0 %
 =====================================  =============  =============  =====================
 
-The staged release (replay → targeted 5 % → 10 % → 50 %, 10 looks, the levels of all looks ×
-4 metrics sum to α = 0.01: replay 0.0016, targeted 0.0036, 10 % 0.0027, 50 % 0.0021):
+The staged release with its shadow stage (replay → shadow → targeted 5 % → 10 % → 50 %, 11
+looks, the levels of all looks × 4 metrics sum to α = 0.01: replay 0.0015, shadow 0.0013,
+targeted 0.0031, 10 % 0.0023, 50 % 0.0019), from another run (2026-11-30, load 3.9 before
+it, ``--rollback-trials 3``, 621 s in all: 150 000 requests recorded in 243 s with every
+staged scenario's stable answers shadowed, 334 s of replay and judging). Its shadow logs held
+28 102 (A/A), 9 852 (+2 pp errors; the shadow failed 208 of them), 6 934 (shift) and
+4 135 (skewed) pairs:
 
 ==========================================  ====================  ===========================
-staged release                              rolled back           stopped at replay (goal)
+staged release                              rolled back           stopped before any user
 ==========================================  ====================  ===========================
-A/A (1 000)                                 0.1 % [0.0, 0.6]      0 % (rolled back ≤ 1 %: met)
-+2 pp errors (200)                          100 %                 99.5 % [97.2, 99.9] (≥ 95 %)
+A/A (1 000)                                 0.0 % [0.0, 0.4]      0 % (rolled back ≤ 1 %: met)
++2 pp errors (200)                          100 %                 96.0 % [92.3, 98.0] (≥ 95 %)
 prediction shift only (200)                 100 %                 100 % [98.1, 100] (≥ 95 %)
 skewed model, the demo's v3 (200)           100 %                 100 % [98.1, 100] (≥ 95 %)
 ==========================================  ====================  ===========================
 
-Every false rollback of this run is the error-rate test's (A/A own pools: 10 of 10; pooled:
+Every stop before a user was the replay's (192, 200, 200); judged on its own, the shadow
+stage stopped the shift and skewed canaries in 100 % of rollouts but the +2 pp errors one in
+0.5 %: 200 pairs hold about 4 of its failures, too few for McNemar at the shadow's level
+(about 0.0003 per metric: it needs 12 failures against none). The replay's 1 000 rows carry
+the errors scenario; a larger shadow ``min_rows`` would too. The run before the shadow
+stage (replay → targeted → 10 % → 50 %, 10 looks) stopped +2 pp errors at replay in 99.5 %
+[97.2, 99.9] and rolled back 0.1 % [0.0, 0.6] of staged A/A releases.
+
+Every false rollback of the earlier run is the error-rate test's (A/A own pools: 10 of 10; pooled:
 2 of 2) or the prediction test's (staged: 1); none is the latency-spread test's. A run before
 the spread test's fix, on another recording (p99 4.5 ms: more slow requests), rolled back
 0.5 % / 0.3 % / 0.6 % (own / pooled / staged without replay), 4 of 5, 3 of 3 and 5 of 6 of them
