@@ -23,6 +23,7 @@ clients.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import os
 import shutil
@@ -77,10 +78,8 @@ def usage(proc: subprocess.Popen[bytes]) -> dict[str, float]:
     """CPU seconds and context switches (voluntary: it waited, involuntary: it was preempted)
     of a server (the process and its Uvicorn workers) and of its shadow helpers (the
     ``multiprocessing`` children started by ``spawn``)."""
-    got = dict.fromkeys(
-        ("server_cpu", "server_vol", "server_invol", "helper_cpu", "helper_vol", "helper_invol"),
-        0.0,
-    )
+    names = ("cpu", "vol", "invol", "wait")
+    got = {f"{who}_{name}": 0.0 for who in ("server", "helper") for name in names}
     root = psutil.Process(proc.pid)
     for p in [root, *root.children(recursive=True)]:
         try:
@@ -91,7 +90,19 @@ def usage(proc: subprocess.Popen[bytes]) -> dict[str, float]:
         got[f"{who}_cpu"] += times.user + times.system
         got[f"{who}_vol"] += switches.voluntary
         got[f"{who}_invol"] += switches.involuntary
+        got[f"{who}_wait"] += run_queue_wait_s(p.pid)
     return got
+
+
+def run_queue_wait_s(pid: int) -> float:
+    """Seconds the threads of a process spent runnable but waiting for a CPU (the second field
+    of each ``/proc/PID/task/TID/schedstat``); 0 where the kernel does not say."""
+    waited = 0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                waited += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+    return waited / 1e9
 
 
 def main() -> None:
@@ -161,6 +172,7 @@ def main() -> None:
             r["rps"] * args.seconds for (n, _), rs in runs.items() if n == name for r in rs
         )
         print(f"{name}: CPU server {u['server_cpu']:.1f} s, helper {u['helper_cpu']:.1f} s; "
+              f"server waited for a CPU {1e6 * u['server_wait'] / served:.0f} µs a request; "
               f"server context switches a request {u['server_vol'] / served:.2f} voluntary, "
               f"{u['server_invol'] / served:.3f} involuntary; helper wake-ups "
               f"{u['helper_vol'] / elapsed_s:.1f}/s, preempted "
