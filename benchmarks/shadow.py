@@ -12,7 +12,10 @@ clients, rounds interleaving the servers so that load from elsewhere on the mach
 alike; each figure is the median over the rounds. The shadow server's ``/metrics`` says how many
 copies its shadow answered and how many were dropped (the channel full: the helper, at idle
 priority, gets no CPU while the requests want it all), so a low cost cannot hide a shadow that did
-no work; the CPU seconds of each server's worker and of the helper say where the time went.
+no work; the CPU seconds of each server's worker and of the helper say where the time went, and
+the worker's context switches and the time its threads waited for a CPU (``schedstat``) per
+request, with the helper's wake-ups and preemptions a second, say whether the helper is in the
+worker's way below the CPU seconds.
 
 Goal (issue 15): shadowing at 100 % of traffic costs users ≤ 5 % in p99 latency at 1 and 4
 clients.
