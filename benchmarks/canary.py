@@ -3,7 +3,7 @@ power and rollback speed, against a Kayenta-style Mann–Whitney-only judge on t
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/canary.py            # the default run: about 8 minutes
+    .venv/bin/python benchmarks/canary.py            # the default run: about 10 minutes
     .venv/bin/python benchmarks/canary.py --quick    # a short check: 20 000 requests, 20 rollouts
 
 1. **Judging, on served traces.** What is served, and what is resampled:
@@ -48,21 +48,30 @@ Run from the repository root::
    by the control loop's own reader (:func:`shipyard.deploy.canary.arm_from_store`), hold the
    same requests, errors and latency histogram per version as the per-request records.
 
-   *The staged release.* Four more rows run a release of four stages under the release's one
-   α (``analysis.budget: release``): the replay (``canary.replay``, 1 000 rows), a targeted
+   *The staged release.* Four more rows run a release of five stages under the release's one
+   α (``analysis.budget: release``): the replay (``canary.replay``, 1 000 rows), the shadow
+   (``canary.shadow``, 100 % of the stable version's requests, judged on 200 rows), a targeted
    step (a header match whose cohort sends 5 % of requests), then the default 10 % and 50 %
    steps. The replay is the control loop's own: the server logs 10 % of answered requests
    (:data:`REQUEST_LOG_SAMPLE_RATE`; the default 1 % would log too few of the recording's),
    and after the recording :meth:`shipyard.deploy.replay.LogReplay.replayed` runs both
    versions side by side on every row of each scenario's stable request log; each rollout
    draws 1 000 of those rows with replacement and judges them with
-   :func:`~shipyard.deploy.replay.judge_replay`. Only a rollout that passes its replay goes on
-   to the live steps (on the same resampled requests as the plain rows). Reported: A/A false
-   rollbacks over the whole release (1 000 rollouts, the pooled A/A requests; at replay the two
-   timings of each drawn row are swapped with probability ½, the permutation null of one
-   artifact), and for the +2 pp errors, prediction shift and skewed canaries the share stopped
-   at replay, before any user answer (200 rollouts each), with 95 % Wilson intervals and the
-   metrics that failed.
+   :func:`~shipyard.deploy.replay.judge_replay`. The shadow is the server's own: while
+   recording, each of these four scenarios also has the candidate registered again (v3, the
+   canary's artifact) as the stable version's shadow at 100 %, so the server's shadow helper
+   answers a copy of every request the stable version answered and writes the pairs to its
+   shadow log; after the recording :func:`shipyard.serving.records.shadow_pairs` reads them
+   back, and each rollout that passed its replay draws 200 pairs (``min_rows``: the stage
+   judges once the log holds them) with replacement and judges them with
+   :func:`~shipyard.deploy.shadow.judge_shadow` at the policy's shadow level. Only a rollout
+   that passes both goes on to the live steps (on the same resampled requests as the plain
+   rows). Reported: A/A false rollbacks over the whole release (1 000 rollouts, the pooled A/A
+   requests; at replay the two timings of each drawn row are swapped with probability ½, the
+   permutation null of one artifact), and for the +2 pp errors, prediction shift and skewed
+   canaries the share stopped before any user answer, at replay or at the shadow stage
+   (200 rollouts each), with 95 % Wilson intervals and the metrics that failed, and beside it
+   the share the shadow stage alone would stop (its verdict, judged in every rollout).
 
    *Resampled.* 200 rollouts × 12 minutes of 50 req/s per scenario cannot be served in real
    time (about 3 days on loopback), so each rollout draws requests with replacement (a seeded
@@ -125,19 +134,32 @@ sparse errors vs error-free stable     31.0 / 46.0 %  0 / 31.0 %
 skewed model (the demo's v3)           100 / 100 %    0 / 0 %
 =====================================  =============  =============  =====================
 
-The staged release (replay → targeted 5 % → 10 % → 50 %, 10 looks, the levels of all looks ×
-4 metrics sum to α = 0.01: replay 0.0016, targeted 0.0036, 10 % 0.0027, 50 % 0.0021):
+The staged release with its shadow stage (replay → shadow → targeted 5 % → 10 % → 50 %, 11
+looks, the levels of all looks × 4 metrics sum to α = 0.01: replay 0.0015, shadow 0.0013,
+targeted 0.0031, 10 % 0.0023, 50 % 0.0019), from another run (2026-11-30, load 3.9 before
+it, ``--rollback-trials 3``, 621 s in all: 150 000 requests recorded in 243 s with every
+staged scenario's stable answers shadowed, 334 s of replay and judging). Its shadow logs held
+28 102 (A/A), 9 852 (+2 pp errors; the shadow failed 208 of them), 6 934 (shift) and
+4 135 (skewed) pairs:
 
 ==========================================  ====================  ===========================
-staged release                              rolled back           stopped at replay (goal)
+staged release                              rolled back           stopped before any user
 ==========================================  ====================  ===========================
-A/A (1 000)                                 0.1 % [0.0, 0.6]      0 % (rolled back ≤ 1 %: met)
-+2 pp errors (200)                          100 %                 99.5 % [97.2, 99.9] (≥ 95 %)
+A/A (1 000)                                 0.0 % [0.0, 0.4]      0 % (rolled back ≤ 1 %: met)
++2 pp errors (200)                          100 %                 96.0 % [92.3, 98.0] (≥ 95 %)
 prediction shift only (200)                 100 %                 100 % [98.1, 100] (≥ 95 %)
 skewed model, the demo's v3 (200)           100 %                 100 % [98.1, 100] (≥ 95 %)
 ==========================================  ====================  ===========================
 
-Every false rollback of this run is the error-rate test's (A/A own pools: 10 of 10; pooled:
+Every stop before a user was the replay's (192, 200, 200); judged on its own, the shadow
+stage stopped the shift and skewed canaries in 100 % of rollouts but the +2 pp errors one in
+0.5 %: 200 pairs hold about 4 of its failures, too few for McNemar at the shadow's level
+(about 0.0003 per metric: it needs 12 failures against none). The replay's 1 000 rows carry
+the errors scenario; a larger shadow ``min_rows`` would too. The run before the shadow
+stage (replay → targeted → 10 % → 50 %, 10 looks) stopped +2 pp errors at replay in 99.5 %
+[97.2, 99.9] and rolled back 0.1 % [0.0, 0.6] of staged A/A releases.
+
+Every false rollback of the earlier run is the error-rate test's (A/A own pools: 10 of 10; pooled:
 2 of 2) or the prediction test's (staged: 1); none is the latency-spread test's. A run before
 the spread test's fix, on another recording (p99 4.5 ms: more slow requests), rolled back
 0.5 % / 0.3 % / 0.6 % (own / pooled / staged without replay), 4 of 5, 3 of 3 and 5 of 6 of them
@@ -380,12 +402,30 @@ REPLAY_FIELDS = ("recorded", "answers", "candidate_ms", "stable_ms")
 
 
 @dataclass
+class ShadowPool:
+    """The pairs of a scenario's shadow log (:func:`shipyard.serving.records.shadow_pairs`): the
+    server copied every request the stable version answered to the candidate, registered a
+    second time as the stable version's shadow, one entry per row."""
+
+    recorded: np.ndarray  # the stable version's answer, as the user got it
+    answers: np.ndarray  # the shadow's answer to the same row; NaN where it failed
+
+    @property
+    def size(self) -> int:
+        return int(self.recorded.size)
+
+
+SHADOW_FIELDS = ("recorded", "answers")
+
+
+@dataclass
 class Recording:
     pools: dict[str, tuple[Pool, Pool]]  # scenario → (canary, stable)
     seconds: float
     requests: int
     checks: list[str] = field(default_factory=list)
     replays: dict[str, ReplayPool] = field(default_factory=dict)  # scenario → its replay
+    shadows: dict[str, ShadowPool] = field(default_factory=dict)  # scenario → its shadow log
 
 
 def save_recording(recording: Recording, path: Path) -> None:
@@ -397,6 +437,9 @@ def save_recording(recording: Recording, path: Path) -> None:
         if sc.name in recording.replays:
             for name in REPLAY_FIELDS:
                 arrays[f"{k}:replay:{name}"] = getattr(recording.replays[sc.name], name)
+        if sc.name in recording.shadows:
+            for name in SHADOW_FIELDS:
+                arrays[f"{k}:shadow:{name}"] = getattr(recording.shadows[sc.name], name)
     meta = {
         "seconds": recording.seconds,
         "requests": recording.requests,
@@ -431,12 +474,18 @@ def load_recording(path: Path) -> Recording:
             for k, sc in enumerate(SCENARIOS)
             if f"{k}:replay:recorded" in f
         }
+        shadows = {
+            sc.name: ShadowPool(*(f[f"{k}:shadow:{n}"] for n in SHADOW_FIELDS))
+            for k, sc in enumerate(SCENARIOS)
+            if f"{k}:shadow:recorded" in f
+        }
     return Recording(
         pools,
         meta["seconds"],
         meta["requests"],
         [*meta["checks"], f"replayed from {path}"],
         replays,
+        shadows,
     )
 
 
@@ -500,6 +549,27 @@ def _register_scenarios(ws: Any, clf: Any, skewed: Any, train: np.ndarray) -> No
             engine.advance(rid)
         else:
             raise RuntimeError(f"{sc.model}: the canary did not go live")
+        if sc.name in STAGED_OF.values():
+            # the candidate again, as the stable version's shadow: the shadow stage's pairs
+            shadow = reg.register(
+                sc.model,
+                ScoringModel(
+                    skewed if sc.skewed else clf,
+                    **(sc.canary if sc.canary is not None else sc.stable),
+                ),
+                training_data=frame,
+                reference_profile=reference,
+            )
+            if shadow.artifact_digest != canary.artifact_digest:
+                raise RuntimeError(f"{sc.model}: the shadow should be the canary's artifact")
+            live = traffic.live_split(ws.store, sc.model)
+            assert live is not None
+            with ws.store.session(immediate=True) as s:
+                traffic.set_split(
+                    s, sc.model, stable=live.stable, canary=live.canary,
+                    canary_weight_pct=live.canary_weight_pct, rollout_id=live.rollout_id,
+                    cohort=live.cohort, shadow=shadow.version, shadow_pct=100.0, now=time.time(),
+                )  # fmt: skip
 
 
 def record(total_requests: int, seed: int) -> Recording:
@@ -545,6 +615,7 @@ def record(total_requests: int, seed: int) -> Recording:
         recording = _pools(seen, noted, seconds)
         recording.checks.append(_check_flushed(ws, recording, seen, noted))
         recording.replays = _replay_pools(ws)
+        recording.shadows = _shadow_pools(ws, recording)
         recording.checks.append(
             "the replay pools: both versions on every row of the stable version's request log "
             f"(the server logged {REQUEST_LOG_SAMPLE_RATE:g} of its answered requests), run by "
@@ -586,6 +657,35 @@ def _replay_pools(ws: Any) -> dict[str, ReplayPool]:
             answers=np.asarray([np.nan if a is None else a for a in arms.answers], dtype=float),
             candidate_ms=c_ms,
             stable_ms=s_ms,
+        )
+    return out
+
+
+def _shadow_pools(ws: Any, recording: Recording) -> dict[str, ShadowPool]:
+    """Every pair of each staged scenario's shadow log, read as the control loop's shadow stage
+    reads them (:func:`shipyard.serving.records.shadow_pairs`,
+    :func:`shipyard.deploy.shadow.shadow_arms`), after the server stopped (its shadow helper
+    wrote the last of its log as it ended)."""
+    from shipyard.deploy.shadow import shadow_arms
+    from shipyard.serving import records
+
+    out: dict[str, ShadowPool] = {}
+    for sc in SCENARIOS:
+        if sc.name not in STAGED_OF.values():
+            continue
+        with ws.store.session(readonly=True) as s:
+            pairs = records.shadow_pairs(
+                s, ws.artifacts, sc.model, 3, 1, since=0.0, max_rows=10_000_000
+            )
+        arms = shadow_arms(pairs)
+        out[sc.name] = ShadowPool(
+            recorded=np.asarray(arms.recorded, dtype=np.float64),
+            answers=np.asarray([np.nan if a is None else a for a in arms.answers], dtype=float),
+        )
+        answered = int((~recording.pools[sc.name][1].errors).sum())
+        recording.checks.append(
+            f"{sc.model}: the shadow log holds {out[sc.name].size} pairs, the shadow failed "
+            f"{len(arms.errors)} (the stable version answered {answered} recorded requests)"
         )
     return out
 
@@ -795,6 +895,8 @@ class Outcome:
     kayenta_failed_at: int | None
     ours_failed_on: tuple[str, ...] = ()  # the metrics that failed Shipyard's verdict
     stopped_at_replay: bool = False  # failed at replay: no user was routed to the canary
+    stopped_at_shadow: bool = False  # passed the replay, failed at the shadow stage: no user
+    shadow_alone: bool = False  # the shadow stage's verdict failed, whatever the replay's was
 
 
 def policy_with_interval(interval_s: float, staged: bool = False) -> Policy:
@@ -804,6 +906,7 @@ def policy_with_interval(interval_s: float, staged: bool = False) -> Policy:
     data["canary"]["interval_s"] = interval_s
     if staged:
         data["canary"]["replay"] = {"min_rows": 200, "max_rows": 1000}
+        data["canary"]["shadow"] = {"share_pct": 100.0, "min_rows": 200}
         targeted = {"match": {"header": "x-user-group", "values": ["internal"]}}
         data["canary"]["steps"] = [{**data["canary"]["steps"][0], **targeted, "weight_pct": 0}]
         data["canary"]["steps"] += DEFAULT_POLICY.model_dump(mode="json")["canary"]["steps"]
@@ -812,7 +915,7 @@ def policy_with_interval(interval_s: float, staged: bool = False) -> Policy:
 
 STAGED_TARGETED_PCT = 5.0
 """The share of requests the staged release's targeted cohort (internal users) sends."""
-STAGED = "staged A/A: replay → targeted → 10 % → 50 %"
+STAGED = "staged A/A: replay → shadow → targeted → 10 % → 50 %"
 MODEL_OF = {sc.name: sc.model for sc in SCENARIOS}
 STAGED_OF = {
     STAGED: SCENARIOS[0].name,
@@ -830,11 +933,17 @@ def total_intervals(policy: Policy) -> int:
 
 _POOLS: dict[str, tuple[Pool, Pool]] = {}
 _REPLAYS: dict[str, ReplayPool] = {}
+_SHADOWS: dict[str, ShadowPool] = {}
 
 
-def _set_pools(pools: dict[str, tuple[Pool, Pool]], replays: dict[str, ReplayPool]) -> None:
+def _set_pools(
+    pools: dict[str, tuple[Pool, Pool]],
+    replays: dict[str, ReplayPool],
+    shadows: dict[str, ShadowPool],
+) -> None:
     _POOLS.update(pools)
     _REPLAYS.update(replays)
+    _SHADOWS.update(shadows)
 
 
 def replay_stage(
@@ -864,6 +973,26 @@ def replay_stage(
     return judge_replay(arms, policy)
 
 
+def shadow_stage(rng: np.random.Generator, pool: ShadowPool, policy: Policy) -> list[Any]:
+    """The shadow stage's verdicts on ``min_rows`` pairs drawn with replacement from every pair
+    of the scenario's shadow log (:func:`shipyard.deploy.shadow.judge_shadow`, the control
+    loop's judge, at :meth:`Policy.shadow_alpha`): the stage judges once the log holds
+    ``min_rows`` rows."""
+    from shipyard.deploy.replay import ReplayArms
+    from shipyard.deploy.shadow import judge_shadow
+
+    assert policy.canary.shadow is not None
+    idx = rng.integers(0, pool.size, policy.canary.shadow.min_rows)
+    answers = pool.answers[idx]
+    failed = np.isnan(answers)
+    arms = ReplayArms(
+        recorded=pool.recorded[idx].tolist(),
+        answers=[None if f else float(a) for a, f in zip(answers, failed, strict=True)],
+        errors=[f"row {i}" for i in np.flatnonzero(failed)],
+    )
+    return judge_shadow(arms, policy)
+
+
 def replay(args: tuple[int, str, float]) -> Outcome:
     """One rollout of the policy's plan on requests resampled from the scenario's pools; a
     staged row (:data:`STAGED_OF`) first replays the stable version's logged rows, and goes on
@@ -877,8 +1006,16 @@ def replay(args: tuple[int, str, float]) -> Outcome:
     if staged:
         verdicts = replay_stage(rng, _REPLAYS[base], policy, exchangeable=scenario == STAGED)
         failed = tuple(f"replay {v.metric}" for v in verdicts if v.outcome == "fail")
+        shadow_failed: tuple[str, ...] = ()
+        if base in _SHADOWS:  # judged either way: what the shadow stage alone would stop
+            verdicts = shadow_stage(rng, _SHADOWS[base], policy)
+            shadow_failed = tuple(f"shadow {v.metric}" for v in verdicts if v.outcome == "fail")
         if failed:
-            return Outcome(0, None, failed, stopped_at_replay=True)
+            return Outcome(
+                0, None, failed, stopped_at_replay=True, shadow_alone=bool(shadow_failed)
+            )
+        if shadow_failed:
+            return Outcome(0, None, shadow_failed, stopped_at_shadow=True, shadow_alone=True)
     max_intervals = total_intervals(policy)
     interval = policy.canary.interval_s
     subwindows = int(interval / SUBWINDOW_S)
@@ -1370,6 +1507,7 @@ def _staged_table(results: dict[str, list[Outcome]], interval_s: float) -> None:
     stages = staged.stages()
     looks = [
         staged.replay_alpha(),
+        staged.shadow_alpha(),
         *(
             staged.alpha_at(i, k)
             for i, step in enumerate(staged.canary.steps)
@@ -1387,21 +1525,26 @@ def _staged_table(results: dict[str, list[Outcome]], interval_s: float) -> None:
         f"{sum(looks) * metrics:.6g} (largest look {max(looks):.3g} per metric)"
     )
     header = (
-        f"{'staged release':40} {'rollouts':>8} {'rolled back [95 % Wilson]':>27} "
-        f"{'stopped at replay [95 % Wilson]':>33}  {'goal':9} failed on (rollouts)"
+        f"{'staged release':52} {'rollouts':>8} {'rolled back [95 % Wilson]':>27} "
+        f"{'stopped before any user [95 % Wilson]':>39} {'replay/shadow':>13} "
+        f"{'shadow alone':>12}  {'goal':9} failed on (rollouts)"
     )
     print(header)
     print("-" * (len(header) + 12))
     for name, o in results.items():
         n = len(o)
         back = sum(x.ours_failed_at is not None for x in o)
-        replay_stops = sum(x.stopped_at_replay for x in o)
+        at_replay = sum(x.stopped_at_replay for x in o)
+        at_shadow = sum(x.stopped_at_shadow for x in o)
+        stops = at_replay + at_shadow
         lo, hi = wilson(back, n)
-        rlo, rhi = wilson(replay_stops, n)
-        goal = "≤ 1 %" if name == STAGED else "≥ 95 % at replay"
+        rlo, rhi = wilson(stops, n)
+        goal = "≤ 1 %" if name == STAGED else "≥ 95 % before users"
         print(
-            f"{name:40} {n:>8} {f'{back / n:.1%} [{lo:.1%}, {hi:.1%}]':>27} "
-            f"{f'{replay_stops / n:.1%} [{rlo:.1%}, {rhi:.1%}]':>33}  {goal:9} {_failed_on(o)}"
+            f"{name:52} {n:>8} {f'{back / n:.1%} [{lo:.1%}, {hi:.1%}]':>27} "
+            f"{f'{stops / n:.1%} [{rlo:.1%}, {rhi:.1%}]':>39} "
+            f"{f'{at_replay}/{at_shadow}':>13} "
+            f"{f'{sum(x.shadow_alone for x in o) / n:.1%}':>12}  {goal:9} {_failed_on(o)}"
         )
 
 
@@ -1476,8 +1619,12 @@ def main() -> None:
     staged_rows = list(STAGED_OF) if recording.replays else []
     if not staged_rows:
         print("(a recording without replay pools: the staged rows are left out)")
+    elif not recording.shadows:
+        print("(a recording without shadow logs: the staged rows skip the shadow stage)")
     with ProcessPoolExecutor(
-        max_workers=2, initializer=_set_pools, initargs=(pools, recording.replays)
+        max_workers=2,
+        initializer=_set_pools,
+        initargs=(pools, recording.replays, recording.shadows),
     ) as pool:
         for name in [
             SCENARIOS[0].name,

@@ -87,7 +87,8 @@ HTTP_REQUEST_DURATION = _m(
 SHADOW_COPIES = _m(
     "shipyard_http_shadow_copies_total", "counter", "model version outcome", "serving",
     "Copies of answered requests this model server sent to a shadow version (version), by "
-    "outcome: answered, failed (the shadow raised) or dropped (the shadow queue was full).",
+    "outcome: answered, failed (the shadow raised) or dropped (the channel to the shadow "
+    "helper was full, or the helper could not load the shadow version).",
     where="worker",
 )  # fmt: skip
 

@@ -18,7 +18,14 @@ from shipyard.clock import FakeClock
 from shipyard.deploy.diagnosis import diagnosis_of
 from shipyard.deploy.loop import advance_rollouts
 from shipyard.deploy.policy import SHADOW_STEP, parse_policy, set_policy
-from shipyard.deploy.rollout import audit_trail, get_rollout, progress_of, start_rollout
+from shipyard.deploy.rollout import (
+    audit_trail,
+    get_rollout,
+    pause,
+    progress_of,
+    resume,
+    start_rollout,
+)
 from shipyard.deploy.runbook import render_runbook
 from shipyard.registry import Registry
 from shipyard.serving import records
@@ -83,7 +90,7 @@ def shadowed_traffic(ws: Workspace, clock: FakeClock, candidate: int) -> set[str
                 pairs = records.shadow_pairs(s, ws.artifacts, "churn", candidate, 1, 0.0)
             return pairs.requests == REQUESTS
 
-        until(logged, "every copy in the shadow log", timeout_s=10)
+        until(logged, "every copy in the shadow log", timeout_s=30)  # an idle-priority helper
     clock.advance(1)
     return answered
 
@@ -175,6 +182,58 @@ def test_too_few_shadowed_rows_after_the_longest_wait_end_the_rollout_failed(
     assert "holds 0 row(s) after 600 s" in view.reason and "min_rows" in view.reason
     split = live_split(ws.store, "churn")
     assert split is not None and split.shadow is None  # the shadow stopped
+
+
+def test_pausing_the_shadow_stage_stops_shadowing_and_resuming_starts_it_again(
+    ws: Workspace, stable_v1: Registry, clock: FakeClock
+) -> None:
+    r = start_rollout(ws.store, "churn", 2, actor="dave", clock=clock)
+    advance_rollouts(ws, clock)
+    app = build_app(ws, monitoring=False, refresh_interval_s=0.1)
+    rows = training_frame(seed=7)[0].to_numpy()
+
+    def copied() -> float:
+        return sum(
+            app.telemetry.registry.get_sample_value(
+                "shipyard_http_shadow_copies_total",
+                {"model": "churn", "version": "2", "outcome": outcome},
+            )
+            or 0.0
+            for outcome in ("answered", "failed", "dropped")
+        )
+
+    def shadow_routed() -> bool:
+        route = app.live.routes.get("churn")
+        return route is not None and route.shadow is not None
+
+    with serving(app, lifespan="on") as url, httpx.Client(base_url=url, timeout=5) as client:
+
+        def ask(n: int) -> None:
+            for row in rows[:n]:
+                body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64",
+                                    "data": [row.tolist()]}]}  # fmt: skip
+                got = client.post("/v2/models/churn/infer", json=body)
+                assert got.status_code == 200 and got.headers["x-shipyard-model-version"] == "1"
+
+        until(shadow_routed, "the shadow", timeout_s=10)
+        pause(ws.store, r.id, actor="dave", clock=clock)
+        split = live_split(ws.store, "churn")
+        assert split is not None and (split.stable, split.canary, split.shadow) == (1, None, None)
+        advance_rollouts(ws, clock)  # a paused rollout is left alone
+        assert get_rollout(ws.store, r.id).state == RolloutState.PAUSED
+        until(lambda: not shadow_routed(), "the server to stop shadowing", timeout_s=10)
+        ask(5)
+
+        resume(ws.store, r.id, actor="dave", clock=clock)
+        view = get_rollout(ws.store, r.id)
+        assert (view.state, view.step_index) == (RolloutState.STAGING, SHADOW_STEP)
+        split = live_split(ws.store, "churn")
+        assert split is not None and (split.stable, split.shadow) == (1, 2)
+        until(shadow_routed, "the shadow again", timeout_s=10)
+        ask(1)
+        # copies go out in order: had a paused request been copied, it would count first
+        until(lambda: copied() >= 1, "the copy made after the resume", timeout_s=30)
+        assert copied() == 1
 
 
 class TestBudget:

@@ -563,6 +563,8 @@ class Engine:
             labels = {"model": r.model, "version": str(r.version), "rollout": r.id}
             s.add(MetricPoint.of(ROLLOUT_FAILED_METRIC, labels, now, 1.0))
         if "pause" in policy.on_failure:
+            if r.step_index == SHADOW_STEP:
+                traffic_back(s, r, now)  # a paused shadow stops shadowing
             r.paused_from = RolloutState.CANARY if replay is None else RolloutState.STAGING
             move_to(s, r, RolloutState.PAUSED, now, self.actor, why, **evidence)
             return Advance(r.id, RolloutState.PAUSED, evidence)

@@ -15,7 +15,8 @@ The shadow stage (policy ``canary.shadow``) follows, still in staging with ``ste
 (:func:`enter_shadow`): the split names the candidate as the stable version's shadow, the
 servers copy live requests to it, and its one verdict row (step -2) judges the pairs
 (:mod:`shipyard.deploy.shadow`). A failing shadow rolls back the same way: the shadow stops,
-and no user was ever answered by the candidate.
+and no user was ever answered by the candidate. Pausing the shadow stage stops the shadow too
+(the split keeps the stable version alone); resuming starts it again, its rows counted afresh.
     any active state ──pause──▶ paused ──resume──▶ the state it left
 
 Every transition is one transaction that takes the rollout's row lock, re-reads its state,
@@ -520,6 +521,11 @@ def to_production(s: Session, r: RolloutRecord, now: float, actor: str, why: str
     move_to(s, r, RolloutState.PRODUCTION, now, actor, why, weight_pct=100.0)
 
 
+def shadowing(r: RolloutRecord) -> bool:
+    """Whether the rollout is in its shadow stage, its split naming the candidate as shadow."""
+    return r.state == RolloutState.STAGING and r.step_index == SHADOW_STEP
+
+
 def traffic_back(s: Session, r: RolloutRecord, now: float) -> None:
     """Stable version takes all traffic again (or the canary's traffic stops, if none)."""
     if r.stable_version is not None:
@@ -699,12 +705,15 @@ def approve(
 def pause(
     store: Store, rollout_id: str, *, actor: str, reason: str = "", clock: Clock = SYSTEM_CLOCK
 ) -> RolloutView:
-    """Hold the rollout where it is (traffic stays as it is) until someone resumes it."""
+    """Hold the rollout where it is (users stay routed as they are) until someone resumes it.
+    A paused shadow stage stops shadowing: its split keeps the stable version alone."""
     now = clock.time()
     with store.session(immediate=True) as s:
         r = locked(s, rollout_id)
         if r.state not in ROLLOUT_MOVING:
             raise DeployError(f"rollout {r.id} is {r.state}; only a running rollout can pause")
+        if shadowing(r):
+            traffic_back(s, r, now)
         r.paused_from = r.state
         move_to(s, r, RolloutState.PAUSED, now, actor, reason or "paused by hand")
         return _view(s, r)
@@ -722,6 +731,8 @@ def resume(
         r.paused_from = None
         if back == RolloutState.CANARY:
             r.last_look_at = now
+        elif back == RolloutState.STAGING and r.step_index == SHADOW_STEP:
+            enter_shadow(s, r, policy_from_dict(r.policy), now)  # its rows count from now
         move_to(s, r, back, now, actor, "resumed")
         return _view(s, r)
 
@@ -787,7 +798,9 @@ def abort(
             raise DeployError(f"rollout {r.id} is already {r.state}")
         touched_traffic = (
             r.state in (RolloutState.CANARY, RolloutState.PAUSED) and r.step_started_at is not None
-        ) or (r.state == RolloutState.STAGING and r.step_index == SHADOW_STEP)
+        ) or (
+            r.state in (RolloutState.STAGING, RolloutState.PAUSED) and r.step_index == SHADOW_STEP
+        )
         if touched_traffic:
             traffic_back(s, r, now)
         move_to(

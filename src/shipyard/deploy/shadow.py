@@ -16,8 +16,8 @@ gives the shadow's look (:meth:`Policy.shadow_alpha`):
   change of a number in units of the stable answers' spread (regressors), against
   ``canary.shadow.max_changed``;
 - ``latency`` is not judged here: the stable version was timed on the user's path and the
-  candidate on a background thread of a busy server, which do not compare; the live steps
-  judge it. ``latency_spread`` and ``quality`` are live-traffic metrics.
+  candidate in the server's idle-priority helper process, which do not compare; the live
+  steps judge it. ``latency_spread`` and ``quality`` are live-traffic metrics.
 
 Fewer than ``min_rows`` pairs after ``max_wait_s`` stop the release (``failed``, with the
 reason); a failing verdict rolls back. Either way the candidate answered no user.
