@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import psutil
 
 START_S = 120.0
 """How long a server process may take to answer first: imports and model loading on a machine
@@ -45,3 +49,26 @@ def serve_commands(tmp_path: Path, *args: str) -> str:
     )
     assert done.returncode == 0, done.stderr.decode()
     return done.stdout.decode()
+
+
+def kill_and_await_helper(
+    proc: subprocess.Popen[bytes], helper: str, own_child: bool = False
+) -> None:
+    """SIGKILL ``proc`` (a worker that printed its helper process's pid as its first line) and
+    wait, with a deadline, until that helper has died too: a helper must not outlive its
+    worker. ``own_child``: also check that the helper is ``proc``'s own child."""
+    try:
+        assert proc.stdout is not None
+        child = psutil.Process(int(proc.stdout.readline()))
+        assert child.is_running()
+        if own_child:
+            assert child.ppid() == proc.pid
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    deadline = time.monotonic() + 15
+    while child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, f"the {helper} helper outlived its worker"
+        time.sleep(0.05)

@@ -6,7 +6,6 @@ import asyncio
 import gc
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -21,6 +20,7 @@ import psutil
 import pytest
 
 from serving.conftest import fit_classifier, free_port, start
+from serving.processes import kill_and_await_helper
 from shipyard.errors import Overloaded, SchemaViolation
 from shipyard.registry import Registry
 from shipyard.registry.signature import Signature
@@ -237,19 +237,7 @@ def test_the_helper_dies_with_its_worker() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, env=os.environ.copy()
     )
-    try:
-        assert proc.stdout is not None
-        helper = psutil.Process(int(proc.stdout.readline()))
-        assert helper.is_running()
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-    deadline = time.monotonic() + 15
-    while helper.is_running() and helper.status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline, "the decoding helper outlived its worker"
-        time.sleep(0.05)
+    kill_and_await_helper(proc, "decoding")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ worker."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -21,6 +20,7 @@ import pytest
 
 from server_testkit import free_port, stop_server, until
 from serving.conftest import EXPLODE_SIGNATURE, start
+from serving.processes import kill_and_await_helper
 from shipyard.registry import Registry
 from shipyard.serving import records
 from shipyard.serving.app import ServingApp
@@ -247,16 +247,4 @@ class TestHelperProcess:
             env=os.environ.copy(),
             cwd=str(home.parent),
         )
-        try:
-            assert proc.stdout is not None
-            helper = psutil.Process(int(proc.stdout.readline()))
-            assert helper.is_running() and helper.ppid() == proc.pid
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-            if proc.stdout is not None:
-                proc.stdout.close()
-        deadline = time.monotonic() + 15
-        while helper.is_running() and helper.status() != psutil.STATUS_ZOMBIE:
-            assert time.monotonic() < deadline, "the shadow helper outlived its worker"
-            time.sleep(0.05)
+        kill_and_await_helper(proc, "shadow", own_child=True)
