@@ -240,12 +240,17 @@ def test_the_helper_dies_with_its_worker() -> None:
     kill_and_await_helper(proc, "decoding")
 
 
-@pytest.fixture
-def served(workspace: Workspace) -> Iterator[str]:
+def _iris_app(workspace: Workspace) -> ServingApp:
+    """A server of a registered iris classifier, telemetry off, with a decoding helper."""
     clf, x = fit_classifier()
     Registry.of(workspace).register("iris", clf, training_data=x, alias="champion")
     telemetry = Telemetry(workspace.store, workspace.artifacts, enabled=False)
-    app = ServingApp(LiveModels(Registry.of(workspace), 0.1), telemetry, decoder=Decoder(4096))
+    return ServingApp(LiveModels(Registry.of(workspace), 0.1), telemetry, decoder=Decoder(4096))
+
+
+@pytest.fixture
+def served(workspace: Workspace) -> Iterator[str]:
+    app = _iris_app(workspace)
     port = free_port()
     server, thread = start(app, port)
     try:
@@ -277,10 +282,7 @@ def test_a_large_body_waiting_for_the_helper_holds_no_prediction_thread(
 ) -> None:
     """While the helper decodes, the pool stays idle and small requests are answered; the large
     answer is byte for byte the one decoded in the worker."""
-    clf, x = fit_classifier()
-    Registry.of(workspace).register("iris", clf, training_data=x, alias="champion")
-    telemetry = Telemetry(workspace.store, workspace.artifacts, enabled=False)
-    app = ServingApp(LiveModels(Registry.of(workspace), 0.1), telemetry, decoder=Decoder(4096))
+    app = _iris_app(workspace)
     port = free_port()
     server, thread = start(app, port)
     body = json.dumps({"instances": np.random.default_rng(3).normal(size=(400, 3)).tolist()})
