@@ -66,6 +66,8 @@ class TestRegister:
             registry.register("bad name!", fitted, training_data=pd.DataFrame({"a": [1.0]}))
         with pytest.raises(InvalidInput, match="signature"):
             registry.register("ok", fitted)
+        with pytest.raises(InvalidInput, match="pandas DataFrame"):
+            registry.register("ok", fitted, training_data=np.ones((3, 1)))
         assert registry.models() == []
 
     def test_tampered_artifact_is_refused_at_load(

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shipyard.errors import SchemaViolation
+from shipyard.errors import InvalidInput, SchemaViolation
 from shipyard.registry import Signature
 
 SIG = Signature.from_json(
@@ -61,6 +61,10 @@ class TestValidation:
         sig = Signature.infer(pd.DataFrame({"a": [1.0], "b": [1], "c": ["x"], "d": [True]}))
         assert [c.type for c in sig.inputs] == ["double", "long", "string", "boolean"]
         assert Signature.from_json(sig.to_json()) == sig
+
+    def test_infer_from_an_array_says_to_give_a_frame(self) -> None:
+        with pytest.raises(InvalidInput, match=r"must be a pandas DataFrame.*not ndarray"):
+            Signature.infer(np.ones((3, 2)))
 
 
 MIXED = Signature.from_json({"inputs": [{"name": "n"}, {"name": "s", "type": "string"}]})

@@ -113,6 +113,12 @@ class Signature:
     @classmethod
     def infer(cls, frame: Any, predictions: Any = None) -> Signature:
         """The signature of a pandas DataFrame (and optionally of the model's predictions)."""
+        if not hasattr(frame, "dtypes") or not hasattr(frame.dtypes, "items"):
+            raise InvalidInput(
+                f"training_data must be a pandas DataFrame (its columns name the model's "
+                f"inputs), not {type(frame).__name__}: wrap it, "
+                f"pandas.DataFrame(X, columns=[...]), or pass signature=..."
+            )
         inputs = []
         for name, dtype in frame.dtypes.items():
             inputs.append(ColumnSpec(str(name), _PANDAS_TO_TYPE.get(dtype.kind, "string")))
