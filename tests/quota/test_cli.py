@@ -74,6 +74,7 @@ def test_pools_and_status_show_each_pools_scheduling_policy(
         "preemption_grace_s": 45.0,
         "backfill": False,
         "max_queued_runs": 7,
+        "backfill_grace_s": 0.0,
     }
     assert shown["shared"]["members"]["etl"]["max_queued_runs"] == 2
 

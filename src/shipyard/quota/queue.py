@@ -25,6 +25,8 @@ Preemption (:mod:`shipyard.quota.preemption`) runs at the end of the pass, for w
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -37,8 +39,8 @@ from shipyard.quota.lease_rows import (
     record_event,
 )
 from shipyard.quota.pools import Pool
-from shipyard.quota.preemption import mark_preemptions
-from shipyard.quota.resources import add, first_excess, subtract
+from shipyard.quota.preemption import mark_preemptions, take_back
+from shipyard.quota.resources import EPSILON, add, first_excess, subtract
 from shipyard.quota.scheduling import Reservation, backfill_end, fits, may_backfill, shadow
 from shipyard.statuses import LEASE_ACTIVE as ACTIVE
 from shipyard.store.quota import QuotaLease
@@ -89,50 +91,24 @@ def admit_waiting(
             if was_held:
                 total = subtract(total, amounts_of(r.resources))
                 record_event(s, pool.name, r.id, r.status, now, total)
-    usage: dict[str, Amounts] = {}
-    for r in rows:
-        if r.status == "held":
-            usage[r.pipeline] = add(usage.get(r.pipeline, {}), amounts_of(r.resources))
     waiting = [r for r in rows if r.status == "waiting"]
     if new is not None:
         waiting.append(new)
     admitted: list[QuotaLease] = []
-    while waiting:
-        candidates = admission_order(pool, waiting, usage)
-        # pipelines waiting for capacity they are guaranteed (within their share)
-        entitled = {c[1].pipeline for c in candidates if first_excess(c[2], c[3].share) is None}
-        chosen = None
-        reservation: Reservation | None = None
-        head: QuotaLease | None = None
-        for _key, r, after, member in candidates:
-            others_wait = bool(entitled - {r.pipeline})
-            if others_wait and first_excess(after, member.share) is not None:
-                continue  # borrowing above its share only while nobody else waits for theirs
-            wanted = amounts_of(r.resources)
-            if head is None:
-                if fits(total, wanted, pool.capacity):
-                    chosen = (r, after)
-                    break
-                # the next in order does not fit: it is the head; others pass it only by
-                # backfill, which never delays its expected start
-                head = r
-                reservation = head_reservation(pool, r, rows, total, now)
-                if reservation is None:
-                    break
-                continue
-            assert reservation is not None
-            end_at = backfill_end(now, r.expected_s)
-            if may_backfill(wanted, end_at, reservation, total, pool.capacity):
-                chosen = (r, after)
-                break
+    while True:  # one decision at a time: each changes the order (fair share) of the rest
+        turn = in_turn(s, pool, now, rows, waiting, total)
+        chosen = turn.admit
+        if chosen is None and turn.done:
+            continue  # a promotion or a yield: walk again
+        if chosen is None and pool.policy.backfill:
+            chosen = backfill_next(pool, now, rows, waiting, turn)
         if chosen is None:
             break
-        r, after = chosen
+        r, out_of_turn = chosen
         waiting.remove(r)
-        r.status, r.granted_at = "held", now
+        r.status, r.granted_at, r.out_of_turn = "held", now, out_of_turn
         r.heartbeat_at, r.expires_at = now, max(r.expires_at, now)
         r.fence = next_fence(s, pool.name)
-        usage[r.pipeline] = after
         total = add(total, amounts_of(r.resources))
         if r is new:
             s.add(new)
@@ -142,14 +118,185 @@ def admit_waiting(
     if new is not None and new.status == "waiting":
         s.add(new)
     if waiting and pool.policy.preemption != "never":
-        mark_preemptions(
-            s, pool, now, [r for r in rows if r.status == "held"], waiting, usage, total
-        )
+        held = [r for r in rows if r.status == "held"]
+        mark_preemptions(s, pool, now, held, waiting, usage_of(held), total)
     return admitted
 
 
+def usage_of(held: list[QuotaLease]) -> dict[str, Amounts]:
+    """What each pipeline holds, over the given held rows."""
+    usage: dict[str, Amounts] = {}
+    for r in held:
+        usage[r.pipeline] = add(usage.get(r.pipeline, {}), amounts_of(r.resources))
+    return usage
+
+
+@dataclass
+class Turn:
+    """What one walk in strict order found: the request to grant in turn (``admit``), or
+    ``done`` when it promoted a lease or marked leases to yield (then walk again); else the
+    requests that wait in turn for room being given back (``claimed``) and the pool's total
+    once every lease being taken back has stopped and they have started (``committed``)."""
+
+    admit: tuple[QuotaLease, bool] | None = None
+    done: bool = False
+    claimed: set[str] = field(default_factory=set)
+    committed: Amounts = field(default_factory=dict)
+
+
+def in_turn(
+    s: Session,
+    pool: Pool,
+    now: float,
+    rows: list[QuotaLease],
+    waiting: list[QuotaLease],
+    total: Amounts,
+) -> Turn:
+    """Walk the queue in strict admission order as if nothing had been backfilled: usage and
+    totals count only the held leases granted in turn, and the leases backfill granted out of
+    turn take part as candidates in their place in that order. The first candidate that does
+    not fit the in-turn accounting ends the walk (strict order: nothing passes it in turn).
+    One that fits is, in order: an out-of-turn lease, promoted (it keeps running, now in
+    turn); a request that fits the real free capacity too, returned to be granted; a request
+    that fits only once out-of-turn leases give their room back: just enough of them (the
+    latest in admission order first) are marked to stop within ``backfill_grace_s``, and it
+    waits for them, its room claimed (later requests in the walk cannot take it).
+
+    So a request never starts later than strict order would start it, given that every
+    request before it started no later (see docs/design.md, "Backfill")."""
+    held = [r for r in rows if r.status == "held"]
+    usage = usage_of([r for r in held if not r.out_of_turn])
+    in_turn_total: Amounts = {k: 0.0 for k in pool.capacity}
+    committed = dict(total)
+    for r in held:
+        if not r.out_of_turn:
+            in_turn_total = add(in_turn_total, amounts_of(r.resources))
+        if r.preempt_at is not None:  # being taken back: its room is coming free
+            committed = subtract(committed, amounts_of(r.resources))
+    turn = Turn(committed=committed)
+    passing = [r for r in held if r.out_of_turn and r.preempt_at is None]
+    while True:
+        rest = [r for r in waiting if r.id not in turn.claimed] + [
+            r for r in passing if r.out_of_turn
+        ]
+        candidates = admission_order(pool, rest, usage)
+        entitled = {c[1].pipeline for c in candidates if first_excess(c[2], c[3].share) is None}
+        for _key, r, after, member in candidates:
+            if entitled - {r.pipeline} and first_excess(after, member.share) is not None:
+                continue  # borrowing above its share only while nobody else waits for theirs
+            break
+        else:
+            return turn
+        wanted = amounts_of(r.resources)
+        if not fits(in_turn_total, wanted, pool.capacity):
+            return turn  # the head in strict order
+        if r.status == "held":
+            r.out_of_turn = False  # its turn came: it keeps running, now in turn
+            record_event(s, pool.name, r.id, "promoted", now, total)
+            turn.done = True
+            return turn
+        if fits(total, wanted, pool.capacity) and fits(turn.committed, wanted, pool.capacity):
+            turn.admit = (r, False)
+            return turn
+        lacking = {
+            k: v
+            for k, v in subtract(add(turn.committed, wanted), pool.capacity).items()
+            if v > EPSILON
+        }
+        if lacking:
+            later = [c[1] for c in candidates if c[1].status == "held"]
+            chosen = yielding(list(reversed(later)), lacking)
+            if not chosen:
+                return turn  # backfilled leases that cannot be taken back hold its room
+            why = f"yielded to {describe(r)}, which it passed in the queue"
+            for victim in chosen:
+                take_back(s, pool.name, victim, why, pool.policy.backfill_grace_s, now, total)
+            turn.done = True
+            return turn
+        turn.claimed.add(r.id)  # it starts once the leases being taken back have stopped
+        turn.committed = add(turn.committed, wanted)
+        in_turn_total = add(in_turn_total, wanted)
+        usage[r.pipeline] = after
+
+
+def yielding(latest_first: list[QuotaLease], lacking: Amounts) -> list[QuotaLease]:
+    """The out-of-turn leases to take back so that ``lacking`` is freed, from those latest in
+    admission order, and none that is not needed (a lease whose room the others already free
+    is spared, the earliest in order first); [] when even all of them would not free it."""
+    chosen: list[QuotaLease] = []
+    freed: Amounts = {}
+    for r in latest_first:
+        if first_excess(lacking, freed) is None:
+            break
+        if not r.preemptible:
+            continue
+        resources = amounts_of(r.resources)
+        if any(
+            lacking.get(k, 0.0) > freed.get(k, 0.0) + EPSILON and v > 0
+            for k, v in resources.items()
+        ):
+            chosen.append(r)
+            freed = add(freed, resources)
+    if first_excess(lacking, freed) is not None:
+        return []
+    for r in reversed(list(chosen)):  # the earliest in order first
+        spared = subtract(freed, amounts_of(r.resources))
+        if first_excess(lacking, spared) is None:
+            chosen.remove(r)
+            freed = spared
+    return chosen
+
+
+def describe(r: QuotaLease) -> str:
+    """A request as a reason names it."""
+    what = f"step {r.step!r} of pipeline {r.pipeline!r}" if r.step else f"pipeline {r.pipeline!r}"
+    return f"{what} (lease {r.id})"
+
+
+def backfill_next(
+    pool: Pool, now: float, rows: list[QuotaLease], waiting: list[QuotaLease], turn: Turn
+) -> tuple[QuotaLease, bool] | None:
+    """The request to grant out of turn, behind the head of strict order, or None. A candidate
+    must fit both what is free now and what is left once the requests waiting in turn have
+    their room; beyond that EASY backfill decides (:func:`head_reservation`): it no longer
+    protects the head (yielding does), but a request that would soon have to give its room
+    back is not started, its work would be lost. Only a preemptible request is started out of
+    turn: one that cannot be taken back could not yield."""
+    held = [r for r in rows if r.status == "held"]
+    usage = usage_of(held)
+    total: Amounts = {k: 0.0 for k in pool.capacity}
+    for r in held:
+        total = add(total, amounts_of(r.resources))
+    candidates = admission_order(pool, [r for r in waiting if r.id not in turn.claimed], usage)
+    entitled = {c[1].pipeline for c in candidates if first_excess(c[2], c[3].share) is None}
+    reservation: Reservation | None = None
+    for _key, r, after, member in candidates:
+        if entitled - {r.pipeline} and first_excess(after, member.share) is not None:
+            continue  # borrowing above its share only while nobody else waits for theirs
+        wanted = amounts_of(r.resources)
+        now_fits = fits(total, wanted, pool.capacity)
+        if reservation is None:
+            if now_fits and fits(turn.committed, wanted, pool.capacity):
+                if r.preemptible:
+                    return r, True
+                continue
+            staying = [h for h in held if h.preempt_at is None]
+            reservation = head_reservation(pool, r, staying, turn.committed, now)
+            if reservation is None:
+                return None
+            continue
+        end_at = backfill_end(now, r.expected_s)
+        if (
+            r.preemptible
+            and now_fits
+            and may_backfill(wanted, end_at, reservation, turn.committed, pool.capacity)
+        ):
+            return r, True
+    return None
+
+
 def head_reservation(
-    pool: Pool, head: QuotaLease, rows: list[QuotaLease], total: Amounts, now: float
+    pool: Pool, head: QuotaLease, held: list[QuotaLease], total: Amounts, now: float
 ) -> Reservation | None:
     """The blocked head's reservation for backfill, None when nothing may pass it (backfill
     off, or its start cannot be estimated). The head's promised start is the earliest shadow
@@ -158,7 +305,7 @@ def head_reservation(
     at most for the leases held when its promise fell due (see docs/design.md, "Backfill")."""
     if not pool.policy.backfill:
         return None
-    holdings = [holding_of(r) for r in rows if r.status == "held"]
+    holdings = [holding_of(r) for r in held]
     found = shadow(holdings, total, amounts_of(head.resources), pool.capacity, now)
     if found is None:
         return None

@@ -69,6 +69,9 @@ class QuotaLease(Base):
     start_promised_at: Mapped[float | None] = mapped_column(Float)
     preempt_at: Mapped[float | None] = mapped_column(Float)
     preemptible: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # granted by backfill ahead of a request before it in order: it yields to that request
+    # (queue.py), until its own place in strict order comes and it is promoted
+    out_of_turn: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         Index("ix_quota_leases_pool_status", "pool", "status"),
