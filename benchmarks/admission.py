@@ -196,8 +196,9 @@ def overlap_s(a: float, b: float, union: list[tuple[float, float]]) -> float:
 
 def simulate(url: str, jobs: list[Job], policy: Policy, fifo_from: float | None = None) -> Outcome:
     """Replays ``jobs`` through the real admission (LeaseManager on the store at ``url``) on a
-    fake clock: each event (an arrival, an end, a preempted holder's stop) is applied, then one
-    scheduling pass runs, and the grants and preemption marks it made are read back. A
+    fake clock: each event (an arrival, an end, a preempted holder's stop, the end in strict
+    order's account of a lease that ran early by backfill) is applied, then one scheduling pass
+    runs, and the grants and preemption marks it made are read back. A
     preempted job stops at the end of its grace period (the worst case) and is submitted again
     from scratch, in its place in line (asked since its first arrival, as the runner's retry
     of a preempted step does). ``fifo_from``: from that time on the pool runs strict FIFO
@@ -246,6 +247,7 @@ def replay(url: str, jobs: list[Job], policy: Policy, fifo_from: float | None) -
     running: dict[str, float] = {}  # lease id -> cpu
     stopping: set[str] = set()
     waiting: set[str] = set()
+    ticks: set[float] = set()  # when strict order's account frees room (no event of its own)
     while events:
         now = events[0][0]
         clock.at(now)
@@ -287,6 +289,15 @@ def replay(url: str, jobs: list[Job], policy: Policy, fifo_from: float | None) -
                     QuotaLease.pool == "mixed", QuotaLease.status == "held"
                 )
             ).all()
+        with store.session() as s:
+            strict_ends = s.scalars(
+                select(QuotaLease.in_turn_until).where(
+                    QuotaLease.pool == "mixed", QuotaLease.in_turn_until > now
+                )
+            ).all()
+        for at in set(strict_ends) - ticks:  # a lease that ran early ends in strict order
+            ticks.add(at)
+            heapq.heappush(events, (at, 3, "tick", ""))
         for lease_id, granted_at, preempt_at in rows:
             job = lease_job[lease_id]
             if lease_id in waiting and granted_at is not None:

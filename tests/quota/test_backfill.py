@@ -320,6 +320,47 @@ class TestYield:
             assert row(store, small).status == "preempted"
         assert grant(leases, head).granted_at == T0 + 20
 
+    @pytest.mark.parametrize("backfill", [False, True], ids=["strict", "backfill"])
+    def test_work_done_early_does_not_let_others_pass_a_later_request_of_higher_order(
+        self, store: Store, leases: LeaseManager, clock: FakeClock, backfill: bool
+    ) -> None:
+        """Backfill runs quick (10 s) at 0 s instead of at 20 s, the head's start in strict
+        order. Were its room free at 10 s, w (arriving at 21 s) would start in turn and hold
+        it when urgent (priority 5) arrives at 25 s; in strict order w still waits then and
+        urgent passes it at 30 s. Strict order's account keeps quick's room until 30 s (its
+        turn plus the time it ran): w runs out of turn meanwhile, and yields to urgent."""
+        pool(store, backfill=backfill)
+        blocker = leases.submit(ask("other", 6, 100, "blocker"))
+        head = leases.submit(ask("big", 10, 50, "head", priority=1))
+        quick = leases.submit(ask("small", 2, 30, "quick"))
+        if backfill:
+            clock.at(T0 + 10)
+            leases.release(grant(leases, quick))  # done before its turn in strict order
+        clock.at(T0 + 20)
+        leases.release(grant(leases, blocker))
+        assert grant(leases, head).granted_at == T0 + 20
+        if backfill:
+            assert row(store, quick).in_turn_until == T0 + 30
+        else:
+            quick_grant = grant(leases, quick)
+        clock.at(T0 + 21)
+        w = leases.submit(ask("small", 2, None, "w"))
+        assert (leases.poll(w) is not None) is backfill  # out of turn, in the room quick left
+        clock.at(T0 + 25)
+        urgent = leases.submit(ask("vip", 2, None, "urgent", priority=5))
+        assert leases.poll(urgent) is None
+        clock.at(T0 + 30)
+        if backfill:
+            assert leases.poll(urgent) is None
+            w_grant = grant(leases, w)
+            with pytest.raises(LeasePreempted, match="yielded to step 'urgent'"):
+                leases.heartbeat(w_grant)
+            leases.release(w_grant)
+        else:
+            leases.release(quick_grant)
+        assert grant(leases, urgent).granted_at == T0 + 30
+        assert row(store, w).status == ("preempted" if backfill else "waiting")
+
     def test_a_yielded_request_keeps_its_place_in_line(
         self, store: Store, leases: LeaseManager, clock: FakeClock
     ) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from shipyard.quantities import Amounts
@@ -61,7 +61,14 @@ def admit_waiting(
     rows = list(
         s.scalars(
             select(QuotaLease)
-            .where(QuotaLease.pool == pool.name, QuotaLease.status.in_(ACTIVE))
+            .where(
+                QuotaLease.pool == pool.name,
+                or_(
+                    QuotaLease.status.in_(ACTIVE),
+                    QuotaLease.in_turn_until > now,  # ended early, not yet in strict order
+                    and_(QuotaLease.out_of_turn.is_(True), QuotaLease.status == "released"),
+                ),
+            )
             .with_for_update()
         )
     )
@@ -70,13 +77,15 @@ def admit_waiting(
     for r in held:
         total = add(total, amounts_of(r.resources))
     for r in rows:
-        if end is not None and r.id == end[0]:
+        if end is not None and r.id == end[0] and r.status in ACTIVE:
             was_held = r.status == "held"
             status = end[1]
             if was_held and r.preempt_at is not None and status == "released":
                 status = "preempted"  # its holder stopped as asked: recorded as preempted
             r.status, r.ended_at = status, now
             r.reason = r.reason if status == "preempted" else end[2]
+            if was_held and status == "released":
+                end_in_turn(r, now)
             if was_held:
                 total = subtract(total, amounts_of(r.resources))
                 record_event(s, pool.name, r.id, status, now, total)
@@ -107,6 +116,7 @@ def admit_waiting(
         r, out_of_turn = chosen
         waiting.remove(r)
         r.status, r.granted_at, r.out_of_turn = "held", now, out_of_turn
+        r.in_turn_since = None if out_of_turn else now
         r.heartbeat_at, r.expires_at = now, max(r.expires_at, now)
         r.fence = next_fence(s, pool.name)
         total = add(total, amounts_of(r.resources))
@@ -121,6 +131,21 @@ def admit_waiting(
         held = [r for r in rows if r.status == "held"]
         mark_preemptions(s, pool, now, held, waiting, usage_of(held), total)
     return admitted
+
+
+def end_in_turn(r: QuotaLease, now: float) -> None:
+    """Strict order's account of a lease that ended as released: one promoted after it had
+    started out of turn would, in strict order, have started at its promotion and still run
+    (``in_turn_until``: its promotion plus the time it ran); one that ended while out of turn
+    stays a candidate of the in-turn walk (its flag kept) until its place there comes. So the
+    in-turn walk is strict order itself, not strict order with some work done early: with
+    an order that moves with usage (fair share, priority), work done early can let requests
+    start before a later arrival that strict order would have let pass them."""
+    if r.out_of_turn or r.in_turn_since is None or r.granted_at is None:
+        return
+    until = r.in_turn_since + (now - r.granted_at)
+    if until > now:
+        r.in_turn_until = until
 
 
 def usage_of(held: list[QuotaLease]) -> dict[str, Amounts]:
@@ -165,16 +190,31 @@ def in_turn(
     So a request never starts later than strict order would start it, given that every
     request before it started no later (see docs/design.md, "Backfill")."""
     held = [r for r in rows if r.status == "held"]
-    usage = usage_of([r for r in held if not r.out_of_turn])
+    ended_early = [
+        r
+        for r in rows
+        if r.status == "released"
+        and not r.out_of_turn
+        and r.in_turn_until is not None
+        and r.in_turn_until > now
+    ]
+    in_turn_held = [r for r in held if not r.out_of_turn] + ended_early
+    usage = usage_of(in_turn_held)
     in_turn_total: Amounts = {k: 0.0 for k in pool.capacity}
+    for r in in_turn_held:
+        in_turn_total = add(in_turn_total, amounts_of(r.resources))
     committed = dict(total)
     for r in held:
-        if not r.out_of_turn:
-            in_turn_total = add(in_turn_total, amounts_of(r.resources))
         if r.preempt_at is not None:  # being taken back: its room is coming free
             committed = subtract(committed, amounts_of(r.resources))
     turn = Turn(committed=committed)
-    passing = [r for r in held if r.out_of_turn and r.preempt_at is None]
+    # out of turn: held (and not yielding), or done before their place in strict order came
+    passing = [
+        r
+        for r in rows
+        if r.out_of_turn
+        and ((r.status == "held" and r.preempt_at is None) or r.status == "released")
+    ]
     while True:
         rest = [r for r in waiting if r.id not in turn.claimed] + [
             r for r in passing if r.out_of_turn
@@ -191,8 +231,14 @@ def in_turn(
         if not fits(in_turn_total, wanted, pool.capacity):
             return turn  # the head in strict order
         if r.status == "held":
-            r.out_of_turn = False  # its turn came: it keeps running, now in turn
+            r.out_of_turn, r.in_turn_since = False, now  # its turn came: it keeps running
             record_event(s, pool.name, r.id, "promoted", now, total)
+            turn.done = True
+            return turn
+        if r.status == "released":  # done early: in strict order it would start only now
+            assert r.ended_at is not None and r.granted_at is not None
+            r.out_of_turn, r.in_turn_since = False, now
+            r.in_turn_until = now + (r.ended_at - r.granted_at)
             turn.done = True
             return turn
         if fits(total, wanted, pool.capacity) and fits(turn.committed, wanted, pool.capacity):
