@@ -66,6 +66,18 @@ def held_small(store: Store) -> list[str]:
         )
 
 
+def held_first(store: Store) -> str:
+    """The small request granted first."""
+    with store.session() as s:
+        first = s.scalar(
+            select(QuotaLease.id)
+            .where(QuotaLease.pipeline == "small", QuotaLease.granted_at.is_not(None))
+            .order_by(QuotaLease.granted_at, QuotaLease.requested_at)
+        )
+        assert first is not None
+        return first
+
+
 def row(store: Store, lease_id: str) -> QuotaLease:
     with store.session() as s:
         found = s.get(QuotaLease, lease_id)
@@ -169,9 +181,10 @@ class TestBackfill:
         self, store: Store, leases: LeaseManager, clock: FakeClock
     ) -> None:
         """Small requests (3 of 12 CPUs) keep arriving, each expected to take 20 s; the first
-        overruns its estimate by far. Once the head's promised start (the blocker's end) has
-        passed, nothing more is backfilled by its end: the head starts when the leases held
-        then have ended (the overrunning one, at 150 s), however many small ones keep coming."""
+        overruns its estimate by far (150 s). EASY alone started the head only when the
+        overrunning one ended, at 150 s; now it yields (its holder stops at its next
+        heartbeat), and the head starts at the blocker's end, 100 s, as in strict order,
+        however many small ones keep coming."""
         pool(store)
         blocker = leases.submit(ask("other", 6, 100, "blocker"))
         head = leases.submit(ask("big", 10, 50, "head", priority=1))  # first in order
@@ -183,9 +196,14 @@ class TestBackfill:
             if i == 10:
                 leases.release(leases.poll(blocker))  # type: ignore[arg-type]
             for lease_id, (grant, ends) in list(running.items()):
-                if ends <= now:
-                    leases.release(grant)
-                    del running[lease_id]
+                if ends > now:
+                    try:
+                        leases.heartbeat(grant)
+                        continue
+                    except LeasePreempted:
+                        pass  # it yields to the head: stops at once (grace 0)
+                leases.release(grant)
+                del running[lease_id]
             leases.submit(ask("small", 3, 20, f"s{i}"))
             if granted_at is None and (got := leases.poll(head)) is not None:
                 granted_at = got.granted_at
@@ -196,9 +214,9 @@ class TestBackfill:
                     assert got is not None
                     # the first small one overruns its 20 s estimate: it takes 150 s
                     running[small] = (got, now + (150 if i == 0 else 20))
-        # promised at 100 (the blocker's end); the overrunning lease ends at 150
+        # promised at 100 (the blocker's end); the overrunning lease yields then
         assert row(store, head).start_promised_at == T0 + 100
-        assert granted_at == T0 + 150
+        assert granted_at == T0 + 100
         # small ones were backfilled before the head, and admitted again after it
         with store.session() as s:
             grants = sorted(
@@ -208,8 +226,9 @@ class TestBackfill:
                 )
                 if t is not None
             )
-        assert grants[0] == T0 and grants[-1] > T0 + 150
-        assert not [t for t in grants if T0 + 80 < t < T0 + 150]  # none passed it once due
+        assert grants[0] == T0 and grants[-1] > T0 + 100
+        assert not [t for t in grants if T0 + 80 < t < T0 + 100]  # none passed it once due
+        assert row(store, held_first(store)).status == "preempted"  # the overrunning one
 
 
 def events(store: Store, lease_id: str) -> list[tuple[str, float]]:

@@ -15,10 +15,14 @@ A request is skipped (others may pass it) when it would take its pipeline over i
 over its guaranteed **share** while another pipeline waits for capacity within its own share
 (borrowing idle capacity above the share is allowed only while nobody else waits for theirs —
 so a borrower gives capacity back first, as its leases end). A request that is next in order
-but does not fit in the pool's free capacity is the *head*: with the pool's ``backfill`` off,
-it stops the pass (nothing behind it jumps ahead); with it on (the default), a request behind
-it may start only if that does not delay the head's expected start (EASY backfill,
-:mod:`shipyard.quota.scheduling`), so big requests are not starved by small ones either way.
+but does not fit is the *head*: with the pool's ``backfill`` off, it stops the pass (nothing
+behind it jumps ahead); with it on (the default), a request behind it may start *out of turn*
+(EASY backfill, :mod:`shipyard.quota.scheduling`, decides which), and such a lease **yields**:
+the pass first walks strict order with only the in-turn leases counted (:func:`in_turn`), and
+when a request that a lease passed fits there but not in the room out-of-turn leases hold,
+just enough of them are taken back (``backfill_grace_s``); one whose own turn comes is
+promoted. So backfill never starts a request later than strict order would
+(docs/design.md, "Backfill").
 
 Preemption (:mod:`shipyard.quota.preemption`) runs at the end of the pass, for what still waits.
 """
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, true
 from sqlalchemy.orm import Session
 
 from shipyard.quantities import Amounts
@@ -58,16 +62,17 @@ def admit_waiting(
     may be admitted (backfilling around a blocked head), marks leases to preempt, writes one
     event per change, and returns the rows admitted. ``new`` is a request not yet in the table
     (the fast path of submit)."""
+    mine = QuotaLease.pool == pool.name
     rows = list(
         s.scalars(
             select(QuotaLease)
             .where(
-                QuotaLease.pool == pool.name,
-                or_(
-                    QuotaLease.status.in_(ACTIVE),
-                    QuotaLease.in_turn_until > now,  # ended early, not yet in strict order
-                    and_(QuotaLease.out_of_turn.is_(True), QuotaLease.status == "released"),
-                ),
+                or_(  # each term with the pool, so that each uses its index (a multi-index OR)
+                    and_(mine, QuotaLease.status.in_(ACTIVE)),
+                    # ended early by backfill, still running or waiting in strict order's account
+                    and_(mine, QuotaLease.in_turn_until > now),
+                    and_(mine, QuotaLease.out_of_turn == true(), QuotaLease.status == "released"),
+                )
             )
             .with_for_update()
         )
@@ -185,7 +190,8 @@ def in_turn(
     turn); a request that fits the real free capacity too, returned to be granted; a request
     that fits only once out-of-turn leases give their room back: just enough of them (the
     latest in admission order first) are marked to stop within ``backfill_grace_s``, and it
-    waits for them, its room claimed (later requests in the walk cannot take it).
+    waits for them, its room claimed (later requests in the walk cannot take it). Leases that
+    ran early count as strict order would see them (:func:`end_in_turn`).
 
     So a request never starts later than strict order would start it, given that every
     request before it started no later (see docs/design.md, "Backfill")."""
