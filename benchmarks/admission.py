@@ -8,7 +8,9 @@ preemption of borrowers, and both — for each of several seeds (``--seeds``, fi
 Every policy of a seed is given the identical job stream (checked). Printed per seed: the
 utilisation while requests wait (1 − loss of capacity), the same for completed work only, the
 utilisation over the makespan, the mean wait of small requests, each large request's wait
-(until the start that lasts) with FIFO's in the same run, and how many leases were preempted;
+(until the start that lasts) with FIFO's in the same run, how many leases were preempted
+(taken back from borrowers, or yielded by backfill to a request they passed) and the work
+they lost;
 then the worst case of each policy over the seeds. Goal (issue 17): utilisation up, and no
 large request waits longer than under strict FIFO. A large request that does wait longer is
 replayed once more: the policy's run up to its arrival, strict FIFO from there — if FIFO from
@@ -106,6 +108,8 @@ the head blocks everything behind it, and a borrower keeps what it took until it
 FIFO = POLICIES[0]
 CAPACITY_CPU = 32
 GRACE_S = 5.0
+BACKFILL_GRACE_S = 0.0
+"""How long a backfilled lease takes to give its room back to a request it passed."""
 SAME_WAIT_S = 1e-3
 """Waits this close count as equal (the greedy requests arrive a microsecond apart)."""
 SEEDS = (1, 2, 3, 4, 5)
@@ -170,6 +174,9 @@ class Outcome:
     large_promised_waits_s: dict[str, float | None]
     """Each large request's wait until the start backfill promised it (None: none promised)."""
     preempted: int
+    lost_cpu_s: float
+    """CPU-seconds of work lost: held by leases that were taken back (preempted, or yielded
+    by backfill to a request they passed) and redone from scratch."""
 
 
 def spans(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -189,11 +196,13 @@ def overlap_s(a: float, b: float, union: list[tuple[float, float]]) -> float:
 
 def simulate(url: str, jobs: list[Job], policy: Policy, fifo_from: float | None = None) -> Outcome:
     """Replays ``jobs`` through the real admission (LeaseManager on the store at ``url``) on a
-    fake clock: each event (an arrival, an end, a preempted holder's stop) is applied, then one
-    scheduling pass runs, and the grants and preemption marks it made are read back. A
+    fake clock: each event (an arrival, an end, a preempted holder's stop, the end in strict
+    order's account of a lease that ran early by backfill) is applied, then one scheduling pass
+    runs, and the grants and preemption marks it made are read back. A
     preempted job stops at the end of its grace period (the worst case) and is submitted again
-    from scratch. ``fifo_from``: from that time on the pool runs strict FIFO (the counterfactual
-    "what FIFO would have done from this policy's state")."""
+    from scratch, in its place in line (asked since its first arrival, as the runner's retry
+    of a preempted step does). ``fifo_from``: from that time on the pool runs strict FIFO
+    (the counterfactual "what FIFO would have done from this policy's state")."""
     # lease ids break ties in the admission and the victim order (requests asking again at
     # the same instant, leases granted in the same pass): random ids would make two runs of
     # one seed differ, sequential ones give every run the same order (the older id first)
@@ -215,6 +224,7 @@ def replay(url: str, jobs: list[Job], policy: Policy, fifo_from: float | None) -
             backfill=backfill,
             preemption=preemption,
             preemption_grace_s=GRACE_S,
+            backfill_grace_s=BACKFILL_GRACE_S,
             members=[
                 MemberSpec(pipeline="small", share=0.25, cap=1.0),
                 MemberSpec(pipeline="large", share=0.5, cap=1.0),
@@ -237,6 +247,7 @@ def replay(url: str, jobs: list[Job], policy: Policy, fifo_from: float | None) -
     running: dict[str, float] = {}  # lease id -> cpu
     stopping: set[str] = set()
     waiting: set[str] = set()
+    ticks: set[float] = set()  # when strict order's account frees room (no event of its own)
     while events:
         now = events[0][0]
         clock.at(now)
@@ -255,6 +266,7 @@ def replay(url: str, jobs: list[Job], policy: Policy, fifo_from: float | None) -
                         run_id=job.name,
                         expected_s=job.expected_s,
                         preemptible=True,
+                        queued_since=job.arrives_at,
                     )
                 )
                 lease_job[lease_id] = job
@@ -277,6 +289,15 @@ def replay(url: str, jobs: list[Job], policy: Policy, fifo_from: float | None) -
                     QuotaLease.pool == "mixed", QuotaLease.status == "held"
                 )
             ).all()
+        with store.session() as s:
+            strict_ends = s.scalars(
+                select(QuotaLease.in_turn_until).where(
+                    QuotaLease.pool == "mixed", QuotaLease.in_turn_until > now
+                )
+            ).all()
+        for at in set(strict_ends) - ticks:  # a lease that ran early ends in strict order
+            ticks.add(at)
+            heapq.heappush(events, (at, 3, "tick", ""))
         for lease_id, granted_at, preempt_at in rows:
             job = lease_job[lease_id]
             if lease_id in waiting and granted_at is not None:
@@ -320,6 +341,7 @@ def replay(url: str, jobs: list[Job], policy: Policy, fifo_from: float | None) -
             if j.pipeline == "large"
         },
         sum(job.preempted for job in jobs),
+        sum(cpu * (b - a) for a, b, cpu, done in held if not done),
     )
 
 
@@ -356,7 +378,9 @@ def mixed(url_for: Callable[[str], str], seeds: tuple[int, ...], small: int, lar
     worst case of each policy over the seeds; True when the goal is met for every seed."""
     print(
         f"\nmixed workload: {small} small (1-2 CPUs), {large} large (16 CPUs), one greedy "
-        f"pipeline (40 x 4 CPUs at t=0); pool of {CAPACITY_CPU} CPUs; grace {GRACE_S:g}s; "
+        f"pipeline (40 x 4 CPUs at t=0); pool of {CAPACITY_CPU} CPUs; preemption grace "
+        f"{GRACE_S:g}s; backfill grace {BACKFILL_GRACE_S:g}s (a backfilled lease yields to a "
+        "request it passed); "
         f"seeds {', '.join(map(str, seeds))}"
     )
     worst = {policy[0]: Worst() for policy in POLICIES[1:]}
@@ -375,14 +399,16 @@ def mixed(url_for: Callable[[str], str], seeds: tuple[int, ...], small: int, lar
         print(f"\nseed {seed}: waits in s; each large request's, FIFO's in the same run first")
         print(
             f"{'policy':<22} {'util':>6} {'goodput':>7} {'util/mksp':>9} {'makespan':>8} "
-            f"{'small':>6} " + " ".join(f"{n:>6}" for n in names) + f" {'preempted':>9}"
+            f"{'small':>6} "
+            + " ".join(f"{n:>6}" for n in names)
+            + f" {'preempted':>9} {'lost CPU-s':>10}"
         )
         for (name, _, _), o in results:
             print(
                 f"{name:<22} {o.utilisation:>6.1%} {o.goodput:>7.1%} "
                 f"{o.utilisation_makespan:>9.1%} {o.makespan_s:>8.0f} {o.small_wait_mean_s:>6.1f} "
                 + " ".join(f"{o.large_waits_s[n]:>6.1f}" for n in names)
-                + f" {o.preempted:>9}"
+                + f" {o.preempted:>9} {o.lost_cpu_s:>10.0f}"
             )
         fifo = results[0][1]
         for policy, o in results[1:]:

@@ -67,7 +67,7 @@ def leases_of(ws: Workspace, pipeline: str) -> list[QuotaLease]:
             s.scalars(
                 select(QuotaLease)
                 .where(QuotaLease.pipeline == pipeline)
-                .order_by(QuotaLease.requested_at)
+                .order_by(QuotaLease.requested_at, QuotaLease.granted_at.nulls_last())
             )
         )
 
@@ -124,10 +124,10 @@ def test_preempted_step_gives_the_share_back_in_its_grace_and_is_retried(
     if retries:
         assert result.status == "succeeded"
         assert step["status"] == "succeeded" and step["attempt"] == 2
-        assert [lease.status for lease in leases_of(real_ws, "greedy")] == [
-            "preempted",
-            "released",
-        ]
+        taken, retried = leases_of(real_ws, "greedy")
+        assert (taken.status, retried.status) == ("preempted", "released")
+        # the retry asked again in the place in line of the attempt that gave its room back
+        assert retried.requested_at == taken.requested_at
     else:
         assert result.status == "failed" and "preempted" in (result.exit_reason or "")
         assert step["status"] == "preempted"  # not failed: the step's code did nothing wrong

@@ -61,12 +61,14 @@ def test_pools_and_status_show_each_pools_scheduling_policy(
         + "    preemption: borrowers\n    preemption_grace_s: 45\n    backfill: false\n"
         + "    max_queued_runs: 7\n"
         + "  - name: plain\n    capacity: {cpu: 2}\n"
+        + "  - name: patient\n    capacity: {cpu: 2}\n    backfill_grace_s: 20\n"
     )
     run(cli, "quota", "apply", str(tmp_path / "pools.yaml"))
     policy = "backfill off; preemption borrowers (grace 45.0s); queued runs per pipeline: 7"
     listed = run(cli, "quota", "pools")
     assert policy in listed and "weight 1; queued runs 2" in listed
     assert "backfill on; preemption never; queued runs per pipeline: no limit" in listed
+    assert "backfill on (yields within 20.0s); preemption never;" in listed
     assert policy in run(cli, "quota", "status")
     shown = {p["name"]: p for p in json.loads(run(cli, "quota", "pools", "--json"))}
     assert shown["shared"]["policy"] == {
@@ -74,6 +76,7 @@ def test_pools_and_status_show_each_pools_scheduling_policy(
         "preemption_grace_s": 45.0,
         "backfill": False,
         "max_queued_runs": 7,
+        "backfill_grace_s": 0.0,
     }
     assert shown["shared"]["members"]["etl"]["max_queued_runs"] == 2
 

@@ -60,16 +60,17 @@ def _amounts(values: dict[str, float]) -> str:
 
 
 def _policy(policy: dict[str, Any]) -> str:
-    """A pool's scheduling policy in one line: backfill, preemption (and its grace), queue limit."""
+    """A pool's scheduling policy in one line: backfill (and the grace of a lease that yields),
+    preemption (and its grace), queue limit."""
+    backfill = "on" if policy["backfill"] else "off"
+    if policy["backfill"] and policy.get("backfill_grace_s"):
+        backfill += f" (yields within {duration(policy['backfill_grace_s'])})"
     preemption = policy["preemption"]
     if preemption != "never":
         preemption += f" (grace {duration(policy['preemption_grace_s'])})"
     limit = policy["max_queued_runs"]
     queued = "no limit" if limit is None else str(limit)
-    return (
-        f"backfill {'on' if policy['backfill'] else 'off'}; preemption {preemption}; "
-        f"queued runs per pipeline: {queued}"
-    )
+    return f"backfill {backfill}; preemption {preemption}; queued runs per pipeline: {queued}"
 
 
 def _bar(used: float, capacity: float) -> str:

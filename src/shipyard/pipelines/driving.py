@@ -415,6 +415,7 @@ class RunDriver:
         name, step = node.name, node.step
         log_path = self.new.log_paths[name]
         ctx = self._context(name)
+        queued_since: float | None = None  # a preempted attempt's retry keeps its place
         for attempt in range(1, step.retries + 2):
             if self.cancel.is_set():
                 return self._cancelled(name)
@@ -428,6 +429,7 @@ class RunDriver:
                 priority=self.setup.priority,
                 attempt=attempt,
                 expected_s=self.expected_s.get(name),
+                queued_since=queued_since,
             )
             try:
                 grant = self.admission.acquire(request)
@@ -477,7 +479,8 @@ class RunDriver:
                 return "cancelled", reason
             if ending == "preempted":
                 append(log_path, "warning", "attempt preempted", ctx, attempt=attempt)
-                if attempt <= step.retries:  # back into the queue at once: no backoff
+                if attempt <= step.retries:  # back into the queue at once, in its place
+                    queued_since = grant.detail.get("requested_at")
                     self.views[name].status = "retrying"
                     self._set(name, status="retrying", exit_reason=outcome.reason, **usage)
                     append(log_path, "info", "retrying", ctx, backoff_s=0)

@@ -74,6 +74,9 @@ class StepRequest:
     """How long the attempt is expected to take (past runs, at most its declared timeout):
     what a pool's backfill plans with."""
     preemptible: bool = True
+    queued_since: float | None = None
+    """When the step first asked, for a retry after its grant was taken back (preempted): it
+    keeps its place in the pool's queue (``Grant.detail["requested_at"]`` of that grant)."""
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,10 @@ class LeaseRequest:
     """Whether the pool may take the lease back (its holder stops on
     :class:`~shipyard.errors.LeasePreempted` and can retry: a pipeline step). Off unless asked:
     a model server's lease or a run's reservation is never preempted."""
+    queued_since: float | None = None
+    """When the request first joined the queue, if before now: its ``requested_at``, which
+    places it in admission order. A step retried after its lease was taken back passes its
+    first request's time, so giving the room back does not cost it its place in line."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,8 @@ class Lease:
     run_id: str = ""
     assigned: dict[str, list[int]] = field(default_factory=dict)
     fence: int = 0
+    requested_at: float = 0.0
+    """When the request joined the queue (a retry after preemption passes it on)."""
 
 
 def _lease(row: QuotaLease) -> Lease:
@@ -122,6 +128,7 @@ def _lease(row: QuotaLease) -> Lease:
         row.step,
         row.run_id,
         fence=row.fence,
+        requested_at=row.requested_at,
     )
 
 
@@ -226,7 +233,7 @@ class LeaseManager:
                 priority=request.priority,
                 status="waiting",
                 holder_pid=os.getpid(),
-                requested_at=now,
+                requested_at=now if request.queued_since is None else request.queued_since,
                 heartbeat_at=now,
                 expires_at=now + self.lease_ttl_s,
                 expected_s=request.expected_s,
@@ -327,6 +334,7 @@ class LeaseManager:
             grant.run_id,
             grant.assigned,
             grant.fence,
+            grant.requested_at,
         )
 
     def release(self, grant: Lease, reason: str = "released") -> None:
@@ -429,6 +437,7 @@ def lease_detail(lease: Lease, leases: LeaseManager) -> dict[str, object]:
         "lease_ttl_s": ttl,
         "renew_every_s": renew_every_s(ttl),
         "fence_margin_s": fence_margin_s(ttl),
+        "requested_at": lease.requested_at,
     }
 
 
@@ -477,6 +486,7 @@ class QuotaAdmission:
                 priority=request.priority,
                 expected_s=request.expected_s,
                 preemptible=request.preemptible,
+                queued_since=request.queued_since,
             ),
             timeout_s=self.timeout_s,
         )

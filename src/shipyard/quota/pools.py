@@ -16,6 +16,7 @@ A pool file (``shipyard quota apply pools.yaml``)::
         preemption: borrowers        # never (default) | borrowers | lower-priority
         preemption_grace_s: 30       # SIGTERM, then SIGKILL this long after
         backfill: true               # default; false: strict order (no request passes the head)
+        backfill_grace_s: 0          # a backfilled lease stops this long after yielding
         max_queued_runs: 10          # optional: runs of one pipeline waiting in the pool
       - name: trainer
         mode: dedicated
@@ -85,6 +86,7 @@ class PoolSpec(BaseModel):
     preemption: str = "never"
     preemption_grace_s: float = Field(30.0, ge=0, le=86400)
     backfill: bool = True
+    backfill_grace_s: float = Field(0.0, ge=0, le=86400)
     max_queued_runs: int | None = Field(None, ge=1)
 
     @field_validator("preemption")
@@ -119,12 +121,15 @@ class Member:
 
 @dataclass(frozen=True)
 class PoolPolicy:
-    """How a pool schedules beyond fair share and caps (see the module docstring)."""
+    """How a pool schedules beyond fair share and caps (see the module docstring).
+    ``backfill_grace_s``: how long a lease that backfill granted out of turn may take to stop
+    when a request it passed needs its room (default 0: it gives the room back at once)."""
 
     preemption: str = "never"
     preemption_grace_s: float = 30.0
     backfill: bool = True
     max_queued_runs: int | None = None
+    backfill_grace_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -132,6 +137,7 @@ class PoolPolicy:
             "preemption_grace_s": self.preemption_grace_s,
             "backfill": self.backfill,
             "max_queued_runs": self.max_queued_runs,
+            "backfill_grace_s": self.backfill_grace_s,
         }
 
     @classmethod
@@ -142,6 +148,7 @@ class PoolPolicy:
             float(raw.get("preemption_grace_s", 30.0)),
             bool(raw.get("backfill", True)),
             raw.get("max_queued_runs"),
+            float(raw.get("backfill_grace_s", 0.0)),
         )
 
 
@@ -221,7 +228,11 @@ def resolve(spec: PoolSpec, default_cap_fraction: float) -> Pool:
             f"more than the capacity {excess[2]:g}"
         )
     policy = PoolPolicy(
-        spec.preemption, spec.preemption_grace_s, spec.backfill, spec.max_queued_runs
+        spec.preemption,
+        spec.preemption_grace_s,
+        spec.backfill,
+        spec.max_queued_runs,
+        spec.backfill_grace_s,
     )
     return Pool(spec.name, spec.mode, capacity, fraction, members, policy)
 

@@ -83,13 +83,21 @@ def mark_preemptions(
             else f"a request of priority {r.priority} from pipeline {r.pipeline!r} waits"
         )
         by_id = {row.id: row for row in held}
-        grace = pool.policy.preemption_grace_s
         for h in chosen:
-            row = by_id[h.id]
-            row.preempt_at = now + grace
-            row.reason = f"preempted: {why} (grace {grace:g}s)"
-            record_event(s, pool.name, row.id, "preempting", now, total)
+            take_back(s, pool.name, by_id[h.id], why, pool.policy.preemption_grace_s, now, total)
         return
+
+
+def take_back(
+    s: Session, pool: str, row: QuotaLease, why: str, grace_s: float, now: float, total: Amounts
+) -> None:
+    """Mark a held lease to be taken back by ``now + grace_s``: its holder learns it at its next
+    heartbeat (:class:`~shipyard.errors.LeasePreempted`), stops, and its end is recorded
+    ``preempted`` with this reason. Borrowers preempted for a member's share and backfilled
+    leases yielding to a request they passed (:mod:`shipyard.quota.queue`) go this one way."""
+    row.preempt_at = now + grace_s
+    row.reason = f"preempted: {why} (grace {grace_s:g}s)"
+    record_event(s, pool, row.id, "preempting", now, total)
 
 
 def frees_in_time(

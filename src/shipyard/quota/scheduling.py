@@ -15,7 +15,9 @@ A candidate's end is judged with an upper margin (:data:`BACKFILL_MARGIN` × ``e
 its next run may be the longest yet), the held leases' ends without one (an earlier shadow
 time lets fewer pass); a candidate without an estimate passes only into the extra. A held lease
 with no expected end never ends as far as backfill knows, so a head that needs its capacity has
-no shadow time and nothing passes it.
+no shadow time and nothing passes it. A request backfilled by this rule yields its room to the
+requests it passed when strict order reaches them (:mod:`shipyard.quota.queue`): the rule
+no longer guards the head's start, it keeps backfill from starting work soon taken back.
 
 **Preemption** picks, for a request that waits and may reclaim, the held leases to take back:
 youngest and lowest priority first (Kueue's order: "lower priority first, then the most

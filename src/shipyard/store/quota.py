@@ -69,12 +69,21 @@ class QuotaLease(Base):
     start_promised_at: Mapped[float | None] = mapped_column(Float)
     preempt_at: Mapped[float | None] = mapped_column(Float)
     preemptible: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # granted by backfill ahead of a request before it in order: it yields to that request
+    # (queue.py), until its own place in strict order comes and it is promoted
+    out_of_turn: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # strict order's account of the lease (queue.py): when its place came, when it would end
+    in_turn_since: Mapped[float | None] = mapped_column(Float)
+    in_turn_until: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (
         Index("ix_quota_leases_pool_status", "pool", "status"),
         Index("ix_quota_leases_run_id", "run_id"),
         # keyset pages of the lease list (api/ops/quota.py)
         Index("ix_quota_leases_requested_at_id", "requested_at", "id"),
+        # the ended leases strict order still counts (queue.py)
+        Index("ix_quota_leases_pool_in_turn_until", "pool", "in_turn_until"),
+        Index("ix_quota_leases_pool_out_of_turn", "pool", "out_of_turn"),
     )
 
 
