@@ -40,21 +40,6 @@ if TYPE_CHECKING:
         yaml_error_line,
     )
 
-_MODULES = {
-    "settings": (
-        "DaemonSettings",
-        "OidcSettings",
-        "QuotaSettings",
-        "RequestLimitsSettings",
-        "ServerSettings",
-        "ServingSettings",
-        "Settings",
-        "load_settings",
-        "yaml_error_line",
-    ),
-}
-__getattr__, __dir__ = lazy_exports(__name__, _MODULES)
-
 __all__ = [
     "DaemonSettings",
     "OidcSettings",
@@ -66,3 +51,4 @@ __all__ = [
     "load_settings",
     "yaml_error_line",
 ]
+__getattr__, __dir__ = lazy_exports(__name__, {"settings": __all__})

@@ -115,7 +115,7 @@ def admit_waiting(
         if chosen is None and turn.done:
             continue  # a promotion or a yield: walk again
         if chosen is None and pool.policy.backfill:
-            chosen = backfill_next(pool, now, rows, waiting, turn)
+            chosen = backfill_next(pool, now, rows, waiting, turn, total)
         if chosen is None:
             break
         r, out_of_turn = chosen
@@ -306,19 +306,21 @@ def describe(r: QuotaLease) -> str:
 
 
 def backfill_next(
-    pool: Pool, now: float, rows: list[QuotaLease], waiting: list[QuotaLease], turn: Turn
+    pool: Pool,
+    now: float,
+    rows: list[QuotaLease],
+    waiting: list[QuotaLease],
+    turn: Turn,
+    total: Amounts,
 ) -> tuple[QuotaLease, bool] | None:
     """The request to grant out of turn, behind the head of strict order, or None. A candidate
     must fit both what is free now and what is left once the requests waiting in turn have
     their room; beyond that EASY backfill decides (:func:`head_reservation`): it no longer
     protects the head (yielding does), but a request that would soon have to give its room
     back is not started, its work would be lost. Only a preemptible request is started out of
-    turn: one that cannot be taken back could not yield."""
+    turn: one that cannot be taken back could not yield. ``total``: what the held leases hold."""
     held = [r for r in rows if r.status == "held"]
     usage = usage_of(held)
-    total: Amounts = {k: 0.0 for k in pool.capacity}
-    for r in held:
-        total = add(total, amounts_of(r.resources))
     candidates = admission_order(pool, [r for r in waiting if r.id not in turn.claimed], usage)
     entitled = {c[1].pipeline for c in candidates if first_excess(c[2], c[3].share) is None}
     reservation: Reservation | None = None
