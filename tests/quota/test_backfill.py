@@ -21,10 +21,20 @@ from shipyard.store.quota import QuotaEvent, QuotaLease
 T0 = 1_700_000_000.0
 
 
-def pool(store: Store, *, backfill: bool = True, backfill_grace_s: float = 0.0) -> None:
+def pool(
+    store: Store,
+    *,
+    backfill: bool = True,
+    backfill_grace_s: float = 0.0,
+    quota_release: str = "on-terminal",
+) -> None:
     """12 CPUs with no guaranteed shares (so only order and backfill decide), no caps."""
     spec = PoolSpec(
-        name="shared", capacity={"cpu": 12}, backfill=backfill, backfill_grace_s=backfill_grace_s
+        name="shared",
+        capacity={"cpu": 12},
+        backfill=backfill,
+        backfill_grace_s=backfill_grace_s,
+        quota_release=quota_release,  # type: ignore[arg-type]
     )
     apply_pools(store, [resolve(spec, 1.0)])
 
@@ -314,6 +324,28 @@ class TestYield:
         assert yielded.status == "preempted" and head in (yielded.reason or "")
         assert grant(leases, head).granted_at == T0 + 20 + grace_s / 2
         assert not row(store, quick).out_of_turn
+
+    def test_a_yielding_lease_frees_its_room_at_once_where_the_pool_says_so(
+        self, store: Store, leases: LeaseManager, clock: FakeClock
+    ) -> None:
+        """As above with ``quota_release: on-terminating`` and a 5 s grace: the lease that
+        yields stops counting as it is told to stop, so the head starts in the same pass."""
+        pool(store, backfill_grace_s=5, quota_release="on-terminating")
+        blocker = leases.submit(ask("other", 6, 100, "blocker"))
+        head = leases.submit(ask("big", 10, 50, "head", priority=1))
+        quick = leases.submit(ask("small", 2, 30, "quick"))
+        clock.at(T0 + 1)
+        beside = leases.submit(ask("small", 2, None, "beside"))
+        grant(leases, quick)
+        beside_grant = grant(leases, beside)
+        clock.at(T0 + 20)
+        leases.release(grant(leases, blocker))
+        assert grant(leases, head).granted_at == T0 + 20
+        assert (row(store, beside).preempt_at, row(store, quick).preempt_at) == (T0 + 25, None)
+        with pytest.raises(LeasePreempted):
+            leases.heartbeat(beside_grant)
+        leases.release(beside_grant)
+        assert row(store, beside).status == "preempted"
 
     @pytest.mark.parametrize("backfill", [False, True], ids=["strict", "backfill"])
     def test_the_head_starts_no_later_than_under_strict_order_when_leases_end_early(

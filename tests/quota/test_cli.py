@@ -62,13 +62,17 @@ def test_pools_and_status_show_each_pools_scheduling_policy(
         + "    max_queued_runs: 7\n"
         + "  - name: plain\n    capacity: {cpu: 2}\n"
         + "  - name: patient\n    capacity: {cpu: 2}\n    backfill_grace_s: 20\n"
+        + "    quota_release: on-terminating\n"
     )
     run(cli, "quota", "apply", str(tmp_path / "pools.yaml"))
     policy = "backfill off; preemption borrowers (grace 45.0s); queued runs per pipeline: 7"
     listed = run(cli, "quota", "pools")
     assert policy in listed and "weight 1; queued runs 2" in listed
     assert "backfill on; preemption never; queued runs per pipeline: no limit" in listed
-    assert "backfill on (yields within 20.0s); preemption never;" in listed
+    assert (
+        "backfill on (yields within 20.0s); preemption never; a lease taken back frees its "
+        "room when told to stop (on-terminating);" in listed
+    )
     assert policy in run(cli, "quota", "status")
     shown = {p["name"]: p for p in json.loads(run(cli, "quota", "pools", "--json"))}
     assert shown["shared"]["policy"] == {
@@ -77,6 +81,7 @@ def test_pools_and_status_show_each_pools_scheduling_policy(
         "backfill": False,
         "max_queued_runs": 7,
         "backfill_grace_s": 0.0,
+        "quota_release": "on-terminal",
     }
     assert shown["shared"]["members"]["etl"]["max_queued_runs"] == 2
 

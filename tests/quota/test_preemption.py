@@ -274,6 +274,80 @@ class TestLowerPriority:
             assert s.scalar(select(func.count()).where(QuotaLease.preempt_at.is_not(None))) == 0
 
 
+class TestRoomFreedAtOnce:
+    """``quota_release: on-terminating`` (Kueue's ``OnTerminating``): a lease taken back stops
+    counting against the pool when its holder is told to stop, not when it has stopped."""
+
+    def test_the_owner_starts_at_once_beside_the_stopping_borrower(
+        self, store: Store, leases: LeaseManager, clock: FakeClock
+    ) -> None:
+        pool(store, quota_release="on-terminating")
+        grants = borrow_all(leases, clock)
+        clock.at(T0 + 10)
+        owner = take(leases, "owner", 4, "o")
+        assert isinstance(owner, Lease) and owner.granted_at == T0 + 10  # no wait at all
+        assert status(store, grants[2].lease_id) == ("held", T0 + 15)  # still told to stop
+        with pytest.raises(LeasePreempted) as caught:
+            leases.heartbeat(grants[2])
+        assert caught.value.stop_by == T0 + 15
+        with store.session() as s:
+            events = list(
+                s.execute(
+                    select(QuotaEvent.lease_id, QuotaEvent.kind, QuotaEvent.held_total)
+                    .where(QuotaEvent.ts == T0 + 10)
+                    .order_by(QuotaEvent.id)
+                )
+            )
+        # the victim's room was given back first: the owner's grant leaves the pool at capacity
+        assert [(e[0], e[1]) for e in events][-2:] == [
+            (grants[2].lease_id, "preempting"),
+            (owner.lease_id, "granted"),
+        ]
+        assert events[-1][2] == {"cpu": 12.0}
+        clock.at(T0 + 12)
+        leases.release(grants[2])
+        assert status(store, grants[2].lease_id)[0] == "preempted"
+        # its end frees nothing more (its room was counted free already): the pool is full
+        assert isinstance(take(leases, "borrower", 4, "b3"), str)
+
+    def test_it_does_not_wait_for_a_lease_that_ends_within_the_grace(
+        self, store: Store, leases: LeaseManager, clock: FakeClock
+    ) -> None:
+        """Waiting for a lease expected to end in 3 s saves a victim's work only where a victim
+        frees its room no sooner than the grace (5 s); freed at once, the owner starts now."""
+        pool(store, quota_release="on-terminating")
+        for i, expected_s in enumerate((13, None, None)):
+            clock.at(T0 + i)
+            request = LeaseRequest(
+                "borrower", {"cpu": 4}, step=f"b{i}", run_id=f"b{i}",
+                expected_s=expected_s, preemptible=True,
+            )  # fmt: skip
+            assert leases.poll(leases.submit(request)) is not None
+        clock.at(T0 + 10)
+        assert isinstance(take(leases, "owner", 4, "o"), Lease)
+
+    @SQLITE_ONLY
+    def test_the_setting_is_validated_and_kept(self, store: Store, tmp_path: Path) -> None:
+        path = tmp_path / "pools.yaml"
+        path.write_text(
+            "pools:\n  - name: p\n    capacity: {cpu: 4}\n    quota_release: whenever\n",
+            encoding="utf-8",
+        )
+        with pytest.raises(ConfigError, match="quota_release") as caught:
+            read_pool_file(path, 0.5)
+        assert "on-terminal" in str(caught.value) and "on-terminating" in str(caught.value)
+        path.write_text(
+            "pools:\n  - name: p\n    capacity: {cpu: 4}\n    quota_release: on-terminating\n",
+            encoding="utf-8",
+        )
+        apply_pools(store, read_pool_file(path, 0.5))
+        (p,) = list_pools(store)
+        assert p.policy.quota_release == "on-terminating" and p.policy.releases_on_terminating
+        path.write_text("pools:\n  - name: p\n    capacity: {cpu: 4}\n", encoding="utf-8")
+        (default,) = read_pool_file(path, 0.5)
+        assert default.policy.quota_release == "on-terminal"
+
+
 class TestPolicyFile:
     @SQLITE_ONLY
     def test_unknown_preemption_is_refused_clearly_and_changes_nothing(

@@ -61,13 +61,16 @@ def _amounts(values: dict[str, float]) -> str:
 
 def _policy(policy: dict[str, Any]) -> str:
     """A pool's scheduling policy in one line: backfill (and the grace of a lease that yields),
-    preemption (and its grace), queue limit."""
+    preemption (and its grace), when a lease taken back frees its room if not on its stop,
+    queue limit."""
     backfill = "on" if policy["backfill"] else "off"
     if policy["backfill"] and policy.get("backfill_grace_s"):
         backfill += f" (yields within {duration(policy['backfill_grace_s'])})"
     preemption = policy["preemption"]
     if preemption != "never":
         preemption += f" (grace {duration(policy['preemption_grace_s'])})"
+    if policy.get("quota_release") == "on-terminating":
+        preemption += "; a lease taken back frees its room when told to stop (on-terminating)"
     limit = policy["max_queued_runs"]
     queued = "no limit" if limit is None else str(limit)
     return f"backfill {backfill}; preemption {preemption}; queued runs per pipeline: {queued}"

@@ -15,6 +15,7 @@ A pool file (``shipyard quota apply pools.yaml``)::
             max_queued_runs: 5       # optional; else the pool's max_queued_runs
         preemption: borrowers        # never (default) | borrowers | lower-priority
         preemption_grace_s: 30       # SIGTERM, then SIGKILL this long after
+        quota_release: on-terminal   # or on-terminating: a taken-back lease's room is free at once
         backfill: true               # default; false: strict order (no request passes the head)
         backfill_grace_s: 0          # a backfilled lease stops this long after yielding
         max_queued_runs: 10          # optional: runs of one pipeline waiting in the pool
@@ -30,6 +31,15 @@ The scheduling policy (:class:`PoolPolicy`) says whether a blocked head may be b
 whether and whom the pool preempts to give a member its guaranteed share back (Kueue's
 ``reclaimWithinCohort`` / ``withinClusterQueue``, whose default is likewise ``Never``), and how
 many runs of one pipeline may wait in its queue; :mod:`shipyard.quota.admission` applies it.
+
+``quota_release`` is Kueue's ``quotaReleaseStrategy``: when a lease is taken back (preempted, or
+yielding to a request backfill passed), its room counts as held until its holder has stopped
+(``on-terminal``, the default: the pool is never over its capacity, so a request that preempts
+waits up to the grace period) or is free as soon as the holder is told to stop
+(``on-terminating``: the request starts at once, and for up to the grace period the stopping
+holders and it run side by side, over the pool's capacity, as Kueue's ``OnTerminating``
+allows for batch Jobs). Choose ``on-terminating`` for resources that can be briefly
+oversubscribed (CPU time), never for ones that cannot (GPU memory).
 """
 
 from __future__ import annotations
@@ -88,6 +98,7 @@ class PoolSpec(BaseModel):
     backfill: bool = True
     backfill_grace_s: float = Field(0.0, ge=0, le=86400)
     max_queued_runs: int | None = Field(None, ge=1)
+    quota_release: Literal["on-terminal", "on-terminating"] = "on-terminal"
 
     @field_validator("preemption")
     @classmethod
@@ -123,13 +134,20 @@ class Member:
 class PoolPolicy:
     """How a pool schedules beyond fair share and caps (see the module docstring).
     ``backfill_grace_s``: how long a lease that backfill granted out of turn may take to stop
-    when a request it passed needs its room (default 0: it gives the room back at once)."""
+    when a request it passed needs its room (default 0: it gives the room back at once).
+    ``quota_release``: when a lease being taken back stops counting against the pool."""
 
     preemption: str = "never"
     preemption_grace_s: float = 30.0
     backfill: bool = True
     max_queued_runs: int | None = None
     backfill_grace_s: float = 0.0
+    quota_release: str = "on-terminal"
+
+    @property
+    def releases_on_terminating(self) -> bool:
+        """Whether a lease's room is free as soon as it is marked to stop."""
+        return self.quota_release == "on-terminating"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -138,6 +156,7 @@ class PoolPolicy:
             "backfill": self.backfill,
             "max_queued_runs": self.max_queued_runs,
             "backfill_grace_s": self.backfill_grace_s,
+            "quota_release": self.quota_release,
         }
 
     @classmethod
@@ -149,6 +168,7 @@ class PoolPolicy:
             bool(raw.get("backfill", True)),
             raw.get("max_queued_runs"),
             float(raw.get("backfill_grace_s", 0.0)),
+            str(raw.get("quota_release", "on-terminal")),
         )
 
 
@@ -233,6 +253,7 @@ def resolve(spec: PoolSpec, default_cap_fraction: float) -> Pool:
         spec.backfill,
         spec.max_queued_runs,
         spec.backfill_grace_s,
+        spec.quota_release,
     )
     return Pool(spec.name, spec.mode, capacity, fraction, members, policy)
 

@@ -4,9 +4,11 @@
 ``lower-priority``). When a request that may reclaim capacity waits — one within its
 pipeline's guaranteed share, or (``lower-priority``) one of higher priority — the pass marks
 the held leases to take back (``preempt_at`` = now + ``preemption_grace_s``), youngest and
-lowest priority first, only as many as free what the request lacks — and none while the leases
-expected to end within the grace period free enough by themselves (a victim marked now would
-stop no sooner; its work would be lost for nothing). A marked lease is no
+lowest priority first, only as many as free what the request lacks — and, where the pool's room
+is given back only when a holder has stopped (``quota_release: on-terminal``, the default), none
+while the leases expected to end within the grace period free enough by themselves (a victim
+marked now would stop no sooner; its work would be lost for nothing). With ``on-terminating``
+the victims' room is free at once, and the request starts in the same pass. A marked lease is no
 longer renewed: its holder's next heartbeat raises :class:`~shipyard.errors.LeasePreempted`,
 the holder sends SIGTERM, then SIGKILL at ``preempt_at``, and gives the lease back, which is
 recorded ``preempted`` (not ``released``, not failed). A holder that went silent keeps the
@@ -38,12 +40,13 @@ def mark_preemptions(
     waiting: list[QuotaLease],
     usage: dict[str, Amounts],
     total: Amounts,
-) -> None:
+) -> bool:
     """Mark the leases to take back for the first waiting request (in admission order) that
     may reclaim capacity: one within its guaranteed share (policy ``borrowers`` and
     ``lower-priority``), or of higher priority than the victims (``lower-priority``). Each
     victim's holder learns it at its next heartbeat (:class:`~shipyard.errors.LeasePreempted`)
-    and stops by ``preempt_at``; a holder that went silent loses the lease at its expiry."""
+    and stops by ``preempt_at``; a holder that went silent loses the lease at its expiry.
+    True when it marked any."""
     holdings = [holding_of(r) for r in held]
     freeing: Amounts = {}
     for h in holdings:
@@ -69,9 +72,11 @@ def mark_preemptions(
             if v - free.get(k, 0.0) - freeing.get(k, 0.0) > EPSILON
         }
         if not lacking:
-            return  # it fits once the leases already being taken back have ended
-        if frees_in_time(holdings, total, amounts_of(r.resources), pool, now):
-            return  # the leases ending by themselves free it before a victim would stop
+            return False  # it fits once the leases already being taken back have ended
+        if not pool.policy.releases_on_terminating and frees_in_time(
+            holdings, total, amounts_of(r.resources), pool, now
+        ):
+            return False  # the leases ending by themselves free it before a victim would stop
         chosen = victims(
             holdings, lacking, borrowed if within_share else {}, r.pipeline, lower_than
         )
@@ -85,7 +90,8 @@ def mark_preemptions(
         by_id = {row.id: row for row in held}
         for h in chosen:
             take_back(s, pool.name, by_id[h.id], why, pool.policy.preemption_grace_s, now, total)
-        return
+        return True
+    return False
 
 
 def take_back(

@@ -77,10 +77,6 @@ def admit_waiting(
             .with_for_update()
         )
     )
-    held = [r for r in rows if r.status == "held"]
-    total: Amounts = {r: 0.0 for r in pool.capacity}
-    for r in held:
-        total = add(total, amounts_of(r.resources))
     for r in rows:
         if end is not None and r.id == end[0] and r.status in ACTIVE:
             was_held = r.status == "held"
@@ -92,8 +88,7 @@ def admit_waiting(
             if was_held and status == "released":
                 end_in_turn(r, now)
             if was_held:
-                total = subtract(total, amounts_of(r.resources))
-                record_event(s, pool.name, r.id, status, now, total)
+                record_event(s, pool.name, r.id, status, now, held_total(pool, rows))
     for r in rows:
         if r.status in ACTIVE and r.expires_at < now:
             was_held = r.status == "held"
@@ -103,13 +98,13 @@ def admit_waiting(
                 r.status, r.reason = "expired", "no heartbeat before expiry"
             r.ended_at = now
             if was_held:
-                total = subtract(total, amounts_of(r.resources))
-                record_event(s, pool.name, r.id, r.status, now, total)
+                record_event(s, pool.name, r.id, r.status, now, held_total(pool, rows))
     waiting = [r for r in rows if r.status == "waiting"]
     if new is not None:
         waiting.append(new)
     admitted: list[QuotaLease] = []
     while True:  # one decision at a time: each changes the order (fair share) of the rest
+        total = held_total(pool, rows)
         turn = in_turn(s, pool, now, rows, waiting, total)
         chosen = turn.admit
         if chosen is None and turn.done:
@@ -124,18 +119,37 @@ def admit_waiting(
         r.in_turn_since = None if out_of_turn else now
         r.heartbeat_at, r.expires_at = now, max(r.expires_at, now)
         r.fence = next_fence(s, pool.name)
-        total = add(total, amounts_of(r.resources))
         if r is new:
             s.add(new)
             rows.append(new)
-        record_event(s, pool.name, r.id, "granted", now, total)
+        record_event(s, pool.name, r.id, "granted", now, add(total, amounts_of(r.resources)))
         admitted.append(r)
     if new is not None and new.status == "waiting":
         s.add(new)
     if waiting and pool.policy.preemption != "never":
-        held = [r for r in rows if r.status == "held"]
-        mark_preemptions(s, pool, now, held, waiting, usage_of(held), total)
+        held = holding_room(pool, rows)
+        total = held_total(pool, rows)
+        marked = mark_preemptions(s, pool, now, held, waiting, usage_of(held), total)
+        if marked and pool.policy.releases_on_terminating:
+            # the room of the leases just marked is free now: admit what it lets start
+            admitted += admit_waiting(s, pool, now)
     return admitted
+
+
+def holding_room(pool: Pool, rows: list[QuotaLease]) -> list[QuotaLease]:
+    """The rows that count against the pool's capacity: the held leases, less those being
+    taken back where the pool frees a lease's room when its holder is told to stop
+    (``quota_release: on-terminating``; with ``on-terminal`` they count until they stop)."""
+    releases = pool.policy.releases_on_terminating
+    return [r for r in rows if r.status == "held" and not (releases and r.preempt_at is not None)]
+
+
+def held_total(pool: Pool, rows: list[QuotaLease]) -> Amounts:
+    """What the :func:`holding_room` rows hold, per resource of the pool."""
+    total: Amounts = {r: 0.0 for r in pool.capacity}
+    for r in holding_room(pool, rows):
+        total = add(total, amounts_of(r.resources))
+    return total
 
 
 def end_in_turn(r: QuotaLease, now: float) -> None:
@@ -195,7 +209,7 @@ def in_turn(
 
     So a request never starts later than strict order would start it, given that every
     request before it started no later (see docs/design.md, "Backfill")."""
-    held = [r for r in rows if r.status == "held"]
+    held = holding_room(pool, rows)
     ended_early = [
         r
         for r in rows
@@ -319,7 +333,7 @@ def backfill_next(
     protects the head (yielding does), but a request that would soon have to give its room
     back is not started, its work would be lost. Only a preemptible request is started out of
     turn: one that cannot be taken back could not yield. ``total``: what the held leases hold."""
-    held = [r for r in rows if r.status == "held"]
+    held = holding_room(pool, rows)
     usage = usage_of(held)
     candidates = admission_order(pool, [r for r in waiting if r.id not in turn.claimed], usage)
     entitled = {c[1].pipeline for c in candidates if first_excess(c[2], c[3].share) is None}
