@@ -1,4 +1,5 @@
-"""Cheap small requests skip the thread hop; slow ones, large ones and a busy pool do not."""
+"""Cheap small requests skip the thread hop; slow ones, large ones and a full set of busy
+threads do not."""
 
 from __future__ import annotations
 
@@ -41,7 +42,22 @@ class TestInlineGate:
         assert not gate.admits("v", 101, pool), "a large body never runs inline"
         assert not gate.admits("other", 50, pool), "proof is per version"
         assert pool.try_acquire()
-        assert not gate.admits("v", 50, pool), "while the pool works, everything goes through it"
+        assert not gate.admits("v", 50, pool), "once every thread works, all goes through the pool"
+        pool.release()
+        pool.shutdown()
+
+    def test_a_cheap_request_runs_inline_beside_a_job_while_a_thread_is_free(self) -> None:
+        """A small request sent to the pool beside a large job waited for the GIL behind the
+        event loop, up to a switch interval (5 ms): measured beside maximum-size requests, that
+        wait was most of the small requests' p99. While a thread is free nothing waits in the
+        pool, so running inline passes no one."""
+        gate, pool = InlineGate(body_bytes=100, budget_s=0.002, proof=1), BoundedPool("t", 2, 2)
+        gate.observe("v", 50, 0.001, inline=False)
+        assert pool.try_acquire()  # a large job holds one of the two threads
+        assert gate.admits("v", 50, pool)
+        assert pool.try_acquire()  # both threads busy: a request would wait in the pool
+        assert not gate.admits("v", 50, pool)
+        pool.release()
         pool.release()
         pool.shutdown()
 
@@ -103,6 +119,16 @@ def test_cheap_small_requests_run_on_the_event_loop_and_large_or_slow_ones_on_th
         large = {"instances": np.ones((400, 3)).tolist()}  # over 4 KiB
         assert c.post("/models/where/invocations", json=large).status_code == 200
         assert THREADS[-1].startswith("shipyard-prediction"), THREADS
+        app = served[1]
+        assert app.pool.try_acquire()  # one thread busy (as with a large job): still inline
+        THREADS.clear()
+        assert c.post("/models/where/invocations", json=one).status_code == 200
+        assert not THREADS[-1].startswith("shipyard-prediction"), THREADS
+        assert app.pool.try_acquire()  # every thread busy: through the pool, as is fair
+        assert c.post("/models/where/invocations", json=one).status_code == 200
+        assert THREADS[-1].startswith("shipyard-prediction"), THREADS
+        app.pool.release()
+        app.pool.release()
         SLOW_S = 0.3  # the model turns slow: one inline request demotes it
         try:
             THREADS.clear()

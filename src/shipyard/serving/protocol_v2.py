@@ -20,13 +20,13 @@ naming its field.
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
 import numpy as np
+import pydantic_core
 
 from shipyard.errors import SchemaViolation
 from shipyard.registry.signature import NUMERIC, Signature
@@ -390,9 +390,9 @@ def encode_response(
                 else [str(v) for v in arr.ravel().tolist()]
             )
         outputs.append(entry)
-    head = json.dumps(
+    head = pydantic_core.to_json(  # as MLflow's answers are (protocol_mlflow.encode_predictions)
         {"model_name": model, "model_version": str(version), "id": request_id, "outputs": outputs}
-    ).encode()
+    )
     if tail:
         return head + b"".join(tail), len(head)
     return head, None
