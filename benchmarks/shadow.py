@@ -20,13 +20,6 @@ worker's way below the CPU seconds.
 Goal (issue 15): shadowing at 100 % of traffic costs users ≤ 5 % in p99 latency at 1 and 4
 clients.
 
-The machine's floor (``--floor``, on by default): the first plain server once more in each round,
-beside a process that only spins at idle CPU priority (``SCHED_IDLE``, as the helper runs). It
-answers nothing and shares nothing with the server, so what it costs the plain server's p99 is
-what any work beside the requests costs on this machine, however little the requests are
-entitled to lose to it; a shadow helper (which must do a second model's work) can cost less than
-that only by doing its work in fewer moments, not at a lower priority.
-
     .venv/bin/python benchmarks/shadow.py [--seconds 4] [--rounds 5] [--clients 1 4]
 """
 
@@ -41,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,25 +62,6 @@ with ws.store.session(immediate=True) as s:
     set_split(s, "shadowed", stable=1, shadow=2, shadow_pct=100.0, now=time.time())
 """
 GOAL_PCT = 5.0
-FLOOR = "no shadow + idle-priority spin"
-SPIN = """
-import os
-os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-while True:
-    pass
-"""
-
-
-@contextlib.contextmanager
-def idle_spinner() -> Iterator[None]:
-    """A process that spins at idle CPU priority while the block runs (the machine's floor)."""
-    spinner = subprocess.Popen([sys.executable, "-c", SPIN])
-    time.sleep(0.3)  # started and at its priority before the load begins
-    try:
-        yield
-    finally:
-        spinner.kill()
-        spinner.wait()
 
 
 def shadow_copies(port: int) -> dict[str, float]:
@@ -140,12 +113,6 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
-    parser.add_argument(
-        "--floor",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also measure the plain server beside an idle-priority spinning process",
-    )
     args = parser.parse_args()
 
     load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -180,12 +147,6 @@ def main() -> None:
                     runs.setdefault((name, clients), []).append(
                         load(port, path, clients, args.seconds)
                     )
-                if args.floor:
-                    with idle_spinner():
-                        runs.setdefault((FLOOR, clients), []).append(
-                            load(procs["no shadow"][1], "/models/plain/invocations", clients,
-                                 args.seconds)
-                        )  # fmt: skip
             print(f"  round {round_no + 1}/{args.rounds} done", flush=True)
         time.sleep(2.0)  # let the helper answer what waits and report it
         copies = shadow_copies(procs["shadow 100 %"][1])
@@ -204,17 +165,14 @@ def main() -> None:
     print(f"\none-row dataframe_split requests, median of {args.rounds} interleaved runs of "
           f"{args.seconds:.0f} s, {os.cpu_count()} cores (load average before: {load_before}), "
           "1 worker each, monitoring on\n")  # fmt: skip
-    print(f"{'server':30} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"{'server':14} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for (name, clients), r in sorted(medians.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        print(f"{name:30} {clients:>7} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+        print(f"{name:14} {clients:>7} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
               f"{r['errors']:>7.0f}")  # fmt: skip
     print()
     for name, u in used.items():
-        served = sum(  # the floor's rounds ran on the first plain server
-            r["rps"] * args.seconds
-            for (n, _), rs in runs.items()
-            if n == name or (n == FLOOR and name == "no shadow")
-            for r in rs
+        served = sum(
+            r["rps"] * args.seconds for (n, _), rs in runs.items() if n == name for r in rs
         )
         print(f"{name}: CPU server {u['server_cpu']:.1f} s, helper {u['helper_cpu']:.1f} s; "
               f"server waited for a CPU {1e6 * u['server_wait'] / served:.0f} µs a request; "
@@ -238,10 +196,6 @@ def main() -> None:
               f"servers' mean): shadowing costs {cost:+.1f} % (goal ≤ {GOAL_PCT:g} %); the "
               f"plain servers differ by {noise:+.1f} % (A/A: the noise); throughput "
               f"{100 * (on['rps'] / rps_off - 1):+.1f} %")  # fmt: skip
-        if (FLOOR, clients) in medians:
-            spun = medians[(FLOOR, clients)]["p99_ms"]
-            print(f"   the floor: beside an idle-priority spinning process the plain server's "
-                  f"p99 is {spun:.2f} ms, {100 * (spun / p99_off - 1):+.1f} %")  # fmt: skip
 
 
 if __name__ == "__main__":
