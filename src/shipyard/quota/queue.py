@@ -25,6 +25,8 @@ promoted. So backfill never starts a request later than strict order would
 (docs/design.md, "Backfill").
 
 Preemption (:mod:`shipyard.quota.preemption`) runs at the end of the pass, for what still waits.
+Where the pool frees a taken-back lease's room when its holder is told to stop (``quota_release:
+on-terminating``, :func:`holding_room`), the pass then admits what that room lets start.
 """
 
 from __future__ import annotations
