@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,18 @@ def doubled(x: np.ndarray) -> np.ndarray:
 
 def traceparent(trace_id: str) -> str:
     return f"00-{trace_id}-{CALLER_SPAN}-01"
+
+
+def logged(json_log: io.StringIO, *request_ids: str, timeout_s: float = 10.0) -> dict[Any, Any]:
+    """The server's JSON lines by request id, once every one of ``request_ids`` has its line:
+    the server writes a request's line after it has answered, so the client can read the log
+    before the line is there."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = {d.get("request_id"): d for d in map(json.loads, json_log.getvalue().splitlines())}
+        if all(r in lines for r in request_ids) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
 
 
 def sqlite_only(plane: Plane) -> None:
@@ -97,6 +110,7 @@ def test_an_approval_and_a_rollback_sent_in_a_trace_carry_it_to_the_audit_and_th
     assert malformed.headers["traceresponse"].split("-")[1] == malformed.headers["x-request-id"]
 
     # the server's lines about the approval: its ids, the caller's span, who asked
+    logged(json_log, "ci-approve-7")
     lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
     (line,) = [d for d in lines if d.get("request_id") == "ci-approve-7"]
     assert (line["trace_id"], line["parent_id"], line["span_id"]) == (
@@ -128,7 +142,7 @@ def test_a_trace_is_read_as_other_reads_are(plane: Plane, json_log: io.StringIO)
     with plane.http() as api:
         anonymous = api.get(f"/traces/{APPROVE_TRACE}", headers={"x-request-id": "anon-1"})
     assert anonymous.status_code == 401 and anonymous.headers["traceresponse"].startswith("00-")
-    lines = {d.get("request_id"): d for d in map(json.loads, json_log.getvalue().splitlines())}
+    lines = logged(json_log, "nosy-1", "anon-1")
     assert (lines["nosy-1"]["level"], lines["nosy-1"]["identity"]) == ("warning", "nobody")
     assert lines["anon-1"]["status"] == 401 and "identity" not in lines["anon-1"]
     with plane.http("vic") as api:
