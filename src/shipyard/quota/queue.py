@@ -130,7 +130,7 @@ def admit_waiting(
         s.add(new)
     if waiting and pool.policy.preemption != "never":
         held = holding_room(pool, rows)
-        total = held_total(pool, rows)
+        total = amounts_held(pool, held)
         marked = mark_preemptions(s, pool, now, held, waiting, usage_of(held), total)
         if marked and pool.policy.releases_on_terminating:
             # the room of the leases just marked is free now: admit what it lets start
@@ -148,8 +148,13 @@ def holding_room(pool: Pool, rows: list[QuotaLease]) -> list[QuotaLease]:
 
 def held_total(pool: Pool, rows: list[QuotaLease]) -> Amounts:
     """What the :func:`holding_room` rows hold, per resource of the pool."""
+    return amounts_held(pool, holding_room(pool, rows))
+
+
+def amounts_held(pool: Pool, held: list[QuotaLease]) -> Amounts:
+    """What ``held`` holds, per resource of the pool."""
     total: Amounts = {r: 0.0 for r in pool.capacity}
-    for r in holding_room(pool, rows):
+    for r in held:
         total = add(total, amounts_of(r.resources))
     return total
 
