@@ -14,7 +14,13 @@ import pytest
 from serving.conftest import EXPLODE_SIGNATURE
 from shipyard.registry import Registry
 from shipyard.serving import records
-from shipyard.serving.shadow import ShadowCopy, decode_copy, decode_counts, encode_copy
+from shipyard.serving.shadow import (
+    MAX_ROWS_PER_COPY,
+    ShadowCopy,
+    decode_batch,
+    decode_counts,
+    encode_batch,
+)
 from shipyard.serving.shadow_helper import ShadowHelper
 from shipyard.workspace import Workspace
 
@@ -36,17 +42,29 @@ def tripled_but_poisoned(x: np.ndarray) -> np.ndarray:
     return x[:, 0] * 3
 
 
-def _helper_answers(ws: Workspace, firsts: list[float]) -> tuple[records.ShadowPairs, dict]:
+def halved_but_not_a_number_on_seven(x: np.ndarray) -> np.ndarray:
+    """Half the first feature, NaN for a row whose first is 7."""
+    return np.where(x[:, 0] == 7.0, np.nan, x[:, 0] / 2)
+
+
+def _helper_answers(
+    ws: Workspace, firsts: list[float], shadow: int = 2
+) -> tuple[records.ShadowPairs, dict]:
     """Send one copy per first feature (two rows each), let the helper answer all of them in
     one drain, and return the shadow log it wrote and the counts it reported."""
     registry = Registry.of(ws)
     registry.register(MODEL, doubled, flavor="python", signature=EXPLODE_SIGNATURE)
     registry.register(MODEL, tripled_but_poisoned, flavor="python", signature=EXPLODE_SIGNATURE)
+    registry.register(
+        MODEL, halved_but_not_a_number_on_seven, flavor="python", signature=EXPLODE_SIGNATURE
+    )
     near, far = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    copies = []
     for i, first in enumerate(firsts):
         x = np.array([[first, 0.5, -0.5], [first + 100.0, 1.0, 1.0]])
-        copy = ShadowCopy(MODEL, 1, 2, f"r{i}", time.time(), x, doubled(x))
-        near.send(encode_copy(copy))
+        copies.append(ShadowCopy(MODEL, 1, shadow, f"r{i}", time.time(), x, doubled(x)))
+    near.send(encode_batch(copies[:2]))  # two batches, as the worker's sender sends them
+    near.send(encode_batch(copies[2:]))
     near.shutdown(socket.SHUT_WR)  # the helper drains what waits, answers, flushes, ends
     CALLS.clear()
     helper = ShadowHelper(far, registry, ws.artifacts, flush_interval_s=0.5)
@@ -59,7 +77,7 @@ def _helper_answers(ws: Workspace, firsts: list[float]) -> tuple[records.ShadowP
     near.close()
     far.close()
     with ws.store.session(readonly=True) as s:
-        pairs = records.shadow_pairs(s, ws.artifacts, MODEL, 2, 1, since=0.0)
+        pairs = records.shadow_pairs(s, ws.artifacts, MODEL, shadow, 1, since=0.0)
     return pairs, counts
 
 
@@ -89,25 +107,72 @@ class TestBatchedPrediction:
         assert sorted(failed) == [2 * POISON, 2 * POISON + 200.0]
         assert all(got == 1.5 * y for y, got in answered if got is not None)
 
+    def test_an_answer_that_is_not_a_number_fails_its_own_copy_only(
+        self, workspace: Workspace
+    ) -> None:
+        pairs, counts = _helper_answers(workspace, [1.0, 7.0, 3.0], shadow=3)
+        assert counts == {"answered": 2, "failed": 1}
+        assert pairs.requests == 3
+        assert pairs.errors == ["request r1: ValueError: answered a value that is not finite"] * 2
+        answered = [
+            (y, got) for y, got in zip(pairs.stable, pairs.shadow, strict=True) if got is not None
+        ]
+        assert sorted(y for y, _ in answered) == [2.0, 6.0, 202.0, 206.0]
+        assert all(got == y / 4 for y, got in answered)
+
 
 class TestWireFormat:
-    def test_a_copy_crosses_as_sent_numbers_raw_and_anything_else_as_json(self) -> None:
-        sent = [
-            ShadowCopy("m", 1, 2, "r1", 12.5, np.arange(6, dtype=np.float32).reshape(2, 3),
-                       np.array([0, 1])),
-            ShadowCopy("m", 1, 2, "r2", 13.5, np.array([[1.0, "x"]], dtype=object),
-                       np.array(["yes"], dtype=object)),
-            ShadowCopy("m", 1, 2, "r3", 14.5, np.ones((2, 3), dtype=np.float32), np.ones(2)),
+    def test_a_batch_crosses_as_sent_numbers_raw_and_anything_else_as_json(self) -> None:
+        batches = [
+            [
+                ShadowCopy("m", 1, 2, "r1", 12.5, np.arange(6, dtype=np.float32).reshape(2, 3),
+                           np.array([0, 1])),
+                ShadowCopy("m", 1, 2, "r-é", 13.0, np.ones((1, 3), dtype=np.float32),
+                           np.array([7])),
+            ],
+            [
+                ShadowCopy("m", 1, 2, "r2", 13.5, np.array([[1.0, "x"]], dtype=object),
+                           np.array(["yes"], dtype=object)),
+                ShadowCopy("m", 1, 2, "r3", 14.5, np.array([[2.0, "y"], [3.0, None]],
+                           dtype=object), np.array(["no", "yes"], dtype=object)),
+            ],
+            [ShadowCopy("m", 3, 4, "r4", 15.5, np.ones((2, 3), dtype=">f8"), np.ones((2, 2)))],
         ]  # fmt: skip
-        for copy in sent:
-            got = decode_copy(encode_copy(copy))
-            assert (got.model, got.stable_version, got.shadow_version) == ("m", 1, 2)
-            assert (got.request_id, got.ts) == (copy.request_id, copy.ts)
-            assert got.x.dtype == copy.x.dtype and got.x.tolist() == copy.x.tolist()
-            assert got.stable_answer.tolist() == copy.stable_answer.tolist()
+        for sent in batches:
+            batch = decode_batch(encode_batch(sent))
+            assert (batch.model, batch.stable_version, batch.shadow_version) == (
+                "m",
+                sent[0].stable_version,
+                sent[0].shadow_version,
+            )
+            assert len(batch) == len(sent) and batch.rows.tolist() == [len(c.x) for c in sent]
+            for copy, got in zip(sent, batch.copies(), strict=True):
+                assert (got.request_id, got.ts) == (copy.request_id, copy.ts)
+                assert got.x.tolist() == copy.x.tolist()
+                assert got.stable_answer.tolist() == copy.stable_answer.tolist()
+                if copy.x.dtype.kind == "f" and copy.x.dtype.isnative:
+                    assert got.x.dtype == copy.x.dtype, "numbers cross raw, as they were"
+
+    def test_a_copy_keeps_its_first_rows_only(self) -> None:
+        copy = ShadowCopy("m", 1, 2, "r1", 1.0, np.ones((250, 2)), np.ones(250))
+        batch = decode_batch(encode_batch([copy]))
+        assert batch.rows.tolist() == [MAX_ROWS_PER_COPY] and len(batch.x) == MAX_ROWS_PER_COPY
 
     def test_a_malformed_message_is_a_value_error(self) -> None:
-        message = encode_copy(ShadowCopy("m", 1, 2, "r1", 1.0, np.ones((1, 3)), np.ones(1)))
-        for bad in (message[:-3], message[: message.index(b"\n") + 4], b"[1, 2]\n", b"no head"):
+        copies = [ShadowCopy("m", 1, 2, f"r{i}", 1.0, np.ones((1, 3)), np.ones(1)) for i in (1, 2)]
+        message = encode_batch(copies)
+        head = message.index(b"\n") + 1
+        wrong_rows = bytearray(message)
+        wrong_rows[head + 4 + 16] = 5  # the first copy says it has 5 rows
+        for bad in (
+            message[:-3],
+            message[: head + 4],
+            b"[1, 2]\n",
+            b"no head",
+            b'["m"]\n',
+            bytes(wrong_rows),
+            message.replace(b'"raw"', b'"pkl"'),
+            message.replace(b'"<f8"', b'"|O"'),
+        ):
             with pytest.raises(ValueError):
-                decode_copy(bad)
+                decode_batch(bad)

@@ -14,15 +14,24 @@ every request shadowed, such a thread added 84 % to users' p99 latency at one cl
 runs at the lowest CPU priority (``SCHED_IDLE``, else ``nice 19``), so it uses only the CPU the
 requests leave; under full load it falls behind and copies are dropped (and counted).
 
-The request path does a lookup, a sum, an encoding of the rows (raw bytes for numbers, JSON
-for anything else: no pickle crosses the channel; the head that names the model, versions and
-row shape is encoded once and reused) and one non-blocking ``send`` on a Unix
-``SOCK_SEQPACKET`` socket pair: each copy is one message, and the socket's send buffer
-(``capacity_bytes``) bounds what waits. A full buffer, a copy too large for it, or a helper that
-is gone drop the copy and count it: the user never waits for the shadow. The helper is started
-on the first copy (the copies wait in the socket meanwhile) by a thread of the worker that then
-reads the helper's counts back; it dies with its worker (:class:`shipyard.supervision.ParentWatch`,
-as the decoding helper), and one that dies first is started again, later each time.
+The request path does a lookup, a sum and an encoding of the copy (raw bytes for numbers, JSON
+for anything else: no pickle crosses the channel) into the batch that gathers the copies of its
+model, versions and row shapes (:class:`Gathering`): a few microseconds, the same for every
+copy. Every ``BATCH_AGE_S`` the request that finds its batch that old sends the batch as one
+message, without blocking, on a Unix ``SOCK_SEQPACKET`` socket pair (a join and one ``send``);
+when the requests stop, a thread of the worker sends what they left. Why batches: the helper
+then wakes, receives and decodes once for hundreds of copies, and measured with every request
+shadowed at one client the cost to users' p99 went from +40 % to +60 % (a message a copy,
+answered every 0.2 s) to +4 % (with the helper's drain each second; docs/deployment.md).
+Why not encode the batch at once when it is sent: that is a burst that holds the worker's GIL
+for all of its copies together, which showed at p99 where the same work spread over the
+requests did not. The socket's send buffer
+(``capacity_bytes``) bounds what waits; a full buffer, a batch too large for it, or a helper
+that is gone drop the batch's copies and count them: the user never waits for the shadow. The
+helper is started on the first batch (the batches wait in the socket meanwhile), at the lowest
+CPU priority from its first instant, by a thread of the worker that then reads the helper's
+counts back; it dies with its worker (:class:`shipyard.supervision.ParentWatch`, as the
+decoding helper), and one that dies first is started again, later each time.
 
 Counted on the worker's ``/metrics`` as ``shipyard_http_shadow_copies_total{model, version,
 outcome}`` (``answered``, ``failed``, ``dropped``; ``version`` is the shadow's): the worker counts
@@ -36,13 +45,16 @@ and copies one whenever it reaches 1, so 100 % copies every request and 25 % eve
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
+import math
 import multiprocessing
 import os
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -67,11 +79,15 @@ MAX_ROWS_PER_COPY = 100
 """A copy keeps at most this many rows of a request (the judge pairs rows, not requests)."""
 CAPACITY_BYTES = 1 << 20
 """The channel's send buffer: copies waiting for the helper take at most about this much."""
+BATCH_AGE_S = 0.1
+"""Copies gather this long in the worker before they are sent together, as one message."""
+BATCH_BYTES = 64 << 10
+"""A batch is sent at once when its copies reach this size (or a quarter of the channel)."""
 RESTART_DELAY_S = (1.0, 60.0)
 """A helper that died is started again after the first delay, doubled each time up to the last."""
 
 
-# -- the wire format: one message per copy, no pickle ------------------------------------------
+# -- the wire format: one message per batch of copies, no pickle ------------------------------
 
 
 @dataclass(slots=True)
@@ -87,91 +103,195 @@ class ShadowCopy:
     stable_answer: np.ndarray[Any, Any]
 
 
-_TAIL = struct.Struct("<dII")
-"""What changes from copy to copy: its time, the lengths of its request id and of its rows."""
+@dataclass(slots=True)
+class CopyBatch:
+    """Copies of one model, stable and shadow version and row shape, one array a column: the
+    rows of every copy one after the other (``rows[i]`` of them for copy ``i``)."""
+
+    model: str
+    stable_version: int
+    shadow_version: int
+    request_ids: list[str]
+    ts: np.ndarray[Any, Any]
+    rows: np.ndarray[Any, Any]
+    x: np.ndarray[Any, Any]
+    stable_answer: np.ndarray[Any, Any]
+
+    def __len__(self) -> int:
+        return len(self.request_ids)
+
+    def copies(self) -> list[ShadowCopy]:
+        """The batch copy by copy (each with its own rows and answer)."""
+        bounds = np.cumsum(self.rows)[:-1]
+        return [
+            ShadowCopy(self.model, self.stable_version, self.shadow_version, rid, float(ts), x, y)
+            for rid, ts, x, y in zip(
+                self.request_ids,
+                self.ts,
+                np.split(self.x, bounds),
+                np.split(self.stable_answer, bounds),
+                strict=True,
+            )
+        ]
+
+
+_COUNT = struct.Struct("<I")
 _HEADS_KEPT = 1024
-"""Heads encoded or decoded are kept for reuse, this many at most (then forgotten at once)."""
-_heads: dict[tuple[Any, ...], bytes] = {}
+"""Heads decoded are kept for reuse, this many at most (then forgotten at once)."""
 _parsed: dict[bytes, tuple[str, int, int, Any, Any]] = {}
 
 
 def _array_desc(a: np.ndarray[Any, Any]) -> tuple[Any, ...]:
-    """How an array travels: raw bytes (dtype, shape) for numbers, JSON rows for anything else."""
+    """How an array's rows travel: raw bytes (dtype, shape of a row) for numbers, JSON rows for
+    anything else (with the shape of a row, checked when they arrive)."""
     if a.dtype.kind in "biuf" and a.dtype.byteorder in "<=|":
-        return ("raw", a.dtype.str, a.shape)
-    return ("json",)
+        return ("raw", a.dtype.str, a.shape[1:])
+    return ("json", a.shape[1:])
 
 
-def _array_bytes(a: np.ndarray[Any, Any], desc: tuple[Any, ...]) -> bytes:
-    if desc[0] == "raw":
-        return np.ascontiguousarray(a).tobytes()
-    return json.dumps(a.tolist(), default=str).encode()
-
-
-def _array_of(desc: Any, data: memoryview) -> np.ndarray[Any, Any]:
+def _array_of(desc: Any, data: memoryview, rows: int) -> np.ndarray[Any, Any]:
     if desc[0] == "raw":
         dtype, shape = desc[1], desc[2]
-        return np.frombuffer(data, dtype=dtype).reshape(shape)
-    return np.array(json.loads(bytes(data)), dtype=object)
+        got = np.frombuffer(data, dtype=dtype)
+        if got.size != rows * math.prod(shape):
+            raise ValueError(f"{got.size} values for {rows} row(s) of shape {shape}")
+        return got.reshape((rows, *shape))
+    values = json.loads(bytes(data))
+    if not isinstance(values, list):
+        raise ValueError("the rows are not a list")
+    got = np.array(values, dtype=object) if values else np.empty((0, *desc[1]), dtype=object)
+    if got.shape != (rows, *desc[1]):
+        raise ValueError(f"rows of shape {got.shape[1:]} for {rows} row(s) of shape {desc[1]}")
+    return got
 
 
 def _desc_of(desc: Any) -> Any:
-    """A decoded array description, checked: ("raw", dtype, shape) or ("json",)."""
+    """A decoded array description, checked: ("raw", dtype, row shape) or ("json", row shape)."""
     if desc[0] == "raw":
         dtype = np.dtype(str(desc[1]))
         if dtype.kind not in "biuf":
             raise ValueError(f"not a number dtype: {desc[1]}")
         return ("raw", dtype, tuple(int(n) for n in desc[2]))
     if desc[0] == "json":
-        return ("json",)
+        return ("json", tuple(int(n) for n in desc[1]))
     raise ValueError(f"unknown array encoding {desc[0]!r}")
 
 
-def encode_copy(copy: ShadowCopy) -> bytes:
-    """One copy as one message: a JSON head line (what is the same from copy to copy of a model,
-    its versions and its row shape, so it is encoded once and reused), then the copy's time,
-    request id, rows and answer (raw bytes for numbers, JSON for anything else)."""
-    x = copy.x[:MAX_ROWS_PER_COPY]
-    y = np.asarray(copy.stable_answer)[:MAX_ROWS_PER_COPY]
-    x_desc, y_desc = _array_desc(x), _array_desc(y)
-    key = (copy.model, copy.stable_version, copy.shadow_version, x_desc, y_desc)
-    head = _heads.get(key)
-    if head is None:
-        if len(_heads) >= _HEADS_KEPT:
-            _heads.clear()
-        head = _heads[key] = json.dumps([*key[:3], list(x_desc), list(y_desc)]).encode() + b"\n"
-    rid = copy.request_id.encode()
-    x_bytes = _array_bytes(x, x_desc)
-    tail = _TAIL.pack(copy.ts, len(rid), len(x_bytes))
-    return b"".join((head, tail, rid, x_bytes, _array_bytes(y, y_desc)))
+class Gathering:
+    """Copies of one model, stable and shadow version and row shapes gathering into one message.
+
+    Each copy is encoded as it is added (its rows as raw bytes for numbers, JSON for anything
+    else), a few microseconds on the request path, the same for every copy; so :meth:`message`
+    is a join, not a burst of work that would hold the worker's GIL for all of them at once.
+    The message: a JSON head line (the model, its versions and how rows travel), the number of
+    copies, their times, row counts and request id lengths, the request ids, the length of the
+    rows' bytes, then every copy's rows and every copy's answer."""
+
+    __slots__ = ("began", "head", "request_ids", "rid_lengths", "rows", "ts", "x_raw", "xs",
+                 "y_raw", "ys")  # fmt: skip
+
+    def __init__(self, copy: ShadowCopy, began: float) -> None:
+        x_desc = _array_desc(copy.x)
+        y_desc = _array_desc(np.asarray(copy.stable_answer))
+        self.head = (
+            json.dumps(
+                [copy.model, copy.stable_version, copy.shadow_version, list(x_desc), list(y_desc)]
+            ).encode()
+            + b"\n"
+        )
+        self.x_raw, self.y_raw = x_desc[0] == "raw", y_desc[0] == "raw"
+        self.began = began
+        self.ts: list[float] = []
+        self.rows: list[int] = []
+        self.rid_lengths: list[int] = []
+        self.request_ids: list[bytes] = []
+        self.xs: list[bytes] = []
+        self.ys: list[bytes] = []
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def add(self, copy: ShadowCopy) -> int:
+        """Add a copy (its first ``MAX_ROWS_PER_COPY`` rows); returns the bytes it takes."""
+        x = copy.x[:MAX_ROWS_PER_COPY]
+        y = np.asarray(copy.stable_answer)[:MAX_ROWS_PER_COPY]
+        rid = copy.request_id.encode()
+        x_bytes = x.tobytes() if self.x_raw else _json_rows(x)
+        y_bytes = y.tobytes() if self.y_raw else _json_rows(y)
+        self.ts.append(copy.ts)
+        self.rows.append(len(x))
+        self.rid_lengths.append(len(rid))
+        self.request_ids.append(rid)
+        self.xs.append(x_bytes)
+        self.ys.append(y_bytes)
+        return len(rid) + len(x_bytes) + len(y_bytes) + 16
+
+    def message(self) -> bytes:
+        x = b"".join(self.xs) if self.x_raw else b"[" + b",".join(filter(None, self.xs)) + b"]"
+        y = b"".join(self.ys) if self.y_raw else b"[" + b",".join(filter(None, self.ys)) + b"]"
+        return b"".join((
+            self.head, _COUNT.pack(len(self.ts)),
+            np.array(self.ts, dtype="<f8").tobytes(),
+            np.array(self.rows, dtype="<u4").tobytes(),
+            np.array(self.rid_lengths, dtype="<u4").tobytes(),
+            *self.request_ids, _COUNT.pack(len(x)), x, y,
+        ))  # fmt: skip
 
 
-def decode_copy(message: bytes) -> ShadowCopy:
-    """The copy a message carries. Raises ``ValueError`` on a malformed one."""
-    head_end = message.index(b"\n") + 1
-    head = message[:head_end]
+def _json_rows(a: np.ndarray[Any, Any]) -> bytes:
+    """An array's rows as JSON without the enclosing brackets (so copies join with commas)."""
+    return json.dumps(a.tolist(), default=str)[1:-1].encode()
+
+
+def encode_batch(copies: list[ShadowCopy]) -> bytes:
+    """Copies of one model, versions and row shapes as one message (:class:`Gathering`)."""
+    gathering = Gathering(copies[0], 0.0)
+    for copy in copies:
+        gathering.add(copy)
+    return gathering.message()
+
+
+def decode_batch(message: bytes | memoryview) -> CopyBatch:
+    """The copies a message carries. Raises ``ValueError`` on a malformed one."""
+    view = memoryview(message)
+    head_end = bytes(view[:4096]).find(b"\n") + 1
+    if head_end == 0:
+        raise ValueError("no head line")
+    head = bytes(view[:head_end])
     parsed = _parsed.get(head)
     if parsed is None:
-        model, stable, shadow, x_desc, y_desc = json.loads(head)
-        parsed = (str(model), int(stable), int(shadow), _desc_of(x_desc), _desc_of(y_desc))
+        try:
+            model, stable, shadow, x_desc, y_desc = json.loads(head)
+            parsed = (str(model), int(stable), int(shadow), _desc_of(x_desc), _desc_of(y_desc))
+        except (TypeError, IndexError, KeyError) as exc:
+            raise ValueError(f"malformed head: {exc}") from None
         if len(_parsed) >= _HEADS_KEPT:
             _parsed.clear()
         _parsed[head] = parsed
     model, stable, shadow, x_desc, y_desc = parsed
     try:
-        ts, rid_len, x_len = _TAIL.unpack_from(message, head_end)
+        (n,) = _COUNT.unpack_from(view, head_end)
+        at = head_end + _COUNT.size
+        ts = np.frombuffer(view, dtype="<f8", count=n, offset=at)
+        rows = np.frombuffer(view, dtype="<u4", count=n, offset=at + 8 * n).astype(np.intp)
+        rid_lengths = np.frombuffer(view, dtype="<u4", count=n, offset=at + 12 * n)
+        at += 16 * n
+        rid_end = at + int(rid_lengths.sum(dtype=np.int64))
+        rid_bytes = bytes(view[at:rid_end])
+        (x_len,) = _COUNT.unpack_from(view, rid_end)
     except struct.error as exc:
         raise ValueError(str(exc)) from None
-    body = memoryview(message)[head_end + _TAIL.size :]
-    return ShadowCopy(
-        model,
-        stable,
-        shadow,
-        bytes(body[:rid_len]).decode(),
-        ts,
-        _array_of(x_desc, body[rid_len : rid_len + x_len]),
-        _array_of(y_desc, body[rid_len + x_len :]),
-    )
+    if len(rid_bytes) != rid_end - at:
+        raise ValueError("the request ids run past the message")
+    cuts = [0, *np.cumsum(rid_lengths, dtype=np.int64).tolist()]
+    request_ids = [rid_bytes[a:b].decode() for a, b in itertools.pairwise(cuts)]
+    x_at = rid_end + _COUNT.size
+    if x_at + x_len > len(view):
+        raise ValueError("the rows run past the message")
+    total = int(rows.sum())
+    x = _array_of(x_desc, view[x_at : x_at + x_len], total)
+    y = _array_of(y_desc, view[x_at + x_len :], total)
+    return CopyBatch(model, stable, shadow, request_ids, ts, rows, x, y)
 
 
 def encode_counts(counts: dict[tuple[str, int, str], int]) -> bytes:
@@ -236,15 +356,20 @@ class ShadowCopies:
             SHADOW_COPIES.name, SHADOW_COPIES.help, SHADOW_COPIES.labels, registry=registry
         )
         self._tick: dict[str, float] = {}
+        self._pending: dict[tuple[Any, ...], Gathering] = {}
+        self._pending_bytes = 0
+        self._gathering = threading.Event()  # set while copies wait to be sent
+        self._pending_lock = threading.Lock()
         self._channel: _Channel | None = None
         self._lock = threading.Lock()
         self._wanted = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._sender: threading.Thread | None = None
         self.process: BaseProcess | None = None
         """The helper process while it runs."""
 
-    # -- the request path: a lookup, a sum, an encoding and a non-blocking send ------------------
+    # -- the request path: a lookup, a sum, an encoding and now and then a send ----------------
     def offer(
         self,
         loaded: Loaded,
@@ -265,20 +390,64 @@ class ShadowCopies:
             self._tick[model] = tick
             return
         self._tick[model] = tick - 1.0
-        shadow = route.shadow.version
+        copy = ShadowCopy(
+            model, loaded.version, route.shadow.version, request_id, self.clock.time(), x,
+            predictions,
+        )  # fmt: skip
+        now = time.monotonic()
         try:
-            message = encode_copy(
-                ShadowCopy(
-                    model, loaded.version, shadow, request_id, self.clock.time(), x, predictions
+            key = (model, loaded.version, copy.shadow_version, x.dtype, x.shape[1:],
+                   predictions.dtype, predictions.shape[1:])  # fmt: skip
+            with self._pending_lock:
+                gathering = self._pending.get(key)
+                if gathering is None:
+                    gathering = self._pending[key] = Gathering(copy, now)
+                self._pending_bytes += gathering.add(copy)
+                due = (
+                    now - gathering.began >= BATCH_AGE_S
+                    or self._pending_bytes >= self._batch_bytes()
                 )
-            )
-            channel = self._channel or self._open()
-            sent = channel is not None and channel.send_nowait(message)
         except Exception as exc:  # the shadow must never fail a user's request
             log.warning("shadow copy of request %s not sent: %s", request_id, exc)
-            sent = False
-        if not sent:
-            self.copies.labels(model, str(shadow), "dropped").inc()
+            self.copies.labels(model, str(copy.shadow_version), "dropped").inc()
+            return
+        if due:
+            self._send_pending()  # one send for the copies of the last BATCH_AGE_S
+        elif not self._gathering.is_set():
+            self._gathering.set()
+
+    def _batch_bytes(self) -> int:
+        """The most a batch holds: a quarter of the channel, so that one always fits."""
+        return max(1, min(BATCH_BYTES, self.capacity_bytes // 4))
+
+    def _send_pending(self) -> None:
+        """Send the copies that wait, one message per model, versions and row shapes; a batch
+        the channel cannot take is dropped and counted."""
+        with self._pending_lock:
+            pending, self._pending, self._pending_bytes = self._pending, {}, 0
+            self._gathering.clear()
+        for key, gathering in pending.items():
+            try:
+                channel = self._channel or self._open()
+                sent = channel is not None and channel.send_nowait(gathering.message())
+            except Exception as exc:
+                log.warning("%d shadow copies not sent: %s", len(gathering), exc)
+                sent = False
+            if not sent:
+                self.copies.labels(key[0], str(key[2]), "dropped").inc(len(gathering))
+
+    def _sweep(self) -> None:
+        """Send copies that the requests left waiting: under traffic the request path sends them
+        (each ``BATCH_AGE_S``), so this thread wakes, finds them young and sleeps again; when
+        the traffic stops it sends the last of them."""
+        while not self._stopping.is_set():
+            self._gathering.wait()
+            if self._stopping.wait(2 * BATCH_AGE_S):
+                return
+            with self._pending_lock:
+                oldest = min((g.began for g in self._pending.values()), default=None)
+            if oldest is not None and time.monotonic() - oldest >= BATCH_AGE_S:
+                self._send_pending()
 
     def _open(self) -> _Channel | None:
         """The channel, made on the first copy (its helper starts in the background)."""
@@ -292,8 +461,13 @@ class ShadowCopies:
     def start(self) -> None:
         if self._thread is not None:
             return
+        self._stopping.clear()
         self._thread = threading.Thread(target=self._keep, name="shipyard-shadow", daemon=True)
         self._thread.start()
+        self._sender = threading.Thread(
+            target=self._sweep, name="shipyard-shadow-sweeper", daemon=True
+        )
+        self._sender.start()
 
     def _keep(self) -> None:
         delay_s, longest_s = RESTART_DELAY_S
@@ -324,7 +498,7 @@ class ShadowCopies:
             delay_s = min(2 * delay_s, longest_s)
 
     def _spawn(self, far: socket.socket) -> BaseProcess:
-        from shipyard.serving.shadow_helper import HelperSetup, run_helper
+        from shipyard.serving.shadow_helper import HelperSetup, lowest_priority, run_helper
 
         registry = self.live.registry
         setup = HelperSetup(
@@ -339,6 +513,8 @@ class ShadowCopies:
             target=run_helper, args=(far, setup), name="shipyard-shadow-helper", daemon=True
         )
         process.start()
+        assert process.pid is not None
+        lowest_priority(process.pid)  # its start-up too takes only the CPU the requests leave
         return process
 
     def _read_counts(self, near: socket.socket) -> None:
@@ -360,8 +536,13 @@ class ShadowCopies:
         """Let the helper answer what waits and write the last of its log, then end it."""
         if self._thread is None:
             return
+        self._stopping.set()
+        self._gathering.set()
+        if self._sender is not None:
+            self._sender.join(timeout=5)
+            self._sender = None
+        self._send_pending()  # the copies still waiting go before the end of the channel
         with self._lock:
-            self._stopping.set()
             self._wanted.set()
             if self._channel is not None:
                 with contextlib.suppress(OSError):  # the helper reads to the end, then ends
