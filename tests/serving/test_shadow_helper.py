@@ -173,6 +173,7 @@ class TestWireFormat:
             bytes(wrong_rows),
             message.replace(b'"raw"', b'"pkl"'),
             message.replace(b'"<f8"', b'"|O"'),
+            message.replace(b'"<f8"', b'","'),
         ):
             with pytest.raises(ValueError):
                 decode_batch(bad)

@@ -168,7 +168,10 @@ def _array_of(desc: Any, data: memoryview, rows: int) -> np.ndarray[Any, Any]:
 def _desc_of(desc: Any) -> Any:
     """A decoded array description, checked: ("raw", dtype, row shape) or ("json", row shape)."""
     if desc[0] == "raw":
-        dtype = np.dtype(str(desc[1]))
+        try:
+            dtype = np.dtype(str(desc[1]))
+        except Exception as exc:  # NumPy raises SyntaxError for some strings, TypeError for others
+            raise ValueError(f"not a dtype: {desc[1]!r} ({exc})") from None
         if dtype.kind not in "biuf":
             raise ValueError(f"not a number dtype: {desc[1]}")
         return ("raw", dtype, tuple(int(n) for n in desc[2]))
