@@ -120,20 +120,6 @@ class CopyBatch:
     def __len__(self) -> int:
         return len(self.request_ids)
 
-    def copies(self) -> list[ShadowCopy]:
-        """The batch copy by copy (each with its own rows and answer)."""
-        bounds = np.cumsum(self.rows)[:-1]
-        return [
-            ShadowCopy(self.model, self.stable_version, self.shadow_version, rid, float(ts), x, y)
-            for rid, ts, x, y in zip(
-                self.request_ids,
-                self.ts,
-                np.split(self.x, bounds),
-                np.split(self.stable_answer, bounds),
-                strict=True,
-            )
-        ]
-
 
 _COUNT = struct.Struct("<I")
 _HEADS_KEPT = 1024
@@ -254,13 +240,13 @@ def encode_batch(copies: list[ShadowCopy]) -> bytes:
     return gathering.message()
 
 
-def decode_batch(message: bytes | memoryview) -> CopyBatch:
+def decode_batch(message: bytes) -> CopyBatch:
     """The copies a message carries. Raises ``ValueError`` on a malformed one."""
     view = memoryview(message)
-    head_end = bytes(view[:4096]).find(b"\n") + 1
+    head_end = message.find(b"\n") + 1
     if head_end == 0:
         raise ValueError("no head line")
-    head = bytes(view[:head_end])
+    head = message[:head_end]
     parsed = _parsed.get(head)
     if parsed is None:
         try:

@@ -335,24 +335,31 @@ class ShadowHelper:
             return
         x = np.concatenate([b.x for b in run]) if len(run) > 1 else first.x
         rows = np.concatenate([b.rows for b in run]) if len(run) > 1 else first.rows
+        cuts = [0, *np.cumsum(rows, dtype=np.int64).tolist()]
         began = time.perf_counter()
-        got: np.ndarray[Any, Any] | None = None
-        answers: list[np.ndarray[Any, Any] | None] | None = None
         try:
             got = _checked(predictor.predict(x), len(x))
             errors = _not_finite_by_copy(got, rows)
+            answers: list[np.ndarray[Any, Any] | None] | None = None
         except Exception:
-            got = None
-            bounds = np.cumsum(rows)[:-1]
-            alone = [_alone(predictor, part) for part in np.split(x, bounds)]
+            alone = [_alone(predictor, x[lo:hi]) for lo, hi in itertools.pairwise(cuts)]
             answers = [answer for answer, _ in alone]
             errors = [error for _, error in alone]
         took_ms = (time.perf_counter() - began) * 1000.0 / copies
         failed = sum(error is not None for error in errors)
         self._count(first.model, first.shadow_version, "failed", failed)
         self._count(first.model, first.shadow_version, "answered", copies - failed)
-        if self.artifacts is not None:
-            self._record(run, x, rows, got, answers, errors, took_ms)
+        if self.artifacts is None:
+            return
+        shadow = (
+            _json_by_copy(got, cuts)
+            if answers is None
+            else [_json(a) if a is not None else "" for a in answers]
+        )
+        self._record(
+            run, x, cuts, [t if e is None else None for t, e in zip(shadow, errors, strict=True)],
+            errors, took_ms,
+        )  # fmt: skip
 
     def _count(self, model: str, version: int, outcome: str, n: int) -> None:
         if n:
@@ -363,39 +370,25 @@ class ShadowHelper:
         self,
         run: list[CopyBatch],
         x: np.ndarray[Any, Any],
-        rows: np.ndarray[Any, Any],
-        got: np.ndarray[Any, Any] | None,
-        answers: list[np.ndarray[Any, Any] | None] | None,
+        cuts: list[int],
+        shadow: list[str | None],
         errors: list[str | None],
         took_ms: float,
     ) -> None:
-        """The pairs into the next flush's columns, each copy's rows and answers as JSON."""
+        """The pairs into the next flush's columns, each copy's rows and answers as JSON (copy
+        ``i``'s rows are ``cuts[i]:cuts[i + 1]``)."""
         first = run[0]
         key = (first.model, first.stable_version, first.shadow_version)
         columns = self._batch.get(key)
         if columns is None:
             columns = self._batch[key] = _Columns()
-        stable = (
-            np.concatenate([b.stable_answer for b in run])
-            if len(run) > 1
-            else (first.stable_answer)
-        )
-        cuts = [0, *np.cumsum(rows, dtype=np.int64).tolist()]
-        if got is not None:
-            shadow = _json_by_copy(got, cuts)
-            answered = [None if error else text for text, error in zip(shadow, errors, strict=True)]
-        else:
-            assert answers is not None
-            answered = [
-                _json(a) if a is not None and not error else None
-                for a, error in zip(answers, errors, strict=True)
-            ]
+        stable = [b.stable_answer for b in run]
         columns.extend(
             [rid for b in run for rid in b.request_ids],
             np.concatenate([b.ts for b in run]).tolist(),
             _json_by_copy(x, cuts),
-            _json_by_copy(stable, cuts),
-            answered,
+            _json_by_copy(np.concatenate(stable) if len(stable) > 1 else stable[0], cuts),
+            shadow,
             errors,
             took_ms,
         )
