@@ -22,7 +22,8 @@ message, without blocking, on a Unix ``SOCK_SEQPACKET`` socket pair (a join and 
 when the requests stop, a thread of the worker sends what they left. Why batches: the helper
 then wakes, receives and decodes once for hundreds of copies, and measured with every request
 shadowed at one client the cost to users' p99 went from +40 % to +60 % (a message a copy,
-answered every 0.2 s) to +4 % (with the helper's drain each second; docs/deployment.md).
+answered every 0.2 s) to +4 % to +14 % (with the helper's drain each second; see
+docs/deployment.md).
 Why not encode the batch at once when it is sent: that is a burst that holds the worker's GIL
 for all of its copies together, which showed at p99 where the same work spread over the
 requests did not. The socket's send buffer

@@ -71,7 +71,7 @@ DRAIN_INTERVAL_S = 1.0
 the socket (the worker's ``CAPACITY_BYTES``, where ``net.core.wmem_max`` allows it, holds
 about ten thousand one-row copies) and are answered together, one wake-up for all of them.
 Measured at one client with every request shadowed, draining each second instead of each
-0.2 s took the cost to users' p99 from +21 % to +4 % to +9 % (fewer times the helper holds
+0.2 s took the cost to users' p99 from +21 % to +4 % to +14 % (fewer times the helper holds
 a core that a request then wakes onto)."""
 MAX_BATCH_ROWS = 2048
 """The rows of one ``predict`` call, at most."""
