@@ -154,10 +154,16 @@ def _client(
 
 
 def load(
-    port: int, path: str, clients: int, seconds: float, large: bytes | None = None
+    port: int,
+    path: str,
+    clients: int,
+    seconds: float,
+    large: bytes | None = None,
+    keep: list[np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Closed-loop one-row load from ``clients`` processes; with ``large``, one more process
-    sends that body in a loop meanwhile (its figures are the ``large_*`` keys)."""
+    sends that body in a loop meanwhile (its figures are the ``large_*`` keys); ``keep``
+    receives the one-row requests' latencies (seconds)."""
     ctx = mp.get_context("fork")
     out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     # one warm-up second, not measured
@@ -182,17 +188,24 @@ def load(
     for p in procs:
         p.join()
     lat = np.concatenate([np.asarray(r[0]) for r in results])
-    figures = {
-        "rps": len(lat) / seconds,
-        "p50_ms": float(np.percentile(lat, 50) * 1000),
-        "p99_ms": float(np.percentile(lat, 99) * 1000),
-        "errors": float(sum(r[1] for r in results)),
-    }
+    if keep is not None:
+        keep.append(lat)
+    figures = figures_of(lat, seconds, sum(r[1] for r in results))
     if big is not None:
         figures["large_requests"] = float(len(big[0]))
         figures["large_p50_ms"] = float(np.percentile(big[0], 50) * 1000) if big[0] else 0.0
         figures["large_errors"] = float(big[1])
     return figures
+
+
+def figures_of(latencies_s: np.ndarray, seconds: float, errors: int = 0) -> dict[str, float]:
+    """Requests a second, p50 and p99 (ms) and errors of one measure's latencies."""
+    return {
+        "rps": len(latencies_s) / seconds,
+        "p50_ms": float(np.percentile(latencies_s, 50) * 1000),
+        "p99_ms": float(np.percentile(latencies_s, 99) * 1000),
+        "errors": float(errors),
+    }
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -1,26 +1,32 @@
 """What shadowing costs users: p99 latency with 100 % of requests shadowed, against no shadow.
 
-Model servers on one workspace, started alike (``shipyard.serving.server.run``, monitoring on):
-one serves model ``shadowed`` (v1 stable, v2 its shadow at 100 %: every answered request is
-copied to v2, which answers it in the worker's shadow helper process at idle CPU priority and
-writes the pair to the shadow log), the others model ``plain`` (the same v1, no shadow); the
-second plain server is a control, A/A: what it differs from the first by is the machine's noise,
-and the shadowed server is compared with the mean of the two.
-The same closed-loop load (one process per client, a keep-alive ``http.client`` connection each,
-one-row ``dataframe_split`` requests, the next sent as soon as the answer arrived) from 1 and 4
-clients, rounds interleaving the servers so that load from elsewhere on the machine hits them
-alike; each figure is the median over the rounds. The shadow server's ``/metrics`` says how many
-copies its shadow answered and how many were dropped (the channel full: the helper, at idle
-priority, gets no CPU while the requests want it all), so a low cost cannot hide a shadow that did
-no work; the CPU seconds of each server's worker and of the helper say where the time went, and
-the worker's context switches and the time its threads waited for a CPU (``schedstat``) per
-request, with the helper's wake-ups and preemptions a second, say whether the helper is in the
-worker's way below the CPU seconds.
+Two model servers (``a`` and ``b``, started alike: ``shipyard.serving.server.run``, one worker,
+monitoring on) each serve their own model, v1 stable with v2 as its shadow, and a third
+(``control``) serves a third such model that is never shadowed. Round after round one of ``a`` and
+``b`` shadows 100 % of its requests (every answered request is copied to v2, which answers it in
+the worker's shadow helper process at idle CPU priority and writes the pair to the shadow log) and
+the other none, in turn, by the split as ``shipyard`` sets it (``set_split``); each round then
+loads the three servers, one after the other in a shuffled order, with the same closed-loop load
+(one process per client, a keep-alive ``http.client`` connection each, one-row
+``dataframe_split`` requests, the next sent as soon as the answer arrived) from 1 and 4 clients.
+
+So each shadowing server is compared with itself: on two identical servers the p50 differs by up to
+8 % on this machine from the process alone (where its memory fell, which CPU it keeps), more than
+the effect measured, and a comparison between processes would measure that. The cost is the p99 of
+all of a server's shadowed rounds against that of its unshadowed rounds, averaged over ``a`` and
+``b``, with a 90 % bootstrap interval over the rounds; the control's even rounds against its odd
+ones measure what one server's ratio moves by when nothing changed (A/A). The rounds begin once
+both shadow helpers answer (a helper starts on its worker's first copy at idle CPU priority:
+seconds of imports and loading): that start-up is measured and reported on its own. Each server's
+``/metrics`` says how many copies its shadow answered and how many were dropped (the channel full:
+the helper, at idle priority, gets no CPU while the requests want it all), so a low cost cannot
+hide a shadow that did no work, and the CPU seconds of the servers and of the helpers say where the
+time went.
 
 Goal (issue 15): shadowing at 100 % of traffic costs users ≤ 5 % in p99 latency at 1 and 4
 clients.
 
-    .venv/bin/python benchmarks/shadow.py [--seconds 4] [--rounds 5] [--clients 1 4]
+    .venv/bin/python benchmarks/shadow.py [--seconds 3] [--rounds 12] [--clients 1 4]
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import argparse
 import contextlib
 import http.client
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -39,8 +46,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from serving import free_port, load, stop, wait_ready  # benchmarks/, sys.path[0]
+from serving import figures_of, free_port, load, stop, wait_ready  # benchmarks/, sys.path[0]
 
+MODELS = ("a", "b", "control")
+SHADOWED = ("a", "b")
 SETUP = """
 import time
 import numpy as np, pandas as pd
@@ -55,13 +64,28 @@ stable = LogisticRegression().fit(x.to_numpy(), y)
 candidate = LogisticRegression(C=0.5).fit(x.to_numpy(), y)
 ws = Workspace.open()
 registry = Registry.of(ws)
-registry.register("plain", stable, training_data=x, alias="champion")
-registry.register("shadowed", stable, training_data=x, alias="champion")
-registry.register("shadowed", candidate, training_data=x)
-with ws.store.session(immediate=True) as s:
-    set_split(s, "shadowed", stable=1, shadow=2, shadow_pct=100.0, now=time.time())
+for model in ("a", "b", "control"):
+    registry.register(model, stable, training_data=x, alias="champion")
+    registry.register(model, candidate, training_data=x)
+    with ws.store.session(immediate=True) as s:
+        set_split(s, model, stable=1, shadow=2, shadow_pct=0.0, now=time.time())
 """
+SHADOW = """
+import sys, time
+from shipyard.serving.split import set_split
+from shipyard.workspace import Workspace
+ws = Workspace.open()
+for line in sys.stdin:
+    with ws.store.session(immediate=True) as s:
+        for word in line.split():
+            model, pct = word.split("=")
+            set_split(s, model, stable=1, shadow=2, shadow_pct=float(pct), now=time.time())
+    print("ok", flush=True)
+"""
+"""Sets the shadow's share of each model named on a line of its input (``a=100 b=0``)."""
 GOAL_PCT = 5.0
+REFRESH_S = 0.5
+"""How often a worker reads its routes (``LiveModels``): a new split is live this much later."""
 
 
 def shadow_copies(port: int) -> dict[str, float]:
@@ -108,24 +132,117 @@ def run_queue_wait_s(pid: int) -> float:
     return waited / 1e9
 
 
+def path_of(model: str) -> str:
+    return f"/models/{model}/invocations"
+
+
+def answered(port: int) -> float:
+    return shadow_copies(port).get("answered", 0.0)
+
+
+def settled(port: int, deadline_s: float = 30.0) -> None:
+    """Until the helper of a server whose shadow just stopped has answered what it had (its
+    count, reported each second, stops moving): its last work belongs to the shadowed round."""
+    last, began = -1.0, time.monotonic()
+    while time.monotonic() - began < deadline_s:
+        now = answered(port)
+        if now == last:
+            return
+        last = now
+        time.sleep(1.2)
+
+
+def start_helpers(ports: dict[str, int], deadline_s: float = 180.0) -> dict[str, float]:
+    """Load each shadowed server from one client until its shadow helper answers; the seconds
+    that took and the p99 meanwhile (median of one-second measures)."""
+    began = time.monotonic()
+    p99s: list[float] = []
+    for model in SHADOWED:
+        while answered(ports[model]) == 0.0:
+            if time.monotonic() - began > deadline_s:
+                raise RuntimeError(f"the shadow helper answered nothing in {deadline_s:.0f} s")
+            p99s.append(load(ports[model], path_of(model), 1, 1.0)["p99_ms"])
+    return {"seconds": (time.monotonic() - began) / len(SHADOWED), "p99_ms": float(np.median(p99s))}
+
+
+def pooled(lat: dict[tuple[str, int, int], np.ndarray], model: str, clients: int,
+           rounds: list[int]) -> np.ndarray:  # fmt: skip
+    return np.concatenate([lat[(model, clients, r)] for r in rounds])
+
+
+def cost(lat: dict[tuple[str, int, int], np.ndarray], clients: int, rounds: list[int],
+         q: float = 99.0) -> tuple[float, float]:  # fmt: skip
+    """Shadowing's cost (the mean over ``a`` and ``b`` of the ratio of the ``q`` percentile of
+    a server's shadowed rounds to its unshadowed rounds; ``a`` shadows in the even rounds, ``b``
+    in the odd ones) and the control's even rounds against its odd ones (A/A: what one
+    server's ratio moves by when nothing changed)."""
+    even = [r for r in rounds if r % 2 == 0]
+    odd = [r for r in rounds if r % 2 == 1]
+
+    def ratio(model: str, on: list[int], off: list[int]) -> float:
+        return float(
+            np.percentile(pooled(lat, model, clients, on), q)
+            / np.percentile(pooled(lat, model, clients, off), q)
+        )
+
+    shadow = (ratio("a", even, odd) + ratio("b", odd, even)) / 2
+    return 100 * (shadow - 1), 100 * (ratio("control", even, odd) - 1)
+
+
+def interval(lat: dict[tuple[str, int, int], np.ndarray], clients: int, rounds: int,
+             n: int = 1000) -> tuple[float, float]:  # fmt: skip
+    """A 90 % bootstrap interval of the cost: pairs of rounds (one shadowing ``a``, the next
+    ``b``) drawn again with replacement."""
+    rng = np.random.default_rng(0)
+    pairs = [(r, r + 1) for r in range(0, rounds - 1, 2)]
+    got = []
+    for _ in range(n):
+        drawn = [pairs[i] for i in rng.integers(len(pairs), size=len(pairs))]
+        # a pair drawn twice counts twice: its rounds are repeated under new keys
+        again = {}
+        picked = []
+        for k, (even, odd) in enumerate(drawn):
+            for r, new in ((even, 2 * k), (odd, 2 * k + 1)):
+                for model in MODELS:
+                    again[(model, clients, new)] = lat[(model, clients, r)]
+                picked.append(new)
+        got.append(cost(again, clients, picked)[0])
+    low, high = np.percentile(got, [5, 95])
+    return float(low), float(high)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--seconds", type=float, default=3.0, help="one server's measure")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
+    parser.add_argument("--rounds", type=int, default=12, help="rounds (even: a pair each)")
     args = parser.parse_args()
+    rounds = args.rounds + args.rounds % 2
 
     load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
     work = Path(tempfile.mkdtemp(prefix="shipyard-bench-shadow-"))
     env = {**os.environ, "SHIPYARD_HOME": str(work / "home")}
     env = {k: v for k, v in env.items() if not k.startswith("SHIPYARD_") or k == "SHIPYARD_HOME"}
     subprocess.run([sys.executable, "-c", SETUP], check=True, env=env, cwd=work)
-    servers = {"shadow 100 %": "shadowed", "no shadow": "plain", "no shadow A/A": "plain"}
     procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-    runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+    lat: dict[tuple[str, int, int], np.ndarray] = {}
     used: dict[str, dict[str, float]] = {}
+    shuffle = random.Random(0)
+    shadow = subprocess.Popen(
+        [sys.executable, "-c", SHADOW], env=env, cwd=work, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+
+    def set_shadow(**pct: float) -> None:
+        assert shadow.stdin is not None and shadow.stdout is not None
+        shadow.stdin.write(" ".join(f"{m}={p}" for m, p in pct.items()) + "\n")
+        shadow.stdin.flush()
+        if shadow.stdout.readline().strip() != "ok":
+            raise RuntimeError("could not set the shadow's share")
+        time.sleep(2 * REFRESH_S)  # every worker has read it
+
     try:
-        for name, model in servers.items():
+        for model in MODELS:
             port = free_port()
             proc = subprocess.Popen(
                 [sys.executable, "-c", "from shipyard.serving.server import run; "
@@ -133,69 +250,83 @@ def main() -> None:
                 env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )  # fmt: skip
-            procs[name] = (proc, port)
+            procs[model] = (proc, port)
             wait_ready(port, "/ping")
-        before = {name: usage(proc) for name, (proc, _) in procs.items()}
+        ports = {model: port for model, (_, port) in procs.items()}
+        set_shadow(a=100.0, b=100.0)
+        startup = start_helpers(ports)
+        before = {model: usage(proc) for model, (proc, _) in procs.items()}
         began = time.monotonic()
-        for round_no in range(args.rounds):
+        for r in range(rounds):
+            on, off = ("a", "b") if r % 2 == 0 else ("b", "a")
+            set_shadow(**{on: 100.0, off: 0.0})
+            settled(ports[off])
             for clients in args.clients:
-                order = list(procs.items())
-                if round_no % 2:
-                    order.reverse()  # neither server always runs first
-                for name, (_, port) in order:
-                    path = f"/models/{servers[name]}/invocations"
-                    runs.setdefault((name, clients), []).append(
-                        load(port, path, clients, args.seconds)
-                    )
-            print(f"  round {round_no + 1}/{args.rounds} done", flush=True)
-        time.sleep(2.0)  # let the helper answer what waits and report it
-        copies = shadow_copies(procs["shadow 100 %"][1])
+                order = list(MODELS)
+                shuffle.shuffle(order)
+                for model in order:
+                    keep: list[np.ndarray] = []
+                    load(ports[model], path_of(model), clients, args.seconds, keep=keep)
+                    lat[(model, clients, r)] = keep[0]
+            print(f"  round {r + 1}/{rounds} done ({on} shadowed)", flush=True)
+        set_shadow(a=0.0, b=0.0)
+        for model in SHADOWED:
+            settled(ports[model])
+        copies = {model: shadow_copies(ports[model]) for model in SHADOWED}
         elapsed_s = time.monotonic() - began
-        for name, (proc, _) in procs.items():
+        for model, (proc, _) in procs.items():
             after = usage(proc)
-            used[name] = {k: after[k] - before[name][k] for k in after}
+            used[model] = {k: after[k] - before[model][k] for k in after}
     finally:
+        with contextlib.suppress(OSError):
+            shadow.communicate(timeout=10)
         for proc, _ in procs.values():
             stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
-    medians = {
-        key: {k: float(np.median([r[k] for r in rs])) for k in rs[0]} for key, rs in runs.items()
-    }
-    print(f"\none-row dataframe_split requests, median of {args.rounds} interleaved runs of "
-          f"{args.seconds:.0f} s, {os.cpu_count()} cores (load average before: {load_before}), "
+    print(f"\none-row dataframe_split requests, {rounds} rounds of {args.seconds:.0f} s a server "
+          f"and client count, {os.cpu_count()} cores (load average before: {load_before}), "
           "1 worker each, monitoring on\n")  # fmt: skip
-    print(f"{'server':14} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-    for (name, clients), r in sorted(medians.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        print(f"{name:14} {clients:>7} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-              f"{r['errors']:>7.0f}")  # fmt: skip
-    print()
-    for name, u in used.items():
-        served = sum(
-            r["rps"] * args.seconds for (n, _), rs in runs.items() if n == name for r in rs
-        )
-        print(f"{name}: CPU server {u['server_cpu']:.1f} s, helper {u['helper_cpu']:.1f} s; "
-              f"server waited for a CPU {1e6 * u['server_wait'] / served:.0f} µs a request; "
-              f"server context switches a request {u['server_vol'] / served:.2f} voluntary, "
-              f"{u['server_invol'] / served:.3f} involuntary; helper wake-ups "
-              f"{u['helper_vol'] / elapsed_s:.1f}/s, preempted "
-              f"{u['helper_invol'] / elapsed_s:.1f}/s")  # fmt: skip
-    total = sum(copies.values())
-    print(f"shadow copies: {copies.get('answered', 0):.0f} answered "
-          f"({100 * copies.get('answered', 0) / max(total, 1):.1f} %), "
-          f"{copies.get('failed', 0):.0f} failed, {copies.get('dropped', 0):.0f} dropped "
-          f"({100 * copies.get('dropped', 0) / max(total, 1):.1f} % of {total:.0f})")  # fmt: skip
+    print(f"{'server':16} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    even, odd = list(range(0, rounds, 2)), list(range(1, rounds, 2))
     for clients in args.clients:
-        on, off = medians[("shadow 100 %", clients)], medians[("no shadow", clients)]
-        aa = medians[("no shadow A/A", clients)]
-        p99_off = (off["p99_ms"] + aa["p99_ms"]) / 2  # both plain servers: the unshadowed p99
-        rps_off = (off["rps"] + aa["rps"]) / 2
-        cost = 100 * (on["p99_ms"] / p99_off - 1)
-        noise = 100 * (aa["p99_ms"] / off["p99_ms"] - 1)
-        print(f"{clients} client(s): p99 {on['p99_ms']:.2f} vs {p99_off:.2f} ms (the plain "
-              f"servers' mean): shadowing costs {cost:+.1f} % (goal ≤ {GOAL_PCT:g} %); the "
-              f"plain servers differ by {noise:+.1f} % (A/A: the noise); throughput "
-              f"{100 * (on['rps'] / rps_off - 1):+.1f} %")  # fmt: skip
+        for model, state, picked in (
+            ("a", "shadow 100 %", even), ("a", "no shadow", odd),
+            ("b", "shadow 100 %", odd), ("b", "no shadow", even),
+            ("control", "even rounds", even), ("control", "odd rounds", odd),
+        ):  # fmt: skip
+            f = figures_of(pooled(lat, model, clients, picked), args.seconds * len(picked))
+            print(f"{model + ', ' + state:16} {clients:>7} {f['rps']:>9.0f} {f['p50_ms']:>8.2f} "
+                  f"{f['p99_ms']:>8.2f}")  # fmt: skip
+    print()
+    answered_total = sum(c.get("answered", 0.0) for c in copies.values())
+    for model, u in used.items():
+        print(f"{model}: CPU server {u['server_cpu']:.1f} s, helper {u['helper_cpu']:.1f} s "
+              f"({1e6 * u['helper_cpu'] / max(copies.get(model, {}).get('answered', 0), 1):.0f}"
+              f" µs a copy answered); server waited for a CPU {u['server_wait']:.1f} s; helper "
+              f"wake-ups {u['helper_vol'] / elapsed_s:.1f}/s, preempted "
+              f"{u['helper_invol'] / elapsed_s:.1f}/s")  # fmt: skip
+    total = sum(sum(c.values()) for c in copies.values())
+    dropped = sum(c.get("dropped", 0.0) for c in copies.values())
+    failed = sum(c.get("failed", 0.0) for c in copies.values())
+    print(
+        f"shadow copies: {answered_total:.0f} answered "
+        f"({100 * answered_total / max(total, 1):.1f} %), {failed:.0f} failed, "
+        f"{dropped:.0f} dropped ({100 * dropped / max(total, 1):.1f} % of {total:.0f})"
+    )
+    print(f"shadow helper start-up: its first copies answered {startup['seconds']:.1f} s after "
+          f"the first copy; one client's p99 meanwhile {startup['p99_ms']:.2f} ms (one-second "
+          "measures, median)")  # fmt: skip
+    everything = list(range(rounds))
+    for clients in args.clients:
+        p99, aa = cost(lat, clients, everything)
+        p50, aa50 = cost(lat, clients, everything, q=50.0)
+        low, high = interval(lat, clients, rounds)
+        print(f"{clients} client(s): shadowing costs {p99:+.1f} % in p99 (90 % interval "
+              f"{low:+.1f} to {high:+.1f} %; goal ≤ {GOAL_PCT:g} %: "
+              f"{'met' if p99 <= GOAL_PCT else 'NOT met'}), {p50:+.1f} % in p50; the control "
+              f"server's even rounds against its odd ones, nothing changed: {aa:+.1f} % in p99, "
+              f"{aa50:+.1f} % in p50 (A/A: the noise of one server's ratio)")  # fmt: skip
 
 
 if __name__ == "__main__":
