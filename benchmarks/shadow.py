@@ -215,8 +215,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="one server's measure")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--rounds", type=int, default=12, help="rounds (even: a pair each)")
+    parser.add_argument(
+        "--rounds", type=int, default=12, help="rounds, made even (a pair: a, then b shadowed)"
+    )
     args = parser.parse_args()
+    if args.rounds < 2 or args.seconds <= 0 or min(args.clients) < 1:
+        parser.error("--rounds must be ≥ 2 (a pair: a, then b shadowed), --seconds > 0, "
+                     "--clients ≥ 1")  # fmt: skip
     rounds = args.rounds + args.rounds % 2
 
     load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
