@@ -197,16 +197,9 @@ def interval(lat: dict[tuple[str, int, int], np.ndarray], clients: int, rounds: 
     pairs = [(r, r + 1) for r in range(0, rounds - 1, 2)]
     got = []
     for _ in range(n):
-        drawn = [pairs[i] for i in rng.integers(len(pairs), size=len(pairs))]
-        # a pair drawn twice counts twice: its rounds are repeated under new keys
-        again = {}
-        picked = []
-        for k, (even, odd) in enumerate(drawn):
-            for r, new in ((even, 2 * k), (odd, 2 * k + 1)):
-                for model in MODELS:
-                    again[(model, clients, new)] = lat[(model, clients, r)]
-                picked.append(new)
-        got.append(cost(again, clients, picked)[0])
+        drawn = rng.integers(len(pairs), size=len(pairs))
+        # a pair drawn twice is pooled twice: its rounds stay even (a) and odd (b)
+        got.append(cost(lat, clients, [r for i in drawn for r in pairs[i]])[0])
     low, high = np.percentile(got, [5, 95])
     return float(low), float(high)
 
@@ -231,6 +224,7 @@ def main() -> None:
     subprocess.run([sys.executable, "-c", SETUP], check=True, env=env, cwd=work)
     procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     lat: dict[tuple[str, int, int], np.ndarray] = {}
+    errors: dict[str, float] = {}
     used: dict[str, dict[str, float]] = {}
     shuffle = random.Random(0)
     shadow = subprocess.Popen(
@@ -271,8 +265,9 @@ def main() -> None:
                 shuffle.shuffle(order)
                 for model in order:
                     keep: list[np.ndarray] = []
-                    load(ports[model], path_of(model), clients, args.seconds, keep=keep)
+                    got = load(ports[model], path_of(model), clients, args.seconds, keep=keep)
                     lat[(model, clients, r)] = keep[0]
+                    errors[model] = errors.get(model, 0.0) + got["errors"]
             print(f"  round {r + 1}/{rounds} done ({on} shadowed)", flush=True)
         set_shadow(a=0.0, b=0.0)
         for model in SHADOWED:
@@ -306,7 +301,8 @@ def main() -> None:
     print()
     answered_total = sum(c.get("answered", 0.0) for c in copies.values())
     for model, u in used.items():
-        print(f"{model}: CPU server {u['server_cpu']:.1f} s, helper {u['helper_cpu']:.1f} s "
+        print(f"{model}: {errors.get(model, 0.0):.0f} errors; CPU server {u['server_cpu']:.1f} s, "
+              f"helper {u['helper_cpu']:.1f} s "
               f"({1e6 * u['helper_cpu'] / max(copies.get(model, {}).get('answered', 0), 1):.0f}"
               f" µs a copy answered); server waited for a CPU {u['server_wait']:.1f} s; helper "
               f"wake-ups {u['helper_vol'] / elapsed_s:.1f}/s, preempted "
