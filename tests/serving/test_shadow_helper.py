@@ -4,18 +4,25 @@ the failure is the failing copy's and the others are answered as they would be a
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 import time
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import select
 
 from serving.conftest import EXPLODE_SIGNATURE
 from shipyard.registry import Registry
 from shipyard.serving import records
 from shipyard.serving.shadow import (
     MAX_ROWS_PER_COPY,
+    SHADOW_LOG_KIND,
+    SHADOW_LOG_MEDIA_TYPE,
     CopyBatch,
     ShadowCopy,
     decode_batch,
@@ -23,6 +30,7 @@ from shipyard.serving.shadow import (
     encode_batch,
 )
 from shipyard.serving.shadow_helper import ShadowHelper
+from shipyard.store.tables import ArtifactRecord
 from shipyard.workspace import Workspace
 
 MODEL = "churn"
@@ -48,8 +56,13 @@ def halved_but_not_a_number_on_seven(x: np.ndarray) -> np.ndarray:
     return np.where(x[:, 0] == 7.0, np.nan, x[:, 0] / 2)
 
 
+def signed(x: np.ndarray) -> np.ndarray:
+    """Words, not numbers: the sign of the first feature."""
+    return np.where(x[:, 0] >= 0, "plus", "minus")
+
+
 def _helper_answers(
-    ws: Workspace, firsts: list[float], shadow: int = 2
+    ws: Workspace, firsts: list[float], shadow: int = 2, stable: Any = None
 ) -> tuple[records.ShadowPairs, dict]:
     """Send one copy per first feature (two rows each), let the helper answer all of them in
     one drain, and return the shadow log it wrote and the counts it reported."""
@@ -59,11 +72,13 @@ def _helper_answers(
     registry.register(
         MODEL, halved_but_not_a_number_on_seven, flavor="python", signature=EXPLODE_SIGNATURE
     )
+    registry.register(MODEL, signed, flavor="python", signature=EXPLODE_SIGNATURE)
     near, far = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     copies = []
     for i, first in enumerate(firsts):
         x = np.array([[first, 0.5, -0.5], [first + 100.0, 1.0, 1.0]])
-        copies.append(ShadowCopy(MODEL, 1, shadow, f"r{i}", time.time(), x, doubled(x)))
+        answer = doubled(x) if stable is None else stable(x)
+        copies.append(ShadowCopy(MODEL, 1, shadow, f"r{i}", time.time(), x, answer))
     near.send(encode_batch(copies[:2]))  # two batches, as the worker's sender sends them
     near.send(encode_batch(copies[2:]))
     near.shutdown(socket.SHUT_WR)  # the helper drains what waits, answers, flushes, ends
@@ -120,6 +135,57 @@ class TestBatchedPrediction:
         ]
         assert sorted(y for y, _ in answered) == [2.0, 6.0, 202.0, 206.0]
         assert all(got == y / 4 for y, got in answered)
+
+
+class TestShadowLog:
+    def test_numbers_come_back_as_numbers_from_arrow_lists(self, workspace: Workspace) -> None:
+        pairs, _ = _helper_answers(workspace, [1.5, -2.0, 3.0])
+        assert pairs.stable == [3.0, 203.0, -4.0, 196.0, 6.0, 206.0]
+        assert pairs.shadow == [1.5 * y for y in pairs.stable]
+        assert all(type(v) is float for v in pairs.stable + pairs.shadow)
+        with workspace.store.session(readonly=True) as s:
+            (table,) = _log_tables(s, workspace)
+        assert pa.types.is_list(table.schema.field("shadow").type), "not JSON text"
+        assert table.column("request").to_pylist()[0] == [[1.5, 0.5, -0.5], [101.5, 1.0, 1.0]]
+
+    def test_answers_that_are_not_numbers_are_logged_as_json_text(
+        self, workspace: Workspace
+    ) -> None:
+        pairs, counts = _helper_answers(workspace, [1.0, -1.0, 2.0], shadow=4, stable=doubled)
+        assert counts == {"answered": 3}
+        assert pairs.shadow == ["plus", "plus", "minus", "plus", "plus", "plus"]
+        assert pairs.stable == [2.0, 202.0, -2.0, 198.0, 4.0, 204.0]
+        with workspace.store.session(readonly=True) as s:
+            (table,) = _log_tables(s, workspace)
+        assert table.schema.field("shadow").type == pa.string()
+        assert pa.types.is_list(table.schema.field("stable").type)
+
+    def test_a_log_written_as_json_text_reads_the_same(self, workspace: Workspace) -> None:
+        """The logs written before numbers were kept as Arrow lists held JSON text."""
+        table = pa.table({
+            "request_id": ["r0", "r1"], "ts": [10.0, 11.0],
+            "request": ["[[1.0, 2.0]]", "[[3.0, 4.0]]"], "stable": ["[1]", "[0]"],
+            "shadow": ["[1]", None], "error": [None, "ValueError: no"], "shadow_ms": [0.1, None],
+        })  # fmt: skip
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        meta = {"kind": SHADOW_LOG_KIND, "model": MODEL, "version": 2, "stable_version": 1,
+                "rows": 2, "first_ts": 10.0}  # fmt: skip
+        workspace.artifacts.put_bytes(buf.getvalue(), SHADOW_LOG_MEDIA_TYPE, meta)
+        with workspace.store.session(readonly=True) as s:
+            pairs = records.shadow_pairs(s, workspace.artifacts, MODEL, 2, 1, since=0.0)
+        assert (pairs.stable, pairs.shadow, pairs.requests) == ([1, 0], [1, None], 2)
+        assert pairs.errors == ["request r1: ValueError: no"]
+
+
+def _log_tables(s: Any, workspace: Workspace) -> list[pa.Table]:
+    """The shadow log's files, as tables."""
+    rows = s.execute(select(ArtifactRecord.digest, ArtifactRecord.meta)).all()
+    return [
+        pq.read_table(io.BytesIO(workspace.artifacts.get_bytes(digest)))
+        for digest, meta in rows
+        if (meta or {}).get("kind") == SHADOW_LOG_KIND
+    ]
 
 
 def _copies(batch: CopyBatch) -> list[ShadowCopy]:

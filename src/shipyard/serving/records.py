@@ -330,10 +330,10 @@ def shadow_pairs(
         for rid, ts, answered, copied, error in zip(
             *(table.column(c).to_pylist() for c in columns), strict=True
         ):
-            y = json.loads(answered) if answered else None
+            y = _rows_of(answered)
             if not isinstance(y, list) or not y:
                 continue
-            got: Any = json.loads(copied) if copied else None
+            got: Any = _rows_of(copied)
             if error is None and (not isinstance(got, list) or len(got) != len(y)):
                 continue
             first_ts = ts if first_ts is None else min(first_ts, ts)
@@ -350,6 +350,14 @@ def shadow_pairs(
                     files, first_ts,
                 )  # fmt: skip
     return ShadowPairs(stable_rows, shadow_rows, errors, requests, files, first_ts)
+
+
+def _rows_of(cell: Any) -> Any:
+    """A shadow-log cell's rows: an Arrow list read back as a list, or JSON text (answers that
+    are not numbers, and the logs written before numbers were kept as lists)."""
+    if isinstance(cell, str):
+        return json.loads(cell) if cell else None
+    return cell
 
 
 # -- traced requests (W3C trace ids) ----------------------------------------------------------
