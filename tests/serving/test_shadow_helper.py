@@ -5,6 +5,8 @@ the failure is the failing copy's and the others are answered as they would be a
 from __future__ import annotations
 
 import io
+import json
+import math
 import socket
 import threading
 import time
@@ -14,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from serving.conftest import EXPLODE_SIGNATURE
@@ -29,7 +33,7 @@ from shipyard.serving.shadow import (
     decode_counts,
     encode_batch,
 )
-from shipyard.serving.shadow_helper import ShadowHelper
+from shipyard.serving.shadow_helper import ShadowHelper, _json, _rows_column
 from shipyard.store.tables import ArtifactRecord
 from shipyard.workspace import Workspace
 
@@ -176,6 +180,37 @@ class TestShadowLog:
             pairs = records.shadow_pairs(s, workspace.artifacts, MODEL, 2, 1, since=0.0)
         assert (pairs.stable, pairs.shadow, pairs.requests) == ([1, 0], [1, None], 2)
         assert pairs.errors == ["request r1: ValueError: no"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    dtype=st.sampled_from(["<i8", "<i4", "<u2", "<f8", "<f4", "<f2", ">f8", "|b1"]),
+    row_shape=st.sampled_from([(), (1,), (3,), (2, 2)]),
+    sizes=st.lists(st.integers(0, 3), min_size=1, max_size=6),
+    data=st.data(),
+)
+def test_a_column_of_numbers_holds_what_json_text_would(
+    dtype: str, row_shape: tuple[int, ...], sizes: list[int], data: st.DataObject
+) -> None:
+    """Each copy's rows read back from the Arrow list column are the rows its JSON text holds,
+    value for value (NaN and infinities too), and a failed copy is null."""
+    rows = sum(sizes)
+    values = data.draw(
+        st.lists(
+            st.floats(width=16) if "f" in dtype else st.integers(0, 1 if "b" in dtype else 60_000),
+            min_size=rows * math.prod(row_shape),
+            max_size=rows * math.prod(row_shape),
+        )
+    )
+    a = np.array(values, dtype=dtype).reshape((rows, *row_shape))
+    failed = data.draw(st.lists(st.booleans(), min_size=len(sizes), max_size=len(sizes)))
+    cuts = [0, *np.cumsum(sizes).tolist()]
+    got = _rows_column(a, cuts, failed).to_pylist()
+    want = [
+        None if bad else json.loads(_json(a[lo:hi]))
+        for lo, hi, bad in zip(cuts[:-1], cuts[1:], failed, strict=True)
+    ]
+    assert json.dumps(got) == json.dumps(want)
 
 
 def _log_tables(s: Any, workspace: Workspace) -> list[pa.Table]:
