@@ -161,6 +161,49 @@ class TestUsersSeeNoShadow:
         assert [p * 1.5 for p in pairs.stable] == pairs.shadow
 
 
+HOOK_S = 3.0
+"""How long the copy of one request is held up in the test below: far longer than an answer."""
+
+
+class TestAfterTheResponse:
+    def test_the_copy_is_made_once_the_user_has_the_answer_inline_and_on_the_pool(
+        self, workspace: Workspace, shadowed: tuple[str, ServingApp]
+    ) -> None:
+        """A copy held up for seconds does not hold up the answer it copies: the worker makes
+        it after the response is written, whether the request ran on the pool (the version's
+        first requests) or on the event loop (once its requests proved cheap)."""
+        url, app = shadowed
+        _shadow(workspace, app, 3)
+        offered: list[str] = []
+        held = {"next": False}
+        real = app.shadow.offer
+
+        def held_up_offer(loaded: Any, x: Any, predictions: Any, rid: str) -> None:
+            if held["next"]:
+                held["next"] = False
+                time.sleep(HOOK_S)
+            offered.append(rid)
+            real(loaded, x, predictions, rid)
+
+        app.shadow.offer = held_up_offer  # type: ignore[method-assign]
+        body = {"instances": [[1.0, 0.5, -0.5]]}
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for where, before in (("pool", 0), ("inline", 12)):
+                for _ in range(before):  # the version's small requests prove cheap: inline
+                    client.post(f"/models/{MODEL}/invocations", json=body)
+                until(lambda: not held["next"], "the last copy", timeout_s=10)
+                held["next"] = True
+                began = time.perf_counter()
+                r = client.post(
+                    f"/models/{MODEL}/invocations", json=body, headers={"x-request-id": where}
+                )
+                took = time.perf_counter() - began
+                assert r.status_code == 200 and r.json() == {"predictions": [2.0]}
+                assert took < HOOK_S, f"{where}: the answer waited {took:.1f} s for its copy"
+                until(lambda w=where: w in offered, f"the {where} request's copy", timeout_s=10)
+        assert app.inline.admits((MODEL, 1), 100, app.pool), "the second one ran inline"
+
+
 class TestFullChannel:
     def test_a_full_channel_drops_copies_counts_them_and_users_do_not_wait(
         self, workspace: Workspace

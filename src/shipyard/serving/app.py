@@ -36,6 +36,8 @@ resolved, so a refusal (401/403) costs no model time.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import json
 import logging
 import math
@@ -160,6 +162,14 @@ class Job:
         return self.ids.rid
 
 
+AFTER_RESPONSE: contextvars.ContextVar[list[Callable[[], None]] | None] = contextvars.ContextVar(
+    "shipyard_after_response", default=None
+)
+"""Work a request leaves for after its response is on the wire (as Starlette's background
+tasks): the shadow's copy. At one client the next request is still on its way then, so the
+copy costs the user nothing; on a busy worker it costs the next request what it cost this one."""
+
+
 def _json(status: int, doc: Any, headers: Headers | None = None) -> Answer:
     return status, json.dumps(doc).encode(), [(b"content-type", JSON_TYPE), *(headers or [])]
 
@@ -227,6 +237,25 @@ class ServingApp:
         ids = RequestIds(rid, trace, parent)
         client = scope.get("client")
         address = client[0] if client else ""
+        after: list[Callable[[], None]] = []
+        token = AFTER_RESPONSE.set(after)
+        try:
+            await self._respond(scope, receive, send, headers, ids, address)
+        finally:
+            AFTER_RESPONSE.reset(token)
+            for work in after:
+                work()  # never raises (ShadowCopies.offer's contract)
+
+    async def _respond(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        ids: RequestIds,
+        address: str,
+    ) -> None:
+        rid, trace = ids.rid, ids.trace
         try:
             status, payload, extra = await self._dispatch(
                 scope["method"], scope["path"], headers, receive, ids, address
@@ -546,7 +575,10 @@ class ServingApp:
                 job = replace(job, decoded=await self.decoder.decode_ahead(fn, body, *args))
             if self.inline.admits(key, len(body), self.pool):
                 return self._timed(answer, job, key, inline=True)
-            return await self.pool.run(lambda: self._timed(answer, job, key, inline=False))
+            in_context = contextvars.copy_context().run  # the request's AFTER_RESPONSE
+            return await self.pool.run(
+                functools.partial(in_context, self._timed, answer, job, key, False)
+            )
         except Overloaded as exc:
             self.telemetry.requests_total.labels(loaded.model, str(loaded.version), "503").inc()
             refused = HTTPError.of(exc)
@@ -636,7 +668,11 @@ class ServingApp:
             info, x, predictions, proba,
             time.perf_counter() - started, rid, trace, parent,
         )  # fmt: skip
-        self.shadow.offer(loaded, x, predictions, rid)  # a copy for the shadow, off this path
+        after = AFTER_RESPONSE.get()
+        if after is None:  # not under __call__ (a test driving the app's parts)
+            self.shadow.offer(loaded, x, predictions, rid)
+        else:  # a copy for the shadow once the user has the answer
+            after.append(functools.partial(self.shadow.offer, loaded, x, predictions, rid))
         return parsed, predictions, proba
 
     def _v2_length(self, job: Job) -> int | None:

@@ -1,8 +1,10 @@
 """Shadow traffic: a copy of a share of the answered requests goes to a shadow version.
 
 During a release's shadow stage the traffic split names a shadow version and a share
-(:mod:`shipyard.serving.split`); every user is answered by the stable version as before. After
-the stable version has answered, :meth:`ShadowCopies.offer` hands a copy of the request (its
+(:mod:`shipyard.serving.split`); every user is answered by the stable version as before. Once
+the stable version's answer is written to the user (the app runs :meth:`ShadowCopies.offer` as
+the request's after-response work, ``shipyard.serving.app.AFTER_RESPONSE``), ``offer`` hands a
+copy of the request (its
 input rows and the stable answer, as bytes) to the worker's **shadow helper**: a process of its
 own (:mod:`shipyard.serving.shadow_helper`) that loads the shadow version through the
 registry's loader, makes it predict the same rows, and writes the pairs (stable answer, shadow
@@ -14,12 +16,14 @@ every request shadowed, such a thread added 84 % to users' p99 latency at one cl
 runs at the lowest CPU priority (``SCHED_IDLE``, else ``nice 19``), so it uses only the CPU the
 requests leave; under full load it falls behind and copies are dropped (and counted).
 
-The request path does a lookup, a sum and an encoding of the copy (raw bytes for numbers, JSON
+``offer`` does a lookup, a sum and an encoding of the copy (raw bytes for numbers, JSON
 for anything else: no pickle crosses the channel) into the batch that gathers the copies of its
-model, versions and row shapes (:class:`Gathering`): a few microseconds, the same for every
-copy. Every ``BATCH_AGE_S`` the request that finds its batch that old sends the batch as one
-message, without blocking, on a Unix ``SOCK_SEQPACKET`` socket pair (a join and one ``send``);
-when the requests stop, a thread of the worker sends what they left. Why batches: the helper
+model, versions and row shapes (:class:`Gathering`): a few microseconds (5.8 µs measured in a
+serving worker), the same for every copy, after the user has the answer: at one client the next
+request is still on its way then; on a busy worker the next request waits that long. Every
+``BATCH_AGE_S`` the copy that finds its batch that old sends the batch as one message,
+without blocking, on a Unix ``SOCK_SEQPACKET`` socket pair (a join and one ``send``); when the
+requests stop, a thread of the worker sends what they left. Why batches: the helper
 then wakes, receives and decodes once for hundreds of copies, and measured with every request
 shadowed at one client the cost to users' p99 went from +40 % to +60 % (a message a copy,
 answered every 0.2 s) to +4 % to +14 % (with the helper's drain each second; see
