@@ -26,7 +26,7 @@ time went.
 Goal (issue 15): shadowing at 100 % of traffic costs users ≤ 5 % in p99 latency at 1 and 4
 clients.
 
-    .venv/bin/python benchmarks/shadow.py [--seconds 3] [--rounds 12] [--clients 1 4]
+    .venv/bin/python benchmarks/shadow.py [--seconds 3] [--rounds 12] [--clients 1 4] [--save F]
 """
 
 from __future__ import annotations
@@ -229,6 +229,12 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=12, help="rounds, made even (a pair: a, then b shadowed)"
     )
+    parser.add_argument(
+        "--save",
+        type=Path,
+        help="write every measure's latencies (seconds, in the order sent) "
+        "to this .npz, keyed 'server/clients/round'",
+    )
     args = parser.parse_args()
     if args.rounds < 2 or args.seconds <= 0 or min(args.clients) < 1:
         parser.error("--rounds must be ≥ 2 (a pair: a, then b shadowed), --seconds > 0, "
@@ -300,6 +306,8 @@ def main() -> None:
             stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
+    if args.save is not None:
+        np.savez_compressed(args.save, **{f"{m}/{c}/{r}": v for (m, c, r), v in lat.items()})
     print(f"\none-row dataframe_split requests, {rounds} rounds of {args.seconds:.0f} s a server "
           f"and client count, {os.cpu_count()} cores (load average before: {load_before}), "
           "1 worker each, monitoring on\n")  # fmt: skip
