@@ -163,7 +163,7 @@ class Job:
 
 
 AFTER_RESPONSE: contextvars.ContextVar[list[Callable[[], None]] | None] = contextvars.ContextVar(
-    "shipyard_after_response", default=None
+    "after_response", default=None
 )
 """Work a request leaves for after its response is on the wire (as Starlette's background
 tasks): the shadow's copy. At one client the next request is still on its way then, so the
