@@ -239,6 +239,8 @@ def main() -> None:
     if args.rounds < 2 or args.seconds <= 0 or min(args.clients) < 1:
         parser.error("--rounds must be ≥ 2 (a pair: a, then b shadowed), --seconds > 0, "
                      "--clients ≥ 1")  # fmt: skip
+    if args.save is not None and not args.save.parent.is_dir():
+        parser.error(f"--save: no folder {args.save.parent} to write {args.save.name} in")
     rounds = args.rounds + args.rounds % 2
 
     load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
