@@ -164,6 +164,37 @@ class TestShadowLog:
         assert table.schema.field("shadow").type == pa.string()
         assert pa.types.is_list(table.schema.field("stable").type)
 
+    def test_a_flush_that_fails_halfway_writes_no_pair_twice(
+        self, workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Numbers and words go to two files; when the second cannot be written, the next
+        flush writes it alone, not the first again."""
+        near, far = socket.socketpair()
+        helper = ShadowHelper(far, Registry.of(workspace), workspace.artifacts)
+        x = np.ones((1, 3))
+        for rid, answer in (("n", np.array([1.0])), ("w", np.array(["yes"], dtype=object))):
+            batch = decode_batch(encode_batch([ShadowCopy(MODEL, 1, 2, rid, 1.0, x, answer)]))
+            helper._record([batch], batch.x, [0, 1], _rows_column(answer, [0, 1]), [None], 0.1)
+        put = workspace.artifacts.put_bytes
+        calls: list[int] = []
+
+        def second_fails(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 2:
+                raise OSError("disk full")
+            return put(*args, **kwargs)
+
+        monkeypatch.setattr(workspace.artifacts, "put_bytes", second_fails)
+        with pytest.raises(OSError):
+            helper.flush()
+        assert helper.flush() == 1, "only the file that failed"
+        with workspace.store.session(readonly=True) as s:
+            pairs = records.shadow_pairs(s, workspace.artifacts, MODEL, 2, 1, since=0.0)
+            assert len(_log_tables(s, workspace)) == 2
+        assert sorted(map(str, pairs.stable)) == ["1.0", "yes"]
+        near.close()
+        far.close()
+
     def test_a_log_written_as_json_text_reads_the_same(self, workspace: Workspace) -> None:
         """The logs written before numbers were kept as Arrow lists held JSON text."""
         table = pa.table({

@@ -28,10 +28,10 @@ its end of a ``SOCK_SEQPACKET`` socket pair. It:
 * reports its counts (answered, failed, and dropped when the shadow version cannot load here)
   to the worker every ``flush_interval_s`` (each report wakes a thread of the worker, which
   takes its GIL), and writes the pairs to the shadow log (one Parquet artifact per model,
-  stable and shadow version: the file first, then one short transaction; dated by its last
-  copy on the worker's clock, :class:`CopiesClock`) as often while fewer than ``BUSY_PAIRS``
-  wait, else every ``BUSY_LOG_INTERVAL_S``: a file and a transaction cost about 4 ms of CPU
-  whether they hold a hundred pairs or thousands.
+  stable and shadow version, and per ``LOG_COLUMNS`` schema: the file first, then one short
+  transaction; dated by its last copy on the worker's clock, :class:`CopiesClock`) as often
+  while fewer than ``BUSY_PAIRS`` wait, else every ``BUSY_LOG_INTERVAL_S``: a file and a
+  transaction cost about 4 ms of CPU whether they hold a hundred pairs or thousands.
 """
 
 from __future__ import annotations
@@ -105,44 +105,11 @@ class HelperSetup:
     flush_interval_s: float = 1.0
 
 
-class _Pairs:
-    """The shadow log's pairs of one (model, stable, shadow) waiting for the next flush: one
-    Arrow table a run of copies answered together, with a row a copy (the columns of
-    ``COLUMNS``). Numbers stay numbers: a copy's rows, its stable and its shadow answer are
-    Arrow lists built from the arrays at once (no Python object a copy), anything else is JSON
-    text, as :func:`shipyard.serving.records.shadow_pairs` reads either."""
-
-    COLUMNS = ("request_id", "ts", "request", "stable", "shadow", "error", "shadow_ms")
-    __slots__ = ("last_ts", "pairs", "tables")
-
-    def __init__(self) -> None:
-        self.tables: list[Any] = []
-        self.pairs = 0
-        self.last_ts = -math.inf
-
-    def add(self, table: Any, ts: np.ndarray[Any, Any]) -> None:
-        self.tables.append(table)
-        self.pairs += len(ts)
-        if len(ts):
-            self.last_ts = max(self.last_ts, float(ts.max()))
-
-    def parquet(self) -> list[tuple[bytes, int, float]]:
-        """One Parquet file a schema (runs of numbers and runs of JSON text do not share one):
-        its bytes, its pairs and the time of its first copy."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
-        by_schema: dict[Any, list[Any]] = {}
-        for table in self.tables:
-            by_schema.setdefault(table.schema, []).append(table)
-        files = []
-        for tables in by_schema.values():
-            table = pa.concat_tables(tables)
-            buf = io.BytesIO()
-            pq.write_table(table, buf)
-            files.append((buf.getvalue(), table.num_rows, pc.min(table.column("ts")).as_py()))
-        return files
+LOG_COLUMNS = ("request_id", "ts", "request", "stable", "shadow", "error", "shadow_ms")
+"""A shadow-log row: one copy. Its rows, its stable and its shadow answer are Arrow lists built
+from the arrays at once (no Python object a copy) when they are numbers, JSON text otherwise,
+as :func:`shipyard.serving.records.shadow_pairs` reads either; so a run of numbers and a run
+of JSON text go to files of their own."""
 
 
 def _rows_column(a: np.ndarray[Any, Any], cuts: list[int], failed: list[bool] | None = None) -> Any:
@@ -264,7 +231,9 @@ class ShadowHelper:
         self.flush_interval_s = flush_interval_s
         self._buffer = bytearray(MAX_MESSAGE_BYTES)
         self._predictors: dict[str, tuple[int, Predictor | None, float]] = {}
-        self._batch: dict[tuple[str, int, int], _Pairs] = {}
+        self._batch: dict[tuple[str, int, int], list[Any]] = {}
+        """The shadow log's pairs waiting for the next flush, by (model, stable, shadow): an Arrow
+        table a run of copies answered together."""
         self._counts: dict[tuple[str, int, str], int] = {}
         self._written_at = time.monotonic()
 
@@ -300,7 +269,7 @@ class ShadowHelper:
         """Whether the pairs that wait go to the shadow log now: each flush interval while
         they are few, each ``BUSY_LOG_INTERVAL_S`` while they are many (a file and a
         transaction cost the same for a hundred pairs as for thousands)."""
-        waiting = sum(pairs.pairs for pairs in self._batch.values())
+        waiting = sum(t.num_rows for tables in self._batch.values() for t in tables)
         return (
             waiting < BUSY_PAIRS
             or waiting >= MAX_PAIRS_WAITING
@@ -411,9 +380,6 @@ class ShadowHelper:
 
         first = run[0]
         key = (first.model, first.stable_version, first.shadow_version)
-        pairs = self._batch.get(key)
-        if pairs is None:
-            pairs = self._batch[key] = _Pairs()
         stable = [b.stable_answer for b in run]
         ts = np.concatenate([b.ts for b in run]) if len(run) > 1 else first.ts
         columns = (
@@ -425,7 +391,8 @@ class ShadowHelper:
             pa.array(errors, pa.string()),
             pa.array([took_ms if math.isfinite(took_ms) else None] * len(ts), pa.float64()),
         )
-        pairs.add(pa.Table.from_arrays(list(columns), names=list(_Pairs.COLUMNS)), ts)
+        table = pa.Table.from_arrays(list(columns), names=list(LOG_COLUMNS))
+        self._batch.setdefault(key, []).append(table)
 
     def _report(self) -> None:
         """Send the counts since the last report to the worker."""
@@ -443,31 +410,40 @@ class ShadowHelper:
             log.warning("shadow log flush failed, will retry: %s", exc)
 
     def flush(self) -> int:
-        """Write every waiting batch as one artifact per (model, stable, shadow); returns the
-        pairs written."""
+        """Write every waiting batch as one artifact per (model, stable, shadow) and schema, each
+        gone from the batch once written (a flush that fails halfway writes none twice);
+        returns the pairs written."""
         if self.artifacts is None or not self._batch:
             return 0
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
         written = 0
         for key in list(self._batch):
             model, stable, shadow = key
-            pairs = self._batch[key]
-            if isinstance(self.artifacts.clock, CopiesClock):
-                self.artifacts.clock.now = pairs.last_ts
-            for data, rows, first_ts in pairs.parquet():
+            while self._batch[key]:  # a file a schema, each gone from the batch once written
+                schema = self._batch[key][0].schema
+                table = pa.concat_tables(t for t in self._batch[key] if t.schema == schema)
+                if isinstance(self.artifacts.clock, CopiesClock):
+                    self.artifacts.clock.now = pc.max(table.column("ts")).as_py()
+                buf = io.BytesIO()
+                pq.write_table(table, buf)
                 self.artifacts.put_bytes(
-                    data,
+                    buf.getvalue(),
                     SHADOW_LOG_MEDIA_TYPE,
                     {
                         "kind": SHADOW_LOG_KIND,
                         "model": model,
                         "version": shadow,
                         "stable_version": stable,
-                        "rows": rows,
-                        "first_ts": first_ts,
+                        "rows": table.num_rows,
+                        "first_ts": pc.min(table.column("ts")).as_py(),
                     },
                 )
+                self._batch[key] = [t for t in self._batch[key] if t.schema != schema]
+                written += table.num_rows
             del self._batch[key]
-            written += pairs.pairs
         return written
 
 
